@@ -1,0 +1,39 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := contracts runtime services/router services/agent-runner services/tool-runner \
+            services/guardrails services/telemetry cli
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-e2e lint schemas clean
+
+install: $(STAMP)
+
+$(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
+	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
+		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff
+	touch $(STAMP)
+
+demo: install
+	AE_PATH_BIN=$(abspath $(BIN)) bash scripts/demo.sh
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest -m "not e2e"
+
+test-e2e: install
+	$(BIN)/pytest -m e2e
+
+lint: install
+	$(BIN)/ruff check .
+
+schemas: install
+	$(BIN)/python -m agent_engine.contracts.export contracts/schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,115 @@
+"""Workflow manifest models: what a workflow directory declares, as one validated object.
+
+Loading the YAML files is the CLI's job; these models and `validation` are pure pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
+SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "EXIT"})
+Kind = Literal["agent", "tool"]
+ExitStatus = Literal["succeeded", "failed"]
+Provider = Literal["auto", "mock", "anthropic"]
+
+
+class Condition(BaseModel):
+    """Chooses a DECISION edge from the node's output: `field` is a dotted path into it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    field: str = Field(min_length=1)
+    equals: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+
+    def matches(self, output: dict[str, Any]) -> bool:
+        found, value = lookup(output, self.field)
+        if not found:
+            return False
+        if self.in_ is not None:
+            return value in self.in_
+        return bool(value == self.equals)
+
+
+def lookup(data: Any, path: str) -> tuple[bool, Any]:
+    """Follow a dotted path through nested objects; (False, None) when any step is missing."""
+    current = data
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return False, None
+        current = current[part]
+    return True, current
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    role: Role
+    kind: Kind | None = None
+    agent: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    status: ExitStatus | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    description: str = ""
+
+
+class EdgeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    when: Condition | None = None
+    default: bool = False
+
+
+class AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Provider = "auto"
+    model: str = "claude-sonnet-4-5"
+    system: str = ""
+    prompt: str = ""
+    output_schema: str | None = None
+    max_tokens: int = Field(default=1024, ge=1, le=64000)
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: str
+    description: str = ""
+    side_effects: bool = False
+
+
+class WorkflowManifest(BaseModel):
+    """A whole workflow: graph, agents, tools, output schemas and (optional) mock scripts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    description: str = ""
+    nodes: list[NodeSpec]
+    edges: list[EdgeSpec] = Field(default_factory=list)
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)
+    tools: dict[str, ToolSpec] = Field(default_factory=dict)
+    schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
+
+    def node(self, node_id: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def start(self) -> NodeSpec:
+        return next(n for n in self.nodes if n.role == "START")
+
+    def successors(self, node_id: str) -> list[EdgeSpec]:
+        return [e for e in self.edges if e.from_ == node_id]

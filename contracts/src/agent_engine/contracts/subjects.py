@@ -1,0 +1,40 @@
+"""The subject map, defined once. The tenant is a subject token so NATS permissions can confine it.
+
+    ae.<tenant>.<event type>                   e.g. ae.acme.task.requested
+    ae.<tenant>.node.dispatched.<kind>         so each runner consumes only its own kind
+"""
+
+from __future__ import annotations
+
+from agent_engine.contracts.envelope import Envelope
+
+PREFIX = "ae"
+STREAM = "AE_EVENTS"
+STREAM_SUBJECTS = [f"{PREFIX}.*.>"]
+DLQ_STREAM = "AE_DLQ"
+DLQ_PREFIX = "aedlq"
+WORKFLOW_BUCKET = "ae_workflows"
+
+ROUTER_RPC = "aerpc.router"
+TELEMETRY_RPC = "aerpc.telemetry"
+
+
+def subject_for(envelope: Envelope) -> str:
+    base = f"{PREFIX}.{envelope.tenant}.{envelope.type}"
+    if envelope.type == "node.dispatched":
+        return f"{base}.{envelope.data.get('kind', 'unknown')}"
+    return base
+
+
+def type_subject(event_type: str, tenant: str = "*") -> str:
+    """Filter subject for one event type, any tenant by default."""
+    return f"{PREFIX}.{tenant}.{event_type}"
+
+
+def dlq_subject(service: str) -> str:
+    return f"{DLQ_PREFIX}.{service}"
+
+
+def tenant_from_subject(subject: str) -> str | None:
+    parts = subject.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == PREFIX else None

@@ -1,0 +1,128 @@
+"""The NATS JetStream bus every service uses: publish envelopes, consume with durable pull consumers.
+
+We use nats-py directly rather than FastStream here because the router needs batch fetches with
+its own ack timing (ack only after the store commit) and the DLQ rule needs the delivery count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from agent_engine.contracts import Envelope, subject_for
+from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, STREAM, STREAM_SUBJECTS, dlq_subject
+
+log = logging.getLogger(__name__)
+
+MSG_ID = "Nats-Msg-Id"
+TASK_ID_HEADER = "Ae-Task-Id"
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect, retrying until the server answers (a service may start before NATS is up)."""
+    return await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        connect_timeout=2, allow_reconnect=True,
+    )
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create the event stream and the DLQ stream if they are missing. Safe to call from every service."""
+    for config in (
+        StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
+        StreamConfig(name=DLQ_STREAM, subjects=[f"{DLQ_PREFIX}.>"], storage=StorageType.FILE),
+    ):
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # another service created it in between
+                pass
+
+
+@dataclass
+class Bus:
+    nc: Client
+    js: JetStreamContext
+    service: str
+
+    @classmethod
+    async def open(cls, url: str, service: str) -> Bus:
+        nc = await connect(url, service)
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js)
+        return cls(nc, js, service)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream."""
+        await self.js.publish(
+            subject_for(envelope), envelope.to_bytes(),
+            headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id},
+        )
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+        await asyncio.gather(*(self.publish(e) for e in envelopes))
+
+    async def dead_letter(self, msg: Msg, error: str) -> None:
+        headers = dict(msg.headers or {})
+        headers.update({"Ae-Original-Subject": msg.subject, "Ae-Error": error[:1000].replace("\n", " ")})
+        headers.pop(MSG_ID, None)
+        await self.js.publish(dlq_subject(self.service), msg.data, headers=headers)
+        log.warning("dead-lettered message on %s: %s", msg.subject, error)
+
+    async def pull(self, durable: str, subjects: list[str], *, ack_wait: float,
+                   max_ack_pending: int = 1024) -> JetStreamContext.PullSubscription:
+        """A durable pull consumer with explicit acks over `subjects` of the event stream."""
+        config = ConsumerConfig(
+            durable_name=durable, filter_subjects=subjects, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_ack_pending=max_ack_pending,
+        )
+        try:
+            await self.js.add_consumer(STREAM, config)
+        except BadRequestError:
+            await self.js.update_consumer(STREAM, config)
+        return await self.js.pull_subscribe_bind(durable, stream=STREAM)
+
+    async def consume(self, durable: str, subjects: list[str],
+                      handle: Callable[[list[Msg]], Awaitable[None]], *, batch: int, ack_wait: float,
+                      stop: asyncio.Event) -> None:
+        """Fetch batches until `stop` is set; `handle` acks (or naks) each message itself."""
+        sub = await self.pull(durable, subjects, ack_wait=ack_wait)
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception as exc:  # connection blips: back off, keep going
+                log.warning("fetch on %s failed: %s", durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            await handle(msgs)
+
+
+async def settle(bus: Bus, msg: Msg, error: str | None, *, max_deliver: int, retry_delay: float = 1.0) -> None:
+    """Ack a handled message; on error nak it for redelivery, or dead-letter it after `max_deliver` tries."""
+    if error is None:
+        await msg.ack()
+        return
+    delivered = msg.metadata.num_delivered if msg.metadata else 1
+    if delivered >= max_deliver:
+        await bus.dead_letter(msg, f"{error} (after {delivered} deliveries)")
+        await msg.ack()
+    else:
+        await msg.nak(delay=retry_delay * delivered)

@@ -1,0 +1,29 @@
+"""Settings from the environment, read once at start-up by each service's composition root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env_float(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str = field(default_factory=lambda: os.environ.get("AE_NATS_URL", "nats://127.0.0.1:4222"))
+    postgres_url: str = field(default_factory=lambda: os.environ.get("AE_POSTGRES_URL", ""))
+    ack_wait_s: float = field(default_factory=lambda: env_float("AE_ACK_WAIT_S", 30.0))
+    max_deliver: int = field(default_factory=lambda: env_int("AE_MAX_DELIVER", 5))
+    batch_size: int = field(default_factory=lambda: env_int("AE_BATCH_SIZE", 64))
