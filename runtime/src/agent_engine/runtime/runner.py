@@ -1,0 +1,63 @@
+"""What both runners share: consume node dispatches of one kind, answer each with result events.
+
+A runner is stateless. It acks a dispatch only after its result is published, and result ids
+derive from the dispatch id, so a redelivered dispatch yields the same ids (dropped by JetStream's
+duplicate window, and by the router in any case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ValidationError
+
+from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.events import NodeDispatched, NodeErrored
+from agent_engine.contracts.subjects import type_subject
+from agent_engine.runtime.bus import Bus, settle
+from agent_engine.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Envelope, NodeDispatched], Awaitable[list[Envelope]]]
+
+
+def result(cause: Envelope, source: str, data: BaseModel, suffix: str) -> Envelope:
+    """An event answering a dispatch, with an id derived from the dispatch and `suffix`."""
+    return Envelope(
+        id=derive_id(cause.id, suffix), source=source, type=data.TYPE,  # type: ignore[attr-defined]
+        time=datetime.now(UTC), tenant=cause.tenant, task_id=cause.task_id, correlation_id=cause.correlation_id,
+        causation_id=cause.id, data=data.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, *, retryable: bool) -> Envelope:
+    return result(cause, source, NodeErrored(dispatch_id=dispatch.dispatch_id, node=dispatch.node,
+                                             attempt=dispatch.attempt, error=error, retryable=retryable), "errored")
+
+
+async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event) -> None:
+    async def handle_one(msg: Msg) -> None:
+        try:
+            envelope = Envelope.from_bytes(msg.data)
+            dispatch = NodeDispatched.model_validate(envelope.data)
+        except ValidationError as exc:
+            await bus.dead_letter(msg, f"not a valid node.dispatched event: {exc.errors()[:3]}")
+            await msg.ack()
+            return
+        error = None
+        try:
+            await bus.publish_many(await handler(envelope, dispatch))
+        except Exception as exc:  # noqa: BLE001  redeliver, then dead-letter; never crash the loop
+            log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
+            error = f"{type(exc).__name__}: {exc}"
+        await settle(bus, msg, error, max_deliver=settings.max_deliver)
+
+    async def handle_batch(msgs: list[Msg]) -> None:
+        await asyncio.gather(*(handle_one(m) for m in msgs))
+
+    await bus.consume(f"{kind}-runner", [type_subject("node.dispatched") + f".{kind}"], handle_batch,
+                      batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)

@@ -1,0 +1,48 @@
+"""The workflow registry: revisions of workflow manifests in a NATS KV bucket.
+
+Key `<tenant>.<workflow>` holds the current revision as JSON {"revision": sha256, "manifest": {...}}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.subjects import WORKFLOW_BUCKET
+
+
+async def bucket(js: JetStreamContext) -> KeyValue:
+    try:
+        return await js.key_value(WORKFLOW_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(bucket=WORKFLOW_BUCKET, history=16)
+
+
+def key(tenant: str, workflow: str) -> str:
+    return f"{tenant}.{workflow}"
+
+
+async def current(kv: KeyValue, tenant: str, workflow: str) -> tuple[str, WorkflowManifest] | None:
+    try:
+        entry = await kv.get(key(tenant, workflow))
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    body: dict[str, Any] = json.loads(entry.value)
+    return body["revision"], WorkflowManifest.model_validate(body["manifest"])
+
+
+async def push(kv: KeyValue, tenant: str, revision: str, manifest: WorkflowManifest) -> bool:
+    """Store a revision as current; False when it already was."""
+    found = await current(kv, tenant, manifest.name)
+    if found and found[0] == revision:
+        return False
+    body = {"revision": revision, "manifest": manifest.model_dump(mode="json", by_alias=True)}
+    await kv.put(key(tenant, manifest.name), json.dumps(body).encode())
+    return True

@@ -1,0 +1,1 @@
+"""Agent runner: stateless; turns a node dispatch into one validated LLM output."""

@@ -1,0 +1,1 @@
+"""Guardrails: the ingress gate; every request leaves as task.accepted or task.rejected with a reason."""

@@ -1,0 +1,24 @@
+"""`python -m agent_engine.guardrails`: the guardrails service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent_engine.guardrails.service import policy_from_env, serve
+from agent_engine.runtime import service
+from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.settings import Settings
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = Settings()
+    policy = policy_from_env()
+    bus = await Bus.open(settings.nats_url, "guardrails")
+    try:
+        await serve(bus, policy, settings, stop)
+    finally:
+        await bus.close()
+
+
+if __name__ == "__main__":
+    service.run("guardrails", main)

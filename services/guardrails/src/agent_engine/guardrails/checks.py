@@ -1,0 +1,93 @@
+"""Pure ingress checks: raw request bytes in, an accepted (redacted) request or a readable reason out."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
+from agent_engine.contracts.events import TaskRequested
+
+PATTERNS: dict[str, re.Pattern[str]] = {
+    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
+    "phone": re.compile(r"(?<![\w.])\+?\d[\d ().-]{6,}\d(?![\w.])"),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_bytes: int = 1024 * 1024
+    redact: tuple[str, ...] = ("email", "phone")
+
+
+@dataclass
+class Verdict:
+    envelope: Envelope | None = None
+    request: TaskRequested | None = None
+    reason: str | None = None
+    redacted_input: dict[str, Any] = field(default_factory=dict)
+    redactions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+def check(raw: bytes, subject_tenant: str | None, policy: Policy) -> Verdict:
+    if len(raw) > policy.max_bytes:
+        return Verdict(reason=f"request is {_size(len(raw))}, over the {_size(policy.max_bytes)} limit; "
+                              "send large documents as workspace files and pass their paths")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return Verdict(reason=f"request body is not JSON ({exc}); send a CloudEvents envelope as a JSON object")
+    if not isinstance(body, dict):
+        return Verdict(reason=f"request body is JSON {type(body).__name__}, not an object (an event envelope)")
+    version = body.get("schema_version", CONTRACT_VERSION)
+    if version != CONTRACT_VERSION:
+        return Verdict(reason=f"schema_version {version!r} is not supported: this engine reads version "
+                              f"{CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade the engine")
+    try:
+        envelope = Envelope.model_validate(body)
+    except ValidationError as exc:
+        return Verdict(reason="not a valid event envelope: " + _errors(exc))
+    if envelope.type != TaskRequested.TYPE:
+        return Verdict(envelope, reason=f"event type '{envelope.type}' cannot be sent to task.requested")
+    if subject_tenant is not None and envelope.tenant != subject_tenant:
+        return Verdict(envelope, reason=f"envelope tenant '{envelope.tenant}' does not match the subject's "
+                                        f"tenant '{subject_tenant}'")
+    try:
+        request = TaskRequested.model_validate(envelope.data)
+    except ValidationError as exc:
+        return Verdict(envelope, reason="not a valid task.requested payload: " + _errors(exc))
+    counts: dict[str, int] = {}
+    redacted = redact(request.input, policy.redact, counts)
+    return Verdict(envelope, request, None, redacted, counts)
+
+
+def redact(value: Any, kinds: tuple[str, ...], counts: dict[str, int]) -> Any:
+    """Replace every match of the enabled PII patterns in string leaves; counts matches per kind."""
+    if isinstance(value, str):
+        for kind in kinds:
+            value, n = PATTERNS[kind].subn(f"[redacted:{kind}]", value)
+            if n:
+                counts[kind] = counts.get(kind, 0) + n
+        return value
+    if isinstance(value, dict):
+        return {k: redact(v, kinds, counts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, kinds, counts) for v in value]
+    return value
+
+
+def _errors(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(parts)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KiB"

@@ -1,0 +1,324 @@
+"""Pure routing: `decide(state, input) -> events` and `evolve(state, event) -> state`.
+
+No clock, no randomness, no I/O: ids derive from the causing input (uuid5), time comes from the
+input event. The store records each applied input (as a `router.input` record) followed by the
+decisions it produced, so replaying the inputs reproduces the decisions exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
+from agent_engine.contracts.events import (
+    DispatchedAgent, DispatchedTool, NodeCompleted, NodeContext, NodeDeadlineExpired, NodeDispatched,
+    NodeErrored, NodeFailed, NodeSucceeded, TaskAccepted, TaskFailed, TaskRejected, TaskStarted,
+    TaskSucceeded, Usage,
+)
+from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest, lookup
+from agent_engine.router import ENGINE_VERSION
+from agent_engine.router.state import NodeState, TaskState
+
+SOURCE = "agent-engine/router"
+INPUT_RECORD = "router.input"
+INPUT_TYPES = ("task.accepted", "node.completed", "node.errored", "node.deadline_expired")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The workflow revision the shell looked up for a task.accepted input (None: not found)."""
+
+    revision: str
+    manifest: WorkflowManifest
+
+
+@dataclass(frozen=True)
+class RouterInput:
+    event: Envelope
+    workflow: Resolved | None = None
+
+
+# --- decide -----------------------------------------------------------------------------------
+
+def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
+    """The events an input causes; [] when it changes nothing (duplicate, stale or late)."""
+    event = inp.event
+    if event.id in state.applied or event.type not in INPUT_TYPES:
+        return []
+    out = _Emitter(state, event)
+    if event.type == "task.accepted":
+        return _on_accepted(state, inp, out)
+    if state.status != "running":
+        return []
+    if event.type == "node.completed":
+        completed = NodeCompleted.model_validate(event.data)
+        node = _open_node(state, completed.node, completed.dispatch_id)
+        return _on_completed(state, completed, out) if node else []
+    if event.type == "node.errored":
+        errored = NodeErrored.model_validate(event.data)
+        node = _open_node(state, errored.node, errored.dispatch_id)
+        if node is None:
+            return []
+        if errored.retryable:
+            return _retry_or_fail(state, errored.node, node, f"runner error: {errored.error}", out)
+        return _fail(state, errored.node, node.attempts, errored.error, out)
+    expired = NodeDeadlineExpired.model_validate(event.data)
+    node = _open_node(state, expired.node, expired.dispatch_id)
+    if node is None:
+        return []
+    assert state.manifest is not None
+    timeout = state.manifest.node(expired.node).timeout_s
+    return _retry_or_fail(state, expired.node, node, f"no result within the {timeout:g}s deadline", out)
+
+
+def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | None:
+    node = state.nodes.get(node_id)
+    if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
+        return None
+    return node
+
+
+def _on_accepted(state: TaskState, inp: RouterInput, out: _Emitter) -> list[Envelope]:
+    if state.status != "new":
+        return []  # a request for a task that exists: idempotent
+    accepted = TaskAccepted.model_validate(inp.event.data)
+    if inp.workflow is None:
+        out.add(TaskRejected(
+            stage="router", workflow=accepted.workflow,
+            reason=f"unknown workflow '{accepted.workflow}' for tenant '{inp.event.tenant}': "
+                   f"push it first with `agentctl workflow push DIR`",
+        ))
+        return out.events
+    manifest = inp.workflow.manifest
+    out.add(TaskStarted(
+        workflow=accepted.workflow, revision=inp.workflow.revision, engine_version=ENGINE_VERSION,
+        contract_version=CONTRACT_VERSION, input=accepted.input, workflow_manifest=manifest,
+    ))
+    context = NodeContext(input=accepted.input)
+    _dispatch(manifest, manifest.start(), 1, context, "start", out)
+    return out.events
+
+
+def _on_completed(state: TaskState, completed: NodeCompleted, out: _Emitter) -> list[Envelope]:
+    assert state.manifest is not None
+    manifest = state.manifest
+    spec = manifest.node(completed.node)
+    next_id, problem = _next_node(manifest, spec, completed.output)
+    if next_id is None:
+        return _fail(state, spec.id, completed.attempt, problem, out)
+    out.add(NodeSucceeded(
+        dispatch_id=completed.dispatch_id, node=completed.node, attempt=completed.attempt,
+        output=completed.output, provider=completed.provider, model=completed.model, usage=completed.usage,
+    ))
+    upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
+    upstream[completed.node] = completed.output
+    nxt = manifest.node(next_id)
+    if nxt.role == "EXIT":
+        cls = TaskSucceeded if nxt.status == "succeeded" else TaskFailed
+        out.add(cls(status=nxt.status or "failed", exit_node=nxt.id, reason=f"reached EXIT node '{nxt.id}'"))
+        return out.events
+    _dispatch(manifest, nxt, 1, NodeContext(input=dict(state.input), upstream=upstream), "next", out)
+    return out.events
+
+
+def _next_node(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any]) -> tuple[str | None, str]:
+    edges = manifest.successors(spec.id)
+    if spec.role != "DECISION":
+        return edges[0].to, ""
+    for edge in edges:
+        if edge.when is not None and edge.when.matches(output):
+            return edge.to, ""
+    for edge in edges:
+        if edge.default:
+            return edge.to, ""
+    tested = ", ".join(
+        f"{e.when.field} {'in ' + repr(e.when.in_) if e.when.in_ is not None else '== ' + repr(e.when.equals)}"
+        f" -> {e.to}" for e in edges if e.when
+    )
+    found = {e.when.field: lookup(output, e.when.field)[1] for e in edges if e.when}
+    return None, f"DECISION output matched no edge: got {found}; edges test {tested}"
+
+
+def _retry_or_fail(state: TaskState, node_id: str, node: NodeState, why: str, out: _Emitter) -> list[Envelope]:
+    assert state.manifest is not None
+    spec = state.manifest.node(node_id)
+    if node.attempts >= spec.max_attempts:
+        return _fail(state, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts", out)
+    upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
+    context = NodeContext(input=dict(state.input), upstream=upstream)
+    _dispatch(state.manifest, spec, node.attempts + 1, context, f"retry: {why}", out)
+    return out.events
+
+
+def _fail(state: TaskState, node_id: str, attempt: int, reason: str, out: _Emitter) -> list[Envelope]:
+    out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason))
+    out.add(TaskFailed(status="failed", reason=f"node '{node_id}' failed: {reason}"))
+    return out.events
+
+
+def _dispatch(manifest: WorkflowManifest, spec: NodeSpec, attempt: int, context: NodeContext,
+              reason: str, out: _Emitter) -> None:
+    dispatch_id = derive_id(out.task_id, spec.id, attempt)
+    data = NodeDispatched(
+        dispatch_id=dispatch_id, node=spec.id, kind=spec.kind or "tool", attempt=attempt,
+        deadline=out.now + timedelta(seconds=spec.timeout_s), reason=reason, context=context,
+    )
+    if spec.kind == "agent":
+        agent = manifest.agents[spec.agent or ""]
+        schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
+        data.agent = DispatchedAgent(name=spec.agent or "", **agent.model_dump(), output_schema_json=schema,
+                                     mock_responses=manifest.mock.get(spec.id, []))
+    else:
+        tool = manifest.tools[spec.tool or ""]
+        args, missing = resolve_args(spec.args, context)
+        if missing:
+            out.add(NodeFailed(node=spec.id, attempt=attempt, reason=missing))
+            out.add(TaskFailed(status="failed", reason=f"node '{spec.id}' failed: {missing}"))
+            return
+        data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin, args=args)
+    out.add(data)
+
+
+def resolve_args(args: dict[str, Any], context: NodeContext) -> tuple[dict[str, Any], str]:
+    """Replace "$input.a.b" and "$nodes.<id>.a" strings with values from the task input or upstream outputs."""
+    resolved: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, str) and value.startswith(("$input.", "$nodes.")):
+            root, _, path = value[1:].partition(".")
+            source: Any = context.input if root == "input" else context.upstream
+            found, got = lookup(source, path)
+            if not found:
+                return {}, f"argument '{key}' refers to {value}, which the task does not have"
+            resolved[key] = got
+        else:
+            resolved[key] = value
+    return resolved, ""
+
+
+class _Emitter:
+    """Builds output envelopes with ids derived from the input and time taken from it."""
+
+    def __init__(self, state: TaskState, cause: Envelope) -> None:
+        self.cause = cause
+        self.task_id = state.task_id or cause.task_id
+        self.tenant = state.tenant or cause.tenant
+        self.correlation_id = state.correlation_id or cause.correlation_id
+        self.now = cause.time
+        self.events: list[Envelope] = []
+
+    def add(self, data: Any) -> None:
+        self.events.append(Envelope(
+            id=derive_id(self.cause.id, len(self.events)), source=SOURCE, type=data.TYPE, time=self.now,
+            tenant=self.tenant, task_id=self.task_id, correlation_id=self.correlation_id,
+            causation_id=self.cause.id, data=data.model_dump(mode="json", exclude_none=True),
+        ))
+
+
+# --- evolve -----------------------------------------------------------------------------------
+
+def evolve(state: TaskState, event: Envelope) -> TaskState:
+    """Fold one recorded event into the state. Unknown types only bump the version."""
+    state = replace(state, version=state.version + 1)
+    data = event.data
+    kind = event.type
+    if kind == INPUT_RECORD:
+        return replace(state, applied=state.applied | {data["input"]["id"]}, task_id=event.task_id,
+                       tenant=event.tenant, correlation_id=state.correlation_id or event.correlation_id)
+    if kind == "task.started":
+        started = TaskStarted.model_validate(data)
+        manifest = started.workflow_manifest
+        return replace(
+            state, status="running", workflow=started.workflow, revision=started.revision,
+            engine_version=started.engine_version, contract_version=started.contract_version,
+            manifest=manifest, input=started.input, started_at=event.time,
+            nodes={n.id: NodeState() for n in manifest.nodes},
+        )
+    if kind == "task.rejected":
+        return replace(state, status="rejected", reason=data.get("reason", ""), finished_at=event.time)
+    if kind == "node.dispatched":
+        d = NodeDispatched.model_validate(data)
+        return _set_node(state, d.node, status="dispatched", attempts=d.attempt, dispatch_id=d.dispatch_id,
+                         deadline=d.deadline, dispatched_at=event.time, finished_at=None, error=None)
+    if kind == "node.succeeded":
+        s = NodeSucceeded.model_validate(data)
+        return _set_node(state, s.node, status="succeeded", output=s.output, provider=s.provider,
+                         model=s.model, usage=s.usage or None, finished_at=event.time, deadline=None)
+    if kind == "node.failed":
+        f = NodeFailed.model_validate(data)
+        return _set_node(state, f.node, status="failed", error=f.reason, finished_at=event.time, deadline=None)
+    if kind in ("task.succeeded", "task.failed"):
+        exit_node = data.get("exit_node")
+        if exit_node:
+            state = _set_node(state, exit_node, status="reached", finished_at=event.time)
+        return replace(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
+                       finished_at=event.time)
+    return state
+
+
+def _set_node(state: TaskState, node_id: str, **changes: Any) -> TaskState:
+    nodes = dict(state.nodes)
+    nodes[node_id] = replace(nodes.get(node_id, NodeState()), **changes)
+    return replace(state, nodes=nodes)
+
+
+# --- apply and replay -------------------------------------------------------------------------
+
+def input_record(inp: RouterInput) -> Envelope:
+    """The stored form of an applied input: the input itself plus what the shell resolved for it."""
+    resolved = None
+    if inp.workflow is not None:
+        resolved = {"revision": inp.workflow.revision,
+                    "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
+    event = inp.event
+    return Envelope(
+        id=derive_id(event.id, "input"), source=SOURCE, type=INPUT_RECORD, time=event.time,
+        tenant=event.tenant, task_id=event.task_id, correlation_id=event.correlation_id,
+        causation_id=event.id, data={"input": event.model_dump(mode="json"), "workflow": resolved},
+    )
+
+
+def input_from_record(record: Envelope) -> RouterInput:
+    resolved = record.data.get("workflow")
+    workflow = None
+    if resolved:
+        workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
+    return RouterInput(Envelope.model_validate(record.data["input"]), workflow)
+
+
+def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
+    """Decide, then fold: the records to store (input record first) and the state after them."""
+    decisions = decide(state, inp)
+    if not decisions:
+        return state, []
+    records = [input_record(inp), *decisions]
+    for record in records:
+        state = evolve(state, record)
+    return state, records
+
+
+def fold(records: list[Envelope]) -> TaskState:
+    state = TaskState()
+    for record in records:
+        state = evolve(state, record)
+    return state
+
+
+def replay(records: list[Envelope]) -> list[Envelope]:
+    """Re-run the recorded inputs through the current router; returns the records it would store."""
+    state = TaskState()
+    produced: list[Envelope] = []
+    for record in records:
+        if record.type == INPUT_RECORD:
+            state, out = apply(state, input_from_record(record))
+            produced.extend(out)
+    return produced
+
+
+def usage_total(state: TaskState) -> Usage:
+    total = Usage()
+    for node in state.nodes.values():
+        if node.usage is not None:
+            total = Usage(**{k: getattr(total, k) + getattr(node.usage, k) for k in Usage.model_fields})
+    return total

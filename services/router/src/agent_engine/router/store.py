@@ -1,0 +1,115 @@
+"""The task event store: the `eventsourcing` library on PostgreSQL (psycopg 3).
+
+Every record of a task (applied inputs and decisions) is one stored event in the task's aggregate
+sequence; one `save` call commits the records of a whole batch of tasks in one transaction, with
+optimistic concurrency on each task's version. The notification log orders every record ever
+committed, which the relay publishes from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEvent
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.router.core import fold
+from agent_engine.router.state import TaskState
+
+
+class TaskRecord(DomainEvent):
+    """One stored record of a task: a contract envelope as JSON."""
+
+    envelope: dict[str, Any]
+
+
+class _RouterApplication(Application[uuid.UUID]):
+    name = "router"
+
+
+def eventsourcing_env(postgres_url: str) -> dict[str, str]:
+    url = urlparse(postgres_url)
+    if url.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"AE_POSTGRES_URL must be a postgresql:// URL, got '{url.scheme}://...'")
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": (url.path or "/postgres").lstrip("/") or "postgres",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_POOL_SIZE": "4",
+        "CREATE_TABLE": "y",
+    }
+
+
+def task_uuid(task_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(task_id)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:task:{task_id}")
+
+
+class TaskStore:
+    def __init__(self, postgres_url: str) -> None:
+        self.url = postgres_url
+        self.app = _RouterApplication(env=eventsourcing_env(postgres_url))
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
+                         "(name text PRIMARY KEY, position bigint NOT NULL)")
+
+    def close(self) -> None:
+        self.app.close()
+
+    def records(self, task_id: str) -> list[Envelope]:
+        return [Envelope.model_validate(e.envelope)  # type: ignore[attr-defined]
+                for e in self.app.events.get(task_uuid(task_id))]
+
+    def load(self, task_id: str) -> TaskState:
+        return fold(self.records(task_id))
+
+    def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]]) -> None:
+        """Commit new records for several tasks in one transaction.
+
+        `pending` maps task id -> (version the records build on, records). Raises
+        eventsourcing's IntegrityError when another writer got there first.
+        """
+        events = []
+        for task_id, (base_version, records) in pending.items():
+            originator = task_uuid(task_id)
+            for offset, record in enumerate(records, start=1):
+                events.append(TaskRecord(  # type: ignore[call-arg]
+                    originator_id=originator, originator_version=base_version + offset,
+                    timestamp=record.time, envelope=record.model_dump(mode="json"),
+                ))
+        if events:
+            self.app.save(*events)
+
+    def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope]]:
+        found = self.app.recorder.select_notifications(start=after + 1, limit=limit)
+        return [(n.id, Envelope.model_validate(self.app.mapper.to_domain_event(n).envelope))  # type: ignore[attr-defined]
+                for n in found]
+
+    def all_records(self, batch: int = 1000) -> Iterable[Envelope]:
+        position = 0
+        while True:
+            page = self.notifications(position, batch)
+            if not page:
+                return
+            for position, record in page:
+                yield record
+
+    def relay_position(self, name: str) -> int:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute("SELECT position FROM router_relay_position WHERE name = %s", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_relay_position(self, name: str, position: int) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO router_relay_position (name, position) VALUES (%s, %s) "
+                         "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position", (name, position))

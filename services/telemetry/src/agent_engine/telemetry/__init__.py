@@ -1,0 +1,1 @@
+"""Telemetry: read-only projections of the event stream (the token and cost ledger)."""

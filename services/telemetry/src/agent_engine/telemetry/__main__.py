@@ -1,0 +1,52 @@
+"""`python -m agent_engine.telemetry`: folds every event subject into the ledger; answers ledger queries.
+
+The ledger is rebuilt from the stream at every start (an ordered consumer from the first message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from pydantic import ValidationError
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC
+from agent_engine.runtime import service
+from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.settings import Settings
+from agent_engine.telemetry.ledger import Ledger
+
+log = logging.getLogger("telemetry")
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = Settings()
+    bus = await Bus.open(settings.nats_url, "telemetry")
+    ledger = Ledger()
+
+    async def on_event(msg: Msg) -> None:
+        try:
+            ledger.observe(Envelope.from_bytes(msg.data))
+        except ValidationError:
+            pass  # not ours to judge: guardrails rejects bad requests; counted nowhere
+
+    async def on_query(msg: Msg) -> None:
+        request = json.loads(msg.data or b"{}")
+        reply = ledger.query(request.get("task_id"), request.get("tenant"))
+        await msg.respond(json.dumps(reply).encode())
+
+    try:
+        await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,
+                               deliver_policy=DeliverPolicy.ALL)
+        await bus.nc.subscribe(f"{TELEMETRY_RPC}.ledger", cb=on_query)
+        await stop.wait()
+    finally:
+        await bus.close()
+
+
+if __name__ == "__main__":
+    service.run("telemetry", main)

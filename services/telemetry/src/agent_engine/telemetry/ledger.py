@@ -1,0 +1,74 @@
+"""The token and cost ledger, folded from llm.called events. Exact decimals; duplicates counted once."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.events import LlmCalled
+
+
+@dataclass
+class Line:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+    mock_calls: int = 0
+
+    def add(self, call: LlmCalled) -> None:
+        self.calls += 1
+        self.input_tokens += call.usage.input_tokens
+        self.output_tokens += call.usage.output_tokens
+        self.cache_read_tokens += call.usage.cache_read_tokens
+        self.cache_write_tokens += call.usage.cache_write_tokens
+        if call.cost_usd == "unpriced":
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += Decimal(call.cost_usd)
+        if call.provider == "mock":
+            self.mock_calls += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "cost_usd": str(self.cost_usd)}
+
+
+@dataclass
+class Ledger:
+    by_task: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
+    by_tenant: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
+    by_model: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
+    by_day: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
+    seen: set[str] = field(default_factory=set)
+    events_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def observe(self, event: Envelope) -> None:
+        if event.id in self.seen:
+            return
+        self.seen.add(event.id)
+        self.events_by_type[event.type] += 1
+        if event.type != LlmCalled.TYPE:
+            return
+        call = LlmCalled.model_validate(event.data)
+        for table, key in ((self.by_task, event.task_id), (self.by_tenant, event.tenant),
+                           (self.by_model, f"{call.provider}/{call.model}"),
+                           (self.by_day, event.time.date().isoformat())):
+            table[key].add(call)
+
+    def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+        if task_id:
+            return {"task_id": task_id, **self.by_task.get(task_id, Line()).as_json()}
+        if tenant:
+            return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json()}
+        return {
+            "tenants": {k: v.as_json() for k, v in self.by_tenant.items()},
+            "models": {k: v.as_json() for k, v in self.by_model.items()},
+            "days": {k: v.as_json() for k, v in self.by_day.items()},
+            "events_by_type": dict(self.events_by_type),
+        }
