@@ -19,7 +19,8 @@ def show(records: list[Envelope]) -> dict[str, Any]:
             duration = round((node.finished_at - node.dispatched_at).total_seconds() * 1000, 1)
         nodes.append({
             "node": node_id, "role": spec.role if spec else None, "kind": spec.kind if spec else None,
-            "status": node.status, "attempts": node.attempts,
+            "status": "skipped" if state.terminal and node.status == "pending" else node.status,
+            "attempts": node.attempts,
             "started_at": node.dispatched_at, "finished_at": node.finished_at, "duration_ms": duration,
             "provider": node.provider, "model": node.model,
             "usage": node.usage.model_dump() if node.usage else None,

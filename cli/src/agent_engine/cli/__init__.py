@@ -1,0 +1,1 @@
+"""agentctl: run, inspect and operate Agent Engine."""

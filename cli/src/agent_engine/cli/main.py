@@ -1,0 +1,365 @@
+"""agentctl: the operator CLI. `agentctl --help` lists the commands; each has its own --help."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fnmatch
+import json
+import re
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nats.js.api import DeliverPolicy
+
+from agent_engine.cli import manifests, render
+from agent_engine.cli.client import (
+    CliError, TaskEvents, connected, publish_request, request_envelope, rpc,
+)
+from agent_engine.cli.stack import Stack
+from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
+from agent_engine.contracts.subjects import PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
+from agent_engine.runtime import workflows
+
+DEFAULT_TENANT = "default"
+
+
+# --- stack ------------------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = Stack.load()
+    try:
+        started = stack.up(Path(args.workspace).resolve())
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    print(f"stack in {stack.root}: " + (f"started {', '.join(started)}" if started else "already running"))
+    render.components(stack.components())
+    if args.detach:
+        return 0
+    print("running in the foreground; Ctrl-C stops the stack (use --detach to leave it running)")
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    while not stop["now"]:
+        time.sleep(0.5)
+    print("stopping: " + ", ".join(Stack.load().down()))
+    return 0
+
+
+def cmd_down(_: argparse.Namespace) -> int:
+    stopped = Stack.load().down()
+    print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = Stack.load().components()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        render.components(rows)
+    return 0
+
+
+# --- workflows --------------------------------------------------------------------------------
+
+def load_valid(directory: str) -> manifests.Loaded:
+    loaded = manifests.load(Path(directory))
+    if loaded.errors:
+        for error in loaded.errors:
+            print(f"{directory.rstrip('/')}/{error}", file=sys.stderr)
+        raise CliError(f"{directory}: {len(loaded.errors)} error(s); nothing was pushed or run")
+    return loaded
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = load_valid(args.dir)
+    assert loaded.manifest is not None
+    print(f"{args.dir}: workflow '{loaded.manifest.name}' is valid "
+          f"({len(loaded.manifest.nodes)} nodes, revision {loaded.revision[:12]})")
+    return 0
+
+
+async def push(loaded: manifests.Loaded, tenant: str) -> None:
+    assert loaded.manifest is not None
+    async with connected() as (_, js):
+        kv = await workflows.bucket(js)
+        changed = await workflows.push(kv, tenant, loaded.revision, loaded.manifest)
+    state = "pushed" if changed else "unchanged"
+    print(f"{state}: workflow '{loaded.manifest.name}' revision {loaded.revision[:12]} (tenant {tenant})",
+          file=sys.stderr)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    asyncio.run(push(load_valid(args.dir), args.tenant))
+    return 0
+
+
+# --- submit and run ---------------------------------------------------------------------------
+
+def parse_input(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    text = raw
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        if not path.is_file():
+            raise CliError(f"--input {raw}: no such file")
+        text = path.read_text()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--input is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CliError("--input must be a JSON object")
+    return value
+
+
+async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
+                 timeout: float, follow: bool = False, quiet: bool = False) -> int:
+    envelope = request_envelope(tenant, workflow, task_input, key)
+    async with connected() as (nc, js):
+        if key:
+            try:
+                existing = await rpc(nc, ROUTER_RPC, "task.show", {"task_id": envelope.task_id})
+                print(envelope.task_id)
+                print(f"task exists for idempotency key '{key}' (status {existing['status']})", file=sys.stderr)
+                return 0
+            except CliError:
+                pass
+        async with TaskEvents(nc, tenant, envelope.task_id) as events:
+            await publish_request(js, envelope, nc.max_payload)
+            while True:
+                event = await events.next(timeout)
+                if event.type == "task.rejected":
+                    print(envelope.task_id)
+                    print(f"rejected by {event.data.get('stage')}: {event.data.get('reason')}", file=sys.stderr)
+                    return 2
+                if event.type == "task.started":
+                    if not follow:
+                        print(envelope.task_id)
+                        return 0
+                    print(f"task {envelope.task_id} started: workflow {workflow} "
+                          f"revision {event.data['revision'][:12]}", file=sys.stderr)
+                    return await follow_task(events, timeout, quiet)
+
+
+async def follow_task(events: TaskEvents, timeout: float, quiet: bool) -> int:
+    started = time.monotonic()
+    while True:
+        event = await events.next(timeout)
+        if not quiet:
+            line = render.progress(event)
+            if line:
+                print(line, flush=True)
+        if event.type in ("task.succeeded", "task.failed"):
+            elapsed = time.monotonic() - started
+            status = event.data["status"]
+            print(f"task {event.task_id} {status} in {elapsed:.2f}s: {event.data.get('reason', '')}", flush=True)
+            return 0 if status == "succeeded" else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
+                              args.timeout))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load_valid(args.dir)
+    task_input = parse_input(args.input)
+    assert loaded.manifest is not None
+
+    async def go() -> int:
+        await push(loaded, args.tenant)
+        return await submit(loaded.manifest.name, task_input, args.tenant, args.idempotency_key, args.timeout,
+                            follow=True)
+    return asyncio.run(go())
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+def cmd_task_show(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with connected() as (nc, _):
+            return await rpc(nc, ROUTER_RPC, "task.show", {"task_id": args.task_id})
+    shown = asyncio.run(go())
+    if args.json:
+        print(json.dumps(shown, indent=2))
+    else:
+        render.task(shown)
+    return 0
+
+
+def cmd_task_history(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with connected() as (nc, _):
+            return await rpc(nc, ROUTER_RPC, "task.history", {"task_id": args.task_id})
+    events = asyncio.run(go())["events"]
+    if args.json:
+        print(json.dumps(events, indent=2))
+    else:
+        for raw in events:
+            print(render.event_line(Envelope.model_validate(raw)))
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with connected() as (nc, _):
+            return await rpc(nc, TELEMETRY_RPC, "ledger", {"task_id": args.task, "tenant": args.tenant})
+    ledger = asyncio.run(go())
+    print(json.dumps(ledger, indent=2))
+    return 0
+
+
+DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_since(text: str) -> datetime:
+    match = DURATION.match(text)
+    if not match:
+        raise CliError(f"--since {text!r}: use a duration such as 30s, 10m, 2h or 1d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+
+
+async def tail(args: argparse.Namespace) -> int:
+    if args.tenant and not re.match(TENANT_PATTERN, args.tenant):
+        raise CliError(f"--tenant {args.tenant!r} is not a valid tenant name")
+    subject = f"{PREFIX}.{args.tenant or '*'}.>"
+    history = args.all or args.task or args.since or args.no_follow
+    config: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL if history else DeliverPolicy.NEW}
+    if args.since:
+        config = {"deliver_policy": DeliverPolicy.BY_START_TIME,
+                  "opt_start_time": parse_since(args.since).isoformat()}
+    async with connected() as (_, js):
+        last = (await js.stream_info(STREAM)).state.last_seq
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sub = await js.subscribe(subject, ordered_consumer=True, cb=queue.put, **config)
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    if args.no_follow:
+                        return 0
+                    continue
+                try:
+                    event = Envelope.from_bytes(msg.data)
+                except Exception:  # noqa: BLE001
+                    event = None
+                if event is not None and _wanted(event, args):
+                    print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
+                if args.no_follow and msg.metadata.sequence.stream >= last:
+                    return 0
+        finally:
+            await sub.unsubscribe()
+
+
+def _wanted(event: Envelope, args: argparse.Namespace) -> bool:
+    if args.task and event.task_id != args.task:
+        return False
+    return not (args.type and not fnmatch.fnmatch(event.type, args.type))
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(tail(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentctl", description="Run, inspect and operate Agent Engine. "
+                                "Commands find the running stack through AE_HOME (default ~/.agent-engine) "
+                                "or AE_NATS_URL.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start NATS, PostgreSQL and the five services (idempotent)")
+    up.add_argument("--detach", "-d", action="store_true", help="leave the stack running and return")
+    up.add_argument("--workspace", default=".", help="directory the tool-runner's file tools may read (default: .)")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
+    ps = sub.add_parser("ps", help="each component's name, pid and status")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=cmd_ps)
+
+    def tenant(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--tenant", default=DEFAULT_TENANT, help=f"tenant (default: {DEFAULT_TENANT})")
+
+    wf = sub.add_parser("workflow", help="validate and push workflow manifests")
+    wf_sub = wf.add_subparsers(dest="workflow_command", required=True, metavar="ACTION")
+    v = wf_sub.add_parser("validate", help="check a workflow directory; every error names file, node and rule")
+    v.add_argument("dir")
+    v.set_defaults(func=cmd_validate)
+    pu = wf_sub.add_parser("push", help="store a workflow revision (SHA-256 of its manifests) in the registry")
+    pu.add_argument("dir")
+    tenant(pu)
+    pu.set_defaults(func=cmd_push)
+
+    def task_args(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--input", help="task input: a JSON object, or @FILE")
+        cmd.add_argument("--idempotency-key", help="the same key always names the same task")
+        cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
+        tenant(cmd)
+
+    sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
+    sm.add_argument("workflow")
+    task_args(sm)
+    sm.set_defaults(func=cmd_submit)
+    rn = sub.add_parser("run", help="validate, push, submit and follow a workflow; exit 0 only on success")
+    rn.add_argument("dir")
+    task_args(rn)
+    rn.set_defaults(func=cmd_run)
+
+    tl = sub.add_parser("tail", help="print events as they happen")
+    tl.add_argument("--task", help="only this task's events (prints its past events too)")
+    tenant_arg = tl.add_argument("--tenant", help="only this tenant's events")
+    del tenant_arg
+    tl.add_argument("--type", help="only these event types; glob, e.g. 'node.*'")
+    tl.add_argument("--since", help="start this long ago: 30s, 10m, 2h, 1d")
+    tl.add_argument("--all", action="store_true", help="start from the first stored event")
+    tl.add_argument("--no-follow", action="store_true", help="print what is stored, then exit")
+    tl.add_argument("--json", action="store_true", help="one JSON envelope per line")
+    tl.set_defaults(func=cmd_tail)
+
+    task = sub.add_parser("task", help="inspect one task")
+    task_sub = task.add_subparsers(dest="task_command", required=True, metavar="ACTION")
+    sh = task_sub.add_parser("show", help="status, nodes, attempts, timings, outputs, token usage")
+    sh.add_argument("task_id")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_task_show)
+    hi = task_sub.add_parser("history", help="every stored event of the task, in order")
+    hi.add_argument("task_id")
+    hi.add_argument("--json", action="store_true")
+    hi.set_defaults(func=cmd_task_history)
+
+    cost = sub.add_parser("cost", help="token and cost ledger from telemetry (JSON)")
+    cost.add_argument("--task")
+    cost.add_argument("--tenant")
+    cost.set_defaults(func=cmd_cost)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"agentctl: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

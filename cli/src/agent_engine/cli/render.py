@@ -1,0 +1,82 @@
+"""Human-readable output. Anything produced by the mock provider is marked [mock]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_engine.contracts.envelope import Envelope
+
+
+def components(rows: list[dict[str, Any]]) -> None:
+    print(f"{'NAME':<14}{'PID':>8}  {'STATUS':<9} WHERE")
+    for row in rows:
+        where = row.get("url") or row.get("log") or ""
+        print(f"{row['name']:<14}{row['pid'] or '-':>8}  {row['status']:<9} {where}")
+
+
+def _usage(usage: dict[str, Any] | None) -> str:
+    if not usage:
+        return ""
+    return f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens"
+
+
+def _by(data: dict[str, Any]) -> str:
+    provider = data.get("provider") or ""
+    if provider.startswith("tool:"):
+        return f"tool {provider[5:]}"
+    label = f"{provider}/{data.get('model')}" if data.get("model") else provider
+    return f"{label} [mock]" if provider == "mock" else label
+
+
+def progress(event: Envelope) -> str | None:
+    d = event.data
+    if event.type == "node.succeeded":
+        usage = _usage(d.get("usage"))
+        return f"  ✓ {d['node']:<16} {_by(d):<26} attempt {d['attempt']}" + (f"  {usage}" if usage else "")
+    if event.type == "node.failed":
+        return f"  ✗ {d['node']:<16} {d['reason']}"
+    if event.type == "node.dispatched" and d.get("attempt", 1) > 1:
+        return f"  ↻ {d['node']:<16} attempt {d['attempt']} ({d.get('reason')})"
+    return None
+
+
+def event_line(event: Envelope) -> str:
+    d = event.data
+    summary = ""
+    if event.type == "router.input":
+        inner = d.get("input", {})
+        summary = f"applied input {inner.get('type')} {inner.get('id', '')[:8]}"
+    elif "node" in d:
+        summary = f"node={d['node']}" + (f" attempt={d['attempt']}" if "attempt" in d else "")
+        if event.type in ("node.succeeded", "node.completed", "llm.called") and d.get("provider"):
+            summary += f" by {_by(d)}"
+        if d.get("reason") and event.type != "node.dispatched":
+            summary += f" reason={d['reason']}"
+        if d.get("error"):
+            summary += f" error={d['error']}"
+    elif "reason" in d:
+        summary = d["reason"]
+    elif "workflow" in d:
+        summary = f"workflow={d['workflow']}"
+    return f"{event.time:%H:%M:%S.%f}"[:-3] + f" {event.tenant} {event.type:<22} task={event.task_id[:8]} {summary}"
+
+
+def task(shown: dict[str, Any]) -> None:
+    print(f"task      {shown['task_id']}  ({shown['tenant']})")
+    print(f"status    {shown['status']}" + (f": {shown['reason']}" if shown.get("reason") else ""))
+    print(f"workflow  {shown.get('workflow')} revision {(shown.get('revision') or '')[:12]}  "
+          f"engine {shown.get('engine_version')}  contracts v{shown.get('contract_version')}")
+    print(f"started   {shown.get('started_at')}  finished {shown.get('finished_at')}")
+    print(f"usage     {_usage(shown.get('usage'))}")
+    print()
+    print(f"{'NODE':<18}{'STATUS':<11}{'ATT':>3}  {'MS':>8}  BY")
+    for node in shown["nodes"]:
+        ms = f"{node['duration_ms']:.0f}" if node.get("duration_ms") is not None else "-"
+        print(f"{node['node']:<18}{node['status']:<11}{node['attempts']:>3}  {ms:>8}  {_by(node)}"
+              + (f"  error: {node['error']}" if node.get("error") else ""))
+    outputs = [n for n in shown["nodes"] if n.get("output")]
+    if outputs:
+        print()
+        for node in outputs:
+            mark = " [mock]" if node.get("provider") == "mock" else ""
+            print(f"{node['node']}{mark}: {node['output']}")

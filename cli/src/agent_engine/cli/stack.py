@@ -1,0 +1,147 @@
+"""The local stack: embedded NATS and PostgreSQL plus the five services, each its own OS process.
+
+State lives in AE_HOME (default ~/.agent-engine): stack.json (urls, pids), logs/, data dirs.
+`up` is idempotent: it starts whatever part is not running and keeps ports stable, so services
+that are still up reconnect to a restarted server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent_engine.runtime import embedded
+
+SERVICES = {
+    "guardrails": "agent_engine.guardrails",
+    "router": "agent_engine.router",
+    "agent-runner": "agent_engine.agent_runner",
+    "tool-runner": "agent_engine.tool_runner",
+    "telemetry": "agent_engine.telemetry",
+}
+
+
+def home() -> Path:
+    return Path(os.environ.get("AE_HOME", Path.home() / ".agent-engine")).expanduser()
+
+
+@dataclass
+class Stack:
+    root: Path
+    state: dict[str, Any]
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> Stack:
+        root = root or home()
+        path = root / "stack.json"
+        state = json.loads(path.read_text()) if path.exists() else {}
+        return cls(root, state)
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "stack.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.root / "stack.json")
+
+    @property
+    def nats_url(self) -> str | None:
+        return os.environ.get("AE_NATS_URL") or self.state.get("nats", {}).get("url")
+
+    @property
+    def postgres_url(self) -> str | None:
+        return os.environ.get("AE_POSTGRES_URL") or self.state.get("postgres", {}).get("url")
+
+    def components(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in ("nats", "postgres"):
+            entry = self.state.get(name, {})
+            external = entry.get("external", False)
+            pid = entry.get("pid")
+            status = "external" if external else ("running" if pid and embedded.pid_alive(pid) else "stopped")
+            rows.append({"name": name, "pid": None if external else pid, "status": status, "url": entry.get("url")})
+        for name in SERVICES:
+            entry = self.state.get("services", {}).get(name, {})
+            pid = entry.get("pid")
+            rows.append({"name": name, "pid": pid, "status": "running" if pid and embedded.pid_alive(pid) else "stopped",
+                         "log": entry.get("log")})
+        return rows
+
+    def up(self, workspace: Path, extra_env: dict[str, str] | None = None) -> list[str]:
+        """Start every part that is not running; returns the names started."""
+        started = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in ("nats", "postgres"):
+            if self._ensure_server(name):
+                started.append(name)
+        services = self.state.setdefault("services", {})
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        env = {**os.environ, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
+               "AE_POSTGRES_URL": self.postgres_url or "",
+               "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
+        for name, module in SERVICES.items():
+            pid = services.get(name, {}).get("pid")
+            if pid and embedded.pid_alive(pid):
+                continue
+            log = logs / f"{name}.log"
+            with open(log, "ab") as out:
+                proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            services[name] = {"pid": proc.pid, "log": str(log)}
+            started.append(name)
+        self.save()
+        time.sleep(0.5)
+        dead = [n for n in SERVICES if not embedded.pid_alive(services[n]["pid"])]
+        if dead:
+            tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
+            raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
+        return started
+
+    def _ensure_server(self, name: str) -> bool:
+        env_url = os.environ.get("AE_NATS_URL" if name == "nats" else "AE_POSTGRES_URL")
+        if env_url:
+            self.state[name] = {"url": env_url, "external": True}
+            return False
+        entry = self.state.get(name, {})
+        if entry.get("pid") and not entry.get("external") and embedded.pid_alive(entry["pid"]):
+            return False
+        port = entry.get("port") if not entry.get("external") else None
+        data = self.root / name
+        if name == "nats":
+            server = embedded.start_nats(data, port, detach=True)
+        else:
+            server = embedded.start_postgres(data, port, detach=True)
+        self.state[name] = {"url": server.url, "pid": server.pid, "port": int(server.url.rsplit(":", 1)[1].split("/")[0]),
+                            "log": str(server.log)}
+        self.save()
+        return True
+
+    def down(self) -> list[str]:
+        stopped = []
+        for name, entry in self.state.get("services", {}).items():
+            if entry.get("pid") and embedded.pid_alive(entry["pid"]):
+                embedded.stop_pid(entry["pid"], timeout=10)
+                stopped.append(name)
+            entry["pid"] = None
+        for name, sig in (("postgres", 2), ("nats", 15)):
+            entry = self.state.get(name, {})
+            if entry.get("pid") and not entry.get("external") and embedded.pid_alive(entry["pid"]):
+                embedded.stop_pid(entry["pid"], timeout=15, sig=sig)
+                stopped.append(name)
+            if entry:
+                entry["pid"] = None
+        self.save()
+        return stopped
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
