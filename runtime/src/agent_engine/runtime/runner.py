@@ -39,6 +39,16 @@ def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, 
                                              attempt=dispatch.attempt, error=error, retryable=retryable), "errored")
 
 
+async def _keep_alive(msg: Msg, every: float) -> None:
+    """Tell JetStream a long call is still in progress, so it is not redelivered meanwhile."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await msg.in_progress()
+        except Exception:  # noqa: BLE001  the final ack/nak reports real trouble
+            return
+
+
 async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event) -> None:
     async def handle_one(msg: Msg) -> None:
         try:
@@ -49,11 +59,14 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
             await msg.ack()
             return
         error = None
+        heartbeat = asyncio.create_task(_keep_alive(msg, settings.ack_wait_s / 2))
         try:
             await bus.publish_many(await handler(envelope, dispatch))
         except Exception as exc:  # noqa: BLE001  redeliver, then dead-letter; never crash the loop
             log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            heartbeat.cancel()
         await settle(bus, msg, error, max_deliver=settings.max_deliver)
 
     async def handle_batch(msgs: list[Msg]) -> None:

@@ -5,6 +5,7 @@ A provider takes a prepared request and returns raw output plus usage; validatio
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -55,7 +56,13 @@ class MockProvider:
 
     name = MOCK
 
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        """Simulated latency (AE_MOCK_DELAY_S), so demos and crash tests have calls in flight."""
+
     async def complete(self, request: LlmRequest) -> LlmResult:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         scripted = request.agent.mock_responses
         if scripted:
             output = scripted[min(request.attempt, len(scripted)) - 1]

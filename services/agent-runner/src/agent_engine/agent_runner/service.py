@@ -16,6 +16,7 @@ from agent_engine.agent_runner.providers import (
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled, NodeCompleted, NodeDispatched
 from agent_engine.runtime.runner import errored, result
+from agent_engine.runtime.settings import env_float
 
 SOURCE = "agent-engine/agent-runner"
 log = logging.getLogger("agent-runner")
@@ -24,15 +25,16 @@ log = logging.getLogger("agent-runner")
 class Gateway:
     """Chooses the provider for an agent: `mock`, `anthropic`, or `auto` (Anthropic when a key is set)."""
 
-    def __init__(self, force: str = "", api_key: str = "", base_url: str | None = None) -> None:
+    def __init__(self, force: str = "", api_key: str = "", base_url: str | None = None,
+                 mock_delay_s: float = 0.0) -> None:
         self.force = force
-        self.mock = MockProvider()
+        self.mock = MockProvider(mock_delay_s)
         self.anthropic = AnthropicProvider(api_key, base_url) if api_key else None
 
     @classmethod
     def from_env(cls) -> Gateway:
         return cls(os.environ.get("AE_PROVIDER", ""), os.environ.get("ANTHROPIC_API_KEY", ""),
-                   os.environ.get("ANTHROPIC_BASE_URL") or None)
+                   os.environ.get("ANTHROPIC_BASE_URL") or None, env_float("AE_MOCK_DELAY_S", 0.0))
 
     def pick(self, wanted: str) -> Provider:
         wanted = self.force or wanted

@@ -14,7 +14,8 @@ from agent_engine.contracts.events import TaskRequested
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
-    "phone": re.compile(r"(?<![\w.])\+?\d[\d ().-]{6,}\d(?![\w.])"),
+    # not followed by a word character or a decimal part; a sentence's full stop may follow
+    "phone": re.compile(r"(?<![\w.])\+?\d[\d ().-]{6,}\d(?!\w|\.\d)"),
 }
 
 

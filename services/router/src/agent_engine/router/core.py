@@ -212,7 +212,7 @@ class _Emitter:
         self.events.append(Envelope(
             id=derive_id(self.cause.id, len(self.events)), source=SOURCE, type=data.TYPE, time=self.now,
             tenant=self.tenant, task_id=self.task_id, correlation_id=self.correlation_id,
-            causation_id=self.cause.id, data=data.model_dump(mode="json", exclude_none=True),
+            causation_id=self.cause.id, data=data.model_dump(mode="json", by_alias=True, exclude_none=True),
         ))
 
 

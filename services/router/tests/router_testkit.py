@@ -1,0 +1,200 @@
+"""Builders for router core tests: small manifests, input envelopes, and a driver that applies inputs.
+
+Everything here is plain data; no clock and no randomness, so tests are exact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.manifest import (
+    AgentSpec, Condition, EdgeSpec, NodeSpec, ToolSpec, WorkflowManifest,
+)
+from agent_engine.router.core import Resolved, RouterInput, apply
+from agent_engine.router.state import TaskState
+
+T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
+TENANT = "acme"
+TASK = "task-1"
+CORRELATION = "corr-1"
+REVISION = "rev-1"
+TASK_INPUT: dict[str, Any] = {"topic": "event sourcing", "depth": {"level": 2}}
+REPO_ROOT = Path(__file__).resolve().parents[3]
+RESEARCH_REVIEW = REPO_ROOT / "examples" / "research-review"
+
+
+# --- manifests --------------------------------------------------------------------------------
+
+def agent(node_id: str, role: str = "LINEAR", agent_name: str = "writer", **kw: Any) -> NodeSpec:
+    return NodeSpec(id=node_id, role=role, kind="agent", agent=agent_name, **kw)
+
+
+def tool(node_id: str, role: str = "LINEAR", tool_name: str = "echo", args: dict[str, Any] | None = None,
+         **kw: Any) -> NodeSpec:
+    return NodeSpec(id=node_id, role=role, kind="tool", tool=tool_name, args=args or {}, **kw)
+
+
+def exit_(node_id: str, status: str = "succeeded") -> NodeSpec:
+    return NodeSpec(id=node_id, role="EXIT", status=status)
+
+
+def edge(src: str, dst: str, *, field_: str | None = None, equals: Any = None, in_: list[Any] | None = None,
+         default: bool = False) -> EdgeSpec:
+    when = None
+    if field_ is not None:
+        when = Condition(field=field_, equals=equals, in_=in_)
+    return EdgeSpec(from_=src, to=dst, when=when, default=default)
+
+
+def chain(*ids: str) -> list[EdgeSpec]:
+    return [edge(a, b) for a, b in zip(ids, ids[1:], strict=False)]
+
+
+AGENTS = {
+    "writer": AgentSpec(provider="mock", model="m-1", system="sys", prompt="write", max_tokens=256),
+    "judge": AgentSpec(provider="mock", model="m-2", prompt="judge", output_schema="verdict"),
+}
+TOOLS = {"echo": ToolSpec(builtin="echo", description="returns its args")}
+SCHEMAS = {"verdict": {"type": "object", "properties": {"verdict": {"type": "string"}}}}
+
+
+def manifest(nodes: list[NodeSpec], edges: list[EdgeSpec], **kw: Any) -> WorkflowManifest:
+    kw.setdefault("agents", AGENTS)
+    kw.setdefault("tools", TOOLS)
+    kw.setdefault("schemas", SCHEMAS)
+    return WorkflowManifest(name=kw.pop("name", "wf"), nodes=nodes, edges=edges, **kw)
+
+
+def linear_workflow(**start_kw: Any) -> WorkflowManifest:
+    """start (agent) -> middle (agent) -> finish (agent) -> done (EXIT succeeded)."""
+    return manifest(
+        [agent("start", role="START", **start_kw), agent("middle"), agent("finish"), exit_("done")],
+        chain("start", "middle", "finish", "done"),
+    )
+
+
+def review_workflow(*review_edges: EdgeSpec, **review_kw: Any) -> WorkflowManifest:
+    """draft (START agent) -> review (DECISION agent) -> approved (EXIT succeeded) / rejected (EXIT
+    failed), by default on verdict == approve / reject. Edges may also lead to rework (agent) -> approved."""
+    edges = list(review_edges) or [
+        edge("review", "approved", field_="verdict", equals="approve"),
+        edge("review", "rejected", field_="verdict", equals="reject"),
+    ]
+    nodes = [agent("draft", role="START"), agent("review", role="DECISION", agent_name="judge", **review_kw),
+             exit_("approved"), exit_("rejected", "failed")]
+    edges = [edge("draft", "review"), *edges]
+    if any(e.to == "rework" for e in edges):
+        nodes.append(agent("rework"))
+        edges.append(edge("rework", "approved"))
+    return manifest(nodes, edges)
+
+
+def load_research_review() -> tuple[str, WorkflowManifest]:
+    from agent_engine.cli.manifests import load
+
+    loaded = load(RESEARCH_REVIEW)
+    assert loaded.manifest is not None and not loaded.errors, loaded.errors
+    return loaded.revision, loaded.manifest
+
+
+def research_review_input() -> dict[str, Any]:
+    return json.loads((RESEARCH_REVIEW / "input.json").read_text())
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+def envelope(type_: str, data: dict[str, Any], *, id: str, time: datetime = T0, task_id: str = TASK,
+             tenant: str = TENANT, correlation_id: str = CORRELATION) -> Envelope:
+    return Envelope(id=id, source="test", type=type_, time=time, tenant=tenant, task_id=task_id,
+                    correlation_id=correlation_id, data=data)
+
+
+def accepted(wf: WorkflowManifest | None, task_input: dict[str, Any] | None = None, *, id: str = "accept-1",
+             time: datetime = T0, revision: str = REVISION, workflow: str | None = None,
+             **env_kw: Any) -> RouterInput:
+    name = workflow or (wf.name if wf else "missing-wf")
+    data = {"workflow": name, "input": dict(TASK_INPUT if task_input is None else task_input)}
+    resolved = Resolved(revision, wf) if wf is not None else None
+    return RouterInput(envelope("task.accepted", data, id=id, time=time, **env_kw), resolved)
+
+
+def _later(dispatch: Envelope, time: datetime | None, seconds: float = 1) -> datetime:
+    return time if time is not None else dispatch.time + timedelta(seconds=seconds)
+
+
+def completed(dispatch: Envelope, output: dict[str, Any] | None = None, *, id: str | None = None,
+              time: datetime | None = None, **extra: Any) -> RouterInput:
+    d = dispatch.data
+    data = {"dispatch_id": d["dispatch_id"], "node": d["node"], "attempt": d["attempt"],
+            "output": {"text": f"out of {d['node']}"} if output is None else output, **extra}
+    return RouterInput(envelope("node.completed", data, id=id or f"done-{d['dispatch_id']}",
+                                time=_later(dispatch, time), task_id=dispatch.task_id))
+
+
+def errored(dispatch: Envelope, error: str = "connection reset", *, retryable: bool = True,
+            id: str | None = None, time: datetime | None = None) -> RouterInput:
+    d = dispatch.data
+    data = {"dispatch_id": d["dispatch_id"], "node": d["node"], "attempt": d["attempt"], "error": error,
+            "retryable": retryable}
+    return RouterInput(envelope("node.errored", data, id=id or f"err-{d['dispatch_id']}",
+                                time=_later(dispatch, time), task_id=dispatch.task_id))
+
+
+def expired(dispatch: Envelope, *, id: str | None = None, time: datetime | None = None) -> RouterInput:
+    d = dispatch.data
+    data = {"dispatch_id": d["dispatch_id"], "node": d["node"], "attempt": d["attempt"]}
+    when = time if time is not None else datetime.fromisoformat(d["deadline"])
+    return RouterInput(envelope("node.deadline_expired", data, id=id or f"late-{d['dispatch_id']}",
+                                time=when, task_id=dispatch.task_id))
+
+
+# --- driving ----------------------------------------------------------------------------------
+
+def types(events: list[Envelope]) -> list[str]:
+    return [e.type for e in events]
+
+
+def only(events: list[Envelope], type_: str) -> Envelope:
+    found = [e for e in events if e.type == type_]
+    assert len(found) == 1, f"expected one {type_}, got {types(events)}"
+    return found[0]
+
+
+def dumps(events: list[Envelope]) -> list[dict[str, Any]]:
+    return [e.model_dump(mode="json") for e in events]
+
+
+def json_round_trip(events: list[Envelope]) -> list[Envelope]:
+    """What the store gives back: every record through JSON text and validated again."""
+    return [Envelope.model_validate(json.loads(e.model_dump_json())) for e in events]
+
+
+@dataclass
+class Run:
+    """Applies inputs one after another, keeping the state and every record, as the store would."""
+
+    state: TaskState = field(default_factory=TaskState)
+    records: list[Envelope] = field(default_factory=list)
+
+    def feed(self, inp: RouterInput) -> list[Envelope]:
+        self.state, out = apply(self.state, inp)
+        self.records.extend(out)
+        return out
+
+    def dispatch(self, node: str | None = None) -> Envelope:
+        """The node.dispatched record of the currently open dispatch (of `node`, if given)."""
+        open_ids = {s.dispatch_id for n, s in self.state.open_dispatches() if node is None or n == node}
+        found = [r for r in self.records if r.type == "node.dispatched" and r.data["dispatch_id"] in open_ids]
+        assert len(found) == 1, f"expected one open dispatch{f' of {node}' if node else ''}, got {found}"
+        return found[0]
+
+
+def started(wf: WorkflowManifest, task_input: dict[str, Any] | None = None, **kw: Any) -> Run:
+    run = Run()
+    run.feed(accepted(wf, task_input, **kw))
+    return run
