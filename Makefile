@@ -21,6 +21,7 @@ demo: install
 	AE_PATH_BIN=$(abspath $(BIN)) bash scripts/demo.sh
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 test-unit: install

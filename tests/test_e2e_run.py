@@ -72,3 +72,10 @@ def test_ps_reports_every_service(engine):
     names = {r["name"]: r for r in rows}
     for service in ("guardrails", "router", "agent-runner", "tool-runner", "telemetry"):
         assert names[service]["status"] == "running" and names[service]["pid"]
+
+
+def test_run_exits_non_zero_with_the_reason_when_the_task_fails(engine, tenant):
+    failed = engine.agentctl("run", "examples/research-review", "--tenant", tenant)  # no brief in the input
+    assert failed.returncode == 1
+    assert "gather_context" in failed.stdout and "$input.brief" in failed.stdout
+    assert "failed" in failed.stdout.splitlines()[-1]

@@ -5,6 +5,7 @@ Everything here is plain data; no clock and no randomness, so tests are exact.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,12 @@ from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import (
-    AgentSpec, Condition, EdgeSpec, NodeSpec, ToolSpec, WorkflowManifest,
+    AgentSpec,
+    Condition,
+    EdgeSpec,
+    NodeSpec,
+    ToolSpec,
+    WorkflowManifest,
 )
 from agent_engine.router.core import Resolved, RouterInput, apply
 from agent_engine.router.state import TaskState
@@ -52,7 +58,7 @@ def edge(src: str, dst: str, *, field_: str | None = None, equals: Any = None, i
 
 
 def chain(*ids: str) -> list[EdgeSpec]:
-    return [edge(a, b) for a, b in zip(ids, ids[1:], strict=False)]
+    return [edge(a, b) for a, b in itertools.pairwise(ids)]
 
 
 AGENTS = {

@@ -3,20 +3,53 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import jsonschema
 import pytest
 from router_testkit import (
-    CORRELATION, T0, TASK, TASK_INPUT, TENANT, Run, accepted, agent, chain, completed, dumps, edge,
-    envelope, errored, exit_, expired, manifest, only, review_workflow, started, tool, types,
+    CORRELATION,
+    T0,
+    TASK,
+    TASK_INPUT,
+    TENANT,
+    Run,
+    accepted,
+    agent,
+    chain,
+    completed,
+    dumps,
+    edge,
+    envelope,
+    errored,
+    exit_,
+    expired,
+    manifest,
+    only,
+    review_workflow,
+    started,
+    tool,
+    types,
 )
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, derive_id
-from agent_engine.contracts.events import NodeContext, NodeDispatched, TaskStarted, Usage
+from agent_engine.contracts.events import (
+    NodeContext,
+    NodeDispatched,
+    TaskStarted,
+    Usage,
+)
 from agent_engine.contracts.export import schemas
 from agent_engine.router import ENGINE_VERSION
-from agent_engine.router.core import SOURCE, RouterInput, decide, resolve_args, usage_total
+from agent_engine.router.core import (
+    SOURCE,
+    RouterInput,
+    decide,
+    evolve,
+    resolve_args,
+    usage_total,
+)
 from agent_engine.router.state import TaskState
 
 
@@ -154,6 +187,14 @@ def test_same_input_twice_is_absorbed() -> None:
     assert decide(run.state, done) == []
 
 
+def test_an_input_id_already_applied_is_absorbed_whatever_it_says() -> None:
+    """The applied-id check alone absorbs a redelivery, even one the node bookkeeping would accept."""
+    run = started(review_workflow())
+    state = replace(run.state, applied=run.state.applied | {"seen-before"})
+    assert decide(state, completed(run.dispatch(), id="seen-before")) == []
+    assert decide(state, completed(run.dispatch(), id="not-seen"))
+
+
 def test_second_accept_for_an_existing_task_is_absorbed() -> None:
     run = started(review_workflow())
     assert decide(run.state, accepted(review_workflow(), id="accept-again", revision="rev-2")) == []
@@ -218,6 +259,18 @@ def test_anything_after_a_terminal_status_is_absorbed(verdict: str) -> None:
     assert decide(run.state, errored(review)) == []
     assert decide(run.state, expired(review)) == []
     assert decide(run.state, accepted(review_workflow(), id="accept-again")) == []
+
+
+def test_terminal_status_alone_absorbs_inputs_for_a_still_open_dispatch() -> None:
+    """Even if a dispatch were left open when the task ended, its result must not revive the task."""
+    run = started(review_workflow())
+    draft = run.dispatch()
+    ended = evolve(run.state, envelope("task.failed", {"status": "failed", "reason": "stopped"}, id="stop"))
+    assert ended.nodes["draft"].status == "dispatched"
+
+    assert decide(ended, completed(draft)) == []
+    assert decide(ended, errored(draft)) == []
+    assert decide(ended, expired(draft)) == []
 
 
 def test_inputs_after_a_failed_task_are_absorbed() -> None:

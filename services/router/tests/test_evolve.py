@@ -7,15 +7,34 @@ from datetime import timedelta
 
 import pytest
 from router_testkit import (
-    CORRELATION, REVISION, T0, TASK, TASK_INPUT, TENANT, Run, accepted, completed, envelope, errored, expired,
-    linear_workflow, review_workflow, started,
+    CORRELATION,
+    REVISION,
+    T0,
+    TASK,
+    TASK_INPUT,
+    TENANT,
+    Run,
+    accepted,
+    completed,
+    envelope,
+    errored,
+    expired,
+    linear_workflow,
+    review_workflow,
+    started,
 )
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import Usage
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.core import (
-    INPUT_RECORD, SOURCE, RouterInput, evolve, fold, input_from_record, input_record,
+    INPUT_RECORD,
+    SOURCE,
+    RouterInput,
+    evolve,
+    fold,
+    input_from_record,
+    input_record,
 )
 from agent_engine.router.state import NodeState, TaskState
 
@@ -36,7 +55,7 @@ def test_version_counts_every_record() -> None:
     run.feed(completed(run.dispatch(), {"text": "d"}))
     run.feed(completed(run.dispatch(), {"verdict": "approve"}))
 
-    assert run.state.version == len(run.records) == 7
+    assert run.state.version == len(run.records) == 9  # (input record + 2 decisions) x 3
     for n in range(len(run.records) + 1):
         assert fold(run.records[:n]).version == n
 

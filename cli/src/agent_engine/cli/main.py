@@ -18,7 +18,12 @@ from nats.js.api import DeliverPolicy
 
 from agent_engine.cli import manifests, render
 from agent_engine.cli.client import (
-    CliError, TaskEvents, connected, publish_request, request_envelope, rpc,
+    CliError,
+    TaskEvents,
+    connected,
+    publish_request,
+    request_envelope,
+    rpc,
 )
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope

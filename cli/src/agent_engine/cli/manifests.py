@@ -105,6 +105,8 @@ def _model_errors(exc: ValidationError, body: dict[str, Any]) -> list[ManifestEr
             file = f"{loc[0]}.yaml"
         elif loc and loc[0] == "schemas":
             file = f"schemas/{loc[1]}.json" if len(loc) > 1 else "schemas/"
+        elif loc and loc[0] == "mock":
+            file = f"mock/{loc[1]}.json" if len(loc) > 1 else "mock/"
         elif loc and loc[0] == "nodes" and len(loc) > 1 and isinstance(loc[1], int):
             nodes = body.get("nodes") or []
             if loc[1] < len(nodes) and isinstance(nodes[loc[1]], dict):

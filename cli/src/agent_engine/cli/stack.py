@@ -68,8 +68,8 @@ class Stack:
         for name in SERVICES:
             entry = self.state.get("services", {}).get(name, {})
             pid = entry.get("pid")
-            rows.append({"name": name, "pid": pid, "status": "running" if pid and embedded.pid_alive(pid) else "stopped",
-                         "log": entry.get("log")})
+            status = "running" if pid and embedded.pid_alive(pid) else "stopped"
+            rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log")})
         return rows
 
     def up(self, workspace: Path, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -117,8 +117,8 @@ class Stack:
             server = embedded.start_nats(data, port, detach=True)
         else:
             server = embedded.start_postgres(data, port, detach=True)
-        self.state[name] = {"url": server.url, "pid": server.pid, "port": int(server.url.rsplit(":", 1)[1].split("/")[0]),
-                            "log": str(server.log)}
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        self.state[name] = {"url": server.url, "pid": server.pid, "port": port, "log": str(server.log)}
         self.save()
         return True
 

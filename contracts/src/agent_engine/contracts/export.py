@@ -13,7 +13,8 @@ from agent_engine.contracts.manifest import WorkflowManifest
 
 def schemas() -> dict[str, str]:
     """File name -> JSON text, stable across runs."""
-    out = {"envelope.json": Envelope.model_json_schema(), "workflow-manifest.json": WorkflowManifest.model_json_schema()}
+    out = {"envelope.json": Envelope.model_json_schema(),
+           "workflow-manifest.json": WorkflowManifest.model_json_schema()}
     for event_type, model in sorted(EVENT_TYPES.items()):
         schema = model.model_json_schema()
         schema["$id"] = f"agent-engine/events/{event_type}/v1"

@@ -72,7 +72,7 @@ class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Provider = "auto"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     system: str = ""
     prompt: str = ""
     output_schema: str | None = None

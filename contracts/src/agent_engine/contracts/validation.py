@@ -169,7 +169,7 @@ def _find_cycle(ids: list[str], out: dict[str, list[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in out[node]:
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:

@@ -65,8 +65,10 @@ class Bus:
         return cls(nc, js, service)
 
     async def close(self) -> None:
+        # close, not drain: draining a pull subscription waits out its fetch (30 s); anything
+        # un-acked is redelivered to the next consumer, so closing loses nothing.
         if not self.nc.is_closed:
-            await self.nc.drain()
+            await self.nc.close()
 
     async def publish(self, envelope: Envelope) -> None:
         """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream."""
@@ -106,9 +108,9 @@ class Bus:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 continue
-            except Exception as exc:  # connection blips: back off, keep going
+            except Exception as exc:  # noqa: BLE001  connection blips: back off, keep going
                 log.warning("fetch on %s failed: %s", durable, exc)
                 await asyncio.sleep(0.5)
                 continue

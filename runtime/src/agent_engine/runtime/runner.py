@@ -62,7 +62,7 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         heartbeat = asyncio.create_task(_keep_alive(msg, settings.ack_wait_s / 2))
         try:
             await bus.publish_many(await handler(envelope, dispatch))
-        except Exception as exc:  # noqa: BLE001  redeliver, then dead-letter; never crash the loop
+        except Exception as exc:
             log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
             error = f"{type(exc).__name__}: {exc}"
         finally:

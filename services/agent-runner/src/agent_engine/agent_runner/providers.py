@@ -105,7 +105,7 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, api_key: str, base_url: str | None = None) -> None:
-        import anthropic  # noqa: PLC0415  (only services configured for Anthropic pay the import)
+        import anthropic
 
         self._anthropic = anthropic
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=2)

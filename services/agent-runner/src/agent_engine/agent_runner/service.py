@@ -11,7 +11,12 @@ import jsonschema
 
 from agent_engine.agent_runner import pricing
 from agent_engine.agent_runner.providers import (
-    MOCK, AnthropicProvider, LlmRequest, MockProvider, Provider, ProviderError,
+    MOCK,
+    AnthropicProvider,
+    LlmRequest,
+    MockProvider,
+    Provider,
+    ProviderError,
 )
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled, NodeCompleted, NodeDispatched

@@ -69,7 +69,7 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             else:
                 await bus.publish(answer)
                 log.info("%s task %s: %s", answer.type, answer.task_id, answer.data.get("reason", "ok"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("request on %s failed", msg.subject)
             error = f"{type(exc).__name__}: {exc}"
         await settle(bus, msg, error, max_deliver=settings.max_deliver)

@@ -13,9 +13,21 @@ from typing import Any
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
-    DispatchedAgent, DispatchedTool, NodeCompleted, NodeContext, NodeDeadlineExpired, NodeDispatched,
-    NodeErrored, NodeFailed, NodeSucceeded, TaskAccepted, TaskFailed, TaskRejected, TaskStarted,
-    TaskSucceeded, Usage,
+    DispatchedAgent,
+    DispatchedTool,
+    NodeCompleted,
+    NodeContext,
+    NodeDeadlineExpired,
+    NodeDispatched,
+    NodeErrored,
+    NodeFailed,
+    NodeSucceeded,
+    TaskAccepted,
+    TaskFailed,
+    TaskRejected,
+    TaskStarted,
+    TaskSucceeded,
+    Usage,
 )
 from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION

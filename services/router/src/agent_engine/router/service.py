@@ -108,7 +108,7 @@ class Router:
                 try:
                     await self._apply([env])
                     error = None
-                except Exception as one:  # noqa: BLE001
+                except Exception as one:
                     log.exception("input %s (%s) failed", env.id, env.type)
                     error = f"{type(one).__name__}: {one}"
                 await settle(self.bus, msg, error, max_deliver=self.settings.max_deliver)
@@ -175,7 +175,7 @@ class Router:
                 try:
                     await self._apply(due)
                     log.info("re-dispatched %d node(s) after their deadline", len(due))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("deadline handling failed; will retry")
 
     # --- relay --------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Router:
                 await self.bus.publish_many([r for _, r in page if r.type != INPUT_RECORD])
                 position = page[-1][0]
                 await asyncio.to_thread(self.store.set_relay_position, RELAY, position)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("relay failed at position %d; retrying", position)
                 await asyncio.sleep(1.0)
 
@@ -216,7 +216,7 @@ class Router:
                 reply = {"events": [r.model_dump(mode="json") for r in records]}
             else:
                 reply = {"error": f"unknown router query '{action}'"}
-        except Exception as exc:  # noqa: BLE001  a query never takes the router down
+        except Exception as exc:
             log.exception("query failed")
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         await msg.respond(json.dumps(reply, default=str).encode())

@@ -101,7 +101,8 @@ class TaskStore:
             page = self.notifications(position, batch)
             if not page:
                 return
-            for position, record in page:
+            position = page[-1][0]
+            for _, record in page:
                 yield record
 
     def relay_position(self, name: str) -> int:

@@ -32,7 +32,7 @@ class Tool:
             raise ToolError(f"invalid arguments for tool '{self.name}': {detail}")
 
 
-WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
 
 def text_stats(args: dict[str, Any], _workspace: Path) -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""`agentctl workflow validate`, `agentctl --help` and --input parsing: no running stack needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from agent_engine.cli.client import CliError
+from agent_engine.cli.main import main, parse_input
+
+
+def test_validate_the_example(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["workflow", "validate", str(workflow_dir)])
+    out = capsys.readouterr()
+    assert code == 0
+    assert re.fullmatch(rf"{re.escape(str(workflow_dir))}: workflow 'research-review' is valid "
+                        r"\(8 nodes, revision [0-9a-f]{12}\)\n", out.out)
+    assert out.err == ""
+
+
+def test_validate_a_broken_workflow_prints_each_error(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = workflow_dir / "workflow.yaml"
+    text = path.read_text().replace("agent: planner", "agent: plannr").replace("tool: brief_stats", "tool: stats")
+    path.write_text(text)
+    directory = str(workflow_dir) + "/"  # a trailing slash is not doubled in the output
+
+    code = main(["workflow", "validate", directory])
+    out = capsys.readouterr()
+
+    assert code == 1
+    assert out.out == ""
+    lines = out.err.splitlines()
+    assert set(lines[:-1]) == {
+        (f"{workflow_dir}/workflow.yaml: node 'gather_context': [unknown-tool] "
+         "tool 'stats' is not declared in tools.yaml"),
+        (f"{workflow_dir}/workflow.yaml: node 'planning': [unknown-agent] "
+         "agent 'plannr' is not declared in agents.yaml"),
+    }
+    assert lines[-1] == f"agentctl: {directory}: 2 error(s); nothing was pushed or run"
+
+
+def test_validate_a_file_level_error_has_no_node(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workflow_dir / "workflow.yaml").unlink()
+    assert main(["workflow", "validate", str(workflow_dir)]) == 1
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"{workflow_dir}/workflow.yaml: [file] missing")
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: agentctl")
+    for command in ("up", "down", "ps", "workflow", "submit", "run", "tail", "task", "cost"):
+        assert re.search(rf"^\s+{command}\s", out, re.MULTILINE), f"{command} missing from --help"
+
+
+def test_subcommand_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["workflow", "validate", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: agentctl workflow validate" in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+# --- --input ----------------------------------------------------------------------------------
+
+def test_parse_input_absent_is_empty() -> None:
+    assert parse_input(None) == {}
+
+
+def test_parse_input_inline_and_from_file(tmp_path: Path) -> None:
+    assert parse_input('{"brief": "hi", "n": 2}') == {"brief": "hi", "n": 2}
+    path = tmp_path / "input.json"
+    path.write_text('{"brief": "from a file"}')
+    assert parse_input(f"@{path}") == {"brief": "from a file"}
+
+
+def test_parse_input_bad_json() -> None:
+    with pytest.raises(CliError, match=r"^--input is not valid JSON: "):
+        parse_input("{brief: hi}")
+
+
+def test_parse_input_bad_json_in_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "input.json"
+    path.write_text("not json")
+    with pytest.raises(CliError, match="not valid JSON"):
+        parse_input(f"@{path}")
+
+
+@pytest.mark.parametrize("raw", ["[1, 2]", '"text"', "42", "null"])
+def test_parse_input_must_be_an_object(raw: str) -> None:
+    with pytest.raises(CliError, match=r"^--input must be a JSON object$"):
+        parse_input(raw)
+
+
+def test_parse_input_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(CliError, match=rf"^--input @{re.escape(str(missing))}: no such file$"):
+        parse_input(f"@{missing}")

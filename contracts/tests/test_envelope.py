@@ -1,0 +1,177 @@
+"""The envelope and every event payload: wire round-trips, golden samples, and the rules on the envelope."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from agent_engine.contracts import (
+    CONTRACT_VERSION,
+    EVENT_TYPES,
+    Envelope,
+    data_model_for,
+    parse_data,
+    subject_for,
+)
+from agent_engine.contracts.envelope import derive_id
+from agent_engine.contracts.events import NodeDispatched, TaskRequested
+
+GOLDEN = Path(__file__).parent / "golden"
+CURRENT = GOLDEN / f"v{CONTRACT_VERSION}"
+GOLDEN_FILES = sorted(GOLDEN.glob("v*/*.json"))
+
+
+def envelope(**overrides: Any) -> Envelope:
+    fields: dict[str, Any] = {
+        "id": "e-1", "source": "test", "type": "task.requested", "time": datetime(2026, 3, 1, 12, tzinfo=UTC),
+        "tenant": "acme", "task_id": "t-1", "correlation_id": "t-1",
+        "data": {"workflow": "research-review", "input": {"brief": "hi"}},
+    }
+    fields.update(overrides)
+    return Envelope(**fields)
+
+
+def golden(event_type: str) -> dict[str, Any]:
+    return json.loads((CURRENT / f"{event_type}.json").read_text())
+
+
+def assert_subset(expected: Any, actual: Any, path: str = "data") -> None:
+    """Every value in `expected` is in `actual` (which may add defaults): nothing was silently dropped."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{path}: expected an object, got {actual!r}"
+        for key, value in expected.items():
+            assert key in actual, f"{path}.{key}: the current model drops this field"
+            assert_subset(value, actual[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual!r} != {expected!r}"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            assert_subset(e, a, f"{path}[{i}]")
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+# --- golden samples ---------------------------------------------------------------------------
+
+def test_every_event_type_has_a_golden_sample_for_the_current_version() -> None:
+    present = {p.stem for p in CURRENT.glob("*.json")}
+    assert sorted(set(EVENT_TYPES) - present) == [], f"add golden samples to {CURRENT}"
+    assert sorted(present - set(EVENT_TYPES)) == [], "golden samples for event types this build does not know"
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_golden_sample_parses_with_the_current_models(path: Path) -> None:
+    raw = path.read_bytes()
+    event = Envelope.from_bytes(raw)
+    assert event.type == path.stem
+    assert f"v{event.schema_version}" == path.parent.name
+    data = parse_data(event.type, event.data)
+    assert isinstance(data, EVENT_TYPES[path.stem])
+    assert_subset(json.loads(raw)["data"], data.model_dump(mode="json", by_alias=True))
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_every_event_type_round_trips_through_envelope_bytes(event_type: str) -> None:
+    sample = golden(event_type)
+    data = parse_data(event_type, sample["data"])
+    original = envelope(id=f"id-{event_type}", type=event_type, causation_id="cause-1",
+                        data=data.model_dump(mode="json", exclude_none=True))
+
+    raw = original.to_bytes()
+    back = Envelope.from_bytes(raw)
+
+    assert isinstance(raw, bytes)
+    assert back == original
+    assert parse_data(event_type, back.data) == data
+    assert json.loads(raw)["specversion"] == "1.0"
+    assert json.loads(raw)["schema_version"] == CONTRACT_VERSION
+
+
+def test_round_trip_keeps_the_timezone_and_instant() -> None:
+    t = datetime(2026, 3, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
+    back = Envelope.from_bytes(envelope(time=t).to_bytes())
+    assert back.time == t
+    assert back.time.utcoffset() == timedelta(hours=2)
+
+
+def test_data_model_for_unknown_type_lists_known_types() -> None:
+    with pytest.raises(ValueError, match="unknown event type 'task.exploded'.*task.requested"):
+        data_model_for("task.exploded")
+
+
+# --- envelope rules ---------------------------------------------------------------------------
+
+def test_naive_datetime_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        envelope(time=datetime(2026, 3, 1, 12))
+
+
+def test_naive_timestamp_in_json_is_rejected() -> None:
+    body = json.loads(envelope().to_bytes())
+    body["time"] = "2026-03-01T12:00:00"
+    with pytest.raises(ValidationError, match="timezone"):
+        Envelope.from_bytes(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("tenant", ["", "acme.corp", "acme corp", "*", ">", "a" * 65, "acmé"])
+def test_bad_tenant_is_rejected(tenant: str) -> None:
+    with pytest.raises(ValidationError, match="tenant"):
+        envelope(tenant=tenant)
+
+
+@pytest.mark.parametrize("tenant", ["acme", "ACME_2", "team-a", "a" * 64])
+def test_good_tenant_is_accepted(tenant: str) -> None:
+    assert envelope(tenant=tenant).tenant == tenant
+
+
+def test_unknown_envelope_fields_are_ignored() -> None:
+    body = json.loads(envelope().to_bytes())
+    body["traceparent"] = "00-abc-def-01"
+    body["future_field"] = {"nested": True}
+    event = Envelope.from_bytes(json.dumps(body).encode())
+    assert event == envelope()
+    assert "future_field" not in event.model_dump()
+
+
+def test_unknown_payload_fields_are_ignored() -> None:
+    data = parse_data("task.requested", {"workflow": "wf", "priority": "high"})
+    assert data == TaskRequested(workflow="wf")
+    assert "priority" not in data.model_dump()
+
+
+def test_envelope_is_immutable() -> None:
+    event = envelope()
+    with pytest.raises(ValidationError):
+        event.tenant = "other"  # type: ignore[misc]
+
+
+# --- ids and subjects -------------------------------------------------------------------------
+
+def test_derive_id_is_deterministic_and_a_uuid5() -> None:
+    first = derive_id("dispatch-1", "completed")
+    assert first == derive_id("dispatch-1", "completed")
+    assert uuid.UUID(first).version == 5
+
+
+def test_derive_id_differs_for_different_causes() -> None:
+    ids = {derive_id("dispatch-1", "completed"), derive_id("dispatch-1", "errored"),
+           derive_id("dispatch-2", "completed"), derive_id("dispatch-1")}
+    assert len(ids) == 4
+
+
+def test_subject_for_node_dispatched_appends_the_kind() -> None:
+    for kind in ("agent", "tool"):
+        data = parse_data("node.dispatched", {**golden("node.dispatched")["data"], "kind": kind})
+        assert isinstance(data, NodeDispatched)
+        event = envelope(tenant="acme", type="node.dispatched", data=data.model_dump(mode="json"))
+        assert subject_for(event) == f"ae.acme.node.dispatched.{kind}"
+
+
+@pytest.mark.parametrize("event_type", sorted(set(EVENT_TYPES) - {"node.dispatched"}))
+def test_subject_for_other_types_is_tenant_then_type(event_type: str) -> None:
+    assert subject_for(envelope(tenant="team-b", type=event_type)) == f"ae.team-b.{event_type}"

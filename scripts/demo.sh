@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make demo`: bring up the whole stack, run the research-review workflow offline, show the task, stop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${AE_PATH_BIN:-.venv/bin}
+export AE_HOME=${AE_HOME:-$PWD/.agent-engine/demo}
+# Offline by default. AE_PROVIDER=auto with ANTHROPIC_API_KEY set sends the agent nodes to Claude.
+export AE_PROVIDER=${AE_PROVIDER:-mock}
+export AE_MOCK_DELAY_S=${AE_MOCK_DELAY_S:-0.2}
+
+trap '"$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
+echo "== agentctl up --detach (embedded NATS + PostgreSQL, five services as processes; state in $AE_HOME)"
+"$BIN/agentctl" up --detach
+echo
+echo "== agentctl workflow validate examples/research-review"
+"$BIN/agentctl" workflow validate examples/research-review
+echo
+echo "== agentctl run examples/research-review --input @examples/research-review/input.json"
+out=$(mktemp)
+"$BIN/agentctl" run examples/research-review --input @examples/research-review/input.json | tee "$out"
+task_id=$(tail -n 1 "$out" | awk '{print $2}')
+rm -f "$out"
+echo
+echo "== agentctl task show $task_id"
+"$BIN/agentctl" task show "$task_id"
+echo
+echo "== agentctl tail --task $task_id --type 'task.*' --no-follow"
+"$BIN/agentctl" tail --task "$task_id" --type 'task.*' --no-follow
+echo
+echo "demo done: task $task_id succeeded. The stack is stopped; its data stays in $AE_HOME."

@@ -1,0 +1,371 @@
+"""Agent runner: the mock provider, provider choice, schema checks, exact pricing and the Anthropic path."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agent_engine.agent_runner import pricing
+from agent_engine.agent_runner.providers import (
+    AnthropicProvider,
+    LlmRequest,
+    LlmResult,
+    MockProvider,
+    ProviderError,
+    estimate_tokens,
+    extract_json,
+    minimal_instance,
+)
+from agent_engine.agent_runner.service import (
+    SOURCE,
+    AgentRunner,
+    Gateway,
+    build_request,
+)
+from agent_engine.contracts.envelope import derive_id
+from agent_engine.contracts.events import DispatchedAgent, Usage
+
+# The SDK warns that claude-sonnet-4-5 nears end-of-life; these tests are about our handling, not the model.
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+
+def request(attempt: int = 1, **agent: Any) -> LlmRequest:
+    return LlmRequest(DispatchedAgent(name="a", **agent), "system text", "prompt text", attempt)
+
+
+# --- mock provider ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("attempt", "expected"), [(1, "first"), (2, "second"), (3, "third"), (4, "third"),
+                                                   (9, "third")])
+async def test_mock_uses_the_script_per_attempt_and_repeats_the_last(attempt: int, expected: str) -> None:
+    script = [{"say": "first"}, {"say": "second"}, {"say": "third"}]
+    result = await MockProvider().complete(request(attempt, mock_responses=script))
+    assert result.output == {"say": expected}
+
+
+async def test_mock_without_script_returns_the_minimal_valid_instance() -> None:
+    schema = {"type": "object", "required": ["verdict"], "properties": {"verdict": {"enum": ["approve", "reject"]}}}
+    result = await MockProvider().complete(request(output_schema_json=schema))
+    assert result.output == {"verdict": "approve"}
+
+
+async def test_mock_without_schema_returns_an_empty_object() -> None:
+    assert (await MockProvider().complete(request())).output == {}
+
+
+async def test_mock_wraps_a_non_object_schema() -> None:
+    result = await MockProvider().complete(request(output_schema_json={"type": "string", "minLength": 6}))
+    assert result.output == {"result": "mockxx"}
+
+
+async def test_mock_usage_is_synthetic_and_labelled() -> None:
+    output = {"say": "hello"}
+    result = await MockProvider().complete(request(mock_responses=[output]))
+    assert (result.provider, result.model) == ("mock", "mock-1")
+    assert result.usage == Usage(input_tokens=estimate_tokens("system text" + "prompt text"),
+                                 output_tokens=estimate_tokens(json.dumps(output, sort_keys=True)))
+    assert result.usage.input_tokens == 6  # 22 characters at about four a token, rounded up
+    assert (result.usage.cache_read_tokens, result.usage.cache_write_tokens) == (0, 0)
+
+
+NESTED = {
+    "type": "object",
+    "required": ["title", "tags", "meta", "status", "count", "ok"],
+    "properties": {
+        "title": {"type": "string", "minLength": 10},
+        "optional": {"type": "string"},
+        "tags": {"type": "array", "minItems": 2, "items": {"type": "string", "minLength": 1}},
+        "meta": {"type": "object", "required": ["author", "steps"], "properties": {
+            "author": {"type": "string"},
+            "steps": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["n"], "properties": {"n": {"type": "integer", "minimum": 3}}}}}},
+        "status": {"type": "string", "enum": ["draft", "final"]},
+        "count": {"type": "number", "minimum": 1.5},
+        "ok": {"type": "boolean"},
+    },
+}
+
+
+def test_minimal_instance_of_a_nested_schema() -> None:
+    value = minimal_instance(NESTED)
+    assert value == {
+        "title": "mockxxxxxx", "tags": ["mock", "mock"], "meta": {"author": "mock", "steps": [{"n": 3}]},
+        "status": "draft", "count": 1.5, "ok": False,
+    }
+    jsonschema.Draft202012Validator(NESTED).validate(value)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "items": {"type": "string"}},
+    {"type": "string"},
+    {"type": "string", "minLength": 12},
+    {"enum": [3, 4]},
+    {"const": "fixed"},
+    {"type": ["integer", "null"], "minimum": 2},
+    {"type": "object", "properties": {"x": {"type": "string"}}},
+])
+def test_minimal_instance_is_valid(schema: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(schema).validate(minimal_instance(schema))
+
+
+def test_minimal_instance_is_valid_for_the_example_schemas() -> None:
+    from pathlib import Path
+
+    schemas = Path(__file__).parents[3] / "examples" / "research-review" / "schemas"
+    for path in sorted(schemas.glob("*.json")):
+        schema = json.loads(path.read_text())
+        jsonschema.Draft202012Validator(schema).validate(minimal_instance(schema))
+
+
+# --- the runner with the mock -----------------------------------------------------------------
+
+async def test_handle_with_the_mock_records_the_call_then_completes(agent_dispatch) -> None:
+    script = {"goal": "compare", "constraints": ["short"]}
+    cause, dispatch = agent_dispatch(mock_responses=[script])
+    llm, done = await AgentRunner(Gateway()).handle(cause, dispatch)
+
+    assert llm.type == "llm.called"
+    assert llm.id == derive_id(cause.id, "llm")
+    assert llm.source == SOURCE
+    assert (llm.data["provider"], llm.data["model"], llm.data["cost_usd"]) == ("mock", "mock-1", "0")
+    assert (llm.data["dispatch_id"], llm.data["node"]) == ("disp-7", "interpretation")
+    assert llm.data["price_table"] == pricing.PRICE_TABLE_VERSION
+
+    assert done.type == "node.completed"
+    assert done.id == derive_id(cause.id, "completed")
+    assert (done.task_id, done.correlation_id, done.causation_id) == ("task-1", "corr-1", cause.id)
+    assert done.data["output"] == script
+    assert (done.data["provider"], done.data["attempt"]) == ("mock", 1)
+    assert done.data["usage"] == llm.data["usage"]
+
+
+async def test_handle_with_the_mock_and_no_script_passes_the_schema(agent_dispatch) -> None:
+    cause, dispatch = agent_dispatch()
+    _, done = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert done.type == "node.completed"
+    assert done.data["output"] == {"goal": "mock", "constraints": []}
+
+
+async def test_output_violating_the_schema_is_a_retryable_error_naming_the_path(agent_dispatch) -> None:
+    cause, dispatch = agent_dispatch(mock_responses=[{"goal": "g", "constraints": ["ok", 7]}])
+    llm, err = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert llm.type == "llm.called"  # the call happened and is paid for either way
+    assert err.type == "node.errored"
+    assert err.id == derive_id(cause.id, "errored")
+    assert err.data["retryable"] is True
+    assert err.data["error"] == "output does not match the node's schema: constraints/1: 7 is not of type 'string'"
+
+
+async def test_missing_required_field_is_reported_at_the_root(agent_dispatch) -> None:
+    cause, dispatch = agent_dispatch(mock_responses=[{"constraints": []}])
+    _, err = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert err.data["error"] == "output does not match the node's schema: (root): 'goal' is a required property"
+
+
+async def test_a_later_attempt_uses_the_later_script(agent_dispatch) -> None:
+    bad, good = {"goal": ""}, {"goal": "fixed", "constraints": []}
+    runner = AgentRunner(Gateway())
+    cause, dispatch = agent_dispatch(attempt=1, mock_responses=[bad, good])
+    assert [e.type for e in await runner.handle(cause, dispatch)] == ["llm.called", "node.errored"]
+    cause, dispatch = agent_dispatch(attempt=2, mock_responses=[bad, good])
+    assert [e.type for e in await runner.handle(cause, dispatch)] == ["llm.called", "node.completed"]
+
+
+async def test_anthropic_without_a_key_is_a_permanent_error_and_no_call(agent_dispatch) -> None:
+    cause, dispatch = agent_dispatch(provider="anthropic")
+    [err] = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert err.type == "node.errored"
+    assert err.data["retryable"] is False
+    assert "ANTHROPIC_API_KEY" in err.data["error"]
+
+
+async def test_an_unknown_model_is_recorded_as_unpriced(agent_dispatch) -> None:
+    class Fixed:
+        name = "anthropic"
+
+        async def complete(self, req: LlmRequest) -> LlmResult:
+            return LlmResult({"goal": "g", "constraints": []}, Usage(input_tokens=3, output_tokens=4),
+                             "anthropic", "claude-nova-9")
+
+    gateway = Gateway()
+    gateway.anthropic = Fixed()  # type: ignore[assignment]
+    cause, dispatch = agent_dispatch(provider="anthropic")
+    llm, done = await AgentRunner(gateway).handle(cause, dispatch)
+    assert (llm.data["model"], llm.data["cost_usd"]) == ("claude-nova-9", "unpriced")
+    assert done.type == "node.completed"
+
+
+def test_build_request_carries_schema_input_and_upstream(agent_dispatch) -> None:
+    _, dispatch = agent_dispatch(attempt=2)
+    req = build_request(dispatch)
+    assert req.attempt == 2
+    assert req.system.startswith("You are careful.")
+    assert json.dumps(dispatch.agent.output_schema_json, indent=1) in req.system
+    assert req.prompt.startswith("Interpret the brief.")
+    assert '"brief": "Compare engines."' in req.prompt
+    assert '"gather_context"' in req.prompt
+
+
+# --- gateway ----------------------------------------------------------------------------------
+
+def test_gateway_forced_mock_wins_over_everything() -> None:
+    gateway = Gateway(force="mock", api_key="test-key")
+    assert gateway.pick("anthropic") is gateway.mock
+    assert gateway.pick("auto") is gateway.mock
+
+
+def test_gateway_auto_without_key_is_mock() -> None:
+    gateway = Gateway()
+    assert gateway.pick("auto") is gateway.mock
+    assert gateway.pick("mock") is gateway.mock
+
+
+def test_gateway_auto_with_key_is_anthropic() -> None:
+    gateway = Gateway(api_key="test-key")
+    assert isinstance(gateway.pick("auto"), AnthropicProvider)
+    assert gateway.pick("mock") is gateway.mock
+
+
+def test_gateway_anthropic_without_key_names_the_variable() -> None:
+    with pytest.raises(ProviderError, match="ANTHROPIC_API_KEY") as info:
+        Gateway().pick("anthropic")
+    assert info.value.retryable is False
+
+
+def test_gateway_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_PROVIDER", "mock")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    gateway = Gateway.from_env()
+    assert gateway.anthropic is None
+    assert gateway.pick("anthropic") is gateway.mock
+
+
+# --- pricing ----------------------------------------------------------------------------------
+
+def test_cost_for_sonnet_with_cache_tokens_is_exact() -> None:
+    # input_tokens includes the cache tokens: 300 plain + 800 cache read + 100 cache write
+    usage = Usage(input_tokens=1200, output_tokens=340, cache_read_tokens=800, cache_write_tokens=100)
+    # (300 * 3 + 340 * 15 + 800 * 0.30 + 100 * 3.75) / 1e6
+    assert pricing.cost("claude-sonnet-4-5", usage) == Decimal("0.006615")
+    assert str(pricing.cost("claude-sonnet-4-5", usage)) == "0.006615"
+
+
+def test_cost_sums_exactly_without_float_drift() -> None:
+    usage = Usage(input_tokens=1, output_tokens=1)
+    total = sum((pricing.cost("claude-haiku-4-5", usage) or Decimal(0) for _ in range(10)), Decimal(0))
+    assert total == Decimal("0.00006")
+
+
+@pytest.mark.parametrize(("model", "per_million_input"), [
+    ("claude-sonnet-4-5-20250929", Decimal(3)), ("claude-opus-4-1", Decimal(15)), ("claude-haiku-4-5", Decimal(1)),
+])
+def test_cost_matches_the_model_family(model: str, per_million_input: Decimal) -> None:
+    assert pricing.cost(model, Usage(input_tokens=1_000_000)) == per_million_input
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-3-opus", ""])
+def test_cost_of_an_unknown_model_is_none(model: str) -> None:
+    assert pricing.cost(model, Usage(input_tokens=10, output_tokens=5)) is None
+
+
+def test_mock_calls_cost_zero() -> None:
+    assert pricing.cost("mock-1", Usage(input_tokens=10_000, output_tokens=10_000)) == Decimal(0)
+
+
+# --- extract_json -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    '{"goal": "x"}',
+    '```json\n{"goal": "x"}\n```',
+    'Here you go:\n```\n{"goal": "x"}\n```\nAnything else?',
+    'Sure! {"goal": "x"} Hope that helps.',
+])
+def test_extract_json(text: str) -> None:
+    assert extract_json(text) == {"goal": "x"}
+
+
+def test_extract_json_keeps_nested_braces() -> None:
+    assert extract_json('```json\n{"a": {"b": [1, {"c": 2}]}}\n```') == {"a": {"b": [1, {"c": 2}]}}
+
+
+@pytest.mark.parametrize("text", ["I cannot help with that.", "", "[1, 2]", "{not json}"])
+def test_extract_json_of_a_non_json_reply_is_a_retryable_error(text: str) -> None:
+    with pytest.raises(ProviderError, match="model reply is not a JSON object") as info:
+        extract_json(text)
+    assert info.value.retryable is True
+    assert repr(text[:80]) in str(info.value)
+
+
+# --- Anthropic through the SDK, against a local fake ---------------------------------------------
+
+async def test_anthropic_provider_against_a_fake_server(fake_anthropic) -> None:
+    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
+    req = LlmRequest(DispatchedAgent(name="a", model="claude-sonnet-4-5", max_tokens=321), "Be brief.", "Go.", 1)
+
+    result = await provider.complete(req)
+
+    assert result.output == {"goal": "x"}
+    assert (result.provider, result.model) == ("anthropic", "claude-sonnet-4-5")
+    assert result.usage == Usage(input_tokens=15, output_tokens=5, cache_read_tokens=3, cache_write_tokens=2)
+    [sent] = fake_anthropic.requests
+    assert sent["path"] == "/v1/messages"
+    # the key travels as x-api-key (SDK 0.x/1.x) or as a bearer token (SDK 2.x); both reach the API
+    headers = sent["headers"]
+    assert headers.get("x-api-key") == "test-key" or headers.get("authorization") == "Bearer test-key", headers
+    assert sent["json"]["system"] == "Be brief."
+    assert sent["json"]["model"] == "claude-sonnet-4-5"
+    assert sent["json"]["max_tokens"] == 321
+    assert sent["json"]["messages"] == [{"role": "user", "content": "Go."}]
+
+
+async def test_runner_prices_an_anthropic_call_exactly(fake_anthropic, agent_dispatch) -> None:
+    gateway = Gateway(api_key="test-key", base_url=fake_anthropic.url)
+    cause, dispatch = agent_dispatch(provider="auto", output_schema_json={"type": "object", "required": ["goal"]})
+    llm, done = await AgentRunner(gateway).handle(cause, dispatch)
+    # 10 plain * 3 + 5 * 15 + 3 * 0.30 + 2 * 3.75 = 113.4 per million
+    assert (llm.data["provider"], llm.data["cost_usd"]) == ("anthropic", "0.0001134")
+    assert done.data["output"] == {"goal": "x"}
+    assert fake_anthropic.requests[0]["json"]["system"].startswith("You are careful.")
+
+
+async def test_anthropic_400_is_permanent(fake_anthropic) -> None:
+    fake_anthropic.status = 400
+    fake_anthropic.body = {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: bad"}}
+    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
+    with pytest.raises(ProviderError, match="anthropic: HTTP 400") as info:
+        await provider.complete(request())
+    assert info.value.retryable is False
+    assert len(fake_anthropic.requests) == 1  # not retried by the SDK either
+
+
+async def test_anthropic_429_is_retryable(fake_anthropic) -> None:
+    fake_anthropic.status = 429
+    fake_anthropic.body = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
+    provider.client = provider.client.with_options(max_retries=0)
+    with pytest.raises(ProviderError, match="RateLimitError") as info:
+        await provider.complete(request())
+    assert info.value.retryable is True
+    assert len(fake_anthropic.requests) == 1
+
+
+async def test_anthropic_500_is_retryable(fake_anthropic) -> None:
+    fake_anthropic.status = 500
+    fake_anthropic.body = {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
+    provider.client = provider.client.with_options(max_retries=0)
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(request())
+    assert info.value.retryable is True
+
+
+async def test_anthropic_non_json_reply_is_retryable(fake_anthropic) -> None:
+    fake_anthropic.body = {**fake_anthropic.body, "content": [{"type": "text", "text": "I'd rather not."}]}
+    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
+    with pytest.raises(ProviderError, match="not a JSON object") as info:
+        await provider.complete(request())
+    assert info.value.retryable is True

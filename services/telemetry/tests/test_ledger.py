@@ -1,0 +1,116 @@
+"""The token and cost ledger: exact sums per task, tenant, model and day; each event counted once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import count
+from typing import Any
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.events import LlmCalled, Usage
+from agent_engine.telemetry.ledger import Ledger
+
+_ids = count(1)
+
+
+def llm_called(*, task: str = "t1", tenant: str = "acme", provider: str = "anthropic",
+               model: str = "claude-sonnet-4-5", cost: str = "0.1", day: int = 1, event_id: str | None = None,
+               usage: Usage | None = None) -> Envelope:
+    data = LlmCalled(dispatch_id="d", node="n", provider=provider, model=model, cost_usd=cost,
+                     usage=usage or Usage(input_tokens=100, output_tokens=10, cache_read_tokens=40,
+                                          cache_write_tokens=5))
+    return Envelope(id=event_id or f"e{next(_ids)}", source="agent-engine/agent-runner", type=LlmCalled.TYPE,
+                    time=datetime(2026, 3, day, 12, tzinfo=UTC), tenant=tenant, task_id=task, correlation_id=task,
+                    data=data.model_dump(mode="json"))
+
+
+def other(event_type: str, task: str = "t1") -> Envelope:
+    return Envelope(id=f"e{next(_ids)}", source="x", type=event_type, time=datetime(2026, 3, 1, tzinfo=UTC),
+                    tenant="acme", task_id=task, correlation_id=task, data={})
+
+
+def ledger_of(*events: Envelope) -> Ledger:
+    ledger = Ledger()
+    for event in events:
+        ledger.observe(event)
+    return ledger
+
+
+def test_costs_sum_exactly_per_task() -> None:
+    ledger = ledger_of(llm_called(cost="0.1"), llm_called(cost="0.2"), llm_called(task="t2", cost="0.7"))
+    line = ledger.query(task_id="t1")
+    assert line["cost_usd"] == "0.3"  # 0.1 + 0.2 in floats would be 0.30000000000000004
+    assert Decimal(line["cost_usd"]) == Decimal("0.3")
+    assert line["calls"] == 2
+    assert (line["input_tokens"], line["output_tokens"]) == (200, 20)
+    assert (line["cache_read_tokens"], line["cache_write_tokens"]) == (80, 10)
+    assert ledger.query(task_id="t2")["cost_usd"] == "0.7"
+
+
+def test_many_small_costs_stay_exact() -> None:
+    ledger = ledger_of(*(llm_called(cost="0.000003") for _ in range(1000)))
+    assert ledger.query(task_id="t1")["cost_usd"] == "0.003000"
+    assert Decimal(ledger.query(task_id="t1")["cost_usd"]) == Decimal("0.003")
+
+
+def test_lines_per_tenant_model_and_day() -> None:
+    ledger = ledger_of(
+        llm_called(task="t1", tenant="acme", cost="1.5", day=1),
+        llm_called(task="t2", tenant="acme", model="claude-haiku-4-5", cost="0.25", day=2),
+        llm_called(task="t3", tenant="globex", cost="2", day=2),
+    )
+    assert ledger.query(tenant="acme")["cost_usd"] == "1.75"
+    assert ledger.query(tenant="acme")["calls"] == 2
+    assert ledger.query(tenant="globex")["cost_usd"] == "2"
+    overall = ledger.query()
+    assert {k: v["cost_usd"] for k, v in overall["tenants"].items()} == {"acme": "1.75", "globex": "2"}
+    assert {k: v["cost_usd"] for k, v in overall["models"].items()} == {
+        "anthropic/claude-sonnet-4-5": "3.5", "anthropic/claude-haiku-4-5": "0.25"}
+    assert {k: v["cost_usd"] for k, v in overall["days"].items()} == {"2026-03-01": "1.5", "2026-03-02": "2.25"}
+    assert overall["events_by_type"] == {"llm.called": 3}
+
+
+def test_a_duplicate_event_id_is_counted_once() -> None:
+    event = llm_called(cost="0.5", event_id="same")
+    ledger = ledger_of(event, event, llm_called(cost="0.5", event_id="same", task="t1"))
+    line = ledger.query(task_id="t1")
+    assert (line["calls"], line["cost_usd"], line["input_tokens"]) == (1, "0.5", 100)
+    assert ledger.query()["events_by_type"] == {"llm.called": 1}
+
+
+def test_unpriced_calls_are_counted_not_guessed() -> None:
+    ledger = ledger_of(llm_called(cost="0.4"), llm_called(model="claude-nova-9", cost="unpriced"))
+    line = ledger.query(task_id="t1")
+    assert (line["calls"], line["unpriced_calls"], line["cost_usd"]) == (2, 1, "0.4")
+    assert line["input_tokens"] == 200  # tokens of unpriced calls still count
+    assert ledger.query()["models"]["anthropic/claude-nova-9"]["unpriced_calls"] == 1
+
+
+def test_mock_calls_are_counted_and_cost_nothing() -> None:
+    ledger = ledger_of(llm_called(provider="mock", model="mock-1", cost="0"), llm_called(cost="0.2"))
+    line = ledger.query(task_id="t1")
+    assert (line["calls"], line["mock_calls"], line["cost_usd"]) == (2, 1, "0.2")
+    assert ledger.query()["models"]["mock/mock-1"]["mock_calls"] == 1
+
+
+def test_other_events_are_counted_by_type_only() -> None:
+    ledger = ledger_of(other("task.started"), other("node.completed"), other("node.completed"), llm_called())
+    assert ledger.query()["events_by_type"] == {"task.started": 1, "node.completed": 2, "llm.called": 1}
+    assert ledger.query(task_id="t1")["calls"] == 1
+
+
+def test_an_unknown_task_or_tenant_is_an_empty_line() -> None:
+    ledger = ledger_of(llm_called())
+    empty: dict[str, Any] = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
+                             "cache_write_tokens": 0, "cost_usd": "0", "unpriced_calls": 0, "mock_calls": 0}
+    assert ledger.query(task_id="nope") == {"task_id": "nope", **empty}
+    assert ledger.query(tenant="nobody") == {"tenant": "nobody", **empty}
+    assert "nope" not in ledger.by_task  # a query does not create lines
+
+
+def test_query_answers_are_json() -> None:
+    ledger = ledger_of(llm_called(cost="0.000001"), llm_called(tenant="globex", cost="unpriced"))
+    for answer in (ledger.query(), ledger.query(task_id="t1"), ledger.query(tenant="acme")):
+        assert json.loads(json.dumps(answer)) == answer
