@@ -6,7 +6,7 @@ PACKAGES := contracts runtime services/router services/agent-runner services/too
             services/guardrails services/telemetry cli
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-e2e lint schemas clean
+.PHONY: install demo test test-unit test-e2e lint schemas faults bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ test-unit: install
 
 test-e2e: install
 	$(BIN)/pytest -m e2e
+
+faults: install
+	$(BIN)/python bench/faults.py --tasks 200
 
 lint: install
 	$(BIN)/ruff check .

@@ -133,6 +133,10 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: st
                 existing = await rpc(nc, ROUTER_RPC, "task.show", {"task_id": envelope.task_id})
                 print(envelope.task_id)
                 print(f"task exists for idempotency key '{key}' (status {existing['status']})", file=sys.stderr)
+                if existing["status"] == "rejected":
+                    print(f"rejected by router: {existing['reason']}; submit with a new key to try again",
+                          file=sys.stderr)
+                    return 2
                 return 0
             except CliError:
                 pass

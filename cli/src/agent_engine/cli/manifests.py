@@ -33,7 +33,7 @@ class Loaded:
 def load(directory: Path) -> Loaded:
     result = Loaded(directory)
     if not directory.is_dir():
-        result.errors.append(ManifestError(str(directory), None, "directory", "is not a directory"))
+        result.errors.append(ManifestError(".", None, "directory", "is not a directory"))
         return result
     files = manifest_files(directory)
     result.revision = revision(directory, files)

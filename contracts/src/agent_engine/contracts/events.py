@@ -94,7 +94,10 @@ class TaskFailed(TaskFinished):
 # --- node lifecycle ---------------------------------------------------------------------------
 
 class DispatchedAgent(AgentSpec):
-    """An agent as a runner needs it: config plus the resolved output schema and mock script."""
+    """An agent as a runner needs it: config plus the resolved output schema and mock script.
+    Unlike the manifest model it ignores unknown fields, so an older runner reads a newer dispatch."""
+
+    model_config = ConfigDict(extra="ignore")
 
     name: str
     output_schema_json: dict[str, Any] | None = None

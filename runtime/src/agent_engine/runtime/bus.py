@@ -30,10 +30,17 @@ TASK_ID_HEADER = "Ae-Task-Id"
 
 async def connect(url: str, name: str) -> Client:
     """Connect, retrying until the server answers (a service may start before NATS is up)."""
-    return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-        connect_timeout=2, allow_reconnect=True,
-    )
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                connect_timeout=2, allow_reconnect=True,
+            )
+        except Exception as exc:  # noqa: BLE001  any failure to reach the server: wait and try again
+            log.warning("cannot reach NATS at %s (%s); retrying in %.1fs", url, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
@@ -61,8 +68,13 @@ class Bus:
     async def open(cls, url: str, service: str) -> Bus:
         nc = await connect(url, service)
         js = nc.jetstream(timeout=10)
-        await ensure_streams(js)
-        return cls(nc, js, service)
+        while True:
+            try:
+                await ensure_streams(js)
+                return cls(nc, js, service)
+            except Exception as exc:  # noqa: BLE001  JetStream not ready yet (server restarting)
+                log.warning("JetStream not ready (%s); retrying", exc)
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         # close, not drain: draining a pull subscription waits out its fetch (30 s); anything
@@ -104,7 +116,13 @@ class Bus:
                       handle: Callable[[list[Msg]], Awaitable[None]], *, batch: int, ack_wait: float,
                       stop: asyncio.Event) -> None:
         """Fetch batches until `stop` is set; `handle` acks (or naks) each message itself."""
-        sub = await self.pull(durable, subjects, ack_wait=ack_wait)
+        while True:
+            try:
+                sub = await self.pull(durable, subjects, ack_wait=ack_wait)
+                break
+            except Exception as exc:  # noqa: BLE001  server restarting: try again
+                log.warning("cannot create consumer %s (%s); retrying", durable, exc)
+                await asyncio.sleep(1.0)
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
@@ -114,7 +132,10 @@ class Bus:
                 log.warning("fetch on %s failed: %s", durable, exc)
                 await asyncio.sleep(0.5)
                 continue
-            await handle(msgs)
+            try:
+                await handle(msgs)
+            except Exception:  # e.g. an ack lost to a disconnect: JetStream redelivers
+                log.exception("handling a batch on %s failed; un-acked messages will be redelivered", durable)
 
 
 async def settle(bus: Bus, msg: Msg, error: str | None, *, max_deliver: int, retry_delay: float = 1.0) -> None:

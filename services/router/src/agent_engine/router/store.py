@@ -44,6 +44,7 @@ def eventsourcing_env(postgres_url: str) -> dict[str, str]:
         "POSTGRES_USER": unquote(url.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y",
     }
 
