@@ -30,6 +30,10 @@ test-unit: install
 test-e2e: install
 	$(BIN)/pytest -m e2e
 
+bench: install
+	$(BIN)/pip install --quiet -c constraints.txt langgraph langgraph-checkpoint-postgres
+	$(BIN)/python bench/bench.py
+
 faults: install
 	$(BIN)/python bench/faults.py --tasks 200
 

@@ -55,6 +55,9 @@ class Cluster:
                     raise
                 time.sleep(0.5)
 
+    def stop_services(self) -> None:
+        Stack.load(self.root / "home").down()
+
     def stop(self) -> None:
         Stack.load(self.root / "home").down()
         for server in (self.postgres, self.nats):

@@ -1,0 +1,195 @@
+"""`make bench`: the engine against baselines measured in the same run, on the same servers.
+
+Engine: hops/s and per-hop latency (p50/p99) for a 5-node LINEAR workflow with the mock provider
+at zero delay, at 1, 16, 64 and 256 tasks in flight; all five services run as processes on real
+NATS and PostgreSQL. Baselines: raw nats-py hops, raw eventsourcing saves, LangGraph with its
+PostgreSQL checkpointer running the same 5-node line. Prints a table; writes bench/results/latest.json.
+
+    python bench/bench.py [--seconds 8] [--levels 1,16,64,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baselines
+from cluster import Cluster
+
+from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.router.core import fold
+from agent_engine.router.store import TaskStore, eventsourcing_env
+
+WORKFLOW = Path(__file__).parent / "workflows" / "linear5"
+RESULTS = Path(__file__).parent / "results"
+
+
+async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[str, Any]:
+    """Keep `inflight` tasks running (a finished task is replaced at once) for `seconds`."""
+    nc = await cluster.connect()
+    tenant = f"bench{uuid.uuid4().hex[:8]}"
+    workflow = await cluster.push(nc, tenant, WORKFLOW)
+    last_hop: dict[str, float] = {}
+    latencies: list[float] = []
+    hops = 0
+    window = {"open": False, "end": 0.0}
+    rss_peak = 0
+
+    async def on_hop(msg: Any) -> None:
+        nonlocal hops
+        now = time.perf_counter()
+        task_id = msg.headers.get("Ae-Task-Id", "")
+        if window["open"]:
+            hops += 1
+            if task_id in last_hop:
+                latencies.append(now - last_hop[task_id])
+        last_hop[task_id] = now
+
+    async def on_done(msg: Any) -> None:
+        last_hop.pop(msg.headers.get("Ae-Task-Id", ""), None)
+        if time.perf_counter() < window["end"] or not window["open"]:
+            await cluster.submit(nc, tenant, workflow, {})
+
+    await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=on_hop)
+    await nc.subscribe(f"ae.{tenant}.task.succeeded", cb=on_done)
+    services = [psutil.Process(pid) for pid in cluster.pids().values()]
+    rss_idle = sum(p.memory_info().rss for p in services)
+    for _ in range(inflight):
+        await cluster.submit(nc, tenant, workflow, {})
+    await asyncio.sleep(min(2.0, seconds / 4))  # warm up: let the pipeline fill
+    start = time.perf_counter()
+    window.update(open=True, end=start + seconds)
+    while time.perf_counter() < window["end"]:
+        await asyncio.sleep(0.25)
+        rss_peak = max(rss_peak, sum(p.memory_info().rss for p in services))
+    elapsed = time.perf_counter() - start
+    window["open"] = False
+    await asyncio.sleep(2.0)  # drain what is in flight before the next level
+    await nc.close()
+    result = baselines.summary(latencies, hops, elapsed)
+    result["rss_per_task_kib"] = max(0, rss_peak - rss_idle) / inflight / 1024
+    return result
+
+
+def rebuild_ms(postgres_url: str, events: int) -> float:
+    """Time to load and fold one task with `events` stored records."""
+    store = TaskStore(postgres_url)
+    task_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    records = []
+    for i in range(events):
+        kind = "node.dispatched" if i % 2 == 0 else "node.succeeded"
+        data: dict[str, Any] = {"dispatch_id": derive_id(task_id, i // 2), "node": "n1", "attempt": 1 + i // 2,
+                                "kind": "agent", "deadline": now.isoformat()}
+        if kind == "node.succeeded":
+            data = {"dispatch_id": data["dispatch_id"], "node": "n1", "attempt": data["attempt"], "output": {"i": i}}
+        records.append(Envelope(id=derive_id(task_id, "rec", i), source="bench", type=kind, time=now,
+                                tenant="bench", task_id=task_id, correlation_id=task_id, data=data))
+    for chunk in range(0, events, 1000):
+        store.save({task_id: (chunk, records[chunk:chunk + 1000])})
+    start = time.perf_counter()
+    state = fold(store.records(task_id))
+    elapsed = time.perf_counter() - start
+    assert state.version == events
+    store.close()
+    return elapsed * 1000
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"Agent Engine bench — {r['when']} — {r['machine']}", "",
+             f"{'in flight':>9} | {'engine hops/s':>13} | {'raw nats hops/s':>15} {'ratio':>6} | "
+             f"{'LangGraph steps/s':>17} {'ratio':>6} | {'engine p50/p99 ms':>17} | {'raw nats p50 ms':>15} | "
+             f"{'LangGraph p50 ms':>16} {'ratio':>6} | {'RSS/task KiB':>12}"]
+    for level in r["levels"]:
+        e, n, g = r["engine"][str(level)], r["raw_nats"][str(level)], r["langgraph"][str(level)]
+        lines.append(
+            f"{level:>9} | {e['hops_per_s']:>13.0f} | {n['hops_per_s']:>15.0f} "
+            f"{ratio(e['hops_per_s'], n['hops_per_s']):>6} | "
+            f"{g['hops_per_s']:>17.0f} {ratio(e['hops_per_s'], g['hops_per_s']):>6} | "
+            f"{e['p50_ms']:>8.2f}/{e['p99_ms']:<8.2f} | {n['p50_ms']:>15.2f} | "
+            f"{g['p50_ms']:>16.2f} {ratio(e['p50_ms'], g['p50_ms']):>6} | {e['rss_per_task_kib']:>12.1f}")
+    es, rb, rbb = r["eventsourcing_save_ms"], r["rebuild_10k_ms"], r["eventsourcing_rebuild_10k_ms"]
+    e1 = r["engine"][str(r["levels"][0])]["p50_ms"]
+    lines += ["",
+              f"raw eventsourcing save of one event: {es:.2f} ms; engine p50 hop at {r['levels'][0]} in flight is "
+              f"{ratio(e1, es)} that",
+              f"rebuild a task of 10,000 events: {rb:.0f} ms; raw eventsourcing aggregate of 10,000 events: "
+              f"{rbb:.0f} ms ({ratio(rb, rbb)})"]
+    t = r["targets"]
+    lines += ["", "targets:",
+              f"  hops/s at 64 >= 0.5 x raw nats-py: {t['half_raw_nats_at_64']}",
+              f"  hops/s at 64 > LangGraph steps/s:  {t['above_langgraph_at_64']}",
+              f"  p50 at 1 <= 2 x LangGraph p50:     {t['latency_within_2x_langgraph_at_1']}"]
+    return "\n".join(lines)
+
+
+async def main_async(levels: list[int], seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ae-bench-") as tmp:
+        cluster = Cluster(Path(tmp), AE_MOCK_DELAY_S="0")
+        await asyncio.to_thread(cluster.start)
+        try:
+            assert cluster.nats is not None and cluster.postgres is not None
+            result: dict[str, Any] = {"engine": {}, "raw_nats": {}, "langgraph": {}, "levels": levels}
+            for level in levels:
+                print(f"engine at {level} in flight ...", flush=True)
+                result["engine"][str(level)] = await engine_level(cluster, level, seconds)
+            await asyncio.to_thread(Cluster.stop_services, cluster)
+            for level in levels:
+                print(f"raw nats-py at {level} in flight ...", flush=True)
+                result["raw_nats"][str(level)] = await baselines.raw_nats(cluster.nats.url, level, seconds)
+            for level in levels:
+                print(f"LangGraph at {level} in flight ...", flush=True)
+                result["langgraph"][str(level)] = await baselines.langgraph(cluster.postgres.url, level, seconds)
+            env = eventsourcing_env(cluster.postgres.url)
+            result["eventsourcing_save_ms"] = baselines.eventsourcing_save_ms(env)
+            result["rebuild_10k_ms"] = rebuild_ms(cluster.postgres.url, 10_000)
+            result["eventsourcing_rebuild_10k_ms"] = baselines.eventsourcing_rebuild_ms(env, 10_000)
+        finally:
+            await asyncio.to_thread(cluster.stop)
+    at64 = str(64 if 64 in levels else levels[-1])
+    at1 = str(levels[0])
+    e64, n64, g64 = result["engine"][at64], result["raw_nats"][at64], result["langgraph"][at64]
+    result["targets"] = {
+        "half_raw_nats_at_64": e64["hops_per_s"] >= 0.5 * n64["hops_per_s"],
+        "above_langgraph_at_64": e64["hops_per_s"] > g64["hops_per_s"],
+        "latency_within_2x_langgraph_at_1":
+            result["engine"][at1]["p50_ms"] <= 2 * result["langgraph"][at1]["p50_ms"],
+    }
+    result["when"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    result["machine"] = (f"{platform.machine()}, {psutil.cpu_count()} cores, "
+                         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level (default 8)")
+    p.add_argument("--levels", default="1,16,64,256", help="tasks in flight (default 1,16,64,256)")
+    args = p.parse_args()
+    result = asyncio.run(main_async([int(x) for x in args.levels.split(",")], args.seconds))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2))
+    text = table(result)
+    (RESULTS / "latest.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
