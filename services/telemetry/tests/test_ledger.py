@@ -114,3 +114,10 @@ def test_query_answers_are_json() -> None:
     ledger = ledger_of(llm_called(cost="0.000001"), llm_called(tenant="globex", cost="unpriced"))
     for answer in (ledger.query(), ledger.query(task_id="t1"), ledger.query(tenant="acme")):
         assert json.loads(json.dumps(answer)) == answer
+
+
+def test_messages_are_counted_by_subject_type_without_parsing() -> None:
+    ledger = Ledger()
+    for subject in ("ae.acme.node.dispatched.agent", "ae.acme.node.dispatched.agent", "ae.beta.task.started"):
+        ledger.count(subject)
+    assert ledger.query()["messages_by_subject"] == {"node.dispatched.agent": 2, "task.started": 1}

@@ -94,5 +94,5 @@ class AgentRunner:
             dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, output=llm.output,
             provider=llm.provider, model=llm.model, usage=llm.usage,
             duration_ms=round((time.perf_counter() - started) * 1000, 2)), "completed"))
-        log.info("node %s attempt %d done by %s/%s", dispatch.node, dispatch.attempt, llm.provider, llm.model)
+        log.debug("node %s attempt %d done by %s/%s", dispatch.node, dispatch.attempt, llm.provider, llm.model)
         return events

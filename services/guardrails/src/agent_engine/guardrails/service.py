@@ -68,7 +68,8 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
                 await bus.dead_letter(msg, "subject names no valid tenant")
             else:
                 await bus.publish(answer)
-                log.info("%s task %s: %s", answer.type, answer.task_id, answer.data.get("reason", "ok"))
+                if answer.type == "task.rejected":
+                    log.info("rejected task %s: %s", answer.task_id, answer.data.get("reason"))
         except Exception as exc:
             log.exception("request on %s failed", msg.subject)
             error = f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ decisions it produced, so replaying the inputs reproduces the decisions exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
@@ -221,7 +221,8 @@ class _Emitter:
         self.events: list[Envelope] = []
 
     def add(self, data: Any) -> None:
-        self.events.append(Envelope(
+        # model_construct: every field is built here from validated values, so skip re-validation
+        self.events.append(Envelope.model_construct(
             id=derive_id(self.cause.id, len(self.events)), source=SOURCE, type=data.TYPE, time=self.now,
             tenant=self.tenant, task_id=self.task_id, correlation_id=self.correlation_id,
             causation_id=self.cause.id, data=data.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -249,14 +250,17 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
         )
     if kind == "task.rejected":
         return replace(state, status="rejected", reason=data.get("reason", ""), finished_at=event.time)
+    # the two hottest types read their fields directly: they were validated when decided
     if kind == "node.dispatched":
-        d = NodeDispatched.model_validate(data)
-        return _set_node(state, d.node, status="dispatched", attempts=d.attempt, dispatch_id=d.dispatch_id,
-                         deadline=d.deadline, dispatched_at=event.time, finished_at=None, error=None)
+        deadline = data["deadline"]
+        return _set_node(state, data["node"], status="dispatched", attempts=data["attempt"],
+                         dispatch_id=data["dispatch_id"], dispatched_at=event.time, finished_at=None, error=None,
+                         deadline=deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline))
     if kind == "node.succeeded":
-        s = NodeSucceeded.model_validate(data)
-        return _set_node(state, s.node, status="succeeded", output=s.output, provider=s.provider,
-                         model=s.model, usage=s.usage or None, finished_at=event.time, deadline=None)
+        usage = data.get("usage")
+        return _set_node(state, data["node"], status="succeeded", output=data["output"],
+                         provider=data.get("provider"), model=data.get("model"),
+                         usage=Usage.model_validate(usage) if usage else None, finished_at=event.time, deadline=None)
     if kind == "node.failed":
         f = NodeFailed.model_validate(data)
         return _set_node(state, f.node, status="failed", error=f.reason, finished_at=event.time, deadline=None)

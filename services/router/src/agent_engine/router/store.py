@@ -60,11 +60,14 @@ class TaskStore:
     def __init__(self, postgres_url: str) -> None:
         self.url = postgres_url
         self.app = _RouterApplication(env=eventsourcing_env(postgres_url))
+        self._position_conn: psycopg.Connection[Any] | None = None
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
                          "(name text PRIMARY KEY, position bigint NOT NULL)")
 
     def close(self) -> None:
+        if self._position_conn is not None:
+            self._position_conn.close()
         self.app.close()
 
     def records(self, task_id: str) -> list[Envelope]:
@@ -74,22 +77,26 @@ class TaskStore:
     def load(self, task_id: str) -> TaskState:
         return fold(self.records(task_id))
 
-    def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]]) -> None:
-        """Commit new records for several tasks in one transaction.
+    def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]]) -> list[tuple[int, Envelope]]:
+        """Commit new records for several tasks in one transaction; returns (notification id, record).
 
         `pending` maps task id -> (version the records build on, records). Raises
         eventsourcing's IntegrityError when another writer got there first.
         """
         events = []
+        flat = []
         for task_id, (base_version, records) in pending.items():
+            flat.extend(records)
             originator = task_uuid(task_id)
             for offset, record in enumerate(records, start=1):
                 events.append(TaskRecord(  # type: ignore[call-arg]
                     originator_id=originator, originator_version=base_version + offset,
                     timestamp=record.time, envelope=record.model_dump(mode="json"),
                 ))
-        if events:
-            self.app.save(*events)
+        if not events:
+            return []
+        recordings = self.app.save(*events)
+        return [(r.notification.id, record) for r, record in zip(recordings, flat, strict=True)]
 
     def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope]]:
         found = self.app.recorder.select_notifications(start=after + 1, limit=limit)
@@ -112,6 +119,15 @@ class TaskStore:
         return int(row[0]) if row else 0
 
     def set_relay_position(self, name: str, position: int) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("INSERT INTO router_relay_position (name, position) VALUES (%s, %s) "
-                         "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position", (name, position))
+        """Store the relay position over one kept connection (reopened after a failure)."""
+        try:
+            if self._position_conn is None or self._position_conn.closed:
+                self._position_conn = psycopg.connect(self.url, autocommit=True)
+            self._position_conn.execute(
+                "INSERT INTO router_relay_position (name, position) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position", (name, position))
+        except psycopg.Error:
+            if self._position_conn is not None:
+                self._position_conn.close()
+            self._position_conn = None
+            raise

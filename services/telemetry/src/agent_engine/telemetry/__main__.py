@@ -29,10 +29,13 @@ async def main(stop: asyncio.Event) -> None:
     ledger = Ledger()
 
     async def on_event(msg: Msg) -> None:
+        ledger.count(msg.subject)
+        if not msg.subject.endswith(".llm.called"):
+            return  # only usage is parsed: the ledger needs nothing else, and parsing all costs CPU
         try:
             ledger.observe(Envelope.from_bytes(msg.data))
         except ValidationError:
-            pass  # not ours to judge: guardrails rejects bad requests; counted nowhere
+            log.warning("unreadable llm.called on %s", msg.subject)
 
     async def on_query(msg: Msg) -> None:
         request = json.loads(msg.data or b"{}")

@@ -47,6 +47,11 @@ class Ledger:
     by_day: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
     seen: set[str] = field(default_factory=set)
     events_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    messages_by_subject: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Every message seen per subject type (`ae.<tenant>.<type>`), redeliveries included; no parsing."""
+
+    def count(self, subject: str) -> None:
+        self.messages_by_subject[subject.split(".", 2)[-1]] += 1
 
     def observe(self, event: Envelope) -> None:
         if event.id in self.seen:
@@ -71,4 +76,5 @@ class Ledger:
             "models": {k: v.as_json() for k, v in self.by_model.items()},
             "days": {k: v.as_json() for k, v in self.by_day.items()},
             "events_by_type": dict(self.events_by_type),
+            "messages_by_subject": dict(self.messages_by_subject),
         }

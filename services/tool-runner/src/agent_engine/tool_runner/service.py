@@ -39,7 +39,7 @@ class ToolRunner:
         except TimeoutError:
             return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' ran over {self.timeout_s:g}s",
                             retryable=tool.idempotent)]
-        log.info("node %s ran tool %s", dispatch.node, call.builtin)
+        log.debug("node %s ran tool %s", dispatch.node, call.builtin)
         return [result(cause, SOURCE, NodeCompleted(
             dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, output=output,
             provider=f"tool:{call.builtin}", duration_ms=round((time.perf_counter() - started) * 1000, 2)),
