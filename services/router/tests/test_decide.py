@@ -209,12 +209,25 @@ def test_redelivered_input_is_absorbed_even_after_the_task_moved_on() -> None:
     assert decide(run.state, first) == []
 
 
-def test_completion_for_a_stale_dispatch_is_absorbed() -> None:
+def test_late_completion_of_an_earlier_attempt_settles_the_open_node() -> None:
     run = started(review_workflow())
     attempt1 = run.dispatch()
     run.feed(expired(attempt1))
-    assert run.dispatch().data["attempt"] == 2
+    attempt2 = run.dispatch()
+    assert attempt2.data["attempt"] == 2
 
+    events = decide(run.state, completed(attempt1, {"text": "late"}))
+    assert [e.type for e in events][:1] == ["node.succeeded"]
+    assert events[0].data["attempt"] == 1 and events[0].data["output"] == {"text": "late"}
+    run.feed(completed(attempt1, {"text": "late"}))
+    assert decide(run.state, completed(attempt2, {"text": "current"})) == []  # now the current one is stale
+
+
+def test_completion_for_an_earlier_attempt_of_a_settled_node_is_absorbed() -> None:
+    run = started(review_workflow())
+    attempt1 = run.dispatch()
+    run.feed(expired(attempt1))
+    run.feed(completed(run.dispatch(), {"text": "current"}))
     assert decide(run.state, completed(attempt1, {"text": "late"})) == []
 
 
@@ -695,3 +708,18 @@ def test_time_of_the_input_record_and_decisions_is_the_input_time() -> None:
     assert run.state.nodes["start"].finished_at == late
     assert run.state.nodes["middle"].dispatched_at == late
     assert run.state.nodes["middle"].deadline == late + timedelta(seconds=60)
+
+
+def test_an_event_from_another_tenant_never_touches_the_task() -> None:
+    run = started(review_workflow())
+    genuine = completed(run.dispatch(), {"text": "injected"})
+    intruder = RouterInput(genuine.event.model_copy(update={"tenant": "evil"}))
+    assert decide(run.state, intruder) == []
+    assert decide(run.state, genuine) != []
+
+
+def test_a_dispatch_too_large_for_the_bus_fails_the_node_with_a_reason() -> None:
+    run = started(review_workflow())
+    events = decide(run.state, completed(run.dispatch(), {"text": "x" * (800 * 1024)}))
+    assert [e.type for e in events] == ["node.succeeded", "node.failed", "task.failed"]
+    assert "KiB" in events[1].data["reason"] and "workspace files" in events[1].data["reason"]

@@ -165,8 +165,9 @@ class Driver:
 
     def noise(self) -> None:
         """Redeliver an applied input, or answer a dispatch that is no longer open: both change nothing."""
-        closed = [r for r in self.run.records if r.type == "node.dispatched"
-                  and r.data["dispatch_id"] not in {s.dispatch_id for _, s in self.run.state.open_dispatches()}]
+        # an earlier attempt of a node still open may legitimately settle it, so it is not noise
+        open_nodes = {n for n, _ in self.run.state.open_dispatches()}
+        closed = [r for r in self.run.records if r.type == "node.dispatched" and r.data["node"] not in open_nodes]
         choices = ["redeliver"] + (["stale"] if closed else [])
         if self.data.draw(st.sampled_from(choices), label="noise") == "redeliver":
             inp = self.data.draw(st.sampled_from(self.applied), label="redelivered")

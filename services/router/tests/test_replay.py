@@ -71,7 +71,7 @@ def research_review(verdict: str = "approve") -> Scenario:
 
     decomposition = s.run.dispatch("decomposition")
     s.feed(errored(decomposition, "rate limited", retryable=True))
-    s.absorb(completed(decomposition, wf.mock["decomposition"][0]))  # attempt 1 answers after all: stale
+    s.absorb(errored(decomposition, "rate limited", retryable=True, id="error-redelivered-late"))  # stale
     s.feed(completed(s.run.dispatch("decomposition"), wf.mock["decomposition"][0]))
 
     planning = s.run.dispatch("planning")

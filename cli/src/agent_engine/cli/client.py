@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from agent_engine.cli.stack import Stack
-from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import PREFIX, ROUTER_RPC, TELEMETRY_RPC
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
@@ -60,7 +60,9 @@ def task_id_for(tenant: str, idempotency_key: str | None) -> str:
 
 def request_envelope(tenant: str, workflow: str, task_input: dict[str, Any], idempotency_key: str | None) -> Envelope:
     task_id = task_id_for(tenant, idempotency_key)
-    event_id = derive_id("request", tenant, idempotency_key) if idempotency_key else str(uuid.uuid4())
+    # a fresh event id even with a key: the key fixes the task id, and the router absorbs repeats, while a
+    # derived id would make JetStream drop a retry (say, after a rejection) as a duplicate
+    event_id = str(uuid.uuid4())
     data = TaskRequested(workflow=workflow, input=task_input, idempotency_key=idempotency_key,
                          requested_by=SOURCE)
     return Envelope(id=event_id, source=SOURCE, type=TaskRequested.TYPE, time=datetime.now(UTC), tenant=tenant,

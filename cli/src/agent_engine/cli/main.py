@@ -38,7 +38,9 @@ DEFAULT_TENANT = "default"
 def cmd_up(args: argparse.Namespace) -> int:
     stack = Stack.load()
     try:
-        started = stack.up(Path(args.workspace).resolve())
+        workspace = Path(args.workspace) if args.workspace else stack.root / "workspace"
+        workspace.mkdir(parents=True, exist_ok=True)
+        started = stack.up(workspace.resolve())
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     print(f"stack in {stack.root}: " + (f"started {', '.join(started)}" if started else "already running"))
@@ -137,6 +139,9 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: st
                     print(f"rejected by router: {existing['reason']}; submit with a new key to try again",
                           file=sys.stderr)
                     return 2
+                if follow and existing["status"] != "succeeded":
+                    print(f"not following it: `agentctl task show {envelope.task_id}` tells more", file=sys.stderr)
+                    return 1
                 return 0
             except CliError:
                 pass
@@ -263,7 +268,7 @@ async def tail(args: argparse.Namespace) -> int:
                     event = None
                 if event is not None and _wanted(event, args):
                     print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
-                if args.no_follow and msg.metadata.sequence.stream >= last:
+                if args.no_follow and (msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= last):
                     return 0
         finally:
             await sub.unsubscribe()
@@ -292,7 +297,8 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start NATS, PostgreSQL and the five services (idempotent)")
     up.add_argument("--detach", "-d", action="store_true", help="leave the stack running and return")
-    up.add_argument("--workspace", default=".", help="directory the tool-runner's file tools may read (default: .)")
+    up.add_argument("--workspace", help="the only directory the tool-runner's file tools may read "
+                    "(default: $AE_HOME/workspace)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
     ps = sub.add_parser("ps", help="each component's name, pid and status")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from agent_engine.runtime import embedded
 
 SERVICES = {
@@ -25,6 +27,26 @@ SERVICES = {
     "tool-runner": "agent_engine.tool_runner",
     "telemetry": "agent_engine.telemetry",
 }
+
+
+SECRETS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+"""Only the agent-runner gets provider credentials."""
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def alive(entry: dict[str, Any]) -> bool:
+    """The recorded process is running, and is the one we started (not a reused pid after a reboot)."""
+    pid = entry.get("pid")
+    if not pid or not embedded.pid_alive(pid):
+        return False
+    started = entry.get("started")
+    return started is None or _start_time(pid) == started
 
 
 def home() -> Path:
@@ -63,12 +85,12 @@ class Stack:
             entry = self.state.get(name, {})
             external = entry.get("external", False)
             pid = entry.get("pid")
-            status = "external" if external else ("running" if pid and embedded.pid_alive(pid) else "stopped")
+            status = "external" if external else ("running" if alive(entry) else "stopped")
             rows.append({"name": name, "pid": None if external else pid, "status": status, "url": entry.get("url")})
         for name in SERVICES:
             entry = self.state.get("services", {}).get(name, {})
             pid = entry.get("pid")
-            status = "running" if pid and embedded.pid_alive(pid) else "stopped"
+            status = "running" if alive(entry) else "stopped"
             rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log")})
         return rows
 
@@ -86,18 +108,18 @@ class Stack:
                "AE_POSTGRES_URL": self.postgres_url or "",
                "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
         for name, module in SERVICES.items():
-            pid = services.get(name, {}).get("pid")
-            if pid and embedded.pid_alive(pid):
+            if alive(services.get(name, {})):
                 continue
             log = logs / f"{name}.log"
+            own_env = env if name == "agent-runner" else {k: v for k, v in env.items() if k not in SECRETS}
             with open(log, "ab") as out:
                 proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-            services[name] = {"pid": proc.pid, "log": str(log)}
+                                        stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
+            services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid)}
             started.append(name)
         self.save()
         time.sleep(0.5)
-        dead = [n for n in SERVICES if not embedded.pid_alive(services[n]["pid"])]
+        dead = [n for n in SERVICES if not alive(services[n])]
         if dead:
             tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
             raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
@@ -109,7 +131,7 @@ class Stack:
             self.state[name] = {"url": env_url, "external": True}
             return False
         entry = self.state.get(name, {})
-        if entry.get("pid") and not entry.get("external") and embedded.pid_alive(entry["pid"]):
+        if not entry.get("external") and alive(entry):
             return False
         port = entry.get("port") if not entry.get("external") else None
         data = self.root / name
@@ -118,20 +140,21 @@ class Stack:
         else:
             server = embedded.start_postgres(data, port, detach=True)
         port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-        self.state[name] = {"url": server.url, "pid": server.pid, "port": port, "log": str(server.log)}
+        self.state[name] = {"url": server.url, "pid": server.pid, "port": port, "log": str(server.log),
+                            "started": _start_time(server.pid)}
         self.save()
         return True
 
     def down(self) -> list[str]:
         stopped = []
         for name, entry in self.state.get("services", {}).items():
-            if entry.get("pid") and embedded.pid_alive(entry["pid"]):
+            if alive(entry):
                 embedded.stop_pid(entry["pid"], timeout=10)
                 stopped.append(name)
             entry["pid"] = None
         for name, sig in (("postgres", 2), ("nats", 15)):
             entry = self.state.get(name, {})
-            if entry.get("pid") and not entry.get("external") and embedded.pid_alive(entry["pid"]):
+            if not entry.get("external") and alive(entry):
                 embedded.stop_pid(entry["pid"], timeout=15, sig=sig)
                 stopped.append(name)
             if entry:

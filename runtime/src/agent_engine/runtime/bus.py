@@ -114,8 +114,9 @@ class Bus:
 
     async def consume(self, durable: str, subjects: list[str],
                       handle: Callable[[list[Msg]], Awaitable[None]], *, batch: int, ack_wait: float,
-                      stop: asyncio.Event) -> None:
-        """Fetch batches until `stop` is set; `handle` acks (or naks) each message itself."""
+                      stop: asyncio.Event, on_idle: Callable[[], None] | None = None) -> None:
+        """Fetch batches until `stop` is set; `handle` acks (or naks) each message itself.
+        `on_idle` is called whenever a fetch finds nothing waiting."""
         while True:
             try:
                 sub = await self.pull(durable, subjects, ack_wait=ack_wait)
@@ -127,6 +128,8 @@ class Bus:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):
+                if on_idle is not None:
+                    on_idle()
                 continue
             except Exception as exc:  # noqa: BLE001  connection blips: back off, keep going
                 log.warning("fetch on %s failed: %s", durable, exc)

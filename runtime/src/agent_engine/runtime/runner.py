@@ -22,6 +22,8 @@ from agent_engine.runtime.bus import Bus, settle
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+MAX_RESULT_BYTES = 256 * 1024
+"""A node result must leave room in later dispatches, which carry every upstream output."""
 Handler = Callable[[Envelope, NodeDispatched], Awaitable[list[Envelope]]]
 
 
@@ -37,6 +39,14 @@ def result(cause: Envelope, source: str, data: BaseModel, suffix: str) -> Envelo
 def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, *, retryable: bool) -> Envelope:
     return result(cause, source, NodeErrored(dispatch_id=dispatch.dispatch_id, node=dispatch.node,
                                              attempt=dispatch.attempt, error=error, retryable=retryable), "errored")
+
+
+def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:
+    size = len(event.to_bytes())
+    if event.type != "node.completed" or size <= MAX_RESULT_BYTES:
+        return event
+    return errored(cause, source, dispatch, f"output is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
+                   "a node result may carry; write large results to workspace files", retryable=False)
 
 
 async def _keep_alive(msg: Msg, every: float) -> None:
@@ -61,7 +71,8 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         error = None
         heartbeat = asyncio.create_task(_keep_alive(msg, settings.ack_wait_s / 2))
         try:
-            await bus.publish_many(await handler(envelope, dispatch))
+            results = [_within_limit(e, source, envelope, dispatch) for e in await handler(envelope, dispatch)]
+            await bus.publish_many(results)
         except Exception as exc:
             log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
             error = f"{type(exc).__name__}: {exc}"

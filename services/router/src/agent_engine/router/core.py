@@ -36,6 +36,8 @@ from agent_engine.router.state import NodeState, TaskState
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
 INPUT_TYPES = ("task.accepted", "node.completed", "node.errored", "node.deadline_expired")
+MAX_CONTEXT_BYTES = 768 * 1024
+"""A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
     event = inp.event
     if event.id in state.applied or event.type not in INPUT_TYPES:
         return []
+    if state.tenant and event.tenant != state.tenant:
+        return []  # never let one tenant's event touch another tenant's task
     out = _Emitter(state, event)
     if event.type == "task.accepted":
         return _on_accepted(state, inp, out)
@@ -66,7 +70,7 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
         return []
     if event.type == "node.completed":
         completed = NodeCompleted.model_validate(event.data)
-        node = _open_node(state, completed.node, completed.dispatch_id)
+        node = _open_node(state, completed.node, completed.dispatch_id) or _superseded(state, completed)
         return _on_completed(state, completed, out) if node else []
     if event.type == "node.errored":
         errored = NodeErrored.model_validate(event.data)
@@ -90,6 +94,15 @@ def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | 
     if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
         return None
     return node
+
+
+def _superseded(state: TaskState, completed: NodeCompleted) -> NodeState | None:
+    """A late result of an earlier attempt of a node that is still open is as good as the current one:
+    taking it means a deadline that fired while results were queued costs nothing."""
+    node = state.nodes.get(completed.node)
+    if node is None or node.status != "dispatched" or not 1 <= completed.attempt < node.attempts:
+        return None
+    return node if completed.dispatch_id == derive_id(state.task_id, completed.node, completed.attempt) else None
 
 
 def _on_accepted(state: TaskState, inp: RouterInput, out: _Emitter) -> list[Envelope]:
@@ -173,6 +186,13 @@ def _fail(state: TaskState, node_id: str, attempt: int, reason: str, out: _Emitt
 def _dispatch(manifest: WorkflowManifest, spec: NodeSpec, attempt: int, context: NodeContext,
               reason: str, out: _Emitter) -> None:
     dispatch_id = derive_id(out.task_id, spec.id, attempt)
+    size = len(context.model_dump_json())
+    if size > MAX_CONTEXT_BYTES:
+        reason = (f"the context for node '{spec.id}' (task input plus upstream outputs) is {size // 1024} KiB, over "
+                  f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; pass large data as workspace files")
+        out.add(NodeFailed(node=spec.id, attempt=attempt, reason=reason))
+        out.add(TaskFailed(status="failed", reason=f"node '{spec.id}' failed: {reason}"))
+        return
     data = NodeDispatched(
         dispatch_id=dispatch_id, node=spec.id, kind=spec.kind or "tool", attempt=attempt,
         deadline=out.now + timedelta(seconds=spec.timeout_s), reason=reason, context=context,

@@ -16,13 +16,19 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
+from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDeadlineExpired
-from agent_engine.contracts.subjects import ROUTER_RPC, type_subject
+from agent_engine.contracts.subjects import ROUTER_RPC, dlq_subject, tenant_from_subject, type_subject
 from agent_engine.router import views
 from agent_engine.router.core import INPUT_RECORD, INPUT_TYPES, SOURCE, Resolved, RouterInput, apply
 from agent_engine.router.state import TaskState
@@ -53,6 +59,11 @@ class DeadlineIndex:
             for key in [k for k in self.open if k[0] == record.task_id]:
                 del self.open[key]
 
+    def forget(self, task_id: str, node: str, dispatch_id: str) -> None:
+        entry = self.open.get((task_id, node))
+        if entry is not None and entry[0] == dispatch_id:
+            del self.open[(task_id, node)]
+
     def expired(self, now: datetime) -> list[Envelope]:
         """Deadline inputs for every overdue dispatch; ids derive from the dispatch, so repeats dedupe."""
         due = []
@@ -67,6 +78,33 @@ class DeadlineIndex:
         return due
 
 
+SAVE_CHUNK_BYTES = 2 * 1024 * 1024
+"""psycopg's pipeline (used by the store) deadlocks on a transaction of about 6 MB; stay well below."""
+TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, PersistenceIntegrityError,
+             psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError, NatsError)
+
+
+def transient(exc: BaseException) -> bool:
+    """An outage or a lost race: retrying later will succeed, so the input must never be dead-lettered."""
+    return isinstance(exc, TRANSIENT)
+
+
+def _chunks(pending: dict[str, tuple[int, list[Envelope]]]) -> list[dict[str, tuple[int, list[Envelope]]]]:
+    """Split a batch into transactions under SAVE_CHUNK_BYTES; a task's records are never split."""
+    if len(pending) <= 1:
+        return [pending] if pending else []
+    chunks: list[dict[str, tuple[int, list[Envelope]]]] = [{}]
+    size = 0
+    for task_id, entry in pending.items():
+        task_size = sum(len(r.model_dump_json()) for r in entry[1])
+        if chunks[-1] and size + task_size > SAVE_CHUNK_BYTES:
+            chunks.append({})
+            size = 0
+        chunks[-1][task_id] = entry
+        size += task_size
+    return chunks
+
+
 class Router:
     def __init__(self, bus: Bus, store: TaskStore, kv: KeyValue, settings: Settings) -> None:
         self.bus = bus
@@ -77,6 +115,8 @@ class Router:
         self.deadlines = DeadlineIndex()
         self.lock = asyncio.Lock()
         self.committed = asyncio.Event()
+        self.backlog: int | None = None
+        """Messages waiting behind the last one fetched; deadlines wait until results are not queued."""
         self.handoff: deque[tuple[int, Envelope]] = deque()
         """Records just committed, with their notification ids, so the relay need not read them back."""
 
@@ -86,41 +126,74 @@ class Router:
         subjects = [type_subject(t) for t in INPUT_TYPES if t != "node.deadline_expired"]
         loops = [
             self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
-                             ack_wait=self.settings.ack_wait_s, stop=stop),
+                             ack_wait=self.settings.ack_wait_s, stop=stop, on_idle=self._caught_up),
             self._relay(stop),
             self._watch_deadlines(stop),
         ]
         await asyncio.gather(*loops)
+
+    def _caught_up(self) -> None:
+        self.backlog = 0
 
     # --- inputs -------------------------------------------------------------------------------
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         inputs: list[tuple[Msg, Envelope]] = []
         for msg in msgs:
+            if msg.metadata is not None:
+                self.backlog = msg.metadata.num_pending
             try:
-                inputs.append((msg, Envelope.from_bytes(msg.data)))
+                envelope = Envelope.from_bytes(msg.data)
             except ValidationError as exc:
-                await self.bus.dead_letter(msg, f"not a valid event envelope: {exc.errors()[:3]}")
-                await msg.ack()
+                await self._reject(msg, f"not a valid event envelope: {exc.errors()[:3]}")
+                continue
+            if tenant_from_subject(msg.subject) != envelope.tenant:
+                await self._reject(msg, f"envelope tenant '{envelope.tenant}' arrived on subject {msg.subject}")
+                continue
+            inputs.append((msg, envelope))
         if not inputs:
             return
         try:
+            inputs = [i for i in inputs if await self._tenant_matches(*i)]
             await self._apply([env for _, env in inputs])
-        except Exception as exc:  # noqa: BLE001  isolate the bad input: retry one by one
+        except Exception as exc:  # noqa: BLE001  sorted below: outage (retry) or a bad input (isolate)
+            if transient(exc):
+                log.warning("store or bus unavailable (%s); %d input(s) will be redelivered", exc, len(inputs))
+                await asyncio.gather(*(msg.nak(delay=1.0) for msg, _ in inputs), return_exceptions=True)
+                return
             log.warning("batch of %d failed (%s); retrying one by one", len(inputs), exc)
             for msg, env in inputs:
-                try:
-                    await self._apply([env])
-                    error = None
-                except Exception as one:
-                    log.exception("input %s (%s) failed", env.id, env.type)
-                    error = f"{type(one).__name__}: {one}"
-                await settle(self.bus, msg, error, max_deliver=self.settings.max_deliver)
+                await self._apply_one(msg, env)
             return
         await asyncio.gather(*(msg.ack() for msg, _ in inputs))
 
+    async def _apply_one(self, msg: Msg, env: Envelope) -> None:
+        """Isolate a failing input: a deterministic failure dead-letters it after N tries; an outage never does."""
+        try:
+            await self._apply([env])
+        except Exception as exc:
+            if transient(exc):
+                await msg.nak(delay=1.0)
+                return
+            log.exception("input %s (%s) failed", env.id, env.type)
+            await settle(self.bus, msg, f"{type(exc).__name__}: {exc}", max_deliver=self.settings.max_deliver)
+            return
+        await msg.ack()
+
+    async def _reject(self, msg: Msg, reason: str) -> None:
+        await self.bus.dead_letter(msg, reason)
+        await msg.ack()
+
+    async def _tenant_matches(self, msg: Msg, env: Envelope) -> bool:
+        state = await self._state(env.task_id)
+        if state.tenant and state.tenant != env.tenant:
+            await self._reject(msg, f"task {env.task_id} belongs to another tenant than '{env.tenant}'")
+            return False
+        return True
+
     async def _apply(self, events: list[Envelope]) -> None:
-        """Decide for every input, then commit all their records in one transaction."""
+        """Decide for every input, then commit their records: one transaction per batch (split only
+        when it would exceed SAVE_CHUNK_BYTES; a task's records always share one transaction)."""
         async with self.lock:
             pending: dict[str, tuple[int, list[Envelope]]] = {}
             states: dict[str, TaskState] = {}
@@ -131,20 +204,19 @@ class Router:
                 states[event.task_id] = state
                 pending[event.task_id] = (base[0], base[1] + records)
             pending = {t: p for t, p in pending.items() if p[1]}
-            if not pending:
-                return
-            try:
-                committed = await asyncio.to_thread(self.store.save, pending)
-            except Exception:
-                for task_id in pending:
-                    self.cache.pop(task_id, None)
-                raise
-            self.handoff.extend(committed)
-            for task_id, (_, records) in pending.items():
-                self.cache[task_id] = states[task_id]
-                for record in records:
-                    self.deadlines.observe(record)
-            self.committed.set()
+            for chunk in _chunks(pending):
+                try:
+                    committed = await asyncio.to_thread(self.store.save, chunk)
+                except Exception:
+                    for task_id in pending:
+                        self.cache.pop(task_id, None)
+                    raise
+                self.handoff.extend(committed)
+                for task_id, (_, records) in chunk.items():
+                    self.cache[task_id] = states[task_id]
+                    for record in records:
+                        self.deadlines.observe(record)
+                self.committed.set()
 
     async def _state(self, task_id: str) -> TaskState:
         cached = self.cache.get(task_id)
@@ -175,13 +247,21 @@ class Router:
     async def _watch_deadlines(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(0.5)
+            if self.backlog != 0:
+                continue  # results may be queued behind the backlog: let them settle their nodes first
             due = self.deadlines.expired(datetime.now(UTC))
             if due:
                 try:
                     await self._apply(due)
-                    log.info("re-dispatched %d node(s) after their deadline", len(due))
                 except Exception:
                     log.exception("deadline handling failed; will retry")
+                    continue
+                for event in due:  # an entry whose dispatch is no longer open was stale: drop it
+                    state = self.cache.get(event.task_id)
+                    node = state.nodes.get(event.data["node"]) if state else None
+                    if node is None or node.dispatch_id != event.data["dispatch_id"] or node.status != "dispatched":
+                        self.deadlines.forget(event.task_id, event.data["node"], event.data["dispatch_id"])
+                log.info("deadline passed for %d dispatch(es)", len(due))
 
     # --- relay --------------------------------------------------------------------------------
 
@@ -203,7 +283,7 @@ class Router:
                     page = await asyncio.to_thread(self.store.notifications, position, 256)
                     caught_up = not page
                 if page:
-                    await self.bus.publish_many([r for _, r in page if r.type != INPUT_RECORD])
+                    await self._publish([r for _, r in page if r.type != INPUT_RECORD])
                     position = page[-1][0]
                 if position != saved and (not page or time.monotonic() - last_save > 0.2):
                     await asyncio.to_thread(self.store.set_relay_position, RELAY, position)
@@ -219,6 +299,19 @@ class Router:
                 log.exception("relay failed at position %d; retrying", position)
                 caught_up = False
                 await asyncio.sleep(1.0)
+
+    async def _publish(self, records: list[Envelope]) -> None:
+        """Publish a page; a record too large for the bus is dead-lettered as a stub, never retried forever."""
+        results = await asyncio.gather(*(self.bus.publish(r) for r in records), return_exceptions=True)
+        for record, outcome in zip(records, results, strict=True):
+            if isinstance(outcome, MaxPayloadError):
+                stub = {"id": record.id, "type": record.type, "task_id": record.task_id, "tenant": record.tenant,
+                        "bytes": len(record.to_bytes()), "error": "record exceeds the NATS max_payload"}
+                await self.bus.js.publish(dlq_subject("router"), json.dumps(stub).encode())
+                log.error("record %s (%s) of task %s is too large to publish; dead-lettered a stub",
+                          record.id, record.type, record.task_id)
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
     def _from_handoff(self, position: int) -> list[tuple[int, Envelope]] | None:
         """The handed-off records right after `position`; None when there is a gap to read from the log."""
