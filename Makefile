@@ -14,7 +14,7 @@ $(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
-		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff
+		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy
 	touch $(STAMP)
 
 demo: install
@@ -22,6 +22,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 test-unit: install
@@ -39,6 +40,7 @@ faults: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 schemas: install
 	$(BIN)/python -m agent_engine.contracts.export contracts/schemas

@@ -186,10 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_valid(args.dir)
     task_input = parse_input(args.input)
     assert loaded.manifest is not None
+    name = loaded.manifest.name
 
     async def go() -> int:
         await push(loaded, args.tenant)
-        return await submit(loaded.manifest.name, task_input, args.tenant, args.idempotency_key, args.timeout,
+        return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
                             follow=True)
     return asyncio.run(go())
 

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from agent_engine.contracts import Envelope, subject_for
 from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, STREAM, STREAM_SUBJECTS, dlq_subject
@@ -107,9 +107,10 @@ class Bus:
             deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_ack_pending=max_ack_pending,
         )
         try:
-            await self.js.add_consumer(STREAM, config)
-        except BadRequestError:
-            await self.js.update_consumer(STREAM, config)
+            await self.js.add_consumer(STREAM, config)  # creates, or updates the editable settings
+        except APIError as exc:  # a setting the server cannot change: keep the consumer and its position
+            log.error("consumer %s exists with settings that cannot be changed (%s); using it as it is",
+                      durable, exc.description)
         return await self.js.pull_subscribe_bind(durable, stream=STREAM)
 
     async def consume(self, durable: str, subjects: list[str],

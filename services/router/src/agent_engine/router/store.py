@@ -84,7 +84,7 @@ class TaskStore:
         eventsourcing's IntegrityError when another writer got there first.
         """
         events = []
-        flat = []
+        flat: list[Envelope] = []
         for task_id, (base_version, records) in pending.items():
             flat.extend(records)
             originator = task_uuid(task_id)
