@@ -3,8 +3,6 @@ AE_POSTGRES_URL), and the five services as OS processes started by agentctl's ow
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -13,20 +11,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import nats
 import pytest
 
-from agent_engine.cli.client import request_envelope
-from agent_engine.cli.manifests import load
 from agent_engine.cli.stack import Stack
-from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.subjects import ROUTER_RPC
-from agent_engine.runtime import embedded, workflows
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
+from agent_engine.runtime import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from cluster import EngineClient  # noqa: E402  (bench/ is not a package)
+
 EXAMPLE = ROOT / "examples" / "research-review"
 AGENTCTL = str(Path(sys.executable).parent / "agentctl")
 
@@ -49,15 +43,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         server.stop()
 
 
-class Engine:
-    """The running stack as a test sees it: restart or kill services, submit, wait, inspect."""
+class Engine(EngineClient):
+    """The running stack as a test sees it: restart or kill services, run agentctl; plus the client side."""
 
     def __init__(self, home: Path, urls: dict[str, str]) -> None:
         self.home = home
         self.env = {**os.environ, "AE_HOME": str(home), "AE_NATS_URL": urls["nats"],
                     "AE_POSTGRES_URL": urls["postgres"], "AE_ACK_WAIT_S": "3", "AE_MOCK_DELAY_S": "0.05",
                     "AE_PROVIDER": "mock"}
-        self.urls = urls
+        self.nats_url = urls["nats"]
 
     def stack(self) -> Stack:
         return Stack.load(self.home)
@@ -84,52 +78,6 @@ class Engine:
     def agentctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([AGENTCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
                               cwd=ROOT)
-
-    # --- async helpers, over a direct NATS connection ---
-
-    async def connect(self) -> nats.aio.client.Client:
-        nc = await nats.connect(self.urls["nats"])
-        await ensure_streams(nc.jetstream())
-        return nc
-
-    async def push(self, nc: Any, tenant: str, directory: Path = EXAMPLE) -> str:
-        loaded = load(directory)
-        assert not loaded.errors, loaded.errors
-        assert loaded.manifest is not None
-        kv = await workflows.bucket(nc.jetstream())
-        await workflows.push(kv, tenant, loaded.revision, loaded.manifest)
-        return loaded.manifest.name
-
-    async def submit(self, nc: Any, tenant: str, workflow: str, task_input: dict[str, Any]) -> str:
-        envelope = request_envelope(tenant, workflow, task_input, None)
-        await nc.jetstream().publish(f"ae.{tenant}.task.requested", envelope.to_bytes(),
-                                     headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
-        return envelope.task_id
-
-    async def show(self, nc: Any, task_id: str) -> dict[str, Any]:
-        msg = await nc.request(f"{ROUTER_RPC}.task.show", json.dumps({"task_id": task_id}).encode(), timeout=10)
-        return json.loads(msg.data)
-
-    async def history(self, nc: Any, task_id: str) -> list[Envelope]:
-        msg = await nc.request(f"{ROUTER_RPC}.task.history", json.dumps({"task_id": task_id}).encode(), timeout=10)
-        return [Envelope.model_validate(e) for e in json.loads(msg.data)["events"]]
-
-    async def wait_terminal(self, nc: Any, task_ids: list[str], timeout: float = 90) -> dict[str, str]:
-        """Poll the router until every task is terminal; returns task id -> status."""
-        deadline = time.monotonic() + timeout
-        status: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            for task_id in task_ids:
-                if status.get(task_id) in ("succeeded", "failed", "rejected"):
-                    continue
-                try:
-                    status[task_id] = (await self.show(nc, task_id)).get("status", "unknown")
-                except Exception:  # noqa: BLE001  router restarting: ask again
-                    status[task_id] = "unknown"
-            if all(s in ("succeeded", "failed", "rejected") for s in status.values()) and len(status) == len(task_ids):
-                return status
-            await asyncio.sleep(0.3)
-        return status
 
 
 @pytest.fixture(scope="session")

@@ -240,3 +240,13 @@ def test_rejection_reason_is_json_serialisable(request_body, encode: Encode) -> 
     answer = decide(SUBJECT, encode(request_body(schema_version="2")), {}, 1, POLICY)
     assert answer is not None
     assert "schema_version '2' is not supported" in json.loads(answer.to_bytes())["data"]["reason"]
+
+
+def test_a_workflow_name_no_manifest_can_have_is_rejected_with_the_rule() -> None:
+    from agent_engine.guardrails.checks import Policy, check
+
+    body = {"id": "r1", "source": "s", "type": "task.requested", "time": "2026-11-22T10:00:00Z", "tenant": "acme",
+            "task_id": "t1", "correlation_id": "c", "data": {"workflow": "my flow", "input": {}}}
+    verdict = check(__import__("json").dumps(body).encode(), "acme", Policy())
+    assert not verdict.accepted
+    assert "workflow" in (verdict.reason or "") and "pattern" in (verdict.reason or "")

@@ -40,7 +40,8 @@ class TaskRequested(EventData):
     """Published by another system (or agentctl) on `ae.<tenant>.task.requested`."""
 
     TYPE = "task.requested"
-    workflow: str = Field(min_length=1, max_length=64)
+    workflow: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    """A workflow name as manifests declare it: lower case, digits, '-' and '_'."""
     input: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=256)
     requested_by: str | None = None

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from agent_engine.contracts.manifest import WorkflowManifest
@@ -30,7 +30,7 @@ def key(tenant: str, workflow: str) -> str:
 async def current(kv: KeyValue, tenant: str, workflow: str) -> tuple[str, WorkflowManifest] | None:
     try:
         entry = await kv.get(key(tenant, workflow))
-    except KeyNotFoundError:
+    except (KeyNotFoundError, InvalidKeyError):  # a name no manifest can have is simply not there
         return None
     if not entry.value:
         return None

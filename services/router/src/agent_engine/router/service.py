@@ -11,26 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
+from nats import errors as nats_errors
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import MaxPayloadError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import Envelope, derive_id
-from agent_engine.contracts.events import NodeDeadlineExpired
-from agent_engine.contracts.subjects import ROUTER_RPC, dlq_subject, tenant_from_subject, type_subject
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.subjects import ROUTER_RPC, tenant_from_subject, type_subject
 from agent_engine.router import views
-from agent_engine.router.core import INPUT_RECORD, INPUT_TYPES, SOURCE, Resolved, RouterInput, apply
+from agent_engine.router.core import INPUT_TYPES, Resolved, RouterInput, apply
+from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
 from agent_engine.router.store import TaskStore
 from agent_engine.runtime import workflows
@@ -38,54 +35,21 @@ from agent_engine.runtime.bus import Bus, settle
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
-RELAY = "relay"
 DURABLE = "router"
-
-
-class DeadlineIndex:
-    """Open dispatches and their deadlines, kept from the records this router commits."""
-
-    def __init__(self) -> None:
-        self.open: dict[tuple[str, str], tuple[str, int, datetime, Envelope]] = {}
-
-    def observe(self, record: Envelope) -> None:
-        data = record.data
-        if record.type == "node.dispatched":
-            deadline = datetime.fromisoformat(data["deadline"])
-            self.open[(record.task_id, data["node"])] = (data["dispatch_id"], data["attempt"], deadline, record)
-        elif record.type in ("node.succeeded", "node.failed"):
-            self.open.pop((record.task_id, data["node"]), None)
-        elif record.type in ("task.succeeded", "task.failed", "task.rejected"):
-            for key in [k for k in self.open if k[0] == record.task_id]:
-                del self.open[key]
-
-    def forget(self, task_id: str, node: str, dispatch_id: str) -> None:
-        entry = self.open.get((task_id, node))
-        if entry is not None and entry[0] == dispatch_id:
-            del self.open[(task_id, node)]
-
-    def expired(self, now: datetime) -> list[Envelope]:
-        """Deadline inputs for every overdue dispatch; ids derive from the dispatch, so repeats dedupe."""
-        due = []
-        for (task_id, node), (dispatch_id, attempt, deadline, record) in self.open.items():
-            if deadline <= now:
-                due.append(Envelope(
-                    id=derive_id(dispatch_id, "deadline"), source=SOURCE, type=NodeDeadlineExpired.TYPE,
-                    time=now, tenant=record.tenant, task_id=task_id, correlation_id=record.correlation_id,
-                    causation_id=record.id,
-                    data=NodeDeadlineExpired(dispatch_id=dispatch_id, node=node, attempt=attempt).model_dump(),
-                ))
-        return due
 
 
 SAVE_CHUNK_BYTES = 2 * 1024 * 1024
 """psycopg's pipeline (used by the store) deadlocks on a transaction of about 6 MB; stay well below."""
-TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, PersistenceIntegrityError,
-             psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError, NatsError)
+TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, psycopg.OperationalError,
+             psycopg.InterfaceError, OSError, TimeoutError, nats_errors.ConnectionClosedError,
+             nats_errors.ConnectionReconnectingError, nats_errors.NoServersError, nats_errors.StaleConnectionError,
+             nats_errors.TimeoutError, nats_errors.NoRespondersError)
 
 
 def transient(exc: BaseException) -> bool:
-    """An outage or a lost race: retrying later will succeed, so the input must never be dead-lettered."""
+    """An outage: retrying later will succeed, so the input must not count towards dead-lettering.
+    A write conflict (IntegrityError) is not here: it goes through the one-by-one path, where a
+    genuine race heals on the next try and a deterministic one is dead-lettered after N tries."""
     return isinstance(exc, TRANSIENT)
 
 
@@ -113,12 +77,12 @@ class Router:
         self.settings = settings
         self.cache: dict[str, TaskState] = {}
         self.deadlines = DeadlineIndex()
+        self.read_through: datetime | None = None
+        """Stream time of the newest input read: every input stored before it has been read."""
         self.lock = asyncio.Lock()
-        self.committed = asyncio.Event()
+        self.relay = Relay(bus, store)
         self.backlog: int | None = None
         """Messages waiting behind the last one fetched; deadlines wait until results are not queued."""
-        self.handoff: deque[tuple[int, Envelope]] = deque()
-        """Records just committed, with their notification ids, so the relay need not read them back."""
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self._rebuild_deadlines)
@@ -127,7 +91,7 @@ class Router:
         loops = [
             self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
                              ack_wait=self.settings.ack_wait_s, stop=stop, on_idle=self._caught_up),
-            self._relay(stop),
+            self.relay.run(stop),
             self._watch_deadlines(stop),
         ]
         await asyncio.gather(*loops)
@@ -142,6 +106,9 @@ class Router:
         for msg in msgs:
             if msg.metadata is not None:
                 self.backlog = msg.metadata.num_pending
+                stamp = msg.metadata.timestamp
+                if stamp is not None and (self.read_through is None or stamp > self.read_through):
+                    self.read_through = stamp
             try:
                 envelope = Envelope.from_bytes(msg.data)
             except ValidationError as exc:
@@ -208,24 +175,28 @@ class Router:
                 try:
                     committed = await asyncio.to_thread(self.store.save, chunk)
                 except Exception:
-                    for task_id in pending:
+                    for task_id in pending:  # reload from the store, which may hold the records after all
                         self.cache.pop(task_id, None)
+                    self.relay.resync()
                     raise
-                self.handoff.extend(committed)
+                self.relay.offer(committed)
                 for task_id, (_, records) in chunk.items():
                     self.cache[task_id] = states[task_id]
                     for record in records:
                         self.deadlines.observe(record)
-                self.committed.set()
 
     async def _state(self, task_id: str) -> TaskState:
         cached = self.cache.get(task_id)
         if cached is not None:
             return cached
         state = await asyncio.to_thread(self.store.load, task_id)
+        newer = self.cache.get(task_id)  # saved by another coroutine while this one was loading
+        if newer is not None and newer.version >= state.version:
+            return newer
         if len(self.cache) > 10_000:
             self.cache.clear()
         self.cache[task_id] = state
+        self.deadlines.sync(state)
         return state
 
     async def _resolve(self, event: Envelope, state: TaskState) -> RouterInput:
@@ -247,86 +218,20 @@ class Router:
     async def _watch_deadlines(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(0.5)
-            if self.backlog != 0:
-                continue  # results may be queued behind the backlog: let them settle their nodes first
-            due = self.deadlines.expired(datetime.now(UTC))
-            if due:
+            due = self.deadlines.expired(datetime.now(UTC), caught_up=self.backlog == 0,
+                                         read_through=self.read_through)
+            for event in due:  # one at a time: a task that cannot be saved must not hold up the others
                 try:
-                    await self._apply(due)
+                    await self._apply([event])
                 except Exception:
-                    log.exception("deadline handling failed; will retry")
+                    log.exception("deadline of task %s node %s failed; will retry", event.task_id, event.data["node"])
                     continue
-                for event in due:  # an entry whose dispatch is no longer open was stale: drop it
-                    state = self.cache.get(event.task_id)
-                    node = state.nodes.get(event.data["node"]) if state else None
-                    if node is None or node.dispatch_id != event.data["dispatch_id"] or node.status != "dispatched":
-                        self.deadlines.forget(event.task_id, event.data["node"], event.data["dispatch_id"])
+                state = self.cache.get(event.task_id)  # an entry whose dispatch is no longer open was stale
+                node = state.nodes.get(event.data["node"]) if state else None
+                if node is None or node.dispatch_id != event.data["dispatch_id"] or node.status != "dispatched":
+                    self.deadlines.forget(event.task_id, event.data["node"], event.data["dispatch_id"])
+            if due:
                 log.info("deadline passed for %d dispatch(es)", len(due))
-
-    # --- relay --------------------------------------------------------------------------------
-
-    async def _relay(self, stop: asyncio.Event) -> None:
-        """Publish committed records in commit order from the store's notification log.
-
-        Records this process just committed come through `handoff` with their notification ids, so
-        the steady state needs no read-back; the log is read at start, on gaps and after errors.
-        The position is saved at most every 0.2 s: a crash republishes at most that much, which
-        JetStream's duplicate window (and every consumer's idempotency) absorbs.
-        """
-        position = saved = await asyncio.to_thread(self.store.relay_position, RELAY)
-        caught_up = False
-        last_save = time.monotonic()
-        while not stop.is_set():
-            try:
-                page = self._from_handoff(position) if caught_up else None
-                if page is None:
-                    page = await asyncio.to_thread(self.store.notifications, position, 256)
-                    caught_up = not page
-                if page:
-                    await self._publish([r for _, r in page if r.type != INPUT_RECORD])
-                    position = page[-1][0]
-                if position != saved and (not page or time.monotonic() - last_save > 0.2):
-                    await asyncio.to_thread(self.store.set_relay_position, RELAY, position)
-                    saved, last_save = position, time.monotonic()
-                if not page:
-                    self.committed.clear()
-                    if not self.handoff:
-                        try:
-                            await asyncio.wait_for(self.committed.wait(), timeout=0.25)
-                        except TimeoutError:
-                            pass
-            except Exception:
-                log.exception("relay failed at position %d; retrying", position)
-                caught_up = False
-                await asyncio.sleep(1.0)
-
-    async def _publish(self, records: list[Envelope]) -> None:
-        """Publish a page; a record too large for the bus is dead-lettered as a stub, never retried forever."""
-        results = await asyncio.gather(*(self.bus.publish(r) for r in records), return_exceptions=True)
-        for record, outcome in zip(records, results, strict=True):
-            if isinstance(outcome, MaxPayloadError):
-                stub = {"id": record.id, "type": record.type, "task_id": record.task_id, "tenant": record.tenant,
-                        "bytes": len(record.to_bytes()), "error": "record exceeds the NATS max_payload"}
-                await self.bus.js.publish(dlq_subject("router"), json.dumps(stub).encode())
-                log.error("record %s (%s) of task %s is too large to publish; dead-lettered a stub",
-                          record.id, record.type, record.task_id)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-
-    def _from_handoff(self, position: int) -> list[tuple[int, Envelope]] | None:
-        """The handed-off records right after `position`; None when there is a gap to read from the log."""
-        while self.handoff and self.handoff[0][0] <= position:
-            self.handoff.popleft()
-        if not self.handoff:
-            return []
-        if self.handoff[0][0] != position + 1:
-            return None
-        page: list[tuple[int, Envelope]] = []
-        expected = position + 1
-        while self.handoff and len(page) < 256 and self.handoff[0][0] == expected:
-            page.append(self.handoff.popleft())
-            expected += 1
-        return page
 
     # --- queries ------------------------------------------------------------------------------
 

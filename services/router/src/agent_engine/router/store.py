@@ -50,10 +50,15 @@ def eventsourcing_env(postgres_url: str) -> dict[str, str]:
 
 
 def task_uuid(task_id: str) -> uuid.UUID:
+    """The aggregate id of a task. Only the canonical form of a UUID is used as is: other spellings of
+    the same UUID ("{...}", upper case, no hyphens) are different task ids and must not collide."""
     try:
-        return uuid.UUID(task_id)
+        parsed = uuid.UUID(task_id)
     except ValueError:
-        return uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:task:{task_id}")
+        parsed = None
+    if parsed is not None and str(parsed) == task_id:
+        return parsed
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:task:{task_id}")
 
 
 class TaskStore:

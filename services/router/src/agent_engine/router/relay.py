@@ -1,0 +1,117 @@
+"""The outbox relay: publish what the store committed, in commit order, and nothing else.
+
+Records the router just committed are offered here with their notification ids, so the steady
+state reads nothing back from PostgreSQL. The notification log itself is read at start, on a gap
+in the ids, after a failed save (whose records may be committed all the same), after an error, and
+at least once a second. The position is saved at most every 0.2 s and on stop: a crash republishes
+at most that much, which JetStream's duplicate window and every consumer's idempotency absorb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+
+from nats.errors import MaxPayloadError
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.subjects import dlq_subject
+from agent_engine.router.core import INPUT_RECORD
+from agent_engine.router.store import TaskStore
+from agent_engine.runtime.bus import MSG_ID, Bus
+
+log = logging.getLogger("router")
+NAME = "relay"
+PAGE = 256
+
+
+class Relay:
+    def __init__(self, bus: Bus, store: TaskStore) -> None:
+        self.bus = bus
+        self.store = store
+        self.handoff: deque[tuple[int, Envelope]] = deque()
+        self.wake = asyncio.Event()
+        self.position = self.saved = 0
+        self.in_sync = False
+        """True while the handoff is known to hold everything after `position`."""
+        self.last_save = self.last_read = time.monotonic()
+
+    def offer(self, committed: list[tuple[int, Envelope]]) -> None:
+        self.handoff.extend(committed)
+        self.wake.set()
+
+    def resync(self) -> None:
+        self.in_sync = False
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, NAME)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.step()
+                except Exception:
+                    log.exception("relay failed at position %d; retrying", self.position)
+                    self.in_sync = False
+                    await asyncio.sleep(1.0)
+        finally:
+            if self.position != self.saved:
+                try:
+                    await asyncio.to_thread(self.store.set_relay_position, NAME, self.position)
+                except Exception:  # noqa: BLE001  the next start republishes a little; consumers absorb it
+                    log.warning("could not save the relay position %d on stop", self.position)
+
+    async def step(self) -> None:
+        if time.monotonic() - self.last_read > 1.0:
+            self.in_sync = False
+        page = self._from_handoff() if self.in_sync else None
+        if page is None:
+            page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
+            self.in_sync, self.last_read = not page, time.monotonic()
+        if page:
+            await self._publish([r for _, r in page if r.type != INPUT_RECORD])
+            self.position = page[-1][0]
+            while self.handoff and self.handoff[0][0] <= self.position:
+                self.handoff.popleft()
+        if self.position != self.saved and (not page or time.monotonic() - self.last_save > 0.2):
+            await asyncio.to_thread(self.store.set_relay_position, NAME, self.position)
+            self.saved, self.last_save = self.position, time.monotonic()
+        if not page:
+            self.wake.clear()
+            if not self.handoff:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=0.25)
+                except TimeoutError:
+                    pass
+
+    def _from_handoff(self) -> list[tuple[int, Envelope]] | None:
+        """The offered records right after `position`; None when there is a gap to read from the log."""
+        while self.handoff and self.handoff[0][0] <= self.position:
+            self.handoff.popleft()
+        if not self.handoff:
+            return []
+        if self.handoff[0][0] != self.position + 1:
+            return None
+        page: list[tuple[int, Envelope]] = []
+        expected = self.position + 1
+        while self.handoff and len(page) < PAGE and self.handoff[0][0] == expected:
+            page.append(self.handoff.popleft())
+            expected += 1
+        return page
+
+    async def _publish(self, records: list[Envelope]) -> None:
+        """Publish a page; a record too large for the bus is dead-lettered as a stub, never retried forever."""
+        results = await asyncio.gather(*(self.bus.publish(r) for r in records), return_exceptions=True)
+        for record, outcome in zip(records, results, strict=True):
+            if isinstance(outcome, MaxPayloadError):
+                stub = {"id": record.id, "type": record.type, "task_id": record.task_id, "tenant": record.tenant,
+                        "bytes": len(record.to_bytes()), "error": "record exceeds the NATS max_payload"}
+                await self.bus.js.publish(dlq_subject("router"), json.dumps(stub).encode(),
+                                          headers={MSG_ID: f"{record.id}:too-large"})
+                log.error("record %s (%s) of task %s is too large to publish; dead-lettered a stub",
+                          record.id, record.type, record.task_id)
+            elif isinstance(outcome, BaseException):
+                raise outcome

@@ -1,0 +1,158 @@
+"""The router shell's timer and outbox relay, with a fake store and bus (no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.relay import Relay
+from agent_engine.router.state import NodeState, TaskState
+from agent_engine.router.store import task_uuid
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def dispatched(task_id: str = "t1", node: str = "n1", attempt: int = 1, deadline: datetime = T0) -> Envelope:
+    return Envelope(id=f"d-{task_id}-{node}-{attempt}", source="router", type="node.dispatched", time=T0,
+                    tenant="acme", task_id=task_id, correlation_id=task_id,
+                    data={"dispatch_id": f"{task_id}/{node}/{attempt}", "node": node, "attempt": attempt,
+                          "deadline": deadline.isoformat(), "kind": "agent"})
+
+
+def test_a_deadline_waits_while_results_may_still_be_queued() -> None:
+    index = DeadlineIndex()
+    index.observe(dispatched(deadline=T0))
+    later = T0 + timedelta(seconds=5)
+    assert index.expired(later, caught_up=False, read_through=None) == []
+    assert index.expired(later, caught_up=False, read_through=T0 - timedelta(seconds=1)) == []
+    assert len(index.expired(later, caught_up=False, read_through=T0 + timedelta(seconds=1))) == 1
+    [due] = index.expired(later, caught_up=True, read_through=None)
+    assert due.type == "node.deadline_expired" and due.data["dispatch_id"] == "t1/n1/1" and due.tenant == "acme"
+
+
+def test_a_deadline_not_yet_passed_never_fires() -> None:
+    index = DeadlineIndex()
+    index.observe(dispatched(deadline=T0 + timedelta(minutes=1)))
+    assert index.expired(T0, caught_up=True, read_through=T0) == []
+
+
+def test_settled_nodes_and_finished_tasks_leave_the_index() -> None:
+    index = DeadlineIndex()
+    index.observe(dispatched(node="a"))
+    index.observe(dispatched(node="b"))
+    index.observe(Envelope(id="s", source="r", type="node.succeeded", time=T0, tenant="acme", task_id="t1",
+                           correlation_id="t1", data={"node": "a"}))
+    assert set(index.open) == {("t1", "b")}
+    index.observe(Envelope(id="f", source="r", type="task.failed", time=T0, tenant="acme", task_id="t1",
+                           correlation_id="t1", data={"status": "failed"}))
+    assert index.open == {}
+
+
+def test_sync_makes_the_index_match_the_stored_state() -> None:
+    index = DeadlineIndex()
+    index.observe(dispatched(node="stale"))
+    state = TaskState(task_id="t1", tenant="acme", correlation_id="t1", status="running",
+                      nodes={"stale": NodeState(status="succeeded"),
+                             "live": NodeState(status="dispatched", attempts=2, dispatch_id="t1/live/2", deadline=T0)})
+    index.sync(state)
+    assert set(index.open) == {("t1", "live")} and index.open[("t1", "live")].attempt == 2
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.log: list[tuple[int, Envelope]] = []
+        self.position = 0
+
+    def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope]]:
+        return [n for n in self.log if n[0] > after][:limit]
+
+    def relay_position(self, name: str) -> int:
+        return self.position
+
+    def set_relay_position(self, name: str, position: int) -> None:
+        self.position = position
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, record: Envelope) -> None:
+        self.published.append(record.id)
+
+
+def relay_with(store: FakeStore, bus: FakeBus) -> Relay:
+    return Relay(bus, store)  # type: ignore[arg-type]
+
+
+def test_relay_publishes_offered_records_in_order_and_saves_its_position() -> None:
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+    records = [(i, dispatched(node=f"n{i}")) for i in (1, 2, 3)]
+
+    async def go() -> None:
+        await relay.step()  # reads the (empty) log: now in sync
+        store.log.extend(records)
+        relay.offer(records)
+        await relay.step()
+        await relay.step()
+
+    asyncio.run(go())
+    assert bus.published == [r.id for _, r in records]
+    assert store.position == 3
+
+
+def test_records_of_a_save_reported_as_failed_are_published_from_the_log() -> None:
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+
+    async def go() -> None:
+        await relay.step()
+        store.log.append((1, dispatched(node="committed-anyway")))  # committed, but the save raised
+        relay.resync()
+        await relay.step()
+
+    asyncio.run(go())
+    assert bus.published == ["d-t1-committed-anyway-1"]
+
+
+def test_a_gap_in_the_offered_ids_is_filled_from_the_log() -> None:
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+    first, second = (1, dispatched(node="a")), (2, dispatched(node="b"))
+
+    async def go() -> None:
+        await relay.step()
+        store.log.extend([first, second])
+        relay.offer([second])  # the first never reached the handoff
+        await relay.step()
+
+    asyncio.run(go())
+    assert bus.published == [first[1].id, second[1].id]
+
+
+def test_router_input_records_are_stored_but_never_published() -> None:
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+    kept = dispatched()
+    internal = kept.model_copy(update={"id": "in-1", "type": "router.input"})
+    store.log.extend([(1, internal), (2, kept)])
+
+    async def go() -> None:
+        await relay.step()
+        await relay.step()  # idle: now the position is saved
+
+    asyncio.run(go())
+    assert bus.published == [kept.id] and store.position == 2
+
+
+def test_only_the_canonical_uuid_spelling_is_used_as_the_aggregate_id() -> None:
+    canonical = "6f1c2a52-8e0b-4a3c-9d55-3b1f0e7a9c10"
+    assert str(task_uuid(canonical)) == canonical
+    for other in (canonical.upper(), canonical.replace("-", ""), "{" + canonical + "}"):
+        assert task_uuid(other) != task_uuid(canonical)
+    assert task_uuid("order-42") == task_uuid("order-42")
+
+
