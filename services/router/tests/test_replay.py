@@ -245,3 +245,22 @@ def test_replay_of_a_task_that_ran_out_of_attempts() -> None:
 
 def test_replay_of_nothing_is_nothing() -> None:
     assert replay([]) == []
+
+
+def test_the_replay_report_is_identical_for_untouched_records() -> None:
+    from agent_engine.router.views import replay_report
+
+    report = replay_report(research_review().run.records)
+    assert report["identical"] and report["differences"] == [] and report["stored"] == report["replayed"]
+
+
+def test_the_replay_report_names_a_tampered_decision() -> None:
+    from agent_engine.router.views import replay_report
+
+    records = list(research_review().run.records)
+    index = next(i for i, r in enumerate(records) if r.type == "node.dispatched" and i > 3)
+    records[index] = records[index].model_copy(update={"data": {**records[index].data, "attempt": 9}})
+    report = replay_report(records)
+    assert not report["identical"]
+    [diff] = report["differences"]
+    assert diff["index"] == index and diff["fields"] == ["data"] and diff["stored_type"] == "node.dispatched"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from agent_engine.cli import manifests, render
 from agent_engine.cli.client import (
@@ -27,7 +28,7 @@ from agent_engine.cli.client import (
 )
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
-from agent_engine.contracts.subjects import PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
+from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
 from agent_engine.runtime import workflows
 
 DEFAULT_TENANT = "default"
@@ -222,6 +223,86 @@ def cmd_task_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_task_replay(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with connected() as (nc, _):
+            return await rpc(nc, ROUTER_RPC, "task.replay", {"task_id": args.task_id}, timeout=30)
+    report = asyncio.run(go())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render.replay(report)
+    return 0 if report["identical"] else 1
+
+
+async def dlq_entries(service: str | None) -> list[dict[str, Any]]:
+    async with connected() as (_, js):
+        if (await js.stream_info(DLQ_STREAM)).state.messages == 0:
+            return []
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sub = await js.subscribe(f"{DLQ_PREFIX}.{service or '*'}", ordered_consumer=True, cb=queue.put,
+                                 deliver_policy=DeliverPolicy.ALL)
+        entries = []
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    break
+                headers = msg.headers or {}
+                entries.append({"seq": msg.metadata.sequence.stream, "time": str(msg.metadata.timestamp),
+                                "service": msg.subject.split(".", 1)[1],
+                                "original_subject": headers.get("Ae-Original-Subject"),
+                                "error": headers.get("Ae-Error") or _stub_error(msg.data), "bytes": len(msg.data)})
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return entries
+
+
+def _stub_error(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("error", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    entries = asyncio.run(dlq_entries(args.service))
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    elif not entries:
+        print("the dead-letter queue is empty")
+    else:
+        for e in entries:
+            print(f"#{e['seq']:<6} {e['time'][:23]}  {e['service']:<13} {e['original_subject'] or '(stub)'}  "
+                  f"{e['error']}")
+    return 0
+
+
+async def dlq_replay(seq: int) -> str:
+    async with connected() as (_, js):
+        try:
+            msg = await js.get_msg(DLQ_STREAM, seq)
+        except NotFoundError:
+            raise CliError(f"no dead-lettered message #{seq} (`agentctl dlq list`)") from None
+        headers = dict(msg.headers or {})
+        subject = headers.pop("Ae-Original-Subject", None)
+        if not subject:
+            raise CliError(f"#{seq} is a stub of a record too large to publish; there is nothing to replay")
+        headers.pop("Ae-Error", None)
+        await js.publish(subject, msg.data or b"", headers=headers or None)
+        await js.delete_msg(DLQ_STREAM, seq)
+        return str(subject)
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    subject = asyncio.run(dlq_replay(args.seq))
+    print(f"replayed #{args.seq} to {subject} and removed it from the dead-letter queue")
+    return 0
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with connected() as (nc, _):
@@ -355,6 +436,22 @@ def parser() -> argparse.ArgumentParser:
     hi.add_argument("task_id")
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(func=cmd_task_history)
+
+    rp = task_sub.add_parser("replay", help="re-run the recorded inputs through the running router and show any "
+                             "difference from the stored events; exit 0 when identical")
+    rp.add_argument("task_id")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_task_replay)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue: messages a service could not handle")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dl = dlq_sub.add_parser("list", help="every dead-lettered message with its service and error")
+    dl.add_argument("--service", help="only this service's (router, guardrails, agent-runner, tool-runner)")
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=cmd_dlq_list)
+    dr = dlq_sub.add_parser("replay", help="publish a dead-lettered message to its original subject again")
+    dr.add_argument("seq", type=int, help="its number in `agentctl dlq list`")
+    dr.set_defaults(func=cmd_dlq_replay)
 
     cost = sub.add_parser("cost", help="token and cost ledger from telemetry (JSON)")
     cost.add_argument("--task")

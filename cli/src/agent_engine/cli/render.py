@@ -80,3 +80,12 @@ def task(shown: dict[str, Any]) -> None:
         for node in outputs:
             mark = " [mock]" if node.get("provider") == "mock" else ""
             print(f"{node['node']}{mark}: {node['output']}")
+
+
+def replay(report: dict[str, Any]) -> None:
+    verdict = "identical" if report["identical"] else f"{len(report['differences'])} difference(s)"
+    print(f"replay of task {report['task_id']} through router {report['engine_version']}: "
+          f"{report['stored']} stored, {report['replayed']} replayed: {verdict}")
+    for d in report["differences"]:
+        print(f"  #{d['index']}: stored {d['stored_type']}, replayed {d['replayed_type']}; "
+              f"differs in {', '.join(d['fields']) or '(whole record)'}")

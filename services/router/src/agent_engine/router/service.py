@@ -247,6 +247,8 @@ class Router:
                 reply = views.show(records)
             elif action == "task.history":
                 reply = {"events": [r.model_dump(mode="json") for r in records]}
+            elif action == "task.replay":
+                reply = views.replay_report(records)
             else:
                 reply = {"error": f"unknown router query '{action}'"}
         except Exception as exc:

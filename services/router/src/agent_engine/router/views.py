@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.router.core import fold, usage_total
+from agent_engine.router import ENGINE_VERSION
+from agent_engine.router.core import fold, replay, usage_total
 
 
 def show(records: list[Envelope]) -> dict[str, Any]:
@@ -36,3 +37,20 @@ def show(records: list[Envelope]) -> dict[str, Any]:
         "exit_node": state.exit_node, "reason": state.reason,
         "usage": usage_total(state).model_dump(), "events": state.version, "nodes": nodes,
     }
+
+
+def replay_report(records: list[Envelope]) -> dict[str, Any]:
+    """Re-run the recorded inputs through this router's decide/evolve and compare with what is stored."""
+    stored = [r.model_dump(mode="json") for r in records]
+    replayed = [r.model_dump(mode="json") for r in replay(records)]
+    differences = []
+    for index in range(max(len(stored), len(replayed))):
+        was = stored[index] if index < len(stored) else None
+        now = replayed[index] if index < len(replayed) else None
+        if was != now:
+            fields = sorted(k for k in set(was or {}) | set(now or {}) if (was or {}).get(k) != (now or {}).get(k))
+            differences.append({"index": index, "stored_type": was and was["type"],
+                                "replayed_type": now and now["type"], "fields": fields,
+                                "stored": was, "replayed": now})
+    return {"task_id": records[0].task_id, "engine_version": ENGINE_VERSION, "stored": len(stored),
+            "replayed": len(replayed), "identical": not differences, "differences": differences}
