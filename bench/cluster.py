@@ -23,7 +23,7 @@ from agent_engine.runtime import embedded, workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
 
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = ("succeeded", "failed", "rejected")
+TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
 EXAMPLE = ROOT / "examples" / "research-review"
 
 

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from agent_engine.cli.client import (
 )
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
+from agent_engine.contracts.events import TaskCancelRequested
 from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
 from agent_engine.runtime import workflows
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER
 
 DEFAULT_TENANT = "default"
 
@@ -171,6 +174,9 @@ async def follow_task(events: TaskEvents, timeout: float, quiet: bool) -> int:
             line = render.progress(event)
             if line:
                 print(line, flush=True)
+        if event.type == "task.cancelled":
+            print(f"task {event.task_id} cancelled: {event.data.get('reason', '')}", flush=True)
+            return 1
         if event.type in ("task.succeeded", "task.failed"):
             elapsed = time.monotonic() - started
             status = event.data["status"]
@@ -221,6 +227,33 @@ def cmd_task_history(args: argparse.Namespace) -> int:
         for raw in events:
             print(render.event_line(Envelope.model_validate(raw)))
     return 0
+
+
+async def cancel(task_id: str, reason: str, timeout: float) -> int:
+    async with connected() as (nc, js):
+        shown = await rpc(nc, ROUTER_RPC, "task.show", {"task_id": task_id})
+        if shown["status"] in ("succeeded", "failed", "rejected", "cancelled"):
+            raise CliError(f"task {task_id} is already {shown['status']}; nothing to cancel")
+        tenant = shown["tenant"]
+        request = Envelope(id=str(uuid.uuid4()), source="agentctl", type=TaskCancelRequested.TYPE,
+                           time=datetime.now(UTC), tenant=tenant, task_id=task_id, correlation_id=task_id,
+                           data=TaskCancelRequested(reason=reason, requested_by="agentctl").model_dump())
+        async with TaskEvents(nc, tenant, task_id) as events:
+            await js.publish(f"{PREFIX}.{tenant}.{TaskCancelRequested.TYPE}", request.to_bytes(),
+                             headers={MSG_ID: request.id, TASK_ID_HEADER: task_id})
+            while True:
+                event = await events.next(timeout)
+                if event.type == "task.cancelled":
+                    running = ", ".join(event.data.get("open_nodes", [])) or "none"
+                    print(f"task {task_id} cancelled (nodes running at the time: {running})")
+                    return 0
+                if event.type in ("task.succeeded", "task.failed"):
+                    print(f"task {task_id} {event.data['status']} before the cancel arrived", file=sys.stderr)
+                    return 1
+
+
+def cmd_task_cancel(args: argparse.Namespace) -> int:
+    return asyncio.run(cancel(args.task_id, args.reason, args.timeout))
 
 
 def cmd_task_replay(args: argparse.Namespace) -> int:
@@ -437,6 +470,12 @@ def parser() -> argparse.ArgumentParser:
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(func=cmd_task_history)
 
+    cn = task_sub.add_parser("cancel", help="stop a running task; results still on their way are recorded and "
+                             "ignored")
+    cn.add_argument("task_id")
+    cn.add_argument("--reason", default="", help="why, recorded in the task's history")
+    cn.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the router (default 30)")
+    cn.set_defaults(func=cmd_task_cancel)
     rp = task_sub.add_parser("replay", help="re-run the recorded inputs through the running router and show any "
                              "difference from the stored events; exit 0 when identical")
     rp.add_argument("task_id")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
 
-TaskStatus = Literal["queued", "running", "succeeded", "failed", "rejected"]
+TaskStatus = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 
 
 class EventData(BaseModel):
@@ -82,6 +82,23 @@ class TaskFinished(EventData):
     status: Literal["succeeded", "failed"]
     exit_node: str | None = None
     reason: str = ""
+
+
+class TaskCancelRequested(EventData):
+    """An operator or another system asks to stop a task; published on `ae.<tenant>.task.cancel_requested`."""
+
+    TYPE = "task.cancel_requested"
+    reason: str = Field(default="", max_length=1000)
+    requested_by: str | None = None
+
+
+class TaskCancelled(EventData):
+    """The router stopped the task; `open_nodes` were still running and their results will be ignored."""
+
+    TYPE = "task.cancelled"
+    reason: str = ""
+    requested_by: str | None = None
+    open_nodes: list[str] = Field(default_factory=list)
 
 
 class TaskSucceeded(TaskFinished):
@@ -179,6 +196,16 @@ class NodeSucceeded(EventData):
     usage: Usage | None = None
 
 
+class NodeResultIgnored(EventData):
+    """A result that arrived for a node of a cancelled task: recorded once, never used."""
+
+    TYPE = "node.result_ignored"
+    dispatch_id: str
+    node: str
+    attempt: int
+    reason: str
+
+
 class NodeFailed(EventData):
     TYPE = "node.failed"
     node: str
@@ -206,6 +233,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
         TaskRequested, TaskAccepted, TaskRejected, TaskStarted, TaskSucceeded, TaskFailed,
+        TaskCancelRequested, TaskCancelled, NodeResultIgnored,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,
         LlmCalled,
     )

@@ -21,8 +21,11 @@ from agent_engine.contracts.events import (
     NodeDispatched,
     NodeErrored,
     NodeFailed,
+    NodeResultIgnored,
     NodeSucceeded,
     TaskAccepted,
+    TaskCancelled,
+    TaskCancelRequested,
     TaskFailed,
     TaskRejected,
     TaskStarted,
@@ -35,7 +38,7 @@ from agent_engine.router.state import NodeState, TaskState
 
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
-INPUT_TYPES = ("task.accepted", "node.completed", "node.errored", "node.deadline_expired")
+INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.completed", "node.errored", "node.deadline_expired")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 
@@ -66,6 +69,10 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
     out = _Emitter(state, event)
     if event.type == "task.accepted":
         return _on_accepted(state, inp, out)
+    if event.type == "task.cancel_requested":
+        return _on_cancel(state, TaskCancelRequested.model_validate(event.data), out)
+    if state.status == "cancelled" and event.type in ("node.completed", "node.errored"):
+        return _ignore_late_result(state, event, out)
     if state.status != "running":
         return []
     if event.type == "node.completed":
@@ -94,6 +101,25 @@ def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | 
     if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
         return None
     return node
+
+
+def _on_cancel(state: TaskState, request: TaskCancelRequested, out: _Emitter) -> list[Envelope]:
+    if state.status != "running":
+        return []  # nothing to stop: not started, or already finished
+    out.add(TaskCancelled(reason=request.reason or "cancelled on request", requested_by=request.requested_by,
+                          open_nodes=[node for node, _ in state.open_dispatches()]))
+    return out.events
+
+
+def _ignore_late_result(state: TaskState, event: Envelope, out: _Emitter) -> list[Envelope]:
+    """A result for a node that was running when the task was cancelled: recorded once, then unused."""
+    node_id, dispatch_id = event.data.get("node"), event.data.get("dispatch_id")
+    node = state.nodes.get(str(node_id))
+    if node is None or node.status != "cancelled" or node.dispatch_id != dispatch_id:
+        return []
+    out.add(NodeResultIgnored(dispatch_id=str(dispatch_id), node=str(node_id), attempt=node.attempts,
+                              reason=f"the task was cancelled before this {event.type} arrived"))
+    return out.events
 
 
 def _superseded(state: TaskState, completed: NodeCompleted) -> NodeState | None:
@@ -284,6 +310,12 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
     if kind == "node.failed":
         f = NodeFailed.model_validate(data)
         return _set_node(state, f.node, status="failed", error=f.reason, finished_at=event.time, deadline=None)
+    if kind == "task.cancelled":
+        nodes = {n: replace(s, status="cancelled", finished_at=event.time) if s.status == "dispatched" else s
+                 for n, s in state.nodes.items()}
+        return replace(state, status="cancelled", nodes=nodes, reason=data.get("reason", ""), finished_at=event.time)
+    if kind == "node.result_ignored":
+        return _set_node(state, data["node"], dispatch_id=None)
     if kind in ("task.succeeded", "task.failed"):
         exit_node = data.get("exit_node")
         if exit_node:

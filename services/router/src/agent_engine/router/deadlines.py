@@ -40,7 +40,7 @@ class DeadlineIndex:
                 record.tenant, record.correlation_id)
         elif record.type in ("node.succeeded", "node.failed"):
             self.open.pop((record.task_id, data["node"]), None)
-        elif record.type in ("task.succeeded", "task.failed", "task.rejected"):
+        elif record.type in ("task.succeeded", "task.failed", "task.rejected", "task.cancelled"):
             self.drop(record.task_id)
 
     def sync(self, state: TaskState) -> None:

@@ -14,7 +14,7 @@ from agent_engine.contracts.manifest import WorkflowManifest
 @dataclass(frozen=True)
 class NodeState:
     status: str = "pending"
-    """pending | dispatched | succeeded | failed | reached (an EXIT node)"""
+    """pending | dispatched | succeeded | failed | reached (an EXIT node) | cancelled (running at cancel)"""
     attempts: int = 0
     dispatch_id: str | None = None
     deadline: datetime | None = None
@@ -33,7 +33,7 @@ class TaskState:
     tenant: str = ""
     correlation_id: str = ""
     status: str = "new"
-    """new (nothing recorded) | running | succeeded | failed | rejected"""
+    """new (nothing recorded) | running | succeeded | failed | rejected | cancelled"""
     workflow: str | None = None
     revision: str | None = None
     engine_version: str | None = None
@@ -51,7 +51,7 @@ class TaskState:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("succeeded", "failed", "rejected")
+        return self.status in ("succeeded", "failed", "rejected", "cancelled")
 
     def open_dispatches(self) -> list[tuple[str, NodeState]]:
         return [(n, s) for n, s in self.nodes.items() if s.status == "dispatched"]
