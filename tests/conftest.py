@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cluster import EngineClient  # noqa: E402  (bench/ is not a package)
 
 EXAMPLE = ROOT / "examples" / "research-review"
+PLANTED_KEY = "sk-ant-planted-0123456789abcdef-never-in-events"
+"""A fake credential every e2e stack is started with: tests check it never leaks."""
 AGENTCTL = str(Path(sys.executable).parent / "agentctl")
 
 
@@ -50,7 +52,7 @@ class Engine(EngineClient):
         self.home = home
         self.env = {**os.environ, "AE_HOME": str(home), "AE_NATS_URL": urls["nats"],
                     "AE_POSTGRES_URL": urls["postgres"], "AE_ACK_WAIT_S": "3", "AE_MOCK_DELAY_S": "0.05",
-                    "AE_PROVIDER": "mock"}
+                    "AE_PROVIDER": "mock", "ANTHROPIC_API_KEY": PLANTED_KEY}
         self.nats_url = urls["nats"]
 
     def stack(self) -> Stack:
