@@ -352,3 +352,15 @@ def test_every_problem_is_reported_at_once() -> None:
     node(b, "fetch")["tool"] = "ghost"
     b["mock"]["ghost"] = []
     assert rules(errors_of(b)) == {"unknown-agent", "unknown-tool", "unknown-mock-node"}
+
+
+def test_an_exit_node_cannot_require_approval() -> None:
+    from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest
+    from agent_engine.contracts.validation import validate
+
+    wf = WorkflowManifest(name="wf", nodes=[
+        NodeSpec(id="a", role="START", kind="tool", tool="t"),
+        NodeSpec(id="done", role="EXIT", status="succeeded", approval="required")],
+        edges=[{"from": "a", "to": "done"}], tools={"t": {"builtin": "text_stats"}})
+    errors = validate(wf)
+    assert [(e.file, e.node, e.rule) for e in errors] == [("workflow.yaml", "done", "exit-approval")]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fnmatch
+import getpass
 import json
+import os
 import re
 import signal
 import sys
@@ -29,7 +31,7 @@ from agent_engine.cli.client import (
 )
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
-from agent_engine.contracts.events import TaskCancelRequested
+from agent_engine.contracts.events import NodeApprovalDecided, TaskCancelRequested
 from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
 from agent_engine.runtime import workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER
@@ -250,6 +252,52 @@ async def cancel(task_id: str, reason: str, timeout: float) -> int:
                 if event.type in ("task.succeeded", "task.failed"):
                     print(f"task {task_id} {event.data['status']} before the cancel arrived", file=sys.stderr)
                     return 1
+
+
+async def decide_approval(task_id: str, node: str, decision: str, by: str, reason: str,
+                          edited: dict[str, Any] | None, timeout: float) -> int:
+    async with connected() as (nc, js):
+        shown = await rpc(nc, ROUTER_RPC, "task.show", {"task_id": task_id})
+        waiting = [n["node"] for n in shown["nodes"] if n["status"] == "awaiting_approval"]
+        if node not in waiting:
+            raise CliError(f"node '{node}' of task {task_id} is not waiting for approval "
+                           f"(task {shown['status']}; waiting: {', '.join(waiting) or 'none'})")
+        tenant = shown["tenant"]
+        data = NodeApprovalDecided(node=node, decision="approve" if decision == "approve" else "reject",
+                                   decided_by=by, reason=reason, args=edited)
+        request = Envelope(id=str(uuid.uuid4()), source="agentctl", type=NodeApprovalDecided.TYPE,
+                           time=datetime.now(UTC), tenant=tenant, task_id=task_id, correlation_id=task_id,
+                           data=data.model_dump(exclude_none=True))
+        async with TaskEvents(nc, tenant, task_id) as events:
+            await js.publish(f"{PREFIX}.{tenant}.{NodeApprovalDecided.TYPE}", request.to_bytes(),
+                             headers={MSG_ID: request.id, TASK_ID_HEADER: task_id})
+            while True:
+                event = await events.next(timeout)
+                if event.data.get("node") != node:
+                    continue
+                if event.type == "node.approval_refused":
+                    print(f"refused: {event.data['reason']}", file=sys.stderr)
+                    return 2
+                if event.type == "node.approved":
+                    edited_note = " with edited arguments" if event.data.get("edited") else ""
+                    print(f"approved node '{node}' of task {task_id}{edited_note}; it is dispatched")
+                    return 0
+                if event.type == "node.failed":
+                    print(f"rejected node '{node}' of task {task_id}: the task fails")
+                    return 0
+
+
+def operator() -> str:
+    return os.environ.get("AE_OPERATOR") or getpass.getuser()
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    edited = parse_input(args.edit) if args.edit else None
+    return asyncio.run(decide_approval(args.task_id, args.node, "approve", args.by, "", edited, args.timeout))
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return asyncio.run(decide_approval(args.task_id, args.node, "reject", args.by, args.reason, None, args.timeout))
 
 
 def cmd_task_cancel(args: argparse.Namespace) -> int:
@@ -481,6 +529,20 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("task_id")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_task_replay)
+
+    ap = sub.add_parser("approve", help="let a node that waits for approval run, optionally with edited arguments")
+    ap.add_argument("task_id")
+    ap.add_argument("node")
+    ap.add_argument("--edit", help="replacement tool arguments: a JSON object, or @FILE; checked against the "
+                    "tool's args_schema")
+    rj = sub.add_parser("reject", help="refuse a node that waits for approval; the task fails")
+    rj.add_argument("task_id")
+    rj.add_argument("node")
+    rj.add_argument("--reason", required=True, help="why, recorded in the task's history")
+    for cmd, func in ((ap, cmd_approve), (rj, cmd_reject)):
+        cmd.add_argument("--by", default=operator(), help="who decides (default: $AE_OPERATOR or the login name)")
+        cmd.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the router (default 30)")
+        cmd.set_defaults(func=func)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue: messages a service could not handle")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")

@@ -35,6 +35,9 @@ def progress(event: Envelope) -> str | None:
         return f"  ✓ {d['node']:<16} {_by(d):<26} attempt {d['attempt']}" + (f"  {usage}" if usage else "")
     if event.type == "node.failed":
         return f"  ✗ {d['node']:<16} {d['reason']}"
+    if event.type == "node.approval_requested":
+        return (f"  ⏸ {d['node']:<16} waits for approval: agentctl approve {event.task_id} {d['node']} "
+                f"[--edit ARGS] | agentctl reject {event.task_id} {d['node']} --reason ...")
     if event.type == "node.dispatched" and d.get("attempt", 1) > 1:
         return f"  ↻ {d['node']:<16} attempt {d['attempt']} ({d.get('reason')})"
     return None

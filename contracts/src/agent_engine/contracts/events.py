@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
 
-TaskStatus = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
+TaskStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "rejected", "cancelled"]
 
 
 class EventData(BaseModel):
@@ -196,6 +196,46 @@ class NodeSucceeded(EventData):
     usage: Usage | None = None
 
 
+class NodeApprovalRequested(EventData):
+    """A node that requires approval is ready; the task waits for `node.approval_decided`."""
+
+    TYPE = "node.approval_requested"
+    node: str
+    kind: Literal["agent", "tool"]
+    args: dict[str, Any] | None = None
+    """For a tool node, the arguments it would run with; an approver may edit them."""
+
+
+class NodeApprovalDecided(EventData):
+    """An operator's decision, published on `ae.<tenant>.node.approval_decided` (by `agentctl approve/reject`)."""
+
+    TYPE = "node.approval_decided"
+    node: str
+    decision: Literal["approve", "reject"]
+    decided_by: str = Field(min_length=1, max_length=256)
+    reason: str = Field(default="", max_length=1000)
+    args: dict[str, Any] | None = None
+    """Edited tool arguments (approve only); omitted to keep the requested ones."""
+
+
+class NodeApproved(EventData):
+    TYPE = "node.approved"
+    node: str
+    decided_by: str
+    args: dict[str, Any] | None = None
+    edited: bool = False
+
+
+class NodeApprovalRefused(EventData):
+    """A decision the router could not accept (e.g. edited arguments that break the tool's schema);
+    the node keeps waiting."""
+
+    TYPE = "node.approval_refused"
+    node: str
+    decided_by: str
+    reason: str
+
+
 class NodeResultIgnored(EventData):
     """A result that arrived for a node of a cancelled task: recorded once, never used."""
 
@@ -234,6 +274,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for cls in (
         TaskRequested, TaskAccepted, TaskRejected, TaskStarted, TaskSucceeded, TaskFailed,
         TaskCancelRequested, TaskCancelled, NodeResultIgnored,
+        NodeApprovalRequested, NodeApprovalDecided, NodeApproved, NodeApprovalRefused,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,
         LlmCalled,
     )

@@ -54,6 +54,8 @@ class NodeSpec(BaseModel):
     tool: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     status: ExitStatus | None = None
+    approval: Literal["none", "required"] = "none"
+    """`required`: the task waits (status `waiting`) until an operator approves or rejects the node."""
     timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     description: str = ""
@@ -85,6 +87,8 @@ class ToolSpec(BaseModel):
     builtin: str
     description: str = ""
     side_effects: bool = False
+    args_schema: dict[str, Any] | None = None
+    """JSON Schema that arguments edited at approval must satisfy (the tool-runner checks its own too)."""
 
 
 class WorkflowManifest(BaseModel):

@@ -104,6 +104,8 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             report(node.id, "exit-status", "EXIT node must declare status: succeeded or failed")
         if node.kind is not None:
             report(node.id, "exit-kind", "EXIT node does no work; remove its kind")
+        if node.approval == "required":
+            report(node.id, "exit-approval", "EXIT node does no work to approve; remove approval")
         return
     if node.role == "START" and pred:
         report(node.id, "role-arity", f"START node must have no predecessors, has {pred}")

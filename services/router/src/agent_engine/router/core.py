@@ -11,10 +11,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import jsonschema
+
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
+    NodeApprovalDecided,
+    NodeApprovalRefused,
+    NodeApprovalRequested,
+    NodeApproved,
     NodeCompleted,
     NodeContext,
     NodeDeadlineExpired,
@@ -38,7 +44,8 @@ from agent_engine.router.state import NodeState, TaskState
 
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
-INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.completed", "node.errored", "node.deadline_expired")
+INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
+               "node.deadline_expired")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 
@@ -73,7 +80,9 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
         return _on_cancel(state, TaskCancelRequested.model_validate(event.data), out)
     if state.status == "cancelled" and event.type in ("node.completed", "node.errored"):
         return _ignore_late_result(state, event, out)
-    if state.status != "running":
+    if event.type == "node.approval_decided":
+        return _on_approval(state, NodeApprovalDecided.model_validate(event.data), out)
+    if state.status not in ("running", "waiting"):
         return []
     if event.type == "node.completed":
         completed = NodeCompleted.model_validate(event.data)
@@ -103,8 +112,46 @@ def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | 
     return node
 
 
+def _on_approval(state: TaskState, decided: NodeApprovalDecided, out: _Emitter) -> list[Envelope]:
+    node = state.nodes.get(decided.node)
+    if state.status != "waiting" or node is None or node.status != "awaiting_approval" or state.manifest is None:
+        return []
+    manifest = state.manifest
+    spec = manifest.node(decided.node)
+    if decided.decision == "reject":
+        why = f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason else "")
+        return _fail(state, spec.id, node.attempts, why, out)
+    problem = _edit_problem(manifest, spec, decided.args)
+    if problem:
+        out.add(NodeApprovalRefused(node=spec.id, decided_by=decided.decided_by, reason=problem))
+        return out.events
+    out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by, args=decided.args,
+                         edited=decided.args is not None))
+    upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
+    context = NodeContext(input=dict(state.input), upstream=upstream)
+    _dispatch(manifest, spec, 1, context, f"approved by {decided.decided_by}", out, approved=True,
+              args_override=decided.args)
+    return out.events
+
+
+def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, Any] | None) -> str:
+    """Why edited arguments cannot be accepted ("" when they can)."""
+    if args is None:
+        return ""
+    if spec.kind != "tool":
+        return f"node '{spec.id}' is an agent node; only a tool node's arguments can be edited"
+    schema = manifest.tools[spec.tool or ""].args_schema
+    if schema is None:
+        return ""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=str)
+    if not errors:
+        return ""
+    detail = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5])
+    return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}"
+
+
 def _on_cancel(state: TaskState, request: TaskCancelRequested, out: _Emitter) -> list[Envelope]:
-    if state.status != "running":
+    if state.status not in ("running", "waiting"):
         return []  # nothing to stop: not started, or already finished
     out.add(TaskCancelled(reason=request.reason or "cancelled on request", requested_by=request.requested_by,
                           open_nodes=[node for node, _ in state.open_dispatches()]))
@@ -210,7 +257,9 @@ def _fail(state: TaskState, node_id: str, attempt: int, reason: str, out: _Emitt
 
 
 def _dispatch(manifest: WorkflowManifest, spec: NodeSpec, attempt: int, context: NodeContext,
-              reason: str, out: _Emitter) -> None:
+              reason: str, out: _Emitter, *, approved: bool = False,
+              args_override: dict[str, Any] | None = None) -> None:
+    """Dispatch a node, or ask for approval first when it requires it (retries are not asked again)."""
     dispatch_id = derive_id(out.task_id, spec.id, attempt)
     size = len(context.model_dump_json())
     if size > MAX_CONTEXT_BYTES:
@@ -226,6 +275,9 @@ def _dispatch(manifest: WorkflowManifest, spec: NodeSpec, attempt: int, context:
     if spec.kind == "agent":
         agent = manifest.agents[spec.agent or ""]
         schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
+        if spec.approval == "required" and not approved and attempt == 1:
+            out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
+            return
         data.agent = DispatchedAgent(name=spec.agent or "", **agent.model_dump(), output_schema_json=schema,
                                      mock_responses=manifest.mock.get(spec.id, []))
     else:
@@ -235,7 +287,11 @@ def _dispatch(manifest: WorkflowManifest, spec: NodeSpec, attempt: int, context:
             out.add(NodeFailed(node=spec.id, attempt=attempt, reason=missing))
             out.add(TaskFailed(status="failed", reason=f"node '{spec.id}' failed: {missing}"))
             return
-        data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin, args=args)
+        if spec.approval == "required" and not approved and attempt == 1:
+            out.add(NodeApprovalRequested(node=spec.id, kind="tool", args=args))
+            return
+        data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin,
+                                   args=args if args_override is None else args_override)
     out.add(data)
 
 
@@ -314,6 +370,12 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
         nodes = {n: replace(s, status="cancelled", finished_at=event.time) if s.status == "dispatched" else s
                  for n, s in state.nodes.items()}
         return replace(state, status="cancelled", nodes=nodes, reason=data.get("reason", ""), finished_at=event.time)
+    if kind == "node.approval_requested":
+        state = _set_node(state, data["node"], status="awaiting_approval")
+        return replace(state, status="waiting")
+    if kind == "node.approved":
+        state = _set_node(state, data["node"], status="approved")
+        return replace(state, status="running")
     if kind == "node.result_ignored":
         return _set_node(state, data["node"], dispatch_id=None)
     if kind in ("task.succeeded", "task.failed"):

@@ -14,7 +14,8 @@ from agent_engine.contracts.manifest import WorkflowManifest
 @dataclass(frozen=True)
 class NodeState:
     status: str = "pending"
-    """pending | dispatched | succeeded | failed | reached (an EXIT node) | cancelled (running at cancel)"""
+    """pending | awaiting_approval | approved | dispatched | succeeded | failed | reached (an EXIT node) |
+    cancelled (running at cancel)"""
     attempts: int = 0
     dispatch_id: str | None = None
     deadline: datetime | None = None
@@ -33,7 +34,7 @@ class TaskState:
     tenant: str = ""
     correlation_id: str = ""
     status: str = "new"
-    """new (nothing recorded) | running | succeeded | failed | rejected | cancelled"""
+    """new (nothing recorded) | running | waiting (for an approval) | succeeded | failed | rejected | cancelled"""
     workflow: str | None = None
     revision: str | None = None
     engine_version: str | None = None
