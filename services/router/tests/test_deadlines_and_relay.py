@@ -156,3 +156,16 @@ def test_only_the_canonical_uuid_spelling_is_used_as_the_aggregate_id() -> None:
     assert task_uuid("order-42") == task_uuid("order-42")
 
 
+
+
+def test_a_scheduled_retry_becomes_a_retry_due_input_when_its_time_comes() -> None:
+    index = DeadlineIndex()
+    index.observe(Envelope(id="r", source="router", type="node.retry_scheduled", time=T0, tenant="acme",
+                           task_id="t1", correlation_id="t1",
+                           data={"node": "n1", "attempt": 2, "at": (T0 + timedelta(seconds=3)).isoformat(),
+                                 "delay_s": 3.0, "reason": "retry"}))
+    assert index.expired(T0 + timedelta(seconds=2), caught_up=True, read_through=None) == []
+    [due] = index.expired(T0 + timedelta(seconds=3), caught_up=True, read_through=None)
+    assert due.type == "node.retry_due" and due.data == {"node": "n1", "attempt": 2}
+    index.observe(dispatched(attempt=2))  # the retry went out: now its deadline is what is watched
+    assert index.open[("t1", "n1")].retry is False

@@ -236,6 +236,25 @@ class NodeApprovalRefused(EventData):
     reason: str
 
 
+class NodeRetryScheduled(EventData):
+    """A node will be dispatched again (attempt `attempt`) at `at`, after an exponential backoff."""
+
+    TYPE = "node.retry_scheduled"
+    node: str
+    attempt: int
+    at: datetime
+    delay_s: float
+    reason: str
+
+
+class NodeRetryDue(EventData):
+    """Router-internal input: the time of a scheduled retry came."""
+
+    TYPE = "node.retry_due"
+    node: str
+    attempt: int
+
+
 class NodeResultIgnored(EventData):
     """A result that arrived for a node of a cancelled task: recorded once, never used."""
 
@@ -275,6 +294,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         TaskRequested, TaskAccepted, TaskRejected, TaskStarted, TaskSucceeded, TaskFailed,
         TaskCancelRequested, TaskCancelled, NodeResultIgnored,
         NodeApprovalRequested, NodeApprovalDecided, NodeApproved, NodeApprovalRefused,
+        NodeRetryScheduled, NodeRetryDue,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,
         LlmCalled,
     )

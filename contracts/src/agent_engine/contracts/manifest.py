@@ -58,6 +58,10 @@ class NodeSpec(BaseModel):
     """`required`: the task waits (status `waiting`) until an operator approves or rejects the node."""
     timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    backoff_s: float = Field(default=0.0, ge=0, le=3600)
+    """Delay before retry N+1: backoff_s * 2**(N-1), capped at backoff_max_s, times a jitter factor in
+    [0.5, 1) derived from the task, node and attempt (deterministic). 0 retries at once."""
+    backoff_max_s: float = Field(default=60.0, gt=0, le=86400)
     description: str = ""
 
 

@@ -7,6 +7,7 @@ decisions it produced, so replaying the inputs reproduces the decisions exactly.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,8 @@ from agent_engine.contracts.events import (
     NodeErrored,
     NodeFailed,
     NodeResultIgnored,
+    NodeRetryDue,
+    NodeRetryScheduled,
     NodeSucceeded,
     TaskAccepted,
     TaskCancelled,
@@ -45,7 +48,7 @@ from agent_engine.router.state import NodeState, TaskState
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
 INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
-               "node.deadline_expired")
+               "node.deadline_expired", "node.retry_due")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 
@@ -96,6 +99,16 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
         if errored.retryable:
             return _retry_or_fail(state, errored.node, node, f"runner error: {errored.error}", out)
         return _fail(state, errored.node, node.attempts, errored.error, out)
+    if event.type == "node.retry_due":
+        due = NodeRetryDue.model_validate(event.data)
+        waiting = state.nodes.get(due.node)
+        if waiting is None or waiting.status != "retry_scheduled" or waiting.attempts + 1 != due.attempt:
+            return []
+        assert state.manifest is not None
+        upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
+        _dispatch(state.manifest, state.manifest.node(due.node), due.attempt,
+                  NodeContext(input=dict(state.input), upstream=upstream), waiting.error or "retry", out)
+        return out.events
     expired = NodeDeadlineExpired.model_validate(event.data)
     node = _open_node(state, expired.node, expired.dispatch_id)
     if node is None:
@@ -173,7 +186,10 @@ def _superseded(state: TaskState, completed: NodeCompleted) -> NodeState | None:
     """A late result of an earlier attempt of a node that is still open is as good as the current one:
     taking it means a deadline that fired while results were queued costs nothing."""
     node = state.nodes.get(completed.node)
-    if node is None or node.status != "dispatched" or not 1 <= completed.attempt < node.attempts:
+    if node is None or node.status not in ("dispatched", "retry_scheduled"):
+        return None
+    latest = node.attempts if node.status == "dispatched" else node.attempts + 1  # a failed attempt may yet answer
+    if not 1 <= completed.attempt < latest:
         return None
     return node if completed.dispatch_id == derive_id(state.task_id, completed.node, completed.attempt) else None
 
@@ -244,10 +260,25 @@ def _retry_or_fail(state: TaskState, node_id: str, node: NodeState, why: str, ou
     spec = state.manifest.node(node_id)
     if node.attempts >= spec.max_attempts:
         return _fail(state, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts", out)
+    delay = backoff_delay(spec, state.task_id or out.task_id, node.attempts)
+    if delay > 0:
+        out.add(NodeRetryScheduled(node=node_id, attempt=node.attempts + 1, at=out.now + timedelta(seconds=delay),
+                                   delay_s=delay, reason=f"retry: {why}"))
+        return out.events
     upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
     context = NodeContext(input=dict(state.input), upstream=upstream)
     _dispatch(state.manifest, spec, node.attempts + 1, context, f"retry: {why}", out)
     return out.events
+
+
+def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
+    """Seconds before the attempt after `failed_attempt`: exponential, capped, with a jitter factor in
+    [0.5, 1) taken from a hash of (task, node, attempt), so replays compute the same delay."""
+    if spec.backoff_s <= 0:
+        return 0.0
+    base = min(spec.backoff_max_s, spec.backoff_s * 2.0 ** (failed_attempt - 1))
+    jitter = 0.5 + (uuid.UUID(derive_id(task_id, spec.id, failed_attempt, "jitter")).int % 1000) / 2000
+    return round(base * jitter, 3)
 
 
 def _fail(state: TaskState, node_id: str, attempt: int, reason: str, out: _Emitter) -> list[Envelope]:
@@ -370,6 +401,9 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
         nodes = {n: replace(s, status="cancelled", finished_at=event.time) if s.status == "dispatched" else s
                  for n, s in state.nodes.items()}
         return replace(state, status="cancelled", nodes=nodes, reason=data.get("reason", ""), finished_at=event.time)
+    if kind == "node.retry_scheduled":
+        return _set_node(state, data["node"], status="retry_scheduled", deadline=_time(data["at"]),
+                         error=data.get("reason"))
     if kind == "node.approval_requested":
         state = _set_node(state, data["node"], status="awaiting_approval")
         return replace(state, status="waiting")
@@ -385,6 +419,10 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
         return replace(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
                        finished_at=event.time)
     return state
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _set_node(state: TaskState, node_id: str, **changes: Any) -> TaskState:

@@ -1,8 +1,9 @@
-"""Open dispatches and their deadlines: the router's only timer, outside the pure core.
+"""The router's only timers, outside the pure core: dispatch deadlines and scheduled retries.
 
-When a deadline passes, the shell feeds a `node.deadline_expired` input to the core (its id derives
-from the dispatch, so a repeat is absorbed). It fires only once the router has read every input
-stored before the deadline, so results already waiting in the stream settle their nodes first.
+When a deadline passes, the shell feeds a `node.deadline_expired` input to the core; when a retry's
+time comes, a `node.retry_due` input. Ids derive from the dispatch or the attempt, so a repeat is
+absorbed. Timers fire only once the router has read every input stored before their time, so
+results already waiting in the stream settle their nodes first.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agent_engine.contracts.envelope import Envelope, derive_id
-from agent_engine.contracts.events import NodeDeadlineExpired
+from agent_engine.contracts.events import NodeDeadlineExpired, NodeRetryDue
 from agent_engine.router.core import SOURCE
 from agent_engine.router.state import TaskState
 
@@ -23,6 +24,8 @@ class Open:
     deadline: datetime
     tenant: str
     correlation_id: str
+    retry: bool = False
+    """A scheduled retry (attempt `attempt` at `deadline`) rather than an open dispatch."""
 
 
 class DeadlineIndex:
@@ -38,6 +41,11 @@ class DeadlineIndex:
                 data["dispatch_id"], data["attempt"],
                 deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
                 record.tenant, record.correlation_id)
+        elif record.type == "node.retry_scheduled":
+            at = data["at"]
+            self.open[(record.task_id, data["node"])] = Open(
+                "", data["attempt"], at if isinstance(at, datetime) else datetime.fromisoformat(at),
+                record.tenant, record.correlation_id, retry=True)
         elif record.type in ("node.succeeded", "node.failed"):
             self.open.pop((record.task_id, data["node"]), None)
         elif record.type in ("task.succeeded", "task.failed", "task.rejected", "task.cancelled"):
@@ -48,19 +56,17 @@ class DeadlineIndex:
         self.drop(state.task_id)
         if state.terminal:
             return
-        for node_id, node in state.open_dispatches():
-            if node.dispatch_id and node.deadline:
+        for node_id, node in state.nodes.items():
+            if node.status == "dispatched" and node.dispatch_id and node.deadline:
                 self.open[(state.task_id, node_id)] = Open(node.dispatch_id, node.attempts, node.deadline,
                                                            state.tenant, state.correlation_id)
+            elif node.status == "retry_scheduled" and node.deadline:
+                self.open[(state.task_id, node_id)] = Open("", node.attempts + 1, node.deadline, state.tenant,
+                                                           state.correlation_id, retry=True)
 
     def drop(self, task_id: str) -> None:
         for key in [k for k in self.open if k[0] == task_id]:
             del self.open[key]
-
-    def forget(self, task_id: str, node: str, dispatch_id: str) -> None:
-        entry = self.open.get((task_id, node))
-        if entry is not None and entry.dispatch_id == dispatch_id:
-            del self.open[(task_id, node)]
 
     def expired(self, now: datetime, *, caught_up: bool, read_through: datetime | None) -> list[Envelope]:
         """Inputs for the dispatches whose deadline passed and whose results cannot still be queued:
@@ -71,10 +77,15 @@ class DeadlineIndex:
                 continue
             if not caught_up and (read_through is None or read_through < entry.deadline):
                 continue
+            if entry.retry:
+                event_id = derive_id(task_id, node, entry.attempt, "retry-due")
+                data = NodeRetryDue(node=node, attempt=entry.attempt).model_dump()
+            else:
+                event_id = derive_id(entry.dispatch_id, "deadline")
+                data = NodeDeadlineExpired(dispatch_id=entry.dispatch_id, node=node, attempt=entry.attempt).model_dump()
             due.append(Envelope(
-                id=derive_id(entry.dispatch_id, "deadline"), source=SOURCE, type=NodeDeadlineExpired.TYPE,
+                id=event_id, source=SOURCE, type=NodeRetryDue.TYPE if entry.retry else NodeDeadlineExpired.TYPE,
                 time=now, tenant=entry.tenant, task_id=task_id, correlation_id=entry.correlation_id,
-                causation_id=entry.dispatch_id,
-                data=NodeDeadlineExpired(dispatch_id=entry.dispatch_id, node=node, attempt=entry.attempt).model_dump(),
+                causation_id=entry.dispatch_id or None, data=data,
             ))
         return due

@@ -226,10 +226,9 @@ class Router:
                 except Exception:
                     log.exception("deadline of task %s node %s failed; will retry", event.task_id, event.data["node"])
                     continue
-                state = self.cache.get(event.task_id)  # an entry whose dispatch is no longer open was stale
-                node = state.nodes.get(event.data["node"]) if state else None
-                if node is None or node.dispatch_id != event.data["dispatch_id"] or node.status != "dispatched":
-                    self.deadlines.forget(event.task_id, event.data["node"], event.data["dispatch_id"])
+                state = self.cache.get(event.task_id)  # an entry the state no longer has was stale: drop it
+                if state is not None:
+                    self.deadlines.sync(state)
             if due:
                 log.info("deadline passed for %d dispatch(es)", len(due))
 

@@ -14,11 +14,12 @@ from agent_engine.contracts.manifest import WorkflowManifest
 @dataclass(frozen=True)
 class NodeState:
     status: str = "pending"
-    """pending | awaiting_approval | approved | dispatched | succeeded | failed | reached (an EXIT node) |
-    cancelled (running at cancel)"""
+    """pending | awaiting_approval | approved | dispatched | retry_scheduled | succeeded | failed |
+    reached (an EXIT node) | cancelled (running at cancel)"""
     attempts: int = 0
     dispatch_id: str | None = None
     deadline: datetime | None = None
+    """When the open dispatch times out, or (retry_scheduled) when the next attempt is due."""
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
     output: dict[str, Any] | None = None
