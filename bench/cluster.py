@@ -69,6 +69,18 @@ class EngineClient:
                 out[task_id] = "unknown"
         return out
 
+    async def run_to_end(self, tenant: str, task_input: dict[str, Any], directory: Path = EXAMPLE
+                         ) -> tuple[str, list[Envelope]]:
+        """Push a workflow, submit one task, wait for it to end: its status and stored history."""
+        nc = await self.connect()
+        try:
+            workflow = await self.push(nc, tenant, directory)
+            task_id = await self.submit(nc, tenant, workflow, task_input)
+            status = await self.wait_terminal(nc, [task_id])
+            return status[task_id], await self.history(nc, task_id)
+        finally:
+            await nc.close()
+
     async def show(self, nc: Any, task_id: str) -> dict[str, Any]:
         return await self.query(nc, "task.show", task_id)
 

@@ -3,6 +3,7 @@ AE_POSTGRES_URL), and the five services as OS processes started by agentctl's ow
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +78,16 @@ class Engine(EngineClient):
         deadline = time.monotonic() + 5
         while embedded.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def wait_for_status(self, task_id: str, status: str, tries: int = 100) -> dict[str, Any]:
+        """Poll `agentctl task show --json` until the task has `status`; returns what it showed."""
+        shown: dict[str, Any] = {}
+        for _ in range(tries):
+            shown = json.loads(self.agentctl("task", "show", task_id, "--json").stdout or "{}")
+            if shown.get("status") == status:
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"task {task_id} never became {status}: {shown.get('status')}")
 
     def agentctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([AGENTCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout,

@@ -4,22 +4,12 @@ approved edit runs; a rejection fails the task. Who decided is in the history.""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 WORKFLOW = "tests/workflows/approval"
 
-
-def _wait_for(engine, task_id: str, status: str) -> dict:
-    shown: dict = {}
-    for _ in range(100):
-        shown = json.loads(engine.agentctl("task", "show", task_id, "--json").stdout or "{}")
-        if shown.get("status") == status:
-            return shown
-        time.sleep(0.2)
-    raise AssertionError(f"task never became {status}: {shown.get('status')}")
 
 
 def _submit(engine, tenant: str) -> str:
@@ -31,7 +21,7 @@ def _submit(engine, tenant: str) -> str:
 
 def test_approval_round_trip_with_a_refused_and_an_accepted_edit(engine, tenant):
     task_id = _submit(engine, tenant)
-    waiting = _wait_for(engine, task_id, "waiting")
+    waiting = engine.wait_for_status(task_id, "waiting")
     assert {n["node"]: n["status"] for n in waiting["nodes"]}["listing"] == "awaiting_approval"
 
     bad = engine.agentctl("approve", task_id, "listing", "--edit", '{"path": 5}', "--by", "alice")
@@ -42,7 +32,7 @@ def test_approval_round_trip_with_a_refused_and_an_accepted_edit(engine, tenant)
     assert good.returncode == 0, good.stderr
     assert "edited arguments" in good.stdout
 
-    done = _wait_for(engine, task_id, "succeeded")
+    done = engine.wait_for_status(task_id, "succeeded")
     files = {n["node"]: n for n in done["nodes"]}["listing"]["output"]["files"]
     assert files and all(f.startswith("examples/research-review/") and f.endswith(".yaml") for f in files)
     history = json.loads(engine.agentctl("task", "history", task_id, "--json").stdout)
@@ -53,10 +43,10 @@ def test_approval_round_trip_with_a_refused_and_an_accepted_edit(engine, tenant)
 
 def test_reject_fails_the_task_with_the_reason(engine, tenant):
     task_id = _submit(engine, tenant)
-    _wait_for(engine, task_id, "waiting")
+    engine.wait_for_status(task_id, "waiting")
     rejected = engine.agentctl("reject", task_id, "listing", "--reason", "not today", "--by", "bob")
     assert rejected.returncode == 0, rejected.stderr
-    failed = _wait_for(engine, task_id, "failed")
+    failed = engine.wait_for_status(task_id, "failed")
     assert failed["reason"] == "node 'listing' failed: rejected by bob: not today"
     again = engine.agentctl("approve", task_id, "listing")
     assert again.returncode == 1 and "not waiting for approval" in again.stderr

@@ -12,19 +12,9 @@ pytestmark = pytest.mark.e2e
 WORKFLOW = Path(__file__).parent / "workflows" / "backoff"
 
 
-async def _run(engine, tenant: str):
-    nc = await engine.connect()
-    try:
-        workflow = await engine.push(nc, tenant, WORKFLOW)
-        task_id = await engine.submit(nc, tenant, workflow, {})
-        status = await engine.wait_terminal(nc, [task_id])
-        return status[task_id], await engine.history(nc, task_id)
-    finally:
-        await nc.close()
-
 
 def test_the_retry_waits_for_its_backoff_then_succeeds(engine, tenant):
-    status, history = asyncio.run(_run(engine, tenant))
+    status, history = asyncio.run(engine.run_to_end(tenant, {}, WORKFLOW))
     assert status == "succeeded"
     types = [e.type for e in history]
     assert "node.retry_scheduled" in types

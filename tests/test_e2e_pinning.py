@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -13,15 +11,6 @@ pytestmark = pytest.mark.e2e
 APPROVAL = Path(__file__).parent / "workflows" / "approval"
 
 
-def _show(engine, task_id: str, status: str) -> dict:
-    shown: dict = {}
-    for _ in range(100):
-        shown = json.loads(engine.agentctl("task", "show", task_id, "--json").stdout or "{}")
-        if shown.get("status") == status:
-            return shown
-        time.sleep(0.2)
-    raise AssertionError(f"task never became {status}: {shown.get('status')}")
-
 
 def test_a_running_task_keeps_its_revision_and_a_new_task_gets_the_new_one(engine, tenant, tmp_path):
     v1 = tmp_path / "approval"
@@ -29,7 +18,7 @@ def test_a_running_task_keeps_its_revision_and_a_new_task_gets_the_new_one(engin
     assert engine.agentctl("workflow", "push", str(v1), "--tenant", tenant).returncode == 0
     first = engine.agentctl("submit", "approval", "--tenant", tenant, "--input", '{"folder": "examples"}')
     old_task = first.stdout.strip()
-    pinned = _show(engine, old_task, "waiting")["revision"]
+    pinned = engine.wait_for_status(old_task, "waiting")["revision"]
 
     # revision 2 lists only YAML files; the waiting task must still run revision 1's arguments
     text = (v1 / "workflow.yaml").read_text().replace("path: $input.folder", "path: $input.folder\n      pattern: '*.yaml'")
@@ -38,7 +27,7 @@ def test_a_running_task_keeps_its_revision_and_a_new_task_gets_the_new_one(engin
     assert pushed.returncode == 0 and "pushed" in pushed.stderr
 
     assert engine.agentctl("approve", old_task, "listing", "--by", "carol").returncode == 0
-    old = _show(engine, old_task, "succeeded")
+    old = engine.wait_for_status(old_task, "succeeded")
     assert old["revision"] == pinned
     assert old["engine_version"] and old["contract_version"] == 1
     old_files = {n["node"]: n for n in old["nodes"]}["listing"]["output"]["files"]
@@ -46,8 +35,8 @@ def test_a_running_task_keeps_its_revision_and_a_new_task_gets_the_new_one(engin
 
     second = engine.agentctl("submit", "approval", "--tenant", tenant, "--input", '{"folder": "examples"}')
     new_task = second.stdout.strip()
-    new_revision = _show(engine, new_task, "waiting")["revision"]
+    new_revision = engine.wait_for_status(new_task, "waiting")["revision"]
     assert new_revision != pinned
     assert engine.agentctl("approve", new_task, "listing").returncode == 0
-    new_files = {n["node"]: n for n in _show(engine, new_task, "succeeded")["nodes"]}["listing"]["output"]["files"]
+    new_files = {n["node"]: n for n in engine.wait_for_status(new_task, "succeeded")["nodes"]}["listing"]["output"]["files"]
     assert new_files and all(f.endswith(".yaml") for f in new_files)
