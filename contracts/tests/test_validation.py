@@ -223,13 +223,186 @@ def test_reachable() -> None:
     one(errors, "reachable", node="orphan", says="cannot be reached from START node 'fetch'")
 
 
-@pytest.mark.parametrize("role", ["BRANCH", "SPLIT", "MERGE"])
-def test_role_supported(role: str) -> None:
+# --- fan-out, fan-in and loops ---------------------------------------------------------------
+
+def fan_out() -> dict[str, Any]:
+    """fetch -> fork (BRANCH) -> a, b -> join (MERGE) -> plan (SPLIT over parts) -> work -> collect (MERGE)
+    -> judge -> done | failed; judge may send work back to think... (think sits before fork)."""
     b = body()
-    node(b, "think")["role"] = role
+    b["nodes"][1:1] = [
+        {"id": "fork", "role": "BRANCH", "kind": "tool", "tool": "stats", "args": {"text": "x"}},
+        {"id": "a", "role": "LINEAR", "kind": "agent", "agent": "thinker"},
+        {"id": "b", "role": "LINEAR", "kind": "agent", "agent": "thinker"},
+        {"id": "join", "role": "MERGE", "merge": {"policy": "quorum", "quorum": 2}},
+        {"id": "plan", "role": "SPLIT", "kind": "agent", "agent": "planner",
+         "split": {"items": "parts", "merge": "collect", "max_items": 10}},
+        {"id": "work", "role": "LINEAR", "kind": "agent", "agent": "thinker"},
+        {"id": "collect", "role": "MERGE", "kind": "agent", "agent": "thinker"},
+    ]
+    b["edges"] = [
+        {"from": "fetch", "to": "fork"}, {"from": "fork", "to": "a"}, {"from": "fork", "to": "b"},
+        {"from": "a", "to": "join"}, {"from": "b", "to": "join"}, {"from": "join", "to": "plan"},
+        {"from": "plan", "to": "work"}, {"from": "work", "to": "collect"}, {"from": "collect", "to": "think"},
+        *b["edges"][1:],
+    ]
+    b["agents"]["planner"] = {"provider": "mock", "output_schema": "plan"}
+    b["schemas"]["plan"] = {"type": "object", "properties": {"parts": {"type": "array"}, "n": {"type": "integer"}}}
+    node(b, "judge")["revise"] = {"target": "think", "when": {"field": "verdict", "equals": "reject"},
+                                  "max_revisions": 2}
+    return b
+
+
+def test_every_role_together_is_valid() -> None:
+    assert errors_of(fan_out()) == []
+
+
+def test_branch_arity() -> None:
+    b = fan_out()
+    b["nodes"].remove(node(b, "b"))
+    drop_edge(b, "fork", "b")
+    drop_edge(b, "b", "join")
     errors = errors_of(b)
-    assert rules(errors) == {"role-supported"}
-    one(errors, "role-supported", node="think", says=f"role {role} is not supported yet")
+    one(errors, "role-arity", node="fork", says="BRANCH node must have at least two successors, has 1")
+    one(errors, "merge-fan-out", node="join")
+
+
+def test_branch_condition() -> None:
+    b = fan_out()
+    edge(b, "fork", "a")["when"] = {"field": "x", "equals": 1}
+    one(errors_of(b), "branch-condition", node="fork", says="use a DECISION node")
+
+
+def test_merge_without_a_matching_fan_out() -> None:
+    b = fan_out()
+    node(b, "fork")["role"] = "DECISION"
+    edge(b, "fork", "a")["when"] = {"field": "x", "equals": 1}
+    edge(b, "fork", "b")["default"] = True
+    one(errors_of(b), "merge-fan-out", node="join", says="must collect a SPLIT")
+
+
+def test_merge_with_one_input_and_no_split() -> None:
+    b = body()
+    b["nodes"].insert(1, {"id": "alone", "role": "MERGE"})
+    drop_edge(b, "fetch", "think")
+    b["edges"] += [{"from": "fetch", "to": "alone"}, {"from": "alone", "to": "think"}]
+    one(errors_of(b), "merge-fan-out", node="alone")
+
+
+def test_merge_quorum_needs_policy_quorum_and_fits_the_inputs() -> None:
+    b = fan_out()
+    node(b, "join")["merge"] = {"policy": "quorum"}
+    one(errors_of(b), "merge-quorum", node="join", says="exactly when merge.policy is quorum")
+    node(b, "join")["merge"] = {"policy": "quorum", "quorum": 3}
+    one(errors_of(b), "merge-quorum", node="join", says="quorum 3 is more than the 2 inputs")
+
+
+def test_merge_kind() -> None:
+    b = fan_out()
+    node(b, "join").update(kind="tool", tool="stats")
+    one(errors_of(b), "merge-kind", node="join", says="no kind")
+
+
+def test_parallel_paths_join_only_at_a_merge() -> None:
+    b = fan_out()
+    node(b, "join").update(role="LINEAR", kind="agent", agent="thinker")
+    del node(b, "join")["merge"]
+    errors = errors_of(b)
+    one(errors, "join-needs-merge", node="join", says="parallel paths of BRANCH 'fork'")
+
+
+def test_split_needs_its_spec() -> None:
+    b = fan_out()
+    del node(b, "plan")["split"]
+    errors = errors_of(b)
+    one(errors, "split-spec", node="plan", says="split: {items")
+    one(errors, "merge-fan-out", node="collect")
+
+
+def test_split_merge_must_name_a_merge_node() -> None:
+    b = fan_out()
+    node(b, "plan")["split"]["merge"] = "work"
+    errors = errors_of(b)
+    one(errors, "split-merge", node="plan", says="'work', which is not a MERGE node")
+
+
+def test_split_items_must_be_an_array_field_of_the_output_schema() -> None:
+    b = fan_out()
+    node(b, "plan")["split"]["items"] = "missing"
+    one(errors_of(b), "split-items", node="plan", says="does not declare")
+    node(b, "plan")["split"]["items"] = "n"
+    one(errors_of(b), "split-items", node="plan", says="declares as integer, not an array")
+
+
+def test_split_body_needs_a_node() -> None:
+    b = fan_out()
+    drop_edge(b, "plan", "work")
+    drop_edge(b, "work", "collect")
+    b["nodes"].remove(node(b, "work"))
+    b["edges"].append({"from": "plan", "to": "collect"})
+    one(errors_of(b), "split-body", node="plan", says="at least one node between")
+
+
+def test_split_body_cannot_be_entered_from_outside() -> None:
+    b = fan_out()
+    b["edges"].append({"from": "a", "to": "work"})
+    errors = errors_of(b)
+    assert "split-body" in rules(errors)
+    assert any(e.node == "work" and "entered from ['a']" in e.message for e in errors), [str(e) for e in errors]
+
+
+def test_split_merge_has_one_predecessor() -> None:
+    b = fan_out()
+    b["nodes"].append({"id": "work2", "role": "LINEAR", "kind": "agent", "agent": "thinker"})
+    node(b, "work")["role"] = "BRANCH"
+    b["edges"] += [{"from": "work", "to": "work2"}, {"from": "work2", "to": "collect"}]
+    one(errors_of(b), "split-merge-arity", node="collect", says="exactly one predecessor")
+
+
+def test_loop_without_max_revisions() -> None:
+    b = fan_out()
+    del node(b, "judge")["revise"]["max_revisions"]
+    one(errors_of(b), "loop-bound", node="judge", says="max_revisions")
+
+
+def test_a_cycle_in_the_edges_points_to_revise() -> None:
+    b = body()
+    b["edges"].append({"from": "judge", "to": "think", "when": {"field": "verdict", "equals": "reject"}})
+    error = one(errors_of(b), "acyclic", node="think")
+    assert "revise:" in error.message
+
+
+def test_revise_target_must_come_before() -> None:
+    b = fan_out()
+    node(b, "judge")["revise"]["target"] = "nowhere"
+    one(errors_of(b), "revise-target", node="judge", says="'nowhere', which is not a node")
+    node(b, "judge")["revise"]["target"] = "judge"
+    one(errors_of(b), "revise-target", node="judge", says="must come before this node")
+
+
+def test_revise_segment_stays_linear() -> None:
+    b = fan_out()
+    node(b, "judge")["revise"]["target"] = "a"
+    one(errors_of(b), "revise-segment", node="judge", says="['collect', 'join', 'plan']")
+
+
+def test_revise_condition_field_is_in_the_schema() -> None:
+    b = fan_out()
+    node(b, "judge")["revise"]["when"]["field"] = "mood"
+    one(errors_of(b), "condition-field", node="judge", says="revise.when tests field 'mood'")
+
+
+def test_continue_on_failure_is_not_for_decisions() -> None:
+    b = body()
+    node(b, "judge")["continue_on_failure"] = True
+    one(errors_of(b), "continue-on-failure", node="judge")
+
+
+def test_split_and_merge_fields_only_on_their_roles() -> None:
+    b = body()
+    node(b, "think")["merge"] = {"policy": "any"}
+    node(b, "think")["split"] = {"items": "x", "merge": "done"}
+    errors = [e for e in errors_of(b) if e.rule == "role-fields"]
+    assert {e.message for e in errors} == {"only SPLIT nodes declare split", "only MERGE nodes declare merge"}
 
 
 # --- node declarations ------------------------------------------------------------------------

@@ -274,15 +274,17 @@ def test_anything_after_a_terminal_status_is_absorbed(verdict: str) -> None:
     assert decide(run.state, accepted(review_workflow(), id="accept-again")) == []
 
 
-def test_terminal_status_alone_absorbs_inputs_for_a_still_open_dispatch() -> None:
-    """Even if a dispatch were left open when the task ended, its result must not revive the task."""
+def test_a_dispatch_open_when_the_task_ended_is_abandoned_and_its_result_only_recorded() -> None:
+    """A dispatch still open when the task ended (another branch reached an EXIT) must not revive it."""
     run = started(review_workflow())
     draft = run.dispatch()
     ended = evolve(run.state, envelope("task.failed", {"status": "failed", "reason": "stopped"}, id="stop"))
-    assert ended.nodes["draft"].status == "dispatched"
+    assert ended.nodes["draft"].status == "abandoned"
 
-    assert decide(ended, completed(draft)) == []
-    assert decide(ended, errored(draft)) == []
+    late = decide(ended, completed(draft))
+    assert [e.type for e in late] == ["node.result_ignored"]
+    assert "had ended (failed)" in late[0].data["reason"]
+    assert [e.type for e in decide(ended, errored(draft))] == ["node.result_ignored"]
     assert decide(ended, expired(draft)) == []
 
 

@@ -197,7 +197,10 @@ def test_task_failed_without_an_exit_node_reaches_no_node() -> None:
     assert state.status == "failed"
     assert state.exit_node is None
     assert state.reason == "node 'x' failed: y"
-    assert state.nodes == before.nodes
+    assert not any(n.status == "reached" for n in state.nodes.values())
+    # a dispatch still open when the task ended is abandoned: its result will be recorded and ignored
+    assert {n: s.status for n, s in state.nodes.items() if s.status != before.nodes[n].status} == {
+        "draft": "abandoned"}
 
 
 # --- node lifecycle ---------------------------------------------------------------------------

@@ -65,8 +65,21 @@ class TaskRejected(EventData):
     workflow: str | None = None
 
 
+class Lineage(BaseModel):
+    """Where a task came from when another task made it: a SPLIT's subtask (or a fork's clone)."""
+
+    kind: Literal["subtask", "fork"]
+    parent_id: str
+    root_id: str
+    cause: str
+    """Why it exists, in words: e.g. "item 3 of 50 of SPLIT node 'plan'"."""
+    parent_node: str | None = None
+    index: int | None = None
+
+
 class TaskStarted(EventData):
-    """The router pinned a workflow revision; `workflow_manifest` is that revision, whole."""
+    """The router pinned a workflow revision; `workflow_manifest` is that revision, whole.
+    A subtask also records its lineage, the node it starts at and the MERGE node it stops before."""
 
     TYPE = "task.started"
     workflow: str
@@ -75,6 +88,11 @@ class TaskStarted(EventData):
     contract_version: int
     input: dict[str, Any]
     workflow_manifest: WorkflowManifest
+    lineage: Lineage | None = None
+    entry: str | None = None
+    stop_at: str | None = None
+    upstream: dict[str, Any] = Field(default_factory=dict)
+    """Outputs a subtask inherits from its parent (visible to its nodes as upstream outputs)."""
 
 
 class TaskFinished(EventData):
@@ -90,6 +108,8 @@ class TaskCancelRequested(EventData):
     TYPE = "task.cancel_requested"
     reason: str = Field(default="", max_length=1000)
     requested_by: str | None = None
+    parent_id: str | None = None
+    """Set when a parent task stops its subtask; such a cancel also stops a subtask not yet started."""
 
 
 class TaskCancelled(EventData):
@@ -132,6 +152,11 @@ class NodeContext(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
     upstream: dict[str, Any] = Field(default_factory=dict)
     """Outputs of the nodes that already succeeded, by node id."""
+    feedback: dict[str, Any] | None = None
+    """For a node run again by a reviewer's `revise`: the reviewer's output."""
+    revision: int = 0
+    merged: dict[str, Any] | None = None
+    """For an agent MERGE node: the combined outputs it is to merge."""
 
 
 class NodeDispatched(EventData):
@@ -194,6 +219,8 @@ class NodeSucceeded(EventData):
     provider: str | None = None
     model: str | None = None
     usage: Usage | None = None
+    chosen: str | None = None
+    """For a DECISION node: the successor its output chose."""
 
 
 class NodeApprovalRequested(EventData):
@@ -256,7 +283,8 @@ class NodeRetryDue(EventData):
 
 
 class NodeResultIgnored(EventData):
-    """A result that arrived for a node of a cancelled task: recorded once, never used."""
+    """A result that arrived for a node of a task that had already ended (cancelled, or an EXIT reached
+    while other branches ran): recorded once, never used."""
 
     TYPE = "node.result_ignored"
     dispatch_id: str
@@ -270,6 +298,91 @@ class NodeFailed(EventData):
     node: str
     attempt: int
     reason: str
+    continued: bool | None = None
+    """True when the node declares continue_on_failure: the task goes on without its output."""
+
+
+class NodeSkipped(EventData):
+    """A node that will not run: every path into it was not taken (a DECISION chose another edge)."""
+
+    TYPE = "node.skipped"
+    node: str
+    reason: str
+
+
+class NodeMerged(EventData):
+    """A MERGE node's policy was met (once per node): which inputs arrived, failed or were skipped.
+    `output` is the combined value; an agent MERGE node is dispatched with it instead."""
+
+    TYPE = "node.merged"
+    node: str
+    policy: str
+    arrived: list[str]
+    failed: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    output: dict[str, Any] | None = None
+
+
+class NodeFannedOut(EventData):
+    """A SPLIT node started one subtask per item; `subtasks[i]` is the task id of item i."""
+
+    TYPE = "node.fanned_out"
+    node: str
+    merge: str
+    subtasks: list[str]
+
+
+class SubtaskRequested(EventData):
+    """Router to router: start a subtask (the envelope's task_id) for one item of a SPLIT.
+    It runs the nodes after the SPLIT node up to, not including, the MERGE node `merge`."""
+
+    TYPE = "subtask.requested"
+    lineage: Lineage
+    merge: str
+    item: Any = None
+    count: int
+    workflow: str
+    revision: str
+    workflow_manifest: WorkflowManifest
+    input: dict[str, Any]
+    upstream: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubtaskFinished(EventData):
+    """Router to router: a subtask ended; the envelope's task_id is the parent's."""
+
+    TYPE = "subtask.finished"
+    subtask_id: str
+    parent_node: str
+    index: int
+    status: Literal["succeeded", "failed", "cancelled"]
+    output: dict[str, Any] | None = None
+    reason: str = ""
+
+
+class SubtaskSettled(EventData):
+    """The parent recorded a subtask's end (once per subtask)."""
+
+    TYPE = "subtask.settled"
+    node: str
+    index: int
+    subtask_id: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    output: dict[str, Any] | None = None
+    reason: str = ""
+
+
+class NodeRevisionRequested(EventData):
+    """A reviewer's output matched its `revise` rule: `reset` nodes run again as revision `revision`,
+    starting at `target`, with the reviewer's output as feedback."""
+
+    TYPE = "node.revision_requested"
+    node: str
+    target: str
+    revision: int
+    max_revisions: int
+    feedback: dict[str, Any]
+    reset: list[str]
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -296,7 +409,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         NodeApprovalRequested, NodeApprovalDecided, NodeApproved, NodeApprovalRefused,
         NodeRetryScheduled, NodeRetryDue,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,
-        LlmCalled,
+        NodeSkipped, NodeMerged, NodeFannedOut, SubtaskRequested, SubtaskFinished, SubtaskSettled,
+        NodeRevisionRequested, LlmCalled,
     )
 }
 

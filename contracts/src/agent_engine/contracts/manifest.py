@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
-SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "EXIT"})
+SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
 Kind = Literal["agent", "tool"]
 ExitStatus = Literal["succeeded", "failed"]
 Provider = Literal["auto", "mock", "anthropic"]
@@ -44,6 +44,44 @@ def lookup(data: Any, path: str) -> tuple[bool, Any]:
     return True, current
 
 
+class MergeSpec(BaseModel):
+    """How a MERGE node joins: when it fires, and how the arrived outputs combine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["all", "any", "quorum"] = "all"
+    """all: every input settled; any: the first output; quorum: `quorum` outputs arrived."""
+    quorum: int | None = Field(default=None, ge=1)
+    combine: Literal["list", "keyed"] = "list"
+    """list: {"items": [outputs in order]}; keyed: {source: output} (a node id, or a SPLIT item index).
+    An agent MERGE node gets the combined value as `merged` in its context and its output is the node's."""
+
+
+class SplitSpec(BaseModel):
+    """A SPLIT node's fan-out: one subtask per item of the list at `items` in the node's output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: str = Field(min_length=1)
+    """Dotted path into the SPLIT node's output naming the list to fan out over."""
+    max_items: int = Field(default=100, ge=1, le=1000)
+    """More items than this fails the node (nothing is silently cut)."""
+    merge: str = Field(min_length=1)
+    """The MERGE node that collects the subtasks; each subtask runs the nodes between the two."""
+
+
+class ReviseSpec(BaseModel):
+    """A bounded loop without a cycle in the graph: when `when` matches this node's output, the
+    nodes from `target` to this one run again, with this node's output as `feedback`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    when: Condition
+    max_revisions: int | None = Field(default=None, ge=1, le=10)
+    """Required (validation names a missing one); after this many revisions the output is routed as usual."""
+
+
 class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +100,14 @@ class NodeSpec(BaseModel):
     """Delay before retry N+1: backoff_s * 2**(N-1), capped at backoff_max_s, times a jitter factor in
     [0.5, 1) derived from the task, node and attempt (deterministic). 0 retries at once."""
     backoff_max_s: float = Field(default=60.0, gt=0, le=86400)
+    continue_on_failure: bool = False
+    """A failure (after retries) does not fail the task: successors see {"error": reason} as the
+    node's output, a MERGE counts it as a failed input; on a SPLIT it covers its subtasks."""
+    merge: MergeSpec | None = None
+    """MERGE nodes only (default: policy all, combine list)."""
+    split: SplitSpec | None = None
+    """SPLIT nodes only (required there)."""
+    revise: ReviseSpec | None = None
     description: str = ""
 
 
@@ -121,3 +167,6 @@ class WorkflowManifest(BaseModel):
 
     def successors(self, node_id: str) -> list[EdgeSpec]:
         return [e for e in self.edges if e.from_ == node_id]
+
+    def predecessors(self, node_id: str) -> list[str]:
+        return [e.from_ for e in self.edges if e.to == node_id]

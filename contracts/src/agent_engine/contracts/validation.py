@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from agent_engine.contracts.manifest import SUPPORTED_ROLES, WorkflowManifest
+from agent_engine.contracts.manifest import SUPPORTED_ROLES, NodeSpec, WorkflowManifest
 
 WORKFLOW_FILE = "workflow.yaml"
 AGENTS_FILE = "agents.yaml"
@@ -81,13 +81,117 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
 
     cycle = _find_cycle(ids, out)
     if cycle:
-        err(cycle[0], "acyclic", "the graph has a cycle: " + " -> ".join(cycle))
+        err(cycle[0], "acyclic", "the graph has a cycle: " + " -> ".join(cycle)
+            + "; a loop is declared with `revise:` on the reviewing node, bounded by max_revisions")
     if len(starts) == 1:
         reachable = _reachable(starts[0], out)
         for node_id in ids:
             if node_id not in reachable:
                 err(node_id, "reachable", f"node cannot be reached from START node '{starts[0]}'")
+    if not cycle and len(seen) == len(ids):
+        _check_fan_in(manifest, out, inc, err)
+        for node in manifest.nodes:
+            if node.revise is not None:
+                _check_revise(manifest, node, out, inc, err)
     return errors
+
+
+def _check_fan_in(manifest: WorkflowManifest, out: dict[str, list[str]], inc: dict[str, list[str]],
+                  report: Report) -> None:
+    """SPLIT bodies are closed by their MERGE; parallel paths of a BRANCH only join at a MERGE."""
+    named: dict[str, str] = {}
+    for node in manifest.nodes:
+        if node.role != "SPLIT" or node.split is None or len(out[node.id]) != 1:
+            continue
+        merge = node.split.merge
+        if merge not in out or manifest.node(merge).role != "MERGE":
+            report(node.id, "split-merge", f"split.merge names '{merge}', which is not a MERGE node of this workflow")
+            continue
+        if merge in named:
+            report(node.id, "split-merge", f"MERGE node '{merge}' already collects SPLIT node '{named[merge]}'")
+            continue
+        named[merge] = node.id
+        entry = out[node.id][0]
+        if entry == merge:
+            report(node.id, "split-body", "a SPLIT needs at least one node between it and its MERGE")
+            continue
+        body = _reachable(entry, out, stop=merge) - {merge}
+        if merge not in {t for n in body for t in out[n]}:
+            report(node.id, "split-body", f"no path from '{entry}' reaches MERGE node '{merge}'")
+        if len(inc[merge]) != 1:
+            report(merge, "split-merge-arity", f"the MERGE of SPLIT '{node.id}' must have exactly one predecessor "
+                   f"(the last node each subtask runs), has {inc[merge]}")
+        for inner in sorted(body):
+            outside = [p for p in inc[inner] if p not in body and p != node.id]
+            if outside:
+                report(inner, "split-body", f"node is inside the body of SPLIT '{node.id}' but is also entered "
+                       f"from {outside}, outside it")
+        _check_split_items(manifest, node, report)
+    for node in manifest.nodes:
+        if node.role != "MERGE" or node.id in named:
+            continue
+        upstream_branches = [b for b in _reachable_back(node.id, inc) if manifest.node(b).role == "BRANCH"]
+        if len(inc[node.id]) < 2 or not upstream_branches:
+            report(node.id, "merge-fan-out", "a MERGE node must collect a SPLIT (named by its split.merge) or join "
+                   "two or more paths of a BRANCH; this one does neither")
+        elif node.merge is not None and node.merge.policy == "quorum" and (node.merge.quorum or 0) > len(inc[node.id]):
+            report(node.id, "merge-quorum", f"quorum {node.merge.quorum} is more than the {len(inc[node.id])} "
+                   "inputs this MERGE has")
+    for branch in (n for n in manifest.nodes if n.role == "BRANCH"):
+        # where each path of the BRANCH can go before a MERGE closes it (the MERGE itself not counted)
+        reach = {s: {n for n in _reachable(s, out, stop_at_merge=manifest) if manifest.node(n).role != "MERGE"}
+                 for s in out[branch.id]}
+        for node in manifest.nodes:
+            if node.role == "MERGE" or len(inc[node.id]) < 2:
+                continue
+            sources = {s for s, r in reach.items() if any(p in r for p in inc[node.id])}
+            if len(sources) >= 2:
+                report(node.id, "join-needs-merge", f"parallel paths of BRANCH '{branch.id}' (through "
+                       f"{sorted(sources)}) meet here; join them with a MERGE node")
+
+
+def _check_split_items(manifest: WorkflowManifest, node: NodeSpec, report: Report) -> None:
+    assert node.split is not None
+    schema = _output_schema(manifest, node)
+    if schema is None:
+        return
+    found = _schema_at(schema, node.split.items)
+    if found is None:
+        report(node.id, "split-items", f"split.items names '{node.split.items}', which the node's output schema "
+               "does not declare")
+    elif found.get("type") not in (None, "array"):
+        report(node.id, "split-items", f"split.items names '{node.split.items}', which the output schema "
+               f"declares as {found.get('type')}, not an array")
+
+
+def _check_revise(manifest: WorkflowManifest, node: NodeSpec, out: dict[str, list[str]], inc: dict[str, list[str]],
+                  report: Report) -> None:
+    rule = node.revise
+    assert rule is not None
+    if rule.max_revisions is None:
+        report(node.id, "loop-bound", "revise needs max_revisions (1-10): a loop must be bounded")
+    if rule.target not in out:
+        report(node.id, "revise-target", f"revise.target names '{rule.target}', which is not a node of this workflow")
+        return
+    ahead = _reachable(rule.target, out)
+    if rule.target == node.id or node.id not in ahead:
+        report(node.id, "revise-target", f"revise.target '{rule.target}' must come before this node on its path")
+        return
+    between = ahead & _reachable_back(node.id, inc)
+    odd = sorted(n for n in between if manifest.node(n).role in ("BRANCH", "SPLIT", "MERGE", "START"))
+    if odd:
+        report(node.id, "revise-segment", f"the nodes a revision runs again may not include START, BRANCH, SPLIT "
+               f"or MERGE nodes; this one would include {odd}")
+    schema = _output_schema(manifest, node)
+    if schema is not None and _schema_at(schema, rule.when.field) is None:
+        report(node.id, "condition-field", f"revise.when tests field '{rule.when.field}', which the node's output "
+               "schema does not declare")
+
+
+def _output_schema(manifest: WorkflowManifest, node: NodeSpec) -> dict[str, object] | None:
+    if node.kind != "agent" or node.agent not in manifest.agents:
+        return None
+    return manifest.schemas.get(manifest.agents[node.agent or ""].output_schema or "")
 
 
 def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred: list[str],
@@ -98,6 +202,8 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
                f"role {node.role} is not supported yet; this engine runs {sorted(SUPPORTED_ROLES)}")
         return
     if node.role == "EXIT":
+        if node.continue_on_failure or node.revise is not None:
+            report(node.id, "exit-fields", "EXIT node does no work: remove continue_on_failure and revise")
         if succ:
             report(node.id, "role-arity", f"EXIT node must have no successors, has {succ}")
         if node.status is None:
@@ -111,10 +217,35 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
         report(node.id, "role-arity", f"START node must have no predecessors, has {pred}")
     if node.status is not None:
         report(node.id, "exit-status", "only EXIT nodes declare a status")
-    if node.role in ("START", "LINEAR") and len(succ) != 1:
+    if node.role in ("START", "LINEAR", "SPLIT", "MERGE") and len(succ) != 1:
         report(node.id, "role-arity", f"{node.role} node must have exactly one successor, has {len(succ)}")
     if node.role == "DECISION":
         _check_decision(manifest, node_id, succ, report)
+        if node.continue_on_failure:
+            report(node.id, "continue-on-failure", "a DECISION node cannot continue_on_failure: without an output "
+                   "there is no edge to choose")
+    if node.role == "BRANCH":
+        if len(succ) < 2:
+            report(node.id, "role-arity", f"BRANCH node must have at least two successors, has {len(succ)}")
+        for edge in manifest.successors(node_id):
+            if edge.when is not None or edge.default:
+                report(node.id, "branch-condition", f"edge {node_id} -> {edge.to}: a BRANCH runs every successor; "
+                       "use a DECISION node to choose one")
+    if node.role == "SPLIT" and node.split is None:
+        report(node.id, "split-spec", "SPLIT node must declare split: {items: <output field>, merge: <MERGE node>}")
+    if node.split is not None and node.role != "SPLIT":
+        report(node.id, "role-fields", "only SPLIT nodes declare split")
+    if node.merge is not None and node.role != "MERGE":
+        report(node.id, "role-fields", "only MERGE nodes declare merge")
+    if node.role == "MERGE":
+        if node.merge is not None and (node.merge.policy == "quorum") != (node.merge.quorum is not None):
+            report(node.id, "merge-quorum", "merge.quorum is given exactly when merge.policy is quorum")
+        if node.kind == "tool":
+            report(node.id, "merge-kind", "a MERGE node combines by itself (no kind) or with an agent (kind: agent)")
+        elif node.kind is None:
+            if node.agent or node.tool or node.approval == "required":
+                report(node.id, "merge-kind", "a MERGE node without kind does no work: remove agent/tool/approval")
+            return
     if node.kind is None:
         report(node.id, "node-kind", "node must declare kind: agent or tool")
     elif node.kind == "agent":
@@ -153,13 +284,17 @@ def _check_decision(manifest: WorkflowManifest, node_id: str, succ: list[str], r
 
 
 def _schema_has_path(schema: dict[str, object], path: str) -> bool:
+    return _schema_at(schema, path) is not None
+
+
+def _schema_at(schema: dict[str, object], path: str) -> dict[str, object] | None:
     current: object = schema
     for part in path.split("."):
         props = current.get("properties") if isinstance(current, dict) else None
         if not isinstance(props, dict) or part not in props:
-            return False
+            return None
         current = props[part]
-    return True
+    return current if isinstance(current, dict) else {}
 
 
 def _find_cycle(ids: list[str], out: dict[str, list[str]]) -> list[str] | None:
@@ -188,12 +323,21 @@ def _find_cycle(ids: list[str], out: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def _reachable(start: str, out: dict[str, list[str]]) -> set[str]:
+def _reachable(start: str, out: dict[str, list[str]], *, stop: str | None = None,
+               stop_at_merge: WorkflowManifest | None = None) -> set[str]:
+    """Nodes reachable from `start`, not walking past `stop` or (given the manifest) any MERGE node."""
     seen = {start}
     todo = [start]
     while todo:
-        for nxt in out[todo.pop()]:
+        current = todo.pop()
+        if current == stop or (stop_at_merge is not None and stop_at_merge.node(current).role == "MERGE"):
+            continue
+        for nxt in out[current]:
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
+
+
+def _reachable_back(end: str, inc: dict[str, list[str]]) -> set[str]:
+    return _reachable(end, inc)

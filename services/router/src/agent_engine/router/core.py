@@ -7,7 +7,9 @@ decisions it produced, so replaying the inputs reproduces the decisions exactly.
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +20,7 @@ from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_i
 from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
+    Lineage,
     NodeApprovalDecided,
     NodeApprovalRefused,
     NodeApprovalRequested,
@@ -28,10 +31,17 @@ from agent_engine.contracts.events import (
     NodeDispatched,
     NodeErrored,
     NodeFailed,
+    NodeFannedOut,
+    NodeMerged,
     NodeResultIgnored,
     NodeRetryDue,
     NodeRetryScheduled,
+    NodeRevisionRequested,
+    NodeSkipped,
     NodeSucceeded,
+    SubtaskFinished,
+    SubtaskRequested,
+    SubtaskSettled,
     TaskAccepted,
     TaskCancelled,
     TaskCancelRequested,
@@ -41,16 +51,20 @@ from agent_engine.contracts.events import (
     TaskSucceeded,
     Usage,
 )
-from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION
-from agent_engine.router.state import NodeState, TaskState
+from agent_engine.router.graph import segment, split_merges
+from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
 INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
-               "node.deadline_expired", "node.retry_due")
+               "node.deadline_expired", "node.retry_due", "subtask.requested", "subtask.finished")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
+MAX_FANOUT_BYTES = 3 * 1024 * 1024
+"""The subtask requests of one SPLIT are stored in one transaction; keep it well under what psycopg's
+pipeline handles (it deadlocks near 6 MB)."""
 
 
 @dataclass(frozen=True)
@@ -71,80 +85,88 @@ class RouterInput:
 
 def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
     """The events an input causes; [] when it changes nothing (duplicate, stale or late)."""
+    return _decide(state, inp).events
+
+
+def _decide(state: TaskState, inp: RouterInput) -> _Emitter:
+    out = _Emitter(state, inp.event)
     event = inp.event
     if event.id in state.applied or event.type not in INPUT_TYPES:
-        return []
+        return out
     if state.tenant and event.tenant != state.tenant:
-        return []  # never let one tenant's event touch another tenant's task
-    out = _Emitter(state, event)
-    if event.type == "task.accepted":
-        return _on_accepted(state, inp, out)
-    if event.type == "task.cancel_requested":
-        return _on_cancel(state, TaskCancelRequested.model_validate(event.data), out)
-    if state.status == "cancelled" and event.type in ("node.completed", "node.errored"):
-        return _ignore_late_result(state, event, out)
-    if event.type == "node.approval_decided":
-        return _on_approval(state, NodeApprovalDecided.model_validate(event.data), out)
+        return out  # never let one tenant's event touch another tenant's task
+    handler = _HANDLERS[event.type]
+    handler(out, inp)
+    if out.events and out.state.status in ("running", "waiting") and not out.state.has_open_work():
+        _finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
+    return out
+
+
+def _on_accepted(out: _Emitter, inp: RouterInput) -> None:
+    if out.state.status != "new":
+        return  # a request for a task that exists: idempotent
+    accepted = TaskAccepted.model_validate(inp.event.data)
+    if inp.workflow is None:
+        out.add(TaskRejected(
+            stage="router", workflow=accepted.workflow,
+            reason=f"unknown workflow '{accepted.workflow}' for tenant '{inp.event.tenant}': "
+                   f"push it first with `agentctl workflow push DIR`",
+        ))
+        return
+    manifest = inp.workflow.manifest
+    out.add(TaskStarted(
+        workflow=accepted.workflow, revision=inp.workflow.revision, engine_version=ENGINE_VERSION,
+        contract_version=CONTRACT_VERSION, input=accepted.input, workflow_manifest=manifest,
+    ))
+    _activate(out, manifest.start().id, "start")
+
+
+def _on_subtask_requested(out: _Emitter, inp: RouterInput) -> None:
+    if out.state.status != "new":
+        return  # already started (a redelivery), or cancelled by its parent before it started
+    req = SubtaskRequested.model_validate(inp.event.data)
+    manifest = req.workflow_manifest
+    split = manifest.node(req.lineage.parent_node or "")
+    out.add(TaskStarted(
+        workflow=req.workflow, revision=req.revision, engine_version=ENGINE_VERSION,
+        contract_version=CONTRACT_VERSION, input=req.input, workflow_manifest=manifest,
+        lineage=req.lineage, entry=manifest.successors(split.id)[0].to, stop_at=req.merge, upstream=req.upstream,
+    ))
+    assert out.state.entry is not None
+    _activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
+
+
+def _on_cancel(out: _Emitter, inp: RouterInput) -> None:
+    request = TaskCancelRequested.model_validate(inp.event.data)
+    state = out.state
+    if state.status == "new" and request.parent_id:
+        # the parent ended before this subtask started: make sure it never does
+        out.add(TaskCancelled(reason=request.reason or "cancelled with its parent", requested_by=request.requested_by))
+        return
     if state.status not in ("running", "waiting"):
-        return []
-    if event.type == "node.completed":
-        completed = NodeCompleted.model_validate(event.data)
-        node = _open_node(state, completed.node, completed.dispatch_id) or _superseded(state, completed)
-        return _on_completed(state, completed, out) if node else []
-    if event.type == "node.errored":
-        errored = NodeErrored.model_validate(event.data)
-        node = _open_node(state, errored.node, errored.dispatch_id)
-        if node is None:
-            return []
-        if errored.retryable:
-            return _retry_or_fail(state, errored.node, node, f"runner error: {errored.error}", out)
-        return _fail(state, errored.node, node.attempts, errored.error, out)
-    if event.type == "node.retry_due":
-        due = NodeRetryDue.model_validate(event.data)
-        waiting = state.nodes.get(due.node)
-        if waiting is None or waiting.status != "retry_scheduled" or waiting.attempts + 1 != due.attempt:
-            return []
-        assert state.manifest is not None
-        upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
-        _dispatch(state.manifest, state.manifest.node(due.node), due.attempt,
-                  NodeContext(input=dict(state.input), upstream=upstream), waiting.error or "retry", out)
-        return out.events
-    expired = NodeDeadlineExpired.model_validate(event.data)
-    node = _open_node(state, expired.node, expired.dispatch_id)
-    if node is None:
-        return []
-    assert state.manifest is not None
-    timeout = state.manifest.node(expired.node).timeout_s
-    return _retry_or_fail(state, expired.node, node, f"no result within the {timeout:g}s deadline", out)
+        return  # nothing to stop: not started, or already finished
+    _finish(out, "cancelled", request.reason or "cancelled on request", requested_by=request.requested_by)
 
 
-def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | None:
-    node = state.nodes.get(node_id)
-    if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
-        return None
-    return node
-
-
-def _on_approval(state: TaskState, decided: NodeApprovalDecided, out: _Emitter) -> list[Envelope]:
+def _on_approval(out: _Emitter, inp: RouterInput) -> None:
+    decided = NodeApprovalDecided.model_validate(inp.event.data)
+    state = out.state
     node = state.nodes.get(decided.node)
     if state.status != "waiting" or node is None or node.status != "awaiting_approval" or state.manifest is None:
-        return []
+        return
     manifest = state.manifest
     spec = manifest.node(decided.node)
     if decided.decision == "reject":
         why = f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason else "")
-        return _fail(state, spec.id, node.attempts, why, out)
+        _node_failed(out, spec.id, node.attempts, why)
+        return
     problem = _edit_problem(manifest, spec, decided.args)
     if problem:
         out.add(NodeApprovalRefused(node=spec.id, decided_by=decided.decided_by, reason=problem))
-        return out.events
+        return
     out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by, args=decided.args,
                          edited=decided.args is not None))
-    upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
-    context = NodeContext(input=dict(state.input), upstream=upstream)
-    _dispatch(manifest, spec, 1, context, f"approved by {decided.decided_by}", out, approved=True,
-              args_override=decided.args)
-    return out.events
+    _dispatch(out, spec, 1, f"approved by {decided.decided_by}", approved=True, args_override=decided.args)
 
 
 def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, Any] | None) -> str:
@@ -163,84 +185,111 @@ def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, An
     return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}"
 
 
-def _on_cancel(state: TaskState, request: TaskCancelRequested, out: _Emitter) -> list[Envelope]:
+def _on_completed(out: _Emitter, inp: RouterInput) -> None:
+    completed = NodeCompleted.model_validate(inp.event.data)
+    state = out.state
+    if state.terminal:
+        _ignore_late_result(out, completed.node, completed.dispatch_id, inp.event.type)
+        return
     if state.status not in ("running", "waiting"):
-        return []  # nothing to stop: not started, or already finished
-    out.add(TaskCancelled(reason=request.reason or "cancelled on request", requested_by=request.requested_by,
-                          open_nodes=[node for node, _ in state.open_dispatches()]))
-    return out.events
-
-
-def _ignore_late_result(state: TaskState, event: Envelope, out: _Emitter) -> list[Envelope]:
-    """A result for a node that was running when the task was cancelled: recorded once, then unused."""
-    node_id, dispatch_id = event.data.get("node"), event.data.get("dispatch_id")
-    node = state.nodes.get(str(node_id))
-    if node is None or node.status != "cancelled" or node.dispatch_id != dispatch_id:
-        return []
-    out.add(NodeResultIgnored(dispatch_id=str(dispatch_id), node=str(node_id), attempt=node.attempts,
-                              reason=f"the task was cancelled before this {event.type} arrived"))
-    return out.events
-
-
-def _superseded(state: TaskState, completed: NodeCompleted) -> NodeState | None:
-    """A late result of an earlier attempt of a node that is still open is as good as the current one:
-    taking it means a deadline that fired while results were queued costs nothing."""
-    node = state.nodes.get(completed.node)
-    if node is None or node.status not in ("dispatched", "retry_scheduled"):
-        return None
-    latest = node.attempts if node.status == "dispatched" else node.attempts + 1  # a failed attempt may yet answer
-    if not 1 <= completed.attempt < latest:
-        return None
-    return node if completed.dispatch_id == derive_id(state.task_id, completed.node, completed.attempt) else None
-
-
-def _on_accepted(state: TaskState, inp: RouterInput, out: _Emitter) -> list[Envelope]:
-    if state.status != "new":
-        return []  # a request for a task that exists: idempotent
-    accepted = TaskAccepted.model_validate(inp.event.data)
-    if inp.workflow is None:
-        out.add(TaskRejected(
-            stage="router", workflow=accepted.workflow,
-            reason=f"unknown workflow '{accepted.workflow}' for tenant '{inp.event.tenant}': "
-                   f"push it first with `agentctl workflow push DIR`",
-        ))
-        return out.events
-    manifest = inp.workflow.manifest
-    out.add(TaskStarted(
-        workflow=accepted.workflow, revision=inp.workflow.revision, engine_version=ENGINE_VERSION,
-        contract_version=CONTRACT_VERSION, input=accepted.input, workflow_manifest=manifest,
-    ))
-    context = NodeContext(input=accepted.input)
-    _dispatch(manifest, manifest.start(), 1, context, "start", out)
-    return out.events
-
-
-def _on_completed(state: TaskState, completed: NodeCompleted, out: _Emitter) -> list[Envelope]:
+        return
+    if not (_open_node(state, completed.node, completed.dispatch_id) or _superseded(state, completed)):
+        return
     assert state.manifest is not None
-    manifest = state.manifest
-    spec = manifest.node(completed.node)
-    next_id, problem = _next_node(manifest, spec, completed.output)
-    if next_id is None:
-        return _fail(state, spec.id, completed.attempt, problem, out)
+    spec = state.manifest.node(completed.node)
+    chosen, problem = _choose(state.manifest, spec, completed.output)
+    if problem:
+        _node_failed(out, spec.id, completed.attempt, problem)
+        return
     out.add(NodeSucceeded(
         dispatch_id=completed.dispatch_id, node=completed.node, attempt=completed.attempt,
         output=completed.output, provider=completed.provider, model=completed.model, usage=completed.usage,
+        chosen=chosen,
     ))
-    upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
-    upstream[completed.node] = completed.output
-    nxt = manifest.node(next_id)
-    if nxt.role == "EXIT":
-        cls = TaskSucceeded if nxt.status == "succeeded" else TaskFailed
-        out.add(cls(status=nxt.status or "failed", exit_node=nxt.id, reason=f"reached EXIT node '{nxt.id}'"))
-        return out.events
-    _dispatch(manifest, nxt, 1, NodeContext(input=dict(state.input), upstream=upstream), "next", out)
-    return out.events
+    if spec.revise is not None and _revise(out, spec, completed.output):
+        return
+    _advance(out, spec.id)
 
 
-def _next_node(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any]) -> tuple[str | None, str]:
-    edges = manifest.successors(spec.id)
+def _on_errored(out: _Emitter, inp: RouterInput) -> None:
+    errored = NodeErrored.model_validate(inp.event.data)
+    if out.state.terminal:
+        _ignore_late_result(out, errored.node, errored.dispatch_id, inp.event.type)
+        return
+    node = _open_node(out.state, errored.node, errored.dispatch_id)
+    if node is None or out.state.status not in ("running", "waiting"):
+        return
+    if errored.retryable:
+        _retry_or_fail(out, errored.node, node, f"runner error: {errored.error}")
+    else:
+        _node_failed(out, errored.node, node.attempts, errored.error)
+
+
+def _on_deadline(out: _Emitter, inp: RouterInput) -> None:
+    expired = NodeDeadlineExpired.model_validate(inp.event.data)
+    node = _open_node(out.state, expired.node, expired.dispatch_id)
+    if node is None or out.state.status not in ("running", "waiting"):
+        return
+    assert out.state.manifest is not None
+    timeout = out.state.manifest.node(expired.node).timeout_s
+    _retry_or_fail(out, expired.node, node, f"no result within the {timeout:g}s deadline")
+
+
+def _on_retry_due(out: _Emitter, inp: RouterInput) -> None:
+    due = NodeRetryDue.model_validate(inp.event.data)
+    state = out.state
+    waiting = state.nodes.get(due.node)
+    if (state.status not in ("running", "waiting") or waiting is None or waiting.status != "retry_scheduled"
+            or waiting.attempts + 1 != due.attempt):
+        return
+    assert state.manifest is not None
+    _dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
+
+
+def _on_subtask_finished(out: _Emitter, inp: RouterInput) -> None:
+    finished = SubtaskFinished.model_validate(inp.event.data)
+    state = out.state
+    fanout = state.fanouts.get(finished.parent_node)
+    if state.status not in ("running", "waiting") or fanout is None or finished.index in fanout.results:
+        return
+    if not 0 <= finished.index < len(fanout.subtasks) or fanout.subtasks[finished.index] != finished.subtask_id:
+        return
+    out.add(SubtaskSettled(node=finished.parent_node, index=finished.index, subtask_id=finished.subtask_id,
+                           status=finished.status, output=finished.output, reason=finished.reason))
+    assert state.manifest is not None
+    split = state.manifest.node(finished.parent_node)
+    if finished.status != "succeeded" and not split.continue_on_failure:
+        reason = f"subtask {finished.index} ({finished.subtask_id}) {finished.status}: {finished.reason}"
+        out.add(NodeFailed(node=split.id, attempt=out.state.nodes[split.id].attempts, reason=reason))
+        _finish(out, "failed", f"node '{split.id}' failed: {reason}")
+        return
+    _try_merge(out, fanout.merge)
+
+
+_HANDLERS: dict[str, Callable[[_Emitter, RouterInput], None]] = {
+    "task.accepted": _on_accepted, "subtask.requested": _on_subtask_requested, "task.cancel_requested": _on_cancel,
+    "node.approval_decided": _on_approval, "node.completed": _on_completed, "node.errored": _on_errored,
+    "node.deadline_expired": _on_deadline, "node.retry_due": _on_retry_due,
+    "subtask.finished": _on_subtask_finished,
+}
+
+
+# --- moving through the graph -----------------------------------------------------------------
+
+def _choose(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any]) -> tuple[str | None, str]:
+    """(chosen successor for a DECISION, problem); a problem fails the node."""
+    if spec.role == "SPLIT":
+        assert spec.split is not None
+        present, items = lookup(output, spec.split.items)
+        if not present or not isinstance(items, list):
+            return None, (f"SPLIT output has no list at '{spec.split.items}' "
+                          f"(got {type(items).__name__ if present else 'nothing'})")
+        if len(items) > spec.split.max_items:
+            return None, f"SPLIT output lists {len(items)} items, over the declared max_items {spec.split.max_items}"
+        return None, ""
     if spec.role != "DECISION":
-        return edges[0].to, ""
+        return None, ""
+    edges = manifest.successors(spec.id)
     for edge in edges:
         if edge.when is not None and edge.when.matches(output):
             return edge.to, ""
@@ -255,20 +304,260 @@ def _next_node(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any
     return None, f"DECISION output matched no edge: got {found}; edges test {tested}"
 
 
-def _retry_or_fail(state: TaskState, node_id: str, node: NodeState, why: str, out: _Emitter) -> list[Envelope]:
+def _advance(out: _Emitter, node_id: str) -> None:
+    """A node settled (succeeded, failed and continued, or skipped): tell its successors."""
+    state = out.state
     assert state.manifest is not None
     spec = state.manifest.node(node_id)
+    node = state.nodes[node_id]
+    if spec.role == "SPLIT" and spec.split is not None:
+        if node.status == "succeeded":
+            _fan_out(out, spec)
+        else:  # skipped, or failed and continued: the body never runs; its MERGE hears of it
+            _try_merge(out, spec.split.merge)
+        return
+    # the taken edge first: when it reaches an EXIT, the paths not taken need no record
+    targets = sorted((e.to for e in state.manifest.successors(node_id)), key=lambda t: node.chosen not in (None, t))
+    for target in targets:
+        if out.state.terminal:
+            return
+        _arrive(out, target)
+
+
+def _edge(state: TaskState, pred: str, target: str) -> str:
+    """The state of the edge pred -> target: live, failed (continued), dead, or pending."""
+    node = state.nodes[pred]
+    if node.status == "succeeded":
+        return "live" if node.chosen is None or node.chosen == target else "dead"
+    if node.status == "failed" and node.continued:
+        return "failed"
+    if node.status == "skipped":
+        return "dead"
+    return "pending"
+
+
+def _arrive(out: _Emitter, target: str) -> None:
+    state = out.state
+    assert state.manifest is not None
+    manifest = state.manifest
+    if target == state.stop_at:  # a subtask's path reached the MERGE that runs in its parent
+        pred = manifest.predecessors(target)[0]
+        if _edge(state, pred, target) in ("live", "failed"):
+            node = state.nodes[pred]
+            output = node.output if node.status == "succeeded" else {"error": node.error}
+            _finish(out, "succeeded", f"subtask reached MERGE node '{target}'", output=output)
+        return
+    if state.nodes[target].status != "pending":
+        return  # already running or settled: a node runs once per revision
+    spec = manifest.node(target)
+    if spec.role == "MERGE":
+        _try_merge(out, target)
+        return
+    edges = [_edge(state, p, target) for p in manifest.predecessors(target)]
+    if "live" in edges or "failed" in edges:
+        _activate(out, target, "next")
+    elif all(e == "dead" for e in edges):
+        out.add(NodeSkipped(node=target, reason="no path into it was taken"))
+        _advance(out, target)
+
+
+def _activate(out: _Emitter, node_id: str, reason: str) -> None:
+    assert out.state.manifest is not None
+    spec = out.state.manifest.node(node_id)
+    if spec.role == "EXIT":
+        _finish(out, spec.status or "failed", f"reached EXIT node '{spec.id}'", exit_node=spec.id)
+        return
+    _dispatch(out, spec, 1, reason)
+
+
+def _merge_sources(state: TaskState, merge_id: str) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """Each input of a MERGE node: source -> (live | failed | dead | pending, output)."""
+    assert state.manifest is not None
+    split = split_merges(state.manifest).get(merge_id)
+    if split is not None:
+        fanout = state.fanouts.get(split)
+        if fanout is None:  # the SPLIT was skipped, or failed and continued: nothing was fanned out
+            return {split: ("dead" if state.nodes[split].status == "skipped" else "failed", None)}
+        sources: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        for index in range(len(fanout.subtasks)):
+            status, output, _ = fanout.results.get(index, ("pending", None, ""))
+            sources[str(index)] = ("live" if status == "succeeded" else "pending" if status == "pending"
+                                   else "failed", output)
+        return sources
+    return {p: (_edge(state, p, merge_id), state.nodes[p].output) for p in state.manifest.predecessors(merge_id)}
+
+
+def _try_merge(out: _Emitter, merge_id: str) -> None:
+    """Fire a MERGE node once its policy is met; fail it once the policy can no longer be met."""
+    state = out.state
+    assert state.manifest is not None
+    if state.nodes[merge_id].status != "pending":
+        return  # fired (or failed) already: a MERGE fires once
+    spec = state.manifest.node(merge_id)
+    policy = spec.merge or MergeSpec()
+    sources = _merge_sources(state, merge_id)
+    arrived = [s for s, (e, _) in sources.items() if e == "live"]
+    failed = [s for s, (e, _) in sources.items() if e == "failed"]
+    dead = [s for s, (e, _) in sources.items() if e == "dead"]
+    pending = [s for s, (e, _) in sources.items() if e == "pending"]
+    need = {"all": len(sources) - len(failed) - len(dead), "any": 1}.get(policy.policy, policy.quorum or 1)
+    if policy.policy == "all" and pending:
+        return
+    if sources and len(dead) == len(sources):
+        out.add(NodeSkipped(node=merge_id, reason="no path into it was taken"))
+        _advance(out, merge_id)
+        return
+    if len(arrived) < need:
+        if len(arrived) + len(pending) >= need:
+            return
+        why = (f"MERGE needs {need} input(s) under policy '{policy.policy}' but only {len(arrived)} can arrive: "
+               f"failed {failed}, not taken {dead}")
+        _node_failed(out, merge_id, 0, why)
+        return
+    outputs = {s: sources[s][1] or {} for s in arrived}
+    combined: dict[str, Any] = {"items": list(outputs.values())} if policy.combine == "list" else outputs
+    out.add(NodeMerged(node=merge_id, policy=policy.policy, arrived=arrived, failed=failed, skipped=dead,
+                       output=combined))
+    split = split_merges(state.manifest).get(merge_id)
+    if split is not None:
+        fanout = out.state.fanouts.get(split)
+        for task_id in fanout.open_subtasks() if fanout else []:
+            out.add(TaskCancelRequested(reason=f"MERGE node '{merge_id}' fired under policy '{policy.policy}'",
+                                        requested_by=f"task {out.task_id}", parent_id=out.task_id), task_id=task_id)
+    if spec.kind == "agent":
+        _dispatch(out, spec, 1, "merged")
+    else:
+        _advance(out, merge_id)
+
+
+def _fan_out(out: _Emitter, spec: NodeSpec) -> None:
+    state = out.state
+    assert state.manifest is not None and spec.split is not None
+    node = state.nodes[spec.id]
+    _, items = lookup(node.output, spec.split.items)
+    ids = [derive_id(out.task_id, spec.id, node.revision, "subtask", i) for i in range(len(items))]
+    inherited = {k: v for k, v in _upstream(state).items() if k != spec.id}
+    size = len(state.manifest.model_dump_json()) + len(json.dumps(inherited)) + len(json.dumps(state.input))
+    total = size * len(items) + len(json.dumps(items))
+    if total > MAX_FANOUT_BYTES:
+        reason = (f"SPLIT of {len(items)} items would record {total // 1024} KiB of subtask requests, over the "
+                  f"{MAX_FANOUT_BYTES // 1024} KiB one fan-out may carry; pass large data as workspace files")
+        _node_failed(out, spec.id, node.attempts, reason)
+        return
+    out.add(NodeFannedOut(node=spec.id, merge=spec.split.merge, subtasks=ids))
+    root = state.lineage.root_id if state.lineage else out.task_id
+    for index, (task_id, item) in enumerate(zip(ids, items, strict=True)):
+        lineage = Lineage(kind="subtask", parent_id=out.task_id, root_id=root, parent_node=spec.id, index=index,
+                          cause=f"item {index} of {len(items)} of SPLIT node '{spec.id}'")
+        out.add(SubtaskRequested(
+            lineage=lineage, merge=spec.split.merge, item=item, count=len(items), workflow=state.workflow or "",
+            revision=state.revision or "", workflow_manifest=state.manifest,
+            input={**state.input, "item": item, "item_index": index, "item_count": len(items)}, upstream=inherited,
+        ), task_id=task_id)
+    if not items:
+        _try_merge(out, spec.split.merge)
+
+
+def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> bool:
+    """Send work back to the reviser's target when its rule matches and revisions remain."""
+    rule = spec.revise
+    state = out.state
+    assert rule is not None and state.manifest is not None and rule.max_revisions is not None
+    used = state.revisions.get(spec.id, 0)
+    if not rule.when.matches(output) or used >= rule.max_revisions:
+        return False
+    reset = sorted(segment(state.manifest, rule.target, spec.id))
+    out.add(NodeRevisionRequested(node=spec.id, target=rule.target, revision=used + 1,
+                                  max_revisions=rule.max_revisions, feedback=output, reset=reset))
+    why = f"revision {used + 1} of {rule.max_revisions} asked by '{spec.id}'"
+    _dispatch(out, state.manifest.node(rule.target), 1, why)
+    return True
+
+
+def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = None,
+            output: dict[str, Any] | None = None, requested_by: str | None = None) -> None:
+    """End the task: record its terminal status, stop its subtasks, and tell a parent."""
+    state = out.state
+    children = state.open_subtasks()
+    if status == "cancelled":
+        out.add(TaskCancelled(reason=reason, requested_by=requested_by,
+                              open_nodes=[node for node, _ in state.open_dispatches()]))
+    else:
+        if status == "succeeded":
+            out.add(TaskSucceeded(status="succeeded", exit_node=exit_node, reason=reason))
+        else:
+            out.add(TaskFailed(status="failed", exit_node=exit_node, reason=reason))
+    for task_id in children:
+        out.add(TaskCancelRequested(reason=f"parent task {status}: {reason}"[:1000], requested_by=f"task {out.task_id}",
+                                    parent_id=out.task_id), task_id=task_id)
+    lineage = state.lineage
+    if lineage is not None and lineage.parent_node is not None and lineage.index is not None:
+        out.add(SubtaskFinished(subtask_id=out.task_id, parent_node=lineage.parent_node, index=lineage.index,
+                                status=status, output=output if status == "succeeded" else None,  # type: ignore[arg-type]
+                                reason=reason), task_id=lineage.parent_id)
+
+
+def _node_failed(out: _Emitter, node_id: str, attempt: int, reason: str) -> None:
+    """A node failed for good: the task fails, unless the node declares continue_on_failure."""
+    assert out.state.manifest is not None
+    spec = out.state.manifest.node(node_id)
+    if spec.continue_on_failure:
+        out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason, continued=True))
+        _advance(out, node_id)
+        return
+    out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason))
+    _finish(out, "failed", f"node '{node_id}' failed: {reason}")
+
+
+# --- runs and retries -------------------------------------------------------------------------
+
+def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | None:
+    node = state.nodes.get(node_id)
+    if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
+        return None
+    return node
+
+
+def _ignore_late_result(out: _Emitter, node_id: str, dispatch_id: str, event_type: str) -> None:
+    """A result for a node that was running when the task ended: recorded once, then unused."""
+    node = out.state.nodes.get(node_id)
+    if node is None or node.status not in ("cancelled", "abandoned") or node.dispatch_id != dispatch_id:
+        return
+    out.add(NodeResultIgnored(dispatch_id=dispatch_id, node=node_id, attempt=node.attempts,
+                              reason=f"the task had ended ({out.state.status}) before this {event_type} arrived"))
+
+
+def _superseded(state: TaskState, completed: NodeCompleted) -> NodeState | None:
+    """A late result of an earlier attempt of a node that is still open is as good as the current one:
+    taking it means a deadline that fired while results were queued costs nothing."""
+    node = state.nodes.get(completed.node)
+    if node is None or node.status not in ("dispatched", "retry_scheduled"):
+        return None
+    latest = node.attempts if node.status == "dispatched" else node.attempts + 1  # a failed attempt may yet answer
+    if not 1 <= completed.attempt < latest:
+        return None
+    expected = dispatch_id_for(state.task_id, completed.node, node.revision, completed.attempt)
+    return node if completed.dispatch_id == expected else None
+
+
+def dispatch_id_for(task_id: str, node: str, revision: int, attempt: int) -> str:
+    if revision == 0:
+        return derive_id(task_id, node, attempt)
+    return derive_id(task_id, node, f"revision-{revision}", attempt)
+
+
+def _retry_or_fail(out: _Emitter, node_id: str, node: NodeState, why: str) -> None:
+    assert out.state.manifest is not None
+    spec = out.state.manifest.node(node_id)
     if node.attempts >= spec.max_attempts:
-        return _fail(state, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts", out)
-    delay = backoff_delay(spec, state.task_id or out.task_id, node.attempts)
+        _node_failed(out, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts")
+        return
+    delay = backoff_delay(spec, out.task_id, node.attempts)
     if delay > 0:
         out.add(NodeRetryScheduled(node=node_id, attempt=node.attempts + 1, at=out.now + timedelta(seconds=delay),
                                    delay_s=delay, reason=f"retry: {why}"))
-        return out.events
-    upstream = {n: s.output for n, s in state.nodes.items() if s.status == "succeeded"}
-    context = NodeContext(input=dict(state.input), upstream=upstream)
-    _dispatch(state.manifest, spec, node.attempts + 1, context, f"retry: {why}", out)
-    return out.events
+        return
+    _dispatch(out, spec, node.attempts + 1, f"retry: {why}")
 
 
 def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
@@ -281,44 +570,54 @@ def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
     return round(base * jitter, 3)
 
 
-def _fail(state: TaskState, node_id: str, attempt: int, reason: str, out: _Emitter) -> list[Envelope]:
-    out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason))
-    out.add(TaskFailed(status="failed", reason=f"node '{node_id}' failed: {reason}"))
-    return out.events
+def _upstream(state: TaskState) -> dict[str, Any]:
+    """What later nodes see of earlier ones: outputs, and {"error": ...} for a continued failure."""
+    upstream = dict(state.inherited)
+    for node_id, node in state.nodes.items():
+        if node.status == "succeeded":
+            upstream[node_id] = node.output
+        elif node.status == "failed" and node.continued:
+            upstream[node_id] = {"error": node.error}
+    return upstream
 
 
-def _dispatch(manifest: WorkflowManifest, spec: NodeSpec, attempt: int, context: NodeContext,
-              reason: str, out: _Emitter, *, approved: bool = False,
+def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
               args_override: dict[str, Any] | None = None) -> None:
     """Dispatch a node, or ask for approval first when it requires it (retries are not asked again)."""
-    dispatch_id = derive_id(out.task_id, spec.id, attempt)
+    state = out.state
+    manifest = state.manifest
+    assert manifest is not None
+    node = state.nodes[spec.id]
+    context = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
+                          revision=node.revision, merged=node.merged)
     size = len(context.model_dump_json())
     if size > MAX_CONTEXT_BYTES:
-        reason = (f"the context for node '{spec.id}' (task input plus upstream outputs) is {size // 1024} KiB, over "
-                  f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; pass large data as workspace files")
-        out.add(NodeFailed(node=spec.id, attempt=attempt, reason=reason))
-        out.add(TaskFailed(status="failed", reason=f"node '{spec.id}' failed: {reason}"))
+        _node_failed(out, spec.id, attempt, (
+            f"the context for node '{spec.id}' (task input plus upstream outputs) is {size // 1024} KiB, over "
+            f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; pass large data as workspace files"))
         return
+    ask = spec.approval == "required" and not approved and attempt == 1
     data = NodeDispatched(
-        dispatch_id=dispatch_id, node=spec.id, kind=spec.kind or "tool", attempt=attempt,
-        deadline=out.now + timedelta(seconds=spec.timeout_s), reason=reason, context=context,
+        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt), node=spec.id,
+        kind=spec.kind or "tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
+        reason=reason, context=context,
     )
     if spec.kind == "agent":
-        agent = manifest.agents[spec.agent or ""]
-        schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
-        if spec.approval == "required" and not approved and attempt == 1:
+        if ask:
             out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
             return
+        agent = manifest.agents[spec.agent or ""]
+        schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
+        script = manifest.mock.get(spec.id, [])
         data.agent = DispatchedAgent(name=spec.agent or "", **agent.model_dump(), output_schema_json=schema,
-                                     mock_responses=manifest.mock.get(spec.id, []))
+                                     mock_responses=script[node.runs_before:] or script[-1:])
     else:
         tool = manifest.tools[spec.tool or ""]
         args, missing = resolve_args(spec.args, context)
         if missing:
-            out.add(NodeFailed(node=spec.id, attempt=attempt, reason=missing))
-            out.add(TaskFailed(status="failed", reason=f"node '{spec.id}' failed: {missing}"))
+            _node_failed(out, spec.id, attempt, missing)
             return
-        if spec.approval == "required" and not approved and attempt == 1:
+        if ask:
             out.add(NodeApprovalRequested(node=spec.id, kind="tool", args=args))
             return
         data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin,
@@ -343,47 +642,42 @@ def resolve_args(args: dict[str, Any], context: NodeContext) -> tuple[dict[str, 
 
 
 class _Emitter:
-    """Builds output envelopes with ids derived from the input and time taken from it."""
+    """Builds output envelopes with ids derived from the input and time taken from it, and keeps the
+    state they lead to, so each decision sees the ones before it."""
 
     def __init__(self, state: TaskState, cause: Envelope) -> None:
         self.cause = cause
+        self.state = state
         self.task_id = state.task_id or cause.task_id
         self.tenant = state.tenant or cause.tenant
         self.correlation_id = state.correlation_id or cause.correlation_id
         self.now = cause.time
         self.events: list[Envelope] = []
 
-    def add(self, data: Any) -> None:
+    def add(self, data: Any, *, task_id: str | None = None) -> None:
+        """Record `data`; `task_id` addresses another task (a subtask or the parent), stored here."""
         # model_construct: every field is built here from validated values, so skip re-validation
-        self.events.append(Envelope.model_construct(
+        envelope = Envelope.model_construct(
             id=derive_id(self.cause.id, len(self.events)), source=SOURCE, type=data.TYPE, time=self.now,
-            tenant=self.tenant, task_id=self.task_id, correlation_id=self.correlation_id,
+            tenant=self.tenant, task_id=task_id or self.task_id, correlation_id=self.correlation_id,
             causation_id=self.cause.id, data=data.model_dump(mode="json", by_alias=True, exclude_none=True),
-        ))
+        )
+        self.events.append(envelope)
+        self.state = evolve(self.state, envelope)
 
 
 # --- evolve -----------------------------------------------------------------------------------
 
 def evolve(state: TaskState, event: Envelope) -> TaskState:
-    """Fold one recorded event into the state. Unknown types only bump the version."""
+    """Fold one recorded event into the state. Unknown types (and records addressed to other tasks,
+    such as a subtask request) only bump the version."""
     state = replace(state, version=state.version + 1)
     data = event.data
     kind = event.type
     if kind == INPUT_RECORD:
         return replace(state, applied=state.applied | {data["input"]["id"]}, task_id=event.task_id,
                        tenant=event.tenant, correlation_id=state.correlation_id or event.correlation_id)
-    if kind == "task.started":
-        started = TaskStarted.model_validate(data)
-        manifest = started.workflow_manifest
-        return replace(
-            state, status="running", workflow=started.workflow, revision=started.revision,
-            engine_version=started.engine_version, contract_version=started.contract_version,
-            manifest=manifest, input=started.input, started_at=event.time,
-            nodes={n.id: NodeState() for n in manifest.nodes},
-        )
-    if kind == "task.rejected":
-        return replace(state, status="rejected", reason=data.get("reason", ""), finished_at=event.time)
-    # the two hottest types read their fields directly: they were validated when decided
+    # the hottest types read their fields directly: they were validated when decided
     if kind == "node.dispatched":
         deadline = data["deadline"]
         return _set_node(state, data["node"], status="dispatched", attempts=data["attempt"],
@@ -392,33 +686,121 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
     if kind == "node.succeeded":
         usage = data.get("usage")
         return _set_node(state, data["node"], status="succeeded", output=data["output"],
-                         provider=data.get("provider"), model=data.get("model"),
+                         provider=data.get("provider"), model=data.get("model"), chosen=data.get("chosen"),
                          usage=Usage.model_validate(usage) if usage else None, finished_at=event.time, deadline=None)
-    if kind == "node.failed":
-        f = NodeFailed.model_validate(data)
-        return _set_node(state, f.node, status="failed", error=f.reason, finished_at=event.time, deadline=None)
-    if kind == "task.cancelled":
-        nodes = {n: replace(s, status="cancelled", finished_at=event.time) if s.status == "dispatched" else s
-                 for n, s in state.nodes.items()}
-        return replace(state, status="cancelled", nodes=nodes, reason=data.get("reason", ""), finished_at=event.time)
-    if kind == "node.retry_scheduled":
-        return _set_node(state, data["node"], status="retry_scheduled", deadline=_time(data["at"]),
-                         error=data.get("reason"))
-    if kind == "node.approval_requested":
-        state = _set_node(state, data["node"], status="awaiting_approval")
-        return replace(state, status="waiting")
-    if kind == "node.approved":
-        state = _set_node(state, data["node"], status="approved")
-        return replace(state, status="running")
-    if kind == "node.result_ignored":
-        return _set_node(state, data["node"], dispatch_id=None)
-    if kind in ("task.succeeded", "task.failed"):
-        exit_node = data.get("exit_node")
-        if exit_node:
-            state = _set_node(state, exit_node, status="reached", finished_at=event.time)
-        return replace(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
-                       finished_at=event.time)
-    return state
+    handler = _FOLDS.get(kind)
+    return handler(state, event) if handler else state
+
+
+def _fold_started(state: TaskState, event: Envelope) -> TaskState:
+    started = TaskStarted.model_validate(event.data)
+    manifest = started.workflow_manifest
+    return replace(
+        state, status="running", workflow=started.workflow, revision=started.revision,
+        engine_version=started.engine_version, contract_version=started.contract_version,
+        manifest=manifest, input=started.input, started_at=event.time, lineage=started.lineage,
+        entry=started.entry, stop_at=started.stop_at, inherited=started.upstream,
+        nodes={n.id: NodeState() for n in manifest.nodes},
+    )
+
+
+def _fold_rejected(state: TaskState, event: Envelope) -> TaskState:
+    return replace(state, status="rejected", reason=event.data.get("reason", ""), finished_at=event.time)
+
+
+def _fold_failed(state: TaskState, event: Envelope) -> TaskState:
+    f = NodeFailed.model_validate(event.data)
+    return _set_node(state, f.node, status="failed", error=f.reason, continued=bool(f.continued),
+                     finished_at=event.time, deadline=None)
+
+
+def _close_open_nodes(state: TaskState, status: str, at: datetime) -> dict[str, NodeState]:
+    return {n: replace(s, status=status, finished_at=at) if s.status in OPEN_NODE else s
+            for n, s in state.nodes.items()}
+
+
+def _fold_cancelled(state: TaskState, event: Envelope) -> TaskState:
+    return replace(state, status="cancelled", nodes=_close_open_nodes(state, "cancelled", event.time),
+                   reason=event.data.get("reason", ""), finished_at=event.time)
+
+
+def _fold_finished(state: TaskState, event: Envelope) -> TaskState:
+    data = event.data
+    state = replace(state, nodes=_close_open_nodes(state, "abandoned", event.time))
+    exit_node = data.get("exit_node")
+    if exit_node:
+        state = _set_node(state, exit_node, status="reached", finished_at=event.time)
+    return replace(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
+                   finished_at=event.time)
+
+
+def _fold_retry_scheduled(state: TaskState, event: Envelope) -> TaskState:
+    return _set_node(state, event.data["node"], status="retry_scheduled", deadline=_time(event.data["at"]),
+                     error=event.data.get("reason"))
+
+
+def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
+    return replace(_set_node(state, event.data["node"], status="awaiting_approval"), status="waiting")
+
+
+def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
+    state = _set_node(state, event.data["node"], status="approved")
+    waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
+    return replace(state, status="waiting" if waiting else "running")
+
+
+def _fold_result_ignored(state: TaskState, event: Envelope) -> TaskState:
+    return _set_node(state, event.data["node"], dispatch_id=None)
+
+
+def _fold_skipped(state: TaskState, event: Envelope) -> TaskState:
+    return _set_node(state, event.data["node"], status="skipped", finished_at=event.time)
+
+
+def _fold_merged(state: TaskState, event: Envelope) -> TaskState:
+    assert state.manifest is not None
+    node_id = event.data["node"]
+    combined = event.data.get("output") or {}
+    if state.manifest.node(node_id).kind == "agent":
+        return _set_node(state, node_id, status="merged", merged=combined)
+    return _set_node(state, node_id, status="succeeded", output=combined, provider="router:merge",
+                     dispatched_at=event.time, finished_at=event.time)
+
+
+def _fold_fanned_out(state: TaskState, event: Envelope) -> TaskState:
+    fanouts = dict(state.fanouts)
+    fanouts[event.data["node"]] = Fanout(event.data["merge"], tuple(event.data["subtasks"]))
+    return replace(state, fanouts=fanouts)
+
+
+def _fold_settled(state: TaskState, event: Envelope) -> TaskState:
+    settled = SubtaskSettled.model_validate(event.data)
+    fanouts = dict(state.fanouts)
+    fanout = fanouts[settled.node]
+    results = dict(fanout.results)
+    results[settled.index] = (settled.status, settled.output, settled.reason)
+    fanouts[settled.node] = replace(fanout, results=results)
+    return replace(state, fanouts=fanouts)
+
+
+def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
+    asked = NodeRevisionRequested.model_validate(event.data)
+    nodes = dict(state.nodes)
+    for node_id in asked.reset:
+        old = nodes[node_id]
+        nodes[node_id] = NodeState(revision=asked.revision, runs_before=old.runs_before + old.attempts)
+    return replace(state, nodes=nodes, revisions={**state.revisions, asked.node: asked.revision},
+                   feedback={**state.feedback, asked.target: asked.feedback})
+
+
+_FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
+    "task.started": _fold_started, "task.rejected": _fold_rejected, "node.failed": _fold_failed,
+    "task.cancelled": _fold_cancelled, "task.succeeded": _fold_finished, "task.failed": _fold_finished,
+    "node.retry_scheduled": _fold_retry_scheduled, "node.approval_requested": _fold_approval_requested,
+    "node.approved": _fold_approved, "node.result_ignored": _fold_result_ignored, "node.skipped": _fold_skipped,
+    "node.merged": _fold_merged, "node.fanned_out": _fold_fanned_out, "subtask.settled": _fold_settled,
+    "node.revision_requested": _fold_revision,
+}
 
 
 def _time(value: Any) -> datetime:
@@ -457,13 +839,12 @@ def input_from_record(record: Envelope) -> RouterInput:
 
 def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
     """Decide, then fold: the records to store (input record first) and the state after them."""
-    decisions = decide(state, inp)
-    if not decisions:
+    out = _decide(state, inp)
+    if not out.events:
         return state, []
-    records = [input_record(inp), *decisions]
-    for record in records:
-        state = evolve(state, record)
-    return state, records
+    record = input_record(inp)
+    # the emitter folded the decisions already; the input record only marks the input applied
+    return evolve(out.state, record), [record, *out.events]
 
 
 def fold(records: list[Envelope]) -> TaskState:

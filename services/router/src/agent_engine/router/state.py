@@ -7,16 +7,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent_engine.contracts.events import Usage
+from agent_engine.contracts.events import Lineage, Usage
 from agent_engine.contracts.manifest import WorkflowManifest
+
+OPEN_NODE = frozenset({"dispatched", "retry_scheduled", "awaiting_approval", "approved"})
+"""Node statuses that mean work is still to come for the node."""
 
 
 @dataclass(frozen=True)
 class NodeState:
     status: str = "pending"
     """pending | awaiting_approval | approved | dispatched | retry_scheduled | succeeded | failed |
-    reached (an EXIT node) | cancelled (running at cancel)"""
+    skipped (no path into it was taken) | merged (an agent MERGE whose inputs are in) |
+    reached (an EXIT node) | cancelled (running at cancel) | abandoned (running when the task ended)"""
     attempts: int = 0
+    revision: int = 0
+    """How many times a reviewer's `revise` sent the node back (0: the first run)."""
+    runs_before: int = 0
+    """Attempts made in earlier revisions (a mock script continues where they left off)."""
     dispatch_id: str | None = None
     deadline: datetime | None = None
     """When the open dispatch times out, or (retry_scheduled) when the next attempt is due."""
@@ -27,6 +35,25 @@ class NodeState:
     model: str | None = None
     usage: Usage | None = None
     error: str | None = None
+    continued: bool = False
+    """Failed, but the node declares continue_on_failure."""
+    chosen: str | None = None
+    """A DECISION node's chosen successor."""
+    merged: dict[str, Any] | None = None
+    """An agent MERGE node's combined inputs."""
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """A SPLIT node's subtasks and what is known of their ends, by item index."""
+
+    merge: str
+    subtasks: tuple[str, ...]
+    results: Mapping[int, tuple[str, dict[str, Any] | None, str]] = field(default_factory=dict)
+    """index -> (status, output, reason) once the subtask has ended."""
+
+    def open_subtasks(self) -> list[str]:
+        return [t for i, t in enumerate(self.subtasks) if i not in self.results]
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,20 @@ class TaskState:
     finished_at: datetime | None = None
     exit_node: str | None = None
     reason: str = ""
+    lineage: Lineage | None = None
+    """Set for a subtask: its parent, root and cause."""
+    entry: str | None = None
+    """A subtask's first node (a task starts at the START node)."""
+    stop_at: str | None = None
+    """A subtask ends when its path reaches this MERGE node (which runs in the parent)."""
+    inherited: Mapping[str, Any] = field(default_factory=dict)
+    """Upstream outputs a subtask inherited from its parent."""
+    fanouts: Mapping[str, Fanout] = field(default_factory=dict)
+    """SPLIT node -> its subtasks."""
+    revisions: Mapping[str, int] = field(default_factory=dict)
+    """Reviewer node -> revisions it has asked for."""
+    feedback: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Revised node -> the reviewer's output it runs again with."""
     applied: frozenset[str] = frozenset()
     """Ids of the inputs already applied: a redelivered input is recognised and ignored."""
     version: int = 0
@@ -57,3 +98,10 @@ class TaskState:
 
     def open_dispatches(self) -> list[tuple[str, NodeState]]:
         return [(n, s) for n, s in self.nodes.items() if s.status == "dispatched"]
+
+    def open_subtasks(self) -> list[str]:
+        return [t for f in self.fanouts.values() for t in f.open_subtasks()]
+
+    def has_open_work(self) -> bool:
+        """Anything still to come: a node running or due, an approval, a subtask."""
+        return any(s.status in OPEN_NODE for s in self.nodes.values()) or bool(self.open_subtasks())
