@@ -208,6 +208,19 @@ def test_build_request_carries_schema_input_and_upstream(agent_dispatch) -> None
     assert req.prompt.startswith("Interpret the brief.")
     assert '"brief": "Compare engines."' in req.prompt
     assert '"gather_context"' in req.prompt
+    assert "revision" not in req.prompt and "merge" not in req.prompt
+
+
+def test_build_request_shows_a_reviser_its_feedback_and_a_merger_its_inputs(agent_dispatch) -> None:
+    _, dispatch = agent_dispatch()
+    dispatch.context.feedback = {"approved": False, "comments": "cite a source"}
+    dispatch.context.revision = 2
+    dispatch.context.merged = {"items": [{"view": "optimist"}, {"view": "skeptic"}]}
+    prompt = build_request(dispatch).prompt
+    assert "This is revision 2." in prompt
+    assert '"comments": "cite a source"' in prompt
+    assert "The outputs you are to merge into one:" in prompt
+    assert '"view": "skeptic"' in prompt
 
 
 # --- gateway ----------------------------------------------------------------------------------

@@ -34,7 +34,15 @@ def progress(event: Envelope) -> str | None:
         usage = _usage(d.get("usage"))
         return f"  ✓ {d['node']:<16} {_by(d):<26} attempt {d['attempt']}" + (f"  {usage}" if usage else "")
     if event.type == "node.failed":
-        return f"  ✗ {d['node']:<16} {d['reason']}"
+        return f"  ✗ {d['node']:<16} {d['reason']}" + ("  (continued)" if d.get("continued") else "")
+    if event.type == "node.merged":
+        return f"  ⋈ {d['node']:<16} merged {len(d['arrived'])} input(s) under policy {d['policy']}"
+    if event.type == "node.fanned_out":
+        return f"  ⇉ {d['node']:<16} started {len(d['subtasks'])} subtask(s), collected by {d['merge']}"
+    if event.type == "subtask.settled":
+        return f"  · {d['node']:<16} subtask {d['index']} {d['status']}"
+    if event.type == "node.revision_requested":
+        return f"  ↺ {d['node']:<16} sends {d['target']} back: revision {d['revision']} of {d['max_revisions']}"
     if event.type == "node.approval_requested":
         return (f"  ⏸ {d['node']:<16} waits for approval: agentctl approve {event.task_id} {d['node']} "
                 f"[--edit ARGS] | agentctl reject {event.task_id} {d['node']} --reason ...")
@@ -70,13 +78,26 @@ def task(shown: dict[str, Any]) -> None:
     print(f"workflow  {shown.get('workflow')} revision {(shown.get('revision') or '')[:12]}  "
           f"engine {shown.get('engine_version')}  contracts v{shown.get('contract_version')}")
     print(f"started   {shown.get('started_at')}  finished {shown.get('finished_at')}")
+    lineage = shown.get("lineage")
+    if lineage:
+        print(f"lineage   {lineage['kind']} of {lineage['parent_id']} (root {lineage['root_id']}): {lineage['cause']}")
+    if shown.get("revisions"):
+        print("revisions " + ", ".join(f"{node} asked {n}" for node, n in shown["revisions"].items()))
     print(f"usage     {_usage(shown.get('usage'))}")
     print()
     print(f"{'NODE':<18}{'STATUS':<11}{'ATT':>3}  {'MS':>8}  BY")
     for node in shown["nodes"]:
         ms = f"{node['duration_ms']:.0f}" if node.get("duration_ms") is not None else "-"
-        print(f"{node['node']:<18}{node['status']:<11}{node['attempts']:>3}  {ms:>8}  {_by(node)}"
+        name = node["node"] + (f" (rev {node['revision']})" if node.get("revision") else "")
+        print(f"{name:<18}{node['status']:<11}{node['attempts']:>3}  {ms:>8}  {_by(node)}"
               + (f"  error: {node['error']}" if node.get("error") else ""))
+    subtasks = shown.get("subtasks") or []
+    if subtasks:
+        print()
+        print(f"{'SUBTASK':<38}{'OF':<14}{'ITEM':>5}  STATUS")
+        for row in subtasks:
+            print(f"{row['task_id']:<38}{row['node']:<14}{row['index']:>5}  {row['status']}"
+                  + (f": {row['reason']}" if row.get("reason") and row["status"] != "succeeded" else ""))
     outputs = [n for n in shown["nodes"] if n.get("output")]
     if outputs:
         print()

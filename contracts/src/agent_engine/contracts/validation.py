@@ -178,9 +178,9 @@ def _check_revise(manifest: WorkflowManifest, node: NodeSpec, out: dict[str, lis
         report(node.id, "revise-target", f"revise.target '{rule.target}' must come before this node on its path")
         return
     between = ahead & _reachable_back(node.id, inc)
-    odd = sorted(n for n in between if manifest.node(n).role in ("BRANCH", "SPLIT", "MERGE", "START"))
+    odd = sorted(n for n in between if manifest.node(n).role in ("BRANCH", "SPLIT", "MERGE"))
     if odd:
-        report(node.id, "revise-segment", f"the nodes a revision runs again may not include START, BRANCH, SPLIT "
+        report(node.id, "revise-segment", f"the nodes a revision runs again may not include BRANCH, SPLIT "
                f"or MERGE nodes; this one would include {odd}")
     schema = _output_schema(manifest, node)
     if schema is not None and _schema_at(schema, rule.when.field) is None:

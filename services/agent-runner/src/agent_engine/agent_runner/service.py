@@ -58,8 +58,14 @@ def build_request(dispatch: NodeDispatched) -> LlmRequest:
     if agent.output_schema_json:
         system += ("\n\nReply with one JSON object and nothing else. It must be valid against this "
                    "JSON Schema:\n" + json.dumps(agent.output_schema_json, indent=1))
-    prompt = (f"{agent.prompt}\n\nTask input:\n{json.dumps(dispatch.context.input, indent=1)}\n\n"
-              f"Outputs of earlier steps:\n{json.dumps(dispatch.context.upstream, indent=1)}")
+    context = dispatch.context
+    prompt = (f"{agent.prompt}\n\nTask input:\n{json.dumps(context.input, indent=1)}\n\n"
+              f"Outputs of earlier steps:\n{json.dumps(context.upstream, indent=1)}")
+    if context.merged is not None:
+        prompt += f"\n\nThe outputs you are to merge into one:\n{json.dumps(context.merged, indent=1)}"
+    if context.feedback is not None:
+        prompt += (f"\n\nThis is revision {context.revision}. A reviewer sent your previous work back with this "
+                   f"feedback; address it:\n{json.dumps(context.feedback, indent=1)}")
     return LlmRequest(agent, system.strip(), prompt, dispatch.attempt)
 
 

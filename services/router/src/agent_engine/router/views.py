@@ -7,21 +7,45 @@ from typing import Any
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.core import fold, replay, usage_total
+from agent_engine.router.graph import downstream, split_body
+from agent_engine.router.state import TaskState
+
+
+def _scope(state: TaskState) -> list[str]:
+    """The nodes a task runs: all of its workflow, or for a subtask the body of its SPLIT."""
+    if state.manifest is None:
+        return list(state.nodes)
+    if state.entry is None:
+        return [n.id for n in state.manifest.nodes]
+    body = downstream(state.manifest, state.entry, stop=state.stop_at) - {state.stop_at}
+    return [n.id for n in state.manifest.nodes if n.id in body]
+
+
+def _subtasks(state: TaskState) -> list[dict[str, Any]]:
+    rows = []
+    for split, fanout in state.fanouts.items():
+        for index, task_id in enumerate(fanout.subtasks):
+            status, _, reason = fanout.results.get(index, ("running", None, ""))
+            rows.append({"node": split, "index": index, "task_id": task_id, "status": status, "reason": reason})
+    return rows
 
 
 def show(records: list[Envelope]) -> dict[str, Any]:
     state = fold(records)
     manifest = state.manifest
+    delegated = {n for split in state.fanouts for n in split_body(manifest, split)} if manifest else set()
     nodes = []
-    for node_id, node in state.nodes.items():
+    for node_id in _scope(state):
+        node = state.nodes[node_id]
         spec = manifest.node(node_id) if manifest else None
         duration = None
         if node.dispatched_at and node.finished_at:
             duration = round((node.finished_at - node.dispatched_at).total_seconds() * 1000, 1)
         nodes.append({
             "node": node_id, "role": spec.role if spec else None, "kind": spec.kind if spec else None,
-            "status": "skipped" if state.terminal and node.status == "pending" else node.status,
-            "attempts": node.attempts,
+            "status": "subtasks" if node_id in delegated and node.status == "pending"
+            else "skipped" if state.terminal and node.status == "pending" else node.status,
+            "attempts": node.attempts, "revision": node.revision,
             "started_at": node.dispatched_at, "finished_at": node.finished_at, "duration_ms": duration,
             "provider": node.provider, "model": node.model,
             "usage": node.usage.model_dump() if node.usage else None,
@@ -36,6 +60,8 @@ def show(records: list[Envelope]) -> dict[str, Any]:
         "started_at": state.started_at, "finished_at": state.finished_at,
         "exit_node": state.exit_node, "reason": state.reason,
         "usage": usage_total(state).model_dump(), "events": state.version, "nodes": nodes,
+        "lineage": state.lineage.model_dump() if state.lineage else None,
+        "subtasks": _subtasks(state), "revisions": dict(state.revisions),
     }
 
 
