@@ -31,7 +31,7 @@ from agent_engine.cli.client import (
 )
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
-from agent_engine.contracts.events import NodeApprovalDecided, TaskCancelRequested
+from agent_engine.contracts.events import NodeApprovalDecided, TaskCancelRequested, TaskForkRequested
 from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
 from agent_engine.runtime import workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER
@@ -168,10 +168,12 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: st
                     return await follow_task(events, timeout, quiet)
 
 
-async def follow_task(events: TaskEvents, timeout: float, quiet: bool) -> int:
+async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: Envelope | None = None) -> int:
     started = time.monotonic()
     while True:
         event = await events.next(timeout)
+        if first is not None and event.id == first.id:
+            continue
         if not quiet:
             line = render.progress(event)
             if line:
@@ -226,8 +228,8 @@ def cmd_task_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(events, indent=2))
     else:
-        for raw in events:
-            print(render.event_line(Envelope.model_validate(raw)))
+        for seq, raw in enumerate(events, start=1):
+            print(f"{seq:>4} " + render.event_line(Envelope.model_validate(raw)))
     return 0
 
 
@@ -302,6 +304,66 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 def cmd_task_cancel(args: argparse.Namespace) -> int:
     return asyncio.run(cancel(args.task_id, args.reason, args.timeout))
+
+
+def fork_plan(records: list[dict[str, Any]], at: int) -> tuple[int, list[str]]:
+    """Where a fork's copied history ends (the router rounds to the end of a decision) and the tool
+    nodes with side effects that may run again in it."""
+    if not 1 <= at <= len(records):
+        raise CliError(f"--at must be between 1 and {len(records)} (the task's records, as `task history` numbers "
+                       "them)")
+    cut = next((i for i in range(at, len(records)) if records[i]["type"] == "router.input"), len(records))
+    manifest: dict[str, Any] = {}
+    settled: set[str] = set()
+    for record in records[:cut]:
+        if record["type"] == "task.started":
+            manifest = record["data"]["workflow_manifest"]
+        elif record["type"] == "task.forked":
+            raise CliError("forking a fork is not supported; fork the original task")
+        elif record["type"] in ("node.succeeded", "node.skipped"):
+            settled.add(record["data"]["node"])
+    tools = manifest.get("tools", {})
+    risky = [n["id"] for n in manifest.get("nodes", []) if n.get("kind") == "tool" and n["id"] not in settled
+             and tools.get(n.get("tool"), {}).get("side_effects")]
+    return cut, risky
+
+
+async def fork(task_id: str, at: int, live: bool, yes: bool, dry_run: bool, timeout: float) -> int:
+    async with connected() as (nc, js):
+        records = (await rpc(nc, ROUTER_RPC, "task.history", {"task_id": task_id}))["events"]
+        cut, risky = fork_plan(records, at)
+        tenant = records[0]["tenant"]
+        print(f"fork of {task_id}: copies records 1-{cut}"
+              + (f" (to the end of the decision record {at} belongs to)" if cut != at else "")
+              + ("; agent steps call the model again (--live)" if live else
+                 "; agent steps reuse the outputs the task recorded"), file=sys.stderr)
+        if risky:
+            print("tool steps with side effects that may run again: " + ", ".join(risky), file=sys.stderr)
+        if dry_run:
+            return 0
+        if risky and not yes:
+            print("nothing was forked; pass --yes to run them", file=sys.stderr)
+            return 1
+        new_id = str(uuid.uuid4())
+        request = Envelope(id=str(uuid.uuid4()), source="agentctl", type=TaskForkRequested.TYPE,
+                           time=datetime.now(UTC), tenant=tenant, task_id=new_id, correlation_id=new_id,
+                           data=TaskForkRequested(source_task_id=task_id, at=at, live=live,
+                                                  requested_by="agentctl").model_dump())
+        async with TaskEvents(nc, tenant, new_id) as events:
+            await js.publish(f"{PREFIX}.{tenant}.{TaskForkRequested.TYPE}", request.to_bytes(),
+                             headers={MSG_ID: request.id, TASK_ID_HEADER: new_id})
+            while True:
+                event = await events.next(timeout)
+                if event.type == "task.rejected":
+                    print(new_id)
+                    raise CliError(event.data.get("reason", "rejected"))
+                if event.type == "task.forked":
+                    print(f"task {new_id} forked from {task_id}", file=sys.stderr)
+                    return await follow_task(events, timeout, quiet=False, first=event)
+
+
+def cmd_task_fork(args: argparse.Namespace) -> int:
+    return asyncio.run(fork(args.task_id, args.at, args.live, args.yes, args.dry_run, args.timeout))
 
 
 def cmd_task_replay(args: argparse.Namespace) -> int:
@@ -529,6 +591,16 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("task_id")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_task_replay)
+    fk = task_sub.add_parser("fork", help="start a new task from this task's history up to record AT; agent steps "
+                             "after it reuse the recorded outputs unless --live; follows the new task")
+    fk.add_argument("task_id")
+    fk.add_argument("--at", type=int, required=True, metavar="EVENT_SEQ",
+                    help="the last record to copy, numbered as `agentctl task history` prints them (from 1)")
+    fk.add_argument("--live", action="store_true", help="call the models again instead of reusing their outputs")
+    fk.add_argument("--yes", action="store_true", help="go ahead although tool steps with side effects may run again")
+    fk.add_argument("--dry-run", action="store_true", help="only print what the fork would copy and run again")
+    fk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
+    fk.set_defaults(func=cmd_task_fork)
 
     ap = sub.add_parser("approve", help="let a node that waits for approval run, optionally with edited arguments")
     ap.add_argument("task_id")

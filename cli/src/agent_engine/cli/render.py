@@ -25,7 +25,7 @@ def _by(data: dict[str, Any]) -> str:
     if provider.startswith("tool:"):
         return f"tool {provider[5:]}"
     label = f"{provider}/{data.get('model')}" if data.get("model") else provider
-    return f"{label} [mock]" if provider == "mock" else label
+    return f"{label} [mock]" if provider in ("mock", "recorded:mock") else label
 
 
 def progress(event: Envelope) -> str | None:
@@ -102,7 +102,7 @@ def task(shown: dict[str, Any]) -> None:
     if outputs:
         print()
         for node in outputs:
-            mark = " [mock]" if node.get("provider") == "mock" else ""
+            mark = " [mock]" if node.get("provider") in ("mock", "recorded:mock") else ""
             print(f"{node['node']}{mark}: {node['output']}")
 
 

@@ -112,6 +112,30 @@ class TaskCancelRequested(EventData):
     """Set when a parent task stops its subtask; such a cancel also stops a subtask not yet started."""
 
 
+class TaskForkRequested(EventData):
+    """An operator asks for a new task (the envelope's task_id) that starts from another task's history
+    up to its record number `at` (1-based, as `agentctl task history` numbers them)."""
+
+    TYPE = "task.fork_requested"
+    source_task_id: str
+    at: int = Field(ge=1)
+    live: bool = False
+    """False: agent steps whose output the source recorded reuse it instead of calling the model."""
+    requested_by: str | None = None
+
+
+class TaskForked(EventData):
+    """A fork began: `history` (the source's records up to `at`, rounded to the end of a decision) is
+    the new task's state; `recorded` holds agent outputs to reuse, keyed "<node>@<revision>"."""
+
+    TYPE = "task.forked"
+    source_task_id: str
+    at: int
+    live: bool
+    history: list[dict[str, Any]]
+    recorded: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
 class TaskCancelled(EventData):
     """The router stopped the task; `open_nodes` were still running and their results will be ignored."""
 
@@ -405,7 +429,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
         TaskRequested, TaskAccepted, TaskRejected, TaskStarted, TaskSucceeded, TaskFailed,
-        TaskCancelRequested, TaskCancelled, NodeResultIgnored,
+        TaskCancelRequested, TaskCancelled, TaskForkRequested, TaskForked, NodeResultIgnored,
         NodeApprovalRequested, NodeApprovalDecided, NodeApproved, NodeApprovalRefused,
         NodeRetryScheduled, NodeRetryDue,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,

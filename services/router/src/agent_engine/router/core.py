@@ -46,6 +46,8 @@ from agent_engine.contracts.events import (
     TaskCancelled,
     TaskCancelRequested,
     TaskFailed,
+    TaskForked,
+    TaskForkRequested,
     TaskRejected,
     TaskStarted,
     TaskSucceeded,
@@ -59,7 +61,8 @@ from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
 INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
-               "node.deadline_expired", "node.retry_due", "subtask.requested", "subtask.finished")
+               "node.deadline_expired", "node.retry_due", "subtask.requested", "subtask.finished",
+               "task.fork_requested")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 MAX_FANOUT_BYTES = 3 * 1024 * 1024
@@ -79,6 +82,8 @@ class Resolved:
 class RouterInput:
     event: Envelope
     workflow: Resolved | None = None
+    source: tuple[Envelope, ...] | None = None
+    """For task.fork_requested: the source task's stored records, as the shell found them."""
 
 
 # --- decide -----------------------------------------------------------------------------------
@@ -196,8 +201,12 @@ def _on_completed(out: _Emitter, inp: RouterInput) -> None:
     if not (_open_node(state, completed.node, completed.dispatch_id) or _superseded(state, completed)):
         return
     assert state.manifest is not None
-    spec = state.manifest.node(completed.node)
-    chosen, problem = _choose(state.manifest, spec, completed.output)
+    _succeed(out, state.manifest.node(completed.node), completed)
+
+
+def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
+    assert out.state.manifest is not None
+    chosen, problem = _choose(out.state.manifest, spec, completed.output)
     if problem:
         _node_failed(out, spec.id, completed.attempt, problem)
         return
@@ -266,11 +275,67 @@ def _on_subtask_finished(out: _Emitter, inp: RouterInput) -> None:
     _try_merge(out, fanout.merge)
 
 
+def _on_fork(out: _Emitter, inp: RouterInput) -> None:
+    if out.state.status != "new":
+        return  # the fork exists already: a redelivered request
+    request = TaskForkRequested.model_validate(inp.event.data)
+    problem, cut = _fork_problem(inp, request)
+    if problem:
+        out.add(TaskRejected(stage="router", reason=f"cannot fork task {request.source_task_id}: {problem}"))
+        return
+    records = list(inp.source or ())
+    out.add(TaskForked(source_task_id=request.source_task_id, at=cut, live=request.live,
+                       history=[r.model_dump(mode="json") for r in records[:cut]],
+                       recorded={} if request.live else _recorded_outputs(records)))
+    state = out.state
+    assert state.manifest is not None
+    for node_id, node in state.nodes.items():  # what was running at the cut runs again in the fork
+        if node.status == "dispatched":
+            _dispatch(out, state.manifest.node(node_id), node.attempts, f"fork of {request.source_task_id}")
+
+
+def _fork_problem(inp: RouterInput, request: TaskForkRequested) -> tuple[str, int]:
+    """Why the fork cannot be made ("" if it can), and where its copied history ends."""
+    records = list(inp.source or ())
+    if not records:
+        return "no such task", 0
+    if request.at > len(records):
+        return f"it has {len(records)} records; --at must be between 1 and {len(records)}", 0
+    # a cut never splits a decision: it extends to the last record caused by the same input
+    cut = next((i for i in range(request.at, len(records)) if records[i].type == INPUT_RECORD), len(records))
+    source = fold(records)
+    at_cut = fold(records[:cut])
+    if source.tenant != inp.event.tenant:
+        return "no such task", 0
+    if source.lineage is not None and source.lineage.kind == "subtask":
+        return f"it is a subtask; fork its root task {source.lineage.root_id} instead", 0
+    if at_cut.status not in ("running", "waiting"):
+        return f"after record {cut} the task was {at_cut.status}: nothing would run", 0
+    if at_cut.open_subtasks():
+        return f"record {cut} falls inside a SPLIT whose subtasks were running; fork before it or after its MERGE", 0
+    return "", cut
+
+
+def _recorded_outputs(records: list[Envelope]) -> dict[str, dict[str, Any]]:
+    """Every agent output the source recorded, keyed by node and revision."""
+    recorded: dict[str, dict[str, Any]] = {}
+    state = TaskState()
+    for record in records:
+        state = evolve(state, record)
+        if record.type == "node.succeeded" and state.manifest is not None:
+            node = record.data["node"]
+            if state.manifest.node(node).kind == "agent":
+                recorded[f"{node}@{state.nodes[node].revision}"] = {
+                    "output": record.data["output"], "provider": record.data.get("provider"),
+                    "model": record.data.get("model")}
+    return recorded
+
+
 _HANDLERS: dict[str, Callable[[_Emitter, RouterInput], None]] = {
     "task.accepted": _on_accepted, "subtask.requested": _on_subtask_requested, "task.cancel_requested": _on_cancel,
     "node.approval_decided": _on_approval, "node.completed": _on_completed, "node.errored": _on_errored,
     "node.deadline_expired": _on_deadline, "node.retry_due": _on_retry_due,
-    "subtask.finished": _on_subtask_finished,
+    "subtask.finished": _on_subtask_finished, "task.fork_requested": _on_fork,
 }
 
 
@@ -603,6 +668,12 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
         reason=reason, context=context,
     )
     if spec.kind == "agent":
+        recorded = state.recorded.get(f"{spec.id}@{node.revision}")
+        if recorded is not None:  # a fork reuses what the source's model answered
+            _succeed(out, spec, NodeCompleted(
+                dispatch_id=data.dispatch_id, node=spec.id, attempt=attempt, output=recorded["output"],
+                provider=f"recorded:{recorded.get('provider')}", model=recorded.get("model")))
+            return
         if ask:
             out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
             return
@@ -793,8 +864,21 @@ def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
                    feedback={**state.feedback, asked.target: asked.feedback})
 
 
+def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
+    forked = TaskForked.model_validate(event.data)
+    copied = fold([Envelope.model_validate(r) for r in forked.history])
+    root = copied.lineage.root_id if copied.lineage else forked.source_task_id
+    lineage = Lineage(kind="fork", parent_id=forked.source_task_id, root_id=root,
+                      cause=f"fork of task {forked.source_task_id} after its record {forked.at}"
+                            + (" (live)" if forked.live else ""))
+    return replace(copied, task_id=event.task_id, correlation_id=event.correlation_id, lineage=lineage,
+                   recorded=forked.recorded, applied=copied.applied | state.applied, version=state.version,
+                   started_at=event.time, finished_at=None)
+
+
 _FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
-    "task.started": _fold_started, "task.rejected": _fold_rejected, "node.failed": _fold_failed,
+    "task.started": _fold_started, "task.forked": _fold_forked, "task.rejected": _fold_rejected,
+    "node.failed": _fold_failed,
     "task.cancelled": _fold_cancelled, "task.succeeded": _fold_finished, "task.failed": _fold_finished,
     "node.retry_scheduled": _fold_retry_scheduled, "node.approval_requested": _fold_approval_requested,
     "node.approved": _fold_approved, "node.result_ignored": _fold_result_ignored, "node.skipped": _fold_skipped,
@@ -822,10 +906,13 @@ def input_record(inp: RouterInput) -> Envelope:
         resolved = {"revision": inp.workflow.revision,
                     "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
     event = inp.event
+    data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
+    if inp.source is not None:
+        data["source"] = [r.model_dump(mode="json") for r in inp.source]
     return Envelope(
         id=derive_id(event.id, "input"), source=SOURCE, type=INPUT_RECORD, time=event.time,
         tenant=event.tenant, task_id=event.task_id, correlation_id=event.correlation_id,
-        causation_id=event.id, data={"input": event.model_dump(mode="json"), "workflow": resolved},
+        causation_id=event.id, data=data,
     )
 
 
@@ -834,7 +921,9 @@ def input_from_record(record: Envelope) -> RouterInput:
     workflow = None
     if resolved:
         workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
-    return RouterInput(Envelope.model_validate(record.data["input"]), workflow)
+    source = record.data.get("source")
+    return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
+                       tuple(Envelope.model_validate(r) for r in source) if source is not None else None)
 
 
 def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:

@@ -184,6 +184,8 @@ class Router:
                     self.cache[task_id] = states[task_id]
                     for record in records:
                         self.deadlines.observe(record)
+                    if any(r.type == "task.forked" for r in records):  # timers copied with the history
+                        self.deadlines.sync(states[task_id])
 
     async def _state(self, task_id: str) -> TaskState:
         cached = self.cache.get(task_id)
@@ -200,7 +202,11 @@ class Router:
         return state
 
     async def _resolve(self, event: Envelope, state: TaskState) -> RouterInput:
-        """Look up the workflow revision a new task pins; the lookup result is recorded with the input."""
+        """Look up what a new task needs from outside (the workflow revision it pins, or the history a
+        fork copies); the lookup result is recorded with the input."""
+        if event.type == "task.fork_requested" and state.status == "new":
+            source_id = str(event.data.get("source_task_id", ""))
+            return RouterInput(event, source=tuple(await asyncio.to_thread(self.store.records, source_id)))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
         found = await workflows.current(self.kv, event.tenant, str(event.data.get("workflow", "")))

@@ -88,6 +88,8 @@ class TaskState:
     """Reviewer node -> revisions it has asked for."""
     feedback: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     """Revised node -> the reviewer's output it runs again with."""
+    recorded: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """A fork's reusable agent outputs, "<node>@<revision>" -> {output, provider, model}."""
     applied: frozenset[str] = frozenset()
     """Ids of the inputs already applied: a redelivered input is recognised and ignored."""
     version: int = 0

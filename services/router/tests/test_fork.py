@@ -1,0 +1,124 @@
+"""Fork (R8): a new task from another task's history up to a record; recorded agent outputs are
+reused unless live; what cannot be forked is rejected with the reason."""
+
+from __future__ import annotations
+
+from router_testkit import (
+    TENANT,
+    Run,
+    agent,
+    chain,
+    completed,
+    dumps,
+    envelope,
+    exit_,
+    json_round_trip,
+    manifest,
+    started,
+    tool,
+    types,
+)
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.manifest import EdgeSpec, MergeSpec, NodeSpec, SplitSpec
+from agent_engine.router.core import RouterInput, apply, fold, replay
+from agent_engine.router.state import TaskState
+
+FORK = "fork-1"
+
+
+def finished_run() -> Run:
+    """a (agent, START) -> b (tool) -> c (agent) -> done, every step answered."""
+    wf = manifest([agent("a", role="START"), tool("b"), agent("c"), exit_("done")], chain("a", "b", "c", "done"))
+    run = started(wf)
+    for node in ("a", "b", "c"):
+        run.feed(completed(run.dispatch(node), {"said": node}))
+    assert run.state.status == "succeeded"
+    return run
+
+
+def fork_input(source: list[Envelope] | None, at: int, *, live: bool = False, tenant: str = TENANT) -> RouterInput:
+    data = {"source_task_id": "task-1", "at": at, "live": live, "requested_by": "ops"}
+    event = envelope("task.fork_requested", data, id=f"fork-req-{at}-{live}", task_id=FORK, tenant=tenant,
+                     correlation_id=FORK)
+    return RouterInput(event, source=tuple(source) if source is not None else None)
+
+
+def position(records: list[Envelope], type_: str, node: str) -> int:
+    return next(i for i, r in enumerate(records, start=1) if r.type == type_ and r.data.get("node") == node)
+
+
+def test_fork_copies_the_history_and_reuses_recorded_agent_outputs() -> None:
+    source = finished_run().records
+    at = position(source, "node.succeeded", "a")
+    state, out = apply(TaskState(), fork_input(source, at))
+    # the copy ends with the decision record `at` belongs to (b's dispatch); b, a tool, runs again
+    assert types(out) == ["router.input", "task.forked", "node.dispatched"]
+    assert out[1].data["at"] == at + 1
+    assert out[2].data["node"] == "b" and out[2].task_id == FORK
+    assert state.task_id == FORK and state.status == "running"
+    assert state.lineage is not None and (state.lineage.kind, state.lineage.parent_id) == ("fork", "task-1")
+    assert state.nodes["a"].output == {"said": "a"}
+
+    run = Run(state, list(out))
+    after = run.feed(completed(run.dispatch("b"), {"said": "b again"}))
+    # c is an agent step with a recorded output: reused at once, no dispatch, then the EXIT
+    assert types(after) == ["router.input", "node.succeeded", "node.succeeded", "task.succeeded"]
+    assert after[2].data["node"] == "c" and after[2].data["provider"] == "recorded:None"
+    assert after[2].data["output"] == {"said": "c"}
+
+
+def test_a_live_fork_dispatches_agent_steps_again() -> None:
+    source = finished_run().records
+    at = position(source, "node.succeeded", "b")
+    _, out = apply(TaskState(), fork_input(source, at, live=True))
+    assert types(out) == ["router.input", "task.forked", "node.dispatched"]
+    assert out[2].data["node"] == "c" and out[1].data["recorded"] == {}
+
+
+def test_a_fork_replays_to_the_same_records_and_its_state_is_their_fold() -> None:
+    source = finished_run().records
+    state, out = apply(TaskState(), fork_input(source, position(source, "node.dispatched", "b")))
+    run = Run(state, list(out))
+    run.feed(completed(run.dispatch("b")))
+    assert fold(json_round_trip(run.records)) == run.state
+    assert dumps(replay(json_round_trip(run.records))) == dumps(run.records)
+
+
+def test_a_redelivered_fork_request_changes_nothing() -> None:
+    source = finished_run().records
+    inp = fork_input(source, 3)
+    state, _ = apply(TaskState(), inp)
+    assert apply(state, inp)[1] == []
+
+
+def reason(inp: RouterInput) -> str:
+    _, out = apply(TaskState(), inp)
+    assert types(out) == ["router.input", "task.rejected"], types(out)
+    return str(out[1].data["reason"])
+
+
+def test_what_cannot_be_forked_is_rejected_with_the_reason() -> None:
+    source = finished_run().records
+    assert reason(fork_input(None, 3)).endswith("no such task")
+    assert reason(fork_input(source, 3, tenant="other")).endswith("no such task")
+    assert f"--at must be between 1 and {len(source)}" in reason(fork_input(source, len(source) + 1))
+    assert "the task was succeeded: nothing would run" in reason(fork_input(source, len(source)))
+
+
+def test_a_subtask_or_an_open_split_cannot_be_forked() -> None:
+    wf = manifest([agent("p", role="START"), NodeSpec(id="s", role="SPLIT", kind="tool", tool="echo",
+                                                       split=SplitSpec(items="xs", merge="m")),
+                   agent("w"), NodeSpec(id="m", role="MERGE", merge=MergeSpec()), exit_("done")],
+                  [EdgeSpec(from_="p", to="s"), EdgeSpec(from_="s", to="w"), EdgeSpec(from_="w", to="m"),
+                   EdgeSpec(from_="m", to="done")])
+    run = started(wf)
+    run.feed(completed(run.dispatch("p")))
+    out = run.feed(completed(run.dispatch("s"), {"xs": [1, 2]}))
+    assert "subtask.requested" in types(out)
+    assert "SPLIT whose subtasks were running" in reason(fork_input(run.records, len(run.records)))
+
+    request = next(r for r in out if r.type == "subtask.requested")
+    child = Run()
+    child.feed(RouterInput(request))
+    assert "it is a subtask; fork its root task task-1 instead" in reason(fork_input(child.records, 2))
