@@ -175,3 +175,36 @@ def test_subject_for_node_dispatched_appends_the_kind() -> None:
 @pytest.mark.parametrize("event_type", sorted(set(EVENT_TYPES) - {"node.dispatched"}))
 def test_subject_for_other_types_is_tenant_then_type(event_type: str) -> None:
     assert subject_for(envelope(tenant="team-b", type=event_type)) == f"ae.team-b.{event_type}"
+
+
+# --- additions that keep version 1 ------------------------------------------------------------
+
+def test_an_agent_without_fallbacks_or_max_repairs_reads_as_before() -> None:
+    from agent_engine.contracts.manifest import AgentSpec
+
+    agent = AgentSpec.model_validate({"model": "claude-haiku-4-5"})
+    assert (agent.fallbacks, agent.max_repairs) == ([], 2)
+
+
+def test_an_agent_declares_an_ordered_fallback_chain() -> None:
+    from agent_engine.contracts.manifest import AgentSpec
+
+    agent = AgentSpec.model_validate({"provider": "anthropic", "fallbacks": [
+        {"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-haiku-4-5"}]})
+    assert [(f.provider, f.model) for f in agent.fallbacks] == [("openai", "gpt-4o-mini"),
+                                                                ("anthropic", "claude-haiku-4-5")]
+
+
+@pytest.mark.parametrize("fallback", [{"provider": "auto", "model": "m"}, {"provider": "openai", "model": ""},
+                                      {"provider": "openai", "model": "m", "key": "sk-1"}])
+def test_a_bad_fallback_is_refused(fallback: dict[str, Any]) -> None:
+    from agent_engine.contracts.manifest import AgentSpec
+
+    with pytest.raises(ValidationError, match="fallbacks.0"):
+        AgentSpec.model_validate({"fallbacks": [fallback]})
+
+
+def test_an_llm_called_event_of_an_older_runner_has_no_repair_outcome() -> None:
+    data = parse_data("llm.called", golden("llm.called")["data"])
+    assert data.model_dump(exclude_none=True)["repair"] == 0
+    assert "outcome" not in data.model_dump(exclude_none=True)

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import json
-import threading
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,56 +43,21 @@ def agent_dispatch() -> Dispatch:
     return build
 
 
-MESSAGE = {
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-    "content": [{"type": "text", "text": "{\"goal\": \"x\"}"}],
-    "stop_reason": "end_turn", "stop_sequence": None,
-    "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3,
-              "cache_creation_input_tokens": 2},
-}
-
-
-@dataclass
-class FakeAnthropic:
-    """Just enough of the Anthropic Messages API: POST /v1/messages answers with `status` and `body`."""
-
-    port: int = 0
-    status: int = 200
-    body: dict[str, Any] = field(default_factory=lambda: dict(MESSAGE))
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_llm import FakeServer, fake_anthropic_server, fake_openai_server, serve  # noqa: E402
 
 
 @pytest.fixture
-def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    """A local server speaking the Anthropic Messages API (see fake_llm.py)."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    state = FakeAnthropic()
+    with serve(fake_anthropic_server()) as server:
+        yield server
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-            state.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                   "json": json.loads(raw or b"{}")})
-            payload = json.dumps(state.body).encode()
-            self.send_response(state.status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    """A local server speaking the OpenAI chat-completions API (see fake_llm.py)."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with serve(fake_openai_server()) as server:
+        yield server

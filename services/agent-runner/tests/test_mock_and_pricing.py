@@ -1,4 +1,4 @@
-"""Agent runner: the mock provider, provider choice, schema checks, exact pricing and the Anthropic path."""
+"""Agent runner: the mock provider, schema checks on its replies, exact pricing, JSON extraction."""
 
 from __future__ import annotations
 
@@ -11,30 +11,26 @@ import pytest
 
 from agent_engine.agent_runner import pricing
 from agent_engine.agent_runner.providers import (
-    AnthropicProvider,
+    Gateway,
     LlmRequest,
     LlmResult,
     MockProvider,
-    ProviderError,
+    Turn,
     estimate_tokens,
-    extract_json,
     minimal_instance,
 )
-from agent_engine.agent_runner.service import (
-    SOURCE,
-    AgentRunner,
-    Gateway,
-    build_request,
-)
+from agent_engine.agent_runner.service import SOURCE, AgentRunner, build_request
+from agent_engine.agent_runner.structured import NotAJsonObject, extract_json
 from agent_engine.contracts.envelope import derive_id
 from agent_engine.contracts.events import DispatchedAgent, Usage
 
-# The SDK warns that claude-sonnet-4-5 nears end-of-life; these tests are about our handling, not the model.
-pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
-
 
 def request(attempt: int = 1, **agent: Any) -> LlmRequest:
-    return LlmRequest(DispatchedAgent(name="a", **agent), "system text", "prompt text", attempt)
+    return LlmRequest(DispatchedAgent(name="a", **agent), "system text", (Turn("user", "prompt text"),), attempt)
+
+
+def output(result: LlmResult) -> Any:
+    return json.loads(result.text)
 
 
 # --- mock provider ----------------------------------------------------------------------------
@@ -44,30 +40,30 @@ def request(attempt: int = 1, **agent: Any) -> LlmRequest:
 async def test_mock_uses_the_script_per_attempt_and_repeats_the_last(attempt: int, expected: str) -> None:
     script = [{"say": "first"}, {"say": "second"}, {"say": "third"}]
     result = await MockProvider().complete(request(attempt, mock_responses=script))
-    assert result.output == {"say": expected}
+    assert output(result) == {"say": expected}
 
 
 async def test_mock_without_script_returns_the_minimal_valid_instance() -> None:
     schema = {"type": "object", "required": ["verdict"], "properties": {"verdict": {"enum": ["approve", "reject"]}}}
     result = await MockProvider().complete(request(output_schema_json=schema))
-    assert result.output == {"verdict": "approve"}
+    assert output(result) == {"verdict": "approve"}
 
 
 async def test_mock_without_schema_returns_an_empty_object() -> None:
-    assert (await MockProvider().complete(request())).output == {}
+    assert output(await MockProvider().complete(request())) == {}
 
 
 async def test_mock_wraps_a_non_object_schema() -> None:
     result = await MockProvider().complete(request(output_schema_json={"type": "string", "minLength": 6}))
-    assert result.output == {"result": "mockxx"}
+    assert output(result) == {"result": "mockxx"}
 
 
 async def test_mock_usage_is_synthetic_and_labelled() -> None:
-    output = {"say": "hello"}
-    result = await MockProvider().complete(request(mock_responses=[output]))
+    said = {"say": "hello"}
+    result = await MockProvider().complete(request(mock_responses=[said]))
     assert (result.provider, result.model) == ("mock", "mock-1")
     assert result.usage == Usage(input_tokens=estimate_tokens("system text" + "prompt text"),
-                                 output_tokens=estimate_tokens(json.dumps(output, sort_keys=True)))
+                                 output_tokens=estimate_tokens(json.dumps(said, sort_keys=True)))
     assert result.usage.input_tokens == 6  # 22 characters at about four a token, rounded up
     assert (result.usage.cache_read_tokens, result.usage.cache_write_tokens) == (0, 0)
 
@@ -151,7 +147,7 @@ async def test_handle_with_the_mock_and_no_script_passes_the_schema(agent_dispat
 
 
 async def test_output_violating_the_schema_is_a_retryable_error_naming_the_path(agent_dispatch) -> None:
-    cause, dispatch = agent_dispatch(mock_responses=[{"goal": "g", "constraints": ["ok", 7]}])
+    cause, dispatch = agent_dispatch(mock_responses=[{"goal": "g", "constraints": ["ok", 7]}], max_repairs=0)
     llm, err = await AgentRunner(Gateway()).handle(cause, dispatch)
     assert llm.type == "llm.called"  # the call happened and is paid for either way
     assert err.type == "node.errored"
@@ -161,7 +157,7 @@ async def test_output_violating_the_schema_is_a_retryable_error_naming_the_path(
 
 
 async def test_missing_required_field_is_reported_at_the_root(agent_dispatch) -> None:
-    cause, dispatch = agent_dispatch(mock_responses=[{"constraints": []}])
+    cause, dispatch = agent_dispatch(mock_responses=[{"constraints": []}], max_repairs=0)
     _, err = await AgentRunner(Gateway()).handle(cause, dispatch)
     assert err.data["error"] == "output does not match the node's schema: (root): 'goal' is a required property"
 
@@ -169,15 +165,17 @@ async def test_missing_required_field_is_reported_at_the_root(agent_dispatch) ->
 async def test_a_later_attempt_uses_the_later_script(agent_dispatch) -> None:
     bad, good = {"goal": ""}, {"goal": "fixed", "constraints": []}
     runner = AgentRunner(Gateway())
-    cause, dispatch = agent_dispatch(attempt=1, mock_responses=[bad, good])
+    cause, dispatch = agent_dispatch(attempt=1, mock_responses=[bad, good], max_repairs=0)
     assert [e.type for e in await runner.handle(cause, dispatch)] == ["llm.called", "node.errored"]
-    cause, dispatch = agent_dispatch(attempt=2, mock_responses=[bad, good])
+    cause, dispatch = agent_dispatch(attempt=2, mock_responses=[bad, good], max_repairs=0)
     assert [e.type for e in await runner.handle(cause, dispatch)] == ["llm.called", "node.completed"]
 
 
 async def test_anthropic_without_a_key_is_a_permanent_error_and_no_call(agent_dispatch) -> None:
     cause, dispatch = agent_dispatch(provider="anthropic")
-    [err] = await AgentRunner(Gateway()).handle(cause, dispatch)
+    failed, err = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert failed.type == "llm.call_failed"
+    assert (failed.data["error_class"], failed.data["then"]) == ("NotConfigured", "give_up")
     assert err.type == "node.errored"
     assert err.data["retryable"] is False
     assert "ANTHROPIC_API_KEY" in err.data["error"]
@@ -187,12 +185,11 @@ async def test_an_unknown_model_is_recorded_as_unpriced(agent_dispatch) -> None:
     class Fixed:
         name = "anthropic"
 
-        async def complete(self, req: LlmRequest) -> LlmResult:
-            return LlmResult({"goal": "g", "constraints": []}, Usage(input_tokens=3, output_tokens=4),
+        async def complete(self, req: LlmRequest, model: str) -> LlmResult:
+            return LlmResult('{"goal": "g", "constraints": []}', Usage(input_tokens=3, output_tokens=4),
                              "anthropic", "claude-nova-9")
 
-    gateway = Gateway()
-    gateway.anthropic = Fixed()  # type: ignore[assignment]
+    gateway = Gateway({"anthropic": Fixed})
     cause, dispatch = agent_dispatch(provider="anthropic")
     llm, done = await AgentRunner(gateway).handle(cause, dispatch)
     assert (llm.data["model"], llm.data["cost_usd"]) == ("claude-nova-9", "unpriced")
@@ -205,10 +202,12 @@ def test_build_request_carries_schema_input_and_upstream(agent_dispatch) -> None
     assert req.attempt == 2
     assert req.system.startswith("You are careful.")
     assert json.dumps(dispatch.agent.output_schema_json, indent=1) in req.system
-    assert req.prompt.startswith("Interpret the brief.")
-    assert '"brief": "Compare engines."' in req.prompt
-    assert '"gather_context"' in req.prompt
-    assert "revision" not in req.prompt and "merge" not in req.prompt
+    [turn] = req.turns
+    assert turn.role == "user"
+    assert turn.content.startswith("Interpret the brief.")
+    assert '"brief": "Compare engines."' in turn.content
+    assert '"gather_context"' in turn.content
+    assert "revision" not in turn.content and "merge" not in turn.content
 
 
 def test_build_request_shows_a_reviser_its_feedback_and_a_merger_its_inputs(agent_dispatch) -> None:
@@ -216,45 +215,12 @@ def test_build_request_shows_a_reviser_its_feedback_and_a_merger_its_inputs(agen
     dispatch.context.feedback = {"approved": False, "comments": "cite a source"}
     dispatch.context.revision = 2
     dispatch.context.merged = {"items": [{"view": "optimist"}, {"view": "skeptic"}]}
-    prompt = build_request(dispatch).prompt
+    [turn] = build_request(dispatch).turns
+    prompt = turn.content
     assert "This is revision 2." in prompt
     assert '"comments": "cite a source"' in prompt
     assert "The outputs you are to merge into one:" in prompt
     assert '"view": "skeptic"' in prompt
-
-
-# --- gateway ----------------------------------------------------------------------------------
-
-def test_gateway_forced_mock_wins_over_everything() -> None:
-    gateway = Gateway(force="mock", api_key="test-key")
-    assert gateway.pick("anthropic") is gateway.mock
-    assert gateway.pick("auto") is gateway.mock
-
-
-def test_gateway_auto_without_key_is_mock() -> None:
-    gateway = Gateway()
-    assert gateway.pick("auto") is gateway.mock
-    assert gateway.pick("mock") is gateway.mock
-
-
-def test_gateway_auto_with_key_is_anthropic() -> None:
-    gateway = Gateway(api_key="test-key")
-    assert isinstance(gateway.pick("auto"), AnthropicProvider)
-    assert gateway.pick("mock") is gateway.mock
-
-
-def test_gateway_anthropic_without_key_names_the_variable() -> None:
-    with pytest.raises(ProviderError, match="ANTHROPIC_API_KEY") as info:
-        Gateway().pick("anthropic")
-    assert info.value.retryable is False
-
-
-def test_gateway_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AE_PROVIDER", "mock")
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    gateway = Gateway.from_env()
-    assert gateway.anthropic is None
-    assert gateway.pick("anthropic") is gateway.mock
 
 
 # --- pricing ----------------------------------------------------------------------------------
@@ -306,79 +272,8 @@ def test_extract_json_keeps_nested_braces() -> None:
 
 
 @pytest.mark.parametrize("text", ["I cannot help with that.", "", "[1, 2]", "{not json}"])
-def test_extract_json_of_a_non_json_reply_is_a_retryable_error(text: str) -> None:
-    with pytest.raises(ProviderError, match="model reply is not a JSON object") as info:
+def test_extract_json_of_a_non_json_reply_names_the_reply(text: str) -> None:
+    with pytest.raises(NotAJsonObject, match="model reply is not a JSON object") as info:
         extract_json(text)
-    assert info.value.retryable is True
     assert repr(text[:80]) in str(info.value)
 
-
-# --- Anthropic through the SDK, against a local fake ---------------------------------------------
-
-async def test_anthropic_provider_against_a_fake_server(fake_anthropic) -> None:
-    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
-    req = LlmRequest(DispatchedAgent(name="a", model="claude-sonnet-4-5", max_tokens=321), "Be brief.", "Go.", 1)
-
-    result = await provider.complete(req)
-
-    assert result.output == {"goal": "x"}
-    assert (result.provider, result.model) == ("anthropic", "claude-sonnet-4-5")
-    assert result.usage == Usage(input_tokens=15, output_tokens=5, cache_read_tokens=3, cache_write_tokens=2)
-    [sent] = fake_anthropic.requests
-    assert sent["path"] == "/v1/messages"
-    # the key travels as x-api-key (SDK 0.x/1.x) or as a bearer token (SDK 2.x); both reach the API
-    headers = sent["headers"]
-    assert headers.get("x-api-key") == "test-key" or headers.get("authorization") == "Bearer test-key", headers
-    assert sent["json"]["system"] == "Be brief."
-    assert sent["json"]["model"] == "claude-sonnet-4-5"
-    assert sent["json"]["max_tokens"] == 321
-    assert sent["json"]["messages"] == [{"role": "user", "content": "Go."}]
-
-
-async def test_runner_prices_an_anthropic_call_exactly(fake_anthropic, agent_dispatch) -> None:
-    gateway = Gateway(api_key="test-key", base_url=fake_anthropic.url)
-    cause, dispatch = agent_dispatch(provider="auto", output_schema_json={"type": "object", "required": ["goal"]})
-    llm, done = await AgentRunner(gateway).handle(cause, dispatch)
-    # 10 plain * 3 + 5 * 15 + 3 * 0.30 + 2 * 3.75 = 113.4 per million
-    assert (llm.data["provider"], llm.data["cost_usd"]) == ("anthropic", "0.0001134")
-    assert done.data["output"] == {"goal": "x"}
-    assert fake_anthropic.requests[0]["json"]["system"].startswith("You are careful.")
-
-
-async def test_anthropic_400_is_permanent(fake_anthropic) -> None:
-    fake_anthropic.status = 400
-    fake_anthropic.body = {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: bad"}}
-    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
-    with pytest.raises(ProviderError, match="anthropic: HTTP 400") as info:
-        await provider.complete(request())
-    assert info.value.retryable is False
-    assert len(fake_anthropic.requests) == 1  # not retried by the SDK either
-
-
-async def test_anthropic_429_is_retryable(fake_anthropic) -> None:
-    fake_anthropic.status = 429
-    fake_anthropic.body = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
-    provider.client = provider.client.with_options(max_retries=0)
-    with pytest.raises(ProviderError, match="RateLimitError") as info:
-        await provider.complete(request())
-    assert info.value.retryable is True
-    assert len(fake_anthropic.requests) == 1
-
-
-async def test_anthropic_500_is_retryable(fake_anthropic) -> None:
-    fake_anthropic.status = 500
-    fake_anthropic.body = {"type": "error", "error": {"type": "api_error", "message": "boom"}}
-    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
-    provider.client = provider.client.with_options(max_retries=0)
-    with pytest.raises(ProviderError) as info:
-        await provider.complete(request())
-    assert info.value.retryable is True
-
-
-async def test_anthropic_non_json_reply_is_retryable(fake_anthropic) -> None:
-    fake_anthropic.body = {**fake_anthropic.body, "content": [{"type": "text", "text": "I'd rather not."}]}
-    provider = AnthropicProvider(api_key="test-key", base_url=fake_anthropic.url)
-    with pytest.raises(ProviderError, match="not a JSON object") as info:
-        await provider.complete(request())
-    assert info.value.retryable is True

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskRequested
-from agent_engine.contracts.subjects import PREFIX, ROUTER_RPC, TELEMETRY_RPC
+from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, PREFIX, ROUTER_RPC, TELEMETRY_RPC
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
 
 SOURCE = "agentctl"
@@ -80,7 +80,8 @@ async def publish_request(js: JetStreamContext, envelope: Envelope, max_payload:
 
 async def rpc(nc: Client, service_subject: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:
     subject = f"{service_subject}.{action}"
-    who = "router" if service_subject == ROUTER_RPC else "telemetry" if service_subject == TELEMETRY_RPC else subject
+    who = {ROUTER_RPC: "router", TELEMETRY_RPC: "telemetry", AGENT_RUNNER_RPC: "agent-runner"}.get(service_subject,
+                                                                                                 subject)
     try:
         msg = await nc.request(subject, json.dumps(body).encode(), timeout=timeout)
     except NoRespondersError:

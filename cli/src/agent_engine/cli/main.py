@@ -32,7 +32,15 @@ from agent_engine.cli.client import (
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
 from agent_engine.contracts.events import NodeApprovalDecided, TaskCancelRequested, TaskForkRequested
-from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, PREFIX, ROUTER_RPC, STREAM, TELEMETRY_RPC
+from agent_engine.contracts.subjects import (
+    AGENT_RUNNER_RPC,
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    PREFIX,
+    ROUTER_RPC,
+    STREAM,
+    TELEMETRY_RPC,
+)
 from agent_engine.runtime import workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER
 
@@ -455,6 +463,18 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_providers(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with connected() as (nc, _):
+            return await rpc(nc, AGENT_RUNNER_RPC, "providers", {})
+    status = asyncio.run(go())
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        render.providers(status)
+    return 0
+
+
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
@@ -630,6 +650,11 @@ def parser() -> argparse.ArgumentParser:
     cost.add_argument("--task")
     cost.add_argument("--tenant")
     cost.set_defaults(func=cmd_cost)
+
+    pr = sub.add_parser("providers", help="the agent-runner's LLM providers and each model's circuit breaker "
+                        "(closed, open, half_open)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_providers)
     return p
 
 

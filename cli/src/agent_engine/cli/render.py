@@ -65,6 +65,12 @@ def event_line(event: Envelope) -> str:
             summary += f" reason={d['reason']}"
         if d.get("error"):
             summary += f" error={d['error']}"
+        if event.type == "llm.call_failed":
+            status = f" HTTP {d['status']}" if d.get("status") else ""
+            summary += (f" {d.get('provider')}/{d.get('model')} call={d.get('call')} {d.get('error_class')}{status}"
+                        f" then={d.get('then')}" + (f" after {d['delay_s']}s" if d.get("delay_s") is not None else ""))
+        if event.type == "llm.called" and d.get("outcome") == "invalid":
+            summary += f" repair={d.get('repair', 0)} invalid: {d.get('problem', '')[:80]}"
     elif "reason" in d:
         summary = d["reason"]
     elif "workflow" in d:
@@ -104,6 +110,21 @@ def task(shown: dict[str, Any]) -> None:
         for node in outputs:
             mark = " [mock]" if node.get("provider") in ("mock", "recorded:mock") else ""
             print(f"{node['node']}{mark}: {node['output']}")
+
+
+def providers(status: dict[str, Any]) -> None:
+    forced = f"  (AE_PROVIDER={status['force']} replaces every agent's provider)" if status.get("force") else ""
+    print("providers " + ", ".join(
+        f"{name}" + (f" (key from {p['credential']})" if p.get("credential") else "")
+        for name, p in status["providers"].items() if p["configured"]) + forced)
+    breakers = status.get("breakers") or []
+    if not breakers:
+        print("no model called yet by this agent-runner")
+        return
+    print(f"{'PROVIDER':<11}{'MODEL':<28}{'STATE':<10}{'FAILS':>5}  {'OPENED AT (UTC)':<20} LAST ERROR")
+    for b in breakers:
+        print(f"{b['provider']:<11}{b['model']:<28}{b['state']:<10}{b['consecutive_failures']:>5}  "
+              f"{(b.get('opened_at') or '-')[:19]:<20} {(b.get('last_error') or '-')[:70]}")
 
 
 def replay(report: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ SERVICES = {
 }
 
 
-SECRETS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE")
 """Only the agent-runner gets provider credentials."""
 
 

@@ -423,6 +423,41 @@ class LlmCalled(EventData):
     cost_usd: str = "0"
     """Exact decimal as a string."""
     price_table: str = ""
+    repair: int = 0
+    """0 for the first reply to a dispatch; n for the reply to the n-th repair turn."""
+    fallback: int = 0
+    """Position of the model in the agent's chain: 0 the agent's own model, n its n-th fallback."""
+    outcome: Literal["valid", "invalid"] | None = None
+    """Whether the reply was a JSON object valid against the node's schema (absent in older events)."""
+    problem: str | None = None
+    """Why the reply was invalid; it went back to the model as the next repair turn, if any were left."""
+
+
+class LlmCallFailed(EventData):
+    """One LLM call attempt that failed, or a model skipped because its circuit breaker is open
+    (`error_class == "CircuitOpen"`, no request sent). No usage, no cost."""
+
+    TYPE = "llm.call_failed"
+    dispatch_id: str
+    node: str
+    provider: str
+    model: str
+    error_class: str
+    """E.g. RateLimitError, OverloadedError, InternalServerError, APIConnectionError, HTTPStatusError,
+    ConnectError, CircuitOpen, NotConfigured."""
+    message: str = ""
+    status: int | None = None
+    """HTTP status, when there was a response."""
+    retry_after_s: float | None = None
+    """What the provider asked for (retry-after / retry-after-ms headers)."""
+    call: int = Field(ge=1)
+    """Attempt number on this model for this turn, from 1."""
+    repair: int = 0
+    fallback: int = 0
+    then: Literal["retry", "fallback", "give_up"]
+    """What the gateway did next: the same model again, the next model in the chain, or stop."""
+    delay_s: float | None = None
+    """Wait before the retry (`then == "retry"`)."""
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {
@@ -434,7 +469,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         NodeRetryScheduled, NodeRetryDue,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,
         NodeSkipped, NodeMerged, NodeFannedOut, SubtaskRequested, SubtaskFinished, SubtaskSettled,
-        NodeRevisionRequested, LlmCalled,
+        NodeRevisionRequested, LlmCalled, LlmCallFailed,
     )
 }
 

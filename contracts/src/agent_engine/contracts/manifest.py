@@ -13,7 +13,8 @@ Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"
 SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
 Kind = Literal["agent", "tool"]
 ExitStatus = Literal["succeeded", "failed"]
-Provider = Literal["auto", "mock", "anthropic"]
+Provider = Literal["auto", "mock", "anthropic", "openai"]
+ConcreteProvider = Literal["mock", "anthropic", "openai"]
 
 
 class Condition(BaseModel):
@@ -120,6 +121,15 @@ class EdgeSpec(BaseModel):
     default: bool = False
 
 
+class Fallback(BaseModel):
+    """A model to try when the ones before it in the agent's chain failed or their circuit is open."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: ConcreteProvider
+    model: str = Field(min_length=1)
+
+
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -129,6 +139,10 @@ class AgentSpec(BaseModel):
     prompt: str = ""
     output_schema: str | None = None
     max_tokens: int = Field(default=1024, ge=1, le=64000)
+    fallbacks: list[Fallback] = Field(default_factory=list, max_length=5)
+    """Tried in order after `provider`/`model`; empty by default."""
+    max_repairs: int = Field(default=2, ge=0, le=10)
+    """How often an output that is not JSON or breaks the schema goes back to the model with the problem."""
 
 
 class ToolSpec(BaseModel):

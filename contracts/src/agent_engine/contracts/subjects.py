@@ -17,6 +17,8 @@ WORKFLOW_BUCKET = "ae_workflows"
 
 ROUTER_RPC = "aerpc.router"
 TELEMETRY_RPC = "aerpc.telemetry"
+AGENT_RUNNER_RPC = "aerpc.agent-runner"
+"""`aerpc.agent-runner.providers`: each provider/model's circuit breaker state."""
 
 
 def subject_for(envelope: Envelope) -> str:

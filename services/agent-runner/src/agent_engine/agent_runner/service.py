@@ -1,54 +1,23 @@
-"""Turn an agent dispatch into an LLM call, a schema-checked output and a priced usage record."""
+"""Turn an agent dispatch into LLM calls, a schema-checked output and priced usage records.
+
+One dispatch may take several calls: the gateway's retries and fallbacks (each failed attempt is an
+`llm.call_failed`), and repair turns when a reply is not valid (each reply is an `llm.called`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 
-import jsonschema
-
-from agent_engine.agent_runner import pricing
-from agent_engine.agent_runner.providers import (
-    MOCK,
-    AnthropicProvider,
-    LlmRequest,
-    MockProvider,
-    Provider,
-    ProviderError,
-)
+from agent_engine.agent_runner import pricing, structured
+from agent_engine.agent_runner.providers import CallFailure, Gateway, LlmRequest, LlmResult, ProviderError, Turn
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import LlmCalled, NodeCompleted, NodeDispatched
+from agent_engine.contracts.events import LlmCalled, LlmCallFailed, NodeCompleted, NodeDispatched, Usage
 from agent_engine.runtime.runner import errored, result
-from agent_engine.runtime.settings import env_float
 
 SOURCE = "agent-engine/agent-runner"
 log = logging.getLogger("agent-runner")
-
-
-class Gateway:
-    """Chooses the provider for an agent: `mock`, `anthropic`, or `auto` (Anthropic when a key is set)."""
-
-    def __init__(self, force: str = "", api_key: str = "", base_url: str | None = None,
-                 mock_delay_s: float = 0.0) -> None:
-        self.force = force
-        self.mock = MockProvider(mock_delay_s)
-        self.anthropic = AnthropicProvider(api_key, base_url) if api_key else None
-
-    @classmethod
-    def from_env(cls) -> Gateway:
-        return cls(os.environ.get("AE_PROVIDER", ""), os.environ.get("ANTHROPIC_API_KEY", ""),
-                   os.environ.get("ANTHROPIC_BASE_URL") or None, env_float("AE_MOCK_DELAY_S", 0.0))
-
-    def pick(self, wanted: str) -> Provider:
-        wanted = self.force or wanted
-        if wanted == MOCK or (wanted == "auto" and self.anthropic is None):
-            return self.mock
-        if self.anthropic is None:
-            raise ProviderError("agent wants provider 'anthropic' but ANTHROPIC_API_KEY is not set "
-                                "in the agent-runner's environment", retryable=False)
-        return self.anthropic
 
 
 def build_request(dispatch: NodeDispatched) -> LlmRequest:
@@ -66,7 +35,7 @@ def build_request(dispatch: NodeDispatched) -> LlmRequest:
     if context.feedback is not None:
         prompt += (f"\n\nThis is revision {context.revision}. A reviewer sent your previous work back with this "
                    f"feedback; address it:\n{json.dumps(context.feedback, indent=1)}")
-    return LlmRequest(agent, system.strip(), prompt, dispatch.attempt)
+    return LlmRequest(agent, system.strip(), (Turn("user", prompt),), dispatch.attempt)
 
 
 class AgentRunner:
@@ -74,31 +43,66 @@ class AgentRunner:
         self.gateway = gateway
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
-        if dispatch.agent is None:
+        agent = dispatch.agent
+        if agent is None:
             return [errored(cause, SOURCE, dispatch, "agent dispatch carries no agent", retryable=False)]
         started = time.perf_counter()
-        try:
-            provider = self.gateway.pick(dispatch.agent.provider)
-            llm = await provider.complete(build_request(dispatch))
-        except ProviderError as exc:
-            return [errored(cause, SOURCE, dispatch, str(exc), retryable=exc.retryable)]
-        price = pricing.cost(llm.model, llm.usage)
-        events = [result(cause, SOURCE, LlmCalled(
-            dispatch_id=dispatch.dispatch_id, node=dispatch.node, provider=llm.provider, model=llm.model,
-            usage=llm.usage, cost_usd=str(price) if price is not None else "unpriced",
-            price_table=pricing.PRICE_TABLE_VERSION), "llm")]
-        schema = dispatch.agent.output_schema_json
-        if schema:
-            problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(llm.output), key=str)
-            if problems:
-                detail = "; ".join(f"{'/'.join(map(str, p.absolute_path)) or '(root)'}: {p.message}"
-                                   for p in problems[:5])
-                events.append(errored(cause, SOURCE, dispatch, f"output does not match the node's schema: {detail}",
+        events: list[Envelope] = []
+
+        def record_failure(failure: CallFailure) -> None:
+            events.append(result(cause, SOURCE, failed_call(dispatch, failure), f"llm-failed/{len(events)}"))
+
+        request = build_request(dispatch)
+        spent = Usage()
+        while True:
+            try:
+                llm = await self.gateway.complete(request, record_failure)
+            except ProviderError as exc:
+                events.append(errored(cause, SOURCE, dispatch, str(exc), retryable=exc.retryable))
+                return events
+            output, problem = structured.check(llm.text, agent.output_schema_json)
+            spent = add(spent, llm.usage)
+            events.append(result(cause, SOURCE, called(dispatch, request, llm, problem),
+                                 "llm" if request.repair == 0 else f"llm/{request.repair}"))
+            if problem is None and output is not None:
+                break
+            assert problem is not None
+            if request.repair >= agent.max_repairs:
+                events.append(errored(cause, SOURCE, dispatch, problem + after_repairs(request.repair),
                                       retryable=True))
                 return events
+            request = request.repaired(llm.text, problem)
         events.append(result(cause, SOURCE, NodeCompleted(
-            dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, output=llm.output,
-            provider=llm.provider, model=llm.model, usage=llm.usage,
+            dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, output=output,
+            provider=llm.provider, model=llm.model, usage=spent,
             duration_ms=round((time.perf_counter() - started) * 1000, 2)), "completed"))
-        log.debug("node %s attempt %d done by %s/%s", dispatch.node, dispatch.attempt, llm.provider, llm.model)
+        log.debug("node %s attempt %d done by %s/%s after %d repairs", dispatch.node, dispatch.attempt,
+                  llm.provider, llm.model, request.repair)
         return events
+
+
+def called(dispatch: NodeDispatched, request: LlmRequest, llm: LlmResult, problem: str | None) -> LlmCalled:
+    price = pricing.cost(llm.model, llm.usage)
+    return LlmCalled(dispatch_id=dispatch.dispatch_id, node=dispatch.node, provider=llm.provider, model=llm.model,
+                     usage=llm.usage, cost_usd=str(price) if price is not None else "unpriced",
+                     price_table=pricing.PRICE_TABLE_VERSION, repair=request.repair, fallback=llm.fallback,
+                     outcome="valid" if problem is None else "invalid", problem=problem)
+
+
+def failed_call(dispatch: NodeDispatched, failure: CallFailure) -> LlmCallFailed:
+    error = failure.error
+    return LlmCallFailed(dispatch_id=dispatch.dispatch_id, node=dispatch.node, provider=failure.route.provider,
+                         model=failure.route.model, error_class=error.error_class, message=str(error)[:500],
+                         status=error.status, retry_after_s=error.retry_after_s, call=failure.call,
+                         repair=failure.repair, fallback=failure.route.position, then=failure.then,
+                         delay_s=failure.delay_s)
+
+
+def after_repairs(n: int) -> str:
+    return f" (after {n} repair{'s' if n > 1 else ''})" if n else ""
+
+
+def add(a: Usage, b: Usage) -> Usage:
+    return Usage(input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
+                 cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
+                 cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens)

@@ -1,0 +1,114 @@
+"""What every provider shares: the request it gets, the result it returns, the error it raises.
+
+A provider makes exactly one HTTP call per `complete` (its SDK's own retries are off): retries,
+fallbacks and circuit breaking are the gateway's, so every attempt is counted and recorded.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from agent_engine.contracts.events import DispatchedAgent, Usage
+
+MOCK = "mock"
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    """One conversation to send: a system prompt and the turns so far (the last is the user's)."""
+
+    agent: DispatchedAgent
+    system: str
+    turns: tuple[Turn, ...]
+    attempt: int
+    repair: int = 0
+    """0 for the first turn; n after n repair turns were appended."""
+
+    def repaired(self, reply: str, problem: str) -> LlmRequest:
+        """The same conversation plus the model's invalid reply and a user turn naming the problem."""
+        follow_up = (f"Your reply was not valid: {problem}\n\nReply again with one JSON object and nothing else"
+                     + (", valid against the JSON Schema in the system prompt." if self.agent.output_schema_json
+                        else "."))
+        return LlmRequest(self.agent, self.system,
+                          (*self.turns, Turn("assistant", reply or "(empty reply)"), Turn("user", follow_up)),
+                          self.attempt, self.repair + 1)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool the model asked for (Anthropic `tool_use` block, OpenAI `tool_calls` item)."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LlmResult:
+    text: str
+    usage: Usage
+    provider: str
+    model: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    fallback: int = 0
+    """Set by the gateway: position of the model that answered in the agent's chain."""
+    stop_reason: str | None = field(default=None, compare=False)
+
+
+class ProviderError(Exception):
+    """A call that produced no usable reply. `retryable`: the same call may succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool, error_class: str = "ProviderError",
+                 status: int | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.error_class = error_class
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, request: LlmRequest, model: str) -> LlmResult: ...
+
+
+def transient_status(status: int) -> bool:
+    """429 (rate limit), 408/409 (timeout, conflict), 5xx and Anthropic's 529 (overloaded) may pass."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds the server asked us to wait: `retry-after-ms`, else `retry-after` (seconds or HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def estimate_tokens(text: str) -> int:
+    """A stated estimate (about four characters a token), used only where no provider count exists."""
+    return max(1, (len(text) + 3) // 4)

@@ -1,0 +1,46 @@
+"""Structured output: find the JSON object in a reply and check it against the node's schema.
+
+A problem found here is not an error yet: the runner sends it back to the model as a repair turn.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jsonschema
+
+MAX_PROBLEMS = 5
+
+
+class NotAJsonObject(ValueError):
+    pass
+
+
+def extract_json(text: str) -> dict[str, Any]:
+    """The JSON object in a model's reply, with or without a fenced code block around it."""
+    fenced = re.search(r"```(?:json)?\s*(\{.*?\})\s*```", text, re.DOTALL)
+    candidate = fenced.group(1) if fenced else text[text.find("{"): text.rfind("}") + 1]
+    try:
+        value = json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        raise NotAJsonObject(f"model reply is not a JSON object: {exc.msg} (reply starts {text[:80]!r})") from None
+    if not isinstance(value, dict):
+        raise NotAJsonObject("model reply is JSON but not an object")
+    return value
+
+
+def check(text: str, schema: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(output, None) when the reply is a JSON object valid against `schema`; (output or None, problem) else."""
+    try:
+        output = extract_json(text)
+    except NotAJsonObject as exc:
+        return None, str(exc)
+    if schema:
+        problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(output), key=str)
+        if problems:
+            detail = "; ".join(f"{'/'.join(map(str, p.absolute_path)) or '(root)'}: {p.message}"
+                               for p in problems[:MAX_PROBLEMS])
+            return output, f"output does not match the node's schema: {detail}"
+    return output, None
