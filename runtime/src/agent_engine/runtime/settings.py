@@ -27,3 +27,5 @@ class Settings:
     ack_wait_s: float = field(default_factory=lambda: env_float("AE_ACK_WAIT_S", 30.0))
     max_deliver: int = field(default_factory=lambda: env_int("AE_MAX_DELIVER", 5))
     batch_size: int = field(default_factory=lambda: env_int("AE_BATCH_SIZE", 64))
+    router_name: str = field(default_factory=lambda: os.environ.get("AE_ROUTER_NAME", "router"))
+    """Several routers may consume together; each needs its own name (it keys the relay position)."""

@@ -29,9 +29,12 @@ PAGE = 256
 
 
 class Relay:
-    def __init__(self, bus: Bus, store: TaskStore) -> None:
+    def __init__(self, bus: Bus, store: TaskStore, name: str = NAME) -> None:
         self.bus = bus
         self.store = store
+        self.name = name
+        """Key of the saved position: each router process keeps its own (they all publish every record;
+        JetStream drops the copies by Nats-Msg-Id)."""
         self.handoff: deque[tuple[int, Envelope]] = deque()
         self.wake = asyncio.Event()
         self.position = self.saved = 0
@@ -48,7 +51,7 @@ class Relay:
         self.wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, NAME)
+        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, self.name)
         try:
             while not stop.is_set():
                 try:
@@ -60,7 +63,7 @@ class Relay:
         finally:
             if self.position != self.saved:
                 try:
-                    await asyncio.to_thread(self.store.set_relay_position, NAME, self.position)
+                    await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
                 except Exception:  # noqa: BLE001  the next start republishes a little; consumers absorb it
                     log.warning("could not save the relay position %d on stop", self.position)
 
@@ -77,7 +80,7 @@ class Relay:
             while self.handoff and self.handoff[0][0] <= self.position:
                 self.handoff.popleft()
         if self.position != self.saved and (not page or time.monotonic() - self.last_save > 0.2):
-            await asyncio.to_thread(self.store.set_relay_position, NAME, self.position)
+            await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
             self.saved, self.last_save = self.position, time.monotonic()
         if not page:
             self.wake.clear()

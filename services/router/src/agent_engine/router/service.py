@@ -80,7 +80,9 @@ class Router:
         self.read_through: datetime | None = None
         """Stream time of the newest input read: every input stored before it has been read."""
         self.lock = asyncio.Lock()
-        self.relay = Relay(bus, store)
+        self.relay = Relay(bus, store, "relay" if settings.router_name == "router" else f"relay:{settings.router_name}")
+        self.inputs_applied = 0
+        """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
         self.backlog: int | None = None
         """Messages waiting behind the last one fetched; deadlines wait until results are not queued."""
 
@@ -94,7 +96,10 @@ class Router:
             self.relay.run(stop),
             self._watch_deadlines(stop),
         ]
-        await asyncio.gather(*loops)
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            log.info("router %s stopping: applied %d inputs", self.settings.router_name, self.inputs_applied)
 
     def _caught_up(self) -> None:
         self.backlog = 0
@@ -167,9 +172,19 @@ class Router:
             for event in events:
                 state = states.get(event.task_id) or await self._state(event.task_id)
                 base = pending.get(event.task_id, (state.version, []))
-                state, records = apply(state, await self._resolve(event, state))
-                states[event.task_id] = state
+                after, records = apply(state, await self._resolve(event, state))
+                if not records and not base[1] and event.task_id in self.cache:
+                    # a no-op on a cached state may only mean the cache is stale (another router moved
+                    # the task on): decide again on what the store holds before dropping the input
+                    fresh = await asyncio.to_thread(self.store.load, event.task_id)
+                    if fresh.version != state.version:
+                        self.cache[event.task_id] = fresh
+                        self.deadlines.sync(fresh)
+                        base = (fresh.version, [])
+                        after, records = apply(fresh, await self._resolve(event, fresh))
+                states[event.task_id] = after
                 pending[event.task_id] = (base[0], base[1] + records)
+                self.inputs_applied += bool(records)
             pending = {t: p for t, p in pending.items() if p[1]}
             for chunk in _chunks(pending):
                 try:
