@@ -27,6 +27,8 @@ EXAMPLE = ROOT / "examples" / "research-review"
 PLANTED_KEY = "sk-ant-planted-0123456789abcdef-never-in-events"
 """A fake credential every e2e stack is started with: tests check it never leaks."""
 AGENTCTL = str(Path(sys.executable).parent / "agentctl")
+LIMITED_TENANT = "limited"
+"""The one tenant with limits in the e2e stack: 2 running tasks, 3 queued (test_e2e_scheduling)."""
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +56,8 @@ class Engine(EngineClient):
         self.home = home
         self.env = {**os.environ, "AE_HOME": str(home), "AE_NATS_URL": urls["nats"],
                     "AE_POSTGRES_URL": urls["postgres"], "AE_ACK_WAIT_S": "3", "AE_MOCK_DELAY_S": "0.05",
-                    "AE_PROVIDER": "mock", "ANTHROPIC_API_KEY": PLANTED_KEY}
+                    "AE_PROVIDER": "mock", "ANTHROPIC_API_KEY": PLANTED_KEY,
+                    "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3"}
         self.nats_url = urls["nats"]
 
     def stack(self) -> Stack:

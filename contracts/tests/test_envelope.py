@@ -139,9 +139,9 @@ def test_unknown_envelope_fields_are_ignored() -> None:
 
 
 def test_unknown_payload_fields_are_ignored() -> None:
-    data = parse_data("task.requested", {"workflow": "wf", "priority": "high"})
+    data = parse_data("task.requested", {"workflow": "wf", "urgency": "high"})
     assert data == TaskRequested(workflow="wf")
-    assert "priority" not in data.model_dump()
+    assert "urgency" not in data.model_dump()
 
 
 def test_envelope_is_immutable() -> None:

@@ -58,13 +58,14 @@ def task_id_for(tenant: str, idempotency_key: str | None) -> str:
     return str(uuid.uuid4())
 
 
-def request_envelope(tenant: str, workflow: str, task_input: dict[str, Any], idempotency_key: str | None) -> Envelope:
+def request_envelope(tenant: str, workflow: str, task_input: dict[str, Any], idempotency_key: str | None,
+                     priority: int = 0) -> Envelope:
     task_id = task_id_for(tenant, idempotency_key)
     # a fresh event id even with a key: the key fixes the task id, and the router absorbs repeats, while a
     # derived id would make JetStream drop a retry (say, after a rejection) as a duplicate
     event_id = str(uuid.uuid4())
     data = TaskRequested(workflow=workflow, input=task_input, idempotency_key=idempotency_key,
-                         requested_by=SOURCE)
+                         requested_by=SOURCE, priority=priority)
     return Envelope(id=event_id, source=SOURCE, type=TaskRequested.TYPE, time=datetime.now(UTC), tenant=tenant,
                     task_id=task_id, correlation_id=task_id, data=data.model_dump(mode="json", exclude_none=True))
 

@@ -141,8 +141,8 @@ def parse_input(raw: str | None) -> dict[str, Any]:
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
-                 timeout: float, follow: bool = False, quiet: bool = False) -> int:
-    envelope = request_envelope(tenant, workflow, task_input, key)
+                 timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
+    envelope = request_envelope(tenant, workflow, task_input, key, priority)
     async with connected() as (nc, js):
         if key:
             try:
@@ -167,6 +167,12 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: st
                     print(envelope.task_id)
                     print(f"rejected by {event.data.get('stage')}: {event.data.get('reason')}", file=sys.stderr)
                     return 2
+                if event.type == "task.queued":
+                    print(f"task {envelope.task_id} queued: {event.data.get('reason')}", file=sys.stderr)
+                    if not follow:
+                        print(envelope.task_id)
+                        return 0
+                    continue
                 if event.type == "task.started":
                     if not follow:
                         print(envelope.task_id)
@@ -198,7 +204,7 @@ async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: En
 
 def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
-                              args.timeout))
+                              args.timeout, priority=args.priority))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -210,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def go() -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
-                            follow=True)
+                            follow=True, priority=args.priority)
     return asyncio.run(go())
 
 
@@ -567,6 +573,8 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--input", help="task input: a JSON object, or @FILE")
         cmd.add_argument("--idempotency-key", help="the same key always names the same task")
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
+        cmd.add_argument("--priority", type=int, default=0, choices=range(-100, 101), metavar="-100..100",
+                         help="when the tenant is at its limit of running tasks, higher priorities start first")
         tenant(cmd)
 
     sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")

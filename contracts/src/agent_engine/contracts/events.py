@@ -45,6 +45,8 @@ class TaskRequested(EventData):
     input: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=256)
     requested_by: str | None = None
+    priority: int = Field(default=0, ge=-100, le=100)
+    """Among a tenant's queued tasks, higher priorities start first (then first come, first served)."""
 
 
 class TaskAccepted(EventData):
@@ -56,6 +58,7 @@ class TaskAccepted(EventData):
     redactions: dict[str, int] = Field(default_factory=dict)
     idempotency_key: str | None = None
     requested_by: str | None = None
+    priority: int = 0
 
 
 class TaskRejected(EventData):
@@ -110,6 +113,55 @@ class TaskCancelRequested(EventData):
     requested_by: str | None = None
     parent_id: str | None = None
     """Set when a parent task stops its subtask; such a cancel also stops a subtask not yet started."""
+
+
+class TaskQueued(EventData):
+    """The tenant was at its limit of running tasks: the task waits (status queued) at `position`.
+    It keeps what it will start with, so the workflow revision is pinned at acceptance."""
+
+    TYPE = "task.queued"
+    priority: int
+    position: int
+    reason: str
+    workflow: str
+    revision: str
+    input: dict[str, Any]
+    workflow_manifest: WorkflowManifest
+
+
+class TaskAdmitted(EventData):
+    """Router to router: a queued task may start (a running task of its tenant ended)."""
+
+    TYPE = "task.admitted"
+    reason: str
+
+
+class TenantAdmitted(EventData):
+    """Recorded in the tenant's admission log: the task (envelope task_id) counts as running."""
+
+    TYPE = "tenant.admitted"
+    priority: int = 0
+    running: int
+    max_running: int
+    from_queue: bool = False
+
+
+class TenantQueued(EventData):
+    """Recorded in the tenant's admission log: the task waits at `position` of `queued`."""
+
+    TYPE = "tenant.queued"
+    priority: int = 0
+    position: int
+    queued: int
+    max_queued: int
+
+
+class TenantReleased(EventData):
+    """Recorded in the tenant's admission log: the task ended (or was cancelled while queued)."""
+
+    TYPE = "tenant.released"
+    status: str
+    was_queued: bool = False
 
 
 class TaskForkRequested(EventData):
@@ -382,6 +434,9 @@ class SubtaskFinished(EventData):
     status: Literal["succeeded", "failed", "cancelled"]
     output: dict[str, Any] | None = None
     reason: str = ""
+    continued: bool | None = None
+    """True when the subtask's last node failed but declares continue_on_failure: a failed input, not a
+    reason to fail the parent."""
 
 
 class SubtaskSettled(EventData):
@@ -394,6 +449,9 @@ class SubtaskSettled(EventData):
     status: Literal["succeeded", "failed", "cancelled"]
     output: dict[str, Any] | None = None
     reason: str = ""
+    continued: bool | None = None
+    """True when the subtask's last node failed but declares continue_on_failure: a failed input, not a
+    reason to fail the parent."""
 
 
 class NodeRevisionRequested(EventData):
@@ -465,6 +523,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for cls in (
         TaskRequested, TaskAccepted, TaskRejected, TaskStarted, TaskSucceeded, TaskFailed,
         TaskCancelRequested, TaskCancelled, TaskForkRequested, TaskForked, NodeResultIgnored,
+        TaskQueued, TaskAdmitted, TenantAdmitted, TenantQueued, TenantReleased,
         NodeApprovalRequested, NodeApprovalDecided, NodeApproved, NodeApprovalRefused,
         NodeRetryScheduled, NodeRetryDue,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,

@@ -43,7 +43,7 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     if verdict.accepted and verdict.request is not None:
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
-                            requested_by=verdict.request.requested_by)
+                            requested_by=verdict.request.requested_by, priority=verdict.request.priority)
         return _answer(cause_id, "accepted", data, tenant, task_id, cause.correlation_id if cause else task_id, now)
     workflow = cause.data.get("workflow") if cause else None
     data_r = TaskRejected(reason=verdict.reason or "rejected", stage="guardrails",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ from agent_engine.contracts.events import (
     TaskFailed,
     TaskForked,
     TaskForkRequested,
+    TaskQueued,
     TaskRejected,
     TaskStarted,
     TaskSucceeded,
@@ -55,6 +56,7 @@ from agent_engine.contracts.events import (
 )
 from agent_engine.contracts.manifest import MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION
+from agent_engine.router.admission import Admission
 from agent_engine.router.graph import segment, split_merges
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
@@ -62,7 +64,7 @@ SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
 INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
                "node.deadline_expired", "node.retry_due", "subtask.requested", "subtask.finished",
-               "task.fork_requested")
+               "task.fork_requested", "task.admitted")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 MAX_FANOUT_BYTES = 3 * 1024 * 1024
@@ -84,6 +86,8 @@ class RouterInput:
     workflow: Resolved | None = None
     source: tuple[Envelope, ...] | None = None
     """For task.fork_requested: the source task's stored records, as the shell found them."""
+    admission: Admission | None = None
+    """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
 
 
 # --- decide -----------------------------------------------------------------------------------
@@ -119,11 +123,32 @@ def _on_accepted(out: _Emitter, inp: RouterInput) -> None:
         ))
         return
     manifest = inp.workflow.manifest
+    admission = inp.admission or Admission("start")
+    if admission.decision == "reject":
+        out.add(TaskRejected(stage="router", workflow=accepted.workflow, reason=admission.reason))
+        return
+    if admission.decision == "queue":
+        out.add(TaskQueued(priority=accepted.priority, position=admission.position, reason=admission.reason,
+                           workflow=accepted.workflow, revision=inp.workflow.revision, input=accepted.input,
+                           workflow_manifest=manifest))
+        return
+    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest)
+
+
+def _start(out: _Emitter, workflow: str, revision: str, task_input: dict[str, Any],
+           manifest: WorkflowManifest) -> None:
     out.add(TaskStarted(
-        workflow=accepted.workflow, revision=inp.workflow.revision, engine_version=ENGINE_VERSION,
-        contract_version=CONTRACT_VERSION, input=accepted.input, workflow_manifest=manifest,
+        workflow=workflow, revision=revision, engine_version=ENGINE_VERSION,
+        contract_version=CONTRACT_VERSION, input=task_input, workflow_manifest=manifest,
     ))
     _activate(out, manifest.start().id, "start")
+
+
+def _on_admitted(out: _Emitter, inp: RouterInput) -> None:
+    state = out.state
+    if state.status != "queued" or state.manifest is None:
+        return  # started already, or cancelled while it waited
+    _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest)
 
 
 def _on_subtask_requested(out: _Emitter, inp: RouterInput) -> None:
@@ -147,6 +172,9 @@ def _on_cancel(out: _Emitter, inp: RouterInput) -> None:
     if state.status == "new" and request.parent_id:
         # the parent ended before this subtask started: make sure it never does
         out.add(TaskCancelled(reason=request.reason or "cancelled with its parent", requested_by=request.requested_by))
+        return
+    if state.status == "queued":
+        out.add(TaskCancelled(reason=request.reason or "cancelled while queued", requested_by=request.requested_by))
         return
     if state.status not in ("running", "waiting"):
         return  # nothing to stop: not started, or already finished
@@ -264,10 +292,13 @@ def _on_subtask_finished(out: _Emitter, inp: RouterInput) -> None:
     if not 0 <= finished.index < len(fanout.subtasks) or fanout.subtasks[finished.index] != finished.subtask_id:
         return
     out.add(SubtaskSettled(node=finished.parent_node, index=finished.index, subtask_id=finished.subtask_id,
-                           status=finished.status, output=finished.output, reason=finished.reason))
+                           status=finished.status, output=finished.output, reason=finished.reason,
+                           continued=finished.continued))
     assert state.manifest is not None
     split = state.manifest.node(finished.parent_node)
-    if finished.status != "succeeded" and not split.continue_on_failure:
+    if state.nodes[fanout.merge].status != "pending":
+        return  # the MERGE fired already (any/quorum) and asked the rest to stop: their ends change nothing
+    if finished.status != "succeeded" and not (split.continue_on_failure or finished.continued):
         reason = f"subtask {finished.index} ({finished.subtask_id}) {finished.status}: {finished.reason}"
         out.add(NodeFailed(node=split.id, attempt=out.state.nodes[split.id].attempts, reason=reason))
         _finish(out, "failed", f"node '{split.id}' failed: {reason}")
@@ -335,7 +366,7 @@ _HANDLERS: dict[str, Callable[[_Emitter, RouterInput], None]] = {
     "task.accepted": _on_accepted, "subtask.requested": _on_subtask_requested, "task.cancel_requested": _on_cancel,
     "node.approval_decided": _on_approval, "node.completed": _on_completed, "node.errored": _on_errored,
     "node.deadline_expired": _on_deadline, "node.retry_due": _on_retry_due,
-    "subtask.finished": _on_subtask_finished, "task.fork_requested": _on_fork,
+    "subtask.finished": _on_subtask_finished, "task.fork_requested": _on_fork, "task.admitted": _on_admitted,
 }
 
 
@@ -407,10 +438,12 @@ def _arrive(out: _Emitter, target: str) -> None:
     manifest = state.manifest
     if target == state.stop_at:  # a subtask's path reached the MERGE that runs in its parent
         pred = manifest.predecessors(target)[0]
-        if _edge(state, pred, target) in ("live", "failed"):
-            node = state.nodes[pred]
-            output = node.output if node.status == "succeeded" else {"error": node.error}
-            _finish(out, "succeeded", f"subtask reached MERGE node '{target}'", output=output)
+        edge = _edge(state, pred, target)
+        if edge == "live":
+            _finish(out, "succeeded", f"subtask reached MERGE node '{target}'", output=state.nodes[pred].output)
+        elif edge == "failed":  # the parent's MERGE counts it as a failed input, as a BRANCH's would
+            _finish(out, "failed", f"node '{pred}' failed (continue_on_failure): {state.nodes[pred].error}",
+                    continued=True)
         return
     if state.nodes[target].status != "pending":
         return  # already running or settled: a node runs once per revision
@@ -475,7 +508,8 @@ def _try_merge(out: _Emitter, merge_id: str) -> None:
     if len(arrived) < need:
         if len(arrived) + len(pending) >= need:
             return
-        why = (f"MERGE needs {need} input(s) under policy '{policy.policy}' but only {len(arrived)} can arrive: "
+        why = (f"MERGE needs {need} input(s) under policy '{policy.policy}' but only {len(arrived) + len(pending)} "
+               "can arrive: "
                f"failed {failed}, not taken {dead}")
         _node_failed(out, merge_id, 0, why)
         return
@@ -540,7 +574,7 @@ def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> bool:
 
 
 def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = None,
-            output: dict[str, Any] | None = None, requested_by: str | None = None) -> None:
+            output: dict[str, Any] | None = None, requested_by: str | None = None, continued: bool = False) -> None:
     """End the task: record its terminal status, stop its subtasks, and tell a parent."""
     state = out.state
     children = state.open_subtasks()
@@ -559,7 +593,7 @@ def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = 
     if lineage is not None and lineage.parent_node is not None and lineage.index is not None:
         out.add(SubtaskFinished(subtask_id=out.task_id, parent_node=lineage.parent_node, index=lineage.index,
                                 status=status, output=output if status == "succeeded" else None,  # type: ignore[arg-type]
-                                reason=reason), task_id=lineage.parent_id)
+                                reason=reason, continued=continued or None), task_id=lineage.parent_id)
 
 
 def _node_failed(out: _Emitter, node_id: str, attempt: int, reason: str) -> None:
@@ -759,6 +793,10 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
         return _set_node(state, data["node"], status="succeeded", output=data["output"],
                          provider=data.get("provider"), model=data.get("model"), chosen=data.get("chosen"),
                          usage=Usage.model_validate(usage) if usage else None, finished_at=event.time, deadline=None)
+    if kind.startswith("tenant."):  # an admission log's record: never a task's (a crafted id cannot use it)
+        return replace(state, status="reserved", tenant=event.tenant)
+    if kind == "task.cancel_requested":  # stored here only as a request this task sent to a subtask
+        return replace(state, cancelling=state.cancelling | {event.task_id})
     handler = _FOLDS.get(kind)
     return handler(state, event) if handler else state
 
@@ -773,6 +811,12 @@ def _fold_started(state: TaskState, event: Envelope) -> TaskState:
         entry=started.entry, stop_at=started.stop_at, inherited=started.upstream,
         nodes={n.id: NodeState() for n in manifest.nodes},
     )
+
+
+def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
+    queued = TaskQueued.model_validate(event.data)
+    return replace(state, status="queued", workflow=queued.workflow, revision=queued.revision,
+                   manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason)
 
 
 def _fold_rejected(state: TaskState, event: Envelope) -> TaskState:
@@ -878,6 +922,7 @@ def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
 
 _FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
     "task.started": _fold_started, "task.forked": _fold_forked, "task.rejected": _fold_rejected,
+    "task.queued": _fold_queued,
     "node.failed": _fold_failed,
     "task.cancelled": _fold_cancelled, "task.succeeded": _fold_finished, "task.failed": _fold_finished,
     "node.retry_scheduled": _fold_retry_scheduled, "node.approval_requested": _fold_approval_requested,
@@ -909,6 +954,8 @@ def input_record(inp: RouterInput) -> Envelope:
     data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
     if inp.source is not None:
         data["source"] = [r.model_dump(mode="json") for r in inp.source]
+    if inp.admission is not None:
+        data["admission"] = asdict(inp.admission)
     return Envelope(
         id=derive_id(event.id, "input"), source=SOURCE, type=INPUT_RECORD, time=event.time,
         tenant=event.tenant, task_id=event.task_id, correlation_id=event.correlation_id,
@@ -922,8 +969,10 @@ def input_from_record(record: Envelope) -> RouterInput:
     if resolved:
         workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
     source = record.data.get("source")
+    admission = record.data.get("admission")
     return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
-                       tuple(Envelope.model_validate(r) for r in source) if source is not None else None)
+                       tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
+                       Admission(**admission) if admission else None)
 
 
 def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:

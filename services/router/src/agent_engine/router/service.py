@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +23,12 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.events import TaskAdmitted, TenantAdmitted
 from agent_engine.contracts.subjects import ROUTER_RPC, tenant_from_subject, type_subject
 from agent_engine.router import views
-from agent_engine.router.core import INPUT_TYPES, Resolved, RouterInput, apply
+from agent_engine.router.admission import TENANT_KEY, Limits, TenantState, admit, evolve_tenant, release
+from agent_engine.router.core import INPUT_TYPES, SOURCE, Resolved, RouterInput, apply
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
@@ -76,6 +79,9 @@ class Router:
         self.kv = kv
         self.settings = settings
         self.cache: dict[str, TaskState] = {}
+        self.tenants: dict[str, TenantState] = {}
+        """Admission logs by tenant, as last saved (only kept where limits apply)."""
+        self.limits = Limits.from_env()
         self.deadlines = DeadlineIndex()
         self.read_through: datetime | None = None
         """Stream time of the newest input read: every input stored before it has been read."""
@@ -157,7 +163,13 @@ class Router:
         await msg.ack()
 
     async def _tenant_matches(self, msg: Msg, env: Envelope) -> bool:
+        if env.task_id.startswith(TENANT_KEY):
+            await self._reject(msg, f"task id '{env.task_id}' uses the reserved prefix '{TENANT_KEY}'")
+            return False
         state = await self._state(env.task_id)
+        if state.status == "reserved":
+            await self._reject(msg, f"task id '{env.task_id}' names a tenant's admission log, not a task")
+            return False
         if state.tenant and state.tenant != env.tenant:
             await self._reject(msg, f"task {env.task_id} belongs to another tenant than '{env.tenant}'")
             return False
@@ -169,10 +181,14 @@ class Router:
         async with self.lock:
             pending: dict[str, tuple[int, list[Envelope]]] = {}
             states: dict[str, TaskState] = {}
+            tenants: dict[str, TenantState] = {}
             for event in events:
                 state = states.get(event.task_id) or await self._state(event.task_id)
                 base = pending.get(event.task_id, (state.version, []))
-                after, records = apply(state, await self._resolve(event, state))
+                inp = await self._resolve(event, state)
+                if inp.workflow is not None and state.status == "new" and event.id not in state.applied:
+                    inp = await self._admit(inp, tenants, pending)
+                after, records = apply(state, inp)
                 if not records and not base[1] and event.task_id in self.cache:
                     # a no-op on a cached state may only mean the cache is stale (another router moved
                     # the task on): decide again on what the store holds before dropping the input
@@ -185,22 +201,82 @@ class Router:
                 states[event.task_id] = after
                 pending[event.task_id] = (base[0], base[1] + records)
                 self.inputs_applied += bool(records)
+                if (after.terminal and not state.terminal and state.status != "new") or (
+                        after.status in ("cancelled", "rejected") and state.status in ("new", "queued")):
+                    await self._release(event, after.status, tenants, pending)
             pending = {t: p for t, p in pending.items() if p[1]}
-            for chunk in _chunks(pending):
+            for chunk in _chunks(pending):  # a tenant's admission log is in the first chunk with its tasks
                 try:
                     committed = await asyncio.to_thread(self.store.save, chunk)
                 except Exception:
                     for task_id in pending:  # reload from the store, which may hold the records after all
                         self.cache.pop(task_id, None)
+                    self.tenants.clear()
                     self.relay.resync()
                     raise
                 self.relay.offer(committed)
                 for task_id, (_, records) in chunk.items():
+                    if task_id.startswith(TENANT_KEY):
+                        self.tenants[task_id[len(TENANT_KEY):]] = tenants[task_id[len(TENANT_KEY):]]
+                        continue
                     self.cache[task_id] = states[task_id]
                     for record in records:
                         self.deadlines.observe(record)
                     if any(r.type == "task.forked" for r in records):  # timers copied with the history
                         self.deadlines.sync(states[task_id])
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def _limits(self, tenant: str) -> Limits:
+        return self.limits.get(tenant, self.limits[""])
+
+    async def _tenant(self, tenant: str, tenants: dict[str, TenantState]) -> TenantState:
+        if tenant not in tenants:
+            cached = self.tenants.get(tenant)
+            tenants[tenant] = cached if cached is not None else await asyncio.to_thread(self.store.load_tenant, tenant)
+        return tenants[tenant]
+
+    def _log(self, tenant: str, tenants: dict[str, TenantState], pending: dict[str, tuple[int, list[Envelope]]],
+             cause: Envelope, task_id: str, data: Any) -> Envelope:
+        """Append one record to the tenant's admission log (saved with the batch)."""
+        key = TENANT_KEY + tenant
+        state = tenants[tenant]
+        base = pending.get(key, (state.version, []))
+        record = Envelope(id=derive_id(cause.id, "admission", len(base[1])), source=SOURCE, type=data.TYPE,
+                          time=cause.time, tenant=tenant, task_id=task_id, correlation_id=cause.correlation_id,
+                          causation_id=cause.id, data=data.model_dump(mode="json"))
+        pending[key] = (base[0], [*base[1], record])
+        if record.type.startswith("tenant."):
+            tenants[tenant] = evolve_tenant(state, record)
+        else:
+            tenants[tenant] = replace(state, version=state.version + 1)
+        return record
+
+    async def _admit(self, inp: RouterInput, tenants: dict[str, TenantState],
+                     pending: dict[str, tuple[int, list[Envelope]]]) -> RouterInput:
+        event = inp.event
+        limits = self._limits(event.tenant)
+        if limits.max_running <= 0:
+            return inp
+        state = await self._tenant(event.tenant, tenants)
+        if event.task_id in state.running or any(q[2] == event.task_id for q in state.queued):
+            return inp  # decided before (a redelivery after a failed save): the task records will say so
+        priority = int(event.data.get("priority", 0) or 0)
+        admission, data = admit(state, limits, event.tenant, event.task_id, priority)
+        if data is not None:
+            self._log(event.tenant, tenants, pending, event, event.task_id, data)
+        return replace(inp, admission=admission)
+
+    async def _release(self, event: Envelope, status: str, tenants: dict[str, TenantState],
+                       pending: dict[str, tuple[int, list[Envelope]]]) -> None:
+        if self._limits(event.tenant).max_running <= 0 and event.tenant not in self.tenants:
+            return
+        state = await self._tenant(event.tenant, tenants)
+        for task_id, data in release(state, event.task_id, status):
+            self._log(event.tenant, tenants, pending, event, task_id, data)
+            if isinstance(data, TenantAdmitted):  # tell the queued task it may start
+                self._log(event.tenant, tenants, pending, event, task_id,
+                          TaskAdmitted(reason=f"a running task of tenant '{event.tenant}' ended"))
 
     async def _state(self, task_id: str) -> TaskState:
         cached = self.cache.get(task_id)

@@ -62,7 +62,8 @@ class TaskState:
     tenant: str = ""
     correlation_id: str = ""
     status: str = "new"
-    """new (nothing recorded) | running | waiting (for an approval) | succeeded | failed | rejected | cancelled"""
+    """new (nothing recorded) | queued (over its tenant's limit) | running | waiting (for an approval) |
+    succeeded | failed | rejected | cancelled | reserved (the id of a tenant's admission log, not a task)"""
     workflow: str | None = None
     revision: str | None = None
     engine_version: str | None = None
@@ -84,6 +85,8 @@ class TaskState:
     """Upstream outputs a subtask inherited from its parent."""
     fanouts: Mapping[str, Fanout] = field(default_factory=dict)
     """SPLIT node -> its subtasks."""
+    cancelling: frozenset[str] = frozenset()
+    """Subtasks this task asked to stop; it neither waits for them nor asks again."""
     revisions: Mapping[str, int] = field(default_factory=dict)
     """Reviewer node -> revisions it has asked for."""
     feedback: Mapping[str, dict[str, Any]] = field(default_factory=dict)
@@ -102,7 +105,7 @@ class TaskState:
         return [(n, s) for n, s in self.nodes.items() if s.status == "dispatched"]
 
     def open_subtasks(self) -> list[str]:
-        return [t for f in self.fanouts.values() for t in f.open_subtasks()]
+        return [t for f in self.fanouts.values() for t in f.open_subtasks() if t not in self.cancelling]
 
     def has_open_work(self) -> bool:
         """Anything still to come: a node running or due, an approval, a subtask."""

@@ -18,6 +18,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.core import fold
 from agent_engine.router.state import TaskState
 
@@ -61,6 +62,13 @@ def task_uuid(task_id: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:task:{task_id}")
 
 
+def aggregate_uuid(key: str) -> uuid.UUID:
+    """A task's aggregate id, or for a "tenant:<name>" key that tenant's admission log."""
+    if key.startswith(TENANT_KEY):
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:{key}")
+    return task_uuid(key)
+
+
 class TaskStore:
     def __init__(self, postgres_url: str) -> None:
         self.url = postgres_url
@@ -77,7 +85,10 @@ class TaskStore:
 
     def records(self, task_id: str) -> list[Envelope]:
         return [Envelope.model_validate(e.envelope)  # type: ignore[attr-defined]
-                for e in self.app.events.get(task_uuid(task_id))]
+                for e in self.app.events.get(aggregate_uuid(task_id))]
+
+    def load_tenant(self, tenant: str) -> TenantState:
+        return fold_tenant(self.records(TENANT_KEY + tenant))
 
     def load(self, task_id: str) -> TaskState:
         return fold(self.records(task_id))
@@ -92,7 +103,7 @@ class TaskStore:
         flat: list[Envelope] = []
         for task_id, (base_version, records) in pending.items():
             flat.extend(records)
-            originator = task_uuid(task_id)
+            originator = aggregate_uuid(task_id)
             for offset, record in enumerate(records, start=1):
                 events.append(TaskRecord(  # type: ignore[call-arg]
                     originator_id=originator, originator_version=base_version + offset,

@@ -8,7 +8,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.core import fold, replay, usage_total
 from agent_engine.router.graph import downstream, split_body
-from agent_engine.router.state import TaskState
+from agent_engine.router.state import NodeState, TaskState
 
 
 def _scope(state: TaskState) -> list[str]:
@@ -36,7 +36,7 @@ def show(records: list[Envelope]) -> dict[str, Any]:
     delegated = {n for split in state.fanouts for n in split_body(manifest, split)} if manifest else set()
     nodes = []
     for node_id in _scope(state):
-        node = state.nodes[node_id]
+        node = state.nodes.get(node_id) or NodeState()  # a queued task has no node states yet
         spec = manifest.node(node_id) if manifest else None
         duration = None
         if node.dispatched_at and node.finished_at:
