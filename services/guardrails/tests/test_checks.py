@@ -167,7 +167,8 @@ def test_decide_accepts_with_a_derived_id(request_body, encode: Encode) -> None:
     assert (answer.tenant, answer.task_id, answer.correlation_id, answer.causation_id, answer.source) == (
         "acme", "task-1", "corr-1", "req-1", SOURCE)
     assert answer.data == {"workflow": "research-review", "input": {"brief": "mail [redacted:email]"},
-                           "redactions": {"email": 1}, "idempotency_key": "k-1", "requested_by": "tester"}
+                           "redactions": {"email": 1}, "idempotency_key": "k-1", "requested_by": "tester",
+                           "priority": 0}
     again = decide(SUBJECT, encode(body), {}, 8, POLICY)
     assert again is not None and again.id == answer.id  # a redelivered request gets the same answer id
 
