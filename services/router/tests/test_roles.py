@@ -827,3 +827,58 @@ def test_each_open_subtask_is_asked_to_stop_once_when_the_merge_fires_and_the_ta
     assert "task.succeeded" in types(events)
     # today: [subtask 1, subtask 2, subtask 1, subtask 2]
     assert [e.task_id for e in events if e.type == "task.cancel_requested"] == [subtask_id(1), subtask_id(2)]
+
+
+# --- found while documenting ------------------------------------------------------------------
+
+def test_a_branch_failing_after_an_any_merge_fired_no_longer_fails_the_task() -> None:
+    run, _ = at_branches(branch_wf(policy="any", merge_kind="agent"))
+    run.feed(completed(run.dispatch("b"), {"v": "b"}))  # the MERGE fires; the chair is dispatched
+    late = run.feed(errored(run.dispatch("a"), "boom", retryable=False))
+    assert types(late) == ["router.input", "node.failed"]
+    assert late[1].data["continued"] is True
+    assert "no longer needed: every path from it ends at a MERGE that fired" in late[1].data["reason"]
+    assert run.state.status == "running"
+    run.feed(completed(run.dispatch("join"), {"v": "merged"}))
+    assert run.state.status == "succeeded"
+    assert_replays(run)
+
+
+def test_a_decision_reviewer_asking_for_a_revision_needs_no_matching_edge() -> None:
+    rule = ReviseSpec(target="draft", when=Condition(field="verdict", equals="revise"), max_revisions=1)
+    nodes = [agent("draft", role="START"), agent("review", role="DECISION", agent_name="judge", revise=rule),
+             exit_("approved"), exit_("rejected", "failed")]
+    edges = [edge("draft", "review"), edge("review", "approved", field_="verdict", equals="approve"),
+             edge("review", "rejected", field_="verdict", equals="reject")]  # no edge for "revise", no default
+    run = started(valid(manifest(nodes, edges)))
+    run.feed(completed(run.dispatch("draft"), {"text": "v1"}))
+    asked = run.feed(completed(run.dispatch("review"), {"verdict": "revise"}))
+    assert types(asked) == ["router.input", "node.succeeded", "node.revision_requested", "node.dispatched"]
+    assert "chosen" not in asked[1].data  # a revision, not an edge
+    run.feed(completed(run.dispatch("draft"), {"text": "v2"}))
+    run.feed(completed(run.dispatch("review"), {"verdict": "approve"}))
+    assert run.state.exit_node == "approved"
+    assert_replays(run)
+
+
+def test_a_revision_may_take_a_path_a_decision_skipped_the_first_time() -> None:
+    rule = ReviseSpec(target="draft", when=Condition(field="verdict", equals="again"), max_revisions=1)
+    nodes = [agent("draft", role="START"),
+             agent("route", role="DECISION"), agent("short"), agent("long"),
+             agent("review", agent_name="judge", revise=rule), exit_("done")]
+    edges = [edge("draft", "route"), edge("route", "long", field_="size", equals="long"),
+             edge("route", "short", default=True), edge("short", "review"), edge("long", "review"),
+             edge("review", "done")]
+    run = started(valid(manifest(nodes, edges)))
+    run.feed(completed(run.dispatch("draft")))
+    run.feed(completed(run.dispatch("route"), {"size": "short"}))  # long is skipped
+    assert run.state.nodes["long"].status == "skipped"
+    run.feed(completed(run.dispatch("short")))
+    asked = run.feed(completed(run.dispatch("review"), {"verdict": "again"}))
+    assert only(asked, "node.revision_requested").data["reset"] == ["draft", "long", "review", "route", "short"]
+    run.feed(completed(run.dispatch("draft")))
+    run.feed(completed(run.dispatch("route"), {"size": "long"}))  # this time the other path
+    run.feed(completed(run.dispatch("long")))
+    run.feed(completed(run.dispatch("review"), {"verdict": "fine"}))
+    assert run.state.status == "succeeded"
+    assert_replays(run)

@@ -142,7 +142,7 @@ def _check_fan_in(manifest: WorkflowManifest, out: dict[str, list[str]], inc: di
         reach = {s: {n for n in _reachable(s, out, stop_at_merge=manifest) if manifest.node(n).role != "MERGE"}
                  for s in out[branch.id]}
         for node in manifest.nodes:
-            if node.role == "MERGE" or len(inc[node.id]) < 2:
+            if node.role in ("MERGE", "EXIT") or len(inc[node.id]) < 2:  # the first path to an EXIT ends the task
                 continue
             sources = {s for s, r in reach.items() if any(p in r for p in inc[node.id])}
             if len(sources) >= 2:

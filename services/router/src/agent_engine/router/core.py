@@ -57,7 +57,7 @@ from agent_engine.contracts.events import (
 from agent_engine.contracts.manifest import MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
-from agent_engine.router.graph import segment, split_merges
+from agent_engine.router.graph import downstream, segment, split_merges
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
 SOURCE = "agent-engine/router"
@@ -234,7 +234,8 @@ def _on_completed(out: _Emitter, inp: RouterInput) -> None:
 
 def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
     assert out.state.manifest is not None
-    chosen, problem = _choose(out.state.manifest, spec, completed.output)
+    revising = _wants_revision(out.state, spec, completed.output)
+    chosen, problem = (None, "") if revising else _choose(out.state.manifest, spec, completed.output)
     if problem:
         _node_failed(out, spec.id, completed.attempt, problem)
         return
@@ -243,9 +244,10 @@ def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
         output=completed.output, provider=completed.provider, model=completed.model, usage=completed.usage,
         chosen=chosen,
     ))
-    if spec.revise is not None and _revise(out, spec, completed.output):
-        return
-    _advance(out, spec.id)
+    if revising:
+        _revise(out, spec, completed.output)
+    else:
+        _advance(out, spec.id)
 
 
 def _on_errored(out: _Emitter, inp: RouterInput) -> None:
@@ -557,20 +559,27 @@ def _fan_out(out: _Emitter, spec: NodeSpec) -> None:
         _try_merge(out, spec.split.merge)
 
 
-def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> bool:
-    """Send work back to the reviser's target when its rule matches and revisions remain."""
+def _wants_revision(state: TaskState, spec: NodeSpec, output: dict[str, Any]) -> bool:
+    """The node's revise rule matches its output and revisions remain (checked before any edge is chosen)."""
+    rule = spec.revise
+    if rule is None or rule.max_revisions is None:
+        return False
+    return rule.when.matches(output) and state.revisions.get(spec.id, 0) < rule.max_revisions
+
+
+def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> None:
+    """Send work back to the reviser's target: the nodes between run again with its output as feedback."""
     rule = spec.revise
     state = out.state
     assert rule is not None and state.manifest is not None and rule.max_revisions is not None
     used = state.revisions.get(spec.id, 0)
-    if not rule.when.matches(output) or used >= rule.max_revisions:
-        return False
-    reset = sorted(segment(state.manifest, rule.target, spec.id))
+    # besides the nodes between, paths a DECISION between skipped last time may be taken this time
+    skipped = {n for n in downstream(state.manifest, rule.target) if state.nodes[n].status == "skipped"}
+    reset = sorted(segment(state.manifest, rule.target, spec.id) | skipped)
     out.add(NodeRevisionRequested(node=spec.id, target=rule.target, revision=used + 1,
                                   max_revisions=rule.max_revisions, feedback=output, reset=reset))
     why = f"revision {used + 1} of {rule.max_revisions} asked by '{spec.id}'"
     _dispatch(out, state.manifest.node(rule.target), 1, why)
-    return True
 
 
 def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = None,
@@ -604,8 +613,33 @@ def _node_failed(out: _Emitter, node_id: str, attempt: int, reason: str) -> None
         out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason, continued=True))
         _advance(out, node_id)
         return
+    if _moot(out.state, node_id):
+        out.add(NodeFailed(node=node_id, attempt=attempt, continued=True,
+                           reason=f"{reason} (no longer needed: every path from it ends at a MERGE that fired)"))
+        return
     out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason))
     _finish(out, "failed", f"node '{node_id}' failed: {reason}")
+
+
+def _moot(state: TaskState, node_id: str) -> bool:
+    """Every path from the node meets a MERGE that already fired (any/quorum) before anything else."""
+    assert state.manifest is not None
+    todo = [e.to for e in state.manifest.successors(node_id)]
+    seen: set[str] = set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        spec = state.manifest.node(current)
+        if spec.role == "MERGE" and current != state.stop_at:
+            if state.nodes[current].status == "pending":
+                return False
+            continue
+        if spec.role == "EXIT" or current == state.stop_at:
+            return False
+        todo += [e.to for e in state.manifest.successors(current)]
+    return bool(seen)
 
 
 # --- runs and retries -------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def _subtasks(state: TaskState) -> list[dict[str, Any]]:
     rows = []
     for split, fanout in state.fanouts.items():
         for index, task_id in enumerate(fanout.subtasks):
-            status, _, reason = fanout.results.get(index, ("running", None, ""))
+            unknown = ("not recorded", None, "the parent ended first") if state.terminal else ("running", None, "")
+            status, _, reason = fanout.results.get(index, unknown)
             rows.append({"node": split, "index": index, "task_id": task_id, "status": status, "reason": reason})
     return rows
 
