@@ -131,3 +131,13 @@ def test_cancel_during_a_split_of_50_stops_every_subtask(engine, tenant):
     parent_history = asyncio.run(_histories(engine, [parent]))[parent]
     assert parent_history.count("task.cancel_requested") == 50  # one to each subtask
     assert "node.merged" not in parent_history
+
+
+def test_a_split_that_continues_on_failure_merges_what_it_has(engine, tenant):
+    status, history = asyncio.run(engine.run_to_end(tenant, {"text": "alpha beta gamma"}, ROOT / "tests" / "workflows"
+                                                    / "fanout-continue"))
+    assert status == "succeeded"
+    merged = next(e for e in history if e.type == "node.merged")
+    assert merged.data["arrived"] == [] and merged.data["failed"] == ["0", "1", "2"]
+    settled = [e for e in history if e.type == "subtask.settled"]
+    assert len(settled) == 3 and {e.data["status"] for e in settled} == {"failed"}
