@@ -246,7 +246,7 @@ def test_cost_matches_the_model_family(model: str, per_million_input: Decimal) -
     assert pricing.cost(model, Usage(input_tokens=1_000_000)) == per_million_input
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "claude-3-opus", ""])
+@pytest.mark.parametrize("model", ["mistral-large", "claude-3-opus", ""])
 def test_cost_of_an_unknown_model_is_none(model: str) -> None:
     assert pricing.cost(model, Usage(input_tokens=10, output_tokens=5)) is None
 
@@ -277,3 +277,33 @@ def test_extract_json_of_a_non_json_reply_names_the_reply(text: str) -> None:
         extract_json(text)
     assert repr(text[:80]) in str(info.value)
 
+
+
+def test_a_price_table_file_prices_calls_and_names_its_problems(tmp_path, monkeypatch) -> None:
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"version": "test-1", "models": {
+        "local-": {"input": "0.5", "output": "1", "cache_read": "0.25", "cache_write": "0"}}}))
+    loaded = pricing.load(table)
+    assert loaded.version == "test-1"
+    assert loaded.cost("local-llama", Usage(input_tokens=2_000_000, output_tokens=1_000_000)) == Decimal(2)
+    assert loaded.cost("claude-sonnet-4-5", Usage(input_tokens=1)) is None
+
+    monkeypatch.setenv("AE_PRICE_TABLE", str(table))
+    pricing.active.cache_clear()
+    try:
+        assert pricing.active().version == "test-1"
+    finally:
+        pricing.active.cache_clear()
+
+    table.write_text(json.dumps({"version": "bad", "models": {"m": {"input": "1", "output": "x"}}}))
+    with pytest.raises(SystemExit, match=r"prices.json: ValueError: model 'm' lacks \['cache_read', 'cache_write'\]"):
+        pricing.load(table)
+    table.write_text(json.dumps({"version": "bad", "models": {"m": {"input": "-1", "output": "1", "cache_read": "0",
+                                                                   "cache_write": "0"}}}))
+    with pytest.raises(SystemExit, match="negative price"):
+        pricing.load(table)
+
+
+def test_the_bundled_table_prices_openai_compatible_models() -> None:
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_read_tokens=500_000)
+    assert pricing.cost("gpt-4o-mini-2024-07-18", usage) == Decimal("0.075") + Decimal("0.0375") + Decimal("0.60")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fake_llm import FakeServer, Reply, openai_completion, openai_error
 
+from agent_engine.agent_runner import pricing
 from agent_engine.agent_runner.providers import Gateway, LlmRequest, ProviderError, ToolCall, Turn
 from agent_engine.agent_runner.providers.openai import OpenAIProvider
 from agent_engine.agent_runner.service import AgentRunner
@@ -97,7 +98,9 @@ async def test_429_then_500_then_success_through_the_gateway(fake_openai: FakeSe
     assert sleeps[0] == 3.0  # the server's retry-after
     assert 0.5 <= sleeps[1] / (0.5 * 2) < 1  # no retry-after: second backoff, 0.5 s doubled, with jitter
     assert len({e.id for e in events}) == 4
-    assert events[2].data["cost_usd"] == "unpriced"  # not in the price table: reported, never guessed
+    call = events[2].data
+    assert (call["price_table"], call["cost_usd"]) == ("2026-11-01", str(pricing.cost("gpt-4o-mini", Usage(**call["usage"]))))
+    assert call["cost_usd"] != "unpriced"  # gpt-4o-mini is in the bundled price table
 
 
 async def test_from_env_reads_the_key_file_and_never_shows_it(fake_openai: FakeServer, tmp_path: Path,

@@ -17,8 +17,8 @@ _ids = count(1)
 
 def llm_called(*, task: str = "t1", tenant: str = "acme", provider: str = "anthropic",
                model: str = "claude-sonnet-4-5", cost: str = "0.1", day: int = 1, event_id: str | None = None,
-               usage: Usage | None = None) -> Envelope:
-    data = LlmCalled(dispatch_id="d", node="n", provider=provider, model=model, cost_usd=cost,
+               usage: Usage | None = None, node: str = "n") -> Envelope:
+    data = LlmCalled(dispatch_id="d", node=node, provider=provider, model=model, cost_usd=cost,
                      usage=usage or Usage(input_tokens=100, output_tokens=10, cache_read_tokens=40,
                                           cache_write_tokens=5))
     return Envelope(id=event_id or f"e{next(_ids)}", source="agent-engine/agent-runner", type=LlmCalled.TYPE,
@@ -47,6 +47,17 @@ def test_costs_sum_exactly_per_task() -> None:
     assert (line["input_tokens"], line["output_tokens"]) == (200, 20)
     assert (line["cache_read_tokens"], line["cache_write_tokens"]) == (80, 10)
     assert ledger.query(task_id="t2")["cost_usd"] == "0.7"
+
+
+def test_a_task_line_lists_each_call_and_sums_each_node() -> None:
+    ledger = ledger_of(llm_called(node="draft", cost="0.1"), llm_called(node="review", cost="0.02"),
+                       llm_called(node="draft", cost="0.3"), llm_called(task="t2", node="draft", cost="9"))
+    line = ledger.query(task_id="t1")
+    assert [(c["node"], c["cost_usd"]) for c in line["call_log"]] == [("draft", "0.1"), ("review", "0.02"),
+                                                                       ("draft", "0.3")]
+    assert {n: (v["calls"], v["cost_usd"]) for n, v in line["nodes"].items()} == {"draft": (2, "0.4"),
+                                                                                   "review": (1, "0.02")}
+    assert sum(Decimal(c["cost_usd"]) for c in line["call_log"]) == Decimal(line["cost_usd"])
 
 
 def test_many_small_costs_stay_exact() -> None:

@@ -465,7 +465,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
         async with connected() as (nc, _):
             return await rpc(nc, TELEMETRY_RPC, "ledger", {"task_id": args.task, "tenant": args.tenant})
     ledger = asyncio.run(go())
-    print(json.dumps(ledger, indent=2))
+    if args.json or not args.task:
+        print(json.dumps(ledger, indent=2))
+    else:
+        render.task_cost(ledger)
     return 0
 
 
@@ -654,9 +657,11 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("seq", type=int, help="its number in `agentctl dlq list`")
     dr.set_defaults(func=cmd_dlq_replay)
 
-    cost = sub.add_parser("cost", help="token and cost ledger from telemetry (JSON)")
+    cost = sub.add_parser("cost", help="token and cost ledger from telemetry: with --task, each call and node; "
+                          "otherwise JSON by tenant, model and day")
     cost.add_argument("--task")
     cost.add_argument("--tenant")
+    cost.add_argument("--json", action="store_true", help="the ledger as JSON")
     cost.set_defaults(func=cmd_cost)
 
     pr = sub.add_parser("providers", help="the agent-runner's LLM providers and each model's circuit breaker "

@@ -134,3 +134,25 @@ def replay(report: dict[str, Any]) -> None:
     for d in report["differences"]:
         print(f"  #{d['index']}: stored {d['stored_type']}, replayed {d['replayed_type']}; "
               f"differs in {', '.join(d['fields']) or '(whole record)'}")
+
+
+def task_cost(ledger: dict[str, Any]) -> None:
+    """One task's ledger: each call, each node, and the total (exact decimals, as recorded)."""
+    print(f"task {ledger['task_id']}: {ledger['calls']} call(s), {ledger['cost_usd']} USD"
+          + (f", {ledger['unpriced_calls']} unpriced" if ledger.get("unpriced_calls") else ""))
+    calls = ledger.get("call_log") or []
+    if calls:
+        print()
+        print(f"{'NODE':<18}{'BY':<32}{'IN':>8}{'OUT':>8}{'CACHE R/W':>12}  COST USD")
+        for call in calls:
+            usage = call["usage"]
+            by = f"{call['provider']}/{call['model']}" + (" [mock]" if call["provider"] == "mock" else "")
+            node = call["node"] + (f" (repair {call['repair']})" if call.get("repair") else "")
+            print(f"{node:<18}{by:<32}{usage['input_tokens']:>8}{usage['output_tokens']:>8}"
+                  f"{usage['cache_read_tokens']:>6}/{usage['cache_write_tokens']:<5}  {call['cost_usd']}")
+    nodes = ledger.get("nodes") or {}
+    if nodes:
+        print()
+        print(f"{'NODE':<18}{'CALLS':>6}  COST USD")
+        for node, line in nodes.items():
+            print(f"{node:<18}{line['calls']:>6}  {line['cost_usd']}")

@@ -8,6 +8,7 @@ import logging
 
 from nats.aio.msg import Msg
 
+from agent_engine.agent_runner import pricing
 from agent_engine.agent_runner.providers import Gateway
 from agent_engine.agent_runner.service import SOURCE, AgentRunner
 from agent_engine.contracts.subjects import AGENT_RUNNER_RPC
@@ -21,6 +22,7 @@ log = logging.getLogger("agent-runner")
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     gateway = Gateway.from_env()
+    log.info("pricing with price table %s", pricing.active().version)
     bus = await Bus.open(settings.nats_url, "agent-runner")
 
     async def on_providers(msg: Msg) -> None:

@@ -85,7 +85,7 @@ def called(dispatch: NodeDispatched, request: LlmRequest, llm: LlmResult, proble
     price = pricing.cost(llm.model, llm.usage)
     return LlmCalled(dispatch_id=dispatch.dispatch_id, node=dispatch.node, provider=llm.provider, model=llm.model,
                      usage=llm.usage, cost_usd=str(price) if price is not None else "unpriced",
-                     price_table=pricing.PRICE_TABLE_VERSION, repair=request.repair, fallback=llm.fallback,
+                     price_table=pricing.active().version, repair=request.repair, fallback=llm.fallback,
                      outcome="valid" if problem is None else "invalid", problem=problem)
 
 

@@ -45,6 +45,9 @@ class Ledger:
     by_tenant: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
     by_model: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
     by_day: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
+    by_node: dict[tuple[str, str], Line] = field(default_factory=lambda: defaultdict(Line))
+    calls: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    """Per task, every call in the order seen: node, provider, model, usage, cost, repair."""
     seen: set[str] = field(default_factory=set)
     events_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     messages_by_subject: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -65,10 +68,17 @@ class Ledger:
                            (self.by_model, f"{call.provider}/{call.model}"),
                            (self.by_day, event.time.date().isoformat())):
             table[key].add(call)
+        self.by_node[(event.task_id, call.node)].add(call)
+        self.calls[event.task_id].append({
+            "event_id": event.id, "time": event.time.isoformat(), "node": call.node, "provider": call.provider,
+            "model": call.model, "usage": call.usage.model_dump(), "cost_usd": call.cost_usd,
+            "price_table": call.price_table, "repair": getattr(call, "repair", None)})
 
     def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
         if task_id:
-            return {"task_id": task_id, **self.by_task.get(task_id, Line()).as_json()}
+            nodes = {node: line.as_json() for (task, node), line in self.by_node.items() if task == task_id}
+            return {"task_id": task_id, **self.by_task.get(task_id, Line()).as_json(), "nodes": nodes,
+                    "call_log": self.calls.get(task_id, [])}
         if tenant:
             return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json()}
         return {
