@@ -116,9 +116,9 @@ def test_an_unknown_task_or_tenant_is_an_empty_line() -> None:
     ledger = ledger_of(llm_called())
     empty: dict[str, Any] = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
                              "cache_write_tokens": 0, "cost_usd": "0", "unpriced_calls": 0, "mock_calls": 0}
-    assert ledger.query(task_id="nope") == {"task_id": "nope", **empty}
+    assert ledger.query(task_id="nope") == {"task_id": "nope", **empty, "nodes": {}, "call_log": []}
     assert ledger.query(tenant="nobody") == {"tenant": "nobody", **empty}
-    assert "nope" not in ledger.by_task  # a query does not create lines
+    assert "nope" not in ledger.by_task and "nope" not in ledger.calls  # a query does not create lines
 
 
 def test_query_answers_are_json() -> None:
