@@ -101,7 +101,7 @@ class EngineClient:
 class Cluster(EngineClient):
     def __init__(self, root: Path, **env: str) -> None:
         self.root = root
-        self.env = {"AE_ACK_WAIT_S": "5", "AE_PROVIDER": "mock", **env}
+        self.env = {"AE_ACK_WAIT_S": "5", "AE_HEARTBEAT_S": "1", "AE_PROVIDER": "mock", **env}
         self.nats: embedded.ServerProcess | None = None
         self.postgres: embedded.ServerProcess | None = None
         self.nats_port = embedded.free_port()

@@ -32,6 +32,20 @@ def test_a_deadline_waits_while_results_may_still_be_queued() -> None:
     assert due.type == "node.deadline_expired" and due.data["dispatch_id"] == "t1/n1/1" and due.tenant == "acme"
 
 
+def test_a_heartbeat_moves_the_deadline_by_the_node_timeout_and_only_for_its_dispatch() -> None:
+    index = DeadlineIndex()
+    index.observe(dispatched(deadline=T0 + timedelta(seconds=10)))  # a 10 s timeout
+    beat = T0 + timedelta(seconds=8)
+    assert index.heartbeat("t1", "n1", "t1/n1/1", beat)
+    assert index.expired(T0 + timedelta(seconds=12), caught_up=True, read_through=None) == []
+    assert len(index.expired(beat + timedelta(seconds=10), caught_up=True, read_through=None)) == 1
+    # another dispatch of the node (an older attempt), another node, or an unknown task: no effect
+    assert not index.heartbeat("t1", "n1", "t1/n1/0", beat + timedelta(seconds=5))
+    assert not index.heartbeat("t1", "n9", "t1/n1/1", beat)
+    assert not index.heartbeat("t9", "n1", "t1/n1/1", beat)
+    assert not index.heartbeat("t1", "n1", "t1/n1/1", T0)  # never moves a deadline earlier
+
+
 def test_a_deadline_not_yet_passed_never_fires() -> None:
     index = DeadlineIndex()
     index.observe(dispatched(deadline=T0 + timedelta(minutes=1)))

@@ -15,6 +15,8 @@ DLQ_STREAM = "AE_DLQ"
 DLQ_PREFIX = "aedlq"
 WORKFLOW_BUCKET = "ae_workflows"
 
+HEARTBEAT_PREFIX = "aehb"
+"""`aehb.<tenant>`: plain NATS (not stored) "still working on this dispatch" notes from the runners."""
 ROUTER_RPC = "aerpc.router"
 TELEMETRY_RPC = "aerpc.telemetry"
 AGENT_RUNNER_RPC = "aerpc.agent-runner"

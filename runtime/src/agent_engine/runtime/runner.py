@@ -8,6 +8,7 @@ duplicate window, and by the router in any case).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDispatched, NodeErrored
-from agent_engine.contracts.subjects import type_subject
+from agent_engine.contracts.subjects import HEARTBEAT_PREFIX, type_subject
 from agent_engine.runtime.bus import Bus, settle
 from agent_engine.runtime.settings import Settings
 
@@ -49,12 +50,16 @@ def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeD
                    "a node result may carry; write large results to workspace files", retryable=False)
 
 
-async def _keep_alive(msg: Msg, every: float) -> None:
-    """Tell JetStream a long call is still in progress, so it is not redelivered meanwhile."""
+async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatched, settings: Settings) -> None:
+    """While a call runs: tell JetStream it is in progress (no redelivery meanwhile) and tell the router
+    (a heartbeat, which extends the dispatch's deadline by the node's timeout)."""
+    every = min(settings.ack_wait_s / 2, settings.heartbeat_s)
+    beat = json.dumps({"task_id": cause.task_id, "node": dispatch.node, "dispatch_id": dispatch.dispatch_id}).encode()
     while True:
         await asyncio.sleep(every)
         try:
             await msg.in_progress()
+            await bus.nc.publish(f"{HEARTBEAT_PREFIX}.{cause.tenant}", beat)
         except Exception:  # noqa: BLE001  the final ack/nak reports real trouble
             return
 
@@ -69,7 +74,7 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
             await msg.ack()
             return
         error = None
-        heartbeat = asyncio.create_task(_keep_alive(msg, settings.ack_wait_s / 2))
+        heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:
             results = [_within_limit(e, source, envelope, dispatch) for e in await handler(envelope, dispatch)]
             await bus.publish_many(results)

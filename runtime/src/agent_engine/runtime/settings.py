@@ -27,5 +27,7 @@ class Settings:
     ack_wait_s: float = field(default_factory=lambda: env_float("AE_ACK_WAIT_S", 30.0))
     max_deliver: int = field(default_factory=lambda: env_int("AE_MAX_DELIVER", 5))
     batch_size: int = field(default_factory=lambda: env_int("AE_BATCH_SIZE", 64))
+    heartbeat_s: float = field(default_factory=lambda: env_float("AE_HEARTBEAT_S", 10.0))
+    """How often a runner says it is still working on a dispatch; the router then extends its deadline."""
     router_name: str = field(default_factory=lambda: os.environ.get("AE_ROUTER_NAME", "router"))
     """Several routers may consume together; each needs its own name (it keys the relay position)."""

@@ -8,8 +8,8 @@ results already waiting in the stream settle their nodes first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDeadlineExpired, NodeRetryDue
@@ -26,6 +26,8 @@ class Open:
     correlation_id: str
     retry: bool = False
     """A scheduled retry (attempt `attempt` at `deadline`) rather than an open dispatch."""
+    window: timedelta = timedelta(0)
+    """The node's timeout: a heartbeat moves the deadline to (heartbeat time + window)."""
 
 
 class DeadlineIndex:
@@ -36,11 +38,11 @@ class DeadlineIndex:
         """Follow one committed record."""
         data = record.data
         if record.type == "node.dispatched":
-            deadline = data["deadline"]
+            raw = data["deadline"]
+            deadline = raw if isinstance(raw, datetime) else datetime.fromisoformat(raw)
             self.open[(record.task_id, data["node"])] = Open(
-                data["dispatch_id"], data["attempt"],
-                deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
-                record.tenant, record.correlation_id)
+                data["dispatch_id"], data["attempt"], deadline, record.tenant, record.correlation_id,
+                window=deadline - record.time)
         elif record.type == "node.retry_scheduled":
             at = data["at"]
             self.open[(record.task_id, data["node"])] = Open(
@@ -58,11 +60,21 @@ class DeadlineIndex:
             return
         for node_id, node in state.nodes.items():
             if node.status == "dispatched" and node.dispatch_id and node.deadline:
+                window = node.deadline - node.dispatched_at if node.dispatched_at else timedelta(0)
                 self.open[(state.task_id, node_id)] = Open(node.dispatch_id, node.attempts, node.deadline,
-                                                           state.tenant, state.correlation_id)
+                                                           state.tenant, state.correlation_id, window=window)
             elif node.status == "retry_scheduled" and node.deadline:
                 self.open[(state.task_id, node_id)] = Open("", node.attempts + 1, node.deadline, state.tenant,
                                                            state.correlation_id, retry=True)
+
+    def heartbeat(self, task_id: str, node: str, dispatch_id: str, now: datetime) -> bool:
+        """A runner is still working on the dispatch: its deadline moves to now + the node's timeout.
+        Only the shell's timer moves; the recorded deadline stays as decided."""
+        entry = self.open.get((task_id, node))
+        if entry is None or entry.retry or entry.dispatch_id != dispatch_id or entry.deadline >= now + entry.window:
+            return False
+        self.open[(task_id, node)] = replace(entry, deadline=now + entry.window)
+        return True
 
     def drop(self, task_id: str) -> None:
         for key in [k for k in self.open if k[0] == task_id]:

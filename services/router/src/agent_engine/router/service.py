@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import TaskAdmitted, TenantAdmitted
-from agent_engine.contracts.subjects import ROUTER_RPC, tenant_from_subject, type_subject
+from agent_engine.contracts.subjects import HEARTBEAT_PREFIX, ROUTER_RPC, tenant_from_subject, type_subject
 from agent_engine.router import views
 from agent_engine.router.admission import TENANT_KEY, Limits, TenantState, admit, evolve_tenant, release
 from agent_engine.router.core import INPUT_TYPES, SOURCE, Resolved, RouterInput, apply
@@ -89,12 +89,15 @@ class Router:
         self.relay = Relay(bus, store, "relay" if settings.router_name == "router" else f"relay:{settings.router_name}")
         self.inputs_applied = 0
         """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
+        self.grace_until = datetime.now(UTC)
         self.backlog: int | None = None
         """Messages waiting behind the last one fetched; deadlines wait until results are not queued."""
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self._rebuild_deadlines)
         await self.bus.nc.subscribe(f"{ROUTER_RPC}.>", cb=self._rpc)
+        await self.bus.nc.subscribe(f"{HEARTBEAT_PREFIX}.*", cb=self._heartbeat)
+        self.grace_until = datetime.now(UTC) + timedelta(seconds=2 * self.settings.heartbeat_s)
         subjects = [type_subject(t) for t in INPUT_TYPES if t != "node.deadline_expired"]
         loops = [
             self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
@@ -312,11 +315,21 @@ class Router:
             count += 1
         log.info("scanned %d records; %d open dispatches", count, len(self.deadlines.open))
 
+    async def _heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = json.loads(msg.data)
+            self.deadlines.heartbeat(str(beat["task_id"]), str(beat["node"]), str(beat["dispatch_id"]),
+                                     datetime.now(UTC))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed heartbeat on %s", msg.subject)
+
     async def _watch_deadlines(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(0.5)
-            due = self.deadlines.expired(datetime.now(UTC), caught_up=self.backlog == 0,
-                                         read_through=self.read_through)
+            now = datetime.now(UTC)
+            if now < self.grace_until:
+                continue  # after a start, give running calls one heartbeat to say they are alive
+            due = self.deadlines.expired(now, caught_up=self.backlog == 0, read_through=self.read_through)
             for event in due:  # one at a time: a task that cannot be saved must not hold up the others
                 try:
                     await self._apply([event])

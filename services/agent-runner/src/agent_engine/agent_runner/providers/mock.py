@@ -12,6 +12,8 @@ from agent_engine.contracts.events import Usage
 INVALID = "$mock_invalid"
 """A script item `{"$mock_invalid": "some text"}` makes the mock reply with that text verbatim, so the
 structured-output repair path runs offline."""
+DELAY = "$mock_delay_s"
+"""A script item may add `"$mock_delay_s": 3` to take that long to answer (a slow call, offline)."""
 MODEL = "mock-1"
 
 
@@ -27,18 +29,23 @@ class MockProvider:
         """Simulated latency (AE_MOCK_DELAY_S), so demos and crash tests have calls in flight."""
 
     async def complete(self, request: LlmRequest, model: str = MODEL) -> LlmResult:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        delay = self.delay_s + float(_scripted(request).get(DELAY, 0))
+        if delay:
+            await asyncio.sleep(delay)
         text = reply_text(request)
         prompt = request.system + "".join(turn.content for turn in request.turns)
         usage = Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(text))
         return LlmResult(text, usage, MOCK, MODEL, stop_reason="end_turn")
 
 
-def reply_text(request: LlmRequest) -> str:
+def _scripted(request: LlmRequest) -> dict[str, Any]:
     scripted = request.agent.mock_responses
-    if scripted:
-        item = scripted[min(request.attempt + request.repair, len(scripted)) - 1]
+    return scripted[min(request.attempt + request.repair, len(scripted)) - 1] if scripted else {}
+
+
+def reply_text(request: LlmRequest) -> str:
+    if request.agent.mock_responses:
+        item = {k: v for k, v in _scripted(request).items() if k != DELAY}
         if INVALID in item:
             raw = item[INVALID]
             return raw if isinstance(raw, str) else json.dumps(raw)
