@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +192,35 @@ def test_no_time_left_is_a_retryable_refusal() -> None:
     with pytest.raises(ToolError, match="no time left to run the snippet") as info:
         run_python({"code": "pass"}, ctx_for(time_limit_s=0.2))
     assert info.value.retryable
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_a_snippet_dies_with_a_tool_runner_killed_mid_run(tmp_path: Path) -> None:
+    pid_file = tmp_path / "snippet.pid"
+    code = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
+    host = subprocess.Popen([sys.executable, "-c", (
+        "from pathlib import Path\n"
+        "from agent_engine.tool_runner.tools import context\n"
+        "from agent_engine.tool_runner.tools.python import run_python\n"
+        f"run_python({{'code': {code!r}, 'timeout_s': 60}}, context(Path('.'), 120))\n")])
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        snippet = int(pid_file.read_text())
+        assert _running(snippet)
+    finally:
+        host.kill()  # SIGKILL: no cleanup code of the host runs
+        host.wait()
+    deadline = time.monotonic() + 10
+    while _running(snippet) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(snippet)

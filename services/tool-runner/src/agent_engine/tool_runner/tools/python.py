@@ -75,7 +75,8 @@ def run_python(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         scratch.mkdir()
         (run_dir / "snippet.py").write_text(args["code"])
         (run_dir / "data.json").write_text(json.dumps(args.get("data")))
-        command = [sys.executable, "-I", str(CHILD), str(run_dir), str(memory_mb * 1024 * 1024), str(cpu_s)]
+        command = [sys.executable, "-I", str(CHILD), str(run_dir), str(memory_mb * 1024 * 1024), str(cpu_s),
+                   str(os.getpid())]
         if isolation.startswith("netns"):
             command = [*UNSHARE, *command]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "TMPDIR": str(scratch),

@@ -1,4 +1,4 @@
-"""Runs inside the snippet's own process (`python -I python_child.py RUN_DIR MEMORY_BYTES CPU_S`), before
+"""Runs inside the snippet's own process (`python -I python_child.py RUN_DIR MEMORY_BYTES CPU_S PARENT_PID`), before
 and after the snippet: set the limits, cut the socket API off, run RUN_DIR/snippet.py with `data` from
 RUN_DIR/data.json, and write the variable `result`, if the snippet set one, to RUN_DIR/result.json.
 
@@ -8,19 +8,31 @@ Standard library only: it runs under `-I`, in a scratch directory, with a minima
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 NO_NETWORK = "network access is disabled in the python tool"
+PR_SET_PDEATHSIG = 1
 
 
 def limit(memory_bytes: int, cpu_s: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # The tool-runner kills the snippet at its wall-clock limit; should the tool-runner itself die, these
+    # end it anyway: SIGKILL when the parent dies (Linux), and an alarm a little after the limit.
+    signal.alarm(cpu_s + 2)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def block_network() -> None:
@@ -63,12 +75,14 @@ def save_result(namespace: dict[str, Any], run_dir: Path) -> None:
 
 
 def main() -> int:
-    run_dir, memory_bytes, cpu_s = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    run_dir, memory_bytes, cpu_s, parent = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     source = (run_dir / "snippet.py").read_text()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
                                  "data": json.loads((run_dir / "data.json").read_text())}
     sys.argv = ["snippet.py"]
     limit(memory_bytes, cpu_s)
+    if os.getppid() != parent:  # the tool-runner died before the death signal was set
+        return 137
     block_network()
     code = 0
     try:
