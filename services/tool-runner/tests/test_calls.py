@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 
 from agent_engine.contracts.subjects import TOOL_CALLS_BUCKET
 from agent_engine.runtime.bus import ensure_streams
@@ -184,3 +185,69 @@ async def test_ensure_streams_creates_the_bucket(nats_url: str) -> None:
 
 def test_workspace_append_is_the_only_non_idempotent_builtin() -> None:
     assert [n for n, t in REGISTRY.items() if not t.idempotent] == ["workspace_append"]
+
+
+# --- NATS trouble while claiming or storing ---------------------------------------------------
+
+class Flaky:
+    """The real bucket, except that the next `fails` calls of `method` raise as during a NATS outage;
+    with `lost_reply`, the operation is done first and only its reply is lost."""
+
+    def __init__(self, kv: Any, method: str, fails: int, *, lost_reply: bool = False) -> None:
+        self.kv, self.method, self.fails, self.lost_reply = kv, method, fails, lost_reply
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.kv, name)
+        if name != self.method:
+            return real
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.fails <= 0:
+                return await real(*args, **kwargs)
+            self.fails -= 1
+            if self.lost_reply:
+                await real(*args, **kwargs)
+            raise nats.errors.TimeoutError
+
+        return call
+
+
+def _appender() -> tuple[Tool, list[int]]:
+    runs: list[int] = []
+
+    def append(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        runs.append(1)
+        return {"runs": len(runs)}
+
+    return Tool("append", "", {"type": "object"}, append, idempotent=False), runs
+
+
+async def test_a_claim_whose_reply_was_lost_is_recognised_as_ours(tool_dispatch, task_id, calls, tmp_path):
+    tool, runs = _appender()
+    log = CallLog(Flaky(calls.kv, "create", 1, lost_reply=True), retry_delay_s=0)
+    [event] = await runner(tmp_path, log, {"append": tool}).handle(*tool_dispatch("append", {}, task_id=task_id))
+    assert event.type == "node.completed" and runs == [1]
+
+
+async def test_storing_the_result_is_retried(tool_dispatch, task_id, calls, tmp_path):
+    tool, runs = _appender()
+    log = CallLog(Flaky(calls.kv, "put", 2), retry_delay_s=0)
+    [event] = await runner(tmp_path, log, {"append": tool}).handle(*tool_dispatch("append", {}, task_id=task_id))
+    stored = await calls.get(call_key("acme", task_id, "gather_context"))
+    assert stored is not None and stored.state == "done" and stored.result() == event
+    assert runs == [1]
+
+
+async def test_a_result_that_could_not_be_stored_is_stored_and_answered_on_redelivery(tool_dispatch, task_id, calls,
+                                                                                      tmp_path):
+    tool, runs = _appender()
+    flaky = Flaky(calls.kv, "put", 1000)
+    tools = runner(tmp_path, CallLog(flaky, retry_delay_s=0, tries=3), {"append": tool})
+    cause, dispatch = tool_dispatch("append", {}, task_id=task_id)
+    with pytest.raises(RuntimeError, match="could not store the result of tool call"):
+        await tools.handle(cause, dispatch)  # the runner loop naks: JetStream redelivers
+    flaky.fails = 0  # NATS is back
+    [event] = await tools.handle(cause, dispatch)
+    assert event.type == "node.completed" and runs == [1]
+    stored = await calls.get(call_key("acme", task_id, "gather_context"))
+    assert stored is not None and stored.result() == event

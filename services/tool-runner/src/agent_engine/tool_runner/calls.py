@@ -9,10 +9,13 @@ result event in the same key.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import socket
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,6 +28,7 @@ from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDispatched
 from agent_engine.contracts.subjects import TOOL_CALLS_BUCKET
 
+log = logging.getLogger("tool-runner")
 KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]{1,200}$")
 
 
@@ -47,6 +51,8 @@ class CallRecord:
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     event: dict[str, Any] | None = None
     """The result event (node.completed or node.errored) as published, once the tool has run."""
+    claim: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Tells this claim from any other, so a claim whose reply was lost can be recognised as ours."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -60,9 +66,14 @@ class CallRecord:
 
 
 class CallLog:
-    def __init__(self, kv: KeyValue, runner: str | None = None) -> None:
+    def __init__(self, kv: KeyValue, runner: str | None = None, *, retry_delay_s: float = 0.5,
+                 tries: int = 8) -> None:
         self.kv = kv
         self.runner = runner or this_runner()
+        self.retry_delay_s = retry_delay_s
+        self.tries = tries
+        self.unsaved: dict[str, CallRecord] = {}
+        """Results this process could not store (NATS unreachable); stored, and answered, on redelivery."""
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> CallLog:
@@ -78,18 +89,43 @@ class CallLog:
 
     async def claim(self, key: str, dispatch: NodeDispatched) -> CallRecord | None:
         """Claim the call for this dispatch: None when claimed now (run it), else the record already there."""
+        if key in self.unsaved:  # it ran here, and storing its result failed: store it now and answer with it
+            done = self.unsaved[key]
+            await self._store(key, done)
+            return done
         record = CallRecord("claimed", dispatch.dispatch_id, dispatch.attempt, self.runner)
-        for _ in range(3):
+        for attempt in range(self.tries):
             try:
                 await self.kv.create(key, record.to_bytes())
                 return None
             except KeyWrongLastSequenceError:
+                pass
+            except Exception as exc:  # noqa: BLE001  NATS unreachable, or the reply lost: look before trying again
+                log.warning("claiming %s failed (%s); checking the key", key, exc)
+                await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+            try:
                 found = await self.get(key)
-                if found is not None:
-                    return found
-        raise RuntimeError(f"call log key {key} exists and vanishes in turn; not running the tool")
+            except Exception as exc:  # noqa: BLE001  still unreachable: try again
+                log.warning("reading %s failed (%s)", key, exc)
+                continue
+            if found is not None:
+                return None if found.claim == record.claim else found
+        raise RuntimeError(f"could not claim tool call {key} after {self.tries} tries; the tool was not run")
 
     async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> None:
+        """Store the result; if NATS stays unreachable, keep it for the redelivery and raise."""
         record = CallRecord("done", dispatch.dispatch_id, dispatch.attempt, self.runner,
                             event=event.model_dump(mode="json"))
-        await self.kv.put(key, record.to_bytes())
+        self.unsaved[key] = record
+        await self._store(key, record)
+
+    async def _store(self, key: str, record: CallRecord) -> None:
+        for attempt in range(self.tries):
+            try:
+                await self.kv.put(key, record.to_bytes())
+                self.unsaved.pop(key, None)
+                return
+            except Exception as exc:  # noqa: BLE001  NATS restarting: keep trying for a while
+                log.warning("storing the result of %s failed (%s)", key, exc)
+                await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+        raise RuntimeError(f"could not store the result of tool call {key}; kept in memory for the redelivery")
