@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from agent_engine.contracts.envelope import Envelope
@@ -16,6 +17,8 @@ from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.tools import REGISTRY, Context, Tool, ToolError
 
 SOURCE = "agent-engine/tool-runner"
+MAX_CONCURRENT = 16
+"""Tool runs at once per tool-runner; more dispatches wait their turn (their time limit runs meanwhile)."""
 log = logging.getLogger("tool-runner")
 
 
@@ -26,6 +29,8 @@ class ToolRunner:
         self.registry = registry if registry is not None else REGISTRY
         self.calls = calls
         """Without a call log, side-effecting tools are refused rather than run unguarded."""
+        self.threads = ThreadPoolExecutor(max_workers=MAX_CONCURRENT, thread_name_prefix="tool")
+        """Tools block (files, HTTP, a snippet's process); their own pool keeps them off asyncio's default one."""
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         call = dispatch.tool
@@ -95,7 +100,8 @@ class ToolRunner:
         ctx = Context(self.config, limit)
         maybe_ran = " and may have had its effect; not retried" if guarded else ""
         try:
-            output = await asyncio.wait_for(asyncio.to_thread(tool.run, call.args, ctx), limit)
+            running = asyncio.get_running_loop().run_in_executor(self.threads, tool.run, call.args, ctx)
+            output = await asyncio.wait_for(running, limit)
             tool.check_result(output)
         except ToolError as exc:
             return errored(cause, SOURCE, dispatch, str(exc), retryable=exc.retryable and not guarded)
