@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 WORKFLOW = Path(__file__).parent / "workflows" / "side-effects"
-SLEEP_S = 2.0
+SLEEP_S = 3.0
 """How long each snippet waits after writing its line: the window in which the tool-runner is killed."""
 MAY_HAVE_RUN = "has side effects and may have run already"
 

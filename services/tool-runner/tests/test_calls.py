@@ -251,3 +251,22 @@ async def test_a_result_that_could_not_be_stored_is_stored_and_answered_on_redel
     assert event.type == "node.completed" and runs == [1]
     stored = await calls.get(call_key("acme", task_id, "gather_context"))
     assert stored is not None and stored.result() == event
+
+
+async def test_a_late_redelivery_still_gets_the_stored_result(tool_dispatch, task_id, calls, tmp_path):
+    """Past its deadline a dispatch is not run, but a call that already ran answers with its result."""
+    tools = runner(tmp_path, calls)
+    [first] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id))
+    [late] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id,
+                                               deadline_s=-1))
+    assert late == first
+
+
+async def test_a_side_effecting_dispatch_past_its_deadline_is_not_run_or_claimed(tool_dispatch, task_id, calls,
+                                                                               tmp_path):
+    cause, dispatch = tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id, deadline_s=-1)
+    [event] = await runner(tmp_path, calls).handle(cause, dispatch)
+    assert (event.type, event.data["retryable"]) == ("node.errored", True)
+    assert "could start; not run" in event.data["error"]
+    assert await calls.get(call_key("acme", task_id, "gather_context")) is None
+    assert not (tmp_path / "out.log").exists()

@@ -94,7 +94,7 @@ def test_the_time_limit_kills_an_endless_loop() -> None:
 
 def test_the_runs_time_budget_caps_the_snippets_timeout() -> None:
     out = run_python({"code": "import time\ntime.sleep(30)", "timeout_s": 30}, ctx_for(time_limit_s=1.5))
-    assert out["timed_out"] is True and out["limits"]["time_s"] == 1.0  # 1.5 s less the 0.5 s grace
+    assert out["timed_out"] is True and 0.8 < out["limits"]["time_s"] <= 1.0  # 1.5 s less the 0.5 s grace
 
 
 def test_the_memory_limit_stops_a_big_allocation() -> None:

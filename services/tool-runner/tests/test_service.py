@@ -175,7 +175,8 @@ async def test_a_python_snippet_gets_the_run_limit(tool_dispatch, tmp_path: Path
     cause, dispatch = tool_dispatch("python", {"code": "while True:\n    pass", "timeout_s": 60}, name="spin")
     [event] = await runner(tmp_path, timeout_s=1.0).handle(cause, dispatch)
     out = event.data["output"]
-    assert (event.type, out["timed_out"], out["limits"]["time_s"]) == ("node.completed", True, 0.5)
+    assert (event.type, out["timed_out"]) == ("node.completed", True)
+    assert 0.3 < out["limits"]["time_s"] <= 0.5  # the 1 s limit less the 0.5 s grace, less the time to start
 
 
 # --- the configuration ------------------------------------------------------------------------

@@ -87,12 +87,16 @@ class CallLog:
             return None
         return CallRecord.from_bytes(entry.value) if entry.value else None
 
-    async def claim(self, key: str, dispatch: NodeDispatched) -> CallRecord | None:
-        """Claim the call for this dispatch: None when claimed now (run it), else the record already there."""
-        if key in self.unsaved:  # it ran here, and storing its result failed: store it now and answer with it
+    async def recorded(self, key: str) -> CallRecord | None:
+        """What is known of the call: a result this process still has to store (stored now), else the entry."""
+        if key in self.unsaved:
             done = self.unsaved[key]
             await self._store(key, done)
             return done
+        return await self.get(key)
+
+    async def claim(self, key: str, dispatch: NodeDispatched) -> CallRecord | None:
+        """Claim the call for this dispatch: None when claimed now (run it), else the record already there."""
         record = CallRecord("claimed", dispatch.dispatch_id, dispatch.attempt, self.runner)
         for attempt in range(self.tries):
             try:

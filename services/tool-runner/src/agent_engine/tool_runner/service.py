@@ -45,12 +45,11 @@ class ToolRunner:
         except ToolError as exc:
             return [errored(cause, SOURCE, dispatch, str(exc), retryable=False)]
         limit = self.time_limit(dispatch)
+        if not tool.idempotent or call.side_effects:
+            return [await self._run_once(cause, dispatch, call, tool, limit)]
         if limit <= 0:
-            return [errored(cause, SOURCE, dispatch, f"the dispatch's deadline ({dispatch.deadline.isoformat()}) "
-                            f"passed before tool '{call.name}' could start; not run", retryable=True)]
-        if tool.idempotent and not call.side_effects:
-            return [await self._run(cause, dispatch, call, tool, limit, guarded=False)]
-        return [await self._run_once(cause, dispatch, call, tool, limit)]
+            return [self._too_late(cause, dispatch, call)]
+        return [await self._run(cause, dispatch, call, tool, limit, guarded=False)]
 
     def time_limit(self, dispatch: NodeDispatched) -> float:
         """AE_TOOL_TIMEOUT_S, cut short by the dispatch's deadline: past it the router has moved on."""
@@ -65,12 +64,20 @@ class ToolRunner:
             return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects ({why}) and this "
                            "tool-runner has no call log to make sure it runs only once; not run", retryable=False)
         key = call_key(cause.tenant, cause.task_id, dispatch.node)
-        prior = await self.calls.claim(key, dispatch)
+        prior = await self.calls.recorded(key)  # first: a late redelivery still gets the stored result
+        if prior is None:
+            if limit <= 0:
+                return self._too_late(cause, dispatch, call)
+            prior = await self.calls.claim(key, dispatch)
         if prior is not None:
             return self._answer_from(prior, key, cause, dispatch, call)
         event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
         await self.calls.finish(key, dispatch, event)
         return event
+
+    def _too_late(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool) -> Envelope:
+        return errored(cause, SOURCE, dispatch, f"the dispatch's deadline ({dispatch.deadline.isoformat()}) passed "
+                       f"before tool '{call.name}' could start; not run", retryable=True)
 
     def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
                      call: DispatchedTool) -> Envelope:
