@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import pytest
 
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.tools import REGISTRY, Context, ToolError
-from agent_engine.tool_runner.tools.python import netns_works, run_python
+from agent_engine.tool_runner.tools.python import netns_works, remove_stale_run_dirs, run_python
 
 
 def ctx_for(time_limit_s: float = 30.0, **limits: Any) -> Context:
@@ -224,3 +226,24 @@ def test_a_snippet_dies_with_a_tool_runner_killed_mid_run(tmp_path: Path) -> Non
     while _running(snippet) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(snippet)
+    left = list(Path(tempfile.gettempdir()).glob(f"ae-python-{host.pid}-*"))
+    assert left  # the killed host could not clean up; the next tool-runner to start does
+    remove_stale_run_dirs()
+    assert not any(p.exists() for p in left)
+
+
+def test_only_run_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    mine = tmp_path / f"ae-python-{os.getpid()}-abc"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"ae-python-{gone.pid}-def"
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and is not reaped until the end
+    while _running(zombie.pid):
+        time.sleep(0.02)
+    unreaped = tmp_path / f"ae-python-{zombie.pid}-ghi"
+    other = tmp_path / "ae-python-notapid-x"
+    for path in (mine, dead, unreaped, other):
+        (path / "scratch").mkdir(parents=True)
+    assert remove_stale_run_dirs(tmp_path) == 2
+    assert [p.exists() for p in (mine, dead, unreaped, other)] == [True, False, False, True]
+    zombie.wait()

@@ -11,7 +11,7 @@ from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import SOURCE, ToolRunner
-from agent_engine.tool_runner.tools.python import netns_works
+from agent_engine.tool_runner.tools.python import netns_works, remove_stale_run_dirs
 
 log = logging.getLogger("tool-runner")
 
@@ -22,6 +22,9 @@ async def main(stop: asyncio.Event) -> None:
         config = ToolConfig.from_env()
     except ValueError as exc:
         raise SystemExit(f"tool-runner: {exc}") from None
+    stale = await asyncio.to_thread(remove_stale_run_dirs)
+    if stale:
+        log.info("removed %d python run directories left by tool-runners that were killed mid-run", stale)
     if config.python_netns != "off":
         works = await asyncio.to_thread(netns_works)
         log.info("python tool network isolation: %s", "network namespace (unshare)" if works else

@@ -33,6 +33,37 @@ GRACE_S = 0.5
 """Kept back from the run's time budget to kill the snippet and collect its output."""
 
 
+RUN_DIR_PREFIX = "ae-python-"
+
+
+def remove_stale_run_dirs(root: Path | None = None) -> int:
+    """Delete run directories left in the temp dir by tool-runners that were killed mid-run (the pid in
+    the name is not running any more); returns how many. Run at start."""
+    removed = 0
+    for path in Path(root or tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*-*"):
+        pid = path.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie (a killed tool-runner whose parent has not reaped it yet)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @functools.cache
 def netns_works() -> bool:
     """Whether this machine lets an unprivileged process create a network namespace (checked once)."""
@@ -69,7 +100,7 @@ def run_python(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         raise ToolError("no time left to run the snippet before the tool's time limit", retryable=True)
     cpu_s = max(1, math.ceil(wall))
     isolation = _isolation(ctx)
-    run_dir = Path(tempfile.mkdtemp(prefix="ae-python-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
     try:
         scratch = run_dir / "scratch"
         scratch.mkdir()
