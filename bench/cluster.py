@@ -166,4 +166,8 @@ class Cluster(EngineClient):
         os.kill(self.postgres.pid, signal.SIGQUIT)
         while embedded.pid_alive(self.postgres.pid):
             time.sleep(0.01)
+        if self.postgres.process is not None:
+            # reap it: PostgreSQL takes an unreaped (zombie) postmaster's pid in its lock file as alive
+            # and refuses to start ("lock file ... already exists")
+            self.postgres.process.wait(timeout=10)
         self.postgres = embedded.start_postgres(self.root / "postgres", self.pg_port, durable=False)
