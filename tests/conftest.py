@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,11 +53,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 class Engine(EngineClient):
     """The running stack as a test sees it: restart or kill services, run agentctl; plus the client side."""
 
-    def __init__(self, home: Path, urls: dict[str, str]) -> None:
+    def __init__(self, home: Path, urls: dict[str, str], workspace: Path) -> None:
         self.home = home
+        self.workspace = workspace
         self.env = {**os.environ, "AE_HOME": str(home), "AE_NATS_URL": urls["nats"],
                     "AE_POSTGRES_URL": urls["postgres"], "AE_ACK_WAIT_S": "3", "AE_MOCK_DELAY_S": "0.05",
-                    "AE_PROVIDER": "mock", "ANTHROPIC_API_KEY": PLANTED_KEY,
+                    "AE_PROVIDER": "mock", "ANTHROPIC_API_KEY": PLANTED_KEY, "AE_TOOL_WORKSPACE": str(workspace),
                     "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3", "AE_HEARTBEAT_S": "0.5"}
         self.nats_url = urls["nats"]
 
@@ -99,7 +101,11 @@ class Engine(EngineClient):
 
 @pytest.fixture(scope="session")
 def engine(servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = Engine(tmp_path_factory.mktemp("ae-home"), servers)
+    # the tool-runner's workspace: a scratch copy of examples/ (which the approval tests list), so tools that
+    # write (workspace_append) never touch the repository
+    workspace = tmp_path_factory.mktemp("workspace")
+    shutil.copytree(EXAMPLE.parent, workspace / "examples")
+    eng = Engine(tmp_path_factory.mktemp("ae-home"), servers, workspace)
     eng.up()
     yield eng
     eng.stack().down()

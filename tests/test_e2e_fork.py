@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "research-review"
-SIDE_EFFECTS = ROOT / "tests" / "workflows" / "side-effects"
+SIDE_EFFECTS = ROOT / "tests" / "workflows" / "fork-side-effects"
 
 
 def history(engine: Any, task_id: str) -> list[dict[str, Any]]:

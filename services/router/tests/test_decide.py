@@ -41,6 +41,7 @@ from agent_engine.contracts.events import (
     Usage,
 )
 from agent_engine.contracts.export import schemas
+from agent_engine.contracts.manifest import ToolSpec
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.core import (
     SOURCE,
@@ -136,6 +137,17 @@ def test_tool_dispatch_resolves_input_references_and_keeps_literals() -> None:
         "name": "echo", "builtin": "echo",
         "args": {"text": "event sourcing", "level": 2, "limit": 5, "mode": "plain $input.topic"},
     }
+
+
+def test_tool_dispatch_carries_side_effects_only_when_the_manifest_declares_them() -> None:
+    tools = {"echo": ToolSpec(builtin="echo"), "append": ToolSpec(builtin="workspace_append", side_effects=True)}
+    wf = manifest([tool("write", role="START", tool_name="append"), tool("read"), exit_("done")],
+                  chain("write", "read", "done"), tools=tools)
+    run = Run()
+    first = only(run.feed(accepted(wf)), "node.dispatched")
+    assert first.data["tool"]["side_effects"] is True
+    second = only(run.feed(completed(first, {"ok": True})), "node.dispatched")
+    assert "side_effects" not in second.data["tool"]  # absent, not false: older dispatches stay identical
 
 
 def test_start_tool_with_a_missing_input_reference_fails_node_and_task() -> None:

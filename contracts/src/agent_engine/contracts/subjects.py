@@ -14,6 +14,9 @@ STREAM_SUBJECTS = [f"{PREFIX}.*.>"]
 DLQ_STREAM = "AE_DLQ"
 DLQ_PREFIX = "aedlq"
 WORKFLOW_BUCKET = "ae_workflows"
+TOOL_CALLS_BUCKET = "ae_tool_calls"
+"""KV bucket of side-effecting tool calls, key `<tenant>.<task>.<node>`: claimed before the tool runs,
+then its result. The tool-runner reads it so such a tool never runs twice for one node of a task."""
 
 HEARTBEAT_PREFIX = "aehb"
 """`aehb.<tenant>`: plain NATS (not stored) "still working on this dispatch" notes from the runners."""

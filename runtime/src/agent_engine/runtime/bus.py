@@ -16,11 +16,18 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 
 from agent_engine.contracts import Envelope, subject_for
-from agent_engine.contracts.subjects import DLQ_PREFIX, DLQ_STREAM, STREAM, STREAM_SUBJECTS, dlq_subject
+from agent_engine.contracts.subjects import (
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    STREAM,
+    STREAM_SUBJECTS,
+    TOOL_CALLS_BUCKET,
+    dlq_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +50,13 @@ async def connect(url: str, name: str) -> Client:
             delay = min(delay * 2, 5.0)
 
 
+TOOL_CALLS_TTL_S = 30 * 86400.0
+"""How long a side-effecting tool call is remembered: longer than any task keeps re-dispatching a node."""
+
+
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the event stream and the DLQ stream if they are missing. Safe to call from every service."""
+    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing.
+    Safe to call from every service."""
     for config in (
         StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
         StreamConfig(name=DLQ_STREAM, subjects=[f"{DLQ_PREFIX}.>"], storage=StorageType.FILE),
@@ -56,6 +68,14 @@ async def ensure_streams(js: JetStreamContext) -> None:
                 await js.add_stream(config)
             except BadRequestError:  # another service created it in between
                 pass
+    try:
+        await js.key_value(TOOL_CALLS_BUCKET)
+    except BucketNotFoundError:
+        try:
+            await js.create_key_value(KeyValueConfig(
+                bucket=TOOL_CALLS_BUCKET, history=1, ttl=TOOL_CALLS_TTL_S, storage=StorageType.FILE))
+        except BadRequestError:
+            pass
 
 
 @dataclass

@@ -760,7 +760,8 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
             out.add(NodeApprovalRequested(node=spec.id, kind="tool", args=args))
             return
         data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin,
-                                   args=args if args_override is None else args_override)
+                                   args=args if args_override is None else args_override,
+                                   side_effects=tool.side_effects or None)
     out.add(data)
 
 

@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
+import logging
 
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
+from agent_engine.tool_runner.calls import CallLog
+from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import SOURCE, ToolRunner
+from agent_engine.tool_runner.tools.python import netns_works, remove_stale_run_dirs
+
+log = logging.getLogger("tool-runner")
 
 
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
-    workspace = Path(os.environ.get("AE_TOOL_WORKSPACE", ".")).resolve()
+    try:
+        config = ToolConfig.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"tool-runner: {exc}") from None
+    stale = await asyncio.to_thread(remove_stale_run_dirs)
+    if stale:
+        log.info("removed %d python run directories left by tool-runners that were killed mid-run", stale)
+    if config.python_netns != "off":
+        works = await asyncio.to_thread(netns_works)
+        log.info("python tool network isolation: %s", "network namespace (unshare)" if works else
+                 "socket guard only: this machine cannot create a network namespace unprivileged")
+    log.info("workspace %s; tool time limit %gs; HTTP allowlist: %s", config.workspace, config.timeout_s,
+             ",".join(map(str, config.http_allow)) or "empty (http_fetch refuses every host)")
     bus = await Bus.open(settings.nats_url, "tool-runner")
     try:
-        await runner.serve(bus, "tool", SOURCE, ToolRunner(workspace).handle, settings, stop)
+        calls = await CallLog.open(bus.js)
+        await runner.serve(bus, "tool", SOURCE, ToolRunner(config, calls=calls).handle, settings, stop)
     finally:
         await bus.close()
 

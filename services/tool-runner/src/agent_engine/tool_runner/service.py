@@ -1,26 +1,36 @@
-"""Run a tool dispatch: look the tool up, validate its arguments, run it with a time limit."""
+"""Run a tool dispatch: look the tool up, validate its arguments, run it within its time limit,
+validate its result; and never run a side-effecting tool twice for one node of a task."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import NodeCompleted, NodeDispatched
-from agent_engine.runtime.runner import errored, result
-from agent_engine.tool_runner.tools import REGISTRY, Tool, ToolError
+from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDispatched
+from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, result
+from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
+from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.tools import REGISTRY, Context, Tool, ToolError
 
 SOURCE = "agent-engine/tool-runner"
+MAX_CONCURRENT = 16
+"""Tool runs at once per tool-runner; more dispatches wait their turn (their time limit runs meanwhile)."""
 log = logging.getLogger("tool-runner")
 
 
 class ToolRunner:
-    def __init__(self, workspace: Path, registry: dict[str, Tool] | None = None, timeout_s: float = 30.0) -> None:
-        self.workspace = workspace
+    def __init__(self, config: ToolConfig, registry: dict[str, Tool] | None = None,
+                 calls: CallLog | None = None) -> None:
+        self.config = config
         self.registry = registry if registry is not None else REGISTRY
-        self.timeout_s = timeout_s
+        self.calls = calls
+        """Without a call log, side-effecting tools are refused rather than run unguarded."""
+        self.threads = ThreadPoolExecutor(max_workers=MAX_CONCURRENT, thread_name_prefix="tool")
+        """Tools block (files, HTTP, a snippet's process); their own pool keeps them off asyncio's default one."""
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         call = dispatch.tool
@@ -30,17 +40,98 @@ class ToolRunner:
         if tool is None:
             return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' names built-in '{call.builtin}', which "
                             f"this tool-runner does not have; it has {sorted(self.registry)}", retryable=False)]
-        started = time.perf_counter()
         try:
             tool.check(call.args)
-            output = await asyncio.wait_for(asyncio.to_thread(tool.run, call.args, self.workspace), self.timeout_s)
         except ToolError as exc:
             return [errored(cause, SOURCE, dispatch, str(exc), retryable=False)]
+        limit = self.time_limit(dispatch)
+        if not tool.idempotent or call.side_effects:
+            return [await self._run_once(cause, dispatch, call, tool, limit)]
+        if limit <= 0:
+            return [self._too_late(cause, dispatch, call)]
+        return [await self._run(cause, dispatch, call, tool, limit, guarded=False)]
+
+    def time_limit(self, dispatch: NodeDispatched) -> float:
+        """AE_TOOL_TIMEOUT_S, cut short by the dispatch's deadline: past it the router has moved on."""
+        deadline = dispatch.deadline if dispatch.deadline.tzinfo else dispatch.deadline.replace(tzinfo=UTC)
+        return min(self.config.timeout_s, (deadline - datetime.now(UTC)).total_seconds())
+
+    async def _run_once(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool, tool: Tool,
+                        limit: float) -> Envelope:
+        """A side-effecting call: claim it, run it, store the result; or answer from what is stored."""
+        why = "its built-in is not idempotent" if not tool.idempotent else "tools.yaml declares side_effects: true"
+        if self.calls is None:
+            return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects ({why}) and this "
+                           "tool-runner has no call log to make sure it runs only once; not run", retryable=False)
+        key = call_key(cause.tenant, cause.task_id, dispatch.node)
+        prior = await self.calls.recorded(key)  # first: a late redelivery still gets the stored result
+        if prior is None:
+            if limit <= 0:
+                return self._too_late(cause, dispatch, call)
+            prior = await self.calls.claim(key, dispatch)
+        if prior is not None:
+            return self._answer_from(prior, key, cause, dispatch, call)
+        event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
+        await self.calls.finish(key, dispatch, event)
+        return event
+
+    def _too_late(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool) -> Envelope:
+        return errored(cause, SOURCE, dispatch, f"the dispatch's deadline ({dispatch.deadline.isoformat()}) passed "
+                       f"before tool '{call.name}' could start; not run", retryable=True)
+
+    def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
+                     call: DispatchedTool) -> Envelope:
+        stored = prior.result()
+        if stored is not None and (stored.type == "node.completed" or prior.dispatch_id == dispatch.dispatch_id):
+            # The event as first published, same id: JetStream and the router drop it as a duplicate, or,
+            # if it was never published (a crash in between), the router takes it now; a completion of an
+            # earlier attempt settles a node that is still open.
+            log.info("node %s: tool %s already ran (attempt %d); answering with its stored result",
+                     dispatch.node, call.name, prior.attempt)
+            return stored
+        if stored is not None:  # an earlier attempt's error: the router ignores those, so answer this one
+            error = stored.data.get("error", "")
+            return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and already ran for "
+                           f"node '{dispatch.node}' in attempt {prior.attempt}, which failed: {error}; "
+                           "not run again", retryable=False)
+        log.warning("node %s: tool %s was claimed by %s at %s (attempt %d) and has no result; not running it again",
+                    dispatch.node, call.name, prior.runner, prior.at, prior.attempt)
+        return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and may have run already: "
+                       f"attempt {prior.attempt} started it at {prior.at} ({prior.runner}) and left no result; "
+                       f"not run twice; inspect and re-run by hand (call log key {key})", retryable=False)
+
+    async def _run(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool, tool: Tool,
+                   limit: float, *, guarded: bool) -> Envelope:
+        """Run the tool once and turn what happened into the event answering the dispatch."""
+        started = time.perf_counter()
+        ctx = Context(self.config, limit)
+        maybe_ran = " and may have had its effect; not retried" if guarded else ""
+        try:
+            running = asyncio.get_running_loop().run_in_executor(self.threads, tool.run, call.args, ctx)
+            output = await asyncio.wait_for(running, limit)
+            tool.check_result(output)
+        except ToolError as exc:
+            return errored(cause, SOURCE, dispatch, str(exc), retryable=exc.retryable and not guarded)
         except TimeoutError:
-            return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' ran over {self.timeout_s:g}s",
-                            retryable=tool.idempotent)]
+            return errored(cause, SOURCE, dispatch, f"tool '{call.name}' ran over {limit:g}s{maybe_ran}",
+                           retryable=not guarded)
+        except Exception as exc:  # a bug in a tool becomes the node's error, not a redelivery loop
+            log.exception("tool %s failed on node %s", call.builtin, dispatch.node)
+            return errored(cause, SOURCE, dispatch, f"tool '{call.name}' failed: {type(exc).__name__}: {exc}"
+                           f"{maybe_ran}", retryable=not guarded)
         log.debug("node %s ran tool %s", dispatch.node, call.builtin)
-        return [result(cause, SOURCE, NodeCompleted(
+        event = result(cause, SOURCE, NodeCompleted(
             dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, output=output,
             provider=f"tool:{call.builtin}", duration_ms=round((time.perf_counter() - started) * 1000, 2)),
-            "completed")]
+            "completed")
+        return _within_limit(event, cause, dispatch)
+
+
+def _within_limit(event: Envelope, cause: Envelope, dispatch: NodeDispatched) -> Envelope:
+    """The runner loop makes the same check; doing it here first means the call log stores what is published."""
+    size = len(event.to_bytes())
+    if size <= MAX_RESULT_BYTES:
+        return event
+    return errored(cause, SOURCE, dispatch, f"output is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
+                   "a node result may carry; write large results to workspace files", retryable=False)
+

@@ -1,0 +1,135 @@
+"""The call log: side-effecting tool calls remembered in a NATS KV bucket, so none runs twice.
+
+One key per (tenant, task, node), not per dispatch: the router re-dispatches a node whose deadline
+passed with a new attempt number and a new dispatch id, and that retry is the same call as far as
+the outside world is concerned. Before running, the tool-runner *creates* the key with a claim
+(creation fails if the key exists, so two runners cannot both claim); after running it stores the
+result event in the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.events import NodeDispatched
+from agent_engine.contracts.subjects import TOOL_CALLS_BUCKET
+
+log = logging.getLogger("tool-runner")
+KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]{1,200}$")
+
+
+def call_key(tenant: str, task_id: str, node: str) -> str:
+    """`<tenant>.<task>.<node>`; a task id with characters a KV key cannot hold is replaced by a hash of it."""
+    task = task_id if KEY_TOKEN.match(task_id) else "h" + derive_id("task", task_id).replace("-", "")
+    return f"{tenant}.{task}.{node}"
+
+
+def this_runner() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    state: Literal["claimed", "done"]
+    dispatch_id: str
+    attempt: int
+    runner: str
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    event: dict[str, Any] | None = None
+    """The result event (node.completed or node.errored) as published, once the tool has run."""
+    claim: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Tells this claim from any other, so a claim whose reply was lost can be recognised as ours."""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CallRecord:
+        return cls(**json.loads(raw))
+
+    def result(self) -> Envelope | None:
+        return Envelope.model_validate(self.event) if self.event is not None else None
+
+
+class CallLog:
+    def __init__(self, kv: KeyValue, runner: str | None = None, *, retry_delay_s: float = 0.5,
+                 tries: int = 8) -> None:
+        self.kv = kv
+        self.runner = runner or this_runner()
+        self.retry_delay_s = retry_delay_s
+        self.tries = tries
+        self.unsaved: dict[str, CallRecord] = {}
+        """Results this process could not store (NATS unreachable); stored, and answered, on redelivery."""
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> CallLog:
+        """The bucket is created by `ensure_streams` (runtime.bus), which every service runs at start."""
+        return cls(await js.key_value(TOOL_CALLS_BUCKET))
+
+    async def get(self, key: str) -> CallRecord | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return CallRecord.from_bytes(entry.value) if entry.value else None
+
+    async def recorded(self, key: str) -> CallRecord | None:
+        """What is known of the call: a result this process still has to store (stored now), else the entry."""
+        if key in self.unsaved:
+            done = self.unsaved[key]
+            await self._store(key, done)
+            return done
+        return await self.get(key)
+
+    async def claim(self, key: str, dispatch: NodeDispatched) -> CallRecord | None:
+        """Claim the call for this dispatch: None when claimed now (run it), else the record already there."""
+        record = CallRecord("claimed", dispatch.dispatch_id, dispatch.attempt, self.runner)
+        for attempt in range(self.tries):
+            try:
+                await self.kv.create(key, record.to_bytes())
+                return None
+            except KeyWrongLastSequenceError:
+                pass
+            except Exception as exc:  # noqa: BLE001  NATS unreachable, or the reply lost: look before trying again
+                log.warning("claiming %s failed (%s); checking the key", key, exc)
+                await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+            try:
+                found = await self.get(key)
+            except Exception as exc:  # noqa: BLE001  still unreachable: try again
+                log.warning("reading %s failed (%s)", key, exc)
+                continue
+            if found is not None:
+                return None if found.claim == record.claim else found
+        raise RuntimeError(f"could not claim tool call {key} after {self.tries} tries; the tool was not run")
+
+    async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> None:
+        """Store the result; if NATS stays unreachable, keep it for the redelivery and raise."""
+        record = CallRecord("done", dispatch.dispatch_id, dispatch.attempt, self.runner,
+                            event=event.model_dump(mode="json"))
+        self.unsaved[key] = record
+        await self._store(key, record)
+
+    async def _store(self, key: str, record: CallRecord) -> None:
+        for attempt in range(self.tries):
+            try:
+                await self.kv.put(key, record.to_bytes())
+                self.unsaved.pop(key, None)
+                return
+            except Exception as exc:  # noqa: BLE001  NATS restarting: keep trying for a while
+                log.warning("storing the result of %s failed (%s)", key, exc)
+                await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+        raise RuntimeError(f"could not store the result of tool call {key}; kept in memory for the redelivery")
