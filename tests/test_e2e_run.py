@@ -55,8 +55,12 @@ def test_submit_then_inspect_machine_readable(engine, tenant):
     assert tailed[0] == "task.requested" and "task.accepted" in tailed and tailed[-1] == "task.succeeded"
     assert "llm.called" in tailed
 
-    cost = json.loads(engine.agentctl("cost", "--task", task_id).stdout)
+    cost = json.loads(engine.agentctl("cost", "--task", task_id, "--json").stdout)
     assert cost["calls"] == 5 and cost["mock_calls"] == 5 and cost["cost_usd"] == "0"
+    assert [c["node"] for c in cost["call_log"]] == ["interpretation", "decomposition", "planning", "execution",
+                                                      "review"]
+    table = engine.agentctl("cost", "--task", task_id).stdout
+    assert f"task {task_id}: 5 call(s), 0 USD" in table and "mock/mock-1 [mock]" in table
 
 
 def test_idempotency_key_names_one_task(engine, tenant):

@@ -49,7 +49,7 @@ def test_limits_queue_by_priority_refuse_over_the_bound_and_run_everything_admit
     ids["urgent"] = urgent.stdout.strip()
     refused = engine.agentctl("submit", "research-review", "--tenant", TENANT, "--input", '{"brief": "one too many"}')
     assert refused.returncode == 2
-    assert "tenant 'limited' has 2 running tasks (limit 2) and 3 queued (limit 3)" in refused.stderr
+    assert "tenant 'limited' has 2 running task(s) (limit 2) and 3 queued (limit 3)" in refused.stderr
 
     shown = {k: json.loads(engine.agentctl("task", "show", v, "--json").stdout) for k, v in ids.items()}
     assert {k: s["status"] for k, s in shown.items()} == {

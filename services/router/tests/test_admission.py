@@ -35,7 +35,7 @@ def test_tasks_start_up_to_the_limit_then_queue_then_are_refused_with_the_reason
     assert [x.decision for x in (a, b, c, d, e)] == ["start", "start", "queue", "queue", "reject"]
     assert (c.position, d.position) == (1, 1)  # the higher priority goes ahead of t3
     assert "queued at position 1 of 2" in d.reason
-    assert e.reason == ("tenant 'acme' has 2 running tasks (limit 2) and 2 queued (limit 2); submit again later")
+    assert e.reason == ("tenant 'acme' has 2 running task(s) (limit 2) and 2 queued (limit 2); submit again later")
     assert [q[2] for q in state.queued] == ["t4", "t3"]
 
 
@@ -43,21 +43,32 @@ def test_an_ended_task_frees_its_place_for_the_first_queued_one() -> None:
     state = TenantState()
     for task_id, priority in (("t1", 0), ("t2", 0), ("t3", 0), ("t4", 5)):
         state, _ = submit(state, task_id, priority)
-    out = release(state, "t1", "succeeded")
+    out = release(state, LIMITS, "t1", "succeeded")
     assert [(t, d.TYPE) for t, d in out] == [("t1", "tenant.released"), ("t4", "tenant.admitted")]
     for task_id, data in out:
         state = log(state, task_id, data)
     assert state.running == {"t2", "t4"} and [q[2] for q in state.queued] == ["t3"]
     # a queued task that is cancelled leaves the queue; an unknown one changes nothing
-    assert [d.TYPE for _, d in release(state, "t3", "cancelled")] == ["tenant.released"]
-    assert release(state, "nobody", "failed") == []
+    assert [d.TYPE for _, d in release(state, LIMITS, "t3", "cancelled")] == ["tenant.released"]
+    assert release(state, LIMITS, "nobody", "failed") == []
+
+
+def test_a_raised_or_lifted_limit_lets_more_queued_tasks_start_when_one_ends() -> None:
+    state = TenantState()
+    for task_id in ("r1", "r2", "q1", "q2"):
+        state, _ = submit(state, task_id)
+    admitted = [t for t, d in release(state, Limits(max_running=4, max_queued=2), "r1", "succeeded")
+                if d.TYPE == "tenant.admitted"]
+    assert admitted == ["q1", "q2"]
+    lifted = [t for t, d in release(state, Limits(max_running=0), "r1", "succeeded") if d.TYPE == "tenant.admitted"]
+    assert lifted == ["q1", "q2"]
 
 
 def test_equal_priorities_start_in_arrival_order() -> None:
     state = TenantState()
     for task_id in ("r1", "r2", "q1", "q2"):
         state, _ = submit(state, task_id)
-    nxt = [t for t, d in release(state, "r1", "succeeded") if d.TYPE == "tenant.admitted"]
+    nxt = [t for t, d in release(state, LIMITS, "r1", "succeeded") if d.TYPE == "tenant.admitted"]
     assert nxt == ["q1"]
 
 

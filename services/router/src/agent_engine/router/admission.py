@@ -73,27 +73,32 @@ def admit(state: TenantState, limits: Limits, tenant: str, task_id: str, priorit
                                                   max_running=limits.max_running)
     if len(state.queued) < limits.max_queued:
         position = 1 + sum(1 for q in state.queued if q[0] <= -priority)
-        reason = (f"tenant '{tenant}' has {len(state.running)} running tasks, its limit; "
+        reason = (f"tenant '{tenant}' has {len(state.running)} running task(s), its limit; "
                   f"queued at position {position} of {len(state.queued) + 1}")
         return Admission("queue", reason, position), TenantQueued(
             priority=priority, position=position, queued=len(state.queued) + 1, max_queued=limits.max_queued)
-    reason = (f"tenant '{tenant}' has {len(state.running)} running tasks (limit {limits.max_running}) and "
+    reason = (f"tenant '{tenant}' has {len(state.running)} running task(s) (limit {limits.max_running}) and "
               f"{len(state.queued)} queued (limit {limits.max_queued}); submit again later")
     return Admission("reject", reason), None
 
 
-def release(state: TenantState, task_id: str, status: str) -> list[tuple[str, TenantAdmitted | TenantReleased]]:
-    """(task id, event) pairs for the log when a task ends: its release, and the next one admitted."""
-    if task_id in state.running:
-        out: list[tuple[str, TenantAdmitted | TenantReleased]] = [(task_id, TenantReleased(status=status))]
-        if state.queued:
-            nxt = state.queued[0]
-            out.append((nxt[2], TenantAdmitted(priority=-nxt[0], running=len(state.running), from_queue=True,
-                                               max_running=max(len(state.running), 1))))
-        return out
+def release(state: TenantState, limits: Limits, task_id: str, status: str
+            ) -> list[tuple[str, TenantAdmitted | TenantReleased]]:
+    """(task id, event) pairs for the log when a task ends: its release, and the queued tasks that may
+    start now (the first in order, or more if the limit was raised or lifted)."""
     if any(q[2] == task_id for q in state.queued):
         return [(task_id, TenantReleased(status=status, was_queued=True))]
-    return []
+    if task_id not in state.running:
+        return []
+    out: list[tuple[str, TenantAdmitted | TenantReleased]] = [(task_id, TenantReleased(status=status))]
+    running = len(state.running) - 1
+    for priority, _, queued_id in state.queued:
+        if limits.max_running and running >= limits.max_running:
+            break
+        running += 1
+        out.append((queued_id, TenantAdmitted(priority=-priority, running=running, from_queue=True,
+                                              max_running=limits.max_running)))
+    return out
 
 
 def evolve_tenant(state: TenantState, record: Envelope) -> TenantState:

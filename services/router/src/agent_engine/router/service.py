@@ -57,8 +57,9 @@ def transient(exc: BaseException) -> bool:
 
 
 def _chunks(pending: dict[str, tuple[int, list[Envelope]]]) -> list[dict[str, tuple[int, list[Envelope]]]]:
-    """Split a batch into transactions under SAVE_CHUNK_BYTES; a task's records are never split."""
-    if len(pending) <= 1:
+    """Split a batch into transactions under SAVE_CHUNK_BYTES; a task's records are never split, and a
+    batch that writes a tenant's admission log is never split (the log and its tasks commit together)."""
+    if len(pending) <= 1 or any(key.startswith(TENANT_KEY) for key in pending):
         return [pending] if pending else []
     chunks: list[dict[str, tuple[int, list[Envelope]]]] = [{}]
     size = 0
@@ -208,7 +209,7 @@ class Router:
                         after.status in ("cancelled", "rejected") and state.status in ("new", "queued")):
                     await self._release(event, after.status, tenants, pending)
             pending = {t: p for t, p in pending.items() if p[1]}
-            for chunk in _chunks(pending):  # a tenant's admission log is in the first chunk with its tasks
+            for chunk in _chunks(pending):
                 try:
                     committed = await asyncio.to_thread(self.store.save, chunk)
                 except Exception:
@@ -236,7 +237,9 @@ class Router:
     async def _tenant(self, tenant: str, tenants: dict[str, TenantState]) -> TenantState:
         if tenant not in tenants:
             cached = self.tenants.get(tenant)
-            tenants[tenant] = cached if cached is not None else await asyncio.to_thread(self.store.load_tenant, tenant)
+            if cached is None:
+                cached = self.tenants[tenant] = await asyncio.to_thread(self.store.load_tenant, tenant)
+            tenants[tenant] = cached
         return tenants[tenant]
 
     def _log(self, tenant: str, tenants: dict[str, TenantState], pending: dict[str, tuple[int, list[Envelope]]],
@@ -272,10 +275,10 @@ class Router:
 
     async def _release(self, event: Envelope, status: str, tenants: dict[str, TenantState],
                        pending: dict[str, tuple[int, list[Envelope]]]) -> None:
-        if self._limits(event.tenant).max_running <= 0 and event.tenant not in self.tenants:
-            return
-        state = await self._tenant(event.tenant, tenants)
-        for task_id, data in release(state, event.task_id, status):
+        state = await self._tenant(event.tenant, tenants)  # read once per tenant, then kept
+        if not state.running and not state.queued:
+            return  # a tenant without limits, now or before
+        for task_id, data in release(state, self._limits(event.tenant), event.task_id, status):
             self._log(event.tenant, tenants, pending, event, task_id, data)
             if isinstance(data, TenantAdmitted):  # tell the queued task it may start
                 self._log(event.tenant, tenants, pending, event, task_id,
