@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_engine.runtime.embedded import pid_alive
 from agent_engine.tool_runner.tools.base import Context, Tool, ToolError
 
 CHILD = Path(__file__).with_name("python_child.py")
@@ -42,25 +43,12 @@ def remove_stale_run_dirs(root: Path | None = None) -> int:
     removed = 0
     for path in Path(root or tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*-*"):
         pid = path.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):  # a zombie (killed, not yet reaped) counts as gone
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie (a killed tool-runner whose parent has not reaped it yet)."""
-    if Path("/proc/self/stat").exists():
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
