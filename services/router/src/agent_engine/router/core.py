@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 
@@ -811,11 +811,11 @@ class _Emitter:
 def evolve(state: TaskState, event: Envelope) -> TaskState:
     """Fold one recorded event into the state. Unknown types (and records addressed to other tasks,
     such as a subtask request) only bump the version."""
-    state = replace(state, version=state.version + 1)
+    state = _with(state, version=state.version + 1)
     data = event.data
     kind = event.type
     if kind == INPUT_RECORD:
-        return replace(state, applied=state.applied | {data["input"]["id"]}, task_id=event.task_id,
+        return _with(state, applied=state.applied | {data["input"]["id"]}, task_id=event.task_id,
                        tenant=event.tenant, correlation_id=state.correlation_id or event.correlation_id)
     # the hottest types read their fields directly: they were validated when decided
     if kind == "node.dispatched":
@@ -829,9 +829,9 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
                          provider=data.get("provider"), model=data.get("model"), chosen=data.get("chosen"),
                          usage=Usage.model_validate(usage) if usage else None, finished_at=event.time, deadline=None)
     if kind.startswith("tenant."):  # an admission log's record: never a task's (a crafted id cannot use it)
-        return replace(state, status="reserved", tenant=event.tenant)
+        return _with(state, status="reserved", tenant=event.tenant)
     if kind == "task.cancel_requested":  # stored here only as a request this task sent to a subtask
-        return replace(state, cancelling=state.cancelling | {event.task_id})
+        return _with(state, cancelling=state.cancelling | {event.task_id})
     handler = _FOLDS.get(kind)
     return handler(state, event) if handler else state
 
@@ -839,7 +839,7 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
 def _fold_started(state: TaskState, event: Envelope) -> TaskState:
     started = TaskStarted.model_validate(event.data)
     manifest = started.workflow_manifest
-    return replace(
+    return _with(
         state, status="running", workflow=started.workflow, revision=started.revision,
         engine_version=started.engine_version, contract_version=started.contract_version,
         manifest=manifest, input=started.input, started_at=event.time, lineage=started.lineage,
@@ -850,12 +850,12 @@ def _fold_started(state: TaskState, event: Envelope) -> TaskState:
 
 def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
     queued = TaskQueued.model_validate(event.data)
-    return replace(state, status="queued", workflow=queued.workflow, revision=queued.revision,
+    return _with(state, status="queued", workflow=queued.workflow, revision=queued.revision,
                    manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason)
 
 
 def _fold_rejected(state: TaskState, event: Envelope) -> TaskState:
-    return replace(state, status="rejected", reason=event.data.get("reason", ""), finished_at=event.time)
+    return _with(state, status="rejected", reason=event.data.get("reason", ""), finished_at=event.time)
 
 
 def _fold_failed(state: TaskState, event: Envelope) -> TaskState:
@@ -865,22 +865,22 @@ def _fold_failed(state: TaskState, event: Envelope) -> TaskState:
 
 
 def _close_open_nodes(state: TaskState, status: str, at: datetime) -> dict[str, NodeState]:
-    return {n: replace(s, status=status, finished_at=at) if s.status in OPEN_NODE else s
+    return {n: _with(s, status=status, finished_at=at) if s.status in OPEN_NODE else s
             for n, s in state.nodes.items()}
 
 
 def _fold_cancelled(state: TaskState, event: Envelope) -> TaskState:
-    return replace(state, status="cancelled", nodes=_close_open_nodes(state, "cancelled", event.time),
+    return _with(state, status="cancelled", nodes=_close_open_nodes(state, "cancelled", event.time),
                    reason=event.data.get("reason", ""), finished_at=event.time)
 
 
 def _fold_finished(state: TaskState, event: Envelope) -> TaskState:
     data = event.data
-    state = replace(state, nodes=_close_open_nodes(state, "abandoned", event.time))
+    state = _with(state, nodes=_close_open_nodes(state, "abandoned", event.time))
     exit_node = data.get("exit_node")
     if exit_node:
         state = _set_node(state, exit_node, status="reached", finished_at=event.time)
-    return replace(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
+    return _with(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
                    finished_at=event.time)
 
 
@@ -890,13 +890,13 @@ def _fold_retry_scheduled(state: TaskState, event: Envelope) -> TaskState:
 
 
 def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
-    return replace(_set_node(state, event.data["node"], status="awaiting_approval"), status="waiting")
+    return _with(_set_node(state, event.data["node"], status="awaiting_approval"), status="waiting")
 
 
 def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
     state = _set_node(state, event.data["node"], status="approved")
     waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
-    return replace(state, status="waiting" if waiting else "running")
+    return _with(state, status="waiting" if waiting else "running")
 
 
 def _fold_result_ignored(state: TaskState, event: Envelope) -> TaskState:
@@ -920,7 +920,7 @@ def _fold_merged(state: TaskState, event: Envelope) -> TaskState:
 def _fold_fanned_out(state: TaskState, event: Envelope) -> TaskState:
     fanouts = dict(state.fanouts)
     fanouts[event.data["node"]] = Fanout(event.data["merge"], tuple(event.data["subtasks"]))
-    return replace(state, fanouts=fanouts)
+    return _with(state, fanouts=fanouts)
 
 
 def _fold_settled(state: TaskState, event: Envelope) -> TaskState:
@@ -929,8 +929,8 @@ def _fold_settled(state: TaskState, event: Envelope) -> TaskState:
     fanout = fanouts[settled.node]
     results = dict(fanout.results)
     results[settled.index] = (settled.status, settled.output, settled.reason)
-    fanouts[settled.node] = replace(fanout, results=results)
-    return replace(state, fanouts=fanouts)
+    fanouts[settled.node] = _with(fanout, results=results)
+    return _with(state, fanouts=fanouts)
 
 
 def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
@@ -939,7 +939,7 @@ def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
     for node_id in asked.reset:
         old = nodes[node_id]
         nodes[node_id] = NodeState(revision=asked.revision, runs_before=old.runs_before + old.attempts)
-    return replace(state, nodes=nodes, revisions={**state.revisions, asked.node: asked.revision},
+    return _with(state, nodes=nodes, revisions={**state.revisions, asked.node: asked.revision},
                    feedback={**state.feedback, asked.target: asked.feedback})
 
 
@@ -950,7 +950,7 @@ def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
     lineage = Lineage(kind="fork", parent_id=forked.source_task_id, root_id=root,
                       cause=f"fork of task {forked.source_task_id} after its record {forked.at}"
                             + (" (live)" if forked.live else ""))
-    return replace(copied, task_id=event.task_id, correlation_id=event.correlation_id, lineage=lineage,
+    return _with(copied, task_id=event.task_id, correlation_id=event.correlation_id, lineage=lineage,
                    recorded=forked.recorded, applied=copied.applied | state.applied, version=state.version,
                    started_at=event.time, finished_at=None)
 
@@ -967,14 +967,25 @@ _FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
 }
 
 
+T = TypeVar("T")
+
+
+def _with(obj: T, **changes: Any) -> T:
+    """dataclasses.replace for the router's frozen state classes, without re-running __init__: folding
+    is the router's hottest path and TaskState has many fields."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__, **changes)
+    return new
+
+
 def _time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _set_node(state: TaskState, node_id: str, **changes: Any) -> TaskState:
     nodes = dict(state.nodes)
-    nodes[node_id] = replace(nodes.get(node_id, NodeState()), **changes)
-    return replace(state, nodes=nodes)
+    nodes[node_id] = _with(nodes.get(node_id, NodeState()), **changes)
+    return _with(state, nodes=nodes)
 
 
 # --- apply and replay -------------------------------------------------------------------------
