@@ -537,3 +537,17 @@ def test_an_exit_node_cannot_require_approval() -> None:
         edges=[{"from": "a", "to": "done"}], tools={"t": {"builtin": "text_stats"}})
     errors = validate(wf)
     assert [(e.file, e.node, e.rule) for e in errors] == [("workflow.yaml", "done", "exit-approval")]
+
+
+def test_tier_condition_names_input_or_a_declared_node() -> None:
+    b = body()
+    b["agents"]["thinker"]["tiers"] = [
+        {"model": "claude-opus-4-1", "when": {"field": "nodes.fetch.words", "equals": 1}},
+        {"model": "claude-haiku-4-5", "when": {"field": "input.size", "equals": "small"}},
+    ]
+    assert errors_of(b) == []
+    b["agents"]["thinker"]["tiers"][0]["when"]["field"] = "nodes.nowhere.words"
+    one(errors_of(b), "tier-condition", file="agents.yaml", node=None,
+        says="agent 'thinker' tier rule 1 tests 'nodes.nowhere.words'")
+    b["agents"]["thinker"]["tiers"][0]["when"]["field"] = "words"
+    one(errors_of(b), "tier-condition", file="agents.yaml", node=None, says="must start with input.<field>")

@@ -239,6 +239,14 @@ class NodeContext(BaseModel):
     """For an agent MERGE node: the combined outputs it is to merge."""
 
 
+class ModelChoice(BaseModel):
+    """Which model an agent dispatch uses and why (the agent's default, the node's, or a tier rule)."""
+
+    provider: str
+    model: str
+    reason: str
+
+
 class NodeDispatched(EventData):
     """The router asks a runner to do one node; the dispatch carries all the runner needs."""
 
@@ -252,6 +260,7 @@ class NodeDispatched(EventData):
     agent: DispatchedAgent | None = None
     tool: DispatchedTool | None = None
     context: NodeContext = Field(default_factory=NodeContext)
+    model_choice: ModelChoice | None = None
 
 
 class NodeCompleted(EventData):

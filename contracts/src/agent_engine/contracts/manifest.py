@@ -109,6 +109,8 @@ class NodeSpec(BaseModel):
     split: SplitSpec | None = None
     """SPLIT nodes only (required there)."""
     revise: ReviseSpec | None = None
+    model: str | None = None
+    """For an agent node: this node's model instead of its agent's (tier rules still apply after it)."""
     description: str = ""
 
 
@@ -130,6 +132,23 @@ class Fallback(BaseModel):
     model: str = Field(min_length=1)
 
 
+class TierRule(BaseModel):
+    """Sends an agent's call to another model when it matches (A6); the first matching rule wins.
+
+    `when` tests the dispatch's context: a dotted path starting with `input.` (the task input) or
+    `nodes.<id>.` (an earlier node's output, e.g. a classifier agent's). `when_context_over` is the
+    context's size in estimated tokens (about four characters each)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    provider: Provider | None = None
+    """Default: the agent's provider."""
+    when: Condition | None = None
+    when_context_over: int | None = Field(default=None, ge=1)
+    reason: str = ""
+
+
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -143,6 +162,8 @@ class AgentSpec(BaseModel):
     """Tried in order after `provider`/`model`; empty by default."""
     max_repairs: int = Field(default=2, ge=0, le=10)
     """How often an output that is not JSON or breaks the schema goes back to the model with the problem."""
+    tiers: list[TierRule] = Field(default_factory=list, max_length=10)
+    """Rules that pick a cheaper or stronger model per call; the choice and its reason are recorded."""
 
 
 class ToolSpec(BaseModel):

@@ -70,6 +70,14 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
         _check_node(manifest, node.id, out[node.id], inc[node.id], err, agents_file)
 
     for name, agent in manifest.agents.items():
+        for index, rule in enumerate(agent.tiers, start=1):
+            if rule.when is None:
+                continue
+            root, _, rest = rule.when.field.partition(".")
+            node_ref = rest.split(".", 1)[0]
+            if root not in ("input", "nodes") or not rest or (root == "nodes" and node_ref not in known):
+                err(None, "tier-condition", f"agent '{name}' tier rule {index} tests '{rule.when.field}': it must "
+                    "start with input.<field> or nodes.<declared node id>.<field>", file=agents_file)
         if agent.output_schema and agent.output_schema not in manifest.schemas:
             err(None, "unknown-schema", f"agent '{name}' names output_schema '{agent.output_schema}', "
                 f"which is not in schemas/", file=agents_file)

@@ -21,6 +21,7 @@ from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
     Lineage,
+    ModelChoice,
     NodeApprovalDecided,
     NodeApprovalRefused,
     NodeApprovalRequested,
@@ -54,7 +55,7 @@ from agent_engine.contracts.events import (
     TaskSucceeded,
     Usage,
 )
-from agent_engine.contracts.manifest import MergeSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
 from agent_engine.router.graph import downstream, segment, split_merges
@@ -748,8 +749,11 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
         agent = manifest.agents[spec.agent or ""]
         schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
         script = manifest.mock.get(spec.id, [])
-        data.agent = DispatchedAgent(name=spec.agent or "", **agent.model_dump(), output_schema_json=schema,
+        choice = choose_model(agent, spec, context, size)
+        config = {**agent.model_dump(), "provider": choice.provider, "model": choice.model}
+        data.agent = DispatchedAgent(name=spec.agent or "", **config, output_schema_json=schema,
                                      mock_responses=script[node.runs_before:] or script[-1:])
+        data.model_choice = choice
     else:
         tool = manifest.tools[spec.tool or ""]
         args, missing = resolve_args(spec.args, context)
@@ -763,6 +767,28 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
                                    args=args if args_override is None else args_override,
                                    side_effects=tool.side_effects or None)
     out.add(data)
+
+
+def choose_model(agent: AgentSpec, spec: NodeSpec, context: NodeContext, context_bytes: int) -> ModelChoice:
+    """The model tier for one agent call (A6): the first tier rule that matches the context, else the
+    node's model, else the agent's. Pure: the same context always gets the same model."""
+    seen = {"input": context.input, "nodes": context.upstream}
+    tokens = (context_bytes + 3) // 4
+    for index, rule in enumerate(agent.tiers):
+        if rule.when is not None and not rule.when.matches(seen):
+            continue
+        if rule.when_context_over is not None and tokens <= rule.when_context_over:
+            continue
+        tests = [f"{rule.when.field} matched" if rule.when else "",
+                 f"context of about {tokens} tokens is over {rule.when_context_over}"
+                 if rule.when_context_over else ""]
+        why = rule.reason or "; ".join(t for t in tests if t) or "always"
+        return ModelChoice(provider=rule.provider or agent.provider, model=rule.model,
+                           reason=f"tier rule {index + 1}: {why}")
+    if spec.model:
+        return ModelChoice(provider=agent.provider, model=spec.model,
+                           reason=f"node '{spec.id}' names its model")
+    return ModelChoice(provider=agent.provider, model=agent.model, reason="the agent's model")
 
 
 def resolve_args(args: dict[str, Any], context: NodeContext) -> tuple[dict[str, Any], str]:
