@@ -551,3 +551,9 @@ def test_tier_condition_names_input_or_a_declared_node() -> None:
         says="agent 'thinker' tier rule 1 tests 'nodes.nowhere.words'")
     b["agents"]["thinker"]["tiers"][0]["when"]["field"] = "words"
     one(errors_of(b), "tier-condition", file="agents.yaml", node=None, says="must start with input.<field>")
+
+
+def test_context_profile_names_declared_nodes() -> None:
+    b = body()
+    node(b, "judge")["sees"] = {"input": False, "upstream": ["think", "ghost"], "max_tokens": 500}
+    one(errors_of(b), "context-profile", node="judge", says="sees.upstream names ['ghost']")

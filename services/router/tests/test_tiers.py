@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from router_testkit import agent, chain, completed, dumps, exit_, json_round_trip, manifest, started
 
-from agent_engine.contracts.manifest import AgentSpec, Condition, TierRule
+from agent_engine.contracts.manifest import AgentSpec, Condition, ContextProfile, TierRule
 from agent_engine.router.core import replay
 
 TIERED = AgentSpec(provider="mock", model="claude-sonnet-4-6", tiers=[
@@ -50,3 +50,17 @@ def test_without_a_matching_rule_the_node_or_agent_model_is_used() -> None:
                                                       "reason": "the agent's model"}
     assert solve_dispatch("easy", model="claude-sonnet-4-5")["model_choice"]["reason"] == (
         "node 'solve' names its model")
+
+
+# --- context profiles (A4) --------------------------------------------------------------------
+
+def test_a_context_profile_limits_what_a_node_sees_and_a_budget_fails_it_with_both_numbers() -> None:
+    data = solve_dispatch("easy", sees=ContextProfile(input=False, upstream=["classify"]))
+    assert data["context"]["input"] == {} and list(data["context"]["upstream"]) == ["classify"]
+    assert solve_dispatch("easy", sees=ContextProfile(upstream="none"))["context"]["upstream"] == {}
+
+    run = started(workflow(sees=ContextProfile(max_tokens=20)), {"q": "x" * 400})  # type: ignore[arg-type]
+    out = run.feed(completed(run.dispatch("classify"), {"difficulty": "easy"}))
+    failed = next(e for e in out if e.type == "node.failed")
+    assert "the context for node 'solve' is about" in failed.data["reason"]
+    assert "over its budget sees.max_tokens = 20" in failed.data["reason"]

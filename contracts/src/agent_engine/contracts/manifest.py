@@ -83,6 +83,19 @@ class ReviseSpec(BaseModel):
     """Required (validation names a missing one); after this many revisions the output is routed as usual."""
 
 
+class ContextProfile(BaseModel):
+    """What one node sees of the task (A4): the input or not, which earlier outputs, and a token budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: bool = True
+    upstream: list[str] | Literal["all", "none"] = "all"
+    """Node ids whose outputs the node sees (a tool node's `$nodes.` arguments still resolve from all)."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Budget for the context, in estimated tokens (JSON length / 4); over it the node fails, naming both
+    numbers, instead of being cut silently."""
+
+
 class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +124,8 @@ class NodeSpec(BaseModel):
     revise: ReviseSpec | None = None
     model: str | None = None
     """For an agent node: this node's model instead of its agent's (tier rules still apply after it)."""
+    sees: ContextProfile | None = None
+    """Default: the task input and every earlier output, without a budget."""
     description: str = ""
 
 

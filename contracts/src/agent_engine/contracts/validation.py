@@ -68,6 +68,10 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
 
     for node in manifest.nodes:
         _check_node(manifest, node.id, out[node.id], inc[node.id], err, agents_file)
+        if node.sees is not None and isinstance(node.sees.upstream, list):
+            unknown = [n for n in node.sees.upstream if n not in known]
+            if unknown:
+                err(node.id, "context-profile", f"sees.upstream names {unknown}, which are not nodes of this workflow")
 
     for name, agent in manifest.agents.items():
         for index, rule in enumerate(agent.tiers, start=1):

@@ -722,13 +722,20 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
     manifest = state.manifest
     assert manifest is not None
     node = state.nodes[spec.id]
-    context = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
-                          revision=node.revision, merged=node.merged)
+    full = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
+                       revision=node.revision, merged=node.merged)
+    context = _profiled(full, spec)
     size = len(context.model_dump_json())
     if size > MAX_CONTEXT_BYTES:
         _node_failed(out, spec.id, attempt, (
             f"the context for node '{spec.id}' (task input plus upstream outputs) is {size // 1024} KiB, over "
             f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; pass large data as workspace files"))
+        return
+    budget = spec.sees.max_tokens if spec.sees else None
+    if budget is not None and (size + 3) // 4 > budget:
+        _node_failed(out, spec.id, attempt, (
+            f"the context for node '{spec.id}' is about {(size + 3) // 4} tokens (estimated: JSON length / 4), "
+            f"over its budget sees.max_tokens = {budget}; narrow sees.upstream or raise the budget"))
         return
     ask = spec.approval == "required" and not approved and attempt == 1
     data = NodeDispatched(
@@ -756,7 +763,7 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
         data.model_choice = choice
     else:
         tool = manifest.tools[spec.tool or ""]
-        args, missing = resolve_args(spec.args, context)
+        args, missing = resolve_args(spec.args, full)
         if missing:
             _node_failed(out, spec.id, attempt, missing)
             return
@@ -767,6 +774,16 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
                                    args=args if args_override is None else args_override,
                                    side_effects=tool.side_effects or None)
     out.add(data)
+
+
+def _profiled(context: NodeContext, spec: NodeSpec) -> NodeContext:
+    """The part of the context a node's `sees` profile lets it see."""
+    profile = spec.sees
+    if profile is None or (profile.input and profile.upstream == "all"):
+        return context
+    upstream = ({} if profile.upstream == "none" else context.upstream if profile.upstream == "all"
+                else {k: v for k, v in context.upstream.items() if k in profile.upstream})
+    return context.model_copy(update={"input": context.input if profile.input else {}, "upstream": upstream})
 
 
 def choose_model(agent: AgentSpec, spec: NodeSpec, context: NodeContext, context_bytes: int) -> ModelChoice:
