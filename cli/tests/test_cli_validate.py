@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,36 @@ def test_parse_input_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
     with pytest.raises(CliError, match=rf"^--input @{re.escape(str(missing))}: no such file$"):
         parse_input(f"@{missing}")
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(("example", "edit", "expected"), [
+    # role arity: a BRANCH left with one successor
+    ("committee", lambda t: t.replace("  - {from: convene, to: skeptic}\n", "").replace(
+        "  - {from: convene, to: expert}\n", ""),
+     "workflow.yaml: node 'convene': [role-arity] BRANCH node must have at least two successors, has 1"),
+    # a MERGE without a matching fan-out: the SPLIT no longer names it
+    ("map-reduce", lambda t: t.replace("merge: reduce}", "merge: done}"),
+     "workflow.yaml: node 'reduce': [merge-fan-out] a MERGE node must collect a SPLIT"),
+    # a condition referencing a field the output schema does not declare
+    ("supervisor", lambda t: t.replace("when: {field: approved, equals: true}", "when: {field: aproved, equals: true}"),
+     "workflow.yaml: node 'review': [condition-field] edge review -> published tests field 'aproved'"),
+    # a loop without max_revisions
+    ("supervisor", lambda t: t.replace("      max_revisions: 2\n", ""),
+     "workflow.yaml: node 'review': [loop-bound] revise needs max_revisions"),
+])
+def test_validate_names_file_node_and_rule_for_each_kind_of_graph_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], example: str, edit: Callable[[str], str],
+        expected: str) -> None:
+    target = tmp_path / example
+    shutil.copytree(EXAMPLES / example, target)
+    workflow = target / "workflow.yaml"
+    before = workflow.read_text()
+    workflow.write_text(edit(before))
+    assert workflow.read_text() != before, "the edit changed nothing"
+
+    assert main(["workflow", "validate", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert f"{target}/{expected}" in err, err
