@@ -142,3 +142,19 @@ def test_validate_names_file_node_and_rule_for_each_kind_of_graph_error(
     assert main(["workflow", "validate", str(target)]) == 1
     err = capsys.readouterr().err
     assert f"{target}/{expected}" in err, err
+
+
+def test_fork_plan_lists_tools_with_side_effects_declared_or_implied_by_their_built_in() -> None:
+    from agent_engine.cli.main import fork_plan
+
+    manifest = {"nodes": [{"id": "a", "kind": "agent"}, {"id": "note", "kind": "tool", "tool": "append"},
+                          {"id": "post", "kind": "tool", "tool": "poster"}, {"id": "count", "kind": "tool",
+                                                                              "tool": "stats"}],
+                "tools": {"append": {"builtin": "workspace_append"},
+                          "poster": {"builtin": "http_fetch", "side_effects": True},
+                          "stats": {"builtin": "text_stats"}}}
+    records = [{"type": "router.input"}, {"type": "task.started", "data": {"workflow_manifest": manifest}},
+               {"type": "router.input"}, {"type": "node.succeeded", "data": {"node": "a"}}]
+    assert fork_plan(records, 2) == (2, ["note", "post"])
+    with pytest.raises(CliError, match="--at must be between 1 and 4"):
+        fork_plan(records, 5)

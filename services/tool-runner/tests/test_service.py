@@ -210,3 +210,11 @@ def test_bad_config_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: st
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message.replace("(", "\\(")):
         ToolConfig.from_env()
+
+
+def test_the_contracts_know_every_built_in_that_is_not_idempotent() -> None:
+    """The router and agentctl read NON_IDEMPOTENT_BUILTINS (they cannot import this registry)."""
+    from agent_engine.contracts.manifest import NON_IDEMPOTENT_BUILTINS
+    from agent_engine.tool_runner.tools.registry import REGISTRY
+
+    assert {name for name, tool in REGISTRY.items() if not tool.idempotent} == NON_IDEMPOTENT_BUILTINS

@@ -32,6 +32,7 @@ from agent_engine.cli.client import (
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
 from agent_engine.contracts.events import NodeApprovalDecided, TaskCancelRequested, TaskForkRequested
+from agent_engine.contracts.manifest import ToolSpec
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
     DLQ_PREFIX,
@@ -338,7 +339,7 @@ def fork_plan(records: list[dict[str, Any]], at: int) -> tuple[int, list[str]]:
             settled.add(record["data"]["node"])
     tools = manifest.get("tools", {})
     risky = [n["id"] for n in manifest.get("nodes", []) if n.get("kind") == "tool" and n["id"] not in settled
-             and tools.get(n.get("tool"), {}).get("side_effects")]
+             and n.get("tool") in tools and ToolSpec.model_validate(tools[n["tool"]]).has_side_effects]
     return cut, risky
 
 

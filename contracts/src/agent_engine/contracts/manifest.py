@@ -181,12 +181,21 @@ class AgentSpec(BaseModel):
     """Rules that pick a cheaper or stronger model per call; the choice and its reason are recorded."""
 
 
+NON_IDEMPOTENT_BUILTINS: frozenset[str] = frozenset({"workspace_append"})
+"""Built-in tools with side effects whatever tools.yaml says (the tool-runner's registry is tested to agree)."""
+
+
 class ToolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     builtin: str
     description: str = ""
     side_effects: bool = False
+
+    @property
+    def has_side_effects(self) -> bool:
+        """Declared, or implied by a built-in that is not idempotent."""
+        return self.side_effects or self.builtin in NON_IDEMPOTENT_BUILTINS
     args_schema: dict[str, Any] | None = None
     """JSON Schema that arguments edited at approval must satisfy (the tool-runner checks its own too)."""
 

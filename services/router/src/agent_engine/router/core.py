@@ -772,7 +772,7 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
             return
         data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin,
                                    args=args if args_override is None else args_override,
-                                   side_effects=tool.side_effects or None)
+                                   side_effects=tool.has_side_effects or None)
     out.add(data)
 
 
