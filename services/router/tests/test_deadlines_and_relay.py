@@ -183,3 +183,25 @@ def test_a_scheduled_retry_becomes_a_retry_due_input_when_its_time_comes() -> No
     assert due.type == "node.retry_due" and due.data == {"node": "n1", "attempt": 2}
     index.observe(dispatched(attempt=2))  # the retry went out: now its deadline is what is watched
     assert index.open[("t1", "n1")].retry is False
+
+
+def test_records_read_back_from_the_log_reach_the_deadline_index_without_undoing_heartbeats() -> None:
+    """Another router's dispatch, read from the log, gets a deadline here too; our own dispatch read
+    back keeps the deadline its heartbeats moved."""
+    store, bus = FakeStore(), FakeBus()
+    index = DeadlineIndex()
+    relay = Relay(bus, store, observe=index.observe)  # type: ignore[arg-type]
+    ours = dispatched(task_id="t1", deadline=T0 + timedelta(seconds=10))
+    theirs = dispatched(task_id="t2", deadline=T0 + timedelta(seconds=10))
+    index.observe(ours)
+    assert index.heartbeat("t1", "n1", "t1/n1/1", T0 + timedelta(seconds=8))
+
+    async def go() -> None:
+        await relay.step()
+        store.log.extend([(1, ours), (2, theirs)])  # theirs was committed by another router
+        relay.resync()
+        await relay.step()
+
+    asyncio.run(go())
+    due = index.expired(T0 + timedelta(seconds=12), caught_up=True, read_through=None)
+    assert [e.task_id for e in due] == ["t2"]  # ours was extended to 18 s; theirs is overdue here too

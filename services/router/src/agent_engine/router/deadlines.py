@@ -40,6 +40,9 @@ class DeadlineIndex:
         if record.type == "node.dispatched":
             raw = data["deadline"]
             deadline = raw if isinstance(raw, datetime) else datetime.fromisoformat(raw)
+            known = self.open.get((record.task_id, data["node"]))
+            if known is not None and known.dispatch_id == data["dispatch_id"]:
+                deadline = max(deadline, known.deadline)  # seen again (read back from the log): keep heartbeats
             self.open[(record.task_id, data["node"])] = Open(
                 data["dispatch_id"], data["attempt"], deadline, record.tenant, record.correlation_id,
                 window=deadline - record.time)

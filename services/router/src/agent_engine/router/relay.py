@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from nats.errors import MaxPayloadError
 
@@ -29,10 +30,14 @@ PAGE = 256
 
 
 class Relay:
-    def __init__(self, bus: Bus, store: TaskStore, name: str = NAME) -> None:
+    def __init__(self, bus: Bus, store: TaskStore, name: str = NAME,
+                 observe: Callable[[Envelope], None] | None = None) -> None:
         self.bus = bus
         self.store = store
         self.name = name
+        self.observe = observe
+        """Told of every record read back from the log, including other routers' (their dispatches'
+        deadlines then live here too, so a router that dies does not take them with it)."""
         """Key of the saved position: each router process keeps its own (they all publish every record;
         JetStream drops the copies by Nats-Msg-Id)."""
         self.handoff: deque[tuple[int, Envelope]] = deque()
@@ -74,6 +79,9 @@ class Relay:
         if page is None:
             page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
             self.in_sync, self.last_read = not page, time.monotonic()
+            if self.observe is not None:
+                for _, record in page:
+                    self.observe(record)
         if page:
             await self._publish([r for _, r in page if r.type != INPUT_RECORD])
             self.position = page[-1][0]

@@ -87,7 +87,8 @@ class Router:
         self.read_through: datetime | None = None
         """Stream time of the newest input read: every input stored before it has been read."""
         self.lock = asyncio.Lock()
-        self.relay = Relay(bus, store, "relay" if settings.router_name == "router" else f"relay:{settings.router_name}")
+        self.relay = Relay(bus, store, "relay" if settings.router_name == "router" else f"relay:{settings.router_name}",
+                           observe=self.deadlines.observe)
         self.inputs_applied = 0
         """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
         self.grace_until = datetime.now(UTC)
