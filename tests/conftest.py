@@ -116,3 +116,19 @@ def engine(servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 def tenant() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def live_engine(servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A stack whose agent-runner calls the real Anthropic API; skipped, loudly, without a key."""
+    key = os.environ.get("ANTHROPIC_API_KEY", "")
+    if not key or key == PLANTED_KEY:
+        pytest.skip("LIVE API TEST SKIPPED: no ANTHROPIC_API_KEY in the environment; export one to run "
+                    "research-review against the real Anthropic API")
+    workspace = tmp_path_factory.mktemp("live-workspace")
+    eng = Engine(tmp_path_factory.mktemp("ae-home-live"), servers, workspace)
+    eng.env.pop("AE_PROVIDER", None)
+    eng.env["ANTHROPIC_API_KEY"] = key
+    eng.up()
+    yield eng
+    eng.stack().down()
