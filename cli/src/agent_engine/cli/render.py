@@ -146,7 +146,7 @@ def task_cost(ledger: dict[str, Any]) -> None:
         print(f"{'NODE':<18}{'BY':<32}{'IN':>8}{'OUT':>8}{'CACHE R/W':>12}  COST USD")
         for call in calls:
             usage = call["usage"]
-            by = f"{call['provider']}/{call['model']}" + (" [mock]" if call["provider"] == "mock" else "")
+            by = _by(call)
             node = call["node"] + (f" (repair {call['repair']})" if call.get("repair") else "")
             print(f"{node:<18}{by:<32}{usage['input_tokens']:>8}{usage['output_tokens']:>8}"
                   f"{usage['cache_read_tokens']:>6}/{usage['cache_write_tokens']:<5}  {call['cost_usd']}")

@@ -471,10 +471,11 @@ def _activate(out: _Emitter, node_id: str, reason: str) -> None:
     _dispatch(out, spec, 1, reason)
 
 
-def _merge_sources(state: TaskState, merge_id: str) -> dict[str, tuple[str, dict[str, Any] | None]]:
-    """Each input of a MERGE node: source -> (live | failed | dead | pending, output)."""
+def _merge_sources(state: TaskState, merge_id: str, split: str | None
+                   ) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """Each input of a MERGE node (of SPLIT `split`, if it collects one): source -> (live | failed | dead |
+    pending, output)."""
     assert state.manifest is not None
-    split = split_merges(state.manifest).get(merge_id)
     if split is not None:
         fanout = state.fanouts.get(split)
         if fanout is None:  # the SPLIT was skipped, or failed and continued: nothing was fanned out
@@ -496,7 +497,8 @@ def _try_merge(out: _Emitter, merge_id: str) -> None:
         return  # fired (or failed) already: a MERGE fires once
     spec = state.manifest.node(merge_id)
     policy = spec.merge or MergeSpec()
-    sources = _merge_sources(state, merge_id)
+    split = split_merges(state.manifest).get(merge_id)
+    sources = _merge_sources(state, merge_id, split)
     arrived = [s for s, (e, _) in sources.items() if e == "live"]
     failed = [s for s, (e, _) in sources.items() if e == "failed"]
     dead = [s for s, (e, _) in sources.items() if e == "dead"]
@@ -520,7 +522,6 @@ def _try_merge(out: _Emitter, merge_id: str) -> None:
     combined: dict[str, Any] = {"items": list(outputs.values())} if policy.combine == "list" else outputs
     out.add(NodeMerged(node=merge_id, policy=policy.policy, arrived=arrived, failed=failed, skipped=dead,
                        output=combined))
-    split = split_merges(state.manifest).get(merge_id)
     if split is not None:
         fanout = out.state.fanouts.get(split)
         for task_id in fanout.open_subtasks() if fanout else []:

@@ -188,13 +188,15 @@ class Router:
             states: dict[str, TaskState] = {}
             tenants: dict[str, TenantState] = {}
             for event in events:
+                # a state served from the cache (not read from the store in this batch) may be stale
+                cached = event.task_id not in states and event.task_id in self.cache
                 state = states.get(event.task_id) or await self._state(event.task_id)
                 base = pending.get(event.task_id, (state.version, []))
                 inp = await self._resolve(event, state)
                 if inp.workflow is not None and state.status == "new" and event.id not in state.applied:
                     inp = await self._admit(inp, tenants, pending)
                 after, records = apply(state, inp)
-                if not records and not base[1] and event.task_id in self.cache:
+                if not records and not base[1] and cached:
                     # a no-op on a cached state may only mean the cache is stale (another router moved
                     # the task on): decide again on what the store holds before dropping the input
                     fresh = await asyncio.to_thread(self.store.load, event.task_id)
