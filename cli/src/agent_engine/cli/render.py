@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
@@ -48,7 +49,34 @@ def progress(event: Envelope) -> str | None:
                 f"[--edit ARGS] | agentctl reject {event.task_id} {d['node']} --reason ...")
     if event.type == "node.dispatched" and d.get("attempt", 1) > 1:
         return f"  ↻ {d['node']:<16} attempt {d['attempt']} ({d.get('reason')})"
+    if event.type == "node.tool_turn_recorded":
+        mark = " [mock]" if d.get("provider") == "mock" else ""
+        return f"  ⚒ {d['node']:<16} turn {d['turn']}{mark}: " + ", ".join(_call(c) for c in d["calls"])
+    if event.type == "node.tool_returned":
+        result = f"error: {d['error']}" if d.get("error") else _brief(d.get("output"))
+        return f"    ↳ {d['call_id']:<14} {d['tool']} → {result}"
     return None
+
+
+def _call(call: dict[str, Any]) -> str:
+    text = f"{call['tool']}({_brief(call.get('args'), 40)})"
+    return text + (f" refused: {call.get('error')}" if call.get("refused") else "")
+
+
+def _brief(value: Any, width: int = 70) -> str:
+    text = json.dumps(value, ensure_ascii=False) if value is not None else ""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _calls_summary(calls: list[dict[str, Any]]) -> str:
+    """An applied input's LLM calls, in order: e.g. `429 retry, tool_use` or `invalid, valid`."""
+    parts = []
+    for c in calls:
+        if c.get("outcome") == "failed":
+            parts.append(f"{c.get('status') or c.get('error_class')} {c.get('then')}")
+        else:
+            parts.append(str(c.get("outcome")) + (f" (repair {c['repair']})" if c.get("repair") else ""))
+    return ", ".join(parts)
 
 
 def event_line(event: Envelope) -> str:
@@ -57,6 +85,9 @@ def event_line(event: Envelope) -> str:
     if event.type == "router.input":
         inner = d.get("input", {})
         summary = f"applied input {inner.get('type')} {inner.get('id', '')[:8]}"
+        calls = (inner.get("data") or {}).get("llm_calls")
+        if calls:
+            summary += f" node={inner['data'].get('node')} llm calls: {_calls_summary(calls)}"
     elif "node" in d:
         summary = f"node={d['node']}" + (f" attempt={d['attempt']}" if "attempt" in d else "")
         if event.type in ("node.succeeded", "node.completed", "llm.called") and d.get("provider"):
@@ -71,6 +102,15 @@ def event_line(event: Envelope) -> str:
                         f" then={d.get('then')}" + (f" after {d['delay_s']}s" if d.get("delay_s") is not None else ""))
         if event.type == "llm.called" and d.get("outcome") == "invalid":
             summary += f" repair={d.get('repair', 0)} invalid: {d.get('problem', '')[:80]}"
+        if event.type in ("node.tool_turn_recorded", "node.tools_requested"):
+            calls = d.get("calls") or []
+            summary += f" turn={d.get('turn', 0)} calls: " + ", ".join(
+                _call(c) if "tool" in c else f"{c.get('name')}({_brief(c.get('args'), 40)})" for c in calls)
+        if event.type == "node.tool_returned":
+            summary += f" call={d['call_id']} tool={d['tool']}" + ("" if d.get("error") else
+                                                                   f" output={_brief(d.get('output'), 60)}")
+        if event.type == "node.dispatched" and d.get("call"):
+            summary += f" runs {d['call']['call_id']} ({d.get('tool', {}).get('name')})"
     elif "reason" in d:
         summary = d["reason"]
     elif "workflow" in d:
@@ -97,6 +137,13 @@ def task(shown: dict[str, Any]) -> None:
         name = node["node"] + (f" (rev {node['revision']})" if node.get("revision") else "")
         print(f"{name:<18}{node['status']:<11}{node['attempts']:>3}  {ms:>8}  {_by(node)}"
               + (f"  error: {node['error']}" if node.get("error") else ""))
+    calls = [(n["node"], c) for n in shown["nodes"] for c in n.get("tool_calls") or []]
+    if calls:
+        print()
+        print(f"{'NODE':<18}{'CALL':<14}{'TOOL':<16}{'STATUS':<9}ARGS / ERROR")
+        for node, c in calls:
+            print(f"{node:<18}{c['call_id']:<14}{c['tool']:<16}{c['status']:<9}"
+                  + (c["error"] if c.get("error") else _brief(c.get("args"), 60)))
     subtasks = shown.get("subtasks") or []
     if subtasks:
         print()

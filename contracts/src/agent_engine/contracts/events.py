@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
+from agent_engine.contracts.manifest import AgentSpec, MemoryLayer, WorkflowManifest
 
 TaskStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "rejected", "cancelled"]
 
@@ -208,7 +208,7 @@ class TaskFailed(TaskFinished):
 # --- node lifecycle ---------------------------------------------------------------------------
 
 class DispatchedAgent(AgentSpec):
-    """An agent as a runner needs it: config plus the resolved output schema and mock script.
+    """An agent as a runner needs it: config plus the resolved output schema, tools and mock script.
     Unlike the manifest model it ignores unknown fields, so an older runner reads a newer dispatch."""
 
     model_config = ConfigDict(extra="ignore")
@@ -216,6 +216,8 @@ class DispatchedAgent(AgentSpec):
     name: str
     output_schema_json: dict[str, Any] | None = None
     mock_responses: list[dict[str, Any]] = Field(default_factory=list)
+    tool_defs: list[ToolDef] | None = None
+    """The agent's `tools` as the model is offered them (absent when it has none)."""
 
 
 class DispatchedTool(BaseModel):
@@ -226,6 +228,61 @@ class DispatchedTool(BaseModel):
     """True when tools.yaml declares `side_effects: true`: the tool-runner then runs it at most once per
     (task, node), whatever its built-in says. Absent means false; the router leaves it out rather than
     writing false, so dispatches of other tools stay identical to those recorded before the field."""
+    project: str | None = None
+    """For the memory built-ins: the workflow's project (its `project`, else its name), the scope of the
+    project memory layer."""
+
+
+class MemoryView(BaseModel):
+    """Which memory layers an agent node's prompt includes, and the project they are scoped to."""
+
+    layers: list[MemoryLayer]
+    project: str
+
+
+class ToolDef(BaseModel):
+    """A tool as a model is offered it: the name in tools.yaml, what it does, the arguments it takes."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any]
+
+
+class ToolStep(BaseModel):
+    """One action of an agent's tool turn (a call the model asked for) and, once back, its observation."""
+
+    call_id: str
+    """Derived by the router ("t<turn>-c<index>", "r<revision>-" first after a revision); the model is shown it."""
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    refused: bool | None = None
+    """True when the router refused the call before it ran (unknown tool, arguments that break its schema);
+    `error` says why, and the model sees it as the call's result."""
+
+
+class ToolTurn(BaseModel):
+    """A model turn that asked for tools: its text (the thought), and the calls with their results."""
+
+    turn: int
+    thought: str = ""
+    calls: list[ToolStep]
+
+
+class ConversationSummary(BaseModel):
+    """What the model wrote to stand for a node's first `turns` tool turns, once they grew too long."""
+
+    turns: int = Field(ge=1)
+    text: str
+
+
+class ToolCallRef(BaseModel):
+    """Which call of which turn a tool dispatch runs for an agent node."""
+
+    call_id: str
+    turn: int
+    index: int
 
 
 class NodeContext(BaseModel):
@@ -237,6 +294,18 @@ class NodeContext(BaseModel):
     revision: int = 0
     merged: dict[str, Any] | None = None
     """For an agent MERGE node: the combined outputs it is to merge."""
+    conversation: list[ToolTurn] | None = None
+    """For an agent node using tools: its earlier tool turns with their results, oldest first (those before
+    `summary.turns` are replaced by the summary)."""
+    summary: ConversationSummary | None = None
+    summarise: int | None = None
+    """Set when the earlier turns grew over the agent's `summarise_over`: the runner first has the model
+    summarise the first `summarise` turns of `conversation` (after any `summary`), and reports the summary."""
+    token_budget: int | None = None
+    """The node's `sees.max_tokens`: the runner counts the prompt exactly where the provider can and refuses
+    a call over it (the router's check is an estimate)."""
+    memory: MemoryView | None = None
+    """The node's `sees.memory`: the agent-runner reads these layers and puts them in the prompt."""
 
 
 class ModelChoice(BaseModel):
@@ -261,6 +330,29 @@ class NodeDispatched(EventData):
     tool: DispatchedTool | None = None
     context: NodeContext = Field(default_factory=NodeContext)
     model_choice: ModelChoice | None = None
+    turn: int | None = None
+    """An agent dispatch: which model turn of the node this is (absent: the first, 0)."""
+    call: ToolCallRef | None = None
+    """A tool dispatch that runs a call an agent node's model asked for (`node` is the agent node)."""
+
+
+class LlmCallNote(BaseModel):
+    """One LLM call attempt of a dispatch, carried in the runner's result so the task's history shows every
+    call, repair and retry (the same facts as the `llm.called` / `llm.call_failed` events)."""
+
+    provider: str
+    model: str
+    outcome: Literal["valid", "invalid", "tool_use", "summary", "failed"]
+    repair: int = 0
+    fallback: int = 0
+    usage: Usage | None = None
+    cost_usd: str | None = None
+    problem: str | None = None
+    """Why a reply was invalid, or what a failed call's error was."""
+    error_class: str | None = None
+    status: int | None = None
+    then: Literal["retry", "fallback", "give_up"] | None = None
+    delay_s: float | None = None
 
 
 class NodeCompleted(EventData):
@@ -275,6 +367,7 @@ class NodeCompleted(EventData):
     model: str | None = None
     usage: Usage | None = None
     duration_ms: float = 0.0
+    llm_calls: list[LlmCallNote] | None = None
 
 
 class NodeErrored(EventData):
@@ -286,6 +379,69 @@ class NodeErrored(EventData):
     attempt: int
     error: str
     retryable: bool = False
+    llm_calls: list[LlmCallNote] | None = None
+
+
+class RequestedCall(BaseModel):
+    """A tool call as the model asked for it."""
+
+    id: str = ""
+    """The provider's id for the call (Anthropic `toolu_...`, OpenAI `call_...`), kept for the record."""
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeToolsRequested(EventData):
+    """Agent-runner to router: instead of answering, the model asked for tools in turn `turn` of the node.
+    The router records the turn, runs the calls through the tool-runner and dispatches the next turn."""
+
+    TYPE = "node.tools_requested"
+    dispatch_id: str
+    node: str
+    attempt: int
+    turn: int = 0
+    thought: str = ""
+    """The text the model wrote alongside its calls."""
+    calls: list[RequestedCall] = Field(min_length=1, max_length=64)
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    duration_ms: float = 0.0
+    llm_calls: list[LlmCallNote] | None = None
+    summary: ConversationSummary | None = None
+    """Made in this dispatch when the context asked for one (`summarise`): later turns carry it instead."""
+
+
+class NodeToolTurnRecorded(EventData):
+    """The router accepted a model's tool turn (once per turn): thought, calls, and the calls it refused
+    before they ran (`refused`, with the reason as `error`)."""
+
+    TYPE = "node.tool_turn_recorded"
+    dispatch_id: str
+    node: str
+    attempt: int
+    turn: int
+    thought: str = ""
+    calls: list[ToolStep]
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    summary: ConversationSummary | None = None
+
+
+class NodeToolReturned(EventData):
+    """The observation of one call of a tool turn: its output, or the error the model will see."""
+
+    TYPE = "node.tool_returned"
+    node: str
+    turn: int
+    index: int
+    call_id: str
+    tool: str
+    dispatch_id: str | None = None
+    attempt: int = 0
+    output: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class NodeDeadlineExpired(EventData):
@@ -369,6 +525,9 @@ class NodeRetryDue(EventData):
     TYPE = "node.retry_due"
     node: str
     attempt: int
+    at: datetime | None = None
+    """The time the retry was scheduled for: tells this retry from one scheduled later for the same attempt
+    number (an agent node's tool calls each count their own attempts)."""
 
 
 class NodeResultIgnored(EventData):
@@ -498,8 +657,11 @@ class LlmCalled(EventData):
     """0 for the first reply to a dispatch; n for the reply to the n-th repair turn."""
     fallback: int = 0
     """Position of the model in the agent's chain: 0 the agent's own model, n its n-th fallback."""
-    outcome: Literal["valid", "invalid"] | None = None
-    """Whether the reply was a JSON object valid against the node's schema (absent in older events)."""
+    outcome: Literal["valid", "invalid", "tool_use", "summary"] | None = None
+    """valid / invalid: whether the reply was a JSON object valid against the node's schema; tool_use: the model
+    asked for tools; summary: the model summarised earlier tool turns (absent in older events)."""
+    turn: int = 0
+    """Which model turn of the node (0 until the model has used tools)."""
     problem: str | None = None
     """Why the reply was invalid; it went back to the model as the next repair turn, if any were left."""
 
@@ -525,6 +687,7 @@ class LlmCallFailed(EventData):
     """Attempt number on this model for this turn, from 1."""
     repair: int = 0
     fallback: int = 0
+    turn: int = 0
     then: Literal["retry", "fallback", "give_up"]
     """What the gateway did next: the same model again, the next model in the chain, or stop."""
     delay_s: float | None = None
@@ -540,6 +703,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         NodeApprovalRequested, NodeApprovalDecided, NodeApproved, NodeApprovalRefused,
         NodeRetryScheduled, NodeRetryDue,
         NodeDispatched, NodeCompleted, NodeErrored, NodeDeadlineExpired, NodeSucceeded, NodeFailed,
+        NodeToolsRequested, NodeToolTurnRecorded, NodeToolReturned,
         NodeSkipped, NodeMerged, NodeFannedOut, SubtaskRequested, SubtaskFinished, SubtaskSettled,
         NodeRevisionRequested, LlmCalled, LlmCallFailed,
     )

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
+
 Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
 SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
 Kind = Literal["agent", "tool"]
@@ -83,6 +85,9 @@ class ReviseSpec(BaseModel):
     """Required (validation names a missing one); after this many revisions the output is routed as usual."""
 
 
+MemoryLayer = Literal["task", "project", "global"]
+
+
 class ContextProfile(BaseModel):
     """What one node sees of the task (A4): the input or not, which earlier outputs, and a token budget."""
 
@@ -93,7 +98,11 @@ class ContextProfile(BaseModel):
     """Node ids whose outputs the node sees (a tool node's `$nodes.` arguments still resolve from all)."""
     max_tokens: int | None = Field(default=None, ge=1)
     """Budget for the context, in estimated tokens (JSON length / 4); over it the node fails, naming both
-    numbers, instead of being cut silently."""
+    numbers, instead of being cut silently. The agent-runner also counts the prompt exactly where the
+    provider offers a count (Anthropic) and refuses a call over the budget."""
+    memory: list[MemoryLayer] = Field(default_factory=list)
+    """Memory layers the node's prompt includes: task (notes saved earlier in this task), project (the
+    workflow's project, across tasks) and global (the tenant's); saved with the memory_save tool."""
 
 
 class NodeSpec(BaseModel):
@@ -179,10 +188,14 @@ class AgentSpec(BaseModel):
     """How often an output that is not JSON or breaks the schema goes back to the model with the problem."""
     tiers: list[TierRule] = Field(default_factory=list, max_length=10)
     """Rules that pick a cheaper or stronger model per call; the choice and its reason are recorded."""
-
-
-NON_IDEMPOTENT_BUILTINS: frozenset[str] = frozenset({"workspace_append"})
-"""Built-in tools with side effects whatever tools.yaml says (the tool-runner's registry is tested to agree)."""
+    tools: list[str] = Field(default_factory=list, max_length=32)
+    """Tools (names in tools.yaml) the model may call; each call is recorded and run by the tool-runner."""
+    max_tool_turns: int = Field(default=8, ge=1, le=50)
+    """Model turns of one node that may ask for tools; in the turn after, the model must answer."""
+    summarise_over: int | None = Field(default=None, ge=100)
+    """When the earlier tool turns a call carries are over this many estimated tokens, the older ones are
+    summarised by the model (the last `keep_turns` stay verbatim) instead of being cut."""
+    keep_turns: int = Field(default=2, ge=1, le=20)
 
 
 class ToolSpec(BaseModel):
@@ -190,14 +203,27 @@ class ToolSpec(BaseModel):
 
     builtin: str
     description: str = ""
+    """What a model that may call the tool is told (default: the built-in's description)."""
     side_effects: bool = False
+    args_schema: dict[str, Any] | None = None
+    """JSON Schema the arguments must satisfy: those edited at approval, and those a model asks for (default for
+    a model: the built-in's schema). The tool-runner checks the built-in's own schema too."""
 
     @property
     def has_side_effects(self) -> bool:
         """Declared, or implied by a built-in that is not idempotent."""
         return self.side_effects or self.builtin in NON_IDEMPOTENT_BUILTINS
-    args_schema: dict[str, Any] | None = None
-    """JSON Schema that arguments edited at approval must satisfy (the tool-runner checks its own too)."""
+
+    def model_schema(self) -> dict[str, Any] | None:
+        """The argument schema a model is given and its calls are checked against (None: unknown built-in)."""
+        if self.args_schema is not None:
+            return self.args_schema
+        known = BUILTINS.get(self.builtin)
+        return known.args_schema if known else None
+
+    def model_description(self) -> str:
+        known = BUILTINS.get(self.builtin)
+        return self.description or (known.description if known else "")
 
 
 class WorkflowManifest(BaseModel):
@@ -207,6 +233,9 @@ class WorkflowManifest(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     description: str = ""
+    project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """The scope of the `project` memory layer (default: the workflow's name); workflows naming the same
+    project share it."""
     nodes: list[NodeSpec]
     edges: list[EdgeSpec] = Field(default_factory=list)
     agents: dict[str, AgentSpec] = Field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -85,6 +86,7 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
         if agent.output_schema and agent.output_schema not in manifest.schemas:
             err(None, "unknown-schema", f"agent '{name}' names output_schema '{agent.output_schema}', "
                 f"which is not in schemas/", file=agents_file)
+        _check_agent_tools(manifest, name, err, agents_file, files.get("tools", TOOLS_FILE))
 
     for node_id in manifest.mock:
         if node_id not in known:
@@ -106,6 +108,30 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
             if node.revise is not None:
                 _check_revise(manifest, node, out, inc, err)
     return errors
+
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+"""What the providers accept as a tool's name (Anthropic's rule; OpenAI's is the same)."""
+
+
+def _check_agent_tools(manifest: WorkflowManifest, name: str, report: Report, agents_file: str,
+                       tools_file: str) -> None:
+    """An agent's `tools` name declared tools a model can be offered: a provider-safe name and a schema."""
+    agent = manifest.agents[name]
+    if len(set(agent.tools)) != len(agent.tools):
+        report(None, "agent-tools", f"agent '{name}' lists a tool more than once: {agent.tools}", file=agents_file)
+    for tool_name in dict.fromkeys(agent.tools):
+        tool = manifest.tools.get(tool_name)
+        if tool is None:
+            report(None, "agent-tools", f"agent '{name}' lists tool '{tool_name}', which is not declared in "
+                   f"{tools_file}", file=agents_file)
+            continue
+        if not TOOL_NAME.match(tool_name):
+            report(None, "tool-name", f"tool '{tool_name}' is offered to agent '{name}', but a model can only be "
+                   "offered names of letters, digits, '_' and '-' (at most 64)", file=tools_file)
+        if tool.model_schema() is None:
+            report(None, "tool-schema", f"tool '{tool_name}' is offered to agent '{name}', but its built-in "
+                   f"'{tool.builtin}' is not one this engine knows; declare its args_schema", file=tools_file)
 
 
 def _check_fan_in(manifest: WorkflowManifest, out: dict[str, list[str]], inc: dict[str, list[str]],

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from agent_engine.contracts.envelope import Envelope, derive_id
-from agent_engine.contracts.events import NodeDispatched, NodeErrored
+from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored
 from agent_engine.contracts.subjects import HEARTBEAT_PREFIX, type_subject
 from agent_engine.runtime.bus import Bus, settle
 from agent_engine.runtime.settings import Settings
@@ -37,9 +37,11 @@ def result(cause: Envelope, source: str, data: BaseModel, suffix: str) -> Envelo
     )
 
 
-def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, *, retryable: bool) -> Envelope:
+def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, *, retryable: bool,
+            llm_calls: list[LlmCallNote] | None = None) -> Envelope:
     return result(cause, source, NodeErrored(dispatch_id=dispatch.dispatch_id, node=dispatch.node,
-                                             attempt=dispatch.attempt, error=error, retryable=retryable), "errored")
+                                             attempt=dispatch.attempt, error=error, retryable=retryable,
+                                             llm_calls=llm_calls or None), "errored")
 
 
 def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -17,7 +18,10 @@ def env_float(name: str, default: float) -> float:
 
 
 def env_int(name: str, default: int) -> int:
-    return int(env_float(name, default))
+    value = env_float(name, default)
+    if not math.isfinite(value):  # int() of inf or nan would crash with a message naming nothing
+        raise SystemExit(f"{name}={os.environ.get(name)!r} is not a whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)

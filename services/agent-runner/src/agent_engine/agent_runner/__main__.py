@@ -9,11 +9,13 @@ import logging
 from nats.aio.msg import Msg
 
 from agent_engine.agent_runner import pricing
+from agent_engine.agent_runner.memory import recall_from
 from agent_engine.agent_runner.providers import Gateway
 from agent_engine.agent_runner.service import SOURCE, AgentRunner
 from agent_engine.contracts.subjects import AGENT_RUNNER_RPC
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("agent-runner")
@@ -21,8 +23,17 @@ log = logging.getLogger("agent-runner")
 
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
+    try:
+        limits = MemoryLimits.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"agent-runner: {exc}") from None
     gateway = Gateway.from_env()
     log.info("pricing with price table %s", pricing.active().version)
+    memory = None
+    if settings.postgres_url:  # connects in the background: PostgreSQL being down delays memory nodes only
+        memory = MemoryStore(settings.postgres_url, limits)
+    else:
+        log.info("memory: off (AE_POSTGRES_URL is not set): nodes with `sees: {memory: ...}` get no saved notes")
     bus = await Bus.open(settings.nats_url, "agent-runner")
 
     async def on_providers(msg: Msg) -> None:
@@ -33,10 +44,13 @@ async def main(stop: asyncio.Event) -> None:
 
     try:
         await bus.nc.subscribe(f"{AGENT_RUNNER_RPC}.providers", cb=on_providers)
-        await runner.serve(bus, "agent", SOURCE, AgentRunner(gateway).handle, settings, stop)
+        agents = AgentRunner(gateway, memory=recall_from(memory) if memory is not None else None)
+        await runner.serve(bus, "agent", SOURCE, agents.handle, settings, stop)
     finally:
         await gateway.aclose()
         await bus.close()
+        if memory is not None:
+            await asyncio.to_thread(memory.close)
 
 
 if __name__ == "__main__":

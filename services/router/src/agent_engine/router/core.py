@@ -21,6 +21,7 @@ from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
     Lineage,
+    MemoryView,
     ModelChoice,
     NodeApprovalDecided,
     NodeApprovalRefused,
@@ -40,6 +41,9 @@ from agent_engine.contracts.events import (
     NodeRevisionRequested,
     NodeSkipped,
     NodeSucceeded,
+    NodeToolReturned,
+    NodeToolsRequested,
+    NodeToolTurnRecorded,
     SubtaskFinished,
     SubtaskRequested,
     SubtaskSettled,
@@ -53,11 +57,14 @@ from agent_engine.contracts.events import (
     TaskRejected,
     TaskStarted,
     TaskSucceeded,
+    ToolCallRef,
+    ToolStep,
     Usage,
 )
 from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
+from agent_engine.router.conversation import call_id, call_problem, next_open_call, tool_defs, with_conversation
 from agent_engine.router.graph import downstream, segment, split_merges
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
@@ -65,7 +72,7 @@ SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
 INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
                "node.deadline_expired", "node.retry_due", "subtask.requested", "subtask.finished",
-               "task.fork_requested", "task.admitted")
+               "task.fork_requested", "task.admitted", "node.tools_requested")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 MAX_FANOUT_BYTES = 3 * 1024 * 1024
@@ -227,10 +234,16 @@ def _on_completed(out: _Emitter, inp: RouterInput) -> None:
         return
     if state.status not in ("running", "waiting"):
         return
-    if not (_open_node(state, completed.node, completed.dispatch_id) or _superseded(state, completed)):
+    node = _open_node(state, completed.node, completed.dispatch_id) or _superseded(
+        state, completed.node, completed.attempt, completed.dispatch_id)
+    if node is None:
         return
     assert state.manifest is not None
-    _succeed(out, state.manifest.node(completed.node), completed)
+    spec = state.manifest.node(completed.node)
+    if node.call is not None:  # the result of a tool call the node's model asked for
+        _tool_returned(out, spec, completed.dispatch_id, completed.attempt, output=completed.output)
+        return
+    _succeed(out, spec, completed)
 
 
 def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
@@ -242,8 +255,8 @@ def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
         return
     out.add(NodeSucceeded(
         dispatch_id=completed.dispatch_id, node=completed.node, attempt=completed.attempt,
-        output=completed.output, provider=completed.provider, model=completed.model, usage=completed.usage,
-        chosen=chosen,
+        output=completed.output, provider=completed.provider, model=completed.model,
+        usage=add_usage(out.state.nodes[spec.id].turn_usage, completed.usage), chosen=chosen,
     ))
     if revising:
         _revise(out, spec, completed.output)
@@ -261,6 +274,10 @@ def _on_errored(out: _Emitter, inp: RouterInput) -> None:
         return
     if errored.retryable:
         _retry_or_fail(out, errored.node, node, f"runner error: {errored.error}")
+    elif node.call is not None:  # a tool call that failed: the model sees the error and may correct itself
+        assert out.state.manifest is not None
+        _tool_returned(out, out.state.manifest.node(errored.node), errored.dispatch_id, errored.attempt,
+                       error=errored.error)
     else:
         _node_failed(out, errored.node, node.attempts, errored.error)
 
@@ -280,7 +297,7 @@ def _on_retry_due(out: _Emitter, inp: RouterInput) -> None:
     state = out.state
     waiting = state.nodes.get(due.node)
     if (state.status not in ("running", "waiting") or waiting is None or waiting.status != "retry_scheduled"
-            or waiting.attempts + 1 != due.attempt):
+            or waiting.attempts + 1 != due.attempt or (due.at is not None and due.at != waiting.deadline)):
         return
     assert state.manifest is not None
     _dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
@@ -662,29 +679,40 @@ def _ignore_late_result(out: _Emitter, node_id: str, dispatch_id: str, event_typ
                               reason=f"the task had ended ({out.state.status}) before this {event_type} arrived"))
 
 
-def _superseded(state: TaskState, completed: NodeCompleted) -> NodeState | None:
-    """A late result of an earlier attempt of a node that is still open is as good as the current one:
-    taking it means a deadline that fired while results were queued costs nothing."""
-    node = state.nodes.get(completed.node)
+def _superseded(state: TaskState, node_id: str, attempt: int, dispatch_id: str) -> NodeState | None:
+    """A late result of an earlier attempt of a node's current step that is still open is as good as the
+    current one: taking it means a deadline that fired while results were queued costs nothing."""
+    node = state.nodes.get(node_id)
     if node is None or node.status not in ("dispatched", "retry_scheduled"):
         return None
     latest = node.attempts if node.status == "dispatched" else node.attempts + 1  # a failed attempt may yet answer
-    if not 1 <= completed.attempt < latest:
+    if not 1 <= attempt < latest:
         return None
-    expected = dispatch_id_for(state.task_id, completed.node, node.revision, completed.attempt)
-    return node if completed.dispatch_id == expected else None
+    expected = dispatch_id_for(state.task_id, node_id, node.revision, attempt, _step(node))
+    return node if dispatch_id == expected else None
 
 
-def dispatch_id_for(task_id: str, node: str, revision: int, attempt: int) -> str:
-    if revision == 0:
-        return derive_id(task_id, node, attempt)
-    return derive_id(task_id, node, f"revision-{revision}", attempt)
+def _step(node: NodeState) -> str:
+    """Which step of an agent node is open: its model's turn N, or call I of turn N ("" for the first turn,
+    which is also every tool node's only step, so their dispatch ids are as they always were)."""
+    if node.call is not None:
+        return f"turn-{len(node.steps) - 1}-call-{node.call}"
+    return f"turn-{len(node.steps)}" if node.steps else ""
+
+
+def dispatch_id_for(task_id: str, node: str, revision: int, attempt: int, step: str = "") -> str:
+    parts: list[object] = [task_id, node] + ([f"revision-{revision}"] if revision else []) + [attempt]
+    return derive_id(*parts, *([step] if step else []))
 
 
 def _retry_or_fail(out: _Emitter, node_id: str, node: NodeState, why: str) -> None:
     assert out.state.manifest is not None
     spec = out.state.manifest.node(node_id)
     if node.attempts >= spec.max_attempts:
+        if node.call is not None:  # a tool call that keeps failing: the model hears of it, the node goes on
+            _tool_returned(out, spec, node.dispatch_id, node.attempts,
+                           error=f"{why}; gave up after {node.attempts} attempts")
+            return
         _node_failed(out, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts")
         return
     delay = backoff_delay(spec, out.task_id, node.attempts)
@@ -718,11 +746,15 @@ def _upstream(state: TaskState) -> dict[str, Any]:
 
 def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
               args_override: dict[str, Any] | None = None) -> None:
-    """Dispatch a node, or ask for approval first when it requires it (retries are not asked again)."""
+    """Dispatch a node's current step, or ask for approval first when it requires it (retries and later
+    turns are not asked again). An agent node's step is its model's next turn or one of its tool calls."""
     state = out.state
     manifest = state.manifest
     assert manifest is not None
     node = state.nodes[spec.id]
+    if spec.kind == "agent" and node.call is not None:
+        _dispatch_call(out, spec, node.call, attempt, reason)
+        return
     full = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
                        revision=node.revision, merged=node.merged)
     context = _profiled(full, spec)
@@ -738,9 +770,9 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
             f"the context for node '{spec.id}' is about {(size + 3) // 4} tokens (estimated: JSON length / 4), "
             f"over its budget sees.max_tokens = {budget}; narrow sees.upstream or raise the budget"))
         return
-    ask = spec.approval == "required" and not approved and attempt == 1
+    ask = spec.approval == "required" and not approved and attempt == 1 and not node.steps
     data = NodeDispatched(
-        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt), node=spec.id,
+        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, _step(node)), node=spec.id,
         kind=spec.kind or "tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
         reason=reason, context=context,
     )
@@ -755,15 +787,31 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
             out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
             return
         agent = manifest.agents[spec.agent or ""]
+        if node.steps:
+            context, problem = with_conversation(context, node.steps, node.summary, agent, budget)
+            size = len(context.model_dump_json())
+            if not problem and size > MAX_CONTEXT_BYTES:
+                problem = (f"the context and earlier tool turns of node '{spec.id}' are {size // 1024} KiB, over "
+                           f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; set summarise_over on agent "
+                           f"'{spec.agent}' or lower keep_turns")
+            if problem:
+                _node_failed(out, spec.id, attempt, problem)
+                return
+            data.turn = len(node.steps)
+        if budget is not None:
+            context.token_budget = budget
+        if spec.sees is not None and spec.sees.memory:
+            context.memory = MemoryView(layers=spec.sees.memory, project=manifest.project or manifest.name)
+        data.context = context
         schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
         script = manifest.mock.get(spec.id, [])
         choice = choose_model(agent, spec, context, size)
         config = {**agent.model_dump(), "provider": choice.provider, "model": choice.model}
         data.agent = DispatchedAgent(name=spec.agent or "", **config, output_schema_json=schema,
-                                     mock_responses=script[node.runs_before:] or script[-1:])
+                                     mock_responses=script[node.runs_before:] or script[-1:],
+                                     tool_defs=tool_defs(manifest, agent) or None)
         data.model_choice = choice
     else:
-        tool = manifest.tools[spec.tool or ""]
         args, missing = resolve_args(spec.args, full)
         if missing:
             _node_failed(out, spec.id, attempt, missing)
@@ -771,10 +819,90 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
         if ask:
             out.add(NodeApprovalRequested(node=spec.id, kind="tool", args=args))
             return
-        data.tool = DispatchedTool(name=spec.tool or "", builtin=tool.builtin,
-                                   args=args if args_override is None else args_override,
-                                   side_effects=tool.has_side_effects or None)
+        data.tool = _dispatched_tool(manifest, spec.tool or "", args if args_override is None else args_override)
     out.add(data)
+
+
+def _dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]) -> DispatchedTool:
+    tool = manifest.tools[name]
+    return DispatchedTool(name=name, builtin=tool.builtin, args=args, side_effects=tool.has_side_effects or None,
+                          project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None)
+
+
+# --- tool use -----------------------------------------------------------------------------------
+
+def _on_tools_requested(out: _Emitter, inp: RouterInput) -> None:
+    """The model asked for tools instead of answering: record its turn once, then run the calls."""
+    asked = NodeToolsRequested.model_validate(inp.event.data)
+    state = out.state
+    if state.terminal:
+        _ignore_late_result(out, asked.node, asked.dispatch_id, inp.event.type)
+        return
+    node = _open_node(state, asked.node, asked.dispatch_id) or _superseded(
+        state, asked.node, asked.attempt, asked.dispatch_id)
+    if node is None or state.status not in ("running", "waiting") or node.call is not None:
+        return
+    if asked.turn != len(node.steps):
+        return  # a turn this node has recorded already
+    assert state.manifest is not None
+    spec = state.manifest.node(asked.node)
+    agent = state.manifest.agents.get(spec.agent or "")
+    if spec.kind != "agent" or agent is None:
+        return
+    if not agent.tools or asked.turn >= agent.max_tool_turns:
+        why = (f"agent '{spec.agent}' has no tools, yet its model asked for {[c.name for c in asked.calls]}"
+               if not agent.tools else f"the model asked for tools in turn {asked.turn + 1}, past agent "
+               f"'{spec.agent}''s max_tool_turns = {agent.max_tool_turns}")
+        _node_failed(out, spec.id, asked.attempt, why)
+        return
+    calls = []
+    for index, call in enumerate(asked.calls):
+        problem = call_problem(state.manifest, spec.agent or "", agent, call)
+        calls.append(ToolStep(call_id=call_id(node.revision, asked.turn, index), tool=call.name, args=call.args,
+                              error=problem or None, refused=True if problem else None))
+    out.add(NodeToolTurnRecorded(
+        dispatch_id=asked.dispatch_id, node=spec.id, attempt=asked.attempt, turn=asked.turn, thought=asked.thought,
+        calls=calls, provider=asked.provider, model=asked.model, usage=asked.usage, summary=asked.summary))
+    _next_call(out, spec)
+
+
+_HANDLERS["node.tools_requested"] = _on_tools_requested
+
+
+def _next_call(out: _Emitter, spec: NodeSpec) -> None:
+    """Run the next call of the node's last tool turn; once every call is back, the model's next turn."""
+    node = out.state.nodes[spec.id]
+    turn = len(node.steps) - 1
+    index = next_open_call(node.steps[-1])
+    if index is not None:
+        _dispatch_call(out, spec, index, 1, f"tool call {index + 1} of turn {turn}")
+    else:
+        _dispatch(out, spec, 1, f"results of tool turn {turn}")
+
+
+def _dispatch_call(out: _Emitter, spec: NodeSpec, index: int, attempt: int, reason: str) -> None:
+    manifest = out.state.manifest
+    assert manifest is not None
+    node = out.state.nodes[spec.id]
+    turn = len(node.steps) - 1
+    call = node.steps[-1]["calls"][index]
+    out.add(NodeDispatched(
+        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, f"turn-{turn}-call-{index}"),
+        node=spec.id, kind="tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
+        reason=reason, tool=_dispatched_tool(manifest, call["tool"], call["args"]),
+        call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index)))
+
+
+def _tool_returned(out: _Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
+                   output: dict[str, Any] | None = None, error: str | None = None) -> None:
+    """Record the observation of the call running now (its output, or the error the model will see)."""
+    node = out.state.nodes[spec.id]
+    assert node.call is not None
+    call = node.steps[-1]["calls"][node.call]
+    out.add(NodeToolReturned(node=spec.id, turn=len(node.steps) - 1, index=node.call, call_id=call["call_id"],
+                             tool=call["tool"], dispatch_id=dispatch_id, attempt=attempt, output=output,
+                             error=None if output is not None else error or "no result"))
+    _next_call(out, spec)
 
 
 def _profiled(context: NodeContext, spec: NodeSpec) -> NodeContext:
@@ -864,9 +992,12 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
     # the hottest types read their fields directly: they were validated when decided
     if kind == "node.dispatched":
         deadline = data["deadline"]
+        call = data.get("call")
+        first = call is None and not data.get("turn")  # tool turns keep the time the node's attempt began
         return _set_node(state, data["node"], status="dispatched", attempts=data["attempt"],
                          dispatch_id=data["dispatch_id"], dispatched_at=event.time, finished_at=None, error=None,
-                         deadline=deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline))
+                         deadline=deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
+                         call=call["index"] if call else None, **({"began_at": event.time} if first else {}))
     if kind == "node.succeeded":
         usage = data.get("usage")
         return _set_node(state, data["node"], status="succeeded", output=data["output"],
@@ -982,9 +1113,30 @@ def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
     nodes = dict(state.nodes)
     for node_id in asked.reset:
         old = nodes[node_id]
-        nodes[node_id] = NodeState(revision=asked.revision, runs_before=old.runs_before + old.attempts)
+        nodes[node_id] = NodeState(revision=asked.revision, runs_before=old.runs_before + old.attempts + len(old.steps))
     return _with(state, nodes=nodes, revisions={**state.revisions, asked.node: asked.revision},
                    feedback={**state.feedback, asked.target: asked.feedback})
+
+
+def _fold_tool_turn(state: TaskState, event: Envelope) -> TaskState:
+    data = event.data
+    node = state.nodes[data["node"]]
+    usage = data.get("usage")
+    return _set_node(state, data["node"], steps=(*node.steps, {"turn": data["turn"], "thought": data.get("thought", ""),
+                                                                 "calls": data["calls"]}),
+                     call=None, dispatch_id=None, summary=data.get("summary") or node.summary,
+                     turn_usage=add_usage(node.turn_usage, Usage.model_validate(usage) if usage else None))
+
+
+def _fold_tool_returned(state: TaskState, event: Envelope) -> TaskState:
+    data = event.data
+    node = state.nodes[data["node"]]
+    last = node.steps[-1]
+    calls = list(last["calls"])
+    result = {"output": data["output"]} if data.get("output") is not None else {"error": data.get("error", "")}
+    calls[data["index"]] = {**calls[data["index"]], **result}
+    return _set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
+                     dispatch_id=None)
 
 
 def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
@@ -1008,6 +1160,7 @@ _FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
     "node.approved": _fold_approved, "node.result_ignored": _fold_result_ignored, "node.skipped": _fold_skipped,
     "node.merged": _fold_merged, "node.fanned_out": _fold_fanned_out, "subtask.settled": _fold_settled,
     "node.revision_requested": _fold_revision,
+    "node.tool_turn_recorded": _fold_tool_turn, "node.tool_returned": _fold_tool_returned,
 }
 
 
@@ -1091,6 +1244,12 @@ def replay(records: list[Envelope]) -> list[Envelope]:
             state, out = apply(state, input_from_record(record))
             produced.extend(out)
     return produced
+
+
+def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
+    if a is None or b is None:
+        return a or b
+    return Usage(**{k: getattr(a, k) + getattr(b, k) for k in Usage.model_fields})
 
 
 def usage_total(state: TaskState) -> Usage:

@@ -93,8 +93,8 @@ class DeadlineIndex:
             if not caught_up and (read_through is None or read_through < entry.deadline):
                 continue
             if entry.retry:
-                event_id = derive_id(task_id, node, entry.attempt, "retry-due")
-                data = NodeRetryDue(node=node, attempt=entry.attempt).model_dump()
+                event_id = derive_id(task_id, node, entry.attempt, "retry-due", entry.deadline.isoformat())
+                data = NodeRetryDue(node=node, attempt=entry.attempt, at=entry.deadline).model_dump(mode="json")
             else:
                 event_id = derive_id(entry.dispatch_id, "deadline")
                 data = NodeDeadlineExpired(dispatch_id=entry.dispatch_id, node=node, attempt=entry.attempt).model_dump()

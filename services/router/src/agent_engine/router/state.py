@@ -41,6 +41,18 @@ class NodeState:
     """A DECISION node's chosen successor."""
     merged: dict[str, Any] | None = None
     """An agent MERGE node's combined inputs."""
+    steps: tuple[dict[str, Any], ...] = ()
+    """An agent node's recorded tool turns (ToolTurn as JSON), each call's result filled in once back.
+    The model's next turn is number len(steps)."""
+    call: int | None = None
+    """While an agent node runs its model's tool calls: the index (in steps[-1]) of the call dispatched now;
+    None while the model itself is dispatched."""
+    turn_usage: Usage | None = None
+    """Usage of the tool turns so far; the node's usage is this plus its final reply's."""
+    summary: dict[str, Any] | None = None
+    """The model's summary of the first `turns` tool turns (ConversationSummary as JSON), once made."""
+    began_at: datetime | None = None
+    """When the node's first dispatch of its current attempt went out (tool turns keep it)."""
 
 
 @dataclass(frozen=True)

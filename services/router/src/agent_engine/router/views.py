@@ -31,6 +31,18 @@ def _subtasks(state: TaskState) -> list[dict[str, Any]]:
     return rows
 
 
+def _tool_calls(node: NodeState) -> list[dict[str, Any]]:
+    """An agent node's tool calls in the order they ran: ok, error, refused (never ran) or running."""
+    rows = []
+    for turn in node.steps:
+        for call in turn["calls"]:
+            status = ("refused" if call.get("refused") else "ok" if call.get("output") is not None
+                      else "error" if call.get("error") is not None else "running")
+            rows.append({"turn": turn["turn"], "call_id": call["call_id"], "tool": call["tool"], "args": call["args"],
+                         "status": status, "error": call.get("error")})
+    return rows
+
+
 def show(records: list[Envelope]) -> dict[str, Any]:
     state = fold(records)
     manifest = state.manifest
@@ -40,9 +52,10 @@ def show(records: list[Envelope]) -> dict[str, Any]:
         node = state.nodes.get(node_id) or NodeState()  # a queued task has no node states yet
         spec = manifest.node(node_id) if manifest else None
         duration = None
-        if node.dispatched_at and node.finished_at:
-            duration = round((node.finished_at - node.dispatched_at).total_seconds() * 1000, 1)
-        nodes.append({
+        began = node.began_at or node.dispatched_at
+        if began and node.finished_at:
+            duration = round((node.finished_at - began).total_seconds() * 1000, 1)
+        row: dict[str, Any] = {
             "node": node_id, "role": spec.role if spec else None, "kind": spec.kind if spec else None,
             "status": "subtasks" if node_id in delegated and node.status == "pending"
             else "skipped" if state.terminal and node.status == "pending" else node.status,
@@ -51,7 +64,11 @@ def show(records: list[Envelope]) -> dict[str, Any]:
             "provider": node.provider, "model": node.model,
             "usage": node.usage.model_dump() if node.usage else None,
             "output": node.output, "error": node.error,
-        })
+        }
+        if node.steps:
+            row["turns"] = len(node.steps)
+            row["tool_calls"] = _tool_calls(node)
+        nodes.append(row)
     first = records[0]
     return {
         "task_id": state.task_id or first.task_id, "tenant": state.tenant, "status": state.status,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig
@@ -20,6 +22,7 @@ async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     try:
         config = ToolConfig.from_env()
+        limits = MemoryLimits.from_env()
     except ValueError as exc:
         raise SystemExit(f"tool-runner: {exc}") from None
     stale = await asyncio.to_thread(remove_stale_run_dirs)
@@ -31,12 +34,29 @@ async def main(stop: asyncio.Event) -> None:
                  "socket guard only: this machine cannot create a network namespace unprivileged")
     log.info("workspace %s; tool time limit %gs; HTTP allowlist: %s", config.workspace, config.timeout_s,
              ",".join(map(str, config.http_allow)) or "empty (http_fetch refuses every host)")
-    bus = await Bus.open(settings.nats_url, "tool-runner")
+    memory = open_memory(settings, limits)
     try:
-        calls = await CallLog.open(bus.js)
-        await runner.serve(bus, "tool", SOURCE, ToolRunner(config, calls=calls).handle, settings, stop)
+        bus = await Bus.open(settings.nats_url, "tool-runner")
+        try:
+            calls = await CallLog.open(bus.js)
+            config = dataclasses.replace(config, memory=memory)
+            await runner.serve(bus, "tool", SOURCE, ToolRunner(config, calls=calls).handle, settings, stop)
+        finally:
+            await bus.close()
     finally:
-        await bus.close()
+        if memory is not None:
+            await asyncio.to_thread(memory.close)
+
+
+def open_memory(settings: Settings, limits: MemoryLimits) -> MemoryStore | None:
+    """The memory tools' store; it connects in the background, so PostgreSQL being down fails memory
+    calls (retryably), not the tool-runner's start."""
+    if not settings.postgres_url:
+        log.info("memory tools: off (AE_POSTGRES_URL is not set; memory_save and memory_search refuse)")
+        return None
+    log.info("memory tools: PostgreSQL, at most %d notes per scope, kept %g days",
+             limits.max_items, limits.max_age_days)
+    return MemoryStore(settings.postgres_url, limits)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 One key per (tenant, task, node), not per dispatch: the router re-dispatches a node whose deadline
 passed with a new attempt number and a new dispatch id, and that retry is the same call as far as
-the outside world is concerned. Before running, the tool-runner *creates* the key with a claim
+the outside world is concerned. A call an agent's model asked for has its own key per call
+(`<tenant>.<task>.<node>.<call id>`, the call id naming its turn and position, which the router
+records once). Before running, the tool-runner *creates* the key with a claim
 (creation fails if the key exists, so two runners cannot both claim); after running it stores the
 result event in the same key.
 """
@@ -32,10 +34,14 @@ log = logging.getLogger("tool-runner")
 KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]{1,200}$")
 
 
-def call_key(tenant: str, task_id: str, node: str) -> str:
-    """`<tenant>.<task>.<node>`; a task id with characters a KV key cannot hold is replaced by a hash of it."""
+def call_key(tenant: str, task_id: str, node: str, call_id: str | None = None) -> str:
+    """`<tenant>.<task>.<node>`, plus `.<call id>` for a call an agent node's model asked for (its tool turn and
+    position); a task id with characters a KV key cannot hold is replaced by a hash of it."""
     task = task_id if KEY_TOKEN.match(task_id) else "h" + derive_id("task", task_id).replace("-", "")
-    return f"{tenant}.{task}.{node}"
+    key = f"{tenant}.{task}.{node}"
+    if call_id is None:
+        return key
+    return f"{key}.{call_id if KEY_TOKEN.match(call_id) else 'h' + derive_id('call', call_id).replace('-', '')}"
 
 
 def this_runner() -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
+from agent_engine.runtime.memory import MemoryStore
 from agent_engine.runtime.settings import env_float, env_int
 
 HOST_ENTRY = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])"
@@ -69,6 +70,8 @@ class ToolConfig:
     python_memory_mb: int = 256
     python_output_bytes: int = 65536
     python_netns: NetworkIsolation = "auto"
+    memory: MemoryStore | None = field(default=None, compare=False, repr=False)
+    """The memory tools' store, opened by the composition root when AE_POSTGRES_URL is set; None: they refuse."""
 
     @classmethod
     def from_env(cls) -> ToolConfig:

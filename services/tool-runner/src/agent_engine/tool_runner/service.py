@@ -14,7 +14,7 @@ from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDis
 from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, result
 from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
-from agent_engine.tool_runner.tools import REGISTRY, Context, Tool, ToolError
+from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, Tool, ToolError
 
 SOURCE = "agent-engine/tool-runner"
 MAX_CONCURRENT = 16
@@ -63,7 +63,7 @@ class ToolRunner:
         if self.calls is None:
             return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects ({why}) and this "
                            "tool-runner has no call log to make sure it runs only once; not run", retryable=False)
-        key = call_key(cause.tenant, cause.task_id, dispatch.node)
+        key = call_key(cause.tenant, cause.task_id, dispatch.node, dispatch.call.call_id if dispatch.call else None)
         prior = await self.calls.recorded(key)  # first: a late redelivery still gets the stored result
         if prior is None:
             if limit <= 0:
@@ -104,7 +104,7 @@ class ToolRunner:
                    limit: float, *, guarded: bool) -> Envelope:
         """Run the tool once and turn what happened into the event answering the dispatch."""
         started = time.perf_counter()
-        ctx = Context(self.config, limit)
+        ctx = Context(self.config, limit, scope=Scope(cause.tenant, cause.task_id, dispatch.node, call.project))
         maybe_ran = " and may have had its effect; not retried" if guarded else ""
         try:
             running = asyncio.get_running_loop().run_in_executor(self.threads, tool.run, call.args, ctx)

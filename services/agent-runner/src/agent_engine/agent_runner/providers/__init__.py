@@ -6,7 +6,9 @@ from agent_engine.agent_runner.providers.base import (
     LlmResult,
     Provider,
     ProviderError,
+    TokenCounter,
     ToolCall,
+    ToolResult,
     Turn,
     estimate_tokens,
 )
@@ -14,4 +16,5 @@ from agent_engine.agent_runner.providers.gateway import CallFailure, Gateway, Re
 from agent_engine.agent_runner.providers.mock import MockProvider, minimal_instance
 
 __all__ = ["MOCK", "CallFailure", "Gateway", "LlmRequest", "LlmResult", "MockProvider", "Provider",
-           "ProviderError", "RetryPolicy", "Route", "ToolCall", "Turn", "estimate_tokens", "minimal_instance"]
+           "ProviderError", "RetryPolicy", "Route", "TokenCounter", "ToolCall", "ToolResult", "Turn", "estimate_tokens",
+           "minimal_instance"]

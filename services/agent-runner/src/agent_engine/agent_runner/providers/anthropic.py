@@ -26,22 +26,59 @@ class AnthropicProvider:
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
 
     async def complete(self, request: LlmRequest, model: str) -> LlmResult:
-        messages: Any = [{"role": turn.role, "content": turn.content} for turn in request.turns]
         try:
             message = await self.client.messages.create(
-                model=model, max_tokens=request.agent.max_tokens, system=request.system, messages=messages)
+                model=model, max_tokens=request.agent.max_tokens, **body(request))
         except anthropic.APIStatusError as exc:
-            status = exc.status_code
-            detail = f"{exc.type}: {exc.api_message}" if exc.api_message else exc.message
-            raise ProviderError(f"HTTP {status}: {detail}", retryable=transient_status(status),
-                                error_class=type(exc).__name__, status=status,
-                                retry_after_s=retry_after(exc.response.headers)) from None
+            raise status_error(exc) from None
         except anthropic.APIConnectionError as exc:
             raise ProviderError(exc.message, retryable=True, error_class=type(exc).__name__) from None
         text = "".join(block.text for block in message.content if block.type == "text")
         tools = tuple(ToolCall(block.id, block.name, dict(block.input))
                       for block in message.content if block.type == "tool_use")
         return LlmResult(text, usage(message.usage), NAME, message.model, tools, stop_reason=message.stop_reason)
+
+
+    async def count_tokens(self, request: LlmRequest, model: str) -> int:
+        """The Messages API's own count of the request's input tokens (it costs nothing and sends nothing on)."""
+        try:
+            counted = await self.client.messages.count_tokens(model=model, **body(request))
+        except anthropic.APIStatusError as exc:
+            raise status_error(exc) from None
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(exc.message, retryable=True, error_class=type(exc).__name__) from None
+        return int(counted.input_tokens)
+
+
+def body(request: LlmRequest) -> dict[str, Any]:
+    """system, messages and tools in the Messages API's shape: tool calls are `tool_use` blocks of the assistant
+    turn, their results `tool_result` blocks first in the user turn after it."""
+    messages: list[dict[str, Any]] = []
+    for turn in request.turns:
+        if not turn.tool_calls and not turn.tool_results:
+            messages.append({"role": turn.role, "content": turn.content})
+            continue
+        blocks: list[dict[str, Any]] = [
+            {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}
+            for r in turn.tool_results]
+        if turn.content:
+            blocks.append({"type": "text", "text": turn.content})
+        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in turn.tool_calls]
+        messages.append({"role": turn.role, "content": blocks})
+    sent: dict[str, Any] = {"system": request.system, "messages": messages}
+    if request.tools:
+        sent["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                         for t in request.tools]
+        if not request.allow_tools:
+            sent["tool_choice"] = {"type": "none"}
+    return sent
+
+
+def status_error(exc: anthropic.APIStatusError) -> ProviderError:
+    status = exc.status_code
+    detail = f"{exc.type}: {exc.api_message}" if exc.api_message else exc.message
+    return ProviderError(f"HTTP {status}: {detail}", retryable=transient_status(status),
+                         error_class=type(exc).__name__, status=status, retry_after_s=retry_after(exc.response.headers))
 
 
 def usage(u: Any) -> Usage:

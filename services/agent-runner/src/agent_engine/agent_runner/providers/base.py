@@ -7,19 +7,43 @@ fallbacks and circuit breaking are the gateway's, so every attempt is counted an
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from agent_engine.contracts.events import DispatchedAgent, Usage
+from agent_engine.contracts.events import DispatchedAgent, ToolDef, Usage
 
 MOCK = "mock"
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A tool the model asked for (Anthropic `tool_use` block, OpenAI `tool_calls` item)."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a call returned, as the model is shown it: the output as JSON text, or the error."""
+
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
 class Turn:
+    """One message. An assistant turn may carry the tool calls it made; the user turn after it carries
+    their results (before any text). Each provider renders these in its own API's shape."""
+
     role: Literal["user", "assistant"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,24 +56,32 @@ class LlmRequest:
     attempt: int
     repair: int = 0
     """0 for the first turn; n after n repair turns were appended."""
+    tools: tuple[ToolDef, ...] = ()
+    """The tools the model is offered (sent even when no longer allowed: the conversation may use them)."""
+    allow_tools: bool = False
+    """False: the provider is told the model may not call tools now (tool_choice none)."""
+    turn: int = 0
+    """Which model turn of the node this request is (0 until the model has used tools)."""
+    purpose: Literal["answer", "summary"] = "answer"
+    """summary: a side request that summarises earlier tool turns (no tools, no schema)."""
+    task_input: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The task input, for the mock only: its scripted tool arguments may say "$input.<field>"."""
 
     def repaired(self, reply: str, problem: str) -> LlmRequest:
         """The same conversation plus the model's invalid reply and a user turn naming the problem."""
         follow_up = (f"Your reply was not valid: {problem}\n\nReply again with one JSON object and nothing else"
                      + (", valid against the JSON Schema in the system prompt." if self.agent.output_schema_json
                         else "."))
-        return LlmRequest(self.agent, self.system,
-                          (*self.turns, Turn("assistant", reply or "(empty reply)"), Turn("user", follow_up)),
-                          self.attempt, self.repair + 1)
+        return replace(self, turns=(*self.turns, Turn("assistant", reply or "(empty reply)"), Turn("user", follow_up)),
+                       repair=self.repair + 1)
 
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A tool the model asked for (Anthropic `tool_use` block, OpenAI `tool_calls` item)."""
-
-    id: str
-    name: str
-    input: dict[str, Any]
+    def text(self) -> str:
+        """Everything the request says, as one text (for estimates and the mock's synthetic usage)."""
+        parts = [self.system] + [json.dumps(t.model_dump()) for t in self.tools]
+        for turn in self.turns:
+            parts.append(turn.content)
+            parts += [json.dumps(c.input) for c in turn.tool_calls] + [r.content for r in turn.tool_results]
+        return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,12 @@ class Provider(Protocol):
     name: str
 
     async def complete(self, request: LlmRequest, model: str) -> LlmResult: ...
+
+
+class TokenCounter(Protocol):
+    """A provider that can count a request's input tokens exactly before sending it (Anthropic can)."""
+
+    async def count_tokens(self, request: LlmRequest, model: str) -> int: ...
 
 
 def transient_status(status: int) -> bool:

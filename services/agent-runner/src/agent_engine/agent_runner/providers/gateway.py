@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from agent_engine.agent_runner.providers.base import MOCK, LlmRequest, LlmResult, Provider, ProviderError
+from agent_engine.agent_runner.providers.base import (
+    MOCK,
+    LlmRequest,
+    LlmResult,
+    Provider,
+    ProviderError,
+    estimate_tokens,
+)
 from agent_engine.agent_runner.providers.breaker import BreakerPolicy, Breakers
 from agent_engine.agent_runner.providers.credentials import CredentialError, Secret, secret
 from agent_engine.agent_runner.providers.mock import MODEL as MOCK_MODEL
@@ -193,6 +200,24 @@ class Gateway:
         if len(tried) == 1:
             raise ProviderError(tried[0], retryable=retryable)
         raise ProviderError(f"no model in the chain answered: {'; '.join(tried)}", retryable=retryable)
+
+    async def count_tokens(self, request: LlmRequest) -> tuple[int, str]:
+        """The request's input tokens for the agent's own model: counted by its provider where it can count
+        (Anthropic), else a stated estimate. Returns (count, how it was obtained)."""
+        route = self.chain(request.agent)[0]
+        estimate = estimate_tokens(request.text())
+        try:
+            provider = self.provider(route.provider)
+        except ProviderError:
+            return estimate, "estimated: about 4 characters a token"
+        counter = getattr(provider, "count_tokens", None)
+        if counter is None:
+            return estimate, f"estimated: about 4 characters a token; {route.provider} offers no count"
+        try:
+            return int(await counter(request, route.model)), f"counted by {route.provider} for {route.model}"
+        except ProviderError as exc:
+            failed = self.scrub(str(exc))
+            return estimate, f"estimated: about 4 characters a token; {route.provider}'s count failed: {failed}"
 
     def scrub(self, text: str) -> str:
         for s in self.secrets.values():

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from agent_engine.agent_runner.providers.base import MOCK, LlmRequest, LlmResult, estimate_tokens
+from agent_engine.agent_runner.providers.base import MOCK, LlmRequest, LlmResult, ToolCall, estimate_tokens
 from agent_engine.contracts.events import Usage
 
 INVALID = "$mock_invalid"
@@ -14,13 +14,20 @@ INVALID = "$mock_invalid"
 structured-output repair path runs offline."""
 DELAY = "$mock_delay_s"
 """A script item may add `"$mock_delay_s": 3` to take that long to answer (a slow call, offline)."""
+TOOL_CALLS = "$mock_tool_calls"
+"""A script item `{"$mock_tool_calls": [{"name": "read", "args": {...}}], "$mock_thought": "..."}` makes the
+mock ask for those tools instead of answering, so tool use runs offline. An argument "$input.<field>" takes
+that field of the task input."""
+THOUGHT = "$mock_thought"
+SUMMARY = "summary"
+"""An agent-runner request whose `purpose` this is gets a summary, not a script item."""
 MODEL = "mock-1"
 
 
 class MockProvider:
     """Scripted replies per node from the workflow's mock/ files, else the smallest object valid against
-    the node's output schema. Call number `attempt + repair` (from 1) takes that item of the script; the
-    last item repeats. Usage is synthetic, from text length."""
+    the node's output schema. Call number `attempt + turn + repair` (from 1) takes that item of the script;
+    the last item repeats. Usage is synthetic, from text length."""
 
     name = MOCK
 
@@ -29,23 +36,45 @@ class MockProvider:
         """Simulated latency (AE_MOCK_DELAY_S), so demos and crash tests have calls in flight."""
 
     async def complete(self, request: LlmRequest, model: str = MODEL) -> LlmResult:
-        delay = self.delay_s + float(_scripted(request).get(DELAY, 0))
+        item = {} if request.purpose == SUMMARY else _scripted(request)
+        delay = self.delay_s + float(item.get(DELAY, 0))
         if delay:
             await asyncio.sleep(delay)
-        text = reply_text(request)
-        prompt = request.system + "".join(turn.content for turn in request.turns)
-        usage = Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(text))
-        return LlmResult(text, usage, MOCK, MODEL, stop_reason="end_turn")
+        calls = tuple(ToolCall(f"mock_{request.turn}_{i}", str(c.get("name", "")),
+                               {k: _from_input(v, request.task_input) for k, v in (c.get("args") or {}).items()})
+                      for i, c in enumerate(item.get(TOOL_CALLS) or []))
+        if request.purpose == SUMMARY:
+            text = summary_text(request)
+        elif calls:
+            text = str(item.get(THOUGHT, ""))
+        else:
+            text = reply_text(request)
+        usage = Usage(input_tokens=estimate_tokens(request.text()), output_tokens=estimate_tokens(text))
+        return LlmResult(text, usage, MOCK, MODEL, calls, stop_reason="tool_use" if calls else "end_turn")
 
 
 def _scripted(request: LlmRequest) -> dict[str, Any]:
     scripted = request.agent.mock_responses
-    return scripted[min(request.attempt + request.repair, len(scripted)) - 1] if scripted else {}
+    return scripted[min(request.attempt + request.turn + request.repair, len(scripted)) - 1] if scripted else {}
+
+
+def _from_input(value: Any, task_input: dict[str, Any]) -> Any:
+    if not (isinstance(value, str) and value.startswith("$input.")):
+        return value
+    current: Any = task_input
+    for part in value.removeprefix("$input.").split("."):
+        current = current.get(part) if isinstance(current, dict) else None
+    return current
+
+
+def summary_text(request: LlmRequest) -> str:
+    """A deterministic stand-in for a summary, saying it is one."""
+    return f"[mock summary] earlier tool use, {len(request.turns[-1].content)} characters of it, summarised by the mock"
 
 
 def reply_text(request: LlmRequest) -> str:
     if request.agent.mock_responses:
-        item = {k: v for k, v in _scripted(request).items() if k != DELAY}
+        item = {k: v for k, v in _scripted(request).items() if k not in (DELAY, THOUGHT)}
         if INVALID in item:
             raw = item[INVALID]
             return raw if isinstance(raw, str) else json.dumps(raw)

@@ -33,9 +33,7 @@ class OpenAIProvider:
         self.client = httpx.AsyncClient(headers=headers, timeout=timeout_s)
 
     async def complete(self, request: LlmRequest, model: str) -> LlmResult:
-        messages = [{"role": "system", "content": request.system}] if request.system else []
-        messages += [{"role": turn.role, "content": turn.content} for turn in request.turns]
-        body = {"model": model, "max_tokens": request.agent.max_tokens, "messages": messages}
+        body = {"model": model, "max_tokens": request.agent.max_tokens, **chat_body(request)}
         try:
             response = await self.client.post(self.url, json=body)
         except httpx.TransportError as exc:
@@ -55,6 +53,28 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def chat_body(request: LlmRequest) -> dict[str, Any]:
+    """messages and tools in the chat-completions shape: an assistant message with `tool_calls`, then one
+    `tool` message per result (the API has no error flag, so an error says so in its content)."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
+    for turn in request.turns:
+        messages += [{"role": "tool", "tool_call_id": r.call_id, "content": f"ERROR: {r.content}" if r.is_error
+                      else r.content} for r in turn.tool_results]
+        if turn.tool_calls:
+            messages.append({"role": "assistant", "content": turn.content or None, "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.input)}}
+                for c in turn.tool_calls]})
+        elif turn.content or not turn.tool_results:
+            messages.append({"role": turn.role, "content": turn.content})
+    sent: dict[str, Any] = {"messages": messages}
+    if request.tools:
+        sent["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                           "parameters": t.input_schema}} for t in request.tools]
+        if not request.allow_tools:
+            sent["tool_choice"] = "none"
+    return sent
 
 
 def parse(body: dict[str, Any], model: str) -> LlmResult:

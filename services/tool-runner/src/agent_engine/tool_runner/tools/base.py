@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 
+from agent_engine.contracts.builtins import BUILTINS
 from agent_engine.tool_runner.config import ToolConfig
 
 
@@ -24,12 +25,23 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
+class Scope:
+    """Whose call this is: tools that keep data per tenant, task or project (memory) read it from here."""
+
+    tenant: str
+    task_id: str
+    node: str
+    project: str | None = None
+
+
+@dataclass(frozen=True)
 class Context:
-    """What one run may use: the workspace, the configured limits, and its time budget."""
+    """What one run may use: the workspace, the configured limits, its time budget and whose call it is."""
 
     config: ToolConfig
     time_limit_s: float
     started: float = field(default_factory=time.monotonic)
+    scope: Scope | None = None
 
     @property
     def workspace(self) -> Path:
@@ -72,3 +84,10 @@ class Tool:
         if detail:
             raise ToolError(f"tool '{self.name}' returned a result that does not match its result schema "
                             f"(a bug in the tool, not in the call): {detail}")
+
+
+def builtin(name: str, run: Callable[[dict[str, Any], Context], dict[str, Any]],
+            result_schema: dict[str, Any] | None = None) -> Tool:
+    """A tool whose interface (description, argument schema, idempotency) is the contracts' catalogue entry."""
+    spec = BUILTINS[name]
+    return Tool(name, spec.description, spec.args_schema, run, idempotent=spec.idempotent, result_schema=result_schema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent_engine.tool_runner.tools.base import Context, Tool, ToolError
+from agent_engine.tool_runner.tools.base import Context, ToolError, builtin
 
 
 def confined(workspace: Path, relative: str) -> Path:
@@ -52,34 +52,21 @@ def workspace_append(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"path": args["path"], "bytes_written": len(data), "size": size}
 
 
-PATH = {"type": "string", "minLength": 1}
 COUNT = {"type": "integer", "minimum": 0}
-WORKSPACE_LIST = Tool(
-    "workspace_list", "Lists files under a directory of the workspace.",
-    {"type": "object", "additionalProperties": False,
-     "properties": {"path": {"type": "string"}, "pattern": {"type": "string"},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": 5000}}},
-    workspace_list,
+WORKSPACE_LIST = builtin(
+    "workspace_list", workspace_list,
     result_schema={"type": "object", "required": ["files", "truncated"],
                    "properties": {"files": {"type": "array", "items": {"type": "string"}},
                                   "truncated": {"type": "boolean"}}},
 )
-WORKSPACE_READ = Tool(
-    "workspace_read", "Reads one text file of the workspace.",
-    {"type": "object", "required": ["path"], "additionalProperties": False,
-     "properties": {"path": {"type": "string"}, "max_bytes": {"type": "integer", "minimum": 1}}},
-    workspace_read,
+WORKSPACE_READ = builtin(
+    "workspace_read", workspace_read,
     result_schema={"type": "object", "required": ["path", "content", "bytes", "truncated"],
                    "properties": {"path": {"type": "string"}, "content": {"type": "string"}, "bytes": COUNT,
                                   "truncated": {"type": "boolean"}}},
 )
-WORKSPACE_APPEND = Tool(
-    "workspace_append", "Appends text to a file of the workspace (a line unless newline is false).",
-    {"type": "object", "required": ["path", "text"], "additionalProperties": False,
-     "properties": {"path": PATH, "text": {"type": "string", "maxLength": 65536},
-                    "newline": {"type": "boolean"}}},
-    workspace_append,
-    idempotent=False,
+WORKSPACE_APPEND = builtin(
+    "workspace_append", workspace_append,
     result_schema={"type": "object", "required": ["path", "bytes_written", "size"],
                    "properties": {"path": {"type": "string"}, "bytes_written": COUNT, "size": COUNT}},
 )

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from agent_engine.tool_runner.config import AllowedHost
-from agent_engine.tool_runner.tools.base import Context, Tool, ToolError
+from agent_engine.tool_runner.tools.base import Context, ToolError, builtin
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_REDIRECTS = 5
@@ -106,17 +106,8 @@ def _read_capped(response: httpx.Response, cap: int, deadline: float, what: str)
     return bytes(body), False
 
 
-HTTP_FETCH = Tool(
-    "http_fetch", "Fetches one URL (GET or HEAD) from a host on the tool-runner's allowlist; returns status, "
-    "main headers and the body as text, cut at max_bytes.",
-    {"type": "object", "required": ["url"], "additionalProperties": False,
-     "properties": {
-         "url": {"type": "string", "minLength": 1, "maxLength": 4096},
-         "method": {"enum": ["GET", "HEAD"]},
-         "headers": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 20},
-         "max_bytes": {"type": "integer", "minimum": 1},
-         "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300}}},
-    http_fetch,
+HTTP_FETCH = builtin(
+    "http_fetch", http_fetch,
     result_schema={"type": "object", "required": ["url", "status", "redirects", "headers", "text", "bytes",
                                                   "truncated"],
                    "properties": {"url": {"type": "string"}, "status": {"type": "integer"},

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_engine.runtime.embedded import pid_alive
-from agent_engine.tool_runner.tools.base import Context, Tool, ToolError
+from agent_engine.tool_runner.tools.base import Context, ToolError, builtin
 
 CHILD = Path(__file__).with_name("python_child.py")
 UNSHARE = ("unshare", "--user", "--map-root-user", "--net")
@@ -183,16 +183,8 @@ def _result(path: Path) -> dict[str, Any]:
     return {"result": saved["result"]}
 
 
-PYTHON = Tool(
-    "python", "Runs a Python snippet in a separate process with time, memory and CPU limits, no network and "
-    "a scratch directory. `data` is readable as a variable; set a variable `result` to return a JSON value.",
-    {"type": "object", "required": ["code"], "additionalProperties": False,
-     "properties": {
-         "code": {"type": "string", "minLength": 1, "maxLength": 200000},
-         "data": {},
-         "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
-         "memory_mb": {"type": "integer", "minimum": 32}}},
-    run_python,
+PYTHON = builtin(
+    "python", run_python,
     result_schema={
         "type": "object",
         "required": ["exit_code", "signal", "timed_out", "stdout", "stderr", "stdout_truncated", "stderr_truncated",

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from agent_engine.tool_runner.tools.base import Context, Tool
+from agent_engine.tool_runner.tools.base import Context, builtin
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
@@ -23,11 +23,8 @@ def text_stats(args: dict[str, Any], _ctx: Context) -> dict[str, Any]:
 
 
 COUNT = {"type": "integer", "minimum": 0}
-TEXT_STATS = Tool(
-    "text_stats", "Counts characters, words, lines and sentences; lists the most frequent words.",
-    {"type": "object", "required": ["text"], "additionalProperties": False,
-     "properties": {"text": {"type": "string"}, "top": {"type": "integer", "minimum": 0, "maximum": 50}}},
-    text_stats,
+TEXT_STATS = builtin(
+    "text_stats", text_stats,
     result_schema={"type": "object", "required": ["chars", "words", "lines", "sentences", "top_words"],
                    "properties": {"chars": COUNT, "words": COUNT, "lines": COUNT, "sentences": COUNT,
                                   "top_words": {"type": "array", "items": {
