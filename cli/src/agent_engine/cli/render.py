@@ -190,12 +190,14 @@ def task_cost(ledger: dict[str, Any]) -> None:
     calls = ledger.get("call_log") or []
     if calls:
         print()
-        print(f"{'NODE':<18}{'BY':<32}{'IN':>8}{'OUT':>8}{'CACHE R/W':>12}  COST USD")
+        print(f"{'NODE':<26}{'BY':<32}{'IN':>8}{'OUT':>8}{'CACHE R/W':>12}  COST USD")
         for call in calls:
             usage = call["usage"]
             by = _by(call)
-            node = call["node"] + (f" (repair {call['repair']})" if call.get("repair") else "")
-            print(f"{node:<18}{by:<32}{usage['input_tokens']:>8}{usage['output_tokens']:>8}"
+            node = call["node"] + (f" t{call['turn']}" if call.get("turn") else "") + (
+                f" (repair {call['repair']})" if call.get("repair") else "") + (
+                " (summary)" if call.get("outcome") == "summary" else "")
+            print(f"{node:<26}{by:<32}{usage['input_tokens']:>8}{usage['output_tokens']:>8}"
                   f"{usage['cache_read_tokens']:>6}/{usage['cache_write_tokens']:<5}  {call['cost_usd']}")
     nodes = ledger.get("nodes") or {}
     if nodes:

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,3 +196,16 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@contextmanager
+def postgres_url(data_dir: Path) -> Iterator[str]:
+    """AE_POSTGRES_URL when it is set, else a PostgreSQL of our own in `data_dir`, stopped on exit (for tests)."""
+    if os.environ.get("AE_POSTGRES_URL"):
+        yield os.environ["AE_POSTGRES_URL"]
+        return
+    server = start_postgres(data_dir, durable=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -40,11 +40,14 @@ def call_problem(manifest: WorkflowManifest, agent_name: str, agent: AgentSpec, 
     schema = manifest.tools[call.name].model_schema()
     if schema is None:
         return f"tool '{call.name}' has no argument schema to check the call against"
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(call.args), key=str)
-    if not errors:
-        return ""
-    detail = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5])
-    return f"invalid arguments for tool '{call.name}': {detail}"
+    detail = schema_problems(schema, call.args)
+    return f"invalid arguments for tool '{call.name}': {detail}" if detail else ""
+
+
+def schema_problems(schema: dict[str, Any], value: Any, limit: int = 5) -> str:
+    """Where `value` breaks `schema`, path by path ("" when it does not)."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    return "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:limit])
 
 
 def next_open_call(turn: dict[str, Any]) -> int | None:

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import jsonschema
-
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
     DispatchedAgent,
@@ -64,7 +62,14 @@ from agent_engine.contracts.events import (
 from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
-from agent_engine.router.conversation import call_id, call_problem, next_open_call, tool_defs, with_conversation
+from agent_engine.router.conversation import (
+    call_id,
+    call_problem,
+    next_open_call,
+    schema_problems,
+    tool_defs,
+    with_conversation,
+)
 from agent_engine.router.graph import downstream, segment, split_merges
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
@@ -219,11 +224,8 @@ def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, An
     schema = manifest.tools[spec.tool or ""].args_schema
     if schema is None:
         return ""
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=str)
-    if not errors:
-        return ""
-    detail = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5])
-    return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}"
+    detail = schema_problems(schema, args)
+    return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}" if detail else ""
 
 
 def _on_completed(out: _Emitter, inp: RouterInput) -> None:

@@ -72,7 +72,7 @@ class Ledger:
         self.calls[event.task_id].append({
             "event_id": event.id, "time": event.time.isoformat(), "node": call.node, "provider": call.provider,
             "model": call.model, "usage": call.usage.model_dump(), "cost_usd": call.cost_usd,
-            "price_table": call.price_table, "repair": getattr(call, "repair", None)})
+            "price_table": call.price_table, "repair": call.repair, "turn": call.turn, "outcome": call.outcome})
 
     def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
         if task_id:
