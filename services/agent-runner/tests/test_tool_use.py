@@ -236,3 +236,19 @@ async def test_memory_that_cannot_be_read_is_a_retryable_error_before_any_call(a
     [error] = await AgentRunner(Gateway(), memory=down).handle(cause, dispatch)
     assert error.type == "node.errored" and error.data["retryable"] is True
     assert error.data["error"].startswith("memory layers ['project'] could not be read: PostgreSQL did not answer")
+
+
+async def test_tool_arguments_that_are_not_json_go_back_to_the_model_as_a_repair(
+        fake_openai: FakeServer, agent_dispatch: Any) -> None:
+    broken = openai_completion(None, tool_calls=[{"name": "read", "input": {}}])
+    broken["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = '{"path": "a.md"'
+    fake_openai.then(Reply(200, broken))
+    fake_openai.body = openai_completion('{"goal": "g", "constraints": []}')
+    cause, dispatch = tool_dispatch(agent_dispatch, provider="openai", model="llama3.1")
+    gateway = Gateway({"openai": lambda: OpenAIProvider(fake_openai.url + "/v1")})
+
+    events = await AgentRunner(gateway).handle(cause, dispatch)
+
+    assert [e.type for e in events] == ["llm.called", "llm.called", "node.completed"]
+    assert events[0].data["outcome"] == "invalid"
+    assert events[0].data["problem"].startswith("the arguments of tool call 'read' are not JSON")

@@ -177,7 +177,8 @@ class AgentRunner:
                 return fail(str(exc), exc.retryable)
             spent = add(spent, llm.usage)
             suffix = "llm" if request.repair == 0 else f"llm/{request.repair}"
-            if llm.tool_calls and request.allow_tools:
+            unreadable = next((c.problem for c in llm.tool_calls if c.problem), None)
+            if llm.tool_calls and request.allow_tools and unreadable is None:
                 record_call(request, llm, "tool_use", None, suffix)
                 events.append(result(cause, SOURCE, NodeToolsRequested(
                     dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, turn=turn,
@@ -186,7 +187,9 @@ class AgentRunner:
                     duration_ms=elapsed(started)), "tools"))
                 return events
             problem: str | None
-            if llm.tool_calls:
+            if unreadable is not None:
+                output, problem = None, unreadable
+            elif llm.tool_calls:
                 why = (f"no tool turns are left (max_tool_turns = {agent.max_tool_turns})" if agent.tool_defs
                        else "this agent has no tools")
                 output, problem = None, f"{why}: give your final reply without calling tools"

@@ -24,6 +24,9 @@ class ToolCall:
     id: str
     name: str
     input: dict[str, Any]
+    problem: str | None = None
+    """Set when the provider's call could not be read (arguments that are not a JSON object): the reply is
+    then invalid and goes back to the model as a repair."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ class LlmRequest:
 
     def repaired(self, reply: str, problem: str) -> LlmRequest:
         """The same conversation plus the model's invalid reply and a user turn naming the problem."""
-        follow_up = (f"Your reply was not valid: {problem}\n\nReply again with one JSON object and nothing else"
+        again = ("Reply again: call the tools you need with valid arguments, or give your final reply as one JSON "
+                 "object and nothing else" if self.allow_tools else "Reply again with one JSON object and nothing else")
+        follow_up = (f"Your reply was not valid: {problem}\n\n{again}"
                      + (", valid against the JSON Schema in the system prompt." if self.agent.output_schema_json
                         else "."))
         return replace(self, turns=(*self.turns, Turn("assistant", reply or "(empty reply)"), Turn("user", follow_up)),

@@ -80,14 +80,26 @@ def chat_body(request: LlmRequest) -> dict[str, Any]:
 def parse(body: dict[str, Any], model: str) -> LlmResult:
     choice = body["choices"][0]
     message = choice["message"]
-    tools = tuple(ToolCall(call["id"], call["function"]["name"], json.loads(call["function"]["arguments"] or "{}"))
-                  for call in message.get("tool_calls") or [])
+    tools = tuple(tool_call(call) for call in message.get("tool_calls") or [])
     u = body.get("usage") or {}
     cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     usage = Usage(input_tokens=u.get("prompt_tokens", 0), output_tokens=u.get("completion_tokens", 0),
                   cache_read_tokens=cached)
     return LlmResult(message.get("content") or "", usage, NAME, body.get("model") or model, tools,
                      stop_reason=choice.get("finish_reason"))
+
+
+def tool_call(call: dict[str, Any]) -> ToolCall:
+    """One `tool_calls` item; arguments that are not a JSON object make a call the runner sends back for repair."""
+    name, raw = call["function"]["name"], call["function"].get("arguments") or "{}"
+    try:
+        args = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return ToolCall(call["id"], name, {}, problem=f"the arguments of tool call '{name}' are not JSON ({exc.msg}): "
+                                                      f"{raw[:80]!r}")
+    if not isinstance(args, dict):
+        return ToolCall(call["id"], name, {}, problem=f"the arguments of tool call '{name}' are not a JSON object")
+    return ToolCall(call["id"], name, args)
 
 
 def error_message(response: httpx.Response) -> str:
