@@ -1,5 +1,5 @@
-"""kill -9 of the agent-runner and the tool-runner at random moments during 20 tool-using tasks (issue 4):
-none is lost, and the side-effecting tool never runs twice for one call.
+"""kill -9 of the agent-runner, the tool-runner and the router at random moments during 20 tool-using
+tasks (issue 4): none is lost, and the side-effecting tool never runs twice for one call.
 
 Each task's model appends the task's line to the task's own file (a python snippet declared side_effects,
 which then waits, so kills of the tool-runner land while it runs), reads it back, then answers. A call whose tool-runner died between claiming it and storing its result comes back
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOW = Path(__file__).parent / "workflows" / "journal"
 TASKS = 20
-VICTIMS = ("agent-runner", "tool-runner")
+VICTIMS = ("agent-runner", "tool-runner", "agent-runner", "tool-runner", "router")
 MAY_HAVE_RUN = "has side effects and may have run already"
 
 
@@ -58,7 +58,7 @@ async def _scenario(engine, tenant: str) -> tuple[int, dict[str, str], list[list
         await nc.close()
 
 
-def test_random_kills_of_both_runners_lose_no_task_and_run_no_side_effect_twice(engine, tenant):
+def test_random_kills_of_runners_and_router_lose_no_task_and_run_no_side_effect_twice(engine, tenant):
     kills, status, lines, histories = asyncio.run(_scenario(engine, tenant))
     assert kills >= 3, f"only {kills} kill(s) came while tasks ran: the test proves little"
     assert set(status.values()) == {"succeeded"}, status

@@ -172,3 +172,18 @@ def test_fork_plan_lists_agents_whose_model_may_call_a_side_effecting_tool_again
     # b answered in the source: a fork reuses that answer, so its tools do not run again (unless --live)
     assert fork_plan(records, 2) == (2, ["a (its model may call append)"])
     assert fork_plan(records, 2, live=True) == (2, ["a (its model may call append)", "b (its model may call append)"])
+
+
+def test_fork_plan_counts_a_recorded_output_only_for_the_revision_the_fork_runs() -> None:
+    from agent_engine.cli.main import fork_plan
+
+    manifest = {"nodes": [{"id": "a", "kind": "agent", "agent": "scribe"}],
+                "agents": {"scribe": {"tools": ["append"]}}, "tools": {"append": {"builtin": "workspace_append"}}}
+    records = [{"type": "router.input"}, {"type": "task.started", "data": {"workflow_manifest": manifest}},
+               {"type": "router.input"}, {"type": "node.succeeded", "data": {"node": "a"}},
+               {"type": "router.input"}, {"type": "node.revision_requested", "data": {"reset": ["a"], "revision": 1}},
+               {"type": "router.input"}, {"type": "node.dispatched", "data": {"node": "a"}}]
+    # cut after the revision: the fork runs revision 1, for which nothing was recorded
+    assert fork_plan(records, 7) == (8, ["a (its model may call append)"])
+    # cut before it: revision 0's output is reused
+    assert fork_plan(records, 3) == (4, [])

@@ -138,3 +138,13 @@ def test_files_outside_the_manifest_do_not_change_the_revision(workflow_dir: Pat
     (workflow_dir / "README.md").write_text("edited")
     (workflow_dir / "input.json").write_text("{}")
     assert load(workflow_dir).revision == before
+
+
+def test_schemas_that_are_not_json_schemas_are_reported_with_their_file(workflow_dir: Path) -> None:
+    target = workflow_dir
+    (target / "schemas" / "review.json").write_text('{"type": "objekt"}')
+    (target / "tools.yaml").write_text("tools:\n  brief_stats: {builtin: text_stats, args_schema: {type: 12}}\n"
+                                       "  word_count: {builtin: text_stats}\n")
+    errors = {(e.file, e.rule, e.message.split(":")[0]) for e in load(target).errors}
+    assert ("schemas/review.json", "json-schema", "is not a valid JSON Schema at type") in errors
+    assert ("tools.yaml", "json-schema", "tool 'brief_stats' args_schema is not a valid JSON Schema at type") in errors

@@ -581,3 +581,19 @@ def test_a_tool_offered_to_a_model_needs_a_provider_safe_name_and_a_schema() -> 
     one(errors, "tool-schema", file="tools.yaml", node=None, says="built-in 'my_own_tool' is not one this engine knows")
     b["tools"]["custom"]["args_schema"] = {"type": "object"}
     assert rules(errors_of(b)) == {"tool-name"}
+    b["tools"]["custom"]["args_schema"] = {"properties": {"q": {"type": "string"}}}
+    one(errors_of(b), "tool-schema", file="tools.yaml", node=None, says='does not say "type": "object" at the top')
+
+
+def test_the_pinned_manifest_writes_out_what_models_are_offered_and_nothing_else() -> None:
+    from agent_engine.contracts.builtins import BUILTINS
+
+    b = body()
+    b["tools"]["notes"] = {"builtin": "workspace_read", "description": "Your notes."}
+    b["agents"]["thinker"]["tools"] = ["notes"]
+    manifest = WorkflowManifest.model_validate(b)
+    pinned = manifest.with_tool_interfaces()
+    assert pinned.tools["notes"].args_schema == BUILTINS["workspace_read"].args_schema
+    assert pinned.tools["notes"].description == "Your notes."  # tools.yaml's words are kept
+    assert pinned.tools["stats"] == manifest.tools["stats"]  # not offered to a model: as written
+    assert pinned.with_tool_interfaces() is pinned

@@ -252,3 +252,55 @@ async def test_tool_arguments_that_are_not_json_go_back_to_the_model_as_a_repair
     assert [e.type for e in events] == ["llm.called", "llm.called", "node.completed"]
     assert events[0].data["outcome"] == "invalid"
     assert events[0].data["problem"].startswith("the arguments of tool call 'read' are not JSON")
+
+
+async def test_white_space_thoughts_and_made_up_tool_names_are_sent_back_in_a_shape_the_api_accepts(
+        fake_anthropic: FakeServer, agent_dispatch: Any) -> None:
+    odd = ToolTurn(turn=0, thought="\n\n", calls=[
+        ToolStep(call_id="t0-c0", tool="functions.read file", args={}, refused=True, error="may not use it")])
+    fake_anthropic.body = VALID
+    cause, dispatch = tool_dispatch(agent_dispatch, provider="anthropic", turn=1, conversation=[odd])
+    await AgentRunner(anthropic_gateway(fake_anthropic)).handle(cause, dispatch)
+    assistant = fake_anthropic.calls()[0]["messages"][1]["content"]
+    assert assistant == [{"type": "tool_use", "id": "t0-c0", "name": "invalid_tool_name", "input": {}}]
+
+
+async def test_more_tool_calls_than_one_turn_may_ask_for_is_an_invalid_reply(agent_dispatch: Any) -> None:
+    many = [{"name": "read", "args": {"path": f"{i}.md"}} for i in range(65)]
+    cause, dispatch = tool_dispatch(agent_dispatch, provider="mock", max_repairs=0,
+                                    mock_responses=[{"$mock_tool_calls": many}])
+    events = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert [e.type for e in events] == ["llm.called", "node.errored"]
+    assert "asks for 65 tool calls; at most 64" in events[-1].data["error"]
+
+
+def test_a_tool_request_over_the_result_limit_becomes_a_node_error(agent_dispatch: Any) -> None:
+    from agent_engine.contracts.envelope import Envelope
+    from agent_engine.contracts.events import NodeToolsRequested, RequestedCall
+    from agent_engine.runtime.runner import _within_limit
+
+    cause, dispatch = tool_dispatch(agent_dispatch)
+    huge = NodeToolsRequested(dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=1,
+                              calls=[RequestedCall(name="read", args={"path": "x" * 300_000})])
+    event = Envelope(id="e", source="t", type=huge.TYPE, time=cause.time, tenant="acme", task_id="t", correlation_id="t",
+                     data=huge.model_dump(mode="json"))
+    replaced = _within_limit(event, "agent-engine/agent-runner", cause, dispatch)
+    assert replaced.type == "node.errored" and replaced.data["error"].startswith("the model's request for tools is 29")
+
+
+async def test_each_repair_is_counted_against_the_budget_again(fake_anthropic: FakeServer, agent_dispatch: Any) -> None:
+    def count(request: dict[str, Any]) -> Reply | None:  # the prompt grows by the repair turns
+        if request["path"] == "/v1/messages/count_tokens":
+            return Reply(200, {"input_tokens": 900 + 200 * (len(request["json"]["messages"]) - 1)})
+        return None
+
+    fake_anthropic.respond = count
+    fake_anthropic.body = anthropic_message('{"goal": ""}')  # invalid: constraints missing, so a repair follows
+    cause, dispatch = tool_dispatch(agent_dispatch, provider="anthropic", tools=[], tool_defs=None)
+    dispatch.context.token_budget = 1000
+
+    events = await AgentRunner(anthropic_gateway(fake_anthropic)).handle(cause, dispatch)
+
+    assert [e.type for e in events] == ["llm.called", "node.errored"]
+    assert "is 1300 tokens (counted by anthropic" in events[-1].data["error"]
+    assert len(fake_anthropic.calls()) == 1  # the repair was not sent

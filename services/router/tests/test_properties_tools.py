@@ -41,7 +41,8 @@ def workflows(draw: st.DrawFn) -> WorkflowManifest:
     count = draw(st.integers(1, 3))
     ids = [f"a{i}" for i in range(count)]
     nodes = [NodeSpec(id=n, role="START" if i == 0 else "LINEAR", kind="agent", agent=f"agent{i}",
-                      max_attempts=draw(st.integers(1, 3)), timeout_s=30) for i, n in enumerate(ids)]
+                      max_attempts=draw(st.integers(1, 3)), timeout_s=30, backoff_s=draw(st.sampled_from([0, 0, 2.0])))
+             for i, n in enumerate(ids)]
     agents = {f"agent{i}": AgentSpec(provider="mock", tools=["read", "stats", "note"],
                                      max_tool_turns=draw(st.integers(1, 3))) for i in range(count)}
     edges = [EdgeSpec(from_=a, to=b) for a, b in itertools.pairwise([*ids, "done"])]
@@ -84,7 +85,7 @@ class Driver:
     def noise(self) -> None:
         """Redeliver an applied input, or answer a dispatch that is no longer open."""
         open_ids = {s.dispatch_id for _, s in self.run.state.open_dispatches()}
-        open_nodes = {n for n, _ in self.run.state.open_dispatches()}
+        open_nodes = {n for n, s in self.run.state.nodes.items() if s.status in ("dispatched", "retry_scheduled")}
         # an earlier attempt of a step still open may legitimately settle it, so only other nodes' are stale
         closed = [r for r in self.run.records if r.type == "node.dispatched" and r.data["dispatch_id"] not in open_ids
                   and r.data["node"] not in open_nodes]
@@ -99,6 +100,16 @@ class Driver:
         self.absorbed += 1
 
     def step(self) -> None:
+        waiting = [(n, s) for n, s in self.run.state.nodes.items() if s.status == "retry_scheduled"]
+        if waiting:  # a retry after a backoff: its time comes
+            [(node_id, node)] = waiting
+            assert node.deadline is not None
+            want = ("running", node_id, "tool" if node.call is not None else "agent",
+                    node.call if node.call is not None else len(node.steps), node.attempts + 1)
+            due = {"node": node_id, "attempt": node.attempts + 1, "at": node.deadline.isoformat()}
+            self.feed(RouterInput(envelope("node.retry_due", due, id=f"in-{next(self.ids)}", time=node.deadline)))
+            assert self.seen() == want, (self.seen(), want)
+            return
         [(node_id, _)] = self.run.state.open_dispatches()
         dispatch = self.run.dispatch()
         spec = self.wf.node(node_id)
@@ -117,10 +128,15 @@ class Driver:
     # --- the model of what should happen ----------------------------------------------------
 
     def seen(self) -> tuple[Any, ...]:
-        """(task status, open node, kind, call index or turn, attempt)."""
+        """(task status, open node, kind, call index or turn, attempt); kind `retry` for a scheduled retry."""
         state = self.run.state
         if state.terminal:
             return (state.status,)
+        waiting = [(n, s) for n, s in state.nodes.items() if s.status == "retry_scheduled"]
+        if waiting:
+            [(node_id, node)] = waiting
+            return ("running", node_id, "retry", node.call if node.call is not None else len(node.steps),
+                    node.attempts + 1)
         [(node_id, node)] = state.open_dispatches()
         kind = self.run.dispatch().data["kind"]
         return ("running", node_id, kind, node.call if kind == "tool" else len(node.steps), node.attempts)
@@ -134,7 +150,8 @@ class Driver:
         node = self.run.state.nodes[node_id]
         turn = len(node.steps)
         if kind in ("retryable", "deadline"):
-            return ("running", node_id, "agent", turn, node.attempts + 1) if node.attempts < max_attempts else (
+            again = "retry" if self.wf.node(node_id).backoff_s else "agent"
+            return ("running", node_id, again, turn, node.attempts + 1) if node.attempts < max_attempts else (
                 "failed",)
         if kind == "fatal" or (kind == "tools" and turn >= max_turns):
             return ("failed",)
@@ -147,7 +164,8 @@ class Driver:
         node = self.run.state.nodes[node_id]
         assert node.call is not None
         if kind in ("retryable", "deadline") and node.attempts < max_attempts:
-            return ("running", node_id, "tool", node.call, node.attempts + 1)
+            return ("running", node_id, "retry" if self.wf.node(node_id).backoff_s else "tool", node.call,
+                    node.attempts + 1)
         later = [i for i, c in enumerate(node.steps[-1]["calls"]) if i > node.call and not c.get("refused")]
         return ("running", node_id, "tool", later[0], 1) if later else (
             "running", node_id, "agent", len(node.steps), 1)

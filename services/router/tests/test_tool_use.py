@@ -128,6 +128,19 @@ def test_calls_that_may_not_run_are_refused_with_the_reason_and_the_model_sees_i
     check_replay(run)
 
 
+def test_a_schema_that_is_not_a_json_schema_refuses_the_call_instead_of_failing_the_router() -> None:
+    """A manifest put in the registry without `agentctl workflow validate` may carry a broken schema."""
+    broken = {**TOOLS, "note": ToolSpec(builtin="workspace_append", args_schema={"type": "objekt"})}
+    agents = {"researcher": AgentSpec(provider="mock", tools=["note"])}
+    wf = manifest([agent("research", role="START", agent_name="researcher"), exit_("done")],
+                  chain("research", "done"), agents=agents, tools=broken)
+    run = started(wf)
+    out = run.feed(asked(run.dispatch(), ("note", {"path": "n.md", "text": "t"})))
+    [call] = only(out, "node.tool_turn_recorded").data["calls"]
+    assert call["refused"] is True and "its args_schema is not a valid JSON Schema" in call["error"]
+    check_replay(run)
+
+
 def test_when_every_call_is_refused_the_model_is_asked_again_at_once() -> None:
     run = started(tool_wf())
     out = run.feed(asked(run.dispatch(), ("nope", {})))
@@ -315,6 +328,25 @@ def test_a_fork_cut_during_a_tool_call_runs_that_call_again() -> None:
     assert redo["kind"] == "tool" and redo["call"]["call_id"] == "t0-c0" and redo["tool"]["args"] == {"path": "a.md"}
     fork.feed(completed(fork.dispatch(), {"content": "a"}))
     assert fork.dispatch().data["kind"] == "agent" and fork.dispatch().data["turn"] == 1
+    check_replay(fork)
+
+
+def test_a_fork_that_reuses_recorded_outputs_never_runs_the_open_call_again() -> None:
+    from agent_engine.contracts.events import TaskForkRequested
+
+    run = started(tool_wf())
+    run.feed(asked(run.dispatch(), ("note", {"path": "n.md", "text": "once"})))
+    cut = len(run.records)  # the side-effecting call is open here
+    run.feed(completed(run.dispatch(), {"path": "n.md", "bytes_written": 5, "size": 5}))
+    run.feed(completed(run.dispatch(), {"text": "answer"}))
+    assert run.state.status == "succeeded"
+    fork = Run()
+    data = TaskForkRequested(source_task_id=TASK, at=cut).model_dump()
+    out = fork.feed(RouterInput(envelope("task.fork_requested", data, id="fork-2", task_id="fork-task",
+                                         time=T0 + timedelta(minutes=5)), source=tuple(json_round_trip(run.records))))
+    assert "node.dispatched" not in types(out)  # the recorded answer stands for the rest of the node
+    assert only(out, "node.succeeded").data["output"] == {"text": "answer"}
+    assert fork.state.status == "succeeded"
     check_replay(fork)
 
 

@@ -331,14 +331,27 @@ def fork_plan(records: list[dict[str, Any]], at: int, live: bool = False) -> tup
     cut = next((i for i in range(at, len(records)) if records[i]["type"] == "router.input"), len(records))
     manifest: dict[str, Any] = {}
     settled: set[str] = set()
-    for record in records[:cut]:
-        if record["type"] == "task.started":
-            manifest = record["data"]["workflow_manifest"]
-        elif record["type"] == "task.forked":
+    revision: dict[str, int] = {}
+    answered: set[tuple[str, int]] = set()  # (node, revision) with a recorded output: a fork reuses it
+    at_cut: dict[str, int] = {}
+    for index, record in enumerate(records):
+        data = record.get("data", {})
+        if record["type"] == "task.started" and index < cut:
+            manifest = data["workflow_manifest"]
+        elif record["type"] == "task.forked" and index < cut:
             raise CliError("forking a fork is not supported; fork the original task")
+        elif record["type"] == "node.revision_requested":
+            for node in data["reset"]:
+                revision[node] = data["revision"]
+                if index < cut:
+                    settled.discard(node)
         elif record["type"] in ("node.succeeded", "node.skipped"):
-            settled.add(record["data"]["node"])
-    answered = {r["data"]["node"] for r in records if r["type"] == "node.succeeded"}
+            if record["type"] == "node.succeeded":
+                answered.add((data["node"], revision.get(data["node"], 0)))
+            if index < cut:
+                settled.add(data["node"])
+        if index == cut - 1:
+            at_cut = dict(revision)
     tools = {name: ToolSpec.model_validate(t) for name, t in manifest.get("tools", {}).items()}
     agents = manifest.get("agents", {})
     risky = []
@@ -347,7 +360,7 @@ def fork_plan(records: list[dict[str, Any]], at: int, live: bool = False) -> tup
             continue
         if n.get("kind") == "tool" and n.get("tool") in tools and tools[n["tool"]].has_side_effects:
             risky.append(n["id"])
-        elif n.get("kind") == "agent" and (live or n["id"] not in answered):
+        elif n.get("kind") == "agent" and (live or (n["id"], at_cut.get(n["id"], 0)) not in answered):
             names = [t for t in agents.get(n.get("agent"), {}).get("tools", [])
                      if t in tools and tools[t].has_side_effects]
             if names:

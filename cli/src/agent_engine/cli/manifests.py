@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 from pydantic import ValidationError
 
@@ -54,8 +55,26 @@ def load(directory: Path) -> Loaded:
         result.errors.extend(_model_errors(exc, body))
         return result
     result.errors.extend(validate(manifest))
+    result.errors.extend(schema_errors(manifest))
     result.manifest = manifest
     return result
+
+
+def schema_errors(manifest: WorkflowManifest) -> list[ManifestError]:
+    """Output schemas and tools' args_schema that are not valid JSON Schemas (draft 2020-12): the runners
+    and the router would otherwise find out at run time."""
+    found = [(f"schemas/{name}.json", "", schema) for name, schema in manifest.schemas.items()]
+    found += [("tools.yaml", f"tool '{name}' args_schema ", tool.args_schema)
+              for name, tool in manifest.tools.items() if tool.args_schema is not None]
+    errors = []
+    for file, what, schema in found:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(map(str, exc.absolute_path)) or "(root)"
+            errors.append(ManifestError(file, None, "json-schema",
+                                        f"{what}is not a valid JSON Schema at {where}: {exc.message}"))
+    return errors
 
 
 def manifest_files(directory: Path) -> list[Path]:

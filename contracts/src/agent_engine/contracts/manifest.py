@@ -244,6 +244,19 @@ class WorkflowManifest(BaseModel):
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
 
+    def with_tool_interfaces(self) -> WorkflowManifest:
+        """This manifest with the description and argument schema of every tool offered to an agent written
+        out (from the built-ins' catalogue where tools.yaml gives none). The router pins this copy with the
+        task, so what its models are offered and how their calls are checked never changes under it."""
+        offered = {name for agent in self.agents.values() for name in agent.tools}
+        tools = {}
+        for name, tool in self.tools.items():
+            if name in offered and (tool.args_schema is None or not tool.description):
+                tool = tool.model_copy(update={"args_schema": tool.model_schema(),
+                                               "description": tool.model_description()})
+            tools[name] = tool
+        return self.model_copy(update={"tools": tools}) if tools != self.tools else self
+
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
             if node.id == node_id:

@@ -129,9 +129,14 @@ def _check_agent_tools(manifest: WorkflowManifest, name: str, report: Report, ag
         if not TOOL_NAME.match(tool_name):
             report(None, "tool-name", f"tool '{tool_name}' is offered to agent '{name}', but a model can only be "
                    "offered names of letters, digits, '_' and '-' (at most 64)", file=tools_file)
-        if tool.model_schema() is None:
+        schema = tool.model_schema()
+        if schema is None:
             report(None, "tool-schema", f"tool '{tool_name}' is offered to agent '{name}', but its built-in "
                    f"'{tool.builtin}' is not one this engine knows; declare its args_schema", file=tools_file)
+        elif schema.get("type") != "object":
+            report(None, "tool-schema", f"tool '{tool_name}' is offered to agent '{name}', but its args_schema does "
+                   "not say \"type\": \"object\" at the top: a model's arguments are always an object",
+                   file=tools_file)
 
 
 def _check_fan_in(manifest: WorkflowManifest, out: dict[str, list[str]], inc: dict[str, list[str]],

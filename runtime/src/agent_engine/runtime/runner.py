@@ -46,9 +46,10 @@ def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, 
 
 def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:
     size = len(event.to_bytes())
-    if event.type != "node.completed" or size <= MAX_RESULT_BYTES:
+    if event.type not in ("node.completed", "node.tools_requested") or size <= MAX_RESULT_BYTES:
         return event
-    return errored(cause, source, dispatch, f"output is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
+    what = "output" if event.type == "node.completed" else "the model's request for tools"
+    return errored(cause, source, dispatch, f"{what} is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
                    "a node result may carry; write large results to workspace files", retryable=False)
 
 

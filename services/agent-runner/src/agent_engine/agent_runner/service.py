@@ -28,6 +28,7 @@ from agent_engine.agent_runner.providers import (
     ToolResult,
     Turn,
 )
+from agent_engine.agent_runner.providers.base import MAX_TOOL_CALLS
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import (
     ConversationSummary,
@@ -167,10 +168,10 @@ class AgentRunner:
             done = dispatch.context.summary.turns if dispatch.context.summary else 0
             summary = ConversationSummary(turns=done + skip, text=llm.text.strip() or "(the model wrote no summary)")
         request = build_request(dispatch, memory, summary, skip)
-        refused = await self.over_budget(dispatch, request)
-        if refused:
-            return fail(refused, False)
         while True:
+            refused = await self.over_budget(dispatch, request)  # again before each repair: the prompt grew
+            if refused:
+                return fail(refused, False)
             try:
                 llm = await self.gateway.complete(request, record_failure)
             except ProviderError as exc:
@@ -178,6 +179,9 @@ class AgentRunner:
             spent = add(spent, llm.usage)
             suffix = "llm" if request.repair == 0 else f"llm/{request.repair}"
             unreadable = next((c.problem for c in llm.tool_calls if c.problem), None)
+            if len(llm.tool_calls) > MAX_TOOL_CALLS:
+                unreadable = (f"the reply asks for {len(llm.tool_calls)} tool calls; at most {MAX_TOOL_CALLS} may be "
+                              "asked for in one turn")
             if llm.tool_calls and request.allow_tools and unreadable is None:
                 record_call(request, llm, "tool_use", None, suffix)
                 events.append(result(cause, SOURCE, NodeToolsRequested(

@@ -40,13 +40,27 @@ def call_problem(manifest: WorkflowManifest, agent_name: str, agent: AgentSpec, 
     schema = manifest.tools[call.name].model_schema()
     if schema is None:
         return f"tool '{call.name}' has no argument schema to check the call against"
-    detail = schema_problems(schema, call.args)
+    try:
+        detail = schema_problems(schema, call.args)
+    except SchemaUnusable as exc:  # a manifest put in the registry without `agentctl workflow validate`
+        return f"tool '{call.name}' cannot be called: its args_schema {exc}; fix tools.yaml"
     return f"invalid arguments for tool '{call.name}': {detail}" if detail else ""
 
 
+class SchemaUnusable(ValueError):
+    pass
+
+
 def schema_problems(schema: dict[str, Any], value: Any, limit: int = 5) -> str:
-    """Where `value` breaks `schema`, path by path ("" when it does not)."""
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    """Where `value` breaks `schema`, path by path ("" when it does not). SchemaUnusable when the schema
+    itself is not a valid JSON Schema (deterministic: the same schema always fails the same way)."""
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    except jsonschema.SchemaError as exc:
+        raise SchemaUnusable(f"is not a valid JSON Schema: {exc.message}") from None
+    except Exception as exc:  # noqa: BLE001  e.g. a $ref that cannot be resolved
+        raise SchemaUnusable(f"cannot be applied: {type(exc).__name__}: {exc}") from None
     return "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:limit])
 
 

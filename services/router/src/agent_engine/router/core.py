@@ -63,6 +63,7 @@ from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, Work
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
 from agent_engine.router.conversation import (
+    SchemaUnusable,
     call_id,
     call_problem,
     next_open_call,
@@ -224,7 +225,10 @@ def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, An
     schema = manifest.tools[spec.tool or ""].args_schema
     if schema is None:
         return ""
-    detail = schema_problems(schema, args)
+    try:
+        detail = schema_problems(schema, args)
+    except SchemaUnusable as exc:
+        return f"the args_schema of tool '{spec.tool}' {exc}; the edit cannot be checked"
     return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}" if detail else ""
 
 
@@ -754,9 +758,17 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
     manifest = state.manifest
     assert manifest is not None
     node = state.nodes[spec.id]
-    if spec.kind == "agent" and node.call is not None:
-        _dispatch_call(out, spec, node.call, attempt, reason)
-        return
+    if spec.kind == "agent":
+        recorded = state.recorded.get(f"{spec.id}@{node.revision}")
+        if recorded is not None:  # a fork reuses what the source's model answered, tool calls and all
+            _succeed(out, spec, NodeCompleted(
+                dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, _step(node)),
+                node=spec.id, attempt=attempt, output=recorded["output"],
+                provider=f"recorded:{recorded.get('provider')}", model=recorded.get("model")))
+            return
+        if node.call is not None:
+            _dispatch_call(out, spec, node.call, attempt, reason)
+            return
     full = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
                        revision=node.revision, merged=node.merged)
     context = _profiled(full, spec)
@@ -779,12 +791,6 @@ def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, appro
         reason=reason, context=context,
     )
     if spec.kind == "agent":
-        recorded = state.recorded.get(f"{spec.id}@{node.revision}")
-        if recorded is not None:  # a fork reuses what the source's model answered
-            _succeed(out, spec, NodeCompleted(
-                dispatch_id=data.dispatch_id, node=spec.id, attempt=attempt, output=recorded["output"],
-                provider=f"recorded:{recorded.get('provider')}", model=recorded.get("model")))
-            return
         if ask:
             out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
             return

@@ -310,7 +310,10 @@ class Router:
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
         found = await workflows.current(self.kv, event.tenant, str(event.data.get("workflow", "")))
-        return RouterInput(event, Resolved(*found) if found else None)
+        if found is None:
+            return RouterInput(event)
+        revision, manifest = found
+        return RouterInput(event, Resolved(revision, manifest.with_tool_interfaces()))
 
     # --- deadlines ----------------------------------------------------------------------------
 

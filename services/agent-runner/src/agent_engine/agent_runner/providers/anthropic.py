@@ -12,6 +12,7 @@ from agent_engine.agent_runner.providers.base import (
     ProviderError,
     ToolCall,
     retry_after,
+    safe_tool_name,
     transient_status,
 )
 from agent_engine.contracts.events import Usage
@@ -61,9 +62,10 @@ def body(request: LlmRequest) -> dict[str, Any]:
         blocks: list[dict[str, Any]] = [
             {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}
             for r in turn.tool_results]
-        if turn.content:
+        if turn.content.strip():  # the API refuses a text block of only white space
             blocks.append({"type": "text", "text": turn.content})
-        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in turn.tool_calls]
+        blocks += [{"type": "tool_use", "id": c.id, "name": safe_tool_name(c.name), "input": c.input}
+                   for c in turn.tool_calls]
         messages.append({"role": turn.role, "content": blocks})
     sent: dict[str, Any] = {"system": request.system, "messages": messages}
     if request.tools:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -77,7 +78,8 @@ class LlmRequest:
         follow_up = (f"Your reply was not valid: {problem}\n\n{again}"
                      + (", valid against the JSON Schema in the system prompt." if self.agent.output_schema_json
                         else "."))
-        return replace(self, turns=(*self.turns, Turn("assistant", reply or "(empty reply)"), Turn("user", follow_up)),
+        return replace(self, turns=(*self.turns, Turn("assistant", reply.strip() or "(empty reply)"),
+                                    Turn("user", follow_up)),
                        repair=self.repair + 1)
 
     def text(self) -> str:
@@ -123,6 +125,17 @@ class TokenCounter(Protocol):
     """A provider that can count a request's input tokens exactly before sending it (Anthropic can)."""
 
     async def count_tokens(self, request: LlmRequest, model: str) -> int: ...
+
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_TOOL_CALLS = 64
+"""Calls one model turn may ask for; more is an invalid reply (the router records at most this many)."""
+
+
+def safe_tool_name(name: str) -> str:
+    """A recorded call's tool name as providers accept it back in a conversation: a name the model made up
+    that breaks their pattern (the router refused that call, naming it) is sent as `invalid_tool_name`."""
+    return name if TOOL_NAME.match(name) else "invalid_tool_name"
 
 
 def transient_status(status: int) -> bool:

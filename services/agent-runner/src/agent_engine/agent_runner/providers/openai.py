@@ -17,6 +17,7 @@ from agent_engine.agent_runner.providers.base import (
     ProviderError,
     ToolCall,
     retry_after,
+    safe_tool_name,
     transient_status,
 )
 from agent_engine.contracts.events import Usage
@@ -64,7 +65,8 @@ def chat_body(request: LlmRequest) -> dict[str, Any]:
                       else r.content} for r in turn.tool_results]
         if turn.tool_calls:
             messages.append({"role": "assistant", "content": turn.content or None, "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.input)}}
+                {"id": c.id, "type": "function", "function": {"name": safe_tool_name(c.name),
+                                                              "arguments": json.dumps(c.input)}}
                 for c in turn.tool_calls]})
         elif turn.content or not turn.tool_results:
             messages.append({"role": turn.role, "content": turn.content})
