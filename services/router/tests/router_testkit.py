@@ -204,3 +204,26 @@ def started(wf: WorkflowManifest, task_input: dict[str, Any] | None = None, **kw
     run = Run()
     run.feed(accepted(wf, task_input, **kw))
     return run
+
+
+class RandomRun:
+    """What a property test's driver keeps: the workflow, hypothesis's data, the run, fresh ids and times,
+    and the inputs applied (each must change something; redelivering one later must not)."""
+
+    def __init__(self, wf: WorkflowManifest, data: Any) -> None:
+        self.wf = wf
+        self.data = data
+        self.run = Run()
+        self.ids = itertools.count()
+        self.clock = itertools.count(1)
+        self.applied: list[RouterInput] = []
+        self.absorbed = 0
+
+    def now(self) -> datetime:
+        return T0 + timedelta(seconds=next(self.clock))
+
+    def deliver(self, inp: RouterInput) -> list[Envelope]:
+        out = self.run.feed(inp)
+        assert out, f"a fresh {inp.event.type} changed nothing"
+        self.applied.append(inp)
+        return out

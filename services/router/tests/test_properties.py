@@ -8,15 +8,13 @@ error, deadline expiry) and mixes in redelivered and stale inputs, which must ch
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from router_testkit import (
-    T0,
+    RandomRun,
     Run,
     accepted,
     completed,
@@ -136,24 +134,7 @@ def observed(state: TaskState) -> tuple:
 
 # --- the driver -------------------------------------------------------------------------------
 
-class Driver:
-    def __init__(self, wf: WorkflowManifest, data: st.DataObject) -> None:
-        self.wf = wf
-        self.data = data
-        self.run = Run()
-        self.ids = itertools.count()
-        self.clock = itertools.count(1)
-        self.applied: list[RouterInput] = []
-        self.absorbed = 0
-
-    def now(self) -> Any:
-        return T0 + timedelta(seconds=next(self.clock))
-
-    def deliver(self, inp: RouterInput) -> list[Envelope]:
-        out = self.run.feed(inp)
-        assert out, f"a fresh {inp.event.type} changed nothing"
-        self.applied.append(inp)
-        return out
+class Driver(RandomRun):
 
     def outcome(self, dispatch: Envelope, kind: str, output: dict[str, Any] | None = None) -> RouterInput:
         id_ = f"in-{next(self.ids)}"

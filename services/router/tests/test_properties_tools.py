@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from router_testkit import T0, Run, accepted, completed, dumps, envelope, errored, expired, json_round_trip, manifest
+from router_testkit import (
+    RandomRun,
+    accepted,
+    completed,
+    dumps,
+    envelope,
+    errored,
+    expired,
+    json_round_trip,
+    manifest,
+)
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import AgentSpec, EdgeSpec, NodeSpec, ToolSpec, WorkflowManifest
@@ -50,23 +59,7 @@ def workflows(draw: st.DrawFn) -> WorkflowManifest:
                     tools=TOOLS, schemas={})
 
 
-class Driver:
-    def __init__(self, wf: WorkflowManifest, data: st.DataObject) -> None:
-        self.wf, self.data = wf, data
-        self.run = Run()
-        self.ids = itertools.count()
-        self.clock = itertools.count(1)
-        self.applied: list[RouterInput] = []
-        self.absorbed = 0
-
-    def now(self) -> Any:
-        return T0 + timedelta(seconds=next(self.clock))
-
-    def feed(self, inp: RouterInput) -> list[Envelope]:
-        out = self.run.feed(inp)
-        assert out, f"a fresh {inp.event.type} changed nothing"
-        self.applied.append(inp)
-        return out
+class Driver(RandomRun):
 
     def answer(self, dispatch: Envelope, kind: str, calls: list[int] | None = None) -> RouterInput:
         id_ = f"in-{next(self.ids)}"
@@ -107,7 +100,7 @@ class Driver:
             want = ("running", node_id, "tool" if node.call is not None else "agent",
                     node.call if node.call is not None else len(node.steps), node.attempts + 1)
             due = {"node": node_id, "attempt": node.attempts + 1, "at": node.deadline.isoformat()}
-            self.feed(RouterInput(envelope("node.retry_due", due, id=f"in-{next(self.ids)}", time=node.deadline)))
+            self.deliver(RouterInput(envelope("node.retry_due", due, id=f"in-{next(self.ids)}", time=node.deadline)))
             assert self.seen() == want, (self.seen(), want)
             return
         [(node_id, _)] = self.run.state.open_dispatches()
@@ -118,11 +111,11 @@ class Driver:
             kind = self.data.draw(st.sampled_from(TURN_OUTCOMES), label="turn outcome")
             calls = self.data.draw(st.lists(st.integers(0, len(CALLS) - 1), min_size=1, max_size=3), label="calls")
             want = self.expect_turn(node_id, kind, calls, agent.max_tool_turns, spec.max_attempts)
-            self.feed(self.answer(dispatch, kind, calls))
+            self.deliver(self.answer(dispatch, kind, calls))
         else:
             kind = self.data.draw(st.sampled_from(CALL_OUTCOMES), label="call outcome")
             want = self.expect_call(node_id, kind, spec.max_attempts)
-            self.feed(self.answer(dispatch, kind))
+            self.deliver(self.answer(dispatch, kind))
         assert self.seen() == want, (kind, self.seen(), want)
 
     # --- the model of what should happen ----------------------------------------------------
@@ -173,7 +166,7 @@ class Driver:
 
 def drive(wf: WorkflowManifest, data: st.DataObject) -> Driver:
     driver = Driver(wf, data)
-    driver.feed(accepted(wf, {"topic": "t"}, id="accept"))
+    driver.deliver(accepted(wf, {"topic": "t"}, id="accept"))
     while not driver.run.state.terminal:
         for _ in range(data.draw(st.integers(0, 2), label="noise before")):
             driver.noise()
