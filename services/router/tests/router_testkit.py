@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
+
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import (
     AgentSpec,
@@ -227,3 +229,19 @@ class RandomRun:
         assert out, f"a fresh {inp.event.type} changed nothing"
         self.applied.append(inp)
         return out
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def noise(self) -> None:
+        raise NotImplementedError
+
+    def drive(self, most_noise_after: int = 3) -> None:
+        """Accept a task, then steps with up to two noise inputs before each, until the task ends; then noise."""
+        self.deliver(accepted(self.wf, {"topic": "t"}, id="accept"))
+        while not self.run.state.terminal:
+            for _ in range(self.data.draw(st.integers(0, 2), label="noise before")):
+                self.noise()
+            self.step()
+        for _ in range(self.data.draw(st.integers(0, most_noise_after), label="noise after")):
+            self.noise()

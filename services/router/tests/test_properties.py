@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from router_testkit import (
     RandomRun,
     Run,
-    accepted,
     completed,
     dumps,
     errored,
@@ -172,13 +171,7 @@ class Driver(RandomRun):
 
 def drive(wf: WorkflowManifest, data: st.DataObject) -> Driver:
     driver = Driver(wf, data)
-    driver.deliver(accepted(wf, {"topic": "t"}, id="accept"))
-    while not driver.run.state.terminal:
-        for _ in range(data.draw(st.integers(0, 2), label="noise before")):
-            driver.noise()
-        driver.step()
-    for _ in range(data.draw(st.integers(0, 3), label="noise after")):
-        driver.noise()
+    driver.drive(most_noise_after=3)
     return driver
 
 

@@ -17,7 +17,6 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from router_testkit import (
     RandomRun,
-    accepted,
     completed,
     dumps,
     envelope,
@@ -166,13 +165,7 @@ class Driver(RandomRun):
 
 def drive(wf: WorkflowManifest, data: st.DataObject) -> Driver:
     driver = Driver(wf, data)
-    driver.deliver(accepted(wf, {"topic": "t"}, id="accept"))
-    while not driver.run.state.terminal:
-        for _ in range(data.draw(st.integers(0, 2), label="noise before")):
-            driver.noise()
-        driver.step()
-    for _ in range(data.draw(st.integers(0, 2), label="noise after")):
-        driver.noise()
+    driver.drive(most_noise_after=2)
     return driver
 
 

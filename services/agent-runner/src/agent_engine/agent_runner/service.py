@@ -164,7 +164,7 @@ class AgentRunner:
             except ProviderError as exc:
                 return fail(f"summarising the first {skip} tool turn(s) failed: {exc}", exc.retryable)
             record_call(ask, llm, "summary", None, "llm-summary")
-            spent = add(spent, llm.usage)
+            spent += llm.usage
             done = dispatch.context.summary.turns if dispatch.context.summary else 0
             summary = ConversationSummary(turns=done + skip, text=llm.text.strip() or "(the model wrote no summary)")
         request = build_request(dispatch, memory, summary, skip)
@@ -176,7 +176,7 @@ class AgentRunner:
                 llm = await self.gateway.complete(request, record_failure)
             except ProviderError as exc:
                 return fail(str(exc), exc.retryable)
-            spent = add(spent, llm.usage)
+            spent += llm.usage
             suffix = "llm" if request.repair == 0 else f"llm/{request.repair}"
             unreadable = next((c.problem for c in llm.tool_calls if c.problem), None)
             if len(llm.tool_calls) > MAX_TOOL_CALLS:
@@ -252,8 +252,3 @@ def after_repairs(n: int) -> str:
 def elapsed(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
-
-def add(a: Usage, b: Usage) -> Usage:
-    return Usage(input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
-                 cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
-                 cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens)

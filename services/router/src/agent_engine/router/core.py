@@ -1257,12 +1257,8 @@ def replay(records: list[Envelope]) -> list[Envelope]:
 def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
     if a is None or b is None:
         return a or b
-    return Usage(**{k: getattr(a, k) + getattr(b, k) for k in Usage.model_fields})
+    return a + b
 
 
 def usage_total(state: TaskState) -> Usage:
-    total = Usage()
-    for node in state.nodes.values():
-        if node.usage is not None:
-            total = Usage(**{k: getattr(total, k) + getattr(node.usage, k) for k in Usage.model_fields})
-    return total
+    return sum((node.usage for node in state.nodes.values() if node.usage is not None), Usage())
