@@ -22,6 +22,26 @@ def test_validate_the_example(workflow_dir: Path, capsys: pytest.CaptureFixture[
     assert out.err == ""
 
 
+@pytest.mark.parametrize("name", ["workflow.yaml", "agents.yaml", "mock/review.json", "schemas/review.json"])
+def test_a_file_that_is_not_utf8_is_named_with_the_rule_not_a_traceback(
+        name: str, workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10: a workflow.yaml or mock/*.json that is not UTF-8 printed a UnicodeDecodeError traceback."""
+    path = workflow_dir / name
+    path.write_bytes(path.read_bytes()[:5] + b"\xff\xfe" + path.read_bytes()[5:])
+    code = main(["workflow", "validate", str(workflow_dir)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert (f"{workflow_dir}/{name}: [encoding] is not UTF-8 text: byte 0xff at offset 5 cannot be decoded; "
+            "save it as UTF-8") in err
+
+
+def test_a_manifest_file_that_cannot_be_read_is_named(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workflow_dir / "tools.yaml").unlink()
+    (workflow_dir / "tools.yaml").mkdir()
+    assert main(["workflow", "validate", str(workflow_dir)]) == 1
+    assert f"{workflow_dir}/tools.yaml: [file] cannot be read: Is a directory" in capsys.readouterr().err
+
+
 def test_validate_a_broken_workflow_prints_each_error(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = workflow_dir / "workflow.yaml"
     text = path.read_text().replace("agent: planner", "agent: plannr").replace("tool: brief_stats", "tool: stats")

@@ -117,6 +117,34 @@ def test_minimal_instance_is_valid_for_the_example_schemas() -> None:
         jsonschema.Draft202012Validator(schema).validate(minimal_instance(schema))
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "required": ["a", "b"], "properties": {"a": 5, "b": ["x"]}},
+    {"type": "object", "required": "a", "properties": []},
+    {"type": "array", "items": 3, "minItems": "two"},
+    {"type": "string", "minLength": 10**12},
+    {"type": [], "enum": "abc"},
+    {"type": "integer", "minimum": "zero"},
+    7, None, ["type"],
+])
+def test_minimal_instance_never_fails_on_what_is_not_a_schema(schema: Any) -> None:
+    """Issue 10: a dispatch whose output schema had non-object properties made the mock raise."""
+    value = minimal_instance(schema)
+    assert len(json.dumps(value)) < 2000
+
+
+async def test_a_script_with_malformed_tool_calls_or_delay_is_read_as_far_as_it_makes_sense() -> None:
+    script = [{"$mock_tool_calls": ["read", {"name": "read", "args": 3}], "$mock_delay_s": "soon"}]
+    result = await MockProvider().complete(request(mock_responses=script, tool_defs=None))
+    assert [(c.name, c.input) for c in result.tool_calls] == [("read", {})]
+
+
+async def test_an_output_schema_that_is_no_json_schema_fails_the_node_before_any_call(agent_dispatch) -> None:
+    cause, dispatch = agent_dispatch(output_schema_json={"type": "object", "properties": {"a": 5}})
+    [answer] = await AgentRunner(Gateway()).handle(cause, dispatch)
+    assert answer.type == "node.errored" and answer.data["retryable"] is False
+    assert "output schema is not a valid JSON Schema at properties/a" in answer.data["error"]
+
+
 # --- the runner with the mock -----------------------------------------------------------------
 
 async def test_handle_with_the_mock_records_the_call_then_completes(agent_dispatch) -> None:

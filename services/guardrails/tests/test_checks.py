@@ -203,6 +203,53 @@ def test_decide_rejection_of_a_parsed_envelope_keeps_its_task_and_workflow(reque
     assert "does not match" in answer.data["reason"]
 
 
+# --- hostile requests: each one still gets an answer ------------------------------------------
+
+def test_a_body_nested_past_the_json_parsers_recursion_limit_is_rejected_not_raised() -> None:
+    answer = decide(SUBJECT, b"[" * 50_000 + b"]" * 50_000, {"Ae-Task-Id": "deep"}, 3, POLICY)
+    assert answer is not None and answer.type == "task.rejected" and answer.task_id == "deep"
+    assert "nests JSON too deeply" in answer.data["reason"]
+
+
+def test_input_nested_deeper_than_the_policy_allows_is_rejected_with_both_depths(request_body, encode: Encode) -> None:
+    body = request_body()
+    deep: Any = "leaf"
+    for _ in range(200):
+        deep = {"k": deep}
+    body["data"]["input"] = deep
+    answer = decide(SUBJECT, encode(body), {}, 1, POLICY)
+    assert answer is not None and answer.type == "task.rejected" and answer.task_id == "task-1"
+    assert "202 levels deep, over the limit of 64" in answer.data["reason"]  # the body, data, then the 200
+
+
+def test_an_overlong_task_id_header_still_gets_a_rejection_naming_the_header() -> None:
+    header = "h" * 300
+    answer = decide(SUBJECT, b"garbage", {"Ae-Task-Id": header}, 11, POLICY)
+    assert answer is not None and answer.type == "task.rejected"
+    assert answer.task_id == answer.correlation_id == derive_id("request", 11)
+    assert "Ae-Task-Id header is 300 characters, over the 128" in answer.data["reason"]
+    Envelope.from_bytes(answer.to_bytes())
+
+
+def test_a_rejection_echoes_the_workflow_only_when_it_is_a_workflow_name(request_body, encode: Encode) -> None:
+    body = request_body(type="task.other")
+    body["data"]["workflow"] = "x" * 500_000
+    answer = decide(SUBJECT, encode(body), {}, 1, POLICY)
+    assert answer is not None and answer.type == "task.rejected"
+    assert "workflow" not in answer.data and len(answer.to_bytes()) < 2048
+
+
+def test_a_check_that_fails_unexpectedly_still_answers(monkeypatch: pytest.MonkeyPatch, request_body,
+                                                       encode: Encode) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr("agent_engine.guardrails.service.check", broken)
+    answer = decide(SUBJECT, encode(request_body()), {"Ae-Task-Id": "t-9"}, 1, POLICY)
+    assert answer is not None and answer.type == "task.rejected" and answer.task_id == "t-9"
+    assert "could not check this request (RuntimeError)" in answer.data["reason"]
+
+
 @pytest.mark.parametrize("subject", ["ae.bad*tenant.task.requested", "ae.a b.task.requested", "other.acme.task",
                                      "ae.task"])
 def test_decide_returns_none_without_a_valid_tenant(subject: str, request_body, encode: Encode) -> None:

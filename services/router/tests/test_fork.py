@@ -106,6 +106,19 @@ def test_what_cannot_be_forked_is_rejected_with_the_reason() -> None:
     assert "the task was succeeded: nothing would run" in reason(fork_input(source, len(source)))
 
 
+def test_a_fork_of_another_tenants_task_stores_and_copies_none_of_its_records() -> None:
+    """Issue 10: a tenant named another tenant's task as a fork's source; the refusal was right, but the
+    stored input record carried every record of that task, and `task history` showed them."""
+    source = finished_run().records
+    _, out = apply(TaskState(), fork_input(source, 3, tenant="intruder"))
+    assert types(out) == ["router.input", "task.rejected"]
+    assert out[1].data["reason"].endswith("no such task")
+    assert out[0].data["source"] == []
+    stored = dumps(out)
+    assert not any(r.id in str(stored) for r in source)  # not one id of the victim's records
+    assert replay(json_round_trip(out)) == out  # and the refusal replays as recorded
+
+
 def test_a_subtask_or_an_open_split_cannot_be_forked() -> None:
     wf = manifest([agent("p", role="START"), NodeSpec(id="s", role="SPLIT", kind="tool", tool="echo",
                                                        split=SplitSpec(items="xs", merge="m")),

@@ -132,3 +132,24 @@ def test_messages_are_counted_by_subject_type_without_parsing() -> None:
     for subject in ("ae.acme.node.dispatched.agent", "ae.acme.node.dispatched.agent", "ae.beta.task.started"):
         ledger.count(subject)
     assert ledger.query()["messages_by_subject"] == {"node.dispatched.agent": 2, "task.started": 1}
+
+
+def test_a_cost_that_is_no_decimal_is_refused_and_changes_nothing() -> None:
+    """A forged llm.called must not break the ledger, nor hide a later genuine event with its id."""
+    ledger = ledger_of(llm_called(cost="0.5"))
+    bad = llm_called(cost="lots", event_id="e-x")
+    try:
+        ledger.observe(bad)
+    except ValueError as exc:
+        assert "cost_usd 'lots' is not a decimal" in str(exc)
+    else:
+        raise AssertionError("an llm.called costing 'lots' was folded")
+    assert ledger.query()["tenants"]["acme"]["cost_usd"] == "0.5"
+    ledger.observe(llm_called(cost="0.25", event_id="e-x"))
+    assert ledger.query()["tenants"]["acme"]["cost_usd"] == "0.75"
+
+
+def test_a_task_query_scoped_to_another_tenant_reads_as_a_task_with_no_calls() -> None:
+    ledger = ledger_of(llm_called(task="t-beta", tenant="beta", cost="2"))
+    assert ledger.query("t-beta", "beta")["cost_usd"] == "2"
+    assert ledger.query("t-beta", "alpha") == ledger.query("no-such-task", "alpha") | {"task_id": "t-beta"}

@@ -87,7 +87,11 @@ def revision(directory: Path, files: list[Path]) -> str:
     """SHA-256 over every manifest file's relative path and bytes: the workflow revision id."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+        try:
+            content = path.read_bytes()
+        except OSError:  # reported by the loader, naming the file; no revision is pushed then
+            content = b""
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + content + b"\0")
     return digest.hexdigest()
 
 
@@ -96,10 +100,16 @@ def _yaml(path: Path, errors: list[ManifestError], *, required: bool = False) ->
         if required:
             errors.append(ManifestError(path.name, None, "file", "missing: every workflow needs workflow.yaml"))
         return {}
+    text = _text(path, path.name, errors)
+    if text is None:
+        return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         errors.append(ManifestError(path.name, None, "yaml", str(exc).replace("\n", " ")))
+        return {}
+    except RecursionError:
+        errors.append(ManifestError(path.name, None, "yaml", "nests too deeply to read"))
         return {}
     if not isinstance(data, dict):
         errors.append(ManifestError(path.name, None, "yaml", "top level must be a mapping"))
@@ -108,11 +118,32 @@ def _yaml(path: Path, errors: list[ManifestError], *, required: bool = False) ->
 
 
 def _json(path: Path, errors: list[ManifestError]) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        errors.append(ManifestError(f"{path.parent.name}/{path.name}", None, "json", str(exc)))
+    name = f"{path.parent.name}/{path.name}"
+    text = _text(path, name, errors)
+    if text is None:
         return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        errors.append(ManifestError(name, None, "json", str(exc)))
+    except RecursionError:
+        errors.append(ManifestError(name, None, "json", "nests too deeply to read"))
+    return {}
+
+
+def _text(path: Path, name: str, errors: list[ManifestError]) -> str | None:
+    """The file as UTF-8 text, or None with an error naming the file and what is wrong with it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        errors.append(ManifestError(name, None, "file", f"cannot be read: {exc.strerror or exc}"))
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        errors.append(ManifestError(name, None, "encoding", f"is not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
+                                                            f"offset {exc.start} cannot be decoded; save it as UTF-8"))
+        return None
 
 
 def _model_errors(exc: ValidationError, body: dict[str, Any]) -> list[ManifestError]:

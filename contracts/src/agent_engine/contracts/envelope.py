@@ -12,6 +12,7 @@ CONTRACT_VERSION = 1
 """The schema_version this build writes and accepts. A breaking change bumps it (with an upcaster)."""
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+TASK_ID_MAX = 128
 EVENT_NAMESPACE = uuid.UUID("6f1c2a52-8e0b-4a3c-9d55-3b1f0e7a9c10")
 
 
@@ -33,7 +34,7 @@ class Envelope(BaseModel):
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     tenant: str = Field(pattern=TENANT_PATTERN)
-    task_id: str = Field(min_length=1, max_length=128)
+    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX)
     correlation_id: str = Field(min_length=1, max_length=128)
     causation_id: str | None = None
     schema_version: int = CONTRACT_VERSION

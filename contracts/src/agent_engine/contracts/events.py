@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_engine.contracts.manifest import AgentSpec, MemoryLayer, WorkflowManifest
+from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN, AgentSpec, MemoryLayer, WorkflowManifest
 
 TaskStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "rejected", "cancelled"]
 
@@ -46,7 +46,7 @@ class TaskRequested(EventData):
     """Published by another system (or agentctl) on `ae.<tenant>.task.requested`."""
 
     TYPE = "task.requested"
-    workflow: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    workflow: str = Field(pattern=WORKFLOW_NAME_PATTERN)
     """A workflow name as manifests declare it: lower case, digits, '-' and '_'."""
     input: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=256)

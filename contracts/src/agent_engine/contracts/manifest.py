@@ -19,6 +19,9 @@ Provider = Literal["auto", "mock", "anthropic", "openai"]
 ConcreteProvider = Literal["mock", "anthropic", "openai"]
 
 
+WORKFLOW_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+"""A workflow name: lower case, digits, '-' and '_' (also a token of its registry key)."""
+
 class Condition(BaseModel):
     """Chooses a DECISION edge from the node's output: `field` is a dotted path into it."""
 
@@ -231,7 +234,7 @@ class WorkflowManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=WORKFLOW_NAME_PATTERN)
     description: str = ""
     project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     """The scope of the `project` memory layer (default: the workflow's name); workflows naming the same

@@ -45,3 +45,11 @@ def dlq_subject(service: str) -> str:
 def tenant_from_subject(subject: str) -> str | None:
     parts = subject.split(".")
     return parts[1] if len(parts) > 2 and parts[0] == PREFIX else None
+
+
+def tenant_problem(subject: str, tenant: str) -> str:
+    """Why an envelope of `tenant` may not arrive on `subject` ("" when it may): the subject's tenant token
+    is what NATS permissions confine, so it must name the tenant the envelope claims. The one check."""
+    if tenant_from_subject(subject) == tenant:
+        return ""
+    return f"envelope tenant '{tenant}' arrived on subject {subject}, which is not that tenant's"

@@ -28,6 +28,18 @@ class ManifestError:
         return f"{where}: [{self.rule}] {self.message}"
 
 
+ADVISORY_RULES = frozenset({"condition-field", "split-items", "tool-name", "tool-schema", "context-profile",
+                            "reachable", "tier-condition", "unknown-mock-node"})
+"""Rules `agentctl workflow validate` enforces for its user's sake (a condition that can never match, a tool a
+provider would refuse): the router copes with a workflow that breaks only these, so it still runs one."""
+
+
+def blocking(manifest: WorkflowManifest) -> list[ManifestError]:
+    """The problems that keep the router from running the workflow at all: checked where a manifest comes in
+    from outside (the registry, a subtask request), since anyone may have written it."""
+    return [e for e in validate(manifest) if e.rule not in ADVISORY_RULES]
+
+
 def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None) -> list[ManifestError]:
     """Check the graph and its references; return every problem found (empty means valid).
 

@@ -161,15 +161,3 @@ class Bus:
             except Exception:  # e.g. an ack lost to a disconnect: JetStream redelivers
                 log.exception("handling a batch on %s failed; un-acked messages will be redelivered", durable)
 
-
-async def settle(bus: Bus, msg: Msg, error: str | None, *, max_deliver: int, retry_delay: float = 1.0) -> None:
-    """Ack a handled message; on error nak it for redelivery, or dead-letter it after `max_deliver` tries."""
-    if error is None:
-        await msg.ack()
-        return
-    delivered = msg.metadata.num_delivered if msg.metadata else 1
-    if delivered >= max_deliver:
-        await bus.dead_letter(msg, f"{error} (after {delivered} deliveries)")
-        await msg.ack()
-    else:
-        await msg.nak(delay=retry_delay * delivered)

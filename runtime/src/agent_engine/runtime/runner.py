@@ -19,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored
 from agent_engine.contracts.subjects import HEARTBEAT_PREFIX, type_subject
-from agent_engine.runtime.bus import Bus, settle
+from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.inbox import read_all, refuse, settle, transient, validation_summary
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,28 +69,40 @@ async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatc
 
 
 async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event) -> None:
-    async def handle_one(msg: Msg) -> None:
+    async def handle_one(msg: Msg, envelope: Envelope) -> None:
         try:
-            envelope = Envelope.from_bytes(msg.data)
             dispatch = NodeDispatched.model_validate(envelope.data)
         except ValidationError as exc:
-            await bus.dead_letter(msg, f"not a valid node.dispatched event: {exc.errors()[:3]}")
-            await msg.ack()
+            await refuse(bus, msg, f"not a valid node.dispatched payload: {validation_summary(exc)}")
             return
-        error = None
         heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:
-            results = [_within_limit(e, source, envelope, dispatch) for e in await handler(envelope, dispatch)]
-            await bus.publish_many(results)
-        except Exception as exc:
-            log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
-            error = f"{type(exc).__name__}: {exc}"
+            results = await _answer(handler, envelope, dispatch, source)
+            await bus.publish_many([_within_limit(e, source, envelope, dispatch) for e in results])
+        except Exception as exc:  # noqa: BLE001  the bus is down: settle decides (redeliver, or dead-letter)
+            log.warning("could not answer dispatch %s of node %s: %s", dispatch.dispatch_id,
+                        dispatch.node, exc)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
         finally:
             heartbeat.cancel()
-        await settle(bus, msg, error, max_deliver=settings.max_deliver)
+        await msg.ack()
 
     async def handle_batch(msgs: list[Msg]) -> None:
-        await asyncio.gather(*(handle_one(m) for m in msgs))
+        await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
 
     await bus.consume(f"{kind}-runner", [type_subject("node.dispatched") + f".{kind}"], handle_batch,
                       batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
+
+
+async def _answer(handler: Handler, envelope: Envelope, dispatch: NodeDispatched, source: str) -> list[Envelope]:
+    """The handler's answer; a failure it did not turn into a result itself becomes the node's error
+    (an outage is raised instead, so the dispatch is redelivered once the server is back)."""
+    try:
+        return await handler(envelope, dispatch)
+    except Exception as exc:
+        if transient(exc):
+            raise
+        log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
+        return [errored(envelope, source, dispatch, f"{source} could not handle this dispatch: "
+                        f"{type(exc).__name__}: {exc}"[:2000], retryable=False)]

@@ -150,6 +150,9 @@ class AgentRunner:
             events.append(errored(cause, SOURCE, dispatch, error, retryable=retryable, llm_calls=notes))
             return events
 
+        unusable = structured.schema_problem(agent.output_schema_json)
+        if unusable:
+            return fail(unusable, False)
         view = dispatch.context.memory
         try:
             memory = await self.memory(cause, dispatch) if self.memory and view else ""

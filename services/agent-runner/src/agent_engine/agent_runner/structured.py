@@ -5,6 +5,7 @@ A problem found here is not an error yet: the runner sends it back to the model 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -29,6 +30,24 @@ def extract_json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise NotAJsonObject("model reply is JSON but not an object")
     return value
+
+
+def schema_problem(schema: dict[str, Any] | None) -> str:
+    """Why `schema` cannot check an output ("" when it can, or when there is none): a dispatch comes from
+    the bus, so its schema is checked before any call is made or paid for."""
+    if not schema:
+        return ""
+    return _schema_problem(json.dumps(schema, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(schema_json: str) -> str:
+    try:
+        jsonschema.Draft202012Validator.check_schema(json.loads(schema_json))
+    except jsonschema.SchemaError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "(root)"
+        return f"the node's output schema is not a valid JSON Schema at {where}: {exc.message}"
+    return ""
 
 
 def check(text: str, schema: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:

@@ -23,6 +23,9 @@ PATTERNS: dict[str, re.Pattern[str]] = {
 class Policy:
     max_bytes: int = 1024 * 1024
     redact: tuple[str, ...] = ("email", "phone")
+    max_depth: int = 64
+    """Levels of JSON nesting a request may have (the envelope counts two): deeper input is refused
+    before anything walks it recursively."""
 
 
 @dataclass
@@ -46,16 +49,24 @@ def check(raw: bytes, subject_tenant: str | None, policy: Policy) -> Verdict:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return Verdict(reason=f"request body is not JSON ({exc}); send a CloudEvents envelope as a JSON object")
+    except RecursionError:
+        return Verdict(reason=f"request body nests JSON too deeply to read; at most {policy.max_depth} levels "
+                              "are accepted")
     if not isinstance(body, dict):
         return Verdict(reason=f"request body is JSON {type(body).__name__}, not an object (an event envelope)")
+    head = _head(body)  # who sent it and for which task, so even a refusal reaches its sender
     version = body.get("schema_version", CONTRACT_VERSION)
     if version != CONTRACT_VERSION:
-        return Verdict(reason=f"schema_version {version!r} is not supported: this engine reads version "
-                              f"{CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade the engine")
+        return Verdict(head, reason=f"schema_version {version!r} is not supported: this engine reads version "
+                                    f"{CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade the engine")
+    depth = nesting(body)
+    if depth > policy.max_depth:
+        return Verdict(head, reason=f"request body nests JSON {depth} levels deep, over the limit of "
+                                    f"{policy.max_depth}")
     try:
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:
-        return Verdict(reason="not a valid event envelope: " + _errors(exc))
+        return Verdict(head, reason="not a valid event envelope: " + _errors(exc))
     if envelope.type != TaskRequested.TYPE:
         return Verdict(envelope, reason=f"event type '{envelope.type}' cannot be sent to task.requested")
     if subject_tenant is not None and envelope.tenant != subject_tenant:
@@ -68,6 +79,28 @@ def check(raw: bytes, subject_tenant: str | None, policy: Policy) -> Verdict:
     counts: dict[str, int] = {}
     redacted = redact(request.input, policy.redact, counts)
     return Verdict(envelope, request, None, redacted, counts)
+
+
+def _head(body: dict[str, Any]) -> Envelope | None:
+    """The envelope's attributes without its data, when they are valid."""
+    try:
+        return Envelope.model_validate({**body, "data": {}})
+    except ValidationError:
+        return None
+
+
+def nesting(value: Any) -> int:
+    """How many levels of arrays and objects a JSON value has (0 for a scalar), without recursion."""
+    deepest = 0
+    todo = [(value, 1)]
+    while todo:
+        current, depth = todo.pop()
+        children = current.values() if isinstance(current, dict) else current if isinstance(current, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def redact(value: Any, kinds: tuple[str, ...], counts: dict[str, int]) -> Any:

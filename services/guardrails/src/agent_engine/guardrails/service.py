@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope, derive_id
+from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
+from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import tenant_from_subject, type_subject
-from agent_engine.guardrails.checks import PATTERNS, Policy, check
-from agent_engine.runtime.bus import TASK_ID_HEADER, Bus, settle
+from agent_engine.guardrails.checks import PATTERNS, Policy, Verdict, check
+from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
+from agent_engine.runtime.inbox import refuse, settle
 from agent_engine.runtime.settings import Settings, env_int
 
 SOURCE = "agent-engine/guardrails"
@@ -31,49 +33,74 @@ def policy_from_env() -> Policy:
 
 
 def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, policy: Policy) -> Envelope | None:
-    """The event answering one request; None when not even a tenant can be named (dead-letter it)."""
+    """The event answering one request; None when not even a tenant can be named (dead-letter it).
+    Never raises on what a sender put in the request: every other request gets an answer."""
     tenant = tenant_from_subject(msg_subject)
     if tenant is None or not re.match(TENANT_PATTERN, tenant):
         return None
-    verdict = check(raw, tenant, policy)
+    try:
+        verdict = check(raw, tenant, policy)
+    except Exception as exc:  # a check that fails on some input must still answer the sender
+        log.exception("checking a request on %s failed", msg_subject)
+        verdict = Verdict(reason=f"guardrails could not check this request ({type(exc).__name__}); it was not run")
     cause = verdict.envelope
-    task_id = cause.task_id if cause else headers.get(TASK_ID_HEADER) or derive_id("request", seq)
+    task_id, problem = _task_id(cause, headers, seq)
     cause_id = cause.id if cause else derive_id("raw-request", msg_subject, seq)
+    correlation_id = cause.correlation_id if cause else task_id
     now = datetime.now(UTC)
     if verdict.accepted and verdict.request is not None:
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
                             requested_by=verdict.request.requested_by, priority=verdict.request.priority)
-        return _answer(cause_id, "accepted", data, tenant, task_id, cause.correlation_id if cause else task_id, now)
+        return _answer(cause_id, "accepted", data, tenant, task_id, correlation_id, now)
     workflow = cause.data.get("workflow") if cause else None
-    data_r = TaskRejected(reason=verdict.reason or "rejected", stage="guardrails",
-                          workflow=workflow if isinstance(workflow, str) else None)
-    return _answer(cause_id, "rejected", data_r, tenant, task_id, cause.correlation_id if cause else task_id, now)
+    data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",
+                          workflow=workflow if isinstance(workflow, str) and WORKFLOW_NAME.match(workflow) else None)
+    return _answer(cause_id, "rejected", data_r, tenant, task_id, correlation_id, now)
+
+
+WORKFLOW_NAME = re.compile(WORKFLOW_NAME_PATTERN)
+"""A rejection names the workflow only when it is a workflow name: it never echoes arbitrary input."""
+
+
+def _task_id(cause: Envelope | None, headers: dict[str, str], seq: int) -> tuple[str, str]:
+    """The task id a rejection answers: the envelope's; for a body that is no envelope, the Ae-Task-Id
+    header when it is a valid task id; else one derived from the request's stream sequence (and why)."""
+    if cause is not None:
+        return cause.task_id, ""
+    header = headers.get(TASK_ID_HEADER)
+    if header and len(header) <= TASK_ID_MAX:
+        return header, ""
+    fallback = derive_id("request", seq)
+    if not header:
+        return fallback, ""
+    return fallback, (f" (its {TASK_ID_HEADER} header is {len(header)} characters, over the {TASK_ID_MAX} a task id "
+                      f"may have, so this rejection names task {fallback})")
 
 
 def _answer(cause_id: str, suffix: str, data: TaskAccepted | TaskRejected, tenant: str, task_id: str,
             correlation_id: str, now: datetime) -> Envelope:
     return Envelope(id=derive_id(cause_id, suffix), source=SOURCE, type=data.TYPE, time=now, tenant=tenant,
-                    task_id=task_id[:128], correlation_id=correlation_id, causation_id=cause_id,
+                    task_id=task_id, correlation_id=correlation_id, causation_id=cause_id,
                     data=data.model_dump(mode="json", exclude_none=True))
 
 
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event) -> None:
     async def handle_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
-        error = None
+        answer = decide(msg.subject, msg.data, dict(msg.headers or {}), seq, policy)
+        if answer is None:
+            await refuse(bus, msg, f"subject {msg.subject} names no valid tenant")
+            return
         try:
-            answer = decide(msg.subject, msg.data, dict(msg.headers or {}), seq, policy)
-            if answer is None:
-                await bus.dead_letter(msg, "subject names no valid tenant")
-            else:
-                await bus.publish(answer)
-                if answer.type == "task.rejected":
-                    log.info("rejected task %s: %s", answer.task_id, answer.data.get("reason"))
-        except Exception as exc:
-            log.exception("request on %s failed", msg.subject)
-            error = f"{type(exc).__name__}: {exc}"
-        await settle(bus, msg, error, max_deliver=settings.max_deliver)
+            await bus.publish(answer)
+        except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
+            log.warning("could not publish the answer to a request on %s: %s", msg.subject, exc)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
+        if answer.type == "task.rejected":
+            log.info("rejected task %s: %s", answer.task_id, answer.data.get("reason"))
+        await msg.ack()
 
     async def handle_batch(msgs: list[Msg]) -> None:
         await asyncio.gather(*(handle_one(m) for m in msgs))

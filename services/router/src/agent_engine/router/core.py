@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
+    EventData,
     Lineage,
     MemoryView,
     ModelChoice,
@@ -46,6 +49,7 @@ from agent_engine.contracts.events import (
     SubtaskRequested,
     SubtaskSettled,
     TaskAccepted,
+    TaskAdmitted,
     TaskCancelled,
     TaskCancelRequested,
     TaskFailed,
@@ -60,6 +64,7 @@ from agent_engine.contracts.events import (
     Usage,
 )
 from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.validation import blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
 from agent_engine.router.conversation import (
@@ -76,9 +81,6 @@ from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
-INPUT_TYPES = ("task.accepted", "task.cancel_requested", "node.approval_decided", "node.completed", "node.errored",
-               "node.deadline_expired", "node.retry_due", "subtask.requested", "subtask.finished",
-               "task.fork_requested", "task.admitted", "node.tools_requested")
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 MAX_FANOUT_BYTES = 3 * 1024 * 1024
@@ -104,6 +106,11 @@ class RouterInput:
     """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
 
 
+class InvalidInput(ValueError):
+    """An input the router can never apply: its payload is not valid for its type, or it contradicts
+    itself (a subtask request naming a node its manifest does not have). The shell dead-letters it."""
+
+
 # --- decide -----------------------------------------------------------------------------------
 
 def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
@@ -114,21 +121,20 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
 def _decide(state: TaskState, inp: RouterInput) -> _Emitter:
     out = _Emitter(state, inp.event)
     event = inp.event
-    if event.id in state.applied or event.type not in INPUT_TYPES:
+    handler = HANDLERS.get(event.type)
+    if event.id in state.applied or handler is None:
         return out
     if state.tenant and event.tenant != state.tenant:
         return out  # never let one tenant's event touch another tenant's task
-    handler = _HANDLERS[event.type]
-    handler(out, inp)
+    handler.decide(out, inp, payload(event, handler.model))
     if out.events and out.state.status in ("running", "waiting") and not out.state.has_open_work():
         _finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
     return out
 
 
-def _on_accepted(out: _Emitter, inp: RouterInput) -> None:
+def _on_accepted(out: _Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
     if out.state.status != "new":
         return  # a request for a task that exists: idempotent
-    accepted = TaskAccepted.model_validate(inp.event.data)
     if inp.workflow is None:
         out.add(TaskRejected(
             stage="router", workflow=accepted.workflow,
@@ -137,6 +143,12 @@ def _on_accepted(out: _Emitter, inp: RouterInput) -> None:
         ))
         return
     manifest = inp.workflow.manifest
+    problems = blocking(manifest)
+    if problems:  # the registry is written from outside: a revision agentctl would refuse never starts
+        out.add(TaskRejected(stage="router", workflow=accepted.workflow, reason=(
+            f"workflow '{accepted.workflow}' revision {inp.workflow.revision[:12]} in the registry is not valid "
+            f"({problems[0]}); push a valid revision with `agentctl workflow push DIR`")))
+        return
     admission = inp.admission or Admission("start")
     if admission.decision == "reject":
         out.add(TaskRejected(stage="router", workflow=accepted.workflow, reason=admission.reason))
@@ -158,19 +170,18 @@ def _start(out: _Emitter, workflow: str, revision: str, task_input: dict[str, An
     _activate(out, manifest.start().id, "start")
 
 
-def _on_admitted(out: _Emitter, inp: RouterInput) -> None:
+def _on_admitted(out: _Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
     state = out.state
     if state.status != "queued" or state.manifest is None:
         return  # started already, or cancelled while it waited
     _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest)
 
 
-def _on_subtask_requested(out: _Emitter, inp: RouterInput) -> None:
+def _on_subtask_requested(out: _Emitter, inp: RouterInput, req: SubtaskRequested) -> None:
     if out.state.status != "new":
         return  # already started (a redelivery), or cancelled by its parent before it started
-    req = SubtaskRequested.model_validate(inp.event.data)
     manifest = req.workflow_manifest
-    split = manifest.node(req.lineage.parent_node or "")
+    split = _subtask_split(req)
     out.add(TaskStarted(
         workflow=req.workflow, revision=req.revision, engine_version=ENGINE_VERSION,
         contract_version=CONTRACT_VERSION, input=req.input, workflow_manifest=manifest,
@@ -180,8 +191,22 @@ def _on_subtask_requested(out: _Emitter, inp: RouterInput) -> None:
     _activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
 
 
-def _on_cancel(out: _Emitter, inp: RouterInput) -> None:
-    request = TaskCancelRequested.model_validate(inp.event.data)
+def _subtask_split(req: SubtaskRequested) -> NodeSpec:
+    """The SPLIT node a subtask request names, once the request is consistent with its own manifest."""
+    manifest = req.workflow_manifest
+    problems = blocking(manifest)
+    if problems:
+        raise InvalidInput(f"subtask.requested carries a workflow manifest that is not valid: {problems[0]}")
+    node = req.lineage.parent_node
+    split = next((n for n in manifest.nodes if n.id == node), None)
+    if req.lineage.kind != "subtask" or req.lineage.index is None or split is None or split.role != "SPLIT":
+        raise InvalidInput(f"subtask.requested names node '{node}' as its SPLIT, which its manifest does not have")
+    if split.split is None or split.split.merge != req.merge:
+        raise InvalidInput(f"subtask.requested stops at '{req.merge}', which is not the MERGE of SPLIT node '{node}'")
+    return split
+
+
+def _on_cancel(out: _Emitter, inp: RouterInput, request: TaskCancelRequested) -> None:
     state = out.state
     if state.status == "new" and request.parent_id:
         # the parent ended before this subtask started: make sure it never does
@@ -195,8 +220,7 @@ def _on_cancel(out: _Emitter, inp: RouterInput) -> None:
     _finish(out, "cancelled", request.reason or "cancelled on request", requested_by=request.requested_by)
 
 
-def _on_approval(out: _Emitter, inp: RouterInput) -> None:
-    decided = NodeApprovalDecided.model_validate(inp.event.data)
+def _on_approval(out: _Emitter, inp: RouterInput, decided: NodeApprovalDecided) -> None:
     state = out.state
     node = state.nodes.get(decided.node)
     if state.status != "waiting" or node is None or node.status != "awaiting_approval" or state.manifest is None:
@@ -232,8 +256,7 @@ def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, An
     return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}" if detail else ""
 
 
-def _on_completed(out: _Emitter, inp: RouterInput) -> None:
-    completed = NodeCompleted.model_validate(inp.event.data)
+def _on_completed(out: _Emitter, inp: RouterInput, completed: NodeCompleted) -> None:
     state = out.state
     if state.terminal:
         _ignore_late_result(out, completed.node, completed.dispatch_id, inp.event.type)
@@ -270,8 +293,7 @@ def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
         _advance(out, spec.id)
 
 
-def _on_errored(out: _Emitter, inp: RouterInput) -> None:
-    errored = NodeErrored.model_validate(inp.event.data)
+def _on_errored(out: _Emitter, inp: RouterInput, errored: NodeErrored) -> None:
     if out.state.terminal:
         _ignore_late_result(out, errored.node, errored.dispatch_id, inp.event.type)
         return
@@ -288,8 +310,7 @@ def _on_errored(out: _Emitter, inp: RouterInput) -> None:
         _node_failed(out, errored.node, node.attempts, errored.error)
 
 
-def _on_deadline(out: _Emitter, inp: RouterInput) -> None:
-    expired = NodeDeadlineExpired.model_validate(inp.event.data)
+def _on_deadline(out: _Emitter, inp: RouterInput, expired: NodeDeadlineExpired) -> None:
     node = _open_node(out.state, expired.node, expired.dispatch_id)
     if node is None or out.state.status not in ("running", "waiting"):
         return
@@ -298,8 +319,7 @@ def _on_deadline(out: _Emitter, inp: RouterInput) -> None:
     _retry_or_fail(out, expired.node, node, f"no result within the {timeout:g}s deadline")
 
 
-def _on_retry_due(out: _Emitter, inp: RouterInput) -> None:
-    due = NodeRetryDue.model_validate(inp.event.data)
+def _on_retry_due(out: _Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
     state = out.state
     waiting = state.nodes.get(due.node)
     if (state.status not in ("running", "waiting") or waiting is None or waiting.status != "retry_scheduled"
@@ -309,8 +329,7 @@ def _on_retry_due(out: _Emitter, inp: RouterInput) -> None:
     _dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
 
 
-def _on_subtask_finished(out: _Emitter, inp: RouterInput) -> None:
-    finished = SubtaskFinished.model_validate(inp.event.data)
+def _on_subtask_finished(out: _Emitter, inp: RouterInput, finished: SubtaskFinished) -> None:
     state = out.state
     fanout = state.fanouts.get(finished.parent_node)
     if state.status not in ("running", "waiting") or fanout is None or finished.index in fanout.results:
@@ -332,10 +351,9 @@ def _on_subtask_finished(out: _Emitter, inp: RouterInput) -> None:
     _try_merge(out, fanout.merge)
 
 
-def _on_fork(out: _Emitter, inp: RouterInput) -> None:
+def _on_fork(out: _Emitter, inp: RouterInput, request: TaskForkRequested) -> None:
     if out.state.status != "new":
         return  # the fork exists already: a redelivered request
-    request = TaskForkRequested.model_validate(inp.event.data)
     problem, cut = _fork_problem(inp, request)
     if problem:
         out.add(TaskRejected(stage="router", reason=f"cannot fork task {request.source_task_id}: {problem}"))
@@ -354,16 +372,14 @@ def _on_fork(out: _Emitter, inp: RouterInput) -> None:
 def _fork_problem(inp: RouterInput, request: TaskForkRequested) -> tuple[str, int]:
     """Why the fork cannot be made ("" if it can), and where its copied history ends."""
     records = list(inp.source or ())
-    if not records:
-        return "no such task", 0
+    if not records or any(r.tenant != inp.event.tenant for r in records):
+        return "no such task", 0  # the same answer for another tenant's task: nothing about it is told
     if request.at > len(records):
         return f"it has {len(records)} records; --at must be between 1 and {len(records)}", 0
     # a cut never splits a decision: it extends to the last record caused by the same input
     cut = next((i for i in range(request.at, len(records)) if records[i].type == INPUT_RECORD), len(records))
     source = fold(records)
     at_cut = fold(records[:cut])
-    if source.tenant != inp.event.tenant:
-        return "no such task", 0
     if source.lineage is not None and source.lineage.kind == "subtask":
         return f"it is a subtask; fork its root task {source.lineage.root_id} instead", 0
     if at_cut.status not in ("running", "waiting"):
@@ -388,12 +404,6 @@ def _recorded_outputs(records: list[Envelope]) -> dict[str, dict[str, Any]]:
     return recorded
 
 
-_HANDLERS: dict[str, Callable[[_Emitter, RouterInput], None]] = {
-    "task.accepted": _on_accepted, "subtask.requested": _on_subtask_requested, "task.cancel_requested": _on_cancel,
-    "node.approval_decided": _on_approval, "node.completed": _on_completed, "node.errored": _on_errored,
-    "node.deadline_expired": _on_deadline, "node.retry_due": _on_retry_due,
-    "subtask.finished": _on_subtask_finished, "task.fork_requested": _on_fork, "task.admitted": _on_admitted,
-}
 
 
 # --- moving through the graph -----------------------------------------------------------------
@@ -839,9 +849,8 @@ def _dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]
 
 # --- tool use -----------------------------------------------------------------------------------
 
-def _on_tools_requested(out: _Emitter, inp: RouterInput) -> None:
+def _on_tools_requested(out: _Emitter, inp: RouterInput, asked: NodeToolsRequested) -> None:
     """The model asked for tools instead of answering: record its turn once, then run the calls."""
-    asked = NodeToolsRequested.model_validate(inp.event.data)
     state = out.state
     if state.terminal:
         _ignore_late_result(out, asked.node, asked.dispatch_id, inp.event.type)
@@ -872,9 +881,6 @@ def _on_tools_requested(out: _Emitter, inp: RouterInput) -> None:
         dispatch_id=asked.dispatch_id, node=spec.id, attempt=asked.attempt, turn=asked.turn, thought=asked.thought,
         calls=calls, provider=asked.provider, model=asked.model, usage=asked.usage, summary=asked.summary))
     _next_call(out, spec)
-
-
-_HANDLERS["node.tools_requested"] = _on_tools_requested
 
 
 def _next_call(out: _Emitter, spec: NodeSpec) -> None:
@@ -984,6 +990,52 @@ class _Emitter:
         )
         self.events.append(envelope)
         self.state = evolve(self.state, envelope)
+
+
+@dataclass(frozen=True)
+class Handler:
+    model: type[EventData]
+    decide: Callable[[_Emitter, RouterInput, Any], None]
+    starts: bool = False
+    """May start a task that does not exist yet (any other input for an unknown task names nothing)."""
+    internal: bool = False
+    """Made by the router's own timers, never taken from the bus."""
+
+
+HANDLERS: dict[str, Handler] = {
+    "task.accepted": Handler(TaskAccepted, _on_accepted, starts=True),
+    "subtask.requested": Handler(SubtaskRequested, _on_subtask_requested, starts=True),
+    "task.fork_requested": Handler(TaskForkRequested, _on_fork, starts=True),
+    "task.cancel_requested": Handler(TaskCancelRequested, _on_cancel),
+    "task.admitted": Handler(TaskAdmitted, _on_admitted),
+    "node.approval_decided": Handler(NodeApprovalDecided, _on_approval),
+    "node.completed": Handler(NodeCompleted, _on_completed),
+    "node.errored": Handler(NodeErrored, _on_errored),
+    "node.tools_requested": Handler(NodeToolsRequested, _on_tools_requested),
+    "subtask.finished": Handler(SubtaskFinished, _on_subtask_finished),
+    "node.deadline_expired": Handler(NodeDeadlineExpired, _on_deadline, internal=True),
+    "node.retry_due": Handler(NodeRetryDue, _on_retry_due, internal=True),
+}
+"""Every input the router applies: its payload model and the function deciding it."""
+INPUT_TYPES = tuple(HANDLERS)
+BUS_INPUTS = tuple(t for t, h in HANDLERS.items() if not h.internal)
+"""The input types the router consumes from the stream."""
+
+
+def payload(event: Envelope, model: type[EventData]) -> Any:
+    try:
+        return model.model_validate(event.data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3])
+        raise InvalidInput(f"not a valid {event.type} payload: {problems}") from None
+
+
+def starts_task(event: Envelope) -> bool:
+    """Whether the input may name a task that does not exist yet: a request that starts one, or a parent's
+    cancel of a subtask that has not started (so it never does)."""
+    handler = HANDLERS.get(event.type)
+    return handler is not None and (handler.starts or (event.type == "task.cancel_requested"
+                                                       and bool(event.data.get("parent_id"))))
 
 
 # --- evolve -----------------------------------------------------------------------------------
@@ -1203,8 +1255,9 @@ def input_record(inp: RouterInput) -> Envelope:
                     "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
     event = inp.event
     data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
-    if inp.source is not None:
-        data["source"] = [r.model_dump(mode="json") for r in inp.source]
+    if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
+        own = all(r.tenant == event.tenant for r in inp.source)
+        data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
     if inp.admission is not None:
         data["admission"] = asdict(inp.admission)
     return Envelope(

@@ -17,6 +17,8 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.inbox import validation_summary
+from agent_engine.runtime.queries import read_query
 from agent_engine.runtime.settings import Settings
 from agent_engine.telemetry.ledger import Ledger
 
@@ -34,13 +36,15 @@ async def main(stop: asyncio.Event) -> None:
             return  # only usage is parsed: the ledger needs nothing else, and parsing all costs CPU
         try:
             ledger.observe(Envelope.from_bytes(msg.data))
-        except ValidationError:
-            log.warning("unreadable llm.called on %s", msg.subject)
+        except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
+            log.warning("skipped an unreadable llm.called on %s: %s", msg.subject,
+                        validation_summary(exc) if isinstance(exc, ValidationError) else f"{type(exc).__name__}")
 
     async def on_query(msg: Msg) -> None:
-        request = json.loads(msg.data or b"{}")
-        reply = ledger.query(request.get("task_id"), request.get("tenant"))
-        await msg.respond(json.dumps(reply).encode())
+        query, problem = read_query(msg.data, task_required=False)
+        reply = {"error": problem} if problem else ledger.query(query.get("task_id"), query.get("tenant"))
+        if msg.reply:
+            await msg.respond(json.dumps(reply).encode())
 
     try:
         await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,

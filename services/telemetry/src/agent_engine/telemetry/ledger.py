@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
@@ -49,6 +49,8 @@ class Ledger:
     calls: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     """Per task, every call in the order seen: node, provider, model, usage, cost, repair."""
     seen: set[str] = field(default_factory=set)
+    tenant_of: dict[str, str] = field(default_factory=dict)
+    """Each task's tenant, so a query scoped to a tenant learns nothing of another's tasks."""
     events_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     messages_by_subject: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Every message seen per subject type (`ae.<tenant>.<type>`), redeliveries included; no parsing."""
@@ -57,13 +59,21 @@ class Ledger:
         self.messages_by_subject[subject.split(".", 2)[-1]] += 1
 
     def observe(self, event: Envelope) -> None:
+        """Fold one event; an llm.called that is not valid (say, a cost that is no decimal) raises and
+        changes nothing."""
         if event.id in self.seen:
             return
+        call = LlmCalled.model_validate(event.data) if event.type == LlmCalled.TYPE else None
+        if call is not None and call.cost_usd != "unpriced":
+            try:
+                Decimal(call.cost_usd)
+            except InvalidOperation:
+                raise ValueError(f"cost_usd {call.cost_usd[:40]!r} is not a decimal") from None
         self.seen.add(event.id)
         self.events_by_type[event.type] += 1
-        if event.type != LlmCalled.TYPE:
+        if call is None:
             return
-        call = LlmCalled.model_validate(event.data)
+        self.tenant_of[event.task_id] = event.tenant
         for table, key in ((self.by_task, event.task_id), (self.by_tenant, event.tenant),
                            (self.by_model, f"{call.provider}/{call.model}"),
                            (self.by_day, event.time.date().isoformat())):
@@ -75,6 +85,9 @@ class Ledger:
             "price_table": call.price_table, "repair": call.repair, "turn": call.turn, "outcome": call.outcome})
 
     def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+        if task_id and tenant and self.tenant_of.get(task_id, tenant) != tenant:
+            # another tenant's task reads as a task with no calls, the answer for no task at all
+            return {"task_id": task_id, **Line().as_json(), "nodes": {}, "call_log": []}
         if task_id:
             nodes = {node: line.as_json() for (task, node), line in self.by_node.items() if task == task_id}
             return {"task_id": task_id, **self.by_task.get(task_id, Line()).as_json(), "nodes": nodes,

@@ -37,12 +37,14 @@ class MockProvider:
 
     async def complete(self, request: LlmRequest, model: str = MODEL) -> LlmResult:
         item = {} if request.purpose == SUMMARY else _scripted(request)
-        delay = self.delay_s + float(item.get(DELAY, 0))
+        extra = item.get(DELAY, 0)
+        delay = self.delay_s + (float(extra) if isinstance(extra, int | float) and 0 < extra < 3600 else 0.0)
         if delay:
             await asyncio.sleep(delay)
+        asked = item.get(TOOL_CALLS)
         calls = tuple(ToolCall(f"mock_{request.turn}_{i}", str(c.get("name", "")),
-                               {k: _from_input(v, request.task_input) for k, v in (c.get("args") or {}).items()})
-                      for i, c in enumerate(item.get(TOOL_CALLS) or []))
+                               {k: _from_input(v, request.task_input) for k, v in _dict(c.get("args")).items()})
+                      for i, c in enumerate(asked if isinstance(asked, list) else []) if isinstance(c, dict))
         if request.purpose == SUMMARY:
             text = summary_text(request)
         elif calls:
@@ -55,7 +57,12 @@ class MockProvider:
 
 def _scripted(request: LlmRequest) -> dict[str, Any]:
     scripted = request.agent.mock_responses
-    return scripted[min(request.attempt + request.turn + request.repair, len(scripted)) - 1] if scripted else {}
+    call = max(1, min(request.attempt + request.turn + request.repair, len(scripted)))
+    return scripted[call - 1] if scripted else {}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _from_input(value: Any, task_input: dict[str, Any]) -> Any:
@@ -85,24 +92,36 @@ def reply_text(request: LlmRequest) -> str:
     return json.dumps(output, sort_keys=True)
 
 
-def minimal_instance(schema: dict[str, Any]) -> Any:
-    """The smallest value that satisfies a (simple) JSON Schema: required properties, min lengths."""
+def minimal_instance(schema: Any) -> Any:
+    """The smallest value that satisfies a (simple) JSON Schema: required properties, min lengths.
+    Total: a part that is not a schema (say a property given as a number) counts as "anything"."""
+    if not isinstance(schema, dict):
+        return None
     if "const" in schema:
         return schema["const"]
-    if schema.get("enum"):
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     kind = schema.get("type", "object")
     if isinstance(kind, list):
-        kind = kind[0]
+        kind = kind[0] if kind else "object"
     if kind == "object":
-        props = schema.get("properties", {})
-        return {name: minimal_instance(props.get(name, {})) for name in schema.get("required", [])}
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = schema.get("required")
+        names = [n for n in required if isinstance(n, str)] if isinstance(required, list) else []
+        return {name: minimal_instance(props.get(name, {})) for name in names}
     if kind == "array":
-        return [minimal_instance(schema.get("items", {})) for _ in range(schema.get("minItems", 0))]
+        return [minimal_instance(schema.get("items", {})) for _ in range(_count(schema.get("minItems")))]
     if kind == "string":
-        return "mock" + "x" * max(0, schema.get("minLength", 0) - 4)
+        return "mock" + "x" * max(0, _count(schema.get("minLength")) - 4)
     if kind in ("integer", "number"):
-        return schema.get("minimum", 0)
+        minimum = schema.get("minimum", 0)
+        return minimum if isinstance(minimum, int | float) and not isinstance(minimum, bool) else 0
     if kind == "boolean":
         return False
     return None
+
+
+def _count(value: Any) -> int:
+    """A schema's minItems / minLength as a sane count (at most 1000: a mock never builds huge values)."""
+    return min(value, 1000) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

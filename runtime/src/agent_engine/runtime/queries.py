@@ -1,0 +1,31 @@
+"""Reading a query (core NATS request/reply) the same way in every service: a JSON object naming a task
+and, optionally, the tenant asking. A query that cannot be read gets an error answer, never silence."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN
+
+
+def read_query(raw: bytes, *, task_required: bool) -> tuple[dict[str, str], str]:
+    """(the query's `task_id` and `tenant`, as present; a problem, "" when there is none)."""
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return {}, "a query must be a JSON object in UTF-8, e.g. {\"task_id\": \"...\"}"
+    if not isinstance(body, dict):
+        return {}, f"a query must be a JSON object, not JSON {type(body).__name__}"
+    query: dict[str, str] = {}
+    task_id = body.get("task_id")
+    if task_id is not None or task_required:
+        if not isinstance(task_id, str) or not 1 <= len(task_id) <= TASK_ID_MAX:
+            return {}, f"'task_id' must be a string of 1 to {TASK_ID_MAX} characters"
+        query["task_id"] = task_id
+    tenant = body.get("tenant")
+    if tenant is not None:
+        if not isinstance(tenant, str) or not re.match(TENANT_PATTERN, tenant):
+            return {}, f"'tenant' must be a tenant name ({TENANT_PATTERN})"
+        query["tenant"] = tenant
+    return query, ""
