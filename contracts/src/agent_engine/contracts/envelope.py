@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -53,3 +53,38 @@ class Envelope(BaseModel):
     @classmethod
     def from_bytes(cls, raw: bytes) -> Envelope:
         return cls.model_validate_json(raw)
+
+
+class Payload(Protocol):
+    """An event type's data model (contracts.events.EventData): its TYPE and its fields."""
+
+    TYPE: ClassVar[str]
+
+    def model_dump(self, *, mode: str, by_alias: bool, exclude_none: bool) -> dict[str, Any]: ...
+
+
+def payload_json(data: Payload | dict[str, Any]) -> dict[str, Any]:
+    """The one way a payload is written: JSON types, field aliases (an edge's `from`), no null fields."""
+    return data if isinstance(data, dict) else data.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def caused_by(cause: Envelope, data: Payload | dict[str, Any], *, id: str, source: str, time: datetime | None = None,
+              task_id: str | None = None, tenant: str | None = None, correlation_id: str | None = None,
+              type: str | None = None, trusted: bool = False) -> Envelope:
+    """An event caused by `cause`: its tenant, task and correlation unless told otherwise, causation its id.
+    `time` defaults to now (a runner's answer); the router passes the cause's time, so replays are exact.
+    `trusted` skips validation for values the caller built from validated ones (the router's hot path)."""
+    fields: dict[str, Any] = dict(
+        id=id, source=source, type=type or getattr(data, "TYPE", ""), time=time or datetime.now(UTC),
+        tenant=tenant or cause.tenant, task_id=task_id or cause.task_id,
+        correlation_id=correlation_id or cause.correlation_id, causation_id=cause.id, data=payload_json(data))
+    return Envelope.model_construct(**fields) if trusted else Envelope(**fields)
+
+
+def command(data: Payload, *, tenant: str, task_id: str, source: str, id: str | None = None,
+            causation_id: str | None = None, correlation_id: str | None = None) -> Envelope:
+    """A request a client (or a service's own timer) sends, caused by no event on the bus: a fresh id unless
+    one is given, the time now, correlated with its task."""
+    return Envelope(id=id or str(uuid.uuid4()), source=source, type=data.TYPE, time=datetime.now(UTC),
+                    tenant=tenant, task_id=task_id, correlation_id=correlation_id or task_id,
+                    causation_id=causation_id, data=payload_json(data))

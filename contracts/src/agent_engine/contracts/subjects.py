@@ -27,15 +27,34 @@ AGENT_RUNNER_RPC = "aerpc.agent-runner"
 
 
 def subject_for(envelope: Envelope) -> str:
-    base = f"{PREFIX}.{envelope.tenant}.{envelope.type}"
+    """The subject an event is published on."""
     if envelope.type == "node.dispatched":
-        return f"{base}.{envelope.data.get('kind', 'unknown')}"
-    return base
+        return dispatch_subject(str(envelope.data.get("kind", "unknown")), envelope.tenant)
+    return type_subject(envelope.type, envelope.tenant)
 
 
 def type_subject(event_type: str, tenant: str = "*") -> str:
     """Filter subject for one event type, any tenant by default."""
     return f"{PREFIX}.{tenant}.{event_type}"
+
+
+def dispatch_subject(kind: str, tenant: str = "*") -> str:
+    """Node dispatches of one kind (`agent` or `tool`): what one runner consumes."""
+    return f"{type_subject('node.dispatched', tenant)}.{kind}"
+
+
+def tenant_subject(tenant: str = "*") -> str:
+    """Every event of a tenant (any tenant by default)."""
+    return f"{PREFIX}.{tenant}.>"
+
+
+def heartbeat_subject(tenant: str = "*") -> str:
+    return f"{HEARTBEAT_PREFIX}.{tenant}"
+
+
+def rpc_subject(service_rpc: str, action: str) -> str:
+    """A query subject, e.g. rpc_subject(ROUTER_RPC, "task.show"); action ">" for all of a service's queries."""
+    return f"{service_rpc}.{action}"
 
 
 def dlq_subject(service: str) -> str:

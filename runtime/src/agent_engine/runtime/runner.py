@@ -11,14 +11,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.envelope import Envelope, Payload, caused_by, derive_id
 from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored
-from agent_engine.contracts.subjects import HEARTBEAT_PREFIX, type_subject
+from agent_engine.contracts.subjects import dispatch_subject, heartbeat_subject
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle, transient, validation_summary
 from agent_engine.runtime.settings import Settings
@@ -29,13 +28,9 @@ MAX_RESULT_BYTES = 256 * 1024
 Handler = Callable[[Envelope, NodeDispatched], Awaitable[list[Envelope]]]
 
 
-def result(cause: Envelope, source: str, data: BaseModel, suffix: str) -> Envelope:
+def result(cause: Envelope, source: str, data: Payload, suffix: str) -> Envelope:
     """An event answering a dispatch, with an id derived from the dispatch and `suffix`."""
-    return Envelope(
-        id=derive_id(cause.id, suffix), source=source, type=data.TYPE,  # type: ignore[attr-defined]
-        time=datetime.now(UTC), tenant=cause.tenant, task_id=cause.task_id, correlation_id=cause.correlation_id,
-        causation_id=cause.id, data=data.model_dump(mode="json", exclude_none=True),
-    )
+    return caused_by(cause, data, id=derive_id(cause.id, suffix), source=source)
 
 
 def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, *, retryable: bool,
@@ -63,7 +58,7 @@ async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatc
         await asyncio.sleep(every)
         try:
             await msg.in_progress()
-            await bus.nc.publish(f"{HEARTBEAT_PREFIX}.{cause.tenant}", beat)
+            await bus.nc.publish(heartbeat_subject(cause.tenant), beat)
         except Exception:  # noqa: BLE001  the final ack/nak reports real trouble
             return
 
@@ -91,7 +86,7 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
     async def handle_batch(msgs: list[Msg]) -> None:
         await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
 
-    await bus.consume(f"{kind}-runner", [type_subject("node.dispatched") + f".{kind}"], handle_batch,
+    await bus.consume(f"{kind}-runner", [dispatch_subject(kind)], handle_batch,
                       batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
 
 

@@ -12,7 +12,7 @@ from agent_engine.agent_runner import pricing
 from agent_engine.agent_runner.memory import recall_from
 from agent_engine.agent_runner.providers import Gateway
 from agent_engine.agent_runner.service import SOURCE, AgentRunner
-from agent_engine.contracts.subjects import AGENT_RUNNER_RPC
+from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.memory import MemoryLimits, MemoryStore
@@ -43,7 +43,7 @@ async def main(stop: asyncio.Event) -> None:
             log.exception("providers query failed")
 
     try:
-        await bus.nc.subscribe(f"{AGENT_RUNNER_RPC}.providers", cb=on_providers)
+        await bus.nc.subscribe(rpc_subject(AGENT_RUNNER_RPC, "providers"), cb=on_providers)
         agents = AgentRunner(gateway, memory=recall_from(memory) if memory is not None else None)
         await runner.serve(bus, "agent", SOURCE, agents.handle, settings, stop)
     finally:

@@ -6,11 +6,10 @@ import asyncio
 import logging
 import os
 import re
-from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, derive_id
+from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import tenant_from_subject, type_subject
@@ -47,16 +46,15 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     task_id, problem = _task_id(cause, headers, seq)
     cause_id = cause.id if cause else derive_id("raw-request", msg_subject, seq)
     correlation_id = cause.correlation_id if cause else task_id
-    now = datetime.now(UTC)
     if verdict.accepted and verdict.request is not None:
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
                             requested_by=verdict.request.requested_by, priority=verdict.request.priority)
-        return _answer(cause_id, "accepted", data, tenant, task_id, correlation_id, now)
+        return _answer(cause, cause_id, data, tenant, task_id, correlation_id)
     workflow = cause.data.get("workflow") if cause else None
     data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",
                           workflow=workflow if isinstance(workflow, str) and WORKFLOW_NAME.match(workflow) else None)
-    return _answer(cause_id, "rejected", data_r, tenant, task_id, correlation_id, now)
+    return _answer(cause, cause_id, data_r, tenant, task_id, correlation_id)
 
 
 WORKFLOW_NAME = re.compile(WORKFLOW_NAME_PATTERN)
@@ -78,11 +76,15 @@ def _task_id(cause: Envelope | None, headers: dict[str, str], seq: int) -> tuple
                       f"may have, so this rejection names task {fallback})")
 
 
-def _answer(cause_id: str, suffix: str, data: TaskAccepted | TaskRejected, tenant: str, task_id: str,
-            correlation_id: str, now: datetime) -> Envelope:
-    return Envelope(id=derive_id(cause_id, suffix), source=SOURCE, type=data.TYPE, time=now, tenant=tenant,
-                    task_id=task_id, correlation_id=correlation_id, causation_id=cause_id,
-                    data=data.model_dump(mode="json", exclude_none=True))
+def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskRejected, tenant: str, task_id: str,
+            correlation_id: str) -> Envelope:
+    """The answer's id derives from the request's (or, for a body that is no envelope, its stream position),
+    so a redelivered request gets the same answer, which JetStream drops as a duplicate."""
+    answer_id = derive_id(cause_id, "accepted" if isinstance(data, TaskAccepted) else "rejected")
+    if cause is not None:  # the subject's tenant, not the envelope's: the only one the sender may publish to
+        return caused_by(cause, data, id=answer_id, source=SOURCE, tenant=tenant)
+    return command(data, id=answer_id, source=SOURCE, tenant=tenant, task_id=task_id, correlation_id=correlation_id,
+                   causation_id=cause_id)
 
 
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event) -> None:

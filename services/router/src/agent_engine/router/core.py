@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
+from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, caused_by, derive_id
 from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
@@ -982,12 +982,10 @@ class _Emitter:
 
     def add(self, data: Any, *, task_id: str | None = None) -> None:
         """Record `data`; `task_id` addresses another task (a subtask or the parent), stored here."""
-        # model_construct: every field is built here from validated values, so skip re-validation
-        envelope = Envelope.model_construct(
-            id=derive_id(self.cause.id, len(self.events)), source=SOURCE, type=data.TYPE, time=self.now,
-            tenant=self.tenant, task_id=task_id or self.task_id, correlation_id=self.correlation_id,
-            causation_id=self.cause.id, data=data.model_dump(mode="json", by_alias=True, exclude_none=True),
-        )
+        # trusted: every field is built here from validated values, so skip re-validation
+        envelope = caused_by(self.cause, data, id=derive_id(self.cause.id, len(self.events)), source=SOURCE,
+                             time=self.now, tenant=self.tenant, task_id=task_id or self.task_id,
+                             correlation_id=self.correlation_id, trusted=True)
         self.events.append(envelope)
         self.state = evolve(self.state, envelope)
 
@@ -1260,11 +1258,7 @@ def input_record(inp: RouterInput) -> Envelope:
         data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
     if inp.admission is not None:
         data["admission"] = asdict(inp.admission)
-    return Envelope(
-        id=derive_id(event.id, "input"), source=SOURCE, type=INPUT_RECORD, time=event.time,
-        tenant=event.tenant, task_id=event.task_id, correlation_id=event.correlation_id,
-        causation_id=event.id, data=data,
-    )
+    return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)
 
 
 def input_from_record(record: Envelope) -> RouterInput:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.envelope import Envelope, command, derive_id
 from agent_engine.contracts.events import NodeDeadlineExpired, NodeRetryDue
 from agent_engine.router.core import SOURCE
 from agent_engine.router.state import TaskState
@@ -92,15 +92,13 @@ class DeadlineIndex:
                 continue
             if not caught_up and (read_through is None or read_through < entry.deadline):
                 continue
+            data: NodeRetryDue | NodeDeadlineExpired
             if entry.retry:
                 event_id = derive_id(task_id, node, entry.attempt, "retry-due", entry.deadline.isoformat())
-                data = NodeRetryDue(node=node, attempt=entry.attempt, at=entry.deadline).model_dump(mode="json")
+                data = NodeRetryDue(node=node, attempt=entry.attempt, at=entry.deadline)
             else:
                 event_id = derive_id(entry.dispatch_id, "deadline")
-                data = NodeDeadlineExpired(dispatch_id=entry.dispatch_id, node=node, attempt=entry.attempt).model_dump()
-            due.append(Envelope(
-                id=event_id, source=SOURCE, type=NodeRetryDue.TYPE if entry.retry else NodeDeadlineExpired.TYPE,
-                time=now, tenant=entry.tenant, task_id=task_id, correlation_id=entry.correlation_id,
-                causation_id=entry.dispatch_id or None, data=data,
-            ))
+                data = NodeDeadlineExpired(dispatch_id=entry.dispatch_id, node=node, attempt=entry.attempt)
+            due.append(command(data, id=event_id, source=SOURCE, tenant=entry.tenant, task_id=task_id,
+                               correlation_id=entry.correlation_id, causation_id=entry.dispatch_id or None))
         return due

@@ -21,9 +21,9 @@ from eventsourcing.persistence import OperationalError as PersistenceOperational
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.events import TaskAdmitted, TenantAdmitted
-from agent_engine.contracts.subjects import HEARTBEAT_PREFIX, ROUTER_RPC, type_subject
+from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, rpc_subject, type_subject
 from agent_engine.router import views
 from agent_engine.router.admission import TENANT_KEY, Limits, TenantState, admit, evolve_tenant, release
 from agent_engine.router.core import BUS_INPUTS, SOURCE, InvalidInput, Resolved, RouterInput, apply, starts_task
@@ -95,8 +95,8 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self._rebuild_deadlines)
-        await self.bus.nc.subscribe(f"{ROUTER_RPC}.>", cb=self._rpc)
-        await self.bus.nc.subscribe(f"{HEARTBEAT_PREFIX}.*", cb=self._heartbeat)
+        await self.bus.nc.subscribe(rpc_subject(ROUTER_RPC, ">"), cb=self._rpc)
+        await self.bus.nc.subscribe(heartbeat_subject(), cb=self._heartbeat)
         self.grace_until = datetime.now(UTC) + timedelta(seconds=2 * self.settings.heartbeat_s)
         subjects = [type_subject(t) for t in BUS_INPUTS]
         loops = [
@@ -306,9 +306,8 @@ class Router:
         key = TENANT_KEY + tenant
         state = tenants[tenant]
         base = pending.get(key, (state.version, []))
-        record = Envelope(id=derive_id(cause.id, "admission", len(base[1])), source=SOURCE, type=data.TYPE,
-                          time=cause.time, tenant=tenant, task_id=task_id, correlation_id=cause.correlation_id,
-                          causation_id=cause.id, data=data.model_dump(mode="json"))
+        record = caused_by(cause, data, id=derive_id(cause.id, "admission", len(base[1])), source=SOURCE,
+                           time=cause.time, tenant=tenant, task_id=task_id)
         pending[key] = (base[0], [*base[1], record])
         if record.type.startswith("tenant."):
             tenants[tenant] = evolve_tenant(state, record)

@@ -14,7 +14,7 @@ from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC
+from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, rpc_subject
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import validation_summary
@@ -49,7 +49,7 @@ async def main(stop: asyncio.Event) -> None:
     try:
         await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,
                                deliver_policy=DeliverPolicy.ALL)
-        await bus.nc.subscribe(f"{TELEMETRY_RPC}.ledger", cb=on_query)
+        await bus.nc.subscribe(rpc_subject(TELEMETRY_RPC, "ledger"), cb=on_query)
         await stop.wait()
     finally:
         await bus.close()
