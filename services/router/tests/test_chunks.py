@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.router.service import SAVE_CHUNK_BYTES, _chunks
+from agent_engine.router.batch import SAVE_CHUNK_BYTES, chunks
 
 
 def record(task_id: str, size: int) -> Envelope:
@@ -14,23 +14,23 @@ def record(task_id: str, size: int) -> Envelope:
 
 
 def test_nothing_to_save_gives_no_transaction() -> None:
-    assert _chunks({}) == []
+    assert chunks({}) == []
 
 
 def test_one_task_is_one_transaction_however_large() -> None:
     pending = {"a": (0, [record("a", SAVE_CHUNK_BYTES)] * 2)}
-    assert _chunks(pending) == [pending]
+    assert chunks(pending) == [pending]
 
 
 def test_small_tasks_share_one_transaction() -> None:
     pending = {t: (0, [record(t, 1000)] * 3) for t in "abcdef"}
-    assert _chunks(pending) == [pending]
+    assert chunks(pending) == [pending]
 
 
 def test_large_batches_split_by_task_and_stay_under_the_limit() -> None:
     pending = {t: (0, [record(t, 400_000)] * 2) for t in "abcdefgh"}  # about 6.4 MB in all
-    chunks = _chunks(pending)
-    assert len(chunks) > 1
-    assert [t for c in chunks for t in c] == list("abcdefgh")  # order kept, no task split or lost
-    for chunk in chunks:
+    split = chunks(pending)
+    assert len(split) > 1
+    assert [t for c in split for t in c] == list("abcdefgh")  # order kept, no task split or lost
+    for chunk in split:
         assert sum(len(r.model_dump_json()) for _, recs in chunk.values() for r in recs) <= SAVE_CHUNK_BYTES

@@ -20,8 +20,17 @@ from router_testkit import (
 )
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.manifest import EdgeSpec, MergeSpec, NodeSpec, SplitSpec
-from agent_engine.router.core import RouterInput, apply, fold, replay
+from agent_engine.contracts.manifest import (
+    AgentSpec,
+    Condition,
+    EdgeSpec,
+    MergeSpec,
+    NodeSpec,
+    ReviseSpec,
+    SplitSpec,
+    ToolSpec,
+)
+from agent_engine.router.core import ForkPlan, RouterInput, apply, fold, fork_plan, replay
 from agent_engine.router.state import TaskState
 
 FORK = "fork-1"
@@ -135,3 +144,58 @@ def test_a_subtask_or_an_open_split_cannot_be_forked() -> None:
     child = Run()
     child.feed(RouterInput(request))
     assert "it is a subtask; fork its root task task-1 instead" in reason(fork_input(child.records, 2))
+
+
+# --- the plan agentctl shows before a fork (asked of the router: one implementation of the cut) ----------
+
+TOOLS_WITH_EFFECTS = {"echo": ToolSpec(builtin="text_stats"), "append": ToolSpec(builtin="workspace_append"),
+                      "poster": ToolSpec(builtin="http_fetch", side_effects=True)}
+
+
+def test_the_plan_lists_tool_steps_with_side_effects_declared_or_implied_by_their_built_in() -> None:
+    wf = manifest([agent("a", role="START"), tool("note", tool_name="append"), tool("post", tool_name="poster"),
+                   tool("count", tool_name="echo"), exit_("done")], chain("a", "note", "post", "count", "done"),
+                  tools=TOOLS_WITH_EFFECTS)
+    run = started(wf)
+    run.feed(completed(run.dispatch("a")))
+    at = position(run.records, "node.succeeded", "a")
+    plan = fork_plan(run.records, TENANT, at, live=False)
+    assert plan == ForkPlan("", at + 1, ("note", "post"))
+    assert fork_plan(run.records, TENANT, len(run.records) + 1, False).problem == (
+        f"it has {len(run.records)} records; --at must be between 1 and {len(run.records)}")
+    assert fork_plan(run.records, "other", at, False).problem == "no such task"
+
+
+def test_the_plan_lists_agents_whose_model_may_call_a_side_effecting_tool_unless_their_output_is_reused() -> None:
+    agents = {"scribe": AgentSpec(provider="mock", tools=["append", "echo"])}
+    wf = manifest([agent("b", role="START", agent_name="scribe"), agent("a", agent_name="scribe"), exit_("done")],
+                  chain("b", "a", "done"), agents=agents, tools=TOOLS_WITH_EFFECTS)
+    run = started(wf)
+    run.feed(completed(run.dispatch("b")))
+    run.feed(completed(run.dispatch("a")))
+    at = 1  # before either answered: b's recorded answer is reused, a's too, unless --live
+    assert fork_plan(run.records, TENANT, at, live=False).risky == ()
+    assert fork_plan(run.records, TENANT, at, live=True).risky == (
+        "b (its model may call append)", "a (its model may call append)")
+
+
+def test_the_plan_counts_a_recorded_output_only_for_the_revision_the_fork_runs() -> None:
+    agents = {"scribe": AgentSpec(provider="mock", tools=["append"]), "judge": AgentSpec(provider="mock")}
+    wf = manifest([agent("a", role="START", agent_name="scribe"),
+                   agent("r", agent_name="judge", revise=ReviseSpec(target="a", max_revisions=1,
+                                                                 when=Condition(field="redo", equals=True))),
+                   exit_("done")], chain("a", "r", "done"), agents=agents, tools=TOOLS_WITH_EFFECTS)
+    run = started(wf)
+    run.feed(completed(run.dispatch("a")))
+    before = len(run.records)
+    run.feed(completed(run.dispatch("r"), {"redo": True}))  # a runs again as revision 1: nothing recorded for it
+    assert fork_plan(run.records, TENANT, before, False).risky == ()
+    assert fork_plan(run.records, TENANT, len(run.records), False).risky == ("a (its model may call append)",)
+
+
+def test_a_fork_of_a_fork_is_refused_by_the_router_itself() -> None:
+    source = finished_run().records
+    at = position(source, "node.succeeded", "a")
+    state, out = apply(TaskState(), fork_input(source, at))
+    fork_records = list(out)
+    assert fork_plan(fork_records, TENANT, 1, False).problem == "it is a fork; fork the original task task-1 instead"

@@ -8,7 +8,6 @@ admitted and told so with a `task.admitted` record addressed to it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 
 from agent_engine.contracts.envelope import Envelope
@@ -40,11 +39,6 @@ class Limits:
         if any(v.max_running < 0 or v.max_queued < 0 for v in limits.values()):
             raise SystemExit("tenant limits must not be negative")
         return limits
-
-    @classmethod
-    def from_env(cls) -> dict[str, Limits]:
-        return cls.parse(os.environ.get("AE_TENANT_MAX_RUNNING", ""), os.environ.get("AE_TENANT_MAX_QUEUED", ""),
-                         os.environ.get("AE_TENANT_LIMITS", ""))
 
 
 @dataclass(frozen=True)

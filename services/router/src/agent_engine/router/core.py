@@ -371,22 +371,64 @@ def _on_fork(out: _Emitter, inp: RouterInput, request: TaskForkRequested) -> Non
 
 def _fork_problem(inp: RouterInput, request: TaskForkRequested) -> tuple[str, int]:
     """Why the fork cannot be made ("" if it can), and where its copied history ends."""
-    records = list(inp.source or ())
-    if not records or any(r.tenant != inp.event.tenant for r in records):
+    return fork_cut(list(inp.source or ()), inp.event.tenant, request.at)
+
+
+def fork_cut(records: list[Envelope], tenant: str, at: int) -> tuple[str, int]:
+    """Why a fork of `records` after record `at` cannot be made for `tenant` ("" if it can), and where its
+    copied history ends: a cut never splits a decision, it extends to the last record of the same input."""
+    if not records or any(r.tenant != tenant for r in records):
         return "no such task", 0  # the same answer for another tenant's task: nothing about it is told
-    if request.at > len(records):
+    if not 1 <= at <= len(records):
         return f"it has {len(records)} records; --at must be between 1 and {len(records)}", 0
-    # a cut never splits a decision: it extends to the last record caused by the same input
-    cut = next((i for i in range(request.at, len(records)) if records[i].type == INPUT_RECORD), len(records))
+    cut = next((i for i in range(at, len(records)) if records[i].type == INPUT_RECORD), len(records))
     source = fold(records)
     at_cut = fold(records[:cut])
     if source.lineage is not None and source.lineage.kind == "subtask":
         return f"it is a subtask; fork its root task {source.lineage.root_id} instead", 0
+    if source.lineage is not None and source.lineage.kind == "fork":
+        return f"it is a fork; fork the original task {source.lineage.parent_id} instead", 0
     if at_cut.status not in ("running", "waiting"):
         return f"after record {cut} the task was {at_cut.status}: nothing would run", 0
     if at_cut.open_subtasks():
         return f"record {cut} falls inside a SPLIT whose subtasks were running; fork before it or after its MERGE", 0
     return "", cut
+
+
+@dataclass(frozen=True)
+class ForkPlan:
+    """What a fork would do, before it is asked for: where its history ends, and the steps with side
+    effects that may run again (tool nodes, and agent nodes whose model may call such tools, unless the
+    fork reuses the output the source recorded for them)."""
+
+    problem: str
+    cut: int = 0
+    risky: tuple[str, ...] = ()
+
+
+def fork_plan(records: list[Envelope], tenant: str, at: int, live: bool) -> ForkPlan:
+    problem, cut = fork_cut(records, tenant, at)
+    if problem:
+        return ForkPlan(problem)
+    state = fold(records[:cut])
+    assert state.manifest is not None
+    manifest = state.manifest
+    recorded = {} if live else _recorded_outputs(records)
+    risky = []
+    for spec in manifest.nodes:
+        node = state.nodes.get(spec.id)
+        if node is None or node.status in ("succeeded", "skipped"):
+            continue
+        tool = manifest.tools.get(spec.tool or "")
+        if spec.kind == "tool" and tool is not None and tool.has_side_effects:
+            risky.append(spec.id)
+        elif spec.kind == "agent" and f"{spec.id}@{node.revision}" not in recorded:
+            agent = manifest.agents.get(spec.agent or "")
+            names = [t for t in (agent.tools if agent else []) if t in manifest.tools
+                     and manifest.tools[t].has_side_effects]
+            if names:
+                risky.append(f"{spec.id} (its model may call {', '.join(names)})")
+    return ForkPlan("", cut, tuple(risky))
 
 
 def _recorded_outputs(records: list[Envelope]) -> dict[str, dict[str, Any]]:

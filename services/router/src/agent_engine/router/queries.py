@@ -1,0 +1,86 @@
+"""The router's queries (core NATS request/reply on `aerpc.router.<action>`): a task's state, its stored
+records, a replay check and a fork plan. Every request gets an answer; one scoped to a tenant learns
+nothing of another tenant's tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.subjects import ROUTER_RPC
+from agent_engine.router import views
+from agent_engine.router.core import fork_plan
+from agent_engine.runtime.queries import read_query
+
+log = logging.getLogger("router")
+Records = Callable[[str], list[Envelope]]
+"""The stored records of a task id (a blocking store read)."""
+
+
+def _history(records: list[Envelope], _: dict[str, Any]) -> dict[str, Any]:
+    return {"events": [r.model_dump(mode="json") for r in records]}
+
+
+def _fork_plan(records: list[Envelope], body: dict[str, Any]) -> dict[str, Any]:
+    at, live = body.get("at"), body.get("live", False)
+    if not isinstance(at, int) or isinstance(at, bool) or not isinstance(live, bool):
+        return {"error": "'at' must be a record number (an integer) and 'live' true or false"}
+    plan = fork_plan(records, records[0].tenant, at, live)
+    if plan.problem:
+        return {"error": f"cannot fork task {records[0].task_id}: {plan.problem}"}
+    return {"task_id": records[0].task_id, "tenant": records[0].tenant, "cut": plan.cut, "risky": list(plan.risky)}
+
+
+ACTIONS: dict[str, Callable[[list[Envelope], dict[str, Any]], dict[str, Any]]] = {
+    "task.show": lambda records, _: views.show(records),
+    "task.history": _history,
+    "task.replay": lambda records, _: views.replay_report(records),
+    "task.fork_plan": _fork_plan,
+}
+
+
+async def answer(records_of: Records, action: str, raw: bytes) -> dict[str, Any]:
+    """The answer to one query: `{"task_id": ..., "tenant"?: ...}` plus what the action takes."""
+    query, problem = read_query(raw, task_required=True)
+    if problem:
+        return {"error": problem}
+    handler = ACTIONS.get(action)
+    if handler is None:
+        return {"error": f"unknown router query '{action}'; known: {', '.join(ACTIONS)}"}
+    task_id, tenant = query["task_id"], query.get("tenant")
+    records = await asyncio.to_thread(records_of, task_id)
+    if not records or (tenant is not None and records[0].tenant != tenant):
+        scope = f" for tenant '{tenant}'" if tenant else ""
+        return {"error": f"no task '{task_id}' in the router's store{scope}"}
+    return handler(records, json.loads(raw))
+
+
+def encode(reply: dict[str, Any], max_payload: int) -> bytes:
+    """The reply as bytes; one too large for a NATS message becomes an error naming its size."""
+    body = json.dumps(reply, default=str).encode()
+    if len(body) <= max_payload:
+        return body
+    return json.dumps({"error": f"the answer is {len(body) / 1048576:.1f} MiB, over the {max_payload / 1048576:.1f} "
+                                "MiB a NATS message may carry"}).encode()
+
+
+async def serve(msg: Msg, records_of: Records, max_payload: int, transient: Callable[[BaseException], bool]) -> None:
+    """Answer one query message; a published (not requested) one gets no answer, nothing raises."""
+    try:
+        reply = await answer(records_of, msg.subject.removeprefix(ROUTER_RPC + "."), msg.data)
+    except Exception as exc:
+        if not transient(exc):
+            log.exception("query on %s failed", msg.subject)
+        reply = {"error": f"the router could not answer: {type(exc).__name__}: {exc}"}
+    if not msg.reply:
+        return
+    try:
+        await msg.respond(encode(reply, max_payload))
+    except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
+        log.warning("could not answer the query on %s: %s", msg.subject, exc)

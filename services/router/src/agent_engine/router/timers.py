@@ -1,0 +1,91 @@
+"""The router's timers, outside the pure core: deadlines and scheduled retries fire as inputs, and runner
+heartbeats move a running dispatch's deadline. Timers wait until the router has read every result stored
+before their time, so a result already queued settles its node first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from nats.aio.msg import Msg
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.store import TaskStore
+from agent_engine.router.tasks import TaskCache
+
+log = logging.getLogger("router")
+Apply = Callable[[list[Envelope]], Awaitable[dict[str, str]]]
+
+
+@dataclass
+class Progress:
+    """How far the router has read its stream (the consume loop keeps it up to date)."""
+
+    backlog: int | None = None
+    """Messages waiting behind the last one fetched (0: caught up)."""
+    read_through: datetime | None = None
+    """Stream time of the newest input read: every input stored before it has been read."""
+
+    def saw(self, pending: int, stamp: datetime | None) -> None:
+        self.backlog = pending
+        if stamp is not None and (self.read_through is None or stamp > self.read_through):
+            self.read_through = stamp
+
+
+class Timers:
+    def __init__(self, deadlines: DeadlineIndex, tasks: TaskCache, apply: Apply, progress: Progress,
+                 heartbeat_s: float) -> None:
+        self.deadlines = deadlines
+        self.tasks = tasks
+        self.apply = apply
+        self.progress = progress
+        self.heartbeat_s = heartbeat_s
+
+    def rebuild(self, store: TaskStore) -> None:
+        count = 0
+        for record in store.all_records():
+            self.deadlines.observe(record)
+            count += 1
+        log.info("scanned %d records; %d open dispatches", count, len(self.deadlines.open))
+
+    async def heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = json.loads(msg.data)
+            self.deadlines.heartbeat(str(beat["task_id"]), str(beat["node"]), str(beat["dispatch_id"]),
+                                     datetime.now(UTC))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed heartbeat on %s", msg.subject)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # after a start, give running calls one heartbeat window to say they are alive
+        grace_until = datetime.now(UTC) + timedelta(seconds=2 * self.heartbeat_s)
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+            now = datetime.now(UTC)
+            if now < grace_until:
+                continue
+            due = self.deadlines.expired(now, caught_up=self.progress.backlog == 0,
+                                         read_through=self.progress.read_through)
+            for event in due:  # one at a time: a task that cannot be saved must not hold up the others
+                await self._fire(event)
+            if due:
+                log.info("deadline passed for %d dispatch(es)", len(due))
+
+    async def _fire(self, event: Envelope) -> None:
+        node = event.data["node"]
+        try:
+            refused = await self.apply([event])
+        except Exception:
+            log.exception("deadline of task %s node %s failed; will retry", event.task_id, node)
+            return
+        if refused:  # the task cannot take it (a bug, or a forged record): stop firing it
+            log.error("deadline of task %s node %s refused: %s", event.task_id, node, refused[event.id])
+            self.deadlines.open.pop((event.task_id, node), None)
+        state = self.tasks.cached(event.task_id)  # an entry the state no longer has was stale: drop it
+        if state is not None:
+            self.deadlines.sync(state)
