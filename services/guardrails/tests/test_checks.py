@@ -17,7 +17,7 @@ POLICY = Policy()
 
 
 def test_a_valid_request_is_accepted(request_body, encode: Encode) -> None:
-    verdict = check(encode(request_body()), "acme", POLICY)
+    verdict = check(encode(request_body()), "ae.acme.task.requested", POLICY)
     assert verdict.accepted
     assert verdict.reason is None
     assert verdict.request is not None and verdict.request.workflow == "research-review"
@@ -28,7 +28,7 @@ def test_a_valid_request_is_accepted(request_body, encode: Encode) -> None:
 def test_over_size_names_both_sizes(request_body, encode: Encode) -> None:
     body = request_body()
     body["data"]["input"]["brief"] = "x" * 4096
-    verdict = check(encode(body), "acme", Policy(max_bytes=2048))
+    verdict = check(encode(body), "ae.acme.task.requested", Policy(max_bytes=2048))
     assert not verdict.accepted
     assert verdict.reason is not None
     assert verdict.reason.startswith("request is 4.")
@@ -37,19 +37,19 @@ def test_over_size_names_both_sizes(request_body, encode: Encode) -> None:
 
 
 def test_over_size_in_mebibytes(encode: Encode) -> None:
-    verdict = check(b" " * (3 * 1024 * 1024), "acme", Policy(max_bytes=1024 * 1024))
+    verdict = check(b" " * (3 * 1024 * 1024), "ae.acme.task.requested", Policy(max_bytes=1024 * 1024))
     assert verdict.reason is not None
     assert "request is 3.0 MiB, over the 1.0 MiB limit" in verdict.reason
 
 
 def test_exactly_at_the_limit_is_not_over_size(request_body, encode: Encode) -> None:
     raw = encode(request_body())
-    assert check(raw, "acme", Policy(max_bytes=len(raw))).accepted
+    assert check(raw, "ae.acme.task.requested", Policy(max_bytes=len(raw))).accepted
 
 
 @pytest.mark.parametrize("raw", [b"not json at all", b"{\"id\": ", b"\xff\xfe\x00"])
 def test_not_json(raw: bytes) -> None:
-    verdict = check(raw, "acme", POLICY)
+    verdict = check(raw, "ae.acme.task.requested", POLICY)
     assert verdict.reason is not None
     assert verdict.reason.startswith("request body is not JSON (")
     assert verdict.envelope is None
@@ -57,12 +57,12 @@ def test_not_json(raw: bytes) -> None:
 
 @pytest.mark.parametrize(("value", "name"), [([1, 2], "list"), ("text", "str"), (42, "int"), (None, "NoneType")])
 def test_json_that_is_not_an_object(value: Any, name: str, encode: Encode) -> None:
-    verdict = check(encode(value), "acme", POLICY)
+    verdict = check(encode(value), "ae.acme.task.requested", POLICY)
     assert verdict.reason == f"request body is JSON {name}, not an object (an event envelope)"
 
 
 def test_unsupported_schema_version_names_both_versions(request_body, encode: Encode) -> None:
-    verdict = check(encode(request_body(schema_version=2)), "acme", POLICY)
+    verdict = check(encode(request_body(schema_version=2)), "ae.acme.task.requested", POLICY)
     assert verdict.reason is not None
     assert verdict.reason.startswith("schema_version 2 is not supported")
     assert "this engine reads version 1" in verdict.reason
@@ -71,25 +71,26 @@ def test_unsupported_schema_version_names_both_versions(request_body, encode: En
 def test_missing_tenant(request_body, encode: Encode) -> None:
     body = request_body()
     del body["tenant"]
-    verdict = check(encode(body), "acme", POLICY)
+    verdict = check(encode(body), "ae.acme.task.requested", POLICY)
     assert verdict.reason == "not a valid event envelope: tenant: Field required"
 
 
 def test_wrong_event_type(request_body, encode: Encode) -> None:
-    verdict = check(encode(request_body(type="node.completed")), "acme", POLICY)
+    verdict = check(encode(request_body(type="node.completed")), "ae.acme.task.requested", POLICY)
     assert verdict.reason == "event type 'node.completed' cannot be sent to task.requested"
     assert verdict.envelope is not None  # known envelope: the rejection can name its task
 
 
 def test_tenant_must_match_the_subject(request_body, encode: Encode) -> None:
-    verdict = check(encode(request_body(tenant="acme")), "globex", POLICY)
-    assert verdict.reason == "envelope tenant 'acme' does not match the subject's tenant 'globex'"
+    verdict = check(encode(request_body(tenant="acme")), "ae.globex.task.requested", POLICY)
+    assert verdict.reason == ("envelope tenant 'acme' arrived on subject ae.globex.task.requested, which is not "
+                              "that tenant's")
 
 
 def test_invalid_payload_names_the_field(request_body, encode: Encode) -> None:
     body = request_body()
     del body["data"]["workflow"]
-    verdict = check(encode(body), "acme", POLICY)
+    verdict = check(encode(body), "ae.acme.task.requested", POLICY)
     assert verdict.reason == "not a valid task.requested payload: workflow: Field required"
     assert verdict.envelope is not None and verdict.envelope.task_id == "task-1"
 
@@ -102,7 +103,7 @@ def test_emails_and_phones_are_redacted_in_nested_input(request_body, encode: En
         "pages": 2,
         "draft": True,
     }
-    verdict = check(encode(body), "acme", POLICY)
+    verdict = check(encode(body), "ae.acme.task.requested", POLICY)
     assert verdict.accepted
     assert verdict.redacted_input == {
         "brief": "Write to [redacted:email] or call [redacted:phone].",
@@ -120,7 +121,7 @@ def test_emails_and_phones_are_redacted_in_nested_input(request_body, encode: En
 def test_a_phone_number_ending_a_sentence_is_redacted_whole(text: str, request_body, encode: Encode) -> None:
     body = request_body()
     body["data"]["input"] = {"brief": text}
-    verdict = check(encode(body), "acme", POLICY)
+    verdict = check(encode(body), "ae.acme.task.requested", POLICY)
     redacted = verdict.redacted_input["brief"]
     assert redacted.startswith("Call [redacted:phone]")
     assert not any(ch.isdigit() for ch in redacted), redacted
@@ -130,7 +131,7 @@ def test_a_phone_number_ending_a_sentence_is_redacted_whole(text: str, request_b
 def test_version_numbers_are_not_phone_numbers(request_body, encode: Encode) -> None:
     body = request_body()
     body["data"]["input"] = {"brief": "Upgrade to v1.2.3 in 2 weeks."}
-    verdict = check(encode(body), "acme", POLICY)
+    verdict = check(encode(body), "ae.acme.task.requested", POLICY)
     assert verdict.redacted_input == {"brief": "Upgrade to v1.2.3 in 2 weeks."}
     assert verdict.redactions == {}
 
@@ -138,7 +139,7 @@ def test_version_numbers_are_not_phone_numbers(request_body, encode: Encode) -> 
 def test_redaction_can_be_disabled(request_body, encode: Encode) -> None:
     body = request_body()
     body["data"]["input"] = {"brief": "jane.doe@example.com, +1 415 555 0100"}
-    verdict = check(encode(body), "acme", Policy(redact=()))
+    verdict = check(encode(body), "ae.acme.task.requested", Policy(redact=()))
     assert verdict.accepted
     assert verdict.redacted_input == {"brief": "jane.doe@example.com, +1 415 555 0100"}
     assert verdict.redactions == {}
@@ -147,7 +148,7 @@ def test_redaction_can_be_disabled(request_body, encode: Encode) -> None:
 def test_redaction_of_one_kind_only(request_body, encode: Encode) -> None:
     body = request_body()
     body["data"]["input"] = {"brief": "jane.doe@example.com, +1 415 555 0100"}
-    verdict = check(encode(body), "acme", Policy(redact=("email",)))
+    verdict = check(encode(body), "ae.acme.task.requested", Policy(redact=("email",)))
     assert verdict.redacted_input == {"brief": "[redacted:email], +1 415 555 0100"}
     assert verdict.redactions == {"email": 1}
 
@@ -200,7 +201,7 @@ def test_decide_rejection_of_a_parsed_envelope_keeps_its_task_and_workflow(reque
     assert answer.tenant == "globex"  # the subject's tenant: the only one the sender may publish to
     assert (answer.task_id, answer.correlation_id, answer.causation_id) == ("task-1", "corr-1", "req-1")
     assert answer.data["workflow"] == "research-review"
-    assert "does not match" in answer.data["reason"]
+    assert "arrived on subject ae.globex.task.requested" in answer.data["reason"]
 
 
 # --- hostile requests: each one still gets an answer ------------------------------------------
@@ -295,6 +296,6 @@ def test_a_workflow_name_no_manifest_can_have_is_rejected_with_the_rule() -> Non
 
     body = {"id": "r1", "source": "s", "type": "task.requested", "time": "2026-11-22T10:00:00Z", "tenant": "acme",
             "task_id": "t1", "correlation_id": "c", "data": {"workflow": "my flow", "input": {}}}
-    verdict = check(__import__("json").dumps(body).encode(), "acme", Policy())
+    verdict = check(__import__("json").dumps(body).encode(), "ae.acme.task.requested", Policy())
     assert not verdict.accepted
     assert "workflow" in (verdict.reason or "") and "pattern" in (verdict.reason or "")

@@ -196,6 +196,5 @@ def test_the_plan_counts_a_recorded_output_only_for_the_revision_the_fork_runs()
 def test_a_fork_of_a_fork_is_refused_by_the_router_itself() -> None:
     source = finished_run().records
     at = position(source, "node.succeeded", "a")
-    state, out = apply(TaskState(), fork_input(source, at))
-    fork_records = list(out)
-    assert fork_plan(fork_records, TENANT, 1, False).problem == "it is a fork; fork the original task task-1 instead"
+    _, out = apply(TaskState(), fork_input(source, at))
+    assert fork_plan(list(out), TENANT, 1, False).problem == "it is a fork; fork the original task task-1 instead"

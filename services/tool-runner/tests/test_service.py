@@ -33,7 +33,7 @@ async def test_handle_completes_a_good_call(tool_dispatch, tmp_path: Path) -> No
         dispatch.dispatch_id, "gather_context", 1, "tool:text_stats")
     assert data["output"]["words"] == 7
     assert data["output"]["top_words"] == [{"word": "gamma", "count": 3}]
-    assert data["duration_ms"] >= 0
+    assert 0 < data["duration_ms"] < 10_000  # measured, in milliseconds: not absent, not seconds
 
 
 async def test_handle_reads_from_its_workspace(tool_dispatch, tmp_path: Path) -> None:

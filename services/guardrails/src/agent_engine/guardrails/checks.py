@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
 from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.subjects import tenant_problem
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
@@ -41,7 +42,7 @@ class Verdict:
         return self.reason is None
 
 
-def check(raw: bytes, subject_tenant: str | None, policy: Policy) -> Verdict:
+def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
     if len(raw) > policy.max_bytes:
         return Verdict(reason=f"request is {_size(len(raw))}, over the {_size(policy.max_bytes)} limit; "
                               "send large documents as workspace files and pass their paths")
@@ -69,9 +70,9 @@ def check(raw: bytes, subject_tenant: str | None, policy: Policy) -> Verdict:
         return Verdict(head, reason="not a valid event envelope: " + _errors(exc))
     if envelope.type != TaskRequested.TYPE:
         return Verdict(envelope, reason=f"event type '{envelope.type}' cannot be sent to task.requested")
-    if subject_tenant is not None and envelope.tenant != subject_tenant:
-        return Verdict(envelope, reason=f"envelope tenant '{envelope.tenant}' does not match the subject's "
-                                        f"tenant '{subject_tenant}'")
+    wrong_tenant = tenant_problem(subject, envelope.tenant)
+    if wrong_tenant:
+        return Verdict(envelope, reason=wrong_tenant)
     try:
         request = TaskRequested.model_validate(envelope.data)
     except ValidationError as exc:

@@ -38,7 +38,7 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     if tenant is None or not re.match(TENANT_PATTERN, tenant):
         return None
     try:
-        verdict = check(raw, tenant, policy)
+        verdict = check(raw, msg_subject, policy)
     except Exception as exc:  # a check that fails on some input must still answer the sender
         log.exception("checking a request on %s failed", msg_subject)
         verdict = Verdict(reason=f"guardrails could not check this request ({type(exc).__name__}); it was not run")
