@@ -6,7 +6,7 @@ PACKAGES := contracts runtime services/router services/agent-runner services/too
             services/guardrails services/telemetry cli
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-e2e lint schemas faults bench clean
+.PHONY: install demo test test-unit test-integration test-e2e lint schemas faults bench clean
 
 install: $(STAMP)
 
@@ -26,7 +26,10 @@ test: install
 	$(BIN)/pytest
 
 test-unit: install
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -m "not e2e and not integration"
+
+test-integration: install
+	$(BIN)/pytest -m integration
 
 test-e2e: install
 	$(BIN)/pytest -m e2e

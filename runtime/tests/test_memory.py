@@ -12,6 +12,8 @@ import pytest
 
 from agent_engine.runtime.memory import MemoryLimits, MemoryRefused, MemoryScope, MemoryStore
 
+pytestmark = pytest.mark.integration
+
 PROJECT = MemoryScope("project", "research")
 
 

@@ -15,6 +15,8 @@ from agent_engine.contracts.manifest import MemoryLayer
 from agent_engine.runtime.embedded import free_port
 from agent_engine.runtime.memory import MemoryScope, MemoryStore, MemoryUnavailable
 
+pytestmark = pytest.mark.integration
+
 Dispatch = Callable[..., tuple[Envelope, NodeDispatched]]
 TASK = MemoryScope("task", "task-1")  # the agent_dispatch fixture's task
 PROJECT = MemoryScope("project", "research")

@@ -18,6 +18,8 @@ from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Tool
 
+pytestmark = pytest.mark.integration
+
 
 def append_args(line: str = "hello") -> dict[str, Any]:
     return {"path": "out.log", "text": line}

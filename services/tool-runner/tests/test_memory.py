@@ -21,6 +21,8 @@ from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, ToolError
 
+pytestmark = pytest.mark.integration
+
 Stores = Callable[..., MemoryStore]
 
 

@@ -86,6 +86,7 @@ class Timers:
         if refused:  # the task cannot take it (a bug, or a forged record): stop firing it
             log.error("deadline of task %s node %s refused: %s", event.task_id, node, refused[event.id])
             self.deadlines.open.pop((event.task_id, node), None)
+            return
         state = self.tasks.cached(event.task_id)  # an entry the state no longer has was stale: drop it
         if state is not None:
             self.deadlines.sync(state)

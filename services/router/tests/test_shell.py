@@ -1,0 +1,256 @@
+"""The router's shell and its store against a real PostgreSQL and NATS (no other service): a batch is one
+transaction, a stale cache is decided again, a write conflict goes one by one, a refused input leaves
+nothing behind, and a tenant's admission log commits with its tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+from router_testkit import linear_workflow
+
+from agent_engine.contracts.envelope import Envelope, command
+from agent_engine.contracts.events import NodeCompleted, TaskAccepted
+from agent_engine.contracts.subjects import subject_for
+from agent_engine.router.admission import TENANT_KEY, Limits
+from agent_engine.router.service import Router
+from agent_engine.router.store import TaskStore
+from agent_engine.runtime import embedded, workflows
+from agent_engine.runtime.bus import MSG_ID, Bus
+from agent_engine.runtime.settings import Settings
+
+pytestmark = pytest.mark.integration
+NO_LIMITS = {"": Limits()}
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with embedded.postgres_url(Path(tmp_path_factory.mktemp("router-postgres"))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("AE_NATS_URL"):
+        yield os.environ["AE_NATS_URL"]
+        return
+    server = embedded.start_nats(Path(tmp_path_factory.mktemp("router-nats")))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[TaskStore]:
+    opened = TaskStore(postgres_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    opened = await Bus.open(nats_url, "router-test")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def router(bus: Bus, store: TaskStore, limits: dict[str, Limits] | None = None) -> Router:
+    return Router(bus, store, await workflows.bucket(bus.js), Settings(), limits or NO_LIMITS)
+
+
+async def pushed(bus: Bus, tenant: str) -> str:
+    wf = linear_workflow()
+    await workflows.push(await workflows.bucket(bus.js), tenant, "rev-1", wf)
+    return wf.name
+
+
+def accepted(tenant: str, workflow: str, task_id: str | None = None, **data: Any) -> Envelope:
+    return command(TaskAccepted(workflow=workflow, **data), tenant=tenant, task_id=task_id or str(uuid.uuid4()),
+                   source="test")
+
+
+def completed(dispatch: Envelope, output: dict[str, Any] | None = None) -> Envelope:
+    data = dispatch.data
+    return command(NodeCompleted(dispatch_id=data["dispatch_id"], node=data["node"], attempt=data["attempt"],
+                                 output=output or {"ok": True}),
+                   tenant=dispatch.tenant, task_id=dispatch.task_id, source="test")
+
+
+def open_dispatch(store: TaskStore, task_id: str) -> Envelope:
+    state = store.load(task_id)
+    [(node, _)] = state.open_dispatches()
+    return next(r for r in reversed(store.records(task_id)) if r.type == "node.dispatched" and r.data["node"] == node)
+
+
+def counting_saves(store: TaskStore) -> list[list[str]]:
+    """Wrap store.save so a test sees each transaction's aggregate keys."""
+    saves: list[list[str]] = []
+    save = store.save
+
+    def spy(pending: Any) -> Any:
+        saves.append(list(pending))
+        return save(pending)
+
+    store.save = spy  # type: ignore[method-assign]
+    return saves
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+def test_the_store_keeps_records_in_order_and_refuses_a_second_writer_of_the_same_version(store: TaskStore) -> None:
+    task_id = str(uuid.uuid4())
+    records = [command(TaskAccepted(workflow="w"), tenant="acme", task_id=task_id, source="t") for _ in range(3)]
+    committed = store.save({task_id: (0, records[:2])})
+    assert [r for _, r in committed] == records[:2] and committed[1][0] == committed[0][0] + 1
+    assert store.records(task_id) == records[:2]
+    with pytest.raises(IntegrityError):  # another writer built on version 1 too
+        store.save({task_id: (1, records[2:])})
+    assert store.records(task_id) == records[:2]
+    assert store.load(str(uuid.uuid4())).status == "new"
+
+
+def test_the_relay_position_survives_a_new_store(store: TaskStore, postgres_url: str) -> None:
+    name = f"relay:{uuid.uuid4().hex[:6]}"
+    assert store.relay_position(name) == 0
+    store.set_relay_position(name, 42)
+    other = TaskStore(postgres_url)
+    try:
+        assert other.relay_position(name) == 42
+    finally:
+        other.close()
+
+
+# --- the shell ---------------------------------------------------------------------------------
+
+async def test_a_batch_of_inputs_for_several_tasks_is_one_transaction(bus: Bus, store: TaskStore,
+                                                                      tenant: str) -> None:
+    shell = await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    saves = counting_saves(store)
+    inputs = [accepted(tenant, workflow) for _ in range(3)]
+    assert await shell.apply(inputs) == {}
+    assert saves == [[e.task_id for e in inputs]]
+    for event in inputs:
+        assert [r.type for r in store.records(event.task_id)][:3] == ["router.input", "task.started",
+                                                                       "node.dispatched"]
+
+
+async def test_a_refused_input_leaves_nothing_while_the_rest_of_its_batch_commits(bus: Bus, store: TaskStore,
+                                                                                  tenant: str) -> None:
+    shell = await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    good = accepted(tenant, workflow)
+    bad = command(TaskAccepted(workflow=workflow), tenant=tenant, task_id=str(uuid.uuid4()), source="t")
+    bad = bad.model_copy(update={"data": {"workflow": workflow, "input": "not an object"}})
+    refused = await shell.apply([bad, good])
+    assert list(refused) == [bad.id] and refused[bad.id].startswith("not a valid task.accepted payload: input")
+    assert store.records(bad.task_id) == [] and store.load(good.task_id).status == "running"
+
+
+async def test_a_stale_cache_is_decided_again_on_what_the_store_holds(bus: Bus, store: TaskStore,
+                                                                      tenant: str) -> None:
+    first, second = await router(bus, store), await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    start = accepted(tenant, workflow)
+    await first.apply([start])
+    await second.tasks.get(start.task_id)  # the second router caches the task as it is now
+    await first.apply([completed(open_dispatch(store, start.task_id))])  # the first moves it on
+    middle = open_dispatch(store, start.task_id)
+    assert middle.data["node"] == "middle"
+    # to the second router's stale cache this result names no open dispatch: it reloads and applies it
+    assert await second.apply([completed(middle)]) == {}
+    assert open_dispatch(store, start.task_id).data["node"] == "finish"
+
+
+async def test_a_write_conflict_fails_the_batch_and_the_retry_succeeds_on_fresh_state(
+        bus: Bus, store: TaskStore, tenant: str) -> None:
+    first, second = await router(bus, store), await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    start = accepted(tenant, workflow)
+    await first.apply([start])
+    dispatch = open_dispatch(store, start.task_id)
+    await second.tasks.get(start.task_id)
+    result = completed(dispatch)
+    await first.apply([result])
+    # the same result again with a new id: on its stale cache the second router thinks it is new
+    again = result.model_copy(update={"id": str(uuid.uuid4())})
+    with pytest.raises(IntegrityError):
+        await second.apply([again])
+    assert await second.apply([again]) == {}  # the cache was dropped: decided on fresh state, a no-op
+    assert [r.type for r in store.records(start.task_id)].count("node.succeeded") == 1
+
+
+async def test_the_one_by_one_path_settles_each_message_of_a_failed_batch(bus: Bus, store: TaskStore,
+                                                                         tenant: str) -> None:
+    first, second = await router(bus, store), await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    start = accepted(tenant, workflow)
+    await first.apply([start])
+    await second.tasks.get(start.task_id)
+    result = completed(open_dispatch(store, start.task_id))
+    await first.apply([result])
+    stale = result.model_copy(update={"id": str(uuid.uuid4())})  # conflicts on the second router's cache
+    fresh = accepted(tenant, workflow)
+    durable = f"shell-{uuid.uuid4().hex[:8]}"
+    sub = await bus.pull(durable, [subject_for(stale), subject_for(fresh)], ack_wait=30)
+    for event in (stale, fresh):
+        await bus.js.publish(subject_for(event), event.to_bytes(), headers={MSG_ID: event.id})
+    msgs = await sub.fetch(2, timeout=5)
+    await second._handle_batch(msgs)  # the batch conflicts; each input is then applied on its own
+    assert store.load(fresh.task_id).status == "running"
+    assert [r.type for r in store.records(start.task_id)].count("node.succeeded") == 1
+    for _ in range(50):  # an ack is a plain publish: give the server a moment to count it
+        info = await bus.js.consumer_info("AE_EVENTS", durable)
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0  # both acked
+    await bus.js.delete_consumer("AE_EVENTS", durable)
+
+
+async def test_an_admission_log_commits_in_the_same_transaction_as_its_tasks(bus: Bus, store: TaskStore,
+                                                                             tenant: str) -> None:
+    shell = await router(bus, store, {"": Limits(), tenant: Limits(max_running=1, max_queued=5)})
+    workflow = await pushed(bus, tenant)
+    saves = counting_saves(store)
+    one, two = accepted(tenant, workflow), accepted(tenant, workflow)
+    await shell.apply([one, two])
+    assert len(saves) == 1 and set(saves[0]) == {one.task_id, two.task_id, TENANT_KEY + tenant}
+    assert store.load(one.task_id).status == "running" and store.load(two.task_id).status == "queued"
+    assert [r.type for r in store.records(TENANT_KEY + tenant)] == ["tenant.admitted", "tenant.queued"]
+
+
+async def test_an_input_refused_after_admission_leaves_no_admission_record(bus: Bus, store: TaskStore,
+                                                                           tenant: str) -> None:
+    shell = await router(bus, store, {"": Limits(), tenant: Limits(max_running=1, max_queued=5)})
+    workflow = await pushed(bus, tenant)
+    bad = accepted(tenant, workflow)
+    bad = bad.model_copy(update={"data": {**bad.data, "input": ["not", "an", "object"]}})
+    refused = await shell.apply([bad, accepted(tenant, workflow)])
+    assert list(refused) == [bad.id]
+    log = store.records(TENANT_KEY + tenant)
+    assert [r.task_id for r in log] != [] and bad.task_id not in {r.task_id for r in log}
+
+
+async def test_a_deadline_input_the_task_cannot_take_stops_firing(bus: Bus, store: TaskStore, tenant: str) -> None:
+    shell = await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    start = accepted(tenant, workflow)
+    await shell.apply([start])
+    assert (start.task_id, "start") in shell.deadlines.open
+    due = shell.deadlines.expired(datetime.now(UTC).replace(year=2100), caught_up=True, read_through=None)
+    [deadline] = [e for e in due if e.task_id == start.task_id]
+    broken = deadline.model_copy(update={"data": {"node": "start"}})  # no dispatch id: decide refuses it
+    await shell.timers._fire(broken)
+    assert (start.task_id, "start") not in shell.deadlines.open
