@@ -40,6 +40,7 @@ bench: install
 
 faults: install
 	$(BIN)/python bench/faults.py --tasks 200
+	AE_FUZZ_MESSAGES=10000 AE_FUZZ_SEED=$${AE_FUZZ_SEED:-$$(date +%s)} $(BIN)/pytest -m e2e tests/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -159,3 +159,24 @@ def test_a_dispatch_the_mock_cannot_satisfy_is_answered_with_the_nodes_error(eng
 
     answer = asyncio.run(send())
     assert answer["retryable"] is False and "not a valid JSON Schema at properties/a" in answer["error"]
+
+
+def test_an_event_passed_off_on_another_types_subject_never_gets_past_its_gate(engine, tenant) -> None:
+    """A task.accepted (which only guardrails may publish) sent on a subject the tenant may use: the
+    router dead-letters it instead of starting a task that no guardrail checked."""
+    async def send() -> tuple[str, dict[str, Any]]:
+        nc = await engine.connect()
+        try:
+            dlq = await nc.subscribe("aedlq.router")
+            workflow = await engine.push(nc, tenant)
+            bypass = forged(tenant, "task.accepted", {"workflow": workflow, "input": {"brief": "unchecked"}})
+            await publish(nc, f"ae.{tenant}.node.completed", bypass.to_bytes())
+            dead = await next_for(dlq, lambda m: json.loads(m.data)["id"] == bypass.id)
+            return dead.headers["Ae-Error"], await engine.query(nc, "task.show", bypass.task_id)
+        finally:
+            await nc.close()
+
+    error, shown = asyncio.run(send())
+    assert error.startswith(f"a task.accepted event arrived on subject ae.{tenant}.node.completed; it is "
+                            f"published on ae.{tenant}.task.accepted")
+    assert "no task" in shown["error"]

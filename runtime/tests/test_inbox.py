@@ -28,9 +28,19 @@ def msg(subject: str, body: bytes) -> Msg:
     return Msg(_client=None, subject=subject, data=body)  # type: ignore[arg-type]
 
 
-def test_an_envelope_on_its_tenants_subject_is_read() -> None:
-    sent = envelope()
+def test_an_envelope_on_its_own_subject_is_read() -> None:
+    sent = envelope(kind="tool")
     assert read(msg("ae.acme.node.dispatched.tool", sent.to_bytes())) == sent
+
+
+@pytest.mark.parametrize("subject", ["ae.acme.node.dispatched.agent", "ae.acme.node.completed",
+                                     "ae.acme.task.accepted.x"])
+def test_an_event_passed_off_on_another_types_subject_is_refused(subject: str) -> None:
+    """A tenant may publish on some of its subjects only (once the bus has permissions): an event sent on
+    a subject that is not its own would slip past the gate that subject stands for."""
+    with pytest.raises(Refused, match=f"a node.dispatched event arrived on subject {subject}; it is published on "
+                                      "ae.acme.node.dispatched.tool"):
+        read(msg(subject, envelope(kind="tool").to_bytes()))
 
 
 @pytest.mark.parametrize(("body", "why"), [

@@ -299,3 +299,19 @@ def test_a_workflow_name_no_manifest_can_have_is_rejected_with_the_rule() -> Non
     verdict = check(__import__("json").dumps(body).encode(), "ae.acme.task.requested", Policy())
     assert not verdict.accepted
     assert "workflow" in (verdict.reason or "") and "pattern" in (verdict.reason or "")
+
+
+def test_a_lone_surrogate_is_rejected_naming_it_instead_of_failing_to_answer(request_body) -> None:
+    """Found by the fuzz suite: JSON may escape half a surrogate pair, which no UTF-8 answer can carry."""
+    body = request_body()
+    body["data"]["input"] = {"x": "\ud800"}
+    answer = decide(SUBJECT, json.dumps(body).encode(), {}, 1, POLICY)
+    assert answer is not None and answer.type == "task.rejected" and answer.task_id == "task-1"
+    assert "not valid Unicode (a lone surrogate" in answer.data["reason"]
+    Envelope.from_bytes(answer.to_bytes())
+    body = request_body(task_id="\udfff")  # in the envelope itself: the rejection cannot name that task
+    answer = decide(SUBJECT, json.dumps(body).encode(), {"Ae-Task-Id": "hdr"}, 2, POLICY)
+    assert answer is not None and answer.task_id == "hdr" and "lone surrogate" in answer.data["reason"]
+    paired = request_body()
+    paired["data"]["input"] = {"x": "\U0001F600"}
+    assert check(json.dumps(paired).encode(), SUBJECT, POLICY).accepted

@@ -36,14 +36,15 @@ def test_a_heartbeat_moves_the_deadline_by_the_node_timeout_and_only_for_its_dis
     index = DeadlineIndex()
     index.observe(dispatched(deadline=T0 + timedelta(seconds=10)))  # a 10 s timeout
     beat = T0 + timedelta(seconds=8)
-    assert index.heartbeat("t1", "n1", "t1/n1/1", beat)
+    assert index.heartbeat("acme", "t1", "n1", "t1/n1/1", beat)
     assert index.expired(T0 + timedelta(seconds=12), caught_up=True, read_through=None) == []
     assert len(index.expired(beat + timedelta(seconds=10), caught_up=True, read_through=None)) == 1
     # another dispatch of the node (an older attempt), another node, or an unknown task: no effect
-    assert not index.heartbeat("t1", "n1", "t1/n1/0", beat + timedelta(seconds=5))
-    assert not index.heartbeat("t1", "n9", "t1/n1/1", beat)
-    assert not index.heartbeat("t9", "n1", "t1/n1/1", beat)
-    assert not index.heartbeat("t1", "n1", "t1/n1/1", T0)  # never moves a deadline earlier
+    assert not index.heartbeat("acme", "t1", "n1", "t1/n1/0", beat + timedelta(seconds=5))
+    assert not index.heartbeat("acme", "t1", "n9", "t1/n1/1", beat)
+    assert not index.heartbeat("acme", "t9", "n1", "t1/n1/1", beat)
+    assert not index.heartbeat("acme", "t1", "n1", "t1/n1/1", T0)  # never moves a deadline earlier
+    assert not index.heartbeat("intruder", "t1", "n1", "t1/n1/1", beat + timedelta(seconds=5))  # not its tenant
 
 
 def test_a_deadline_not_yet_passed_never_fires() -> None:
@@ -194,7 +195,7 @@ def test_records_read_back_from_the_log_reach_the_deadline_index_without_undoing
     ours = dispatched(task_id="t1", deadline=T0 + timedelta(seconds=10))
     theirs = dispatched(task_id="t2", deadline=T0 + timedelta(seconds=10))
     index.observe(ours)
-    assert index.heartbeat("t1", "n1", "t1/n1/1", T0 + timedelta(seconds=8))
+    assert index.heartbeat("acme", "t1", "n1", "t1/n1/1", T0 + timedelta(seconds=8))
 
     async def go() -> None:
         await relay.step()

@@ -153,3 +153,13 @@ def test_a_task_query_scoped_to_another_tenant_reads_as_a_task_with_no_calls() -
     ledger = ledger_of(llm_called(task="t-beta", tenant="beta", cost="2"))
     assert ledger.query("t-beta", "beta")["cost_usd"] == "2"
     assert ledger.query("t-beta", "alpha") == ledger.query("no-such-task", "alpha") | {"task_id": "t-beta"}
+
+
+def test_another_tenants_call_naming_a_task_id_never_shows_in_its_owners_line() -> None:
+    """Found by the fuzz suite: an intruder's llm.called naming a victim's task id was added to its line."""
+    ledger = ledger_of(llm_called(task="t-v", tenant="victim", cost="1"),
+                       llm_called(task="t-v", tenant="intruder", cost="1000"))
+    assert ledger.query("t-v", "victim")["cost_usd"] == "1"
+    assert ledger.query("t-v", "intruder")["cost_usd"] == "1000"
+    assert "several tenants (intruder, victim)" in ledger.query("t-v")["error"]
+    assert ledger_of(llm_called(task="t-1", cost="2")).query("t-1")["cost_usd"] == "2"  # one tenant: no need to ask

@@ -66,9 +66,14 @@ def tenant_from_subject(subject: str) -> str | None:
     return parts[1] if len(parts) > 2 and parts[0] == PREFIX else None
 
 
-def tenant_problem(subject: str, tenant: str) -> str:
-    """Why an envelope of `tenant` may not arrive on `subject` ("" when it may): the subject's tenant token
-    is what NATS permissions confine, so it must name the tenant the envelope claims. The one check."""
-    if tenant_from_subject(subject) == tenant:
-        return ""
-    return f"envelope tenant '{tenant}' arrived on subject {subject}, which is not that tenant's"
+def subject_problem(subject: str, envelope: Envelope) -> str:
+    """Why `envelope` may not arrive on `subject` ("" when it may): it must be the subject the event is
+    published on, since the subject (its tenant and type) is what NATS permissions confine. A tenant may
+    not speak for another, nor pass one event type off as another (say, a task.accepted only guardrails
+    may publish, sent on a subject the tenant may use). The one check every consumer makes."""
+    if tenant_from_subject(subject) != envelope.tenant:
+        return f"envelope tenant '{envelope.tenant}' arrived on subject {subject}, which is not that tenant's"
+    expected = subject_for(envelope)
+    if subject != expected:
+        return f"a {envelope.type} event arrived on subject {subject}; it is published on {expected}"
+    return ""

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.subjects import tenant_problem
+from agent_engine.contracts.subjects import subject_problem
 from agent_engine.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,12 @@ def validation_summary(exc: ValidationError, limit: int = 3) -> str:
 
 
 def read(msg: Msg) -> Envelope:
-    """The message as an envelope whose tenant is its subject's tenant; Refused otherwise."""
+    """The message as an envelope published on its own subject (its tenant's, its type's); Refused otherwise."""
     try:
         envelope = Envelope.from_bytes(msg.data)
     except ValidationError as exc:
         raise Refused(f"not a valid event envelope: {validation_summary(exc)}") from None
-    problem = tenant_problem(msg.subject, envelope.tenant)
+    problem = subject_problem(msg.subject, envelope)
     if problem:
         raise Refused(problem)
     return envelope

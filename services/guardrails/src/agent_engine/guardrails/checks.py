@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
 from agent_engine.contracts.events import TaskRequested
-from agent_engine.contracts.subjects import tenant_problem
+from agent_engine.contracts.subjects import subject_problem
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
@@ -64,15 +64,19 @@ def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
     if depth > policy.max_depth:
         return Verdict(head, reason=f"request body nests JSON {depth} levels deep, over the limit of "
                                     f"{policy.max_depth}")
+    if LONE_SURROGATE.search(raw) and _unencodable(body):  # JSON may escape what no UTF-8 text can hold
+        return Verdict(None if _unencodable({**body, "data": None}) else head, reason=(
+            "request body holds a string that is not valid Unicode (a lone surrogate escape such as \\ud800); "
+            "send well-formed text"))
     try:
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:
         return Verdict(head, reason="not a valid event envelope: " + _errors(exc))
     if envelope.type != TaskRequested.TYPE:
         return Verdict(envelope, reason=f"event type '{envelope.type}' cannot be sent to task.requested")
-    wrong_tenant = tenant_problem(subject, envelope.tenant)
-    if wrong_tenant:
-        return Verdict(envelope, reason=wrong_tenant)
+    wrong_subject = subject_problem(subject, envelope)
+    if wrong_subject:
+        return Verdict(envelope, reason=wrong_subject)
     try:
         request = TaskRequested.model_validate(envelope.data)
     except ValidationError as exc:
@@ -88,6 +92,18 @@ def _head(body: dict[str, Any]) -> Envelope | None:
         return Envelope.model_validate({**body, "data": {}})
     except ValidationError:
         return None
+
+
+LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A surrogate escape in the raw body: only then can a decoded string hold a lone surrogate."""
+
+
+def _unencodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def nesting(value: Any) -> int:

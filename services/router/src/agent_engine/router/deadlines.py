@@ -70,11 +70,13 @@ class DeadlineIndex:
                 self.open[(state.task_id, node_id)] = Open("", node.attempts + 1, node.deadline, state.tenant,
                                                            state.correlation_id, retry=True)
 
-    def heartbeat(self, task_id: str, node: str, dispatch_id: str, now: datetime) -> bool:
+    def heartbeat(self, tenant: str, task_id: str, node: str, dispatch_id: str, now: datetime) -> bool:
         """A runner is still working on the dispatch: its deadline moves to now + the node's timeout.
-        Only the shell's timer moves; the recorded deadline stays as decided."""
+        Only the shell's timer moves; the recorded deadline stays as decided. A beat on another tenant's
+        subject than the task's moves nothing."""
         entry = self.open.get((task_id, node))
-        if entry is None or entry.retry or entry.dispatch_id != dispatch_id or entry.deadline >= now + entry.window:
+        if (entry is None or entry.retry or entry.tenant != tenant or entry.dispatch_id != dispatch_id
+                or entry.deadline >= now + entry.window):
             return False
         self.open[(task_id, node)] = replace(entry, deadline=now + entry.window)
         return True

@@ -54,11 +54,13 @@ class Timers:
         log.info("scanned %d records; %d open dispatches", count, len(self.deadlines.open))
 
     async def heartbeat(self, msg: Msg) -> None:
+        """A runner's note that a dispatch is still running, on `aehb.<tenant>`: a hint, never a record, so
+        one that cannot be read is only logged."""
         try:
             beat = json.loads(msg.data)
-            self.deadlines.heartbeat(str(beat["task_id"]), str(beat["node"]), str(beat["dispatch_id"]),
-                                     datetime.now(UTC))
-        except (ValueError, KeyError, TypeError):
+            self.deadlines.heartbeat(msg.subject.split(".", 1)[-1], str(beat["task_id"]), str(beat["node"]),
+                                     str(beat["dispatch_id"]), datetime.now(UTC))
+        except (ValueError, KeyError, TypeError, RecursionError):
             log.warning("ignored a malformed heartbeat on %s", msg.subject)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -39,18 +39,23 @@ class Line:
         return {**self.__dict__, "cost_usd": str(self.cost_usd)}
 
 
+TaskKey = tuple[str, str]
+"""(tenant, task id): a task's lines are its tenant's, so another tenant's event naming the same task id
+(a forgery) is counted apart and never shows in the owner's line."""
+
+
 @dataclass
 class Ledger:
-    by_task: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
+    by_task: dict[TaskKey, Line] = field(default_factory=lambda: defaultdict(Line))
     by_tenant: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
     by_model: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
     by_day: dict[str, Line] = field(default_factory=lambda: defaultdict(Line))
-    by_node: dict[tuple[str, str], Line] = field(default_factory=lambda: defaultdict(Line))
-    calls: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    by_node: dict[tuple[TaskKey, str], Line] = field(default_factory=lambda: defaultdict(Line))
+    calls: dict[TaskKey, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     """Per task, every call in the order seen: node, provider, model, usage, cost, repair."""
     seen: set[str] = field(default_factory=set)
-    tenant_of: dict[str, str] = field(default_factory=dict)
-    """Each task's tenant, so a query scoped to a tenant learns nothing of another's tasks."""
+    tenants_of: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """The tenants with calls under each task id (one, unless someone forged events)."""
     events_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     messages_by_subject: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Every message seen per subject type (`ae.<tenant>.<type>`), redeliveries included; no parsing."""
@@ -73,25 +78,21 @@ class Ledger:
         self.events_by_type[event.type] += 1
         if call is None:
             return
-        self.tenant_of[event.task_id] = event.tenant
-        for table, key in ((self.by_task, event.task_id), (self.by_tenant, event.tenant),
-                           (self.by_model, f"{call.provider}/{call.model}"),
+        task = (event.tenant, event.task_id)
+        self.tenants_of[event.task_id].add(event.tenant)
+        self.by_task[task].add(call)
+        for table, key in ((self.by_tenant, event.tenant), (self.by_model, f"{call.provider}/{call.model}"),
                            (self.by_day, event.time.date().isoformat())):
             table[key].add(call)
-        self.by_node[(event.task_id, call.node)].add(call)
-        self.calls[event.task_id].append({
+        self.by_node[(task, call.node)].add(call)
+        self.calls[task].append({
             "event_id": event.id, "time": event.time.isoformat(), "node": call.node, "provider": call.provider,
             "model": call.model, "usage": call.usage.model_dump(), "cost_usd": call.cost_usd,
             "price_table": call.price_table, "repair": call.repair, "turn": call.turn, "outcome": call.outcome})
 
     def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
-        if task_id and tenant and self.tenant_of.get(task_id, tenant) != tenant:
-            # another tenant's task reads as a task with no calls, the answer for no task at all
-            return {"task_id": task_id, **Line().as_json(), "nodes": {}, "call_log": []}
         if task_id:
-            nodes = {node: line.as_json() for (task, node), line in self.by_node.items() if task == task_id}
-            return {"task_id": task_id, **self.by_task.get(task_id, Line()).as_json(), "nodes": nodes,
-                    "call_log": self.calls.get(task_id, [])}
+            return self.task_line(task_id, tenant)
         if tenant:
             return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json()}
         return {
@@ -101,3 +102,17 @@ class Ledger:
             "events_by_type": dict(self.events_by_type),
             "messages_by_subject": dict(self.messages_by_subject),
         }
+
+    def task_line(self, task_id: str, tenant: str | None) -> dict[str, Any]:
+        """One task's line; of the tenant asking, else of the one tenant with calls under that id (a task
+        without calls, or another tenant's, reads as a line of zeros)."""
+        if tenant is None:
+            claimed = sorted(self.tenants_of.get(task_id, ()))
+            if len(claimed) > 1:
+                return {"error": f"task '{task_id}' has calls under several tenants ({', '.join(claimed)}); "
+                                 "ask with the task's tenant"}
+            tenant = claimed[0] if claimed else ""
+        task = (tenant, task_id)
+        nodes = {node: line.as_json() for (key, node), line in self.by_node.items() if key == task}
+        return {"task_id": task_id, **self.by_task.get(task, Line()).as_json(), "nodes": nodes,
+                "call_log": self.calls.get(task, [])}
