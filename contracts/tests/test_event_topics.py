@@ -1,13 +1,17 @@
 """The event types by topic: each defined in exactly one topic module, all exported from
-`agent_engine.contracts.events`."""
+`agent_engine.contracts.events`, and the router-internal ones marked as docs/events.md says."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 import agent_engine.contracts.events as events
-from agent_engine.contracts.events import EVENT_TYPES, TOPICS, EventData
+from agent_engine.contracts.events import EVENT_TYPES, INTERNAL_TYPES, TOPICS, EventData
 from agent_engine.contracts.events.tasks import TaskFinished
+
+EVENTS_DOC = Path(__file__).parents[2] / "docs" / "events.md"
 
 BASES = {TaskFinished}
 """Models that only lend their fields to event types (task.succeeded, task.failed) and are no type themselves."""
@@ -55,3 +59,28 @@ def test_the_package_exports_every_name_it_did_and_every_topic_model() -> None:
         assert public <= set(events.__all__), f"{topic.__name__}: export {sorted(public - set(events.__all__))}"
     for name in events.__all__:
         assert getattr(events, name) is not None
+
+
+def test_internal_types_are_the_routers_own_inputs_and_admission_log() -> None:
+    assert {
+        "task.admitted", "subtask.requested", "subtask.finished",  # router to router, through the bus
+        "node.deadline_expired", "node.retry_due",  # from the router's timers, never published
+        "tenant.admitted", "tenant.queued", "tenant.released",  # a tenant's admission log
+    } == INTERNAL_TYPES
+    assert not EventData.INTERNAL
+
+
+def test_docs_list_every_type_and_mark_the_internal_ones() -> None:
+    text = EVENTS_DOC.read_text()
+    table = text[text.index("## Event types\n"):]
+    table = table[:table.index("\n\n", table.index("| type |"))]
+    header = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    assert header[-1] == "router-internal"
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"\| \[`([a-z_.]+)`\]", line)
+        if match:
+            rows[match.group(1)] = line.rstrip().rstrip("|").rsplit("|", 1)[1].strip()
+    assert sorted(rows) == sorted(EVENT_TYPES)
+    assert {t for t, mark in rows.items() if mark == "yes"} == INTERNAL_TYPES
+    assert {mark for t, mark in rows.items() if t not in INTERNAL_TYPES} == {""}

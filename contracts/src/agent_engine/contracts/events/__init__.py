@@ -12,7 +12,8 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
 
-Import the names from here: every module re-exports through this one.
+Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
+the router makes for itself (`EventData.INTERNAL` says what that means).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage)
 
 EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for topic in TOPICS for cls in topic.EVENTS}
 
+INTERNAL_TYPES: frozenset[str] = frozenset(t for t, cls in EVENT_TYPES.items() if cls.INTERNAL)
+"""The types the router makes for itself and no other system may send (see `EventData`)."""
+
 
 def data_model_for(event_type: str) -> type[EventData]:
     try:
@@ -104,6 +108,7 @@ def parse_data(event_type: str, data: dict[str, Any]) -> EventData:
 
 __all__ = [
     "EVENT_TYPES",
+    "INTERNAL_TYPES",
     "TOPICS",
     "ConversationSummary",
     "DispatchedAgent",

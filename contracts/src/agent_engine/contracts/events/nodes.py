@@ -1,5 +1,8 @@
 """One node's lifecycle: its dispatch (with everything a runner needs), the runner's answer, what the
 router made of it, retries and deadlines, and approvals.
+
+`node.deadline_expired` and `node.retry_due` are INTERNAL: the router's own timers make them and the router
+applies them at once; they are stored as the `input` of a `router.input` record and never published.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ class NodeDeadlineExpired(EventData):
     """Router-internal input: a dispatch's deadline passed with no result."""
 
     TYPE = "node.deadline_expired"
+    INTERNAL = True  # made by the router's timers, never published
     dispatch_id: str
     node: str
     attempt: int
@@ -185,6 +189,7 @@ class NodeRetryDue(EventData):
     """Router-internal input: the time of a scheduled retry came."""
 
     TYPE = "node.retry_due"
+    INTERNAL = True  # made by the router's timers, never published
     node: str
     attempt: int
     at: datetime | None = None

@@ -1,4 +1,8 @@
 """BRANCH, SPLIT and MERGE (skipped paths, merges, subtasks) and a reviewer's revisions.
+
+`subtask.requested` (a parent has a subtask started) and `subtask.finished` (a subtask tells its parent it
+ended) are router to router: INTERNAL. `subtask.settled`, the parent's record of that end, is an
+ordinary fact for anyone to read.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class SubtaskRequested(EventData):
     It runs the nodes after the SPLIT node up to, not including, the MERGE node `merge`."""
 
     TYPE = "subtask.requested"
+    INTERNAL = True  # router to router, through the bus
     lineage: Lineage
     merge: str
     item: Any = None
@@ -62,6 +67,7 @@ class SubtaskFinished(EventData):
     """Router to router: a subtask ended; the envelope's task_id is the parent's."""
 
     TYPE = "subtask.finished"
+    INTERNAL = True  # router to router, through the bus
     subtask_id: str
     parent_node: str
     index: int

@@ -1,4 +1,8 @@
 """Per-tenant limits on running tasks: a task queued, then admitted, and the tenant's admission log.
+
+Only `task.queued` is for others to read; the rest are INTERNAL. The `tenant.*` types are the records of a
+tenant's admission log (an aggregate of its own, key `tenant:<name>`), and `task.admitted` is router to router:
+stored in that log, addressed to the queued task, and applied by whichever router consumes it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class TaskAdmitted(EventData):
     """Router to router: a queued task may start (a running task of its tenant ended)."""
 
     TYPE = "task.admitted"
+    INTERNAL = True  # router to router, through the bus
     reason: str
 
 
@@ -34,6 +39,7 @@ class TenantAdmitted(EventData):
     """Recorded in the tenant's admission log: the task (envelope task_id) counts as running."""
 
     TYPE = "tenant.admitted"
+    INTERNAL = True  # the router's own bookkeeping
     priority: int = 0
     running: int
     max_running: int
@@ -44,6 +50,7 @@ class TenantQueued(EventData):
     """Recorded in the tenant's admission log: the task waits at `position` of `queued`."""
 
     TYPE = "tenant.queued"
+    INTERNAL = True  # the router's own bookkeeping
     priority: int = 0
     position: int
     queued: int
@@ -54,6 +61,7 @@ class TenantReleased(EventData):
     """Recorded in the tenant's admission log: the task ended (or was cancelled while queued)."""
 
     TYPE = "tenant.released"
+    INTERNAL = True  # the router's own bookkeeping
     status: str
     was_queued: bool = False
 
