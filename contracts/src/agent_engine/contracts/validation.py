@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from agent_engine.contracts.graph import find_cycle, predecessors, reachable, reachable_back, successors
 from agent_engine.contracts.manifest import SUPPORTED_ROLES, NodeSpec, WorkflowManifest
 
 WORKFLOW_FILE = "workflow.yaml"
@@ -72,12 +73,8 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
             if end not in known:
                 err(end, "edge-endpoint", f"edge {edge.from_} -> {edge.to}: '{label}' names no declared node")
 
-    out: dict[str, list[str]] = {i: [] for i in ids}
-    inc: dict[str, list[str]] = {i: [] for i in ids}
-    for edge in manifest.edges:
-        if edge.from_ in known and edge.to in known:
-            out[edge.from_].append(edge.to)
-            inc[edge.to].append(edge.from_)
+    out = successors(manifest)
+    inc = predecessors(manifest)
 
     for node in manifest.nodes:
         _check_node(manifest, node.id, out[node.id], inc[node.id], err, agents_file)
@@ -105,14 +102,14 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
             err(node_id, "unknown-mock-node", "a mock script names a node the workflow does not declare",
                 file=f"mock/{node_id}.json")
 
-    cycle = _find_cycle(ids, out)
+    cycle = find_cycle(ids, out)
     if cycle:
         err(cycle[0], "acyclic", "the graph has a cycle: " + " -> ".join(cycle)
             + "; a loop is declared with `revise:` on the reviewing node, bounded by max_revisions")
     if len(starts) == 1:
-        reachable = _reachable(starts[0], out)
+        from_start = reachable(starts[0], out)
         for node_id in ids:
-            if node_id not in reachable:
+            if node_id not in from_start:
                 err(node_id, "reachable", f"node cannot be reached from START node '{starts[0]}'")
     if not cycle and len(seen) == len(ids):
         _check_fan_in(manifest, out, inc, err)
@@ -170,7 +167,7 @@ def _check_fan_in(manifest: WorkflowManifest, out: dict[str, list[str]], inc: di
         if entry == merge:
             report(node.id, "split-body", "a SPLIT needs at least one node between it and its MERGE")
             continue
-        body = _reachable(entry, out, stop=merge) - {merge}
+        body = reachable(entry, out, stop=merge)
         if merge not in {t for n in body for t in out[n]}:
             report(node.id, "split-body", f"no path from '{entry}' reaches MERGE node '{merge}'")
         if len(inc[merge]) != 1:
@@ -185,17 +182,17 @@ def _check_fan_in(manifest: WorkflowManifest, out: dict[str, list[str]], inc: di
     for node in manifest.nodes:
         if node.role != "MERGE" or node.id in named:
             continue
-        upstream_branches = [b for b in _reachable_back(node.id, inc) if manifest.node(b).role == "BRANCH"]
+        upstream_branches = [b for b in reachable_back(node.id, inc) if manifest.node(b).role == "BRANCH"]
         if len(inc[node.id]) < 2 or not upstream_branches:
             report(node.id, "merge-fan-out", "a MERGE node must collect a SPLIT (named by its split.merge) or join "
                    "two or more paths of a BRANCH; this one does neither")
         elif node.merge is not None and node.merge.policy == "quorum" and (node.merge.quorum or 0) > len(inc[node.id]):
             report(node.id, "merge-quorum", f"quorum {node.merge.quorum} is more than the {len(inc[node.id])} "
                    "inputs this MERGE has")
+    merges = {n for n in out if manifest.node(n).role == "MERGE"}
     for branch in (n for n in manifest.nodes if n.role == "BRANCH"):
         # where each path of the BRANCH can go before a MERGE closes it (the MERGE itself not counted)
-        reach = {s: {n for n in _reachable(s, out, stop_at_merge=manifest) if manifest.node(n).role != "MERGE"}
-                 for s in out[branch.id]}
+        reach = {s: reachable(s, out, ends=merges) - merges for s in out[branch.id]}
         for node in manifest.nodes:
             if node.role in ("MERGE", "EXIT") or len(inc[node.id]) < 2:  # the first path to an EXIT ends the task
                 continue
@@ -228,11 +225,11 @@ def _check_revise(manifest: WorkflowManifest, node: NodeSpec, out: dict[str, lis
     if rule.target not in out:
         report(node.id, "revise-target", f"revise.target names '{rule.target}', which is not a node of this workflow")
         return
-    ahead = _reachable(rule.target, out)
+    ahead = reachable(rule.target, out)
     if rule.target == node.id or node.id not in ahead:
         report(node.id, "revise-target", f"revise.target '{rule.target}' must come before this node on its path")
         return
-    between = ahead & _reachable_back(node.id, inc)
+    between = ahead & reachable_back(node.id, inc)
     odd = sorted(n for n in between if manifest.node(n).role in ("BRANCH", "SPLIT", "MERGE"))
     if odd:
         report(node.id, "revise-segment", f"the nodes a revision runs again may not include BRANCH, SPLIT "
@@ -350,49 +347,3 @@ def _schema_at(schema: dict[str, object], path: str) -> dict[str, object] | None
             return None
         current = props[part]
     return current if isinstance(current, dict) else {}
-
-
-def _find_cycle(ids: list[str], out: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in out[node]:
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in ids:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
-
-
-def _reachable(start: str, out: dict[str, list[str]], *, stop: str | None = None,
-               stop_at_merge: WorkflowManifest | None = None) -> set[str]:
-    """Nodes reachable from `start`, not walking past `stop` or (given the manifest) any MERGE node."""
-    seen = {start}
-    todo = [start]
-    while todo:
-        current = todo.pop()
-        if current == stop or (stop_at_merge is not None and stop_at_merge.node(current).role == "MERGE"):
-            continue
-        for nxt in out[current]:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def _reachable_back(end: str, inc: dict[str, list[str]]) -> set[str]:
-    return _reachable(end, inc)

@@ -1,32 +1,22 @@
-"""Pure questions about a workflow graph that routing asks: paths, segments, SPLIT bodies."""
+"""Pure questions about a workflow graph that routing asks: paths, segments, SPLIT bodies.
+
+They walk the graph with contracts' `reachable` (agent_engine.contracts.graph), the walk validation uses.
+"""
 
 from __future__ import annotations
 
+from agent_engine.contracts.graph import predecessors, reachable, reachable_back, successors
 from agent_engine.contracts.manifest import WorkflowManifest
 
 
 def downstream(manifest: WorkflowManifest, start: str, *, stop: str | None = None) -> set[str]:
     """Nodes reachable from `start` (included), not walking past `stop` (excluded)."""
-    seen = {start}
-    todo = [start]
-    while todo:
-        for edge in manifest.successors(todo.pop()):
-            if edge.to != stop and edge.to not in seen:
-                seen.add(edge.to)
-                todo.append(edge.to)
-    return seen
+    return reachable(start, successors(manifest), stop=stop)
 
 
 def upstream(manifest: WorkflowManifest, end: str) -> set[str]:
     """Nodes from which `end` can be reached (included)."""
-    seen = {end}
-    todo = [end]
-    while todo:
-        for pred in manifest.predecessors(todo.pop()):
-            if pred not in seen:
-                seen.add(pred)
-                todo.append(pred)
-    return seen
+    return reachable_back(end, predecessors(manifest))
 
 
 def segment(manifest: WorkflowManifest, target: str, reviewer: str) -> set[str]:
@@ -38,9 +28,10 @@ def split_body(manifest: WorkflowManifest, split: str) -> set[str]:
     """The nodes each subtask of a SPLIT runs: after the SPLIT, before its MERGE."""
     spec = manifest.node(split)
     assert spec.split is not None
+    out = successors(manifest)
     body: set[str] = set()
-    for edge in manifest.successors(split):
-        body |= downstream(manifest, edge.to, stop=spec.split.merge)
+    for entry in out[split]:
+        body |= reachable(entry, out, stop=spec.split.merge)
     return body
 
 

@@ -1,0 +1,172 @@
+"""Every event type's payload (`Envelope.data`), keyed by the envelope's `type`.
+
+Past-tense names: each records something that happened. Adding an optional field keeps the
+schema_version; consumers ignore fields they do not know.
+
+One module per topic, each ending with `EVENTS`, the event types it defines:
+
+- `tasks`: a task's requests and its lifecycle (requested, accepted, rejected, started, ended, cancelled, forked)
+- `scheduling`: per-tenant limits (a task queued, admitted; the tenant's admission log)
+- `nodes`: one node's lifecycle: dispatch, results, retries, deadlines, approvals
+- `tool_use`: an agent node's model asking for tools, and the calls' results
+- `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
+- `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
+
+Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
+the router makes for itself (`EventData.INTERNAL` says what that means).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_engine.contracts.events import nodes, roles, scheduling, tasks, tool_use, usage
+from agent_engine.contracts.events.base import EventData
+from agent_engine.contracts.events.nodes import (
+    DispatchedAgent,
+    DispatchedTool,
+    MemoryView,
+    ModelChoice,
+    NodeApprovalDecided,
+    NodeApprovalRefused,
+    NodeApprovalRequested,
+    NodeApproved,
+    NodeCompleted,
+    NodeContext,
+    NodeDeadlineExpired,
+    NodeDispatched,
+    NodeErrored,
+    NodeFailed,
+    NodeResultIgnored,
+    NodeRetryDue,
+    NodeRetryScheduled,
+    NodeSucceeded,
+)
+from agent_engine.contracts.events.roles import (
+    NodeFannedOut,
+    NodeMerged,
+    NodeRevisionRequested,
+    NodeSkipped,
+    SubtaskFinished,
+    SubtaskRequested,
+    SubtaskSettled,
+)
+from agent_engine.contracts.events.scheduling import (
+    TaskAdmitted,
+    TaskQueued,
+    TenantAdmitted,
+    TenantQueued,
+    TenantReleased,
+)
+from agent_engine.contracts.events.tasks import (
+    Lineage,
+    TaskAccepted,
+    TaskCancelled,
+    TaskCancelRequested,
+    TaskFailed,
+    TaskFinished,
+    TaskForked,
+    TaskForkRequested,
+    TaskRejected,
+    TaskRequested,
+    TaskStarted,
+    TaskStatus,
+    TaskSucceeded,
+)
+from agent_engine.contracts.events.tool_use import (
+    ConversationSummary,
+    NodeToolReturned,
+    NodeToolsRequested,
+    NodeToolTurnRecorded,
+    RequestedCall,
+    ToolCallRef,
+    ToolDef,
+    ToolStep,
+    ToolTurn,
+)
+from agent_engine.contracts.events.usage import LlmCalled, LlmCallFailed, LlmCallNote, Usage
+
+TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage)
+"""The topic modules; each event type is defined in exactly one of them."""
+
+EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for topic in TOPICS for cls in topic.EVENTS}
+
+INTERNAL_TYPES: frozenset[str] = frozenset(t for t, cls in EVENT_TYPES.items() if cls.INTERNAL)
+"""The types the router makes for itself and no other system may send (see `EventData`)."""
+
+
+def data_model_for(event_type: str) -> type[EventData]:
+    try:
+        return EVENT_TYPES[event_type]
+    except KeyError:
+        raise ValueError(f"unknown event type '{event_type}'; known: {sorted(EVENT_TYPES)}") from None
+
+
+def parse_data(event_type: str, data: dict[str, Any]) -> EventData:
+    return data_model_for(event_type).model_validate(data)
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "INTERNAL_TYPES",
+    "TOPICS",
+    "ConversationSummary",
+    "DispatchedAgent",
+    "DispatchedTool",
+    "EventData",
+    "Lineage",
+    "LlmCallFailed",
+    "LlmCallNote",
+    "LlmCalled",
+    "MemoryView",
+    "ModelChoice",
+    "NodeApprovalDecided",
+    "NodeApprovalRefused",
+    "NodeApprovalRequested",
+    "NodeApproved",
+    "NodeCompleted",
+    "NodeContext",
+    "NodeDeadlineExpired",
+    "NodeDispatched",
+    "NodeErrored",
+    "NodeFailed",
+    "NodeFannedOut",
+    "NodeMerged",
+    "NodeResultIgnored",
+    "NodeRetryDue",
+    "NodeRetryScheduled",
+    "NodeRevisionRequested",
+    "NodeSkipped",
+    "NodeSucceeded",
+    "NodeToolReturned",
+    "NodeToolTurnRecorded",
+    "NodeToolsRequested",
+    "RequestedCall",
+    "SubtaskFinished",
+    "SubtaskRequested",
+    "SubtaskSettled",
+    "TaskAccepted",
+    "TaskAdmitted",
+    "TaskCancelRequested",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskFinished",
+    "TaskForkRequested",
+    "TaskForked",
+    "TaskQueued",
+    "TaskRejected",
+    "TaskRequested",
+    "TaskStarted",
+    "TaskStatus",
+    "TaskSucceeded",
+    "TenantAdmitted",
+    "TenantQueued",
+    "TenantReleased",
+    "ToolCallRef",
+    "ToolDef",
+    "ToolStep",
+    "ToolTurn",
+    "Usage",
+    "data_model_for",
+    "parse_data",
+]
