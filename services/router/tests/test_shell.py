@@ -17,9 +17,10 @@ from eventsourcing.persistence import IntegrityError
 from router_testkit import linear_workflow
 
 from agent_engine.contracts.envelope import Envelope, command
-from agent_engine.contracts.events import NodeCompleted, TaskAccepted
+from agent_engine.contracts.events import NodeCompleted, TaskAccepted, TaskAdmitted
 from agent_engine.contracts.subjects import subject_for
 from agent_engine.router.admission import TENANT_KEY, Limits
+from agent_engine.router.refusals import refusal
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
 from agent_engine.runtime import embedded, workflows
@@ -254,3 +255,21 @@ async def test_a_deadline_input_the_task_cannot_take_stops_firing(bus: Bus, stor
     broken = deadline.model_copy(update={"data": {"node": "start"}})  # no dispatch id: decide refuses it
     await shell.timers._fire(broken)
     assert (start.task_id, "start") not in shell.deadlines.open
+
+
+async def test_a_task_admitted_that_its_tenants_log_never_admitted_is_refused(bus: Bus, store: TaskStore,
+                                                                            tenant: str) -> None:
+    """Found in review: a task.admitted from the bus would start a queued task past its tenant's limit."""
+    shell = await router(bus, store, {"": Limits(), tenant: Limits(max_running=1, max_queued=5)})
+    workflow = await pushed(bus, tenant)
+    running, queued = accepted(tenant, workflow), accepted(tenant, workflow)
+    await shell.apply([running, queued])
+    forged = command(TaskAdmitted(reason="forged"), tenant=tenant, task_id=queued.task_id, source="intruder")
+    assert await refusal(forged, shell.tasks, shell.admission) == (
+        f"task.admitted for task {queued.task_id}, which the admission log of tenant '{tenant}' did not admit")
+    await shell.apply([completed(open_dispatch(store, running.task_id))])  # ... and so on to the end
+    for _ in range(2):
+        await shell.apply([completed(open_dispatch(store, running.task_id))])
+    assert store.load(running.task_id).status == "succeeded"
+    [genuine] = [r for r in store.records(TENANT_KEY + tenant) if r.type == "task.admitted"]
+    assert await refusal(genuine, shell.tasks, shell.admission) == ""

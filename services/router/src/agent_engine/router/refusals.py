@@ -8,11 +8,12 @@ from agent_engine.router.admission import TENANT_KEY
 from agent_engine.router.core import BUS_INPUTS, starts_task
 from agent_engine.router.state import TaskState
 from agent_engine.router.tasks import TaskCache
+from agent_engine.router.tenants import AdmissionLogs
 
 
-async def refusal(env: Envelope, tasks: TaskCache) -> str:
-    """"" when the input may be decided; else why not: a reserved id, no such task of its tenant, or a
-    subtask its parent never asked for."""
+async def refusal(env: Envelope, tasks: TaskCache, admission: AdmissionLogs) -> str:
+    """"" when the input may be decided; else why not: a reserved id, no such task of its tenant, a
+    subtask its parent never asked for, or a queued task its tenant's admission log never admitted."""
     if env.task_id.startswith(TENANT_KEY):
         return f"task id '{env.task_id}' uses the reserved prefix '{TENANT_KEY}'"
     if env.type not in BUS_INPUTS:
@@ -23,12 +24,13 @@ async def refusal(env: Envelope, tasks: TaskCache) -> str:
     no_task = f"no task {env.task_id} of tenant '{env.tenant}'"
     if state.tenant and state.tenant != env.tenant:
         return no_task
-    if state.status != "new":
-        return ""
-    if not starts_task(env):
-        fresh = await tasks.fresh(env.task_id)  # another router may have started it since this one cached it
-        return "" if fresh.status != "new" and fresh.tenant == env.tenant else no_task
-    return await _lineage(env, tasks)
+    if state.status == "new" and not starts_task(env):
+        state = await tasks.fresh(env.task_id)  # another router may have started it since this one cached it
+        if state.status == "new" or state.tenant != env.tenant:
+            return no_task
+    if env.type == "task.admitted" and not await admission.admitted(env.tenant, env.task_id):
+        return f"task.admitted for task {env.task_id}, which the admission log of tenant '{env.tenant}' did not admit"
+    return await _lineage(env, tasks) if state.status == "new" else ""
 
 
 async def _lineage(env: Envelope, tasks: TaskCache) -> str:

@@ -110,7 +110,7 @@ class Router:
         await asyncio.gather(*(self._settle(msg, refused.get(env.id)) for msg, env in inputs))
 
     async def _admissible(self, msg: Msg, env: Envelope) -> bool:
-        why = await refusal(env, self.tasks)
+        why = await refusal(env, self.tasks, self.admission)
         if why:
             await refuse(self.bus, msg, why)
         return not why

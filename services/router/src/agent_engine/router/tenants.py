@@ -52,6 +52,14 @@ class AdmissionLogs:
                 self._log(event.tenant, batch, event, task_id,
                           TaskAdmitted(reason=f"a running task of tenant '{event.tenant}' ended"))
 
+    async def admitted(self, tenant: str, task_id: str) -> bool:
+        """Whether the tenant's log admitted the task (read again from the store if the kept copy says no)."""
+        saved = self.saved.get(tenant)
+        if saved is not None and task_id in saved.running:
+            return True
+        fresh = await asyncio.to_thread(self.store.load_tenant, tenant)
+        return task_id in fresh.running
+
     def committed(self, key: str, batch: Batch) -> None:
         tenant = key.removeprefix(TENANT_KEY)
         self.saved[tenant] = batch.tenants[tenant]
