@@ -15,12 +15,12 @@ from typing import Any
 import nats
 
 from agent_engine.cli.client import request_envelope
-from agent_engine.cli.manifests import load
 from agent_engine.cli.stack import SERVICES, Stack
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import ROUTER_RPC
 from agent_engine.runtime import embedded, workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
+from agent_engine.runtime.manifests import load
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled")

@@ -20,7 +20,7 @@ from typing import Any
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from agent_engine.cli import manifests, render
+from agent_engine.cli import render
 from agent_engine.cli.client import (
     CliError,
     TaskEvents,
@@ -42,7 +42,7 @@ from agent_engine.contracts.subjects import (
     STREAM,
     TELEMETRY_RPC,
 )
-from agent_engine.runtime import workflows
+from agent_engine.runtime import manifests, workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER
 
 DEFAULT_TENANT = "default"
