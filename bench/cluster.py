@@ -21,6 +21,7 @@ from agent_engine.contracts.subjects import ROUTER_RPC
 from agent_engine.runtime import embedded, workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
 from agent_engine.runtime.manifests import load
+from agent_engine.runtime.processes import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
@@ -149,14 +150,14 @@ class Cluster(EngineClient):
         pid = self.pids().get(service)
         if pid:
             os.kill(pid, signal.SIGKILL)
-            while embedded.pid_alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.01)
 
     def restart_nats(self) -> None:
         """kill -9 nats-server, then start it again on the same port and storage."""
         assert self.nats is not None
         os.kill(self.nats.pid, signal.SIGKILL)
-        while embedded.pid_alive(self.nats.pid):
+        while pid_alive(self.nats.pid):
             time.sleep(0.01)
         self.nats = embedded.start_nats(self.root / "nats", self.nats_port)
 
@@ -164,7 +165,7 @@ class Cluster(EngineClient):
         """Crash PostgreSQL (SIGQUIT: immediate shutdown, crash recovery on start) and start it again."""
         assert self.postgres is not None
         os.kill(self.postgres.pid, signal.SIGQUIT)
-        while embedded.pid_alive(self.postgres.pid):
+        while pid_alive(self.postgres.pid):
             time.sleep(0.01)
         if self.postgres.process is not None:
             # reap it: PostgreSQL takes an unreaped (zombie) postmaster's pid in its lock file as alive

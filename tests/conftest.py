@@ -19,6 +19,7 @@ import pytest
 
 from agent_engine.cli.stack import Stack
 from agent_engine.runtime import embedded
+from agent_engine.runtime.processes import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -81,7 +82,7 @@ class Engine(EngineClient):
         pid = self.pids()[service]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while embedded.pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def wait_for_status(self, task_id: str, status: str, tries: int = 100) -> dict[str, Any]:
