@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent_engine.cli.client import CliError
-from agent_engine.cli.main import main, parse_input
+from agent_engine.cli.main import main
+from agent_engine.cli.options import parse_input
 
 
 def test_validate_the_example(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,7 +166,7 @@ def test_validate_names_file_node_and_rule_for_each_kind_of_graph_error(
 
 
 def test_fork_plan_lists_tools_with_side_effects_declared_or_implied_by_their_built_in() -> None:
-    from agent_engine.cli.main import fork_plan
+    from agent_engine.cli.commands.tasks import fork_plan
 
     manifest = {"nodes": [{"id": "a", "kind": "agent"}, {"id": "note", "kind": "tool", "tool": "append"},
                           {"id": "post", "kind": "tool", "tool": "poster"}, {"id": "count", "kind": "tool",
@@ -181,7 +182,7 @@ def test_fork_plan_lists_tools_with_side_effects_declared_or_implied_by_their_bu
 
 
 def test_fork_plan_lists_agents_whose_model_may_call_a_side_effecting_tool_again() -> None:
-    from agent_engine.cli.main import fork_plan
+    from agent_engine.cli.commands.tasks import fork_plan
 
     manifest = {"nodes": [{"id": "a", "kind": "agent", "agent": "scribe"}, {"id": "b", "kind": "agent",
                                                                             "agent": "scribe"}],
@@ -195,7 +196,7 @@ def test_fork_plan_lists_agents_whose_model_may_call_a_side_effecting_tool_again
 
 
 def test_fork_plan_counts_a_recorded_output_only_for_the_revision_the_fork_runs() -> None:
-    from agent_engine.cli.main import fork_plan
+    from agent_engine.cli.commands.tasks import fork_plan
 
     manifest = {"nodes": [{"id": "a", "kind": "agent", "agent": "scribe"}],
                 "agents": {"scribe": {"tools": ["append"]}}, "tools": {"append": {"builtin": "workspace_append"}}}
