@@ -1,15 +1,19 @@
 """agentctl's one client, without a running stack: requests come from the contracts' envelope factory on the
-contracts' subjects, queries go to `aerpc.<service>.<action>`."""
+contracts' subjects, queries go to `aerpc.<service>.<action>`, and `task fork` prints the router's plan."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from agent_engine.cli.client import CliError, Engine
+from agent_engine.cli.commands import tasks
+from agent_engine.cli.main import main
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskCancelRequested
 from agent_engine.contracts.subjects import ROUTER_RPC
@@ -62,3 +66,44 @@ async def test_a_query_goes_to_the_services_rpc_subject_and_an_error_answer_rais
     with pytest.raises(CliError, match=r"^no task 'nope' in the router's store$"):
         await engine(fake).query(ROUTER_RPC, "task.show", {"task_id": "nope"})
     assert fake.asked == [("aerpc.router.task.show", {"task_id": "nope"})]
+
+
+def fork_with(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> FakeNats:
+    fake = FakeNats(answer)
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[Engine]:
+        yield engine(fake)
+
+    monkeypatch.setattr(tasks, "connect", connect)
+    return fake
+
+
+def test_fork_prints_the_routers_plan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = fork_with(monkeypatch, {"task_id": "src", "tenant": "acme", "cut": 10, "risky": []})
+    assert main(["task", "fork", "src", "--at", "8", "--dry-run"]) == 0
+    assert fake.asked == [("aerpc.router.task.fork_plan", {"task_id": "src", "at": 8, "live": False})]
+    assert capsys.readouterr().err == ("fork of src: copies records 1-10 (to the end of the decision record 8 "
+                                       "belongs to); agent steps reuse the outputs the task recorded\n")
+    assert fake.published == []
+
+
+def test_fork_with_side_effecting_steps_needs_yes(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    fake = fork_with(monkeypatch, {"task_id": "src", "tenant": "acme", "cut": 3,
+                                   "risky": ["file", "scribe (its model may call journal)"]})
+    assert main(["task", "fork", "src", "--at", "3", "--live"]) == 1
+    assert fake.asked[0][1]["live"] is True
+    assert capsys.readouterr().err.splitlines() == [
+        "fork of src: copies records 1-3; agent steps call the model again (--live)",
+        "tool steps with side effects that may run again: file, scribe (its model may call journal)",
+        "nothing was forked; pass --yes to run them"]
+    assert fake.published == []
+
+
+def test_fork_the_router_refuses_exits_1_with_its_reason(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    fake = fork_with(monkeypatch, {"error": "cannot fork task src: it is a fork; fork the original task orig instead"})
+    assert main(["task", "fork", "src", "--at", "2"]) == 1
+    assert capsys.readouterr().err == "agentctl: cannot fork task src: it is a fork; fork the original task orig instead\n"
+    assert fake.published == []

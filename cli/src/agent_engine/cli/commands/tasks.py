@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import sys
 import uuid
-from typing import Any
 
 from agent_engine.cli import render
 from agent_engine.cli.client import SOURCE, CliError, ask, connect
@@ -14,7 +13,6 @@ from agent_engine.cli.commands.submit import follow_task
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskCancelRequested, TaskForkRequested
-from agent_engine.contracts.manifest import ToolSpec
 from agent_engine.contracts.subjects import ROUTER_RPC
 
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
@@ -109,58 +107,12 @@ def cmd_fork(args: argparse.Namespace) -> int:
     return asyncio.run(fork(args.task_id, args.at, args.live, args.yes, args.dry_run, args.timeout))
 
 
-def fork_plan(records: list[dict[str, Any]], at: int, live: bool = False) -> tuple[int, list[str]]:
-    """Where a fork's copied history ends (the router rounds to the end of a decision) and the steps with
-    side effects that may run again in it: tool nodes, and agent nodes whose model may call such tools (unless
-    the fork reuses the output the source recorded for them)."""
-    if not 1 <= at <= len(records):
-        raise CliError(f"--at must be between 1 and {len(records)} (the task's records, as `task history` numbers "
-                       "them)")
-    cut = next((i for i in range(at, len(records)) if records[i]["type"] == "router.input"), len(records))
-    manifest: dict[str, Any] = {}
-    settled: set[str] = set()
-    revision: dict[str, int] = {}
-    answered: set[tuple[str, int]] = set()  # (node, revision) with a recorded output: a fork reuses it
-    at_cut: dict[str, int] = {}
-    for index, record in enumerate(records):
-        data = record.get("data", {})
-        if record["type"] == "task.started" and index < cut:
-            manifest = data["workflow_manifest"]
-        elif record["type"] == "task.forked" and index < cut:
-            raise CliError("forking a fork is not supported; fork the original task")
-        elif record["type"] == "node.revision_requested":
-            for node in data["reset"]:
-                revision[node] = data["revision"]
-                if index < cut:
-                    settled.discard(node)
-        elif record["type"] in ("node.succeeded", "node.skipped"):
-            if record["type"] == "node.succeeded":
-                answered.add((data["node"], revision.get(data["node"], 0)))
-            if index < cut:
-                settled.add(data["node"])
-        if index == cut - 1:
-            at_cut = dict(revision)
-    tools = {name: ToolSpec.model_validate(t) for name, t in manifest.get("tools", {}).items()}
-    agents = manifest.get("agents", {})
-    risky = []
-    for n in manifest.get("nodes", []):
-        if n["id"] in settled:
-            continue
-        if n.get("kind") == "tool" and n.get("tool") in tools and tools[n["tool"]].has_side_effects:
-            risky.append(n["id"])
-        elif n.get("kind") == "agent" and (live or (n["id"], at_cut.get(n["id"], 0)) not in answered):
-            names = [t for t in agents.get(n.get("agent"), {}).get("tools", [])
-                     if t in tools and tools[t].has_side_effects]
-            if names:
-                risky.append(f"{n['id']} (its model may call {', '.join(names)})")
-    return cut, risky
-
-
 async def fork(task_id: str, at: int, live: bool, yes: bool, dry_run: bool, timeout: float) -> int:
+    """Ask the router for the fork's plan (its cut and the side-effecting steps that may run again, or why it
+    cannot be made), print it, and unless told otherwise ask for the fork and follow the new task."""
     async with connect() as engine:
-        records = (await engine.query(ROUTER_RPC, "task.history", {"task_id": task_id}))["events"]
-        cut, risky = fork_plan(records, at, live)
-        tenant = records[0]["tenant"]
+        plan = await engine.query(ROUTER_RPC, "task.fork_plan", {"task_id": task_id, "at": at, "live": live})
+        cut, risky = plan["cut"], plan["risky"]
         print(f"fork of {task_id}: copies records 1-{cut}"
               + (f" (to the end of the decision record {at} belongs to)" if cut != at else "")
               + ("; agent steps call the model again (--live)" if live else
@@ -174,7 +126,7 @@ async def fork(task_id: str, at: int, live: bool, yes: bool, dry_run: bool, time
             return 1
         new_id = str(uuid.uuid4())
         request = TaskForkRequested(source_task_id=task_id, at=at, live=live, requested_by=SOURCE)
-        async with engine.request(request, tenant=tenant, task_id=new_id) as events:
+        async with engine.request(request, tenant=plan["tenant"], task_id=new_id) as events:
             while True:
                 event = await events.next(timeout)
                 if event.type == "task.rejected":
