@@ -29,8 +29,10 @@ import baselines
 from cluster import Cluster
 
 from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.subjects import type_subject
 from agent_engine.router.core import fold
 from agent_engine.router.store import TaskStore, eventsourcing_env
+from agent_engine.runtime.bus import TASK_ID_HEADER
 
 WORKFLOW = Path(__file__).parent / "workflows" / "linear5"
 RESULTS = Path(__file__).parent / "results"
@@ -50,7 +52,7 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
     async def on_hop(msg: Any) -> None:
         nonlocal hops
         now = time.perf_counter()
-        task_id = msg.headers.get("Ae-Task-Id", "")
+        task_id = msg.headers.get(TASK_ID_HEADER, "")
         if window["open"]:
             hops += 1
             if task_id in last_hop:
@@ -58,12 +60,12 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
         last_hop[task_id] = now
 
     async def on_done(msg: Any) -> None:
-        last_hop.pop(msg.headers.get("Ae-Task-Id", ""), None)
+        last_hop.pop(msg.headers.get(TASK_ID_HEADER, ""), None)
         if time.perf_counter() < window["end"] or not window["open"]:
             await cluster.submit(nc, tenant, workflow, {})
 
-    await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=on_hop)
-    await nc.subscribe(f"ae.{tenant}.task.succeeded", cb=on_done)
+    await nc.subscribe(type_subject("node.succeeded", tenant), cb=on_hop)
+    await nc.subscribe(type_subject("task.succeeded", tenant), cb=on_done)
     services = [psutil.Process(pid) for pid in cluster.pids().values()]
     rss_idle = sum(p.memory_info().rss for p in services)
     for _ in range(inflight):

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import ROOT, Cluster
 
 from agent_engine.cli.stack import SERVICES
+from agent_engine.contracts.subjects import type_subject
+from agent_engine.runtime.bus import TASK_ID_HEADER
 
 EXAMPLE = ROOT / "examples" / "research-review"
 NODES = {"gather_context", "interpretation", "decomposition", "planning", "execution", "review"}
@@ -109,10 +111,10 @@ async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path
         finished: set[str] = set()
 
         async def on_finished(msg) -> None:  # type: ignore[no-untyped-def]
-            finished.add(msg.headers.get("Ae-Task-Id", "") if msg.headers else "")
+            finished.add(msg.headers.get(TASK_ID_HEADER, "") if msg.headers else "")
 
-        await nc.subscribe(f"ae.{tenant}.task.succeeded", cb=on_finished)
-        await nc.subscribe(f"ae.{tenant}.task.failed", cb=on_finished)
+        await nc.subscribe(type_subject("task.succeeded", tenant), cb=on_finished)
+        await nc.subscribe(type_subject("task.failed", tenant), cb=on_finished)
         stop = asyncio.Event()
         chaos = asyncio.create_task(_chaos(cluster, report, stop, every, rng, finished))
         # let the chaos run at least until PostgreSQL was restarted, then wait for the tasks
@@ -132,7 +134,7 @@ async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path
             if any(n > 1 for n in applied.values()) or (statuses[task_id] == "succeeded" and set(applied) != NODES):
                 report.not_exactly_once.append(f"{task_id} {statuses[task_id]} {dict(applied)} "
                                       f"{[e.type for e in history][-4:]}")
-        report.results_delivered = await _count_stream(nc, f"ae.{tenant}.node.completed")
+        report.results_delivered = await _count_stream(nc, type_subject("node.completed", tenant))
         await nc.close()
     finally:
         await asyncio.to_thread(cluster.stop)

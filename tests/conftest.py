@@ -19,11 +19,10 @@ import pytest
 
 from agent_engine.cli.stack import Stack
 from agent_engine.runtime import embedded
+from agent_engine.runtime.processes import pid_alive
+from agent_engine.testkit import EngineClient
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-from cluster import EngineClient  # noqa: E402  (bench/ is not a package)
-
 EXAMPLE = ROOT / "examples" / "research-review"
 PLANTED_KEY = "sk-ant-planted-0123456789abcdef-never-in-events"
 """A fake credential every e2e stack is started with: tests check it never leaks."""
@@ -53,6 +52,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 class Engine(EngineClient):
     """The running stack as a test sees it: restart or kill services, run agentctl; plus the client side."""
 
+    example = EXAMPLE
+
     def __init__(self, home: Path, urls: dict[str, str], workspace: Path) -> None:
         self.home = home
         self.workspace = workspace
@@ -81,7 +82,7 @@ class Engine(EngineClient):
         pid = self.pids()[service]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while embedded.pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def wait_for_status(self, task_id: str, status: str, tries: int = 100) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent_engine.cli.client import CliError
-from agent_engine.cli.main import main, parse_input
+from agent_engine.cli.main import main
+from agent_engine.cli.options import parse_input
 
 
 def test_validate_the_example(workflow_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -162,48 +163,3 @@ def test_validate_names_file_node_and_rule_for_each_kind_of_graph_error(
     assert main(["workflow", "validate", str(target)]) == 1
     err = capsys.readouterr().err
     assert f"{target}/{expected}" in err, err
-
-
-def test_fork_plan_lists_tools_with_side_effects_declared_or_implied_by_their_built_in() -> None:
-    from agent_engine.cli.main import fork_plan
-
-    manifest = {"nodes": [{"id": "a", "kind": "agent"}, {"id": "note", "kind": "tool", "tool": "append"},
-                          {"id": "post", "kind": "tool", "tool": "poster"}, {"id": "count", "kind": "tool",
-                                                                              "tool": "stats"}],
-                "tools": {"append": {"builtin": "workspace_append"},
-                          "poster": {"builtin": "http_fetch", "side_effects": True},
-                          "stats": {"builtin": "text_stats"}}}
-    records = [{"type": "router.input"}, {"type": "task.started", "data": {"workflow_manifest": manifest}},
-               {"type": "router.input"}, {"type": "node.succeeded", "data": {"node": "a"}}]
-    assert fork_plan(records, 2) == (2, ["note", "post"])
-    with pytest.raises(CliError, match="--at must be between 1 and 4"):
-        fork_plan(records, 5)
-
-
-def test_fork_plan_lists_agents_whose_model_may_call_a_side_effecting_tool_again() -> None:
-    from agent_engine.cli.main import fork_plan
-
-    manifest = {"nodes": [{"id": "a", "kind": "agent", "agent": "scribe"}, {"id": "b", "kind": "agent",
-                                                                            "agent": "scribe"}],
-                "agents": {"scribe": {"tools": ["append", "stats"]}},
-                "tools": {"append": {"builtin": "workspace_append"}, "stats": {"builtin": "text_stats"}}}
-    records = [{"type": "router.input"}, {"type": "task.started", "data": {"workflow_manifest": manifest}},
-               {"type": "router.input"}, {"type": "node.succeeded", "data": {"node": "b"}}]
-    # b answered in the source: a fork reuses that answer, so its tools do not run again (unless --live)
-    assert fork_plan(records, 2) == (2, ["a (its model may call append)"])
-    assert fork_plan(records, 2, live=True) == (2, ["a (its model may call append)", "b (its model may call append)"])
-
-
-def test_fork_plan_counts_a_recorded_output_only_for_the_revision_the_fork_runs() -> None:
-    from agent_engine.cli.main import fork_plan
-
-    manifest = {"nodes": [{"id": "a", "kind": "agent", "agent": "scribe"}],
-                "agents": {"scribe": {"tools": ["append"]}}, "tools": {"append": {"builtin": "workspace_append"}}}
-    records = [{"type": "router.input"}, {"type": "task.started", "data": {"workflow_manifest": manifest}},
-               {"type": "router.input"}, {"type": "node.succeeded", "data": {"node": "a"}},
-               {"type": "router.input"}, {"type": "node.revision_requested", "data": {"reset": ["a"], "revision": 1}},
-               {"type": "router.input"}, {"type": "node.dispatched", "data": {"node": "a"}}]
-    # cut after the revision: the fork runs revision 1, for which nothing was recorded
-    assert fork_plan(records, 7) == (8, ["a (its model may call append)"])
-    # cut before it: revision 0's output is reused
-    assert fork_plan(records, 3) == (4, [])

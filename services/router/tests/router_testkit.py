@@ -103,7 +103,7 @@ def review_workflow(*review_edges: EdgeSpec, **review_kw: Any) -> WorkflowManife
 
 
 def load_research_review() -> tuple[str, WorkflowManifest]:
-    from agent_engine.cli.manifests import load
+    from agent_engine.runtime.manifests import load
 
     loaded = load(RESEARCH_REVIEW)
     assert loaded.manifest is not None and not loaded.errors, loaded.errors

@@ -1,4 +1,13 @@
-"""Talking to a running engine over NATS: submit requests, follow a task, query the services."""
+"""agentctl's one way to talk to a running engine over NATS: send a request, ask a query, follow a task.
+
+    async with connect() as engine:
+        shown = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
+        async with engine.request(TaskCancelRequested(...), tenant=..., task_id=...) as events:
+            event = await events.next(timeout)
+
+Every request is built by the contracts' envelope factory and published on the subject the contracts
+name for it; every query goes to `rpc_subject(service, action)`. A command that only asks uses `ask`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -17,12 +25,19 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from agent_engine.cli.stack import Stack
-from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import TaskRequested
-from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, PREFIX, ROUTER_RPC, TELEMETRY_RPC
+from agent_engine.contracts.envelope import Envelope, Payload, command
+from agent_engine.contracts.subjects import (
+    AGENT_RUNNER_RPC,
+    ROUTER_RPC,
+    TELEMETRY_RPC,
+    rpc_subject,
+    subject_for,
+    tenant_subject,
+)
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
 
 SOURCE = "agentctl"
+SERVICE_NAMES = {ROUTER_RPC: "router", TELEMETRY_RPC: "telemetry", AGENT_RUNNER_RPC: "agent-runner"}
 
 
 class CliError(Exception):
@@ -36,74 +51,22 @@ def nats_url() -> str:
     return url
 
 
-@asynccontextmanager
-async def connected() -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    url = nats_url()
-    try:
-        nc = await nats.connect(url, name=SOURCE, connect_timeout=3, max_reconnect_attempts=2,
-                                allow_reconnect=False)
-    except Exception as exc:  # noqa: BLE001  every connect failure reads the same to a user
-        raise CliError(f"cannot reach NATS at {url} ({exc}); is the stack up? (`agentctl ps`)") from None
-    try:
-        js = nc.jetstream(timeout=10)
-        await ensure_streams(js)
-        yield nc, js
-    finally:
-        await nc.drain()
-
-
 def task_id_for(tenant: str, idempotency_key: str | None) -> str:
+    """The same idempotency key always names the same task (of its tenant); no key, a new task."""
     if idempotency_key:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:{tenant}:{idempotency_key}"))
     return str(uuid.uuid4())
 
 
-def request_envelope(tenant: str, workflow: str, task_input: dict[str, Any], idempotency_key: str | None,
-                     priority: int = 0) -> Envelope:
-    task_id = task_id_for(tenant, idempotency_key)
-    # a fresh event id even with a key: the key fixes the task id, and the router absorbs repeats, while a
-    # derived id would make JetStream drop a retry (say, after a rejection) as a duplicate
-    event_id = str(uuid.uuid4())
-    data = TaskRequested(workflow=workflow, input=task_input, idempotency_key=idempotency_key,
-                         requested_by=SOURCE, priority=priority)
-    return Envelope(id=event_id, source=SOURCE, type=TaskRequested.TYPE, time=datetime.now(UTC), tenant=tenant,
-                    task_id=task_id, correlation_id=task_id, data=data.model_dump(mode="json", exclude_none=True))
-
-
-async def publish_request(js: JetStreamContext, envelope: Envelope, max_payload: int) -> None:
-    body = envelope.to_bytes()
-    if len(body) > max_payload:
-        raise CliError(f"request is {len(body) / 1048576:.1f} MiB, over this NATS server's "
-                       f"{max_payload / 1048576:.1f} MiB message limit")
-    await js.publish(f"{PREFIX}.{envelope.tenant}.task.requested", body,
-                     headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
-
-
-async def rpc(nc: Client, service_subject: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:
-    subject = f"{service_subject}.{action}"
-    who = {ROUTER_RPC: "router", TELEMETRY_RPC: "telemetry", AGENT_RUNNER_RPC: "agent-runner"}.get(service_subject,
-                                                                                                 subject)
-    try:
-        msg = await nc.request(subject, json.dumps(body).encode(), timeout=timeout)
-    except NoRespondersError:
-        raise CliError(f"the {who} service is not running (`agentctl ps`, then `agentctl up`)") from None
-    except NatsTimeout:
-        raise CliError(f"the {who} service did not answer within {timeout:g}s") from None
-    reply = json.loads(msg.data)
-    if isinstance(reply, dict) and "error" in reply:
-        raise CliError(reply["error"])
-    return reply
-
-
 class TaskEvents:
     """A core-NATS subscription to one tenant's events, filtered to one task.
 
-    Subscribe before submitting: JetStream publishes reach core subscribers too, so nothing is missed.
+    Subscribe before sending: JetStream publishes reach core subscribers too, so nothing is missed.
     """
 
     def __init__(self, nc: Client, tenant: str, task_id: str) -> None:
         self.nc = nc
-        self.subject = f"{PREFIX}.{tenant}.>"
+        self.subject = tenant_subject(tenant)
         self.task_id = task_id
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
 
@@ -128,3 +91,71 @@ class TaskEvents:
         except TimeoutError:
             raise CliError(f"no news of task {self.task_id} for {timeout:g}s; is the stack up? "
                            "(`agentctl ps`)") from None
+
+
+class Engine:
+    """A connection to the running engine (see `connect`)."""
+
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+
+    async def query(self, service_rpc: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:
+        """A service's answer to one query; an `{"error": ...}` answer raises it as a CliError."""
+        subject = rpc_subject(service_rpc, action)
+        who = SERVICE_NAMES.get(service_rpc, subject)
+        try:
+            msg = await self.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
+        except NoRespondersError:
+            raise CliError(f"the {who} service is not running (`agentctl ps`, then `agentctl up`)") from None
+        except NatsTimeout:
+            raise CliError(f"the {who} service did not answer within {timeout:g}s") from None
+        reply = json.loads(msg.data)
+        if isinstance(reply, dict) and "error" in reply:
+            raise CliError(reply["error"])
+        return reply
+
+    async def send(self, data: Payload, *, tenant: str, task_id: str) -> Envelope:
+        """Publish a request for task `task_id` (a fresh event id, so JetStream never drops it as a repeat)."""
+        envelope = command(data, tenant=tenant, task_id=task_id, source=SOURCE)
+        body = envelope.to_bytes()
+        if len(body) > self.nc.max_payload:
+            raise CliError(f"request is {len(body) / 1048576:.1f} MiB, over this NATS server's "
+                           f"{self.nc.max_payload / 1048576:.1f} MiB message limit")
+        await self.js.publish(subject_for(envelope), body, headers={MSG_ID: envelope.id, TASK_ID_HEADER: task_id})
+        return envelope
+
+    def follow(self, tenant: str, task_id: str) -> TaskEvents:
+        """The task's events from now on (`async with`)."""
+        return TaskEvents(self.nc, tenant, task_id)
+
+    @asynccontextmanager
+    async def request(self, data: Payload, *, tenant: str, task_id: str) -> AsyncIterator[TaskEvents]:
+        """Send a request and follow the task it is about, from before the request was sent."""
+        async with self.follow(tenant, task_id) as events:
+            await self.send(data, tenant=tenant, task_id=task_id)
+            yield events
+
+
+@asynccontextmanager
+async def connect() -> AsyncIterator[Engine]:
+    url = nats_url()
+    try:
+        nc = await nats.connect(url, name=SOURCE, connect_timeout=3, max_reconnect_attempts=2,
+                                allow_reconnect=False)
+    except Exception as exc:  # noqa: BLE001  every connect failure reads the same to a user
+        raise CliError(f"cannot reach NATS at {url} ({exc}); is the stack up? (`agentctl ps`)") from None
+    try:
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js)
+        yield Engine(nc, js)
+    finally:
+        await nc.drain()
+
+
+def ask(service_rpc: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:
+    """Connect, ask one query, disconnect: for commands that only ask."""
+    async def go() -> Any:
+        async with connect() as engine:
+            return await engine.query(service_rpc, action, body, timeout)
+    return asyncio.run(go())

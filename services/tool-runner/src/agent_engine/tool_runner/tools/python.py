@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent_engine.runtime.embedded import pid_alive
+from agent_engine.runtime.processes import pid_alive
 from agent_engine.tool_runner.tools.base import Context, ToolError, builtin
 
 CHILD = Path(__file__).with_name("python_child.py")

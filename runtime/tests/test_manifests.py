@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from agent_engine.cli.manifests import load
+from agent_engine.runtime.manifests import load
 
 
 def test_the_example_loads_clean(workflow_dir: Path) -> None:

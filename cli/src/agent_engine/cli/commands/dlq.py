@@ -1,0 +1,100 @@
+"""`agentctl dlq list` and `dlq replay`: messages a service dead-lettered."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from agent_engine.cli.client import CliError, connect
+from agent_engine.cli.options import Subparsers, add_json, print_json
+from agent_engine.contracts.subjects import DLQ_STREAM, dlq_subject
+
+ORIGINAL_SUBJECT = "Ae-Original-Subject"
+ERROR = "Ae-Error"
+"""The headers a service's dead letter carries (runtime.bus.Bus.dead_letter)."""
+
+
+def register(sub: Subparsers) -> None:
+    dlq = sub.add_parser("dlq", help="the dead-letter queue: messages a service could not handle")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dl = dlq_sub.add_parser("list", help="every dead-lettered message with its service and error")
+    dl.add_argument("--service", help="only this service's (router, guardrails, agent-runner, tool-runner)")
+    add_json(dl)
+    dl.set_defaults(func=cmd_list)
+    dr = dlq_sub.add_parser("replay", help="publish a dead-lettered message to its original subject again")
+    dr.add_argument("seq", type=int, help="its number in `agentctl dlq list`")
+    dr.set_defaults(func=cmd_replay)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    entries = asyncio.run(entries_of(args.service))
+    if args.json:
+        print_json(entries)
+    elif not entries:
+        print("the dead-letter queue is empty")
+    else:
+        for e in entries:
+            print(f"#{e['seq']:<6} {e['time'][:23]}  {e['service']:<13} {e['original_subject'] or '(stub)'}  "
+                  f"{e['error']}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    subject = asyncio.run(replay(args.seq))
+    print(f"replayed #{args.seq} to {subject} and removed it from the dead-letter queue")
+    return 0
+
+
+async def entries_of(service: str | None) -> list[dict[str, Any]]:
+    async with connect() as engine:
+        js = engine.js
+        if (await js.stream_info(DLQ_STREAM)).state.messages == 0:
+            return []
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sub = await js.subscribe(dlq_subject(service or "*"), ordered_consumer=True, cb=queue.put,
+                                 deliver_policy=DeliverPolicy.ALL)
+        entries = []
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    break
+                headers = msg.headers or {}
+                entries.append({"seq": msg.metadata.sequence.stream, "time": str(msg.metadata.timestamp),
+                                "service": msg.subject.split(".", 1)[1],
+                                "original_subject": headers.get(ORIGINAL_SUBJECT),
+                                "error": headers.get(ERROR) or _stub_error(msg.data), "bytes": len(msg.data)})
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return entries
+
+
+def _stub_error(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("error", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def replay(seq: int) -> str:
+    async with connect() as engine:
+        try:
+            msg = await engine.js.get_msg(DLQ_STREAM, seq)
+        except NotFoundError:
+            raise CliError(f"no dead-lettered message #{seq} (`agentctl dlq list`)") from None
+        headers = dict(msg.headers or {})
+        subject = headers.pop(ORIGINAL_SUBJECT, None)
+        if not subject:
+            raise CliError(f"#{seq} is a stub of a record too large to publish; there is nothing to replay")
+        headers.pop(ERROR, None)
+        await engine.js.publish(subject, msg.data or b"", headers=headers or None)
+        await engine.js.delete_msg(DLQ_STREAM, seq)
+        return str(subject)

@@ -1,0 +1,127 @@
+"""`agentctl submit` and `agentctl run`: start a task (run also validates, pushes and follows it);
+`follow_task` prints a task's progress until it ends (`task fork` follows its new task with it too)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+from agent_engine.cli import render
+from agent_engine.cli.client import SOURCE, CliError, Engine, TaskEvents, connect, task_id_for
+from agent_engine.cli.commands.workflow import load_valid, push
+from agent_engine.cli.options import Subparsers, add_tenant, parse_input
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.subjects import ROUTER_RPC
+
+
+def register(sub: Subparsers) -> None:
+    def task_args(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--input", help="task input: a JSON object, or @FILE")
+        cmd.add_argument("--idempotency-key", help="the same key always names the same task")
+        cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
+        cmd.add_argument("--priority", type=int, default=0, choices=range(-100, 101), metavar="-100..100",
+                         help="when the tenant is at its limit of running tasks, higher priorities start first")
+        add_tenant(cmd)
+
+    sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
+    sm.add_argument("workflow")
+    task_args(sm)
+    sm.set_defaults(func=cmd_submit)
+    rn = sub.add_parser("run", help="validate, push, submit and follow a workflow; exit 0 only on success")
+    rn.add_argument("dir")
+    task_args(rn)
+    rn.set_defaults(func=cmd_run)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
+                              args.timeout, priority=args.priority))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load_valid(args.dir)
+    task_input = parse_input(args.input)
+    assert loaded.manifest is not None
+    name = loaded.manifest.name
+
+    async def go() -> int:
+        await push(loaded, args.tenant)
+        return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
+                            follow=True, priority=args.priority)
+    return asyncio.run(go())
+
+
+async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
+                 timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
+    # with a key the task id is fixed by it (the router absorbs repeats); the request's event id is fresh
+    # anyway, so JetStream does not drop a retry (say, after a rejection) as a duplicate
+    task_id = task_id_for(tenant, key)
+    request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key, requested_by=SOURCE,
+                            priority=priority)
+    async with connect() as engine:
+        if key:
+            known = await _known(engine, task_id, key, follow)
+            if known is not None:
+                return known
+        async with engine.request(request, tenant=tenant, task_id=task_id) as events:
+            while True:
+                event = await events.next(timeout)
+                if event.type == "task.rejected":
+                    print(task_id)
+                    print(f"rejected by {event.data.get('stage')}: {event.data.get('reason')}", file=sys.stderr)
+                    return 2
+                if event.type == "task.queued":
+                    print(f"task {task_id} queued: {event.data.get('reason')}", file=sys.stderr)
+                    if not follow:
+                        print(task_id)
+                        return 0
+                    continue
+                if event.type == "task.started":
+                    if not follow:
+                        print(task_id)
+                        return 0
+                    print(f"task {task_id} started: workflow {workflow} "
+                          f"revision {event.data['revision'][:12]}", file=sys.stderr)
+                    return await follow_task(events, timeout, quiet)
+
+
+async def _known(engine: Engine, task_id: str, key: str, follow: bool) -> int | None:
+    """The exit code when the key's task exists already (None when it does not): nothing is sent again."""
+    try:
+        existing = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
+    except CliError:
+        return None
+    print(task_id)
+    print(f"task exists for idempotency key '{key}' (status {existing['status']})", file=sys.stderr)
+    if existing["status"] == "rejected":
+        print(f"rejected by router: {existing['reason']}; submit with a new key to try again", file=sys.stderr)
+        return 2
+    if follow and existing["status"] != "succeeded":
+        print(f"not following it: `agentctl task show {task_id}` tells more", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: Envelope | None = None) -> int:
+    """Print each step of the task until it ends: exit 0 when it succeeded, else 1."""
+    started = time.monotonic()
+    while True:
+        event = await events.next(timeout)
+        if first is not None and event.id == first.id:
+            continue
+        if not quiet:
+            line = render.progress(event)
+            if line:
+                print(line, flush=True)
+        if event.type == "task.cancelled":
+            print(f"task {event.task_id} cancelled: {event.data.get('reason', '')}", flush=True)
+            return 1
+        if event.type in ("task.succeeded", "task.failed"):
+            elapsed = time.monotonic() - started
+            status = event.data["status"]
+            print(f"task {event.task_id} {status} in {elapsed:.2f}s: {event.data.get('reason', '')}", flush=True)
+            return 0 if status == "succeeded" else 1
