@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := contracts runtime services/router services/agent-runner services/tool-runner \
+PACKAGES := contracts runtime memory services/router services/agent-runner services/tool-runner \
             services/guardrails services/telemetry cli testkit
 STAMP := $(VENV)/.installed
 

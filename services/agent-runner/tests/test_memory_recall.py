@@ -12,8 +12,8 @@ from agent_engine.agent_runner.memory import HEADING, MAX_BYTES, MAX_NOTES, reca
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import MemoryView, NodeDispatched
 from agent_engine.contracts.manifest import MemoryLayer
+from agent_engine.memory import MemoryScope, MemoryStore, MemoryUnavailable
 from agent_engine.runtime.embedded import free_port
-from agent_engine.runtime.memory import MemoryScope, MemoryStore, MemoryUnavailable
 
 pytestmark = pytest.mark.integration
 

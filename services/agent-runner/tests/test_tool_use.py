@@ -225,7 +225,7 @@ async def test_the_mock_reports_usage_that_grows_with_the_conversation(agent_dis
 
 async def test_memory_that_cannot_be_read_is_a_retryable_error_before_any_call(agent_dispatch: Any) -> None:
     from agent_engine.contracts.events import MemoryView
-    from agent_engine.runtime.memory import MemoryUnavailable
+    from agent_engine.memory import MemoryUnavailable
 
     async def down(_cause: Any, _dispatch: Any) -> str:
         raise MemoryUnavailable("PostgreSQL did not answer within 10s")

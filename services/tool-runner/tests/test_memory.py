@@ -15,8 +15,8 @@ from agent_engine.contracts.builtins import MEMORY_LAYERS
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeDispatched
 from agent_engine.contracts.manifest import MemoryLayer
+from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime.embedded import free_port
-from agent_engine.runtime.memory import MemoryLimits, MemoryStore
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, ToolError

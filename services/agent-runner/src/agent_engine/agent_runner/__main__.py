@@ -13,9 +13,9 @@ from agent_engine.agent_runner.memory import recall_from
 from agent_engine.agent_runner.providers import Gateway
 from agent_engine.agent_runner.service import SOURCE, AgentRunner
 from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
+from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("agent-runner")

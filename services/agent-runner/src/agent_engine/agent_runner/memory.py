@@ -11,7 +11,7 @@ import asyncio
 from agent_engine.agent_runner.service import Recall
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import NodeDispatched
-from agent_engine.runtime.memory import MemoryItem, MemoryScope, MemoryStore
+from agent_engine.memory import MemoryItem, MemoryScope, MemoryStore
 
 HEADING = "Memory (saved notes, newest first):"
 MAX_NOTES = 50

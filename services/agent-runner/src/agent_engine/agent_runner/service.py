@@ -42,7 +42,7 @@ from agent_engine.contracts.events import (
     ToolTurn,
     Usage,
 )
-from agent_engine.runtime.memory import MemoryUnavailable
+from agent_engine.memory import MemoryUnavailable
 from agent_engine.runtime.runner import errored, result
 
 SOURCE = "agent-engine/agent-runner"

@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 import logging
 
+from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from agent_engine.runtime.memory import MemoryStore
+from agent_engine.memory import MemoryStore
 from agent_engine.runtime.settings import env_float, env_int
 
 HOST_ENTRY = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])"

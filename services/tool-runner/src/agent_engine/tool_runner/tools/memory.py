@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent_engine.runtime.memory import MemoryRefused, MemoryScope, MemoryStore, MemoryUnavailable
+from agent_engine.memory import MemoryRefused, MemoryScope, MemoryStore, MemoryUnavailable
 from agent_engine.tool_runner.tools.base import Context, Scope, ToolError, builtin
 
 ALL_LAYERS = ("task", "project", "global")

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from agent_engine.runtime.memory import MemoryLimits, MemoryRefused, MemoryScope, MemoryStore
+from agent_engine.memory import MemoryLimits, MemoryRefused, MemoryScope, MemoryStore
 
 pytestmark = pytest.mark.integration
 
