@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -77,38 +77,51 @@ from agent_engine.router.conversation import (
     with_conversation,
 )
 from agent_engine.router.graph import downstream, segment, split_merges
+from agent_engine.router.records import (
+    INPUT_RECORD,
+    SOURCE,
+    InvalidInput,
+    Resolved,
+    RouterInput,
+    input_from_record,
+    input_record,
+)
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
-SOURCE = "agent-engine/router"
-INPUT_RECORD = "router.input"
+__all__ = [
+    "BUS_INPUTS",
+    "HANDLERS",
+    "INPUT_RECORD",
+    "INPUT_TYPES",
+    "SOURCE",
+    "ForkPlan",
+    "Handler",
+    "InvalidInput",
+    "Resolved",
+    "RouterInput",
+    "apply",
+    "backoff_delay",
+    "choose_model",
+    "decide",
+    "dispatch_id_for",
+    "evolve",
+    "fold",
+    "fork_cut",
+    "fork_plan",
+    "input_from_record",
+    "input_record",
+    "payload",
+    "replay",
+    "resolve_args",
+    "starts_task",
+    "usage_total",
+]
+
 MAX_CONTEXT_BYTES = 768 * 1024
 """A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 MAX_FANOUT_BYTES = 3 * 1024 * 1024
 """The subtask requests of one SPLIT are stored in one transaction; keep it well under what psycopg's
 pipeline handles (it deadlocks near 6 MB)."""
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The workflow revision the shell looked up for a task.accepted input (None: not found)."""
-
-    revision: str
-    manifest: WorkflowManifest
-
-
-@dataclass(frozen=True)
-class RouterInput:
-    event: Envelope
-    workflow: Resolved | None = None
-    source: tuple[Envelope, ...] | None = None
-    """For task.fork_requested: the source task's stored records, as the shell found them."""
-    admission: Admission | None = None
-    """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
-
-
-class InvalidInput(ValueError):
-    """An input the router can never apply: its payload is not valid for its type, or it contradicts
-    itself (a subtask request naming a node its manifest does not have). The shell dead-letters it."""
 
 
 # --- decide -----------------------------------------------------------------------------------
@@ -1286,34 +1299,6 @@ def _set_node(state: TaskState, node_id: str, **changes: Any) -> TaskState:
 
 
 # --- apply and replay -------------------------------------------------------------------------
-
-def input_record(inp: RouterInput) -> Envelope:
-    """The stored form of an applied input: the input itself plus what the shell resolved for it."""
-    resolved = None
-    if inp.workflow is not None:
-        resolved = {"revision": inp.workflow.revision,
-                    "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
-    event = inp.event
-    data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
-    if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
-        own = all(r.tenant == event.tenant for r in inp.source)
-        data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
-    if inp.admission is not None:
-        data["admission"] = asdict(inp.admission)
-    return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)
-
-
-def input_from_record(record: Envelope) -> RouterInput:
-    resolved = record.data.get("workflow")
-    workflow = None
-    if resolved:
-        workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
-    source = record.data.get("source")
-    admission = record.data.get("admission")
-    return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
-                       tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
-                       Admission(**admission) if admission else None)
-
 
 def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
     """Decide, then fold: the records to store (input record first) and the state after them."""
