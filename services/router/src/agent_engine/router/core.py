@@ -11,8 +11,8 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -61,7 +61,6 @@ from agent_engine.contracts.events import (
     TaskSucceeded,
     ToolCallRef,
     ToolStep,
-    Usage,
 )
 from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.contracts.validation import blocking
@@ -76,6 +75,7 @@ from agent_engine.router.conversation import (
     tool_defs,
     with_conversation,
 )
+from agent_engine.router.folds import add_usage, evolve, fold, usage_total
 from agent_engine.router.graph import downstream, segment, split_merges
 from agent_engine.router.records import (
     INPUT_RECORD,
@@ -86,7 +86,7 @@ from agent_engine.router.records import (
     input_from_record,
     input_record,
 )
-from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
+from agent_engine.router.state import NodeState, TaskState
 
 __all__ = [
     "BUS_INPUTS",
@@ -1091,213 +1091,6 @@ def starts_task(event: Envelope) -> bool:
                                                        and bool(event.data.get("parent_id"))))
 
 
-# --- evolve -----------------------------------------------------------------------------------
-
-def evolve(state: TaskState, event: Envelope) -> TaskState:
-    """Fold one recorded event into the state. Unknown types (and records addressed to other tasks,
-    such as a subtask request) only bump the version."""
-    state = _with(state, version=state.version + 1)
-    data = event.data
-    kind = event.type
-    if kind == INPUT_RECORD:
-        return _with(state, applied=state.applied | {data["input"]["id"]}, task_id=event.task_id,
-                       tenant=event.tenant, correlation_id=state.correlation_id or event.correlation_id)
-    # the hottest types read their fields directly: they were validated when decided
-    if kind == "node.dispatched":
-        deadline = data["deadline"]
-        call = data.get("call")
-        first = call is None and not data.get("turn")  # tool turns keep the time the node's attempt began
-        return _set_node(state, data["node"], status="dispatched", attempts=data["attempt"],
-                         dispatch_id=data["dispatch_id"], dispatched_at=event.time, finished_at=None, error=None,
-                         deadline=deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
-                         call=call["index"] if call else None, **({"began_at": event.time} if first else {}))
-    if kind == "node.succeeded":
-        usage = data.get("usage")
-        return _set_node(state, data["node"], status="succeeded", output=data["output"],
-                         provider=data.get("provider"), model=data.get("model"), chosen=data.get("chosen"),
-                         usage=Usage.model_validate(usage) if usage else None, finished_at=event.time, deadline=None)
-    if kind.startswith("tenant."):  # an admission log's record: never a task's (a crafted id cannot use it)
-        return _with(state, status="reserved", tenant=event.tenant)
-    if kind == "task.cancel_requested":  # stored here only as a request this task sent to a subtask
-        return _with(state, cancelling=state.cancelling | {event.task_id})
-    handler = _FOLDS.get(kind)
-    return handler(state, event) if handler else state
-
-
-def _fold_started(state: TaskState, event: Envelope) -> TaskState:
-    started = TaskStarted.model_validate(event.data)
-    manifest = started.workflow_manifest
-    return _with(
-        state, status="running", workflow=started.workflow, revision=started.revision,
-        engine_version=started.engine_version, contract_version=started.contract_version,
-        manifest=manifest, input=started.input, started_at=event.time, lineage=started.lineage,
-        entry=started.entry, stop_at=started.stop_at, inherited=started.upstream,
-        nodes={n.id: NodeState() for n in manifest.nodes},
-    )
-
-
-def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
-    queued = TaskQueued.model_validate(event.data)
-    return _with(state, status="queued", workflow=queued.workflow, revision=queued.revision,
-                   manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason)
-
-
-def _fold_rejected(state: TaskState, event: Envelope) -> TaskState:
-    return _with(state, status="rejected", reason=event.data.get("reason", ""), finished_at=event.time)
-
-
-def _fold_failed(state: TaskState, event: Envelope) -> TaskState:
-    f = NodeFailed.model_validate(event.data)
-    return _set_node(state, f.node, status="failed", error=f.reason, continued=bool(f.continued),
-                     finished_at=event.time, deadline=None)
-
-
-def _close_open_nodes(state: TaskState, status: str, at: datetime) -> dict[str, NodeState]:
-    return {n: _with(s, status=status, finished_at=at) if s.status in OPEN_NODE else s
-            for n, s in state.nodes.items()}
-
-
-def _fold_cancelled(state: TaskState, event: Envelope) -> TaskState:
-    return _with(state, status="cancelled", nodes=_close_open_nodes(state, "cancelled", event.time),
-                   reason=event.data.get("reason", ""), finished_at=event.time)
-
-
-def _fold_finished(state: TaskState, event: Envelope) -> TaskState:
-    data = event.data
-    state = _with(state, nodes=_close_open_nodes(state, "abandoned", event.time))
-    exit_node = data.get("exit_node")
-    if exit_node:
-        state = _set_node(state, exit_node, status="reached", finished_at=event.time)
-    return _with(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
-                   finished_at=event.time)
-
-
-def _fold_retry_scheduled(state: TaskState, event: Envelope) -> TaskState:
-    return _set_node(state, event.data["node"], status="retry_scheduled", deadline=_time(event.data["at"]),
-                     error=event.data.get("reason"))
-
-
-def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
-    return _with(_set_node(state, event.data["node"], status="awaiting_approval"), status="waiting")
-
-
-def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
-    state = _set_node(state, event.data["node"], status="approved")
-    waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
-    return _with(state, status="waiting" if waiting else "running")
-
-
-def _fold_result_ignored(state: TaskState, event: Envelope) -> TaskState:
-    return _set_node(state, event.data["node"], dispatch_id=None)
-
-
-def _fold_skipped(state: TaskState, event: Envelope) -> TaskState:
-    return _set_node(state, event.data["node"], status="skipped", finished_at=event.time)
-
-
-def _fold_merged(state: TaskState, event: Envelope) -> TaskState:
-    assert state.manifest is not None
-    node_id = event.data["node"]
-    combined = event.data.get("output") or {}
-    if state.manifest.node(node_id).kind == "agent":
-        return _set_node(state, node_id, status="merged", merged=combined)
-    return _set_node(state, node_id, status="succeeded", output=combined, provider="router:merge",
-                     dispatched_at=event.time, finished_at=event.time)
-
-
-def _fold_fanned_out(state: TaskState, event: Envelope) -> TaskState:
-    fanouts = dict(state.fanouts)
-    fanouts[event.data["node"]] = Fanout(event.data["merge"], tuple(event.data["subtasks"]))
-    return _with(state, fanouts=fanouts)
-
-
-def _fold_settled(state: TaskState, event: Envelope) -> TaskState:
-    settled = SubtaskSettled.model_validate(event.data)
-    fanouts = dict(state.fanouts)
-    fanout = fanouts[settled.node]
-    results = dict(fanout.results)
-    results[settled.index] = (settled.status, settled.output, settled.reason)
-    fanouts[settled.node] = _with(fanout, results=results)
-    return _with(state, fanouts=fanouts)
-
-
-def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
-    asked = NodeRevisionRequested.model_validate(event.data)
-    nodes = dict(state.nodes)
-    for node_id in asked.reset:
-        old = nodes[node_id]
-        nodes[node_id] = NodeState(revision=asked.revision, runs_before=old.runs_before + old.attempts + len(old.steps))
-    return _with(state, nodes=nodes, revisions={**state.revisions, asked.node: asked.revision},
-                   feedback={**state.feedback, asked.target: asked.feedback})
-
-
-def _fold_tool_turn(state: TaskState, event: Envelope) -> TaskState:
-    data = event.data
-    node = state.nodes[data["node"]]
-    usage = data.get("usage")
-    return _set_node(state, data["node"], steps=(*node.steps, {"turn": data["turn"], "thought": data.get("thought", ""),
-                                                                 "calls": data["calls"]}),
-                     call=None, dispatch_id=None, summary=data.get("summary") or node.summary,
-                     turn_usage=add_usage(node.turn_usage, Usage.model_validate(usage) if usage else None))
-
-
-def _fold_tool_returned(state: TaskState, event: Envelope) -> TaskState:
-    data = event.data
-    node = state.nodes[data["node"]]
-    last = node.steps[-1]
-    calls = list(last["calls"])
-    result = {"output": data["output"]} if data.get("output") is not None else {"error": data.get("error", "")}
-    calls[data["index"]] = {**calls[data["index"]], **result}
-    return _set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
-                     dispatch_id=None)
-
-
-def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
-    forked = TaskForked.model_validate(event.data)
-    copied = fold([Envelope.model_validate(r) for r in forked.history])
-    root = copied.lineage.root_id if copied.lineage else forked.source_task_id
-    lineage = Lineage(kind="fork", parent_id=forked.source_task_id, root_id=root,
-                      cause=f"fork of task {forked.source_task_id} after its record {forked.at}"
-                            + (" (live)" if forked.live else ""))
-    return _with(copied, task_id=event.task_id, correlation_id=event.correlation_id, lineage=lineage,
-                   recorded=forked.recorded, applied=copied.applied | state.applied, version=state.version,
-                   started_at=event.time, finished_at=None)
-
-
-_FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
-    "task.started": _fold_started, "task.forked": _fold_forked, "task.rejected": _fold_rejected,
-    "task.queued": _fold_queued,
-    "node.failed": _fold_failed,
-    "task.cancelled": _fold_cancelled, "task.succeeded": _fold_finished, "task.failed": _fold_finished,
-    "node.retry_scheduled": _fold_retry_scheduled, "node.approval_requested": _fold_approval_requested,
-    "node.approved": _fold_approved, "node.result_ignored": _fold_result_ignored, "node.skipped": _fold_skipped,
-    "node.merged": _fold_merged, "node.fanned_out": _fold_fanned_out, "subtask.settled": _fold_settled,
-    "node.revision_requested": _fold_revision,
-    "node.tool_turn_recorded": _fold_tool_turn, "node.tool_returned": _fold_tool_returned,
-}
-
-
-T = TypeVar("T")
-
-
-def _with(obj: T, **changes: Any) -> T:
-    """dataclasses.replace for the router's frozen state classes, without re-running __init__: folding
-    is the router's hottest path and TaskState has many fields."""
-    new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__, **changes)
-    return new
-
-
-def _time(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
-
-
-def _set_node(state: TaskState, node_id: str, **changes: Any) -> TaskState:
-    nodes = dict(state.nodes)
-    nodes[node_id] = _with(nodes.get(node_id, NodeState()), **changes)
-    return _with(state, nodes=nodes)
-
-
 # --- apply and replay -------------------------------------------------------------------------
 
 def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
@@ -1310,13 +1103,6 @@ def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]
     return evolve(out.state, record), [record, *out.events]
 
 
-def fold(records: list[Envelope]) -> TaskState:
-    state = TaskState()
-    for record in records:
-        state = evolve(state, record)
-    return state
-
-
 def replay(records: list[Envelope]) -> list[Envelope]:
     """Re-run the recorded inputs through the current router; returns the records it would store."""
     state = TaskState()
@@ -1326,13 +1112,3 @@ def replay(records: list[Envelope]) -> list[Envelope]:
             state, out = apply(state, input_from_record(record))
             produced.extend(out)
     return produced
-
-
-def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
-    if a is None or b is None:
-        return a or b
-    return a + b
-
-
-def usage_total(state: TaskState) -> Usage:
-    return sum((node.usage for node in state.nodes.values() if node.usage is not None), Usage())
