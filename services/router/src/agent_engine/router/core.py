@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, caused_by, derive_id
+from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
     DispatchedAgent,
     DispatchedTool,
@@ -75,6 +75,7 @@ from agent_engine.router.conversation import (
     tool_defs,
     with_conversation,
 )
+from agent_engine.router.emitter import Emitter
 from agent_engine.router.folds import add_usage, evolve, fold, usage_total
 from agent_engine.router.graph import downstream, segment, split_merges
 from agent_engine.router.records import (
@@ -131,8 +132,8 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
     return _decide(state, inp).events
 
 
-def _decide(state: TaskState, inp: RouterInput) -> _Emitter:
-    out = _Emitter(state, inp.event)
+def _decide(state: TaskState, inp: RouterInput) -> Emitter:
+    out = Emitter(state, inp.event)
     event = inp.event
     handler = HANDLERS.get(event.type)
     if event.id in state.applied or handler is None:
@@ -145,7 +146,7 @@ def _decide(state: TaskState, inp: RouterInput) -> _Emitter:
     return out
 
 
-def _on_accepted(out: _Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
+def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
     if out.state.status != "new":
         return  # a request for a task that exists: idempotent
     if inp.workflow is None:
@@ -174,7 +175,7 @@ def _on_accepted(out: _Emitter, inp: RouterInput, accepted: TaskAccepted) -> Non
     _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest)
 
 
-def _start(out: _Emitter, workflow: str, revision: str, task_input: dict[str, Any],
+def _start(out: Emitter, workflow: str, revision: str, task_input: dict[str, Any],
            manifest: WorkflowManifest) -> None:
     out.add(TaskStarted(
         workflow=workflow, revision=revision, engine_version=ENGINE_VERSION,
@@ -183,14 +184,14 @@ def _start(out: _Emitter, workflow: str, revision: str, task_input: dict[str, An
     _activate(out, manifest.start().id, "start")
 
 
-def _on_admitted(out: _Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
+def _on_admitted(out: Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
     state = out.state
     if state.status != "queued" or state.manifest is None:
         return  # started already, or cancelled while it waited
     _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest)
 
 
-def _on_subtask_requested(out: _Emitter, inp: RouterInput, req: SubtaskRequested) -> None:
+def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested) -> None:
     if out.state.status != "new":
         return  # already started (a redelivery), or cancelled by its parent before it started
     manifest = req.workflow_manifest
@@ -219,7 +220,7 @@ def _subtask_split(req: SubtaskRequested) -> NodeSpec:
     return split
 
 
-def _on_cancel(out: _Emitter, inp: RouterInput, request: TaskCancelRequested) -> None:
+def _on_cancel(out: Emitter, inp: RouterInput, request: TaskCancelRequested) -> None:
     state = out.state
     if state.status == "new" and request.parent_id:
         # the parent ended before this subtask started: make sure it never does
@@ -233,7 +234,7 @@ def _on_cancel(out: _Emitter, inp: RouterInput, request: TaskCancelRequested) ->
     _finish(out, "cancelled", request.reason or "cancelled on request", requested_by=request.requested_by)
 
 
-def _on_approval(out: _Emitter, inp: RouterInput, decided: NodeApprovalDecided) -> None:
+def _on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) -> None:
     state = out.state
     node = state.nodes.get(decided.node)
     if state.status != "waiting" or node is None or node.status != "awaiting_approval" or state.manifest is None:
@@ -269,7 +270,7 @@ def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, An
     return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}" if detail else ""
 
 
-def _on_completed(out: _Emitter, inp: RouterInput, completed: NodeCompleted) -> None:
+def _on_completed(out: Emitter, inp: RouterInput, completed: NodeCompleted) -> None:
     state = out.state
     if state.terminal:
         _ignore_late_result(out, completed.node, completed.dispatch_id, inp.event.type)
@@ -288,7 +289,7 @@ def _on_completed(out: _Emitter, inp: RouterInput, completed: NodeCompleted) -> 
     _succeed(out, spec, completed)
 
 
-def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
+def _succeed(out: Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
     assert out.state.manifest is not None
     revising = _wants_revision(out.state, spec, completed.output)
     chosen, problem = (None, "") if revising else _choose(out.state.manifest, spec, completed.output)
@@ -306,7 +307,7 @@ def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
         _advance(out, spec.id)
 
 
-def _on_errored(out: _Emitter, inp: RouterInput, errored: NodeErrored) -> None:
+def _on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
     if out.state.terminal:
         _ignore_late_result(out, errored.node, errored.dispatch_id, inp.event.type)
         return
@@ -323,7 +324,7 @@ def _on_errored(out: _Emitter, inp: RouterInput, errored: NodeErrored) -> None:
         _node_failed(out, errored.node, node.attempts, errored.error)
 
 
-def _on_deadline(out: _Emitter, inp: RouterInput, expired: NodeDeadlineExpired) -> None:
+def _on_deadline(out: Emitter, inp: RouterInput, expired: NodeDeadlineExpired) -> None:
     node = _open_node(out.state, expired.node, expired.dispatch_id)
     if node is None or out.state.status not in ("running", "waiting"):
         return
@@ -332,7 +333,7 @@ def _on_deadline(out: _Emitter, inp: RouterInput, expired: NodeDeadlineExpired) 
     _retry_or_fail(out, expired.node, node, f"no result within the {timeout:g}s deadline")
 
 
-def _on_retry_due(out: _Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
+def _on_retry_due(out: Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
     state = out.state
     waiting = state.nodes.get(due.node)
     if (state.status not in ("running", "waiting") or waiting is None or waiting.status != "retry_scheduled"
@@ -342,7 +343,7 @@ def _on_retry_due(out: _Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
     _dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
 
 
-def _on_subtask_finished(out: _Emitter, inp: RouterInput, finished: SubtaskFinished) -> None:
+def _on_subtask_finished(out: Emitter, inp: RouterInput, finished: SubtaskFinished) -> None:
     state = out.state
     fanout = state.fanouts.get(finished.parent_node)
     if state.status not in ("running", "waiting") or fanout is None or finished.index in fanout.results:
@@ -364,7 +365,7 @@ def _on_subtask_finished(out: _Emitter, inp: RouterInput, finished: SubtaskFinis
     _try_merge(out, fanout.merge)
 
 
-def _on_fork(out: _Emitter, inp: RouterInput, request: TaskForkRequested) -> None:
+def _on_fork(out: Emitter, inp: RouterInput, request: TaskForkRequested) -> None:
     if out.state.status != "new":
         return  # the fork exists already: a redelivered request
     problem, cut = _fork_problem(inp, request)
@@ -491,7 +492,7 @@ def _choose(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any]) 
     return None, f"DECISION output matched no edge: got {found}; edges test {tested}"
 
 
-def _advance(out: _Emitter, node_id: str) -> None:
+def _advance(out: Emitter, node_id: str) -> None:
     """A node settled (succeeded, failed and continued, or skipped): tell its successors."""
     state = out.state
     assert state.manifest is not None
@@ -523,7 +524,7 @@ def _edge(state: TaskState, pred: str, target: str) -> str:
     return "pending"
 
 
-def _arrive(out: _Emitter, target: str) -> None:
+def _arrive(out: Emitter, target: str) -> None:
     state = out.state
     assert state.manifest is not None
     manifest = state.manifest
@@ -550,7 +551,7 @@ def _arrive(out: _Emitter, target: str) -> None:
         _advance(out, target)
 
 
-def _activate(out: _Emitter, node_id: str, reason: str) -> None:
+def _activate(out: Emitter, node_id: str, reason: str) -> None:
     assert out.state.manifest is not None
     spec = out.state.manifest.node(node_id)
     if spec.role == "EXIT":
@@ -577,7 +578,7 @@ def _merge_sources(state: TaskState, merge_id: str, split: str | None
     return {p: (_edge(state, p, merge_id), state.nodes[p].output) for p in state.manifest.predecessors(merge_id)}
 
 
-def _try_merge(out: _Emitter, merge_id: str) -> None:
+def _try_merge(out: Emitter, merge_id: str) -> None:
     """Fire a MERGE node once its policy is met; fail it once the policy can no longer be met."""
     state = out.state
     assert state.manifest is not None
@@ -621,7 +622,7 @@ def _try_merge(out: _Emitter, merge_id: str) -> None:
         _advance(out, merge_id)
 
 
-def _fan_out(out: _Emitter, spec: NodeSpec) -> None:
+def _fan_out(out: Emitter, spec: NodeSpec) -> None:
     state = out.state
     assert state.manifest is not None and spec.split is not None
     node = state.nodes[spec.id]
@@ -657,7 +658,7 @@ def _wants_revision(state: TaskState, spec: NodeSpec, output: dict[str, Any]) ->
     return rule.when.matches(output) and state.revisions.get(spec.id, 0) < rule.max_revisions
 
 
-def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> None:
+def _revise(out: Emitter, spec: NodeSpec, output: dict[str, Any]) -> None:
     """Send work back to the reviser's target: the nodes between run again with its output as feedback."""
     rule = spec.revise
     state = out.state
@@ -672,7 +673,7 @@ def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> None:
     _dispatch(out, state.manifest.node(rule.target), 1, why)
 
 
-def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = None,
+def _finish(out: Emitter, status: str, reason: str, *, exit_node: str | None = None,
             output: dict[str, Any] | None = None, requested_by: str | None = None, continued: bool = False) -> None:
     """End the task: record its terminal status, stop its subtasks, and tell a parent."""
     state = out.state
@@ -695,7 +696,7 @@ def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = 
                                 reason=reason, continued=continued or None), task_id=lineage.parent_id)
 
 
-def _node_failed(out: _Emitter, node_id: str, attempt: int, reason: str) -> None:
+def _node_failed(out: Emitter, node_id: str, attempt: int, reason: str) -> None:
     """A node failed for good: the task fails, unless the node declares continue_on_failure."""
     assert out.state.manifest is not None
     spec = out.state.manifest.node(node_id)
@@ -741,7 +742,7 @@ def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | 
     return node
 
 
-def _ignore_late_result(out: _Emitter, node_id: str, dispatch_id: str, event_type: str) -> None:
+def _ignore_late_result(out: Emitter, node_id: str, dispatch_id: str, event_type: str) -> None:
     """A result for a node that was running when the task ended: recorded once, then unused."""
     node = out.state.nodes.get(node_id)
     if node is None or node.status not in ("cancelled", "abandoned") or node.dispatch_id != dispatch_id:
@@ -776,7 +777,7 @@ def dispatch_id_for(task_id: str, node: str, revision: int, attempt: int, step: 
     return derive_id(*parts, *([step] if step else []))
 
 
-def _retry_or_fail(out: _Emitter, node_id: str, node: NodeState, why: str) -> None:
+def _retry_or_fail(out: Emitter, node_id: str, node: NodeState, why: str) -> None:
     assert out.state.manifest is not None
     spec = out.state.manifest.node(node_id)
     if node.attempts >= spec.max_attempts:
@@ -815,7 +816,7 @@ def _upstream(state: TaskState) -> dict[str, Any]:
     return upstream
 
 
-def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
+def _dispatch(out: Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
               args_override: dict[str, Any] | None = None) -> None:
     """Dispatch a node's current step, or ask for approval first when it requires it (retries and later
     turns are not asked again). An agent node's step is its model's next turn or one of its tool calls."""
@@ -904,7 +905,7 @@ def _dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]
 
 # --- tool use -----------------------------------------------------------------------------------
 
-def _on_tools_requested(out: _Emitter, inp: RouterInput, asked: NodeToolsRequested) -> None:
+def _on_tools_requested(out: Emitter, inp: RouterInput, asked: NodeToolsRequested) -> None:
     """The model asked for tools instead of answering: record its turn once, then run the calls."""
     state = out.state
     if state.terminal:
@@ -938,7 +939,7 @@ def _on_tools_requested(out: _Emitter, inp: RouterInput, asked: NodeToolsRequest
     _next_call(out, spec)
 
 
-def _next_call(out: _Emitter, spec: NodeSpec) -> None:
+def _next_call(out: Emitter, spec: NodeSpec) -> None:
     """Run the next call of the node's last tool turn; once every call is back, the model's next turn."""
     node = out.state.nodes[spec.id]
     turn = len(node.steps) - 1
@@ -949,7 +950,7 @@ def _next_call(out: _Emitter, spec: NodeSpec) -> None:
         _dispatch(out, spec, 1, f"results of tool turn {turn}")
 
 
-def _dispatch_call(out: _Emitter, spec: NodeSpec, index: int, attempt: int, reason: str) -> None:
+def _dispatch_call(out: Emitter, spec: NodeSpec, index: int, attempt: int, reason: str) -> None:
     manifest = out.state.manifest
     assert manifest is not None
     node = out.state.nodes[spec.id]
@@ -962,7 +963,7 @@ def _dispatch_call(out: _Emitter, spec: NodeSpec, index: int, attempt: int, reas
         call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index)))
 
 
-def _tool_returned(out: _Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
+def _tool_returned(out: Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
                    output: dict[str, Any] | None = None, error: str | None = None) -> None:
     """Record the observation of the call running now (its output, or the error the model will see)."""
     node = out.state.nodes[spec.id]
@@ -1022,33 +1023,10 @@ def resolve_args(args: dict[str, Any], context: NodeContext) -> tuple[dict[str, 
     return resolved, ""
 
 
-class _Emitter:
-    """Builds output envelopes with ids derived from the input and time taken from it, and keeps the
-    state they lead to, so each decision sees the ones before it."""
-
-    def __init__(self, state: TaskState, cause: Envelope) -> None:
-        self.cause = cause
-        self.state = state
-        self.task_id = state.task_id or cause.task_id
-        self.tenant = state.tenant or cause.tenant
-        self.correlation_id = state.correlation_id or cause.correlation_id
-        self.now = cause.time
-        self.events: list[Envelope] = []
-
-    def add(self, data: Any, *, task_id: str | None = None) -> None:
-        """Record `data`; `task_id` addresses another task (a subtask or the parent), stored here."""
-        # trusted: every field is built here from validated values, so skip re-validation
-        envelope = caused_by(self.cause, data, id=derive_id(self.cause.id, len(self.events)), source=SOURCE,
-                             time=self.now, tenant=self.tenant, task_id=task_id or self.task_id,
-                             correlation_id=self.correlation_id, trusted=True)
-        self.events.append(envelope)
-        self.state = evolve(self.state, envelope)
-
-
 @dataclass(frozen=True)
 class Handler:
     model: type[EventData]
-    decide: Callable[[_Emitter, RouterInput, Any], None]
+    decide: Callable[[Emitter, RouterInput, Any], None]
     starts: bool = False
     """May start a task that does not exist yet (any other input for an unknown task names nothing)."""
     internal: bool = False
