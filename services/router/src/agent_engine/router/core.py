@@ -18,20 +18,13 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
-    DispatchedAgent,
-    DispatchedTool,
     EventData,
     Lineage,
-    MemoryView,
-    ModelChoice,
     NodeApprovalDecided,
     NodeApprovalRefused,
-    NodeApprovalRequested,
     NodeApproved,
     NodeCompleted,
-    NodeContext,
     NodeDeadlineExpired,
-    NodeDispatched,
     NodeErrored,
     NodeFailed,
     NodeFannedOut,
@@ -59,10 +52,9 @@ from agent_engine.contracts.events import (
     TaskRejected,
     TaskStarted,
     TaskSucceeded,
-    ToolCallRef,
     ToolStep,
 )
-from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import MergeSpec, NodeSpec, WorkflowManifest, lookup
 from agent_engine.contracts.validation import blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
@@ -72,8 +64,17 @@ from agent_engine.router.conversation import (
     call_problem,
     next_open_call,
     schema_problems,
-    tool_defs,
-    with_conversation,
+)
+from agent_engine.router.dispatch import (
+    Fails,
+    build_call,
+    build_dispatch,
+    choose_model,
+    dispatch_id_for,
+    open_node,
+    resolve_args,
+    superseded,
+    upstream_outputs,
 )
 from agent_engine.router.emitter import Emitter
 from agent_engine.router.folds import add_usage, evolve, fold, usage_total
@@ -118,8 +119,6 @@ __all__ = [
     "usage_total",
 ]
 
-MAX_CONTEXT_BYTES = 768 * 1024
-"""A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
 MAX_FANOUT_BYTES = 3 * 1024 * 1024
 """The subtask requests of one SPLIT are stored in one transaction; keep it well under what psycopg's
 pipeline handles (it deadlocks near 6 MB)."""
@@ -277,7 +276,7 @@ def _on_completed(out: Emitter, inp: RouterInput, completed: NodeCompleted) -> N
         return
     if state.status not in ("running", "waiting"):
         return
-    node = _open_node(state, completed.node, completed.dispatch_id) or _superseded(
+    node = open_node(state, completed.node, completed.dispatch_id) or superseded(
         state, completed.node, completed.attempt, completed.dispatch_id)
     if node is None:
         return
@@ -311,7 +310,7 @@ def _on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
     if out.state.terminal:
         _ignore_late_result(out, errored.node, errored.dispatch_id, inp.event.type)
         return
-    node = _open_node(out.state, errored.node, errored.dispatch_id)
+    node = open_node(out.state, errored.node, errored.dispatch_id)
     if node is None or out.state.status not in ("running", "waiting"):
         return
     if errored.retryable:
@@ -325,7 +324,7 @@ def _on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
 
 
 def _on_deadline(out: Emitter, inp: RouterInput, expired: NodeDeadlineExpired) -> None:
-    node = _open_node(out.state, expired.node, expired.dispatch_id)
+    node = open_node(out.state, expired.node, expired.dispatch_id)
     if node is None or out.state.status not in ("running", "waiting"):
         return
     assert out.state.manifest is not None
@@ -628,7 +627,7 @@ def _fan_out(out: Emitter, spec: NodeSpec) -> None:
     node = state.nodes[spec.id]
     _, items = lookup(node.output, spec.split.items)
     ids = [derive_id(out.task_id, spec.id, node.revision, "subtask", i) for i in range(len(items))]
-    inherited = {k: v for k, v in _upstream(state).items() if k != spec.id}
+    inherited = {k: v for k, v in upstream_outputs(state).items() if k != spec.id}
     size = len(state.manifest.model_dump_json()) + len(json.dumps(inherited)) + len(json.dumps(state.input))
     total = size * len(items) + len(json.dumps(items))
     if total > MAX_FANOUT_BYTES:
@@ -735,13 +734,6 @@ def _moot(state: TaskState, node_id: str) -> bool:
 
 # --- runs and retries -------------------------------------------------------------------------
 
-def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | None:
-    node = state.nodes.get(node_id)
-    if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
-        return None
-    return node
-
-
 def _ignore_late_result(out: Emitter, node_id: str, dispatch_id: str, event_type: str) -> None:
     """A result for a node that was running when the task ended: recorded once, then unused."""
     node = out.state.nodes.get(node_id)
@@ -749,32 +741,6 @@ def _ignore_late_result(out: Emitter, node_id: str, dispatch_id: str, event_type
         return
     out.add(NodeResultIgnored(dispatch_id=dispatch_id, node=node_id, attempt=node.attempts,
                               reason=f"the task had ended ({out.state.status}) before this {event_type} arrived"))
-
-
-def _superseded(state: TaskState, node_id: str, attempt: int, dispatch_id: str) -> NodeState | None:
-    """A late result of an earlier attempt of a node's current step that is still open is as good as the
-    current one: taking it means a deadline that fired while results were queued costs nothing."""
-    node = state.nodes.get(node_id)
-    if node is None or node.status not in ("dispatched", "retry_scheduled"):
-        return None
-    latest = node.attempts if node.status == "dispatched" else node.attempts + 1  # a failed attempt may yet answer
-    if not 1 <= attempt < latest:
-        return None
-    expected = dispatch_id_for(state.task_id, node_id, node.revision, attempt, _step(node))
-    return node if dispatch_id == expected else None
-
-
-def _step(node: NodeState) -> str:
-    """Which step of an agent node is open: its model's turn N, or call I of turn N ("" for the first turn,
-    which is also every tool node's only step, so their dispatch ids are as they always were)."""
-    if node.call is not None:
-        return f"turn-{len(node.steps) - 1}-call-{node.call}"
-    return f"turn-{len(node.steps)}" if node.steps else ""
-
-
-def dispatch_id_for(task_id: str, node: str, revision: int, attempt: int, step: str = "") -> str:
-    parts: list[object] = [task_id, node] + ([f"revision-{revision}"] if revision else []) + [attempt]
-    return derive_id(*parts, *([step] if step else []))
 
 
 def _retry_or_fail(out: Emitter, node_id: str, node: NodeState, why: str) -> None:
@@ -805,102 +771,17 @@ def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
     return round(base * jitter, 3)
 
 
-def _upstream(state: TaskState) -> dict[str, Any]:
-    """What later nodes see of earlier ones: outputs, and {"error": ...} for a continued failure."""
-    upstream = dict(state.inherited)
-    for node_id, node in state.nodes.items():
-        if node.status == "succeeded":
-            upstream[node_id] = node.output
-        elif node.status == "failed" and node.continued:
-            upstream[node_id] = {"error": node.error}
-    return upstream
-
-
 def _dispatch(out: Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
               args_override: dict[str, Any] | None = None) -> None:
-    """Dispatch a node's current step, or ask for approval first when it requires it (retries and later
-    turns are not asked again). An agent node's step is its model's next turn or one of its tool calls."""
-    state = out.state
-    manifest = state.manifest
-    assert manifest is not None
-    node = state.nodes[spec.id]
-    if spec.kind == "agent":
-        recorded = state.recorded.get(f"{spec.id}@{node.revision}")
-        if recorded is not None:  # a fork reuses what the source's model answered, tool calls and all
-            _succeed(out, spec, NodeCompleted(
-                dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, _step(node)),
-                node=spec.id, attempt=attempt, output=recorded["output"],
-                provider=f"recorded:{recorded.get('provider')}", model=recorded.get("model")))
-            return
-        if node.call is not None:
-            _dispatch_call(out, spec, node.call, attempt, reason)
-            return
-    full = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
-                       revision=node.revision, merged=node.merged)
-    context = _profiled(full, spec)
-    size = len(context.model_dump_json())
-    if size > MAX_CONTEXT_BYTES:
-        _node_failed(out, spec.id, attempt, (
-            f"the context for node '{spec.id}' (task input plus upstream outputs) is {size // 1024} KiB, over "
-            f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; pass large data as workspace files"))
-        return
-    budget = spec.sees.max_tokens if spec.sees else None
-    if budget is not None and (size + 3) // 4 > budget:
-        _node_failed(out, spec.id, attempt, (
-            f"the context for node '{spec.id}' is about {(size + 3) // 4} tokens (estimated: JSON length / 4), "
-            f"over its budget sees.max_tokens = {budget}; narrow sees.upstream or raise the budget"))
-        return
-    ask = spec.approval == "required" and not approved and attempt == 1 and not node.steps
-    data = NodeDispatched(
-        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, _step(node)), node=spec.id,
-        kind=spec.kind or "tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
-        reason=reason, context=context,
-    )
-    if spec.kind == "agent":
-        if ask:
-            out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
-            return
-        agent = manifest.agents[spec.agent or ""]
-        if node.steps:
-            context, problem = with_conversation(context, node.steps, node.summary, agent, budget)
-            size = len(context.model_dump_json())
-            if not problem and size > MAX_CONTEXT_BYTES:
-                problem = (f"the context and earlier tool turns of node '{spec.id}' are {size // 1024} KiB, over "
-                           f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; set summarise_over on agent "
-                           f"'{spec.agent}' or lower keep_turns")
-            if problem:
-                _node_failed(out, spec.id, attempt, problem)
-                return
-            data.turn = len(node.steps)
-        if budget is not None:
-            context.token_budget = budget
-        if spec.sees is not None and spec.sees.memory:
-            context.memory = MemoryView(layers=spec.sees.memory, project=manifest.project or manifest.name)
-        data.context = context
-        schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
-        script = manifest.mock.get(spec.id, [])
-        choice = choose_model(agent, spec, context, size)
-        config = {**agent.model_dump(), "provider": choice.provider, "model": choice.model}
-        data.agent = DispatchedAgent(name=spec.agent or "", **config, output_schema_json=schema,
-                                     mock_responses=script[node.runs_before:] or script[-1:],
-                                     tool_defs=tool_defs(manifest, agent) or None)
-        data.model_choice = choice
+    """Run a node's current step: record the dispatch built for it (dispatch.py), or what it amounts to."""
+    built = build_dispatch(out.state, out.task_id, out.now, spec, attempt, reason, approved=approved,
+                           args_override=args_override)
+    if isinstance(built, NodeCompleted):  # a fork's source recorded this answer: no runner is asked again
+        _succeed(out, spec, built)
+    elif isinstance(built, Fails):
+        _node_failed(out, spec.id, attempt, built.reason)
     else:
-        args, missing = resolve_args(spec.args, full)
-        if missing:
-            _node_failed(out, spec.id, attempt, missing)
-            return
-        if ask:
-            out.add(NodeApprovalRequested(node=spec.id, kind="tool", args=args))
-            return
-        data.tool = _dispatched_tool(manifest, spec.tool or "", args if args_override is None else args_override)
-    out.add(data)
-
-
-def _dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]) -> DispatchedTool:
-    tool = manifest.tools[name]
-    return DispatchedTool(name=name, builtin=tool.builtin, args=args, side_effects=tool.has_side_effects or None,
-                          project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None)
+        out.add(built)
 
 
 # --- tool use -----------------------------------------------------------------------------------
@@ -911,7 +792,7 @@ def _on_tools_requested(out: Emitter, inp: RouterInput, asked: NodeToolsRequeste
     if state.terminal:
         _ignore_late_result(out, asked.node, asked.dispatch_id, inp.event.type)
         return
-    node = _open_node(state, asked.node, asked.dispatch_id) or _superseded(
+    node = open_node(state, asked.node, asked.dispatch_id) or superseded(
         state, asked.node, asked.attempt, asked.dispatch_id)
     if node is None or state.status not in ("running", "waiting") or node.call is not None:
         return
@@ -945,22 +826,9 @@ def _next_call(out: Emitter, spec: NodeSpec) -> None:
     turn = len(node.steps) - 1
     index = next_open_call(node.steps[-1])
     if index is not None:
-        _dispatch_call(out, spec, index, 1, f"tool call {index + 1} of turn {turn}")
+        out.add(build_call(out.state, out.task_id, out.now, spec, index, 1, f"tool call {index + 1} of turn {turn}"))
     else:
         _dispatch(out, spec, 1, f"results of tool turn {turn}")
-
-
-def _dispatch_call(out: Emitter, spec: NodeSpec, index: int, attempt: int, reason: str) -> None:
-    manifest = out.state.manifest
-    assert manifest is not None
-    node = out.state.nodes[spec.id]
-    turn = len(node.steps) - 1
-    call = node.steps[-1]["calls"][index]
-    out.add(NodeDispatched(
-        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, f"turn-{turn}-call-{index}"),
-        node=spec.id, kind="tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
-        reason=reason, tool=_dispatched_tool(manifest, call["tool"], call["args"]),
-        call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index)))
 
 
 def _tool_returned(out: Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
@@ -973,54 +841,6 @@ def _tool_returned(out: Emitter, spec: NodeSpec, dispatch_id: str | None, attemp
                              tool=call["tool"], dispatch_id=dispatch_id, attempt=attempt, output=output,
                              error=None if output is not None else error or "no result"))
     _next_call(out, spec)
-
-
-def _profiled(context: NodeContext, spec: NodeSpec) -> NodeContext:
-    """The part of the context a node's `sees` profile lets it see."""
-    profile = spec.sees
-    if profile is None or (profile.input and profile.upstream == "all"):
-        return context
-    upstream = ({} if profile.upstream == "none" else context.upstream if profile.upstream == "all"
-                else {k: v for k, v in context.upstream.items() if k in profile.upstream})
-    return context.model_copy(update={"input": context.input if profile.input else {}, "upstream": upstream})
-
-
-def choose_model(agent: AgentSpec, spec: NodeSpec, context: NodeContext, context_bytes: int) -> ModelChoice:
-    """The model tier for one agent call (A6): the first tier rule that matches the context, else the
-    node's model, else the agent's. Pure: the same context always gets the same model."""
-    seen = {"input": context.input, "nodes": context.upstream}
-    tokens = (context_bytes + 3) // 4
-    for index, rule in enumerate(agent.tiers):
-        if rule.when is not None and not rule.when.matches(seen):
-            continue
-        if rule.when_context_over is not None and tokens <= rule.when_context_over:
-            continue
-        tests = [f"{rule.when.field} matched" if rule.when else "",
-                 f"context of about {tokens} tokens is over {rule.when_context_over}"
-                 if rule.when_context_over else ""]
-        why = rule.reason or "; ".join(t for t in tests if t) or "always"
-        return ModelChoice(provider=rule.provider or agent.provider, model=rule.model,
-                           reason=f"tier rule {index + 1}: {why}")
-    if spec.model:
-        return ModelChoice(provider=agent.provider, model=spec.model,
-                           reason=f"node '{spec.id}' names its model")
-    return ModelChoice(provider=agent.provider, model=agent.model, reason="the agent's model")
-
-
-def resolve_args(args: dict[str, Any], context: NodeContext) -> tuple[dict[str, Any], str]:
-    """Replace "$input.a.b" and "$nodes.<id>.a" strings with values from the task input or upstream outputs."""
-    resolved: dict[str, Any] = {}
-    for key, value in args.items():
-        if isinstance(value, str) and value.startswith(("$input.", "$nodes.")):
-            root, _, path = value[1:].partition(".")
-            source: Any = context.input if root == "input" else context.upstream
-            found, got = lookup(source, path)
-            if not found:
-                return {}, f"argument '{key}' refers to {value}, which the task does not have"
-            resolved[key] = got
-        else:
-            resolved[key] = value
-    return resolved, ""
 
 
 @dataclass(frozen=True)
