@@ -7,7 +7,6 @@ decisions it produced, so replaying the inputs reproduces the decisions exactly.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from pydantic import ValidationError
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, derive_id
 from agent_engine.contracts.events import (
     EventData,
-    Lineage,
     NodeApprovalDecided,
     NodeApprovalRefused,
     NodeApproved,
@@ -27,14 +25,9 @@ from agent_engine.contracts.events import (
     NodeDeadlineExpired,
     NodeErrored,
     NodeFailed,
-    NodeFannedOut,
-    NodeMerged,
     NodeResultIgnored,
     NodeRetryDue,
     NodeRetryScheduled,
-    NodeRevisionRequested,
-    NodeSkipped,
-    NodeSucceeded,
     NodeToolReturned,
     NodeToolsRequested,
     NodeToolTurnRecorded,
@@ -45,16 +38,14 @@ from agent_engine.contracts.events import (
     TaskAdmitted,
     TaskCancelled,
     TaskCancelRequested,
-    TaskFailed,
     TaskForked,
     TaskForkRequested,
     TaskQueued,
     TaskRejected,
     TaskStarted,
-    TaskSucceeded,
     ToolStep,
 )
-from agent_engine.contracts.manifest import MergeSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest
 from agent_engine.contracts.validation import blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
@@ -66,19 +57,15 @@ from agent_engine.router.conversation import (
     schema_problems,
 )
 from agent_engine.router.dispatch import (
-    Fails,
     build_call,
-    build_dispatch,
     choose_model,
     dispatch_id_for,
     open_node,
     resolve_args,
     superseded,
-    upstream_outputs,
 )
 from agent_engine.router.emitter import Emitter
-from agent_engine.router.folds import add_usage, evolve, fold, usage_total
-from agent_engine.router.graph import downstream, segment, split_merges
+from agent_engine.router.folds import evolve, fold, usage_total
 from agent_engine.router.records import (
     INPUT_RECORD,
     SOURCE,
@@ -89,6 +76,7 @@ from agent_engine.router.records import (
     input_record,
 )
 from agent_engine.router.state import NodeState, TaskState
+from agent_engine.router.walk import activate, dispatch, finish, node_failed, succeed, try_merge
 
 __all__ = [
     "BUS_INPUTS",
@@ -119,11 +107,6 @@ __all__ = [
     "usage_total",
 ]
 
-MAX_FANOUT_BYTES = 3 * 1024 * 1024
-"""The subtask requests of one SPLIT are stored in one transaction; keep it well under what psycopg's
-pipeline handles (it deadlocks near 6 MB)."""
-
-
 # --- decide -----------------------------------------------------------------------------------
 
 def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
@@ -141,7 +124,7 @@ def _decide(state: TaskState, inp: RouterInput) -> Emitter:
         return out  # never let one tenant's event touch another tenant's task
     handler.decide(out, inp, payload(event, handler.model))
     if out.events and out.state.status in ("running", "waiting") and not out.state.has_open_work():
-        _finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
+        finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
     return out
 
 
@@ -180,7 +163,7 @@ def _start(out: Emitter, workflow: str, revision: str, task_input: dict[str, Any
         workflow=workflow, revision=revision, engine_version=ENGINE_VERSION,
         contract_version=CONTRACT_VERSION, input=task_input, workflow_manifest=manifest,
     ))
-    _activate(out, manifest.start().id, "start")
+    activate(out, manifest.start().id, "start")
 
 
 def _on_admitted(out: Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
@@ -201,7 +184,7 @@ def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested)
         lineage=req.lineage, entry=manifest.successors(split.id)[0].to, stop_at=req.merge, upstream=req.upstream,
     ))
     assert out.state.entry is not None
-    _activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
+    activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
 
 
 def _subtask_split(req: SubtaskRequested) -> NodeSpec:
@@ -230,7 +213,7 @@ def _on_cancel(out: Emitter, inp: RouterInput, request: TaskCancelRequested) -> 
         return
     if state.status not in ("running", "waiting"):
         return  # nothing to stop: not started, or already finished
-    _finish(out, "cancelled", request.reason or "cancelled on request", requested_by=request.requested_by)
+    finish(out, "cancelled", request.reason or "cancelled on request", requested_by=request.requested_by)
 
 
 def _on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) -> None:
@@ -242,7 +225,7 @@ def _on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) -
     spec = manifest.node(decided.node)
     if decided.decision == "reject":
         why = f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason else "")
-        _node_failed(out, spec.id, node.attempts, why)
+        node_failed(out, spec.id, node.attempts, why)
         return
     problem = _edit_problem(manifest, spec, decided.args)
     if problem:
@@ -250,7 +233,7 @@ def _on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) -
         return
     out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by, args=decided.args,
                          edited=decided.args is not None))
-    _dispatch(out, spec, 1, f"approved by {decided.decided_by}", approved=True, args_override=decided.args)
+    dispatch(out, spec, 1, f"approved by {decided.decided_by}", approved=True, args_override=decided.args)
 
 
 def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, Any] | None) -> str:
@@ -285,25 +268,7 @@ def _on_completed(out: Emitter, inp: RouterInput, completed: NodeCompleted) -> N
     if node.call is not None:  # the result of a tool call the node's model asked for
         _tool_returned(out, spec, completed.dispatch_id, completed.attempt, output=completed.output)
         return
-    _succeed(out, spec, completed)
-
-
-def _succeed(out: Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
-    assert out.state.manifest is not None
-    revising = _wants_revision(out.state, spec, completed.output)
-    chosen, problem = (None, "") if revising else _choose(out.state.manifest, spec, completed.output)
-    if problem:
-        _node_failed(out, spec.id, completed.attempt, problem)
-        return
-    out.add(NodeSucceeded(
-        dispatch_id=completed.dispatch_id, node=completed.node, attempt=completed.attempt,
-        output=completed.output, provider=completed.provider, model=completed.model,
-        usage=add_usage(out.state.nodes[spec.id].turn_usage, completed.usage), chosen=chosen,
-    ))
-    if revising:
-        _revise(out, spec, completed.output)
-    else:
-        _advance(out, spec.id)
+    succeed(out, spec, completed)
 
 
 def _on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
@@ -320,7 +285,7 @@ def _on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
         _tool_returned(out, out.state.manifest.node(errored.node), errored.dispatch_id, errored.attempt,
                        error=errored.error)
     else:
-        _node_failed(out, errored.node, node.attempts, errored.error)
+        node_failed(out, errored.node, node.attempts, errored.error)
 
 
 def _on_deadline(out: Emitter, inp: RouterInput, expired: NodeDeadlineExpired) -> None:
@@ -339,7 +304,7 @@ def _on_retry_due(out: Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
             or waiting.attempts + 1 != due.attempt or (due.at is not None and due.at != waiting.deadline)):
         return
     assert state.manifest is not None
-    _dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
+    dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
 
 
 def _on_subtask_finished(out: Emitter, inp: RouterInput, finished: SubtaskFinished) -> None:
@@ -359,9 +324,9 @@ def _on_subtask_finished(out: Emitter, inp: RouterInput, finished: SubtaskFinish
     if finished.status != "succeeded" and not (split.continue_on_failure or finished.continued):
         reason = f"subtask {finished.index} ({finished.subtask_id}) {finished.status}: {finished.reason}"
         out.add(NodeFailed(node=split.id, attempt=out.state.nodes[split.id].attempts, reason=reason))
-        _finish(out, "failed", f"node '{split.id}' failed: {reason}")
+        finish(out, "failed", f"node '{split.id}' failed: {reason}")
         return
-    _try_merge(out, fanout.merge)
+    try_merge(out, fanout.merge)
 
 
 def _on_fork(out: Emitter, inp: RouterInput, request: TaskForkRequested) -> None:
@@ -379,7 +344,7 @@ def _on_fork(out: Emitter, inp: RouterInput, request: TaskForkRequested) -> None
     assert state.manifest is not None
     for node_id, node in state.nodes.items():  # what was running at the cut runs again in the fork
         if node.status == "dispatched":
-            _dispatch(out, state.manifest.node(node_id), node.attempts, f"fork of {request.source_task_id}")
+            dispatch(out, state.manifest.node(node_id), node.attempts, f"fork of {request.source_task_id}")
 
 
 def _fork_problem(inp: RouterInput, request: TaskForkRequested) -> tuple[str, int]:
@@ -461,277 +426,6 @@ def _recorded_outputs(records: list[Envelope]) -> dict[str, dict[str, Any]]:
 
 
 
-# --- moving through the graph -----------------------------------------------------------------
-
-def _choose(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any]) -> tuple[str | None, str]:
-    """(chosen successor for a DECISION, problem); a problem fails the node."""
-    if spec.role == "SPLIT":
-        assert spec.split is not None
-        present, items = lookup(output, spec.split.items)
-        if not present or not isinstance(items, list):
-            return None, (f"SPLIT output has no list at '{spec.split.items}' "
-                          f"(got {type(items).__name__ if present else 'nothing'})")
-        if len(items) > spec.split.max_items:
-            return None, f"SPLIT output lists {len(items)} items, over the declared max_items {spec.split.max_items}"
-        return None, ""
-    if spec.role != "DECISION":
-        return None, ""
-    edges = manifest.successors(spec.id)
-    for edge in edges:
-        if edge.when is not None and edge.when.matches(output):
-            return edge.to, ""
-    for edge in edges:
-        if edge.default:
-            return edge.to, ""
-    tested = ", ".join(
-        f"{e.when.field} {'in ' + repr(e.when.in_) if e.when.in_ is not None else '== ' + repr(e.when.equals)}"
-        f" -> {e.to}" for e in edges if e.when
-    )
-    found = {e.when.field: lookup(output, e.when.field)[1] for e in edges if e.when}
-    return None, f"DECISION output matched no edge: got {found}; edges test {tested}"
-
-
-def _advance(out: Emitter, node_id: str) -> None:
-    """A node settled (succeeded, failed and continued, or skipped): tell its successors."""
-    state = out.state
-    assert state.manifest is not None
-    spec = state.manifest.node(node_id)
-    node = state.nodes[node_id]
-    if spec.role == "SPLIT" and spec.split is not None:
-        if node.status == "succeeded":
-            _fan_out(out, spec)
-        else:  # skipped, or failed and continued: the body never runs; its MERGE hears of it
-            _try_merge(out, spec.split.merge)
-        return
-    # the taken edge first: when it reaches an EXIT, the paths not taken need no record
-    targets = sorted((e.to for e in state.manifest.successors(node_id)), key=lambda t: node.chosen not in (None, t))
-    for target in targets:
-        if out.state.terminal:
-            return
-        _arrive(out, target)
-
-
-def _edge(state: TaskState, pred: str, target: str) -> str:
-    """The state of the edge pred -> target: live, failed (continued), dead, or pending."""
-    node = state.nodes[pred]
-    if node.status == "succeeded":
-        return "live" if node.chosen is None or node.chosen == target else "dead"
-    if node.status == "failed" and node.continued:
-        return "failed"
-    if node.status == "skipped":
-        return "dead"
-    return "pending"
-
-
-def _arrive(out: Emitter, target: str) -> None:
-    state = out.state
-    assert state.manifest is not None
-    manifest = state.manifest
-    if target == state.stop_at:  # a subtask's path reached the MERGE that runs in its parent
-        pred = manifest.predecessors(target)[0]
-        edge = _edge(state, pred, target)
-        if edge == "live":
-            _finish(out, "succeeded", f"subtask reached MERGE node '{target}'", output=state.nodes[pred].output)
-        elif edge == "failed":  # the parent's MERGE counts it as a failed input, as a BRANCH's would
-            _finish(out, "failed", f"node '{pred}' failed (continue_on_failure): {state.nodes[pred].error}",
-                    continued=True)
-        return
-    if state.nodes[target].status != "pending":
-        return  # already running or settled: a node runs once per revision
-    spec = manifest.node(target)
-    if spec.role == "MERGE":
-        _try_merge(out, target)
-        return
-    edges = [_edge(state, p, target) for p in manifest.predecessors(target)]
-    if "live" in edges or "failed" in edges:
-        _activate(out, target, "next")
-    elif all(e == "dead" for e in edges):
-        out.add(NodeSkipped(node=target, reason="no path into it was taken"))
-        _advance(out, target)
-
-
-def _activate(out: Emitter, node_id: str, reason: str) -> None:
-    assert out.state.manifest is not None
-    spec = out.state.manifest.node(node_id)
-    if spec.role == "EXIT":
-        _finish(out, spec.status or "failed", f"reached EXIT node '{spec.id}'", exit_node=spec.id)
-        return
-    _dispatch(out, spec, 1, reason)
-
-
-def _merge_sources(state: TaskState, merge_id: str, split: str | None
-                   ) -> dict[str, tuple[str, dict[str, Any] | None]]:
-    """Each input of a MERGE node (of SPLIT `split`, if it collects one): source -> (live | failed | dead |
-    pending, output)."""
-    assert state.manifest is not None
-    if split is not None:
-        fanout = state.fanouts.get(split)
-        if fanout is None:  # the SPLIT was skipped, or failed and continued: nothing was fanned out
-            return {split: ("dead" if state.nodes[split].status == "skipped" else "failed", None)}
-        sources: dict[str, tuple[str, dict[str, Any] | None]] = {}
-        for index in range(len(fanout.subtasks)):
-            status, output, _ = fanout.results.get(index, ("pending", None, ""))
-            sources[str(index)] = ("live" if status == "succeeded" else "pending" if status == "pending"
-                                   else "failed", output)
-        return sources
-    return {p: (_edge(state, p, merge_id), state.nodes[p].output) for p in state.manifest.predecessors(merge_id)}
-
-
-def _try_merge(out: Emitter, merge_id: str) -> None:
-    """Fire a MERGE node once its policy is met; fail it once the policy can no longer be met."""
-    state = out.state
-    assert state.manifest is not None
-    if state.nodes[merge_id].status != "pending":
-        return  # fired (or failed) already: a MERGE fires once
-    spec = state.manifest.node(merge_id)
-    policy = spec.merge or MergeSpec()
-    split = split_merges(state.manifest).get(merge_id)
-    sources = _merge_sources(state, merge_id, split)
-    arrived = [s for s, (e, _) in sources.items() if e == "live"]
-    failed = [s for s, (e, _) in sources.items() if e == "failed"]
-    dead = [s for s, (e, _) in sources.items() if e == "dead"]
-    pending = [s for s, (e, _) in sources.items() if e == "pending"]
-    need = {"all": len(sources) - len(failed) - len(dead), "any": 1}.get(policy.policy, policy.quorum or 1)
-    if policy.policy == "all" and pending:
-        return
-    if sources and len(dead) == len(sources):
-        out.add(NodeSkipped(node=merge_id, reason="no path into it was taken"))
-        _advance(out, merge_id)
-        return
-    if len(arrived) < need:
-        if len(arrived) + len(pending) >= need:
-            return
-        why = (f"MERGE needs {need} input(s) under policy '{policy.policy}' but only {len(arrived) + len(pending)} "
-               "can arrive: "
-               f"failed {failed}, not taken {dead}")
-        _node_failed(out, merge_id, 0, why)
-        return
-    outputs = {s: sources[s][1] or {} for s in arrived}
-    combined: dict[str, Any] = {"items": list(outputs.values())} if policy.combine == "list" else outputs
-    out.add(NodeMerged(node=merge_id, policy=policy.policy, arrived=arrived, failed=failed, skipped=dead,
-                       output=combined))
-    if split is not None:
-        fanout = out.state.fanouts.get(split)
-        for task_id in fanout.open_subtasks() if fanout else []:
-            out.add(TaskCancelRequested(reason=f"MERGE node '{merge_id}' fired under policy '{policy.policy}'",
-                                        requested_by=f"task {out.task_id}", parent_id=out.task_id), task_id=task_id)
-    if spec.kind == "agent":
-        _dispatch(out, spec, 1, "merged")
-    else:
-        _advance(out, merge_id)
-
-
-def _fan_out(out: Emitter, spec: NodeSpec) -> None:
-    state = out.state
-    assert state.manifest is not None and spec.split is not None
-    node = state.nodes[spec.id]
-    _, items = lookup(node.output, spec.split.items)
-    ids = [derive_id(out.task_id, spec.id, node.revision, "subtask", i) for i in range(len(items))]
-    inherited = {k: v for k, v in upstream_outputs(state).items() if k != spec.id}
-    size = len(state.manifest.model_dump_json()) + len(json.dumps(inherited)) + len(json.dumps(state.input))
-    total = size * len(items) + len(json.dumps(items))
-    if total > MAX_FANOUT_BYTES:
-        reason = (f"SPLIT of {len(items)} items would record {total // 1024} KiB of subtask requests, over the "
-                  f"{MAX_FANOUT_BYTES // 1024} KiB one fan-out may carry; pass large data as workspace files")
-        _node_failed(out, spec.id, node.attempts, reason)
-        return
-    out.add(NodeFannedOut(node=spec.id, merge=spec.split.merge, subtasks=ids))
-    root = state.lineage.root_id if state.lineage else out.task_id
-    for index, (task_id, item) in enumerate(zip(ids, items, strict=True)):
-        lineage = Lineage(kind="subtask", parent_id=out.task_id, root_id=root, parent_node=spec.id, index=index,
-                          cause=f"item {index} of {len(items)} of SPLIT node '{spec.id}'")
-        out.add(SubtaskRequested(
-            lineage=lineage, merge=spec.split.merge, item=item, count=len(items), workflow=state.workflow or "",
-            revision=state.revision or "", workflow_manifest=state.manifest,
-            input={**state.input, "item": item, "item_index": index, "item_count": len(items)}, upstream=inherited,
-        ), task_id=task_id)
-    if not items:
-        _try_merge(out, spec.split.merge)
-
-
-def _wants_revision(state: TaskState, spec: NodeSpec, output: dict[str, Any]) -> bool:
-    """The node's revise rule matches its output and revisions remain (checked before any edge is chosen)."""
-    rule = spec.revise
-    if rule is None or rule.max_revisions is None:
-        return False
-    return rule.when.matches(output) and state.revisions.get(spec.id, 0) < rule.max_revisions
-
-
-def _revise(out: Emitter, spec: NodeSpec, output: dict[str, Any]) -> None:
-    """Send work back to the reviser's target: the nodes between run again with its output as feedback."""
-    rule = spec.revise
-    state = out.state
-    assert rule is not None and state.manifest is not None and rule.max_revisions is not None
-    used = state.revisions.get(spec.id, 0)
-    # besides the nodes between, paths a DECISION between skipped last time may be taken this time
-    skipped = {n for n in downstream(state.manifest, rule.target) if state.nodes[n].status == "skipped"}
-    reset = sorted(segment(state.manifest, rule.target, spec.id) | skipped)
-    out.add(NodeRevisionRequested(node=spec.id, target=rule.target, revision=used + 1,
-                                  max_revisions=rule.max_revisions, feedback=output, reset=reset))
-    why = f"revision {used + 1} of {rule.max_revisions} asked by '{spec.id}'"
-    _dispatch(out, state.manifest.node(rule.target), 1, why)
-
-
-def _finish(out: Emitter, status: str, reason: str, *, exit_node: str | None = None,
-            output: dict[str, Any] | None = None, requested_by: str | None = None, continued: bool = False) -> None:
-    """End the task: record its terminal status, stop its subtasks, and tell a parent."""
-    state = out.state
-    children = state.open_subtasks()
-    if status == "cancelled":
-        out.add(TaskCancelled(reason=reason, requested_by=requested_by,
-                              open_nodes=[node for node, _ in state.open_dispatches()]))
-    else:
-        if status == "succeeded":
-            out.add(TaskSucceeded(status="succeeded", exit_node=exit_node, reason=reason))
-        else:
-            out.add(TaskFailed(status="failed", exit_node=exit_node, reason=reason))
-    for task_id in children:
-        out.add(TaskCancelRequested(reason=f"parent task {status}: {reason}"[:1000], requested_by=f"task {out.task_id}",
-                                    parent_id=out.task_id), task_id=task_id)
-    lineage = state.lineage
-    if lineage is not None and lineage.parent_node is not None and lineage.index is not None:
-        out.add(SubtaskFinished(subtask_id=out.task_id, parent_node=lineage.parent_node, index=lineage.index,
-                                status=status, output=output if status == "succeeded" else None,  # type: ignore[arg-type]
-                                reason=reason, continued=continued or None), task_id=lineage.parent_id)
-
-
-def _node_failed(out: Emitter, node_id: str, attempt: int, reason: str) -> None:
-    """A node failed for good: the task fails, unless the node declares continue_on_failure."""
-    assert out.state.manifest is not None
-    spec = out.state.manifest.node(node_id)
-    if spec.continue_on_failure:
-        out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason, continued=True))
-        _advance(out, node_id)
-        return
-    if _moot(out.state, node_id):
-        out.add(NodeFailed(node=node_id, attempt=attempt, continued=True,
-                           reason=f"{reason} (no longer needed: every path from it ends at a MERGE that fired)"))
-        return
-    out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason))
-    _finish(out, "failed", f"node '{node_id}' failed: {reason}")
-
-
-def _moot(state: TaskState, node_id: str) -> bool:
-    """Every path from the node meets a MERGE that already fired (any/quorum) before anything else."""
-    assert state.manifest is not None
-    todo = [e.to for e in state.manifest.successors(node_id)]
-    seen: set[str] = set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        spec = state.manifest.node(current)
-        if spec.role == "MERGE" and current != state.stop_at:
-            if state.nodes[current].status == "pending":
-                return False
-            continue
-        if spec.role == "EXIT" or current == state.stop_at:
-            return False
-        todo += [e.to for e in state.manifest.successors(current)]
-    return bool(seen)
-
-
 # --- runs and retries -------------------------------------------------------------------------
 
 def _ignore_late_result(out: Emitter, node_id: str, dispatch_id: str, event_type: str) -> None:
@@ -751,14 +445,14 @@ def _retry_or_fail(out: Emitter, node_id: str, node: NodeState, why: str) -> Non
             _tool_returned(out, spec, node.dispatch_id, node.attempts,
                            error=f"{why}; gave up after {node.attempts} attempts")
             return
-        _node_failed(out, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts")
+        node_failed(out, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts")
         return
     delay = backoff_delay(spec, out.task_id, node.attempts)
     if delay > 0:
         out.add(NodeRetryScheduled(node=node_id, attempt=node.attempts + 1, at=out.now + timedelta(seconds=delay),
                                    delay_s=delay, reason=f"retry: {why}"))
         return
-    _dispatch(out, spec, node.attempts + 1, f"retry: {why}")
+    dispatch(out, spec, node.attempts + 1, f"retry: {why}")
 
 
 def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
@@ -769,19 +463,6 @@ def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
     base = min(spec.backoff_max_s, spec.backoff_s * 2.0 ** (failed_attempt - 1))
     jitter = 0.5 + (uuid.UUID(derive_id(task_id, spec.id, failed_attempt, "jitter")).int % 1000) / 2000
     return round(base * jitter, 3)
-
-
-def _dispatch(out: Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
-              args_override: dict[str, Any] | None = None) -> None:
-    """Run a node's current step: record the dispatch built for it (dispatch.py), or what it amounts to."""
-    built = build_dispatch(out.state, out.task_id, out.now, spec, attempt, reason, approved=approved,
-                           args_override=args_override)
-    if isinstance(built, NodeCompleted):  # a fork's source recorded this answer: no runner is asked again
-        _succeed(out, spec, built)
-    elif isinstance(built, Fails):
-        _node_failed(out, spec.id, attempt, built.reason)
-    else:
-        out.add(built)
 
 
 # --- tool use -----------------------------------------------------------------------------------
@@ -807,7 +488,7 @@ def _on_tools_requested(out: Emitter, inp: RouterInput, asked: NodeToolsRequeste
         why = (f"agent '{spec.agent}' has no tools, yet its model asked for {[c.name for c in asked.calls]}"
                if not agent.tools else f"the model asked for tools in turn {asked.turn + 1}, past agent "
                f"'{spec.agent}''s max_tool_turns = {agent.max_tool_turns}")
-        _node_failed(out, spec.id, asked.attempt, why)
+        node_failed(out, spec.id, asked.attempt, why)
         return
     calls = []
     for index, call in enumerate(asked.calls):
@@ -828,7 +509,7 @@ def _next_call(out: Emitter, spec: NodeSpec) -> None:
     if index is not None:
         out.add(build_call(out.state, out.task_id, out.now, spec, index, 1, f"tool call {index + 1} of turn {turn}"))
     else:
-        _dispatch(out, spec, 1, f"results of tool turn {turn}")
+        dispatch(out, spec, 1, f"results of tool turn {turn}")
 
 
 def _tool_returned(out: Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
