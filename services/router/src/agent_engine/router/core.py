@@ -6,24 +6,26 @@ decisions it produced, so replaying the inputs reproduces the decisions exactly.
 
 This module holds the handler table (every input the router applies: its payload model and the
 function deciding it), `decide`, `apply` and `replay`, and how a task starts. Each concept has its
-own module, after the pages in docs/workflows/:
+own module, after the pages under docs/:
 
-    walk.py        the graph walk, skipped paths, how a task ends        roles.md
-    merge.py       joins, MERGE policies, a SPLIT's fan-out (pure)       roles.md, subtasks.md
-    subtasks.py    a subtask's request and its end, seen by its parent   subtasks.md
-    loops.py       revise (pure)                                         loops.md
-    retries.py     retries, backoff, deadlines                           failures.md
-    results.py     what a runner's answer does                           failures.md, tool-use.md
-    approvals.py   approvals                                             workflows.md
-    cancel.py      cancel, results after the end                         workflows.md, subtasks.md
-    fork.py        fork and its plan                                     fork.md
-    tool_turns.py  an agent's tool turns (conversation.py: the helpers)  tool-use.md
-    dispatch.py    building a dispatch, dispatch ids                     workflows.md, tool-use.md
-    folds.py       evolve: the one fold table
-    emitter.py     derived ids and time for each decision
-    records.py     inputs and their stored form                          fork.md (replay)
+    walk.py        the graph walk, skipped paths, how a task ends        workflows/roles.md
+    merge.py       joins, MERGE policies, a SPLIT's fan-out (pure)       workflows/roles.md, subtasks.md
+    subtasks.py    a subtask's request and its end, seen by its parent   workflows/subtasks.md
+    loops.py       revise (pure)                                         workflows/loops.md
+    retries.py     retries, backoff, deadlines                           workflows/failures.md
+    results.py     what a runner's answer does                           workflows/failures.md, tool-use.md
+    approvals.py   approvals                                             workflows.md (How a task runs)
+    cancel.py      cancel, results after the end                         workflows.md, workflows/subtasks.md
+    fork.py        fork and its plan                                     workflows/fork.md
+    tool_turns.py  an agent's tool turns (conversation.py: the helpers)  workflows/tool-use.md
+    dispatch.py    building a dispatch (a value), dispatch ids           workflows.md, workflows/tool-use.md
+    folds.py       evolve: the one fold table                            architecture.md
+    emitter.py     derived ids and time for each decision                architecture.md
+    records.py     inputs and their stored form                          workflows/fork.md (replay)
 
-Every name other modules import from here stays importable from here.
+They import one way, with no cycle: records < folds < emitter; dispatch, merge, loops (pure: they say
+what happens) < walk (records it and moves on) < cancel, approvals, fork, subtasks, tool_turns <
+retries < results < core. Every name other modules import from here stays importable from here.
 """
 
 from __future__ import annotations

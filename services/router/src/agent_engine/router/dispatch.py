@@ -51,8 +51,10 @@ fork's source recorded for it, or the reason it cannot run."""
 
 def build_dispatch(state: TaskState, task_id: str, now: datetime, spec: NodeSpec, attempt: int, reason: str, *,
                    approved: bool = False, args_override: dict[str, Any] | None = None) -> Built:
-    """Dispatch a node's current step, or ask for approval first when it requires it (retries and later
-    turns are not asked again). An agent node's step is its model's next turn or one of its tool calls."""
+    """What dispatching a node's current step amounts to (the caller records it): the dispatch, or the
+    approval it needs first when the node requires one (retries and later turns are not asked again), a
+    fork's recorded answer, or why the node cannot run. An agent node's step is its model's next turn or
+    one of its tool calls."""
     node = state.nodes[spec.id]
     if spec.kind == "agent":
         recorded = state.recorded.get(f"{spec.id}@{node.revision}")

@@ -1,10 +1,11 @@
-"""Records and replay: what the router is given, and the stored form of an input it applied.
+"""Records: what the router is given, and the stored form of an input it applied.
 
 An input is an event from the bus (or from the router's own timers) plus whatever the shell looked up
 for it: the workflow revision a new task runs, a fork's source records, the tenant's admission
 decision. When an input changes anything, the store records it first, as a `router.input` record,
-followed by the decisions it produced; replaying those records through `decide` reproduces the
-decisions exactly. Page: docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
+followed by the decisions it produced; replaying those records (core.replay feeds the inputs read back
+by input_from_record through `decide` again) reproduces the decisions exactly. Pages:
+docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
 """
 
 from __future__ import annotations
