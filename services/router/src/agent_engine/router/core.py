@@ -3,112 +3,118 @@
 No clock, no randomness, no I/O: ids derive from the causing input (uuid5), time comes from the
 input event. The store records each applied input (as a `router.input` record) followed by the
 decisions it produced, so replaying the inputs reproduces the decisions exactly.
+
+This module holds the handler table (every input the router applies: its payload model and the
+function deciding it), `decide`, `apply` and `replay`, and how a task starts. Each concept has its
+own module, after the pages under docs/:
+
+    walk.py        the graph walk, skipped paths, how a task ends        workflows/roles.md
+    merge.py       joins, MERGE policies, a SPLIT's fan-out (pure)       workflows/roles.md, subtasks.md
+    subtasks.py    a subtask's request and its end, seen by its parent   workflows/subtasks.md
+    loops.py       revise (pure)                                         workflows/loops.md
+    retries.py     retries, backoff, deadlines                           workflows/failures.md
+    results.py     what a runner's answer does                           workflows/failures.md, tool-use.md
+    approvals.py   approvals                                             workflows.md (How a task runs)
+    cancel.py      cancel, results after the end                         workflows.md, workflows/subtasks.md
+    fork.py        fork and its plan                                     workflows/fork.md
+    tool_turns.py  an agent's tool turns (conversation.py: the helpers)  workflows/tool-use.md
+    dispatch.py    building a dispatch (a value), dispatch ids           workflows.md, workflows/tool-use.md
+    folds.py       evolve: the one fold table                            architecture.md
+    emitter.py     derived ids and time for each decision                architecture.md
+    records.py     inputs and their stored form                          workflows/fork.md (replay)
+
+They import one way, with no cycle: records < folds < emitter; dispatch, merge, loops (pure: they say
+what happens) < walk (records it and moves on) < cancel, approvals, fork, subtasks, tool_turns <
+retries < results < core. Every name other modules import from here stays importable from here.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope, caused_by, derive_id
+from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
 from agent_engine.contracts.events import (
-    DispatchedAgent,
-    DispatchedTool,
     EventData,
-    Lineage,
-    MemoryView,
-    ModelChoice,
     NodeApprovalDecided,
-    NodeApprovalRefused,
-    NodeApprovalRequested,
-    NodeApproved,
     NodeCompleted,
-    NodeContext,
     NodeDeadlineExpired,
-    NodeDispatched,
     NodeErrored,
-    NodeFailed,
-    NodeFannedOut,
-    NodeMerged,
-    NodeResultIgnored,
     NodeRetryDue,
-    NodeRetryScheduled,
-    NodeRevisionRequested,
-    NodeSkipped,
-    NodeSucceeded,
-    NodeToolReturned,
     NodeToolsRequested,
-    NodeToolTurnRecorded,
     SubtaskFinished,
     SubtaskRequested,
-    SubtaskSettled,
     TaskAccepted,
     TaskAdmitted,
-    TaskCancelled,
     TaskCancelRequested,
-    TaskFailed,
-    TaskForked,
     TaskForkRequested,
     TaskQueued,
     TaskRejected,
     TaskStarted,
-    TaskSucceeded,
-    ToolCallRef,
-    ToolStep,
-    Usage,
 )
-from agent_engine.contracts.manifest import AgentSpec, MergeSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.validation import blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
-from agent_engine.router.conversation import (
-    SchemaUnusable,
-    call_id,
-    call_problem,
-    next_open_call,
-    schema_problems,
-    tool_defs,
-    with_conversation,
+from agent_engine.router.approvals import on_approval
+from agent_engine.router.cancel import on_cancel
+from agent_engine.router.dispatch import MAX_CONTEXT_BYTES, choose_model, dispatch_id_for, resolve_args
+from agent_engine.router.emitter import Emitter
+from agent_engine.router.folds import FOLDS, add_usage, evolve, fold, usage_total
+from agent_engine.router.fork import ForkPlan, fork_cut, fork_plan, on_fork
+from agent_engine.router.merge import MAX_FANOUT_BYTES
+from agent_engine.router.records import (
+    INPUT_RECORD,
+    SOURCE,
+    InvalidInput,
+    Resolved,
+    RouterInput,
+    input_from_record,
+    input_record,
 )
-from agent_engine.router.graph import downstream, segment, split_merges
-from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
+from agent_engine.router.results import on_completed, on_errored
+from agent_engine.router.retries import backoff_delay, on_deadline, on_retry_due
+from agent_engine.router.state import TaskState
+from agent_engine.router.subtasks import on_subtask_finished, subtask_split
+from agent_engine.router.tool_turns import on_tools_requested
+from agent_engine.router.walk import activate, finish
 
-SOURCE = "agent-engine/router"
-INPUT_RECORD = "router.input"
-MAX_CONTEXT_BYTES = 768 * 1024
-"""A dispatch must fit a NATS message (1 MiB by default) with room for the agent's configuration."""
-MAX_FANOUT_BYTES = 3 * 1024 * 1024
-"""The subtask requests of one SPLIT are stored in one transaction; keep it well under what psycopg's
-pipeline handles (it deadlocks near 6 MB)."""
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The workflow revision the shell looked up for a task.accepted input (None: not found)."""
-
-    revision: str
-    manifest: WorkflowManifest
-
-
-@dataclass(frozen=True)
-class RouterInput:
-    event: Envelope
-    workflow: Resolved | None = None
-    source: tuple[Envelope, ...] | None = None
-    """For task.fork_requested: the source task's stored records, as the shell found them."""
-    admission: Admission | None = None
-    """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
-
-
-class InvalidInput(ValueError):
-    """An input the router can never apply: its payload is not valid for its type, or it contradicts
-    itself (a subtask request naming a node its manifest does not have). The shell dead-letters it."""
+__all__ = [
+    "BUS_INPUTS",
+    "ENGINE_VERSION",
+    "FOLDS",
+    "HANDLERS",
+    "INPUT_RECORD",
+    "INPUT_TYPES",
+    "MAX_CONTEXT_BYTES",
+    "MAX_FANOUT_BYTES",
+    "SOURCE",
+    "ForkPlan",
+    "Handler",
+    "InvalidInput",
+    "Resolved",
+    "RouterInput",
+    "add_usage",
+    "apply",
+    "backoff_delay",
+    "choose_model",
+    "decide",
+    "dispatch_id_for",
+    "evolve",
+    "fold",
+    "fork_cut",
+    "fork_plan",
+    "input_from_record",
+    "input_record",
+    "payload",
+    "replay",
+    "resolve_args",
+    "starts_task",
+    "usage_total",
+]
 
 
 # --- decide -----------------------------------------------------------------------------------
@@ -118,8 +124,8 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
     return _decide(state, inp).events
 
 
-def _decide(state: TaskState, inp: RouterInput) -> _Emitter:
-    out = _Emitter(state, inp.event)
+def _decide(state: TaskState, inp: RouterInput) -> Emitter:
+    out = Emitter(state, inp.event)
     event = inp.event
     handler = HANDLERS.get(event.type)
     if event.id in state.applied or handler is None:
@@ -128,11 +134,21 @@ def _decide(state: TaskState, inp: RouterInput) -> _Emitter:
         return out  # never let one tenant's event touch another tenant's task
     handler.decide(out, inp, payload(event, handler.model))
     if out.events and out.state.status in ("running", "waiting") and not out.state.has_open_work():
-        _finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
+        finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
     return out
 
 
-def _on_accepted(out: _Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
+def payload(event: Envelope, model: type[EventData]) -> Any:
+    try:
+        return model.model_validate(event.data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3])
+        raise InvalidInput(f"not a valid {event.type} payload: {problems}") from None
+
+
+# --- how a task starts ------------------------------------------------------------------------
+
+def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
     if out.state.status != "new":
         return  # a request for a task that exists: idempotent
     if inp.workflow is None:
@@ -161,881 +177,43 @@ def _on_accepted(out: _Emitter, inp: RouterInput, accepted: TaskAccepted) -> Non
     _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest)
 
 
-def _start(out: _Emitter, workflow: str, revision: str, task_input: dict[str, Any],
+def _start(out: Emitter, workflow: str, revision: str, task_input: dict[str, Any],
            manifest: WorkflowManifest) -> None:
-    out.add(TaskStarted(
-        workflow=workflow, revision=revision, engine_version=ENGINE_VERSION,
-        contract_version=CONTRACT_VERSION, input=task_input, workflow_manifest=manifest,
-    ))
-    _activate(out, manifest.start().id, "start")
+    out.add(_started(workflow, revision, task_input, manifest))
+    activate(out, manifest.start().id, "start")
 
 
-def _on_admitted(out: _Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
+def _started(workflow: str, revision: str, task_input: dict[str, Any], manifest: WorkflowManifest,
+             **subtask: Any) -> TaskStarted:
+    """The one place a task.started is built (a subtask's adds where it starts and stops)."""
+    return TaskStarted(workflow=workflow, revision=revision, engine_version=ENGINE_VERSION,
+                       contract_version=CONTRACT_VERSION, input=task_input, workflow_manifest=manifest, **subtask)
+
+
+def _on_admitted(out: Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
     state = out.state
     if state.status != "queued" or state.manifest is None:
         return  # started already, or cancelled while it waited
     _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest)
 
 
-def _on_subtask_requested(out: _Emitter, inp: RouterInput, req: SubtaskRequested) -> None:
+def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested) -> None:
     if out.state.status != "new":
         return  # already started (a redelivery), or cancelled by its parent before it started
     manifest = req.workflow_manifest
-    split = _subtask_split(req)
-    out.add(TaskStarted(
-        workflow=req.workflow, revision=req.revision, engine_version=ENGINE_VERSION,
-        contract_version=CONTRACT_VERSION, input=req.input, workflow_manifest=manifest,
-        lineage=req.lineage, entry=manifest.successors(split.id)[0].to, stop_at=req.merge, upstream=req.upstream,
-    ))
+    split = subtask_split(req)
+    out.add(_started(req.workflow, req.revision, req.input, manifest, lineage=req.lineage,
+                     entry=manifest.successors(split.id)[0].to, stop_at=req.merge, upstream=req.upstream))
     assert out.state.entry is not None
-    _activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
+    activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
 
 
-def _subtask_split(req: SubtaskRequested) -> NodeSpec:
-    """The SPLIT node a subtask request names, once the request is consistent with its own manifest."""
-    manifest = req.workflow_manifest
-    problems = blocking(manifest)
-    if problems:
-        raise InvalidInput(f"subtask.requested carries a workflow manifest that is not valid: {problems[0]}")
-    node = req.lineage.parent_node
-    split = next((n for n in manifest.nodes if n.id == node), None)
-    if req.lineage.kind != "subtask" or req.lineage.index is None or split is None or split.role != "SPLIT":
-        raise InvalidInput(f"subtask.requested names node '{node}' as its SPLIT, which its manifest does not have")
-    if split.split is None or split.split.merge != req.merge:
-        raise InvalidInput(f"subtask.requested stops at '{req.merge}', which is not the MERGE of SPLIT node '{node}'")
-    return split
-
-
-def _on_cancel(out: _Emitter, inp: RouterInput, request: TaskCancelRequested) -> None:
-    state = out.state
-    if state.status == "new" and request.parent_id:
-        # the parent ended before this subtask started: make sure it never does
-        out.add(TaskCancelled(reason=request.reason or "cancelled with its parent", requested_by=request.requested_by))
-        return
-    if state.status == "queued":
-        out.add(TaskCancelled(reason=request.reason or "cancelled while queued", requested_by=request.requested_by))
-        return
-    if state.status not in ("running", "waiting"):
-        return  # nothing to stop: not started, or already finished
-    _finish(out, "cancelled", request.reason or "cancelled on request", requested_by=request.requested_by)
-
-
-def _on_approval(out: _Emitter, inp: RouterInput, decided: NodeApprovalDecided) -> None:
-    state = out.state
-    node = state.nodes.get(decided.node)
-    if state.status != "waiting" or node is None or node.status != "awaiting_approval" or state.manifest is None:
-        return
-    manifest = state.manifest
-    spec = manifest.node(decided.node)
-    if decided.decision == "reject":
-        why = f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason else "")
-        _node_failed(out, spec.id, node.attempts, why)
-        return
-    problem = _edit_problem(manifest, spec, decided.args)
-    if problem:
-        out.add(NodeApprovalRefused(node=spec.id, decided_by=decided.decided_by, reason=problem))
-        return
-    out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by, args=decided.args,
-                         edited=decided.args is not None))
-    _dispatch(out, spec, 1, f"approved by {decided.decided_by}", approved=True, args_override=decided.args)
-
-
-def _edit_problem(manifest: WorkflowManifest, spec: NodeSpec, args: dict[str, Any] | None) -> str:
-    """Why edited arguments cannot be accepted ("" when they can)."""
-    if args is None:
-        return ""
-    if spec.kind != "tool":
-        return f"node '{spec.id}' is an agent node; only a tool node's arguments can be edited"
-    schema = manifest.tools[spec.tool or ""].args_schema
-    if schema is None:
-        return ""
-    try:
-        detail = schema_problems(schema, args)
-    except SchemaUnusable as exc:
-        return f"the args_schema of tool '{spec.tool}' {exc}; the edit cannot be checked"
-    return f"edited arguments break the args_schema of tool '{spec.tool}': {detail}" if detail else ""
-
-
-def _on_completed(out: _Emitter, inp: RouterInput, completed: NodeCompleted) -> None:
-    state = out.state
-    if state.terminal:
-        _ignore_late_result(out, completed.node, completed.dispatch_id, inp.event.type)
-        return
-    if state.status not in ("running", "waiting"):
-        return
-    node = _open_node(state, completed.node, completed.dispatch_id) or _superseded(
-        state, completed.node, completed.attempt, completed.dispatch_id)
-    if node is None:
-        return
-    assert state.manifest is not None
-    spec = state.manifest.node(completed.node)
-    if node.call is not None:  # the result of a tool call the node's model asked for
-        _tool_returned(out, spec, completed.dispatch_id, completed.attempt, output=completed.output)
-        return
-    _succeed(out, spec, completed)
-
-
-def _succeed(out: _Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
-    assert out.state.manifest is not None
-    revising = _wants_revision(out.state, spec, completed.output)
-    chosen, problem = (None, "") if revising else _choose(out.state.manifest, spec, completed.output)
-    if problem:
-        _node_failed(out, spec.id, completed.attempt, problem)
-        return
-    out.add(NodeSucceeded(
-        dispatch_id=completed.dispatch_id, node=completed.node, attempt=completed.attempt,
-        output=completed.output, provider=completed.provider, model=completed.model,
-        usage=add_usage(out.state.nodes[spec.id].turn_usage, completed.usage), chosen=chosen,
-    ))
-    if revising:
-        _revise(out, spec, completed.output)
-    else:
-        _advance(out, spec.id)
-
-
-def _on_errored(out: _Emitter, inp: RouterInput, errored: NodeErrored) -> None:
-    if out.state.terminal:
-        _ignore_late_result(out, errored.node, errored.dispatch_id, inp.event.type)
-        return
-    node = _open_node(out.state, errored.node, errored.dispatch_id)
-    if node is None or out.state.status not in ("running", "waiting"):
-        return
-    if errored.retryable:
-        _retry_or_fail(out, errored.node, node, f"runner error: {errored.error}")
-    elif node.call is not None:  # a tool call that failed: the model sees the error and may correct itself
-        assert out.state.manifest is not None
-        _tool_returned(out, out.state.manifest.node(errored.node), errored.dispatch_id, errored.attempt,
-                       error=errored.error)
-    else:
-        _node_failed(out, errored.node, node.attempts, errored.error)
-
-
-def _on_deadline(out: _Emitter, inp: RouterInput, expired: NodeDeadlineExpired) -> None:
-    node = _open_node(out.state, expired.node, expired.dispatch_id)
-    if node is None or out.state.status not in ("running", "waiting"):
-        return
-    assert out.state.manifest is not None
-    timeout = out.state.manifest.node(expired.node).timeout_s
-    _retry_or_fail(out, expired.node, node, f"no result within the {timeout:g}s deadline")
-
-
-def _on_retry_due(out: _Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
-    state = out.state
-    waiting = state.nodes.get(due.node)
-    if (state.status not in ("running", "waiting") or waiting is None or waiting.status != "retry_scheduled"
-            or waiting.attempts + 1 != due.attempt or (due.at is not None and due.at != waiting.deadline)):
-        return
-    assert state.manifest is not None
-    _dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
-
-
-def _on_subtask_finished(out: _Emitter, inp: RouterInput, finished: SubtaskFinished) -> None:
-    state = out.state
-    fanout = state.fanouts.get(finished.parent_node)
-    if state.status not in ("running", "waiting") or fanout is None or finished.index in fanout.results:
-        return
-    if not 0 <= finished.index < len(fanout.subtasks) or fanout.subtasks[finished.index] != finished.subtask_id:
-        return
-    out.add(SubtaskSettled(node=finished.parent_node, index=finished.index, subtask_id=finished.subtask_id,
-                           status=finished.status, output=finished.output, reason=finished.reason,
-                           continued=finished.continued))
-    assert state.manifest is not None
-    split = state.manifest.node(finished.parent_node)
-    if state.nodes[fanout.merge].status != "pending":
-        return  # the MERGE fired already (any/quorum) and asked the rest to stop: their ends change nothing
-    if finished.status != "succeeded" and not (split.continue_on_failure or finished.continued):
-        reason = f"subtask {finished.index} ({finished.subtask_id}) {finished.status}: {finished.reason}"
-        out.add(NodeFailed(node=split.id, attempt=out.state.nodes[split.id].attempts, reason=reason))
-        _finish(out, "failed", f"node '{split.id}' failed: {reason}")
-        return
-    _try_merge(out, fanout.merge)
-
-
-def _on_fork(out: _Emitter, inp: RouterInput, request: TaskForkRequested) -> None:
-    if out.state.status != "new":
-        return  # the fork exists already: a redelivered request
-    problem, cut = _fork_problem(inp, request)
-    if problem:
-        out.add(TaskRejected(stage="router", reason=f"cannot fork task {request.source_task_id}: {problem}"))
-        return
-    records = list(inp.source or ())
-    out.add(TaskForked(source_task_id=request.source_task_id, at=cut, live=request.live,
-                       history=[r.model_dump(mode="json") for r in records[:cut]],
-                       recorded={} if request.live else _recorded_outputs(records)))
-    state = out.state
-    assert state.manifest is not None
-    for node_id, node in state.nodes.items():  # what was running at the cut runs again in the fork
-        if node.status == "dispatched":
-            _dispatch(out, state.manifest.node(node_id), node.attempts, f"fork of {request.source_task_id}")
-
-
-def _fork_problem(inp: RouterInput, request: TaskForkRequested) -> tuple[str, int]:
-    """Why the fork cannot be made ("" if it can), and where its copied history ends."""
-    return fork_cut(list(inp.source or ()), inp.event.tenant, request.at)
-
-
-def fork_cut(records: list[Envelope], tenant: str, at: int) -> tuple[str, int]:
-    """Why a fork of `records` after record `at` cannot be made for `tenant` ("" if it can), and where its
-    copied history ends: a cut never splits a decision, it extends to the last record of the same input."""
-    if not records or any(r.tenant != tenant for r in records):
-        return "no such task", 0  # the same answer for another tenant's task: nothing about it is told
-    if not 1 <= at <= len(records):
-        return f"it has {len(records)} records; --at must be between 1 and {len(records)}", 0
-    cut = next((i for i in range(at, len(records)) if records[i].type == INPUT_RECORD), len(records))
-    source = fold(records)
-    at_cut = fold(records[:cut])
-    if source.lineage is not None and source.lineage.kind == "subtask":
-        return f"it is a subtask; fork its root task {source.lineage.root_id} instead", 0
-    if source.lineage is not None and source.lineage.kind == "fork":
-        return f"it is a fork; fork the original task {source.lineage.parent_id} instead", 0
-    if at_cut.status not in ("running", "waiting"):
-        return f"after record {cut} the task was {at_cut.status}: nothing would run", 0
-    if at_cut.open_subtasks():
-        return f"record {cut} falls inside a SPLIT whose subtasks were running; fork before it or after its MERGE", 0
-    return "", cut
-
-
-@dataclass(frozen=True)
-class ForkPlan:
-    """What a fork would do, before it is asked for: where its history ends, and the steps with side
-    effects that may run again (tool nodes, and agent nodes whose model may call such tools, unless the
-    fork reuses the output the source recorded for them)."""
-
-    problem: str
-    cut: int = 0
-    risky: tuple[str, ...] = ()
-
-
-def fork_plan(records: list[Envelope], tenant: str, at: int, live: bool) -> ForkPlan:
-    problem, cut = fork_cut(records, tenant, at)
-    if problem:
-        return ForkPlan(problem)
-    state = fold(records[:cut])
-    assert state.manifest is not None
-    manifest = state.manifest
-    recorded = {} if live else _recorded_outputs(records)
-    risky = []
-    for spec in manifest.nodes:
-        node = state.nodes.get(spec.id)
-        if node is None or node.status in ("succeeded", "skipped"):
-            continue
-        tool = manifest.tools.get(spec.tool or "")
-        if spec.kind == "tool" and tool is not None and tool.has_side_effects:
-            risky.append(spec.id)
-        elif spec.kind == "agent" and f"{spec.id}@{node.revision}" not in recorded:
-            agent = manifest.agents.get(spec.agent or "")
-            names = [t for t in (agent.tools if agent else []) if t in manifest.tools
-                     and manifest.tools[t].has_side_effects]
-            if names:
-                risky.append(f"{spec.id} (its model may call {', '.join(names)})")
-    return ForkPlan("", cut, tuple(risky))
-
-
-def _recorded_outputs(records: list[Envelope]) -> dict[str, dict[str, Any]]:
-    """Every agent output the source recorded, keyed by node and revision."""
-    recorded: dict[str, dict[str, Any]] = {}
-    state = TaskState()
-    for record in records:
-        state = evolve(state, record)
-        if record.type == "node.succeeded" and state.manifest is not None:
-            node = record.data["node"]
-            if state.manifest.node(node).kind == "agent":
-                recorded[f"{node}@{state.nodes[node].revision}"] = {
-                    "output": record.data["output"], "provider": record.data.get("provider"),
-                    "model": record.data.get("model")}
-    return recorded
-
-
-
-
-# --- moving through the graph -----------------------------------------------------------------
-
-def _choose(manifest: WorkflowManifest, spec: NodeSpec, output: dict[str, Any]) -> tuple[str | None, str]:
-    """(chosen successor for a DECISION, problem); a problem fails the node."""
-    if spec.role == "SPLIT":
-        assert spec.split is not None
-        present, items = lookup(output, spec.split.items)
-        if not present or not isinstance(items, list):
-            return None, (f"SPLIT output has no list at '{spec.split.items}' "
-                          f"(got {type(items).__name__ if present else 'nothing'})")
-        if len(items) > spec.split.max_items:
-            return None, f"SPLIT output lists {len(items)} items, over the declared max_items {spec.split.max_items}"
-        return None, ""
-    if spec.role != "DECISION":
-        return None, ""
-    edges = manifest.successors(spec.id)
-    for edge in edges:
-        if edge.when is not None and edge.when.matches(output):
-            return edge.to, ""
-    for edge in edges:
-        if edge.default:
-            return edge.to, ""
-    tested = ", ".join(
-        f"{e.when.field} {'in ' + repr(e.when.in_) if e.when.in_ is not None else '== ' + repr(e.when.equals)}"
-        f" -> {e.to}" for e in edges if e.when
-    )
-    found = {e.when.field: lookup(output, e.when.field)[1] for e in edges if e.when}
-    return None, f"DECISION output matched no edge: got {found}; edges test {tested}"
-
-
-def _advance(out: _Emitter, node_id: str) -> None:
-    """A node settled (succeeded, failed and continued, or skipped): tell its successors."""
-    state = out.state
-    assert state.manifest is not None
-    spec = state.manifest.node(node_id)
-    node = state.nodes[node_id]
-    if spec.role == "SPLIT" and spec.split is not None:
-        if node.status == "succeeded":
-            _fan_out(out, spec)
-        else:  # skipped, or failed and continued: the body never runs; its MERGE hears of it
-            _try_merge(out, spec.split.merge)
-        return
-    # the taken edge first: when it reaches an EXIT, the paths not taken need no record
-    targets = sorted((e.to for e in state.manifest.successors(node_id)), key=lambda t: node.chosen not in (None, t))
-    for target in targets:
-        if out.state.terminal:
-            return
-        _arrive(out, target)
-
-
-def _edge(state: TaskState, pred: str, target: str) -> str:
-    """The state of the edge pred -> target: live, failed (continued), dead, or pending."""
-    node = state.nodes[pred]
-    if node.status == "succeeded":
-        return "live" if node.chosen is None or node.chosen == target else "dead"
-    if node.status == "failed" and node.continued:
-        return "failed"
-    if node.status == "skipped":
-        return "dead"
-    return "pending"
-
-
-def _arrive(out: _Emitter, target: str) -> None:
-    state = out.state
-    assert state.manifest is not None
-    manifest = state.manifest
-    if target == state.stop_at:  # a subtask's path reached the MERGE that runs in its parent
-        pred = manifest.predecessors(target)[0]
-        edge = _edge(state, pred, target)
-        if edge == "live":
-            _finish(out, "succeeded", f"subtask reached MERGE node '{target}'", output=state.nodes[pred].output)
-        elif edge == "failed":  # the parent's MERGE counts it as a failed input, as a BRANCH's would
-            _finish(out, "failed", f"node '{pred}' failed (continue_on_failure): {state.nodes[pred].error}",
-                    continued=True)
-        return
-    if state.nodes[target].status != "pending":
-        return  # already running or settled: a node runs once per revision
-    spec = manifest.node(target)
-    if spec.role == "MERGE":
-        _try_merge(out, target)
-        return
-    edges = [_edge(state, p, target) for p in manifest.predecessors(target)]
-    if "live" in edges or "failed" in edges:
-        _activate(out, target, "next")
-    elif all(e == "dead" for e in edges):
-        out.add(NodeSkipped(node=target, reason="no path into it was taken"))
-        _advance(out, target)
-
-
-def _activate(out: _Emitter, node_id: str, reason: str) -> None:
-    assert out.state.manifest is not None
-    spec = out.state.manifest.node(node_id)
-    if spec.role == "EXIT":
-        _finish(out, spec.status or "failed", f"reached EXIT node '{spec.id}'", exit_node=spec.id)
-        return
-    _dispatch(out, spec, 1, reason)
-
-
-def _merge_sources(state: TaskState, merge_id: str, split: str | None
-                   ) -> dict[str, tuple[str, dict[str, Any] | None]]:
-    """Each input of a MERGE node (of SPLIT `split`, if it collects one): source -> (live | failed | dead |
-    pending, output)."""
-    assert state.manifest is not None
-    if split is not None:
-        fanout = state.fanouts.get(split)
-        if fanout is None:  # the SPLIT was skipped, or failed and continued: nothing was fanned out
-            return {split: ("dead" if state.nodes[split].status == "skipped" else "failed", None)}
-        sources: dict[str, tuple[str, dict[str, Any] | None]] = {}
-        for index in range(len(fanout.subtasks)):
-            status, output, _ = fanout.results.get(index, ("pending", None, ""))
-            sources[str(index)] = ("live" if status == "succeeded" else "pending" if status == "pending"
-                                   else "failed", output)
-        return sources
-    return {p: (_edge(state, p, merge_id), state.nodes[p].output) for p in state.manifest.predecessors(merge_id)}
-
-
-def _try_merge(out: _Emitter, merge_id: str) -> None:
-    """Fire a MERGE node once its policy is met; fail it once the policy can no longer be met."""
-    state = out.state
-    assert state.manifest is not None
-    if state.nodes[merge_id].status != "pending":
-        return  # fired (or failed) already: a MERGE fires once
-    spec = state.manifest.node(merge_id)
-    policy = spec.merge or MergeSpec()
-    split = split_merges(state.manifest).get(merge_id)
-    sources = _merge_sources(state, merge_id, split)
-    arrived = [s for s, (e, _) in sources.items() if e == "live"]
-    failed = [s for s, (e, _) in sources.items() if e == "failed"]
-    dead = [s for s, (e, _) in sources.items() if e == "dead"]
-    pending = [s for s, (e, _) in sources.items() if e == "pending"]
-    need = {"all": len(sources) - len(failed) - len(dead), "any": 1}.get(policy.policy, policy.quorum or 1)
-    if policy.policy == "all" and pending:
-        return
-    if sources and len(dead) == len(sources):
-        out.add(NodeSkipped(node=merge_id, reason="no path into it was taken"))
-        _advance(out, merge_id)
-        return
-    if len(arrived) < need:
-        if len(arrived) + len(pending) >= need:
-            return
-        why = (f"MERGE needs {need} input(s) under policy '{policy.policy}' but only {len(arrived) + len(pending)} "
-               "can arrive: "
-               f"failed {failed}, not taken {dead}")
-        _node_failed(out, merge_id, 0, why)
-        return
-    outputs = {s: sources[s][1] or {} for s in arrived}
-    combined: dict[str, Any] = {"items": list(outputs.values())} if policy.combine == "list" else outputs
-    out.add(NodeMerged(node=merge_id, policy=policy.policy, arrived=arrived, failed=failed, skipped=dead,
-                       output=combined))
-    if split is not None:
-        fanout = out.state.fanouts.get(split)
-        for task_id in fanout.open_subtasks() if fanout else []:
-            out.add(TaskCancelRequested(reason=f"MERGE node '{merge_id}' fired under policy '{policy.policy}'",
-                                        requested_by=f"task {out.task_id}", parent_id=out.task_id), task_id=task_id)
-    if spec.kind == "agent":
-        _dispatch(out, spec, 1, "merged")
-    else:
-        _advance(out, merge_id)
-
-
-def _fan_out(out: _Emitter, spec: NodeSpec) -> None:
-    state = out.state
-    assert state.manifest is not None and spec.split is not None
-    node = state.nodes[spec.id]
-    _, items = lookup(node.output, spec.split.items)
-    ids = [derive_id(out.task_id, spec.id, node.revision, "subtask", i) for i in range(len(items))]
-    inherited = {k: v for k, v in _upstream(state).items() if k != spec.id}
-    size = len(state.manifest.model_dump_json()) + len(json.dumps(inherited)) + len(json.dumps(state.input))
-    total = size * len(items) + len(json.dumps(items))
-    if total > MAX_FANOUT_BYTES:
-        reason = (f"SPLIT of {len(items)} items would record {total // 1024} KiB of subtask requests, over the "
-                  f"{MAX_FANOUT_BYTES // 1024} KiB one fan-out may carry; pass large data as workspace files")
-        _node_failed(out, spec.id, node.attempts, reason)
-        return
-    out.add(NodeFannedOut(node=spec.id, merge=spec.split.merge, subtasks=ids))
-    root = state.lineage.root_id if state.lineage else out.task_id
-    for index, (task_id, item) in enumerate(zip(ids, items, strict=True)):
-        lineage = Lineage(kind="subtask", parent_id=out.task_id, root_id=root, parent_node=spec.id, index=index,
-                          cause=f"item {index} of {len(items)} of SPLIT node '{spec.id}'")
-        out.add(SubtaskRequested(
-            lineage=lineage, merge=spec.split.merge, item=item, count=len(items), workflow=state.workflow or "",
-            revision=state.revision or "", workflow_manifest=state.manifest,
-            input={**state.input, "item": item, "item_index": index, "item_count": len(items)}, upstream=inherited,
-        ), task_id=task_id)
-    if not items:
-        _try_merge(out, spec.split.merge)
-
-
-def _wants_revision(state: TaskState, spec: NodeSpec, output: dict[str, Any]) -> bool:
-    """The node's revise rule matches its output and revisions remain (checked before any edge is chosen)."""
-    rule = spec.revise
-    if rule is None or rule.max_revisions is None:
-        return False
-    return rule.when.matches(output) and state.revisions.get(spec.id, 0) < rule.max_revisions
-
-
-def _revise(out: _Emitter, spec: NodeSpec, output: dict[str, Any]) -> None:
-    """Send work back to the reviser's target: the nodes between run again with its output as feedback."""
-    rule = spec.revise
-    state = out.state
-    assert rule is not None and state.manifest is not None and rule.max_revisions is not None
-    used = state.revisions.get(spec.id, 0)
-    # besides the nodes between, paths a DECISION between skipped last time may be taken this time
-    skipped = {n for n in downstream(state.manifest, rule.target) if state.nodes[n].status == "skipped"}
-    reset = sorted(segment(state.manifest, rule.target, spec.id) | skipped)
-    out.add(NodeRevisionRequested(node=spec.id, target=rule.target, revision=used + 1,
-                                  max_revisions=rule.max_revisions, feedback=output, reset=reset))
-    why = f"revision {used + 1} of {rule.max_revisions} asked by '{spec.id}'"
-    _dispatch(out, state.manifest.node(rule.target), 1, why)
-
-
-def _finish(out: _Emitter, status: str, reason: str, *, exit_node: str | None = None,
-            output: dict[str, Any] | None = None, requested_by: str | None = None, continued: bool = False) -> None:
-    """End the task: record its terminal status, stop its subtasks, and tell a parent."""
-    state = out.state
-    children = state.open_subtasks()
-    if status == "cancelled":
-        out.add(TaskCancelled(reason=reason, requested_by=requested_by,
-                              open_nodes=[node for node, _ in state.open_dispatches()]))
-    else:
-        if status == "succeeded":
-            out.add(TaskSucceeded(status="succeeded", exit_node=exit_node, reason=reason))
-        else:
-            out.add(TaskFailed(status="failed", exit_node=exit_node, reason=reason))
-    for task_id in children:
-        out.add(TaskCancelRequested(reason=f"parent task {status}: {reason}"[:1000], requested_by=f"task {out.task_id}",
-                                    parent_id=out.task_id), task_id=task_id)
-    lineage = state.lineage
-    if lineage is not None and lineage.parent_node is not None and lineage.index is not None:
-        out.add(SubtaskFinished(subtask_id=out.task_id, parent_node=lineage.parent_node, index=lineage.index,
-                                status=status, output=output if status == "succeeded" else None,  # type: ignore[arg-type]
-                                reason=reason, continued=continued or None), task_id=lineage.parent_id)
-
-
-def _node_failed(out: _Emitter, node_id: str, attempt: int, reason: str) -> None:
-    """A node failed for good: the task fails, unless the node declares continue_on_failure."""
-    assert out.state.manifest is not None
-    spec = out.state.manifest.node(node_id)
-    if spec.continue_on_failure:
-        out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason, continued=True))
-        _advance(out, node_id)
-        return
-    if _moot(out.state, node_id):
-        out.add(NodeFailed(node=node_id, attempt=attempt, continued=True,
-                           reason=f"{reason} (no longer needed: every path from it ends at a MERGE that fired)"))
-        return
-    out.add(NodeFailed(node=node_id, attempt=attempt, reason=reason))
-    _finish(out, "failed", f"node '{node_id}' failed: {reason}")
-
-
-def _moot(state: TaskState, node_id: str) -> bool:
-    """Every path from the node meets a MERGE that already fired (any/quorum) before anything else."""
-    assert state.manifest is not None
-    todo = [e.to for e in state.manifest.successors(node_id)]
-    seen: set[str] = set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        spec = state.manifest.node(current)
-        if spec.role == "MERGE" and current != state.stop_at:
-            if state.nodes[current].status == "pending":
-                return False
-            continue
-        if spec.role == "EXIT" or current == state.stop_at:
-            return False
-        todo += [e.to for e in state.manifest.successors(current)]
-    return bool(seen)
-
-
-# --- runs and retries -------------------------------------------------------------------------
-
-def _open_node(state: TaskState, node_id: str, dispatch_id: str) -> NodeState | None:
-    node = state.nodes.get(node_id)
-    if node is None or node.status != "dispatched" or node.dispatch_id != dispatch_id:
-        return None
-    return node
-
-
-def _ignore_late_result(out: _Emitter, node_id: str, dispatch_id: str, event_type: str) -> None:
-    """A result for a node that was running when the task ended: recorded once, then unused."""
-    node = out.state.nodes.get(node_id)
-    if node is None or node.status not in ("cancelled", "abandoned") or node.dispatch_id != dispatch_id:
-        return
-    out.add(NodeResultIgnored(dispatch_id=dispatch_id, node=node_id, attempt=node.attempts,
-                              reason=f"the task had ended ({out.state.status}) before this {event_type} arrived"))
-
-
-def _superseded(state: TaskState, node_id: str, attempt: int, dispatch_id: str) -> NodeState | None:
-    """A late result of an earlier attempt of a node's current step that is still open is as good as the
-    current one: taking it means a deadline that fired while results were queued costs nothing."""
-    node = state.nodes.get(node_id)
-    if node is None or node.status not in ("dispatched", "retry_scheduled"):
-        return None
-    latest = node.attempts if node.status == "dispatched" else node.attempts + 1  # a failed attempt may yet answer
-    if not 1 <= attempt < latest:
-        return None
-    expected = dispatch_id_for(state.task_id, node_id, node.revision, attempt, _step(node))
-    return node if dispatch_id == expected else None
-
-
-def _step(node: NodeState) -> str:
-    """Which step of an agent node is open: its model's turn N, or call I of turn N ("" for the first turn,
-    which is also every tool node's only step, so their dispatch ids are as they always were)."""
-    if node.call is not None:
-        return f"turn-{len(node.steps) - 1}-call-{node.call}"
-    return f"turn-{len(node.steps)}" if node.steps else ""
-
-
-def dispatch_id_for(task_id: str, node: str, revision: int, attempt: int, step: str = "") -> str:
-    parts: list[object] = [task_id, node] + ([f"revision-{revision}"] if revision else []) + [attempt]
-    return derive_id(*parts, *([step] if step else []))
-
-
-def _retry_or_fail(out: _Emitter, node_id: str, node: NodeState, why: str) -> None:
-    assert out.state.manifest is not None
-    spec = out.state.manifest.node(node_id)
-    if node.attempts >= spec.max_attempts:
-        if node.call is not None:  # a tool call that keeps failing: the model hears of it, the node goes on
-            _tool_returned(out, spec, node.dispatch_id, node.attempts,
-                           error=f"{why}; gave up after {node.attempts} attempts")
-            return
-        _node_failed(out, node_id, node.attempts, f"{why}; gave up after {node.attempts} attempts")
-        return
-    delay = backoff_delay(spec, out.task_id, node.attempts)
-    if delay > 0:
-        out.add(NodeRetryScheduled(node=node_id, attempt=node.attempts + 1, at=out.now + timedelta(seconds=delay),
-                                   delay_s=delay, reason=f"retry: {why}"))
-        return
-    _dispatch(out, spec, node.attempts + 1, f"retry: {why}")
-
-
-def backoff_delay(spec: NodeSpec, task_id: str, failed_attempt: int) -> float:
-    """Seconds before the attempt after `failed_attempt`: exponential, capped, with a jitter factor in
-    [0.5, 1) taken from a hash of (task, node, attempt), so replays compute the same delay."""
-    if spec.backoff_s <= 0:
-        return 0.0
-    base = min(spec.backoff_max_s, spec.backoff_s * 2.0 ** (failed_attempt - 1))
-    jitter = 0.5 + (uuid.UUID(derive_id(task_id, spec.id, failed_attempt, "jitter")).int % 1000) / 2000
-    return round(base * jitter, 3)
-
-
-def _upstream(state: TaskState) -> dict[str, Any]:
-    """What later nodes see of earlier ones: outputs, and {"error": ...} for a continued failure."""
-    upstream = dict(state.inherited)
-    for node_id, node in state.nodes.items():
-        if node.status == "succeeded":
-            upstream[node_id] = node.output
-        elif node.status == "failed" and node.continued:
-            upstream[node_id] = {"error": node.error}
-    return upstream
-
-
-def _dispatch(out: _Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
-              args_override: dict[str, Any] | None = None) -> None:
-    """Dispatch a node's current step, or ask for approval first when it requires it (retries and later
-    turns are not asked again). An agent node's step is its model's next turn or one of its tool calls."""
-    state = out.state
-    manifest = state.manifest
-    assert manifest is not None
-    node = state.nodes[spec.id]
-    if spec.kind == "agent":
-        recorded = state.recorded.get(f"{spec.id}@{node.revision}")
-        if recorded is not None:  # a fork reuses what the source's model answered, tool calls and all
-            _succeed(out, spec, NodeCompleted(
-                dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, _step(node)),
-                node=spec.id, attempt=attempt, output=recorded["output"],
-                provider=f"recorded:{recorded.get('provider')}", model=recorded.get("model")))
-            return
-        if node.call is not None:
-            _dispatch_call(out, spec, node.call, attempt, reason)
-            return
-    full = NodeContext(input=dict(state.input), upstream=_upstream(state), feedback=state.feedback.get(spec.id),
-                       revision=node.revision, merged=node.merged)
-    context = _profiled(full, spec)
-    size = len(context.model_dump_json())
-    if size > MAX_CONTEXT_BYTES:
-        _node_failed(out, spec.id, attempt, (
-            f"the context for node '{spec.id}' (task input plus upstream outputs) is {size // 1024} KiB, over "
-            f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; pass large data as workspace files"))
-        return
-    budget = spec.sees.max_tokens if spec.sees else None
-    if budget is not None and (size + 3) // 4 > budget:
-        _node_failed(out, spec.id, attempt, (
-            f"the context for node '{spec.id}' is about {(size + 3) // 4} tokens (estimated: JSON length / 4), "
-            f"over its budget sees.max_tokens = {budget}; narrow sees.upstream or raise the budget"))
-        return
-    ask = spec.approval == "required" and not approved and attempt == 1 and not node.steps
-    data = NodeDispatched(
-        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, _step(node)), node=spec.id,
-        kind=spec.kind or "tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
-        reason=reason, context=context,
-    )
-    if spec.kind == "agent":
-        if ask:
-            out.add(NodeApprovalRequested(node=spec.id, kind="agent"))
-            return
-        agent = manifest.agents[spec.agent or ""]
-        if node.steps:
-            context, problem = with_conversation(context, node.steps, node.summary, agent, budget)
-            size = len(context.model_dump_json())
-            if not problem and size > MAX_CONTEXT_BYTES:
-                problem = (f"the context and earlier tool turns of node '{spec.id}' are {size // 1024} KiB, over "
-                           f"the {MAX_CONTEXT_BYTES // 1024} KiB a dispatch may carry; set summarise_over on agent "
-                           f"'{spec.agent}' or lower keep_turns")
-            if problem:
-                _node_failed(out, spec.id, attempt, problem)
-                return
-            data.turn = len(node.steps)
-        if budget is not None:
-            context.token_budget = budget
-        if spec.sees is not None and spec.sees.memory:
-            context.memory = MemoryView(layers=spec.sees.memory, project=manifest.project or manifest.name)
-        data.context = context
-        schema = manifest.schemas.get(agent.output_schema) if agent.output_schema else None
-        script = manifest.mock.get(spec.id, [])
-        choice = choose_model(agent, spec, context, size)
-        config = {**agent.model_dump(), "provider": choice.provider, "model": choice.model}
-        data.agent = DispatchedAgent(name=spec.agent or "", **config, output_schema_json=schema,
-                                     mock_responses=script[node.runs_before:] or script[-1:],
-                                     tool_defs=tool_defs(manifest, agent) or None)
-        data.model_choice = choice
-    else:
-        args, missing = resolve_args(spec.args, full)
-        if missing:
-            _node_failed(out, spec.id, attempt, missing)
-            return
-        if ask:
-            out.add(NodeApprovalRequested(node=spec.id, kind="tool", args=args))
-            return
-        data.tool = _dispatched_tool(manifest, spec.tool or "", args if args_override is None else args_override)
-    out.add(data)
-
-
-def _dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]) -> DispatchedTool:
-    tool = manifest.tools[name]
-    return DispatchedTool(name=name, builtin=tool.builtin, args=args, side_effects=tool.has_side_effects or None,
-                          project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None)
-
-
-# --- tool use -----------------------------------------------------------------------------------
-
-def _on_tools_requested(out: _Emitter, inp: RouterInput, asked: NodeToolsRequested) -> None:
-    """The model asked for tools instead of answering: record its turn once, then run the calls."""
-    state = out.state
-    if state.terminal:
-        _ignore_late_result(out, asked.node, asked.dispatch_id, inp.event.type)
-        return
-    node = _open_node(state, asked.node, asked.dispatch_id) or _superseded(
-        state, asked.node, asked.attempt, asked.dispatch_id)
-    if node is None or state.status not in ("running", "waiting") or node.call is not None:
-        return
-    if asked.turn != len(node.steps):
-        return  # a turn this node has recorded already
-    assert state.manifest is not None
-    spec = state.manifest.node(asked.node)
-    agent = state.manifest.agents.get(spec.agent or "")
-    if spec.kind != "agent" or agent is None:
-        return
-    if not agent.tools or asked.turn >= agent.max_tool_turns:
-        why = (f"agent '{spec.agent}' has no tools, yet its model asked for {[c.name for c in asked.calls]}"
-               if not agent.tools else f"the model asked for tools in turn {asked.turn + 1}, past agent "
-               f"'{spec.agent}''s max_tool_turns = {agent.max_tool_turns}")
-        _node_failed(out, spec.id, asked.attempt, why)
-        return
-    calls = []
-    for index, call in enumerate(asked.calls):
-        problem = call_problem(state.manifest, spec.agent or "", agent, call)
-        calls.append(ToolStep(call_id=call_id(node.revision, asked.turn, index), tool=call.name, args=call.args,
-                              error=problem or None, refused=True if problem else None))
-    out.add(NodeToolTurnRecorded(
-        dispatch_id=asked.dispatch_id, node=spec.id, attempt=asked.attempt, turn=asked.turn, thought=asked.thought,
-        calls=calls, provider=asked.provider, model=asked.model, usage=asked.usage, summary=asked.summary))
-    _next_call(out, spec)
-
-
-def _next_call(out: _Emitter, spec: NodeSpec) -> None:
-    """Run the next call of the node's last tool turn; once every call is back, the model's next turn."""
-    node = out.state.nodes[spec.id]
-    turn = len(node.steps) - 1
-    index = next_open_call(node.steps[-1])
-    if index is not None:
-        _dispatch_call(out, spec, index, 1, f"tool call {index + 1} of turn {turn}")
-    else:
-        _dispatch(out, spec, 1, f"results of tool turn {turn}")
-
-
-def _dispatch_call(out: _Emitter, spec: NodeSpec, index: int, attempt: int, reason: str) -> None:
-    manifest = out.state.manifest
-    assert manifest is not None
-    node = out.state.nodes[spec.id]
-    turn = len(node.steps) - 1
-    call = node.steps[-1]["calls"][index]
-    out.add(NodeDispatched(
-        dispatch_id=dispatch_id_for(out.task_id, spec.id, node.revision, attempt, f"turn-{turn}-call-{index}"),
-        node=spec.id, kind="tool", attempt=attempt, deadline=out.now + timedelta(seconds=spec.timeout_s),
-        reason=reason, tool=_dispatched_tool(manifest, call["tool"], call["args"]),
-        call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index)))
-
-
-def _tool_returned(out: _Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
-                   output: dict[str, Any] | None = None, error: str | None = None) -> None:
-    """Record the observation of the call running now (its output, or the error the model will see)."""
-    node = out.state.nodes[spec.id]
-    assert node.call is not None
-    call = node.steps[-1]["calls"][node.call]
-    out.add(NodeToolReturned(node=spec.id, turn=len(node.steps) - 1, index=node.call, call_id=call["call_id"],
-                             tool=call["tool"], dispatch_id=dispatch_id, attempt=attempt, output=output,
-                             error=None if output is not None else error or "no result"))
-    _next_call(out, spec)
-
-
-def _profiled(context: NodeContext, spec: NodeSpec) -> NodeContext:
-    """The part of the context a node's `sees` profile lets it see."""
-    profile = spec.sees
-    if profile is None or (profile.input and profile.upstream == "all"):
-        return context
-    upstream = ({} if profile.upstream == "none" else context.upstream if profile.upstream == "all"
-                else {k: v for k, v in context.upstream.items() if k in profile.upstream})
-    return context.model_copy(update={"input": context.input if profile.input else {}, "upstream": upstream})
-
-
-def choose_model(agent: AgentSpec, spec: NodeSpec, context: NodeContext, context_bytes: int) -> ModelChoice:
-    """The model tier for one agent call (A6): the first tier rule that matches the context, else the
-    node's model, else the agent's. Pure: the same context always gets the same model."""
-    seen = {"input": context.input, "nodes": context.upstream}
-    tokens = (context_bytes + 3) // 4
-    for index, rule in enumerate(agent.tiers):
-        if rule.when is not None and not rule.when.matches(seen):
-            continue
-        if rule.when_context_over is not None and tokens <= rule.when_context_over:
-            continue
-        tests = [f"{rule.when.field} matched" if rule.when else "",
-                 f"context of about {tokens} tokens is over {rule.when_context_over}"
-                 if rule.when_context_over else ""]
-        why = rule.reason or "; ".join(t for t in tests if t) or "always"
-        return ModelChoice(provider=rule.provider or agent.provider, model=rule.model,
-                           reason=f"tier rule {index + 1}: {why}")
-    if spec.model:
-        return ModelChoice(provider=agent.provider, model=spec.model,
-                           reason=f"node '{spec.id}' names its model")
-    return ModelChoice(provider=agent.provider, model=agent.model, reason="the agent's model")
-
-
-def resolve_args(args: dict[str, Any], context: NodeContext) -> tuple[dict[str, Any], str]:
-    """Replace "$input.a.b" and "$nodes.<id>.a" strings with values from the task input or upstream outputs."""
-    resolved: dict[str, Any] = {}
-    for key, value in args.items():
-        if isinstance(value, str) and value.startswith(("$input.", "$nodes.")):
-            root, _, path = value[1:].partition(".")
-            source: Any = context.input if root == "input" else context.upstream
-            found, got = lookup(source, path)
-            if not found:
-                return {}, f"argument '{key}' refers to {value}, which the task does not have"
-            resolved[key] = got
-        else:
-            resolved[key] = value
-    return resolved, ""
-
-
-class _Emitter:
-    """Builds output envelopes with ids derived from the input and time taken from it, and keeps the
-    state they lead to, so each decision sees the ones before it."""
-
-    def __init__(self, state: TaskState, cause: Envelope) -> None:
-        self.cause = cause
-        self.state = state
-        self.task_id = state.task_id or cause.task_id
-        self.tenant = state.tenant or cause.tenant
-        self.correlation_id = state.correlation_id or cause.correlation_id
-        self.now = cause.time
-        self.events: list[Envelope] = []
-
-    def add(self, data: Any, *, task_id: str | None = None) -> None:
-        """Record `data`; `task_id` addresses another task (a subtask or the parent), stored here."""
-        # trusted: every field is built here from validated values, so skip re-validation
-        envelope = caused_by(self.cause, data, id=derive_id(self.cause.id, len(self.events)), source=SOURCE,
-                             time=self.now, tenant=self.tenant, task_id=task_id or self.task_id,
-                             correlation_id=self.correlation_id, trusted=True)
-        self.events.append(envelope)
-        self.state = evolve(self.state, envelope)
-
+# --- the handler table ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Handler:
     model: type[EventData]
-    decide: Callable[[_Emitter, RouterInput, Any], None]
+    decide: Callable[[Emitter, RouterInput, Any], None]
     starts: bool = False
     """May start a task that does not exist yet (any other input for an unknown task names nothing)."""
     internal: bool = False
@@ -1045,29 +223,21 @@ class Handler:
 HANDLERS: dict[str, Handler] = {
     "task.accepted": Handler(TaskAccepted, _on_accepted, starts=True),
     "subtask.requested": Handler(SubtaskRequested, _on_subtask_requested, starts=True),
-    "task.fork_requested": Handler(TaskForkRequested, _on_fork, starts=True),
-    "task.cancel_requested": Handler(TaskCancelRequested, _on_cancel),
+    "task.fork_requested": Handler(TaskForkRequested, on_fork, starts=True),
+    "task.cancel_requested": Handler(TaskCancelRequested, on_cancel),
     "task.admitted": Handler(TaskAdmitted, _on_admitted),
-    "node.approval_decided": Handler(NodeApprovalDecided, _on_approval),
-    "node.completed": Handler(NodeCompleted, _on_completed),
-    "node.errored": Handler(NodeErrored, _on_errored),
-    "node.tools_requested": Handler(NodeToolsRequested, _on_tools_requested),
-    "subtask.finished": Handler(SubtaskFinished, _on_subtask_finished),
-    "node.deadline_expired": Handler(NodeDeadlineExpired, _on_deadline, internal=True),
-    "node.retry_due": Handler(NodeRetryDue, _on_retry_due, internal=True),
+    "node.approval_decided": Handler(NodeApprovalDecided, on_approval),
+    "node.completed": Handler(NodeCompleted, on_completed),
+    "node.errored": Handler(NodeErrored, on_errored),
+    "node.tools_requested": Handler(NodeToolsRequested, on_tools_requested),
+    "subtask.finished": Handler(SubtaskFinished, on_subtask_finished),
+    "node.deadline_expired": Handler(NodeDeadlineExpired, on_deadline, internal=True),
+    "node.retry_due": Handler(NodeRetryDue, on_retry_due, internal=True),
 }
 """Every input the router applies: its payload model and the function deciding it."""
 INPUT_TYPES = tuple(HANDLERS)
 BUS_INPUTS = tuple(t for t, h in HANDLERS.items() if not h.internal)
 """The input types the router consumes from the stream."""
-
-
-def payload(event: Envelope, model: type[EventData]) -> Any:
-    try:
-        return model.model_validate(event.data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3])
-        raise InvalidInput(f"not a valid {event.type} payload: {problems}") from None
 
 
 def starts_task(event: Envelope) -> bool:
@@ -1078,242 +248,7 @@ def starts_task(event: Envelope) -> bool:
                                                        and bool(event.data.get("parent_id"))))
 
 
-# --- evolve -----------------------------------------------------------------------------------
-
-def evolve(state: TaskState, event: Envelope) -> TaskState:
-    """Fold one recorded event into the state. Unknown types (and records addressed to other tasks,
-    such as a subtask request) only bump the version."""
-    state = _with(state, version=state.version + 1)
-    data = event.data
-    kind = event.type
-    if kind == INPUT_RECORD:
-        return _with(state, applied=state.applied | {data["input"]["id"]}, task_id=event.task_id,
-                       tenant=event.tenant, correlation_id=state.correlation_id or event.correlation_id)
-    # the hottest types read their fields directly: they were validated when decided
-    if kind == "node.dispatched":
-        deadline = data["deadline"]
-        call = data.get("call")
-        first = call is None and not data.get("turn")  # tool turns keep the time the node's attempt began
-        return _set_node(state, data["node"], status="dispatched", attempts=data["attempt"],
-                         dispatch_id=data["dispatch_id"], dispatched_at=event.time, finished_at=None, error=None,
-                         deadline=deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
-                         call=call["index"] if call else None, **({"began_at": event.time} if first else {}))
-    if kind == "node.succeeded":
-        usage = data.get("usage")
-        return _set_node(state, data["node"], status="succeeded", output=data["output"],
-                         provider=data.get("provider"), model=data.get("model"), chosen=data.get("chosen"),
-                         usage=Usage.model_validate(usage) if usage else None, finished_at=event.time, deadline=None)
-    if kind.startswith("tenant."):  # an admission log's record: never a task's (a crafted id cannot use it)
-        return _with(state, status="reserved", tenant=event.tenant)
-    if kind == "task.cancel_requested":  # stored here only as a request this task sent to a subtask
-        return _with(state, cancelling=state.cancelling | {event.task_id})
-    handler = _FOLDS.get(kind)
-    return handler(state, event) if handler else state
-
-
-def _fold_started(state: TaskState, event: Envelope) -> TaskState:
-    started = TaskStarted.model_validate(event.data)
-    manifest = started.workflow_manifest
-    return _with(
-        state, status="running", workflow=started.workflow, revision=started.revision,
-        engine_version=started.engine_version, contract_version=started.contract_version,
-        manifest=manifest, input=started.input, started_at=event.time, lineage=started.lineage,
-        entry=started.entry, stop_at=started.stop_at, inherited=started.upstream,
-        nodes={n.id: NodeState() for n in manifest.nodes},
-    )
-
-
-def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
-    queued = TaskQueued.model_validate(event.data)
-    return _with(state, status="queued", workflow=queued.workflow, revision=queued.revision,
-                   manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason)
-
-
-def _fold_rejected(state: TaskState, event: Envelope) -> TaskState:
-    return _with(state, status="rejected", reason=event.data.get("reason", ""), finished_at=event.time)
-
-
-def _fold_failed(state: TaskState, event: Envelope) -> TaskState:
-    f = NodeFailed.model_validate(event.data)
-    return _set_node(state, f.node, status="failed", error=f.reason, continued=bool(f.continued),
-                     finished_at=event.time, deadline=None)
-
-
-def _close_open_nodes(state: TaskState, status: str, at: datetime) -> dict[str, NodeState]:
-    return {n: _with(s, status=status, finished_at=at) if s.status in OPEN_NODE else s
-            for n, s in state.nodes.items()}
-
-
-def _fold_cancelled(state: TaskState, event: Envelope) -> TaskState:
-    return _with(state, status="cancelled", nodes=_close_open_nodes(state, "cancelled", event.time),
-                   reason=event.data.get("reason", ""), finished_at=event.time)
-
-
-def _fold_finished(state: TaskState, event: Envelope) -> TaskState:
-    data = event.data
-    state = _with(state, nodes=_close_open_nodes(state, "abandoned", event.time))
-    exit_node = data.get("exit_node")
-    if exit_node:
-        state = _set_node(state, exit_node, status="reached", finished_at=event.time)
-    return _with(state, status=data["status"], exit_node=exit_node, reason=data.get("reason", ""),
-                   finished_at=event.time)
-
-
-def _fold_retry_scheduled(state: TaskState, event: Envelope) -> TaskState:
-    return _set_node(state, event.data["node"], status="retry_scheduled", deadline=_time(event.data["at"]),
-                     error=event.data.get("reason"))
-
-
-def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
-    return _with(_set_node(state, event.data["node"], status="awaiting_approval"), status="waiting")
-
-
-def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
-    state = _set_node(state, event.data["node"], status="approved")
-    waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
-    return _with(state, status="waiting" if waiting else "running")
-
-
-def _fold_result_ignored(state: TaskState, event: Envelope) -> TaskState:
-    return _set_node(state, event.data["node"], dispatch_id=None)
-
-
-def _fold_skipped(state: TaskState, event: Envelope) -> TaskState:
-    return _set_node(state, event.data["node"], status="skipped", finished_at=event.time)
-
-
-def _fold_merged(state: TaskState, event: Envelope) -> TaskState:
-    assert state.manifest is not None
-    node_id = event.data["node"]
-    combined = event.data.get("output") or {}
-    if state.manifest.node(node_id).kind == "agent":
-        return _set_node(state, node_id, status="merged", merged=combined)
-    return _set_node(state, node_id, status="succeeded", output=combined, provider="router:merge",
-                     dispatched_at=event.time, finished_at=event.time)
-
-
-def _fold_fanned_out(state: TaskState, event: Envelope) -> TaskState:
-    fanouts = dict(state.fanouts)
-    fanouts[event.data["node"]] = Fanout(event.data["merge"], tuple(event.data["subtasks"]))
-    return _with(state, fanouts=fanouts)
-
-
-def _fold_settled(state: TaskState, event: Envelope) -> TaskState:
-    settled = SubtaskSettled.model_validate(event.data)
-    fanouts = dict(state.fanouts)
-    fanout = fanouts[settled.node]
-    results = dict(fanout.results)
-    results[settled.index] = (settled.status, settled.output, settled.reason)
-    fanouts[settled.node] = _with(fanout, results=results)
-    return _with(state, fanouts=fanouts)
-
-
-def _fold_revision(state: TaskState, event: Envelope) -> TaskState:
-    asked = NodeRevisionRequested.model_validate(event.data)
-    nodes = dict(state.nodes)
-    for node_id in asked.reset:
-        old = nodes[node_id]
-        nodes[node_id] = NodeState(revision=asked.revision, runs_before=old.runs_before + old.attempts + len(old.steps))
-    return _with(state, nodes=nodes, revisions={**state.revisions, asked.node: asked.revision},
-                   feedback={**state.feedback, asked.target: asked.feedback})
-
-
-def _fold_tool_turn(state: TaskState, event: Envelope) -> TaskState:
-    data = event.data
-    node = state.nodes[data["node"]]
-    usage = data.get("usage")
-    return _set_node(state, data["node"], steps=(*node.steps, {"turn": data["turn"], "thought": data.get("thought", ""),
-                                                                 "calls": data["calls"]}),
-                     call=None, dispatch_id=None, summary=data.get("summary") or node.summary,
-                     turn_usage=add_usage(node.turn_usage, Usage.model_validate(usage) if usage else None))
-
-
-def _fold_tool_returned(state: TaskState, event: Envelope) -> TaskState:
-    data = event.data
-    node = state.nodes[data["node"]]
-    last = node.steps[-1]
-    calls = list(last["calls"])
-    result = {"output": data["output"]} if data.get("output") is not None else {"error": data.get("error", "")}
-    calls[data["index"]] = {**calls[data["index"]], **result}
-    return _set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
-                     dispatch_id=None)
-
-
-def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
-    forked = TaskForked.model_validate(event.data)
-    copied = fold([Envelope.model_validate(r) for r in forked.history])
-    root = copied.lineage.root_id if copied.lineage else forked.source_task_id
-    lineage = Lineage(kind="fork", parent_id=forked.source_task_id, root_id=root,
-                      cause=f"fork of task {forked.source_task_id} after its record {forked.at}"
-                            + (" (live)" if forked.live else ""))
-    return _with(copied, task_id=event.task_id, correlation_id=event.correlation_id, lineage=lineage,
-                   recorded=forked.recorded, applied=copied.applied | state.applied, version=state.version,
-                   started_at=event.time, finished_at=None)
-
-
-_FOLDS: dict[str, Callable[[TaskState, Envelope], TaskState]] = {
-    "task.started": _fold_started, "task.forked": _fold_forked, "task.rejected": _fold_rejected,
-    "task.queued": _fold_queued,
-    "node.failed": _fold_failed,
-    "task.cancelled": _fold_cancelled, "task.succeeded": _fold_finished, "task.failed": _fold_finished,
-    "node.retry_scheduled": _fold_retry_scheduled, "node.approval_requested": _fold_approval_requested,
-    "node.approved": _fold_approved, "node.result_ignored": _fold_result_ignored, "node.skipped": _fold_skipped,
-    "node.merged": _fold_merged, "node.fanned_out": _fold_fanned_out, "subtask.settled": _fold_settled,
-    "node.revision_requested": _fold_revision,
-    "node.tool_turn_recorded": _fold_tool_turn, "node.tool_returned": _fold_tool_returned,
-}
-
-
-T = TypeVar("T")
-
-
-def _with(obj: T, **changes: Any) -> T:
-    """dataclasses.replace for the router's frozen state classes, without re-running __init__: folding
-    is the router's hottest path and TaskState has many fields."""
-    new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__, **changes)
-    return new
-
-
-def _time(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
-
-
-def _set_node(state: TaskState, node_id: str, **changes: Any) -> TaskState:
-    nodes = dict(state.nodes)
-    nodes[node_id] = _with(nodes.get(node_id, NodeState()), **changes)
-    return _with(state, nodes=nodes)
-
-
 # --- apply and replay -------------------------------------------------------------------------
-
-def input_record(inp: RouterInput) -> Envelope:
-    """The stored form of an applied input: the input itself plus what the shell resolved for it."""
-    resolved = None
-    if inp.workflow is not None:
-        resolved = {"revision": inp.workflow.revision,
-                    "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
-    event = inp.event
-    data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
-    if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
-        own = all(r.tenant == event.tenant for r in inp.source)
-        data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
-    if inp.admission is not None:
-        data["admission"] = asdict(inp.admission)
-    return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)
-
-
-def input_from_record(record: Envelope) -> RouterInput:
-    resolved = record.data.get("workflow")
-    workflow = None
-    if resolved:
-        workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
-    source = record.data.get("source")
-    admission = record.data.get("admission")
-    return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
-                       tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
-                       Admission(**admission) if admission else None)
-
 
 def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
     """Decide, then fold: the records to store (input record first) and the state after them."""
@@ -1325,13 +260,6 @@ def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]
     return evolve(out.state, record), [record, *out.events]
 
 
-def fold(records: list[Envelope]) -> TaskState:
-    state = TaskState()
-    for record in records:
-        state = evolve(state, record)
-    return state
-
-
 def replay(records: list[Envelope]) -> list[Envelope]:
     """Re-run the recorded inputs through the current router; returns the records it would store."""
     state = TaskState()
@@ -1341,13 +269,3 @@ def replay(records: list[Envelope]) -> list[Envelope]:
             state, out = apply(state, input_from_record(record))
             produced.extend(out)
     return produced
-
-
-def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
-    if a is None or b is None:
-        return a or b
-    return a + b
-
-
-def usage_total(state: TaskState) -> Usage:
-    return sum((node.usage for node in state.nodes.values() if node.usage is not None), Usage())

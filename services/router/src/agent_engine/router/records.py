@@ -1,0 +1,72 @@
+"""Records: what the router is given, and the stored form of an input it applied.
+
+An input is an event from the bus (or from the router's own timers) plus whatever the shell looked up
+for it: the workflow revision a new task runs, a fork's source records, the tenant's admission
+decision. When an input changes anything, the store records it first, as a `router.input` record,
+followed by the decisions it produced; replaying those records (core.replay feeds the inputs read back
+by input_from_record through `decide` again) reproduces the decisions exactly. Pages:
+docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
+from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.router.admission import Admission
+
+SOURCE = "agent-engine/router"
+INPUT_RECORD = "router.input"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The workflow revision the shell looked up for a task.accepted input (None: not found)."""
+
+    revision: str
+    manifest: WorkflowManifest
+
+
+@dataclass(frozen=True)
+class RouterInput:
+    event: Envelope
+    workflow: Resolved | None = None
+    source: tuple[Envelope, ...] | None = None
+    """For task.fork_requested: the source task's stored records, as the shell found them."""
+    admission: Admission | None = None
+    """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
+
+
+class InvalidInput(ValueError):
+    """An input the router can never apply: its payload is not valid for its type, or it contradicts
+    itself (a subtask request naming a node its manifest does not have). The shell dead-letters it."""
+
+
+def input_record(inp: RouterInput) -> Envelope:
+    """The stored form of an applied input: the input itself plus what the shell resolved for it."""
+    resolved = None
+    if inp.workflow is not None:
+        resolved = {"revision": inp.workflow.revision,
+                    "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
+    event = inp.event
+    data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
+    if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
+        own = all(r.tenant == event.tenant for r in inp.source)
+        data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
+    if inp.admission is not None:
+        data["admission"] = asdict(inp.admission)
+    return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)
+
+
+def input_from_record(record: Envelope) -> RouterInput:
+    resolved = record.data.get("workflow")
+    workflow = None
+    if resolved:
+        workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
+    source = record.data.get("source")
+    admission = record.data.get("admission")
+    return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
+                       tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
+                       Admission(**admission) if admission else None)
