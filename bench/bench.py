@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines
 from cluster import Cluster
 
-from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.envelope import command, derive_id
+from agent_engine.contracts.events import NodeDispatched, NodeSucceeded
 from agent_engine.contracts.subjects import type_subject
 from agent_engine.router.core import fold
 from agent_engine.router.store import TaskStore, eventsourcing_env
@@ -92,13 +93,12 @@ def rebuild_ms(postgres_url: str, events: int) -> float:
     now = datetime.now(UTC)
     records = []
     for i in range(events):
-        kind = "node.dispatched" if i % 2 == 0 else "node.succeeded"
-        data: dict[str, Any] = {"dispatch_id": derive_id(task_id, i // 2), "node": "n1", "attempt": 1 + i // 2,
-                                "kind": "agent", "deadline": now.isoformat()}
-        if kind == "node.succeeded":
-            data = {"dispatch_id": data["dispatch_id"], "node": "n1", "attempt": data["attempt"], "output": {"i": i}}
-        records.append(Envelope(id=derive_id(task_id, "rec", i), source="bench", type=kind, time=now,
-                                tenant="bench", task_id=task_id, correlation_id=task_id, data=data))
+        dispatch_id, attempt = derive_id(task_id, i // 2), 1 + i // 2
+        data: NodeDispatched | NodeSucceeded = (
+            NodeDispatched(dispatch_id=dispatch_id, node="n1", kind="agent", attempt=attempt, deadline=now)
+            if i % 2 == 0 else NodeSucceeded(dispatch_id=dispatch_id, node="n1", attempt=attempt, output={"i": i}))
+        records.append(command(data, id=derive_id(task_id, "rec", i), source="bench", tenant="bench",
+                               task_id=task_id))
     for chunk in range(0, events, 1000):
         store.save({task_id: (chunk, records[chunk:chunk + 1000])})
     start = time.perf_counter()
