@@ -216,7 +216,7 @@ class Handler:
     decide: Callable[[Emitter, RouterInput, Any], None]
     starts: bool = False
     """May start a task that does not exist yet (any other input for an unknown task names nothing)."""
-    internal: bool = False
+    timer: bool = False
     """Made by the router's own timers, never taken from the bus."""
 
 
@@ -231,12 +231,12 @@ HANDLERS: dict[str, Handler] = {
     "node.errored": Handler(NodeErrored, on_errored),
     "node.tools_requested": Handler(NodeToolsRequested, on_tools_requested),
     "subtask.finished": Handler(SubtaskFinished, on_subtask_finished),
-    "node.deadline_expired": Handler(NodeDeadlineExpired, on_deadline, internal=True),
-    "node.retry_due": Handler(NodeRetryDue, on_retry_due, internal=True),
+    "node.deadline_expired": Handler(NodeDeadlineExpired, on_deadline, timer=True),
+    "node.retry_due": Handler(NodeRetryDue, on_retry_due, timer=True),
 }
 """Every input the router applies: its payload model and the function deciding it."""
 INPUT_TYPES = tuple(HANDLERS)
-BUS_INPUTS = tuple(t for t, h in HANDLERS.items() if not h.internal)
+BUS_INPUTS = tuple(t for t, h in HANDLERS.items() if not h.timer)
 """The input types the router consumes from the stream."""
 
 
