@@ -24,6 +24,7 @@ from agent_engine.contracts.builtins import BUILTINS
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDispatched, SubtaskRequested, data_model_for
 from agent_engine.router.core import BUS_INPUTS
+from agent_engine.router.store import aggregate_uuid
 
 FUZZ_HEADER = "Ae-Fuzz"
 TASK_ID_HEADER = "Ae-Task-Id"
@@ -48,7 +49,8 @@ LEAKY_REPLY_KEYS = ("nodes", "status", "stored", "replayed", "identical", "diffe
 
 
 def admission_log_alias(tenant: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:tenant:{tenant}"))
+    """The UUID the router's store keys a tenant's admission log by, spelled as a task id."""
+    return str(aggregate_uuid(f"tenant:{tenant}"))
 
 
 def _uuid(rng: random.Random) -> str:

@@ -9,7 +9,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import NodeState, TaskState
-from agent_engine.router.store import task_uuid
+from agent_engine.router.store import aggregate_uuid, task_uuid
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -206,3 +206,14 @@ def test_records_read_back_from_the_log_reach_the_deadline_index_without_undoing
     asyncio.run(go())
     due = index.expired(T0 + timedelta(seconds=12), caught_up=True, read_through=None)
     assert [e.task_id for e in due] == ["t2"]  # ours was extended to 18 s; theirs is overdue here too
+
+
+def test_no_task_id_names_another_aggregate() -> None:
+    """Found by the fuzz suite: the UUID keying a tenant's admission log, given as a task id, named the log;
+    and a hashed id spelled out as a UUID named the task it was hashed from."""
+    log = aggregate_uuid("tenant:victim")
+    assert task_uuid(str(log)) != log
+    hashed = task_uuid("order-42")
+    assert task_uuid(str(hashed)) != hashed
+    ours = "0b8a4f5e-77c2-4a61-9b1e-2f3c4d5e6f70"  # an RFC 4122 UUID as agentctl makes them: used as is
+    assert str(task_uuid(ours)) == ours
