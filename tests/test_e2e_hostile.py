@@ -180,3 +180,34 @@ def test_an_event_passed_off_on_another_types_subject_never_gets_past_its_gate(e
     assert error.startswith(f"a task.accepted event arrived on subject ae.{tenant}.node.completed; it is "
                             f"published on ae.{tenant}.task.accepted")
     assert "no task" in shown["error"]
+
+
+def test_telemetry_counts_no_call_passed_off_as_another_tenants(engine, tenant) -> None:
+    """Found in review: telemetry read the tenant from the envelope, so one tenant could bill another's task."""
+    victim, intruder = tenant, tenant + "x"
+
+    async def send() -> tuple[dict[str, Any], dict[str, Any]]:
+        nc = await engine.connect()
+        try:
+            workflow = await engine.push(nc, victim)
+            task_id = await engine.submit(nc, victim, workflow, {"brief": "billed honestly"})
+            assert (await engine.wait_terminal(nc, [task_id]))[task_id] == "succeeded"
+
+            async def ledger() -> dict[str, Any]:
+                msg = await nc.request(f"{TELEMETRY_RPC}.ledger", json.dumps(
+                    {"task_id": task_id, "tenant": victim}).encode(), timeout=5)
+                return dict(json.loads(msg.data))
+
+            await asyncio.sleep(1)  # telemetry has folded the task's own calls
+            before = await ledger()
+            bill = forged(victim, "llm.called", {"dispatch_id": "d", "node": "review", "provider": "anthropic",
+                                                 "model": "claude-sonnet-4-5", "cost_usd": "999",
+                                                 "usage": {"input_tokens": 1, "output_tokens": 1}}, task_id=task_id)
+            await publish(nc, f"ae.{intruder}.llm.called", bill.to_bytes())
+            await asyncio.sleep(1)
+            return before, await ledger()
+        finally:
+            await nc.close()
+
+    before, after = asyncio.run(send())
+    assert before["calls"] > 0 and after == before

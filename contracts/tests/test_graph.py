@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agent_engine.contracts.graph import find_cycle, predecessors, reachable, reachable_back, successors
-from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.manifest import EdgeSpec, NodeSpec, ToolSpec, WorkflowManifest
+from agent_engine.contracts.validation import blocking
 
 # start -> split -> a -> b -> merge -> done, and split -> c -> merge
 OUT = {"start": ["split"], "split": ["a", "c"], "a": ["b"], "b": ["merge"], "c": ["merge"], "merge": ["done"],
@@ -51,3 +52,15 @@ def test_find_cycle_names_the_closing_path() -> None:
     looped = {**OUT, "b": ["merge", "a"]}
     assert find_cycle(list(looped), looped) == ["a", "b", "a"]
     assert find_cycle(["x"], {"x": ["x"]}) == ["x", "x"]
+
+
+def test_a_workflow_of_thousands_of_nodes_is_validated_without_running_out_of_stack() -> None:
+    """Found in review: the cycle check recursed once per node, so a long chain raised RecursionError."""
+    nodes = [NodeSpec(id="n0", role="START", kind="tool", tool="t")]
+    nodes += [NodeSpec(id=f"n{i}", role="LINEAR", kind="tool", tool="t") for i in range(1, 3000)]
+    nodes.append(NodeSpec(id="done", role="EXIT", status="succeeded"))
+    edges = [EdgeSpec(from_=f"n{i}", to=f"n{i + 1}") for i in range(2999)] + [EdgeSpec(from_="n2999", to="done")]
+    manifest = WorkflowManifest(name="long", nodes=nodes, edges=edges, tools={"t": ToolSpec(builtin="text_stats")})
+    assert blocking(manifest) == []
+    looped = manifest.model_copy(update={"edges": [*edges, EdgeSpec(from_="n2999", to="n5")]})
+    assert "acyclic" in [e.rule for e in blocking(looped)]

@@ -66,12 +66,12 @@ def dispatch() -> NodeDispatched:
     return NodeDispatched(dispatch_id="d-1", node="n", kind="tool", attempt=1, deadline=NOW + timedelta(seconds=9))
 
 
-async def test_a_handler_that_fails_answers_with_a_permanent_node_error_naming_the_failure() -> None:
+async def test_a_handler_that_fails_answers_with_a_node_error_naming_the_failure() -> None:
     async def broken(_: Envelope, __: NodeDispatched) -> list[Envelope]:
         raise TypeError("'int' object is not subscriptable")
 
     [answer] = await _answer(broken, envelope(), dispatch(), "agent-engine/tool-runner")
-    assert answer.type == "node.errored" and answer.data["retryable"] is False
+    assert answer.type == "node.errored" and answer.data["retryable"] is True  # the node's attempts bound it
     assert answer.data["error"] == ("agent-engine/tool-runner could not handle this dispatch: "
                                     "TypeError: 'int' object is not subscriptable")
 

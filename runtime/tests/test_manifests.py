@@ -148,3 +148,14 @@ def test_schemas_that_are_not_json_schemas_are_reported_with_their_file(workflow
     errors = {(e.file, e.rule, e.message.split(":")[0]) for e in load(target).errors}
     assert ("schemas/review.json", "json-schema", "is not a valid JSON Schema at type") in errors
     assert ("tools.yaml", "json-schema", "tool 'brief_stats' args_schema is not a valid JSON Schema at type") in errors
+
+
+def test_a_schema_nested_too_deeply_to_check_is_named_not_raised(workflow_dir: Path) -> None:
+    """Found in review: a schema with hundreds of nested properties made `workflow validate` print a traceback."""
+    deep: dict[str, object] = {"type": "string"}
+    for _ in range(400):
+        deep = {"type": "object", "properties": {"x": deep}}
+    path = next((workflow_dir / "schemas").glob("*.json"))
+    path.write_text(json.dumps(deep))
+    loaded = load(workflow_dir)
+    assert any(e.rule == "json-schema" and "nests too deeply to check" in e.message for e in loaded.errors)

@@ -13,7 +13,7 @@ import pytest
 
 from agent_engine.contracts.subjects import TOOL_CALLS_BUCKET
 from agent_engine.runtime.bus import ensure_streams
-from agent_engine.tool_runner.calls import CallLog, call_key
+from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, call_key
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Tool
@@ -246,7 +246,7 @@ async def test_a_result_that_could_not_be_stored_is_stored_and_answered_on_redel
     flaky = Flaky(calls.kv, "put", 1000)
     tools = runner(tmp_path, CallLog(flaky, retry_delay_s=0, tries=3), {"append": tool})
     cause, dispatch = tool_dispatch("append", {}, task_id=task_id)
-    with pytest.raises(RuntimeError, match="could not store the result of tool call"):
+    with pytest.raises(CallLogUnavailable, match="could not store the result of tool call"):
         await tools.handle(cause, dispatch)  # the runner loop naks: JetStream redelivers
     flaky.fails = 0  # NATS is back
     [event] = await tools.handle(cause, dispatch)

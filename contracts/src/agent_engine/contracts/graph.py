@@ -65,26 +65,25 @@ def find_cycle(ids: Sequence[str], out: Adjacency) -> list[str] | None:
     """A cycle as the path that closes it (first node repeated at the end), or None when the graph has none.
     Nodes are tried in the order of `ids`; `out` must have a key for every node it names (as `successors`
     builds it)."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in out[node]:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in ids:
+        if root in state:
+            continue
+        # depth first without recursion (a workflow may have thousands of nodes): the path, and for each
+        # node on it the successors still to visit
+        path: list[str] = [root]
+        todo: list[list[str]] = [list(reversed(out[root]))]
+        state[root] = 1
+        while path:
+            if not todo[-1]:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            nxt = todo[-1].pop()
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in ids:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(list(reversed(out[nxt])))
     return None

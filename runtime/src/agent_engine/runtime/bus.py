@@ -7,6 +7,7 @@ its own ack timing (ack only after the store commit) and the DLQ rule needs the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFo
 
 from agent_engine.contracts import Envelope, subject_for
 from agent_engine.contracts.subjects import (
-    DLQ_PREFIX,
     DLQ_STREAM,
     STREAM,
     STREAM_SUBJECTS,
@@ -31,6 +31,8 @@ from agent_engine.contracts.subjects import (
 
 log = logging.getLogger(__name__)
 
+HEADER_MAX = 1024
+"""A dead letter keeps at most this much of each header it copies."""
 MSG_ID = "Nats-Msg-Id"
 TASK_ID_HEADER = "Ae-Task-Id"
 
@@ -59,7 +61,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
     Safe to call from every service."""
     for config in (
         StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
-        StreamConfig(name=DLQ_STREAM, subjects=[f"{DLQ_PREFIX}.>"], storage=StorageType.FILE),
+        StreamConfig(name=DLQ_STREAM, subjects=[dlq_subject(">")], storage=StorageType.FILE),
     ):
         try:
             await js.stream_info(config.name or "")
@@ -113,10 +115,18 @@ class Bus:
         await asyncio.gather(*(self.publish(e) for e in envelopes))
 
     async def dead_letter(self, msg: Msg, error: str) -> None:
-        headers = dict(msg.headers or {})
-        headers.update({"Ae-Original-Subject": msg.subject, "Ae-Error": error[:1000].replace("\n", " ")})
-        headers.pop(MSG_ID, None)
-        await self.js.publish(dlq_subject(self.service), msg.data, headers=headers)
+        """Keep the message on `aedlq.<service>` with its reason. One too large to carry the extra headers
+        within the server's max_payload is kept as a stub (its size and first bytes; the stream still holds
+        it whole)."""
+        headers = {k: v[:HEADER_MAX] for k, v in (msg.headers or {}).items() if k != MSG_ID}
+        headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
+        body = msg.data
+        room = self.nc.max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - 64
+        if len(body) > room:
+            seq = msg.metadata.sequence.stream if msg.metadata else None
+            body = json.dumps({"stub": True, "bytes": len(msg.data), "stream_sequence": seq,
+                               "head": msg.data[:1024].decode("utf-8", "backslashreplace")}).encode()
+        await self.js.publish(dlq_subject(self.service), body, headers=headers)
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
 
     async def pull(self, durable: str, subjects: list[str], *, ack_wait: float,

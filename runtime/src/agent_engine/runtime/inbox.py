@@ -14,6 +14,7 @@ import logging
 import psycopg
 from nats import errors as nats_errors
 from nats.aio.msg import Msg
+from nats.js.errors import ServiceUnavailableError
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
@@ -26,7 +27,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, TimeoutError,
     nats_errors.ConnectionClosedError, nats_errors.ConnectionReconnectingError, nats_errors.NoServersError,
     nats_errors.StaleConnectionError, nats_errors.TimeoutError, nats_errors.NoRespondersError,
-    nats_errors.ConnectionDrainingError, nats_errors.FlushTimeoutError,
+    nats_errors.ConnectionDrainingError, nats_errors.FlushTimeoutError, nats_errors.OutboundBufferLimitError,
+    ServiceUnavailableError,
 )
 """Failures of a server or the connection to it: the same input succeeds once the server is back."""
 
@@ -74,8 +76,17 @@ async def read_all(bus: Bus, msgs: list[Msg]) -> list[tuple[Msg, Envelope]]:
 
 
 async def refuse(bus: Bus, msg: Msg, reason: str) -> None:
-    """Dead-letter at once and ack: redelivery cannot make this input valid."""
-    await bus.dead_letter(msg, reason)
+    """Dead-letter at once and ack: redelivery cannot make this input valid. An outage is raised (the
+    message comes back); if the dead letter itself cannot be written for any other reason, the message
+    is acked all the same, with an error in the log naming where the stream keeps it."""
+    try:
+        await bus.dead_letter(msg, reason)
+    except Exception as exc:
+        if transient(exc):
+            raise
+        seq = msg.metadata.sequence.stream if msg.metadata else "?"
+        log.error("could not dead-letter the message on %s (stream sequence %s: %s): %s", msg.subject, seq, reason,
+                  describe(exc))
     await msg.ack()
 
 

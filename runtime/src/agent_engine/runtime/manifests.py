@@ -74,6 +74,8 @@ def schema_errors(manifest: WorkflowManifest) -> list[ManifestError]:
             where = "/".join(map(str, exc.absolute_path)) or "(root)"
             errors.append(ManifestError(file, None, "json-schema",
                                         f"{what}is not a valid JSON Schema at {where}: {exc.message}"))
+        except RecursionError:
+            errors.append(ManifestError(file, None, "json-schema", f"{what}nests too deeply to check"))
     return errors
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN
 
@@ -25,7 +26,16 @@ def read_query(raw: bytes, *, task_required: bool) -> tuple[dict[str, str], str]
         query["task_id"] = task_id
     tenant = body.get("tenant")
     if tenant is not None:
-        if not isinstance(tenant, str) or not re.match(TENANT_PATTERN, tenant):
+        if not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant):
             return {}, f"'tenant' must be a tenant name ({TENANT_PATTERN})"
         query["tenant"] = tenant
     return query, ""
+
+
+def encode_reply(reply: dict[str, Any], max_payload: int) -> bytes:
+    """The reply as bytes; one too large for a NATS message becomes an error naming its size (never silence)."""
+    body = json.dumps(reply, default=str).encode()
+    if len(body) <= max_payload:
+        return body
+    return json.dumps({"error": f"the answer is {len(body) / 1048576:.1f} MiB, over the {max_payload / 1048576:.1f} "
+                                "MiB a NATS message may carry"}).encode()

@@ -91,8 +91,9 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
 
 
 async def _answer(handler: Handler, envelope: Envelope, dispatch: NodeDispatched, source: str) -> list[Envelope]:
-    """The handler's answer; a failure it did not turn into a result itself becomes the node's error
-    (an outage is raised instead, so the dispatch is redelivered once the server is back)."""
+    """The handler's answer; a failure it did not turn into a result itself becomes the node's error,
+    retryable, so the node's own policy (attempts, backoff) bounds it whether it is a bug or an outage no
+    list names; a known outage is raised instead, so the dispatch is redelivered once the server is back."""
     try:
         return await handler(envelope, dispatch)
     except Exception as exc:
@@ -100,4 +101,4 @@ async def _answer(handler: Handler, envelope: Envelope, dispatch: NodeDispatched
             raise
         log.exception("dispatch %s of node %s failed", dispatch.dispatch_id, dispatch.node)
         return [errored(envelope, source, dispatch, f"{source} could not handle this dispatch: "
-                        f"{type(exc).__name__}: {exc}"[:2000], retryable=False)]
+                        f"{type(exc).__name__}: {exc}"[:2000], retryable=True)]

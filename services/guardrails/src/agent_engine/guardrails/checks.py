@@ -58,7 +58,7 @@ def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
     head = _head(body)  # who sent it and for which task, so even a refusal reaches its sender
     version = body.get("schema_version", CONTRACT_VERSION)
     if version != CONTRACT_VERSION:
-        return Verdict(head, reason=f"schema_version {version!r} is not supported: this engine reads version "
+        return Verdict(head, reason=f"schema_version {repr(version)[:40]} is not supported: this engine reads version "
                                     f"{CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade the engine")
     depth = nesting(body)
     if depth > policy.max_depth:

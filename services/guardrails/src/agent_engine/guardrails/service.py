@@ -35,7 +35,7 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     """The event answering one request; None when not even a tenant can be named (dead-letter it).
     Never raises on what a sender put in the request: every other request gets an answer."""
     tenant = tenant_from_subject(msg_subject)
-    if tenant is None or not re.match(TENANT_PATTERN, tenant):
+    if tenant is None or not re.fullmatch(TENANT_PATTERN, tenant):
         return None
     try:
         verdict = check(raw, msg_subject, policy)

@@ -16,7 +16,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import ROUTER_RPC
 from agent_engine.router import views
 from agent_engine.router.core import fork_plan
-from agent_engine.runtime.queries import read_query
+from agent_engine.runtime.queries import encode_reply, read_query
 
 log = logging.getLogger("router")
 Records = Callable[[str], list[Envelope]]
@@ -61,15 +61,6 @@ async def answer(records_of: Records, action: str, raw: bytes) -> dict[str, Any]
     return handler(records, json.loads(raw))
 
 
-def encode(reply: dict[str, Any], max_payload: int) -> bytes:
-    """The reply as bytes; one too large for a NATS message becomes an error naming its size."""
-    body = json.dumps(reply, default=str).encode()
-    if len(body) <= max_payload:
-        return body
-    return json.dumps({"error": f"the answer is {len(body) / 1048576:.1f} MiB, over the {max_payload / 1048576:.1f} "
-                                "MiB a NATS message may carry"}).encode()
-
-
 async def serve(msg: Msg, records_of: Records, max_payload: int, transient: Callable[[BaseException], bool]) -> None:
     """Answer one query message; a published (not requested) one gets no answer, nothing raises."""
     try:
@@ -81,6 +72,6 @@ async def serve(msg: Msg, records_of: Records, max_payload: int, transient: Call
     if not msg.reply:
         return
     try:
-        await msg.respond(encode(reply, max_payload))
+        await msg.respond(encode_reply(reply, max_payload))
     except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
         log.warning("could not answer the query on %s: %s", msg.subject, exc)

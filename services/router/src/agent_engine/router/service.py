@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from eventsourcing.persistence import IntegrityError as PersistenceIntegrityError
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from nats.aio.msg import Msg
@@ -33,7 +32,7 @@ from agent_engine.router.tenants import AdmissionLogs
 from agent_engine.router.timers import Progress, Timers
 from agent_engine.runtime import inbox, workflows
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.inbox import describe, read_all, refuse, settle
+from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
@@ -92,11 +91,10 @@ class Router:
         for msg in msgs:
             if msg.metadata is not None:
                 self.progress.saw(msg.metadata.num_pending, msg.metadata.timestamp)
-        inputs = await read_all(self.bus, msgs)
+        inputs = [i for i in await read_all(self.bus, msgs) if await self._admissible(*i)]
         if not inputs:
             return
         try:
-            inputs = [i for i in inputs if await self._admissible(*i)]
             refused = await self.apply([env for _, env in inputs])
         except Exception as exc:  # noqa: BLE001  sorted below: outage (retry) or a write conflict (isolate)
             if transient(exc):
@@ -110,14 +108,24 @@ class Router:
         await asyncio.gather(*(self._settle(msg, refused.get(env.id)) for msg, env in inputs))
 
     async def _admissible(self, msg: Msg, env: Envelope) -> bool:
-        why = await refusal(env, self.tasks, self.admission)
-        if why:
-            await refuse(self.bus, msg, why)
-        return not why
+        """Whether the input goes on to be decided; one that may not is dead-lettered with the reason. A
+        check that fails (the store or the bus) sends the input back for redelivery, never on unchecked."""
+        try:
+            why = await refusal(env, self.tasks, self.admission)
+            if why:
+                await refuse(self.bus, msg, why)
+            return not why
+        except Exception as exc:  # noqa: BLE001  an outage, or an error of the check itself: try again later
+            log.warning("could not check input %s (%s): %s", env.id, env.type, exc)
+            await settle(self.bus, msg, exc, max_deliver=self.settings.max_deliver, extra_transient=(Exception,))
+            return False
 
     async def _apply_one(self, msg: Msg, env: Envelope) -> None:
-        """Isolate a failing batch: an outage is redelivered, a write conflict retried (dead-lettered
-        after N tries), anything else dead-lettered at once."""
+        """Isolate a failing batch: an outage is redelivered; a write conflict or another error that is not
+        the input's own is retried (dead-lettered after N tries); a refusal of decide dead-letters at once.
+        The input is checked again first: the cache it was checked against may have been what failed."""
+        if not await self._admissible(msg, env):
+            return
         try:
             refused = await self.apply([env])
         except Exception as exc:
@@ -125,8 +133,9 @@ class Router:
                 await msg.nak(delay=1.0)
                 return
             log.exception("input %s (%s) failed", env.id, env.type)
-            await settle(self.bus, msg, exc, max_deliver=self.settings.max_deliver,
-                         extra_transient=(PersistenceIntegrityError,))
+            # not the input's fault (decide refusals are answered below): a write conflict, or a store or
+            # registry error no list names; tried again, and dead-lettered only after AE_MAX_DELIVER tries
+            await settle(self.bus, msg, exc, max_deliver=self.settings.max_deliver, extra_transient=(Exception,))
             return
         await self._settle(msg, refused.get(env.id))
 
@@ -148,12 +157,9 @@ class Router:
                 saved = batch.snapshot(event.task_id)
                 try:
                     await self._decide(event, batch)
-                except Exception as exc:
-                    if transient(exc):
-                        raise
-                    why = str(exc) if isinstance(exc, InvalidInput) else describe(exc)
-                    log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, why)
-                    refused[event.id] = why[:1000]
+                except Refused as exc:
+                    log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, exc)
+                    refused[event.id] = str(exc)[:1000]
                     batch.restore(event.task_id, saved)
             for chunk in batch.to_save():
                 await self._commit(chunk, batch)
@@ -188,14 +194,14 @@ class Router:
         inp = await self._resolve(event, state)
         if inp.workflow is not None and state.status == "new" and event.id not in state.applied:
             inp = await self.admission.admit(inp, batch)
-        after, records = apply(state, inp)
+        after, records = _decided(state, inp)
         if not records and event.task_id not in batch.pending and cached:
             # a no-op on a cached state may only mean the cache is stale (another router moved
             # the task on): decide again on what the store holds before dropping the input
             fresh = await self.tasks.fresh(event.task_id)
             if fresh.version != state.version:
                 version = fresh.version
-                after, records = apply(fresh, await self._resolve(event, fresh))
+                after, records = _decided(fresh, await self._resolve(event, fresh))
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
         self.inputs_applied += bool(records)
@@ -221,3 +227,12 @@ class Router:
             return RouterInput(event)
         revision, manifest = found
         return RouterInput(event, Resolved(revision, manifest.with_tool_interfaces()))
+
+
+def _decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
+    """The pure core's answer. It is deterministic, so what it raises is the input's fault for good (not
+    valid for its type, or contradicting itself): Refused, which dead-letters it at once."""
+    try:
+        return apply(state, inp)
+    except Exception as exc:
+        raise Refused(str(exc) if isinstance(exc, InvalidInput) else describe(exc)) from exc

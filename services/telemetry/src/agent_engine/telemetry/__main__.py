@@ -6,19 +6,16 @@ The ledger is rebuilt from the stream at every start (an ordered consumer from t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
-from pydantic import ValidationError
 
-from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, rpc_subject
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.inbox import validation_summary
-from agent_engine.runtime.queries import read_query
+from agent_engine.runtime.inbox import describe, read
+from agent_engine.runtime.queries import encode_reply, read_query
 from agent_engine.runtime.settings import Settings
 from agent_engine.telemetry.ledger import Ledger
 
@@ -35,16 +32,18 @@ async def main(stop: asyncio.Event) -> None:
         if not msg.subject.endswith(".llm.called"):
             return  # only usage is parsed: the ledger needs nothing else, and parsing all costs CPU
         try:
-            ledger.observe(Envelope.from_bytes(msg.data))
+            ledger.observe(read(msg))  # an event on another tenant's (or type's) subject is refused too
         except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
-            log.warning("skipped an unreadable llm.called on %s: %s", msg.subject,
-                        validation_summary(exc) if isinstance(exc, ValidationError) else f"{type(exc).__name__}")
+            log.warning("skipped an llm.called on %s: %s", msg.subject, describe(exc)[:300])
 
     async def on_query(msg: Msg) -> None:
         query, problem = read_query(msg.data, task_required=False)
         reply = {"error": problem} if problem else ledger.query(query.get("task_id"), query.get("tenant"))
         if msg.reply:
-            await msg.respond(json.dumps(reply).encode())
+            try:
+                await msg.respond(encode_reply(reply, bus.nc.max_payload))
+            except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
+                log.warning("could not answer the query on %s: %s", msg.subject, exc)
 
     try:
         await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,

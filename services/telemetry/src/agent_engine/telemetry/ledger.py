@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import LlmCalled
+from agent_engine.contracts.events import EVENT_TYPES, LlmCalled
 
 
 @dataclass
@@ -61,7 +61,11 @@ class Ledger:
     """Every message seen per subject type (`ae.<tenant>.<type>`), redeliveries included; no parsing."""
 
     def count(self, subject: str) -> None:
-        self.messages_by_subject[subject.split(".", 2)[-1]] += 1
+        """Count a message by its subject's type; a subject no event type has counts as `other`, so what any
+        client publishes cannot grow this table without bound."""
+        kind = subject.split(".", 2)[-1]
+        known = kind in EVENT_TYPES or kind.removeprefix("node.dispatched.") in ("agent", "tool")
+        self.messages_by_subject[kind if known else "other"] += 1
 
     def observe(self, event: Envelope) -> None:
         """Fold one event; an llm.called that is not valid (say, a cost that is no decimal) raises and

@@ -34,6 +34,11 @@ log = logging.getLogger("tool-runner")
 KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]{1,200}$")
 
 
+class CallLogUnavailable(ConnectionError):
+    """NATS did not answer for the call log: an outage, so the dispatch is redelivered rather than answered
+    (a ConnectionError, which the runtime's consume rule counts as transient)."""
+
+
 def call_key(tenant: str, task_id: str, node: str, call_id: str | None = None) -> str:
     """`<tenant>.<task>.<node>`, plus `.<call id>` for a call an agent node's model asked for (its tool turn and
     position); a task id with characters a KV key cannot hold is replaced by a hash of it."""
@@ -120,7 +125,7 @@ class CallLog:
                 continue
             if found is not None:
                 return None if found.claim == record.claim else found
-        raise RuntimeError(f"could not claim tool call {key} after {self.tries} tries; the tool was not run")
+        raise CallLogUnavailable(f"could not claim tool call {key} after {self.tries} tries; the tool was not run")
 
     async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> None:
         """Store the result; if NATS stays unreachable, keep it for the redelivery and raise."""
@@ -138,4 +143,4 @@ class CallLog:
             except Exception as exc:  # noqa: BLE001  NATS restarting: keep trying for a while
                 log.warning("storing the result of %s failed (%s)", key, exc)
                 await asyncio.sleep(self.retry_delay_s * (attempt + 1))
-        raise RuntimeError(f"could not store the result of tool call {key}; kept in memory for the redelivery")
+        raise CallLogUnavailable(f"could not store the result of tool call {key}; kept in memory for the redelivery")
