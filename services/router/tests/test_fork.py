@@ -14,6 +14,7 @@ from router_testkit import (
     exit_,
     json_round_trip,
     manifest,
+    split_started,
     started,
     tool,
     types,
@@ -23,11 +24,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import (
     AgentSpec,
     Condition,
-    EdgeSpec,
-    MergeSpec,
-    NodeSpec,
     ReviseSpec,
-    SplitSpec,
     ToolSpec,
 )
 from agent_engine.router.core import ForkPlan, RouterInput, apply, fold, fork_plan, replay
@@ -129,18 +126,9 @@ def test_a_fork_of_another_tenants_task_stores_and_copies_none_of_its_records() 
 
 
 def test_a_subtask_or_an_open_split_cannot_be_forked() -> None:
-    wf = manifest([agent("p", role="START"), NodeSpec(id="s", role="SPLIT", kind="tool", tool="echo",
-                                                       split=SplitSpec(items="xs", merge="m")),
-                   agent("w"), NodeSpec(id="m", role="MERGE", merge=MergeSpec()), exit_("done")],
-                  [EdgeSpec(from_="p", to="s"), EdgeSpec(from_="s", to="w"), EdgeSpec(from_="w", to="m"),
-                   EdgeSpec(from_="m", to="done")])
-    run = started(wf)
-    run.feed(completed(run.dispatch("p")))
-    out = run.feed(completed(run.dispatch("s"), {"xs": [1, 2]}))
-    assert "subtask.requested" in types(out)
+    run, [request, _] = split_started()
     assert "SPLIT whose subtasks were running" in reason(fork_input(run.records, len(run.records)))
 
-    request = next(r for r in out if r.type == "subtask.requested")
     child = Run()
     child.feed(RouterInput(request))
     assert "it is a subtask; fork its root task task-1 instead" in reason(fork_input(child.records, 2))

@@ -16,25 +16,13 @@ from router_testkit import (
     envelope,
     exit_,
     manifest,
+    split_started,
     started,
     types,
 )
 
-from agent_engine.contracts.manifest import EdgeSpec, MergeSpec, NodeSpec, SplitSpec
 from agent_engine.router.core import HANDLERS, InvalidInput, RouterInput, apply, decide, starts_task
 from agent_engine.router.state import TaskState
-
-
-def split_run() -> tuple[Run, list[Any]]:
-    wf = manifest([agent("p", role="START"), NodeSpec(id="s", role="SPLIT", kind="tool", tool="echo",
-                                                       split=SplitSpec(items="xs", merge="m")),
-                   agent("w"), NodeSpec(id="m", role="MERGE", merge=MergeSpec()), exit_("done")],
-                  [EdgeSpec(from_="p", to="s"), EdgeSpec(from_="s", to="w"), EdgeSpec(from_="w", to="m"),
-                   EdgeSpec(from_="m", to="done")])
-    run = started(wf)
-    run.feed(completed(run.dispatch("p")))
-    out = run.feed(completed(run.dispatch("s"), {"xs": [1, 2]}))
-    return run, [r for r in out if r.type == "subtask.requested"]
 
 
 def forged(request: Any, **changes: Any) -> RouterInput:
@@ -44,14 +32,14 @@ def forged(request: Any, **changes: Any) -> RouterInput:
 
 def test_a_subtask_request_naming_no_node_of_its_manifest_is_refused_not_raised() -> None:
     """Issue 10: `lineage.parent_node` naming no node raised KeyError, and the input was retried 5 times."""
-    _, [request, _] = split_run()
+    _, [request, _] = split_started()
     lineage = {**request.data["lineage"], "parent_node": "no-such-node"}
     with pytest.raises(InvalidInput, match="names node 'no-such-node' as its SPLIT, which its manifest does not"):
         decide(TaskState(), forged(request, lineage=lineage))
 
 
 def test_a_subtask_request_naming_a_node_that_is_no_split_or_another_merge_is_refused() -> None:
-    _, [request, _] = split_run()
+    _, [request, _] = split_started()
     with pytest.raises(InvalidInput, match="names node 'w' as its SPLIT"):
         decide(TaskState(), forged(request, lineage={**request.data["lineage"], "parent_node": "w"}))
     with pytest.raises(InvalidInput, match="stops at 'done', which is not the MERGE of SPLIT node 's'"):
@@ -59,14 +47,14 @@ def test_a_subtask_request_naming_a_node_that_is_no_split_or_another_merge_is_re
 
 
 def test_a_subtask_request_with_a_manifest_the_router_cannot_run_is_refused() -> None:
-    _, [request, _] = split_run()
+    _, [request, _] = split_started()
     broken = {**request.data["workflow_manifest"], "edges": [{"from": "p", "to": "nowhere"}]}
     with pytest.raises(InvalidInput, match="manifest that is not valid.*edge-endpoint"):
         decide(TaskState(), forged(request, workflow_manifest=broken))
 
 
 def test_a_genuine_subtask_request_still_starts_its_subtask() -> None:
-    _, [request, _] = split_run()
+    _, [request, _] = split_started()
     child = Run()
     assert types(child.feed(RouterInput(request)))[:2] == ["router.input", "task.started"]
 

