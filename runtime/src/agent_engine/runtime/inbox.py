@@ -18,6 +18,7 @@ from nats.js.errors import ServiceUnavailableError
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.subjects import subject_problem
 from agent_engine.runtime.bus import Bus
 
@@ -45,19 +46,12 @@ def describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
 
 
-def validation_summary(exc: ValidationError, limit: int = 3) -> str:
-    """Where and what, never the offending value (it may be huge, or another system's secret)."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:limit]]
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
 def read(msg: Msg) -> Envelope:
     """The message as an envelope published on its own subject (its tenant's, its type's); Refused otherwise."""
     try:
         envelope = Envelope.from_bytes(msg.data)
     except ValidationError as exc:
-        raise Refused(f"not a valid event envelope: {validation_summary(exc)}") from None
+        raise Refused(f"not a valid event envelope: {validation_summary(exc, count_rest=True)}") from None
     problem = subject_problem(msg.subject, envelope)
     if problem:
         raise Refused(problem)

@@ -10,26 +10,22 @@ from typing import Any
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN
 
 
-def read_query(raw: bytes, *, task_required: bool) -> tuple[dict[str, str], str]:
-    """(the query's `task_id` and `tenant`, as present; a problem, "" when there is none)."""
+def read_query(raw: bytes, *, task_required: bool) -> tuple[dict[str, Any], str]:
+    """(the query, its `task_id` and `tenant` checked where present; a problem, "" when there is none)."""
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return {}, "a query must be a JSON object in UTF-8, e.g. {\"task_id\": \"...\"}"
     if not isinstance(body, dict):
         return {}, f"a query must be a JSON object, not JSON {type(body).__name__}"
-    query: dict[str, str] = {}
     task_id = body.get("task_id")
-    if task_id is not None or task_required:
-        if not isinstance(task_id, str) or not 1 <= len(task_id) <= TASK_ID_MAX:
-            return {}, f"'task_id' must be a string of 1 to {TASK_ID_MAX} characters"
-        query["task_id"] = task_id
+    if (task_id is not None or task_required) and (not isinstance(task_id, str)
+                                                    or not 1 <= len(task_id) <= TASK_ID_MAX):
+        return {}, f"'task_id' must be a string of 1 to {TASK_ID_MAX} characters"
     tenant = body.get("tenant")
-    if tenant is not None:
-        if not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant):
-            return {}, f"'tenant' must be a tenant name ({TENANT_PATTERN})"
-        query["tenant"] = tenant
-    return query, ""
+    if tenant is not None and (not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant)):
+        return {}, f"'tenant' must be a tenant name ({TENANT_PATTERN})"
+    return body, ""
 
 
 def encode_reply(reply: dict[str, Any], max_payload: int) -> bytes:

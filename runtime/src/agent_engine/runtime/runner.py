@@ -16,10 +16,11 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, Payload, caused_by, derive_id
+from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored
 from agent_engine.contracts.subjects import dispatch_subject, heartbeat_subject
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.inbox import read_all, refuse, settle, transient, validation_summary
+from agent_engine.runtime.inbox import read_all, refuse, settle, transient
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         try:
             dispatch = NodeDispatched.model_validate(envelope.data)
         except ValidationError as exc:
-            await refuse(bus, msg, f"not a valid node.dispatched payload: {validation_summary(exc)}")
+            await refuse(bus, msg, f"not a valid node.dispatched payload: {validation_summary(exc, count_rest=True)}")
             return
         heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
+from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import subject_problem
 
@@ -55,23 +56,23 @@ def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
                               "are accepted")
     if not isinstance(body, dict):
         return Verdict(reason=f"request body is JSON {type(body).__name__}, not an object (an event envelope)")
-    head = _head(body)  # who sent it and for which task, so even a refusal reaches its sender
     version = body.get("schema_version", CONTRACT_VERSION)
     if version != CONTRACT_VERSION:
-        return Verdict(head, reason=f"schema_version {repr(version)[:40]} is not supported: this engine reads version "
-                                    f"{CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade the engine")
+        return Verdict(_head(body), reason=f"schema_version {repr(version)[:40]} is not supported: this engine reads "
+                                           f"version {CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade "
+                                           "the engine")
     depth = nesting(body)
     if depth > policy.max_depth:
-        return Verdict(head, reason=f"request body nests JSON {depth} levels deep, over the limit of "
+        return Verdict(_head(body), reason=f"request body nests JSON {depth} levels deep, over the limit of "
                                     f"{policy.max_depth}")
     if LONE_SURROGATE.search(raw) and _unencodable(body):  # JSON may escape what no UTF-8 text can hold
-        return Verdict(None if _unencodable({**body, "data": None}) else head, reason=(
+        return Verdict(None if _unencodable({**body, "data": None}) else _head(body), reason=(
             "request body holds a string that is not valid Unicode (a lone surrogate escape such as \\ud800); "
             "send well-formed text"))
     try:
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:
-        return Verdict(head, reason="not a valid event envelope: " + _errors(exc))
+        return Verdict(_head(body), reason="not a valid event envelope: " + validation_summary(exc, 5))
     if envelope.type != TaskRequested.TYPE:
         return Verdict(envelope, reason=f"event type '{envelope.type}' cannot be sent to task.requested")
     wrong_subject = subject_problem(subject, envelope)
@@ -80,14 +81,15 @@ def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
     try:
         request = TaskRequested.model_validate(envelope.data)
     except ValidationError as exc:
-        return Verdict(envelope, reason="not a valid task.requested payload: " + _errors(exc))
+        return Verdict(envelope, reason="not a valid task.requested payload: " + validation_summary(exc, 5))
     counts: dict[str, int] = {}
     redacted = redact(request.input, policy.redact, counts)
     return Verdict(envelope, request, None, redacted, counts)
 
 
 def _head(body: dict[str, Any]) -> Envelope | None:
-    """The envelope's attributes without its data, when they are valid."""
+    """The envelope's attributes without its data, when they are valid: who sent a refused request and for
+    which task, so even the refusal of a body that is no whole envelope reaches its sender."""
     try:
         return Envelope.model_validate({**body, "data": {}})
     except ValidationError:
@@ -133,11 +135,6 @@ def redact(value: Any, kinds: tuple[str, ...], counts: dict[str, int]) -> Any:
     if isinstance(value, list):
         return [redact(v, kinds, counts) for v in value]
     return value
-
-
-def _errors(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]]
-    return "; ".join(parts)
 
 
 def _size(n: int) -> str:

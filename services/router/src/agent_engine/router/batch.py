@@ -8,6 +8,7 @@ inputs before it in the batch have reached.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.admission import TENANT_KEY, TenantState
@@ -15,8 +16,26 @@ from agent_engine.router.state import TaskState
 
 SAVE_CHUNK_BYTES = 2 * 1024 * 1024
 """psycopg's pipeline (used by the store) deadlocks on a transaction of about 6 MB; stay well below."""
+T = TypeVar("T")
 Pending = dict[str, tuple[int, list[Envelope]]]
 """Aggregate key -> (the version its new records build on, the records)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    task_id: str
+    tenant: str
+    pending: tuple[int, list[Envelope]] | None
+    log: tuple[int, list[Envelope]] | None
+    state: TaskState | None
+    tenant_state: TenantState | None
+
+
+def _put(table: dict[str, T], key: str, value: T | None) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
 
 
 @dataclass
@@ -31,17 +50,20 @@ class Batch:
         base = self.pending.get(key, (version, []))
         self.pending[key] = (base[0], base[1] + records)
 
-    def snapshot(self, task_id: str) -> Batch:
-        """What an input may change: its task's entry and the admission logs (for `restore`)."""
-        kept = {k: v for k, v in self.pending.items() if k.startswith(TENANT_KEY) or k == task_id}
-        return Batch(kept, dict(self.states), dict(self.tenants))
+    def snapshot(self, event: Envelope) -> Snapshot:
+        """What deciding `event` may change, for `restore`: its task's entries, and its tenant's admission log
+        (the only log an input writes to). Entries are replaced, never changed in place, so keeping the
+        values is enough."""
+        log = TENANT_KEY + event.tenant
+        return Snapshot(event.task_id, event.tenant, self.pending.get(event.task_id), self.pending.get(log),
+                        self.states.get(event.task_id), self.tenants.get(event.tenant))
 
-    def restore(self, task_id: str, saved: Batch) -> None:
+    def restore(self, saved: Snapshot) -> None:
         """Undo whatever an input that was refused added (its task's records, its admission records)."""
-        for key in [k for k in self.pending if k.startswith(TENANT_KEY) or k == task_id]:
-            del self.pending[key]
-        self.pending.update(saved.pending)
-        self.states, self.tenants = saved.states, saved.tenants
+        _put(self.pending, saved.task_id, saved.pending)
+        _put(self.pending, TENANT_KEY + saved.tenant, saved.log)
+        _put(self.states, saved.task_id, saved.state)
+        _put(self.tenants, saved.tenant, saved.tenant_state)
 
     def to_save(self) -> list[Pending]:
         return chunks({key: entry for key, entry in self.pending.items() if entry[1]})

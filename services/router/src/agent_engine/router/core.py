@@ -37,6 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
+from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import (
     EventData,
     NodeApprovalDecided,
@@ -142,8 +143,7 @@ def payload(event: Envelope, model: type[EventData]) -> Any:
     try:
         return model.model_validate(event.data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3])
-        raise InvalidInput(f"not a valid {event.type} payload: {problems}") from None
+        raise InvalidInput(f"not a valid {event.type} payload: {validation_summary(exc)}") from None
 
 
 # --- how a task starts ------------------------------------------------------------------------
@@ -214,17 +214,19 @@ def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested)
 class Handler:
     model: type[EventData]
     decide: Callable[[Emitter, RouterInput, Any], None]
-    starts: bool = False
-    """May start a task that does not exist yet (any other input for an unknown task names nothing)."""
+    starts: Callable[[Envelope], bool] = lambda _: False
+    """Whether the input may name a task that does not exist yet (any other input for an unknown task names
+    nothing)."""
     timer: bool = False
     """Made by the router's own timers, never taken from the bus."""
 
 
 HANDLERS: dict[str, Handler] = {
-    "task.accepted": Handler(TaskAccepted, _on_accepted, starts=True),
-    "subtask.requested": Handler(SubtaskRequested, _on_subtask_requested, starts=True),
-    "task.fork_requested": Handler(TaskForkRequested, on_fork, starts=True),
-    "task.cancel_requested": Handler(TaskCancelRequested, on_cancel),
+    "task.accepted": Handler(TaskAccepted, _on_accepted, starts=lambda _: True),
+    "subtask.requested": Handler(SubtaskRequested, _on_subtask_requested, starts=lambda _: True),
+    "task.fork_requested": Handler(TaskForkRequested, on_fork, starts=lambda _: True),
+    # a parent's cancel of a subtask that has not started yet, so that it never does
+    "task.cancel_requested": Handler(TaskCancelRequested, on_cancel, starts=lambda e: bool(e.data.get("parent_id"))),
     "task.admitted": Handler(TaskAdmitted, _on_admitted),
     "node.approval_decided": Handler(NodeApprovalDecided, on_approval),
     "node.completed": Handler(NodeCompleted, on_completed),
@@ -241,11 +243,10 @@ BUS_INPUTS = tuple(t for t, h in HANDLERS.items() if not h.timer)
 
 
 def starts_task(event: Envelope) -> bool:
-    """Whether the input may name a task that does not exist yet: a request that starts one, or a parent's
-    cancel of a subtask that has not started (so it never does)."""
+    """Whether the input may name a task that does not exist yet (its handler says: a request that starts
+    one, or a parent's cancel of a subtask that has not started)."""
     handler = HANDLERS.get(event.type)
-    return handler is not None and (handler.starts or (event.type == "task.cancel_requested"
-                                                       and bool(event.data.get("parent_id"))))
+    return handler is not None and handler.starts(event)
 
 
 # --- apply and replay -------------------------------------------------------------------------

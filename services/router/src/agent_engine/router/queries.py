@@ -5,7 +5,6 @@ nothing of another tenant's tasks."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -58,7 +57,7 @@ async def answer(records_of: Records, action: str, raw: bytes) -> dict[str, Any]
     if not records or (tenant is not None and records[0].tenant != tenant):
         scope = f" for tenant '{tenant}'" if tenant else ""
         return {"error": f"no task '{task_id}' in the router's store{scope}"}
-    return handler(records, json.loads(raw))
+    return handler(records, query)
 
 
 async def serve(msg: Msg, records_of: Records, max_payload: int, transient: Callable[[BaseException], bool]) -> None:

@@ -154,13 +154,13 @@ class Router:
             batch = Batch()
             refused: dict[str, str] = {}
             for event in events:
-                saved = batch.snapshot(event.task_id)
+                saved = batch.snapshot(event)
                 try:
                     await self._decide(event, batch)
                 except Refused as exc:
                     log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, exc)
                     refused[event.id] = str(exc)[:1000]
-                    batch.restore(event.task_id, saved)
+                    batch.restore(saved)
             for chunk in batch.to_save():
                 await self._commit(chunk, batch)
             return refused
