@@ -24,6 +24,10 @@ ROUTER_RPC = "aerpc.router"
 TELEMETRY_RPC = "aerpc.telemetry"
 AGENT_RUNNER_RPC = "aerpc.agent-runner"
 """`aerpc.agent-runner.providers`: each provider/model's circuit breaker state."""
+AUDIT_STREAM = "AE_AUDIT"
+AUDIT_PREFIX = "aeaudit"
+"""`aeaudit.<chain id>`: checkpoints of the router store's audit chain head (JSON, not envelopes), kept out of
+PostgreSQL's reach so a rewrite of the whole chain table shows (docs/audit.md)."""
 
 
 def subject_for(envelope: Envelope) -> str:
@@ -59,6 +63,10 @@ def rpc_subject(service_rpc: str, action: str) -> str:
 
 def dlq_subject(service: str) -> str:
     return f"{DLQ_PREFIX}.{service}"
+
+
+def audit_subject(chain: str = "*") -> str:
+    return f"{AUDIT_PREFIX}.{chain}"
 
 
 def tenant_from_subject(subject: str) -> str | None:

@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, rpc_subject, type_subject
-from agent_engine.router import queries
+from agent_engine.router import audit, queries
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
 from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
@@ -76,6 +76,7 @@ class Router:
                              ack_wait=self.settings.ack_wait_s, stop=stop, on_idle=lambda: self.progress.saw(0, None)),
             self.relay.run(stop),
             self.timers.run(stop),
+            audit.checkpoints(self.bus.js, self.store.app.recorder, self.settings.router_name, stop),
         ]
         try:
             await asyncio.gather(*loops)

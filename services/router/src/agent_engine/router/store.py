@@ -19,6 +19,7 @@ from eventsourcing.domain import DomainEvent
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
+from agent_engine.router.audit import RECORDER_TOPIC
 from agent_engine.router.core import fold
 from agent_engine.router.state import TaskState
 
@@ -81,7 +82,9 @@ def _hashed(name: str) -> uuid.UUID:
 class TaskStore:
     def __init__(self, postgres_url: str) -> None:
         self.url = postgres_url
-        self.app = _RouterApplication(env=eventsourcing_env(postgres_url))
+        # every record is hash-chained in the transaction that stores it (router/audit.py)
+        self.app = _RouterApplication(env={**eventsourcing_env(postgres_url),
+                                           "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC})
         self._position_conn: psycopg.Connection[Any] | None = None
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
