@@ -324,19 +324,40 @@ async def test_an_exported_bundle_verifies_offline_and_an_edited_one_does_not(st
     assert result.returncode == 1 and "broken: task" in result.stdout
 
 
-def test_the_script_and_the_engine_hash_alike() -> None:
-    """The standalone script is a second implementation of runtime/audit.py: the same inputs, the same links."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("verify_audit_bundle", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    originator = uuid.uuid4()
-    for topic, state in (("t", b""), ("agent_engine.router.store:TaskRecord", b'{"x": 1}' * 100), ("", b"\0")):
-        content = audit.record_hash(topic, state)
-        assert content == script.record_hash(topic, state)
-        linked = audit.task_link(content, originator, 7, content)
-        assert linked == script.task_link(content, originator, 7, content)
-        assert audit.global_link(linked, 9, 12, originator, linked) == script.global_link(
-            linked, 9, 12, script.owner(originator, 9), linked)
-    assert "agent_engine" not in SCRIPT.read_text().split('"""', 2)[2]  # no engine import below the docstring
+
+async def test_two_routers_writing_at_once_make_one_chain(store: TaskStore, db: str, bus: Bus) -> None:
+    """Two stores (as two routers) commit concurrently: the table lock orders their transactions, so the global
+    chain has no fork and no gap, and each router's checkpoint is a head of that one chain."""
+    other = TaskStore(db)
+    try:
+        def write(s: TaskStore, n: int) -> None:
+            for _ in range(n):
+                task = str(uuid.uuid4())
+                s.save({task: (0, records_of(task, 2))})
+                s.save({task: (2, records_of(task, 2, 2))})
+
+        await asyncio.gather(asyncio.to_thread(write, store, 25), asyncio.to_thread(write, other, 25))
+        first, second = await checkpoint(store, bus), await checkpoint(other, bus)
+        assert {first.position, second.position} <= set(range(1, 201)) and max(first.position, second.position) == 200
+    finally:
+        other.close()
+    code, out = await asyncio.to_thread(run, "audit", "verify", "--all")
+    assert (code, out) == (0, "ok: 200 records of 50 tasks verified up to checkpoint 200")
+
+
+async def test_the_checkpointer_publishes_on_its_own_and_at_stop(store: TaskStore, bus: Bus) -> None:
+    recorder = store.app.recorder
+    assert isinstance(recorder, AuditedRecorder)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(Checkpointer(bus.js, recorder, "test", every_records=10, every_s=3600).run(stop, 0.05))
+    write_tasks(store, tasks=2)  # 10 records: one checkpoint due
+    for _ in range(100):
+        if (await asyncio.to_thread(run, "audit", "verify"))[0] == 0:
+            break
+        await asyncio.sleep(0.1)
+    late = str(uuid.uuid4())
+    store.save({late: (0, records_of(late, 1))})  # one more: not due until stop
+    stop.set()
+    await loop
+    assert await asyncio.to_thread(run, "audit", "verify") == (0, "ok: 11 records of 3 tasks verified up to "
+                                                                   "checkpoint 11")
