@@ -60,7 +60,8 @@ class Engine(EngineClient):
         self.env = {**os.environ, "AE_HOME": str(home), "AE_NATS_URL": urls["nats"],
                     "AE_POSTGRES_URL": urls["postgres"], "AE_ACK_WAIT_S": "3", "AE_MOCK_DELAY_S": "0.05",
                     "AE_PROVIDER": "mock", "ANTHROPIC_API_KEY": PLANTED_KEY, "AE_TOOL_WORKSPACE": str(workspace),
-                    "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3", "AE_HEARTBEAT_S": "0.5"}
+                    "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3", "AE_HEARTBEAT_S": "0.5",
+                    "AE_AUDIT_CHECKPOINT_S": "1"}
         self.nats_url = urls["nats"]
 
     def stack(self) -> Stack:
