@@ -2,14 +2,15 @@
 """Verify an Agent Engine audit bundle offline: `python3 verify_audit_bundle.py BUNDLE.json`.
 
 A bundle (`agentctl audit export --task ID`) holds one task's stored records, their links in the task's
-hash chain and in the store's global chain, the global chain from the task's first record up to the first
-checkpoint after its last one, and that checkpoint. This script needs Python 3.9+ and nothing else: it
-imports no part of the engine, so an auditor can read every line of it. It checks that
+hash chain, the store's global chain from the task's last link up to the first checkpoint after it, and that
+checkpoint. The task's last link covers every record of the task and its place in the store's order. This
+script needs Python 3.9+ and nothing else: it imports no part of the engine, so an auditor can read every
+line of it. It checks that
 
   1. each record's bytes hash to its link's record hash;
   2. the task's links chain from its first linked record to its last, with no version missing;
-  3. the global chain, recomputed from the link before the task's first one, passes through each of the
-     task's links and ends at the checkpoint's head.
+  3. the global chain, recomputed from the link before the task's last one, passes through it and ends at
+     the checkpoint's head, with no other record of the task on the way.
 
 The checkpoint is what anchors the proof: compare its head (printed) with the copy of stream AE_AUDIT you
 trust (`nats stream get AE_AUDIT <sequence>`). Exit status 0 when the bundle verifies, 1 when it does not
@@ -18,7 +19,7 @@ trust (`nats stream get AE_AUDIT <sequence>`). Exit status 0 when the bundle ver
 Hashes (SHA-256; integers unsigned big-endian, 4 bytes for the topic length, 8 otherwise; ids as 16 bytes):
   record_hash = H("ae-audit-record-v1" | len(topic) | topic | len(state) | state)
   task_link   = H("ae-audit-task-v1"   | previous task link (or 32 zero bytes) | originator id | version
-                  | record_hash)
+                  | notification id | record_hash)
   owner       = H("ae-audit-owner-v1"  | originator id | position)
   global_link = H("ae-audit-global-v1" | previous global link | position | notification id | owner | task_link)
 
@@ -58,8 +59,8 @@ def record_hash(topic: str, state: bytes) -> bytes:
     return sha256(b"ae-audit-record-v1", u(len(name), 4), name, u(len(state)), state)
 
 
-def task_link(previous: bytes, originator: uuid.UUID, version: int, record: bytes) -> bytes:
-    return sha256(b"ae-audit-task-v1", previous, originator.bytes, u(version), record)
+def task_link(previous: bytes, originator: uuid.UUID, version: int, notification_id: int, record: bytes) -> bytes:
+    return sha256(b"ae-audit-task-v1", previous, originator.bytes, u(version), u(notification_id), record)
 
 
 def owner(originator: uuid.UUID, position: int) -> bytes:
@@ -98,7 +99,7 @@ def verify(bundle: dict) -> str:
         content = record_hash(record["topic"], base64.b64decode(record["state"]))
         if content.hex() != link["record_hash"]:
             raise NotVerified(f"{here}: payload does not match its hash")
-        linked = task_link(previous or ZERO, originator, version, content)
+        linked = task_link(previous or ZERO, originator, version, nid, content)
         if linked.hex() != link["task_link"]:
             raise NotVerified(f"{here}: its link does not follow from the record before it")
         recomputed[link["position"]] = linked.hex()
@@ -108,27 +109,32 @@ def verify(bundle: dict) -> str:
         k = links[missing[0]]
         raise NotVerified(f"task {task} record {k['version']} (notification {k['notification_id']}) is missing")
 
-    # 3: the global chain through the task's links to the checkpoint
+    # 3: the global chain from the task's last link (which covers all before it) to the checkpoint
     segment = bundle["segment"]["links"]
+    if not recomputed:
+        raise NotVerified(f"task {task} has no linked record in the bundle")
+    last = max(recomputed)
+    if not segment or segment[0]["position"] != last:
+        start = segment[0]["position"] if segment else None
+        raise NotVerified(f"the global segment starts at chain position {start}, but the task's last link in the "
+                          f"bundle is at {last}: a record of the task is left out, or the segment was cut")
     head = bytes.fromhex(bundle["segment"]["before"])
-    position = segment[0]["position"] - 1 if segment else 0
+    position = last - 1
     for link in segment:
         if link["position"] != position + 1:
             raise NotVerified(f"chain position {position + 1} is missing from the segment")
         ours = owner(originator, link["position"]).hex() == link["owner"]
-        if ours and link["position"] not in recomputed:
+        if link["position"] == last and (not ours or link["task_link"] != recomputed[last]):
+            raise NotVerified(f"chain position {last} does not hold the task's last link")
+        if link["position"] != last and ours:
             raise NotVerified(f"chain position {link['position']} holds a record of task {task} that the bundle "
                               "leaves out")
-        if link["position"] in recomputed and (not ours or link["task_link"] != recomputed.pop(link["position"])):
-            raise NotVerified(f"chain position {link['position']} does not hold the task's link")
         head = global_link(head, link["position"], link["notification_id"], bytes.fromhex(link["owner"]),
                            bytes.fromhex(link["task_link"]))
         if head.hex() != link["global_link"]:
             raise NotVerified(f"chain position {link['position']}: its global link does not follow from the one "
                               "before")
         position = link["position"]
-    if recomputed:
-        raise NotVerified(f"chain position {min(recomputed)} of the task is not in the segment")
     checkpoint = bundle.get("checkpoint")
     if checkpoint is None:
         return (f"ok: task {task}: {covered} records verified up to chain position {position}, head {head.hex()}; "

@@ -207,7 +207,7 @@ def rewrite_chain(url: str, from_position: int) -> None:
                             "USING (notification_id) ORDER BY c.position").fetchall()
         for position, notification, originator, version, topic, state, stored in rows:
             content = audit.record_hash(topic, bytes(state))
-            linked = audit.task_link(tasks.get(originator, audit.ZERO), originator, version, content)
+            linked = audit.task_link(tasks.get(originator, audit.ZERO), originator, version, notification, content)
             tasks[originator] = linked
             head = audit.global_link(head, position, notification, originator, linked)
             if position >= from_position:
@@ -280,7 +280,7 @@ def bare_python(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, cwd="/")
 
 
-async def test_an_exported_bundle_verifies_offline_and_an_edited_one_does_not(store: TaskStore, bus: Bus,
+async def test_an_exported_bundle_verifies_offline_and_an_edited_one_does_not(store: TaskStore, db: str, bus: Bus,
                                                                             tmp_path: Path) -> None:
     ids = write_tasks(store)
     store.save({ids[0]: (5, records_of(ids[0], 1, 5))})
@@ -315,7 +315,22 @@ async def test_an_exported_bundle_verifies_offline_and_an_edited_one_does_not(st
         1, f"broken: task {ids[0]} record 2 (notification {bundle['records'][1]['notification_id']}): payload does "
            "not match its hash")
     result = edited(lambda b: (b["records"].pop(), b["links"].pop()))  # hide the task's last record
-    assert result.returncode == 1 and "holds a record of task" in result.stdout and "leaves out" in result.stdout
+    assert result.returncode == 1 and "a record of the task is left out" in result.stdout, result.stdout
+
+    def hide_last(b: dict[str, Any]) -> None:
+        """Leave out the last record, with a true global segment from the new last link, read from the store."""
+        b["records"].pop()
+        b["links"].pop()
+        with psycopg.connect(db) as conn:
+            rows = conn.execute("SELECT position, notification_id, originator_id, task_link, global_link "
+                                "FROM router_audit_chain WHERE position >= %s - 1 AND position <= %s ORDER BY position",
+                                (b["links"][-1]["position"], cp.position)).fetchall()
+        b["segment"] = {"before": bytes(rows[0][4]).hex(), "links": [
+            {"position": p, "notification_id": n, "owner": audit.owner(o, p).hex(), "task_link": bytes(t).hex(),
+             "global_link": bytes(g).hex()} for p, n, o, t, g in rows[1:]]}
+    result = edited(hide_last)
+    assert result.returncode == 1 and result.stdout.strip() == (
+        f"broken: chain position {cp.position} holds a record of task {ids[0]} that the bundle leaves out")
     result = edited(lambda b: b["checkpoint"].update(head="00" * 32))
     assert result.returncode == 1 and "does not reach checkpoint" in result.stdout
     result = edited(lambda b: b["records"].reverse())

@@ -24,7 +24,7 @@ def test_a_finished_task_verifies_against_the_routers_checkpoints(engine, tenant
     deadline = time.monotonic() + 30
     while True:  # the router checkpoints every second (AE_AUDIT_CHECKPOINT_S) once it has written
         task = engine.agentctl("audit", "verify", "--task", task_id)
-        if task.returncode == 0 and "up to checkpoint" in task.stdout or time.monotonic() > deadline:
+        if (task.returncode == 0 and "up to checkpoint" in task.stdout) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert task.returncode == 0 and task.stdout.startswith(f"ok: task {task_id}: {len(history)} records verified up "

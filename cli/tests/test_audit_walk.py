@@ -20,7 +20,7 @@ def chain(order: list[tuple[uuid.UUID, int]], first_nid: int = 1) -> tuple[list[
     for n, (originator, version) in enumerate(order, start=first_nid):
         record = Record(n, originator, version, "topic", f"{originator}/{version}".encode())
         content = audit.record_hash(record.topic, record.state)
-        linked = audit.task_link(tasks.get(originator, audit.ZERO), originator, version, content)
+        linked = audit.task_link(tasks.get(originator, audit.ZERO), originator, version, n, content)
         tasks[originator] = linked
         position = n - first_nid + 1
         head = audit.global_link(head, position, n, originator, linked)
@@ -82,7 +82,7 @@ def test_records_older_than_the_chain_are_counted_and_the_chain_starts_after_the
     fixed, tasks, head = [], {}, audit.ZERO
     for record, link in zip(records, links, strict=True):
         linked = audit.task_link(tasks.get(record.originator_id, audit.ZERO), record.originator_id, record.version,
-                                 link.record_hash)
+                                 record.notification_id, link.record_hash)
         tasks[record.originator_id] = linked
         head = audit.global_link(head, link.position, link.notification_id, record.originator_id, linked)
         fixed.append(dataclasses.replace(link, task_link=linked, global_link=head))

@@ -2,9 +2,10 @@
 
 `verify_all` walks every stored record in notification order next to the chain table, recomputing each
 record's hash, its task's chain and the global chain, and compares the global chain with every checkpoint.
-`verify_task` does the same for one aggregate (a task, or a tenant's admission log), and anchors it by
-walking the global chain from just before its first record to the first checkpoint after its last.
-`export_task` writes what `verify_task` reads as a bundle that `scripts/verify_audit_bundle.py` checks
+`read_task` and `verify_chain` do the same for one aggregate (a task, or a tenant's admission log), and
+anchor it by walking the global chain from its last link to the first checkpoint after it (the last link
+covers every record before it, and where each stands in the global order). `bundle` holds what
+`verify_chain` reads, as a bundle that `scripts/verify_audit_bundle.py` checks
 with nothing but the standard library. The first broken link raises `Broken`, naming it.
 
 Records stored before the chain existed (the router ran an earlier version) have no link: they are
@@ -160,7 +161,8 @@ class Walk:
                 raise Broken(f"{here} comes after record {before[0]} of its task: records were reordered")
             raise Broken(f"task {record.originator_id} record {record.version - 1} is missing (the record before "
                          f"{here}): deleted from the store")
-        linked = task_link(before[1] or ZERO if before else ZERO, record.originator_id, record.version, content)
+        linked = task_link(before[1] or ZERO if before else ZERO, record.originator_id, record.version,
+                           record.notification_id, content)
         if linked != link.task_link:
             raise Broken(f"{here}: its link does not follow from the record before it (the chain table was edited)")
         if before is None or before[1] is None:
@@ -297,7 +299,7 @@ class TaskChain:
     before: bytes
     """The global link just before the segment (zeros when it starts at position 1)."""
     segment: list[Link]
-    """The global chain from the aggregate's first link to the checkpoint after its last (or the chain's end)."""
+    """The global chain from the aggregate's last link to the checkpoint after it (or the chain's end)."""
     checkpoint: Checkpoint | None
 
 
@@ -317,18 +319,19 @@ def read_task(conn: psycopg.Connection[Any], originator: uuid.UUID, checkpoints:
     start = _chain_start(conn, tables)
     before, segment, checkpoint = ZERO, [], None
     if links:
-        first, last = min(k.position for k in links), max(k.position for k in links)
+        last = max(k.position for k in links)
         after = [c for c in checkpoints if c.position >= last]
         checkpoint = min(after, key=lambda c: c.position) if after else None
         end = checkpoint.position if checkpoint else None
-        row = conn.execute(SQL("SELECT global_link FROM {} WHERE position = %s").format(chain), (first - 1,)).fetchone()
-        if first > 1 and row is None:
-            raise Broken(f"chain position {first - 1} (just before task {originator}'s first link) is missing: "
+        row = conn.execute(SQL("SELECT global_link FROM {} WHERE position = %s").format(chain), (last - 1,)).fetchone()
+        if last > 1 and row is None:
+            conn.rollback()
+            raise Broken(f"chain position {last - 1} (just before task {originator}'s last link) is missing: "
                          "records and their links were deleted")
         before = bytes(row[0]) if row else ZERO
         segment = [_link(r) for r in conn.execute(SQL(
             "SELECT " + LINK_COLUMNS + " FROM {} WHERE position >= %s AND (%s::bigint IS NULL OR position <= %s) "
-            "ORDER BY position").format(chain), (first, end, end))]
+            "ORDER BY position").format(chain), (last, end, end))]
     conn.rollback()
     return TaskChain(originator, records, links, start, before, segment, checkpoint)
 
@@ -361,8 +364,10 @@ def verify_chain(task: TaskChain, label: str | None = None) -> Report:
         anchor = Walk({task.checkpoint.position: task.checkpoint} if task.checkpoint else {}, task.chain_start,
                       position=task.segment[0].position - 1, head=task.before)
         for link in task.segment:
-            anchor.global_step(link, linked.get(link.position, link.task_link)
-                               if link.originator_id == task.originator_id else link.task_link)
+            if link.originator_id == task.originator_id and link.position not in linked:
+                here = name(link.originator_id, link.version, link.notification_id)
+                raise Broken(f"chain position {link.position} holds {here}, which is not among the task's records")
+            anchor.global_step(link, linked.get(link.position, link.task_link))
         if task.checkpoint is not None and anchor.report.checkpoint is None:
             raise Broken(f"checkpoint {task.checkpoint.position} (published {task.checkpoint.time}) is past the end "
                          f"of the chain at position {anchor.position}: records were removed from the end")

@@ -4,7 +4,7 @@ Every record the router stores gets one row in the chain table, written in the s
 
     record_hash = H("ae-audit-record-v1" | len(topic) | topic | len(state) | state)
     task_link   = H("ae-audit-task-v1"   | previous task_link of the same aggregate | originator id | version
-                    | record_hash)
+                    | notification id | record_hash)
     owner       = H("ae-audit-owner-v1"  | originator id | position)
     global_link = H("ae-audit-global-v1" | previous global_link | position | notification id | owner | task_link)
 
@@ -12,6 +12,8 @@ H is SHA-256, integers are unsigned big-endian (4 bytes for the topic's length, 
 originator id is its 16 bytes, and the first link of each chain follows 32 zero bytes. `state` is exactly
 the bytes PostgreSQL holds (after any encryption), so the chain proves the ciphertext and still verifies
 after a key is destroyed. `position` counts chained records from 1 without gaps, in notification order.
+A task's last link covers every record of the task and where each stands in the global order, so one task
+is proven by its own records and the global chain from its last link to the next checkpoint.
 
 A checkpoint is the head of the global chain, `(position, notification id, global_link)`, published by
 the router to a JetStream stream PostgreSQL cannot reach (subject `aeaudit.<chain id>`): a rewrite of the
@@ -48,9 +50,11 @@ def record_hash(topic: str, state: bytes) -> bytes:
     return h.digest()
 
 
-def task_link(previous: bytes, originator_id: uuid.UUID, version: int, record: bytes) -> bytes:
-    """A record's link in its aggregate's chain: which record it is, what it holds, and what came before."""
-    return hashlib.sha256(TASK_TAG + previous + originator_id.bytes + version.to_bytes(8, "big") + record).digest()
+def task_link(previous: bytes, originator_id: uuid.UUID, version: int, notification_id: int, record: bytes) -> bytes:
+    """A record's link in its aggregate's chain: which record it is, where it stands in the store's order, what
+    it holds, and what came before."""
+    return hashlib.sha256(TASK_TAG + previous + originator_id.bytes + version.to_bytes(8, "big")
+                          + notification_id.to_bytes(8, "big") + record).digest()
 
 
 def owner(originator_id: uuid.UUID, position: int) -> bytes:

@@ -76,13 +76,13 @@ class AuditedRecorder(PostgresApplicationRecorder):
             " FROM {schema}.{chain} ORDER BY position DESC LIMIT 1) "
             "UNION ALL "
             "(SELECT c.originator_id, c.originator_version, c.task_link FROM {schema}.{chain} c "
-            " JOIN unnest(%s::uuid[], %s::bigint[]) AS p(o, v) "
+            " JOIN unnest(%b::uuid[], %b::bigint[]) AS p(o, v) "
             " ON c.originator_id = p.o AND c.originator_version = p.v)").format(schema=schema, chain=chain)
         self._insert_links = SQL(
             "INSERT INTO {schema}.{chain} (position, notification_id, originator_id, originator_version, "
             "record_hash, task_link, global_link) "
-            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::uuid[], %s::bigint[], "
-            "%s::bytea[], %s::bytea[], %s::bytea[])").format(schema=schema, chain=chain)
+            "SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::uuid[], %b::bigint[], "
+            "%b::bytea[], %b::bytea[], %b::bytea[])").format(schema=schema, chain=chain)
         self._chain_id_query = SQL("SELECT chain_id FROM {schema}.{meta}").format(schema=schema, meta=meta)
         self._pending = threading.local()
         self._lock = threading.Lock()
@@ -140,7 +140,8 @@ class AuditedRecorder(PostgresApplicationRecorder):
             position += 1
             content = record_hash(event.topic, event.state)
             # no link before: the task's first record, or its earlier records predate the chain
-            linked = task_link(tasks.get(originator, ZERO), originator, event.originator_version, content)
+            linked = task_link(tasks.get(originator, ZERO), originator, event.originator_version, notification_id,
+                               content)
             global_head = global_link(global_head, position, notification_id, originator, linked)
             tasks[originator] = linked
             for column, value in zip(columns, (position, notification_id, originator, event.originator_version,
