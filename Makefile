@@ -6,7 +6,7 @@ PACKAGES := contracts runtime memory services/router services/agent-runner servi
             services/guardrails services/telemetry cli testkit
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint schemas faults bench clean
+.PHONY: install demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ test-e2e: install
 bench: install
 	$(BIN)/pip install --quiet -c constraints.txt langgraph langgraph-checkpoint-postgres
 	$(BIN)/python bench/bench.py
+
+bench-audit: install
+	$(BIN)/python bench/audit.py
 
 faults: install
 	$(BIN)/python bench/faults.py --tasks 200
