@@ -111,25 +111,36 @@ class AuditedRecorder(PostgresApplicationRecorder):
                     self.head = committed
         return ids
 
+    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                              **kwargs: Any) -> None:
+        """After the library's lock and insert, ask for the heads the new links follow. It goes down the same
+        pipeline, so its answer comes back with the notification ids: no extra round trip."""
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        first: dict[uuid.UUID, int] = {}
+        for event in stored_events:
+            originator = _uuid(event.originator_id)
+            first[originator] = min(first.get(originator, event.originator_version), event.originator_version)
+        heads = curs.connection.cursor()
+        heads.execute(self._heads, (list(first), [v - 1 for v in first.values()]), prepare=True)
+        self._pending.heads = heads
+
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        heads: Cursor[DictRow] = self._pending.heads
+        with heads:
+            found = heads.fetchall()
         if ids:
-            self._link(curs, stored_events, ids)
+            self._link(curs, stored_events, ids, found)
         return ids
 
-    def _link(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], ids: Sequence[int]) -> None:
+    def _link(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], ids: Sequence[int],
+              heads: list[DictRow]) -> None:
         """Chain the records just inserted (the table lock is held): one row each, in notification order."""
         rows = sorted(zip(ids, stored_events, strict=True), key=lambda r: r[0])
-        first: dict[uuid.UUID, int] = {}
-        for _, event in rows:
-            originator = _uuid(event.originator_id)
-            first[originator] = min(first.get(originator, event.originator_version), event.originator_version)
-        previous = list(first.items())
-        curs.execute(self._heads, ([o for o, _ in previous], [v - 1 for _, v in previous]))
         position, global_head = 0, ZERO
         tasks: dict[uuid.UUID, bytes] = {}
-        for found in curs.fetchall():
+        for found in heads:
             if found["originator_id"] is None:
                 position, global_head = int(found["version"]), bytes(found["link"])
             else:
@@ -147,7 +158,7 @@ class AuditedRecorder(PostgresApplicationRecorder):
             for column, value in zip(columns, (position, notification_id, originator, event.originator_version,
                                                content, linked, global_head), strict=True):
                 column.append(value)
-        curs.execute(self._insert_links, columns)
+        curs.execute(self._insert_links, columns, prepare=True)
         self._pending.head = Head(position, rows[-1][0], global_head)
 
 
