@@ -11,18 +11,7 @@ import argparse
 import sys
 
 from agent_engine.cli.client import CliError
-from agent_engine.cli.commands import (
-    approvals,
-    audit,
-    cost,
-    dlq,
-    providers,
-    stack,
-    submit,
-    tail,
-    tasks,
-    workflow,
-)
+from agent_engine.cli.commands import approvals, audit, cost, dlq, providers, stack, submit, tail, tasks, workflow
 
 COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, audit)
 
