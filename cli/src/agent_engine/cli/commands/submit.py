@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from agent_engine.cli import render
-from agent_engine.cli.client import SOURCE, CliError, Engine, TaskEvents, connect, task_id_for
+from agent_engine.cli.client import CliError, Engine, TaskEvents, connect, task_id_for
 from agent_engine.cli.commands.workflow import load_valid, push
 from agent_engine.cli.options import Subparsers, add_tenant, parse_input
 from agent_engine.contracts.envelope import Envelope
@@ -55,14 +55,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
+async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
-    # with a key the task id is fixed by it (the router absorbs repeats); the request's event id is fresh
-    # anyway, so JetStream does not drop a retry (say, after a rejection) as a duplicate
-    task_id = task_id_for(tenant, key)
-    request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key, requested_by=SOURCE,
-                            priority=priority)
     async with connect() as engine:
+        tenant = engine.tenant(tenant)
+        # with a key the task id is fixed by it (the router absorbs repeats); the request's event id is fresh
+        # anyway, so JetStream does not drop a retry (say, after a rejection) as a duplicate
+        task_id = task_id_for(tenant, key)
+        request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key,
+                                requested_by=engine.sender, priority=priority)
         if key:
             known = await _known(engine, task_id, key, follow)
             if known is not None:
