@@ -1,15 +1,34 @@
-"""The one envelope every event travels in: CloudEvents 1.0 attributes plus engine routing fields."""
+"""The one envelope every event travels in: a CloudEvents 1.0 event (structured mode) whose extension
+attributes carry the engine's routing fields.
+
+Python code uses the attribute names (`task_id`, `correlation_id`, ...); the wire spells them as
+CloudEvents extensions (`taskid`, `correlationid`, ...). Reading accepts every supported contract version
+(`upcasting.upcast` runs before validation); writing always goes through `Envelope.to_wire` (or
+`to_bytes`, its bytes), which writes the current version.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-CONTRACT_VERSION = 1
-"""The schema_version this build writes and accepts. A breaking change bumps it (with an upcaster)."""
+from agent_engine.contracts.upcasting import CONTRACT_VERSION as CONTRACT_VERSION
+from agent_engine.contracts.upcasting import upcast
+
+SCHEMA_URN = "urn:agent-engine:events"
+"""`dataschema` of an event, and `$id` of its type's JSON Schema: `<SCHEMA_URN>:<type>:v<version>`."""
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TASK_ID_MAX = 128
@@ -21,24 +40,46 @@ def derive_id(*parts: object) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(p) for p in parts)))
 
 
-class Envelope(BaseModel):
-    """CloudEvents-compatible envelope (structured mode). `data` holds the typed payload as JSON."""
+def schema_uri(event_type: str, version: int = CONTRACT_VERSION) -> str:
+    """The URI naming an event type's JSON Schema (`dataschema`, and the schema's `$id`)."""
+    return f"{SCHEMA_URN}:{event_type}:v{version}"
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+
+@cache
+def _contract_types() -> frozenset[str]:
+    from agent_engine.contracts.events import EVENT_TYPES  # events import the manifest, not this module
+
+    return frozenset(EVENT_TYPES)
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 event in structured mode. `data` holds the typed payload as JSON."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
 
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(min_length=1, max_length=128)
     source: str = Field(min_length=1, max_length=256)
     type: str = Field(min_length=1, max_length=128)
     time: datetime
-    subject: str | None = None
+    subject: str | None = Field(default=None, min_length=1)
     datacontenttype: Literal["application/json"] = "application/json"
     tenant: str = Field(pattern=TENANT_PATTERN)
-    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX)
-    correlation_id: str = Field(min_length=1, max_length=128)
-    causation_id: str | None = None
-    schema_version: int = CONTRACT_VERSION
+    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX, validation_alias="taskid",
+                         serialization_alias="taskid")
+    correlation_id: str = Field(min_length=1, max_length=128, validation_alias="correlationid",
+                                serialization_alias="correlationid")
+    causation_id: str | None = Field(default=None, min_length=1, validation_alias="causationid",
+                                     serialization_alias="causationid")
+    schema_version: int = Field(default=CONTRACT_VERSION, validation_alias="schemaversion",
+                                serialization_alias="schemaversion")
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upcast(cls, value: Any) -> Any:
+        return upcast(value) if isinstance(value, dict) else value
 
     @field_validator("time")
     @classmethod
@@ -47,11 +88,28 @@ class Envelope(BaseModel):
             raise ValueError("time must carry a timezone (RFC 3339 with offset or Z)")
         return value
 
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The wire form, whichever way the model is dumped: no null attribute (CloudEvents has none: an
+        absent optional attribute is left out) and, for an event type of the contract, `dataschema`."""
+        out: dict[str, Any] = {}
+        for name, value in handler(self).items():
+            if value is not None:
+                out[name] = value
+            if name == "datacontenttype" and self.type in _contract_types():
+                out["dataschema"] = schema_uri(self.type, self.schema_version)
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        """The envelope as JSON values, as it is sent and stored: the one way an envelope is written."""
+        return self.model_dump(mode="json")
+
     def to_bytes(self) -> bytes:
+        """`to_wire` as JSON bytes (a NATS message body)."""
         return self.model_dump_json().encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Envelope:
+    def from_bytes(cls, raw: bytes | str) -> Envelope:
         return cls.model_validate_json(raw)
 
 
