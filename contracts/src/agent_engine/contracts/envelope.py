@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import (
@@ -25,10 +24,9 @@ from pydantic import (
 )
 
 from agent_engine.contracts.upcasting import CONTRACT_VERSION as CONTRACT_VERSION
-from agent_engine.contracts.upcasting import upcast
-
-SCHEMA_URN = "urn:agent-engine:events"
-"""`dataschema` of an event, and `$id` of its type's JSON Schema: `<SCHEMA_URN>:<type>:v<version>`."""
+from agent_engine.contracts.upcasting import SCHEMA_URN as SCHEMA_URN
+from agent_engine.contracts.upcasting import contract_types, upcast
+from agent_engine.contracts.upcasting import schema_uri as schema_uri
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TASK_ID_MAX = 128
@@ -38,18 +36,6 @@ EVENT_NAMESPACE = uuid.UUID("6f1c2a52-8e0b-4a3c-9d55-3b1f0e7a9c10")
 def derive_id(*parts: object) -> str:
     """A deterministic event id from the ids that caused it (uuid5), so replays reproduce ids."""
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(p) for p in parts)))
-
-
-def schema_uri(event_type: str, version: int = CONTRACT_VERSION) -> str:
-    """The URI naming an event type's JSON Schema (`dataschema`, and the schema's `$id`)."""
-    return f"{SCHEMA_URN}:{event_type}:v{version}"
-
-
-@cache
-def _contract_types() -> frozenset[str]:
-    from agent_engine.contracts.events import EVENT_TYPES  # events import the manifest, not this module
-
-    return frozenset(EVENT_TYPES)
 
 
 class Envelope(BaseModel):
@@ -96,7 +82,7 @@ class Envelope(BaseModel):
         for name, value in handler(self).items():
             if value is not None:
                 out[name] = value
-            if name == "datacontenttype" and self.type in _contract_types():
+            if name == "datacontenttype" and self.type in contract_types():
                 out["dataschema"] = schema_uri(self.type, self.schema_version)
         return out
 

@@ -12,10 +12,28 @@ attributes and names the payload's JSON Schema in `dataschema`. Payloads did not
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 CONTRACT_VERSION = 2
 """The version this build writes. A breaking change bumps it and adds a step to `upcast`."""
+
+SCHEMA_URN = "urn:agent-engine:events"
+"""`dataschema` of an event, and `$id` of its type's JSON Schema: `<SCHEMA_URN>:<type>:v<version>`."""
+
+
+def schema_uri(event_type: str, version: int = CONTRACT_VERSION) -> str:
+    """The URI naming an event type's JSON Schema (`dataschema`, and the schema's `$id`). A URN, since
+    CloudEvents wants an absolute URI and the schemas are files of this repository, not pages of a host."""
+    return f"{SCHEMA_URN}:{event_type}:v{version}"
+
+
+@cache
+def contract_types() -> frozenset[str]:
+    """The event types of the contract: the ones with a JSON Schema (`router.input`, say, has none)."""
+    from agent_engine.contracts.events import EVENT_TYPES  # the payloads import neither this nor the envelope
+
+    return frozenset(EVENT_TYPES)
 
 SUPPORTED_VERSIONS = (1, 2)
 """Every version `upcast` turns into the current one."""
@@ -56,6 +74,8 @@ def _v1_to_v2(body: dict[str, Any]) -> dict[str, Any]:
             continue  # a v2 spelling beside the v1 one: the renamed v1 value wins, as v1 read it
         out[new] = value
     out["schemaversion"] = 2
+    if out.get("type") in contract_types():
+        out["dataschema"] = schema_uri(str(out["type"]), 2)
     for optional in ("causationid", "subject"):
         if out.get(optional) in (None, ""):
             out.pop(optional, None)  # v1 wrote absent attributes as null; v2 omits them

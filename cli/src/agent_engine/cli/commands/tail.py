@@ -73,7 +73,7 @@ async def tail(args: argparse.Namespace) -> int:
                 except Exception:  # noqa: BLE001
                     event = None
                 if event is not None and _wanted(event, args):
-                    print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
+                    print(event.to_bytes().decode() if args.json else render.event_line(event), flush=True)
                 if args.no_follow and (msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= last):
                     return 0
         finally:
