@@ -10,10 +10,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
-from agent_engine.contracts.upcasting import SUPPORTED_VERSIONS, version_of
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import subject_problem
+from agent_engine.contracts.upcasting import SUPPORTED_VERSIONS, version_of
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
