@@ -30,7 +30,7 @@ def test_committed_schemas_match_the_models() -> None:
 
 def test_every_event_type_and_the_envelope_have_a_schema() -> None:
     names = set(schemas())
-    assert {f"{t}.json" for t in EVENT_TYPES} | {"envelope.json", "workflow-manifest.json"} == names
+    assert {f"{t}.json" for t in EVENT_TYPES} | {"envelope.json", "workflow-manifest.json", "asyncapi.json"} == names
 
 
 def test_event_schemas_carry_a_versioned_id() -> None:

@@ -1,4 +1,5 @@
-"""Generate JSON Schema for the envelope and every event type: `python -m agent_engine.contracts.export DIR`."""
+"""Generate JSON Schema for the envelope and every event type, and the AsyncAPI document of the bus
+(`asyncapi.json`, see asyncapi.py): `python -m agent_engine.contracts.export DIR`."""
 
 from __future__ import annotations
 
@@ -47,9 +48,12 @@ def event_schemas() -> dict[str, dict[str, Any]]:
 
 def schemas() -> dict[str, str]:
     """File name -> JSON text, stable across runs."""
+    from agent_engine.contracts.asyncapi import document  # it builds on the schemas below
+
     out: dict[str, Any] = {"envelope.json": envelope_schema(),
                            "workflow-manifest.json": WorkflowManifest.model_json_schema()}
     out.update({f"{event_type}.json": schema for event_type, schema in event_schemas().items()})
+    out["asyncapi.json"] = document()
     return {name: json.dumps(s, indent=2, sort_keys=True) + "\n" for name, s in out.items()}
 
 
