@@ -56,7 +56,7 @@ class Envelope(BaseModel):
                          serialization_alias="taskid")
     correlation_id: str = Field(min_length=1, max_length=128, validation_alias="correlationid",
                                 serialization_alias="correlationid")
-    causation_id: str | None = Field(default=None, min_length=1, validation_alias="causationid",
+    causation_id: str | None = Field(default=None, validation_alias="causationid",
                                      serialization_alias="causationid")
     schema_version: int = Field(default=CONTRACT_VERSION, validation_alias="schemaversion",
                                 serialization_alias="schemaversion")

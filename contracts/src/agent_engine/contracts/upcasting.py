@@ -77,8 +77,10 @@ def _v1_to_v2(body: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") in contract_types():
         out["dataschema"] = schema_uri(str(out["type"]), 2)
     for optional in ("causationid", "subject"):
-        if out.get(optional) in (None, ""):
-            out.pop(optional, None)  # v1 wrote absent attributes as null; v2 omits them
+        if optional in out and out[optional] is None:
+            del out[optional]  # v1 wrote absent attributes as null; v2 omits them
+    if out.get("subject") == "":
+        del out["subject"]  # CloudEvents has no empty subject; v1 never set one
     nested = NESTED_RECORDS.get(str(out.get("type")))
     data = out.get("data")
     if nested and isinstance(data, dict):
