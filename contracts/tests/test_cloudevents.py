@@ -123,3 +123,13 @@ def test_upcasting_a_v1_record_upcasts_the_envelopes_it_holds() -> None:
 def test_a_version_this_build_does_not_know_is_not_upcast() -> None:
     body = {**envelope().to_wire(), "schemaversion": 3}
     assert upcast(body) is body
+
+
+def test_dataschema_follows_the_type_however_the_envelope_is_made() -> None:
+    sent = {**envelope().to_wire(), "dataschema": "urn:someone-else"}
+    assert Envelope.model_validate(sent).dataschema == schema_uri("task.requested")
+    fields = dict(envelope())
+    assert Envelope.model_construct(**{**fields, "type": "task.accepted"}).dataschema == schema_uri("task.accepted")
+    assert envelope().model_copy(update={"type": "task.rejected"}).to_wire()["dataschema"] == schema_uri(
+        "task.rejected")
+    assert "dataschema" not in envelope(type="router.input").to_wire()  # no schema: none named

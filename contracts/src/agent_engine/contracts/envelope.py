@@ -10,18 +10,11 @@ CloudEvents extensions (`taskid`, `correlationid`, ...). Reading accepts every s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent_engine.contracts.upcasting import CONTRACT_VERSION as CONTRACT_VERSION
 from agent_engine.contracts.upcasting import SCHEMA_URN as SCHEMA_URN
@@ -38,8 +31,22 @@ def derive_id(*parts: object) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(p) for p in parts)))
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+def dataschema_for(event_type: Any, version: Any) -> str | None:
+    """What an event's `dataschema` is: its type's schema for a type of the contract, else none."""
+    return schema_uri(event_type, version) if event_type in contract_types() else None
+
+
 class Envelope(BaseModel):
     """A CloudEvents 1.0 event in structured mode. `data` holds the typed payload as JSON."""
+
+    # Absent optional attributes are left out when written (CloudEvents has no null attribute), by
+    # `exclude_if` rather than a model serializer, which would triple the cost of every dump on the router's
+    # hot path. `dataschema` is never taken from the sender: it follows from `type` and `schema_version` on
+    # every way an envelope is made (validation, model_construct, model_copy).
 
     model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True,
                               serialize_by_alias=True)
@@ -49,15 +56,16 @@ class Envelope(BaseModel):
     source: str = Field(min_length=1, max_length=256)
     type: str = Field(min_length=1, max_length=128)
     time: datetime
-    subject: str | None = Field(default=None, min_length=1)
+    subject: str | None = Field(default=None, min_length=1, exclude_if=_absent)
     datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = Field(default=None, exclude_if=_absent)
     tenant: str = Field(pattern=TENANT_PATTERN)
     task_id: str = Field(min_length=1, max_length=TASK_ID_MAX, validation_alias="taskid",
                          serialization_alias="taskid")
     correlation_id: str = Field(min_length=1, max_length=128, validation_alias="correlationid",
                                 serialization_alias="correlationid")
     causation_id: str | None = Field(default=None, validation_alias="causationid",
-                                     serialization_alias="causationid")
+                                     serialization_alias="causationid", exclude_if=_absent)
     schema_version: int = Field(default=CONTRACT_VERSION, validation_alias="schemaversion",
                                 serialization_alias="schemaversion")
     data: dict[str, Any] = Field(default_factory=dict)
@@ -65,7 +73,22 @@ class Envelope(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _upcast(cls, value: Any) -> Any:
-        return upcast(value) if isinstance(value, dict) else value
+        if not isinstance(value, dict):
+            return value
+        body = upcast(value)
+        version = body.get("schemaversion", body.get("schema_version", CONTRACT_VERSION))
+        return {**body, "dataschema": dataschema_for(body.get("type"), version)}
+
+    @classmethod
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:
+        values["dataschema"] = dataschema_for(values.get("type"), values.get("schema_version", CONTRACT_VERSION))
+        return super().model_construct(_fields_set, **values)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        if update and ("type" in update or "schema_version" in update):
+            update = {**update, "dataschema": dataschema_for(update.get("type", self.type),
+                                                             update.get("schema_version", self.schema_version))}
+        return super().model_copy(update=update, deep=deep)
 
     @field_validator("time")
     @classmethod
@@ -73,18 +96,6 @@ class Envelope(BaseModel):
         if value.tzinfo is None:
             raise ValueError("time must carry a timezone (RFC 3339 with offset or Z)")
         return value
-
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The wire form, whichever way the model is dumped: no null attribute (CloudEvents has none: an
-        absent optional attribute is left out) and, for an event type of the contract, `dataschema`."""
-        out: dict[str, Any] = {}
-        for name, value in handler(self).items():
-            if value is not None:
-                out[name] = value
-            if name == "datacontenttype" and self.type in contract_types():
-                out["dataschema"] = schema_uri(self.type, self.schema_version)
-        return out
 
     def to_wire(self) -> dict[str, Any]:
         """The envelope as JSON values, as it is sent and stored: the one way an envelope is written."""
