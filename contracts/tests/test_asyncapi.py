@@ -63,6 +63,13 @@ def test_every_published_event_type_has_a_channel_at_its_subject() -> None:
     assert set(asyncapi.FLOWS) | asyncapi.UNPUBLISHED == set(EVENT_TYPES)
 
 
+def test_a_request_also_has_the_subject_v1_clients_published_on() -> None:
+    bare = COMMITTED["channels"]["task_requested_bare"]
+    assert bare["address"] == subjects.type_subject("task.requested", "{tenant}")
+    assert COMMITTED["operations"]["guardrails.receive.task.requested.bare"]["channel"] == {
+        "$ref": "#/channels/task_requested_bare"}
+
+
 def test_each_event_type_names_who_sends_it_and_its_payload_schema() -> None:
     ops = COMMITTED["operations"]
     for event_type in asyncapi.FLOWS:

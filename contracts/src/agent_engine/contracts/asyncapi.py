@@ -21,6 +21,7 @@ from agent_engine.contracts.subjects import (
     ROUTER_RPC,
     STREAM,
     TELEMETRY_RPC,
+    consume_subjects,
     dlq_subject,
     heartbeat_subject,
     rpc_subject,
@@ -208,6 +209,19 @@ def document() -> dict[str, Any]:
         for who in receivers:
             operation(f"{who}.receive.{event_type}", "receive", channel, who,
                       f"{who} consumes {event_type} (durable pull consumer, explicit acks)")
+        for other in consume_subjects(event_type, _TENANT):
+            other = _address(other)
+            if other == address or "*" in other or ">" in other:
+                continue  # the address above, or a filter that only matches it
+            also = f"{channel}_bare"
+            assert also not in channels, f"{event_type}: a second subject besides {address}; name its channel"
+            channels[also] = {**channels[channel], "address": other, "parameters": _parameters(other),
+                              "description": f"{event_type} as its consumers also take it: the subject of contract "
+                                             "v1 clients, on which only the platform's own credentials may publish. "
+                                             f"Stored in the JetStream stream {STREAM}."}
+            for who in receivers:
+                operation(f"{who}.receive.{event_type}.bare", "receive", also, who,
+                          f"{who} consumes {event_type} on {other} too")
 
     everything = _address(tenant_subject(_TENANT))
     channels["events"] = {
