@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from cloudevents.core.formats.json import JSONFormat
 from golden_samples import V1, V2, from_v1
+from pydantic import ValidationError
 
 from agent_engine.contracts import CONTRACT_VERSION, EVENT_TYPES, Envelope
 from agent_engine.contracts.envelope import schema_uri
@@ -133,3 +134,27 @@ def test_dataschema_follows_the_type_however_the_envelope_is_made() -> None:
     assert envelope().model_copy(update={"type": "task.rejected"}).to_wire()["dataschema"] == schema_uri(
         "task.rejected")
     assert "dataschema" not in envelope(type="router.input").to_wire()  # no schema: none named
+
+
+HOSTILE: list[Any] = [None, {"nested": {"deeper": [1]}}, [1, "two"], 1.5, True, "", "x" * 300]
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=repr)
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("attribute", ["type", "schema_version", "schemaversion", "data", "causation_id", "subject"])
+def test_any_value_of_an_attribute_is_refused_by_validation_never_by_a_crash(attribute: str, version: int,
+                                                                           value: Any) -> None:
+    """Found by the fuzz suite: the upcaster runs before validation, on anyone's input (a type that is an
+    object made it raise TypeError, which no consumer expects)."""
+    body = sample((V1 if version == 1 else V2) / "task.forked.json")
+    body[attribute] = value
+    try:
+        Envelope.model_validate(body)
+        Envelope.from_bytes(json.dumps(body).encode())
+    except ValidationError:
+        pass
+    nested = {**sample(V1 / "task.forked.json"), "data": {"history": [value, {"task_id": value, "type": value}]}}
+    try:
+        Envelope.model_validate(nested)
+    except ValidationError:
+        pass

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agent_engine.contracts.upcasting import CONTRACT_VERSION as CONTRACT_VERSION
 from agent_engine.contracts.upcasting import SCHEMA_URN as SCHEMA_URN
-from agent_engine.contracts.upcasting import contract_types, upcast
+from agent_engine.contracts.upcasting import is_contract_type, upcast
 from agent_engine.contracts.upcasting import schema_uri as schema_uri
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -37,7 +37,7 @@ def _absent(value: Any) -> bool:
 
 def dataschema_for(event_type: Any, version: Any) -> str | None:
     """What an event's `dataschema` is: its type's schema for a type of the contract, else none."""
-    return schema_uri(event_type, version) if event_type in contract_types() else None
+    return schema_uri(event_type, version) if is_contract_type(event_type) else None
 
 
 class Envelope(BaseModel):

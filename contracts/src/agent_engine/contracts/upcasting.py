@@ -35,6 +35,11 @@ def contract_types() -> frozenset[str]:
 
     return frozenset(EVENT_TYPES)
 
+
+def is_contract_type(value: Any) -> bool:
+    """Whether `value` (anything a body may hold) names an event type of the contract."""
+    return isinstance(value, str) and value in contract_types()
+
 SUPPORTED_VERSIONS = (1, 2)
 """Every version `upcast` turns into the current one."""
 
@@ -60,7 +65,8 @@ def version_of(body: dict[str, Any]) -> Any:
 
 def upcast(body: dict[str, Any]) -> dict[str, Any]:
     """`body` as the current version writes it; unchanged when it is current or claims a version this
-    build does not know (validation then names what is wrong with it). Never modifies `body`."""
+    build does not know (validation then names what is wrong with it). Never modifies `body`, and never
+    raises, whatever the body holds: it runs before validation, on input from anyone."""
     if version_of(body) == 1:
         return _v1_to_v2(body)
     return body
@@ -74,14 +80,15 @@ def _v1_to_v2(body: dict[str, Any]) -> dict[str, Any]:
             continue  # a v2 spelling beside the v1 one: the renamed v1 value wins, as v1 read it
         out[new] = value
     out["schemaversion"] = 2
-    if out.get("type") in contract_types():
+    if is_contract_type(out.get("type")):
         out["dataschema"] = schema_uri(str(out["type"]), 2)
     for optional in ("causationid", "subject"):
         if optional in out and out[optional] is None:
             del out[optional]  # v1 wrote absent attributes as null; v2 omits them
     if out.get("subject") == "":
         del out["subject"]  # CloudEvents has no empty subject; v1 never set one
-    nested = NESTED_RECORDS.get(str(out.get("type")))
+    kind = out.get("type")
+    nested = NESTED_RECORDS.get(kind) if isinstance(kind, str) else None
     data = out.get("data")
     if nested and isinstance(data, dict):
         data = dict(data)
