@@ -12,11 +12,13 @@ from typing import Any
 
 import jsonschema
 import pytest
+from cloudevents.core.bindings.http import to_binary
 from cloudevents.core.formats.json import JSONFormat
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
-from agent_engine.contracts.subjects import tenant_subject
+from agent_engine.contracts.subjects import subject_for, tenant_subject
+from agent_engine.testkit.client import task_request
 
 pytestmark = pytest.mark.e2e
 
@@ -113,3 +115,24 @@ def test_a_v1_dispatch_is_run_by_the_agent_runner_and_answered_in_v2(engine, ten
     answer = JSONFormat().read(None, asyncio.run(send()))
     assert answer.get_extension("taskid") == dispatch["task_id"]
     assert answer.get_data()["output"] == {"verdict": "approve"}
+
+
+def test_a_request_in_binary_content_mode_runs_to_the_end(engine, tenant) -> None:
+    """Attributes as `ce-` headers and the body only the data, encoded by the official SDK (its HTTP binding's
+    binary mode, the header mapping the NATS binding shares)."""
+    async def run() -> tuple[str, list[Envelope]]:
+        nc = await engine.connect()
+        try:
+            workflow = await engine.push(nc, tenant)
+            request = task_request(tenant, workflow, {"brief": "Compare event stores."})
+            message = to_binary(JSONFormat().read(None, request.to_bytes()), JSONFormat())
+            await nc.jetstream().publish(subject_for(request), message.body,
+                                         headers={**message.headers, "Nats-Msg-Id": request.id})
+            done = await engine.wait_terminal(nc, [request.task_id])
+            return done[request.task_id], await engine.history(nc, request.task_id)
+        finally:
+            await nc.close()
+
+    status, history = asyncio.run(run())
+    assert status == "succeeded"
+    assert history[0].data["input"]["data"]["requested_by"] == "agent-engine-testkit"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.upcasting import upcast
 from agent_engine.guardrails.checks import Policy, check
 from agent_engine.guardrails.service import SOURCE, decide, policy_from_env
 
@@ -323,3 +324,13 @@ def test_a_lone_surrogate_is_rejected_naming_it_instead_of_failing_to_answer(req
     paired = request_body()
     paired["data"]["input"] = {"x": "\U0001F600"}
     assert check(json.dumps(paired).encode(), SUBJECT, POLICY).accepted
+
+
+def test_a_binary_mode_request_is_checked_and_answered_like_a_structured_one(request_body) -> None:
+    """A client may send a CloudEvent in binary content mode: attributes as `ce-` headers, the body its data."""
+    body = upcast(request_body())
+    data = json.dumps(body.pop("data")).encode()
+    headers = {f"ce-{name}": str(value) for name, value in body.items()}
+    answer = decide("ae.acme.task.requested", data, {**headers, "Ae-Task-Id": "task-1"}, 1, POLICY)
+    assert answer is not None and answer.type == "task.accepted" and answer.task_id == "task-1"
+    assert answer.causation_id == body["id"] and answer.data["workflow"] == "research-review"

@@ -14,6 +14,7 @@ from nats.js.api import DeliverPolicy
 from agent_engine.cli import render
 from agent_engine.cli.client import CliError, connect
 from agent_engine.cli.options import Subparsers, add_json
+from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
 from agent_engine.contracts.subjects import STREAM, tenant_subject
 
@@ -69,7 +70,7 @@ async def tail(args: argparse.Namespace) -> int:
                         return 0
                     continue
                 try:
-                    event = Envelope.from_bytes(msg.data)
+                    event = Envelope.from_bytes(structured_body(msg.data, msg.headers))
                 except Exception:  # noqa: BLE001
                     event = None
                 if event is not None and _wanted(event, args):
