@@ -40,6 +40,7 @@ def is_contract_type(value: Any) -> bool:
     """Whether `value` (anything a body may hold) names an event type of the contract."""
     return isinstance(value, str) and value in contract_types()
 
+
 SUPPORTED_VERSIONS = (1, 2)
 """Every version `upcast` turns into the current one."""
 
