@@ -52,22 +52,25 @@ class Envelope(BaseModel):
                               serialize_by_alias=True)
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1, max_length=128)
-    source: str = Field(min_length=1, max_length=256)
-    type: str = Field(min_length=1, max_length=128)
-    time: datetime
-    subject: str | None = Field(default=None, min_length=1, exclude_if=_absent)
+    id: str = Field(min_length=1, max_length=128, description="unique event id; also the Nats-Msg-Id header")
+    source: str = Field(min_length=1, max_length=256, description="who wrote it, e.g. agent-engine/router")
+    type: str = Field(min_length=1, max_length=128, description="the event type, e.g. task.requested")
+    time: datetime = Field(description="when it happened, RFC 3339 with a timezone")
+    subject: str | None = Field(default=None, min_length=1, exclude_if=_absent,
+                                description="CloudEvents subject; the engine never sets it")
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str | None = Field(default=None, exclude_if=_absent)
-    tenant: str = Field(pattern=TENANT_PATTERN)
+    tenant: str = Field(pattern=TENANT_PATTERN, description="the tenant; also a token of the NATS subject")
     task_id: str = Field(min_length=1, max_length=TASK_ID_MAX, validation_alias="taskid",
-                         serialization_alias="taskid")
+                         serialization_alias="taskid", description="the task the event belongs to")
     correlation_id: str = Field(min_length=1, max_length=128, validation_alias="correlationid",
-                                serialization_alias="correlationid")
+                                serialization_alias="correlationid",
+                                description="carried unchanged through a task's events")
     causation_id: str | None = Field(default=None, validation_alias="causationid",
-                                     serialization_alias="causationid", exclude_if=_absent)
+                                     serialization_alias="causationid", exclude_if=_absent,
+                                     description="the id of the event that caused this one; absent on a request")
     schema_version: int = Field(default=CONTRACT_VERSION, validation_alias="schemaversion",
-                                serialization_alias="schemaversion")
+                                serialization_alias="schemaversion", description="the contract version")
     data: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
