@@ -743,7 +743,7 @@ def admission_queued_then_admitted() -> Story:
     # the shell logs tenant.released, tenant.admitted, then this input to task-2, ids derived from the cause
     admit_2 = envelope("task.admitted", {"reason": f"a running task of tenant '{TENANT}' ended"}, task_id="task-2",
                        id=derive_id(cause["id"], "admission", 2), time=story.clock,
-                       correlation_id=cause["correlation_id"])
+                       correlation_id=cause["correlationid"])
     out = story.feed(RouterInput(admit_2))
     assert types(out) == ["router.input", "task.started", "node.dispatched"]
     story.absorb(RouterInput(envelope("task.admitted", {"reason": "again"}, task_id="task-2", id="admit-again",
@@ -797,7 +797,7 @@ def rejected_unknown_workflow() -> Story:
 
 def to_json(records: Records) -> Any:
     """A file's content: the records of a single task as a list, of several as {task id: [records]}."""
-    dumped = {task_id: [r.model_dump(mode="json") for r in recs] for task_id, recs in records.items()}
+    dumped = {task_id: [r.to_wire() for r in recs] for task_id, recs in records.items()}
     return next(iter(dumped.values())) if len(dumped) == 1 else dumped
 
 

@@ -16,6 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from agent_engine.cli import render
 from agent_engine.cli.client import CliError, connect
 from agent_engine.cli.options import Subparsers, add_json
+from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
 from agent_engine.contracts.subjects import STREAM, tail_consumer, tenant_subject
 
@@ -78,11 +79,11 @@ async def tail(args: argparse.Namespace) -> int:
                     continue
                 for msg in msgs:
                     try:
-                        event = Envelope.from_bytes(msg.data)
+                        event = Envelope.from_bytes(structured_body(msg.data, msg.headers))
                     except Exception:  # noqa: BLE001
                         event = None
                     if event is not None and _wanted(event, args):
-                        print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
+                        print(event.to_bytes().decode() if args.json else render.event_line(event), flush=True)
                     seq = msg.metadata.sequence.stream
                     at_end = msg.metadata.num_pending == 0 or (last is not None and seq >= last)
                     if args.no_follow and at_end:

@@ -51,10 +51,10 @@ def input_record(inp: RouterInput) -> Envelope:
         resolved = {"revision": inp.workflow.revision,
                     "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
     event = inp.event
-    data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
+    data: dict[str, Any] = {"input": event.to_wire(), "workflow": resolved}
     if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
         own = all(r.tenant == event.tenant for r in inp.source)
-        data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
+        data["source"] = [r.to_wire() for r in inp.source] if own else []
     if inp.admission is not None:
         data["admission"] = asdict(inp.admission)
     return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)

@@ -116,7 +116,7 @@ class TaskStore:
             for offset, record in enumerate(records, start=1):
                 events.append(TaskRecord(  # type: ignore[call-arg]
                     originator_id=originator, originator_version=base_version + offset,
-                    timestamp=record.time, envelope=record.model_dump(mode="json"),
+                    timestamp=record.time, envelope=record.to_wire(),
                 ))
         if not events:
             return []
