@@ -147,7 +147,7 @@ def test_the_keyring_issues_renders_and_revokes(tmp_path: Path) -> None:
     conf = ring.authorization().render()
     assert public_key(cred.seed) in conf and cred.seed not in conf
     users = json.loads(conf[conf.index("{"):])["users"]
-    assert len(users) == 7 and len({u["nkey"] for u in users}) == 7  # five services, the platform, billing
+    assert len(users) == 8 and len({u["nkey"] for u in users}) == 8  # six services, the platform, billing
     assert (tmp_path / "keys/auth.conf").exists()  # written for a server this keyring did not start
     assert [e["user"] for e in ring.revoke("acme")] == ["billing"] and not path.exists()
     with pytest.raises(KeyringError, match="no credentials of tenant 'acme'"):

@@ -17,6 +17,7 @@ from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
 from agent_engine.contracts.events import EVENT_TYPES
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
+    AUTH_RPC,
     DLQ_STREAM,
     ROUTER_RPC,
     STREAM,
@@ -30,10 +31,11 @@ from agent_engine.contracts.subjects import (
 )
 from agent_engine.contracts.upcasting import schema_uri
 
-GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, CLIENT = (
-    "guardrails", "router", "agent-runner", "tool-runner", "telemetry", "client")
-SERVICES = (GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY)
-"""The engine's services; `client` is another system or agentctl, acting with a tenant's credential."""
+GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, AUTHORITY, CLIENT = (
+    "guardrails", "router", "agent-runner", "tool-runner", "telemetry", "authority", "client")
+SERVICES = (GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, AUTHORITY)
+"""The engine's services and the stack's credential authority; `client` is another system or agentctl,
+acting with a tenant's credential."""
 
 _RECORD = ((ROUTER,), ())
 """A record the router publishes for anyone to read (clients and telemetry read every subject)."""
@@ -71,11 +73,14 @@ QUERIES: dict[str, tuple[str, ...]] = {
     ROUTER_RPC: ("task.show", "task.history", "task.replay", "task.fork_plan"),
     TELEMETRY_RPC: ("ledger",),
     AGENT_RUNNER_RPC: ("providers",),
+    AUTH_RPC: ("credential.add", "credential.list", "credential.revoke"),
 }
 """Query actions each service answers (core NATS request/reply, JSON bodies)."""
 
-TENANT_SCOPED = frozenset({ROUTER_RPC, TELEMETRY_RPC})
+TENANT_SCOPED = frozenset({ROUTER_RPC, TELEMETRY_RPC, AUTH_RPC})
 """Services that also answer a query in a tenant's scope (about that tenant's tasks only)."""
+TENANT_ONLY = frozenset({AUTH_RPC})
+"""The credential authority answers a tenant admin only, in its tenant's scope (docs/security.md)."""
 
 _TENANT, _KIND, _SENDER, _SERVICE = "x0tenant0x", "x0kind0x", "x0sender0x", "x0service0x"
 """Placeholder tokens the helpers accept (a tenant name, a sender name), replaced by parameters."""
@@ -262,9 +267,9 @@ def document() -> dict[str, Any]:
     messages["query_answer"] = {"name": "query_answer", "contentType": "application/json",
                                 "payload": {"$ref": "#/components/schemas/QueryAnswer"}}
     for service_rpc, actions in QUERIES.items():
-        service = service_rpc.split(".", 1)[1]
+        service = AUTHORITY if service_rpc == AUTH_RPC else service_rpc.split(".", 1)[1]
         for action in actions:
-            forms = [(False, rpc_subject(service_rpc, action))]
+            forms = [] if service_rpc in TENANT_ONLY else [(False, rpc_subject(service_rpc, action))]
             if service_rpc in TENANT_SCOPED:
                 forms.append((True, _address(rpc_subject(service_rpc, action, _TENANT))))
             for scoped, address in forms:
