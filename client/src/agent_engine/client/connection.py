@@ -83,10 +83,10 @@ class Client:
             raise ClientError(f"not a valid task request: {validation_summary(exc)}") from None
         envelope = command(request, tenant=self.tenant, task_id=task_id or str(uuid.uuid4()), source=self.source)
         async with self.follow(envelope.task_id, history=False) as events:  # subscribed before sending
-            await self.publish(envelope)
+            await self.publish(envelope, timeout=min(timeout, 10.0))
             return await self._answer(events, envelope.task_id, timeout)
 
-    async def publish(self, envelope: Envelope) -> None:
+    async def publish(self, envelope: Envelope, timeout: float = 10.0) -> None:
         """Publish a request on its subject with JetStream: returns once the server has stored it."""
         body = envelope.to_bytes()
         if len(body) > self.nc.max_payload:
@@ -94,12 +94,13 @@ class Client:
                               "message limit; send large documents as files and pass their paths")
         subject = subject_for(envelope)
         try:
-            await self.js.publish(subject, body, headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
+            await self.js.publish(subject, body, timeout=timeout,
+                                  headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
         except (NoStreamResponseError, NoRespondersError):
             raise Unavailable(f"no stream stores {subject}: is the engine running? (its services create "
                               "the stream)") from None
         except NatsTimeout:
-            raise ClientTimeout(f"the server did not confirm the request on {subject}"
+            raise ClientTimeout(f"the server did not confirm the request on {subject} within {timeout:g}s"
                                 + self._server_said()) from None
 
     async def _answer(self, events: TaskEvents, task_id: str, timeout: float) -> Submitted:
