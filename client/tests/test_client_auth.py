@@ -129,5 +129,5 @@ async def test_what_the_credential_may_not_publish_is_refused_by_the_server_and_
 
 async def test_a_credential_the_server_does_not_know_cannot_connect(server: Server) -> None:
     stranger = Credential(kind="tenant", tenant=TENANT, user=USER, role="submitter", seed=new_seed())
-    with pytest.raises(ConnectError, match=r"as acme/billing within 2s: .*[Aa]uthorization"):
-        await connect(server.url, stranger, connect_timeout=2)
+    with pytest.raises(ConnectError, match=r"as acme/billing within 3s: .*[Aa]uthorization"):
+        await connect(server.url, stranger, connect_timeout=3)

@@ -65,7 +65,8 @@ class Client:
         """The sender requests name (`requested_by`): a credential's user, the last token of their subject."""
         self.source = source
         self.server_error = ""
-        """The last error the server reported on this connection (say, a permissions violation)."""
+        """The last error the server reported on this connection since the last request or query began (say, a
+        permissions violation): quoted in a timeout's message."""
 
     # --- requests ---------------------------------------------------------------------------------
 
@@ -93,6 +94,7 @@ class Client:
             raise ClientError(f"request is {len(body)} bytes, over this NATS server's {self.nc.max_payload} byte "
                               "message limit; send large documents as files and pass their paths")
         subject = subject_for(envelope)
+        self.server_error = ""  # what the server says from now on is about this request
         try:
             await self.js.publish(subject, body, timeout=timeout,
                                   headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
@@ -179,6 +181,7 @@ class Client:
         """Ask a service, on the tenant-scoped subject (so it answers about this tenant's tasks only)."""
         subject = rpc_subject(service_rpc, action, self.tenant)
         who = SERVICES.get(service_rpc, service_rpc)
+        self.server_error = ""
         try:
             msg = await self.nc.request(subject, json.dumps(dict(body)).encode(), timeout=timeout)
         except NoRespondersError:
@@ -261,9 +264,11 @@ class connect:  # a class used like a function: `await connect(...)` or `async w
         last_error: list[str] = []
 
         async def on_error(exc: Exception) -> None:  # permissions violations arrive here, not at the publish
-            last_error[:] = [str(exc) or type(exc).__name__]
+            said = str(exc) or type(exc).__name__
+            if not (last_error and "authorization" in last_error[0].lower()):  # the refusal says most: keep it
+                last_error[:] = [said]
             if holder:
-                holder[0].server_error = last_error[0]
+                holder[0].server_error = said
 
         auth: dict[str, Any] = {"nkeys_seed_str": cred.seed, "inbox_prefix": cred.inbox} if cred else {}
         nc = Nats()

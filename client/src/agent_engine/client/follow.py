@@ -48,7 +48,9 @@ def published(task_id: str, records: list[Envelope]) -> list[Envelope]:
 class TaskEvents:
     """The events of one task, each once, in order: an async iterator that ends after the task's last event
     (`task.succeeded`, `task.failed`, `task.cancelled`, `task.rejected` or `task.deduplicated`) unless
-    `until_end` is false. Use it as `async with`, which subscribes (and reads the stored history) first."""
+    `until_end` is false. Use it as `async with`, which subscribes (and reads the stored history) first.
+    The router's internal events (`INTERNAL_TYPES`: its admission and key records, messages to itself) are
+    left out, stored or live."""
 
     def __init__(self, nc: Nats, tenant: str, task_id: str, history: History | None, *, until_end: bool = True,
                  idle_timeout: float | None = None) -> None:
@@ -72,7 +74,8 @@ class TaskEvents:
                 return
             # an event on a subject it is not published on is not the engine's (say, a task.succeeded sent
             # as a request): the subject is what the server's permissions vouch for
-            if event.task_id == self.task_id and not subject_problem(msg.subject, event):
+            if (event.task_id == self.task_id and event.type not in INTERNAL_TYPES
+                    and not subject_problem(msg.subject, event)):
                 self._live.put_nowait(event)
 
         self._sub = await self.nc.subscribe(tenant_subject(self.tenant), cb=on_msg)
