@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError
-from router_testkit import linear_workflow
+from router_testkit import chain, exit_, linear_workflow, manifest, tool
 
 from agent_engine.contracts.envelope import Envelope, command
 from agent_engine.contracts.events import NodeCompleted, TaskAccepted, TaskAdmitted
@@ -326,3 +326,17 @@ async def test_a_key_claimed_under_limits_also_names_a_queued_task(bus: Bus, sto
     assert store.load(again.task_id).duplicate_of == queued.task_id
     # the repeat took no place in the tenant's queue
     assert again.task_id not in {r.task_id for r in store.records(TENANT_KEY + tenant)}
+
+
+async def test_a_task_that_fails_at_its_first_step_still_claims_its_key(bus: Bus, store: TaskStore,
+                                                                        tenant: str) -> None:
+    """Found by agentctl's e2e test: a task whose first node cannot even be dispatched starts and fails in one
+    decision, and its key must name it all the same."""
+    shell = await router(bus, store)
+    wf = manifest([tool("start", role="START", args={"text": "$input.missing"}), exit_("done")], chain("start", "done"))
+    await workflows.push(await workflows.bucket(bus.js), tenant, "rev-1", wf)
+    first, again = accepted(tenant, wf.name, idempotency_key="f"), accepted(tenant, wf.name, idempotency_key="f")
+    await shell.apply([first])
+    assert store.load(first.task_id).status == "failed"
+    await shell.apply([again])
+    assert store.load(again.task_id).duplicate_of == first.task_id

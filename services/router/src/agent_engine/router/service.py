@@ -213,8 +213,8 @@ class Router:
                 after, records = _decided(fresh, await self._resolve(event, fresh))
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
-        if new and records and after.status in ("running", "queued"):
-            await self.keys.claim(event, batch)  # the key names this task now
+        if new and any(r.type in ("task.started", "task.queued") for r in records):
+            await self.keys.claim(event, batch)  # the key names this task now (even one that failed at once)
         self.inputs_applied += bool(records)
         if (after.terminal and not state.terminal and state.status != "new") or (
                 after.status in ("cancelled", "rejected") and state.status in ("new", "queued")):
