@@ -84,6 +84,12 @@ def test_following_a_task_from_its_submit_sees_every_step_once_and_ends_with_it(
                 live = [event async for event in events]
             async with ae.follow(submitted.task_id) as events:  # after the end: the stored history, then done
                 later = [event async for event in events]
+            for _ in range(50):  # telemetry folds the LLM calls as they stream past
+                if (await ae.ledger(submitted.task_id)).get("calls") == 6:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"the ledger never counted the task's 6 calls: {await ae.ledger(submitted.task_id)}")
             return live, later, await ae.show(submitted.task_id)
 
     live, later, shown = asyncio.run(go())

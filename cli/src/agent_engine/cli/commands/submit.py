@@ -59,12 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
-    # a fresh task id and request id every time: with a key, the router answers a repeat with task.deduplicated
-    # naming the task the key's first request started
-    task_id = str(uuid.uuid4())
-    request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key, requested_by=SOURCE,
-                            priority=priority)
     async with connect() as engine:
+        # a fresh task id and request id every time: with a key, the router answers a repeat with
+        # task.deduplicated naming the task the key's first request started
+        task_id = str(uuid.uuid4())
+        request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key, requested_by=SOURCE,
+                                priority=priority)
         async with engine.request(request, tenant=tenant, task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)
