@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from router_testkit import T0, Run, accepted, dumps, envelope, json_round_trip, linear_workflow, types
 
 from agent_engine.contracts.envelope import Envelope
@@ -122,3 +124,45 @@ def test_a_duplicate_of_an_unknown_workflow_still_names_the_first_task() -> None
     run = Run()
     assert types(run.feed(RouterInput(event, duplicate=Duplicate("task-1", "x")))) == [
         "router.input", "task.deduplicated"]
+
+
+# --- a property: what the shell and the core do together ------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.integers(0, 3 * 3600)), min_size=1, max_size=12),
+       st.sampled_from([0.0, 600.0, HOUR]))
+def test_within_a_window_a_key_starts_one_task_and_every_repeat_names_it(
+        requests: list[tuple[str | None, int]], window: float) -> None:
+    """Requests with random keys at random times (in arrival order, so times may go back a little as across
+    guardrails replicas), each decided as the shell does: look the key up, decide, claim on a start. Every
+    request either starts its own task or names a started task with its key, claimed within the window of
+    the request; with the window off, every request starts."""
+    wf = linear_workflow()
+    keys: dict[str, KeyState] = {}
+    started: dict[str, tuple[str | None, int]] = {}
+    for index, (key, seconds) in enumerate(requests):
+        task_id = f"task-{index}"
+        inp = accepted(wf, id=f"accept-{index}", task_id=task_id, time=T0 + timedelta(seconds=seconds))
+        event = inp.event.model_copy(update={"data": {**inp.event.data, **({"idempotency_key": key} if key else {})}})
+        found = duplicate_of(keys.get(key or "", KeyState()), event, window) if key else None
+        run = Run()
+        out = run.feed(RouterInput(event, inp.workflow, duplicate=found))
+        if found is None:
+            assert "task.started" in types(out)
+            started[task_id] = (key, seconds)
+            if key and window > 0:
+                keys[key] = evolve_key(keys.get(key, KeyState()), envelope(
+                    "tenant.key_claimed", {"idempotency_key": key}, id=f"k-{index}", task_id=task_id,
+                    time=event.time))
+            continue
+        assert window > 0 and key is not None
+        assert types(out) == ["router.input", "task.deduplicated"] and run.state.duplicate_of == found.original_task_id
+        original_key, original_seconds = started[found.original_task_id]
+        assert original_key == key and abs(seconds - original_seconds) <= window
+    # two tasks a key started are more than a window apart, measured from the request that claimed the key
+    for key in {k for k, _ in started.values() if k}:
+        times = [s for k, s in started.values() if k == key]
+        claimed_at = times[0]
+        for later in times[1:]:
+            assert window == 0 or abs(later - claimed_at) > window
+            claimed_at = later
