@@ -18,7 +18,7 @@ import nkeys
 import pytest
 from nats.js.api import StreamConfig
 
-from agent_engine.client import Client, ClientTimeout, ConnectError, connect
+from agent_engine.client import Client, ClientTimeout, ConnectError, Unavailable, connect
 from agent_engine.contracts.credentials import Credential
 from agent_engine.contracts.envelope import Envelope, caused_by
 from agent_engine.contracts.events import TaskStarted
@@ -131,3 +131,13 @@ async def test_a_credential_the_server_does_not_know_cannot_connect(server: Serv
     stranger = Credential(kind="tenant", tenant=TENANT, user=USER, role="submitter", seed=new_seed())
     with pytest.raises(ConnectError, match=r"as acme/billing within 3s: .*[Aa]uthorization"):
         await connect(server.url, stranger, connect_timeout=3)
+
+
+async def test_with_no_engine_running_a_request_and_a_query_say_so(server: Server) -> None:
+    async with connect(server.url, server.tenant) as engine:
+        with pytest.raises(ClientTimeout, match=r"the server did not confirm the request on "
+                                                r"ae\.acme\.task\.requested\.billing within 2s: is the engine running"):
+            await engine.submit("research-review", timeout=2)
+        with pytest.raises(Unavailable, match=r"the router service is not running \(no answer on "
+                                              r"aerpc\.tenant\.acme\.router\.task\.show\)"):
+            await engine.show("t-1")

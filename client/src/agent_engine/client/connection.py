@@ -102,8 +102,11 @@ class Client:
             raise Unavailable(f"no stream stores {subject}: is the engine running? (its services create "
                               "the stream)") from None
         except NatsTimeout:
+            # the connection's own subscription to the tenant's events is interest in the subject too, so a
+            # missing stream shows as silence rather than "no responders"
             raise ClientTimeout(f"the server did not confirm the request on {subject} within {timeout:g}s"
-                                + self._server_said()) from None
+                                + (self._server_said() or ": is the engine running? (its services create the "
+                                   "stream that stores requests)")) from None
 
     async def _answer(self, events: TaskEvents, task_id: str, timeout: float) -> Submitted:
         deadline = asyncio.get_running_loop().time() + timeout
