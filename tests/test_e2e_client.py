@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import subject_for
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
-NODE_EXAMPLE = ROOT / "client" / "node"
 WORKFLOW = "research-review"
 BRIEF = {"brief": "Compare event-sourced workflow engines in two paragraphs."}
 
@@ -116,20 +113,12 @@ def test_a_request_the_engine_will_not_run_is_raised_with_the_reason(engine: Any
     asyncio.run(go())
 
 
-def test_a_nodejs_system_submits_a_task_and_follows_it_to_success(engine: Any, tenant: str, tmp_path: Path) -> None:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("NODE.JS CLIENT TEST SKIPPED: `node` and `npm` are not on PATH; install Node.js 18+ to run "
-                    "client/node/submit-and-follow.mjs against the stack")
-    for name in ("package.json", ".npmrc", "submit-and-follow.mjs"):  # install in a scratch copy: no lock file
-        shutil.copy(NODE_EXAMPLE / name, tmp_path / name)
-    installed = subprocess.run([npm, "install", "--no-package-lock"], cwd=tmp_path, capture_output=True, text=True,
-                               timeout=300)
-    assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
+def test_a_nodejs_system_submits_a_task_and_follows_it_to_success(engine: Any, tenant: str,
+                                                                 node_example: Path) -> None:
     push(engine, tenant)
-    ran = subprocess.run([node, "submit-and-follow.mjs", "--server", engine.nats_url, "--tenant", tenant,
+    ran = subprocess.run(["node", "submit-and-follow.mjs", "--server", engine.nats_url, "--tenant", tenant,
                           "--user", "node-billing", "--workflow", WORKFLOW, "--input", json.dumps(BRIEF),
-                          "--timeout", "120"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+                          "--timeout", "120"], cwd=node_example, capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     lines = [json.loads(line) for line in ran.stdout.splitlines()]
     task_id = lines[0]["task_id"]

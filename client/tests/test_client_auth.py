@@ -5,6 +5,7 @@ here by a connection with a service credential, so no engine runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from nats.js.api import StreamConfig
 from agent_engine.client import Client, ClientTimeout, ConnectError, Unavailable, connect
 from agent_engine.contracts.credentials import Credential
 from agent_engine.contracts.envelope import Envelope, caused_by
-from agent_engine.contracts.events import TaskStarted
+from agent_engine.contracts.events import TaskStarted, TaskSucceeded
 from agent_engine.contracts.subjects import (
     ROUTER_RPC,
     STREAM,
@@ -87,11 +88,14 @@ async def engine_side(server: Server) -> AsyncIterator[Any]:
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS))
 
-    async def start(msg: Any) -> None:
+    async def start(msg: Any) -> None:  # ... and, as the workflow is a quick one, finish it
         request = Envelope.from_bytes(msg.data)
         started = caused_by(request, {"workflow": request.data["workflow"]}, id=f"{request.id}-started",
                             source="engine", type=TaskStarted.TYPE)
         await js.publish(type_subject("task.started", TENANT), started.to_bytes())
+        done = caused_by(request, TaskSucceeded(status="succeeded", exit_node="done", reason="reached EXIT node 'done'"),
+                         id=f"{request.id}-done", source="engine")
+        await js.publish(type_subject("task.succeeded", TENANT), done.to_bytes())
 
     async def show(msg: Any) -> None:
         await msg.respond(json.dumps({"task_id": json.loads(msg.data)["task_id"], "status": "running",
@@ -141,3 +145,16 @@ async def test_with_no_engine_running_a_request_and_a_query_say_so(server: Serve
         with pytest.raises(Unavailable, match=r"the router service is not running \(no answer on "
                                               r"aerpc\.tenant\.acme\.router\.task\.show\)"):
             await engine.show("t-1")
+
+
+async def test_a_nodejs_system_connects_with_the_same_credential_file(server: Server, engine_side: Any,
+                                                                      node_example: Path, tmp_path: Path) -> None:
+    path = tmp_path / "acme-billing.cred.json"
+    path.write_text(server.tenant.model_dump_json())
+    ran = await asyncio.to_thread(subprocess.run, [
+        "node", "submit-and-follow.mjs", "--server", server.url, "--creds", str(path), "--workflow",
+        "research-review", "--timeout", "20"], cwd=node_example, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    lines = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert lines[0]["published"] == f"{type_subject('task.requested', TENANT)}.{USER}" and lines[0]["seq"] >= 1
+    assert [line["type"] for line in lines[1:]] == ["task.requested", "task.started", "task.succeeded"]
