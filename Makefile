@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := contracts runtime memory services/router services/agent-runner services/tool-runner \
-            services/guardrails services/telemetry cli testkit
+            services/guardrails services/telemetry cli testkit client
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-unit test-integration test-e2e lint schemas faults bench clean

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 
 EXAMPLE = Path(__file__).parent / "examples" / "research-review"
+NODE_EXAMPLE = Path(__file__).parent / "client" / "node"
 
 SERVER_FIXTURES = frozenset({"postgres_url", "nats_url", "servers", "engine", "own_stack", "live_engine"})
 
@@ -73,4 +75,21 @@ def workflow_dir(tmp_path: Path) -> Path:
     """A private copy of examples/research-review that a test may break."""
     target = tmp_path / "research-review"
     shutil.copytree(EXAMPLE, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def node_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """client/node (another system, in Node.js) with its `nats` npm package installed in a scratch copy (no lock
+    file is written); the test is skipped, saying why, when `node` or `npm` is not installed."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("NODE.JS CLIENT TEST SKIPPED: `node` and `npm` are not on PATH; install Node.js 18+ to run "
+                    "client/node/submit-and-follow.mjs")
+    target = tmp_path_factory.mktemp("node-example")
+    for name in ("package.json", ".npmrc", "submit-and-follow.mjs"):
+        shutil.copy(NODE_EXAMPLE / name, target / name)
+    installed = subprocess.run([npm, "install", "--no-package-lock"], cwd=target, capture_output=True, text=True,
+                               timeout=300)
+    assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
     return target

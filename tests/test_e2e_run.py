@@ -71,7 +71,8 @@ def test_idempotency_key_names_one_task(engine, tenant):
     first = engine.agentctl("submit", "research-review", "--tenant", tenant, "--idempotency-key", "order-42")
     second = engine.agentctl("submit", "research-review", "--tenant", tenant, "--idempotency-key", "order-42")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    assert first.stdout.strip() == second.stdout.strip()
+    assert first.stdout.strip() == second.stdout.strip()  # the second request's own id names no task that runs
+    assert "task exists for idempotency key 'order-42'" in second.stderr
 
 
 def test_ps_reports_every_service(engine):

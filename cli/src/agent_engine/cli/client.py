@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -55,13 +54,6 @@ def nats_url() -> str:
     if not url:
         raise CliError("no running stack found: start one with `agentctl up` or set AE_NATS_URL")
     return url
-
-
-def task_id_for(tenant: str, idempotency_key: str | None) -> str:
-    """The same idempotency key always names the same task (of its tenant); no key, a new task."""
-    if idempotency_key:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:{tenant}:{idempotency_key}"))
-    return str(uuid.uuid4())
 
 
 class TaskEvents:

@@ -80,6 +80,7 @@ def show(records: list[Envelope]) -> dict[str, Any]:
         "usage": usage_total(state).model_dump(), "events": state.version, "nodes": nodes,
         "lineage": state.lineage.model_dump() if state.lineage else None,
         "subtasks": _subtasks(state), "revisions": dict(state.revisions),
+        "duplicate_of": state.duplicate_of,
     }
 
 
