@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := contracts runtime memory services/router services/agent-runner services/tool-runner \
-            services/guardrails services/telemetry cli testkit
+            services/guardrails services/telemetry cli testkit client
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit clean
@@ -14,7 +14,7 @@ $(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
-		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy
+		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents
 	touch $(STAMP)
 
 demo: install

@@ -15,6 +15,9 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from agent_engine.runtime.bus import auth_options
+from agent_engine.runtime.keyring import credential_from_env
+
 STREAM = "BENCH_RAW"
 
 
@@ -34,7 +37,7 @@ async def _pull(js: Any, durable: str, subject: str) -> Any:
 
 async def raw_worker(url: str, run: str) -> None:
     """The far side of a raw hop, in its own process like a runner: consume req, publish resp, ack."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **auth_options(credential_from_env()))
     js = nc.jetstream()
     sub = await _pull(js, f"worker-{run}", f"bench.{run}.req")
     while True:
@@ -48,7 +51,7 @@ async def raw_worker(url: str, run: str) -> None:
 
 async def raw_nats(url: str, inflight: int, seconds: float) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **auth_options(credential_from_env()))
     js = nc.jetstream()
     try:
         await js.add_stream(StreamConfig(name=STREAM, subjects=["bench.>"]))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agent_engine.cli.stack import SERVICES, Stack
 from agent_engine.runtime import embedded
+from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 from agent_engine.runtime.processes import pid_alive
 from agent_engine.testkit import EngineClient
 
@@ -28,14 +29,17 @@ class Cluster(EngineClient):
         self.postgres: embedded.ServerProcess | None = None
         self.nats_port = embedded.free_port()
         self.pg_port = embedded.free_port()
+        self.keyring = Keyring(root / "credentials")
+        """Authorization is on, as in production: each service with its own credential, this process admin."""
 
     # --- servers ---
 
     def start(self) -> None:
-        self.nats = embedded.start_nats(self.root / "nats", self.nats_port)
+        self.nats = embedded.start_nats(self.root / "nats", self.nats_port, keyring=self.keyring)
         self.postgres = embedded.start_postgres(self.root / "postgres", self.pg_port, durable=False)
         os.environ.update({**self.env, "AE_HOME": str(self.root / "home"), "AE_NATS_URL": self.nats.url,
-                           "AE_POSTGRES_URL": self.postgres.url})
+                           "AE_POSTGRES_URL": self.postgres.url, KEYRING_ENV: str(self.keyring.root),
+                           CREDENTIAL_ENV: str(self.keyring.admin)})
         self.up()
 
     def up(self, attempts: int = 20) -> None:
@@ -80,7 +84,7 @@ class Cluster(EngineClient):
         os.kill(self.nats.pid, signal.SIGKILL)
         while pid_alive(self.nats.pid):
             time.sleep(0.01)
-        self.nats = embedded.start_nats(self.root / "nats", self.nats_port)
+        self.nats = embedded.start_nats(self.root / "nats", self.nats_port, keyring=self.keyring)
 
     def restart_postgres(self) -> None:
         """Crash PostgreSQL (SIGQUIT: immediate shutdown, crash recovery on start) and start it again."""

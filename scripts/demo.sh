@@ -8,9 +8,15 @@ export AE_HOME=${AE_HOME:-$PWD/.agent-engine/demo}
 export AE_PROVIDER=${AE_PROVIDER:-mock}
 export AE_MOCK_DELAY_S=${AE_MOCK_DELAY_S:-0.2}
 
-trap '"$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
+trap 'AE_NATS_CREDENTIAL= "$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
 echo "== agentctl up --detach (embedded NATS + PostgreSQL, five services as processes; state in $AE_HOME)"
 "$BIN/agentctl" up --detach
+echo
+echo "== agentctl tenant add demo --user demo --role admin (authorization is on: every connection needs a credential)"
+cred="$AE_HOME/credentials/tenants/demo/demo.json"
+[ -f "$cred" ] || "$BIN/agentctl" tenant add demo --user demo --role admin >/dev/null
+echo "the demo tenant's credential: $cred (docs/security.md says how another system connects with it)"
+export AE_NATS_CREDENTIAL="$cred"  # from here on agentctl acts as demo/demo, for tenant demo only
 echo
 echo "== agentctl workflow validate examples/research-review"
 "$BIN/agentctl" workflow validate examples/research-review

@@ -19,6 +19,7 @@ import pytest
 
 from agent_engine.cli.stack import Stack
 from agent_engine.runtime import embedded
+from agent_engine.runtime.keyring import KEYRING_ENV, Keyring
 from agent_engine.runtime.processes import pid_alive
 from agent_engine.testkit import EngineClient
 
@@ -32,12 +33,12 @@ LIMITED_TENANT = "limited"
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def servers(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Iterator[dict[str, str]]:
     started = []
     urls = {"nats": os.environ.get("AE_NATS_URL", ""), "postgres": os.environ.get("AE_POSTGRES_URL", "")}
     root = tmp_path_factory.mktemp("servers")
     if not urls["nats"]:
-        server = embedded.start_nats(root / "nats")
+        server = embedded.start_nats(root / "nats", keyring=keyring)
         started.append(server)
         urls["nats"] = server.url
     if not urls["postgres"]:
@@ -96,6 +97,10 @@ class Engine(EngineClient):
             time.sleep(0.2)
         raise AssertionError(f"task {task_id} never became {status}: {shown.get('status')}")
 
+    def credential(self, tenant: str, user: str, role: str = "operator") -> str:
+        """Issue a tenant credential (the server reloads at once); its file, for `agentctl --credential`."""
+        return str(Keyring(Path(self.env[KEYRING_ENV])).issue(tenant, user, role))  # type: ignore[arg-type]
+
     def agentctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([AGENTCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
                               cwd=ROOT)
@@ -121,14 +126,15 @@ def tenant() -> str:
 
 
 @pytest.fixture(scope="session")
-def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def own_stack(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Iterator[Any]:
     """Makes stacks with their own NATS and PostgreSQL (so no other stack's runners take their dispatches):
     own_stack(env changes; None removes a variable) -> a running Engine, stopped at the end of the session."""
     made: list[tuple[Engine, list[embedded.ServerProcess]]] = []
 
     def make(**env: str | None) -> Engine:
         root = tmp_path_factory.mktemp("own-stack")
-        servers = [embedded.start_nats(root / "nats"), embedded.start_postgres(root / "postgres", durable=False)]
+        servers = [embedded.start_nats(root / "nats", keyring=keyring),
+                   embedded.start_postgres(root / "postgres", durable=False)]
         workspace = root / "workspace"
         shutil.copytree(EXAMPLE.parent, workspace / "examples")
         eng = Engine(root / "home", {"nats": servers[0].url, "postgres": servers[1].url}, workspace)

@@ -29,6 +29,7 @@ from fuzz_corpus import (
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDispatched
 from agent_engine.contracts.subjects import subject_for
+from agent_engine.contracts.upcasting import V1_RENAMES
 
 # --- what the streams show ----------------------------------------------------------------------
 
@@ -82,7 +83,7 @@ class Observer:
         body = json_object(data) or {}
         number = headers.get(FUZZ_HEADER, "")
         entry = DeadLetter(subject.removeprefix("aedlq."), int(number) if number.isdigit() else None,
-                           headers.get("Ae-Error", ""), str(body.get("id", "")), str(body.get("causation_id", "")))
+                           headers.get("Ae-Error", ""), str(body.get("id", "")), str(attribute(body, "causation_id")))
         if entry.fuzz is not None:
             self.dead_by_fuzz[entry.fuzz].append(entry)
         for key in {entry.body_id, entry.body_causation} - {""}:
@@ -96,7 +97,7 @@ class Observer:
         body = json_object(data) if FUZZ_HEADER not in headers else None
         if body is None:
             return
-        seen = Seen(*(str(body.get(k) or "") for k in ("type", "id", "source", "tenant", "task_id", "causation_id")))
+        seen = Seen(*(str(attribute(body, k) or "") for k in ("type", "id", "source", "tenant", "task_id", "causation_id")))
         if seen.type == "llm.called" and seen.tenant == self.victim:
             self.victim_llm_calls[seen.task_id].add(seen.id)
         if seen.type in ("task.accepted", "task.rejected"):
@@ -109,6 +110,12 @@ OBSERVED_SUBJECTS = ("ae.*.task.accepted", "ae.*.task.rejected", "ae.*.node.comp
 
 
 # --- histories ----------------------------------------------------------------------------------
+
+
+def attribute(body: dict[str, Any], name: str) -> Any:
+    """An envelope attribute by its Python name, whichever contract version spelled the body (the engine
+    writes v2, `taskid`; a fuzz message or a dead letter may be v1, `task_id`)."""
+    return body.get(V1_RENAMES.get(name, name), body.get(name))
 
 
 def applied(events: list[dict[str, Any]], input_id: str) -> bool:
@@ -125,7 +132,7 @@ def applied(events: list[dict[str, Any]], input_id: str) -> bool:
 def envelopes_in(value: Any) -> Iterable[dict[str, Any]]:
     """Every envelope-shaped object in a record, itself included (inputs, copied histories, fork sources)."""
     if isinstance(value, dict):
-        if {"id", "type", "tenant", "task_id"} <= value.keys():
+        if {"id", "type", "tenant"} <= value.keys() and ({"taskid", "task_id"} & value.keys()):
             yield value
         for child in value.values():
             yield from envelopes_in(child)
@@ -150,9 +157,10 @@ def foreign_records(events: list[dict[str, Any]], tenant: str, banned_tasks: set
     """What a history of `tenant` holds that belongs to another tenant's tasks, one line per record."""
     found = []
     for number, record in enumerate(events, 1):
-        foreign = [e for e in envelopes_in(record) if e.get("tenant") != tenant or e.get("task_id") in banned_tasks]
+        foreign = [e for e in envelopes_in(record)
+                   if e.get("tenant") != tenant or attribute(e, "task_id") in banned_tasks]
         if foreign:
-            owners = sorted({f"{e.get('tenant')}/{e.get('task_id')}" for e in foreign})
+            owners = sorted({f"{e.get('tenant')}/{attribute(e, 'task_id')}" for e in foreign})
             types = sorted({str(e.get("type")) for e in foreign})
             found.append(f"record {number} ({record.get('type')}) holds {len(foreign)} event(s) of another tenant or "
                          f"naming its task (tenant/task {owners[:2]}): {types[:6]}")
@@ -205,7 +213,7 @@ def verdict_request(sent: Sent, seen: Observer) -> str | None:
     env = parse_envelope(fuzz.body)
     expected = expected_request_task_id(sent, env)
     # an answer names its request by id: the envelope's, or (for a body guardrails does not read as one,
-    # e.g. schema_version 2) the documented uuid5 of subject and sequence. Several forgeries may name one task.
+    # e.g. schema_version 3) the documented uuid5 of subject and sequence. Several forgeries may name one task.
     causes = {derive_id("raw-request", fuzz.subject, sent.seq)} | ({env.id} if env else set())
     answers = [a for a in seen.answers_by_task.get((subject_tenant(fuzz.subject), expected), [])
                if a.source == GUARDRAILS and (env is None or a.causation_id in causes)]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from agent_engine.contracts.builtins import BUILTINS
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDispatched, SubtaskRequested, data_model_for
+from agent_engine.contracts.upcasting import upcast
 from agent_engine.router.core import BUS_INPUTS
 from agent_engine.router.store import aggregate_uuid
 
@@ -322,12 +323,18 @@ class Builder:
             self.headers[TASK_ID_HEADER] = str(env["task_id"])  # as agentctl sends it
         subject = f"ae.{tenant}.{self.case.target}"
         if family in BODY_MUTATIONS:
-            return subject, BODY_MUTATIONS[family](self, env)
+            return subject, BODY_MUTATIONS[family](self, self.spelled(env))
         if family in ENVELOPE_MUTATIONS:
             ENVELOPE_MUTATIONS[family](self, env, arg)
         elif family in ("payload_wrong_type", "payload_missing") and isinstance(env.get("data"), dict):
             _set_path(env["data"], arg, self.wrong(), delete=family == "payload_missing")
-        return subject, _dumps(env)
+        return subject, _dumps(self.spelled(env))
+
+    def spelled(self, env: dict[str, Any]) -> dict[str, Any]:
+        """Every other message as a contract v2 client writes it (`taskid`, ..., no null attributes), the
+        others as a v1 client did: the engine reads both, so both must be refused alike. Mutations are made
+        on the v1 names first; one that breaks the version (say, `schema_version` 3) leaves the body as is."""
+        return upcast(env) if self.n % 2 == 0 else env
 
     def plain(self, tenant: str | None = None, task_id: str | None = None) -> tuple[str, dict[str, Any]]:
         """A well-formed event of the case's type for a task that does not exist (or `task_id`)."""
@@ -696,7 +703,7 @@ def _reserved_task_id(_: Builder, env: dict[str, Any], __: str) -> None:
 
 
 def _schema_version(b: Builder, env: dict[str, Any], _: str) -> None:
-    env["schema_version"] = b.rng.choice((2, 0, -1, "1", 1.5, None))
+    env["schema_version"] = b.rng.choice((3, 0, -1, "1", 1.5, None))
 
 
 def _extra_attributes(b: Builder, env: dict[str, Any], _: str) -> None:

@@ -1,5 +1,6 @@
 """Human in the loop, end to end: the task waits; an edit that breaks the schema is refused; an
-approved edit runs; a rejection fails the task. Who decided is in the history."""
+approved edit runs; a rejection fails the task. Who decided is in the history: the name of the operator
+credential that decided, which the server lets send decisions under that name only."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ def test_approval_round_trip_with_a_refused_and_an_accepted_edit(engine, tenant)
     waiting = engine.wait_for_status(task_id, "waiting")
     assert {n["node"]: n["status"] for n in waiting["nodes"]}["listing"] == "awaiting_approval"
 
-    bad = engine.agentctl("approve", task_id, "listing", "--edit", '{"path": 5}', "--by", "alice")
+    alice = engine.credential(tenant, "alice")
+    bad = engine.agentctl("--credential", alice, "approve", task_id, "listing", "--edit", '{"path": 5}')
     assert bad.returncode == 2 and "args_schema" in bad.stderr
 
-    good = engine.agentctl("approve", task_id, "listing", "--by", "alice", "--edit",
+    good = engine.agentctl("--credential", alice, "approve", task_id, "listing", "--edit",
                            '{"path": "examples/research-review", "pattern": "*.yaml"}')
     assert good.returncode == 0, good.stderr
     assert "edited arguments" in good.stdout
@@ -44,7 +46,8 @@ def test_approval_round_trip_with_a_refused_and_an_accepted_edit(engine, tenant)
 def test_reject_fails_the_task_with_the_reason(engine, tenant):
     task_id = _submit(engine, tenant)
     engine.wait_for_status(task_id, "waiting")
-    rejected = engine.agentctl("reject", task_id, "listing", "--reason", "not today", "--by", "bob")
+    bob = engine.credential(tenant, "bob")
+    rejected = engine.agentctl("--credential", bob, "reject", task_id, "listing", "--reason", "not today")
     assert rejected.returncode == 0, rejected.stderr
     failed = engine.wait_for_status(task_id, "failed")
     assert failed["reason"] == "node 'listing' failed: rejected by bob: not today"

@@ -74,11 +74,11 @@ def test_unreadable_requests_are_rejected_not_dead_lettered(engine, tenant) -> N
         try:
             rejected = await nc.subscribe(f"ae.{tenant}.task.rejected")
             await publish(nc, f"ae.{tenant}.task.requested", b"[" * 50_000 + b"]" * 50_000, **{"Ae-Task-Id": "deep"})
-            deep = await next_for(rejected, lambda m: json.loads(m.data)["task_id"] == "deep")
+            deep = await next_for(rejected, lambda m: json.loads(m.data)["taskid"] == "deep")
             ack = await nc.jetstream().publish(f"ae.{tenant}.task.requested", b"not json",
                                                headers={"Ae-Task-Id": "h" * 300})
             derived = derive_id("request", ack.seq)
-            long = await next_for(rejected, lambda m: json.loads(m.data)["task_id"] == derived)
+            long = await next_for(rejected, lambda m: json.loads(m.data)["taskid"] == derived)
             return json.loads(deep.data), json.loads(long.data)
         finally:
             await nc.close()
@@ -152,7 +152,7 @@ def test_a_dispatch_the_mock_cannot_satisfy_is_answered_with_the_nodes_error(eng
                 "agent": {"name": "a", "provider": "mock", "output_schema_json":
                           {"type": "object", "required": ["a"], "properties": {"a": 5}}}})
             await publish(nc, f"ae.{tenant}.node.dispatched.agent", dispatch.to_bytes())
-            answer = await next_for(errored, lambda m: json.loads(m.data)["causation_id"] == dispatch.id)
+            answer = await next_for(errored, lambda m: json.loads(m.data)["causationid"] == dispatch.id)
             return dict(json.loads(answer.data)["data"])
         finally:
             await nc.close()

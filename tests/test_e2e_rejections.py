@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from agent_engine.contracts.envelope import Envelope
+
 pytestmark = pytest.mark.e2e
 
 
@@ -18,9 +20,9 @@ async def _rejection(engine, tenant: str, body: bytes, task_id: str) -> str:
         await nc.jetstream().publish(f"ae.{tenant}.task.requested", body, headers={"Ae-Task-Id": task_id})
         while True:
             msg = await sub.next_msg(timeout=15)
-            event = json.loads(msg.data)
-            if event["task_id"] == task_id:
-                return event["data"]["reason"]
+            event = Envelope.from_bytes(msg.data)
+            if event.task_id == task_id:
+                return str(event.data["reason"])
     finally:
         await nc.close()
 
@@ -39,9 +41,9 @@ def test_bad_requests_are_rejected_with_reasons_and_nothing_restarts(engine, ten
     reason = asyncio.run(_rejection(engine, tenant, b"{not json", "t-notjson"))
     assert "not JSON" in reason
 
-    env = _envelope(tenant, schema_version=2)
+    env = _envelope(tenant, schema_version=3)
     reason = asyncio.run(_rejection(engine, tenant, json.dumps(env).encode(), env["task_id"]))
-    assert "schema_version 2 is not supported" in reason and "version 1" in reason
+    assert "schemaversion 3 is not supported" in reason and "versions 1 and 2" in reason
 
     unknown = engine.agentctl("submit", "no-such-workflow", "--tenant", tenant)
     assert unknown.returncode != 0

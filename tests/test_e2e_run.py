@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from agent_engine.contracts.envelope import CONTRACT_VERSION
+
 pytestmark = pytest.mark.e2e
 
 WORKING_NODES = ["gather_context", "interpretation", "decomposition", "planning", "execution", "review"]
@@ -40,7 +42,7 @@ def test_submit_then_inspect_machine_readable(engine, tenant):
     nodes = {n["node"]: n for n in shown["nodes"]}
     assert all(nodes[n]["status"] == "succeeded" and nodes[n]["attempts"] == 1 for n in WORKING_NODES)
     assert nodes["interpretation"]["provider"] == "mock"
-    assert shown["revision"] and shown["engine_version"] and shown["contract_version"] == 1
+    assert shown["revision"] and shown["engine_version"] and shown["contract_version"] == CONTRACT_VERSION
     assert shown["usage"]["input_tokens"] > 0
 
     history = json.loads(engine.agentctl("task", "history", task_id, "--json").stdout)
@@ -69,7 +71,8 @@ def test_idempotency_key_names_one_task(engine, tenant):
     first = engine.agentctl("submit", "research-review", "--tenant", tenant, "--idempotency-key", "order-42")
     second = engine.agentctl("submit", "research-review", "--tenant", tenant, "--idempotency-key", "order-42")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    assert first.stdout.strip() == second.stdout.strip()
+    assert first.stdout.strip() == second.stdout.strip()  # the second request's own id names no task that runs
+    assert "task exists for idempotency key 'order-42'" in second.stderr
 
 
 def test_ps_reports_every_service(engine):

@@ -14,6 +14,7 @@ import pytest
 from agent_engine.cli.client import CliError, Engine
 from agent_engine.cli.commands import tasks
 from agent_engine.cli.main import main
+from agent_engine.contracts.credentials import Credential
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskCancelRequested
 from agent_engine.contracts.subjects import ROUTER_RPC
@@ -47,7 +48,7 @@ async def test_a_request_is_built_by_the_factory_and_published_on_its_subject() 
     sent = await engine(fake).send(TaskCancelRequested(reason="enough", requested_by="agentctl"), tenant="acme",
                                    task_id="task-1")
     [(subject, body, headers)] = fake.published
-    assert subject == "ae.acme.task.cancel_requested"
+    assert subject == "ae.acme.task.cancel_requested.agentctl"  # the sender is the last token
     assert headers == {MSG_ID: sent.id, TASK_ID_HEADER: "task-1"}
     envelope = Envelope.from_bytes(body)
     assert (envelope.source, envelope.type, envelope.correlation_id) == ("agentctl", "task.cancel_requested", "task-1")
@@ -66,6 +67,19 @@ async def test_a_query_goes_to_the_services_rpc_subject_and_an_error_answer_rais
     with pytest.raises(CliError, match=r"^no task 'nope' in the router's store$"):
         await engine(fake).query(ROUTER_RPC, "task.show", {"task_id": "nope"})
     assert fake.asked == [("aerpc.router.task.show", {"task_id": "nope"})]
+
+
+ACME_BILLING = Credential(kind="tenant", tenant="acme", user="billing", role="viewer", seed="SU" + "A" * 56)
+
+
+async def test_a_tenant_credential_asks_on_its_tenants_scoped_subject_and_acts_for_that_tenant_only() -> None:
+    fake = FakeNats({"status": "running"})
+    scoped = Engine(fake, fake, ACME_BILLING)  # type: ignore[arg-type]
+    await scoped.query(ROUTER_RPC, "task.show", {"task_id": "t1"})
+    assert fake.asked == [("aerpc.tenant.acme.router.task.show", {"task_id": "t1"})]
+    assert scoped.sender == "billing" and scoped.tenant(None) == "acme" and scoped.tenant("acme") == "acme"
+    with pytest.raises(CliError, match=r"^credential acme/billing may act for tenant 'acme' only, not 'other'$"):
+        scoped.tenant("other")
 
 
 def fork_with(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> FakeNats:

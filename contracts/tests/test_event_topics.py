@@ -66,6 +66,7 @@ def test_internal_types_are_the_routers_own_inputs_and_admission_log() -> None:
         "task.admitted", "subtask.requested", "subtask.finished",  # router to router, through the bus
         "node.deadline_expired", "node.retry_due",  # from the router's timers, never published
         "tenant.admitted", "tenant.queued", "tenant.released",  # a tenant's admission log
+        "tenant.key_claimed",  # the index of a tenant's idempotency keys
     } == INTERNAL_TYPES
     assert not EventData.INTERNAL
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent_engine.contracts.envelope import CONTRACT_VERSION
 from agent_engine.contracts.events import EVENT_TYPES
 from agent_engine.contracts.export import main, schemas
 
@@ -29,13 +30,13 @@ def test_committed_schemas_match_the_models() -> None:
 
 def test_every_event_type_and_the_envelope_have_a_schema() -> None:
     names = set(schemas())
-    assert {f"{t}.json" for t in EVENT_TYPES} | {"envelope.json", "workflow-manifest.json"} == names
+    assert {f"{t}.json" for t in EVENT_TYPES} | {"envelope.json", "workflow-manifest.json", "asyncapi.json"} == names
 
 
 def test_event_schemas_carry_a_versioned_id() -> None:
     for event_type in EVENT_TYPES:
         schema = json.loads(schemas()[f"{event_type}.json"])
-        assert schema["$id"] == f"agent-engine/events/{event_type}/v1"
+        assert schema["$id"] == f"urn:agent-engine:events:{event_type}:v{CONTRACT_VERSION}"
 
 
 def test_export_is_stable_across_runs() -> None:

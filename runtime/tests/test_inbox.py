@@ -99,3 +99,13 @@ def test_a_query_names_its_task_and_tenant() -> None:
     assert read_query(b'{"task_id": "t-1", "tenant": "acme"}', task_required=True) == (
         {"task_id": "t-1", "tenant": "acme"}, "")
     assert read_query(b"", task_required=False) == ({}, "")
+
+
+def test_a_binary_mode_event_is_read_like_its_structured_form() -> None:
+    sent = envelope(kind="tool")
+    wire = sent.to_wire()
+    data = json.dumps(wire.pop("data")).encode()
+    headers = {f"ce-{name}": str(value) for name, value in wire.items() if name != "datacontenttype"}
+    binary = Msg(_client=None, subject="ae.acme.node.dispatched.tool", data=data,  # type: ignore[arg-type]
+                 headers={**headers, "content-type": "application/json", "Nats-Msg-Id": sent.id})
+    assert read(binary) == sent

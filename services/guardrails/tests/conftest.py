@@ -6,12 +6,15 @@ from typing import Any
 
 import pytest
 
+from agent_engine.contracts.upcasting import upcast
+
 RequestBody = Callable[..., dict[str, Any]]
 
 
-@pytest.fixture
-def request_body() -> RequestBody:
-    """A valid task.requested envelope as a dict; keyword arguments override top-level fields."""
+@pytest.fixture(params=["v1", "v2"])
+def request_body(request: pytest.FixtureRequest) -> RequestBody:
+    """A valid task.requested envelope as a dict, as a v1 client or a v2 one writes it (every test runs with
+    both: guardrails accepts both versions); keyword arguments override top-level fields by their v1 names."""
 
     def build(**overrides: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -22,7 +25,7 @@ def request_body() -> RequestBody:
                      "idempotency_key": "k-1", "requested_by": "tester"},
         }
         body.update(overrides)
-        return body
+        return upcast(body) if request.param == "v2" else body
 
     return build
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agent_engine.contracts.envelope import Envelope, derive_id
+from agent_engine.contracts.upcasting import upcast
 from agent_engine.guardrails.checks import Policy, check
 from agent_engine.guardrails.service import SOURCE, decide, policy_from_env
 
@@ -61,11 +62,19 @@ def test_json_that_is_not_an_object(value: Any, name: str, encode: Encode) -> No
     assert verdict.reason == f"request body is JSON {name}, not an object (an event envelope)"
 
 
-def test_unsupported_schema_version_names_both_versions(request_body, encode: Encode) -> None:
-    verdict = check(encode(request_body(schema_version=2)), "ae.acme.task.requested", POLICY)
+def test_unsupported_schema_version_names_the_versions_read(request_body, encode: Encode) -> None:
+    verdict = check(encode(request_body(schema_version=3)), "ae.acme.task.requested", POLICY)
     assert verdict.reason is not None
-    assert verdict.reason.startswith("schema_version 2 is not supported")
-    assert "this engine reads version 1" in verdict.reason
+    assert verdict.reason.startswith("schemaversion 3 is not supported")
+    assert "this engine reads versions 1 and 2; send version 2" in verdict.reason
+
+
+def test_a_v2_request_without_its_version_reads_as_v2(request_body, encode: Encode) -> None:
+    body = request_body()
+    body.pop("schema_version", None)
+    body.pop("schemaversion", None)
+    verdict = check(encode(body), "ae.acme.task.requested", POLICY)
+    assert verdict.accepted and verdict.envelope is not None and verdict.envelope.task_id == "task-1"
 
 
 def test_missing_tenant(request_body, encode: Encode) -> None:
@@ -288,7 +297,7 @@ def test_policy_unknown_kind_stops_the_service(monkeypatch: pytest.MonkeyPatch) 
 def test_rejection_reason_is_json_serialisable(request_body, encode: Encode) -> None:
     answer = decide(SUBJECT, encode(request_body(schema_version="2")), {}, 1, POLICY)
     assert answer is not None
-    assert "schema_version '2' is not supported" in json.loads(answer.to_bytes())["data"]["reason"]
+    assert "schemaversion '2' is not supported" in json.loads(answer.to_bytes())["data"]["reason"]
 
 
 def test_a_workflow_name_no_manifest_can_have_is_rejected_with_the_rule() -> None:
@@ -315,3 +324,13 @@ def test_a_lone_surrogate_is_rejected_naming_it_instead_of_failing_to_answer(req
     paired = request_body()
     paired["data"]["input"] = {"x": "\U0001F600"}
     assert check(json.dumps(paired).encode(), SUBJECT, POLICY).accepted
+
+
+def test_a_binary_mode_request_is_checked_and_answered_like_a_structured_one(request_body) -> None:
+    """A client may send a CloudEvent in binary content mode: attributes as `ce-` headers, the body its data."""
+    body = upcast(request_body())
+    data = json.dumps(body.pop("data")).encode()
+    headers = {f"ce-{name}": str(value) for name, value in body.items()}
+    answer = decide("ae.acme.task.requested", data, {**headers, "Ae-Task-Id": "task-1"}, 1, POLICY)
+    assert answer is not None and answer.type == "task.accepted" and answer.task_id == "task-1"
+    assert answer.causation_id == body["id"] and answer.data["workflow"] == "research-review"

@@ -60,6 +60,7 @@ from agent_engine.contracts.manifest import (
 from agent_engine.contracts.validation import validate
 from agent_engine.router.admission import Limits, TenantState, admit, evolve_tenant, release
 from agent_engine.router.core import RouterInput, fold
+from agent_engine.router.idempotency import KeyState, duplicate_of, evolve_key
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 INDEX = GOLDEN / "index.json"
@@ -743,12 +744,40 @@ def admission_queued_then_admitted() -> Story:
     # the shell logs tenant.released, tenant.admitted, then this input to task-2, ids derived from the cause
     admit_2 = envelope("task.admitted", {"reason": f"a running task of tenant '{TENANT}' ended"}, task_id="task-2",
                        id=derive_id(cause["id"], "admission", 2), time=story.clock,
-                       correlation_id=cause["correlation_id"])
+                       correlation_id=cause["correlationid"])
     out = story.feed(RouterInput(admit_2))
     assert types(out) == ["router.input", "task.started", "node.dispatched"]
     story.absorb(RouterInput(envelope("task.admitted", {"reason": "again"}, task_id="task-2", id="admit-again",
                                       time=story.now())))
     story.complete("work", {"text": "two"}, task="task-2")
+    return story
+
+
+@scenario({TASK: "succeeded", "task-2": "deduplicated", "task-3": "running"})
+def idempotency_key_deduplicated() -> Story:
+    """Three requests of tenant acme with idempotency key order-42, the window one hour: task-1 starts and
+    claims the key; task-2, a minute later, starts nothing and names task-1 (task.deduplicated); task-3, two
+    hours later, is past the window and starts. The key's index comes from router/idempotency.py, as the shell
+    uses it."""
+    window = 3600.0
+    wf = valid(manifest([agent("work", role="START"), exit_("done")], chain("work", "done")))
+    key = KeyState()
+    story = Story()
+    for task_id, later in ((TASK, 0), ("task-2", 60), ("task-3", 7200)):
+        inp = accepted(wf, id=f"accept-{task_id}", task_id=task_id, correlation_id=f"corr-{task_id}",
+                       time=story.now(story.clock + timedelta(seconds=later)))
+        event = inp.event.model_copy(update={"data": {**inp.event.data, "idempotency_key": "order-42"}})
+        duplicate = duplicate_of(key, event, window)
+        out = story.feed(RouterInput(event, inp.workflow, duplicate=duplicate))
+        if duplicate is None:  # the shell claims the key for the task the request started
+            key = evolve_key(key, envelope("tenant.key_claimed", {"idempotency_key": "order-42"}, task_id=task_id,
+                                           id=derive_id(event.id, "key"), time=event.time))
+        else:
+            assert types(out) == ["router.input", "task.deduplicated"]
+            assert out[1].data["original_task_id"] == TASK
+    assert key.task_id == "task-3"
+    story.absorb(accepted(wf, id="accept-task-2", task_id="task-2", time=story.now()))  # redelivered
+    story.complete("work", {"text": "one"})
     return story
 
 
@@ -797,7 +826,7 @@ def rejected_unknown_workflow() -> Story:
 
 def to_json(records: Records) -> Any:
     """A file's content: the records of a single task as a list, of several as {task id: [records]}."""
-    dumped = {task_id: [r.model_dump(mode="json") for r in recs] for task_id, recs in records.items()}
+    dumped = {task_id: [r.to_wire() for r in recs] for task_id, recs in records.items()}
     return next(iter(dumped.values())) if len(dumped) == 1 else dumped
 
 

@@ -1,23 +1,25 @@
 """The router's shell and its store against a real PostgreSQL and NATS (no other service): a batch is one
 transaction, a stale cache is decided again, a write conflict goes one by one, a refused input leaves
-nothing behind, and a tenant's admission log commits with its tasks."""
+nothing behind, a tenant's admission log commits with its tasks, and an idempotency key names one task
+across a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError
-from router_testkit import linear_workflow
+from router_testkit import chain, exit_, linear_workflow, manifest, tool
 
 from agent_engine.contracts.envelope import Envelope, command
 from agent_engine.contracts.events import NodeCompleted, TaskAccepted, TaskAdmitted
 from agent_engine.contracts.subjects import subject_for
 from agent_engine.router.admission import TENANT_KEY, Limits
+from agent_engine.router.idempotency import key_aggregate
 from agent_engine.router.refusals import refusal
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
@@ -255,3 +257,86 @@ async def test_a_task_admitted_that_its_tenants_log_never_admitted_is_refused(bu
     assert store.load(running.task_id).status == "succeeded"
     [genuine] = [r for r in store.records(TENANT_KEY + tenant) if r.type == "task.admitted"]
     assert await refusal(genuine, shell.tasks, shell.admission) == ""
+
+
+# --- idempotency keys --------------------------------------------------------------------------
+
+async def test_a_key_used_twice_makes_one_task_and_the_second_request_names_it(bus: Bus, store: TaskStore,
+                                                                               tenant: str) -> None:
+    shell = await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    saves = counting_saves(store)
+    first, second = accepted(tenant, workflow, idempotency_key="order-42"), accepted(tenant, workflow,
+                                                                                    idempotency_key="order-42")
+    await shell.apply([first, second])  # both in one batch
+    index = key_aggregate(tenant, "order-42")
+    assert len(saves) == 1 and set(saves[0]) == {first.task_id, second.task_id, index}
+    assert store.load(first.task_id).status == "running"
+    assert [r.type for r in store.records(second.task_id)] == ["router.input", "task.deduplicated"]
+    assert store.records(second.task_id)[1].data["original_task_id"] == first.task_id
+    assert [(r.type, r.task_id) for r in store.records(index)] == [("tenant.key_claimed", first.task_id)]
+
+    restarted = await router(bus, TaskStore(store.url))  # a new router process: only the store remembers
+    third = accepted(tenant, workflow, idempotency_key="order-42")
+    await restarted.apply([third])
+    assert store.load(third.task_id).duplicate_of == first.task_id
+    other_tenant = accepted(f"{tenant}x", await pushed(bus, f"{tenant}x"), idempotency_key="order-42")
+    await restarted.apply([other_tenant])
+    assert store.load(other_tenant.task_id).status == "running"  # keys are per tenant
+    restarted.store.close()
+
+
+async def test_a_request_the_router_rejects_does_not_claim_its_key(bus: Bus, store: TaskStore, tenant: str) -> None:
+    shell = await router(bus, store)
+    missing = accepted(tenant, "not-pushed", idempotency_key="k")
+    await shell.apply([missing])
+    assert store.load(missing.task_id).status == "rejected"
+    retry = accepted(tenant, await pushed(bus, tenant), idempotency_key="k")  # pushed now: the same key works
+    await shell.apply([retry])
+    assert store.load(retry.task_id).status == "running"
+    assert [r.task_id for r in store.records(key_aggregate(tenant, "k"))] == [retry.task_id]
+
+
+async def test_past_the_window_or_with_the_window_off_the_same_key_starts_another_task(bus: Bus, store: TaskStore,
+                                                                                       tenant: str) -> None:
+    workflow = await pushed(bus, tenant)
+    off = Router(bus, store, await workflows.bucket(bus.js), Settings(), NO_LIMITS, idempotency_window_s=0)
+    one, two = accepted(tenant, workflow, idempotency_key="a"), accepted(tenant, workflow, idempotency_key="a")
+    await off.apply([one, two])
+    assert {store.load(one.task_id).status, store.load(two.task_id).status} == {"running"}
+    assert store.records(key_aggregate(tenant, "a")) == []
+
+    short = Router(bus, store, await workflows.bucket(bus.js), Settings(), NO_LIMITS, idempotency_window_s=60)
+    early = accepted(tenant, workflow, idempotency_key="b")
+    late = accepted(tenant, workflow, idempotency_key="b")
+    late = late.model_copy(update={"time": early.time + timedelta(seconds=61)})
+    await short.apply([early])
+    await short.apply([late])
+    assert store.load(late.task_id).status == "running"
+    assert [r.task_id for r in store.records(key_aggregate(tenant, "b"))] == [early.task_id, late.task_id]
+
+
+async def test_a_key_claimed_under_limits_also_names_a_queued_task(bus: Bus, store: TaskStore, tenant: str) -> None:
+    shell = await router(bus, store, {"": Limits(), tenant: Limits(max_running=1, max_queued=5)})
+    workflow = await pushed(bus, tenant)
+    running, queued = accepted(tenant, workflow), accepted(tenant, workflow, idempotency_key="q")
+    again = accepted(tenant, workflow, idempotency_key="q")
+    await shell.apply([running, queued, again])
+    assert store.load(queued.task_id).status == "queued"
+    assert store.load(again.task_id).duplicate_of == queued.task_id
+    # the repeat took no place in the tenant's queue
+    assert again.task_id not in {r.task_id for r in store.records(TENANT_KEY + tenant)}
+
+
+async def test_a_task_that_fails_at_its_first_step_still_claims_its_key(bus: Bus, store: TaskStore,
+                                                                        tenant: str) -> None:
+    """Found by agentctl's e2e test: a task whose first node cannot even be dispatched starts and fails in one
+    decision, and its key must name it all the same."""
+    shell = await router(bus, store)
+    wf = manifest([tool("start", role="START", args={"text": "$input.missing"}), exit_("done")], chain("start", "done"))
+    await workflows.push(await workflows.bucket(bus.js), tenant, "rev-1", wf)
+    first, again = accepted(tenant, wf.name, idempotency_key="f"), accepted(tenant, wf.name, idempotency_key="f")
+    await shell.apply([first])
+    assert store.load(first.task_id).status == "failed"
+    await shell.apply([again])
+    assert store.load(again.task_id).duplicate_of == first.task_id

@@ -10,7 +10,8 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeDispatched
-from agent_engine.runtime.bus import ensure_streams
+from agent_engine.runtime.bus import auth_options, ensure_streams
+from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.tool_runner.calls import CallLog
 
 Dispatch = Callable[..., tuple[Envelope, NodeDispatched]]
@@ -45,7 +46,7 @@ def task_id() -> str:
 
 @pytest.fixture
 async def calls(nats_url: str) -> AsyncIterator[CallLog]:
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, **auth_options(credential_from_env()))
     js = nc.jetstream()
     await ensure_streams(js)
     yield await CallLog.open(js)

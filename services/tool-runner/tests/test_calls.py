@@ -12,7 +12,8 @@ import nats
 import pytest
 
 from agent_engine.contracts.subjects import TOOL_CALLS_BUCKET
-from agent_engine.runtime.bus import ensure_streams
+from agent_engine.runtime.bus import auth_options, ensure_streams
+from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, call_key
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.service import ToolRunner
@@ -175,7 +176,7 @@ def test_call_keys() -> None:
 
 
 async def test_ensure_streams_creates_the_bucket(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, **auth_options(credential_from_env()))
     try:
         await ensure_streams(nc.jetstream())
         await ensure_streams(nc.jetstream())  # twice is fine: every service runs it

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,19 +25,24 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from agent_engine.cli.stack import Stack
+from agent_engine.contracts.credentials import Credential, CredentialError, load_credential
 from agent_engine.contracts.envelope import Envelope, Payload, command
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
+    AUTH_RPC,
     ROUTER_RPC,
     TELEMETRY_RPC,
     rpc_subject,
     subject_for,
     tenant_subject,
 )
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options, ensure_streams
+from agent_engine.runtime.keyring import credential_from_env
 
 SOURCE = "agentctl"
-SERVICE_NAMES = {ROUTER_RPC: "router", TELEMETRY_RPC: "telemetry", AGENT_RUNNER_RPC: "agent-runner"}
+DEFAULT_TENANT = "default"
+SERVICE_NAMES = {ROUTER_RPC: "router", TELEMETRY_RPC: "telemetry", AGENT_RUNNER_RPC: "agent-runner",
+                 AUTH_RPC: "authority"}
 
 
 class CliError(Exception):
@@ -49,13 +54,6 @@ def nats_url() -> str:
     if not url:
         raise CliError("no running stack found: start one with `agentctl up` or set AE_NATS_URL")
     return url
-
-
-def task_id_for(tenant: str, idempotency_key: str | None) -> str:
-    """The same idempotency key always names the same task (of its tenant); no key, a new task."""
-    if idempotency_key:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"agent-engine:{tenant}:{idempotency_key}"))
-    return str(uuid.uuid4())
 
 
 class TaskEvents:
@@ -94,15 +92,34 @@ class TaskEvents:
 
 
 class Engine:
-    """A connection to the running engine (see `connect`)."""
+    """A connection to the running engine (see `connect`), as the credential it was made with."""
 
-    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext, credential: Credential | None = None) -> None:
         self.nc = nc
         self.js = js
+        self.credential = credential
+
+    @property
+    def scope(self) -> str | None:
+        """The one tenant a tenant credential may act for; None for the platform credential (any tenant)."""
+        return self.credential.tenant if self.credential and self.credential.kind == "tenant" else None
+
+    @property
+    def sender(self) -> str:
+        """The name requests are sent under: the credential's (the server refuses any other)."""
+        return self.credential.user if self.credential else SOURCE
+
+    def tenant(self, asked: str | None) -> str:
+        """The tenant a command acts for: the one asked, else the credential's, else the default tenant."""
+        if self.scope and asked and asked != self.scope:
+            raise CliError(f"credential {self.credential.identity if self.credential else ''} may act for "
+                           f"tenant '{self.scope}' only, not '{asked}'")
+        return asked or self.scope or DEFAULT_TENANT
 
     async def query(self, service_rpc: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:
-        """A service's answer to one query; an `{"error": ...}` answer raises it as a CliError."""
-        subject = rpc_subject(service_rpc, action)
+        """A service's answer to one query; an `{"error": ...}` answer raises it as a CliError. A tenant
+        credential asks on its tenant's scoped subject, so the answer is about its own tasks only."""
+        subject = rpc_subject(service_rpc, action, self.scope)
         who = SERVICE_NAMES.get(service_rpc, subject)
         try:
             msg = await self.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
@@ -122,7 +139,14 @@ class Engine:
         if len(body) > self.nc.max_payload:
             raise CliError(f"request is {len(body) / 1048576:.1f} MiB, over this NATS server's "
                            f"{self.nc.max_payload / 1048576:.1f} MiB message limit")
-        await self.js.publish(subject_for(envelope), body, headers={MSG_ID: envelope.id, TASK_ID_HEADER: task_id})
+        subject = subject_for(envelope)
+        try:
+            await self.js.publish(subject, body, headers={MSG_ID: envelope.id, TASK_ID_HEADER: task_id})
+        except NatsTimeout:
+            who = f"credential {self.credential.identity} ({self.credential.role or self.credential.kind})" \
+                if self.credential else "this connection"
+            raise CliError(f"the request on {subject} was not stored: the server did not acknowledge it (is "
+                           f"{who} allowed to send {envelope.type}? see docs/security.md)") from None
         return envelope
 
     def follow(self, tenant: str, task_id: str) -> TaskEvents:
@@ -137,18 +161,39 @@ class Engine:
             yield events
 
 
+def credential() -> Credential | None:
+    """Who agentctl is: the file AE_NATS_CREDENTIAL (or --credential) names, else the local stack's platform
+    credential, else nobody (a server without authorization)."""
+    try:
+        found = credential_from_env()
+        if found is None and Stack.load().keyring.admin.exists():
+            found = load_credential(Stack.load().keyring.admin)
+    except CredentialError as exc:
+        raise CliError(str(exc)) from None
+    return found
+
+
 @asynccontextmanager
 async def connect() -> AsyncIterator[Engine]:
     url = nats_url()
+    cred = credential()
+
+    async def on_error(exc: Exception) -> None:  # one line, not nats-py's traceback
+        print(f"agentctl: NATS: {exc}", file=sys.stderr)
+
     try:
         nc = await nats.connect(url, name=SOURCE, connect_timeout=3, max_reconnect_attempts=2,
-                                allow_reconnect=False)
+                                allow_reconnect=False, error_cb=on_error, **auth_options(cred))
     except Exception as exc:  # noqa: BLE001  every connect failure reads the same to a user
+        if "authorization violation" in str(exc).lower():
+            who = f"credential {cred.identity}" if cred else "an anonymous connection (no credential)"
+            raise CliError(f"NATS at {url} refused {who}: wrong, revoked or missing credential") from None
         raise CliError(f"cannot reach NATS at {url} ({exc}); is the stack up? (`agentctl ps`)") from None
     try:
         js = nc.jetstream(timeout=10)
-        await ensure_streams(js)
-        yield Engine(nc, js)
+        if cred is None or cred.kind == "platform":  # only the platform may create streams
+            await ensure_streams(js)
+        yield Engine(nc, js, cred)
     finally:
         await nc.drain()
 

@@ -8,18 +8,34 @@ codes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from agent_engine.cli.client import CliError
-from agent_engine.cli.commands import approvals, audit, cost, dlq, providers, stack, submit, tail, tasks, workflow
+from agent_engine.cli.commands import (
+    approvals,
+    audit,
+    cost,
+    dlq,
+    providers,
+    stack,
+    submit,
+    tail,
+    tasks,
+    tenant,
+    workflow,
+)
+from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, audit)
+COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, audit)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentctl", description="Run, inspect and operate Agent Engine. "
                                 "Commands find the running stack through AE_HOME (default ~/.agent-engine) "
                                 "or AE_NATS_URL.")
+    p.add_argument("--credential", metavar="FILE", help="act with this credential file (default: "
+                   "$AE_NATS_CREDENTIAL, else the local stack's platform credential)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
@@ -28,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.credential:
+        os.environ[CREDENTIAL_ENV] = args.credential
     try:
         return int(args.func(args))
     except CliError as exc:

@@ -7,16 +7,13 @@ import json
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from agent_engine.cli.client import CliError
+from agent_engine.cli.client import DEFAULT_TENANT, CliError
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """What a command module's `register(subparsers)` adds its commands to."""
 
-DEFAULT_TENANT = "default"
-
-
 def add_tenant(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--tenant", default=DEFAULT_TENANT, help=f"tenant (default: {DEFAULT_TENANT})")
+    cmd.add_argument("--tenant", help=f"tenant (default: a tenant credential's own, else {DEFAULT_TENANT})")
 
 
 def add_json(cmd: argparse.ArgumentParser, help: str | None = None) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from agent_engine.runtime import embedded
+from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 from agent_engine.runtime.processes import pid_alive, stop_pid
 
 SERVICES = {
@@ -29,6 +30,10 @@ SERVICES = {
     "telemetry": "agent_engine.telemetry",
 }
 
+
+COMPONENTS = {**SERVICES, "authority": "agent_engine.cli.authority"}
+"""The processes `up` starts: the five services, and the credential authority when authorization is on
+(it lets a tenant's admin manage its tenant's credentials over the bus; cli/authority.py)."""
 
 SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE")
 """Only the agent-runner gets provider credentials."""
@@ -76,6 +81,11 @@ class Stack:
         tmp.replace(self.root / "stack.json")
 
     @property
+    def keyring(self) -> Keyring:
+        """The credentials of this stack's NATS: AE_CREDENTIALS_DIR, else <AE_HOME>/credentials."""
+        return Keyring(Path(os.environ.get(KEYRING_ENV) or self.root / "credentials"))
+
+    @property
     def nats_url(self) -> str | None:
         return os.environ.get("AE_NATS_URL") or self.state.get("nats", {}).get("url")
 
@@ -91,8 +101,10 @@ class Stack:
             pid = entry.get("pid")
             status = "external" if external else ("running" if alive(entry) else "stopped")
             rows.append({"name": name, "pid": None if external else pid, "status": status, "url": entry.get("url")})
-        for name in SERVICES:
+        for name in COMPONENTS:
             entry = self.state.get("services", {}).get(name, {})
+            if name not in SERVICES and not entry:
+                continue
             pid = entry.get("pid")
             status = "running" if alive(entry) else "stopped"
             rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log")})
@@ -111,11 +123,21 @@ class Stack:
         env = {**os.environ, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
                "AE_POSTGRES_URL": self.postgres_url or "",
                "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
-        for name, module in SERVICES.items():
+        keyring = self.keyring
+        if keyring.admin.exists() and keyring.ensure_platform_created():
+            keyring.apply()  # a keyring made by an older version: its servers learn the new credentials
+        for name, module in COMPONENTS.items():
             if alive(services.get(name, {})):
                 continue
+            if name not in SERVICES and not keyring.service(name).exists():
+                continue  # no authorization, no authority
             log = logs / f"{name}.log"
             own_env = env if name == "agent-runner" else {k: v for k, v in env.items() if k not in SECRETS}
+            own_env = {k: v for k, v in own_env.items() if k != KEYRING_ENV}  # the authority's alone
+            if keyring.service(name).exists():  # else an external server without authorization
+                own_env[CREDENTIAL_ENV] = str(keyring.service(name))
+            if name == "authority":
+                own_env[KEYRING_ENV] = str(keyring.root)
             with open(log, "ab") as out:
                 proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
@@ -123,7 +145,7 @@ class Stack:
             started.append(name)
         self.save()
         time.sleep(0.5)
-        dead = [n for n in SERVICES if not alive(services[n])]
+        dead = [n for n in COMPONENTS if n in services and services[n].get("pid") and not alive(services[n])]
         if dead:
             tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
             raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
@@ -140,7 +162,7 @@ class Stack:
         port = entry.get("port") if not entry.get("external") else None
         data = self.root / name
         if name == "nats":
-            server = embedded.start_nats(data, port, detach=True)
+            server = embedded.start_nats(data, port, detach=True, keyring=self.keyring)
         else:
             server = embedded.start_postgres(data, port, detach=True)
         port = int(server.url.rsplit(":", 1)[1].split("/")[0])

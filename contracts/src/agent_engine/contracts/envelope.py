@@ -1,15 +1,25 @@
-"""The one envelope every event travels in: CloudEvents 1.0 attributes plus engine routing fields."""
+"""The one envelope every event travels in: a CloudEvents 1.0 event (structured mode) whose extension
+attributes carry the engine's routing fields.
+
+Python code uses the attribute names (`task_id`, `correlation_id`, ...); the wire spells them as
+CloudEvents extensions (`taskid`, `correlationid`, ...). Reading accepts every supported contract version
+(`upcasting.upcast` runs before validation); writing always goes through `Envelope.to_wire` (or
+`to_bytes`, its bytes), which writes the current version.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CONTRACT_VERSION = 1
-"""The schema_version this build writes and accepts. A breaking change bumps it (with an upcaster)."""
+from agent_engine.contracts.upcasting import CONTRACT_VERSION as CONTRACT_VERSION
+from agent_engine.contracts.upcasting import SCHEMA_URN as SCHEMA_URN
+from agent_engine.contracts.upcasting import is_contract_type, upcast
+from agent_engine.contracts.upcasting import schema_uri as schema_uri
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TASK_ID_MAX = 128
@@ -21,24 +31,67 @@ def derive_id(*parts: object) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(p) for p in parts)))
 
 
-class Envelope(BaseModel):
-    """CloudEvents-compatible envelope (structured mode). `data` holds the typed payload as JSON."""
+def _absent(value: Any) -> bool:
+    return value is None
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+
+def dataschema_for(event_type: Any, version: Any) -> str | None:
+    """What an event's `dataschema` is: its type's schema for a type of the contract, else none."""
+    return schema_uri(event_type, version) if is_contract_type(event_type) else None
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 event in structured mode. `data` holds the typed payload as JSON."""
+
+    # Absent optional attributes are left out when written (CloudEvents has no null attribute), by
+    # `exclude_if` rather than a model serializer, which would triple the cost of every dump on the router's
+    # hot path. `dataschema` is never taken from the sender: it follows from `type` and `schema_version` on
+    # every way an envelope is made (validation, model_construct, model_copy).
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1, max_length=128)
-    source: str = Field(min_length=1, max_length=256)
-    type: str = Field(min_length=1, max_length=128)
-    time: datetime
-    subject: str | None = None
+    id: str = Field(min_length=1, max_length=128, description="unique event id; also the Nats-Msg-Id header")
+    source: str = Field(min_length=1, max_length=256, description="who wrote it, e.g. agent-engine/router")
+    type: str = Field(min_length=1, max_length=128, description="the event type, e.g. task.requested")
+    time: datetime = Field(description="when it happened, RFC 3339 with a timezone")
+    subject: str | None = Field(default=None, min_length=1, exclude_if=_absent,
+                                description="CloudEvents subject; the engine never sets it")
     datacontenttype: Literal["application/json"] = "application/json"
-    tenant: str = Field(pattern=TENANT_PATTERN)
-    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX)
-    correlation_id: str = Field(min_length=1, max_length=128)
-    causation_id: str | None = None
-    schema_version: int = CONTRACT_VERSION
+    dataschema: str | None = Field(default=None, exclude_if=_absent)
+    tenant: str = Field(pattern=TENANT_PATTERN, description="the tenant; also a token of the NATS subject")
+    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX, validation_alias="taskid",
+                         serialization_alias="taskid", description="the task the event belongs to")
+    correlation_id: str = Field(min_length=1, max_length=128, validation_alias="correlationid",
+                                serialization_alias="correlationid",
+                                description="carried unchanged through a task's events")
+    causation_id: str | None = Field(default=None, validation_alias="causationid",
+                                     serialization_alias="causationid", exclude_if=_absent,
+                                     description="the id of the event that caused this one; absent on a request")
+    schema_version: int = Field(default=CONTRACT_VERSION, validation_alias="schemaversion",
+                                serialization_alias="schemaversion", description="the contract version")
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upcast(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        body = upcast(value)
+        version = body.get("schemaversion", body.get("schema_version", CONTRACT_VERSION))
+        return {**body, "dataschema": dataschema_for(body.get("type"), version)}
+
+    @classmethod
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:
+        values["dataschema"] = dataschema_for(values.get("type"), values.get("schema_version", CONTRACT_VERSION))
+        return super().model_construct(_fields_set, **values)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        if update and ("type" in update or "schema_version" in update):
+            update = {**update, "dataschema": dataschema_for(update.get("type", self.type),
+                                                             update.get("schema_version", self.schema_version))}
+        return super().model_copy(update=update, deep=deep)
 
     @field_validator("time")
     @classmethod
@@ -47,11 +100,16 @@ class Envelope(BaseModel):
             raise ValueError("time must carry a timezone (RFC 3339 with offset or Z)")
         return value
 
+    def to_wire(self) -> dict[str, Any]:
+        """The envelope as JSON values, as it is sent and stored: the one way an envelope is written."""
+        return self.model_dump(mode="json")
+
     def to_bytes(self) -> bytes:
+        """`to_wire` as JSON bytes (a NATS message body)."""
         return self.model_dump_json().encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Envelope:
+    def from_bytes(cls, raw: bytes | str) -> Envelope:
         return cls.model_validate_json(raw)
 
 

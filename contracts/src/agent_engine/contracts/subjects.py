@@ -27,6 +27,8 @@ HEARTBEAT_PREFIX = "aehb"
 """`aehb.<tenant>`: plain NATS (not stored) "still working on this dispatch" notes from the runners."""
 ROUTER_RPC = "aerpc.router"
 TELEMETRY_RPC = "aerpc.telemetry"
+AUTH_RPC = "aerpc.auth"
+"""`aerpc.tenant.<tenant>.auth.credential.<add|list|revoke>`: a tenant admin's credential requests."""
 AGENT_RUNNER_RPC = "aerpc.agent-runner"
 """`aerpc.agent-runner.providers`: each provider/model's circuit breaker state."""
 AUDIT_STREAM = "AE_AUDIT"
@@ -123,6 +125,12 @@ def rpc_scope(service_rpc: str, subject: str) -> tuple[str | None, str]:
 def tenant_inbox(tenant: str, user: str) -> str:
     """The inbox prefix of a tenant's credential: replies to its requests come here, and only it may read them."""
     return f"_INBOX.{tenant}.{user}"
+
+
+def tail_consumer(tenant: str, user: str) -> str:
+    """The one event-stream consumer a tenant credential may create and read (`agentctl tail`): named after
+    it with a separator no tenant or user name contains, so no two credentials share a name."""
+    return f"tail@{tenant}@{user}"
 
 
 def service_inbox(name: str) -> str:

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -21,6 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 
 from agent_engine.contracts import Envelope, subject_for
+from agent_engine.contracts.credentials import Credential
 from agent_engine.contracts.subjects import (
     DLQ_STREAM,
     STREAM,
@@ -28,6 +30,7 @@ from agent_engine.contracts.subjects import (
     TOOL_CALLS_BUCKET,
     dlq_subject,
 )
+from agent_engine.runtime.keyring import credential_from_env
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +40,43 @@ MSG_ID = "Nats-Msg-Id"
 TASK_ID_HEADER = "Ae-Task-Id"
 
 
-async def connect(url: str, name: str) -> Client:
-    """Connect, retrying until the server answers (a service may start before NATS is up)."""
+def auth_options(credential: Credential | None) -> dict[str, Any]:
+    """nats-py connect options for a credential: its nkey seed, and the inbox prefix its permissions allow."""
+    if credential is None:
+        return {}
+    return {"nkeys_seed_str": credential.seed, "inbox_prefix": credential.inbox}
+
+
+class AuthRefused(SystemExit):
+    """The server refused the credential: retrying cannot help, so a service stops with this message."""
+
+
+async def connect(url: str, name: str, credential: Credential | None = None) -> Client:
+    """Connect, retrying until the server answers (a service may start before NATS is up). The credential
+    is the one given, else the file AE_NATS_CREDENTIAL names; with neither, the connection is anonymous
+    (which a server with authorization refuses)."""
+    credential = credential or credential_from_env()
+    connecting = True
+
+    async def on_error(exc: Exception) -> None:
+        # nats-py retries a refused credential for ever while connecting; refusal is final, so end it. Later
+        # errors (a permission violation, a reconnect) are logged in one line, never with a traceback.
+        if connecting and "authorization violation" in str(exc).lower():
+            who = credential.identity if credential else "an anonymous connection (no AE_NATS_CREDENTIAL)"
+            raise AuthRefused(f"NATS at {url} refused {who}: authorization violation")
+        log.warning("NATS (%s): %s", name, exc)
+
     delay = 0.2
     while True:
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                connect_timeout=2, allow_reconnect=True,
+                connect_timeout=2, allow_reconnect=True, error_cb=on_error, **auth_options(credential),
             )
+            connecting = False
+            return nc
+        except AuthRefused:
+            raise
         except Exception as exc:  # noqa: BLE001  any failure to reach the server: wait and try again
             log.warning("cannot reach NATS at %s (%s); retrying in %.1fs", url, exc, delay)
             await asyncio.sleep(delay)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_engine.runtime.keyring import Keyring
 from agent_engine.runtime.processes import stop_pid
 
 PG_SYSTEM_USER = "embedded_postgres"
@@ -55,21 +56,30 @@ def nats_binary() -> str:
     return found
 
 
-def start_nats(data_dir: Path, port: int | None = None, *, detach: bool = False) -> ServerProcess:
-    """nats-server with JetStream, file storage in data_dir, 8 MiB max payload (guardrails set the real limit)."""
+def start_nats(data_dir: Path, port: int | None = None, *, detach: bool = False,
+               keyring: Keyring | None = None) -> ServerProcess:
+    """nats-server with JetStream, file storage in data_dir, 8 MiB max payload (guardrails set the real limit).
+    With a keyring (the default everywhere but a bare test of the server), every connection must authenticate
+    with one of its credentials and gets exactly that credential's permissions."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     conf = data_dir / "nats.conf"
+    auth = data_dir / "auth.conf"
+    if keyring is not None:
+        keyring.ensure_platform().write_conf(auth)
     conf.write_text(
         f'listen: "127.0.0.1:{port}"\n'
         f'max_payload: 8388608\n'
         f'jetstream {{ store_dir: "{data_dir / "jetstream"}" }}\n'
+        + ('include "auth.conf"\n' if keyring is not None else "")
     )
     log = data_dir / "nats.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen([nats_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=detach)
     _wait_port(port, proc, log, "nats-server")
+    if keyring is not None:
+        keyring.attach(auth, proc.pid, log)
     return ServerProcess("nats", f"nats://127.0.0.1:{port}", proc.pid, log, proc)
 
 

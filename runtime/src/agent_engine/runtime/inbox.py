@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import ServiceUnavailableError
 from pydantic import ValidationError
 
+from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.subjects import subject_problem
@@ -49,7 +50,7 @@ def describe(exc: BaseException) -> str:
 def read(msg: Msg) -> Envelope:
     """The message as an envelope published on its own subject (its tenant's, its type's); Refused otherwise."""
     try:
-        envelope = Envelope.from_bytes(msg.data)
+        envelope = Envelope.from_bytes(structured_body(msg.data, msg.headers))  # either content mode
     except ValidationError as exc:
         raise Refused(f"not a valid event envelope: {validation_summary(exc, count_rest=True)}") from None
     problem = subject_problem(msg.subject, envelope)

@@ -17,7 +17,8 @@ from agent_engine.contracts.envelope import Envelope, command
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import ROUTER_RPC, rpc_subject, subject_for
 from agent_engine.runtime import workflows
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, ensure_streams
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options, ensure_streams
+from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.manifests import load
 
 SOURCE = "agent-engine-testkit"
@@ -42,7 +43,8 @@ class EngineClient:
         async def quiet(_: Exception) -> None:  # reconnects during a NATS restart are expected
             return None
 
-        nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.3, error_cb=quiet)
+        nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.3, error_cb=quiet,
+                                **auth_options(credential_from_env()))
         await ensure_streams(nc.jetstream())
         return nc
 

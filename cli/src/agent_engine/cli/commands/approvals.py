@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import os
 import sys
 from typing import Any, Literal
 
@@ -26,33 +24,31 @@ def register(sub: Subparsers) -> None:
     rj.add_argument("node")
     rj.add_argument("--reason", required=True, help="why, recorded in the task's history")
     for cmd, func in ((ap, cmd_approve), (rj, cmd_reject)):
-        cmd.add_argument("--by", default=operator(), help="who decides (default: $AE_OPERATOR or the login name)")
         cmd.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the router (default 30)")
         cmd.set_defaults(func=func)
 
 
-def operator() -> str:
-    return os.environ.get("AE_OPERATOR") or getpass.getuser()
-
-
 def cmd_approve(args: argparse.Namespace) -> int:
     edited = parse_input(args.edit) if args.edit else None
-    return asyncio.run(decide(args.task_id, args.node, "approve", args.by, "", edited, args.timeout))
+    return asyncio.run(decide(args.task_id, args.node, "approve", "", edited, args.timeout))
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    return asyncio.run(decide(args.task_id, args.node, "reject", args.by, args.reason, None, args.timeout))
+    return asyncio.run(decide(args.task_id, args.node, "reject", args.reason, None, args.timeout))
 
 
-async def decide(task_id: str, node: str, decision: Literal["approve", "reject"], by: str, reason: str,
+async def decide(task_id: str, node: str, decision: Literal["approve", "reject"], reason: str,
                  edited: dict[str, Any] | None, timeout: float) -> int:
+    """Decide as the credential agentctl acts with: its name is what the task records (the server lets a
+    credential send decisions under its own name only)."""
     async with connect() as engine:
         shown = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
         waiting = [n["node"] for n in shown["nodes"] if n["status"] == "awaiting_approval"]
         if node not in waiting:
             raise CliError(f"node '{node}' of task {task_id} is not waiting for approval "
                            f"(task {shown['status']}; waiting: {', '.join(waiting) or 'none'})")
-        request = NodeApprovalDecided(node=node, decision=decision, decided_by=by, reason=reason, args=edited)
+        request = NodeApprovalDecided(node=node, decision=decision, decided_by=engine.sender, reason=reason,
+                                      args=edited)
         async with engine.request(request, tenant=shown["tenant"], task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)

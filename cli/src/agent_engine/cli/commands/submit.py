@@ -7,10 +7,11 @@ import argparse
 import asyncio
 import sys
 import time
+import uuid
 from typing import Any
 
 from agent_engine.cli import render
-from agent_engine.cli.client import SOURCE, CliError, Engine, TaskEvents, connect, task_id_for
+from agent_engine.cli.client import Engine, TaskEvents, connect
 from agent_engine.cli.commands.workflow import load_valid, push
 from agent_engine.cli.options import Subparsers, add_tenant, parse_input
 from agent_engine.contracts.envelope import Envelope
@@ -21,7 +22,8 @@ from agent_engine.contracts.subjects import ROUTER_RPC
 def register(sub: Subparsers) -> None:
     def task_args(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--input", help="task input: a JSON object, or @FILE")
-        cmd.add_argument("--idempotency-key", help="the same key always names the same task")
+        cmd.add_argument("--idempotency-key", help="a second request with the same key (within the router's window, "
+                         "24 h by default) starts nothing: the first task's id is printed")
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
         cmd.add_argument("--priority", type=int, default=0, choices=range(-100, 101), metavar="-100..100",
                          help="when the tenant is at its limit of running tasks, higher priorities start first")
@@ -55,21 +57,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
+async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
-    # with a key the task id is fixed by it (the router absorbs repeats); the request's event id is fresh
-    # anyway, so JetStream does not drop a retry (say, after a rejection) as a duplicate
-    task_id = task_id_for(tenant, key)
-    request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key, requested_by=SOURCE,
-                            priority=priority)
     async with connect() as engine:
-        if key:
-            known = await _known(engine, task_id, key, follow)
-            if known is not None:
-                return known
+        tenant = engine.tenant(tenant)
+        # a fresh task id and request id every time: with a key, the router answers a repeat with
+        # task.deduplicated naming the task the key's first request started
+        task_id = str(uuid.uuid4())
+        request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key,
+                                requested_by=engine.sender, priority=priority)
         async with engine.request(request, tenant=tenant, task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)
+                if event.type == "task.deduplicated":
+                    return await _deduplicated(engine, event, tenant, timeout, follow, quiet)
                 if event.type == "task.rejected":
                     print(task_id)
                     print(f"rejected by {event.data.get('stage')}: {event.data.get('reason')}", file=sys.stderr)
@@ -89,21 +90,21 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: st
                     return await follow_task(events, timeout, quiet)
 
 
-async def _known(engine: Engine, task_id: str, key: str, follow: bool) -> int | None:
-    """The exit code when the key's task exists already (None when it does not): nothing is sent again."""
-    try:
-        existing = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
-    except CliError:
-        return None
-    print(task_id)
-    print(f"task exists for idempotency key '{key}' (status {existing['status']})", file=sys.stderr)
-    if existing["status"] == "rejected":
-        print(f"rejected by router: {existing['reason']}; submit with a new key to try again", file=sys.stderr)
-        return 2
-    if follow and existing["status"] != "succeeded":
-        print(f"not following it: `agentctl task show {task_id}` tells more", file=sys.stderr)
-        return 1
-    return 0
+async def _deduplicated(engine: Engine, event: Envelope, tenant: str, timeout: float, follow: bool,
+                        quiet: bool) -> int:
+    """The key names a task already: print its id (not this request's), and follow it when asked to."""
+    original = str(event.data["original_task_id"])
+    print(original, flush=True)
+    print(f"task exists for idempotency key '{event.data.get('idempotency_key')}': {original} "
+          f"(this request started nothing)", file=sys.stderr)
+    if not follow:
+        return 0
+    async with engine.follow(tenant, original) as events:  # subscribed before asking, so no end is missed
+        status = (await engine.query(ROUTER_RPC, "task.show", {"task_id": original}))["status"]
+        if status in ("succeeded", "failed", "cancelled", "rejected"):
+            print(f"task {original} {status} already", flush=True)
+            return 0 if status == "succeeded" else 1
+        return await follow_task(events, timeout, quiet)
 
 
 async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: Envelope | None = None) -> int:

@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import fnmatch
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nats.js.api import DeliverPolicy
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from agent_engine.cli import render
 from agent_engine.cli.client import CliError, connect
 from agent_engine.cli.options import Subparsers, add_json
+from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
-from agent_engine.contracts.subjects import STREAM, tenant_subject
+from agent_engine.contracts.subjects import STREAM, tail_consumer, tenant_subject
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -56,28 +59,40 @@ async def tail(args: argparse.Namespace) -> int:
         config = {"deliver_policy": DeliverPolicy.BY_START_TIME,
                   "opt_start_time": parse_since(args.since).isoformat()}
     async with connect() as engine:
-        last = (await engine.js.stream_info(STREAM)).state.last_seq
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        sub = await engine.js.subscribe(tenant_subject(args.tenant or "*"), ordered_consumer=True, cb=queue.put,
-                                        **config)
+        tenant = engine.tenant(args.tenant) if engine.scope or args.tenant else "*"
+        last = (await engine.js.stream_info(STREAM)).state.last_seq if not engine.scope else None
+        # a consumer of its own, named after the credential: a tenant's permissions allow exactly this name,
+        # filtered to its own subjects (the server checks the filter), and nothing else of the stream
+        cred = engine.credential
+        name = tail_consumer(cred.tenant, cred.user) if cred and cred.tenant else f"tail_{uuid.uuid4().hex}"
+        await engine.js.add_consumer(STREAM, ConsumerConfig(
+            name=name, filter_subject=tenant_subject(tenant), ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0, **config))
+        sub = await engine.js.pull_subscribe_bind(name, stream=STREAM)
         try:
             while True:
                 try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
-                except TimeoutError:
+                    msgs = await sub.fetch(64, timeout=1.0)
+                except (TimeoutError, NatsTimeout):
                     if args.no_follow:
                         return 0
                     continue
-                try:
-                    event = Envelope.from_bytes(msg.data)
-                except Exception:  # noqa: BLE001
-                    event = None
-                if event is not None and _wanted(event, args):
-                    print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
-                if args.no_follow and (msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= last):
-                    return 0
+                for msg in msgs:
+                    try:
+                        event = Envelope.from_bytes(structured_body(msg.data, msg.headers))
+                    except Exception:  # noqa: BLE001
+                        event = None
+                    if event is not None and _wanted(event, args):
+                        print(event.to_bytes().decode() if args.json else render.event_line(event), flush=True)
+                    seq = msg.metadata.sequence.stream
+                    at_end = msg.metadata.num_pending == 0 or (last is not None and seq >= last)
+                    if args.no_follow and at_end:
+                        return 0
         finally:
-            await sub.unsubscribe()
+            try:
+                await engine.js.delete_consumer(STREAM, name)
+            except Exception:  # noqa: BLE001  it expires on its own after a minute idle
+                pass
 
 
 def _wanted(event: Envelope, args: argparse.Namespace) -> bool:

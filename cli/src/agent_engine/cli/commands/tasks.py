@@ -8,7 +8,7 @@ import sys
 import uuid
 
 from agent_engine.cli import render
-from agent_engine.cli.client import SOURCE, CliError, ask, connect
+from agent_engine.cli.client import CliError, ask, connect
 from agent_engine.cli.commands.submit import follow_task
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.envelope import Envelope
@@ -90,7 +90,7 @@ async def cancel(task_id: str, reason: str, timeout: float) -> int:
         shown = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
         if shown["status"] in TERMINAL:
             raise CliError(f"task {task_id} is already {shown['status']}; nothing to cancel")
-        request = TaskCancelRequested(reason=reason, requested_by=SOURCE)
+        request = TaskCancelRequested(reason=reason, requested_by=engine.sender)
         async with engine.request(request, tenant=shown["tenant"], task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)
@@ -125,7 +125,7 @@ async def fork(task_id: str, at: int, live: bool, yes: bool, dry_run: bool, time
             print("nothing was forked; pass --yes to run them", file=sys.stderr)
             return 1
         new_id = str(uuid.uuid4())
-        request = TaskForkRequested(source_task_id=task_id, at=at, live=live, requested_by=SOURCE)
+        request = TaskForkRequested(source_task_id=task_id, at=at, live=live, requested_by=engine.sender)
         async with engine.request(request, tenant=plan["tenant"], task_id=new_id) as events:
             while True:
                 event = await events.next(timeout)

@@ -34,9 +34,10 @@ def load_valid(directory: str) -> manifests.Loaded:
     return loaded
 
 
-async def push(loaded: manifests.Loaded, tenant: str) -> None:
+async def push(loaded: manifests.Loaded, tenant: str | None) -> None:
     assert loaded.manifest is not None
     async with connect() as engine:
+        tenant = engine.tenant(tenant)
         kv = await workflows.bucket(engine.js)
         changed = await workflows.push(kv, tenant, loaded.revision, loaded.manifest)
     state = "pushed" if changed else "unchanged"

@@ -5,7 +5,8 @@ schema_version; consumers ignore fields they do not know.
 
 One module per topic, each ending with `EVENTS`, the event types it defines:
 
-- `tasks`: a task's requests and its lifecycle (requested, accepted, rejected, started, ended, cancelled, forked)
+- `tasks`: a task's requests and its lifecycle (requested, accepted, rejected, deduplicated, started, ended,
+  cancelled, forked), and the tenant's idempotency keys
 - `scheduling`: per-tenant limits (a task queued, admitted; the tenant's admission log)
 - `nodes`: one node's lifecycle: dispatch, results, retries, deadlines, approvals
 - `tool_use`: an agent node's model asking for tools, and the calls' results
@@ -63,6 +64,7 @@ from agent_engine.contracts.events.tasks import (
     TaskAccepted,
     TaskCancelled,
     TaskCancelRequested,
+    TaskDeduplicated,
     TaskFailed,
     TaskFinished,
     TaskForked,
@@ -72,6 +74,7 @@ from agent_engine.contracts.events.tasks import (
     TaskStarted,
     TaskStatus,
     TaskSucceeded,
+    TenantKeyClaimed,
 )
 from agent_engine.contracts.events.tool_use import (
     ConversationSummary,
@@ -149,6 +152,7 @@ __all__ = [
     "TaskAdmitted",
     "TaskCancelRequested",
     "TaskCancelled",
+    "TaskDeduplicated",
     "TaskFailed",
     "TaskFinished",
     "TaskForkRequested",
@@ -160,6 +164,7 @@ __all__ = [
     "TaskStatus",
     "TaskSucceeded",
     "TenantAdmitted",
+    "TenantKeyClaimed",
     "TenantQueued",
     "TenantReleased",
     "ToolCallRef",

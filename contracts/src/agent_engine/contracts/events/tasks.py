@@ -1,4 +1,5 @@
-"""A task's requests and its lifecycle: requested, accepted or rejected, started, ended, cancelled, forked.
+"""A task's requests and its lifecycle: requested, accepted or rejected (or deduplicated), started, ended,
+cancelled, forked; and the index of a tenant's idempotency keys.
 
 The requests (`task.requested`, `task.cancel_requested`, `task.fork_requested`) are what another system
 (or agentctl) publishes; the rest are the answers guardrails and the router record.
@@ -24,6 +25,8 @@ class TaskRequested(EventData):
     """A workflow name as manifests declare it: lower case, digits, '-' and '_'."""
     input: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=256)
+    """A second request of the tenant with the same key within the router's window (AE_IDEMPOTENCY_WINDOW_S)
+    starts nothing: it is answered with `task.deduplicated`, naming the task the first one started."""
     requested_by: str | None = None
     priority: int = Field(default=0, ge=-100, le=100)
     """Among a tenant's queued tasks, higher priorities start first (then first come, first served)."""
@@ -46,6 +49,25 @@ class TaskRejected(EventData):
     reason: str
     stage: Literal["guardrails", "router"]
     workflow: str | None = None
+
+
+class TaskDeduplicated(EventData):
+    """The router's answer to a request whose idempotency key its tenant used for another task within the
+    window: this request (the envelope's task_id) starts nothing; `original_task_id` is the task to follow."""
+
+    TYPE = "task.deduplicated"
+    original_task_id: str
+    idempotency_key: str
+    reason: str = ""
+
+
+class TenantKeyClaimed(EventData):
+    """Recorded in the index of the tenant's idempotency keys (one aggregate per key): from this record's time
+    the key names the task of the envelope's task_id, for the router's window."""
+
+    TYPE = "tenant.key_claimed"
+    INTERNAL = True  # the router's own bookkeeping
+    idempotency_key: str
 
 
 class Lineage(BaseModel):
@@ -142,6 +164,8 @@ EVENTS: tuple[type[EventData], ...] = (
     TaskRequested,
     TaskAccepted,
     TaskRejected,
+    TaskDeduplicated,
+    TenantKeyClaimed,
     TaskStarted,
     TaskSucceeded,
     TaskFailed,

@@ -13,6 +13,7 @@ from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import subject_problem
+from agent_engine.contracts.upcasting import SUPPORTED_VERSIONS, version_of
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
@@ -56,11 +57,12 @@ def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
                               "are accepted")
     if not isinstance(body, dict):
         return Verdict(reason=f"request body is JSON {type(body).__name__}, not an object (an event envelope)")
-    version = body.get("schema_version", CONTRACT_VERSION)
-    if version != CONTRACT_VERSION:
-        return Verdict(_head(body), reason=f"schema_version {repr(version)[:40]} is not supported: this engine reads "
-                                           f"version {CONTRACT_VERSION}; send version {CONTRACT_VERSION} or upgrade "
-                                           "the engine")
+    version = version_of(body)
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        readable = " and ".join(str(v) for v in SUPPORTED_VERSIONS)
+        return Verdict(_head(body), reason=f"schemaversion {repr(version)[:40]} is not supported: this engine reads "
+                                           f"versions {readable}; send version {CONTRACT_VERSION} or upgrade the "
+                                           "engine")
     depth = nesting(body)
     if depth > policy.max_depth:
         return Verdict(_head(body), reason=f"request body nests JSON {depth} levels deep, over the limit of "

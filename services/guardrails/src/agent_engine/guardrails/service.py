@@ -9,6 +9,7 @@ import re
 
 from nats.aio.msg import Msg
 
+from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
@@ -38,7 +39,7 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     if tenant is None or not re.fullmatch(TENANT_PATTERN, tenant):
         return None
     try:
-        verdict = check(raw, msg_subject, policy)
+        verdict = check(structured_body(raw, headers), msg_subject, policy)  # binary mode read as structured
     except Exception as exc:  # a check that fails on some input must still answer the sender
         log.exception("checking a request on %s failed", msg_subject)
         verdict = Verdict(reason=f"guardrails could not check this request ({type(exc).__name__}); it was not run")

@@ -7,6 +7,7 @@ import logging
 import os
 
 from agent_engine.router.admission import Limits
+from agent_engine.router.idempotency import parse_window
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
 from agent_engine.runtime import service, workflows
@@ -31,6 +32,7 @@ async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     limits = Limits.parse(os.environ.get("AE_TENANT_MAX_RUNNING", ""), os.environ.get("AE_TENANT_MAX_QUEUED", ""),
                           os.environ.get("AE_TENANT_LIMITS", ""))
+    window_s = parse_window(os.environ.get("AE_IDEMPOTENCY_WINDOW_S", ""))
     if not settings.postgres_url:
         raise SystemExit("AE_POSTGRES_URL is not set: the router needs PostgreSQL for its event store")
     store = await open_store(settings.postgres_url, stop)
@@ -39,7 +41,7 @@ async def main(stop: asyncio.Event) -> None:
     bus = await Bus.open(settings.nats_url, "router")
     kv = await workflows.bucket(bus.js)
     try:
-        await Router(bus, store, kv, settings, limits).run(stop)
+        await Router(bus, store, kv, settings, limits, window_s).run(stop)
     finally:
         await bus.close()
         store.close()

@@ -1,6 +1,7 @@
 """What one batch of inputs has decided so far, before it is committed in one transaction.
 
-Records are kept per aggregate (a task, or a tenant's admission log under `tenant:<name>`) with the
+Records are kept per aggregate (a task, a tenant's admission log under `tenant:<name>`, or the index of one of
+its idempotency keys under `tenant:<name>/key/<key>`) with the
 version they build on, beside the states they lead to, so each input is decided on the state the
 inputs before it in the batch have reached.
 """
@@ -12,6 +13,7 @@ from typing import TypeVar
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.admission import TENANT_KEY, TenantState
+from agent_engine.router.idempotency import KeyState, key_aggregate, key_of
 from agent_engine.router.state import TaskState
 
 SAVE_CHUNK_BYTES = 2 * 1024 * 1024
@@ -29,6 +31,10 @@ class Snapshot:
     log: tuple[int, list[Envelope]] | None
     state: TaskState | None
     tenant_state: TenantState | None
+    key: str | None = None
+    """The aggregate of the input's idempotency key, if it carries one."""
+    key_pending: tuple[int, list[Envelope]] | None = None
+    key_state: KeyState | None = None
 
 
 def _put(table: dict[str, T], key: str, value: T | None) -> None:
@@ -44,6 +50,8 @@ class Batch:
     states: dict[str, TaskState] = field(default_factory=dict)
     tenants: dict[str, TenantState] = field(default_factory=dict)
     """Admission logs as this batch leaves them, by tenant."""
+    keys: dict[str, KeyState] = field(default_factory=dict)
+    """Idempotency keys' indexes as this batch leaves them, by aggregate key."""
 
     def append(self, key: str, version: int, records: list[Envelope]) -> None:
         """Add records to an aggregate; `version` counts only for its first records in the batch."""
@@ -51,12 +59,15 @@ class Batch:
         self.pending[key] = (base[0], base[1] + records)
 
     def snapshot(self, event: Envelope) -> Snapshot:
-        """What deciding `event` may change, for `restore`: its task's entries, and its tenant's admission log
-        (the only log an input writes to). Entries are replaced, never changed in place, so keeping the
-        values is enough."""
+        """What deciding `event` may change, for `restore`: its task's entries, its tenant's admission log
+        and its idempotency key's index (the only logs an input writes to). Entries are replaced, never
+        changed in place, so keeping the values is enough."""
         log = TENANT_KEY + event.tenant
+        idem = key_of(event)
+        key = key_aggregate(event.tenant, idem) if idem is not None else None
         return Snapshot(event.task_id, event.tenant, self.pending.get(event.task_id), self.pending.get(log),
-                        self.states.get(event.task_id), self.tenants.get(event.tenant))
+                        self.states.get(event.task_id), self.tenants.get(event.tenant), key,
+                        self.pending.get(key) if key else None, self.keys.get(key) if key else None)
 
     def restore(self, saved: Snapshot) -> None:
         """Undo whatever an input that was refused added (its task's records, its admission records)."""
@@ -64,6 +75,9 @@ class Batch:
         _put(self.pending, TENANT_KEY + saved.tenant, saved.log)
         _put(self.states, saved.task_id, saved.state)
         _put(self.tenants, saved.tenant, saved.tenant_state)
+        if saved.key is not None:
+            _put(self.pending, saved.key, saved.key_pending)
+            _put(self.keys, saved.key, saved.key_state)
 
     def to_save(self) -> list[Pending]:
         return chunks({key: entry for key, entry in self.pending.items() if entry[1]})
@@ -71,7 +85,7 @@ class Batch:
 
 def chunks(pending: Pending) -> list[Pending]:
     """Split a batch into transactions under SAVE_CHUNK_BYTES; a task's records are never split, and a
-    batch that writes a tenant's admission log is never split (the log and its tasks commit together)."""
+    batch that writes a tenant's admission log or a key's index is never split (they commit with their tasks)."""
     if len(pending) <= 1 or any(key.startswith(TENANT_KEY) for key in pending):
         return [pending] if pending else []
     out: list[Pending] = [{}]

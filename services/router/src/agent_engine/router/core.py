@@ -51,6 +51,7 @@ from agent_engine.contracts.events import (
     TaskAccepted,
     TaskAdmitted,
     TaskCancelRequested,
+    TaskDeduplicated,
     TaskForkRequested,
     TaskQueued,
     TaskRejected,
@@ -151,6 +152,12 @@ def payload(event: Envelope, model: type[EventData]) -> Any:
 def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
     if out.state.status != "new":
         return  # a request for a task that exists: idempotent
+    if inp.duplicate is not None:  # its key names another task of the tenant: this request starts nothing
+        original, key = inp.duplicate.original_task_id, accepted.idempotency_key or ""
+        out.add(TaskDeduplicated(original_task_id=original, idempotency_key=key, reason=(
+            f"idempotency key '{key}' of tenant '{inp.event.tenant}' names task {original} since "
+            f"{inp.duplicate.claimed_at}; this request starts nothing")))
+        return
     if inp.workflow is None:
         out.add(TaskRejected(
             stage="router", workflow=accepted.workflow,

@@ -102,6 +102,11 @@ def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
                  manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason)
 
 
+def _fold_deduplicated(state: TaskState, event: Envelope) -> TaskState:
+    return with_(state, status="deduplicated", duplicate_of=event.data["original_task_id"],
+                 reason=event.data.get("reason", ""), finished_at=event.time)
+
+
 def _fold_rejected(state: TaskState, event: Envelope) -> TaskState:
     return with_(state, status="rejected", reason=event.data.get("reason", ""), finished_at=event.time)
 
@@ -237,6 +242,7 @@ FOLDS: dict[str, Fold] = {
     "task.started": _fold_started,
     "task.queued": _fold_queued,
     "task.rejected": _fold_rejected,
+    "task.deduplicated": _fold_deduplicated,
     "task.forked": _fold_forked,
     "task.cancel_requested": _fold_cancel_requested,
     "task.cancelled": _fold_cancelled,

@@ -31,7 +31,7 @@ def on_fork(out: Emitter, inp: RouterInput, request: TaskForkRequested) -> None:
         out.add(TaskRejected(stage="router", reason=f"cannot fork task {request.source_task_id}: {problem}"))
         return
     out.add(TaskForked(source_task_id=request.source_task_id, at=cut, live=request.live,
-                       history=[r.model_dump(mode="json") for r in records[:cut]],
+                       history=[r.to_wire() for r in records[:cut]],
                        recorded={} if request.live else recorded_outputs(records)))
     state = out.state
     assert state.manifest is not None

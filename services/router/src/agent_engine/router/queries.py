@@ -24,7 +24,7 @@ Records = Callable[[str], list[Envelope]]
 
 
 def _history(records: list[Envelope], _: dict[str, Any]) -> dict[str, Any]:
-    return {"events": [r.model_dump(mode="json") for r in records]}
+    return {"events": [r.to_wire() for r in records]}
 
 
 def _fork_plan(records: list[Envelope], body: dict[str, Any]) -> dict[str, Any]:

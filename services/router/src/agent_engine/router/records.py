@@ -2,9 +2,10 @@
 
 An input is an event from the bus (or from the router's own timers) plus whatever the shell looked up
 for it: the workflow revision a new task runs, a fork's source records, the tenant's admission
-decision. When an input changes anything, the store records it first, as a `router.input` record,
-followed by the decisions it produced; replaying those records (core.replay feeds the inputs read back
-by input_from_record through `decide` again) reproduces the decisions exactly. Pages:
+decision, the task an idempotency key names. When an input changes anything, the store records it
+first, as a `router.input` record, followed by the decisions it produced; replaying those records
+(core.replay feeds the inputs read back by input_from_record through `decide` again) reproduces the
+decisions exactly. Pages:
 docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.router.admission import Admission
+from agent_engine.router.idempotency import Duplicate
 
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
@@ -37,6 +39,8 @@ class RouterInput:
     """For task.fork_requested: the source task's stored records, as the shell found them."""
     admission: Admission | None = None
     """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
+    duplicate: Duplicate | None = None
+    """For task.accepted with an idempotency key: the task the key names within the window (None: none)."""
 
 
 class InvalidInput(ValueError):
@@ -51,12 +55,14 @@ def input_record(inp: RouterInput) -> Envelope:
         resolved = {"revision": inp.workflow.revision,
                     "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
     event = inp.event
-    data: dict[str, Any] = {"input": event.model_dump(mode="json"), "workflow": resolved}
+    data: dict[str, Any] = {"input": event.to_wire(), "workflow": resolved}
     if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
         own = all(r.tenant == event.tenant for r in inp.source)
-        data["source"] = [r.model_dump(mode="json") for r in inp.source] if own else []
+        data["source"] = [r.to_wire() for r in inp.source] if own else []
     if inp.admission is not None:
         data["admission"] = asdict(inp.admission)
+    if inp.duplicate is not None:
+        data["duplicate"] = asdict(inp.duplicate)
     return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)
 
 
@@ -67,6 +73,8 @@ def input_from_record(record: Envelope) -> RouterInput:
         workflow = Resolved(resolved["revision"], WorkflowManifest.model_validate(resolved["manifest"]))
     source = record.data.get("source")
     admission = record.data.get("admission")
+    duplicate = record.data.get("duplicate")
     return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
                        tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
-                       Admission(**admission) if admission else None)
+                       Admission(**admission) if admission else None,
+                       Duplicate(**duplicate) if duplicate else None)

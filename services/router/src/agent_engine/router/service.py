@@ -23,6 +23,8 @@ from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
 from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
 from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
+from agent_engine.router.keys import IdempotencyKeys
 from agent_engine.router.refusals import refusal
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
@@ -50,7 +52,7 @@ def transient(exc: BaseException) -> bool:
 
 class Router:
     def __init__(self, bus: Bus, store: TaskStore, kv: KeyValue, settings: Settings,
-                 limits: dict[str, Limits]) -> None:
+                 limits: dict[str, Limits], idempotency_window_s: float = DEFAULT_WINDOW_S) -> None:
         self.bus = bus
         self.store = store
         self.kv = kv
@@ -58,6 +60,7 @@ class Router:
         self.deadlines = DeadlineIndex()
         self.tasks = TaskCache(store, self.deadlines)
         self.admission = AdmissionLogs(store, limits)
+        self.keys = IdempotencyKeys(store, idempotency_window_s)
         self.progress = Progress()
         self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s)
         self.lock = asyncio.Lock()
@@ -178,6 +181,8 @@ class Router:
             raise
         self.relay.offer(committed)
         for key, (_, records) in chunk.items():
+            if is_key_aggregate(key):
+                continue  # read from the store again whenever needed
             if key.startswith(TENANT_KEY):
                 self.admission.committed(key, batch)
                 continue
@@ -194,7 +199,10 @@ class Router:
         state = batch.states.get(event.task_id) or await self.tasks.get(event.task_id)
         version = batch.pending.get(event.task_id, (state.version, []))[0]
         inp = await self._resolve(event, state)
-        if inp.workflow is not None and state.status == "new" and event.id not in state.applied:
+        new = event.type == "task.accepted" and state.status == "new" and event.id not in state.applied
+        if new:
+            inp = await self.keys.check(inp, batch)
+        if new and inp.workflow is not None and inp.duplicate is None:
             inp = await self.admission.admit(inp, batch)
         after, records = _decided(state, inp)
         if not records and event.task_id not in batch.pending and cached:
@@ -206,6 +214,8 @@ class Router:
                 after, records = _decided(fresh, await self._resolve(event, fresh))
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
+        if new and any(r.type in ("task.started", "task.queued") for r in records):
+            await self.keys.claim(event, batch)  # the key names this task now (even one that failed at once)
         self.inputs_applied += bool(records)
         if (after.terminal and not state.terminal and state.status != "new") or (
                 after.status in ("cancelled", "rejected") and state.status in ("new", "queued")):

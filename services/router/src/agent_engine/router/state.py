@@ -75,7 +75,8 @@ class TaskState:
     correlation_id: str = ""
     status: str = "new"
     """new (nothing recorded) | queued (over its tenant's limit) | running | waiting (for an approval) |
-    succeeded | failed | rejected | cancelled | reserved (the id of a tenant's admission log, not a task)"""
+    succeeded | failed | rejected | cancelled | deduplicated (the request's idempotency key names another task:
+    this id names no task that runs) | reserved (the id of a tenant's admission log, not a task)"""
     workflow: str | None = None
     revision: str | None = None
     engine_version: str | None = None
@@ -105,13 +106,15 @@ class TaskState:
     """Revised node -> the reviewer's output it runs again with."""
     recorded: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     """A fork's reusable agent outputs, "<node>@<revision>" -> {output, provider, model}."""
+    duplicate_of: str | None = None
+    """For a deduplicated request: the task its idempotency key names."""
     applied: frozenset[str] = frozenset()
     """Ids of the inputs already applied: a redelivered input is recognised and ignored."""
     version: int = 0
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("succeeded", "failed", "rejected", "cancelled")
+        return self.status in ("succeeded", "failed", "rejected", "cancelled", "deduplicated")
 
     def open_dispatches(self) -> list[tuple[str, NodeState]]:
         return [(n, s) for n, s in self.nodes.items() if s.status == "dispatched"]

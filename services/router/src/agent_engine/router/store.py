@@ -21,6 +21,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.audit import RECORDER_TOPIC
 from agent_engine.router.core import fold
+from agent_engine.router.idempotency import KeyState, fold_key
 from agent_engine.router.state import TaskState
 
 
@@ -66,8 +67,8 @@ def task_uuid(task_id: str) -> uuid.UUID:
 
 
 def aggregate_uuid(key: str) -> uuid.UUID:
-    """A task's aggregate id, or for a "tenant:<name>" key that tenant's admission log (a hashed id, so
-    no task id can name it)."""
+    """A task's aggregate id, or for a "tenant:<name>" key that tenant's admission log, and for
+    "tenant:<name>/key/<key>" the index of one of its idempotency keys (hashed ids, so no task id can name them)."""
     if key.startswith(TENANT_KEY):
         return _hashed(f"agent-engine:{key}")
     return task_uuid(key)
@@ -102,6 +103,10 @@ class TaskStore:
     def load_tenant(self, tenant: str) -> TenantState:
         return fold_tenant(self.records(TENANT_KEY + tenant))
 
+    def load_key(self, aggregate: str) -> KeyState:
+        """The index of one tenant's idempotency key (`idempotency.key_aggregate`)."""
+        return fold_key(self.records(aggregate))
+
     def load(self, task_id: str) -> TaskState:
         return fold(self.records(task_id))
 
@@ -119,7 +124,7 @@ class TaskStore:
             for offset, record in enumerate(records, start=1):
                 events.append(TaskRecord(  # type: ignore[call-arg]
                     originator_id=originator, originator_version=base_version + offset,
-                    timestamp=record.time, envelope=record.model_dump(mode="json"),
+                    timestamp=record.time, envelope=record.to_wire(),
                 ))
         if not events:
             return []

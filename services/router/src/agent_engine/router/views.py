@@ -80,13 +80,14 @@ def show(records: list[Envelope]) -> dict[str, Any]:
         "usage": usage_total(state).model_dump(), "events": state.version, "nodes": nodes,
         "lineage": state.lineage.model_dump() if state.lineage else None,
         "subtasks": _subtasks(state), "revisions": dict(state.revisions),
+        "duplicate_of": state.duplicate_of,
     }
 
 
 def replay_report(records: list[Envelope]) -> dict[str, Any]:
     """Re-run the recorded inputs through this router's decide/evolve and compare with what is stored."""
-    stored = [r.model_dump(mode="json") for r in records]
-    replayed = [r.model_dump(mode="json") for r in replay(records)]
+    stored = [r.to_wire() for r in records]
+    replayed = [r.to_wire() for r in replay(records)]
     differences = []
     for index in range(max(len(stored), len(replayed))):
         was = stored[index] if index < len(stored) else None

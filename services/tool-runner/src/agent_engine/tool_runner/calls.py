@@ -130,7 +130,7 @@ class CallLog:
     async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> None:
         """Store the result; if NATS stays unreachable, keep it for the redelivery and raise."""
         record = CallRecord("done", dispatch.dispatch_id, dispatch.attempt, self.runner,
-                            event=event.model_dump(mode="json"))
+                            event=event.to_wire())
         self.unsaved[key] = record
         await self._store(key, record)
 

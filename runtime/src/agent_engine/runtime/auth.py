@@ -1,0 +1,218 @@
+"""Who may do what on the bus: each service's and each tenant role's NATS permissions, and the server's
+`authorization` block rendered from them.
+
+Every connection authenticates with an nkey (contracts.credentials). The server holds only public keys,
+each with publish and subscribe permissions; a message outside them is refused by the server, never
+merely ignored by our code. Rights are listed here once, in subjects from contracts.subjects, so the
+permission a service gets and the subject it uses cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from agent_engine.contracts.credentials import ROLES, Credential, Role
+from agent_engine.contracts.subjects import (
+    AGENT_RUNNER_RPC,
+    AUDIT_STREAM,
+    AUTH_RPC,
+    COMMAND_SENDERS,
+    DLQ_STREAM,
+    ROUTER_RPC,
+    STREAM,
+    TELEMETRY_RPC,
+    TOOL_CALLS_BUCKET,
+    WORKFLOW_BUCKET,
+    audit_subject,
+    dispatch_subject,
+    dlq_subject,
+    heartbeat_subject,
+    rpc_listen,
+    rpc_subject,
+    service_inbox,
+    tail_consumer,
+    tenant_inbox,
+    tenant_subject,
+    type_subject,
+)
+
+JS = "$JS.API"
+
+
+@dataclass(frozen=True)
+class Rights:
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    deny_publish: tuple[str, ...] = ()
+    responses: bool = False
+    """May answer the requests it receives (NATS `allow_responses`: one reply to each request's inbox)."""
+
+    def __add__(self, other: Rights) -> Rights:
+        return Rights(self.publish + other.publish, self.subscribe + other.subscribe,
+                      self.deny_publish + other.deny_publish, self.responses or other.responses)
+
+    def as_conf(self) -> dict[str, object]:
+        publish: dict[str, object] = {"allow": sorted(set(self.publish))}
+        if self.deny_publish:
+            publish["deny"] = sorted(set(self.deny_publish))
+        conf: dict[str, object] = {"publish": publish, "subscribe": {"allow": sorted(set(self.subscribe))}}
+        if self.responses:
+            conf["allow_responses"] = True
+        return conf
+
+
+def _streams(*streams: str) -> Rights:
+    """Look up (and create when missing) the streams a service uses; nothing that deletes or edits one."""
+    return Rights(publish=tuple(f"{JS}.STREAM.{op}.{s}" for s in streams for op in ("INFO", "CREATE")))
+
+
+def _kv_read(bucket: str) -> Rights:
+    return _streams(f"KV_{bucket}") + Rights(publish=(f"{JS}.DIRECT.GET.KV_{bucket}.>",
+                                                      f"{JS}.STREAM.MSG.GET.KV_{bucket}"))
+
+
+def _kv_write(bucket: str) -> Rights:
+    return _kv_read(bucket) + Rights(publish=(f"$KV.{bucket}.>",))
+
+
+def _durable(name: str) -> Rights:
+    """Create, bind to, fetch from and ack one durable pull consumer on the event stream."""
+    api = f"{JS}.CONSUMER"
+    return Rights(publish=(f"{api}.DURABLE.CREATE.{STREAM}.{name}", f"{api}.CREATE.{STREAM}.{name}",
+                           f"{api}.CREATE.{STREAM}.{name}.>", f"{api}.INFO.{STREAM}.{name}",
+                           f"{api}.MSG.NEXT.{STREAM}.{name}", f"$JS.ACK.{STREAM}.{name}.>"))
+
+
+def _base(name: str) -> Rights:
+    """What every service does: the event and DLQ streams, the tool-call bucket (Bus.open ensures them all),
+    dead letters under its own name, replies to its own inbox."""
+    return (_streams(STREAM, DLQ_STREAM, f"KV_{TOOL_CALLS_BUCKET}")
+            + Rights(publish=(dlq_subject(name), f"{dlq_subject(name)}.>"), subscribe=(f"{service_inbox(name)}.>",)))
+
+
+def _publishes(*event_types: str) -> Rights:
+    """Each type's subject (a dispatch's with its kind). A request only on its bare subject: the router
+    cancels a subtask under no one's name, and no service may send under a person's."""
+    return Rights(publish=tuple(dispatch_subject("*") if t == "node.dispatched" else type_subject(t)
+                                for t in event_types))
+
+
+RUNNER_RESULTS = ("node.completed", "node.errored")
+OTHERS_PUBLISH = frozenset({"task.requested", "task.accepted", "node.completed", "llm.called", "llm.call_failed",
+                            "node.tools_requested"})
+"""Event types only a client, guardrails or a runner publishes: the router never does."""
+
+
+def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
+    """Each service's rights. `event_types`: every event type of the contracts (the router publishes what
+    the others do not)."""
+    router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
+    return {
+        "guardrails": _base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected"),
+        "router": (_base("router") + _durable("router") + _kv_write(WORKFLOW_BUCKET) + _publishes(*router_types)
+                   + Rights(subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()), responses=True)
+                   + _streams(AUDIT_STREAM) + Rights(publish=(audit_subject(">"),))),  # audit checkpoints
+        "agent-runner": (_base("agent-runner") + _durable("agent-runner")
+                         + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested")
+                         + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
+                                  responses=True)),
+        "tool-runner": (_base("tool-runner") + _durable("tool-runner") + _kv_write(TOOL_CALLS_BUCKET)
+                        + _publishes(*RUNNER_RESULTS) + Rights(publish=(heartbeat_subject(),))),
+        # the authority answers after the server reloaded its configuration, which forgets the right to
+        # reply that `allow_responses` grants: it may publish on tenant inboxes instead (it holds the
+        # keyring, so this gives it no power it lacks)
+        "authority": (_base("authority")
+                      + Rights(publish=(f"{tenant_inbox('*', '*')}.>",), subscribe=(rpc_subject(AUTH_RPC, ">", "*"),),
+                               responses=True)),
+        "telemetry": (_base("telemetry")
+                      + Rights(publish=(f"{JS}.STREAM.NAMES", f"{JS}.CONSUMER.CREATE.{STREAM}",
+                                        f"{JS}.CONSUMER.CREATE.{STREAM}.>",
+                                        f"{JS}.CONSUMER.DELETE.{STREAM}.>", f"{JS}.CONSUMER.INFO.{STREAM}.>",
+                                        "$JS.FC.>"),
+                               subscribe=(*rpc_listen(TELEMETRY_RPC),), responses=True)),
+    }
+
+
+PLATFORM = Rights(publish=(">",), subscribe=(">",), responses=True)
+"""The platform administrator (agentctl on the stack's own credential): every tenant, every stream."""
+
+
+def tenant_rights(tenant: str, user: str, role: Role) -> Rights:
+    """A tenant credential: read its tenant's events (live) and ask about its tasks; a submitter submits
+    (under its own name only), an operator approves, rejects, cancels and forks, an admin also pushes its
+    tenant's workflows."""
+    tail = tail_consumer(tenant, user)
+    rights = Rights(publish=(rpc_subject(ROUTER_RPC, ">", tenant), rpc_subject(TELEMETRY_RPC, ">", tenant),
+                             f"{JS}.CONSUMER.CREATE.{STREAM}.{tail}.{tenant_subject(tenant)}",
+                             *(f"{JS}.CONSUMER.{op}.{STREAM}.{tail}" for op in ("MSG.NEXT", "INFO", "DELETE"))),
+                    subscribe=(tenant_subject(tenant), f"{tenant_inbox(tenant, user)}.>"))
+    level = ROLES.index(role)
+    if level >= ROLES.index("submitter"):
+        rights += Rights(publish=(f"{type_subject('task.requested', tenant)}.{user}",))
+    if level >= ROLES.index("operator"):
+        rights += Rights(publish=tuple(f"{type_subject(t, tenant)}.{user}" for t in COMMAND_SENDERS
+                                       if t != "task.requested"))
+    if level >= ROLES.index("admin"):
+        rights += Rights(publish=(rpc_subject(AUTH_RPC, ">", tenant),))
+        own = f"$KV.{WORKFLOW_BUCKET}.{tenant}.>"
+        bucket = f"KV_{WORKFLOW_BUCKET}"
+        rights += _streams(bucket) + Rights(publish=(own, f"{JS}.DIRECT.GET.{bucket}.{own}"))
+    return rights
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One authorized key: a public nkey with its rights (a credential's public half)."""
+
+    public_key: str
+    rights: Rights
+    label: str = ""
+
+
+@dataclass
+class Authorization:
+    entries: list[Entry] = field(default_factory=list)
+
+    def add(self, public_key: str, rights: Rights, label: str) -> None:
+        if any(e.public_key == public_key for e in self.entries):
+            raise ValueError(f"public key of {label} is already authorized")
+        self.entries.append(Entry(public_key, rights, label))
+
+    def render(self) -> str:
+        """The `authorization` block of nats-server's configuration (JSON is valid NATS config syntax)."""
+        users = [{"nkey": e.public_key, "permissions": e.rights.as_conf()} for e in self.entries]
+        lines = [f"# {e.label}: {e.public_key}" for e in self.entries]
+        return "\n".join([*lines, "authorization " + json.dumps({"users": users}, indent=1)]) + "\n"
+
+
+def rights_of(credential: Credential, event_types: Iterable[str]) -> Rights:
+    return rights_for(credential.kind, credential.user, credential.tenant, credential.role, event_types)
+
+
+def rights_for(kind: str, user: str, tenant: str | None, role: Role | None, event_types: Iterable[str]) -> Rights:
+    if kind == "platform":
+        return PLATFORM
+    if kind == "service":
+        rights = service_rights(event_types).get(user)
+        if rights is None:
+            raise ValueError(f"no service is named '{user}'")
+        return rights
+    if tenant is None or role is None:
+        raise ValueError(f"tenant credential {user} names no tenant or role")
+    return tenant_rights(tenant, user, role)
+
+
+def public_key(seed: str) -> str:
+    import nkeys
+
+    return str(nkeys.from_seed(bytearray(seed.encode())).public_key.decode())
+
+
+def new_seed() -> str:
+    import nacl.signing
+    import nkeys
+
+    raw = nacl.signing.SigningKey.generate().encode()
+    return str(nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_USER).decode())

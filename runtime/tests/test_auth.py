@@ -1,0 +1,154 @@
+"""Who may do what on the bus, checked without a server: each service's rights cover the subjects its code
+uses and nothing a client or another service sends; each tenant role confines to its tenant and name; the
+keyring issues, renders and revokes. (tests/test_e2e_trust.py checks the same against a real server.)"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent_engine.contracts.credentials import ROLES, load_credential
+from agent_engine.contracts.envelope import command
+from agent_engine.contracts.events import EVENT_TYPES, NodeDispatched, TaskCancelRequested, TaskRequested
+from agent_engine.contracts.subjects import (
+    ROUTER_RPC,
+    TELEMETRY_RPC,
+    dlq_subject,
+    rpc_subject,
+    subject_for,
+    tail_consumer,
+    type_subject,
+)
+from agent_engine.runtime.auth import Rights, public_key, service_rights, tenant_rights
+from agent_engine.runtime.keyring import Keyring, KeyringError
+
+SERVICES = service_rights(EVENT_TYPES)
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest (one token at least)."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def may_publish(rights: Rights, subject: str) -> bool:
+    return any(matches(p, subject) for p in rights.publish) and not any(matches(p, subject)
+                                                                        for p in rights.deny_publish)
+
+
+def may_subscribe(rights: Rights, subject: str) -> bool:
+    return any(matches(p, subject) for p in rights.subscribe)
+
+
+def test_the_matcher_follows_nats_rules() -> None:
+    assert matches("ae.*.task.accepted", "ae.acme.task.accepted")
+    assert not matches("ae.*.task.accepted", "ae.acme.task.accepted.x")
+    assert matches("ae.acme.>", "ae.acme.task.requested.bob") and not matches("ae.acme.>", "ae.acme")
+
+
+@pytest.mark.parametrize(("service", "allowed", "refused"), [
+    ("guardrails", ["task.accepted", "task.rejected"], ["node.completed", "node.dispatched", "task.succeeded"]),
+    ("agent-runner", ["node.completed", "node.errored", "llm.called", "node.tools_requested"],
+     ["task.accepted", "task.succeeded", "node.dispatched"]),
+    ("tool-runner", ["node.completed", "node.errored"], ["llm.called", "task.accepted", "node.succeeded"]),
+    ("telemetry", [], ["node.completed", "task.accepted", "task.succeeded"]),
+    ("router", ["task.started", "node.succeeded", "task.succeeded", "task.rejected", "node.dispatched"],
+     ["task.accepted", "node.completed", "llm.called", "node.tools_requested"]),
+])
+def test_a_service_publishes_its_own_event_types_only(service: str, allowed: list[str], refused: list[str]) -> None:
+    rights = SERVICES[service]
+    for kind, t in [("allowed", t) for t in allowed] + [("refused", t) for t in refused]:
+        subject = type_subject(t, "acme") + (".agent" if t == "node.dispatched" else "")
+        assert may_publish(rights, subject) == (kind == "allowed"), (service, t)
+    assert may_publish(rights, dlq_subject(service)) and not may_publish(rights, dlq_subject("router" if service != "router" else "guardrails"))
+
+
+def test_no_service_sends_a_request_under_a_persons_name() -> None:
+    for service, rights in SERVICES.items():
+        for t in ("task.requested", "task.cancel_requested", "node.approval_decided", "task.fork_requested"):
+            assert not may_publish(rights, f"{type_subject(t, 'acme')}.alice"), (service, t)
+    # the router cancels a subtask under no one's name: the bare subject
+    cancel = command(TaskCancelRequested(reason="parent", requested_by="task 1", parent_id="1"), tenant="acme",
+                     task_id="2", source="router")
+    assert may_publish(SERVICES["router"], subject_for(cancel))
+
+
+def test_each_service_consumes_its_own_durable_and_answers_its_own_queries() -> None:
+    for service, durable in (("guardrails", "guardrails"), ("router", "router"), ("agent-runner", "agent-runner"),
+                             ("tool-runner", "tool-runner")):
+        rights = SERVICES[service]
+        assert may_publish(rights, f"$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.{durable}")
+        others = {"guardrails", "router", "agent-runner", "tool-runner"} - {durable}
+        assert not any(may_publish(rights, f"$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.{o}") for o in others)
+        assert not may_publish(rights, "$JS.API.STREAM.DELETE.AE_EVENTS")
+        assert not may_publish(rights, "$JS.API.STREAM.PURGE.AE_EVENTS")
+    assert may_subscribe(SERVICES["router"], rpc_subject(ROUTER_RPC, "task.show", "acme"))
+    assert not may_subscribe(SERVICES["tool-runner"], rpc_subject(ROUTER_RPC, "task.show"))
+    assert SERVICES["router"].responses and not SERVICES["tool-runner"].responses
+
+
+def test_tenant_roles_are_nested_and_confined_to_their_tenant_and_name() -> None:
+    rights = {role: tenant_rights("acme", "bob", role) for role in ROLES}
+    for lower, higher in itertools.pairwise(ROLES):
+        assert set(rights[lower].publish) < set(rights[higher].publish), (lower, higher)
+    request = command(TaskRequested(workflow="w", requested_by="bob"), tenant="acme", task_id="t", source="s")
+    assert not may_publish(rights["viewer"], subject_for(request))
+    assert may_publish(rights["submitter"], subject_for(request))
+    assert not may_publish(rights["submitter"], "ae.acme.task.cancel_requested.bob")
+    assert may_publish(rights["operator"], "ae.acme.task.cancel_requested.bob")
+    assert may_publish(rights["operator"], "ae.acme.node.approval_decided.bob")
+    for role, r in rights.items():
+        for subject in ("ae.acme.task.requested.alice", "ae.other.task.requested.bob", "ae.acme.task.accepted",
+                        "ae.acme.node.completed", "ae.acme.node.dispatched.tool", rpc_subject(ROUTER_RPC, "task.show"),
+                        rpc_subject(ROUTER_RPC, "task.show", "other"), "$JS.API.STREAM.PURGE.AE_EVENTS",
+                        "$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.router", "$KV.ae_workflows.other.w"):
+            assert not may_publish(r, subject), (role, subject)
+        assert may_publish(r, rpc_subject(ROUTER_RPC, "task.show", "acme"))
+        assert may_publish(r, rpc_subject(TELEMETRY_RPC, "ledger", "acme"))
+        assert may_publish(r, f"$JS.API.CONSUMER.CREATE.AE_EVENTS.{tail_consumer('acme', 'bob')}.ae.acme.>")
+        assert not may_publish(r, f"$JS.API.CONSUMER.CREATE.AE_EVENTS.{tail_consumer('acme', 'bob')}.ae.other.>")
+        assert may_subscribe(r, "ae.acme.task.succeeded") and not may_subscribe(r, "ae.other.task.succeeded")
+        assert may_subscribe(r, "_INBOX.acme.bob.x1") and not may_subscribe(r, "_INBOX.acme.alice.x1")
+        assert not may_subscribe(r, "_INBOX_SVC.router.x1") and not r.responses
+    assert may_publish(rights["admin"], "$KV.ae_workflows.acme.w")
+    assert not may_publish(rights["operator"], "$KV.ae_workflows.acme.w")
+
+
+def test_tail_consumer_names_never_collide_across_tenants() -> None:
+    assert tail_consumer("a_b", "c") != tail_consumer("a", "b_c")
+
+
+def test_a_dispatch_subject_is_the_routers_to_publish() -> None:
+    dispatch = command(NodeDispatched.model_construct(kind="tool"), tenant="acme", task_id="t", source="r")  # type: ignore[call-arg]
+    dispatch = dispatch.model_copy(update={"type": "node.dispatched", "data": {"kind": "tool"}})
+    assert may_publish(SERVICES["router"], subject_for(dispatch))
+    assert not may_publish(SERVICES["tool-runner"], subject_for(dispatch))
+
+
+def test_the_keyring_issues_renders_and_revokes(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "keys").ensure_platform()
+    path = ring.issue("acme", "billing", "submitter")
+    cred = load_credential(path)
+    assert (cred.tenant, cred.user, cred.role, cred.inbox) == ("acme", "billing", "submitter", "_INBOX.acme.billing")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    [entry] = ring.registry()
+    assert entry["public_key"] == public_key(cred.seed) and cred.seed not in (tmp_path / "keys/registry.json").read_text()
+    with pytest.raises(KeyringError, match="already has a credential named 'billing'"):
+        ring.issue("acme", "billing", "viewer")
+    conf = ring.authorization().render()
+    assert public_key(cred.seed) in conf and cred.seed not in conf
+    users = json.loads(conf[conf.index("{"):])["users"]
+    assert len(users) == 8 and len({u["nkey"] for u in users}) == 8  # six services, the platform, billing
+    assert (tmp_path / "keys/auth.conf").exists()  # written for a server this keyring did not start
+    assert [e["user"] for e in ring.revoke("acme")] == ["billing"] and not path.exists()
+    with pytest.raises(KeyringError, match="no credentials of tenant 'acme'"):
+        ring.revoke("acme")

@@ -1,0 +1,250 @@
+"""The bus is a trust boundary, end to end on the real stack: every connection authenticates, the server
+refuses what a credential may not do, and a tenant's credential sees and changes only its own tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from agent_engine.contracts.credentials import Credential, load_credential
+from agent_engine.contracts.envelope import command
+from agent_engine.contracts.events import NodeCompleted, TaskAccepted, TaskRequested
+from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC, rpc_subject, subject_for
+from agent_engine.runtime.auth import new_seed
+from agent_engine.runtime.bus import auth_options
+from agent_engine.runtime.keyring import KEYRING_ENV, Keyring
+
+pytestmark = pytest.mark.e2e
+WORKFLOW = "tests/workflows/approval"
+
+
+class Session:
+    """A raw nats-py connection with a credential, recording what the server refuses."""
+
+    def __init__(self, url: str, credential: Credential | None) -> None:
+        self.url, self.credential = url, credential
+        self.errors: list[str] = []
+
+    async def __aenter__(self) -> Client:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+
+        self.nc = await nats.connect(self.url, error_cb=on_error, allow_reconnect=False,
+                                     **auth_options(self.credential))
+        return self.nc
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.nc.is_closed:
+            await self.nc.close()
+
+
+def keyring(engine: Any) -> Keyring:
+    return Keyring(Path(engine.env[KEYRING_ENV]))
+
+
+async def refused_publish(session: Session, nc: Client, subject: str, body: bytes = b"{}") -> bool:
+    """A JetStream publish the server refuses: no ack comes, and the server says why."""
+    try:
+        await nc.jetstream().publish(subject, body, timeout=1.5)
+        return False
+    except Exception:  # noqa: BLE001  nats' timeout: the message never reached the stream
+        await asyncio.sleep(0.1)
+        return any(f'publish to "{subject}"'.lower() in e.lower() for e in session.errors)
+
+
+def test_each_service_may_publish_only_its_own_events_and_read_only_its_own_consumer(engine: Any, tenant: str) -> None:
+    ring = keyring(engine)
+    task = str(uuid.uuid4())
+    accepted = command(TaskAccepted(workflow="approval"), tenant=tenant, task_id=task, source="forger")
+    completed = command(NodeCompleted(dispatch_id="d", node="n", attempt=1, output={}), tenant=tenant, task_id=task, source="forger")
+
+    async def go() -> None:
+        for service, forged in (("tool-runner", accepted), ("telemetry", completed), ("router", completed),
+                                ("guardrails", completed)):
+            session = Session(engine.nats_url, load_credential(ring.service(service)))
+            async with session as nc:
+                assert await refused_publish(session, nc, subject_for(forged), forged.to_bytes()), service
+        # a runner cannot take the other runner's dispatches: creating (or reading) its consumer is refused
+        session = Session(engine.nats_url, load_credential(ring.service("tool-runner")))
+        async with session as nc:
+            with pytest.raises(Exception):  # noqa: B017  nats' timeout: the API request never arrived
+                await nc.request("$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.agent-runner", b"1", timeout=1.5)
+            await asyncio.sleep(0.1)
+            assert any("$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.agent-runner".lower() in e for e in session.errors)
+
+    asyncio.run(go())
+    shown = json.loads(engine.agentctl("task", "show", task, "--json").stdout or "{}")
+    assert shown.get("status") is None  # no forged event made a task
+
+
+def test_a_tenant_credential_submits_follows_and_asks_about_its_own_tasks_only(engine: Any, tenant: str) -> None:
+    assert engine.agentctl("workflow", "push", "examples/research-review", "--tenant", tenant).returncode == 0
+    billing = engine.credential(tenant, "billing", "submitter")
+    sub = engine.agentctl("--credential", billing, "submit", "research-review", "--input", '{"brief": "who may do what"}')
+    assert sub.returncode == 0, sub.stderr
+    task_id = sub.stdout.strip()
+    engine.wait_for_status(task_id, "succeeded")
+    shown = json.loads(engine.agentctl("--credential", billing, "task", "show", task_id, "--json").stdout)
+    assert shown["status"] == "succeeded"
+    history = json.loads(engine.agentctl("--credential", billing, "task", "history", task_id, "--json").stdout)
+    assert '"requested_by": "billing"' in json.dumps(history)  # the accepted request, as the router recorded it
+    tail = engine.agentctl("--credential", billing, "tail", "--all", "--no-follow", "--json")
+    assert tail.returncode == 0, tail.stderr
+    tenants = {json.loads(line)["tenant"] for line in tail.stdout.splitlines()}
+    assert tenants == {tenant}
+
+    # the same task, asked about by another tenant's credential: not there
+    other = engine.credential(f"{tenant}x", "peeker", "viewer")
+    peek = engine.agentctl("--credential", other, "task", "show", task_id)
+    assert peek.returncode == 1 and f"no task '{task_id}'" in peek.stderr and f"for tenant '{tenant}x'" in peek.stderr
+    cost = engine.agentctl("--credential", other, "cost", "--task", task_id, "--json")
+    ledger = json.loads(cost.stdout)
+    assert cost.returncode == 0 and ledger["calls"] == 0 and ledger["call_log"] == []  # the owner's has calls
+    own = json.loads(engine.agentctl("--credential", billing, "cost", "--task", task_id, "--json").stdout)
+    assert own["calls"] > 0
+    refused = engine.agentctl("--credential", other, "submit", "research-review", "--tenant", tenant)
+    assert refused.returncode == 1 and "may act for tenant" in refused.stderr
+
+
+def test_a_tenant_credential_cannot_reach_another_tenants_subjects_or_the_unscoped_queries(engine: Any,
+                                                                                           tenant: str) -> None:
+    credential = load_credential(engine.credential(tenant, "mallory", "operator"))
+    victim = f"{tenant}v"
+    forged = command(TaskRequested(workflow="approval", requested_by="mallory"), tenant=victim,
+                     task_id=str(uuid.uuid4()), source="mallory")
+    impersonated = command(TaskRequested(workflow="approval", requested_by="alice"), tenant=tenant,
+                           task_id=str(uuid.uuid4()), source="mallory")
+
+    async def go() -> None:
+        session = Session(engine.nats_url, credential)
+        async with session as nc:
+            assert await refused_publish(session, nc, subject_for(forged), forged.to_bytes())
+            assert await refused_publish(session, nc, subject_for(impersonated), impersonated.to_bytes())
+            assert await refused_publish(session, nc, f"ae.{tenant}.task.accepted")
+            await nc.subscribe(f"ae.{victim}.>")
+            await nc.subscribe("_INBOX_SVC.router.>")
+            for subject in (rpc_subject(ROUTER_RPC, "task.show"), rpc_subject(ROUTER_RPC, "task.show", victim),
+                            rpc_subject(TELEMETRY_RPC, "ledger")):
+                with pytest.raises(Exception):  # noqa: B017  refused: no answer comes
+                    await nc.request(subject, b'{"task_id": "x"}', timeout=1.0)
+            await asyncio.sleep(0.2)
+        joined = "\n".join(session.errors)  # nats-py reports the server's errors in lower case
+        for subject in (f"ae.{victim}.>", "_INBOX_SVC.router.>"):
+            assert f'subscription to "{subject}"'.lower() in joined
+        assert f'publish to "{rpc_subject(ROUTER_RPC, "task.show", victim)}"' in joined
+
+    asyncio.run(go())
+
+
+def test_roles_viewer_cannot_submit_submitter_cannot_cancel_operator_can(engine: Any, tenant: str) -> None:
+    assert engine.agentctl("workflow", "push", WORKFLOW, "--tenant", tenant).returncode == 0
+    viewer = engine.credential(tenant, "auditor", "viewer")
+    denied = engine.agentctl("--credential", viewer, "submit", "approval", "--input", '{"folder": "examples"}')
+    assert denied.returncode == 1 and "was not stored" in denied.stderr and "permissions violation" in denied.stderr
+
+    submitter = engine.credential(tenant, "billing", "submitter")
+    sub = engine.agentctl("--credential", submitter, "submit", "approval", "--input", '{"folder": "examples"}')
+    assert sub.returncode == 0, sub.stderr
+    task_id = sub.stdout.strip()
+    engine.wait_for_status(task_id, "waiting")
+    for attempt in (("approve", task_id, "listing"), ("task", "cancel", task_id)):
+        no = engine.agentctl("--credential", submitter, *attempt)
+        assert no.returncode == 1 and "was not stored" in no.stderr, attempt
+    assert engine.agentctl("--credential", viewer, "task", "show", task_id).returncode == 0
+
+    operator = engine.credential(tenant, "olga", "operator")
+    yes = engine.agentctl("--credential", operator, "task", "cancel", task_id, "--reason", "enough")
+    assert yes.returncode == 0, yes.stderr
+    cancelled = engine.wait_for_status(task_id, "cancelled")
+    history = json.loads(engine.agentctl("task", "history", task_id, "--json").stdout)
+    assert next(e for e in history if e["type"] == "task.cancelled")["data"]["requested_by"] == "olga"
+    assert cancelled["status"] == "cancelled"
+
+
+def test_wrong_revoked_and_missing_credentials_are_refused(engine: Any, tenant: str, tmp_path: Path) -> None:
+    path = engine.credential(tenant, "leaver", "viewer")
+    credential = load_credential(path)
+
+    async def revoked_while_connected() -> bool:
+        session = Session(engine.nats_url, credential)
+        async with session as nc:
+            await nc.flush()
+            await asyncio.to_thread(keyring(engine).revoke, tenant, "leaver")
+            for _ in range(50):
+                if nc.is_closed or not nc.is_connected:
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+
+    assert asyncio.run(revoked_while_connected())  # the reload closed its connection
+    path_copy = tmp_path / "leaver.json"
+    path_copy.write_text(credential.model_dump_json())
+    again = engine.agentctl("--credential", str(path_copy), "task", "show", "x")
+    assert again.returncode == 1 and "refused credential" in again.stderr and "revoked" in again.stderr
+
+    forged = tmp_path / "forged.json"
+    forged.write_text(Credential(kind="tenant", tenant=tenant, user="leaver", role="admin",
+                                 seed=new_seed()).model_dump_json())
+    wrong = engine.agentctl("--credential", str(forged), "task", "show", "x")
+    assert wrong.returncode == 1 and "refused credential" in wrong.stderr
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"kind": "tenant"}')
+    bad = engine.agentctl("--credential", str(broken), "task", "show", "x")
+    assert bad.returncode == 1 and "is not an Agent Engine credential" in bad.stderr and "seed" in bad.stderr
+
+    async def anonymous() -> str:
+        try:
+            await nats.connect(engine.nats_url, allow_reconnect=False, connect_timeout=2)
+        except Exception as exc:  # noqa: BLE001
+            return str(exc)
+        return "connected"
+
+    assert "authorization violation" in asyncio.run(anonymous()).lower()
+
+
+def test_a_tenant_admin_issues_and_revokes_its_own_tenants_credentials_through_the_authority(
+        engine: Any, tenant: str, tmp_path: Path) -> None:
+    admin = engine.credential(tenant, "root", "admin")
+    out = tmp_path / "newbie.json"
+    made = engine.agentctl("--credential", admin, "tenant", "add", tenant, "--user", "newbie", "--role", "viewer",
+                           "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    newbie = load_credential(out)
+    assert (newbie.tenant, newbie.user, newbie.role) == (tenant, "newbie", "viewer")
+    listed = json.loads(engine.agentctl("--credential", admin, "tenant", "list", "--json").stdout)
+    assert {e["user"] for e in listed} == {"root", "newbie"} and all(e["tenant"] == tenant for e in listed)
+    assert not any("seed" in e for e in listed)
+    asked = engine.agentctl("--credential", str(out), "task", "show", "nope")
+    assert asked.returncode == 1 and "no task 'nope'" in asked.stderr  # it connects, as a viewer of its tenant
+
+    # an admin manages its own tenant only, and a lesser role may not ask the authority at all
+    elsewhere = engine.agentctl("--credential", admin, "tenant", "add", f"{tenant}z", "--user", "x",
+                                "--out", str(tmp_path / "x.json"))
+    assert elsewhere.returncode == 1 and "may manage tenant" in elsewhere.stderr
+    operator = engine.credential(tenant, "olga", "operator")
+    denied = engine.agentctl("--credential", operator, "tenant", "add", tenant, "--user", "y",
+                             "--out", str(tmp_path / "y.json"))
+    assert denied.returncode == 1 and "permissions violation" in denied.stderr and not (tmp_path / "y.json").exists()
+
+    async def forge() -> list[str]:
+        session = Session(engine.nats_url, load_credential(admin))
+        async with session as nc:
+            with pytest.raises(Exception):  # noqa: B017  refused: no answer comes
+                await nc.request(f"aerpc.tenant.{tenant}z.auth.credential.add", b"{}", timeout=1.0)
+            await asyncio.sleep(0.1)
+        return session.errors
+
+    assert any("permissions violation" in e for e in asyncio.run(forge()))
+
+    revoked = engine.agentctl("--credential", admin, "tenant", "revoke", tenant, "--user", "newbie")
+    assert revoked.returncode == 0, revoked.stderr
+    gone = engine.agentctl("--credential", str(out), "task", "show", "nope")
+    assert gone.returncode == 1 and "refused credential" in gone.stderr
