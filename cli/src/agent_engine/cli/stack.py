@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ SERVICES = {
 }
 
 
+MASTER_KEY_ENV = "AE_MASTER_KEY_FILE"
+"""The router's master key (wraps the data keys of its store); `up` makes $AE_HOME/master.key when unset."""
 SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE")
 """Only the agent-runner gets provider credentials."""
 
@@ -111,11 +114,15 @@ class Stack:
         env = {**os.environ, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
                "AE_POSTGRES_URL": self.postgres_url or "",
                "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
+        master_key = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
         for name, module in SERVICES.items():
             if alive(services.get(name, {})):
                 continue
             log = logs / f"{name}.log"
             own_env = env if name == "agent-runner" else {k: v for k, v in env.items() if k not in SECRETS}
+            own_env = {k: v for k, v in own_env.items() if k != MASTER_KEY_ENV}
+            if name == "router":  # the only service that seals and opens stored records
+                own_env[MASTER_KEY_ENV] = master_key
             with open(log, "ab") as out:
                 proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
@@ -172,3 +179,14 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _master_key_file(path: Path) -> Path:
+    """A master key for the local stack (32 random bytes as hex, mode 0600), made once."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path

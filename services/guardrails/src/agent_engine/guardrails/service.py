@@ -49,7 +49,8 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     if verdict.accepted and verdict.request is not None:
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
-                            requested_by=verdict.request.requested_by, priority=verdict.request.priority)
+                            requested_by=verdict.request.requested_by, priority=verdict.request.priority,
+                            data_subject=verdict.request.data_subject)
         return _answer(cause, cause_id, data, tenant, task_id, correlation_id)
     workflow = cause.data.get("workflow") if cause else None
     data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",
