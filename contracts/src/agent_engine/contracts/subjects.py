@@ -57,8 +57,11 @@ def rpc_subject(service_rpc: str, action: str) -> str:
     return f"{service_rpc}.{action}"
 
 
-def dlq_subject(service: str) -> str:
-    return f"{DLQ_PREFIX}.{service}"
+def dlq_subject(service: str, tenant: str | None = None) -> str:
+    """`aedlq.<service>.<tenant>`, the tenant of the subject the message arrived on, so a tenant's dead letters
+    can be purged by subject; `aedlq.<service>` for one that names no tenant (and every dead letter kept
+    before dead letters carried a tenant)."""
+    return f"{DLQ_PREFIX}.{service}.{tenant}" if tenant else f"{DLQ_PREFIX}.{service}"
 
 
 def tenant_from_subject(subject: str) -> str | None:

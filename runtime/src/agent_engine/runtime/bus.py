@@ -27,6 +27,7 @@ from agent_engine.contracts.subjects import (
     STREAM_SUBJECTS,
     TOOL_CALLS_BUCKET,
     dlq_subject,
+    tenant_from_subject,
 )
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,9 @@ class Bus:
         await asyncio.gather(*(self.publish(e) for e in envelopes))
 
     async def dead_letter(self, msg: Msg, error: str) -> None:
-        """Keep the message on `aedlq.<service>` with its reason. One too large to carry the extra headers
-        within the server's max_payload is kept as a stub (its size and first bytes; the stream still holds
-        it whole)."""
+        """Keep the message on `aedlq.<service>.<tenant>` (the tenant token of its subject) with its reason.
+        One too large to carry the extra headers within the server's max_payload is kept as a stub (its size
+        and first bytes; the stream still holds it whole)."""
         headers = {k: v[:HEADER_MAX] for k, v in (msg.headers or {}).items() if k != MSG_ID}
         headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
         body = msg.data
@@ -126,7 +127,7 @@ class Bus:
             seq = msg.metadata.sequence.stream if msg.metadata else None
             body = json.dumps({"stub": True, "bytes": len(msg.data), "stream_sequence": seq,
                                "head": msg.data[:1024].decode("utf-8", "backslashreplace")}).encode()
-        await self.js.publish(dlq_subject(self.service), body, headers=headers)
+        await self.js.publish(dlq_subject(self.service, tenant_from_subject(msg.subject)), body, headers=headers)
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
 
     async def pull(self, durable: str, subjects: list[str], *, ack_wait: float,

@@ -121,7 +121,7 @@ class Relay:
             if isinstance(outcome, MaxPayloadError):
                 stub = {"id": record.id, "type": record.type, "task_id": record.task_id, "tenant": record.tenant,
                         "bytes": len(record.to_bytes()), "error": "record exceeds the NATS max_payload"}
-                await self.bus.js.publish(dlq_subject("router"), json.dumps(stub).encode(),
+                await self.bus.js.publish(dlq_subject("router", record.tenant), json.dumps(stub).encode(),
                                           headers={MSG_ID: f"{record.id}:too-large"})
                 log.error("record %s (%s) of task %s is too large to publish; dead-lettered a stub",
                           record.id, record.type, record.task_id)
