@@ -29,6 +29,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     tenant_from_subject,
 )
+from agent_engine.runtime.settings import Retention, dlq_retention, events_retention
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,26 @@ TOOL_CALLS_TTL_S = 30 * 86400.0
 """How long a side-effecting tool call is remembered: longer than any task keeps re-dispatching a node."""
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing.
-    Safe to call from every service."""
-    for config in (
-        StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
-        StreamConfig(name=DLQ_STREAM, subjects=[dlq_subject(">")], storage=StorageType.FILE),
+async def ensure_streams(js: JetStreamContext, events: Retention | None = None, dlq: Retention | None = None) -> None:
+    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, and give each
+    stream its retention (by default from the environment: settings.events_retention, dlq_retention), also
+    when it exists with another. Safe to call from every service."""
+    for config, keep in (
+        (StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
+         events or events_retention()),
+        (StreamConfig(name=DLQ_STREAM, subjects=[dlq_subject(">")], storage=StorageType.FILE),
+         dlq or dlq_retention()),
     ):
+        config.max_age, config.max_bytes = keep.max_age_s, keep.max_bytes or -1
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except NotFoundError:
             try:
                 await js.add_stream(config)
             except BadRequestError:  # another service created it in between
                 pass
+            continue
+        await _retain(js, info.config, keep)
     try:
         await js.key_value(TOOL_CALLS_BUCKET)
     except BucketNotFoundError:
@@ -79,6 +86,22 @@ async def ensure_streams(js: JetStreamContext) -> None:
                 bucket=TOOL_CALLS_BUCKET, history=1, ttl=TOOL_CALLS_TTL_S, storage=StorageType.FILE))
         except BadRequestError:
             pass
+
+
+async def _retain(js: JetStreamContext, current: StreamConfig, keep: Retention) -> None:
+    """Change an existing stream's limits to `keep` (nothing else of it), when they differ."""
+    age, size = current.max_age or 0.0, current.max_bytes if (current.max_bytes or 0) > 0 else 0
+    if abs(age - keep.max_age_s) < 0.001 and size == keep.max_bytes:
+        return
+    current.max_age, current.max_bytes = keep.max_age_s, keep.max_bytes or -1
+    await js.update_stream(current)
+    log.info("stream %s now keeps %s", current.name, _describe(keep))
+
+
+def _describe(keep: Retention) -> str:
+    age = f"{keep.max_age_s / 86400:g} days" if keep.max_age_s else "any age"
+    size = f"at most {keep.max_bytes} bytes" if keep.max_bytes else "any size"
+    return f"messages of {age}, {size}"
 
 
 @dataclass

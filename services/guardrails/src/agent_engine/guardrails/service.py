@@ -1,4 +1,5 @@
-"""Consume task.requested; publish task.accepted (redacted) or task.rejected (with the reason)."""
+"""Consume task.requested; publish task.accepted (redacted) or task.rejected (with the reason), then delete
+the raw request from the stream: its unredacted input is kept nowhere past this gate (docs/data-lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import os
 import re
 
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
-from agent_engine.contracts.subjects import tenant_from_subject, type_subject
+from agent_engine.contracts.subjects import STREAM, tenant_from_subject, type_subject
 from agent_engine.guardrails.checks import PATTERNS, Policy, Verdict, check
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
@@ -88,6 +90,13 @@ def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskReje
                    causation_id=cause_id)
 
 
+async def _delete(bus: Bus, seq: int) -> None:
+    try:
+        await bus.js.delete_msg(STREAM, seq)
+    except NotFoundError:  # deleted already (a redelivery), or aged out
+        pass
+
+
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event) -> None:
     async def handle_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
@@ -97,6 +106,8 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             return
         try:
             await bus.publish(answer)
+            if seq:  # answered: the raw request goes (a redelivery re-publishes the same answer, a duplicate)
+                await _delete(bus, seq)
         except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
             log.warning("could not publish the answer to a request on %s: %s", msg.subject, exc)
             await settle(bus, msg, exc, max_deliver=settings.max_deliver)
