@@ -42,8 +42,10 @@ async def test_existing_streams_take_the_configured_retention(nats_url: str) -> 
         assert events.max_age == pytest.approx(400 * DAY) and (events.max_bytes or -1) == -1
         assert dlq.max_age == pytest.approx(2 * DAY) and dlq.max_bytes == 1 << 30
         assert events.subjects == ["ae.*.>"] and events.duplicate_window == pytest.approx(120.0)  # the rest kept
+        await ensure_streams(bus.js)  # no variable set: an existing stream keeps what it was given
+        assert (await bus.js.stream_info(STREAM)).config.max_age == pytest.approx(400 * DAY)
     finally:
-        await ensure_streams(bus.js)  # back to what the environment says, for the other tests
+        await ensure_streams(bus.js, events=events_retention(), dlq=dlq_retention())  # the defaults again
         restored = (await bus.js.stream_info(STREAM)).config
         await bus.close()
     assert (restored.max_age or 0.0) == 0.0

@@ -29,7 +29,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     tenant_from_subject,
 )
-from agent_engine.runtime.settings import Retention, dlq_retention, events_retention
+from agent_engine.runtime.settings import Retention, dlq_retention, events_retention, retention_configured
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ TOOL_CALLS_TTL_S = 30 * 86400.0
 
 
 async def ensure_streams(js: JetStreamContext, events: Retention | None = None, dlq: Retention | None = None) -> None:
-    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, and give each
-    stream its retention (by default from the environment: settings.events_retention, dlq_retention), also
-    when it exists with another. Safe to call from every service."""
-    for config, keep in (
+    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, each stream
+    with its retention (given, else from the environment: settings.events_retention, dlq_retention). An
+    existing stream takes a retention given here or set in the environment. Safe to call from every service."""
+    for config, keep, enforce in (
         (StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
-         events or events_retention()),
+         events or events_retention(), events is not None or retention_configured("AE_EVENTS")),
         (StreamConfig(name=DLQ_STREAM, subjects=[dlq_subject(">")], storage=StorageType.FILE),
-         dlq or dlq_retention()),
+         dlq or dlq_retention(), dlq is not None or retention_configured("AE_DLQ")),
     ):
         config.max_age, config.max_bytes = keep.max_age_s, keep.max_bytes or -1
         try:
@@ -77,7 +77,8 @@ async def ensure_streams(js: JetStreamContext, events: Retention | None = None, 
             except BadRequestError:  # another service created it in between
                 pass
             continue
-        await _retain(js, info.config, keep)
+        if enforce:
+            await _retain(js, info.config, keep)
     try:
         await js.key_value(TOOL_CALLS_BUCKET)
     except BucketNotFoundError:

@@ -58,6 +58,12 @@ class Retention:
         return cls(days * 86400.0, size)
 
 
+def retention_configured(prefix: str) -> bool:
+    """Whether the environment sets a limit for the stream: only then is an existing stream changed, so a
+    process started without the variables (say, agentctl in another shell) never undoes them."""
+    return any(os.environ.get(f"{prefix}_{limit}") for limit in ("MAX_AGE_DAYS", "MAX_BYTES"))
+
+
 def events_retention() -> Retention:
     """AE_EVENTS_MAX_AGE_DAYS, AE_EVENTS_MAX_BYTES: the event stream. No limit by default: telemetry rebuilds
     its ledger from the stream, and the router's store (not the stream) is the record."""
