@@ -11,9 +11,20 @@ import argparse
 import sys
 
 from agent_engine.cli.client import CliError
-from agent_engine.cli.commands import approvals, cost, dlq, providers, stack, submit, tail, tasks, workflow
+from agent_engine.cli.commands import (
+    approvals,
+    cost,
+    dlq,
+    providers,
+    stack,
+    submit,
+    tail,
+    tasks,
+    tenant,
+    workflow,
+)
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers)
+COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant)
 
 
 def parser() -> argparse.ArgumentParser:
