@@ -25,6 +25,8 @@ def register(sub: Subparsers) -> None:
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
         cmd.add_argument("--priority", type=int, default=0, choices=range(-100, 101), metavar="-100..100",
                          help="when the tenant is at its limit of running tasks, higher priorities start first")
+        cmd.add_argument("--data-subject", metavar="ID", help="the person the task's data is about: its records "
+                         "are sealed under that person's key (`agentctl tenant forget T --person ID` erases them)")
         add_tenant(cmd)
 
     sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
@@ -39,7 +41,7 @@ def register(sub: Subparsers) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
-                              args.timeout, priority=args.priority))
+                              args.timeout, priority=args.priority, data_subject=args.data_subject))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -51,17 +53,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def go() -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
-                            follow=True, priority=args.priority)
+                            follow=True, priority=args.priority, data_subject=args.data_subject)
     return asyncio.run(go())
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str, key: str | None,
-                 timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
+                 timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0,
+                 data_subject: str | None = None) -> int:
     # with a key the task id is fixed by it (the router absorbs repeats); the request's event id is fresh
     # anyway, so JetStream does not drop a retry (say, after a rejection) as a duplicate
+    if data_subject is not None and not 1 <= len(data_subject) <= 256:
+        raise CliError("--data-subject must be 1 to 256 characters")
     task_id = task_id_for(tenant, key)
     request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key, requested_by=SOURCE,
-                            priority=priority)
+                            priority=priority, data_subject=data_subject)
     async with connect() as engine:
         if key:
             known = await _known(engine, task_id, key, follow)
