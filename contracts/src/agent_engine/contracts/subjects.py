@@ -22,6 +22,9 @@ HEARTBEAT_PREFIX = "aehb"
 """`aehb.<tenant>`: plain NATS (not stored) "still working on this dispatch" notes from the runners."""
 ROUTER_RPC = "aerpc.router"
 TELEMETRY_RPC = "aerpc.telemetry"
+TENANT_FORGOTTEN = "aerpc.router.tenant.forgotten"
+"""Plain NATS note from the router after `agentctl tenant forget`: {"tenant", "task_ids" (None: all)}; every
+service holding a tenant's data in memory drops it."""
 AGENT_RUNNER_RPC = "aerpc.agent-runner"
 """`aerpc.agent-runner.providers`: each provider/model's circuit breaker state."""
 

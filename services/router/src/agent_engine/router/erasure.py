@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agent_engine.contracts.envelope import TENANT_PATTERN
-from agent_engine.contracts.subjects import ROUTER_RPC, rpc_subject
+from agent_engine.contracts.subjects import ROUTER_RPC, TENANT_FORGOTTEN, rpc_subject
 from agent_engine.memory.store import MemoryStore
 from agent_engine.router.keys import Keyring
 
 log = logging.getLogger("router")
 FORGET = rpc_subject(ROUTER_RPC, "tenant.forget")
-FORGOTTEN = rpc_subject(ROUTER_RPC, "tenant.forgotten")
+FORGOTTEN = TENANT_FORGOTTEN
 PERSON_MAX = 256
 
 
