@@ -20,8 +20,6 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
-from agent_engine.contracts.subjects import STREAM
-
 pytestmark = pytest.mark.e2e
 MEMO = Path(__file__).parent / "workflows" / "memo"
 
