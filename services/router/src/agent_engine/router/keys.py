@@ -124,6 +124,8 @@ class Keyring:
         self._keys: dict[uuid.UUID, tuple[DataKey, float]] = {}
         self._use: dict[uuid.UUID, uuid.UUID] = {}
         """Aggregate -> the key its new records are sealed under."""
+        self._live: dict[tuple[str, str], uuid.UUID] = {}
+        """(tenant, subject) -> its current key (checked against the table through `key`)."""
         with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{KEYS_TABLE} schema",))
             conn.execute(SCHEMA)
@@ -175,6 +177,12 @@ class Keyring:
     def live_key(self, tenant: str, person: str | None = None) -> DataKey:
         """The tenant's (or the tenant's data subject's) current key, made on first use."""
         subject = self.subject_ref(tenant, person)
+        known = self._live.get((tenant, subject))
+        if known is not None:
+            try:
+                return self.key(known)
+            except KeyDestroyed:
+                self._live.pop((tenant, subject), None)
         select = f"SELECT key_id FROM {KEYS_TABLE} WHERE tenant = %s AND subject = %s AND wrapped IS NOT NULL"
         row = self._query(select, (tenant, subject))
         if not row:
@@ -184,6 +192,7 @@ class Keyring:
             self._query(f"INSERT INTO {KEYS_TABLE} (key_id, tenant, subject, wrapped) VALUES (%s, %s, %s, %s) "
                         "ON CONFLICT DO NOTHING", (key_id, tenant, subject, wrapped), fetch=False)
             row = self._query(select, (tenant, subject))  # ours, or another router's made in between
+        self._live[(tenant, subject)] = row[0][0]
         return self.key(row[0][0])
 
     def assign(self, uses: Iterable[tuple[uuid.UUID, uuid.UUID, str, str]]) -> None:
@@ -221,6 +230,8 @@ class Keyring:
             self._keys.pop(key_id, None)
         for aggregate in [a for a, k in self._use.items() if k in set(ids)]:
             del self._use[aggregate]
+        for scope in [s for s in self._live if s[0] == tenant]:
+            del self._live[scope]
         return Destroyed(len(ids), [r[0] for r in tasks])
 
     def forget_cached(self, tenant: str) -> None:
@@ -228,6 +239,8 @@ class Keyring:
         for key_id in [k for k, (v, _) in self._keys.items() if v.tenant == tenant]:
             self._keys.pop(key_id, None)
         self._use.clear()
+        for scope in [s for s in self._live if s[0] == tenant]:
+            del self._live[scope]
 
     # --- connection ---------------------------------------------------------------------------
 
