@@ -180,3 +180,29 @@ def test_a_forget_request_must_be_confirmed_and_well_formed() -> None:
     assert "'tenant'" in read_request(b'{"tenant": "a b", "confirm": true}')[2]
     assert "'person'" in read_request(b'{"tenant": "acme", "person": "", "confirm": true}')[2]
     assert "JSON object" in read_request(b"[1]")[2]
+
+
+async def test_the_relay_passes_erased_records_over_without_retrying(store: TaskStore, tenant: str,
+                                                                     nats_url: str) -> None:
+    from agent_engine.router.relay import Relay
+    from agent_engine.runtime.bus import Bus
+
+    event = command(TaskAccepted(workflow="w", input={"brief": SECRET}), tenant=tenant, task_id=str(uuid.uuid4()),
+                    source="test")
+    committed = store.save({event.task_id: (0, [input_record(RouterInput(event)), _note(event, "task.started")])})
+    store.keyring.destroy(tenant)
+    bus = await Bus.open(nats_url, "relay-erasure-test")
+    published: list[Envelope] = []
+
+    async def spy(envelope: Envelope) -> None:
+        published.append(envelope)
+
+    bus.publish = spy  # type: ignore[method-assign]
+    try:
+        relay = Relay(bus, store, f"relay:{uuid.uuid4().hex[:6]}")
+        relay.position = committed[0][0] - 1
+        await relay.step()
+        assert relay.position >= committed[-1][0]  # moved past them: never read again
+        assert not [e for e in published if e.tenant == tenant]
+    finally:
+        await bus.close()

@@ -159,16 +159,21 @@ class Router:
             if why:
                 await refuse(self.bus, msg, why)
             return not why
-        except KeyDestroyed:  # a known, final state: dropped (a dead letter would keep the tenant's data)
-            log.info("dropped input %s (%s): task %s was erased", env.id, env.type, env.task_id)
-            self.tasks.drop(env.task_id)
-            self.deadlines.drop(env.task_id)
-            await msg.ack()
+        except KeyDestroyed:
+            await self._drop_erased(msg, env)
             return False
         except Exception as exc:  # noqa: BLE001  an outage, or an error of the check itself: try again later
             log.warning("could not check input %s (%s): %s", env.id, env.type, exc)
             await settle(self.bus, msg, exc, max_deliver=self.settings.max_deliver, extra_transient=(Exception,))
             return False
+
+    async def _drop_erased(self, msg: Msg, env: Envelope) -> None:
+        """An input for an erased task: a known, final state, acked and dropped (a dead letter would keep
+        the tenant's data)."""
+        log.info("dropped input %s (%s): task %s was erased", env.id, env.type, env.task_id)
+        self.tasks.drop(env.task_id)
+        self.deadlines.drop(env.task_id)
+        await msg.ack()
 
     async def _apply_one(self, msg: Msg, env: Envelope) -> None:
         """Isolate a failing batch: an outage is redelivered; a write conflict or another error that is not
@@ -178,6 +183,9 @@ class Router:
             return
         try:
             refused = await self.apply([env])
+        except KeyDestroyed:  # erased while this router held the task in its cache
+            await self._drop_erased(msg, env)
+            return
         except Exception as exc:
             if transient(exc):
                 await msg.nak(delay=1.0)
