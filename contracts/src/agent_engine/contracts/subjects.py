@@ -1,10 +1,15 @@
 """The subject map, defined once. The tenant is a subject token so NATS permissions can confine it.
 
-    ae.<tenant>.<event type>                   e.g. ae.acme.task.requested
+    ae.<tenant>.<event type>                   e.g. ae.acme.task.accepted
     ae.<tenant>.node.dispatched.<kind>         so each runner consumes only its own kind
+    ae.<tenant>.<command type>.<sender>        a client's request, e.g. ae.acme.task.requested.billing
+    aerpc.<service>.<action>                   a query about any tenant (services, platform admin)
+    aerpc.tenant.<tenant>.<service>.<action>   a query answered about that tenant's tasks only
 """
 
 from __future__ import annotations
+
+import re
 
 from agent_engine.contracts.envelope import Envelope
 
@@ -29,11 +34,43 @@ AGENT_RUNNER_RPC = "aerpc.agent-runner"
 """`aerpc.agent-runner.providers`: each provider/model's circuit breaker state."""
 
 
+IDENTITY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""A sender's name (a credential's user within its tenant): one subject token."""
+_IDENTITY = re.compile(IDENTITY_PATTERN)
+
+COMMAND_SENDERS = {
+    "task.requested": "requested_by",
+    "task.cancel_requested": "requested_by",
+    "task.fork_requested": "requested_by",
+    "node.approval_decided": "decided_by",
+}
+"""The requests clients send, and the payload field naming who sent it. Such a request is published with
+that name as its last subject token, and a credential may publish only under its own name (NATS
+permissions), so the name the engine records is the authenticated sender, not free text. A request whose
+sender is missing or not a token goes on the bare type subject, which no tenant credential may publish on."""
+
+
+def sender_of(envelope: Envelope) -> str | None:
+    """The sender a request names, when it is a valid subject token."""
+    field = COMMAND_SENDERS.get(envelope.type)
+    sender = envelope.data.get(field) if field else None
+    return sender if isinstance(sender, str) and _IDENTITY.match(sender) else None
+
+
 def subject_for(envelope: Envelope) -> str:
     """The subject an event is published on."""
     if envelope.type == "node.dispatched":
         return dispatch_subject(str(envelope.data.get("kind", "unknown")), envelope.tenant)
+    sender = sender_of(envelope)
+    if sender is not None:
+        return f"{type_subject(envelope.type, envelope.tenant)}.{sender}"
     return type_subject(envelope.type, envelope.tenant)
+
+
+def consume_subjects(event_type: str, tenant: str = "*") -> list[str]:
+    """Filter subjects that take in every event of one type: a request's with and without a sender token."""
+    bare = type_subject(event_type, tenant)
+    return [bare, f"{bare}.*"] if event_type in COMMAND_SENDERS else [bare]
 
 
 def type_subject(event_type: str, tenant: str = "*") -> str:
@@ -55,9 +92,41 @@ def heartbeat_subject(tenant: str = "*") -> str:
     return f"{HEARTBEAT_PREFIX}.{tenant}"
 
 
-def rpc_subject(service_rpc: str, action: str) -> str:
-    """A query subject, e.g. rpc_subject(ROUTER_RPC, "task.show"); action ">" for all of a service's queries."""
+TENANT_RPC = "aerpc.tenant"
+
+
+def rpc_subject(service_rpc: str, action: str, tenant: str | None = None) -> str:
+    """A query subject, e.g. rpc_subject(ROUTER_RPC, "task.show"); action ">" for all of a service's queries.
+    With a tenant, the tenant-scoped form: the service answers about that tenant's tasks only, and a
+    tenant's credential may publish only there."""
+    if tenant is not None:
+        return f"{TENANT_RPC}.{tenant}.{service_rpc.removeprefix('aerpc.')}.{action}"
     return f"{service_rpc}.{action}"
+
+
+def rpc_listen(service_rpc: str) -> list[str]:
+    """What a service subscribes to for its queries: both forms, any tenant."""
+    return [rpc_subject(service_rpc, ">"), rpc_subject(service_rpc, ">", "*")]
+
+
+def rpc_scope(service_rpc: str, subject: str) -> tuple[str | None, str]:
+    """(the tenant a query is confined to, or None for any; the action) of a subject `rpc_listen` matched."""
+    if subject.startswith(service_rpc + "."):
+        return None, subject.removeprefix(service_rpc + ".")
+    parts = subject.split(".", 4)  # aerpc, tenant, <tenant>, <service>, <action>
+    if len(parts) == 5 and f"{parts[0]}.{parts[1]}" == TENANT_RPC and f"aerpc.{parts[3]}" == service_rpc:
+        return parts[2], parts[4]
+    raise ValueError(f"{subject} is not a query subject of {service_rpc}")
+
+
+def tenant_inbox(tenant: str, user: str) -> str:
+    """The inbox prefix of a tenant's credential: replies to its requests come here, and only it may read them."""
+    return f"_INBOX.{tenant}.{user}"
+
+
+def service_inbox(name: str) -> str:
+    """The inbox prefix of a service's (or the platform admin's) credential; a root no tenant inbox can spell."""
+    return f"_INBOX_SVC.{name}"
 
 
 def dlq_subject(service: str, tenant: str | None = None) -> str:
@@ -80,6 +149,9 @@ def subject_problem(subject: str, envelope: Envelope) -> str:
     if tenant_from_subject(subject) != envelope.tenant:
         return f"envelope tenant '{envelope.tenant}' arrived on subject {subject}, which is not that tenant's"
     expected = subject_for(envelope)
-    if subject != expected:
+    # a request on its bare type subject (as v1 clients sent them) reads too: only the platform's own
+    # credentials may publish there
+    bare = envelope.type in COMMAND_SENDERS and subject == type_subject(envelope.type, envelope.tenant)
+    if subject != expected and not bare:
         return f"a {envelope.type} event arrived on subject {subject}; it is published on {expected}"
     return ""

@@ -14,7 +14,7 @@ from nats.js.errors import NotFoundError
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
-from agent_engine.contracts.subjects import STREAM, tenant_from_subject, type_subject
+from agent_engine.contracts.subjects import STREAM, consume_subjects, tenant_from_subject
 from agent_engine.guardrails.checks import PATTERNS, Policy, Verdict, check
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
@@ -119,5 +119,5 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
     async def handle_batch(msgs: list[Msg]) -> None:
         await asyncio.gather(*(handle_one(m) for m in msgs))
 
-    await bus.consume("guardrails", [type_subject("task.requested")], handle_batch,
+    await bus.consume("guardrails", consume_subjects("task.requested"), handle_batch,
                       batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)

@@ -1,4 +1,5 @@
-"""The router's queries (core NATS request/reply on `aerpc.router.<action>`): a task's state, its stored
+"""The router's queries (core NATS request/reply on `aerpc.router.<action>`, or tenant-scoped on
+`aerpc.tenant.<tenant>.router.<action>`): a task's state, its stored
 records, a replay check and a fork plan. Every request gets an answer; one scoped to a tenant learns
 nothing of another tenant's tasks."""
 
@@ -12,7 +13,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.subjects import ROUTER_RPC
+from agent_engine.contracts.subjects import ROUTER_RPC, rpc_scope
 from agent_engine.router import views
 from agent_engine.router.core import fork_plan
 from agent_engine.router.keys import KeyDestroyed
@@ -45,15 +46,17 @@ ACTIONS: dict[str, Callable[[list[Envelope], dict[str, Any]], dict[str, Any]]] =
 }
 
 
-async def answer(records_of: Records, action: str, raw: bytes) -> dict[str, Any]:
-    """The answer to one query: `{"task_id": ..., "tenant"?: ...}` plus what the action takes."""
+async def answer(records_of: Records, action: str, raw: bytes, scope: str | None = None) -> dict[str, Any]:
+    """The answer to one query: `{"task_id": ..., "tenant"?: ...}` plus what the action takes. `scope` is the
+    tenant of a tenant-scoped subject: it wins over the body's, so a tenant's credential (which may publish
+    only there) learns nothing of another tenant's tasks."""
     query, problem = read_query(raw, task_required=True)
     if problem:
         return {"error": problem}
     handler = ACTIONS.get(action)
     if handler is None:
         return {"error": f"unknown router query '{action}'; known: {', '.join(ACTIONS)}"}
-    task_id, tenant = query["task_id"], query.get("tenant")
+    task_id, tenant = query["task_id"], scope or query.get("tenant")
     try:
         records = await asyncio.to_thread(records_of, task_id)
     except KeyDestroyed as exc:
@@ -70,7 +73,8 @@ async def answer(records_of: Records, action: str, raw: bytes) -> dict[str, Any]
 async def serve(msg: Msg, records_of: Records, max_payload: int, transient: Callable[[BaseException], bool]) -> None:
     """Answer one query message; a published (not requested) one gets no answer, nothing raises."""
     try:
-        reply = await answer(records_of, msg.subject.removeprefix(ROUTER_RPC + "."), msg.data)
+        scope, action = rpc_scope(ROUTER_RPC, msg.subject)
+        reply = await answer(records_of, action, msg.data, scope)
     except Exception as exc:
         if not transient(exc):
             log.exception("query on %s failed", msg.subject)

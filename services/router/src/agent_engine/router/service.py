@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, rpc_subject, type_subject
+from agent_engine.contracts.subjects import ROUTER_RPC, consume_subjects, heartbeat_subject, rpc_listen
 from agent_engine.router import erasure, queries
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
@@ -72,10 +72,11 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self.timers.rebuild, self.store)
-        await self.bus.nc.subscribe(rpc_subject(ROUTER_RPC, ">"), cb=self._query)
+        for subject in rpc_listen(ROUTER_RPC):
+            await self.bus.nc.subscribe(subject, cb=self._query)
         await self.bus.nc.subscribe(erasure.FORGET, queue="router-forget", cb=self._forget)
         await self.bus.nc.subscribe(heartbeat_subject(), cb=self.timers.heartbeat)
-        subjects = [type_subject(t) for t in BUS_INPUTS]
+        subjects = [s for t in BUS_INPUTS for s in consume_subjects(t)]
         loops = [
             self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
                              ack_wait=self.settings.ack_wait_s, stop=stop, on_idle=lambda: self.progress.saw(0, None)),

@@ -12,7 +12,7 @@ import logging
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, TENANT_FORGOTTEN, rpc_subject
+from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, TENANT_FORGOTTEN, rpc_listen, rpc_scope
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
@@ -39,7 +39,10 @@ async def main(stop: asyncio.Event) -> None:
 
     async def on_query(msg: Msg) -> None:
         query, problem = read_query(msg.data, task_required=False)
-        reply = {"error": problem} if problem else ledger.query(query.get("task_id"), query.get("tenant"))
+        scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
+        if action != "ledger":
+            problem = f"unknown telemetry query '{action}'; known: ledger"
+        reply = {"error": problem} if problem else ledger.query(query.get("task_id"), scope or query.get("tenant"))
         if msg.reply:
             try:
                 await msg.respond(encode_reply(reply, bus.nc.max_payload))
@@ -60,7 +63,8 @@ async def main(stop: asyncio.Event) -> None:
         await bus.nc.subscribe(TENANT_FORGOTTEN, cb=on_forgotten)
         await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,
                                deliver_policy=DeliverPolicy.ALL)
-        await bus.nc.subscribe(rpc_subject(TELEMETRY_RPC, "ledger"), cb=on_query)
+        for subject in rpc_listen(TELEMETRY_RPC):
+            await bus.nc.subscribe(subject, cb=on_query)
         await stop.wait()
     finally:
         await bus.close()
