@@ -22,6 +22,7 @@ from nats.js.api import DeliverPolicy
 
 pytestmark = pytest.mark.e2e
 MEMO = Path(__file__).parent / "workflows" / "memo"
+SIDE_EFFECTS = Path(__file__).parent / "workflows" / "side-effects"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,16 @@ async def run_memo(engine: Any, nc: Client, tenant: str, note: str, person: str 
     workflow = await engine.push(nc, tenant, MEMO)
     task_id = await engine.submit(nc, tenant, workflow, {"key": f"k{uuid.uuid4().hex[:6]}", "note": note,
                                                          "find": "nothing"}, data_subject=person)
+    assert (await engine.wait_terminal(nc, [task_id]))[task_id] == "succeeded"
+    return str(task_id)
+
+
+async def run_side_effects(engine: Any, nc: Client, tenant: str, line: str) -> str:
+    """Two side-effecting tool calls: each leaves an entry in the tool-call log (KV ae_tool_calls)."""
+    workflow = await engine.push(nc, tenant, SIDE_EFFECTS)
+    job = {"line": line, "abs_file": str(engine.workspace / "side-effects" / tenant / "x.log"), "sleep_s": 0}
+    task_id = await engine.submit(nc, tenant, workflow, {"file": f"side-effects/{tenant}/x.log", "line": line,
+                                                         "job": job})
     assert (await engine.wait_terminal(nc, [task_id]))[task_id] == "succeeded"
     return str(task_id)
 
@@ -115,12 +126,14 @@ def everywhere(engine: Any, nc_bytes: bytes) -> bytes:
 def test_forgetting_a_tenant_leaves_none_of_its_data_readable(stack: Any) -> None:
     tenant, other = f"gone{uuid.uuid4().hex[:6]}", f"kept{uuid.uuid4().hex[:6]}"
     note, dead, email = secret("note"), secret("dead"), f"{uuid.uuid4().hex[:8]}@example.org"
+    tool_line = secret("tool")
     kept_note = secret("kept")
 
     async def before() -> tuple[str, str, bytes]:
         nc = await stack.connect()
         try:
             task_id = await run_memo(stack, nc, tenant, f"{note} mail {email}")
+            await run_side_effects(stack, nc, tenant, tool_line)
             kept = await run_memo(stack, nc, other, kept_note)
             await dead_letter(stack, nc, tenant, dead)
             return task_id, kept, await stream_bytes(nc)
@@ -141,6 +154,7 @@ def test_forgetting_a_tenant_leaves_none_of_its_data_readable(stack: Any) -> Non
     counts = dict(re.findall(r"^\s+(.+?):\s+(\d+)$", done.stdout, re.M))
     assert int(counts["data keys destroyed"]) == 1 and int(counts["memory notes deleted"]) == 1
     assert int(counts["event stream messages purged"]) > 5 and int(counts["dead letters purged"]) == 2
+    assert int(counts["tool-call log entries purged"]) == 2
 
     async def after() -> tuple[bytes, str]:
         nc = await stack.connect()
@@ -153,7 +167,7 @@ def test_forgetting_a_tenant_leaves_none_of_its_data_readable(stack: Any) -> Non
 
     streams, _ = asyncio.run(after())
     left = everywhere(stack, streams)
-    for text in (note, dead, email):
+    for text in (note, dead, email, tool_line):  # (the workspace file the tool wrote is not the engine's to erase)
         assert text.encode() not in left, f"{text} is still readable after forget"
     assert kept_note.encode() in left  # the other tenant's data is untouched
 
