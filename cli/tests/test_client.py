@@ -47,7 +47,7 @@ async def test_a_request_is_built_by_the_factory_and_published_on_its_subject() 
     sent = await engine(fake).send(TaskCancelRequested(reason="enough", requested_by="agentctl"), tenant="acme",
                                    task_id="task-1")
     [(subject, body, headers)] = fake.published
-    assert subject == "ae.acme.task.cancel_requested"
+    assert subject == "ae.acme.task.cancel_requested.agentctl"  # the sender as its last token
     assert headers == {MSG_ID: sent.id, TASK_ID_HEADER: "task-1"}
     envelope = Envelope.from_bytes(body)
     assert (envelope.source, envelope.type, envelope.correlation_id) == ("agentctl", "task.cancel_requested", "task-1")
