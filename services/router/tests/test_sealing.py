@@ -206,3 +206,22 @@ async def test_the_relay_passes_erased_records_over_without_retrying(store: Task
         assert not [e for e in published if e.tenant == tenant]
     finally:
         await bus.close()
+
+
+def test_forget_counts_tasks_not_the_admission_log_and_deletes_the_memory_notes(store: TaskStore, tenant: str,
+                                                                                postgres_url: str) -> None:
+    from agent_engine.memory.store import MemoryScope, MemoryStore
+    from agent_engine.router.erasure import forget
+
+    task_id = started(store, tenant)
+    event = command(TaskAccepted(workflow="w"), tenant=tenant, task_id=task_id, source="test")
+    store.save({TENANT_KEY + tenant: (0, [event.model_copy(update={"type": "task.admitted", "data": {}})])})
+    memory = MemoryStore(postgres_url)
+    try:
+        memory.save(tenant, MemoryScope("global", ""), "who", SECRET, task_id=task_id)
+        memory.save(f"o{tenant}", MemoryScope("global", ""), "who", "another tenant's")
+        answer = forget(store.keyring, postgres_url, tenant, None)
+        assert (answer["keys_destroyed"], answer["tasks_erased"], answer["memory_notes_deleted"]) == (1, 1, 1)
+        assert memory.count(f"o{tenant}", [MemoryScope("global", "")]) == 1
+    finally:
+        memory.close()

@@ -19,6 +19,7 @@ from typing import Any
 from agent_engine.contracts.envelope import TENANT_PATTERN
 from agent_engine.contracts.subjects import ROUTER_RPC, TENANT_FORGOTTEN, rpc_subject
 from agent_engine.memory.store import MemoryStore
+from agent_engine.router.admission import TENANT_KEY
 from agent_engine.router.keys import Keyring
 
 log = logging.getLogger("router")
@@ -48,16 +49,16 @@ def read_request(raw: bytes) -> tuple[str, str | None, str]:
 def forget(keyring: Keyring, memory_url: str, tenant: str, person: str | None) -> dict[str, Any]:
     """Destroy the keys and delete the memory notes (blocking); the answer the CLI prints."""
     destroyed = keyring.destroy(tenant, person)
+    task_ids = [t for t in destroyed.task_ids if not t.startswith(TENANT_KEY)]  # not the admission log
     memory = MemoryStore(memory_url, max_connections=1)
     try:
-        notes = memory.forget(tenant, destroyed.task_ids if person else None)
+        notes = memory.forget(tenant, task_ids if person else None)
     finally:
         memory.close()
     log.warning("forgot %s of tenant '%s': %d data key(s) destroyed, %d task(s) erased, %d memory note(s) deleted",
-                "a data subject" if person else "everything", tenant, destroyed.keys, len(destroyed.task_ids), notes)
+                "a data subject" if person else "everything", tenant, destroyed.keys, len(task_ids), notes)
     return {"tenant": tenant, "person": person is not None, "keys_destroyed": destroyed.keys,
-            "tasks_erased": len(destroyed.task_ids), "task_ids": destroyed.task_ids if person else [],
-            "memory_notes_deleted": notes}
+            "tasks_erased": len(task_ids), "task_ids": task_ids if person else [], "memory_notes_deleted": notes}
 
 
 async def serve_forget(raw: bytes, keyring: Keyring, memory_url: str,
