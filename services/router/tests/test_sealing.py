@@ -225,3 +225,10 @@ def test_forget_counts_tasks_not_the_admission_log_and_deletes_the_memory_notes(
         assert memory.count(f"o{tenant}", [MemoryScope("global", "")]) == 1
     finally:
         memory.close()
+
+
+async def test_a_tenant_scoped_forget_is_only_an_error_answer(store: TaskStore, tenant: str) -> None:
+    task_id = started(store, tenant)
+    body = f'{{"tenant": "{tenant}", "confirm": true}}'.encode()
+    assert "error" in await queries.answer(store.records, "tenant.forget", body, tenant)
+    assert store.records(task_id)  # nothing was erased
