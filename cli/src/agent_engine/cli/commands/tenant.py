@@ -1,4 +1,5 @@
-"""`agentctl tenant add/list/revoke`: the credentials other systems and people use to reach one tenant.
+"""`agentctl tenant add/list/revoke`: the credentials other systems and people use to reach one tenant
+(and `tenant forget`, erasing its data, which lives in forget.py).
 
 A credential is a file with an nkey seed (see contracts.credentials). The platform administrator issues it
 from the stack's keyring (AE_CREDENTIALS_DIR, default <AE_HOME>/credentials); a tenant's admin, acting with
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from agent_engine.cli.client import CliError, ask, credential
+from agent_engine.cli.commands.forget import register_forget
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.credentials import ROLES, Credential, Role
@@ -28,7 +30,7 @@ TENANT_GROUP: list[argparse.ArgumentParser] = []
 
 
 def register(sub: Subparsers) -> None:
-    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials",
+    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials; forget a tenant's data",
                            description="Tenant credentials: what another system (or a person) connects with. "
                            f"Roles: {', '.join(ROLES)}; each may do what the one before may, and more.")
     TENANT_GROUP.append(group)
@@ -51,6 +53,7 @@ def register(sub: Subparsers) -> None:
     rv.add_argument("name", help="the tenant")
     rv.add_argument("--user", help="only this credential (default: every credential of the tenant)")
     rv.set_defaults(func=cmd_revoke)
+    register_forget(cmds)
 
 
 def _check(pattern: str, value: str, what: str) -> None:
