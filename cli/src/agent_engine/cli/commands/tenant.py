@@ -42,8 +42,8 @@ def register(sub: Subparsers) -> None:
     add.add_argument("--role", default="submitter", choices=get_args(Role),
                      help="viewer: read events and ask about tasks; submitter: + submit tasks (default); "
                      "operator: + approve, reject, cancel, fork; admin: + push the tenant's workflows")
-    add.add_argument("--out", help="where a tenant admin writes the new credential file "
-                     "(default: ./<tenant>-<user>.json); the platform's go under the keyring")
+    add.add_argument("--out", help="also write the new credential file here (a tenant admin's default: "
+                     "./<tenant>-<user>.json; the platform's is kept under the keyring as well)")
     add.set_defaults(func=cmd_add)
     ls = cmds.add_parser("list", help="the credentials issued (public keys only)")
     ls.add_argument("name", nargs="?", help="only this tenant's")
@@ -100,6 +100,9 @@ def cmd_add(args: argparse.Namespace) -> int:
         path = keyring.issue(args.name, args.user, args.role)
     except KeyringError as exc:
         raise CliError(str(exc)) from None
+    if args.out:
+        write_secret(Path(args.out), path.read_text())
+        path = Path(args.out)
     print(path)
     print(f"issued {args.role} credential '{args.user}' of tenant '{args.name}'; {_told(len(keyring.servers()))}. "
           f"Hand the file over securely; connect with AE_NATS_CREDENTIAL={path} (see docs/security.md).",
