@@ -30,6 +30,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                 + ", ".join(unmarked[:5]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def master_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One router master key (AE_MASTER_KEY_FILE) for the whole session, so every store and every stack
+    sharing the session's PostgreSQL can open each other's data keys."""
+    if os.environ.get("AE_MASTER_KEY_FILE"):
+        yield Path(os.environ["AE_MASTER_KEY_FILE"])
+        return
+    path = tmp_path_factory.mktemp("master-key") / "master.key"
+    path.write_text(os.urandom(32).hex() + "\n")
+    path.chmod(0o600)
+    os.environ["AE_MASTER_KEY_FILE"] = str(path)
+    yield path
+    os.environ.pop("AE_MASTER_KEY_FILE", None)
+
+
 @pytest.fixture(scope="session")
 def keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyring]:
     """The credentials of every nats-server the tests start: authorization is on in every test, as in

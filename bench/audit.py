@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,6 +36,7 @@ import psycopg
 from agent_engine.cli.audit import read_task, verify_all, verify_chain
 from agent_engine.contracts.envelope import Envelope, command, derive_id
 from agent_engine.contracts.events import NodeDispatched, NodeSucceeded
+from agent_engine.router.datakeys import Keyring
 from agent_engine.router.store import TaskStore, _RouterApplication, eventsourcing_env
 from agent_engine.runtime import audit, embedded
 
@@ -70,11 +72,13 @@ def databases(url: str, *names: str) -> Iterator[list[str]]:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def plain_store(url: str) -> TaskStore:
-    """A TaskStore whose application uses eventsourcing's own recorder: the baseline without the chain."""
+def plain_store(url: str, master: bytes) -> TaskStore:
+    """A TaskStore whose application uses eventsourcing's own recorder (records sealed all the same): the
+    baseline without the chain."""
     store = TaskStore.__new__(TaskStore)
     store.url, store._position_conn = url, None
-    store.app = _RouterApplication(env=eventsourcing_env(url))
+    store.keyring = Keyring(url, master)
+    store.app = _RouterApplication(eventsourcing_env(url), store.keyring)
     return store
 
 
@@ -156,7 +160,8 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp, embedded.postgres_url(Path(tmp)) as server, \
             databases(server, "audited", "plain") as (audited_url, plain_url):
-        audited, plain = TaskStore(audited_url), plain_store(plain_url)
+        master = os.urandom(32)
+        audited, plain = TaskStore(audited_url, master), plain_store(plain_url, master)
         try:
             spent = write(audited, plain, args.tasks, args.records)
             small = write_small(audited, plain)
@@ -184,7 +189,7 @@ def main() -> int:
                     load_times.append(time.perf_counter() - began)
         finally:
             audited.close()
-            plain.app.close()
+            plain.close()
     result = {
         "tasks": args.tasks, "records": total,
         "write_s": {"audited": spent["audited"], "plain": spent["plain"],

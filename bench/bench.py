@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -88,7 +89,7 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
 
 def rebuild_ms(postgres_url: str, events: int) -> float:
     """Time to load and fold one task with `events` stored records."""
-    store = TaskStore(postgres_url)
+    store = TaskStore(postgres_url, os.urandom(32))  # its own master key: tenant "bench" is this store's alone
     task_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     records = []

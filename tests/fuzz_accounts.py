@@ -82,7 +82,7 @@ class Observer:
         self.messages += 1
         body = json_object(data) or {}
         number = headers.get(FUZZ_HEADER, "")
-        entry = DeadLetter(subject.removeprefix("aedlq."), int(number) if number.isdigit() else None,
+        entry = DeadLetter(subject.split(".")[1], int(number) if number.isdigit() else None,
                            headers.get("Ae-Error", ""), str(body.get("id", "")), str(attribute(body, "causation_id")))
         if entry.fuzz is not None:
             self.dead_by_fuzz[entry.fuzz].append(entry)

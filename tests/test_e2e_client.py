@@ -17,6 +17,7 @@ from agent_engine.client import Client, RequestRejected, connect
 from agent_engine.contracts.envelope import command
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.subjects import subject_for
+from agent_engine.runtime.keyring import KEYRING_ENV, Keyring
 
 pytestmark = pytest.mark.e2e
 WORKFLOW = "research-review"
@@ -29,7 +30,11 @@ def push(engine: Any, tenant: str) -> None:
 
 
 async def client(engine: Any, tenant: str) -> Client:
-    return await connect(engine.nats_url, tenant=tenant, user="billing", source="billing-system")
+    """The client as another system runs it: with a submitter credential of its tenant, issued once."""
+    path = Keyring(Path(engine.env[KEYRING_ENV])).tenant_credential(tenant, "billing")
+    if not path.exists():
+        engine.credential(tenant, "billing", "submitter")
+    return await connect(engine.nats_url, path, source="billing-system")
 
 
 def test_a_key_used_twice_names_one_task_even_after_the_router_restarts(engine: Any, tenant: str) -> None:
@@ -116,8 +121,9 @@ def test_a_request_the_engine_will_not_run_is_raised_with_the_reason(engine: Any
 def test_a_nodejs_system_submits_a_task_and_follows_it_to_success(engine: Any, tenant: str,
                                                                  node_example: Path) -> None:
     push(engine, tenant)
-    ran = subprocess.run(["node", "submit-and-follow.mjs", "--server", engine.nats_url, "--tenant", tenant,
-                          "--user", "node-billing", "--workflow", WORKFLOW, "--input", json.dumps(BRIEF),
+    creds = engine.credential(tenant, "node-billing", "submitter")  # the file `agentctl tenant add` hands over
+    ran = subprocess.run(["node", "submit-and-follow.mjs", "--server", engine.nats_url, "--creds", creds,
+                          "--workflow", WORKFLOW, "--input", json.dumps(BRIEF),
                           "--timeout", "120"], cwd=node_example, capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     lines = [json.loads(line) for line in ran.stdout.splitlines()]

@@ -92,7 +92,7 @@ def test_forged_router_inputs_are_dead_lettered_at_once_with_the_reason(engine, 
     async def send() -> list[tuple[str, float]]:
         nc = await engine.connect()
         try:
-            dlq = await nc.subscribe("aedlq.router")
+            dlq = await nc.subscribe("aedlq.router.>")
             workflow = await engine.push(nc, tenant)
             real = await engine.submit(nc, tenant, workflow, {"brief": "for a split"})
             assert (await engine.wait_terminal(nc, [real]))[real] == "succeeded"
@@ -167,7 +167,7 @@ def test_an_event_passed_off_on_another_types_subject_never_gets_past_its_gate(e
     async def send() -> tuple[str, dict[str, Any]]:
         nc = await engine.connect()
         try:
-            dlq = await nc.subscribe("aedlq.router")
+            dlq = await nc.subscribe("aedlq.router.>")
             workflow = await engine.push(nc, tenant)
             bypass = forged(tenant, "task.accepted", {"workflow": workflow, "input": {"brief": "unchecked"}})
             await publish(nc, f"ae.{tenant}.node.completed", bypass.to_bytes())

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 async def _inject(engine, victim: str, intruder: str):
     nc = await engine.connect()
     try:
-        dlq = await nc.subscribe("aedlq.router")
+        dlq = await nc.subscribe("aedlq.router.>")
         workflow = await engine.push(nc, victim)
         task_id = await engine.submit(nc, victim, workflow, {"brief": "mine"})
         status = await engine.wait_terminal(nc, [task_id])

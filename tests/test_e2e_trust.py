@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from nats.aio.client import Client
 from agent_engine.contracts.credentials import Credential, load_credential
 from agent_engine.contracts.envelope import command
 from agent_engine.contracts.events import NodeCompleted, TaskAccepted, TaskRequested
-from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC, rpc_subject, subject_for
+from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC, rpc_subject, subject_for, type_subject
 from agent_engine.runtime.auth import new_seed
 from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import KEYRING_ENV, Keyring
@@ -248,3 +251,104 @@ def test_a_tenant_admin_issues_and_revokes_its_own_tenants_credentials_through_t
     assert revoked.returncode == 0, revoked.stderr
     gone = engine.agentctl("--credential", str(out), "task", "show", "nope")
     assert gone.returncode == 1 and "refused credential" in gone.stderr
+
+
+def test_the_documented_way_another_system_publishes_a_request_works_as_written(engine: Any) -> None:
+    """docs/events.md's nats-py example, run as printed (only the server URL and the file path replaced)."""
+    text = (Path(__file__).parent.parent / "docs" / "events.md").read_text()
+    section = text[text.index("## Publishing a task request from your own system"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[:code.index("```")]
+    assert engine.agentctl("workflow", "push", "examples/research-review", "--tenant", "default").returncode == 0
+    cred = engine.credential("default", "billing-system", "submitter")
+    code = code.replace('"nats://127.0.0.1:4222"', repr(engine.nats_url)).replace('open("billing.json")',
+                                                                                   f"open({cred!r})")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1] == "outcome: task.succeeded", ran.stdout
+
+
+def test_a_hostile_tenants_burst_on_every_subject_it_may_publish_is_answered_and_leaks_nothing(
+        engine: Any, tenant: str) -> None:
+    """An operator credential (the widest a tenant gets but admin) sends malformed messages on each subject it
+    may publish: every request is refused (task.rejected) or dead-lettered with a reason, every query gets an
+    error answer, no service stops, and another tenant's task runs as if nothing happened."""
+    credential = load_credential(engine.credential(tenant, "mallory", "operator"))
+    other = f"{tenant}o"
+    assert engine.agentctl("workflow", "push", "examples/research-review", "--tenant", other).returncode == 0
+    before = engine.pids()
+    task = str(uuid.uuid4())
+    envelope = command(TaskRequested(workflow="research-review", requested_by="mallory"), tenant=tenant,
+                       task_id=task, source="mallory").to_wire()
+    bodies = [b"", b"\xff\xfe", b"[]", b"null", b'{"specversion": "1.0"}', b"{" * 5000 + b"}" * 5000,
+              *(json.dumps({**envelope, "id": str(uuid.uuid4()), **change}).encode() for change in (
+                  {"tenant": other},           # another tenant's name inside
+                  {"type": "task.accepted"},   # an internal type passed off as a request
+                  {"data": {"workflow": 7}},
+                  {"schemaversion": 99}))]
+    # (each its own event id: the engine answers one request id once, however often it is sent)
+    commands = [f"{type_subject(t, tenant)}.mallory" for t in
+                ("task.requested", "task.cancel_requested", "task.fork_requested", "node.approval_decided")]
+    queries = [rpc_subject(ROUTER_RPC, a, tenant) for a in ("task.show", "task.history", "task.replay",
+                                                             "task.fork_plan", "no.such")]
+    queries.append(rpc_subject(TELEMETRY_RPC, "ledger", tenant))
+
+    async def burst() -> tuple[int, list[Any]]:
+        session = Session(engine.nats_url, credential)
+        async with session as nc:
+            js = nc.jetstream()
+            stored = 0
+            for subject in commands:
+                for i, body in enumerate(bodies):
+                    headers = {"Nats-Msg-Id": f"{subject}-{i}-{uuid.uuid4()}"}
+                    await js.publish(subject, body, headers=headers, timeout=10)
+                    stored += 1
+            answers = []
+            for subject in queries:
+                for body in (b"\xff", b"[]", b'{"task_id": 5}',
+                             json.dumps({"task_id": task, "tenant": other}).encode()):
+                    try:
+                        answers.append(json.loads((await nc.request(subject, body, timeout=10)).data))
+                    except Exception as exc:  # noqa: BLE001
+                        raise AssertionError(f"no answer on {subject} to {body!r}: {exc!r}") from None
+            return stored, answers
+
+    for _ in range(100):  # a fresh stack: the router answers queries once it has read its store
+        if "no task" in engine.agentctl("task", "show", task).stderr:
+            break
+        time.sleep(0.1)
+    stored, answers = asyncio.run(burst())
+    # an error, or (the ledger of a task id with no calls in the asker's scope) a line of zeros; never the other's
+    assert all("error" in a or (a.get("calls") == 0 and other not in json.dumps(a)) for a in answers), answers
+
+    admin = load_credential(keyring(engine).admin)
+
+    async def count(stream: str, subject: str) -> int:
+        """Messages on `subject` of `stream`, read by the platform credential."""
+        nc = await nats.connect(engine.nats_url, **auth_options(admin))
+        try:
+            sub = await nc.jetstream().subscribe(subject, ordered_consumer=True, stream=stream)
+            n = 0
+            while True:
+                try:
+                    await sub.next_msg(timeout=0.5)
+                except Exception:  # noqa: BLE001  nats' timeout: no more
+                    return n
+                n += 1
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + 60
+    dead = rejected = 0
+    while time.monotonic() < deadline:
+        dead = asyncio.run(count("AE_DLQ", f"aedlq.*.{tenant}"))
+        rejected = asyncio.run(count("AE_EVENTS", type_subject("task.rejected", tenant)))
+        if dead + rejected >= stored:
+            break
+        time.sleep(1)
+    assert dead + rejected >= stored, (dead, rejected, stored)
+    assert engine.pids() == before  # no service stopped or restarted
+
+    sub = engine.agentctl("submit", "research-review", "--tenant", other, "--input", json.dumps({"brief": "calm"}))
+    assert sub.returncode == 0, sub.stderr
+    engine.wait_for_status(sub.stdout.strip(), "succeeded")

@@ -74,16 +74,20 @@ async function finish(code) {
 const events = nc.subscribe(subjects.events);
 
 const taskId = randomUUID();
+// a CloudEvents 1.0 event in structured mode, contract version 2 (docs/events.md): the engine's attributes
+// are the extensions tenant, taskid, correlationid and schemaversion
 const request = {
   specversion: "1.0",
   id: randomUUID(),
   source: "node-example",
   type: "task.requested",
   time: new Date().toISOString(),
+  datacontenttype: "application/json",
+  dataschema: "urn:agent-engine:events:task.requested:v2",
   tenant,
-  task_id: taskId,
-  correlation_id: taskId,
-  schema_version: 1,
+  taskid: taskId,
+  correlationid: taskId,
+  schemaversion: 2,
   data: {
     workflow: args.workflow,
     input: JSON.parse(args.input),
@@ -105,8 +109,8 @@ for await (const msg of events) {
   } catch {
     continue; // not an event envelope: not this task's news
   }
-  if (event.task_id !== following) continue;
-  print({ type: event.type, task_id: event.task_id, node: event.data?.node, reason: event.data?.reason });
+  if (event.taskid !== following) continue;
+  print({ type: event.type, task_id: event.taskid, node: event.data?.node, reason: event.data?.reason });
   if (event.type === "task.deduplicated") {
     // the key names a task already: follow that one (it may have ended: ask the router)
     following = event.data.original_task_id;

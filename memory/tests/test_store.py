@@ -3,6 +3,7 @@ many writers at once, where a note came from)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -99,3 +100,23 @@ def test_a_call_without_tenant_or_task_is_refused(postgres_url: str) -> None:
         store.close()
     with pytest.raises(MemoryRefused, match="memory needs AE_POSTGRES_URL"):
         MemoryStore("")
+
+
+def test_forgetting_a_persons_tasks_deletes_their_notes_and_keeps_the_rest(postgres_url: str, tenant: str) -> None:
+    store = MemoryStore(postgres_url)
+    try:
+        store.save(tenant, PROJECT, "ada-pref", "Ada likes tea", task_id="ada-1")
+        store.save(tenant, MemoryScope("task", "ada-1"), "scratch", "Ada's draft", task_id="ada-1")
+        store.save(tenant, PROJECT, "bob-pref", "Bob likes coffee", task_id="bob-1")
+        assert store.forget(tenant, ["ada-1"]) == 2
+        assert [i.key for i in store.recall(tenant, [PROJECT, MemoryScope("task", "ada-1")])] == ["bob-pref"]
+        assert store.forget(tenant) == 1 and store.count(tenant, [PROJECT]) == 0
+        with psycopg.connect(postgres_url) as conn:  # rewritten: the deleted notes are not in the table's file
+            path = conn.execute("SELECT current_setting('data_directory') || '/' || pg_relation_filepath('ae_memory')"
+                                ).fetchone()
+        assert path is not None
+        if os.access(path[0], os.R_OK):  # a server on this machine (not one AE_POSTGRES_URL names elsewhere)
+            with open(path[0], "rb") as data:
+                assert b"Ada likes tea" not in data.read()
+    finally:
+        store.close()

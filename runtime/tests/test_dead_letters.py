@@ -38,7 +38,7 @@ async def test_a_message_at_the_size_limit_is_dead_lettered_as_a_stub_and_acked(
             break
         await asyncio.sleep(0.05)
     assert info.num_ack_pending == 0 and bus.nc.is_connected
-    dead = await bus.js.get_last_msg(DLQ_STREAM, dlq_subject("dlq-test"))
+    dead = await bus.js.get_last_msg(DLQ_STREAM, dlq_subject("dlq-test", "beta"))
     stub = json.loads(dead.data or b"{}")
     assert stub["stub"] is True and stub["bytes"] == len(body) and stub["head"].startswith("xxx")
     assert dead.headers is not None and dead.headers["Ae-Error"].startswith("not a valid event envelope")

@@ -163,3 +163,14 @@ def test_another_tenants_call_naming_a_task_id_never_shows_in_its_owners_line() 
     assert ledger.query("t-v", "intruder")["cost_usd"] == "1000"
     assert "several tenants (intruder, victim)" in ledger.query("t-v")["error"]
     assert ledger_of(llm_called(task="t-1", cost="2")).query("t-1")["cost_usd"] == "2"  # one tenant: no need to ask
+
+
+def test_a_forgotten_tenants_task_lines_go_and_read_as_erased() -> None:
+    ledger = ledger_of(llm_called(task="a", tenant="gone"), llm_called(task="b", tenant="gone"),
+                       llm_called(task="c", tenant="kept"))
+    assert ledger.forget("gone", ["a"]) == 1  # one data subject's task
+    assert ledger.query("a")["erased"] is True and ledger.query("b")["calls"] == 1
+    assert ledger.forget("gone", None) == 1  # then the whole tenant
+    assert ledger.query("b", "gone")["erased"] is True and "nodes" not in ledger.query("b", "gone")
+    assert ledger.query("c")["calls"] == 1  # another tenant's line stays
+    assert ledger.query(tenant="gone")["calls"] == 2  # totals name no task, and keep their sums

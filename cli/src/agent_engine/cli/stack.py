@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -35,6 +36,8 @@ COMPONENTS = {**SERVICES, "authority": "agent_engine.cli.authority"}
 """The processes `up` starts: the five services, and the credential authority when authorization is on
 (it lets a tenant's admin manage its tenant's credentials over the bus; cli/authority.py)."""
 
+MASTER_KEY_ENV = "AE_MASTER_KEY_FILE"
+"""The router's master key (wraps the data keys of its store); `up` makes $AE_HOME/master.key when unset."""
 SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE")
 """Only the agent-runner gets provider credentials."""
 
@@ -123,6 +126,7 @@ class Stack:
         env = {**os.environ, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
                "AE_POSTGRES_URL": self.postgres_url or "",
                "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
+        master_key = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
         keyring = self.keyring
         if keyring.admin.exists() and keyring.ensure_platform_created():
             keyring.apply()  # a keyring made by an older version: its servers learn the new credentials
@@ -133,11 +137,13 @@ class Stack:
                 continue  # no authorization, no authority
             log = logs / f"{name}.log"
             own_env = env if name == "agent-runner" else {k: v for k, v in env.items() if k not in SECRETS}
-            own_env = {k: v for k, v in own_env.items() if k != KEYRING_ENV}  # the authority's alone
+            own_env = {k: v for k, v in own_env.items() if k not in (KEYRING_ENV, MASTER_KEY_ENV)}
             if keyring.service(name).exists():  # else an external server without authorization
                 own_env[CREDENTIAL_ENV] = str(keyring.service(name))
             if name == "authority":
                 own_env[KEYRING_ENV] = str(keyring.root)
+            if name == "router":  # the only service that seals and opens stored records
+                own_env[MASTER_KEY_ENV] = master_key
             with open(log, "ab") as out:
                 proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
@@ -194,3 +200,14 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _master_key_file(path: Path) -> Path:
+    """A master key for the local stack (32 random bytes as hex, mode 0600), made once."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path

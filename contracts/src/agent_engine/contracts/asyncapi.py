@@ -47,6 +47,7 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "task.cancel_requested": ((CLIENT, ROUTER), (ROUTER,)),
     "task.fork_requested": ((CLIENT,), (ROUTER,)),
     "task.started": _RECORD, "task.succeeded": _RECORD, "task.failed": _RECORD, "task.cancelled": _RECORD,
+    "task.deduplicated": _RECORD, "tenant.key_claimed": _RECORD,
     "task.forked": _RECORD, "task.queued": _RECORD,
     "task.admitted": ((ROUTER,), (ROUTER,)),
     "tenant.admitted": _RECORD, "tenant.queued": _RECORD, "tenant.released": _RECORD,

@@ -29,6 +29,9 @@ ROUTER_RPC = "aerpc.router"
 TELEMETRY_RPC = "aerpc.telemetry"
 AUTH_RPC = "aerpc.auth"
 """`aerpc.tenant.<tenant>.auth.credential.<add|list|revoke>`: a tenant admin's credential requests."""
+TENANT_FORGOTTEN = "aerpc.router.tenant.forgotten"
+"""Plain NATS note from the router after `agentctl tenant forget`: {"tenant", "task_ids" (None: all)}; every
+service holding a tenant's data in memory drops it."""
 AGENT_RUNNER_RPC = "aerpc.agent-runner"
 """`aerpc.agent-runner.providers`: each provider/model's circuit breaker state."""
 AUDIT_STREAM = "AE_AUDIT"
@@ -138,8 +141,11 @@ def service_inbox(name: str) -> str:
     return f"_INBOX_SVC.{name}"
 
 
-def dlq_subject(service: str) -> str:
-    return f"{DLQ_PREFIX}.{service}"
+def dlq_subject(service: str, tenant: str | None = None) -> str:
+    """`aedlq.<service>.<tenant>`, the tenant of the subject the message arrived on, so a tenant's dead letters
+    can be purged by subject; `aedlq.<service>` for one that names no tenant (and every dead letter kept
+    before dead letters carried a tenant)."""
+    return f"{DLQ_PREFIX}.{service}.{tenant}" if tenant else f"{DLQ_PREFIX}.{service}"
 
 
 def audit_subject(chain: str = "*") -> str:

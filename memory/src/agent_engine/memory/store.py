@@ -204,6 +204,21 @@ class MemoryStore:
             row = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}", params).fetchone()
         return int(row[0]) if row else 0
 
+    def forget(self, tenant: str, task_ids: Sequence[str] | None = None, timeout: float = 60.0) -> int:
+        """Delete every note of the tenant, or (with `task_ids`) those those tasks saved last or that are
+        scoped to them; then rewrite the table (VACUUM FULL) so no deleted note stays in its files.
+        Returns how many notes were deleted. Page: docs/data-lifecycle.md."""
+        _check_tenant(tenant)
+        with self._connection(timeout) as conn:
+            if task_ids is None:
+                deleted = conn.execute(f"DELETE FROM {TABLE} WHERE tenant = %s", (tenant,)).rowcount
+            else:
+                ids = list(task_ids)
+                deleted = conn.execute(f"DELETE FROM {TABLE} WHERE tenant = %s AND (task_id = ANY(%s) "
+                                       "OR (layer = 'task' AND scope_key = ANY(%s)))", (tenant, ids, ids)).rowcount
+            conn.execute(f"VACUUM FULL {TABLE}")
+        return max(deleted, 0)
+
     def _where(self, tenant: str, scopes: Sequence[MemoryScope], query: str | None) -> tuple[str | None, list[Any]]:
         _check_tenant(tenant)
         unique = list(dict.fromkeys(scopes))

@@ -23,6 +23,7 @@ from agent_engine.contracts.subjects import (
     ROUTER_RPC,
     STREAM,
     TELEMETRY_RPC,
+    TENANT_FORGOTTEN,
     TOOL_CALLS_BUCKET,
     WORKFLOW_BUCKET,
     audit_subject,
@@ -110,9 +111,12 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
     the others do not)."""
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
-        "guardrails": _base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected"),
+        # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
+        "guardrails": (_base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected")
+                       + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_write(WORKFLOW_BUCKET) + _publishes(*router_types)
-                   + Rights(subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()), responses=True)
+                   + Rights(publish=(TENANT_FORGOTTEN,), subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()),
+                            responses=True)
                    + _streams(AUDIT_STREAM) + Rights(publish=(audit_subject(">"),))),  # audit checkpoints
         "agent-runner": (_base("agent-runner") + _durable("agent-runner")
                          + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested")
@@ -131,7 +135,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                                         f"{JS}.CONSUMER.CREATE.{STREAM}.>",
                                         f"{JS}.CONSUMER.DELETE.{STREAM}.>", f"{JS}.CONSUMER.INFO.{STREAM}.>",
                                         "$JS.FC.>"),
-                               subscribe=(*rpc_listen(TELEMETRY_RPC),), responses=True)),
+                               subscribe=(*rpc_listen(TELEMETRY_RPC), TENANT_FORGOTTEN), responses=True)),
     }
 
 

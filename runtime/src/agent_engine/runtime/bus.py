@@ -29,8 +29,10 @@ from agent_engine.contracts.subjects import (
     STREAM_SUBJECTS,
     TOOL_CALLS_BUCKET,
     dlq_subject,
+    tenant_from_subject,
 )
 from agent_engine.runtime.keyring import credential_from_env
+from agent_engine.runtime.settings import Retention, dlq_retention, events_retention, retention_configured
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +89,31 @@ TOOL_CALLS_TTL_S = 30 * 86400.0
 """How long a side-effecting tool call is remembered: longer than any task keeps re-dispatching a node."""
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing.
-    Safe to call from every service."""
-    for config in (
-        StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
-        StreamConfig(name=DLQ_STREAM, subjects=[dlq_subject(">")], storage=StorageType.FILE),
+async def ensure_streams(js: JetStreamContext, events: Retention | None = None, dlq: Retention | None = None) -> None:
+    """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, each stream
+    with its retention (given, else from the environment: settings.events_retention, dlq_retention). An
+    existing stream takes a retention given here or set in the environment. Safe to call from every service."""
+    for config, keep, enforce in (
+        (StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
+         events or events_retention(), events is not None or retention_configured("AE_EVENTS")),
+        (StreamConfig(name=DLQ_STREAM, subjects=[dlq_subject(">")], storage=StorageType.FILE),
+         dlq or dlq_retention(), dlq is not None or retention_configured("AE_DLQ")),
     ):
+        config.max_age, config.max_bytes = keep.max_age_s, keep.max_bytes or -1
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except NotFoundError:
             try:
                 await js.add_stream(config)
             except BadRequestError:  # another service created it in between
                 pass
+            continue
+        if enforce:
+            try:
+                await _retain(js, info.config, keep)
+            except Exception as exc:  # noqa: BLE001  a service may not edit streams: the platform applies it
+                log.warning("cannot apply the retention of stream %s (%s): set it in agentctl's environment, "
+                            "whose platform credential may (docs/data-lifecycle.md)", config.name, exc)
     try:
         await js.key_value(TOOL_CALLS_BUCKET)
     except BucketNotFoundError:
@@ -109,6 +122,22 @@ async def ensure_streams(js: JetStreamContext) -> None:
                 bucket=TOOL_CALLS_BUCKET, history=1, ttl=TOOL_CALLS_TTL_S, storage=StorageType.FILE))
         except BadRequestError:
             pass
+
+
+async def _retain(js: JetStreamContext, current: StreamConfig, keep: Retention) -> None:
+    """Change an existing stream's limits to `keep` (nothing else of it), when they differ."""
+    age, size = current.max_age or 0.0, current.max_bytes if (current.max_bytes or 0) > 0 else 0
+    if abs(age - keep.max_age_s) < 0.001 and size == keep.max_bytes:
+        return
+    current.max_age, current.max_bytes = keep.max_age_s, keep.max_bytes or -1
+    await js.update_stream(current)
+    log.info("stream %s now keeps %s", current.name, _describe(keep))
+
+
+def _describe(keep: Retention) -> str:
+    age = f"{keep.max_age_s / 86400:g} days" if keep.max_age_s else "any age"
+    size = f"at most {keep.max_bytes} bytes" if keep.max_bytes else "any size"
+    return f"messages of {age}, {size}"
 
 
 @dataclass
@@ -146,9 +175,9 @@ class Bus:
         await asyncio.gather(*(self.publish(e) for e in envelopes))
 
     async def dead_letter(self, msg: Msg, error: str) -> None:
-        """Keep the message on `aedlq.<service>` with its reason. One too large to carry the extra headers
-        within the server's max_payload is kept as a stub (its size and first bytes; the stream still holds
-        it whole)."""
+        """Keep the message on `aedlq.<service>.<tenant>` (the tenant token of its subject) with its reason.
+        One too large to carry the extra headers within the server's max_payload is kept as a stub (its size
+        and first bytes; the stream still holds it whole)."""
         headers = {k: v[:HEADER_MAX] for k, v in (msg.headers or {}).items() if k != MSG_ID}
         headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
         body = msg.data
@@ -157,7 +186,7 @@ class Bus:
             seq = msg.metadata.sequence.stream if msg.metadata else None
             body = json.dumps({"stub": True, "bytes": len(msg.data), "stream_sequence": seq,
                                "head": msg.data[:1024].decode("utf-8", "backslashreplace")}).encode()
-        await self.js.publish(dlq_subject(self.service), body, headers=headers)
+        await self.js.publish(dlq_subject(self.service, tenant_from_subject(msg.subject)), body, headers=headers)
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
 
     async def pull(self, durable: str, subjects: list[str], *, ack_wait: float,

@@ -35,3 +35,41 @@ class Settings:
     """How often a runner says it is still working on a dispatch; the router then extends its deadline."""
     router_name: str = field(default_factory=lambda: os.environ.get("AE_ROUTER_NAME", "router"))
     """Several routers may consume together; each needs its own name (it keys the relay position)."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What a JetStream stream keeps: messages younger than `max_age_s` and at most `max_bytes` in all (the
+    oldest go first); 0 is no limit."""
+
+    max_age_s: float = 0.0
+    max_bytes: int = 0
+
+    @classmethod
+    def from_env(cls, prefix: str, *, max_age_days: float = 0.0, max_bytes: int = 0) -> Retention:
+        """`<prefix>_MAX_AGE_DAYS` and `<prefix>_MAX_BYTES` (0: no limit); a value out of range stops the
+        service with a message naming the variable."""
+        days = env_float(f"{prefix}_MAX_AGE_DAYS", max_age_days)
+        size = env_int(f"{prefix}_MAX_BYTES", max_bytes)
+        if not (math.isfinite(days) and 0 <= days <= 36500):
+            raise SystemExit(f"{prefix}_MAX_AGE_DAYS={days:g} must be a number of days from 0 (no limit) to 36500")
+        if size < 0:
+            raise SystemExit(f"{prefix}_MAX_BYTES={size} must be a number of bytes, or 0 (no limit)")
+        return cls(days * 86400.0, size)
+
+
+def retention_configured(prefix: str) -> bool:
+    """Whether the environment sets a limit for the stream: only then is an existing stream changed, so a
+    process started without the variables (say, agentctl in another shell) never undoes them."""
+    return any(os.environ.get(f"{prefix}_{limit}") for limit in ("MAX_AGE_DAYS", "MAX_BYTES"))
+
+
+def events_retention() -> Retention:
+    """AE_EVENTS_MAX_AGE_DAYS, AE_EVENTS_MAX_BYTES: the event stream. No limit by default: telemetry rebuilds
+    its ledger from the stream, and the router's store (not the stream) is the record."""
+    return Retention.from_env("AE_EVENTS")
+
+
+def dlq_retention() -> Retention:
+    """AE_DLQ_MAX_AGE_DAYS (default 30), AE_DLQ_MAX_BYTES: dead letters, kept for an operator to look at."""
+    return Retention.from_env("AE_DLQ", max_age_days=30.0)

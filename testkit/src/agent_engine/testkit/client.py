@@ -25,10 +25,11 @@ SOURCE = "agent-engine-testkit"
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
 
 
-def task_request(tenant: str, workflow: str, task_input: dict[str, Any]) -> Envelope:
+def task_request(tenant: str, workflow: str, task_input: dict[str, Any], data_subject: str | None = None
+                 ) -> Envelope:
     """A `task.requested` for a new task (a fresh task id)."""
-    return command(TaskRequested(workflow=workflow, input=task_input, requested_by=SOURCE), tenant=tenant,
-                   task_id=str(uuid.uuid4()), source=SOURCE)
+    return command(TaskRequested(workflow=workflow, input=task_input, requested_by=SOURCE, data_subject=data_subject),
+                   tenant=tenant, task_id=str(uuid.uuid4()), source=SOURCE)
 
 
 class EngineClient:
@@ -54,8 +55,9 @@ class EngineClient:
         await workflows.push(await workflows.bucket(nc.jetstream()), tenant, loaded.revision, loaded.manifest)
         return loaded.manifest.name
 
-    async def submit(self, nc: Client, tenant: str, workflow: str, task_input: dict[str, Any]) -> str:
-        envelope = task_request(tenant, workflow, task_input)
+    async def submit(self, nc: Client, tenant: str, workflow: str, task_input: dict[str, Any],
+                     data_subject: str | None = None) -> str:
+        envelope = task_request(tenant, workflow, task_input, data_subject)
         await nc.jetstream().publish(subject_for(envelope), envelope.to_bytes(),
                                      headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
         return envelope.task_id

@@ -56,9 +56,10 @@ async def entries_of(service: str | None) -> list[dict[str, Any]]:
         if (await js.stream_info(DLQ_STREAM)).state.messages == 0:
             return []
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        sub = await js.subscribe(dlq_subject(service or "*"), ordered_consumer=True, cb=queue.put,
+        sub = await js.subscribe(dlq_subject(">"), ordered_consumer=True, cb=queue.put,
                                  deliver_policy=DeliverPolicy.ALL)
         entries = []
+        done = False
         try:
             while True:
                 try:
@@ -66,11 +67,18 @@ async def entries_of(service: str | None) -> list[dict[str, Any]]:
                 except TimeoutError:
                     break
                 headers = msg.headers or {}
+                tokens = msg.subject.split(".")  # aedlq.<service>[.<tenant>]
+                if msg.metadata.num_pending == 0:
+                    done = True
+                if service and tokens[1] != service:
+                    if done:
+                        break
+                    continue
                 entries.append({"seq": msg.metadata.sequence.stream, "time": str(msg.metadata.timestamp),
-                                "service": msg.subject.split(".", 1)[1],
+                                "service": tokens[1], "tenant": tokens[2] if len(tokens) > 2 else None,
                                 "original_subject": headers.get(ORIGINAL_SUBJECT),
                                 "error": headers.get(ERROR) or _stub_error(msg.data), "bytes": len(msg.data)})
-                if msg.metadata.num_pending == 0:
+                if done:
                     break
         finally:
             await sub.unsubscribe()

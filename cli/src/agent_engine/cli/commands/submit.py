@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from agent_engine.cli import render
-from agent_engine.cli.client import Engine, TaskEvents, connect
+from agent_engine.cli.client import CliError, Engine, TaskEvents, connect
 from agent_engine.cli.commands.workflow import load_valid, push
 from agent_engine.cli.options import Subparsers, add_tenant, parse_input
 from agent_engine.contracts.envelope import Envelope
@@ -27,6 +27,8 @@ def register(sub: Subparsers) -> None:
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for news (default 60)")
         cmd.add_argument("--priority", type=int, default=0, choices=range(-100, 101), metavar="-100..100",
                          help="when the tenant is at its limit of running tasks, higher priorities start first")
+        cmd.add_argument("--data-subject", metavar="ID", help="the person the task's data is about: its records "
+                         "are sealed under that person's key (`agentctl tenant forget T --person ID` erases them)")
         add_tenant(cmd)
 
     sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
@@ -41,7 +43,7 @@ def register(sub: Subparsers) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
-                              args.timeout, priority=args.priority))
+                              args.timeout, priority=args.priority, data_subject=args.data_subject))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -53,19 +55,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def go() -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
-                            follow=True, priority=args.priority)
+                            follow=True, priority=args.priority, data_subject=args.data_subject)
     return asyncio.run(go())
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
-                 timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0) -> int:
+                 timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0,
+                 data_subject: str | None = None) -> int:
+    if data_subject is not None and not 1 <= len(data_subject) <= 256:
+        raise CliError("--data-subject must be 1 to 256 characters")
     async with connect() as engine:
         tenant = engine.tenant(tenant)
         # a fresh task id and request id every time: with a key, the router answers a repeat with
         # task.deduplicated naming the task the key's first request started
         task_id = str(uuid.uuid4())
         request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key,
-                                requested_by=engine.sender, priority=priority)
+                                requested_by=engine.sender, priority=priority, data_subject=data_subject)
         async with engine.request(request, tenant=tenant, task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)

@@ -1,4 +1,5 @@
-"""`agentctl tenant add/list/revoke`: the credentials other systems and people use to reach one tenant.
+"""`agentctl tenant add/list/revoke`: the credentials other systems and people use to reach one tenant
+(and `tenant forget`, erasing its data, which lives in forget.py).
 
 A credential is a file with an nkey seed (see contracts.credentials). The platform administrator issues it
 from the stack's keyring (AE_CREDENTIALS_DIR, default <AE_HOME>/credentials); a tenant's admin, acting with
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from agent_engine.cli.client import CliError, ask, credential
+from agent_engine.cli.commands.forget import register_forget
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.credentials import ROLES, Credential, Role
@@ -28,7 +30,7 @@ TENANT_GROUP: list[argparse.ArgumentParser] = []
 
 
 def register(sub: Subparsers) -> None:
-    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials",
+    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials; forget a tenant's data",
                            description="Tenant credentials: what another system (or a person) connects with. "
                            f"Roles: {', '.join(ROLES)}; each may do what the one before may, and more.")
     TENANT_GROUP.append(group)
@@ -40,8 +42,8 @@ def register(sub: Subparsers) -> None:
     add.add_argument("--role", default="submitter", choices=get_args(Role),
                      help="viewer: read events and ask about tasks; submitter: + submit tasks (default); "
                      "operator: + approve, reject, cancel, fork; admin: + push the tenant's workflows")
-    add.add_argument("--out", help="where a tenant admin writes the new credential file "
-                     "(default: ./<tenant>-<user>.json); the platform's go under the keyring")
+    add.add_argument("--out", help="also write the new credential file here (a tenant admin's default: "
+                     "./<tenant>-<user>.json; the platform's is kept under the keyring as well)")
     add.set_defaults(func=cmd_add)
     ls = cmds.add_parser("list", help="the credentials issued (public keys only)")
     ls.add_argument("name", nargs="?", help="only this tenant's")
@@ -51,6 +53,7 @@ def register(sub: Subparsers) -> None:
     rv.add_argument("name", help="the tenant")
     rv.add_argument("--user", help="only this credential (default: every credential of the tenant)")
     rv.set_defaults(func=cmd_revoke)
+    register_forget(cmds)
 
 
 def _check(pattern: str, value: str, what: str) -> None:
@@ -97,6 +100,9 @@ def cmd_add(args: argparse.Namespace) -> int:
         path = keyring.issue(args.name, args.user, args.role)
     except KeyringError as exc:
         raise CliError(str(exc)) from None
+    if args.out:
+        write_secret(Path(args.out), path.read_text())
+        path = Path(args.out)
     print(path)
     print(f"issued {args.role} credential '{args.user}' of tenant '{args.name}'; {_told(len(keyring.servers()))}. "
           f"Hand the file over securely; connect with AE_NATS_CREDENTIAL={path} (see docs/security.md).",

@@ -30,6 +30,9 @@ class TaskRequested(EventData):
     requested_by: str | None = None
     priority: int = Field(default=0, ge=-100, le=100)
     """Among a tenant's queued tasks, higher priorities start first (then first come, first served)."""
+    data_subject: str | None = Field(default=None, min_length=1, max_length=256)
+    """The person the task's data is about, in the sender's own terms (a customer id): the router seals the
+    task's records under that person's key, so `agentctl tenant forget T --person ID` erases them alone."""
 
 
 class TaskAccepted(EventData):
@@ -42,6 +45,8 @@ class TaskAccepted(EventData):
     idempotency_key: str | None = None
     requested_by: str | None = None
     priority: int = 0
+    data_subject: str | None = None
+    """As requested: whose personal data the task holds (its records are sealed under that person's key)."""
 
 
 class TaskRejected(EventData):

@@ -1,4 +1,5 @@
-"""Consume task.requested; publish task.accepted (redacted) or task.rejected (with the reason)."""
+"""Consume task.requested; publish task.accepted (redacted) or task.rejected (with the reason), then delete
+the raw request from the stream: its unredacted input is kept nowhere past this gate (docs/data-lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import os
 import re
 
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
-from agent_engine.contracts.subjects import consume_subjects, tenant_from_subject
+from agent_engine.contracts.subjects import STREAM, consume_subjects, tenant_from_subject
 from agent_engine.guardrails.checks import PATTERNS, Policy, Verdict, check
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
@@ -50,7 +52,8 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     if verdict.accepted and verdict.request is not None:
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
-                            requested_by=verdict.request.requested_by, priority=verdict.request.priority)
+                            requested_by=verdict.request.requested_by, priority=verdict.request.priority,
+                            data_subject=verdict.request.data_subject)
         return _answer(cause, cause_id, data, tenant, task_id, correlation_id)
     workflow = cause.data.get("workflow") if cause else None
     data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",
@@ -88,6 +91,13 @@ def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskReje
                    causation_id=cause_id)
 
 
+async def _delete(bus: Bus, seq: int) -> None:
+    try:
+        await bus.js.delete_msg(STREAM, seq)
+    except NotFoundError:  # deleted already (a redelivery), or aged out
+        pass
+
+
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event) -> None:
     async def handle_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
@@ -97,6 +107,8 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             return
         try:
             await bus.publish(answer)
+            if seq:  # answered: the raw request goes (a redelivery re-publishes the same answer, a duplicate)
+                await _delete(bus, seq)
         except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
             log.warning("could not publish the answer to a request on %s: %s", msg.subject, exc)
             await settle(bus, msg, exc, max_deliver=settings.max_deliver)

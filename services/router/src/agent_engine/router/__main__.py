@@ -7,6 +7,7 @@ import logging
 import os
 
 from agent_engine.router.admission import Limits
+from agent_engine.router.datakeys import MasterKeyError, master_key_from_env
 from agent_engine.router.idempotency import parse_window
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
@@ -15,12 +16,12 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 
 
-async def open_store(url: str, stop: asyncio.Event) -> TaskStore | None:
+async def open_store(url: str, master_key: bytes, stop: asyncio.Event) -> TaskStore | None:
     """Wait for PostgreSQL rather than crash-looping while it restarts."""
     delay = 0.2
     while not stop.is_set():
         try:
-            return await asyncio.to_thread(TaskStore, url)
+            return await asyncio.to_thread(TaskStore, url, master_key)
         except Exception as exc:  # noqa: BLE001  any connection failure: wait and retry
             logging.getLogger("router").warning("PostgreSQL not reachable (%s); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
@@ -35,7 +36,11 @@ async def main(stop: asyncio.Event) -> None:
     window_s = parse_window(os.environ.get("AE_IDEMPOTENCY_WINDOW_S", ""))
     if not settings.postgres_url:
         raise SystemExit("AE_POSTGRES_URL is not set: the router needs PostgreSQL for its event store")
-    store = await open_store(settings.postgres_url, stop)
+    try:
+        master_key = master_key_from_env()
+    except MasterKeyError as exc:
+        raise SystemExit(str(exc)) from None
+    store = await open_store(settings.postgres_url, master_key, stop)
     if store is None:
         return
     bus = await Bus.open(settings.nats_url, "router")

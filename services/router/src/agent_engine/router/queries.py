@@ -16,6 +16,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import ROUTER_RPC, rpc_scope
 from agent_engine.router import views
 from agent_engine.router.core import fork_plan
+from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.runtime.queries import encode_reply, read_query
 
 log = logging.getLogger("router")
@@ -56,7 +57,13 @@ async def answer(records_of: Records, action: str, raw: bytes, scope: str | None
     if handler is None:
         return {"error": f"unknown router query '{action}'; known: {', '.join(ACTIONS)}"}
     task_id, tenant = query["task_id"], scope or query.get("tenant")
-    records = await asyncio.to_thread(records_of, task_id)
+    try:
+        records = await asyncio.to_thread(records_of, task_id)
+    except KeyDestroyed as exc:
+        if tenant is None or exc.tenant == tenant:
+            return {"error": f"task '{task_id}' was erased: its tenant or data subject was forgotten and the key "
+                             "its records were sealed under is destroyed", "erased": True, "task_id": task_id}
+        records = []
     if not records or (tenant is not None and records[0].tenant != tenant):
         scope = f" for tenant '{tenant}'" if tenant else ""
         return {"error": f"no task '{task_id}' in the router's store{scope}"}

@@ -40,7 +40,7 @@ class Relay:
         deadlines then live here too, so a router that dies does not take them with it)."""
         """Key of the saved position: each router process keeps its own (they all publish every record;
         JetStream drops the copies by Nats-Msg-Id)."""
-        self.handoff: deque[tuple[int, Envelope]] = deque()
+        self.handoff: deque[tuple[int, Envelope | None]] = deque()
         self.wake = asyncio.Event()
         self.position = self.saved = 0
         self.in_sync = False
@@ -81,9 +81,10 @@ class Relay:
             self.in_sync, self.last_read = not page, time.monotonic()
             if self.observe is not None:
                 for _, record in page:
-                    self.observe(record)
-        if page:
-            await self._publish([r for _, r in page if r.type != INPUT_RECORD])
+                    if record is not None:
+                        self.observe(record)
+        if page:  # an erased record (None) is passed over: it is gone for good, never retried
+            await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
             self.position = page[-1][0]
             while self.handoff and self.handoff[0][0] <= self.position:
                 self.handoff.popleft()
@@ -98,7 +99,7 @@ class Relay:
                 except TimeoutError:
                     pass
 
-    def _from_handoff(self) -> list[tuple[int, Envelope]] | None:
+    def _from_handoff(self) -> list[tuple[int, Envelope | None]] | None:
         """The offered records right after `position`; None when there is a gap to read from the log."""
         while self.handoff and self.handoff[0][0] <= self.position:
             self.handoff.popleft()
@@ -106,7 +107,7 @@ class Relay:
             return []
         if self.handoff[0][0] != self.position + 1:
             return None
-        page: list[tuple[int, Envelope]] = []
+        page: list[tuple[int, Envelope | None]] = []
         expected = self.position + 1
         while self.handoff and len(page) < PAGE and self.handoff[0][0] == expected:
             page.append(self.handoff.popleft())
@@ -120,7 +121,7 @@ class Relay:
             if isinstance(outcome, MaxPayloadError):
                 stub = {"id": record.id, "type": record.type, "task_id": record.task_id, "tenant": record.tenant,
                         "bytes": len(record.to_bytes()), "error": "record exceeds the NATS max_payload"}
-                await self.bus.js.publish(dlq_subject("router"), json.dumps(stub).encode(),
+                await self.bus.js.publish(dlq_subject("router", record.tenant), json.dumps(stub).encode(),
                                           headers={MSG_ID: f"{record.id}:too-large"})
                 log.error("record %s (%s) of task %s is too large to publish; dead-lettered a stub",
                           record.id, record.type, record.task_id)

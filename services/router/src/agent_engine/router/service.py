@@ -9,7 +9,9 @@ published when the relay resumes from its durable position.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Any
 
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
@@ -18,10 +20,11 @@ from nats.js.kv import KeyValue
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import ROUTER_RPC, consume_subjects, heartbeat_subject, rpc_listen
-from agent_engine.router import audit, queries
+from agent_engine.router import audit, erasure, queries
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
 from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
+from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
 from agent_engine.router.keys import IdempotencyKeys
@@ -35,6 +38,7 @@ from agent_engine.router.timers import Progress, Timers
 from agent_engine.runtime import inbox, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
+from agent_engine.runtime.queries import encode_reply
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
@@ -73,6 +77,7 @@ class Router:
         await asyncio.to_thread(self.timers.rebuild, self.store)
         for subject in rpc_listen(ROUTER_RPC):
             await self.bus.nc.subscribe(subject, cb=self._query)
+        await self.bus.nc.subscribe(erasure.FORGET, queue="router-forget", cb=self._forget)
         await self.bus.nc.subscribe(heartbeat_subject(), cb=self.timers.heartbeat)
         subjects = [s for t in BUS_INPUTS for s in consume_subjects(t)]
         loops = [
@@ -88,7 +93,46 @@ class Router:
             log.info("router %s stopping: applied %d inputs", self.settings.router_name, self.inputs_applied)
 
     async def _query(self, msg: Msg) -> None:
+        if msg.subject == erasure.FORGET:
+            return  # one router (the queue group's) answers it, in _forget
+        if msg.subject == erasure.FORGOTTEN:
+            self._forgotten(msg.data)
+            return
         await queries.serve(msg, self.store.records, self.bus.nc.max_payload, transient)
+
+    # --- erasure ------------------------------------------------------------------------------
+
+    async def _forget(self, msg: Msg) -> None:
+        async def announce(note: dict[str, Any]) -> None:
+            await self.bus.nc.publish(erasure.FORGOTTEN, json.dumps(note).encode())
+
+        try:
+            reply = await erasure.serve_forget(msg.data, self.store.keyring, self.settings.postgres_url, announce)
+        except Exception as exc:
+            log.exception("forget failed")
+            reply = {"error": f"the router could not forget: {type(exc).__name__}: {exc}"}
+        if msg.reply:
+            await msg.respond(encode_reply(reply, self.bus.nc.max_payload))
+
+    def _forgotten(self, raw: bytes) -> None:
+        """Another router (or this one) destroyed keys: drop what this process holds of the tenant."""
+        try:
+            note = json.loads(raw)
+            tenant, task_ids = str(note["tenant"]), note.get("task_ids")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            log.warning("ignored a malformed tenant.forgotten note")
+            return
+        erased = set(task_ids) if isinstance(task_ids, list) else None
+        for task_id, state in list(self.tasks.states.items()):
+            if state.tenant == tenant and (erased is None or task_id in erased):
+                self.tasks.drop(task_id)
+                self.deadlines.drop(task_id)
+        for key, entry in list(self.deadlines.open.items()):
+            if entry.tenant == tenant and (erased is None or key[0] in erased):
+                self.deadlines.open.pop(key, None)
+        self.admission.saved.pop(tenant, None)
+        self.store.keyring.forget_cached(tenant)
+        self.relay.resync()
 
     # --- inputs -------------------------------------------------------------------------------
 
@@ -120,10 +164,21 @@ class Router:
             if why:
                 await refuse(self.bus, msg, why)
             return not why
+        except KeyDestroyed:
+            await self._drop_erased(msg, env)
+            return False
         except Exception as exc:  # noqa: BLE001  an outage, or an error of the check itself: try again later
             log.warning("could not check input %s (%s): %s", env.id, env.type, exc)
             await settle(self.bus, msg, exc, max_deliver=self.settings.max_deliver, extra_transient=(Exception,))
             return False
+
+    async def _drop_erased(self, msg: Msg, env: Envelope) -> None:
+        """An input for an erased task: a known, final state, acked and dropped (a dead letter would keep
+        the tenant's data)."""
+        log.info("dropped input %s (%s): task %s was erased", env.id, env.type, env.task_id)
+        self.tasks.drop(env.task_id)
+        self.deadlines.drop(env.task_id)
+        await msg.ack()
 
     async def _apply_one(self, msg: Msg, env: Envelope) -> None:
         """Isolate a failing batch: an outage is redelivered; a write conflict or another error that is not
@@ -133,6 +188,9 @@ class Router:
             return
         try:
             refused = await self.apply([env])
+        except KeyDestroyed:  # erased while this router held the task in its cache
+            await self._drop_erased(msg, env)
+            return
         except Exception as exc:
             if transient(exc):
                 await msg.nak(delay=1.0)
@@ -228,7 +286,10 @@ class Router:
             source_id = event.data.get("source_task_id")
             records = []
             if isinstance(source_id, str) and source_id and not source_id.startswith(TENANT_KEY):
-                records = await asyncio.to_thread(self.store.records, source_id)
+                try:
+                    records = await asyncio.to_thread(self.store.records, source_id)
+                except KeyDestroyed:
+                    records = []  # an erased task cannot be forked
             if records and records[0].tenant != event.tenant:
                 records = []  # another tenant's task is no task at all to this one: nothing of it is read on
             return RouterInput(event, source=tuple(records))

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Mapper
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.router import sealing
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.audit import RECORDER_TOPIC
 from agent_engine.router.core import fold
+from agent_engine.router.crypto import SealingMapper
+from agent_engine.router.datakeys import KeyDestroyed, Keyring, master_key_from_env
 from agent_engine.router.idempotency import KeyState, fold_key
 from agent_engine.router.state import TaskState
 
@@ -33,6 +38,13 @@ class TaskRecord(DomainEvent):
 
 class _RouterApplication(Application[uuid.UUID]):
     name = "router"
+
+    def __init__(self, env: dict[str, str], keyring: Keyring) -> None:
+        self.keyring = keyring
+        super().__init__(env=env)
+
+    def construct_mapper(self) -> Mapper[uuid.UUID]:
+        return SealingMapper(self.construct_transcoder(), self.keyring)  # records are stored sealed
 
 
 def eventsourcing_env(postgres_url: str) -> dict[str, str]:
@@ -81,11 +93,13 @@ def _hashed(name: str) -> uuid.UUID:
 
 
 class TaskStore:
-    def __init__(self, postgres_url: str) -> None:
+    def __init__(self, postgres_url: str, master_key: bytes | None = None) -> None:
+        """`master_key` (32 bytes) wraps the data keys; by default read from AE_MASTER_KEY_FILE."""
         self.url = postgres_url
-        # every record is hash-chained in the transaction that stores it (router/audit.py)
-        self.app = _RouterApplication(env={**eventsourcing_env(postgres_url),
-                                           "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC})
+        self.keyring = Keyring(postgres_url, master_key if master_key is not None else master_key_from_env())
+        # every record is hash-chained, as stored (sealed), in the transaction that stores it (router/audit.py)
+        self.app = _RouterApplication({**eventsourcing_env(postgres_url), "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC},
+                                      self.keyring)
         self._position_conn: psycopg.Connection[Any] | None = None
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
@@ -95,13 +109,25 @@ class TaskStore:
         if self._position_conn is not None:
             self._position_conn.close()
         self.app.close()
+        self.keyring.close()
 
     def records(self, task_id: str) -> list[Envelope]:
+        """The task's stored records; raises keys.KeyDestroyed when they were erased."""
         return [Envelope.model_validate(e.envelope)  # type: ignore[attr-defined]
                 for e in self.app.events.get(aggregate_uuid(task_id))]
 
     def load_tenant(self, tenant: str) -> TenantState:
-        return fold_tenant(self.records(TENANT_KEY + tenant))
+        """The tenant's admission log; records erased with the tenant's key are passed over (their tasks
+        were erased with them), and new records follow on from the last stored version."""
+        readable, version = [], 0
+        for stored in self.app.recorder.select_events(aggregate_uuid(TENANT_KEY + tenant)):
+            version = stored.originator_version
+            try:
+                readable.append(Envelope.model_validate(self.app.mapper.to_domain_event(stored).envelope))  # type: ignore[attr-defined]
+            except KeyDestroyed:
+                continue
+        state = fold_tenant(readable)
+        return state if state.version == version else replace(state, version=version)
 
     def load_key(self, aggregate: str) -> KeyState:
         """The index of one tenant's idempotency key (`idempotency.key_aggregate`)."""
@@ -128,15 +154,25 @@ class TaskStore:
                 ))
         if not events:
             return []
+        sealing.choose_keys(self.keyring, {task_id: (aggregate_uuid(task_id), records)
+                                           for task_id, (_, records) in pending.items() if records},
+                            aggregate_uuid)
         recordings = self.app.save(*events)
         return [(r.notification.id, record) for r, record in zip(recordings, flat, strict=True)]
 
-    def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope]]:
+    def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope | None]]:
+        """The log after `after`: (notification id, record), the record None where it was erased."""
         found = self.app.recorder.select_notifications(start=after + 1, limit=limit)
-        return [(n.id, Envelope.model_validate(self.app.mapper.to_domain_event(n).envelope))  # type: ignore[attr-defined]
-                for n in found]
+        page: list[tuple[int, Envelope | None]] = []
+        for n in found:
+            try:
+                page.append((n.id, Envelope.model_validate(self.app.mapper.to_domain_event(n).envelope)))  # type: ignore[attr-defined]
+            except KeyDestroyed:
+                page.append((n.id, None))
+        return page
 
     def all_records(self, batch: int = 1000) -> Iterable[Envelope]:
+        """Every readable record in log order (erased ones are passed over)."""
         position = 0
         while True:
             page = self.notifications(position, batch)
@@ -144,7 +180,8 @@ class TaskStore:
                 return
             position = page[-1][0]
             for _, record in page:
-                yield record
+                if record is not None:
+                    yield record
 
     def relay_position(self, name: str) -> int:
         with psycopg.connect(self.url, autocommit=True) as conn:

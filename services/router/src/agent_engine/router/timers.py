@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.msg import Msg
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.store import TaskStore
 from agent_engine.router.tasks import TaskCache
@@ -82,6 +83,10 @@ class Timers:
         node = event.data["node"]
         try:
             refused = await self.apply([event])
+        except KeyDestroyed:  # the task was erased: nothing of it runs again
+            self.deadlines.drop(event.task_id)
+            self.tasks.drop(event.task_id)
+            return
         except Exception:
             log.exception("deadline of task %s node %s failed; will retry", event.task_id, node)
             return

@@ -6,12 +6,13 @@ The ledger is rebuilt from the stream at every start (an ordered consumer from t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, rpc_listen, rpc_scope
+from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, TENANT_FORGOTTEN, rpc_listen, rpc_scope
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
@@ -48,7 +49,18 @@ async def main(stop: asyncio.Event) -> None:
             except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
                 log.warning("could not answer the query on %s: %s", msg.subject, exc)
 
+    async def on_forgotten(msg: Msg) -> None:
+        try:
+            note = json.loads(msg.data)
+            tenant, task_ids = str(note["tenant"]), note.get("task_ids")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            log.warning("ignored a malformed note on %s", msg.subject)
+            return
+        dropped = ledger.forget(tenant, [str(t) for t in task_ids] if isinstance(task_ids, list) else None)
+        log.info("tenant '%s' forgotten: dropped the ledger lines of %d task(s)", tenant, dropped)
+
     try:
+        await bus.nc.subscribe(TENANT_FORGOTTEN, cb=on_forgotten)
         await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,
                                deliver_policy=DeliverPolicy.ALL)
         for subject in rpc_listen(TELEMETRY_RPC):

@@ -59,6 +59,24 @@ class Ledger:
     events_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     messages_by_subject: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Every message seen per subject type (`ae.<tenant>.<type>`), redeliveries included; no parsing."""
+    erased: set[TaskKey] = field(default_factory=set)
+    """Tasks whose tenant or data subject was forgotten while this process ran: their lines are gone."""
+
+    def forget(self, tenant: str, task_ids: list[str] | None) -> int:
+        """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
+        keep their sums, which name no task. Returns how many tasks were dropped."""
+        gone = {k for k in self.tenants_of_keys() if k[0] == tenant and (task_ids is None or k[1] in task_ids)}
+        for key in gone:
+            self.by_task.pop(key, None)
+            self.calls.pop(key, None)
+            self.tenants_of.get(key[1], set()).discard(tenant)
+        for node_key in [k for k in self.by_node if k[0] in gone]:
+            del self.by_node[node_key]
+        self.erased |= gone
+        return len(gone)
+
+    def tenants_of_keys(self) -> set[TaskKey]:
+        return set(self.by_task) | set(self.calls)
 
     def count(self, subject: str) -> None:
         """Count a message by its subject's type; a subject no event type has counts as `other`, so what any
@@ -116,7 +134,12 @@ class Ledger:
                 return {"error": f"task '{task_id}' has calls under several tenants ({', '.join(claimed)}); "
                                  "ask with the task's tenant"}
             tenant = claimed[0] if claimed else ""
+            if not tenant:
+                tenant = next((t for t, i in self.erased if i == task_id), "")
         task = (tenant, task_id)
+        if task in self.erased and task not in self.by_task:
+            return {"error": f"task '{task_id}' was erased: its tenant or data subject was forgotten",
+                    "erased": True, "task_id": task_id}
         nodes = {node: line.as_json() for (key, node), line in self.by_node.items() if key == task}
         return {"task_id": task_id, **self.by_task.get(task, Line()).as_json(), "nodes": nodes,
                 "call_log": self.calls.get(task, [])}

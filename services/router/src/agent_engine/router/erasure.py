@@ -1,0 +1,71 @@
+"""Forgetting a tenant, or one data subject of a tenant, on the router's side: destroy the data keys
+(the stored records stay, sealed for good), delete the memory notes, and drop what this process holds in
+memory. The streams, the DLQ and the tool-call log are purged by `agentctl tenant forget`, which asks this.
+
+`aerpc.router.tenant.forget` {"tenant": T, "person": P?, "confirm": true} is answered by one router (a
+queue group); it then tells every router on `aerpc.router.tenant.forgotten` to drop its caches.
+Page: docs/data-lifecycle.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from agent_engine.contracts.envelope import TENANT_PATTERN
+from agent_engine.contracts.subjects import ROUTER_RPC, TENANT_FORGOTTEN, rpc_subject
+from agent_engine.memory.store import MemoryStore
+from agent_engine.router.admission import TENANT_KEY
+from agent_engine.router.datakeys import Keyring
+
+log = logging.getLogger("router")
+FORGET = rpc_subject(ROUTER_RPC, "tenant.forget")
+FORGOTTEN = TENANT_FORGOTTEN
+PERSON_MAX = 256
+
+
+def read_request(raw: bytes) -> tuple[str, str | None, str]:
+    """(tenant, person or None, problem: "" when the request may be carried out)."""
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        return "", None, "a forget request must be a JSON object, e.g. {\"tenant\": \"acme\", \"confirm\": true}"
+    if not isinstance(body, dict):
+        return "", None, "a forget request must be a JSON object"
+    tenant, person = body.get("tenant"), body.get("person")
+    if not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant):
+        return "", None, f"'tenant' must be a tenant name ({TENANT_PATTERN})"
+    if person is not None and (not isinstance(person, str) or not 1 <= len(person) <= PERSON_MAX):
+        return "", None, f"'person' must be a data subject id of 1 to {PERSON_MAX} characters"
+    if body.get("confirm") is not True:
+        return "", None, "forgetting destroys data for good: the request must say \"confirm\": true"
+    return tenant, person, ""
+
+
+def forget(keyring: Keyring, memory_url: str, tenant: str, person: str | None) -> dict[str, Any]:
+    """Destroy the keys and delete the memory notes (blocking); the answer the CLI prints."""
+    destroyed = keyring.destroy(tenant, person)
+    task_ids = [t for t in destroyed.task_ids if not t.startswith(TENANT_KEY)]  # not the admission log
+    memory = MemoryStore(memory_url, max_connections=1)
+    try:
+        notes = memory.forget(tenant, task_ids if person else None)
+    finally:
+        memory.close()
+    log.warning("forgot %s of tenant '%s': %d data key(s) destroyed, %d task(s) erased, %d memory note(s) deleted",
+                "a data subject" if person else "everything", tenant, destroyed.keys, len(task_ids), notes)
+    return {"tenant": tenant, "person": person is not None, "keys_destroyed": destroyed.keys,
+            "tasks_erased": len(task_ids), "task_ids": task_ids if person else [], "memory_notes_deleted": notes}
+
+
+async def serve_forget(raw: bytes, keyring: Keyring, memory_url: str,
+                       announce: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    tenant, person, problem = read_request(raw)
+    if problem:
+        return {"error": problem}
+    answer = await asyncio.to_thread(forget, keyring, memory_url, tenant, person)
+    await announce({"tenant": tenant, "task_ids": answer["task_ids"] if person else None})
+    return answer
