@@ -9,7 +9,7 @@ export AE_PROVIDER=${AE_PROVIDER:-mock}
 export AE_MOCK_DELAY_S=${AE_MOCK_DELAY_S:-0.2}
 
 trap 'AE_NATS_CREDENTIAL= "$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
-echo "== agentctl up --detach (embedded NATS + PostgreSQL, five services as processes; state in $AE_HOME)"
+echo "== agentctl up --detach (embedded NATS + PostgreSQL, the five services and the credential authority as processes; state in $AE_HOME)"
 "$BIN/agentctl" up --detach
 echo
 echo "== agentctl tenant add demo --user demo --role admin (authorization is on: every connection needs a credential)"

@@ -115,8 +115,10 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         "guardrails": (_base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_write(WORKFLOW_BUCKET) + _publishes(*router_types)
-                   + Rights(publish=(TENANT_FORGOTTEN,), subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()),
-                            responses=True)
+                   # the platform's inbox outright: the answer to `tenant forget` (which it alone may ask) is
+                   # sent after the router published other messages, which the one-reply allowance does not survive
+                   + Rights(publish=(TENANT_FORGOTTEN, f"{service_inbox('admin')}.>"),
+                            subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()), responses=True)
                    + _streams(AUDIT_STREAM) + Rights(publish=(audit_subject(">"),))),  # audit checkpoints
         "agent-runner": (_base("agent-runner") + _durable("agent-runner")
                          + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested")

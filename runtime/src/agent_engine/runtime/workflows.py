@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -20,7 +21,9 @@ async def bucket(js: JetStreamContext) -> KeyValue:
     try:
         return await js.key_value(WORKFLOW_BUCKET)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=WORKFLOW_BUCKET, history=16)
+        # direct gets name the key in the API subject, so a tenant admin's permissions can allow its own keys
+        # only (docs/security.md); a read through STREAM.MSG.GET would name it in the body, out of their reach
+        return await js.create_key_value(KeyValueConfig(bucket=WORKFLOW_BUCKET, history=16, direct=True))
 
 
 def key(tenant: str, workflow: str) -> str:
