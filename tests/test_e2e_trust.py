@@ -348,6 +348,10 @@ def test_a_hostile_tenants_burst_on_every_subject_it_may_publish_is_answered_and
         time.sleep(1)
     assert dead + rejected >= stored, (dead, rejected, stored)
     assert engine.pids() == before  # no service stopped or restarted
+    # nothing of the burst landed as the other tenant's: no event, no dead letter (its workflow is checked by
+    # the task below, which runs on it)
+    assert asyncio.run(count("AE_EVENTS", f"ae.{other}.>")) == 0
+    assert asyncio.run(count("AE_DLQ", f"aedlq.*.{other}")) == 0
 
     sub = engine.agentctl("submit", "research-review", "--tenant", other, "--input", json.dumps({"brief": "calm"}))
     assert sub.returncode == 0, sub.stderr
