@@ -348,7 +348,51 @@ def test_a_hostile_tenants_burst_on_every_subject_it_may_publish_is_answered_and
         time.sleep(1)
     assert dead + rejected >= stored, (dead, rejected, stored)
     assert engine.pids() == before  # no service stopped or restarted
+    # nothing of the burst landed as the other tenant's: no event, no dead letter (its workflow is checked by
+    # the task below, which runs on it)
+    assert asyncio.run(count("AE_EVENTS", f"ae.{other}.>")) == 0
+    assert asyncio.run(count("AE_DLQ", f"aedlq.*.{other}")) == 0
 
     sub = engine.agentctl("submit", "research-review", "--tenant", other, "--input", json.dumps({"brief": "calm"}))
+    assert sub.returncode == 0, sub.stderr
+    engine.wait_for_status(sub.stdout.strip(), "succeeded")
+
+
+def test_a_reply_subject_cannot_make_a_service_write_on_another_tenants_subjects(engine: Any, tenant: str) -> None:
+    """A query's reply subject is the asker's to choose; the services answer only on an inbox of the query's
+    tenant, so a viewer cannot have the router overwrite another tenant's workflow or forge its events."""
+    victim = f"{tenant}w"
+    assert engine.agentctl("workflow", "push", "examples/research-review", "--tenant", victim).returncode == 0
+    viewer = load_credential(engine.credential(tenant, "peeker", "viewer"))
+    targets = [f"$KV.ae_workflows.{victim}.research-review", type_subject("task.accepted", victim),
+               "aerpc.router.tenant.forgotten", "aerpc.router.tenant.forget"]
+    queries = [rpc_subject(ROUTER_RPC, "task.show", tenant), rpc_subject(TELEMETRY_RPC, "ledger", tenant)]
+
+    async def go() -> None:
+        session = Session(engine.nats_url, viewer)
+        async with session as nc:
+            for query in queries:
+                for target in targets:
+                    await nc.publish(query, b'{"task_id": "x", "tenant": "' + victim.encode() + b'"}', reply=target)
+            await nc.flush()
+            await asyncio.sleep(1.0)
+
+    asyncio.run(go())
+    admin = load_credential(keyring(engine).admin)
+
+    async def check() -> None:
+        nc = await nats.connect(engine.nats_url, **auth_options(admin))
+        try:
+            kv = await nc.jetstream().key_value("ae_workflows")
+            entry = await kv.get(f"{victim}.research-review")
+            assert json.loads(entry.value)["manifest"]["name"] == "research-review"  # still the victim's workflow
+            info = await nc.jetstream().stream_info("AE_EVENTS", subjects_filter=f"ae.{victim}.>")
+            assert not info.state.subjects  # nothing was published as the victim
+        finally:
+            await nc.close()
+
+    asyncio.run(check())
+    # the victim's tasks still run on the untouched workflow
+    sub = engine.agentctl("submit", "research-review", "--tenant", victim, "--input", json.dumps({"brief": "still"}))
     assert sub.returncode == 0, sub.stderr
     engine.wait_for_status(sub.stdout.strip(), "succeeded")

@@ -25,6 +25,7 @@ from agent_engine.contracts.subjects import (
 )
 from agent_engine.runtime.auth import Rights, public_key, service_rights, tenant_rights
 from agent_engine.runtime.keyring import Keyring, KeyringError
+from agent_engine.runtime.queries import reply_allowed
 
 SERVICES = service_rights(EVENT_TYPES)
 
@@ -152,3 +153,30 @@ def test_the_keyring_issues_renders_and_revokes(tmp_path: Path) -> None:
     assert [e["user"] for e in ring.revoke("acme")] == ["billing"] and not path.exists()
     with pytest.raises(KeyringError, match="no credentials of tenant 'acme'"):
         ring.revoke("acme")
+
+
+def test_rights_that_would_reach_other_tenants_or_other_services_are_not_granted() -> None:
+    admin = tenant_rights("acme", "root", "admin")
+    assert not may_publish(admin, "$JS.API.STREAM.INFO.KV_ae_workflows")  # its info lists every tenant's keys
+    assert not may_publish(admin, "$JS.API.STREAM.MSG.GET.KV_ae_workflows")  # the key would be in the body
+    assert may_publish(admin, "$JS.API.DIRECT.GET.KV_ae_workflows.$KV.ae_workflows.acme.w")
+    assert not may_publish(admin, "$JS.API.DIRECT.GET.KV_ae_workflows.$KV.ae_workflows.beta.w")
+    assert not may_publish(SERVICES["telemetry"], "$JS.API.CONSUMER.DELETE.AE_EVENTS.router")
+    assert not may_publish(SERVICES["router"], "$KV.ae_workflows.acme.w")  # it reads workflows, never writes
+
+
+@pytest.mark.parametrize(("reply", "scope", "allowed"), [
+    ("_INBOX.acme.bob.x1.y", "acme", True),
+    ("_INBOX.acmex.bob.x1", "acme", False),
+    ("_INBOX_SVC.admin.x1", "acme", False),
+    ("$KV.ae_workflows.beta.w", "acme", False),
+    ("ae.beta.task.accepted", "acme", False),
+    ("_INBOX_SVC.admin.x1", None, True),
+    ("_INBOX.x1.y", None, True),
+    ("aerpc.router.tenant.forget", None, False),
+    ("$KV.ae_workflows.beta.w", None, False),
+])
+def test_a_query_is_answered_on_an_inbox_of_its_scope_only(reply: str, scope: str | None, allowed: bool) -> None:
+    """A reply subject is the asker's to choose: answered anywhere, it would let a tenant make a service
+    publish on another tenant's subjects (allow_responses grants one publish on whatever the reply names)."""
+    assert reply_allowed(reply, scope) is allowed

@@ -27,7 +27,7 @@ from agent_engine.contracts.subjects import AUTH_RPC, IDENTITY_PATTERN, rpc_scop
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import connect
 from agent_engine.runtime.keyring import KEYRING_ENV, Keyring, KeyringError
-from agent_engine.runtime.queries import encode_reply, read_query
+from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("authority")
@@ -76,8 +76,7 @@ async def main(stop: asyncio.Event) -> None:
         else:
             async with lock:  # one change of the keyring at a time
                 reply = await asyncio.to_thread(answer, keyring, tenant, action, query)
-        if msg.reply:
-            await msg.respond(encode_reply(reply, nc.max_payload))
+        await answer_query(msg, reply, nc.max_payload, tenant)
 
     await nc.subscribe(rpc_subject(AUTH_RPC, ">", "*"), cb=on_request)
     try:

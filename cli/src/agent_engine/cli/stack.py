@@ -1,4 +1,5 @@
-"""The local stack: embedded NATS and PostgreSQL plus the five services, each its own OS process.
+"""The local stack: embedded NATS and PostgreSQL plus the five services and the credential authority, each
+its own OS process.
 
 State lives in AE_HOME (default ~/.agent-engine): stack.json (urls, pids), logs/, data dirs.
 `up` is idempotent: it starts whatever part is not running and keeps ports stable, so services

@@ -41,7 +41,14 @@ from agent_engine.contracts.credentials import Credential, CredentialError, load
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope, command
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import TaskRequested
-from agent_engine.contracts.subjects import IDENTITY_PATTERN, ROUTER_RPC, TELEMETRY_RPC, rpc_subject, subject_for
+from agent_engine.contracts.subjects import (
+    IDENTITY_PATTERN,
+    ROUTER_RPC,
+    TELEMETRY_RPC,
+    rpc_subject,
+    subject_for,
+    tenant_inbox,
+)
 
 SOURCE = "agent-engine-client"
 """The envelope `source` of requests, unless `connect(source=...)` names the system sending them."""
@@ -273,7 +280,9 @@ class connect:  # a class used like a function: `await connect(...)` or `async w
             if holder:
                 holder[0].server_error = said
 
-        auth: dict[str, Any] = {"nkeys_seed_str": cred.seed, "inbox_prefix": cred.inbox} if cred else {}
+        # the tenant's own inbox prefix even without a credential: the engine answers a tenant's queries there only
+        auth: dict[str, Any] = ({"nkeys_seed_str": cred.seed, "inbox_prefix": cred.inbox} if cred
+                                else {"inbox_prefix": tenant_inbox(tenant, user)})
         nc = Nats()
         try:
             await asyncio.wait_for(nc.connect(self.url, name=self.source, error_cb=on_error, **auth, **self.options),

@@ -114,7 +114,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
         "guardrails": (_base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
-        "router": (_base("router") + _durable("router") + _kv_write(WORKFLOW_BUCKET) + _publishes(*router_types)
+        "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)
                    # the platform's inbox outright: the answer to `tenant forget` (which it alone may ask) is
                    # sent after the router published other messages, which the one-reply allowance does not survive
                    + Rights(publish=(TENANT_FORGOTTEN, f"{service_inbox('admin')}.>"),
@@ -135,7 +135,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         "telemetry": (_base("telemetry")
                       + Rights(publish=(f"{JS}.STREAM.NAMES", f"{JS}.CONSUMER.CREATE.{STREAM}",
                                         f"{JS}.CONSUMER.CREATE.{STREAM}.>",
-                                        f"{JS}.CONSUMER.DELETE.{STREAM}.>", f"{JS}.CONSUMER.INFO.{STREAM}.>",
+                                        f"{JS}.CONSUMER.INFO.{STREAM}.>",  # no delete: its ephemerals expire
                                         "$JS.FC.>"),
                                subscribe=(*rpc_listen(TELEMETRY_RPC), TENANT_FORGOTTEN), responses=True)),
     }
@@ -162,9 +162,8 @@ def tenant_rights(tenant: str, user: str, role: Role) -> Rights:
                                        if t != "task.requested"))
     if level >= ROLES.index("admin"):
         rights += Rights(publish=(rpc_subject(AUTH_RPC, ">", tenant),))
-        own = f"$KV.{WORKFLOW_BUCKET}.{tenant}.>"
-        bucket = f"KV_{WORKFLOW_BUCKET}"
-        rights += _streams(bucket) + Rights(publish=(own, f"{JS}.DIRECT.GET.{bucket}.{own}"))
+        own = f"$KV.{WORKFLOW_BUCKET}.{tenant}.>"  # no stream info: it would list every tenant's keys
+        rights += Rights(publish=(own, f"{JS}.DIRECT.GET.KV_{WORKFLOW_BUCKET}.{own}"))
     return rights
 
 

@@ -12,11 +12,13 @@ it (SIGHUP): a revoked key's connections are closed at once, a new key works at 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +103,11 @@ class Keyring:
     def register(self, tenant: str, user: str, role: Role, key: str,
                  before_apply: Callable[[], None] | None = None) -> dict[str, Any]:
         """Allow a public key someone else holds the seed of (a tenant admin's request); the server is told."""
+        with self._locked():
+            return self._register(tenant, user, role, key, before_apply)
+
+    def _register(self, tenant: str, user: str, role: Role, key: str,
+                  before_apply: Callable[[], None] | None) -> dict[str, Any]:
         entries = self.registry()
         if any(e["tenant"] == tenant and e["user"] == user for e in entries):
             raise KeyringError(f"tenant '{tenant}' already has a credential named '{user}' (revoke it first)")
@@ -120,6 +127,21 @@ class Keyring:
 
     def revoke(self, tenant: str, user: str | None = None) -> list[dict[str, Any]]:
         """Revoke one credential of a tenant, or all of them; returns what was revoked."""
+        with self._locked():
+            return self._revoke(tenant, user)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One change of the registry at a time, across processes (agentctl and the authority)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _revoke(self, tenant: str, user: str | None) -> list[dict[str, Any]]:
         entries = self.registry()
         gone = [e for e in entries if e["tenant"] == tenant and (user is None or e["user"] == user)]
         if not gone:

@@ -26,6 +26,13 @@ async def bucket(js: JetStreamContext) -> KeyValue:
         return await js.create_key_value(KeyValueConfig(bucket=WORKFLOW_BUCKET, history=16, direct=True))
 
 
+def tenant_bucket(js: JetStreamContext) -> KeyValue:
+    """The bucket as a tenant admin's credential reaches it: its own keys, by direct get and put, and no
+    lookup of the bucket's stream (whose info lists every tenant's keys)."""
+    return KeyValue(name=WORKFLOW_BUCKET, stream=f"KV_{WORKFLOW_BUCKET}", pre=f"$KV.{WORKFLOW_BUCKET}.", js=js,
+                    direct=True)
+
+
 def key(tenant: str, workflow: str) -> str:
     return f"{tenant}.{workflow}"
 

@@ -1,4 +1,5 @@
-"""`agentctl up`, `down`, `ps`: the local stack (embedded NATS and PostgreSQL, the five services)."""
+"""`agentctl up`, `down`, `ps`: the local stack (embedded NATS and PostgreSQL, the five services and the
+credential authority)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from agent_engine.cli.stack import Stack
 
 
 def register(sub: Subparsers) -> None:
-    up = sub.add_parser("up", help="start NATS, PostgreSQL and the five services (idempotent)")
+    up = sub.add_parser("up", help="start NATS, PostgreSQL, the five services and the credential authority "
+                        "(idempotent)")
     up.add_argument("--detach", "-d", action="store_true", help="leave the stack running and return")
     up.add_argument("--workspace", help="the only directory the tool-runner's file tools may read "
                     "(default: $AE_HOME/workspace)")

@@ -38,7 +38,7 @@ async def push(loaded: manifests.Loaded, tenant: str | None) -> None:
     assert loaded.manifest is not None
     async with connect() as engine:
         tenant = engine.tenant(tenant)
-        kv = await workflows.bucket(engine.js)
+        kv = workflows.tenant_bucket(engine.js) if engine.scope else await workflows.bucket(engine.js)
         changed = await workflows.push(kv, tenant, loaded.revision, loaded.manifest)
     state = "pushed" if changed else "unchanged"
     print(f"{state}: workflow '{loaded.manifest.name}' revision {loaded.revision[:12]} (tenant {tenant})",

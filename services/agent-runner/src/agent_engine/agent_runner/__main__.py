@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from nats.aio.msg import Msg
@@ -16,6 +15,7 @@ from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
 from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.queries import answer_query
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("agent-runner")
@@ -38,7 +38,7 @@ async def main(stop: asyncio.Event) -> None:
 
     async def on_providers(msg: Msg) -> None:
         try:
-            await msg.respond(json.dumps(gateway.status()).encode())
+            await answer_query(msg, gateway.status(), bus.nc.max_payload, None)
         except Exception:  # a query must never take the runner down
             log.exception("providers query failed")
 

@@ -17,7 +17,7 @@ from agent_engine.contracts.subjects import ROUTER_RPC, rpc_scope
 from agent_engine.router import views
 from agent_engine.router.core import fork_plan
 from agent_engine.router.datakeys import KeyDestroyed
-from agent_engine.runtime.queries import encode_reply, read_query
+from agent_engine.runtime.queries import answer_query, read_query
 
 log = logging.getLogger("router")
 Records = Callable[[str], list[Envelope]]
@@ -72,16 +72,14 @@ async def answer(records_of: Records, action: str, raw: bytes, scope: str | None
 
 async def serve(msg: Msg, records_of: Records, max_payload: int, transient: Callable[[BaseException], bool]) -> None:
     """Answer one query message; a published (not requested) one gets no answer, nothing raises."""
+    scope, action = rpc_scope(ROUTER_RPC, msg.subject)
     try:
-        scope, action = rpc_scope(ROUTER_RPC, msg.subject)
         reply = await answer(records_of, action, msg.data, scope)
     except Exception as exc:
         if not transient(exc):
             log.exception("query on %s failed", msg.subject)
         reply = {"error": f"the router could not answer: {type(exc).__name__}: {exc}"}
-    if not msg.reply:
-        return
     try:
-        await msg.respond(encode_reply(reply, max_payload))
+        await answer_query(msg, reply, max_payload, scope)
     except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
         log.warning("could not answer the query on %s: %s", msg.subject, exc)

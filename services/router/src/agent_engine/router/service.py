@@ -38,7 +38,7 @@ from agent_engine.router.timers import Progress, Timers
 from agent_engine.runtime import inbox, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
-from agent_engine.runtime.queries import encode_reply
+from agent_engine.runtime.queries import answer_query
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
@@ -111,8 +111,7 @@ class Router:
         except Exception as exc:
             log.exception("forget failed")
             reply = {"error": f"the router could not forget: {type(exc).__name__}: {exc}"}
-        if msg.reply:
-            await msg.respond(encode_reply(reply, self.bus.nc.max_payload))
+        await answer_query(msg, reply, self.bus.nc.max_payload, None)
 
     def _forgotten(self, raw: bytes) -> None:
         """Another router (or this one) destroyed keys: drop what this process holds of the tenant."""

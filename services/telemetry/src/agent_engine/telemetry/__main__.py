@@ -16,7 +16,7 @@ from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, TENA
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
-from agent_engine.runtime.queries import encode_reply, read_query
+from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings
 from agent_engine.telemetry.ledger import Ledger
 
@@ -43,11 +43,10 @@ async def main(stop: asyncio.Event) -> None:
         if action != "ledger":
             problem = f"unknown telemetry query '{action}'; known: ledger"
         reply = {"error": problem} if problem else ledger.query(query.get("task_id"), scope or query.get("tenant"))
-        if msg.reply:
-            try:
-                await msg.respond(encode_reply(reply, bus.nc.max_payload))
-            except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
-                log.warning("could not answer the query on %s: %s", msg.subject, exc)
+        try:
+            await answer_query(msg, reply, bus.nc.max_payload, scope)
+        except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
+            log.warning("could not answer the query on %s: %s", msg.subject, exc)
 
     async def on_forgotten(msg: Msg) -> None:
         try:
