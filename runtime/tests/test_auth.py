@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
 from agent_engine.contracts.credentials import ROLES, load_credential
-from agent_engine.contracts.envelope import command
+from agent_engine.contracts.envelope import TENANT_PATTERN, command
 from agent_engine.contracts.events import EVENT_TYPES, NodeDispatched, TaskCancelRequested, TaskRequested
 from agent_engine.contracts.subjects import (
+    IDENTITY_PATTERN,
     ROUTER_RPC,
     TELEMETRY_RPC,
     dlq_subject,
@@ -125,7 +127,10 @@ def test_tenant_roles_are_nested_and_confined_to_their_tenant_and_name() -> None
 
 
 def test_tail_consumer_names_never_collide_across_tenants() -> None:
+    """The separator is a character no tenant or user name may contain, so a name says whose it is."""
+    assert not re.match(TENANT_PATTERN, "a@b") and not re.match(IDENTITY_PATTERN, "a@b")
     assert tail_consumer("a_b", "c") != tail_consumer("a", "b_c")
+    assert tail_consumer("a", "b").split("@") == ["tail", "a", "b"]
 
 
 def test_a_dispatch_subject_is_the_routers_to_publish() -> None:
