@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.credentials import Credential, CredentialError, load_credential
@@ -166,8 +168,9 @@ def credential() -> Credential | None:
     credential, else nobody (a server without authorization)."""
     try:
         found = credential_from_env()
-        if found is None and Stack.load().keyring.admin.exists():
-            found = load_credential(Stack.load().keyring.admin)
+        admin = Stack.load().keyring.admin
+        if found is None and admin.exists():
+            found = load_credential(admin)
     except CredentialError as exc:
         raise CliError(str(exc)) from None
     return found
@@ -196,6 +199,29 @@ async def connect() -> AsyncIterator[Engine]:
         yield Engine(nc, js, cred)
     finally:
         await nc.drain()
+
+
+async def stored(js: JetStreamContext, subject: str, *, stream: str | None = None,
+                 idle: float = 1.0) -> AsyncGenerator[Msg, None]:
+    """Every message stored on `subject` (an ordered consumer from the first), up to the last one there now,
+    or until `idle` seconds pass with nothing new. Use it with `contextlib.aclosing`."""
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def put(msg: Msg) -> None:
+        await queue.put(msg)
+
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, cb=put, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), timeout=idle)
+            except TimeoutError:
+                return
+            yield msg
+            if msg.metadata.num_pending == 0:
+                return
+    finally:
+        await sub.unsubscribe()
 
 
 def ask(service_rpc: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:

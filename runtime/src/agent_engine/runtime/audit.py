@@ -129,20 +129,29 @@ class Checkpoint:
 RESERVED_VARIANT_BITS = 0b111 << 61
 
 
+def task_aggregate_id(task_id: str) -> uuid.UUID:
+    """The aggregate a task is stored under. Only the canonical form of an RFC 4122 UUID (what agentctl and
+    the router make) is used as is: other spellings of the same UUID ("{...}", upper case, no hyphens) are
+    different task ids and must not collide. Every other id is hashed into a UUID of the reserved variant,
+    which no id used as is can spell, so no task id can name another aggregate."""
+    try:
+        parsed = uuid.UUID(task_id)
+    except ValueError:
+        parsed = None
+    if parsed is not None and str(parsed) == task_id and parsed.variant == uuid.RFC_4122:
+        return parsed
+    return _hashed(f"agent-engine:task:{task_id}")
+
+
 def aggregate_id(key: str) -> uuid.UUID:
-    """The aggregate a task id (or "tenant:<name>", an admission log) is stored under: a canonical RFC 4122
-    UUID as is, anything else hashed to a UUID of the reserved variant. The same rule as the router's
-    store (`router.store.aggregate_uuid`, which a router test holds this to); agentctl needs it without
-    importing a service."""
-    if not key.startswith("tenant:"):
-        try:
-            parsed = uuid.UUID(key)
-        except ValueError:
-            parsed = None
-        if parsed is not None and str(parsed) == key and parsed.variant == uuid.RFC_4122:
-            return parsed
-        name = f"agent-engine:task:{key}"
-    else:
-        name = f"agent-engine:{key}"
+    """The aggregate a task id, or a "tenant:..." key (a tenant's admission log, or the index of one of its
+    idempotency keys), is stored under: the one rule the router's store and agentctl's auditor share."""
+    if key.startswith("tenant:"):
+        return _hashed(f"agent-engine:{key}")
+    return task_aggregate_id(key)
+
+
+def _hashed(name: str) -> uuid.UUID:
+    """uuid5 of `name`, its variant bits set to "reserved for future definition" (111)."""
     value = uuid.uuid5(uuid.NAMESPACE_URL, name).int
     return uuid.UUID(int=(value & ~RESERVED_VARIANT_BITS) | RESERVED_VARIANT_BITS)

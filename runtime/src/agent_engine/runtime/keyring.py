@@ -27,6 +27,7 @@ from typing import Any
 from agent_engine.contracts.credentials import Credential, Role, load_credential
 from agent_engine.contracts.events import EVENT_TYPES
 from agent_engine.runtime.auth import Authorization, new_seed, public_key, rights_for, rights_of
+from agent_engine.runtime.processes import pid_alive
 
 SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry", "authority")
 """Each has its own credential; the authority is the stack's credential service (cli/authority.py)."""
@@ -171,7 +172,7 @@ class Keyring:
 
     def attach(self, conf: Path, pid: int, log: Path) -> None:
         """Record a server using this keyring (its auth.conf, pid and log), so `apply` reaches it."""
-        servers = [s for s in self._servers() if s["conf"] != str(conf) and _alive(s["pid"])]
+        servers = [s for s in self._servers() if s["conf"] != str(conf) and pid_alive(s["pid"])]
         servers.append({"conf": str(conf), "pid": pid, "log": str(log)})
         write_secret(self.root / "servers.json", json.dumps(servers) + "\n")
 
@@ -181,7 +182,7 @@ class Keyring:
 
     def servers(self) -> list[dict[str, Any]]:
         """The running nats-servers that use this keyring."""
-        return [s for s in self._servers() if _alive(s["pid"])]
+        return [s for s in self._servers() if pid_alive(s["pid"])]
 
     def apply(self, timeout: float = 10.0) -> int:
         """Rewrite every attached server's auth.conf and have it reload; returns how many did. Waits for each
@@ -208,16 +209,6 @@ def _reloads(log: Path) -> int:
         return log.read_text(errors="replace").count("Reloaded server configuration")
     except OSError:
         return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def credential_from_env() -> Credential | None:

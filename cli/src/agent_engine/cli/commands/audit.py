@@ -12,15 +12,15 @@ import argparse
 import asyncio
 import json
 import sys
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from agent_engine.cli.audit import Broken, NoChain, Report, bundle, chain_id, read_task, verify_all, verify_chain
-from agent_engine.cli.client import CliError, connect
+from agent_engine.cli.client import CliError, connect, stored
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.subjects import AUDIT_STREAM, audit_subject
@@ -138,25 +138,14 @@ async def read_checkpoints(chain: str) -> list[Checkpoint]:
             return []
         if info.state.messages == 0:
             return []
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        sub = await js.subscribe(audit_subject(chain), ordered_consumer=True, cb=queue.put,
-                                 deliver_policy=DeliverPolicy.ALL)
         found: list[Checkpoint] = []
-        try:
-            while True:
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
-                except TimeoutError:
-                    break
+        async with aclosing(stored(js, audit_subject(chain))) as msgs:
+            async for msg in msgs:
                 try:
                     found.append(Checkpoint.from_json(msg.data, msg.metadata.sequence.stream))
                 except (ValueError, KeyError, TypeError) as exc:
                     print(f"agentctl: skipping unreadable checkpoint #{msg.metadata.sequence.stream}: {exc}",
                           file=sys.stderr)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
         return found
 
 

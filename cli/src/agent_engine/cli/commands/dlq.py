@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from contextlib import aclosing
 from typing import Any
 
-from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from agent_engine.cli.client import CliError, connect
+from agent_engine.cli.client import CliError, connect, stored
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.subjects import DLQ_STREAM, dlq_subject
 
@@ -55,33 +55,17 @@ async def entries_of(service: str | None) -> list[dict[str, Any]]:
         js = engine.js
         if (await js.stream_info(DLQ_STREAM)).state.messages == 0:
             return []
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        sub = await js.subscribe(dlq_subject(">"), ordered_consumer=True, cb=queue.put,
-                                 deliver_policy=DeliverPolicy.ALL)
         entries = []
-        done = False
-        try:
-            while True:
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
-                except TimeoutError:
-                    break
+        async with aclosing(stored(js, dlq_subject(">"))) as msgs:
+            async for msg in msgs:
                 headers = msg.headers or {}
                 tokens = msg.subject.split(".")  # aedlq.<service>[.<tenant>]
-                if msg.metadata.num_pending == 0:
-                    done = True
                 if service and tokens[1] != service:
-                    if done:
-                        break
                     continue
                 entries.append({"seq": msg.metadata.sequence.stream, "time": str(msg.metadata.timestamp),
                                 "service": tokens[1], "tenant": tokens[2] if len(tokens) > 2 else None,
                                 "original_subject": headers.get(ORIGINAL_SUBJECT),
                                 "error": headers.get(ERROR) or _stub_error(msg.data), "bytes": len(msg.data)})
-                if done:
-                    break
-        finally:
-            await sub.unsubscribe()
         return entries
 
 

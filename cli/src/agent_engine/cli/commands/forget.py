@@ -13,13 +13,13 @@ import asyncio
 import json
 import re
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from agent_engine.cli.client import CliError, Engine, connect
+from agent_engine.cli.client import CliError, Engine, connect, stored
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.envelope import TENANT_PATTERN
 from agent_engine.contracts.subjects import (
@@ -144,22 +144,11 @@ async def _delete_matching(engine: Engine, stream: str, subject: str,
         return 0
     if not sum((info.state.subjects or {}).values()):
         return 0
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    sub = await engine.js.subscribe(subject, stream=stream, ordered_consumer=True, cb=queue.put,
-                                    deliver_policy=DeliverPolicy.ALL)
     picked: list[int] = []
-    try:
-        while True:
-            try:
-                msg = await asyncio.wait_for(queue.get(), timeout=2.0)
-            except TimeoutError:
-                break
+    async with aclosing(stored(engine.js, subject, stream=stream, idle=2.0)) as msgs:
+        async for msg in msgs:
             if match(msg.subject, dict(msg.headers or {}), msg.data or b""):
                 picked.append(msg.metadata.sequence.stream)
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
     for seq in picked:
         try:
             await engine.js.delete_msg(stream, seq)

@@ -14,7 +14,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import get_args
 
 from agent_engine.cli.client import CliError, ask, credential
 from agent_engine.cli.commands.forget import register_forget
@@ -78,16 +78,12 @@ def _tenant_admin(tenant: str) -> Credential | None:
     return cred
 
 
-def _ask_authority(action: str, body: dict[str, Any]) -> Any:
-    return ask(AUTH_RPC, action, body)
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     _check(TENANT_PATTERN, args.name, "tenant name")
     _check(IDENTITY_PATTERN, args.user, "user name")
     if _tenant_admin(args.name):
         seed = new_seed()
-        _ask_authority("credential.add", {"user": args.user, "role": args.role, "public_key": public_key(seed)})
+        ask(AUTH_RPC, "credential.add", {"user": args.user, "role": args.role, "public_key": public_key(seed)})
         out = Path(args.out or f"{args.name}-{args.user}.json")
         write_secret(out, Credential(kind="tenant", tenant=args.name, user=args.user, role=args.role,
                                       seed=seed).model_dump_json(exclude_none=True) + "\n")
@@ -114,7 +110,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     cred = credential()
     if cred is not None and cred.kind == "tenant":
         _tenant_admin(args.name or str(cred.tenant))
-        entries = _ask_authority("credential.list", {})["credentials"]
+        entries = ask(AUTH_RPC, "credential.list", {})["credentials"]
     else:
         entries = [e for e in Stack.load().keyring.registry() if not args.name or e["tenant"] == args.name]
     if args.json:
@@ -133,7 +129,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if _tenant_admin(args.name):
         if not args.user:
             raise CliError("a tenant admin revokes one credential at a time: name it with --user")
-        for e in _ask_authority("credential.revoke", {"user": args.user})["revoked"]:
+        for e in ask(AUTH_RPC, "credential.revoke", {"user": args.user})["revoked"]:
             print(f"revoked {e['role']} credential '{e['user']}' of tenant '{e['tenant']}'; its connections close")
         return 0
     keyring = Stack.load().keyring

@@ -28,6 +28,7 @@ from agent_engine.router.crypto import SealingMapper
 from agent_engine.router.datakeys import KeyDestroyed, Keyring, master_key_from_env
 from agent_engine.router.idempotency import KeyState, fold_key
 from agent_engine.router.state import TaskState
+from agent_engine.runtime.audit import aggregate_id, task_aggregate_id
 
 
 class TaskRecord(DomainEvent):
@@ -64,32 +65,11 @@ def eventsourcing_env(postgres_url: str) -> dict[str, str]:
     }
 
 
-def task_uuid(task_id: str) -> uuid.UUID:
-    """The aggregate id of a task. Only the canonical form of an RFC 4122 UUID (what agentctl and the
-    router make) is used as is: other spellings of the same UUID ("{...}", upper case, no hyphens) are
-    different task ids and must not collide. Every other id is hashed into a UUID of the reserved
-    variant, which no id used as is can spell, so no task id can name another aggregate."""
-    try:
-        parsed = uuid.UUID(task_id)
-    except ValueError:
-        parsed = None
-    if parsed is not None and str(parsed) == task_id and parsed.variant == uuid.RFC_4122:
-        return parsed
-    return _hashed(f"agent-engine:task:{task_id}")
-
-
-def aggregate_uuid(key: str) -> uuid.UUID:
-    """A task's aggregate id, or for a "tenant:<name>" key that tenant's admission log, and for
-    "tenant:<name>/key/<key>" the index of one of its idempotency keys (hashed ids, so no task id can name them)."""
-    if key.startswith(TENANT_KEY):
-        return _hashed(f"agent-engine:{key}")
-    return task_uuid(key)
-
-
-def _hashed(name: str) -> uuid.UUID:
-    """uuid5 of `name`, its variant bits set to "reserved for future definition" (111)."""
-    value = uuid.uuid5(uuid.NAMESPACE_URL, name).int
-    return uuid.UUID(int=(value & ~(0b111 << 61)) | (0b111 << 61))
+task_uuid = task_aggregate_id
+"""The aggregate id of a task (runtime.audit holds the rule, which agentctl's auditor shares)."""
+aggregate_uuid = aggregate_id
+"""A task's aggregate id, or for a "tenant:<name>" key that tenant's admission log, and for
+"tenant:<name>/key/<key>" the index of one of its idempotency keys (hashed ids, so no task id can name them)."""
 
 
 class TaskStore:
