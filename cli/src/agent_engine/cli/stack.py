@@ -14,6 +14,8 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,11 @@ from typing import Any
 import psutil
 
 from agent_engine.runtime import embedded
+from agent_engine.runtime.health import HOST_ENV as HEALTH_HOST_ENV
+from agent_engine.runtime.health import PORT_ENV as HEALTH_PORT_ENV
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 from agent_engine.runtime.processes import pid_alive, stop_pid
+from agent_engine.runtime.service import CANCEL_S, grace_from_env
 
 SERVICES = {
     "guardrails": "agent_engine.guardrails",
@@ -111,7 +116,9 @@ class Stack:
                 continue
             pid = entry.get("pid")
             status = "running" if alive(entry) else "stopped"
-            rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log")})
+            port = entry.get("health_port")
+            rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log"), "health_port": port,
+                         "ready": readiness(port) if status == "running" and port else None})
         return rows
 
     def up(self, workspace: Path, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -145,10 +152,13 @@ class Stack:
                 own_env[KEYRING_ENV] = str(keyring.root)
             if name == "router":  # the only service that seals and opens stored records
                 own_env[MASTER_KEY_ENV] = master_key
+            port = services.get(name, {}).get("health_port") or embedded.free_port()
+            own_env.update({HEALTH_PORT_ENV: str(port), HEALTH_HOST_ENV: "127.0.0.1"})
             with open(log, "ab") as out:
                 proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
-            services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid)}
+            services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid),
+                              "health_port": port}
             started.append(name)
         self.save()
         time.sleep(0.5)
@@ -181,8 +191,8 @@ class Stack:
     def down(self) -> list[str]:
         stopped = []
         for name, entry in self.state.get("services", {}).items():
-            if alive(entry):
-                stop_pid(entry["pid"], timeout=10)
+            if alive(entry):  # SIGTERM: it drains within its grace period, then SIGKILL
+                stop_pid(entry["pid"], timeout=grace_from_env() + CANCEL_S + 2)
                 stopped.append(name)
             entry["pid"] = None
         for name, sig in (("postgres", 2), ("nats", 15)):
@@ -194,6 +204,21 @@ class Stack:
                 entry["pid"] = None
         self.save()
         return stopped
+
+
+def readiness(port: int, timeout: float = 1.0) -> str:
+    """What the service's /readyz says: "ready", or what is not ready (or that it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as reply:
+            return "ready" if reply.status == 200 else f"HTTP {reply.status}"
+    except urllib.error.HTTPError as exc:
+        try:
+            failing = json.loads(exc.read()).get("failing", {})
+        except ValueError:
+            failing = {}
+        return "; ".join(f"{k}: {v}" for k, v in failing.items()) or f"HTTP {exc.code}"
+    except OSError as exc:
+        return f"no answer on health port {port} ({getattr(exc, 'reason', exc)})"
 
 
 def _tail(path: Path, lines: int = 15) -> str:
