@@ -44,6 +44,8 @@ COMPONENTS = {**SERVICES, "authority": "agent_engine.cli.authority"}
 
 MASTER_KEY_ENV = "AE_MASTER_KEY_FILE"
 """The router's master key (wraps the data keys of its store); `up` makes $AE_HOME/master.key when unset."""
+READY_WAIT_S = 30.0
+"""How long `up` waits for the processes it started to say they are ready."""
 SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE")
 """Only the agent-runner gets provider credentials."""
 
@@ -161,12 +163,21 @@ class Stack:
                               "health_port": port}
             started.append(name)
         self.save()
-        time.sleep(0.5)
-        dead = [n for n in COMPONENTS if n in services and services[n].get("pid") and not alive(services[n])]
-        if dead:
-            tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
-            raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
+        self._wait_ready([n for n in started if n in services], services)
         return started
+
+    def _wait_ready(self, names: list[str], services: dict[str, Any], timeout: float = READY_WAIT_S) -> None:
+        """Until each process started says it is ready, or exits (an error naming it, with its log's tail), or
+        `timeout` passes (then `ps` shows what each is waiting for)."""
+        waiting = set(names)
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.1)
+            dead = [n for n in COMPONENTS if n in services and services[n].get("pid") and not alive(services[n])]
+            if dead:
+                tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
+                raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
+            waiting = {n for n in waiting if readiness(services[n]["health_port"], timeout=0.5) != "ready"}
 
     def _ensure_server(self, name: str) -> bool:
         env_url = os.environ.get("AE_NATS_URL" if name == "nats" else "AE_POSTGRES_URL")
