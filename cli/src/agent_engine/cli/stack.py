@@ -28,6 +28,7 @@ from agent_engine.runtime.health import PORT_ENV as HEALTH_PORT_ENV
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 from agent_engine.runtime.processes import pid_alive, stop_pid
 from agent_engine.runtime.service import CANCEL_S, grace_from_env
+from agent_engine.runtime.settings import postgres_url_from_env
 
 SERVICES = {
     "guardrails": "agent_engine.guardrails",
@@ -102,7 +103,7 @@ class Stack:
 
     @property
     def postgres_url(self) -> str | None:
-        return os.environ.get("AE_POSTGRES_URL") or self.state.get("postgres", {}).get("url")
+        return postgres_url_from_env() or self.state.get("postgres", {}).get("url")
 
     def components(self) -> list[dict[str, Any]]:
         rows = []
@@ -133,7 +134,8 @@ class Stack:
         services = self.state.setdefault("services", {})
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
-        env = {**os.environ, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
+        env = {k: v for k, v in os.environ.items() if k != "AE_POSTGRES_URL_FILE"}  # resolved just below
+        env = {**env, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
                "AE_POSTGRES_URL": self.postgres_url or "",
                "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
         master_key = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
@@ -180,7 +182,7 @@ class Stack:
             waiting = {n for n in waiting if readiness(services[n]["health_port"], timeout=0.5) != "ready"}
 
     def _ensure_server(self, name: str) -> bool:
-        env_url = os.environ.get("AE_NATS_URL" if name == "nats" else "AE_POSTGRES_URL")
+        env_url = os.environ.get("AE_NATS_URL") if name == "nats" else postgres_url_from_env()
         if env_url:
             self.state[name] = {"url": env_url, "external": True}
             return False
