@@ -64,6 +64,8 @@ class Engine(EngineClient):
                     "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3", "AE_HEARTBEAT_S": "0.5",
                     "AE_AUDIT_CHECKPOINT_S": "1"}
         self.nats_url = urls["nats"]
+        self.servers: list[embedded.ServerProcess] = []
+        """The NATS and PostgreSQL this stack owns (own_stack), to stop or restart; none when shared."""
 
     def stack(self) -> Stack:
         return Stack.load(self.home)
@@ -86,6 +88,16 @@ class Engine(EngineClient):
         deadline = time.monotonic() + 5
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def terminate(self, service: str, timeout: float = 40) -> float:
+        """SIGTERM, as Kubernetes stops a pod; waits until the process is gone and returns how long it took."""
+        pid = self.pids()[service]
+        began = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        while pid_alive(pid) and time.monotonic() - began < timeout:
+            time.sleep(0.02)
+        assert not pid_alive(pid), f"{service} still running {timeout}s after SIGTERM"
+        return time.monotonic() - began
 
     def wait_for_status(self, task_id: str, status: str, tries: int = 100) -> dict[str, Any]:
         """Poll `agentctl task show --json` until the task has `status`; returns what it showed."""
@@ -143,6 +155,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Ite
                 eng.env.pop(name, None)
             else:
                 eng.env[name] = value
+        eng.servers = servers
         made.append((eng, servers))
         eng.up()
         return eng

@@ -73,10 +73,11 @@ def test_init_prints_the_kubernetes_secrets_and_the_compose_reload(
     assert main(["keyring", "init", str(root)]) == 0
     out = capsys.readouterr().out
     for name in SERVICES:
-        assert (f"kubectl create secret generic agent-engine-{name}-nats "
+        assert (f"kubectl -n agent-engine create secret generic agent-engine-{name}-nats "
                 f"--from-file=credential.json={root}/services/{name}.json") in out
-    assert f"kubectl create secret generic agent-engine-master-key --from-file=master.key={root}/master.key" in out
-    assert f"kubectl create secret generic agent-engine-nats-auth --from-file=auth.conf={root}/auth.conf" in out
+    assert (f"kubectl -n agent-engine create secret generic agent-engine-master-key "
+            f"--from-file=master.key={root}/master.key") in out
+    assert f"kubectl -n nats create secret generic agent-engine-nats-auth --from-file=auth.conf={root}/auth.conf" in out
     assert "agent-engine-postgres --from-literal=url=" in out
     assert "agent-engine-provider --from-file=anthropic-api-key=" in out
     assert "docker compose kill -s HUP nats" in out

@@ -64,23 +64,23 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def next_steps(root: Path) -> str:
-    secrets = [f"kubectl create secret generic agent-engine-{name}-nats "
-               f"--from-file=credential.json={root / 'services' / f'{name}.json'}" for name in SERVICES]
-    secrets += [f"kubectl create secret generic agent-engine-master-key --from-file=master.key={root / MASTER_KEY}",
-                f"kubectl create secret generic agent-engine-nats-auth --from-file=auth.conf={root / AUTH_CONF}",
-                "kubectl create secret generic agent-engine-postgres --from-literal=url='postgresql://USER:PASSWORD@HOST/DB'",
-                "kubectl create secret generic agent-engine-provider "
-                "--from-file=anthropic-api-key=FILE   # optional: only for AE_PROVIDER=anthropic"]
+    engine, nats = "kubectl -n agent-engine create secret generic", "kubectl -n nats create secret generic"
+    secrets = [f"{engine} agent-engine-{name}-nats --from-file=credential.json={root / 'services' / f'{name}.json'}"
+               for name in SERVICES]
+    secrets += [f"{engine} agent-engine-master-key --from-file=master.key={root / MASTER_KEY}",
+                f"{engine} agent-engine-postgres --from-literal=url='postgresql://USER:PASSWORD@HOST:5432/DB'",
+                f"{engine} agent-engine-provider --from-file=anthropic-api-key=FILE   # only for AE_PROVIDER=anthropic",
+                f"{nats} agent-engine-nats-auth --from-file=auth.conf={root / AUTH_CONF}"]
     lines = [
         "",
         "Next steps",
         "  docker compose: docker-compose.yml's one-shot `keyring` service runs this into the keyring volume, and each",
         "  service mounts only its own file from there. After `agentctl tenant add` or `revoke`, reload NATS:",
         "    docker compose kill -s HUP nats",
-        "  Kubernetes: create the Secrets from these files (add -n NAMESPACE to each):",
+        "  Kubernetes (docs/kubernetes.md): create the Secrets from these files:",
         *(f"    {line}" for line in secrets),
-        "  After `agentctl tenant add` or `revoke` on this directory, update the NATS server's Secret:",
-        f"    kubectl create secret generic agent-engine-nats-auth --from-file=auth.conf={root / AUTH_CONF} "
+        "  After `agentctl tenant add` or `revoke` on this directory, replace the NATS servers' Secret:",
+        f"    {nats} agent-engine-nats-auth --from-file=auth.conf={root / AUTH_CONF} "
         "--dry-run=client -o yaml | kubectl apply -f -",
         f"  Keep {root} private: platform/admin.json may do anything on the bus, master.key opens every stored record.",
     ]
