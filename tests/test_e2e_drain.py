@@ -70,10 +70,10 @@ def _ready_within(engine: Any, service: str, seconds: float) -> str:
 
 @pytest.mark.parametrize("victim", list(SERVICES))
 def test_sigterm_under_load_drains_cleanly_and_the_replacement_picks_up(engine, tenant, victim):
-    log = Path(engine.stack().state["services"][victim]["log"])
-    offset = log.stat().st_size
+    logs = {name: Path(engine.stack().state["services"][name]["log"]) for name in (victim, "router")}
+    offsets = {name: path.stat().st_size for name, path in logs.items()}
     at_stop, status, histories = asyncio.run(_terminate_mid_run(engine, tenant, victim))
-    said = _log_since(log, offset)
+    said = _log_since(logs[victim], offsets[victim])
     assert at_stop < TASKS * len(WORKING_NODES), "the stop came after all work was done; test proves nothing"
     assert len(histories) == TASKS + TASKS // 2
     assert "draining: no new work" in said and f"{victim} INFO stopped\n" in said, said[-2000:]
@@ -83,6 +83,11 @@ def test_sigterm_under_load_drains_cleanly_and_the_replacement_picks_up(engine, 
     for history in histories:
         completed = Counter(e.data["node"] for e in history if e.type == "node.succeeded")
         assert completed == Counter(dict.fromkeys(WORKING_NODES, 1)), completed
+    # nothing was lost and found again: no deadline had to re-dispatch, every dispatch was answered the first time
+    assert "deadline passed" not in _log_since(logs["router"], offsets["router"])
+    retried = [(e.task_id, e.data["node"]) for h in histories for e in h
+               if e.type == "node.dispatched" and e.data["attempt"] > 1]
+    assert not retried, retried
 
 
 def test_every_service_exits_within_its_grace_period_when_nats_is_gone(own_stack):

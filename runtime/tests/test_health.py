@@ -21,8 +21,10 @@ async def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str
     return int(head.split()[1]), json.loads(body)
 
 
-async def _serving(checks: dict[str, health.Check]) -> tuple[health.Health, asyncio.Server, int]:
+async def _serving(checks: dict[str, health.Check], *, taking_work: bool = True,
+                   ) -> tuple[health.Health, asyncio.Server, int]:
     registry = health.Health()
+    registry.serving = taking_work
     for name, check in checks.items():
         registry.add(name, check)
     server = await health.serve(registry, 0, "127.0.0.1")
@@ -36,10 +38,13 @@ def _says(problem: str | None) -> health.Check:
 
 
 async def test_livez_answers_while_readyz_says_the_process_is_still_starting():
-    _, server, port = await _serving({})
+    registry, server, port = await _serving({"nats": _says(None)}, taking_work=False)
     try:
         assert await _get(port, "/livez") == (200, {"status": "alive"})
+        # connected, but not consuming yet (the router reads its open dispatches first): not ready
         assert await _get(port, "/readyz") == (503, {"status": "not ready", "failing": {"process": "starting"}})
+        registry.serving = True
+        assert await _get(port, "/readyz") == (200, {"status": "ready"})
     finally:
         server.close()
 
@@ -107,6 +112,27 @@ async def test_a_cached_check_asks_at_most_once_per_period():
     check = health.cached(remote, every_s=60)
     assert [await check() for _ in range(5)] == [None] * 5
     assert len(asked) == 1
+
+
+async def test_probes_at_once_share_one_question_and_a_server_that_hangs_gets_no_more():
+    asked = []
+    answer = asyncio.Event()
+
+    async def hangs() -> str | None:
+        asked.append(1)
+        await answer.wait()
+        return "PostgreSQL does not answer: timeout"
+
+    check = health.cached(hangs, every_s=0)
+    registry = health.Health()
+    registry.serving = True
+    registry.add("postgres", check)
+    probes = [asyncio.ensure_future(registry.problems()) for _ in range(50)]
+    await asyncio.sleep(0.1)
+    assert len(asked) == 1, "each probe asked the server itself"
+    answer.set()
+    said = await asyncio.gather(*probes)
+    assert all(p == {"postgres": "PostgreSQL does not answer: timeout"} for p in said)
 
 
 @pytest.mark.parametrize("value", ["http", "0", "70000", "-1", "80.5"])

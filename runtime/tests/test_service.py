@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from agent_engine.runtime import embedded
+from agent_engine.runtime.service import CANCEL_S
 
 SERVICE = textwrap.dedent("""
     import asyncio, sys, threading, time
@@ -22,10 +23,16 @@ SERVICE = textwrap.dedent("""
 
     async def main(stop):
         health.PROCESS.add("work", lambda: asyncio.sleep(0))
+        health.PROCESS.serving = True
         print("serving", flush=True)
         if sys.argv[1] == "drains":
             await stop.wait()
             await asyncio.sleep(1.0)  # the batch in hand
+        elif sys.argv[1] == "drains-beside-a-stuck-thread":  # e.g. a readiness check on a server that is gone
+            asyncio.get_running_loop().run_in_executor(None, time.sleep, 3600)
+            await stop.wait()
+        elif sys.argv[1] == "refuses-its-settings":
+            raise SystemExit("AE_SOMETHING='x' is not a number")
         elif sys.argv[1] == "ignores":
             while True:
                 await asyncio.sleep(0.1)
@@ -56,12 +63,27 @@ def test_a_service_that_drains_exits_0_and_says_so():
     assert "draining: no new work" in log and "demo INFO stopped" in log
 
 
+def test_a_drained_service_exits_at_once_even_beside_a_thread_stuck_on_a_server_that_is_gone():
+    code, took, log = _stop(_start("drains-beside-a-stuck-thread", AE_SHUTDOWN_GRACE_S="20"))
+    assert code == 0, log
+    assert took < 5, f"took {took:.1f}s: the stuck thread held the exit"
+
+
 @pytest.mark.parametrize("mode", ["ignores", "stuck-thread"])
 def test_work_that_outlives_the_grace_period_is_cut_off_and_the_process_exits_1(mode):
     code, took, log = _stop(_start(mode, AE_SHUTDOWN_GRACE_S="1"))
     assert code == 1, log
     assert "not drained within 1s (AE_SHUTDOWN_GRACE_S)" in log
-    assert took < 10, f"took {took:.1f}s to exit with a 1 s grace period"
+    assert "still running" not in log, "the watchdog had to end it: cancelling did not"
+    assert took < 1 + CANCEL_S + 1, f"took {took:.1f}s to exit with a 1 s grace period"
+
+
+def test_a_service_that_refuses_its_settings_says_why_in_one_line_and_exits_1():
+    proc = subprocess.run([sys.executable, "-c", SERVICE, "refuses-its-settings"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.rstrip().endswith("AE_SOMETHING='x' is not a number"), proc.stderr
+    assert "Traceback" not in proc.stderr and "never retrieved" not in proc.stderr, proc.stderr
 
 
 def test_the_health_port_answers_while_serving_and_readiness_drops_when_draining():

@@ -249,3 +249,33 @@ def test_a_relay_whose_bus_is_gone_at_stop_gives_up_the_last_pass_and_returns() 
 
     asyncio.run(asyncio.wait_for(relay.run(stop), 5))
     assert store.position == 0  # not published: the next start publishes it
+
+
+def test_a_relay_that_cannot_read_its_position_at_start_keeps_trying_rather_than_ending() -> None:
+    """PostgreSQL blinking as the router starts must not leave a router that commits and never publishes."""
+
+    class BlinkingStore(FakeStore):
+        tries = 0
+
+        def relay_position(self, name: str) -> int:
+            self.tries += 1
+            if self.tries == 1:
+                raise OSError("connection refused")
+            return self.position
+
+    store, bus = BlinkingStore(), FakeBus()
+    relay = relay_with(store, bus)
+    store.log.append((1, dispatched()))
+    stop = asyncio.Event()
+
+    async def go() -> None:
+        running = asyncio.create_task(relay.run(stop))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if bus.published:
+                break
+        stop.set()
+        await running
+
+    asyncio.run(go())
+    assert store.tries == 2 and bus.published == [dispatched().id]

@@ -80,6 +80,7 @@ async def main(stop: asyncio.Event) -> None:
 
     await nc.subscribe(rpc_subject(AUTH_RPC, ">", "*"), cb=on_request)
     health.PROCESS.add("nats", connection_check(nc))
+    health.PROCESS.serving = True
     try:
         await stop.wait()
     finally:

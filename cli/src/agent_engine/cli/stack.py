@@ -219,10 +219,14 @@ class Stack:
         return stopped
 
 
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Straight to the local port, whatever http_proxy says."""
+
+
 def readiness(port: int, timeout: float = 1.0) -> str:
     """What the service's /readyz says: "ready", or what is not ready (or that it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as reply:
+        with DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as reply:
             return "ready" if reply.status == 200 else f"HTTP {reply.status}"
     except urllib.error.HTTPError as exc:
         try:

@@ -236,6 +236,7 @@ class Bus:
                 try:
                     sub = await self.pull(durable, subjects, ack_wait=ack_wait)
                     failing.clear()
+                    health.PROCESS.serving = True
                 except Exception as exc:  # noqa: BLE001  server restarting: try again
                     log.warning("cannot create consumer %s (%s); retrying", durable, exc)
                     failing[:] = [f"cannot create it: {str(exc)[:200]}"]

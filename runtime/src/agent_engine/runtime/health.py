@@ -1,9 +1,9 @@
 """Liveness and readiness over HTTP, on the port AE_HEALTH_PORT names (none when unset).
 
     GET /livez   200 while the process's event loop answers.
-    GET /readyz  200 when every readiness check passes (connected to NATS, consuming, PostgreSQL where the
-                 service needs it); 503 with a JSON body naming each check that fails, before the service
-                 has registered any check, and while it drains after SIGTERM.
+    GET /readyz  200 when the service takes work and every readiness check passes (connected to NATS, its
+                 consumer fetching, PostgreSQL where the service needs it); 503 with a JSON body naming each
+                 check that fails, before the service takes work (`starting`), and while it drains.
 
 Checks are registered on the process's `Health` (`health.PROCESS`) by the parts that know: the bus registers
 its connection, each consume loop its consumer, the router its store. One registry per process, like a
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,9 @@ MAX_REQUEST_BYTES = 8192
 class Health:
     def __init__(self) -> None:
         self.checks: dict[str, Check] = {}
+        self.serving = False
+        """Set by the service once it takes work (its consumer bound, its subscriptions made): before that the
+        process is `starting`, whatever the checks registered so far say."""
         self.draining = False
 
     def add(self, name: str, check: Check) -> None:
@@ -46,7 +50,7 @@ class Health:
         """Each failing check by name with what is wrong; empty when ready."""
         if self.draining:
             return {"process": "draining after SIGTERM"}
-        if not self.checks:
+        if not self.serving:
             return {"process": "starting"}
         names = list(self.checks)
         results = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
@@ -119,17 +123,37 @@ def _response(status: int, body: dict[str, object]) -> bytes:
     return head.encode() + data
 
 
+class Cached:
+    """A check that really asks at most every `every_s` seconds, one question at a time (one for a remote server:
+    probes from each kubelet, or from anyone who can reach the port, must not open a connection each, nor pile
+    up behind a server that does not answer)."""
+
+    def __init__(self, check: Check, every_s: float = 5.0) -> None:
+        self.check, self.every_s = check, every_s
+        self.at = -math.inf
+        self.said: str | None = None
+        self.asking: asyncio.Future[str | None] | None = None
+
+    async def __call__(self) -> str | None:
+        if self.asking is None and time.monotonic() - self.at > self.every_s:
+            asking = self.asking = asyncio.ensure_future(self.check())
+            asking.add_done_callback(self._keep)
+        if self.asking is not None:
+            return await asyncio.shield(self.asking)
+        return self.said
+
+    def _keep(self, task: asyncio.Future[str | None]) -> None:
+        if task.cancelled():
+            self.said = "check cancelled"
+        elif (failure := task.exception()) is not None:
+            self.said = f"check failed: {type(failure).__name__}: {failure}"[:300]
+        else:
+            self.said = task.result()
+        self.at, self.asking = time.monotonic(), None
+
+
 def cached(check: Check, every_s: float = 5.0) -> Check:
-    """A check that really asks at most every `every_s` seconds (one for a remote server: a probe every few
-    seconds from each kubelet must not open a connection each time)."""
-    last: list[tuple[float, str | None]] = []
-
-    async def run() -> str | None:
-        if not last or time.monotonic() - last[0][0] > every_s:
-            last[:] = [(time.monotonic(), await check())]
-        return last[0][1]
-
-    return run
+    return Cached(check, every_s)
 
 
 def postgres(url: str) -> Check:
@@ -138,6 +162,7 @@ def postgres(url: str) -> Check:
 
     def ping() -> None:
         with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+            conn.execute("SET statement_timeout = 2000")
             conn.execute("SELECT 1")
 
     async def check() -> str | None:

@@ -3,8 +3,9 @@
 On SIGTERM the service's `stop` event is set: consume loops stop fetching, finish the batch in hand and
 return; the router then publishes what it committed. The process exits 0 when `main` returns within
 AE_SHUTDOWN_GRACE_S (default 25 s; Kubernetes waits 30). Past the grace period what is left is cancelled
-(a consume loop hands its un-acked messages back first) and the process exits 1; if even that hangs (a
-thread blocked on a server that is gone), a watchdog ends the process a few seconds later.
+(a consume loop hands its un-acked messages back first) and the process exits 1; if even that hangs, a
+watchdog ends the process CANCEL_S + 2 s later. The process ends with os._exit either way, so a thread
+blocked on a server that is gone never holds it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -38,30 +40,36 @@ def run(service: str, main: Main) -> None:
     log = logs.setup(service)
     grace = grace_from_env()
     port = health.port_from_env()
-    exit_code = asyncio.run(_supervise(service, main, grace, port, log))
-    logging.shutdown()
-    if exit_code:
-        os._exit(exit_code)  # threads stuck on a dead server must not hold the exit
+    asyncio.run(_supervise(main, grace, port, log))
 
 
-async def _supervise(service: str, main: Main, grace: float, port: int | None, log: logging.Logger) -> int:
+async def _supervise(main: Main, grace: float, port: int | None, log: logging.Logger) -> None:
+    """Run `main` until it returns or a signal comes, then drain; ends the process itself (see `_end`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = await health.serve(health.PROCESS, port) if port is not None else None
     log.info("starting%s", f"; health on port {port} (/livez, /readyz)" if port is not None else "")
-    work = asyncio.create_task(main(stop))
+
+    async def guarded() -> SystemExit | None:
+        # asyncio lets a SystemExit out of a task straight through the loop, as a traceback: keep it as a value
+        try:
+            await main(stop)
+        except SystemExit as exc:
+            return exc
+        return None
+
+    work = asyncio.create_task(guarded())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    _watchdog(grace + CANCEL_S + 2.0, log)  # from here on, the process ends whatever hangs
     code = 0
     if not work.done():
         health.PROCESS.draining = True
         log.info("draining: no new work; finishing what is in hand (at most %gs, %s)", grace, GRACE_ENV)
-        _watchdog(grace + CANCEL_S + 2.0, log)
-        try:
-            await asyncio.wait_for(asyncio.shield(work), grace)
-        except TimeoutError:
+        finished, _ = await asyncio.wait({work}, timeout=grace)
+        if not finished:
             log.warning("not drained within %gs (%s): stopping the rest; un-acked messages go back to the stream "
                         "and are redelivered", grace, GRACE_ENV)
             work.cancel()
@@ -70,17 +78,35 @@ async def _supervise(service: str, main: Main, grace: float, port: int | None, l
     stopping.cancel()
     if server is not None:
         server.close()
-    if work.done() and not work.cancelled() and work.exception() is not None:
-        raise work.exception()  # type: ignore[misc]  # e.g. SystemExit with the reason the service gave
-    log.info("stopped" if code == 0 else "stopped after the grace period")
-    return code
+    message = None
+    if work.done() and not work.cancelled():
+        failure, exited = work.exception(), None if work.exception() else work.result()
+        if failure is not None:
+            log.error("stopped by an error", exc_info=failure)
+            code = 1
+        elif exited is not None:  # the service's own reason to stop: one line, as SystemExit prints it
+            message = None if isinstance(exited.code, int | None) else str(exited.code)
+            code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+    if message is None:
+        log.info("stopped" if code == 0 else "stopped after the grace period")
+    _end(code, message)
+
+
+def _end(code: int, message: str | None = None) -> None:
+    """Exit now. Not through asyncio.run's return: on Python 3.11 it waits, with no limit, for every thread it
+    handed work to, and a thread blocked on a server that is gone would hold a drained process for ever."""
+    if message:
+        print(message, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _watchdog(after_s: float, log: logging.Logger) -> None:
     def end() -> None:
-        log.error("still running %gs after SIGTERM: exiting now", after_s)
-        logging.shutdown()
-        os._exit(1)
+        log.error("still running %gs after stopping began: exiting now", after_s)
+        _end(1)
 
     timer = threading.Timer(after_s, end)
     timer.daemon = True

@@ -60,18 +60,28 @@ class Relay:
         self.wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, self.name)
+        """Publish until `stop`, then make a last pass over what this process committed. The saved position is
+        read inside the retry loop: a store that is away at start delays the relay, never ends it."""
+        started = False
         try:
-            while not stop.is_set():
+            while True:
                 try:
+                    if not started:
+                        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, self.name)
+                        started = True
+                    if stop.is_set():
+                        break
                     await self.step()
                 except Exception:
                     log.exception("relay failed at position %d; retrying", self.position)
                     self.in_sync = False
+                    if stop.is_set():
+                        break
                     await asyncio.sleep(1.0)
-            await self._last_pass()
+            if started:
+                await self._last_pass()
         finally:
-            if self.position != self.saved:
+            if started and self.position != self.saved:
                 try:
                     await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
                 except Exception:  # noqa: BLE001  the next start republishes a little; consumers absorb it

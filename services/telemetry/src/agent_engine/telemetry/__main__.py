@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, TENANT_FORGOTTEN, rpc_listen, rpc_scope
-from agent_engine.runtime import service
+from agent_engine.runtime import health, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
@@ -64,6 +64,7 @@ async def main(stop: asyncio.Event) -> None:
                                deliver_policy=DeliverPolicy.ALL)
         for subject in rpc_listen(TELEMETRY_RPC):
             await bus.nc.subscribe(subject, cb=on_query)
+        health.PROCESS.serving = True
         await stop.wait()
     finally:
         await bus.close()
