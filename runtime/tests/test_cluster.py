@@ -14,7 +14,7 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from agent_engine.contracts.credentials import load_credential
 from agent_engine.contracts.subjects import DLQ_STREAM, STREAM, TOOL_CALLS_BUCKET, WORKFLOW_BUCKET
 from agent_engine.runtime import embedded, workflows
-from agent_engine.runtime.bus import Bus, auth_options, connect, ensure_bucket, ensure_stream
+from agent_engine.runtime.bus import Bus, apply_replicas, auth_options, connect, ensure_bucket, ensure_stream
 from agent_engine.runtime.keyring import Keyring
 from agent_engine.runtime.settings import Settings, nats_servers, stream_replicas
 
@@ -97,16 +97,21 @@ async def test_an_existing_stream_changes_replicas_only_when_the_variable_is_set
         await ensure_stream(js, config)
         await ensure_bucket(js, bucket)
         assert (await js.stream_info(name)).config.num_replicas == 1
+        await apply_replicas(js, name)  # unset: nothing changes
+        assert (await js.stream_info(name)).config.num_replicas == 1
         monkeypatch.setenv("AE_STREAM_REPLICAS", "3")
-        await ensure_stream(js, StreamConfig(name=name, subjects=[f"{name.lower()}.>"], storage=StorageType.FILE))
         await ensure_bucket(js, KeyValueConfig(bucket=bucket.bucket, history=1))
+        await apply_replicas(js, name, "NO_SUCH_STREAM")  # agentctl's way to the streams of the router
         for stream in (name, f"KV_{bucket.bucket}"):
             info = await js.stream_info(stream)
             assert info.config.num_replicas == 3, stream
             assert info.config.subjects and info.config.subjects[0].startswith(("t_", "$KV."))  # the rest kept
-        monkeypatch.delenv("AE_STREAM_REPLICAS")  # a process without the variable never undoes it
+        monkeypatch.setenv("AE_STREAM_REPLICAS", "1")  # set: down again too
         await ensure_stream(js, StreamConfig(name=name, subjects=[f"{name.lower()}.>"], storage=StorageType.FILE))
-        assert (await js.stream_info(name)).config.num_replicas == 3
+        assert (await js.stream_info(name)).config.num_replicas == 1
+        monkeypatch.delenv("AE_STREAM_REPLICAS")  # a process without the variable never undoes what was set
+        await ensure_bucket(js, KeyValueConfig(bucket=bucket.bucket, history=1))
+        assert (await js.stream_info(f"KV_{bucket.bucket}")).config.num_replicas == 3
     finally:
         await js.delete_stream(name)
         await js.delete_key_value(bucket.bucket)

@@ -32,14 +32,16 @@ from agent_engine.contracts.envelope import Envelope, Payload, command
 from agent_engine.contracts.servers import server_list
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
+    AUDIT_STREAM,
     AUTH_RPC,
     ROUTER_RPC,
     TELEMETRY_RPC,
+    WORKFLOW_BUCKET,
     rpc_subject,
     subject_for,
     tenant_subject,
 )
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options, ensure_streams
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, apply_replicas, auth_options, ensure_streams
 from agent_engine.runtime.keyring import credential_from_env
 
 SOURCE = "agentctl"
@@ -202,6 +204,7 @@ async def connect() -> AsyncIterator[Engine]:
         js = nc.jetstream(timeout=10)
         if cred is None or cred.kind == "platform":  # only the platform may create streams
             await ensure_streams(js)
+            await apply_replicas(js, AUDIT_STREAM, f"KV_{WORKFLOW_BUCKET}")  # the router's, which it cannot edit
         yield Engine(nc, js, cred)
     finally:
         await nc.drain()

@@ -154,6 +154,19 @@ async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValu
     return kv
 
 
+async def apply_replicas(js: JetStreamContext, *streams: str) -> None:
+    """Give each of `streams` that exists AE_STREAM_REPLICAS replicas, when the variable is set: what agentctl
+    does with the platform credential for the streams no service may edit or look up but their own."""
+    if not replicas_configured():
+        return
+    for name in streams:
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            continue
+        await _update(js, info.config, None, stream_replicas())
+
+
 STREAM_NAME_IN_USE = 10058
 """JetStream's error code for creating a stream that exists (with other settings): another process was first."""
 NO_PLACEMENT = 10005
