@@ -60,11 +60,11 @@ async def _run(engine: Any, tenant: str) -> dict[str, Any]:
         cluster.kill(leader)
         killed_at, at_kill = time.monotonic(), succeeded
         await asyncio.sleep(DOWN_S)
-        after = await _stream_info_retrying(js, STREAM)
-        cluster.start(leader)
+        new_leader = await _new_leader(js, STREAM, leader)
+        await asyncio.to_thread(cluster.start, leader)  # same ports, same store
         status = await engine.wait_terminal(nc, ids, timeout=120)
         finished_s = time.monotonic() - killed_at
-        cluster.wait_ready()  # the restarted node has caught up with every stream and consumer
+        await asyncio.to_thread(cluster.wait_ready)  # the restarted node has caught up with every stream and consumer
         consumers = {name: await js.consumer_info(STREAM, name) for name in CONSUMERS}
         held = {name: await js.stream_info(name) for name in (STREAM, DLQ_STREAM, AUDIT_STREAM,
                                                                f"KV_{TOOL_CALLS_BUCKET}", f"KV_{WORKFLOW_BUCKET}")}
@@ -73,22 +73,25 @@ async def _run(engine: Any, tenant: str) -> dict[str, Any]:
         calls = sum((stored.state.subjects or {}).values())
         dead = await js.stream_info(DLQ_STREAM, subjects_filter=dlq_subject("*", tenant))
         ledger = await _ledger_reaches(nc, tenant, calls)
-        return {"held": held, "leader": leader, "new_leader": after.cluster.leader, "at_kill": at_kill,
+        return {"held": held, "leader": leader, "new_leader": new_leader, "at_kill": at_kill,
                 "status": status, "finished_s": finished_s, "consumers": consumers, "histories": histories,
                 "calls": calls, "ledger": ledger, "dead_letters": dead.state.subjects or {}}
     finally:
         await nc.close()
 
 
-async def _stream_info_retrying(js: Any, name: str, timeout: float = 15) -> Any:
+async def _new_leader(js: Any, name: str, old: str, timeout: float = 15) -> str | None:
+    """The stream's leader once another server than `old` leads it (None if none did within `timeout`)."""
     deadline = time.monotonic() + timeout
-    while True:
+    while time.monotonic() < deadline:
         try:
-            return await js.stream_info(name)
-        except Exception:  # the stream is electing a leader
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+            leader = (await js.stream_info(name)).cluster.leader
+        except Exception:  # noqa: BLE001  no leader to answer yet
+            leader = None
+        if leader and leader != old:
+            return str(leader)
+        await asyncio.sleep(0.2)
+    return None
 
 
 async def _ledger_reaches(nc: Any, tenant: str, calls: int, timeout: float = 30) -> dict[str, Any]:
