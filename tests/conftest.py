@@ -65,6 +65,8 @@ class Engine(EngineClient):
                     "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3", "AE_HEARTBEAT_S": "0.5",
                     "AE_AUDIT_CHECKPOINT_S": "1"}
         self.nats_url = urls["nats"]
+        self.servers: list[embedded.ServerProcess | embedded.NatsCluster] = []
+        """The NATS and PostgreSQL this stack owns (own_stack), to stop or restart; none when shared."""
         self.cluster: embedded.NatsCluster | None = None
         """The stack's NATS when it is a cluster of its own (own_stack(nats_nodes=3))."""
 
@@ -101,6 +103,16 @@ class Engine(EngineClient):
         deadline = time.monotonic() + 5
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def terminate(self, service: str, timeout: float = 40) -> float:
+        """SIGTERM, as Kubernetes stops a pod; waits until the process is gone and returns how long it took."""
+        pid = self.pids()[service]
+        began = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        while pid_alive(pid) and time.monotonic() - began < timeout:
+            time.sleep(0.02)
+        assert not pid_alive(pid), f"{service} still running {timeout}s after SIGTERM"
+        return time.monotonic() - began
 
     def wait_for_status(self, task_id: str, status: str, tries: int = 100) -> dict[str, Any]:
         """Poll `agentctl task show --json` until the task has `status`; returns what it showed."""
@@ -161,6 +173,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Ite
                 eng.env.pop(name, None)
             else:
                 eng.env[name] = value
+        eng.servers = servers
         made.append((eng, servers))
         eng.up()
         return eng

@@ -213,7 +213,7 @@ async def test_the_anthropic_key_may_come_from_a_file(fake_anthropic: FakeServer
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"ANTHROPIC_API_KEY": "sk-1", "ANTHROPIC_API_KEY_FILE": "/x"}, "both ANTHROPIC_API_KEY and ANTHROPIC_API_KEY_FILE"),
-    ({"OPENAI_API_KEY_FILE": "/nonexistent/key"}, "OPENAI_API_KEY_FILE=/nonexistent/key: cannot read the key file"),
+    ({"OPENAI_API_KEY_FILE": "/nonexistent/key"}, "OPENAI_API_KEY_FILE=/nonexistent/key: cannot read the file"),
     ({"AE_LLM_RETRY_BUDGET_S": "-1"}, "AE_LLM_RETRY_BUDGET_S='-1' must be zero or more"),
     ({"AE_BREAKER_FAILURES": "0"}, "AE_BREAKER_FAILURES='0' must be more than zero"),
     ({"AE_LLM_BACKOFF_S": "soon"}, "AE_LLM_BACKOFF_S='soon' is not a number"),
@@ -231,7 +231,7 @@ def test_an_empty_key_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path:
     clean_env(monkeypatch)
     (tmp_path / "empty").write_text("\n")
     monkeypatch.setenv("ANTHROPIC_API_KEY_FILE", str(tmp_path / "empty"))
-    with pytest.raises(SystemExit, match="the key file is empty"):
+    with pytest.raises(SystemExit, match="the file is empty"):
         Gateway.from_env()
 
 

@@ -217,3 +217,35 @@ def test_no_task_id_names_another_aggregate() -> None:
     assert task_uuid(str(hashed)) != hashed
     ours = "0b8a4f5e-77c2-4a61-9b1e-2f3c4d5e6f70"  # an RFC 4122 UUID as agentctl makes them: used as is
     assert str(task_uuid(ours)) == ours
+
+
+def test_a_relay_stopped_right_after_a_commit_publishes_it_before_returning() -> None:
+    """The drain on SIGTERM: nothing this router committed waits for the next start to be published."""
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+    mine = [(1, dispatched(node="a")), (2, dispatched(node="b"))]
+    others = (3, dispatched(node="another-routers"))  # committed by another router after ours
+    store.log.extend([*mine, others])
+    relay.offer(mine)
+    stop = asyncio.Event()
+    stop.set()  # the stop came before the relay's loop ever ran
+
+    asyncio.run(relay.run(stop))
+    assert bus.published == [r.id for _, r in mine]
+    assert store.position == 2
+
+
+def test_a_relay_whose_bus_is_gone_at_stop_gives_up_the_last_pass_and_returns() -> None:
+    class GoneBus(FakeBus):
+        async def publish(self, record: Envelope) -> None:
+            raise ConnectionError("nats: connection closed")
+
+    store, bus = FakeStore(), GoneBus()
+    relay = relay_with(store, bus)
+    store.log.append((1, dispatched()))
+    relay.offer([(1, dispatched())])
+    stop = asyncio.Event()
+    stop.set()
+
+    asyncio.run(asyncio.wait_for(relay.run(stop), 5))
+    assert store.position == 0  # not published: the next start publishes it

@@ -24,8 +24,8 @@ from nats.aio.msg import Msg
 
 from agent_engine.contracts.credentials import ROLES
 from agent_engine.contracts.subjects import AUTH_RPC, IDENTITY_PATTERN, rpc_scope, rpc_subject
-from agent_engine.runtime import service
-from agent_engine.runtime.bus import connect
+from agent_engine.runtime import health, service
+from agent_engine.runtime.bus import connect, connection_check
 from agent_engine.runtime.keyring import KEYRING_ENV, Keyring, KeyringError
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings
@@ -79,6 +79,7 @@ async def main(stop: asyncio.Event) -> None:
         await answer_query(msg, reply, nc.max_payload, tenant)
 
     await nc.subscribe(rpc_subject(AUTH_RPC, ">", "*"), cb=on_request)
+    health.PROCESS.add("nats", connection_check(nc))
     try:
         await stop.wait()
     finally:

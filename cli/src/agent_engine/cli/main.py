@@ -17,6 +17,7 @@ from agent_engine.cli.commands import (
     audit,
     cost,
     dlq,
+    keyring,
     providers,
     stack,
     submit,
@@ -27,7 +28,7 @@ from agent_engine.cli.commands import (
 )
 from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, audit)
+COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,10 +9,14 @@ from agent_engine.contracts.envelope import Envelope
 
 
 def components(rows: list[dict[str, Any]]) -> None:
-    print(f"{'NAME':<14}{'PID':>8}  {'STATUS':<9} WHERE")
+    print(f"{'NAME':<14}{'PID':>8}  {'STATUS':<9} {'READY':<7} WHERE")
     for row in rows:
         where = row.get("url") or row.get("log") or ""
-        print(f"{row['name']:<14}{row['pid'] or '-':>8}  {row['status']:<9} {where}")
+        ready = row.get("ready")
+        mark = "-" if ready is None else ("yes" if ready == "ready" else "no")
+        print(f"{row['name']:<14}{row['pid'] or '-':>8}  {row['status']:<9} {mark:<7} {where}")
+        if ready not in (None, "ready"):
+            print(f"{'':<24}not ready: {ready}")
 
 
 def _usage(usage: dict[str, Any] | None) -> str:

@@ -14,6 +14,8 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,12 @@ from typing import Any
 import psutil
 
 from agent_engine.runtime import embedded
+from agent_engine.runtime.health import HOST_ENV as HEALTH_HOST_ENV
+from agent_engine.runtime.health import PORT_ENV as HEALTH_PORT_ENV
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 from agent_engine.runtime.processes import pid_alive, stop_pid
+from agent_engine.runtime.service import CANCEL_S, grace_from_env
+from agent_engine.runtime.settings import postgres_url_from_env
 
 SERVICES = {
     "guardrails": "agent_engine.guardrails",
@@ -39,6 +45,8 @@ COMPONENTS = {**SERVICES, "authority": "agent_engine.cli.authority"}
 
 MASTER_KEY_ENV = "AE_MASTER_KEY_FILE"
 """The router's master key (wraps the data keys of its store); `up` makes $AE_HOME/master.key when unset."""
+READY_WAIT_S = 30.0
+"""How long `up` waits for the processes it started to say they are ready."""
 SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE")
 """Only the agent-runner gets provider credentials."""
 
@@ -95,7 +103,7 @@ class Stack:
 
     @property
     def postgres_url(self) -> str | None:
-        return os.environ.get("AE_POSTGRES_URL") or self.state.get("postgres", {}).get("url")
+        return postgres_url_from_env() or self.state.get("postgres", {}).get("url")
 
     def components(self) -> list[dict[str, Any]]:
         rows = []
@@ -111,7 +119,9 @@ class Stack:
                 continue
             pid = entry.get("pid")
             status = "running" if alive(entry) else "stopped"
-            rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log")})
+            port = entry.get("health_port")
+            rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log"), "health_port": port,
+                         "ready": readiness(port) if status == "running" and port else None})
         return rows
 
     def up(self, workspace: Path, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -133,23 +143,23 @@ class Stack:
             if name not in SERVICES and not keyring.service(name).exists():
                 continue  # no authorization, no authority
             log = logs / f"{name}.log"
-            proc = self.spawn(name, workspace, log, extra_env)
-            services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid)}
+            port = services.get(name, {}).get("health_port") or embedded.free_port()
+            proc = self.spawn(name, workspace, log, extra_env, health_port=port)
+            services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid),
+                              "health_port": port}
             started.append(name)
         self.save()
-        time.sleep(0.5)
-        dead = [n for n in COMPONENTS if n in services and services[n].get("pid") and not alive(services[n])]
-        if dead:
-            tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
-            raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
+        self._wait_ready([n for n in started if n in services], services)
         return started
 
-    def spawn(self, name: str, workspace: Path, log: Path,
-              extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, workspace: Path, log: Path, extra_env: dict[str, str] | None = None, *,
+              health_port: int | None = None) -> subprocess.Popen[bytes]:
         """Start one process of component `name` against this stack's servers, with its own credential and only
-        the secrets it needs. `up` records what it starts; another replica (say, a second router with its own
-        AE_ROUTER_NAME in `extra_env`) is the caller's to stop."""
-        env = {**os.environ, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
+        the secrets it needs, serving health on `health_port` (a free port when not given). `up` records what it
+        starts; another replica (say, a second router with its own AE_ROUTER_NAME in `extra_env`) is the
+        caller's to stop."""
+        env = {k: v for k, v in os.environ.items() if k != "AE_POSTGRES_URL_FILE"}  # resolved just below
+        env = {**env, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
                "AE_POSTGRES_URL": self.postgres_url or "",
                "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
         keyring = self.keyring
@@ -161,12 +171,26 @@ class Stack:
             own_env[KEYRING_ENV] = str(keyring.root)
         if name == "router":  # the only service that seals and opens stored records
             own_env[MASTER_KEY_ENV] = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
+        own_env.update({HEALTH_PORT_ENV: str(health_port or embedded.free_port()), HEALTH_HOST_ENV: "127.0.0.1"})
         with open(log, "ab") as out:
             return subprocess.Popen([sys.executable, "-m", COMPONENTS[name]], stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
 
+    def _wait_ready(self, names: list[str], services: dict[str, Any], timeout: float = READY_WAIT_S) -> None:
+        """Until each process started says it is ready, or exits (an error naming it, with its log's tail), or
+        `timeout` passes (then `ps` shows what each is waiting for)."""
+        waiting = set(names)
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.1)
+            dead = [n for n in COMPONENTS if n in services and services[n].get("pid") and not alive(services[n])]
+            if dead:
+                tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
+                raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
+            waiting = {n for n in waiting if readiness(services[n]["health_port"], timeout=0.5) != "ready"}
+
     def _ensure_server(self, name: str) -> bool:
-        env_url = os.environ.get("AE_NATS_URL" if name == "nats" else "AE_POSTGRES_URL")
+        env_url = os.environ.get("AE_NATS_URL") if name == "nats" else postgres_url_from_env()
         if env_url:
             self.state[name] = {"url": env_url, "external": True}
             return False
@@ -188,8 +212,8 @@ class Stack:
     def down(self) -> list[str]:
         stopped = []
         for name, entry in self.state.get("services", {}).items():
-            if alive(entry):
-                stop_pid(entry["pid"], timeout=10)
+            if alive(entry):  # SIGTERM: it drains within its grace period, then SIGKILL
+                stop_pid(entry["pid"], timeout=grace_from_env() + CANCEL_S + 2)
                 stopped.append(name)
             entry["pid"] = None
         for name, sig in (("postgres", 2), ("nats", 15)):
@@ -201,6 +225,21 @@ class Stack:
                 entry["pid"] = None
         self.save()
         return stopped
+
+
+def readiness(port: int, timeout: float = 1.0) -> str:
+    """What the service's /readyz says: "ready", or what is not ready (or that it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as reply:
+            return "ready" if reply.status == 200 else f"HTTP {reply.status}"
+    except urllib.error.HTTPError as exc:
+        try:
+            failing = json.loads(exc.read()).get("failing", {})
+        except ValueError:
+            failing = {}
+        return "; ".join(f"{k}: {v}" for k, v in failing.items()) or f"HTTP {exc.code}"
+    except OSError as exc:
+        return f"no answer on health port {port} ({getattr(exc, 'reason', exc)})"
 
 
 def _tail(path: Path, lines: int = 15) -> str:

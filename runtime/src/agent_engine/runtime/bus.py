@@ -33,6 +33,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     tenant_from_subject,
 )
+from agent_engine.runtime import health
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import (
     Retention,
@@ -96,6 +97,17 @@ async def connect(url: str | Sequence[str], name: str, credential: Credential | 
             log.warning("cannot reach NATS at %s (%s); retrying in %.1fs", url, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def connection_check(nc: Client) -> health.Check:
+    """A readiness check: `nc` is connected to a NATS server."""
+
+    async def connected() -> str | None:
+        if nc.is_connected:
+            return None
+        return "reconnecting to NATS" if nc.is_reconnecting else "not connected to NATS"
+
+    return connected
 
 
 TOOL_CALLS_TTL_S = 30 * 86400.0
@@ -235,7 +247,9 @@ class Bus:
         while True:
             try:
                 await ensure_streams(js)
-                return cls(nc, js, service)
+                bus = cls(nc, js, service)
+                health.PROCESS.add("nats", connection_check(nc))
+                return bus
             except Exception as exc:  # noqa: BLE001  JetStream not ready yet (server restarting)
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
@@ -290,26 +304,53 @@ class Bus:
                       stop: asyncio.Event, on_idle: Callable[[], None] | None = None) -> None:
         """Fetch batches until `stop` is set; `handle` acks (or naks) each message itself.
         `on_idle` is called whenever a fetch finds nothing waiting."""
-        while True:
-            try:
-                sub = await self.pull(durable, subjects, ack_wait=ack_wait)
-                break
-            except Exception as exc:  # noqa: BLE001  server restarting: try again
-                log.warning("cannot create consumer %s (%s); retrying", durable, exc)
-                await asyncio.sleep(1.0)
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                if on_idle is not None:
-                    on_idle()
-                continue
-            except Exception as exc:  # noqa: BLE001  connection blips: back off, keep going
-                log.warning("fetch on %s failed: %s", durable, exc)
-                await asyncio.sleep(0.5)
-                continue
-            try:
-                await handle(msgs)
-            except Exception:  # e.g. an ack lost to a disconnect: JetStream redelivers
-                log.exception("handling a batch on %s failed; un-acked messages will be redelivered", durable)
+        failing = ["its consumer is not created yet"]
 
+        async def consuming() -> str | None:
+            return f"not fetching from consumer {durable}: {failing[0]}" if failing else None
+
+        health.PROCESS.add(f"consumer {durable}", consuming)
+        try:
+            sub = None
+            while sub is None:
+                if stop.is_set():
+                    return
+                try:
+                    sub = await self.pull(durable, subjects, ack_wait=ack_wait)
+                    failing.clear()
+                except Exception as exc:  # noqa: BLE001  server restarting: try again
+                    log.warning("cannot create consumer %s (%s); retrying", durable, exc)
+                    failing[:] = [f"cannot create it: {str(exc)[:200]}"]
+                    await asyncio.sleep(1.0)
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                    failing.clear()
+                except (TimeoutError, NatsTimeoutError):
+                    failing.clear()
+                    if on_idle is not None:
+                        on_idle()
+                    continue
+                except Exception as exc:  # noqa: BLE001  connection blips: back off, keep going
+                    log.warning("fetch on %s failed: %s", durable, exc)
+                    failing[:] = [f"fetch failed: {str(exc)[:200] or type(exc).__name__}"]
+                    await asyncio.sleep(0.5)
+                    continue
+                try:
+                    await handle(msgs)
+                except asyncio.CancelledError:
+                    await _hand_back(msgs)
+                    raise
+                except Exception:  # e.g. an ack lost to a disconnect: JetStream redelivers
+                    log.exception("handling a batch on %s failed; un-acked messages will be redelivered", durable)
+        finally:
+            health.PROCESS.remove(f"consumer {durable}")
+
+
+async def _hand_back(msgs: list[Msg]) -> None:
+    """Work cut short (the drain's grace period ran out): nak what is not yet settled, so another consumer gets
+    it now rather than after the ack wait. A message already acked refuses the nak, which is as it should be."""
+    results = await asyncio.gather(*(asyncio.wait_for(m.nak(), 1.0) for m in msgs), return_exceptions=True)
+    handed = sum(1 for r in results if not isinstance(r, BaseException))
+    if handed:
+        log.warning("handed back %d unfinished message(s) for redelivery", handed)

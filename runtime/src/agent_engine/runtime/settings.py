@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from agent_engine.contracts.servers import NATS_URL_ENV, server_list
+from agent_engine.runtime.secrets import CredentialError, secret
 
 
 def env_float(name: str, default: float) -> float:
@@ -26,11 +27,19 @@ def env_int(name: str, default: int) -> int:
     return int(value)
 
 
+def postgres_url_from_env() -> str:
+    try:
+        return secret("AE_POSTGRES_URL").value
+    except CredentialError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = field(default_factory=lambda: os.environ.get(NATS_URL_ENV) or "nats://127.0.0.1:4222")
     """One URL or a comma-separated list of a cluster's URLs; checked at start-up (nats_servers)."""
-    postgres_url: str = field(default_factory=lambda: os.environ.get("AE_POSTGRES_URL", ""))
+    postgres_url: str = field(default_factory=lambda: postgres_url_from_env())
+    """AE_POSTGRES_URL, or the contents of the file AE_POSTGRES_URL_FILE (the URL carries a password)."""
     ack_wait_s: float = field(default_factory=lambda: env_float("AE_ACK_WAIT_S", 30.0))
     max_deliver: int = field(default_factory=lambda: env_int("AE_MAX_DELIVER", 5))
     batch_size: int = field(default_factory=lambda: env_int("AE_BATCH_SIZE", 64))

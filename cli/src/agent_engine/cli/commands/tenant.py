@@ -24,7 +24,7 @@ from agent_engine.contracts.credentials import ROLES, Credential, Role
 from agent_engine.contracts.envelope import TENANT_PATTERN
 from agent_engine.contracts.subjects import AUTH_RPC, IDENTITY_PATTERN
 from agent_engine.runtime.auth import new_seed, public_key
-from agent_engine.runtime.keyring import KeyringError, write_secret
+from agent_engine.runtime.keyring import Keyring, KeyringError, write_secret
 
 TENANT_GROUP: list[argparse.ArgumentParser] = []
 
@@ -61,11 +61,14 @@ def _check(pattern: str, value: str, what: str) -> None:
         raise CliError(f"{what} {value!r} is not valid: use 1 to 64 letters, digits, '_' or '-'")
 
 
-def _told(count: int) -> str:
+def _told(keyring: Keyring) -> str:
+    count = len(keyring.servers())
     if count:
         return f"the NATS server{'s' if count > 1 else ''} reloaded it"
-    return ("no running nats-server of this stack uses this keyring: include its auth.conf in your server's "
-            "configuration and reload the server")
+    # a server in another container or pod is none of ours to signal: not an error, but it must be reloaded
+    return (f"no nats-server started on this keyring is running here, so none was reloaded: the change takes effect "
+            f"when the server that includes {keyring.root / 'auth.conf'} reloads it (docker compose: "
+            "`docker compose kill -s HUP nats`; Kubernetes: update the agent-engine-nats-auth Secret)")
 
 
 def _tenant_admin(tenant: str) -> Credential | None:
@@ -100,7 +103,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         write_secret(Path(args.out), path.read_text())
         path = Path(args.out)
     print(path)
-    print(f"issued {args.role} credential '{args.user}' of tenant '{args.name}'; {_told(len(keyring.servers()))}. "
+    print(f"issued {args.role} credential '{args.user}' of tenant '{args.name}'; {_told(keyring)}. "
           f"Hand the file over securely; connect with AE_NATS_CREDENTIAL={path} (see docs/security.md).",
           file=sys.stderr)
     return 0
@@ -139,5 +142,5 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     for e in gone:
         print(f"revoked {e['role']} credential '{e['user']}' of tenant '{e['tenant']}'")
-    print(_told(len(keyring.servers())))
+    print(_told(keyring))
     return 0

@@ -11,7 +11,7 @@ from agent_engine.router.datakeys import MasterKeyError, master_key_from_env
 from agent_engine.router.idempotency import parse_window
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
-from agent_engine.runtime import service, workflows
+from agent_engine.runtime import health, service, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 
@@ -43,6 +43,7 @@ async def main(stop: asyncio.Event) -> None:
     store = await open_store(settings.postgres_url, master_key, stop)
     if store is None:
         return
+    health.PROCESS.add("postgres", health.postgres(settings.postgres_url))
     bus = await Bus.open(settings.nats_url, "router")
     kv = await workflows.bucket(bus.js)
     try:

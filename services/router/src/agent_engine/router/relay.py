@@ -46,9 +46,13 @@ class Relay:
         self.in_sync = False
         """True while the handoff is known to hold everything after `position`."""
         self.last_save = self.last_read = time.monotonic()
+        self.committed = 0
+        """The last notification id this process committed: at stop, published before the process exits."""
 
     def offer(self, committed: list[tuple[int, Envelope]]) -> None:
         self.handoff.extend(committed)
+        if committed:
+            self.committed = max(self.committed, committed[-1][0])
         self.wake.set()
 
     def resync(self) -> None:
@@ -65,12 +69,29 @@ class Relay:
                     log.exception("relay failed at position %d; retrying", self.position)
                     self.in_sync = False
                     await asyncio.sleep(1.0)
+            await self._last_pass()
         finally:
             if self.position != self.saved:
                 try:
                     await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
                 except Exception:  # noqa: BLE001  the next start republishes a little; consumers absorb it
                     log.warning("could not save the relay position %d on stop", self.position)
+
+    async def _last_pass(self) -> None:
+        """At stop (no input is applied any more): publish up to the last record this process committed, so
+        a drained router leaves nothing of its own for the next start to publish. Other routers' records past
+        it are theirs to publish. Given up, with a warning, when the bus or the store is away."""
+        try:
+            while self.position < self.committed:
+                page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
+                page = [(n, r) for n, r in page if n <= self.committed]
+                if not page:
+                    break
+                await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
+                self.position = page[-1][0]
+        except Exception as exc:  # noqa: BLE001  the next start (or another router) publishes the rest
+            log.warning("stopping with records up to %d not yet published (%s); they go out at the next start",
+                        self.committed, exc)
 
     async def step(self) -> None:
         if time.monotonic() - self.last_read > 1.0:

@@ -35,7 +35,7 @@ from agent_engine.router.store import TaskStore
 from agent_engine.router.tasks import TaskCache
 from agent_engine.router.tenants import AdmissionLogs
 from agent_engine.router.timers import Progress, Timers
-from agent_engine.runtime import inbox, workflows
+from agent_engine.runtime import health, inbox, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
 from agent_engine.runtime.queries import answer_query
@@ -71,26 +71,43 @@ class Router:
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
         self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe)
         self.inputs_applied = 0
+        self.rebuilt = False
         """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop`, then drain in order: stop taking inputs and firing deadlines, commit the batch in
+        hand, publish everything committed (the outbox), write the last audit checkpoint."""
+        health.PROCESS.add("router", self._starting)
         await asyncio.to_thread(self.timers.rebuild, self.store)
+        self.rebuilt = True
         for subject in rpc_listen(ROUTER_RPC):
             await self.bus.nc.subscribe(subject, cb=self._query)
         await self.bus.nc.subscribe(erasure.FORGET, queue="router-forget", cb=self._forget)
         await self.bus.nc.subscribe(heartbeat_subject(), cb=self.timers.heartbeat)
         subjects = [s for t in BUS_INPUTS for s in consume_subjects(t)]
-        loops = [
-            self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
-                             ack_wait=self.settings.ack_wait_s, stop=stop, on_idle=lambda: self.progress.saw(0, None)),
-            self.relay.run(stop),
-            self.timers.run(stop),
-            audit.checkpoints(self.bus.js, self.store.app.recorder, self.settings.router_name, stop),
-        ]
+        intake_done = asyncio.Event()
+        """Set once no input can be committed any more: only then may the relay make its last pass."""
+        outbox = [asyncio.create_task(self.relay.run(intake_done)),
+                  asyncio.create_task(audit.checkpoints(self.bus.js, self.store.app.recorder,
+                                                        self.settings.router_name, intake_done))]
         try:
-            await asyncio.gather(*loops)
+            await asyncio.gather(
+                self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
+                                 ack_wait=self.settings.ack_wait_s, stop=stop,
+                                 on_idle=lambda: self.progress.saw(0, None)),
+                self.timers.run(stop),
+            )
+            async with self.lock:  # a query or erasure may be mid-apply
+                intake_done.set()
+            await asyncio.gather(*outbox)
         finally:
+            intake_done.set()
+            for task in outbox:
+                task.cancel()
             log.info("router %s stopping: applied %d inputs", self.settings.router_name, self.inputs_applied)
+
+    async def _starting(self) -> str | None:
+        return None if self.rebuilt else "reading open dispatches from the store"
 
     async def _query(self, msg: Msg) -> None:
         if msg.subject == erasure.FORGET:

@@ -23,10 +23,10 @@ from agent_engine.agent_runner.providers.base import (
     estimate_tokens,
 )
 from agent_engine.agent_runner.providers.breaker import BreakerPolicy, Breakers
-from agent_engine.agent_runner.providers.credentials import CredentialError, Secret, secret
 from agent_engine.agent_runner.providers.mock import MODEL as MOCK_MODEL
 from agent_engine.agent_runner.providers.mock import MockProvider
 from agent_engine.contracts.events import DispatchedAgent
+from agent_engine.runtime.secrets import CredentialError, Secret, secret
 from agent_engine.runtime.settings import env_float
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"

@@ -1,4 +1,5 @@
-"""Provider credentials, from the environment or from a file named by `<NAME>_FILE`; nowhere else.
+"""Secret settings (provider keys, the PostgreSQL URL with its password), from the environment or from a file
+named by `<NAME>_FILE` (a mounted Kubernetes Secret, a compose secret); nowhere else.
 
 The value is never logged, put in an event, or shown by `agentctl providers`: only where it came from.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 
 class CredentialError(Exception):
-    """A credential setting that cannot be used; the message names the variable, never the value."""
+    """A secret setting that cannot be used; the message names the variable, never the value."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def secret(name: str) -> Secret:
     try:
         value = Path(path).read_text().strip()
     except OSError as exc:
-        raise CredentialError(f"{name}_FILE={path}: cannot read the key file ({exc.strerror})") from None
+        raise CredentialError(f"{name}_FILE={path}: cannot read the file ({exc.strerror})") from None
     if not value:
-        raise CredentialError(f"{name}_FILE={path}: the key file is empty")
+        raise CredentialError(f"{name}_FILE={path}: the file is empty")
     return Secret(value, f"{name}_FILE")
