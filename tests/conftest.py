@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +65,34 @@ class Engine(EngineClient):
                     "AE_TENANT_LIMITS": f"{LIMITED_TENANT}=2:3", "AE_HEARTBEAT_S": "0.5",
                     "AE_AUDIT_CHECKPOINT_S": "1"}
         self.nats_url = urls["nats"]
-        self.servers: list[embedded.ServerProcess] = []
+        self.servers: list[embedded.ServerProcess | embedded.NatsCluster] = []
         """The NATS and PostgreSQL this stack owns (own_stack), to stop or restart; none when shared."""
+        self.cluster: embedded.NatsCluster | None = None
+        """The stack's NATS when it is a cluster of its own (own_stack(nats_nodes=3))."""
 
     def stack(self) -> Stack:
         return Stack.load(self.home)
 
-    def up(self) -> None:
+    @contextmanager
+    def _environment(self) -> Iterator[None]:
+        """The stack's environment in this process while agentctl's Stack starts something."""
         saved = dict(os.environ)
         os.environ.update(self.env)
         try:
-            self.stack().up(ROOT)
+            yield
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+    def up(self) -> None:
+        with self._environment():
+            self.stack().up(ROOT)
+
+    def replica(self, service: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+        """Another process of `service` beside the stack's own, started as the stack starts it (its credential,
+        its secrets only) plus `env`; the caller stops it."""
+        with self._environment():
+            return self.stack().spawn(service, ROOT, log, env)
 
     def pids(self) -> dict[str, int]:
         return {row["name"]: row["pid"] for row in self.stack().components() if row["status"] == "running"}
@@ -140,16 +155,19 @@ def tenant() -> str:
 @pytest.fixture(scope="session")
 def own_stack(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Iterator[Any]:
     """Makes stacks with their own NATS and PostgreSQL (so no other stack's runners take their dispatches):
-    own_stack(env changes; None removes a variable) -> a running Engine, stopped at the end of the session."""
-    made: list[tuple[Engine, list[embedded.ServerProcess]]] = []
+    own_stack(env changes; None removes a variable) -> a running Engine, stopped at the end of the session.
+    `nats_nodes=3` makes the NATS a cluster of three (Engine.cluster), AE_NATS_URL listing them all."""
+    made: list[tuple[Engine, list[embedded.ServerProcess | embedded.NatsCluster]]] = []
 
-    def make(**env: str | None) -> Engine:
+    def make(nats_nodes: int = 1, **env: str | None) -> Engine:
         root = tmp_path_factory.mktemp("own-stack")
-        servers = [embedded.start_nats(root / "nats", keyring=keyring),
-                   embedded.start_postgres(root / "postgres", durable=False)]
+        nats = (embedded.start_nats_cluster(root / "nats", nats_nodes, keyring=keyring) if nats_nodes > 1
+                else embedded.start_nats(root / "nats", keyring=keyring))
+        servers = [nats, embedded.start_postgres(root / "postgres", durable=False)]
         workspace = root / "workspace"
         shutil.copytree(EXAMPLE.parent, workspace / "examples")
-        eng = Engine(root / "home", {"nats": servers[0].url, "postgres": servers[1].url}, workspace)
+        eng = Engine(root / "home", {"nats": nats.url, "postgres": servers[1].url}, workspace)
+        eng.cluster = nats if isinstance(nats, embedded.NatsCluster) else None
         for name, value in env.items():
             if value is None:
                 eng.env.pop(name, None)

@@ -121,3 +121,12 @@ def test_fork_the_router_refuses_exits_1_with_its_reason(monkeypatch: pytest.Mon
     assert main(["task", "fork", "src", "--at", "2"]) == 1
     assert capsys.readouterr().err == "agentctl: cannot fork task src: it is a fork; fork the original task orig instead\n"
     assert fake.published == []
+
+
+def test_a_malformed_cluster_url_list_is_named_before_connecting(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("AE_HOME", str(tmp_path))
+    monkeypatch.setenv("AE_NATS_URL", "nats://n1:4222,,nats://n3:4222")
+    assert main(["task", "show", "some-task"]) == 1
+    assert capsys.readouterr().err == ("agentctl: AE_NATS_URL='nats://n1:4222,,nats://n3:4222' has an empty item "
+                                       "(number 2): separate URLs with single commas, with no comma at either end\n")

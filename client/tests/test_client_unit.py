@@ -84,6 +84,18 @@ async def test_no_server_reads_as_a_connect_error_naming_the_url_and_who() -> No
         await connect("nats://127.0.0.1:1", tenant="acme", connect_timeout=1)
 
 
+async def test_a_cluster_is_given_as_a_list_or_with_commas_and_a_malformed_list_is_named() -> None:
+    assert connect(" nats://127.0.0.1:1 , nats://127.0.0.1:2", tenant="acme").servers == [
+        "nats://127.0.0.1:1", "nats://127.0.0.1:2"]
+    assert connect(["nats://127.0.0.1:1", "nats://127.0.0.1:2"], tenant="acme").url == (
+        "nats://127.0.0.1:1,nats://127.0.0.1:2")
+    with pytest.raises(ClientError, match=r"url='nats://127.0.0.1:1,' has an empty item \(number 2\)"):
+        connect("nats://127.0.0.1:1,", tenant="acme")
+    with pytest.raises(ConnectError, match=r"cannot connect to NATS at nats://127.0.0.1:1,nats://127.0.0.1:2 as "
+                                           r"acme/client within 1s"):
+        await connect("nats://127.0.0.1:1,nats://127.0.0.1:2", tenant="acme", connect_timeout=1)
+
+
 # --- answers and outcomes ------------------------------------------------------------------------
 
 def test_the_engines_first_answer_says_how_a_request_began() -> None:

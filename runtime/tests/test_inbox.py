@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import NodeDispatched
@@ -83,6 +84,13 @@ async def test_a_handler_that_meets_an_outage_is_redelivered_not_answered() -> N
     with pytest.raises(ConnectionClosedError):
         await _answer(outage, envelope(), dispatch(), "agent-engine/tool-runner")
     assert transient(ConnectionClosedError()) and transient(TimeoutError()) and not transient(KeyError("x"))
+
+
+def test_a_stream_between_leaders_is_an_outage_not_a_bad_message() -> None:
+    # on a NATS cluster, a publish while the stream elects a new leader meets no responder, or a retry meets the
+    # first attempt still being stored: both pass, so the message is redelivered, never dead-lettered
+    assert transient(NoStreamResponseError()) and transient(APIError(code=409, err_code=10158))
+    assert not transient(APIError(code=400, err_code=10058))
 
 
 @pytest.mark.parametrize(("raw", "problem"), [

@@ -29,16 +29,19 @@ from nats.js.api import DeliverPolicy
 from agent_engine.cli.stack import Stack
 from agent_engine.contracts.credentials import Credential, CredentialError, load_credential
 from agent_engine.contracts.envelope import Envelope, Payload, command
+from agent_engine.contracts.servers import server_list
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
+    AUDIT_STREAM,
     AUTH_RPC,
     ROUTER_RPC,
     TELEMETRY_RPC,
+    WORKFLOW_BUCKET,
     rpc_subject,
     subject_for,
     tenant_subject,
 )
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options, ensure_streams
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, apply_replicas, auth_options, ensure_streams
 from agent_engine.runtime.keyring import credential_from_env
 
 SOURCE = "agentctl"
@@ -52,9 +55,14 @@ class CliError(Exception):
 
 
 def nats_url() -> str:
+    """The stack's NATS: AE_NATS_URL (one URL or a cluster's, comma-separated), else the local stack's."""
     url = Stack.load().nats_url
     if not url:
         raise CliError("no running stack found: start one with `agentctl up` or set AE_NATS_URL")
+    try:
+        server_list(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     return url
 
 
@@ -185,7 +193,7 @@ async def connect() -> AsyncIterator[Engine]:
         print(f"agentctl: NATS: {exc}", file=sys.stderr)
 
     try:
-        nc = await nats.connect(url, name=SOURCE, connect_timeout=3, max_reconnect_attempts=2,
+        nc = await nats.connect(server_list(url), name=SOURCE, connect_timeout=3, max_reconnect_attempts=2,
                                 allow_reconnect=False, error_cb=on_error, **auth_options(cred))
     except Exception as exc:  # noqa: BLE001  every connect failure reads the same to a user
         if "authorization violation" in str(exc).lower():
@@ -196,6 +204,7 @@ async def connect() -> AsyncIterator[Engine]:
         js = nc.jetstream(timeout=10)
         if cred is None or cred.kind == "platform":  # only the platform may create streams
             await ensure_streams(js)
+            await apply_replicas(js, AUDIT_STREAM, f"KV_{WORKFLOW_BUCKET}")  # the router's, which it cannot edit
         yield Engine(nc, js, cred)
     finally:
         await nc.drain()

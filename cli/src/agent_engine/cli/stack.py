@@ -134,39 +134,47 @@ class Stack:
         services = self.state.setdefault("services", {})
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "AE_POSTGRES_URL_FILE"}  # resolved just below
-        env = {**env, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
-               "AE_POSTGRES_URL": self.postgres_url or "",
-               "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
-        master_key = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
         keyring = self.keyring
         if keyring.admin.exists() and keyring.ensure_platform_created():
             keyring.apply()  # a keyring made by an older version: its servers learn the new credentials
-        for name, module in COMPONENTS.items():
+        for name in COMPONENTS:
             if alive(services.get(name, {})):
                 continue
             if name not in SERVICES and not keyring.service(name).exists():
                 continue  # no authorization, no authority
             log = logs / f"{name}.log"
-            own_env = env if name == "agent-runner" else {k: v for k, v in env.items() if k not in SECRETS}
-            own_env = {k: v for k, v in own_env.items() if k not in (KEYRING_ENV, MASTER_KEY_ENV)}
-            if keyring.service(name).exists():  # else an external server without authorization
-                own_env[CREDENTIAL_ENV] = str(keyring.service(name))
-            if name == "authority":
-                own_env[KEYRING_ENV] = str(keyring.root)
-            if name == "router":  # the only service that seals and opens stored records
-                own_env[MASTER_KEY_ENV] = master_key
             port = services.get(name, {}).get("health_port") or embedded.free_port()
-            own_env.update({HEALTH_PORT_ENV: str(port), HEALTH_HOST_ENV: "127.0.0.1"})
-            with open(log, "ab") as out:
-                proc = subprocess.Popen([sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
+            proc = self.spawn(name, workspace, log, extra_env, health_port=port)
             services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid),
                               "health_port": port}
             started.append(name)
         self.save()
         self._wait_ready([n for n in started if n in services], services)
         return started
+
+    def spawn(self, name: str, workspace: Path, log: Path, extra_env: dict[str, str] | None = None, *,
+              health_port: int | None = None) -> subprocess.Popen[bytes]:
+        """Start one process of component `name` against this stack's servers, with its own credential and only
+        the secrets it needs, serving health on `health_port` (a free port when not given). `up` records what it
+        starts; another replica (say, a second router with its own AE_ROUTER_NAME in `extra_env`) is the
+        caller's to stop."""
+        env = {k: v for k, v in os.environ.items() if k != "AE_POSTGRES_URL_FILE"}  # resolved just below
+        env = {**env, **(extra_env or {}), "AE_NATS_URL": self.nats_url or "",
+               "AE_POSTGRES_URL": self.postgres_url or "",
+               "AE_TOOL_WORKSPACE": os.environ.get("AE_TOOL_WORKSPACE", str(workspace))}
+        keyring = self.keyring
+        own_env = env if name == "agent-runner" else {k: v for k, v in env.items() if k not in SECRETS}
+        own_env = {k: v for k, v in own_env.items() if k not in (KEYRING_ENV, MASTER_KEY_ENV)}
+        if keyring.service(name).exists():  # else an external server without authorization
+            own_env[CREDENTIAL_ENV] = str(keyring.service(name))
+        if name == "authority":
+            own_env[KEYRING_ENV] = str(keyring.root)
+        if name == "router":  # the only service that seals and opens stored records
+            own_env[MASTER_KEY_ENV] = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
+        own_env.update({HEALTH_PORT_ENV: str(health_port or embedded.free_port()), HEALTH_HOST_ENV: "127.0.0.1"})
+        with open(log, "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", COMPONENTS[name]], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=own_env, start_new_session=True)
 
     def _wait_ready(self, names: list[str], services: dict[str, Any], timeout: float = READY_WAIT_S) -> None:
         """Until each process started says it is ready, or exits (an error naming it, with its log's tail), or

@@ -17,7 +17,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from agent_engine.contracts.credentials import Credential, CredentialError, load
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope, command
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.servers import server_list
 from agent_engine.contracts.subjects import (
     IDENTITY_PATTERN,
     ROUTER_RPC,
@@ -237,14 +238,19 @@ def _submitted(task_id: str, event: Envelope) -> Submitted | None:
 
 
 class connect:  # a class used like a function: `await connect(...)` or `async with connect(...)`
-    """Connect to the engine's NATS server at `url` as the tenant and user of `credential` (a credential file's
-    path, or a loaded `Credential`); with no credential (a server without authentication), as `tenant` and
-    `user`. Other keyword arguments go to `nats.connect` (e.g. `max_reconnect_attempts`)."""
+    """Connect to the engine's NATS server at `url` (one URL; for a cluster, its URLs as a list or a string with
+    commas) as the tenant and user of `credential` (a credential file's path, or a loaded `Credential`); with no
+    credential (a server without authentication), as `tenant` and `user`. Other keyword arguments go to
+    `nats.connect` (e.g. `max_reconnect_attempts`)."""
 
-    def __init__(self, url: str, credential: str | Path | Credential | None = None, *, tenant: str | None = None,
-                 user: str | None = None, source: str = SOURCE, connect_timeout: float = 10.0,
-                 **options: Any) -> None:
-        self.url = url
+    def __init__(self, url: str | Sequence[str], credential: str | Path | Credential | None = None, *,
+                 tenant: str | None = None, user: str | None = None, source: str = SOURCE,
+                 connect_timeout: float = 10.0, **options: Any) -> None:
+        try:
+            self.servers = server_list(url, "url")
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
+        self.url = ",".join(self.servers)
         self.credential = credential
         self.tenant = tenant
         self.user = user
@@ -285,8 +291,8 @@ class connect:  # a class used like a function: `await connect(...)` or `async w
                                 else {"inbox_prefix": tenant_inbox(tenant, user)})
         nc = Nats()
         try:
-            await asyncio.wait_for(nc.connect(self.url, name=self.source, error_cb=on_error, **auth, **self.options),
-                                   self.connect_timeout)
+            await asyncio.wait_for(nc.connect(self.servers, name=self.source, error_cb=on_error, **auth,
+                                              **self.options), self.connect_timeout)
         except Exception as exc:  # noqa: BLE001  every way of not getting a connection reads the same to a caller
             await nc.close()
             why = last_error[0] if last_error else (str(exc) or type(exc).__name__)

@@ -19,10 +19,12 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType, StreamConfig
-from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from agent_engine.contracts import Envelope, subject_for
 from agent_engine.contracts.credentials import Credential
+from agent_engine.contracts.servers import server_list
 from agent_engine.contracts.subjects import (
     DLQ_STREAM,
     STREAM,
@@ -33,7 +35,15 @@ from agent_engine.contracts.subjects import (
 )
 from agent_engine.runtime import health
 from agent_engine.runtime.keyring import credential_from_env
-from agent_engine.runtime.settings import Retention, dlq_retention, events_retention, retention_configured
+from agent_engine.runtime.settings import (
+    Retention,
+    dlq_retention,
+    events_retention,
+    nats_servers,
+    replicas_configured,
+    retention_configured,
+    stream_replicas,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +64,13 @@ class AuthRefused(SystemExit):
     """The server refused the credential: retrying cannot help, so a service stops with this message."""
 
 
-async def connect(url: str, name: str, credential: Credential | None = None) -> Client:
-    """Connect, retrying until the server answers (a service may start before NATS is up). The credential
-    is the one given, else the file AE_NATS_CREDENTIAL names; with neither, the connection is anonymous
-    (which a server with authorization refuses)."""
+async def connect(url: str | Sequence[str], name: str, credential: Credential | None = None) -> Client:
+    """Connect, retrying until a server answers (a service may start before NATS is up). `url` is one URL or
+    a cluster's URLs (a list, or a string with commas: AE_NATS_URL). The credential is the one given, else the
+    file AE_NATS_CREDENTIAL names; with neither, the connection is anonymous (which a server with
+    authorization refuses)."""
+    servers = nats_servers(url) if isinstance(url, str) else server_list(url)
+    url = ",".join(servers)
     credential = credential or credential_from_env()
     connecting = True
 
@@ -73,7 +86,7 @@ async def connect(url: str, name: str, credential: Credential | None = None) -> 
     while True:
         try:
             nc = await nats.connect(
-                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 connect_timeout=2, allow_reconnect=True, error_cb=on_error, **auth_options(credential),
             )
             connecting = False
@@ -103,8 +116,9 @@ TOOL_CALLS_TTL_S = 30 * 86400.0
 
 async def ensure_streams(js: JetStreamContext, events: Retention | None = None, dlq: Retention | None = None) -> None:
     """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, each stream
-    with its retention (given, else from the environment: settings.events_retention, dlq_retention). An
-    existing stream takes a retention given here or set in the environment. Safe to call from every service."""
+    with its retention (given, else from the environment: settings.events_retention, dlq_retention) and
+    AE_STREAM_REPLICAS replicas. An existing stream takes a retention given here or set in the environment, and
+    the replica count when AE_STREAM_REPLICAS is set. Safe to call from every service."""
     for config, keep, enforce in (
         (StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
          events or events_retention(), events is not None or retention_configured("AE_EVENTS")),
@@ -112,38 +126,106 @@ async def ensure_streams(js: JetStreamContext, events: Retention | None = None, 
          dlq or dlq_retention(), dlq is not None or retention_configured("AE_DLQ")),
     ):
         config.max_age, config.max_bytes = keep.max_age_s, keep.max_bytes or -1
-        try:
-            info = await js.stream_info(config.name or "")
-        except NotFoundError:
-            try:
-                await js.add_stream(config)
-            except BadRequestError:  # another service created it in between
-                pass
-            continue
-        if enforce:
-            try:
-                await _retain(js, info.config, keep)
-            except Exception as exc:  # noqa: BLE001  a service may not edit streams: the platform applies it
-                log.warning("cannot apply the retention of stream %s (%s): set it in agentctl's environment, "
-                            "whose platform credential may (docs/data-lifecycle.md)", config.name, exc)
+        await ensure_stream(js, config, keep if enforce else None)
+    await ensure_bucket(js, KeyValueConfig(bucket=TOOL_CALLS_BUCKET, history=1, ttl=TOOL_CALLS_TTL_S,
+                                           storage=StorageType.FILE))
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig, keep: Retention | None = None) -> None:
+    """Create the stream with `config` and AE_STREAM_REPLICAS replicas when it is missing. An existing one keeps
+    its settings except the retention `keep` (when given) and its replica count (when AE_STREAM_REPLICAS is set)."""
+    config.num_replicas = stream_replicas()
     try:
-        await js.key_value(TOOL_CALLS_BUCKET)
+        info = await js.stream_info(config.name or "")
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except APIError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise _create_error(config.name or "", config.num_replicas, exc) from exc
+        return
+    await _update(js, info.config, keep, config.num_replicas if replicas_configured() else None)
+
+
+async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """The KV bucket, created with `config` and AE_STREAM_REPLICAS replicas when missing; an existing bucket
+    takes the replica count when AE_STREAM_REPLICAS is set."""
+    config.replicas = stream_replicas()
+    try:
+        kv = await js.key_value(config.bucket)
     except BucketNotFoundError:
         try:
-            await js.create_key_value(KeyValueConfig(
-                bucket=TOOL_CALLS_BUCKET, history=1, ttl=TOOL_CALLS_TTL_S, storage=StorageType.FILE))
-        except BadRequestError:
-            pass
+            return await js.create_key_value(config)
+        except APIError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise _create_error(f"KV_{config.bucket}", config.replicas, exc) from exc
+            return await js.key_value(config.bucket)
+    if replicas_configured():
+        info = await js.stream_info(f"KV_{config.bucket}")
+        await _update(js, info.config, None, config.replicas)
+    return kv
 
 
-async def _retain(js: JetStreamContext, current: StreamConfig, keep: Retention) -> None:
-    """Change an existing stream's limits to `keep` (nothing else of it), when they differ."""
-    age, size = current.max_age or 0.0, current.max_bytes if (current.max_bytes or 0) > 0 else 0
-    if abs(age - keep.max_age_s) < 0.001 and size == keep.max_bytes:
+async def apply_replicas(js: JetStreamContext, *streams: str) -> None:
+    """Give each of `streams` that exists AE_STREAM_REPLICAS replicas, when the variable is set: what agentctl
+    does with the platform credential for the streams no service may edit or look up but their own."""
+    if not replicas_configured():
         return
-    current.max_age, current.max_bytes = keep.max_age_s, keep.max_bytes or -1
-    await js.update_stream(current)
-    log.info("stream %s now keeps %s", current.name, _describe(keep))
+    for name in streams:
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            continue
+        await _update(js, info.config, None, stream_replicas())
+
+
+STREAM_NAME_IN_USE = 10058
+"""JetStream's error code for creating a stream that exists (with other settings): another process was first."""
+NO_PLACEMENT = 10005
+"""Fewer servers are up than the stream's replicas."""
+NOT_CLUSTERED = 10074
+"""Replicas asked of a server that is not in a cluster."""
+
+
+def _create_error(name: str, replicas: int, exc: APIError) -> BaseException:
+    """What a failed create means for AE_STREAM_REPLICAS: a single server never takes more than one replica, so
+    that stops the process; too few servers up may pass (a node restarting), so the caller retries."""
+    if exc.err_code == NOT_CLUSTERED:
+        return SystemExit(f"AE_STREAM_REPLICAS={replicas}, but the NATS server is not part of a cluster "
+                          f"({exc.description}): set AE_STREAM_REPLICAS=1 (or leave it unset) for a single server")
+    if exc.err_code == NO_PLACEMENT:
+        return RuntimeError(f"NATS cannot place stream {name} on {replicas} servers ({exc.description}): fewer "
+                            f"are up than AE_STREAM_REPLICAS={replicas} (more than the cluster has, or some down)")
+    return exc
+
+
+async def _update(js: JetStreamContext, current: StreamConfig, keep: Retention | None, replicas: int | None) -> None:
+    """Change an existing stream's limits to `keep` and its replica count to `replicas` (each when given and
+    different; nothing else of it). A process that may not edit streams (a service: only the platform may)
+    logs that the platform must apply it."""
+    changes = []
+    if keep is not None:
+        age, size = current.max_age or 0.0, current.max_bytes if (current.max_bytes or 0) > 0 else 0
+        if abs(age - keep.max_age_s) >= 0.001 or size != keep.max_bytes:
+            current.max_age, current.max_bytes = keep.max_age_s, keep.max_bytes or -1
+            changes.append(f"keeps {_describe(keep)}")
+    if replicas is not None and (current.num_replicas or 1) != replicas:
+        current.num_replicas = replicas
+        changes.append(f"has {replicas} replicas")
+    if not changes:
+        return
+    try:
+        # a refused edit (no permission) is never answered: wait a little, not the context's full timeout
+        await asyncio.wait_for(js.update_stream(current), UPDATE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001  a service may not edit streams: the platform applies it
+        log.warning("cannot change stream %s so that it %s (%s): set the same variables in agentctl's "
+                    "environment and run it, whose platform credential may (docs/operations.md)",
+                    current.name, " and ".join(changes), exc or type(exc).__name__)
+        return
+    log.info("stream %s now %s", current.name, " and ".join(changes))
+
+
+UPDATE_TIMEOUT_S = 5.0
 
 
 def _describe(keep: Retention) -> str:

@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent_engine.runtime.keyring import Keyring
@@ -56,11 +57,35 @@ def nats_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """One server of a local NATS cluster: its name (JetStream names a stream's leader by it), the port its
+    routes listen on, and every node's route port (its own included: a server ignores a route to itself)."""
+
+    name: str
+    port: int
+    route_port: int
+    route_ports: tuple[int, ...]
+    monitor_port: int
+    """Its HTTP monitoring port: /healthz says when its JetStream is ready, after a start or a restart."""
+    cluster: str = "agent-engine"
+
+    def conf(self) -> str:
+        routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.route_ports)
+        # No authorization on the routes: the top-level `authorization` block (auth.conf) applies to clients
+        # only, and a route on the loopback interface is reachable only from this machine. A cluster across
+        # hosts protects its route port by the network (docs/operations.md).
+        return (f'server_name: "{self.name}"\n'
+                f'http: "127.0.0.1:{self.monitor_port}"\n'
+                f'cluster {{ name: "{self.cluster}", listen: "127.0.0.1:{self.route_port}", routes: [{routes}] }}\n')
+
+
 def start_nats(data_dir: Path, port: int | None = None, *, detach: bool = False,
-               keyring: Keyring | None = None) -> ServerProcess:
+               keyring: Keyring | None = None, node: ClusterNode | None = None) -> ServerProcess:
     """nats-server with JetStream, file storage in data_dir, 8 MiB max payload (guardrails set the real limit).
     With a keyring (the default everywhere but a bare test of the server), every connection must authenticate
-    with one of its credentials and gets exactly that credential's permissions."""
+    with one of its credentials and gets exactly that credential's permissions. With a `node`, the server is
+    that member of a cluster (start_nats_cluster)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     conf = data_dir / "nats.conf"
@@ -71,6 +96,7 @@ def start_nats(data_dir: Path, port: int | None = None, *, detach: bool = False,
         f'listen: "127.0.0.1:{port}"\n'
         f'max_payload: 8388608\n'
         f'jetstream {{ store_dir: "{data_dir / "jetstream"}" }}\n'
+        + (node.conf() if node is not None else "")
         + ('include "auth.conf"\n' if keyring is not None else "")
     )
     log = data_dir / "nats.log"
@@ -81,6 +107,90 @@ def start_nats(data_dir: Path, port: int | None = None, *, detach: bool = False,
     if keyring is not None:
         keyring.attach(auth, proc.pid, log)
     return ServerProcess("nats", f"nats://127.0.0.1:{port}", proc.pid, log, proc)
+
+
+@dataclass
+class NatsCluster:
+    """N nats-servers on the loopback interface, routed to each other, each with its own JetStream store under
+    `data_dir/<name>`. Any node can be killed and started again on the same ports and data."""
+
+    data_dir: Path
+    nodes: dict[str, ClusterNode]
+    keyring: Keyring | None = None
+    detach: bool = False
+    servers: dict[str, ServerProcess] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated: what AE_NATS_URL takes."""
+        return ",".join(f"nats://127.0.0.1:{node.port}" for node in self.nodes.values())
+
+    def start(self, name: str) -> ServerProcess:
+        node = self.nodes[name]
+        self.servers[name] = start_nats(self.data_dir / name, node.port, detach=self.detach, keyring=self.keyring,
+                                        node=node)
+        return self.servers[name]
+
+    def kill(self, name: str) -> None:
+        """kill -9 one node (its data stays, for `start`)."""
+        server = self.servers.pop(name)
+        os.kill(server.pid, signal.SIGKILL)
+        if server.process is not None:
+            server.process.wait(timeout=10)
+
+    def wait_ready(self, timeout: float = 30.0, names: list[str] | None = None) -> None:
+        """Until each running node (or each of `names`) reports its JetStream healthy: the cluster has a meta
+        leader and the node's streams and consumers have caught up."""
+        deadline = time.monotonic() + timeout
+        for name in names or list(self.servers):
+            url = f"http://127.0.0.1:{self.nodes[name].monitor_port}/healthz"
+            while not _healthy(url):
+                if time.monotonic() > deadline:
+                    server = self.servers.get(name)
+                    raise RuntimeError(f"NATS node {name} not healthy within {timeout:g}s; see "
+                                       f"{server.log if server else self.data_dir / name}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        for name in list(self.servers):
+            self.servers.pop(name).stop()
+
+
+def start_nats_cluster(data_dir: Path, nodes: int = 3, *, keyring: Keyring | None = None,
+                       detach: bool = False) -> NatsCluster:
+    """A cluster of `nodes` nats-servers (n1, n2, ...) on free loopback ports, returned once JetStream is ready
+    on every one. With a keyring, each node includes its authorization and reloads when the keyring changes."""
+    ports = _free_ports(3 * nodes)
+    routes = tuple(ports[nodes:2 * nodes])
+    cluster = NatsCluster(data_dir, {
+        f"n{i + 1}": ClusterNode(f"n{i + 1}", ports[i], routes[i], routes, ports[2 * nodes + i])
+        for i in range(nodes)
+    }, keyring, detach)
+    try:
+        for name in cluster.nodes:
+            cluster.start(name)
+        cluster.wait_ready()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:  # refused while starting, or 503 (HTTPError) while JetStream is not ready
+        return False
 
 
 def start_postgres(data_dir: Path, port: int | None = None, *, detach: bool = False,

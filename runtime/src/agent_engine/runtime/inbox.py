@@ -14,7 +14,7 @@ import logging
 import psycopg
 from nats import errors as nats_errors
 from nats.aio.msg import Msg
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 from pydantic import ValidationError
 
 from agent_engine.contracts.binding import structured_body
@@ -31,8 +31,13 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     nats_errors.StaleConnectionError, nats_errors.TimeoutError, nats_errors.NoRespondersError,
     nats_errors.ConnectionDrainingError, nats_errors.FlushTimeoutError, nats_errors.OutboundBufferLimitError,
     ServiceUnavailableError,
+    # a JetStream publish that no stream answered: on a cluster, while the stream elects a new leader (a node died)
+    NoStreamResponseError,
 )
 """Failures of a server or the connection to it: the same input succeeds once the server is back."""
+DUPLICATE_IN_PROCESS = 10158
+"""JetStream's answer to a publish whose message id another publish is storing right now (a retry racing the
+first attempt across a change of stream leader): the next try gets the usual duplicate acknowledgement."""
 
 
 class Refused(Exception):
@@ -40,7 +45,7 @@ class Refused(Exception):
 
 
 def transient(exc: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:
-    return isinstance(exc, TRANSIENT + extra)
+    return isinstance(exc, TRANSIENT + extra) or (isinstance(exc, APIError) and exc.err_code == DUPLICATE_IN_PROCESS)
 
 
 def describe(exc: BaseException) -> str:

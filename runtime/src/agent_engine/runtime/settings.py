@@ -6,6 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from agent_engine.contracts.servers import NATS_URL_ENV, server_list
 from agent_engine.runtime.secrets import CredentialError, secret
 
 
@@ -35,7 +36,8 @@ def postgres_url_from_env() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    nats_url: str = field(default_factory=lambda: os.environ.get("AE_NATS_URL", "nats://127.0.0.1:4222"))
+    nats_url: str = field(default_factory=lambda: os.environ.get(NATS_URL_ENV) or "nats://127.0.0.1:4222")
+    """One URL or a comma-separated list of a cluster's URLs; checked at start-up (nats_servers)."""
     postgres_url: str = field(default_factory=lambda: postgres_url_from_env())
     """AE_POSTGRES_URL, or the contents of the file AE_POSTGRES_URL_FILE (the URL carries a password)."""
     ack_wait_s: float = field(default_factory=lambda: env_float("AE_ACK_WAIT_S", 30.0))
@@ -45,6 +47,41 @@ class Settings:
     """How often a runner says it is still working on a dispatch; the router then extends its deadline."""
     router_name: str = field(default_factory=lambda: os.environ.get("AE_ROUTER_NAME", "router"))
     """Several routers may consume together; each needs its own name (it keys the relay position)."""
+
+    def __post_init__(self) -> None:
+        nats_servers(self.nats_url)  # a malformed list stops the service at start, naming the variable
+
+
+def nats_servers(value: str) -> list[str]:
+    """The URLs of an AE_NATS_URL value; a malformed one stops the process with a message naming the variable."""
+    try:
+        return server_list(value, NATS_URL_ENV)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+STREAM_REPLICAS_ENV = "AE_STREAM_REPLICAS"
+MAX_REPLICAS = 5
+"""JetStream's own limit on a stream's replicas."""
+
+
+def stream_replicas() -> int:
+    """AE_STREAM_REPLICAS (default 1): how many servers of a NATS cluster hold each stream and KV bucket the
+    services create. 3 in production (a cluster of 3 loses one server without losing a write); odd, because a
+    stream needs a majority of its replicas to accept a write."""
+    raw = os.environ.get(STREAM_REPLICAS_ENV, "").strip()
+    if not raw:
+        return 1
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_REPLICAS):
+        raise SystemExit(f"{STREAM_REPLICAS_ENV}={raw!r} must be a whole number from 1 to {MAX_REPLICAS} (3 on a "
+                         "3-node NATS cluster; odd numbers: a stream needs a majority of its replicas up)")
+    return int(raw)
+
+
+def replicas_configured() -> bool:
+    """Whether AE_STREAM_REPLICAS is set: only then is an existing stream's replica count changed (as with
+    retention, a process started without it never undoes what another set)."""
+    return bool(os.environ.get(STREAM_REPLICAS_ENV, "").strip())
 
 
 @dataclass(frozen=True)

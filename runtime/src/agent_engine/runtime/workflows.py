@@ -10,20 +10,18 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, InvalidKeyError, KeyNotFoundError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.subjects import WORKFLOW_BUCKET
+from agent_engine.runtime.bus import ensure_bucket
 
 
 async def bucket(js: JetStreamContext) -> KeyValue:
-    try:
-        return await js.key_value(WORKFLOW_BUCKET)
-    except BucketNotFoundError:
-        # direct gets name the key in the API subject, so a tenant admin's permissions can allow its own keys
-        # only (docs/security.md); a read through STREAM.MSG.GET would name it in the body, out of their reach
-        return await js.create_key_value(KeyValueConfig(bucket=WORKFLOW_BUCKET, history=16, direct=True))
+    # direct gets name the key in the API subject, so a tenant admin's permissions can allow its own keys
+    # only (docs/security.md); a read through STREAM.MSG.GET would name it in the body, out of their reach
+    return await ensure_bucket(js, KeyValueConfig(bucket=WORKFLOW_BUCKET, history=16, direct=True))
 
 
 def tenant_bucket(js: JetStreamContext) -> KeyValue:

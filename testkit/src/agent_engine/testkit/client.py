@@ -15,6 +15,7 @@ from nats.aio.client import Client
 
 from agent_engine.contracts.envelope import Envelope, command
 from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.servers import server_list
 from agent_engine.contracts.subjects import ROUTER_RPC, rpc_subject, subject_for
 from agent_engine.runtime import workflows
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options, ensure_streams
@@ -35,7 +36,8 @@ def task_request(tenant: str, workflow: str, task_input: dict[str, Any], data_su
 class EngineClient:
     """What tests and benchmarks do to a running engine over NATS: push, submit, query, wait.
 
-    A subclass gives `nats_url` and `example`, the workflow directory `push` and `run_to_end` use by default."""
+    A subclass gives `nats_url` (one URL, or a cluster's, comma-separated) and `example`, the workflow directory
+    `push` and `run_to_end` use by default."""
 
     nats_url: str
     example: Path
@@ -44,8 +46,8 @@ class EngineClient:
         async def quiet(_: Exception) -> None:  # reconnects during a NATS restart are expected
             return None
 
-        nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.3, error_cb=quiet,
-                                **auth_options(credential_from_env()))
+        nc = await nats.connect(server_list(self.nats_url), max_reconnect_attempts=-1, reconnect_time_wait=0.3,
+                                error_cb=quiet, **auth_options(credential_from_env()))
         await ensure_streams(nc.jetstream())
         return nc
 

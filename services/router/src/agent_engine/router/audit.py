@@ -30,12 +30,12 @@ from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from agent_engine.contracts.subjects import AUDIT_STREAM, audit_subject
+from agent_engine.runtime import bus
 from agent_engine.runtime.audit import ZERO, Checkpoint, Tables, global_link, record_hash, task_link
 from agent_engine.runtime.bus import MSG_ID
 from agent_engine.runtime.settings import env_float, env_int
@@ -171,16 +171,10 @@ RECORDER_TOPIC = f"{__name__}:{AuditedRecorder.__qualname__}"
 
 
 async def ensure_stream(js: JetStreamContext) -> None:
-    """The checkpoint stream: file storage, kept for ever, messages neither deletable nor purgeable."""
-    config = StreamConfig(name=AUDIT_STREAM, subjects=[audit_subject(">")], storage=StorageType.FILE,
-                          duplicate_window=120.0, deny_delete=True, deny_purge=True)
-    try:
-        await js.stream_info(AUDIT_STREAM)
-    except NotFoundError:
-        try:
-            await js.add_stream(config)
-        except BadRequestError:  # another router created it in between
-            pass
+    """The checkpoint stream: file storage, kept for ever, messages neither deletable nor purgeable; AE_STREAM_REPLICAS
+    replicas, like the event stream."""
+    await bus.ensure_stream(js, StreamConfig(name=AUDIT_STREAM, subjects=[audit_subject(">")], storage=StorageType.FILE,
+                                             duplicate_window=120.0, deny_delete=True, deny_purge=True))
 
 
 class Checkpointer:
