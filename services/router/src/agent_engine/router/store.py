@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlparse
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router import sealing
@@ -70,6 +72,10 @@ task_uuid = task_aggregate_id
 aggregate_uuid = aggregate_id
 """A task's aggregate id, or for a "tenant:<name>" key that tenant's admission log, and for
 "tenant:<name>/key/<key>" the index of one of its idempotency keys (hashed ids, so no task id can name them)."""
+
+
+STORE_TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, OSError)
+"""The event store's outages, besides the runtime's list (OSError: a socket error the driver passes on raw)."""
 
 
 class TaskStore:
