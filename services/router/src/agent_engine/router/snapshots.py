@@ -74,6 +74,7 @@ _UPSERT = (f"INSERT INTO {TABLE} (aggregate, version, key_id, fingerprint, state
            f"ON CONFLICT (aggregate) DO UPDATE SET version = EXCLUDED.version, key_id = EXCLUDED.key_id, "
            f"fingerprint = EXCLUDED.fingerprint, state = EXCLUDED.state, written_at = now() "
            f"WHERE {TABLE}.version < EXCLUDED.version OR {TABLE}.fingerprint <> EXCLUDED.fingerprint")
+_REPLACE = _UPSERT[:_UPSERT.rindex(" WHERE ")]
 
 
 def every_from_env() -> int:
@@ -138,15 +139,22 @@ class SnapshotStore:
         return self.every > 0 and version // self.every > base // self.every
 
     def read(self, aggregate: uuid.UUID) -> Snapshot | None:
-        """The task's snapshot, or None when it has none this code can use. Raises KeyDestroyed for an erased
-        task (its records would too), and psycopg's errors (the store is away: so is its history)."""
+        """The task's snapshot, or None when it has none this code can use."""
+        return self.lookup(aggregate)[0]
+
+    def lookup(self, aggregate: uuid.UUID) -> tuple[Snapshot | None, bool]:
+        """(the task's snapshot or None when it has none this code can use, whether it has a row at all).
+        Raises KeyDestroyed for an erased task (its records would too), and psycopg's errors (the store is
+        away: so is its history)."""
         if self.every <= 0:
-            return None
+            return None, False
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(f"SELECT version, fingerprint, state FROM {TABLE} WHERE aggregate = %s", (aggregate,))
             row = curs.fetchone()
-        if row is None or bytes(row["fingerprint"]) != FINGERPRINT:
-            return None
+        if row is None:
+            return None, False
+        if bytes(row["fingerprint"]) != FINGERPRINT:
+            return None, True
         version, stored = int(row["version"]), bytes(row["state"])
         try:
             key_id = sealed_key_id(stored)
@@ -158,12 +166,13 @@ class SnapshotStore:
         except Exception as exc:  # noqa: BLE001  a cache: whatever is wrong with it, the records are the truth
             log.warning("snapshot of aggregate %s at version %d is unreadable (%s); folding its records",
                         aggregate, version, type(exc).__name__)
-            return None
-        return snapshot if snapshot.version == version else None
+            return None, True
+        return snapshot, True
 
-    def write(self, aggregate: uuid.UUID, snapshot: Snapshot) -> bool:
-        """Seal and store the snapshot (unless a newer one is there). Never raises: a snapshot not written
-        costs time only. Returns whether it was handed to the table."""
+    def write(self, aggregate: uuid.UUID, snapshot: Snapshot, *, replacing: bool = False) -> bool:
+        """Seal and store the snapshot, unless a newer one is there (`replacing`: whatever is there, which a
+        load found unusable). Never raises: a snapshot not written costs time only. Returns whether it was
+        handed to the table."""
         try:
             key_id = self.keyring.key_of(aggregate)
             if key_id is None:  # records stored before sealing began: their state is not stored sealed either
@@ -171,7 +180,8 @@ class SnapshotStore:
             state = seal(self.keyring.key(key_id), aggregate, snapshot.version, encode(snapshot),
                          _context(FINGERPRINT))
             with self.datastore.transaction(commit=True) as curs:
-                curs.execute(_UPSERT, (aggregate, snapshot.version, key_id, FINGERPRINT, state))
+                curs.execute(_REPLACE if replacing else _UPSERT,
+                             (aggregate, snapshot.version, key_id, FINGERPRINT, state))
         except Exception as exc:  # noqa: BLE001
             log.warning("snapshot of aggregate %s at version %d not written (%s: %s)", aggregate,
                         snapshot.version, type(exc).__name__, exc)

@@ -127,7 +127,7 @@ class TaskStore:
         """The task's state: its snapshot plus the records after it, or the fold of all its records when it
         has no snapshot this code can use on this history. Raises KeyDestroyed when the task was erased."""
         aggregate = aggregate_uuid(task_id)
-        snapshot = self.snapshots.read(aggregate)
+        snapshot, present = self.snapshots.lookup(aggregate)
         tail: list[Envelope] | None = None
         if snapshot is not None:
             # from the snapshot's own version: its record must be there, and be the one it was made on
@@ -141,10 +141,12 @@ class TaskStore:
         if snapshot is None or tail is None:
             tail = self.records(task_id)
             state = fold(tail)
+            unusable = present  # replaced by one that is, or it would cost a full fold at every load
         else:
             state = fold(tail, snapshot.state)
-        if self.snapshots.every and tail and len(tail) >= self.snapshots.every:
-            self.snapshots.write(aggregate, Snapshot(state.version, tail[-1].id, state))
+            unusable = False
+        if tail and (unusable or (self.snapshots.every and len(tail) >= self.snapshots.every)):
+            self.snapshots.write(aggregate, Snapshot(state.version, tail[-1].id, state), replacing=unusable)
         return state
 
     def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]],
