@@ -92,8 +92,8 @@ def rebuild_ms(postgres_url: str, events: int, snapshot_every: int | None = None
     """Time to load one task with `events` stored records, saved as the router saves them (with the state
     after each batch, so it is snapshotted every AE_SNAPSHOT_EVERY records): (load, as the router does;
     the fold of every record, as replay and history read them)."""
-    store = TaskStore(postgres_url, os.urandom(32), snapshot_every)  # its own master key: tenant "bench" is its alone
-    task_id = str(uuid.uuid4())
+    store = TaskStore(postgres_url, os.urandom(32), snapshot_every)  # its own master key, and a tenant of its own
+    task_id, tenant = str(uuid.uuid4()), f"bench{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     records = []
     for i in range(events):
@@ -101,7 +101,7 @@ def rebuild_ms(postgres_url: str, events: int, snapshot_every: int | None = None
         data: NodeDispatched | NodeSucceeded = (
             NodeDispatched(dispatch_id=dispatch_id, node="n1", kind="agent", attempt=attempt, deadline=now)
             if i % 2 == 0 else NodeSucceeded(dispatch_id=dispatch_id, node="n1", attempt=attempt, output={"i": i}))
-        records.append(command(data, id=derive_id(task_id, "rec", i), source="bench", tenant="bench",
+        records.append(command(data, id=derive_id(task_id, "rec", i), source="bench", tenant=tenant,
                                task_id=task_id))
     state = fold([])
     for chunk in range(0, events, 1000):
