@@ -28,7 +28,8 @@ long task's snapshots would grow with its history, where one current row per tas
   state the router committed, in a short transaction of its own: a snapshot is never ahead of the store,
   a failed write only costs time, and the events table's lock and transaction size do not grow. A load
   that folded AE_SNAPSHOT_EVERY records or more past the snapshot writes one too (tasks from before
-  snapshots, or whose write failed).
+  snapshots, or whose write failed), and one that found an unusable snapshot replaces it, so a bad snapshot
+  costs one full fold, not one per load.
 Page: docs/architecture.md (the store).
 """
 
