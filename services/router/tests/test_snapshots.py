@@ -5,6 +5,8 @@ for random histories of the property tests' generators; and a snapshot's seal is
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields, replace
+from datetime import UTC, datetime
 
 import pytest
 import test_properties
@@ -16,12 +18,13 @@ from hypothesis import strategies as st
 from router_testkit import Run, json_round_trip, linear_workflow, started
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.events import Lineage, Usage
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.router.core import INPUT_RECORD, apply, fold, input_from_record
 from agent_engine.router.crypto import seal, unseal
 from agent_engine.router.datakeys import DataKey
 from agent_engine.router.snapshots import FINGERPRINT, Snapshot, _context, decode, encode
-from agent_engine.router.state import TaskState
+from agent_engine.router.state import Fanout, NodeState, TaskState
 
 KEY = DataKey(uuid.uuid4(), "acme", bytes(range(32)))
 TASK = uuid.uuid4()
@@ -87,6 +90,35 @@ def test_a_snapshot_keeps_the_state_exactly() -> None:
     back = kept(state, run.records[-1].id)
     assert back == state
     assert type(back.applied) is frozenset and back.manifest == state.manifest and back.nodes == state.nodes
+
+
+def test_every_field_of_a_state_survives_a_snapshot() -> None:
+    """A state with every field of the task and of a node away from its default (a new field must join it)."""
+    when = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
+    usage = Usage(input_tokens=3, output_tokens=4, cache_read_tokens=1, cache_write_tokens=2)
+    node = NodeState(status="dispatched", attempts=2, revision=1, runs_before=1, dispatch_id="d", deadline=when,
+                     dispatched_at=when, finished_at=when, output={"a": [1, {"b": None}]}, provider="mock",
+                     model="m", usage=usage, error="e", continued=True, chosen="x", merged={"m": 1},
+                     steps=({"turn": 0, "calls": [{"name": "echo"}]},), call=0, turn_usage=usage,
+                     summary={"turns": 1}, began_at=when)
+    base = started(linear_workflow()).state
+    state = replace(base, status="waiting", workflow="wf", revision="r", engine_version="1", contract_version=2,
+                    input={"topic": "t"}, nodes={"start": node}, started_at=when, finished_at=when, exit_node="done",
+                    reason="why", lineage=Lineage(kind="subtask", parent_id="p", root_id="r", cause="c",
+                                                  parent_node="s"),
+                    entry="start", stop_at="m", inherited={"u": {"v": 1}},
+                    fanouts={"s": Fanout(merge="m", subtasks=("t1", "t2"), results={1: ("succeeded", {"o": 1}, "")})},
+                    cancelling=frozenset({"t2"}), revisions={"judge": 1}, feedback={"start": {"f": 1}},
+                    recorded={"start@0": {"output": {}}}, duplicate_of="other", applied=frozenset({"i1", "i2"}))
+    for name, value in ((f.name, getattr(state, f.name)) for f in fields(TaskState)):
+        assert value != getattr(TaskState(), name), f"TaskState.{name} is not set in this test"
+    for name, value in ((f.name, getattr(node, f.name)) for f in fields(NodeState)):
+        assert value != getattr(NodeState(), name), f"NodeState.{name} is not set in this test"
+    back = kept(state, "last")
+    assert back == state
+    assert [(f.name, type(getattr(back, f.name))) for f in fields(TaskState)] == [
+        (f.name, type(getattr(state, f.name))) for f in fields(TaskState)]
+    assert back.fanouts["s"].results[1] == ("succeeded", {"o": 1}, "")  # an int key stays an int
 
 
 def test_a_snapshot_does_not_open_as_a_record_nor_under_other_code() -> None:
