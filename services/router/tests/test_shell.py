@@ -362,6 +362,7 @@ async def test_the_router_snapshots_the_states_it_commits(bus: Bus, postgres_url
         assert found is not None and found["version"] > len(records) - 3
         snapshot = store.snapshots.read(aggregate_uuid(start.task_id))
         assert snapshot is not None and snapshot.state == fold(records[:snapshot.version])
-        assert shell.tasks.cached(start.task_id) == fold(records) == TaskStore.load(store, start.task_id)
+        assert fold(records) == TaskStore.load(store, start.task_id)
+        assert shell.tasks.cached(start.task_id) is None  # it ended: the store has it, the cache does not
     finally:
         store.close()

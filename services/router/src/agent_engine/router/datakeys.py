@@ -27,12 +27,18 @@ import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from agent_engine.router.lru import Lru
+
 MASTER_KEY_ENV = "AE_MASTER_KEY_FILE"
 KEYS_TABLE = "router_data_keys"
 USE_TABLE = "router_data_key_use"
 KEY_CACHE_S = 30.0
 """How long an unwrapped key is used before the table is asked again: a router that missed a forget (it
 was not running, or the query went to another) stops using a destroyed key within this time."""
+KEYS_CACHED = 10_000
+"""Unwrapped keys (one per tenant, and per data subject) held in memory at most."""
+USES_CACHED = 20_000
+"""Which key seals each aggregate's new records, held in memory for at most this many aggregates (tasks)."""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (
@@ -121,10 +127,11 @@ class Keyring:
         self._hmac_key = hmac.new(master, b"agent-engine data subject", hashlib.sha256).digest()
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._keys: dict[uuid.UUID, tuple[DataKey, float]] = {}
-        self._use: dict[uuid.UUID, uuid.UUID] = {}
+        # caches of the key tables, bounded: a miss costs one query, and memory stays flat as tasks accumulate
+        self._keys: Lru[uuid.UUID, tuple[DataKey, float]] = Lru(KEYS_CACHED)
+        self._use: Lru[uuid.UUID, uuid.UUID] = Lru(USES_CACHED)
         """Aggregate -> the key its new records are sealed under."""
-        self._live: dict[tuple[str, str], uuid.UUID] = {}
+        self._live: Lru[tuple[str, str], uuid.UUID] = Lru(KEYS_CACHED)
         """(tenant, subject) -> its current key (checked against the table through `key`)."""
         with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{KEYS_TABLE} schema",))

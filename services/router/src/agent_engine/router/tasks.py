@@ -1,21 +1,35 @@
-"""The router's cache of task states, in front of the store; the deadline index follows what it loads."""
+"""The router's cache of task states, in front of the store; the deadline index follows what it loads.
+
+Bounded: a task that ends leaves the cache (a late input for it loads it again, from its snapshot), and past
+AE_ROUTER_CACHE_TASKS tasks the least recently used go; so the router's memory follows the tasks in hand,
+not every task it ever ran."""
 
 from __future__ import annotations
 
 import asyncio
 
 from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.lru import Lru
 from agent_engine.router.state import TaskState
 from agent_engine.router.store import TaskStore
+from agent_engine.runtime.settings import env_int
 
-CACHE_LIMIT = 10_000
+CACHE_ENV = "AE_ROUTER_CACHE_TASKS"
+DEFAULT_CACHE_TASKS = 5_000
+
+
+def cache_limit() -> int:
+    limit = env_int(CACHE_ENV, DEFAULT_CACHE_TASKS)
+    if limit < 1:
+        raise SystemExit(f"{CACHE_ENV}={limit} must be at least 1 (tasks the router keeps in memory)")
+    return limit
 
 
 class TaskCache:
-    def __init__(self, store: TaskStore, deadlines: DeadlineIndex) -> None:
+    def __init__(self, store: TaskStore, deadlines: DeadlineIndex, limit: int | None = None) -> None:
         self.store = store
         self.deadlines = deadlines
-        self.states: dict[str, TaskState] = {}
+        self.states: Lru[str, TaskState] = Lru(limit or cache_limit())
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self.states
@@ -32,8 +46,6 @@ class TaskCache:
         newer = self.states.get(task_id)  # saved by another coroutine while this one was loading
         if newer is not None and newer.version >= state.version:
             return newer
-        if len(self.states) > CACHE_LIMIT:
-            self.states.clear()
         self.put(task_id, state)
         return state
 
@@ -50,8 +62,12 @@ class TaskCache:
         self.deadlines.sync(state)
 
     def saved(self, task_id: str, state: TaskState) -> None:
-        """A state this router just committed (its records already fed the deadline index)."""
-        self.states[task_id] = state
+        """A state this router just committed (its records already fed the deadline index). A task that has
+        ended is not kept: the store has it, and nothing but a stray late input asks for it again."""
+        if state.terminal:
+            self.states.pop(task_id)
+        else:
+            self.states[task_id] = state
 
     def drop(self, task_id: str) -> None:
         self.states.pop(task_id, None)
