@@ -82,6 +82,8 @@ class Checkpoint:
     a checkpoint were restarted at the previous one)."""
     kib_per_task: dict[str, float] = field(default_factory=dict)
     """Per service, its RSS growth since it was started (or restarted) over `tasks_run`."""
+    load_average: float = 0.0
+    """The machine's 1-minute load average when the checkpoint was reached (other work on it moves the figures)."""
 
 
 Started = dict[str, tuple[float, int]]
@@ -197,7 +199,8 @@ async def measure(cluster: Cluster, load: Load, load_s: float, started: Started,
                   ) -> Checkpoint:
     """RSS, then the router's restart, then telemetry's; `started` is brought up to date for the two restarted."""
     rss = rss_mb(cluster)
-    log(f"  RSS MB: {', '.join(f'{k} {v:.0f}' for k, v in rss.items())}")
+    load_average = os.getloadavg()[0]
+    log(f"  load average {load_average:.2f}; RSS MB: {', '.join(f'{k} {v:.0f}' for k, v in rss.items())}")
     tasks_run = {n: load.finished - started[n][1] for n in rss}
     kib = {n: (rss[n] - started[n][0]) * 1024 / tasks_run[n] for n in rss if tasks_run[n]}
 
@@ -226,7 +229,7 @@ async def measure(cluster: Cluster, load: Load, load_s: float, started: Started,
     after |= rss_mb(cluster, ("telemetry",))
     started.update({n: (mb, load.finished) for n, mb in after.items()})
     return Checkpoint(load.finished, load_s, rss, router_ready, router_restart, telemetry_ready, telemetry_restart,
-                      calls, after, tasks_run, kib)
+                      calls, after, tasks_run, kib, load_average)
 
 
 def targets(points: list[Checkpoint]) -> dict[str, Any]:
@@ -251,12 +254,15 @@ def table(r: dict[str, Any]) -> str:
              "restarts; restart times from the kill -9",
              "",
              f"{'finished':>8} | " + " | ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
-             + " | router: ready, new task finished | telemetry: ledger answers"]
+             + " | router: ready, new task finished | telemetry: ledger answers | tasks/s | load avg"]
+    previous = Checkpoint(0, 0.0, {}, 0.0, 0.0, 0.0, 0.0, 0)
     for p in points:
+        rate = (p.finished - previous.finished) / (p.load_s - previous.load_s)
+        previous = p
         lines.append(f"{p.finished:>8,} | "
                      + " | ".join(f"{p.rss_mb[n]:>{w}.0f}" for n, w in zip(names, widths, strict=True))
                      + f" | {p.router_ready_s:>12.2f} s, {p.router_restart_s:>14.2f} s"
-                     + f" | {p.telemetry_restart_s:>24.2f} s")
+                     + f" | {p.telemetry_restart_s:>24.2f} s | {rate:>7.0f} | {p.load_average:>8.2f}")
     lines += ["", "RSS growth per task run since the process started, in KiB (router and telemetry are restarted",
               "at each checkpoint, so theirs covers the tasks since the one before); their RSS after the restart, MB",
               f"{'finished':>8} | " + " | ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
