@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -318,8 +319,8 @@ async def run(checkpoints: list[int], inflight: int, root: Path, log: Callable[[
             load_s += time.monotonic() - began
             say(f"checkpoint {target:,}: {load.finished:,} finished ({load.failed} not succeeded); measuring")
             points.append(await measure(cluster, load, load_s, started_at, say))
-        say("stopping the engine")
     finally:
+        say("stopping the services, NATS and PostgreSQL this run started")
         if nc is not None:
             await nc.close()
         await asyncio.to_thread(cluster.stop)
@@ -341,8 +342,14 @@ def main() -> int:
     checkpoints = ([int(x) for x in args.checkpoints.split(",")] if args.checkpoints
                    else list(QUICK_CHECKPOINTS if args.quick else CHECKPOINTS))
     inflight = args.inflight or (QUICK_INFLIGHT if args.quick else 64)
-    with tempfile.TemporaryDirectory(prefix="ae-growth-") as tmp:
-        result = asyncio.run(run(checkpoints, inflight, Path(tmp)))
+    # SIGTERM as Ctrl-C: the run's finally stops every process it started (the services, NATS, PostgreSQL)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ae-growth-") as tmp:
+            result = asyncio.run(run(checkpoints, inflight, Path(tmp)))
+    except KeyboardInterrupt:
+        print("interrupted; every process the run started is stopped", file=sys.stderr)
+        return 130
     result["command"] = " ".join(["python", "bench/growth.py", *sys.argv[1:]])
     name = "growth-quick" if args.quick else "growth"
     RESULTS.mkdir(exist_ok=True)
