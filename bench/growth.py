@@ -43,7 +43,7 @@ from nats.aio.msg import Msg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import Cluster
 
-from agent_engine.cli.stack import SERVICES
+from agent_engine.cli.stack import SERVICES, Stack
 from agent_engine.contracts.subjects import TELEMETRY_RPC, rpc_subject, type_subject
 from agent_engine.runtime.bus import TASK_ID_HEADER
 from agent_engine.testkit import TERMINAL
@@ -69,7 +69,7 @@ class Checkpoint:
     rss_mb: dict[str, float]
     """Idle, after the tasks in flight finished, before this checkpoint's restarts."""
     router_ready_s: float
-    """kill -9 → the restarted router says it is ready (Stack.up returned)."""
+    """kill -9 → the restarted router says it is ready (its /readyz)."""
     router_restart_s: float
     """kill -9 → restart → a task submitted once it was up has finished."""
     telemetry_ready_s: float
@@ -189,11 +189,21 @@ async def wait_ledger(nc: Client, tenant: str, calls: int, timeout: float) -> in
 
 
 async def kill_and_up(cluster: Cluster, service: str) -> tuple[float, float]:
-    """kill -9 `service`, start it again; (the perf_counter of the kill, seconds until Stack.up returned)."""
+    """kill -9 `service`, start it again as `agentctl up` does; (the perf_counter of the kill, seconds until the new
+    process says it is ready). Stack.up waits for readiness only so long (READY_WAIT_S), so this waits on."""
     began = time.perf_counter()
     await asyncio.to_thread(cluster.kill, service)
     await asyncio.to_thread(cluster.up)
+    while not await asyncio.to_thread(ready, cluster, service):
+        if time.perf_counter() - began > PROBE_TIMEOUT_S:
+            raise RuntimeError(f"the restarted {service} is not ready after {PROBE_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.05)
     return began, time.perf_counter() - began
+
+
+def ready(cluster: Cluster, service: str) -> bool:
+    rows = Stack.load(cluster.root / "home").components()
+    return any(r["name"] == service and r["ready"] == "ready" for r in rows)
 
 
 async def measure(cluster: Cluster, load: Load, load_s: float, started: Started, log: Callable[[str], None]
