@@ -6,6 +6,7 @@ NATS and PostgreSQL. Baselines: raw nats-py hops, raw eventsourcing saves, LangG
 PostgreSQL checkpointer running the same 5-node line. Prints a table; writes bench/results/latest.json.
 
     python bench/bench.py [--seconds 8] [--levels 1,16,64,256]
+    python bench/bench.py --rebuild-only     # only the rebuild figures, on a PostgreSQL of its own
 """
 
 from __future__ import annotations
@@ -87,10 +88,12 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
     return result
 
 
-def rebuild_ms(postgres_url: str, events: int) -> float:
-    """Time to load and fold one task with `events` stored records."""
-    store = TaskStore(postgres_url, os.urandom(32))  # its own master key: tenant "bench" is this store's alone
-    task_id = str(uuid.uuid4())
+def rebuild_ms(postgres_url: str, events: int, snapshot_every: int | None = None) -> tuple[float, float]:
+    """Time to load one task with `events` stored records, saved as the router saves them (with the state
+    after each batch, so it is snapshotted every AE_SNAPSHOT_EVERY records): (load, as the router does;
+    the fold of every record, as replay and history read them)."""
+    store = TaskStore(postgres_url, os.urandom(32), snapshot_every)  # its own master key, and a tenant of its own
+    task_id, tenant = str(uuid.uuid4()), f"bench{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     records = []
     for i in range(events):
@@ -98,16 +101,21 @@ def rebuild_ms(postgres_url: str, events: int) -> float:
         data: NodeDispatched | NodeSucceeded = (
             NodeDispatched(dispatch_id=dispatch_id, node="n1", kind="agent", attempt=attempt, deadline=now)
             if i % 2 == 0 else NodeSucceeded(dispatch_id=dispatch_id, node="n1", attempt=attempt, output={"i": i}))
-        records.append(command(data, id=derive_id(task_id, "rec", i), source="bench", tenant="bench",
+        records.append(command(data, id=derive_id(task_id, "rec", i), source="bench", tenant=tenant,
                                task_id=task_id))
+    state = fold([])
     for chunk in range(0, events, 1000):
-        store.save({task_id: (chunk, records[chunk:chunk + 1000])})
+        state = fold(records[chunk:chunk + 1000], state)
+        store.save({task_id: (chunk, records[chunk:chunk + 1000])}, {task_id: state})
     start = time.perf_counter()
-    state = fold(store.records(task_id))
-    elapsed = time.perf_counter() - start
-    assert state.version == events
+    loaded = store.load(task_id)
+    load = time.perf_counter() - start
+    start = time.perf_counter()
+    whole = fold(store.records(task_id))
+    full = time.perf_counter() - start
+    assert loaded == whole and whole.version == events
     store.close()
-    return elapsed * 1000
+    return load * 1000, full * 1000
 
 
 def ratio(a: float, b: float) -> str:
@@ -128,12 +136,13 @@ def table(r: dict[str, Any]) -> str:
             f"{e['p50_ms']:>8.2f}/{e['p99_ms']:<8.2f} | {n['p50_ms']:>15.2f} | "
             f"{g['p50_ms']:>16.2f} {ratio(e['p50_ms'], g['p50_ms']):>6} | {e['rss_per_task_kib']:>12.1f}")
     es, rb, rbb = r["eventsourcing_save_ms"], r["rebuild_10k_ms"], r["eventsourcing_rebuild_10k_ms"]
+    full = r.get("rebuild_10k_full_fold_ms", 0.0)
     e1 = r["engine"][str(r["levels"][0])]["p50_ms"]
     lines += ["",
               f"raw eventsourcing save of one event: {es:.2f} ms; engine p50 hop at {r['levels'][0]} in flight is "
               f"{ratio(e1, es)} that",
-              f"rebuild a task of 10,000 events: {rb:.0f} ms; raw eventsourcing aggregate of 10,000 events: "
-              f"{rbb:.0f} ms ({ratio(rb, rbb)})"]
+              f"rebuild a task of 10,000 events: {rb:.0f} ms from its snapshot ({full:.0f} ms folding every record, "
+              f"as replay does); raw eventsourcing aggregate of 10,000 events: {rbb:.0f} ms ({ratio(rb, rbb)})"]
     t = r["targets"]
     lines += ["", "targets:",
               f"  hops/s at 64 >= 0.5 x raw nats-py: {t['half_raw_nats_at_64']}",
@@ -161,7 +170,7 @@ async def main_async(levels: list[int], seconds: float) -> dict[str, Any]:
                 result["langgraph"][str(level)] = await baselines.langgraph(cluster.postgres.url, level, seconds)
             env = eventsourcing_env(cluster.postgres.url)
             result["eventsourcing_save_ms"] = baselines.eventsourcing_save_ms(env)
-            result["rebuild_10k_ms"] = rebuild_ms(cluster.postgres.url, 10_000)
+            result["rebuild_10k_ms"], result["rebuild_10k_full_fold_ms"] = rebuild_ms(cluster.postgres.url, 10_000)
             result["eventsourcing_rebuild_10k_ms"] = baselines.eventsourcing_rebuild_ms(env, 10_000)
         finally:
             await asyncio.to_thread(cluster.stop)
@@ -184,11 +193,38 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def rebuild_only(repeat: int = 5) -> None:
+    """The rebuild figures alone (median of `repeat` tasks each): without snapshots, with them at
+    AE_SNAPSHOT_EVERY, and with the longest tail a snapshot leaves (every - 1 records after it)."""
+    from statistics import median
+
+    from agent_engine.router.snapshots import every_from_env
+    from agent_engine.runtime import embedded
+
+    every = every_from_env() or 200
+    with tempfile.TemporaryDirectory(prefix="ae-bench-") as tmp:
+        server = embedded.start_postgres(Path(tmp) / "postgres", durable=False)
+        try:
+            for label, events, snapshot_every in (("no snapshots", 10_000, 0),
+                                                  (f"snapshots every {every}", 10_000, every),
+                                                  (f"snapshots every {every}, tail of {every - 1}",
+                                                   10_000 + every - 1, every)):
+                runs = [rebuild_ms(server.url, events, snapshot_every) for _ in range(repeat)]
+                print(f"rebuild a task of {events:,} events, {label}: {median(r[0] for r in runs):.1f} ms "
+                      f"(folding every record: {median(r[1] for r in runs):.1f} ms)", flush=True)
+        finally:
+            server.stop()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level (default 8)")
     p.add_argument("--levels", default="1,16,64,256", help="tasks in flight (default 1,16,64,256)")
+    p.add_argument("--rebuild-only", action="store_true", help="only the rebuild figures (no services)")
     args = p.parse_args()
+    if args.rebuild_only:
+        rebuild_only()
+        return 0
     result = asyncio.run(main_async([int(x) for x in args.levels.split(",")], args.seconds))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2))

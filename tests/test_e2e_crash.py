@@ -16,21 +16,10 @@ WORKING_NODES = {"gather_context", "interpretation", "decomposition", "planning"
 async def _crash_run(engine, tenant: str, victim: str) -> tuple[int, dict[str, str], list]:
     nc = await engine.connect()
     try:
-        succeeded = 0
-        progress = asyncio.Event()
-
-        async def count(msg):
-            nonlocal succeeded
-            succeeded += 1
-            if succeeded >= TASKS:  # about one node per task done: the rest is still in flight
-                progress.set()
-
-        await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=count)
-        workflow = await engine.push(nc, tenant)
-        ids = [await engine.submit(nc, tenant, workflow, {"brief": f"task {i}"}) for i in range(TASKS)]
-        await asyncio.wait_for(progress.wait(), 60)
+        ids, succeeded = await engine.start_tasks(nc, tenant, TASKS)
+        await asyncio.wait_for(succeeded.reached.wait(), 60)
         engine.kill(victim)
-        done_at_kill = succeeded
+        done_at_kill = succeeded.count
         await asyncio.sleep(1.0)
         engine.up()  # idempotent: brings back only what is missing
         status = await engine.wait_terminal(nc, ids)

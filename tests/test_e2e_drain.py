@@ -25,22 +25,12 @@ WORKING_NODES = {"gather_context", "interpretation", "decomposition", "planning"
 async def _terminate_mid_run(engine: Any, tenant: str, victim: str) -> tuple[int, dict[str, str], list[Any]]:
     nc = await engine.connect()
     try:
-        succeeded = 0
-        progress = asyncio.Event()
-
-        async def count(_msg: Any) -> None:
-            nonlocal succeeded
-            succeeded += 1
-            if succeeded >= TASKS:
-                progress.set()
-
-        await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=count)
-        workflow = await engine.push(nc, tenant)
-        ids = [await engine.submit(nc, tenant, workflow, {"brief": f"task {i}"}) for i in range(TASKS)]
-        await asyncio.wait_for(progress.wait(), 60)
-        at_stop = succeeded
+        ids, succeeded = await engine.start_tasks(nc, tenant, TASKS)
+        await asyncio.wait_for(succeeded.reached.wait(), 60)
+        at_stop = succeeded.count
         stopping = asyncio.create_task(asyncio.to_thread(engine.terminate, victim))
         # more requests while it drains and while it is gone: they wait in the stream for the replacement
+        workflow = await engine.push(nc, tenant)  # pushed already: the same revision
         ids += [await engine.submit(nc, tenant, workflow, {"brief": f"late task {i}"}) for i in range(TASKS // 2)]
         await stopping
         await asyncio.to_thread(engine.up)  # the replacement, as a Deployment starts one

@@ -3,7 +3,8 @@ tasks of a tenant run, leave a memory note and dead letters; `agentctl tenant fo
 purges the streams; then none of the tenant's known input strings is found in the raw bytes of the
 PostgreSQL tables (rows and relation files), the streams, the DLQ or the service logs; the services stay
 up, other tenants' tasks still run, and a query about an erased task answers "erased". The per-person
-variant erases one data subject's task and leaves the same tenant's other person's task readable."""
+variant erases one data subject's task and leaves the same tenant's other person's task readable. The stack
+snapshots task states every 2 records, so the search covers snapshots too, and forget deletes them."""
 
 from __future__ import annotations
 
@@ -27,7 +28,16 @@ SIDE_EFFECTS = Path(__file__).parent / "workflows" / "side-effects"
 
 @pytest.fixture(scope="module")
 def stack(own_stack: Any) -> Any:
-    return own_stack()
+    return own_stack(AE_SNAPSHOT_EVERY="2")
+
+
+def snapshot_versions(engine: Any, task_id: str) -> list[int]:
+    """The version of the task's snapshot row, if it has one (sealed; what is in it is searched with the rest)."""
+    from agent_engine.runtime.audit import task_aggregate_id
+
+    with psycopg.connect(engine.env["AE_POSTGRES_URL"], autocommit=True) as conn:
+        return [int(r[0]) for r in conn.execute("SELECT version FROM router_task_snapshots WHERE aggregate = %s",
+                                                (task_aggregate_id(task_id),)).fetchall()]
 
 
 def secret(label: str) -> str:
@@ -147,6 +157,7 @@ def test_forgetting_a_tenant_leaves_none_of_its_data_readable(stack: Any) -> Non
     assert f"ae.{tenant}.task.accepted".encode() in streams and f"ae.{tenant}.task.requested".encode() not in streams
     assert note.encode() in seen and dead.encode() in seen  # the search below would find them
     assert note.encode() in postgres_bytes(stack.env["AE_POSTGRES_URL"])  # the memory note, in its table
+    assert snapshot_versions(stack, task_id) and snapshot_versions(stack, kept)
 
     done = stack.agentctl("tenant", "forget", tenant, "--yes")
     assert done.returncode == 0, done.stderr
@@ -170,6 +181,7 @@ def test_forgetting_a_tenant_leaves_none_of_its_data_readable(stack: Any) -> Non
     for text in (note, dead, email, tool_line):  # (the workspace file the tool wrote is not the engine's to erase)
         assert text.encode() not in left, f"{text} is still readable after forget"
     assert kept_note.encode() in left  # the other tenant's data is untouched
+    assert snapshot_versions(stack, task_id) == [] and snapshot_versions(stack, kept)  # deleted with the keys
 
     shown = stack.agentctl("task", "show", task_id)
     assert shown.returncode != 0 and f"task '{task_id}' was erased" in shown.stderr
@@ -202,6 +214,7 @@ def test_forgetting_one_person_leaves_the_tenants_other_person(stack: Any) -> No
     report = json.loads(done.stdout)
     assert report["keys_destroyed"] == 1 and report["task_ids"] == [ada] and report["memory_notes_deleted"] == 1
     assert report["stream_messages_purged"] > 5
+    assert snapshot_versions(stack, ada) == [] and snapshot_versions(stack, bob) and snapshot_versions(stack, plain)
 
     async def streams() -> bytes:
         nc = await stack.connect()

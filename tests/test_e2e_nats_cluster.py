@@ -43,22 +43,11 @@ async def _run(engine: Any, tenant: str) -> dict[str, Any]:
     nc = await engine.connect()
     js = nc.jetstream(timeout=10)
     try:
-        succeeded = 0
-        under_way = asyncio.Event()
-
-        async def count(_msg: Any) -> None:
-            nonlocal succeeded
-            succeeded += 1
-            if succeeded >= TASKS:  # a sixth of the work done: the kill lands in the middle
-                under_way.set()
-
-        await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=count)
-        workflow = await engine.push(nc, tenant)
-        ids = [await engine.submit(nc, tenant, workflow, {"brief": f"task {i}"}) for i in range(TASKS)]
-        await asyncio.wait_for(under_way.wait(), 60)
+        ids, succeeded = await engine.start_tasks(nc, tenant, TASKS)
+        await asyncio.wait_for(succeeded.reached.wait(), 60)
         leader = (await js.stream_info(STREAM)).cluster.leader
         cluster.kill(leader)
-        killed_at, at_kill = time.monotonic(), succeeded
+        killed_at, at_kill = time.monotonic(), succeeded.count
         await asyncio.sleep(DOWN_S)
         new_leader = await _new_leader(js, STREAM, leader)
         await asyncio.to_thread(cluster.start, leader)  # same ports, same store

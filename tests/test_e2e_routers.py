@@ -22,21 +22,10 @@ WORKING_NODES = {"gather_context", "interpretation", "decomposition", "planning"
 async def _two_routers(engine: Any, tenant: str) -> tuple[int, dict[str, str], list[Any]]:
     nc = await engine.connect()
     try:
-        succeeded = 0
-        progress = asyncio.Event()
-
-        async def count(_msg: Any) -> None:
-            nonlocal succeeded
-            succeeded += 1
-            if succeeded >= TASKS:
-                progress.set()
-
-        await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=count)
-        workflow = await engine.push(nc, tenant)
-        ids = [await engine.submit(nc, tenant, workflow, {"brief": f"task {i}"}) for i in range(TASKS)]
-        await asyncio.wait_for(progress.wait(), 60)
+        ids, succeeded = await engine.start_tasks(nc, tenant, TASKS)
+        await asyncio.wait_for(succeeded.reached.wait(), 60)
         engine.kill("router")  # the second router carries on alone
-        at_kill = succeeded
+        at_kill = succeeded.count
         status = await engine.wait_terminal(nc, ids, timeout=120)
         return at_kill, status, [await engine.history(nc, t) for t in ids]
     finally:

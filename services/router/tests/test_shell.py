@@ -83,9 +83,9 @@ def counting_saves(store: TaskStore) -> list[list[str]]:
     saves: list[list[str]] = []
     save = store.save
 
-    def spy(pending: Any) -> Any:
+    def spy(pending: Any, states: Any = None) -> Any:
         saves.append(list(pending))
-        return save(pending)
+        return save(pending, states)
 
     store.save = spy  # type: ignore[method-assign]
     return saves
@@ -340,3 +340,28 @@ async def test_a_task_that_fails_at_its_first_step_still_claims_its_key(bus: Bus
     assert store.load(first.task_id).status == "failed"
     await shell.apply([again])
     assert store.load(again.task_id).duplicate_of == first.task_id
+
+
+async def test_the_router_snapshots_the_states_it_commits(bus: Bus, postgres_url: str, tenant: str) -> None:
+    from agent_engine.router import snapshots
+    from agent_engine.router.core import fold
+    from agent_engine.router.store import aggregate_uuid
+
+    store = TaskStore(postgres_url, snapshot_every=3)
+    try:
+        shell = await router(bus, store)
+        workflow = await pushed(bus, tenant)
+        start = accepted(tenant, workflow)
+        await shell.apply([start])
+        for _ in range(3):  # the open dispatch read from the records: a load could write a snapshot itself
+            dispatched = [r for r in store.records(start.task_id) if r.type == "node.dispatched"]
+            await shell.apply([completed(dispatched[-1])])
+        records = store.records(start.task_id)
+        assert records[-1].type == "task.succeeded"
+        found = snapshots.stored(postgres_url, aggregate_uuid(start.task_id))
+        assert found is not None and found["version"] > len(records) - 3
+        snapshot = store.snapshots.read(aggregate_uuid(start.task_id))
+        assert snapshot is not None and snapshot.state == fold(records[:snapshot.version])
+        assert shell.tasks.cached(start.task_id) == fold(records) == TaskStore.load(store, start.task_id)
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ def task_request(tenant: str, workflow: str, task_input: dict[str, Any], data_su
     """A `task.requested` for a new task (a fresh task id)."""
     return command(TaskRequested(workflow=workflow, input=task_input, requested_by=SOURCE, data_subject=data_subject),
                    tenant=tenant, task_id=str(uuid.uuid4()), source=SOURCE)
+
+
+@dataclass
+class Successes:
+    """A tenant's node.succeeded events as they arrive: `count` so far, `reached` once `goal` have been seen."""
+
+    goal: int
+    count: int = 0
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class EngineClient:
@@ -63,6 +73,22 @@ class EngineClient:
         await nc.jetstream().publish(subject_for(envelope), envelope.to_bytes(),
                                      headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
         return envelope.task_id
+
+    async def start_tasks(self, nc: Client, tenant: str, count: int, under_way: int | None = None,
+                          ) -> tuple[list[str], Successes]:
+        """Push the example, submit `count` tasks and count their nodes' successes as they come (`reached` once
+        `under_way` have succeeded, by default `count`: about one node per task, the rest still in flight)."""
+        seen = Successes(count if under_way is None else under_way)
+
+        async def counted(_msg: Any) -> None:
+            seen.count += 1
+            if seen.count >= seen.goal:
+                seen.reached.set()
+
+        await nc.subscribe(f"ae.{tenant}.node.succeeded", cb=counted)
+        workflow = await self.push(nc, tenant)
+        ids = [await self.submit(nc, tenant, workflow, {"brief": f"task {i}"}) for i in range(count)]
+        return ids, seen
 
     async def query(self, nc: Client, action: str, task_id: str) -> dict[str, Any]:
         msg = await nc.request(rpc_subject(ROUTER_RPC, action), json.dumps({"task_id": task_id}).encode(), timeout=10)

@@ -32,10 +32,11 @@ class UnsealedWrite(RuntimeError):
     """A record was about to be stored without a key chosen for its aggregate: a bug, never stored."""
 
 
-def seal(key: DataKey, aggregate: uuid.UUID, version: int, plaintext: bytes) -> bytes:
+def seal(key: DataKey, aggregate: uuid.UUID, version: int, plaintext: bytes, context: bytes = b"") -> bytes:
+    """`context` names what else than a stored record is sealed (a snapshot), so neither opens as the other."""
     nonce = secrets.token_bytes(12)
     return MAGIC + key.key_id.bytes + nonce + AESGCM(key.secret).encrypt(
-        nonce, plaintext, _aad(key.key_id, aggregate, version))
+        nonce, plaintext, _aad(key.key_id, aggregate, version, context))
 
 
 def sealed_key_id(stored: bytes) -> uuid.UUID | None:
@@ -45,13 +46,14 @@ def sealed_key_id(stored: bytes) -> uuid.UUID | None:
     return uuid.UUID(bytes=stored[len(MAGIC):len(MAGIC) + 16])
 
 
-def unseal(key: DataKey, aggregate: uuid.UUID, version: int, stored: bytes) -> bytes:
+def unseal(key: DataKey, aggregate: uuid.UUID, version: int, stored: bytes, context: bytes = b"") -> bytes:
     nonce = stored[len(MAGIC) + 16:_HEADER]
-    return AESGCM(key.secret).decrypt(nonce, stored[_HEADER:], _aad(key.key_id, aggregate, version))
+    return AESGCM(key.secret).decrypt(nonce, stored[_HEADER:], _aad(key.key_id, aggregate, version, context))
 
 
-def _aad(key_id: uuid.UUID, aggregate: uuid.UUID, version: int) -> bytes:
-    return MAGIC + key_id.bytes + aggregate.bytes + version.to_bytes(8, "big", signed=True)
+def _aad(key_id: uuid.UUID, aggregate: uuid.UUID, version: int, context: bytes = b"") -> bytes:
+    # a stored record's context is empty: its associated data is what it has always been
+    return MAGIC + key_id.bytes + aggregate.bytes + version.to_bytes(8, "big", signed=True) + context
 
 
 class SealingMapper(Mapper[uuid.UUID]):

@@ -1,6 +1,7 @@
 """Forgetting a tenant, or one data subject of a tenant, on the router's side: destroy the data keys
-(the stored records stay, sealed for good), delete the memory notes, and drop what this process holds in
-memory. The streams, the DLQ and the tool-call log are purged by `agentctl tenant forget`, which asks this.
+(the stored records stay, sealed for good; the task snapshots sealed under them are deleted as well), delete
+the memory notes, and drop what this process holds in memory. The streams, the DLQ and the tool-call log
+are purged by `agentctl tenant forget`, which asks this.
 
 `aerpc.router.tenant.forget` {"tenant": T, "person": P?, "confirm": true} is answered by one router (a
 queue group); it then tells every router on `aerpc.router.tenant.forgotten` to drop its caches.
@@ -16,9 +17,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
 from agent_engine.contracts.envelope import TENANT_PATTERN
 from agent_engine.contracts.subjects import ROUTER_RPC, TENANT_FORGOTTEN, rpc_subject
 from agent_engine.memory.store import MemoryStore
+from agent_engine.router import snapshots
 from agent_engine.router.admission import TENANT_KEY
 from agent_engine.router.datakeys import Keyring
 
@@ -49,14 +53,20 @@ def read_request(raw: bytes) -> tuple[str, str | None, str]:
 def forget(keyring: Keyring, memory_url: str, tenant: str, person: str | None) -> dict[str, Any]:
     """Destroy the keys and delete the memory notes (blocking); the answer the CLI prints."""
     destroyed = keyring.destroy(tenant, person)
+    try:  # sealed under the destroyed keys, they no longer open; deleting them only frees their rows
+        snapshots_deleted = snapshots.drop_erased(keyring.url)
+    except psycopg.Error as exc:
+        log.warning("snapshots of the destroyed keys not deleted (%s); they stay sealed for good", exc)
+        snapshots_deleted = 0
     task_ids = [t for t in destroyed.task_ids if not t.startswith(TENANT_KEY)]  # not the admission log
     memory = MemoryStore(memory_url, max_connections=1)
     try:
         notes = memory.forget(tenant, task_ids if person else None)
     finally:
         memory.close()
-    log.warning("forgot %s of tenant '%s': %d data key(s) destroyed, %d task(s) erased, %d memory note(s) deleted",
-                "a data subject" if person else "everything", tenant, destroyed.keys, len(task_ids), notes)
+    log.warning("forgot %s of tenant '%s': %d data key(s) destroyed, %d task(s) erased, %d snapshot(s) and "
+                "%d memory note(s) deleted", "a data subject" if person else "everything", tenant, destroyed.keys,
+                len(task_ids), snapshots_deleted, notes)
     return {"tenant": tenant, "person": person is not None, "keys_destroyed": destroyed.keys,
             "tasks_erased": len(task_ids), "task_ids": task_ids if person else [], "memory_notes_deleted": notes}
 

@@ -39,8 +39,9 @@ def evolve(state: TaskState, event: Envelope) -> TaskState:
     return fold_one(state, event) if fold_one else state
 
 
-def fold(records: list[Envelope]) -> TaskState:
-    state = TaskState()
+def fold(records: list[Envelope], start: TaskState | None = None) -> TaskState:
+    """The state after `records`, folded onto `start` (a snapshot of the records before them) or from nothing."""
+    state = start if start is not None else TaskState()
     for record in records:
         state = evolve(state, record)
     return state

@@ -21,8 +21,9 @@ from nats.errors import MaxPayloadError
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import dlq_subject
 from agent_engine.router.core import INPUT_RECORD
-from agent_engine.router.store import TaskStore
+from agent_engine.router.store import STORE_TRANSIENT, TaskStore
 from agent_engine.runtime.bus import MSG_ID, Bus
+from agent_engine.runtime.inbox import describe, transient
 
 log = logging.getLogger("router")
 NAME = "relay"
@@ -72,8 +73,11 @@ class Relay:
                     if stop.is_set():
                         break
                     await self.step()
-                except Exception:
-                    log.exception("relay failed at position %d; retrying", self.position)
+                except Exception as exc:
+                    if transient(exc, STORE_TRANSIENT):  # NATS or PostgreSQL away (a stream between leaders): expected
+                        log.warning("relay paused at position %d (%s); retrying", self.position, describe(exc))
+                    else:
+                        log.exception("relay failed at position %d; retrying", self.position)
                     self.in_sync = False
                     if stop.is_set():
                         break

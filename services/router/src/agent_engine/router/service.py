@@ -13,8 +13,6 @@ import json
 import logging
 from typing import Any
 
-from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
-from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
@@ -31,7 +29,7 @@ from agent_engine.router.keys import IdempotencyKeys
 from agent_engine.router.refusals import refusal
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
-from agent_engine.router.store import TaskStore
+from agent_engine.router.store import STORE_TRANSIENT, TaskStore
 from agent_engine.router.tasks import TaskCache
 from agent_engine.router.tenants import AdmissionLogs
 from agent_engine.router.timers import Progress, Timers
@@ -43,8 +41,6 @@ from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
 DURABLE = "router"
-STORE_TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, OSError)
-"""The event store's outages, besides the runtime's list (OSError: a socket error the driver passes on raw)."""
 
 
 def transient(exc: BaseException) -> bool:
@@ -252,7 +248,7 @@ class Router:
 
     async def _commit(self, chunk: dict[str, tuple[int, list[Envelope]]], batch: Batch) -> None:
         try:
-            committed = await asyncio.to_thread(self.store.save, chunk)
+            committed = await asyncio.to_thread(self.store.save, chunk, batch.states)
         except Exception:
             for task_id in batch.pending:  # reload from the store, which may hold the records after all
                 self.tasks.drop(task_id)

@@ -3,11 +3,14 @@
 Every record of a task (applied inputs and decisions) is one stored event in the task's aggregate
 sequence; one `save` call commits the records of a whole batch of tasks in one transaction, with
 optimistic concurrency on each task's version. The notification log orders every record ever
-committed, which the relay publishes from.
+committed, which the relay publishes from. A task is loaded from its latest snapshot plus the records
+after it (snapshots.py, a cache: without a usable one, from all its records); `records` is always the
+full list, which replay, history and forks use.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -17,7 +20,9 @@ from urllib.parse import unquote, urlparse
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router import sealing
@@ -27,6 +32,7 @@ from agent_engine.router.core import fold
 from agent_engine.router.crypto import SealingMapper
 from agent_engine.router.datakeys import KeyDestroyed, Keyring, master_key_from_env
 from agent_engine.router.idempotency import KeyState, fold_key
+from agent_engine.router.snapshots import Snapshot, SnapshotStore, every_from_env
 from agent_engine.router.state import TaskState
 from agent_engine.runtime.audit import aggregate_id, task_aggregate_id
 
@@ -72,14 +78,22 @@ aggregate_uuid = aggregate_id
 "tenant:<name>/key/<key>" the index of one of its idempotency keys (hashed ids, so no task id can name them)."""
 
 
+STORE_TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, OSError)
+"""The event store's outages, besides the runtime's list (OSError: a socket error the driver passes on raw)."""
+log = logging.getLogger("router.store")
+
+
 class TaskStore:
-    def __init__(self, postgres_url: str, master_key: bytes | None = None) -> None:
-        """`master_key` (32 bytes) wraps the data keys; by default read from AE_MASTER_KEY_FILE."""
+    def __init__(self, postgres_url: str, master_key: bytes | None = None, snapshot_every: int | None = None) -> None:
+        """`master_key` (32 bytes) wraps the data keys; by default read from AE_MASTER_KEY_FILE.
+        `snapshot_every`: records between a task's snapshots (0: none); by default AE_SNAPSHOT_EVERY."""
         self.url = postgres_url
         self.keyring = Keyring(postgres_url, master_key if master_key is not None else master_key_from_env())
         # every record is hash-chained, as stored (sealed), in the transaction that stores it (router/audit.py)
         self.app = _RouterApplication({**eventsourcing_env(postgres_url), "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC},
                                       self.keyring)
+        self.snapshots = SnapshotStore(self.app.recorder.datastore,  # type: ignore[attr-defined]
+                                       self.keyring, every_from_env() if snapshot_every is None else snapshot_every)
         self._position_conn: psycopg.Connection[Any] | None = None
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
@@ -114,13 +128,39 @@ class TaskStore:
         return fold_key(self.records(aggregate))
 
     def load(self, task_id: str) -> TaskState:
-        return fold(self.records(task_id))
+        """The task's state: its snapshot plus the records after it, or the fold of all its records when it
+        has no snapshot this code can use on this history. Raises KeyDestroyed when the task was erased."""
+        aggregate = aggregate_uuid(task_id)
+        snapshot, present = self.snapshots.lookup(aggregate)
+        tail: list[Envelope] | None = None
+        if snapshot is not None:
+            # from the snapshot's own version: its record must be there, and be the one it was made on
+            found = list(self.app.events.get(aggregate, gt=snapshot.version - 1))
+            if (found and found[0].originator_version == snapshot.version
+                    and found[0].envelope.get("id") == snapshot.last_id):  # type: ignore[attr-defined]
+                tail = [Envelope.model_validate(e.envelope) for e in found[1:]]  # type: ignore[attr-defined]
+            else:
+                log.warning("snapshot of task %s at version %d does not sit on its stored history; folding its "
+                            "records", task_id, snapshot.version)
+        if snapshot is None or tail is None:
+            tail = self.records(task_id)
+            state = fold(tail)
+            unusable = present  # replaced by one that is, or it would cost a full fold at every load
+        else:
+            state = fold(tail, snapshot.state)
+            unusable = False
+        if tail and (unusable or (self.snapshots.every and len(tail) >= self.snapshots.every)):
+            self.snapshots.write(aggregate, Snapshot(state.version, tail[-1].id, state), replacing=unusable)
+        return state
 
-    def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]]) -> list[tuple[int, Envelope]]:
+    def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]],
+             states: Mapping[str, TaskState] | None = None) -> list[tuple[int, Envelope]]:
         """Commit new records for several tasks in one transaction; returns (notification id, record).
 
         `pending` maps task id -> (version the records build on, records). Raises
-        eventsourcing's IntegrityError when another writer got there first.
+        eventsourcing's IntegrityError when another writer got there first. `states` (task id -> the state
+        after its records, as the router folded them) lets a task whose records cross a multiple of
+        AE_SNAPSHOT_EVERY be snapshotted once they are committed.
         """
         events = []
         flat: list[Envelope] = []
@@ -138,6 +178,11 @@ class TaskStore:
                                            for task_id, (_, records) in pending.items() if records},
                             aggregate_uuid)
         recordings = self.app.save(*events)
+        for task_id, (base_version, records) in pending.items():
+            state = (states or {}).get(task_id)
+            if (state is not None and records and state.version == base_version + len(records)
+                    and self.snapshots.due(base_version, state.version)):
+                self.snapshots.write(aggregate_uuid(task_id), Snapshot(state.version, records[-1].id, state))
         return [(r.notification.id, record) for r, record in zip(recordings, flat, strict=True)]
 
     def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope | None]]:
