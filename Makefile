@@ -7,7 +7,8 @@ PACKAGES := contracts runtime memory services/router services/agent-runner servi
 STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: install checkov demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit clean
+.PHONY: install checkov demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit \
+	bench-growth clean
 
 install: $(STAMP)
 
@@ -50,6 +51,10 @@ bench: install
 
 bench-audit: install
 	$(BIN)/python bench/audit.py
+
+# RSS and restart times as history grows (issue 14); the issue's targets: GROWTH_ARGS=--checkpoints=1000,20000
+bench-growth: install
+	$(BIN)/python bench/growth.py $(GROWTH_ARGS)
 
 faults: install
 	$(BIN)/python bench/faults.py --tasks 200

@@ -184,9 +184,13 @@ async def main_async(levels: list[int], seconds: float) -> dict[str, Any]:
             result["engine"][at1]["p50_ms"] <= 2 * result["langgraph"][at1]["p50_ms"],
     }
     result["when"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    result["machine"] = (f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+    result["machine"] = machine()
     return result
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}")
 
 
 def rebuild_only(repeat: int = 5) -> None:
