@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 from router_testkit import chain, exit_, linear_workflow, manifest, tool
@@ -105,15 +106,19 @@ def test_the_store_keeps_records_in_order_and_refuses_a_second_writer_of_the_sam
     assert store.load(str(uuid.uuid4())).status == "new"
 
 
-def test_the_relay_position_survives_a_new_store(store: TaskStore, postgres_url: str) -> None:
-    name = f"relay:{uuid.uuid4().hex[:6]}"
-    assert store.relay_position(name) == 0
-    store.set_relay_position(name, 42)
+def test_a_relay_resumes_from_the_furthest_position_any_relay_saved(store: TaskStore, postgres_url: str) -> None:
+    """A router with a new name (in Kubernetes each pod's) must not republish the whole log: every relay publishes
+    every record, so where any relay got to, all before it went out."""
+    name, elsewhere = f"relay:{uuid.uuid4().hex[:6]}", f"relay:{uuid.uuid4().hex[:6]}"
+    furthest = store.relay_position(name)
+    store.set_relay_position(elsewhere, furthest + 42)
     other = TaskStore(postgres_url)
     try:
-        assert other.relay_position(name) == 42
+        assert other.relay_position(name) == furthest + 42
     finally:
         other.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # no position past the log for other tests
+            conn.execute("DELETE FROM router_relay_position WHERE name = %s", (elsewhere,))
 
 
 # --- the shell ---------------------------------------------------------------------------------

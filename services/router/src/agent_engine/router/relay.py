@@ -88,6 +88,7 @@ class Relay:
             if started and self.position != self.saved:
                 try:
                     await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
+                    self.saved = self.position
                 except Exception:  # noqa: BLE001  the next start republishes a little; consumers absorb it
                     log.warning("could not save the relay position %d on stop", self.position)
 

@@ -62,10 +62,11 @@ class Router:
         self.admission = AdmissionLogs(store, limits)
         self.keys = IdempotencyKeys(store, idempotency_window_s)
         self.progress = Progress()
-        self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s)
         self.lock = asyncio.Lock()
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
         self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe)
+        self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s,
+                             settings.router_name, read_through=lambda: self.relay.saved)
         self.inputs_applied = 0
         """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
 
@@ -105,6 +106,7 @@ class Router:
             async with self.lock:  # a query or erasure may be mid-apply
                 intake_done.set()
             await asyncio.gather(*outbox)
+            await self.timers.checkpoint(self.store)  # what is open, as of everything published: a quick next start
         finally:
             intake_done.set()
             for task in outbox:

@@ -25,7 +25,7 @@ from eventsourcing.persistence import Mapper
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.router import sealing
+from agent_engine.router import openwork, sealing
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.audit import RECORDER_TOPIC
 from agent_engine.router.core import fold
@@ -98,6 +98,7 @@ class TaskStore:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
                          "(name text PRIMARY KEY, position bigint NOT NULL)")
+            conn.execute(openwork.SCHEMA)
 
     def close(self) -> None:
         if self._position_conn is not None:
@@ -196,9 +197,9 @@ class TaskStore:
                 page.append((n.id, None))
         return page
 
-    def all_records(self, batch: int = 1000) -> Iterable[Envelope]:
-        """Every readable record in log order (erased ones are passed over)."""
-        position = 0
+    def all_records(self, batch: int = 1000, after: int = 0) -> Iterable[Envelope]:
+        """Every readable record in log order after notification id `after` (erased ones are passed over)."""
+        position = after
         while True:
             page = self.notifications(position, batch)
             if not page:
@@ -209,9 +210,12 @@ class TaskStore:
                     yield record
 
     def relay_position(self, name: str) -> int:
+        """Where relay `name` resumes: the furthest any relay has saved. Every relay publishes every record, and a
+        saved position means all before it went out, so a router with a new name (in Kubernetes, each pod's)
+        starts there rather than republishing the whole log."""
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT position FROM router_relay_position WHERE name = %s", (name,)).fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute("SELECT max(position) FROM router_relay_position").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def set_relay_position(self, name: str, position: int) -> None:
         """Store the relay position over one kept connection (reopened after a failure)."""

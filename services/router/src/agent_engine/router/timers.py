@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.msg import Msg
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.router import openwork
 from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.store import TaskStore
@@ -40,19 +42,35 @@ class Progress:
 
 class Timers:
     def __init__(self, deadlines: DeadlineIndex, tasks: TaskCache, apply: Apply, progress: Progress,
-                 heartbeat_s: float) -> None:
+                 heartbeat_s: float, name: str = "router", read_through: Callable[[], int] = lambda: 0) -> None:
         self.deadlines = deadlines
         self.tasks = tasks
         self.apply = apply
         self.progress = progress
         self.heartbeat_s = heartbeat_s
+        self.name = name
+        self.read_through = read_through
+        """The notification id the index has observed every record up to (the relay's saved position)."""
+        self.checkpointed = time.monotonic()
 
     def rebuild(self, store: TaskStore) -> None:
+        """The index at start: the latest checkpoint of open work, then the records after it (openwork.py)."""
+        position, rows = openwork.latest(store.url)
+        openwork.restore(self.deadlines, rows)
         count = 0
-        for record in store.all_records():
+        for record in store.all_records(after=position):
             self.deadlines.observe(record)
             count += 1
-        log.info("scanned %d records; %d open dispatches", count, len(self.deadlines.open))
+        log.info("open work from the checkpoint at %d (%d entries) and %d records after it; %d open dispatches",
+                 position, len(rows), count, len(self.deadlines.open))
+
+    async def checkpoint(self, store: TaskStore) -> None:
+        """Save the index with the position it has read through (a failure only makes the next start read more)."""
+        self.checkpointed = time.monotonic()
+        try:
+            await asyncio.to_thread(openwork.save, store.url, self.name, self.read_through(), self.deadlines)
+        except Exception as exc:  # noqa: BLE001  PostgreSQL away: the next checkpoint, or the start, reads more
+            log.warning("open work not checkpointed (%s)", exc)
 
     async def heartbeat(self, msg: Msg) -> None:
         """A runner's note that a dispatch is still running, on `aehb.<tenant>`: a hint, never a record, so
@@ -69,6 +87,8 @@ class Timers:
         grace_until = datetime.now(UTC) + timedelta(seconds=2 * self.heartbeat_s)
         while not stop.is_set():
             await asyncio.sleep(0.5)
+            if time.monotonic() - self.checkpointed > openwork.CHECKPOINT_S:
+                await self.checkpoint(self.tasks.store)
             now = datetime.now(UTC)
             if now < grace_until:
                 continue

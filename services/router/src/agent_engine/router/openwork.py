@@ -1,0 +1,66 @@
+"""What the router needs at start, kept small and current: the open dispatches and scheduled retries (the
+deadline index) as of a notification id, so a start reads that row and the records after it instead of every
+record ever stored.
+
+Each router saves its index every CHECKPOINT_S seconds and at stop, under its own name, with the position its
+relay has read the log through: every record up to it has been observed by the index (read back by the relay,
+or committed by this router). A start restores the checkpoint with the highest position, whichever router
+wrote it (each router's index follows every record), then observes the records after it. Observing a record
+again is harmless (a dispatch seen again keeps its deadline; a result removes the entry), so a checkpoint that
+also holds some of this router's newer commits is still exact once the tail is read. Heartbeats are not kept:
+after a start, running calls get a heartbeat window before any deadline fires (timers.py).
+
+The rows hold task ids, tenants and deadlines, never payloads. A forgotten task that a checkpoint still names
+fires once at most, meets its destroyed key, and is dropped (timers.py).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from agent_engine.router.deadlines import DeadlineIndex, Open
+
+TABLE = "router_open_work"
+SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} (name text PRIMARY KEY, position bigint NOT NULL, "
+          "entries jsonb NOT NULL, saved_at timestamptz NOT NULL DEFAULT now())")
+CHECKPOINT_S = 15.0
+
+
+def entries(index: DeadlineIndex) -> list[dict[str, Any]]:
+    return [{"task": task, "node": node, "dispatch_id": o.dispatch_id, "attempt": o.attempt,
+             "deadline": o.deadline.isoformat(), "tenant": o.tenant, "correlation_id": o.correlation_id,
+             "retry": o.retry, "window_s": o.window.total_seconds()}
+            for (task, node), o in index.open.items()]
+
+
+def restore(index: DeadlineIndex, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        index.open[(row["task"], row["node"])] = Open(
+            row["dispatch_id"], int(row["attempt"]), datetime.fromisoformat(row["deadline"]), row["tenant"],
+            row["correlation_id"], retry=bool(row["retry"]), window=timedelta(seconds=float(row["window_s"])))
+
+
+def ensure_table(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+
+
+def latest(url: str) -> tuple[int, list[dict[str, Any]]]:
+    """The checkpoint with the highest position, any router's: (position, entries); (0, []) when none."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(f"SELECT position, entries FROM {TABLE} ORDER BY position DESC LIMIT 1").fetchone()
+    if row is None:
+        return 0, []
+    raw = row[1]
+    return int(row[0]), list(json.loads(raw) if isinstance(raw, str | bytes) else raw)
+
+
+def save(url: str, name: str, position: int, index: DeadlineIndex) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {TABLE} (name, position, entries) VALUES (%s, %s, %s) ON CONFLICT (name) DO "
+                     "UPDATE SET position = EXCLUDED.position, entries = EXCLUDED.entries, saved_at = now()",
+                     (name, position, json.dumps(entries(index))))
