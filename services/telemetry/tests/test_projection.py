@@ -176,3 +176,14 @@ def test_another_tenants_call_naming_a_task_id_never_shows_in_its_owners_line(pg
     assert pg.query("t-v", "victim")["cost_usd"] == "1"
     assert pg.query("t-v", "intruder")["cost_usd"] == "1000"
     assert "several tenants (intruder, victim)" in pg.query("t-v")["error"]
+
+
+def test_a_call_postgresql_refuses_is_counted_by_subject_and_stops_nothing(pg: PgLedger) -> None:
+    """A forged llm.called with a NUL in its node name (text cannot hold it) must not stall the ledger on a
+    batch retried for ever: the rest of its batch is folded, it is counted by subject only."""
+    good, forged, later = llm_called(task="p1", cost="1"), llm_called(task="p1", node="a\x00b"), llm_called(task="p1")
+    assert pg.apply(messages([good, forged, later])) == 3
+    assert pg.position() == 3
+    assert (pg.query("p1")["calls"], pg.query("p1")["cost_usd"]) == (2, "1.1")
+    assert pg.query()["messages_by_subject"] == {"llm.called": 3}
+

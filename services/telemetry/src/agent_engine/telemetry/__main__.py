@@ -14,10 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from psycopg_pool import PoolTimeout
 
 from agent_engine.contracts.subjects import (
     STREAM,
@@ -96,9 +98,12 @@ async def main(stop: asyncio.Event) -> None:
             try:
                 dropped = await call(ledger.forget, tenant, ids)
                 break
-            except Exception as exc:  # noqa: BLE001  PostgreSQL away: the rows must still go
+            except (psycopg.OperationalError, PoolTimeout) as exc:  # PostgreSQL away: the rows must still go
                 log.warning("cannot drop tenant '%s' from the ledger yet (%s); retrying", tenant, describe(exc)[:200])
                 await asyncio.sleep(RETRY_S)
+            except Exception as exc:  # noqa: BLE001  a note PostgreSQL refuses: retrying cannot help
+                log.error("cannot drop tenant '%s' from the ledger: %s", tenant, describe(exc)[:200])
+                return
         log.info("tenant '%s' forgotten: dropped the ledger lines of %d task(s)", tenant, dropped)
 
     try:

@@ -58,12 +58,19 @@ def subject_kind(subject: str) -> str:
     return kind if known else "other"
 
 
+MAX_TOKENS = 2**40
+"""Tokens of one call, at most (of each kind): more is a forgery, which would overflow the sums of everyone."""
+
+
 def call_of(event: Envelope) -> LlmCalled | None:
     """The llm.called an event carries (None for another type); one that is not valid (say, a cost that is no
-    decimal) raises ValueError."""
+    decimal, or tokens out of range) raises ValueError."""
     if event.type != LlmCalled.TYPE:
         return None
     call = LlmCalled.model_validate(event.data)
+    for kind, tokens in call.usage.model_dump().items():
+        if not 0 <= tokens <= MAX_TOKENS:
+            raise ValueError(f"{kind} {tokens} is out of range (0 to {MAX_TOKENS})")
     if call.cost_usd != "unpriced":
         try:
             Decimal(call.cost_usd)

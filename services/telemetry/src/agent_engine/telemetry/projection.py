@@ -133,7 +133,19 @@ class PgLedger:
 
     def apply(self, batch: Sequence[Message]) -> int:
         """Fold `batch` and move the position to its last sequence, in one transaction. Messages at or before
-        the position (another replica's, or a redelivery) are passed over. Returns how many were folded."""
+        the position (another replica's, or a redelivery) are passed over. Returns how many were folded.
+        A batch PostgreSQL refuses for its data (a NUL in a string, a number out of range: a forgery) is
+        folded message by message, the one refused counted by subject only, so it cannot stop the ledger."""
+        try:
+            return self._apply(batch)
+        except psycopg.DataError as exc:
+            if len(batch) > 1:
+                return sum(self.apply([m]) for m in batch)
+            log.warning("skipped an llm.called on %s that PostgreSQL refuses: %s", batch[0].subject,
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return self._apply([Message(batch[0].sequence, batch[0].subject)])
+
+    def _apply(self, batch: Sequence[Message]) -> int:
         if not batch:
             return 0
         with self._conn() as conn, conn.transaction():
