@@ -109,6 +109,8 @@ async def main(stop: asyncio.Event) -> None:
     try:
         await bus.nc.subscribe(TENANT_FORGOTTEN, cb=on_forgotten)
         position = await resume(bus, ledger, call, stop)
+        if stop.is_set():
+            return
         if position:
             log.info("resuming from stream sequence %d", position + 1)
             start = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=position + 1)
