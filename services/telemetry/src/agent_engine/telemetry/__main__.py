@@ -148,6 +148,9 @@ async def resume(bus: Bus, ledger: Ledger | PgLedger, call: Call, stop: asyncio.
             info = await bus.js.stream_info(STREAM)
             stream = f"{STREAM} created {info.created.isoformat() if info.created else '?'}"
             position: int = await call(ledger.resume, stream, info.state.last_seq)
+            if position and info.state.first_seq > position + 1:
+                log.warning("stream sequences %d to %d left the stream (its retention) before the ledger folded "
+                            "them: their calls are not counted", position + 1, info.state.first_seq - 1)
             return position
         except Exception as exc:  # noqa: BLE001  PostgreSQL or JetStream not ready yet
             log.warning("cannot read the ledger's position yet (%s); retrying", describe(exc)[:200])
