@@ -110,7 +110,7 @@ def test_nats_and_postgres_have_their_own_health_probes() -> None:
 
 
 def test_every_service_starts_after_the_keyring_is_made_and_what_it_needs_is_healthy() -> None:
-    needs_postgres = {"router", "agent-runner", "tool-runner"}
+    needs_postgres = {"router", "agent-runner", "tool-runner", "telemetry"}
     for name in SERVICES:
         depends = services()[name]["depends_on"]
         expected = {"keyring": "service_completed_successfully", "nats": "service_healthy"}

@@ -190,7 +190,7 @@ def test_only_the_contracts_secrets_are_referenced_and_none_is_committed(
         assert not {f"agent-engine-{s}-nats" for s in SERVICES if s != name} & used, f"{name} mounts another's credential"
         assert ("agent-engine-master-key" in used) == (name == "router")
         assert ("agent-engine-provider" in used) == (name == "agent-runner")
-        assert ("agent-engine-postgres" in used) == (name in ("router", "agent-runner", "tool-runner"))
+        assert ("agent-engine-postgres" in used) == (name in ("router", "agent-runner", "tool-runner", "telemetry"))
 
 
 def test_the_secret_check_sees_every_kind_of_reference() -> None:
@@ -255,7 +255,8 @@ def expected_flows(postgres: str) -> set[tuple[str, str, str, str]]:
     for app in SERVICES:
         expected |= {(app, "egress", DNS, "53/UDP"), (app, "egress", DNS, "53/TCP"),
                      (app, "egress", NATS, "4222/TCP"), (app, "ingress", "anywhere", "8080/TCP")}
-    expected |= {(app, "egress", postgres, "5432/TCP") for app in ("router", "agent-runner", "tool-runner")}
+    expected |= {(app, "egress", postgres, "5432/TCP")
+                 for app in ("router", "agent-runner", "tool-runner", "telemetry")}
     expected.add(("agent-runner", "egress", PUBLIC, "443/TCP"))
     return expected
 
@@ -338,7 +339,7 @@ def test_production_is_highly_available(rendered: dict[str, list[Obj]]) -> None:
         assert "replicas" not in deployments[name]["spec"], name
         assert scaled[name]["spec"]["minReplicaCount"] >= 2
         assert budgets[name]["spec"] == {"minAvailable": 1, "selector": budgets[name]["spec"]["selector"]}
-    assert deployments["telemetry"]["spec"]["replicas"] == 1  # it rebuilds its ledger in memory
+    assert deployments["telemetry"]["spec"]["replicas"] == 1  # a second would fold the same stream in turns
     assert budgets["telemetry"]["spec"]["maxUnavailable"] == 1  # minAvailable 1 would block node drains
     for name, deployment in deployments.items():
         spec = deployment["spec"]["template"]["spec"]

@@ -174,3 +174,14 @@ def test_a_forgotten_tenants_task_lines_go_and_read_as_erased() -> None:
     assert ledger.query("b", "gone")["erased"] is True and "nodes" not in ledger.query("b", "gone")
     assert ledger.query("c")["calls"] == 1  # another tenant's line stays
     assert ledger.query(tenant="gone")["calls"] == 2  # totals name no task, and keep their sums
+
+
+def test_tokens_out_of_range_are_refused() -> None:
+    """A forged count beyond any call's would overflow the sums of every tenant (in PostgreSQL, bigint)."""
+    for usage in (Usage(input_tokens=10**30), Usage(output_tokens=-1)):
+        try:
+            Ledger().observe(llm_called(usage=usage))
+        except ValueError as exc:
+            assert "out of range" in str(exc)
+        else:
+            raise AssertionError(f"{usage} was folded")

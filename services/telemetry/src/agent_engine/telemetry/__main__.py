@@ -1,6 +1,9 @@
 """`python -m agent_engine.telemetry`: folds every event subject into the ledger; answers ledger queries.
 
-The ledger is rebuilt from the stream at every start (an ordered consumer from the first message).
+With AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) the ledger is a projection in PostgreSQL (projection.py): an
+ordered consumer starts after the stream sequence the ledger has reached, and each batch is written with its new
+sequence in one transaction. Without it the ledger is kept in memory and rebuilt from the first message at every
+start, with a warning: enough for `python -m agent_engine.telemetry` on a laptop, not for a deployment.
 """
 
 from __future__ import annotations
@@ -8,41 +11,76 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import psycopg
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from psycopg_pool import PoolTimeout
 
-from agent_engine.contracts.subjects import STREAM_SUBJECTS, TELEMETRY_RPC, TENANT_FORGOTTEN, rpc_listen, rpc_scope
+from agent_engine.contracts.subjects import (
+    STREAM,
+    STREAM_SUBJECTS,
+    TELEMETRY_RPC,
+    TENANT_FORGOTTEN,
+    rpc_listen,
+    rpc_scope,
+)
 from agent_engine.runtime import health, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
-from agent_engine.runtime.settings import Settings
-from agent_engine.telemetry.ledger import Ledger
+from agent_engine.runtime.settings import Settings, env_int
+from agent_engine.telemetry.ledger import Ledger, Message, call_of
+from agent_engine.telemetry.projection import PgLedger
 
 log = logging.getLogger("telemetry")
+
+BATCH = 500
+"""Messages folded per transaction at most (AE_LEDGER_BATCH)."""
+RETRY_S = 1.0
+
+
+def message_of(msg: Msg) -> Message:
+    """What the ledger keeps of a stream message: only llm.called is parsed (parsing every event costs CPU);
+    one that cannot be read is counted by subject and skipped, as the stream keeps it."""
+    sequence = msg.metadata.sequence.stream
+    if not msg.subject.endswith(".llm.called"):
+        return Message(sequence, msg.subject)
+    try:
+        event = read(msg)  # an event on another tenant's (or type's) subject is refused too
+        return Message(sequence, msg.subject, event, call_of(event))
+    except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
+        log.warning("skipped an llm.called on %s: %s", msg.subject, describe(exc)[:300])
+        return Message(sequence, msg.subject)
 
 
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     bus = await Bus.open(settings.nats_url, "telemetry")
-    ledger = Ledger()
-
-    async def on_event(msg: Msg) -> None:
-        ledger.count(msg.subject)
-        if not msg.subject.endswith(".llm.called"):
-            return  # only usage is parsed: the ledger needs nothing else, and parsing all costs CPU
-        try:
-            ledger.observe(read(msg))  # an event on another tenant's (or type's) subject is refused too
-        except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
-            log.warning("skipped an llm.called on %s: %s", msg.subject, describe(exc)[:300])
+    ledger: Ledger | PgLedger
+    if settings.postgres_url:
+        ledger = PgLedger(settings.postgres_url)
+        health.PROCESS.add("postgres", health.postgres(settings.postgres_url))
+    else:
+        log.warning("AE_POSTGRES_URL is not set: the ledger is kept in memory, read from the whole stream at every "
+                    "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
+        ledger = Ledger()
+    call = caller(ledger)
 
     async def on_query(msg: Msg) -> None:
         query, problem = read_query(msg.data, task_required=False)
         scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
         if action != "ledger":
             problem = f"unknown telemetry query '{action}'; known: ledger"
-        reply = {"error": problem} if problem else ledger.query(query.get("task_id"), scope or query.get("tenant"))
+        try:
+            reply = {"error": problem} if problem else await call(
+                ledger.query, query.get("task_id"), scope or query.get("tenant"))
+        except Exception as exc:  # noqa: BLE001  PostgreSQL away: the asker hears it
+            reply = {"error": f"the ledger cannot be read now: {describe(exc)[:200]}"}
         try:
             await answer_query(msg, reply, bus.nc.max_payload, scope)
         except Exception as exc:  # noqa: BLE001  the asker has gone, or the bus: nothing to do
@@ -55,19 +93,99 @@ async def main(stop: asyncio.Event) -> None:
         except (ValueError, KeyError, TypeError, RecursionError):
             log.warning("ignored a malformed note on %s", msg.subject)
             return
-        dropped = ledger.forget(tenant, [str(t) for t in task_ids] if isinstance(task_ids, list) else None)
+        ids = [str(t) for t in task_ids] if isinstance(task_ids, list) else None
+        while True:
+            try:
+                dropped = await call(ledger.forget, tenant, ids)
+                break
+            except (psycopg.OperationalError, PoolTimeout) as exc:  # PostgreSQL away: the rows must still go
+                log.warning("cannot drop tenant '%s' from the ledger yet (%s); retrying", tenant, describe(exc)[:200])
+                await asyncio.sleep(RETRY_S)
+            except Exception as exc:  # noqa: BLE001  a note PostgreSQL refuses: retrying cannot help
+                log.error("cannot drop tenant '%s' from the ledger: %s", tenant, describe(exc)[:200])
+                return
         log.info("tenant '%s' forgotten: dropped the ledger lines of %d task(s)", tenant, dropped)
 
     try:
         await bus.nc.subscribe(TENANT_FORGOTTEN, cb=on_forgotten)
-        await bus.js.subscribe(STREAM_SUBJECTS[0], cb=on_event, ordered_consumer=True,
-                               deliver_policy=DeliverPolicy.ALL)
+        position = await resume(bus, ledger, call, stop)
+        if stop.is_set():
+            return
+        if position:
+            log.info("resuming from stream sequence %d", position + 1)
+            start = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=position + 1)
+        else:
+            log.info("reading the stream from its first message")
+            start = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        sub = await bus.js.subscribe(STREAM_SUBJECTS[0], stream=STREAM, config=start, ordered_consumer=True)
         for subject in rpc_listen(TELEMETRY_RPC):
             await bus.nc.subscribe(subject, cb=on_query)
         health.PROCESS.serving = True
-        await stop.wait()
+        await fold(sub, ledger, call, stop, env_int("AE_LEDGER_BATCH", BATCH))
     finally:
         await bus.close()
+        await asyncio.to_thread(ledger.close)
+
+
+Call = Callable[..., Awaitable[Any]]
+
+
+def caller(ledger: Ledger | PgLedger) -> Call:
+    """How to call the ledger: the in-memory one on the event loop, PostgreSQL in a thread (it blocks)."""
+
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        if isinstance(ledger, Ledger):
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    return call
+
+
+async def resume(bus: Bus, ledger: Ledger | PgLedger, call: Call, stop: asyncio.Event) -> int:
+    """The sequence the ledger has reached on this stream (0: none), retried while PostgreSQL is away."""
+    while not stop.is_set():
+        try:
+            info = await bus.js.stream_info(STREAM)
+            stream = f"{STREAM} created {info.created.isoformat() if info.created else '?'}"
+            position: int = await call(ledger.resume, stream, info.state.last_seq)
+            if position and info.state.first_seq > position + 1:
+                log.warning("stream sequences %d to %d left the stream (its retention) before the ledger folded "
+                            "them: their calls are not counted", position + 1, info.state.first_seq - 1)
+            return position
+        except Exception as exc:  # noqa: BLE001  PostgreSQL or JetStream not ready yet
+            log.warning("cannot read the ledger's position yet (%s); retrying", describe(exc)[:200])
+            await asyncio.sleep(RETRY_S)
+    return 0
+
+
+async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger, call: Call, stop: asyncio.Event,
+               batch_size: int) -> None:
+    """Take what the consumer delivers in batches and fold each in one transaction, retrying one that fails
+    (PostgreSQL away) until it is written: nothing is skipped, and flow control holds the server back meanwhile."""
+    read_since_start, caught_up = 0, False
+    while not stop.is_set():
+        batch: list[Message] = []
+        try:
+            batch.append(message_of(await sub.next_msg(timeout=1.0)))
+            while len(batch) < batch_size:
+                batch.append(message_of(await sub.next_msg(timeout=0.05)))
+        except (TimeoutError, NatsTimeoutError):
+            pass
+        if not batch:
+            if not caught_up:
+                caught_up = True
+                log.info("caught up: %d message(s) read since start", read_since_start)
+            continue
+        read_since_start += len(batch)
+        while True:
+            try:
+                await call(ledger.apply, batch)
+                break
+            except Exception as exc:  # noqa: BLE001  PostgreSQL away: keep the batch and try again
+                log.warning("cannot write %d message(s) to the ledger (%s); retrying", len(batch), describe(exc)[:200])
+                await asyncio.sleep(RETRY_S)
+                if stop.is_set():
+                    return
 
 
 if __name__ == "__main__":

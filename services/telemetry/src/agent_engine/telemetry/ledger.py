@@ -39,6 +39,46 @@ class Line:
         return {**self.__dict__, "cost_usd": str(self.cost_usd)}
 
 
+@dataclass(frozen=True)
+class Message:
+    """One stream message as a ledger needs it: its stream sequence, its subject, and the llm.called it carries
+    (None for any other message, which is only counted by subject)."""
+
+    sequence: int
+    subject: str
+    event: Envelope | None = None
+    call: LlmCalled | None = None
+
+
+def subject_kind(subject: str) -> str:
+    """A message's subject type (`ae.<tenant>.<type>`); a subject no event type has is `other`, so what any
+    client publishes cannot grow the table without bound."""
+    kind = subject.split(".", 2)[-1]
+    known = kind in EVENT_TYPES or kind.removeprefix("node.dispatched.") in ("agent", "tool")
+    return kind if known else "other"
+
+
+MAX_TOKENS = 2**40
+"""Tokens of one call, at most (of each kind): more is a forgery, which would overflow the sums of everyone."""
+
+
+def call_of(event: Envelope) -> LlmCalled | None:
+    """The llm.called an event carries (None for another type); one that is not valid (say, a cost that is no
+    decimal, or tokens out of range) raises ValueError."""
+    if event.type != LlmCalled.TYPE:
+        return None
+    call = LlmCalled.model_validate(event.data)
+    for kind, tokens in call.usage.model_dump().items():
+        if not 0 <= tokens <= MAX_TOKENS:
+            raise ValueError(f"{kind} {tokens} is out of range (0 to {MAX_TOKENS})")
+    if call.cost_usd != "unpriced":
+        try:
+            Decimal(call.cost_usd)
+        except InvalidOperation:
+            raise ValueError(f"cost_usd {call.cost_usd[:40]!r} is not a decimal") from None
+    return call
+
+
 TaskKey = tuple[str, str]
 """(tenant, task id): a task's lines are its tenant's, so another tenant's event naming the same task id
 (a forgery) is counted apart and never shows in the owner's line."""
@@ -61,6 +101,8 @@ class Ledger:
     """Every message seen per subject type (`ae.<tenant>.<type>`), redeliveries included; no parsing."""
     erased: set[TaskKey] = field(default_factory=set)
     """Tasks whose tenant or data subject was forgotten while this process ran: their lines are gone."""
+    position: int = 0
+    """The last stream sequence folded (apply); in memory, so every start reads the stream from the first."""
 
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
@@ -79,23 +121,32 @@ class Ledger:
         return set(self.by_task) | set(self.calls)
 
     def count(self, subject: str) -> None:
-        """Count a message by its subject's type; a subject no event type has counts as `other`, so what any
-        client publishes cannot grow this table without bound."""
-        kind = subject.split(".", 2)[-1]
-        known = kind in EVENT_TYPES or kind.removeprefix("node.dispatched.") in ("agent", "tool")
-        self.messages_by_subject[kind if known else "other"] += 1
+        """Count a message by its subject's type (subject_kind)."""
+        self.messages_by_subject[subject_kind(subject)] += 1
+
+    def resume(self, stream: str, last_sequence: int) -> int:
+        return self.position
+
+    def apply(self, batch: list[Message]) -> int:
+        """Fold a batch of stream messages (those after `position`); how many were folded."""
+        fresh = [m for m in batch if m.sequence > self.position]
+        for m in fresh:
+            self.count(m.subject)
+            if m.event is not None:
+                self.observe(m.event)
+        if fresh:
+            self.position = max(m.sequence for m in fresh)
+        return len(fresh)
+
+    def close(self) -> None:
+        pass
 
     def observe(self, event: Envelope) -> None:
         """Fold one event; an llm.called that is not valid (say, a cost that is no decimal) raises and
         changes nothing."""
         if event.id in self.seen:
             return
-        call = LlmCalled.model_validate(event.data) if event.type == LlmCalled.TYPE else None
-        if call is not None and call.cost_usd != "unpriced":
-            try:
-                Decimal(call.cost_usd)
-            except InvalidOperation:
-                raise ValueError(f"cost_usd {call.cost_usd[:40]!r} is not a decimal") from None
+        call = call_of(event)
         self.seen.add(event.id)
         self.events_by_type[event.type] += 1
         if call is None:
@@ -107,10 +158,14 @@ class Ledger:
                            (self.by_day, event.time.date().isoformat())):
             table[key].add(call)
         self.by_node[(task, call.node)].add(call)
-        self.calls[task].append({
-            "event_id": event.id, "time": event.time.isoformat(), "node": call.node, "provider": call.provider,
-            "model": call.model, "usage": call.usage.model_dump(), "cost_usd": call.cost_usd,
-            "price_table": call.price_table, "repair": call.repair, "turn": call.turn, "outcome": call.outcome})
+        self.calls[task].append(self.entry(event, call))
+
+    @staticmethod
+    def entry(event: Envelope, call: LlmCalled) -> dict[str, Any]:
+        """A call as the task line's call log shows it."""
+        return {"event_id": event.id, "time": event.time.isoformat(), "node": call.node, "provider": call.provider,
+                "model": call.model, "usage": call.usage.model_dump(), "cost_usd": call.cost_usd,
+                "price_table": call.price_table, "repair": call.repair, "turn": call.turn, "outcome": call.outcome}
 
     def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
         if task_id:

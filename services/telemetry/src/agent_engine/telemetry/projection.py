@@ -1,0 +1,269 @@
+"""The ledger as a PostgreSQL projection: every batch of stream messages and the stream sequence it reaches are
+written in one transaction, so a crash never counts a message twice nor skips one, and a restart resumes after
+that sequence instead of re-reading the stream. Each llm.called is kept once by its event id (a second copy,
+or a re-read after the position was lost, adds nothing). Nothing of the history is held in memory: queries are
+answered from the tables.
+
+Tables (prefix `ae_ledger`, created at start under an advisory lock, as memory does):
+`_position` the stream (its name and creation time) and the last sequence folded; `_events` the ids of the
+llm.called events counted; `_calls` one row per call (the task lines, node lines and call log); `_totals` the
+sums by tenant, model and day (which name no task, and so stay when a tenant is forgotten); `_counts` events by
+type and messages by subject type; `_erased` the tasks whose lines were dropped by a forget.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.events import LlmCalled
+from agent_engine.telemetry.ledger import Ledger, Line, Message, subject_kind
+
+log = logging.getLogger("telemetry")
+
+PREFIX = "ae_ledger"
+LINE_SUMS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+             "unpriced_calls", "mock_calls")
+
+
+def schema(p: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {p}_position (
+    id int PRIMARY KEY CHECK (id = 1),
+    stream text NOT NULL,
+    sequence bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}_events (event_id text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS {p}_calls (
+    event_id text PRIMARY KEY,
+    tenant text NOT NULL,
+    task_id text NOT NULL,
+    sequence bigint NOT NULL,
+    node text NOT NULL,
+    input_tokens bigint NOT NULL,
+    output_tokens bigint NOT NULL,
+    cache_read_tokens bigint NOT NULL,
+    cache_write_tokens bigint NOT NULL,
+    cost_usd numeric NOT NULL,
+    unpriced boolean NOT NULL,
+    mock boolean NOT NULL,
+    entry jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}_calls_task ON {p}_calls (tenant, task_id, sequence);
+CREATE INDEX IF NOT EXISTS {p}_calls_task_id ON {p}_calls (task_id);
+CREATE TABLE IF NOT EXISTS {p}_totals (
+    kind text NOT NULL,
+    key text NOT NULL,
+    calls bigint NOT NULL DEFAULT 0,
+    input_tokens bigint NOT NULL DEFAULT 0,
+    output_tokens bigint NOT NULL DEFAULT 0,
+    cache_read_tokens bigint NOT NULL DEFAULT 0,
+    cache_write_tokens bigint NOT NULL DEFAULT 0,
+    cost_usd numeric NOT NULL DEFAULT 0,
+    unpriced_calls bigint NOT NULL DEFAULT 0,
+    mock_calls bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS {p}_counts (
+    kind text NOT NULL,
+    key text NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS {p}_erased (
+    tenant text NOT NULL,
+    task_id text NOT NULL,
+    PRIMARY KEY (tenant, task_id)
+);
+"""
+
+
+class PgLedger:
+    def __init__(self, url: str, prefix: str = PREFIX, *, max_connections: int = 3) -> None:
+        self.p = prefix
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url, min_size=1, max_size=max_connections, open=True, name="ledger",
+            kwargs={"autocommit": True, "connect_timeout": 5}, check=ConnectionPool.check_connection)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection(timeout=30) as conn:
+            if not self._schema_ready:
+                with self._schema_lock, conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.p} schema",))
+                    conn.execute(schema(self.p))
+                    self._schema_ready = True
+            yield conn
+
+    def resume(self, stream: str, last_sequence: int) -> int:
+        """The sequence to resume after, for the stream `stream` (its name and creation time) whose last message
+        is `last_sequence`. A position of another stream (recreated since), or beyond its end, starts again from
+        the first message: the event ids keep every call counted once."""
+        with self._conn() as conn, conn.transaction():
+            row = conn.execute(f"SELECT stream, sequence FROM {self.p}_position WHERE id = 1 FOR UPDATE").fetchone()
+            if row is not None and row[0] == stream and int(row[1]) <= last_sequence:
+                return int(row[1])
+            if row is not None:
+                log.warning("the ledger's position (%s, sequence %d) is not of this stream (%s, last sequence %d): "
+                            "reading it from the start; calls already counted are not counted again",
+                            row[0], row[1], stream, last_sequence)
+            conn.execute(f"INSERT INTO {self.p}_position (id, stream, sequence) VALUES (1, %s, 0) "
+                         "ON CONFLICT (id) DO UPDATE SET stream = excluded.stream, sequence = 0", (stream,))
+            return 0
+
+    def position(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute(f"SELECT sequence FROM {self.p}_position WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def apply(self, batch: Sequence[Message]) -> int:
+        """Fold `batch` and move the position to its last sequence, in one transaction. Messages at or before
+        the position (another replica's, or a redelivery) are passed over. Returns how many were folded.
+        A batch PostgreSQL refuses for its data (a NUL in a string, a number out of range: a forgery) is
+        folded message by message, the one refused counted by subject only, so it cannot stop the ledger."""
+        try:
+            return self._apply(batch)
+        except psycopg.DataError as exc:
+            if len(batch) > 1:
+                return sum(self.apply([m]) for m in batch)
+            log.warning("skipped an llm.called on %s that PostgreSQL refuses: %s", batch[0].subject,
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return self._apply([Message(batch[0].sequence, batch[0].subject)])
+
+    def _apply(self, batch: Sequence[Message]) -> int:
+        if not batch:
+            return 0
+        with self._conn() as conn, conn.transaction():
+            row = conn.execute(f"SELECT sequence FROM {self.p}_position WHERE id = 1 FOR UPDATE").fetchone()
+            if row is None:
+                raise RuntimeError("the ledger has no position: resume() first")
+            fresh = [m for m in batch if m.sequence > int(row[0])]
+            counts: Counter[tuple[str, str]] = Counter(("subject", subject_kind(m.subject)) for m in fresh)
+            for m in fresh:
+                if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call):
+                    counts[("event", m.event.type)] += 1
+            if counts:
+                conn.cursor().executemany(
+                    f"INSERT INTO {self.p}_counts (kind, key, n) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (kind, key) DO UPDATE SET n = {0}_counts.n + excluded.n".format(self.p),
+                    [(kind, key, n) for (kind, key), n in counts.items()])
+            if fresh:
+                conn.execute(f"UPDATE {self.p}_position SET sequence = %s WHERE id = 1",
+                             (max(m.sequence for m in fresh),))
+        return len(fresh)
+
+    def _insert(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope, call: LlmCalled) -> bool:
+        new = conn.execute(f"INSERT INTO {self.p}_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                           (event.id,)).rowcount
+        if new != 1:
+            return False
+        unpriced = call.cost_usd == "unpriced"
+        cost = Decimal(0) if unpriced else Decimal(call.cost_usd)
+        u = call.usage
+        conn.execute(
+            f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
+            "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
+             u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock",
+             Jsonb(Ledger.entry(event, call))))
+        line = (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, cost, int(unpriced),
+                int(call.provider == "mock"))
+        sets = ", ".join(f"{c} = {self.p}_totals.{c} + excluded.{c}" for c in LINE_SUMS)
+        conn.cursor().executemany(
+            f"INSERT INTO {self.p}_totals (kind, key, {', '.join(LINE_SUMS)}) "
+            f"VALUES (%s, %s, {', '.join(['%s'] * len(LINE_SUMS))}) ON CONFLICT (kind, key) DO UPDATE SET {sets}",
+            [(kind, key, *line) for kind, key in (("tenant", event.tenant), ("model", f"{call.provider}/{call.model}"),
+                                                  ("day", event.time.date().isoformat()))])
+        return True
+
+    def forget(self, tenant: str, task_ids: list[str] | None) -> int:
+        """Drop the per-task lines and call logs of the tenant (or of `task_ids` of it), remembering the tasks
+        as erased; totals by tenant, model and day keep their sums. Then rewrite the calls table (VACUUM FULL)
+        so no deleted line stays in its files. Returns how many tasks were dropped."""
+        with self._conn() as conn:
+            with conn.transaction():
+                params: list[Any]
+                where, params = "tenant = %s", [tenant]
+                if task_ids is not None:
+                    where, params = "tenant = %s AND task_id = ANY(%s)", [tenant, task_ids]
+                rows = conn.execute(f"DELETE FROM {self.p}_calls WHERE {where} RETURNING task_id", params).fetchall()
+                gone = sorted({str(r[0]) for r in rows})
+                conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
+                                          "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
+            if gone:
+                conn.execute(f"VACUUM FULL {self.p}_calls")
+        return len(gone)
+
+    def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+        """The same answers as the in-memory Ledger's."""
+        with self._conn() as conn:
+            if task_id:
+                return self._task_line(conn, task_id, tenant)
+            if tenant:
+                return {"tenant": tenant, **self._total(conn, "tenant", tenant)}
+            totals: dict[str, dict[str, Any]] = {"tenant": {}, "model": {}, "day": {}}
+            for row in conn.execute(f"SELECT kind, key, {', '.join(LINE_SUMS)} FROM {self.p}_totals "
+                                    "ORDER BY kind, key").fetchall():
+                totals[row[0]][row[1]] = _line(row[2:])
+            counts: dict[str, dict[str, int]] = {"event": {}, "subject": {}}
+            for kind, key, n in conn.execute(f"SELECT kind, key, n FROM {self.p}_counts ORDER BY kind, key"):
+                counts[kind][key] = int(n)
+        return {"tenants": totals["tenant"], "models": totals["model"], "days": totals["day"],
+                "events_by_type": counts["event"], "messages_by_subject": counts["subject"]}
+
+    def _total(self, conn: psycopg.Connection[Any], kind: str, key: str) -> dict[str, Any]:
+        row = conn.execute(f"SELECT {', '.join(LINE_SUMS)} FROM {self.p}_totals WHERE kind = %s AND key = %s",
+                           (kind, key)).fetchone()
+        return _line(row) if row else Line().as_json()
+
+    def _task_line(self, conn: psycopg.Connection[Any], task_id: str, tenant: str | None) -> dict[str, Any]:
+        if tenant is None:
+            claimed = [str(r[0]) for r in conn.execute(
+                f"SELECT DISTINCT tenant FROM {self.p}_calls WHERE task_id = %s ORDER BY tenant", (task_id,))]
+            if len(claimed) > 1:
+                return {"error": f"task '{task_id}' has calls under several tenants ({', '.join(claimed)}); "
+                                 "ask with the task's tenant"}
+            if claimed:
+                tenant = claimed[0]
+            else:
+                row = conn.execute(f"SELECT tenant FROM {self.p}_erased WHERE task_id = %s ORDER BY tenant LIMIT 1",
+                                   (task_id,)).fetchone()
+                tenant = str(row[0]) if row else ""
+        sums = ("count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+                "coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0), "
+                "coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE unpriced), count(*) FILTER (WHERE mock)")
+        where = "tenant = %s AND task_id = %s"
+        total = conn.execute(f"SELECT {sums} FROM {self.p}_calls WHERE {where}", (tenant, task_id)).fetchone()
+        if total is None or int(total[0]) == 0:
+            erased = conn.execute(f"SELECT 1 FROM {self.p}_erased WHERE {where}", (tenant, task_id)).fetchone()
+            if erased:
+                return {"error": f"task '{task_id}' was erased: its tenant or data subject was forgotten",
+                        "erased": True, "task_id": task_id}
+            return {"task_id": task_id, **Line().as_json(), "nodes": {}, "call_log": []}
+        nodes = {str(r[0]): _line(r[1:]) for r in conn.execute(
+            f"SELECT node, {sums} FROM {self.p}_calls WHERE {where} GROUP BY node ORDER BY min(sequence)",
+            (tenant, task_id))}
+        log_rows = conn.execute(f"SELECT entry FROM {self.p}_calls WHERE {where} ORDER BY sequence",
+                                (tenant, task_id)).fetchall()
+        return {"task_id": task_id, **_line(total), "nodes": nodes, "call_log": [r[0] for r in log_rows]}
+
+
+def _line(row: Sequence[Any]) -> dict[str, Any]:
+    values = dict(zip(LINE_SUMS, row, strict=True))
+    return {k: str(v) if k == "cost_usd" else int(v) for k, v in values.items()}

@@ -1,0 +1,189 @@
+"""The ledger in PostgreSQL answers as the in-memory one does; a batch and its position are written together, so
+a crash or a lost position never counts a call twice; a forgotten tenant's lines go."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+import psycopg
+import pytest
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.events import LlmCalled, Usage
+from agent_engine.contracts.subjects import subject_for
+from agent_engine.telemetry.ledger import Ledger, Message, call_of
+from agent_engine.telemetry.projection import PgLedger
+
+pytestmark = pytest.mark.integration
+STREAM = "AE_EVENTS created test"
+_ids = count(1)
+
+
+def llm_called(*, task: str = "t1", tenant: str = "acme", provider: str = "anthropic",
+               model: str = "claude-sonnet-4-5", cost: str = "0.1", day: int = 1, event_id: str | None = None,
+               usage: Usage | None = None, node: str = "n") -> Envelope:
+    """As test_ledger's (a test module cannot import another under --import-mode=importlib)."""
+    data = LlmCalled(dispatch_id="d", node=node, provider=provider, model=model, cost_usd=cost,
+                     usage=usage or Usage(input_tokens=100, output_tokens=10, cache_read_tokens=40,
+                                          cache_write_tokens=5))
+    return Envelope(id=event_id or f"p{next(_ids)}-{uuid.uuid4().hex[:8]}", source="agent-engine/agent-runner",
+                    type=LlmCalled.TYPE, time=datetime(2026, 3, day, 12, tzinfo=UTC), tenant=tenant, task_id=task,
+                    correlation_id=task, data=data.model_dump(mode="json"))
+
+
+def other(event_type: str, task: str = "t1") -> Envelope:
+    return Envelope(id=f"p{next(_ids)}", source="x", type=event_type, time=datetime(2026, 3, 1, tzinfo=UTC),
+                    tenant="acme", task_id=task, correlation_id=task, data={})
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[PgLedger]:
+    """A ledger in tables of its own (a unique prefix), so tests sharing the server keep apart."""
+    ledger = PgLedger(postgres_url, f"ae_ledger_t{uuid.uuid4().hex[:8]}")
+    ledger.resume(STREAM, 0)
+    yield ledger
+    ledger.close()
+
+
+def messages(events: list[Envelope], first: int = 1) -> list[Message]:
+    """As telemetry reads the stream: only an llm.called is parsed; any other message is counted by subject."""
+    return [Message(first + i, subject_for(e), e, call_of(e)) if e.type == LlmCalled.TYPE
+            else Message(first + i, subject_for(e)) for i, e in enumerate(events)]
+
+
+def history(n: int, seed: int = 7) -> list[Envelope]:
+    """Calls of three tenants, several tasks, nodes, models and days; some unpriced, some mock, some
+    duplicates (a republished event), and other events between them."""
+    rnd = random.Random(seed)
+    events: list[Envelope] = []
+    for i in range(n):
+        if rnd.random() < 0.2:
+            events.append(other("node.completed", task=f"task{rnd.randrange(6)}"))
+            continue
+        if events and rnd.random() < 0.05:
+            events.append(events[rnd.randrange(len(events))])  # the same event id again
+            continue
+        provider = rnd.choice(["anthropic", "anthropic", "mock"])
+        events.append(llm_called(
+            task=f"task{rnd.randrange(6)}", tenant=rnd.choice(["acme", "globex", "initech"]), provider=provider,
+            model=rnd.choice(["claude-sonnet-4-5", "claude-haiku-4-5"]), day=1 + rnd.randrange(3),
+            node=rnd.choice(["draft", "review"]), event_id=f"ev{uuid.uuid4().hex[:10]}-{i}",
+            cost="0" if provider == "mock" else rnd.choice(["0.000003", "0.1", "0.25", "1.5", "unpriced"]),
+            usage=Usage(input_tokens=rnd.randrange(1000), output_tokens=rnd.randrange(100),
+                        cache_read_tokens=rnd.randrange(50), cache_write_tokens=rnd.randrange(5))))
+    return events
+
+
+def answers(ledger: Ledger | PgLedger, events: list[Envelope]) -> dict[str, Any]:
+    tasks = sorted({(e.tenant, e.task_id) for e in events})
+    return {"all": ledger.query(),
+            **{f"tenant {t}": ledger.query(tenant=t) for t in sorted({e.tenant for e in events})},
+            **{f"task {k}": ledger.query(k[1], k[0]) for k in tasks},
+            **{f"task {k[1]} unscoped": ledger.query(k[1]) for k in tasks}}
+
+
+def in_memory(events: list[Envelope]) -> Ledger:
+    ledger = Ledger()
+    ledger.apply(messages(events))
+    return ledger
+
+
+def test_answers_equal_the_in_memory_ledgers(pg: PgLedger) -> None:
+    events = history(400)
+    for start in range(0, len(events), 37):  # batches of any size
+        pg.apply(messages(events[start:start + 37], first=start + 1))
+    assert answers(pg, events) == answers(in_memory(events), events)
+    assert pg.position() == len(events)
+
+
+def test_exact_to_the_cent_and_the_empty_lines(pg: PgLedger) -> None:
+    pg.apply(messages([llm_called(task="t1", cost="0.1"), llm_called(task="t1", cost="0.2"),
+                       *(llm_called(task="t2", cost="0.000003") for _ in range(1000))]))
+    assert pg.query("t1")["cost_usd"] == "0.3"
+    assert pg.query("t2")["cost_usd"] == "0.003000"
+    assert pg.query("nope") == Ledger().query("nope")
+    assert pg.query(tenant="nobody") == Ledger().query(tenant="nobody")
+
+
+def test_a_batch_already_folded_is_passed_over(pg: PgLedger) -> None:
+    """A redelivery after a reconnect, or another replica's batch: at or before the position, nothing counts."""
+    batch = messages(history(50))
+    assert pg.apply(batch) == 50
+    before = pg.query()
+    assert pg.apply(batch) == 0
+    assert pg.apply(batch[40:]) == 0
+    assert pg.query() == before
+
+
+def test_a_lost_position_never_counts_a_call_twice(pg: PgLedger) -> None:
+    """Re-reading from the first message (a position of another stream): each call is kept once by its id."""
+    events = history(120)
+    pg.apply(messages(events))
+    calls = pg.query()["tenants"]
+    assert pg.resume("AE_EVENTS created later", 120) == 0  # another stream: from its start
+    pg.apply(messages(events))
+    assert pg.query()["tenants"] == calls
+    assert answers(pg, events)["task ('acme', 'task1')"] == answers(in_memory(events), events)["task ('acme', 'task1')"]
+
+
+def test_a_position_beyond_the_streams_end_starts_again(pg: PgLedger) -> None:
+    pg.apply(messages(history(30)))
+    assert pg.resume(STREAM, 30) == 30
+    assert pg.resume(STREAM, 10) == 0
+
+
+def test_a_failed_batch_changes_nothing_neither_lines_nor_position(pg: PgLedger, postgres_url: str) -> None:
+    """A crash between the ledger's rows and the position cannot happen: they are one transaction."""
+    events = history(60)
+    pg.apply(messages(events[:30]))
+    before, position = pg.query(), pg.position()
+    broken = messages(events[30:])
+    broken.append(Message(999, "ae.acme.llm.called", events[1], None))  # folds nothing...
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # ...but the table it would need is gone
+        conn.execute(f"ALTER TABLE {pg.p}_counts RENAME TO {pg.p}_counts_away")
+        try:
+            with pytest.raises(psycopg.Error):
+                pg.apply(broken)
+        finally:
+            conn.execute(f"ALTER TABLE {pg.p}_counts_away RENAME TO {pg.p}_counts")
+    assert (pg.query(), pg.position()) == (before, position)
+    pg.apply(messages(events[30:], first=31))
+    assert answers(pg, events) == answers(in_memory(events), events)
+
+
+def test_a_forgotten_tenants_task_lines_go_and_read_as_erased(pg: PgLedger, postgres_url: str) -> None:
+    pg.apply(messages([llm_called(task="a", tenant="gone"), llm_called(task="b", tenant="gone"),
+                       llm_called(task="c", tenant="kept")]))
+    assert pg.forget("gone", ["a"]) == 1  # one data subject's task
+    assert pg.query("a")["erased"] is True and pg.query("b")["calls"] == 1
+    assert pg.forget("gone", None) == 1  # then the whole tenant
+    assert pg.query("b", "gone")["erased"] is True and "nodes" not in pg.query("b", "gone")
+    assert pg.query("c")["calls"] == 1  # another tenant's line stays
+    assert pg.query(tenant="gone")["calls"] == 2  # totals name no task, and keep their sums
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {pg.p}_calls WHERE tenant = 'gone'").fetchone()
+    assert rows == (0,)
+
+
+def test_another_tenants_call_naming_a_task_id_never_shows_in_its_owners_line(pg: PgLedger) -> None:
+    pg.apply(messages([llm_called(task="t-v", tenant="victim", cost="1"),
+                       llm_called(task="t-v", tenant="intruder", cost="1000")]))
+    assert pg.query("t-v", "victim")["cost_usd"] == "1"
+    assert pg.query("t-v", "intruder")["cost_usd"] == "1000"
+    assert "several tenants (intruder, victim)" in pg.query("t-v")["error"]
+
+
+def test_a_call_postgresql_refuses_is_counted_by_subject_and_stops_nothing(pg: PgLedger) -> None:
+    """A forged llm.called with a NUL in its node name (text cannot hold it) must not stall the ledger on a
+    batch retried for ever: the rest of its batch is folded, it is counted by subject only."""
+    good, forged, later = llm_called(task="p1", cost="1"), llm_called(task="p1", node="a\x00b"), llm_called(task="p1")
+    assert pg.apply(messages([good, forged, later])) == 3
+    assert pg.position() == 3
+    assert (pg.query("p1")["calls"], pg.query("p1")["cost_usd"]) == (2, "1.1")
+    assert pg.query()["messages_by_subject"] == {"llm.called": 3}
+
