@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from itertools import count
 from typing import Any
 
 import psycopg
@@ -18,27 +16,10 @@ from agent_engine.contracts.events import LlmCalled, Usage
 from agent_engine.contracts.subjects import subject_for
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
+from agent_engine.testkit.events import llm_called, other
 
 pytestmark = pytest.mark.integration
 STREAM = "AE_EVENTS created test"
-_ids = count(1)
-
-
-def llm_called(*, task: str = "t1", tenant: str = "acme", provider: str = "anthropic",
-               model: str = "claude-sonnet-4-5", cost: str = "0.1", day: int = 1, event_id: str | None = None,
-               usage: Usage | None = None, node: str = "n") -> Envelope:
-    """As test_ledger's (a test module cannot import another under --import-mode=importlib)."""
-    data = LlmCalled(dispatch_id="d", node=node, provider=provider, model=model, cost_usd=cost,
-                     usage=usage or Usage(input_tokens=100, output_tokens=10, cache_read_tokens=40,
-                                          cache_write_tokens=5))
-    return Envelope(id=event_id or f"p{next(_ids)}-{uuid.uuid4().hex[:8]}", source="agent-engine/agent-runner",
-                    type=LlmCalled.TYPE, time=datetime(2026, 3, day, 12, tzinfo=UTC), tenant=tenant, task_id=task,
-                    correlation_id=task, data=data.model_dump(mode="json"))
-
-
-def other(event_type: str, task: str = "t1") -> Envelope:
-    return Envelope(id=f"p{next(_ids)}", source="x", type=event_type, time=datetime(2026, 3, 1, tzinfo=UTC),
-                    tenant="acme", task_id=task, correlation_id=task, data={})
 
 
 @pytest.fixture
