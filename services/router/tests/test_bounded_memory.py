@@ -72,3 +72,34 @@ def test_a_bad_cache_size_stops_the_router_naming_the_variable(monkeypatch: pyte
     monkeypatch.setenv("AE_ROUTER_CACHE_TASKS", "0")
     with pytest.raises(SystemExit, match="AE_ROUTER_CACHE_TASKS=0 must be at least 1"):
         TaskCache(CountingStore(), DeadlineIndex())  # type: ignore[arg-type]
+
+
+def test_a_load_that_raced_the_tasks_end_is_read_again_rather_than_cached_stale() -> None:
+    """Found in review: with ended tasks leaving the cache, a load begun before the end (a refusal check outside the
+    router's lock) put the older, still-running state back, and with it the task's open deadlines."""
+    tasks, store = cache()
+    running = TaskState(task_id="t1", tenant="acme", status="running", version=5)
+    ended = TaskState(task_id="t1", tenant="acme", status="failed", version=7)
+    loads = iter([running, ended])
+    store.load = lambda task_id: next(loads)  # type: ignore[method-assign]
+    tasks.saved("t1", ended)  # the end committed while the first load was under way
+    assert asyncio.run(tasks.get("t1")) == ended
+
+
+def test_the_lru_map_can_be_shared_between_threads() -> None:
+    import threading
+
+    shared: Lru[int, int] = Lru(50)
+
+    def churn(offset: int) -> None:
+        for i in range(20_000):
+            shared[(i + offset) % 200] = i
+            shared.get((i * 7) % 200)
+            shared.pop((i * 13) % 200)
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(shared) <= 50

@@ -279,3 +279,43 @@ def test_a_relay_that_cannot_read_its_position_at_start_keeps_trying_rather_than
 
     asyncio.run(go())
     assert store.tries == 2 and bus.published == [dispatched().id]
+
+
+def test_a_relay_starts_no_later_than_where_the_routers_start_read_the_log() -> None:
+    """Another router's relay may have saved a position past the end of this router's start-up read: the records in
+    between must still reach this router's deadline index, so the relay starts at the earlier of the two."""
+    store, bus = FakeStore(), FakeBus()
+    store.position = 2  # saved by another router's relay
+    seen: list[str] = []
+    relay = Relay(bus, store, observe=lambda r: seen.append(r.id))  # type: ignore[arg-type]
+    relay.start_by = 1  # this router's start read the log through 1
+    store.log.extend([(1, dispatched(node="a")), (2, dispatched(node="b"))])
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(relay.run(stop))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await running
+
+    asyncio.run(go())
+    assert seen == ["d-t1-b-1"] and store.position == 2
+
+
+def test_the_last_pass_at_stop_feeds_the_deadline_index_what_it_publishes() -> None:
+    store, bus = FakeStore(), FakeBus()
+    seen: list[str] = []
+    relay = Relay(bus, store, observe=lambda r: seen.append(r.id))  # type: ignore[arg-type]
+    others = (1, dispatched(node="another-routers"))
+    mine = (2, dispatched(node="mine"))
+    store.log.extend([others, mine])
+    relay.offer([mine])
+
+    asyncio.run(relay.run(stopped()))
+    assert bus.published == [others[1].id, mine[1].id] and others[1].id in seen
+
+
+def stopped() -> asyncio.Event:
+    stop = asyncio.Event()
+    stop.set()
+    return stop

@@ -4,7 +4,6 @@ the records after it, not every record ever stored (over a real PostgreSQL)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -32,8 +31,8 @@ def test_open_work_round_trips_and_the_furthest_checkpoint_wins(postgres_url: st
     task = str(uuid.uuid4())
     furthest, _ = openwork.latest(postgres_url)
     try:
-        openwork.save(postgres_url, f"router-{task[:6]}", furthest + 100, index_with(task))
-        openwork.save(postgres_url, f"other-{task[:6]}", furthest + 50, DeadlineIndex())  # behind: not used
+        openwork.save(postgres_url, f"router-{task[:6]}", furthest + 100, openwork.entries(index_with(task)))
+        openwork.save(postgres_url, f"other-{task[:6]}", furthest + 50, [])  # behind: not used
         position, rows = openwork.latest(postgres_url)
     finally:
         forget(postgres_url, f"router-{task[:6]}", f"other-{task[:6]}")
@@ -54,19 +53,22 @@ def test_a_start_reads_the_checkpoint_and_only_the_records_after_it(postgres_url
     try:
         task = str(uuid.uuid4())
         furthest, _ = openwork.latest(postgres_url)
-        openwork.save(postgres_url, f"router-{task[:6]}", furthest + 1_000_000, index_with(task))
+        at = furthest + 1_000_000
+        openwork.save(postgres_url, f"router-{task[:6]}", at, openwork.entries(index_with(task)))
         asked: list[int] = []
+        tail = [(at + 1, Envelope(id="s", source="r", type="node.succeeded", time=T0, tenant="acme", task_id=task,
+                                  correlation_id=task, data={"node": "draft"}))]
 
-        def records_after(batch: int = 1000, after: int = 0) -> Iterable[Envelope]:
+        def notifications(after: int, limit: int) -> list[tuple[int, Envelope | None]]:
             asked.append(after)
-            return [Envelope(id="s", source="r", type="node.succeeded", time=T0, tenant="acme", task_id=task,
-                             correlation_id=task, data={"node": "draft"})]
+            return [n for n in tail if n[0] > after]
 
-        monkeypatch.setattr(store, "all_records", records_after)
+        monkeypatch.setattr(store, "notifications", notifications)
         timers = Timers(DeadlineIndex(), None, None, Progress(), 1.0)  # type: ignore[arg-type]
-        timers.rebuild(store)
-        assert asked == [furthest + 1_000_000], "the start read the log from before its checkpoint"
+        through = timers.rebuild(store)
+        assert asked[0] == at, "the start read the log from before its checkpoint"
         assert list(timers.deadlines.open) == [(task, "review")], "the record after the checkpoint was not applied"
+        assert through == at + 1, "the relay must start no later than where the rebuild read to"
     finally:
         forget(postgres_url, f"router-{task[:6]}")
         store.close()

@@ -236,9 +236,9 @@ class Keyring:
         for key_id in ids:
             self._keys.pop(key_id, None)
         for aggregate in [a for a, k in self._use.items() if k in set(ids)]:
-            del self._use[aggregate]
+            self._use.pop(aggregate)
         for scope in [s for s in self._live if s[0] == tenant]:
-            del self._live[scope]
+            self._live.pop(scope)
         return Destroyed(len(ids), [r[0] for r in tasks])
 
     def forget_cached(self, tenant: str) -> None:
@@ -247,7 +247,7 @@ class Keyring:
             self._keys.pop(key_id, None)
         self._use.clear()
         for scope in [s for s in self._live if s[0] == tenant]:
-            del self._live[scope]
+            self._live.pop(scope)
 
     # --- connection ---------------------------------------------------------------------------
 

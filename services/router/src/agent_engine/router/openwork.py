@@ -59,8 +59,12 @@ def latest(url: str) -> tuple[int, list[dict[str, Any]]]:
     return int(row[0]), list(json.loads(raw) if isinstance(raw, str | bytes) else raw)
 
 
-def save(url: str, name: str, position: int, index: DeadlineIndex) -> None:
+def save(url: str, name: str, position: int, rows: list[dict[str, Any]]) -> None:
+    """Save `rows` (made by `entries` on the event loop, which owns the index) as router `name`'s checkpoint. Rows
+    of routers gone for a day (each Kubernetes pod has its own name) are deleted, the furthest one always kept."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"INSERT INTO {TABLE} (name, position, entries) VALUES (%s, %s, %s) ON CONFLICT (name) DO "
                      "UPDATE SET position = EXCLUDED.position, entries = EXCLUDED.entries, saved_at = now()",
-                     (name, position, json.dumps(entries(index))))
+                     (name, position, json.dumps(rows)))
+        conn.execute(f"DELETE FROM {TABLE} WHERE saved_at < now() - interval '1 day' AND position < "
+                     f"(SELECT max(position) FROM {TABLE})")

@@ -48,6 +48,9 @@ class Relay:
         """True while the handoff is known to hold everything after `position`."""
         self.last_save = self.last_read = time.monotonic()
         self.committed = 0
+        self.start_by: int | None = None
+        """At most where to start (the router's start read the log through here): another router's relay may have
+        saved a position past it, and the records in between must still reach `observe`."""
         """The last notification id this process committed: at stop, published before the process exits."""
 
     def offer(self, committed: list[tuple[int, Envelope]]) -> None:
@@ -68,7 +71,8 @@ class Relay:
             while True:
                 try:
                     if not started:
-                        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, self.name)
+                        saved = await asyncio.to_thread(self.store.relay_position, self.name)
+                        self.position = self.saved = min(saved, self.start_by) if self.start_by is not None else saved
                         started = True
                     if stop.is_set():
                         break
@@ -102,6 +106,10 @@ class Relay:
                 page = [(n, r) for n, r in page if n <= self.committed]
                 if not page:
                     break
+                if self.observe is not None:  # other routers' records among them: the index follows them too
+                    for _, record in page:
+                        if record is not None:
+                            self.observe(record)
                 await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
                 self.position = page[-1][0]
         except Exception as exc:  # noqa: BLE001  the next start (or another router) publishes the rest

@@ -73,7 +73,8 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop`, then drain in order: stop taking inputs and firing deadlines, commit the batch in
         hand, publish everything committed (the outbox), write the last audit checkpoint."""
-        await asyncio.to_thread(self.timers.rebuild, self.store)  # /readyz says `starting` until consuming
+        # /readyz says `starting` until consuming; the relay starts no later than where the rebuild read to
+        self.relay.start_by = await asyncio.to_thread(self.timers.rebuild, self.store)
         for subject in rpc_listen(ROUTER_RPC):
             await self.bus.nc.subscribe(subject, cb=self._query)
         await self.bus.nc.subscribe(erasure.FORGET, queue="router-forget", cb=self._forget)

@@ -197,9 +197,9 @@ class TaskStore:
                 page.append((n.id, None))
         return page
 
-    def all_records(self, batch: int = 1000, after: int = 0) -> Iterable[Envelope]:
-        """Every readable record in log order after notification id `after` (erased ones are passed over)."""
-        position = after
+    def all_records(self, batch: int = 1000) -> Iterable[Envelope]:
+        """Every readable record in log order (erased ones are passed over)."""
+        position = 0
         while True:
             page = self.notifications(position, batch)
             if not page:

@@ -16,6 +16,8 @@ from agent_engine.runtime.settings import env_int
 
 CACHE_ENV = "AE_ROUTER_CACHE_TASKS"
 DEFAULT_CACHE_TASKS = 5_000
+ENDED_KEPT = 50_000
+"""Ended tasks remembered by id and version only (a few MB at most), to recognise a load that raced the end."""
 
 
 def cache_limit() -> int:
@@ -30,6 +32,8 @@ class TaskCache:
         self.store = store
         self.deadlines = deadlines
         self.states: Lru[str, TaskState] = Lru(limit or cache_limit())
+        self.ended: Lru[str, int] = Lru(ENDED_KEPT)
+        """Tasks that ended here, with their final version: a load that raced the end is recognised as stale."""
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self.states
@@ -46,6 +50,8 @@ class TaskCache:
         newer = self.states.get(task_id)  # saved by another coroutine while this one was loading
         if newer is not None and newer.version >= state.version:
             return newer
+        if state.version < (self.ended.get(task_id) or 0):  # the task ended while this load ran: read it again
+            state = await asyncio.to_thread(self.store.load, task_id)
         self.put(task_id, state)
         return state
 
@@ -66,6 +72,7 @@ class TaskCache:
         ended is not kept: the store has it, and nothing but a stray late input asks for it again."""
         if state.terminal:
             self.states.pop(task_id)
+            self.ended[task_id] = state.version
         else:
             self.states[task_id] = state
 

@@ -53,22 +53,30 @@ class Timers:
         """The notification id the index has observed every record up to (the relay's saved position)."""
         self.checkpointed = time.monotonic()
 
-    def rebuild(self, store: TaskStore) -> None:
-        """The index at start: the latest checkpoint of open work, then the records after it (openwork.py)."""
+    def rebuild(self, store: TaskStore) -> int:
+        """The index at start: the latest checkpoint of open work, then the records after it (openwork.py).
+        Returns the notification id read through: the relay must not start past it, or records committed in
+        between by other routers would never reach this index."""
         position, rows = openwork.latest(store.url)
         openwork.restore(self.deadlines, rows)
-        count = 0
-        for record in store.all_records(after=position):
-            self.deadlines.observe(record)
-            count += 1
+        count, through = 0, position
+        while page := store.notifications(through, 1000):
+            through = page[-1][0]
+            for _, record in page:
+                if record is not None:
+                    self.deadlines.observe(record)
+                    count += 1
         log.info("open work from the checkpoint at %d (%d entries) and %d records after it; %d open dispatches",
                  position, len(rows), count, len(self.deadlines.open))
+        return through
 
     async def checkpoint(self, store: TaskStore) -> None:
-        """Save the index with the position it has read through (a failure only makes the next start read more)."""
+        """Save the index with the position it has read through (a failure only makes the next start read more).
+        The rows are made here, on the event loop that changes the index, not in the worker thread."""
         self.checkpointed = time.monotonic()
+        rows, position = openwork.entries(self.deadlines), self.read_through()
         try:
-            await asyncio.to_thread(openwork.save, store.url, self.name, self.read_through(), self.deadlines)
+            await asyncio.to_thread(openwork.save, store.url, self.name, position, rows)
         except Exception as exc:  # noqa: BLE001  PostgreSQL away: the next checkpoint, or the start, reads more
             log.warning("open work not checkpointed (%s)", exc)
 
