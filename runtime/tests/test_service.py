@@ -93,11 +93,18 @@ def test_the_health_port_answers_while_serving_and_readiness_drops_when_draining
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
             assert reply.status == 200
         proc.send_signal(signal.SIGTERM)
+        proc.signalled = True  # type: ignore[attr-defined]
         assert _readiness_once_signalled(port) == (503, b'{"status": "not ready", "failing": {"process": '
                                                         b'"draining after SIGTERM"}}\n')
     finally:
+        if proc.poll() is None and proc.returncode is None and not _signalled(proc):
+            proc.kill()  # the test failed before its SIGTERM: leave no process behind
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def _signalled(proc: subprocess.Popen[str]) -> bool:
+    return bool(getattr(proc, "signalled", False))
 
 
 def _readiness_once_signalled(port: int) -> tuple[int, bytes]:

@@ -26,7 +26,7 @@ from agent_engine.runtime import embedded
 from agent_engine.runtime.health import HOST_ENV as HEALTH_HOST_ENV
 from agent_engine.runtime.health import PORT_ENV as HEALTH_PORT_ENV
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
-from agent_engine.runtime.processes import pid_alive, stop_pid
+from agent_engine.runtime.processes import pid_alive, start_mark, stop_pid
 from agent_engine.runtime.service import CANCEL_S, grace_from_env
 from agent_engine.runtime.settings import postgres_url_from_env
 
@@ -63,6 +63,9 @@ def alive(entry: dict[str, Any]) -> bool:
     pid = entry.get("pid")
     if not pid or not pid_alive(pid):
         return False
+    mark = start_mark(pid)
+    if entry.get("mark") and mark:  # exact, whatever the wall clock did since (a step of it once orphaned stacks)
+        return bool(entry["mark"] == mark)
     if "started" not in entry:
         return True  # written before start times were recorded
     started, now = entry["started"], _start_time(pid)
@@ -146,6 +149,7 @@ class Stack:
             port = services.get(name, {}).get("health_port") or embedded.free_port()
             proc = self.spawn(name, workspace, log, extra_env, health_port=port)
             services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid),
+                              "mark": start_mark(proc.pid),
                               "health_port": port}
             started.append(name)
         self.save()
@@ -205,7 +209,7 @@ class Stack:
             server = embedded.start_postgres(data, port, detach=True)
         port = int(server.url.rsplit(":", 1)[1].split("/")[0])
         self.state[name] = {"url": server.url, "pid": server.pid, "port": port, "log": str(server.log),
-                            "started": _start_time(server.pid)}
+                            "started": _start_time(server.pid), "mark": start_mark(server.pid)}
         self.save()
         return True
 

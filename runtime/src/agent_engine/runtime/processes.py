@@ -21,6 +21,16 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def start_mark(pid: int) -> str | None:
+    """What tells this process from a later one with the same pid, unmoved by changes of the wall clock: the
+    boot's id and the process's start in clock ticks since boot (Linux); None where /proc cannot tell."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot, open(f"/proc/{pid}/stat") as stat:
+            return f"{boot.read().strip()}:{stat.read().rsplit(') ', 1)[-1].split()[19]}"
+    except (OSError, IndexError):
+        return None
+
+
 def stop_pid(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     if not pid_alive(pid):
         return
