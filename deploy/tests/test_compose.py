@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import http.server
 import json
 import re
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import health_stub  # deploy/tests, on the path through conftest.py
 import jsonschema
 import nats
 import pytest
@@ -290,29 +288,8 @@ def _wait_ok(url: str, seconds: float = 15.0) -> bool:
 
 def test_the_compose_readiness_check_passes_on_200_and_fails_on_503_or_no_server() -> None:
     command = services()["router"]["healthcheck"]["test"][1:]
-
-    class Ready(http.server.BaseHTTPRequestHandler):
-        status = 200
-
-        def do_GET(self) -> None:
-            self.send_response(self.status if self.path == "/readyz" else 404)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    def passes(port: int) -> bool:
-        done = subprocess.run([sys.executable, *command[1:]], env={"AE_HEALTH_PORT": str(port)},
-                              capture_output=True, timeout=30)
-        return done.returncode == 0
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Ready)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        assert passes(server.server_address[1])
-        Ready.status = 503
-        assert not passes(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert not passes(free_port())
+    with health_stub.serving("/readyz") as (port, handler):
+        assert health_stub.check_passes(command, port)
+        handler.status = 503
+        assert not health_stub.check_passes(command, port)
+    assert not health_stub.check_passes(command, free_port())

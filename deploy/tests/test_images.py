@@ -3,7 +3,6 @@ target installs against what its service imports, and how each runs (user, healt
 
 from __future__ import annotations
 
-import http.server
 import importlib.metadata
 import json
 import re
@@ -12,12 +11,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import threading
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import health_stub  # deploy/tests, on the path through conftest.py
 import pytest
 from packaging.requirements import Requirement
 
@@ -332,43 +330,14 @@ def test_the_agentctl_image_has_no_health_check_because_it_serves_no_port() -> N
     assert inherited("agentctl", "HEALTHCHECK") == "NONE"
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/livez" else 404)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def health_server() -> Iterator[tuple[int, type[_Health]]]:
-    handler = type("Handler", (_Health,), {})
-    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-    server.server_close()
-
-
-def health_check_passes(command: list[str], port: int) -> bool:
-    argv = [sys.executable, *command[1:]] if command[0] == "python" else command
-    done = subprocess.run(argv, env={"AE_HEALTH_PORT": str(port)}, capture_output=True, timeout=30)
-    return done.returncode == 0
-
-
-def test_the_image_health_check_passes_on_200_and_fails_on_503_or_no_server(
-        health_server: tuple[int, type[_Health]]) -> None:
+def test_the_image_health_check_passes_on_200_and_fails_on_503_or_no_server() -> None:
     """The HEALTHCHECK command itself, run against a server standing in for a service's health port."""
     command = json.loads(str(inherited("router", "HEALTHCHECK")).split(" CMD ", 1)[1])
-    port, handler = health_server
-    assert health_check_passes(command, port)
-    handler.status = 503
-    assert not health_check_passes(command, port)
-    assert not health_check_passes(command, free_port())  # nothing listens there
+    with health_stub.serving("/livez") as (port, handler):
+        assert health_stub.check_passes(command, port)
+        handler.status = 503
+        assert not health_stub.check_passes(command, port)
+    assert not health_stub.check_passes(command, free_port())  # nothing listens there
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

@@ -27,7 +27,8 @@ def index_with(task: str) -> DeadlineIndex:
 
 
 def test_open_work_round_trips_and_the_furthest_checkpoint_wins(postgres_url: str) -> None:
-    openwork.ensure_table(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a TaskStore makes it
+        conn.execute(openwork.SCHEMA)
     task = str(uuid.uuid4())
     furthest, _ = openwork.latest(postgres_url)
     try:

@@ -79,14 +79,14 @@ async def _supervise(main: Main, grace: float, port: int | None, log: logging.Lo
     if server is not None:
         server.close()
     message = None
-    if work.done() and not work.cancelled():
-        failure, exited = work.exception(), None if work.exception() else work.result()
-        if failure is not None:
-            log.error("stopped by an error", exc_info=failure)
-            code = 1
-        elif exited is not None:  # the service's own reason to stop: one line, as SystemExit prints it
-            message = None if isinstance(exited.code, int | None) else str(exited.code)
-            code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+    failure = work.exception() if work.done() and not work.cancelled() else None
+    exited = work.result() if work.done() and not work.cancelled() and failure is None else None
+    if failure is not None:
+        log.error("stopped by an error", exc_info=failure)
+        code = 1
+    elif exited is not None:  # the service's own reason to stop: one line, as SystemExit prints it
+        message = None if isinstance(exited.code, int | None) else str(exited.code)
+        code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
     if message is None:
         log.info("stopped" if code == 0 else "stopped after the grace period")
     _end(code, message)

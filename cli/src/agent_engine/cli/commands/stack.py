@@ -22,7 +22,7 @@ def register(sub: Subparsers) -> None:
                     "(default: $AE_HOME/workspace)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
-    ps = sub.add_parser("ps", help="each component's name, pid and status")
+    ps = sub.add_parser("ps", help="each component's name, pid, status and readiness (what its /readyz says)")
     add_json(ps)
     ps.set_defaults(func=cmd_ps)
 

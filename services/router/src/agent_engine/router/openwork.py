@@ -44,11 +44,6 @@ def restore(index: DeadlineIndex, rows: list[dict[str, Any]]) -> None:
             row["correlation_id"], retry=bool(row["retry"]), window=timedelta(seconds=float(row["window_s"])))
 
 
-def ensure_table(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-
-
 def latest(url: str) -> tuple[int, list[dict[str, Any]]]:
     """The checkpoint with the highest position, any router's: (position, entries); (0, []) when none."""
     with psycopg.connect(url, autocommit=True) as conn:
