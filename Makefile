@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 
 .PHONY: install checkov demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit \
-	bench-growth clean
+	bench-growth soak clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ bench-audit: install
 # RSS and restart times as history grows (issue 14); the issue's targets: GROWTH_ARGS=--checkpoints=1000,20000
 bench-growth: install
 	$(BIN)/python bench/growth.py $(GROWTH_ARGS)
+
+# 10,000 tasks under chaos (issue 14; 15–40 minutes): SOAK_ARGS=--quick for 300
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 faults: install
 	$(BIN)/python bench/faults.py --tasks 200

@@ -4,6 +4,7 @@ by agentctl's own Stack as separate OS processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ from agent_engine.testkit import EngineClient
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "research-review"
+READY_TIMEOUT_S = 600.0
 
 
 class Cluster(EngineClient):
@@ -70,6 +72,20 @@ class Cluster(EngineClient):
     def pids(self) -> dict[str, int]:
         rows = Stack.load(self.root / "home").components()
         return {r["name"]: r["pid"] for r in rows if r["name"] in SERVICES and r["status"] == "running"}
+
+    def ready(self, service: str) -> bool:
+        """The service's /readyz says ready."""
+        rows = Stack.load(self.root / "home").components()
+        return any(r["name"] == service and r["ready"] == "ready" for r in rows)
+
+    async def wait_ready(self, services: tuple[str, ...], timeout: float = READY_TIMEOUT_S) -> None:
+        """Until every one of `services` says it is ready (Stack.up waits only so long, READY_WAIT_S)."""
+        deadline = time.monotonic() + timeout
+        for service in services:
+            while not await asyncio.to_thread(self.ready, service):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{service} is not ready after {timeout:.0f} s")
+                await asyncio.sleep(0.05)
 
     def kill(self, service: str) -> None:
         pid = self.pids().get(service)

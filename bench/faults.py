@@ -15,8 +15,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nats.aio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import ROOT, Cluster
@@ -54,6 +57,9 @@ class Report:
                 and all(self.unfinished_at.get(k, 0) > 0 for k in ("nats", "postgres")))
 
     def lines(self) -> list[str]:
+        return [*self.details(), "RESULT                " + ("PASS" if self.ok else "FAIL")]
+
+    def details(self) -> list[str]:
         return [
             f"tasks                 {self.tasks}",
             f"statuses              {dict(self.statuses)}",
@@ -67,34 +73,73 @@ class Report:
             f"lost tasks            {len(self.lost)} {self.lost[:5]}",
             f"not exactly once      {len(self.not_exactly_once)} {self.not_exactly_once[:5]}",
             f"wall time             {self.seconds:.1f}s",
-            "RESULT                " + ("PASS" if self.ok else "FAIL"),
         ]
 
 
-async def _chaos(cluster: Cluster, report: Report, stop: asyncio.Event, every: float, rng: random.Random,
-                 finished: set[str]) -> None:
-    """A random service kill every `every` seconds; NATS restarted in the 2nd round, PostgreSQL in the 3rd."""
-    round_no = 0
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), every)
-            return
-        except TimeoutError:
-            pass
-        round_no += 1
-        victim = rng.choice(sorted(SERVICES))
-        await asyncio.to_thread(cluster.kill, victim)
-        report.kills[victim] += 1
-        if round_no == 2:
-            report.unfinished_at["nats"] = report.tasks - len(finished)
-            await asyncio.to_thread(cluster.restart_nats)
-            report.nats_restarts += 1
-        if round_no == 3:
-            report.unfinished_at["postgres"] = report.tasks - len(finished)
-            await asyncio.to_thread(cluster.restart_postgres)
-            report.postgres_restarts += 1
-        await asyncio.sleep(rng.uniform(0.2, 1.0))
-        await asyncio.to_thread(cluster.up)
+class Chaos:
+    """Kills a random service with `kill -9` at each round and brings it back; at the round `server_due` names,
+    crash-restarts NATS or PostgreSQL too. `unfinished` says how many tasks were not finished then (0 would prove
+    nothing); `pause`: a random wait in that range before the service is started again; `timed` is told each
+    service's kill → ready again (its /readyz; every service's after a server restart), in seconds, and the server
+    restarted with it."""
+
+    def __init__(self, cluster: Cluster, report: Report, rng: random.Random, gap: Callable[[], float],
+                 server_due: Callable[[int], str | None], unfinished: Callable[[], int],
+                 timed: Callable[[str, float, str | None], None] | None = None,
+                 pause: tuple[float, float] | None = (0.2, 1.0)) -> None:
+        self.cluster, self.report, self.rng, self.gap = cluster, report, rng, gap
+        self.server_due, self.unfinished, self.timed, self.pause = server_due, unfinished, timed, pause
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        round_no = 0
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.gap())
+                return
+            except TimeoutError:
+                pass
+            round_no += 1
+            await self.round(round_no)
+
+    async def round(self, round_no: int) -> None:
+        victim = self.rng.choice(sorted(SERVICES))
+        began = time.perf_counter()
+        await asyncio.to_thread(self.cluster.kill, victim)
+        self.report.kills[victim] += 1
+        server = self.server_due(round_no)
+        if server is not None:
+            self.report.unfinished_at[server] = self.unfinished()
+            await asyncio.to_thread(self.cluster.restart_nats if server == "nats" else self.cluster.restart_postgres)
+            if server == "nats":
+                self.report.nats_restarts += 1
+            else:
+                self.report.postgres_restarts += 1
+        if self.pause:
+            await asyncio.sleep(self.rng.uniform(*self.pause))  # the engine runs without it for a moment
+        await asyncio.to_thread(self.cluster.up)
+        if self.timed is not None:
+            await self.cluster.wait_ready(tuple(SERVICES) if server else (victim,))
+            self.timed(victim, time.perf_counter() - began, server)
+
+
+async def check_histories(cluster: Cluster, nc: Client, statuses: dict[str, str], report: Report,
+                          at_once: int = 8) -> None:
+    """Each task's stored history: no node's success recorded twice, and every node of a succeeded task once;
+    counts the node results the router applied."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def check(task_id: str) -> None:
+        async with gate:
+            history = await cluster.history(nc, task_id)
+        applied = Counter(e.data["node"] for e in history if e.type == "node.succeeded")
+        report.results_applied += sum(1 for e in history if e.type == "router.input"
+                                      and e.data["input"]["type"] == "node.completed")
+        if any(n > 1 for n in applied.values()) or (statuses[task_id] == "succeeded" and set(applied) != NODES):
+            report.not_exactly_once.append(f"{task_id} {statuses[task_id]} {dict(applied)} "
+                                           f"{[e.type for e in history][-4:]}")
+
+    await asyncio.gather(*(check(t) for t in statuses))
 
 
 async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path, timeout: float = 600) -> Report:
@@ -115,26 +160,20 @@ async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path
 
         await nc.subscribe(type_subject("task.succeeded", tenant), cb=on_finished)
         await nc.subscribe(type_subject("task.failed", tenant), cb=on_finished)
-        stop = asyncio.Event()
-        chaos = asyncio.create_task(_chaos(cluster, report, stop, every, rng, finished))
+        chaos = Chaos(cluster, report, rng, lambda: every, {2: "nats", 3: "postgres"}.get,
+                      lambda: report.tasks - len(finished))
+        running = asyncio.create_task(chaos.run())
         # let the chaos run at least until PostgreSQL was restarted, then wait for the tasks
-        while report.postgres_restarts == 0 and not chaos.done():
+        while report.postgres_restarts == 0 and not running.done():
             await asyncio.sleep(0.5)
         statuses = await cluster.wait_terminal(nc, ids, timeout)
-        stop.set()
-        await chaos
+        chaos.stop.set()
+        await running
         await asyncio.to_thread(cluster.up)
         report.statuses = Counter(statuses.values())
         report.lost = [t for t, s in statuses.items() if s not in ("succeeded", "failed", "rejected")]
-        for task_id in ids:
-            history = await cluster.history(nc, task_id)
-            applied = Counter(e.data["node"] for e in history if e.type == "node.succeeded")
-            report.results_applied += sum(1 for e in history if e.type == "router.input"
-                                          and e.data["input"]["type"] == "node.completed")
-            if any(n > 1 for n in applied.values()) or (statuses[task_id] == "succeeded" and set(applied) != NODES):
-                report.not_exactly_once.append(f"{task_id} {statuses[task_id]} {dict(applied)} "
-                                      f"{[e.type for e in history][-4:]}")
-        report.results_delivered = await _count_stream(nc, type_subject("node.completed", tenant))
+        await check_histories(cluster, nc, statuses, report)
+        report.results_delivered = await count_stream(nc, type_subject("node.completed", tenant))
         await nc.close()
     finally:
         await asyncio.to_thread(cluster.stop)
@@ -142,7 +181,7 @@ async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path
     return report
 
 
-async def _count_stream(nc, subject: str) -> int:  # type: ignore[no-untyped-def]
+async def count_stream(nc: Client, subject: str) -> int:
     """node.completed messages stored for the run (each redelivered dispatch may add one)."""
     js = nc.jetstream()
     sub = await js.subscribe(subject, ordered_consumer=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,10 +44,11 @@ from nats.aio.msg import Msg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import Cluster
 
-from agent_engine.cli.stack import SERVICES, Stack
+from agent_engine.cli.stack import SERVICES
+from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import TELEMETRY_RPC, rpc_subject, type_subject
 from agent_engine.runtime.bus import TASK_ID_HEADER
-from agent_engine.testkit import TERMINAL
+from agent_engine.testkit import TERMINAL, task_request
 from bench import RESULTS, WORKFLOW, machine
 
 CHECKPOINTS = (500, 2000, 5000)
@@ -59,6 +61,8 @@ RESTART_TARGET = 1.2
 STALL_S = 120.0
 """No task finished for this long: the run has stalled; stop with what is known rather than wait for ever."""
 PROBE_TIMEOUT_S = 600.0
+RECONCILE_S = 30.0
+"""A load task open this long is asked about (its end may have been published while this client was reconnecting)."""
 
 
 @dataclass
@@ -92,63 +96,108 @@ Started = dict[str, tuple[float, int]]
 
 
 class Load:
-    """Keeps `inflight` tasks of linear5 running in one tenant until `target` were submitted; counts those that
-    ended. Probe tasks (the new task after a restart) run in a tenant of their own, so the load's count and its
-    ledger are the load's alone."""
+    """Keeps `inflight` tasks of a workflow (linear5 by default) running in one tenant until `target` were submitted;
+    counts those that ended. Probe tasks (the new task after a restart) run in a tenant of their own, so the load's
+    count and its ledger are the load's alone."""
 
-    def __init__(self, cluster: Cluster, nc: Client, inflight: int) -> None:
+    def __init__(self, cluster: Cluster, nc: Client, inflight: int, workflow: Path = WORKFLOW,
+                 task_input: dict[str, Any] | None = None, prefix: str = "growth") -> None:
         self.cluster, self.nc, self.inflight = cluster, nc, inflight
+        self.directory, self.task_input = workflow, task_input or {}
         run = uuid.uuid4().hex[:8]
-        self.tenant, self.probe_tenant = f"growth{run}", f"growthprobe{run}"
+        self.tenant, self.probe_tenant = f"{prefix}{run}", f"{prefix}probe{run}"
         self.workflow = ""
         self.submitted = self.finished = self.failed = self.running = self.target = 0
+        self.ids: list[str] = []
+        """The load's tasks, in the order submitted."""
+        self.open: dict[str, float] = {}
+        """The load's tasks not yet seen to end, with when they were submitted (monotonic)."""
         self.ended: dict[str, str] = {}
         """Every task id seen to end (either tenant), with its status: duplicates are counted once."""
+        self.changed = asyncio.Event()
 
     async def start(self) -> None:
         for tenant in (self.tenant, self.probe_tenant):
-            self.workflow = await self.cluster.push(self.nc, tenant, WORKFLOW)
+            self.workflow = await self.cluster.push(self.nc, tenant, self.directory)
             for status in TERMINAL:
                 await self.nc.subscribe(type_subject(f"task.{status}", tenant), cb=self._on_end)
 
     async def _on_end(self, msg: Msg) -> None:
         task_id = msg.headers.get(TASK_ID_HEADER, "") if msg.headers else ""
-        if not task_id or task_id in self.ended:
+        if task_id:
+            self.end(task_id, msg.subject.rsplit(".", 1)[-1])
+
+    def end(self, task_id: str, status: str) -> None:
+        if task_id in self.ended:
             return
-        self.ended[task_id] = msg.subject.rsplit(".", 1)[-1]
-        if msg.subject.startswith(type_subject("task", self.tenant)):
+        self.ended[task_id] = status
+        if self.open.pop(task_id, None) is not None:
             self.finished += 1
             self.running -= 1
-            self.failed += self.ended[task_id] != "succeeded"
-            await self._top_up()
+            self.failed += status != "succeeded"
+            self.changed.set()
 
     async def _top_up(self) -> None:
         while self.running < self.inflight and self.submitted < self.target:
+            envelope = task_request(self.tenant, self.workflow, self.task_input)
             self.submitted += 1
             self.running += 1
-            await self.cluster.submit(self.nc, self.tenant, self.workflow, {})
+            self.ids.append(envelope.task_id)
+            self.open[envelope.task_id] = time.monotonic()
+            await self._publish(envelope)
 
-    async def run_to(self, target: int, log: Callable[[str], None]) -> None:
-        """Feed tasks until `target` have ended in all; progress every 10 s; stalled → RuntimeError."""
+    async def _publish(self, envelope: Envelope) -> None:
+        """Until JetStream acknowledges it (NATS may be restarting); the same envelope, so a retry of one that was
+        stored after all is deduplicated by its id."""
+        for attempt in range(int(STALL_S)):
+            try:
+                await self.cluster.publish(self.nc, envelope)
+                return
+            except Exception:  # no responders, a timeout, reconnecting: the server is coming back
+                if attempt == int(STALL_S) - 1:
+                    raise
+                await asyncio.sleep(1.0)
+
+    async def reconcile(self, older_than: float = RECONCILE_S, most: int = 64) -> None:
+        """Ask the router about the oldest open tasks: an end this client missed (its connection was down while
+        NATS restarted) is counted all the same."""
+        now = time.monotonic()
+        stale = [t for t, at in self.open.items() if now - at > older_than][:most]
+        for task_id, status in (await self.cluster.statuses(self.nc, stale)).items():
+            if status in TERMINAL:
+                self.end(task_id, status)
+
+    async def run_to(self, target: int, log: Callable[[str], None],
+                     tick: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Feed tasks until `target` have ended in all; progress every 10 s; `tick` after each wake-up; stalled →
+        RuntimeError."""
         self.target = target
-        await self._top_up()
         began = time.monotonic()
-        progress_at, last_finished = began, (self.finished, began)
+        progress_at = reconciled_at = began
+        last_finished = (self.finished, began)
         while self.finished < target:
-            await asyncio.sleep(0.5)
+            await self._top_up()
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), 0.5)
+            if tick is not None:
+                await tick()
             now = time.monotonic()
             if self.finished != last_finished[0]:
                 last_finished = (self.finished, now)
             elif now - last_finished[1] > STALL_S:
                 raise RuntimeError(f"stalled: no task ended for {STALL_S:.0f} s at {self.finished}/{target}; "
                                    f"services running: {sorted(self.cluster.pids())}")
+            if now - reconciled_at >= RECONCILE_S / 2:
+                reconciled_at = now
+                await self.reconcile()
             if now - progress_at >= 10:
                 progress_at = now
                 log(f"  {self.finished:>6,}/{target:,} finished, {self.running} in flight")
 
     async def probe(self) -> tuple[str, str]:
         """Submit one task in the probe tenant; (its id, its status once ended)."""
-        task_id = await self.cluster.submit(self.nc, self.probe_tenant, self.workflow, {})
+        task_id = await self.cluster.submit(self.nc, self.probe_tenant, self.workflow, self.task_input)
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while task_id not in self.ended:
             if time.monotonic() > deadline:
@@ -190,20 +239,12 @@ async def wait_ledger(nc: Client, tenant: str, calls: int, timeout: float) -> in
 
 async def kill_and_up(cluster: Cluster, service: str) -> tuple[float, float]:
     """kill -9 `service`, start it again as `agentctl up` does; (the perf_counter of the kill, seconds until the new
-    process says it is ready). Stack.up waits for readiness only so long (READY_WAIT_S), so this waits on."""
+    process says it is ready)."""
     began = time.perf_counter()
     await asyncio.to_thread(cluster.kill, service)
     await asyncio.to_thread(cluster.up)
-    while not await asyncio.to_thread(ready, cluster, service):
-        if time.perf_counter() - began > PROBE_TIMEOUT_S:
-            raise RuntimeError(f"the restarted {service} is not ready after {PROBE_TIMEOUT_S:.0f} s")
-        await asyncio.sleep(0.05)
+    await cluster.wait_ready((service,), PROBE_TIMEOUT_S)
     return began, time.perf_counter() - began
-
-
-def ready(cluster: Cluster, service: str) -> bool:
-    rows = Stack.load(cluster.root / "home").components()
-    return any(r["name"] == service and r["ready"] == "ready" for r in rows)
 
 
 async def measure(cluster: Cluster, load: Load, load_s: float, started: Started, log: Callable[[str], None]

@@ -70,9 +70,13 @@ class EngineClient:
     async def submit(self, nc: Client, tenant: str, workflow: str, task_input: dict[str, Any],
                      data_subject: str | None = None) -> str:
         envelope = task_request(tenant, workflow, task_input, data_subject)
+        await self.publish(nc, envelope)
+        return envelope.task_id
+
+    async def publish(self, nc: Client, envelope: Envelope) -> None:
+        """Publish a request to its stream; publishing the same envelope again is deduplicated by its id."""
         await nc.jetstream().publish(subject_for(envelope), envelope.to_bytes(),
                                      headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
-        return envelope.task_id
 
     async def start_tasks(self, nc: Client, tenant: str, count: int, under_way: int | None = None,
                           ) -> tuple[list[str], Successes]:
