@@ -65,11 +65,17 @@ def test_a_start_reads_the_checkpoint_and_only_the_records_after_it(postgres_url
             return [n for n in tail if n[0] > after]
 
         monkeypatch.setattr(store, "notifications", notifications)
-        timers = Timers(DeadlineIndex(), None, None, Progress(), 1.0)  # type: ignore[arg-type]
+        timers = Timers(DeadlineIndex(), None, None, Progress(), 1.0, name=f"started-{task[:6]}")  # type: ignore[arg-type]
         through = timers.rebuild(store)
         assert asked[0] == at, "the start read the log from before its checkpoint"
         assert list(timers.deadlines.open) == [(task, "review")], "the record after the checkpoint was not applied"
         assert through == at + 1, "the relay must start no later than where the rebuild read to"
+
+        # killed before its first periodic checkpoint: the next start still reads only what came after this one
+        asked.clear()
+        again = Timers(DeadlineIndex(), None, None, Progress(), 1.0, name=f"again-{task[:6]}")  # type: ignore[arg-type]
+        assert again.rebuild(store) == at + 1 and asked[0] == at + 1, "the next start read the same tail again"
+        assert again.deadlines.open == timers.deadlines.open
     finally:
-        forget(postgres_url, f"router-{task[:6]}")
+        forget(postgres_url, f"router-{task[:6]}", f"started-{task[:6]}", f"again-{task[:6]}")
         store.close()
