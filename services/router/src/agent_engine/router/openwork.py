@@ -2,13 +2,15 @@
 deadline index) as of a notification id, so a start reads that row and the records after it instead of every
 record ever stored.
 
-Each router saves its index every CHECKPOINT_S seconds and at stop, under its own name, with the position its
-relay has read the log through: every record up to it has been observed by the index (read back by the relay,
-or committed by this router). A start restores the checkpoint with the highest position, whichever router
-wrote it (each router's index follows every record), then observes the records after it. Observing a record
-again is harmless (a dispatch seen again keeps its deadline; a result removes the entry), so a checkpoint that
-also holds some of this router's newer commits is still exact once the tail is read. Heartbeats are not kept:
-after a start, running calls get a heartbeat window before any deadline fires (timers.py).
+Each router saves its index every CHECKPOINT_S seconds and at stop, under its own name, with the position its relay
+has read the log through: every record up to it has been observed by the index (read back by the relay, or committed
+by this router); and once right after its start, with the position the start read to, so a router killed sooner than
+CHECKPOINT_S after each start does not read the same, ever longer tail at every start. A start restores the
+checkpoint with the highest position, whichever router wrote it (each router's index follows every record), then
+observes the records after it. Observing a record again is harmless (a dispatch seen again keeps its deadline; a
+result removes the entry), so a checkpoint that also holds some of this router's newer commits is still exact once
+the tail is read. Heartbeats are not kept: after a start, running calls get a heartbeat window before any deadline
+fires (timers.py).
 
 The rows hold task ids, tenants and deadlines, never payloads. A forgotten task that a checkpoint still names
 fires once at most, meets its destroyed key, and is dropped (timers.py).
