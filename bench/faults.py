@@ -29,6 +29,7 @@ from agent_engine.contracts.subjects import type_subject
 from agent_engine.runtime.bus import TASK_ID_HEADER
 
 EXAMPLE = ROOT / "examples" / "research-review"
+STORED_ENDS = {"task.succeeded", "task.failed", "task.cancelled"}
 NODES = {"gather_context", "interpretation", "decomposition", "planning", "execution", "review"}
 
 
@@ -124,14 +125,25 @@ class Chaos:
 
 
 async def check_histories(cluster: Cluster, nc: Client, statuses: dict[str, str], report: Report,
-                          at_once: int = 8) -> None:
+                          at_once: int = 8) -> dict[str, str]:
     """Each task's stored history: no node's success recorded twice, and every node of a succeeded task once;
-    counts the node results the router applied."""
+    counts the node results the router applied. Returns each task's status as its history ends ("unfinished":
+    no terminal record)."""
     gate = asyncio.Semaphore(at_once)
+    stored: dict[str, str] = {}
 
     async def check(task_id: str) -> None:
         async with gate:
-            history = await cluster.history(nc, task_id)
+            for attempt in range(3):  # a query can time out on a busy machine
+                try:
+                    history = await cluster.history(nc, task_id)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(1.0)
+        ends = [e.type.removeprefix("task.") for e in history if e.type in STORED_ENDS]
+        stored[task_id] = ends[-1] if ends else "unfinished"
         applied = Counter(e.data["node"] for e in history if e.type == "node.succeeded")
         report.results_applied += sum(1 for e in history if e.type == "router.input"
                                       and e.data["input"]["type"] == "node.completed")
@@ -140,6 +152,7 @@ async def check_histories(cluster: Cluster, nc: Client, statuses: dict[str, str]
                                            f"{[e.type for e in history][-4:]}")
 
     await asyncio.gather(*(check(t) for t in statuses))
+    return stored
 
 
 async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path, timeout: float = 600) -> Report:
