@@ -71,13 +71,13 @@ class Intake:
         shared = asyncio.create_task(self._consume(SHARED, shared_subjects(self.inputs), stop))
         try:
             await self._own(stop)
-        finally:
             # every consumer finishes the batch in hand (the applier still running), then the applier stops
-            for _, task in self.consumers.values():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            with contextlib.suppress(asyncio.CancelledError):
-                await shared
+            await asyncio.gather(*(task for _, task in self.consumers.values()), shared, return_exceptions=True)
+        except asyncio.CancelledError:  # the grace period ran out: hand back what is in hand, at once
+            for task in [shared, *(task for _, task in self.consumers.values())]:
+                task.cancel()
+            raise
+        finally:
             applying.cancel()
             owned = self.ownership.lose()
             if owned:
