@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import ROOT, Cluster
 
 from agent_engine.cli.stack import SERVICES
-from agent_engine.contracts.subjects import type_subject
+from agent_engine.contracts.subjects import partition_subject, type_subject
 from agent_engine.runtime.bus import TASK_ID_HEADER
 
 EXAMPLE = ROOT / "examples" / "research-review"
@@ -186,7 +186,7 @@ async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path
         report.statuses = Counter(statuses.values())
         report.lost = [t for t, s in statuses.items() if s not in ("succeeded", "failed", "rejected")]
         await check_histories(cluster, nc, statuses, report)
-        report.results_delivered = await count_stream(nc, type_subject("node.completed", tenant))
+        report.results_delivered = await count_stream(nc, partition_subject("node.completed", tenant))
         await nc.close()
     finally:
         await asyncio.to_thread(cluster.stop)

@@ -49,7 +49,7 @@ from faults import Chaos, Report, check_histories, count_stream
 from growth import Load
 
 from agent_engine.cli.stack import SERVICES
-from agent_engine.contracts.subjects import type_subject
+from agent_engine.contracts.subjects import partition_subject
 from bench import RESULTS, machine
 
 TASKS = 10_000
@@ -213,7 +213,7 @@ async def run(tasks: int, inflight: int, seed: int, mock_delay: float, every: tu
         report.statuses = Counter(statuses.values())
         report.lost = [t for t, s in statuses.items() if s not in ("succeeded", "failed", "rejected")]
         log(f"[{time.monotonic() - started:7.1f}s] counting node results delivered, replaying a sample")
-        report.results_delivered = await count_stream(nc, type_subject("node.completed", load.tenant))
+        report.results_delivered = await count_stream(nc, partition_subject("node.completed", load.tenant))
         succeeded = [t for t in load.ids if statuses[t] == "succeeded"]
         for task_id in rng.sample(succeeded, min(replay_sample, len(succeeded))):
             replayed = await cluster.query(nc, "task.replay", task_id)
