@@ -134,9 +134,10 @@ def rss_now(cluster: Cluster) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name in SERVICES:
         try:
-            out[name] = psutil.Process(pids[name]).memory_info().rss / 2**20
+            rss = psutil.Process(pids[name]).memory_info().rss
         except (KeyError, psutil.Error):
-            out[name] = None
+            rss = 0
+        out[name] = rss / 2**20 or None  # 0: a process that is going or not yet there
     return out
 
 
