@@ -56,7 +56,7 @@ bench-audit: install
 bench-growth: install
 	$(BIN)/python bench/growth.py $(GROWTH_ARGS)
 
-# 10,000 tasks under chaos (issue 14; about 10 minutes on 2 cores): SOAK_ARGS=--quick for 300
+# 10,000 tasks under chaos (issue 14; 10–15 minutes on 2 cores): SOAK_ARGS=--quick for 300
 soak: install
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
