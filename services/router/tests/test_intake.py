@@ -117,3 +117,64 @@ async def test_one_router_reads_every_partition_and_the_shared_consumer_in_merge
         await asyncio.sleep(0.05)
     assert held == (0,)
     assert progress.backlog == 0
+
+
+async def eventually(check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.1)):
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    assert check()
+
+
+@pytest.mark.integration
+async def test_the_intake_reads_exactly_the_partitions_owned_even_after_ownership_changed_behind_its_back(
+        bus: Bus, database: str) -> None:
+    async def handle(msgs: list) -> None:  # type: ignore[type-arg]
+        for msg in msgs:
+            await msg.ack()
+
+    mine, other = Ownership(database), Ownership(database)
+    stop = asyncio.Event()
+    intake = Intake(bus, handle, BUS_INPUTS, batch=64, ack_wait=5, progress=Progress(), ownership=mine)
+    running = asyncio.create_task(intake.run(stop))
+    try:
+        await eventually(lambda: set(intake.consumers) == set(range(PARTITIONS)))
+        # as when a release fails on a lost connection: every lock is gone while its consumers still run,
+        # and another router takes everything before this one looks again
+        await asyncio.to_thread(mine.lose)
+        assert (await asyncio.to_thread(other.look)).taken == frozenset(range(PARTITIONS))
+        await eventually(lambda: not intake.consumers)  # it stops reading what it no longer owns
+        change = await asyncio.to_thread(other.look)  # the other gives up the excess, which this one takes
+        await asyncio.to_thread(other.release, change.to_release)
+        await eventually(lambda: set(intake.consumers) == mine.owned == set(change.to_release))
+        assert mine.owned.isdisjoint(other.owned)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+        other.lose()
+
+
+@pytest.mark.integration
+async def test_quiet_partitions_do_not_hold_back_how_far_the_router_has_read(bus: Bus, database: str) -> None:
+    """Deadlines wait until every input stored before them is read: a consumer that finds nothing to read has
+    read everything, so only one partition's traffic still lets the router know how far it has read."""
+    task = next(t for t in (str(uuid.uuid4()) for _ in range(1000)) if partition_of(t) == 0)
+    env = result(task, 1)
+    await bus.js.publish(subject_for(env), env.to_bytes(), headers={MSG_ID: env.id})
+
+    async def handle(msgs: list) -> None:  # type: ignore[type-arg]
+        for msg in msgs:
+            await msg.ack()
+
+    progress = Progress()
+    stop = asyncio.Event()
+    intake = Intake(bus, handle, BUS_INPUTS, batch=64, ack_wait=5, progress=progress,
+                    ownership=Ownership(database))
+    running = asyncio.create_task(intake.run(stop))
+    try:
+        await eventually(lambda: progress.read_through is not None and progress.backlog == 0)
+        assert progress.read_through is not None and progress.read_through > datetime.now(UTC) - timedelta(seconds=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from agent_engine.contracts.subjects import PARTITIONS
-from agent_engine.router.partitions import Ownership
+from agent_engine.router.partitions import PARTITION_LOCK, Ownership
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,13 @@ def test_routers_split_the_partitions_fairly_and_never_share_one(database: str, 
         assert set().union(*shares) == set(range(PARTITIONS))  # every partition has an owner
         assert sum(len(s) for s in shares) == PARTITIONS  # and only one
         assert max(len(s) for s in shares) - min(len(s) for s in shares) <= 1  # as even as it divides
+        with psycopg.connect(database) as conn:  # and the server agrees: each partition locked by the one it names
+            held = conn.execute(
+                "SELECT l.objid::int, l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+                "AND l.classid = %s::oid AND l.objsubid = 2", (PARTITION_LOCK,)).fetchall()
+        by_pid = {r.conn.info.backend_pid: r.owned for r in routers if r.conn is not None}
+        assert sorted(p for p, _ in held) == list(range(PARTITIONS))
+        assert all(p in by_pid[pid] for p, pid in held)
     finally:
         for router in routers:
             router.lose()

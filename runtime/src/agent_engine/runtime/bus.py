@@ -7,6 +7,7 @@ its own ack timing (ack only after the store commit) and the DLQ rule needs the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,10 @@ HEADER_MAX = 1024
 """A dead letter keeps at most this much of each header it copies."""
 MSG_ID = "Nats-Msg-Id"
 TASK_ID_HEADER = "Ae-Task-Id"
+FETCH_S = 1.0
+"""How long one fetch of a consumer waits for messages; one that finds none is idle."""
+LATE_STATUS_S = 0.02
+"""After an idle fetch: time for the server's late "request timed out" answer to arrive (see Bus.consume)."""
 
 
 def auth_options(credential: Credential | None) -> dict[str, Any]:
@@ -310,8 +315,8 @@ class Bus:
             return f"not fetching from consumer {durable}: {failing[0]}" if failing else None
 
         health.PROCESS.add(f"consumer {durable}", consuming)
+        sub: JetStreamContext.PullSubscription | None = None
         try:
-            sub = None
             while sub is None:
                 if stop.is_set():
                     return
@@ -325,12 +330,16 @@ class Bus:
                     await asyncio.sleep(1.0)
             while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
+                    msgs = await sub.fetch(batch, timeout=FETCH_S)
                     failing.clear()
                 except (TimeoutError, NatsTimeoutError):
                     failing.clear()
                     if on_idle is not None:
                         on_idle()
+                    # the server's "request timed out" answer may still be on its way: let it arrive, so that the
+                    # next fetch discards it instead of taking it for the answer to its own first request (nats-py
+                    # then leaves a second pull request open, and the next message waited up to a second)
+                    await asyncio.sleep(LATE_STATUS_S)
                     continue
                 except Exception as exc:  # noqa: BLE001  connection blips: back off, keep going
                     log.warning("fetch on %s failed: %s", durable, exc)
@@ -346,6 +355,9 @@ class Bus:
                     log.exception("handling a batch on %s failed; un-acked messages will be redelivered", durable)
         finally:
             health.PROCESS.remove(f"consumer {durable}")
+            if sub is not None:  # a pull request still open must not deliver to an inbox nobody reads
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
 
 async def _hand_back(msgs: list[Msg]) -> None:

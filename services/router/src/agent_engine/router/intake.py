@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 
@@ -26,7 +27,7 @@ from agent_engine.contracts.subjects import (
 )
 from agent_engine.router.partitions import CHECK_S, Ownership
 from agent_engine.router.timers import Progress
-from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.bus import FETCH_S, Bus
 
 log = logging.getLogger("router")
 SHARED = "router"
@@ -84,7 +85,8 @@ class Intake:
                 log.info("router gave up partitions %s", sorted(owned))
 
     async def _own(self, stop: asyncio.Event) -> None:
-        """Look at who is alive every CHECK_S: take free partitions up to a fair share, give up the excess."""
+        """Look at who is alive every CHECK_S: take free partitions up to a fair share, give up the excess; then
+        make the consumers match what is owned (whatever the look, a release or a lost connection left)."""
         while not stop.is_set():
             try:
                 change = await asyncio.to_thread(self.ownership.look)
@@ -97,16 +99,31 @@ class Intake:
                     await self._stop(change.to_release)
                     await asyncio.to_thread(self.ownership.release, change.to_release)
                     log.info("router gave up partitions %s", sorted(change.to_release))
-                if change.taken:
-                    self.on_taken(change.taken)
-                    for partition in sorted(change.taken):
-                        self._start(partition, stop)
-                    log.info("router took partitions %s (owns %s)", sorted(change.taken),
-                             sorted(self.ownership.owned))
+            await self._follow(stop)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), CHECK_S)
         for event, _ in self.consumers.values():
             event.set()
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """Consumers for exactly the partitions owned: stop those of partitions no longer owned (a release that
+        failed loses them all), start those of partitions taken, and start again one whose loop ended."""
+        owned = set(self.ownership.owned)
+        for partition, (_, task) in list(self.consumers.items()):
+            if partition in owned and task.done():
+                log.error("the consumer of partition %d stopped (%s); starting it again", partition,
+                          "cancelled" if task.cancelled() else task.exception())
+                del self.consumers[partition]
+        stray = frozenset(set(self.consumers) - owned)
+        if stray:
+            await self._stop(stray)
+            log.warning("router stopped reading partitions %s, which it no longer owns", sorted(stray))
+        taken = frozenset(owned - set(self.consumers))
+        if taken:
+            self.on_taken(taken)
+            for partition in sorted(taken):
+                self._start(partition, stop)
+            log.info("router took partitions %s (owns %s)", sorted(taken), sorted(owned))
 
     def _start(self, partition: int, stop: asyncio.Event) -> None:
         mine = asyncio.Event()
@@ -126,9 +143,7 @@ class Intake:
         stopping = [self.consumers.pop(p) for p in partitions if p in self.consumers]
         for event, _ in stopping:
             event.set()
-        for _, task in stopping:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await task
+        await asyncio.gather(*(task for _, task in stopping), return_exceptions=True)
         for partition in partitions:
             self.progress.forget(partition_durable(partition))
 
@@ -141,11 +156,17 @@ class Intake:
             await self.queue.put(item)
             await item.done
 
+        def idle() -> None:
+            # a fetch that found nothing: every input stored before it began has been read (a quiet consumer
+            # must not hold back the deadlines of the others, which wait until everything before them is read)
+            self.progress.saw(0, datetime.now(UTC) - timedelta(seconds=FETCH_S), name)
+
         await self.bus.consume(name, subjects, fetched, batch=self.batch, ack_wait=self.ack_wait, stop=stop,
-                               on_idle=lambda: self.progress.saw(0, None, name))
+                               on_idle=idle)
 
     async def _apply(self) -> None:
-        """Merge what the consumers fetched into batches of up to `batch` inputs, one handling at a time."""
+        """Merge what the consumers fetched into batches, one handling at a time: whole fetches are taken while the
+        batch holds fewer than `batch` inputs (so at most 2 x batch - 1)."""
         while True:
             items = [await self.queue.get()]
             count = len(items[0].msgs)
