@@ -24,8 +24,9 @@ def choose_keys(keyring: Keyring, pending: Mapping[str, tuple[uuid.UUID, Sequenc
     """Make sure every aggregate about to get records has a live key. Raises KeyDestroyed for a task whose
     key was destroyed: an erased task takes no new records."""
     uses = []
+    chosen = keyring.keys_of(aggregate for aggregate, _ in pending.values())
     for key, (aggregate, records) in pending.items():
-        current = keyring.key_of(aggregate)
+        current = chosen.get(aggregate)
         if current is not None:
             try:
                 keyring.key(current)

@@ -161,7 +161,12 @@ class Router:
         for msg in msgs:
             if msg.metadata is not None:
                 self.progress.saw(msg.metadata.num_pending, msg.metadata.timestamp)
-        inputs = [i for i in await read_all(self.bus, msgs) if await self._admissible(*i)]
+        readable = await read_all(self.bus, msgs)
+        try:  # the batch's new tasks in one query; a failure here leaves them to the checks below
+            await self.tasks.prefetch(env.task_id for _, env in readable if not env.task_id.startswith(TENANT_KEY))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not look up the batch's new tasks (%s)", describe(exc))
+        inputs = [i for i in readable if await self._admissible(*i)]
         if not inputs:
             return
         try:
