@@ -84,9 +84,9 @@ def counting_saves(store: TaskStore) -> list[list[str]]:
     saves: list[list[str]] = []
     save = store.save
 
-    def spy(pending: Any, states: Any = None) -> Any:
+    def spy(pending: Any, states: Any = None, encoded: Any = None) -> Any:
         saves.append(list(pending))
-        return save(pending, states)
+        return save(pending, states, encoded)
 
     store.save = spy  # type: ignore[method-assign]
     return saves

@@ -1,6 +1,6 @@
 """The store's per-batch shortcuts, in a real PostgreSQL: a batch's new tasks are found with one query and
 start from nothing, while a task with records is still loaded from the store; the keys that seal a batch's
-tasks are looked up together; a pooled connection is pinged only when it has not been for a while, and a
+tasks are looked up together; a record's envelope is encoded once and stored as the library would store it; a pooled connection is pinged only when it has not been for a while, and a
 broken one is still found out; records stored by the router's own insert read back and chain as before."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import psycopg
 import pytest
 from router_testkit import Run, accepted, completed, linear_workflow
 
+from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.core import fold
+from agent_engine.router.crypto import EncodedRecord
 from agent_engine.router.deadlines import DeadlineIndex
-from agent_engine.router.store import IdlePing, TaskStore, aggregate_uuid
+from agent_engine.router.store import TASK_RECORD_TOPIC, IdlePing, TaskRecord, TaskStore, aggregate_uuid
 from agent_engine.router.tasks import TaskCache
 from agent_engine.runtime.audit import record_hash
 
@@ -117,3 +119,20 @@ def test_idle_ping_finds_a_broken_connection_once_due(postgres_url: str) -> None
         conn.close()
         with pytest.raises(psycopg.OperationalError):
             ping(conn)
+
+
+def test_a_record_encoded_once_is_stored_as_the_library_would_store_it(store: TaskStore) -> None:
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    task_id, run = started_task(tenant)
+    record = run.records[0]
+    aggregate = aggregate_uuid(task_id)
+    store.save({task_id: (0, run.records)})  # chooses the task's key
+    mapper = store.app.mapper
+    by_library = mapper.to_stored_event(TaskRecord(  # type: ignore[call-arg]
+        originator_id=aggregate, originator_version=1, timestamp=record.time, envelope=record.to_wire()))
+    encoded = mapper.to_stored_event(EncodedRecord(aggregate, 1, TASK_RECORD_TOPIC, record.time, record.to_bytes()))
+    assert encoded.topic == by_library.topic
+    read = [mapper.to_domain_event(e) for e in (by_library, encoded)]
+    assert all(isinstance(e, TaskRecord) for e in read)
+    assert read[0].__dict__ == read[1].__dict__
+    assert Envelope.model_validate(read[1].envelope) == record  # type: ignore[attr-defined]

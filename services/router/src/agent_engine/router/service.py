@@ -256,7 +256,7 @@ class Router:
 
     async def _commit(self, chunk: dict[str, tuple[int, list[Envelope]]], batch: Batch) -> None:
         try:
-            committed = await asyncio.to_thread(self.store.save, chunk, batch.states)
+            committed = await asyncio.to_thread(self.store.save, chunk, batch.states, batch.encoded)
         except Exception:
             for task_id in batch.pending:  # reload from the store, which may hold the records after all
                 self.tasks.drop(task_id)

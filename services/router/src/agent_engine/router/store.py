@@ -25,6 +25,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import Mapper
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
+from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
@@ -33,7 +34,7 @@ from agent_engine.router import openwork, sealing
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.audit import RECORDER_TOPIC
 from agent_engine.router.core import fold
-from agent_engine.router.crypto import SealingMapper
+from agent_engine.router.crypto import EncodedRecord, SealingMapper
 from agent_engine.router.datakeys import KeyDestroyed, Keyring, master_key_from_env
 from agent_engine.router.idempotency import KeyState, fold_key
 from agent_engine.router.snapshots import Snapshot, SnapshotStore, every_from_env
@@ -49,6 +50,9 @@ class TaskRecord(DomainEvent):
     """One stored record of a task: a contract envelope as JSON."""
 
     envelope: dict[str, Any]
+
+
+TASK_RECORD_TOPIC = get_topic(TaskRecord)
 
 
 class _RouterApplication(Application[uuid.UUID]):
@@ -113,6 +117,11 @@ class IdlePing:
 STORE_TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, OSError)
 """The event store's outages, besides the runtime's list (OSError: a socket error the driver passes on raw)."""
 log = logging.getLogger("router.store")
+
+
+def _json(record: Envelope, encoded: Mapping[str, tuple[Envelope, bytes]]) -> bytes:
+    known = encoded.get(record.id)
+    return known[1] if known is not None and known[0] is record else record.to_bytes()
 
 
 class TaskStore:
@@ -206,24 +215,25 @@ class TaskStore:
         return state
 
     def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]],
-             states: Mapping[str, TaskState] | None = None) -> list[tuple[int, Envelope]]:
+             states: Mapping[str, TaskState] | None = None,
+             encoded: Mapping[str, tuple[Envelope, bytes]] | None = None) -> list[tuple[int, Envelope]]:
         """Commit new records for several tasks in one transaction; returns (notification id, record).
 
         `pending` maps task id -> (version the records build on, records). Raises
         eventsourcing's IntegrityError when another writer got there first. `states` (task id -> the state
         after its records, as the router folded them) lets a task whose records cross a multiple of
-        AE_SNAPSHOT_EVERY be snapshotted once they are committed.
+        AE_SNAPSHOT_EVERY be snapshotted once they are committed. `encoded`: records' JSON (`to_bytes`) by record
+        id, with the record, where the caller has it already.
         """
+        encoded = encoded or {}
         events = []
         flat: list[Envelope] = []
         for task_id, (base_version, records) in pending.items():
             flat.extend(records)
             originator = aggregate_uuid(task_id)
-            for offset, record in enumerate(records, start=1):
-                events.append(TaskRecord(  # type: ignore[call-arg]
-                    originator_id=originator, originator_version=base_version + offset,
-                    timestamp=record.time, envelope=record.to_wire(),
-                ))
+            for offset, record in enumerate(records, start=1):  # stored as TaskRecord(timestamp, envelope)
+                events.append(EncodedRecord(originator, base_version + offset, TASK_RECORD_TOPIC, record.time,
+                                            _json(record, encoded)))
         if not events:
             return []
         sealing.choose_keys(self.keyring, {task_id: (aggregate_uuid(task_id), records)
