@@ -183,8 +183,8 @@ class TaskStore:
         query = SQL("SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)").format(
             schema=Identifier(recorder.datastore.schema),  # type: ignore[attr-defined]
             table=Identifier(recorder.events_table_name))  # type: ignore[attr-defined]
-        with recorder.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
-            curs.execute(query, (list(ids),))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:  # type: ignore[attr-defined]
+            curs.execute(query, (list(ids),), prepare=True)  # autocommit: one round trip
             found = {_uuid(row["originator_id"]) for row in curs.fetchall()}
         return {task_id for aggregate, task_id in ids.items() if aggregate not in found}
 
