@@ -26,6 +26,7 @@ from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
 from agent_engine.router.keys import IdempotencyKeys
+from agent_engine.router.lru import Lru
 from agent_engine.router.refusals import refusal
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
@@ -41,6 +42,7 @@ from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
 DURABLE = "router"
+MANIFESTS_CACHED = 256
 
 
 def transient(exc: BaseException) -> bool:
@@ -67,6 +69,8 @@ class Router:
         self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe)
         self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s,
                              settings.router_name, read_through=lambda: self.relay.saved)
+        self.manifests: Lru[bytes, Resolved] = Lru(MANIFESTS_CACHED)
+        """Workflow revisions as parsed, by the registry entry they were parsed from."""
         self.inputs_applied = 0
         """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
 
@@ -321,11 +325,14 @@ class Router:
             return RouterInput(event, source=tuple(records))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
-        found = await workflows.current(self.kv, event.tenant, str(event.data.get("workflow", "")))
-        if found is None:
+        entry = await workflows.current_entry(self.kv, event.tenant, str(event.data.get("workflow", "")))
+        if entry is None:
             return RouterInput(event)
-        revision, manifest = found
-        return RouterInput(event, Resolved(revision, manifest.with_tool_interfaces()))
+        resolved = self.manifests.get(entry)
+        if resolved is None:  # each stored entry parsed once: every task of a revision starts from the same one
+            revision, manifest = workflows.parse_entry(entry)
+            resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
+        return RouterInput(event, resolved)
 
 
 def _decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
