@@ -246,10 +246,11 @@ class Router:
         async with self.lock:
             batch = Batch()
             refused: dict[str, str] = {}
+            entries = await self._registry_entries(events)
             for event in events:
                 saved = batch.snapshot(event)
                 try:
-                    await self._decide(event, batch)
+                    await self._decide(event, batch, entries)
                 except Refused as exc:
                     log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, exc)
                     refused[event.id] = str(exc)[:1000]
@@ -280,13 +281,21 @@ class Router:
             if any(r.type == "task.forked" for r in records):  # timers copied with the history
                 self.deadlines.sync(batch.states[key])
 
-    async def _decide(self, event: Envelope, batch: Batch) -> None:
+    async def _registry_entries(self, events: list[Envelope]) -> dict[tuple[str, str], bytes | None]:
+        """The registry's entry for each workflow the batch's task requests name, read together (one read per
+        workflow, all at once) rather than one after another as each new task is decided."""
+        wanted = list({(e.tenant, _workflow(e)) for e in events if e.type == "task.accepted"})
+        found = await asyncio.gather(*(workflows.current_entry(self.kv, *w) for w in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def _decide(self, event: Envelope, batch: Batch,
+                      entries: dict[tuple[str, str], bytes | None] | None = None) -> None:
         """Decide one input on the state the batch has reached; its records join the batch."""
         # a state served from the cache (not read from the store in this batch) may be stale
         cached = event.task_id not in batch.states and event.task_id in self.tasks
         state = batch.states.get(event.task_id) or await self.tasks.get(event.task_id)
         version = batch.pending.get(event.task_id, (state.version, []))[0]
-        inp = await self._resolve(event, state)
+        inp = await self._resolve(event, state, entries)
         new = event.type == "task.accepted" and state.status == "new" and event.id not in state.applied
         if new:
             inp = await self.keys.check(inp, batch)
@@ -299,7 +308,7 @@ class Router:
             fresh = await self.tasks.fresh(event.task_id)
             if fresh.version != state.version:
                 version = fresh.version
-                after, records = _decided(fresh, await self._resolve(event, fresh))
+                after, records = _decided(fresh, await self._resolve(event, fresh, entries))
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
         if new and any(r.type in ("task.started", "task.queued") for r in records):
@@ -309,7 +318,8 @@ class Router:
                 after.status in ("cancelled", "rejected") and state.status in ("new", "queued")):
             await self.admission.release(event, after.status, batch)
 
-    async def _resolve(self, event: Envelope, state: TaskState) -> RouterInput:
+    async def _resolve(self, event: Envelope, state: TaskState,
+                       entries: dict[tuple[str, str], bytes | None] | None = None) -> RouterInput:
         """Look up what a new task needs from outside (the workflow revision it pins, or the history a
         fork copies); the lookup result is recorded with the input."""
         if event.type == "task.fork_requested" and state.status == "new":
@@ -325,7 +335,9 @@ class Router:
             return RouterInput(event, source=tuple(records))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
-        entry = await workflows.current_entry(self.kv, event.tenant, str(event.data.get("workflow", "")))
+        wanted = (event.tenant, _workflow(event))
+        entry = (entries[wanted] if entries is not None and wanted in entries
+                 else await workflows.current_entry(self.kv, *wanted))
         if entry is None:
             return RouterInput(event)
         resolved = self.manifests.get(entry)
@@ -333,6 +345,10 @@ class Router:
             revision, manifest = workflows.parse_entry(entry)
             resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
         return RouterInput(event, resolved)
+
+
+def _workflow(event: Envelope) -> str:
+    return str(event.data.get("workflow", ""))
 
 
 def _decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
