@@ -69,7 +69,8 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-3:])})"
 
 
-async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path) -> None:
+async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path,
+              services: tuple[str, ...] = PROFILED) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ae-profile-") as tmp:
         cluster = Cluster(Path(tmp), AE_MOCK_DELAY_S="0")
@@ -77,7 +78,7 @@ async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path) -
         try:
             pids = cluster.pids()
             spies = []
-            for service in PROFILED:
+            for service in services:
                 cmd = [py_spy(), "record", "--pid", str(pids[service]), "--duration", str(int(seconds) + 2),
                        "--rate", "200", "--format", "raw", "--output", str(out / f"{service}.txt"), "--nonblocking"]
                 if gil:
@@ -94,7 +95,7 @@ async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path) -
             await asyncio.to_thread(cluster.stop)
     print(f"engine at {inflight} in flight: {result['hops_per_s']:.0f} hops/s, p50 {result['p50_ms']:.2f} ms "
           f"(profiled{', GIL-holding samples only' if gil else ''})")
-    for service in PROFILED:
+    for service in services:
         raw = out / f"{service}.txt"
         if raw.exists():
             print(summarise(raw))
@@ -107,12 +108,14 @@ def main() -> int:
     p.add_argument("--gil", action="store_true", help="only samples that hold the GIL")
     p.add_argument("--idle", action="store_true", help="count idle samples too (wall-clock time, waits included)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "profile")
+    p.add_argument("--services", default=",".join(PROFILED),
+                   help=f"which services to profile, comma-separated (default {','.join(PROFILED)})")
     p.add_argument("--summarise", type=Path, help="only print the summary of an existing raw profile")
     args = p.parse_args()
     if args.summarise:
         print(summarise(args.summarise))
         return 0
-    asyncio.run(run(args.inflight, args.seconds, args.gil, args.idle, args.out))
+    asyncio.run(run(args.inflight, args.seconds, args.gil, args.idle, args.out, tuple(args.services.split(","))))
     return 0
 
 

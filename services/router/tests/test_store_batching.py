@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
 from router_testkit import Run, accepted, completed, linear_workflow
 
 from agent_engine.contracts.envelope import Envelope
@@ -136,3 +137,17 @@ def test_a_record_encoded_once_is_stored_as_the_library_would_store_it(store: Ta
     assert all(isinstance(e, TaskRecord) for e in read)
     assert read[0].__dict__ == read[1].__dict__
     assert Envelope.model_validate(read[1].envelope) == record  # type: ignore[attr-defined]
+
+
+def test_a_task_saved_again_after_a_failed_first_save_is_sealed_under_its_key(store: TaskStore) -> None:
+    """A new task's key is chosen without a lookup; one chosen by a save that then failed is simply chosen again."""
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    task_id, run = started_task(tenant)
+    store.save({task_id: (0, run.records[:1])})
+    with pytest.raises(IntegrityError):  # another writer stored version 1 first: nothing of this save is kept
+        store.save({task_id: (0, run.records)})
+    other, again = started_task(tenant)
+    store.keyring.assign([(aggregate_uuid(other), store.keyring.live_key(tenant).key_id, tenant, other)])
+    store.save({other: (0, again.records)})  # its key was chosen already (by a save that failed): chosen again
+    assert store.records(other) == again.records
+    assert store.records(task_id) == run.records[:1]

@@ -238,7 +238,7 @@ class TaskStore:
             return []
         sealing.choose_keys(self.keyring, {task_id: (aggregate_uuid(task_id), records)
                                            for task_id, (_, records) in pending.items() if records},
-                            aggregate_uuid)
+                            aggregate_uuid, new={task_id for task_id, (base, _) in pending.items() if base == 0})
         recordings = self.app.save(*events)
         for task_id, (base_version, records) in pending.items():
             state = (states or {}).get(task_id)
