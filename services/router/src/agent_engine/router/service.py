@@ -166,15 +166,12 @@ class Router:
             if msg.metadata is not None:
                 self.progress.saw(msg.metadata.num_pending, msg.metadata.timestamp)
         readable = await read_all(self.bus, msgs)
-        try:  # the batch's new tasks in one query; a failure here leaves them to the checks below
-            await self.tasks.prefetch(env.task_id for _, env in readable if not env.task_id.startswith(TENANT_KEY))
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not look up the batch's new tasks (%s)", describe(exc))
+        entries = await self._lookups([env for _, env in readable])
         inputs = [i for i in readable if await self._admissible(*i)]
         if not inputs:
             return
         try:
-            refused = await self.apply([env for _, env in inputs])
+            refused = await self.apply([env for _, env in inputs], entries)
         except Exception as exc:  # noqa: BLE001  sorted below: outage (retry) or a write conflict (isolate)
             if transient(exc):
                 log.warning("store or bus unavailable (%s); %d input(s) will be redelivered", exc, len(inputs))
@@ -185,6 +182,19 @@ class Router:
                 await self._apply_one(msg, env)
             return
         await asyncio.gather(*(self._settle(msg, refused.get(env.id)) for msg, env in inputs))
+
+    async def _lookups(self, events: list[Envelope]) -> dict[tuple[str, str], bytes | None] | None:
+        """At once, what the batch will need: which of its tasks are new (one query; they are cached as new) and
+        the registry entries of the workflows its task requests name. Either failing leaves it to be looked up
+        where it is needed (the checks, `apply`)."""
+        found = await asyncio.gather(
+            self.tasks.prefetch(e.task_id for e in events if not e.task_id.startswith(TENANT_KEY)),
+            self._registry_entries(events), return_exceptions=True)
+        for failed in (f for f in found if isinstance(f, BaseException)):
+            if not isinstance(failed, Exception):
+                raise failed  # cancelled: the router is stopping
+            log.warning("could not look up what the batch needs (%s)", describe(failed))
+        return None if isinstance(found[1], BaseException) else found[1]
 
     async def _admissible(self, msg: Msg, env: Envelope) -> bool:
         """Whether the input goes on to be decided; one that may not is dead-lettered with the reason. A
@@ -238,15 +248,17 @@ class Router:
         else:
             await refuse(self.bus, msg, refused)
 
-    async def apply(self, events: list[Envelope]) -> dict[str, str]:
+    async def apply(self, events: list[Envelope],
+                    entries: dict[tuple[str, str], bytes | None] | None = None) -> dict[str, str]:
         """Decide for every input, then commit their records: one transaction per batch (split only
         when it would exceed SAVE_CHUNK_BYTES; a task's records always share one transaction).
         Returns the inputs refused, by event id, with the reason: decide found them invalid, and
-        nothing of theirs is saved."""
+        nothing of theirs is saved. `entries`: the registry entries the caller has read for them already."""
         async with self.lock:
             batch = Batch()
             refused: dict[str, str] = {}
-            entries = await self._registry_entries(events)
+            if entries is None:
+                entries = await self._registry_entries(events)
             for event in events:
                 saved = batch.snapshot(event)
                 try:
