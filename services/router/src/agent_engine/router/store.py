@@ -180,7 +180,9 @@ class TaskStore:
         if not ids:
             return set()
         recorder = self.app.recorder
-        query = SQL("SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)").format(
+        # one index probe per task, however long its history
+        query = SQL("SELECT o AS originator_id FROM unnest(%s::uuid[]) AS o WHERE EXISTS "
+                    "(SELECT 1 FROM {schema}.{table} WHERE originator_id = o)").format(
             schema=Identifier(recorder.datastore.schema),  # type: ignore[attr-defined]
             table=Identifier(recorder.events_table_name))  # type: ignore[attr-defined]
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:  # type: ignore[attr-defined]
