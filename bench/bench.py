@@ -2,10 +2,11 @@
 
 Engine: hops/s and per-hop latency (p50/p99) for a 5-node LINEAR workflow with the mock provider
 at zero delay, at 1, 16, 64 and 256 tasks in flight; all five services run as processes on real
-NATS and PostgreSQL. Baselines: raw nats-py hops, raw eventsourcing saves, LangGraph with its
+NATS and PostgreSQL. Then the same with K routers (partitions split between them; `--routers`, default
+1,2) at the busy levels. Baselines: raw nats-py hops, raw eventsourcing saves, LangGraph with its
 PostgreSQL checkpointer running the same 5-node line. Prints a table; writes bench/results/latest.json.
 
-    python bench/bench.py [--seconds 8] [--levels 1,16,64,256]
+    python bench/bench.py [--seconds 8] [--levels 1,16,64,256] [--routers 1,2]
     python bench/bench.py --rebuild-only     # only the rebuild figures, on a PostgreSQL of its own
 """
 
@@ -16,6 +17,8 @@ import asyncio
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +31,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines
-from cluster import Cluster
+from cluster import ROOT, Cluster
 
+from agent_engine.cli.stack import Stack
 from agent_engine.contracts.envelope import command, derive_id
 from agent_engine.contracts.events import NodeDispatched, NodeSucceeded
-from agent_engine.contracts.subjects import type_subject
+from agent_engine.contracts.subjects import PARTITIONS, type_subject
 from agent_engine.router.core import fold
 from agent_engine.router.store import TaskStore, eventsourcing_env
 from agent_engine.runtime.bus import TASK_ID_HEADER
@@ -86,6 +90,47 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
     result = baselines.summary(latencies, hops, elapsed)
     result["rss_per_task_kib"] = max(0, rss_peak - rss_idle) / inflight / 1024
     return result
+
+
+ROUTED_LEVELS = (64, 256)
+"""Levels run again with K routers: where one router's core is the limit."""
+
+
+async def with_routers(cluster: Cluster, k: int, levels: list[int], seconds: float) -> dict[str, Any]:
+    """Start K-1 more routers beside the stack's, wait until the partitions are split between all K, run the
+    levels, stop the extra routers."""
+    stack = Stack.load(cluster.root / "home")
+    extra = [stack.spawn("router", ROOT, cluster.root / f"router-{i}.log", {"AE_ROUTER_NAME": f"router-{i}"})
+             for i in range(2, k + 1)]
+    try:
+        await wait_split(cluster, k)
+        return {str(level): await engine_level(cluster, level, seconds) for level in levels}
+    finally:
+        for process in extra:
+            process.send_signal(signal.SIGTERM)
+        for process in extra:
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await wait_split(cluster, 1)
+
+
+async def wait_split(cluster: Cluster, k: int, timeout: float = 60) -> None:
+    import psycopg
+
+    from agent_engine.router.partitions import PARTITION_LOCK
+
+    assert cluster.postgres is not None
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        with psycopg.connect(cluster.postgres.url, autocommit=True) as conn:
+            owners = conn.execute("SELECT count(DISTINCT pid), count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                  "AND granted AND objsubid = 2 AND classid = %s::oid", (PARTITION_LOCK,)).fetchone()
+        if owners == (k, PARTITIONS):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the partitions were not split over {k} routers within {timeout:.0f} s")
 
 
 def rebuild_ms(postgres_url: str, events: int, snapshot_every: int | None = None) -> tuple[float, float]:
@@ -143,6 +188,12 @@ def table(r: dict[str, Any]) -> str:
               f"{ratio(e1, es)} that",
               f"rebuild a task of 10,000 events: {rb:.0f} ms from its snapshot ({full:.0f} ms folding every record, "
               f"as replay does); raw eventsourcing aggregate of 10,000 events: {rbb:.0f} ms ({ratio(rb, rbb)})"]
+    for k, levels in sorted(r.get("routers", {}).items()):
+        for level, e in sorted(levels.items(), key=lambda kv: int(kv[0])):
+            one = r["engine"].get(level)
+            lines.append(f"{k} routers at {level} in flight: {e['hops_per_s']:.0f} hops/s"
+                         + (f" ({ratio(e['hops_per_s'], one['hops_per_s'])} one router's), " if one else ", ")
+                         + f"p50/p99 {e['p50_ms']:.2f}/{e['p99_ms']:.2f} ms")
     t = r["targets"]
     lines += ["", "targets:",
               f"  hops/s at 64 >= 0.5 x raw nats-py: {t['half_raw_nats_at_64']}",
@@ -151,7 +202,7 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(levels: list[int], seconds: float) -> dict[str, Any]:
+async def main_async(levels: list[int], seconds: float, routers: list[int] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ae-bench-") as tmp:
         cluster = Cluster(Path(tmp), AE_MOCK_DELAY_S="0")
         await asyncio.to_thread(cluster.start)
@@ -161,6 +212,11 @@ async def main_async(levels: list[int], seconds: float) -> dict[str, Any]:
             for level in levels:
                 print(f"engine at {level} in flight ...", flush=True)
                 result["engine"][str(level)] = await engine_level(cluster, level, seconds)
+            result["routers"] = {}
+            for k in [k for k in routers or [] if k > 1]:
+                routed = [level for level in levels if level in ROUTED_LEVELS] or levels[-1:]
+                print(f"engine with {k} routers at {routed} in flight ...", flush=True)
+                result["routers"][str(k)] = await with_routers(cluster, k, routed, seconds)
             await asyncio.to_thread(Cluster.stop_services, cluster)
             for level in levels:
                 print(f"raw nats-py at {level} in flight ...", flush=True)
@@ -220,12 +276,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level (default 8)")
     p.add_argument("--levels", default="1,16,64,256", help="tasks in flight (default 1,16,64,256)")
+    p.add_argument("--routers", default="1,2", help="router counts K to run the busy levels with (default 1,2)")
     p.add_argument("--rebuild-only", action="store_true", help="only the rebuild figures (no services)")
     args = p.parse_args()
     if args.rebuild_only:
         rebuild_only()
         return 0
-    result = asyncio.run(main_async([int(x) for x in args.levels.split(",")], args.seconds))
+    result = asyncio.run(main_async([int(x) for x in args.levels.split(",")], args.seconds,
+                                    [int(x) for x in args.routers.split(",")]))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2))
     text = table(result)

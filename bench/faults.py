@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import ROOT, Cluster
 
 from agent_engine.cli.stack import SERVICES
-from agent_engine.contracts.subjects import type_subject
+from agent_engine.contracts.subjects import partition_subject, type_subject
 from agent_engine.runtime.bus import TASK_ID_HEADER
 
 EXAMPLE = ROOT / "examples" / "research-review"
@@ -134,7 +134,7 @@ async def run(tasks: int, every: float, mock_delay: float, seed: int, root: Path
             if any(n > 1 for n in applied.values()) or (statuses[task_id] == "succeeded" and set(applied) != NODES):
                 report.not_exactly_once.append(f"{task_id} {statuses[task_id]} {dict(applied)} "
                                       f"{[e.type for e in history][-4:]}")
-        report.results_delivered = await _count_stream(nc, type_subject("node.completed", tenant))
+        report.results_delivered = await _count_stream(nc, partition_subject("node.completed", tenant))
         await nc.close()
     finally:
         await asyncio.to_thread(cluster.stop)

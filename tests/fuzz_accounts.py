@@ -28,7 +28,7 @@ from fuzz_corpus import (
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import NodeDispatched
-from agent_engine.contracts.subjects import subject_for
+from agent_engine.contracts.subjects import consume_subjects, subject_for
 from agent_engine.contracts.upcasting import V1_RENAMES
 
 # --- what the streams show ----------------------------------------------------------------------
@@ -105,8 +105,9 @@ class Observer:
         self.by_cause[seen.causation_id].append(seen)
 
 
-OBSERVED_SUBJECTS = ("ae.*.task.accepted", "ae.*.task.rejected", "ae.*.node.completed", "ae.*.node.errored",
-                     "ae.*.node.tools_requested", "ae.*.llm.called")
+OBSERVED_SUBJECTS = tuple(s for t in ("task.accepted", "task.rejected", "node.completed", "node.errored",
+                                       "node.tools_requested", "llm.called") for s in consume_subjects(t))
+"""Each type's subjects (a router input's bare and in every partition)."""
 
 
 # --- histories ----------------------------------------------------------------------------------

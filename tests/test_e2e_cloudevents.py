@@ -17,7 +17,7 @@ from cloudevents.core.formats.json import JSONFormat
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
-from agent_engine.contracts.subjects import subject_for, tenant_subject
+from agent_engine.contracts.subjects import partition_subject, subject_for, tenant_subject
 from agent_engine.testkit.client import task_request
 
 pytestmark = pytest.mark.e2e
@@ -103,7 +103,7 @@ def test_a_v1_dispatch_is_run_by_the_agent_runner_and_answered_in_v2(engine, ten
     async def send() -> bytes:
         nc = await engine.connect()
         try:
-            completed = await nc.subscribe(f"ae.{tenant}.node.completed")
+            completed = await nc.subscribe(partition_subject("node.completed", tenant))
             await nc.jetstream().publish(f"ae.{tenant}.node.dispatched.agent", json.dumps(dispatch).encode(),
                                          headers={"Nats-Msg-Id": dispatch["id"]})
             while True:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent_engine.contracts.envelope import Envelope, derive_id
-from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC
+from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC, partition_subject
 
 pytestmark = pytest.mark.e2e
 
@@ -145,7 +145,7 @@ def test_a_dispatch_the_mock_cannot_satisfy_is_answered_with_the_nodes_error(eng
     async def send() -> dict[str, Any]:
         nc = await engine.connect()
         try:
-            errored = await nc.subscribe(f"ae.{tenant}.node.errored")
+            errored = await nc.subscribe(partition_subject("node.errored", tenant))
             dispatch = forged(tenant, "node.dispatched", {
                 "dispatch_id": "d-1", "node": "n", "kind": "agent", "attempt": 1,
                 "deadline": (datetime.now(UTC) + timedelta(seconds=30)).isoformat(),

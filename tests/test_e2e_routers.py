@@ -1,5 +1,7 @@
 """Two router processes consuming together (R3 item 10): 100 tasks, a kill -9 of one router in the
-middle; every task succeeds, no task is corrupted, and no dispatch is doubled."""
+middle; every task succeeds, no task is corrupted, and no dispatch is doubled. With router partitions
+(docs/scaling.md): the second router takes half the partitions when it joins, the two never write the same
+task (no write conflict), and the survivor takes the dead router's partitions."""
 
 from __future__ import annotations
 
@@ -7,11 +9,15 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import Any
 
 import psycopg
 import pytest
+
+from agent_engine.contracts.subjects import PARTITIONS
+from agent_engine.router.partitions import PARTITION_LOCK
 
 pytestmark = pytest.mark.e2e
 
@@ -19,25 +25,49 @@ TASKS = 100
 WORKING_NODES = {"gather_context", "interpretation", "decomposition", "planning", "execution", "review"}
 
 
-async def _two_routers(engine: Any, tenant: str) -> tuple[int, dict[str, str], list[Any]]:
+def owners(url: str) -> Counter[int]:
+    """Partitions held, by PostgreSQL backend (one per router)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return Counter(pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s::oid "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (PARTITION_LOCK,)).fetchall())
+
+
+async def wait_owners(url: str, shares: list[int], timeout: float = 60) -> float:
+    """Seconds until the partitions are held in exactly these shares (one per router, largest first)."""
+    began = time.monotonic()
+    while sorted(owners(url).values(), reverse=True) != shares:
+        assert time.monotonic() - began < timeout, f"partitions never split as {shares}: {owners(url)}"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - began
+
+
+async def _two_routers(engine: Any, tenant: str) -> tuple[int, dict[str, str], list[Any], float]:
+    url = engine.env["AE_POSTGRES_URL"]
+    await wait_owners(url, [PARTITIONS // 2, PARTITIONS // 2])  # the second router got its half on joining
     nc = await engine.connect()
     try:
         ids, succeeded = await engine.start_tasks(nc, tenant, TASKS)
         await asyncio.wait_for(succeeded.reached.wait(), 60)
         engine.kill("router")  # the second router carries on alone
         at_kill = succeeded.count
+        takeover = await wait_owners(url, [PARTITIONS])
         status = await engine.wait_terminal(nc, ids, timeout=120)
-        return at_kill, status, [await engine.history(nc, t) for t in ids]
+        return at_kill, status, [await engine.history(nc, t) for t in ids], takeover
     finally:
         await nc.close()
 
 
 def test_two_routers_with_a_kill_9_never_corrupt_a_task_or_double_a_dispatch(engine, tenant, tmp_path):
+    first_log_path = engine.home / "logs" / "router.log"
+    before = first_log_path.stat().st_size  # the stack's router log holds earlier tests' lines too
     log = (tmp_path / "router-2.log").open("w")
     second = subprocess.Popen([sys.executable, "-m", "agent_engine.router"], stdout=log, stderr=subprocess.STDOUT,
                               env={**engine.env, "AE_ROUTER_NAME": "router-2"})
     try:
-        at_kill, status, histories = asyncio.run(_two_routers(engine, tenant))
+        at_kill, status, histories, takeover = asyncio.run(_two_routers(engine, tenant))
+        first_log = first_log_path.read_bytes()[before:].decode(errors="replace")
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
@@ -60,3 +90,8 @@ def test_two_routers_with_a_kill_9_never_corrupt_a_task_or_double_a_dispatch(eng
     assert "Traceback" not in second_log
     applied = int(second_log.split("router router-2 stopping: applied ")[1].split()[0])
     assert applied > 0, "the second router never consumed: the test proves nothing"
+    # each task's inputs went to its partition's owner only: the two never raced to write one task
+    for log_text in (first_log, second_log):
+        assert "retrying one by one" not in log_text, "a write conflict between the routers"
+    assert "took partitions" in second_log
+    print(f"the survivor held every partition {takeover:.1f} s after the kill")

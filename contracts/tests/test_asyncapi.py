@@ -56,9 +56,10 @@ def test_every_published_event_type_has_a_channel_at_its_subject() -> None:
         event = Envelope(id="e", source="s", type=event_type, time=datetime.now(UTC), tenant="acme",
                          task_id="t", correlation_id="t", data=data)
         channel = COMMITTED["channels"][event_type.replace(".", "_")]
-        address = channel["address"].format(tenant="acme", sender="billing", kind="tool")
+        address = channel["address"].format(tenant="acme", sender="billing", kind="tool",
+                                            partition=subjects.partition_of("t"))
         assert address == subjects.subject_for(event), event_type
-        named = {p for p in ("tenant", "sender", "kind") if f"{{{p}}}" in channel["address"]}
+        named = {p for p in ("tenant", "sender", "kind", "partition") if f"{{{p}}}" in channel["address"]}
         assert set(channel["parameters"]) == named
     assert set(asyncapi.FLOWS) | asyncapi.UNPUBLISHED == set(EVENT_TYPES)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from agent_engine.contracts import (
 )
 from agent_engine.contracts.envelope import EVENT_NAMESPACE, derive_id
 from agent_engine.contracts.events import NodeDispatched, TaskRequested
+from agent_engine.contracts.subjects import COMMAND_SENDERS, PARTITIONED, PARTITIONS, partition_of, subject_problem
 from agent_engine.contracts.upcasting import upcast, version_of
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -183,9 +186,30 @@ def test_subject_for_node_dispatched_appends_the_kind() -> None:
         assert subject_for(event) == f"ae.acme.node.dispatched.{kind}"
 
 
-@pytest.mark.parametrize("event_type", sorted(set(EVENT_TYPES) - {"node.dispatched"}))
+@pytest.mark.parametrize("event_type", sorted(set(EVENT_TYPES) - {"node.dispatched"} - PARTITIONED))
 def test_subject_for_other_types_is_tenant_then_type(event_type: str) -> None:
     assert subject_for(envelope(tenant="team-b", type=event_type)) == f"ae.team-b.{event_type}"
+
+
+@pytest.mark.parametrize("event_type", sorted(PARTITIONED))
+def test_a_router_input_the_engine_sends_ends_with_its_tasks_partition(event_type: str) -> None:
+    event = envelope(tenant="team-b", type=event_type)
+    assert subject_for(event) == f"ae.team-b.{event_type}.{partition_of(event.task_id)}"
+    assert subject_problem(subject_for(event), event) == ""
+    # as a publisher sent it before partitions: still read (by any router), never passed off as another type
+    assert subject_problem(f"ae.team-b.{event_type}", event) == ""
+    assert subject_problem(f"ae.team-b.{event_type}.{(partition_of(event.task_id) + 1) % PARTITIONS}", event)
+
+
+def test_a_tasks_partition_is_crc32_of_its_id_and_spreads_tasks_over_every_partition() -> None:
+    assert partition_of("task-1") == zlib.crc32(b"task-1") % PARTITIONS  # what a publisher in any language computes
+    counts = Counter(partition_of(str(uuid.uuid4())) for _ in range(12_000))
+    assert set(counts) == set(range(PARTITIONS))
+    assert max(counts.values()) < 1.2 * min(counts.values())
+
+
+def test_client_requests_keep_their_sender_and_are_not_partitioned() -> None:
+    assert not PARTITIONED & set(COMMAND_SENDERS)
 
 
 # --- additions that keep version 1 ------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agent_engine.contracts.subjects import PARTITIONS, partition_durable
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from manifests import (  # deploy/tests is not a package: found through the path above
     DEPLOY,
@@ -362,16 +364,23 @@ def test_scaled_objects_use_the_nats_jetstream_scaler_as_keda_documents_it(rende
     for name, scaled in of_kind(rendered["production"], "ScaledObject").items():
         assert scaled["spec"]["scaleTargetRef"] == {"name": name} and name in deployments
         assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
-        (trigger,) = scaled["spec"]["triggers"]
-        metadata = trigger["metadata"]
-        assert trigger["type"] == "nats-jetstream"
-        assert set(metadata) <= known, f"{name}: parameters KEDA does not know: {set(metadata) - known}"
-        assert required <= set(metadata), f"{name}: missing {required - set(metadata)}"
-        assert all(isinstance(v, str) for v in metadata.values()), "trigger metadata values are strings"
-        assert (metadata["account"], metadata["stream"], metadata["consumer"]) == ("$G", "AE_EVENTS", name)
-        # the headless Service, so KEDA can reach the consumer's leader as <pod>.nats-headless (kedacore/keda#3860)
-        assert metadata["natsServerMonitoringEndpoint"] == "nats-headless.nats.svc.cluster.local:8222"
-        assert int(metadata["lagThreshold"]) > 0 and int(metadata["activationLagThreshold"]) >= 0
+        consumers = []
+        for trigger in scaled["spec"]["triggers"]:
+            metadata = trigger["metadata"]
+            assert trigger["type"] == "nats-jetstream"
+            assert set(metadata) <= known, f"{name}: parameters KEDA does not know: {set(metadata) - known}"
+            assert required <= set(metadata), f"{name}: missing {required - set(metadata)}"
+            assert all(isinstance(v, str) for v in metadata.values()), "trigger metadata values are strings"
+            assert (metadata["account"], metadata["stream"]) == ("$G", "AE_EVENTS")
+            # the headless Service, so KEDA reaches the consumer's leader as <pod>.nats-headless (kedacore/keda#3860)
+            assert metadata["natsServerMonitoringEndpoint"] == "nats-headless.nats.svc.cluster.local:8222"
+            assert int(metadata["lagThreshold"]) > 0 and int(metadata["activationLagThreshold"]) >= 0
+            consumers.append(metadata["consumer"])
+        # every durable the service reads: the router's shared one and each partition's
+        expected = [name] + ([partition_durable(p) for p in range(PARTITIONS)] if name == "router" else [])
+        assert sorted(consumers) == sorted(expected), name
+        if name == "router":
+            assert scaled["spec"]["maxReplicaCount"] <= PARTITIONS, "a router beyond the partitions gets no work"
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------

@@ -17,9 +17,13 @@ from agent_engine.contracts.envelope import TENANT_PATTERN, command
 from agent_engine.contracts.events import EVENT_TYPES, NodeDispatched, TaskCancelRequested, TaskRequested
 from agent_engine.contracts.subjects import (
     IDENTITY_PATTERN,
+    PARTITIONED,
+    PARTITIONS,
     ROUTER_RPC,
     TELEMETRY_RPC,
     dlq_subject,
+    partition_durable,
+    partition_subject,
     rpc_subject,
     subject_for,
     tail_consumer,
@@ -72,6 +76,8 @@ def test_a_service_publishes_its_own_event_types_only(service: str, allowed: lis
     for kind, t in [("allowed", t) for t in allowed] + [("refused", t) for t in refused]:
         subject = type_subject(t, "acme") + (".agent" if t == "node.dispatched" else "")
         assert may_publish(rights, subject) == (kind == "allowed"), (service, t)
+        if t in PARTITIONED:  # in any partition, and bare (as a service not yet upgraded sends it)
+            assert may_publish(rights, partition_subject(t, "acme", 7)) == (kind == "allowed"), (service, t)
     assert may_publish(rights, dlq_subject(service)) and not may_publish(rights, dlq_subject("router" if service != "router" else "guardrails"))
 
 
@@ -94,6 +100,10 @@ def test_each_service_consumes_its_own_durable_and_answers_its_own_queries() -> 
         assert not any(may_publish(rights, f"$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.{o}") for o in others)
         assert not may_publish(rights, "$JS.API.STREAM.DELETE.AE_EVENTS")
         assert not may_publish(rights, "$JS.API.STREAM.PURGE.AE_EVENTS")
+    for partition in range(PARTITIONS):  # whichever partitions it comes to own
+        assert may_publish(SERVICES["router"], f"$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.{partition_durable(partition)}")
+        assert not may_publish(SERVICES["agent-runner"],
+                               f"$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.{partition_durable(partition)}")
     assert may_subscribe(SERVICES["router"], rpc_subject(ROUTER_RPC, "task.show", "acme"))
     assert not may_subscribe(SERVICES["tool-runner"], rpc_subject(ROUTER_RPC, "task.show"))
     assert SERVICES["router"].responses and not SERVICES["tool-runner"].responses
@@ -111,7 +121,7 @@ def test_tenant_roles_are_nested_and_confined_to_their_tenant_and_name() -> None
     assert may_publish(rights["operator"], "ae.acme.node.approval_decided.bob")
     for role, r in rights.items():
         for subject in ("ae.acme.task.requested.alice", "ae.other.task.requested.bob", "ae.acme.task.accepted",
-                        "ae.acme.node.completed", "ae.acme.node.dispatched.tool", rpc_subject(ROUTER_RPC, "task.show"),
+                        "ae.acme.node.completed", "ae.acme.task.accepted.3", "ae.acme.node.completed.3", "ae.acme.node.dispatched.tool", rpc_subject(ROUTER_RPC, "task.show"),
                         rpc_subject(ROUTER_RPC, "task.show", "other"), "$JS.API.STREAM.PURGE.AE_EVENTS",
                         "$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.router", "$KV.ae_workflows.other.w"):
             assert not may_publish(r, subject), (role, subject)

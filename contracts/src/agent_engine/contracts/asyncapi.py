@@ -2,7 +2,7 @@
 contracts/schemas/asyncapi.json, and a test fails when the committed file differs).
 
 Every address comes from subjects.py's helpers, called with placeholder tokens that are then written
-as AsyncAPI channel parameters (`{tenant}`, `{kind}`, `{sender}`, `{service}`): a change of the subject
+as AsyncAPI channel parameters (`{tenant}`, `{kind}`, `{sender}`, `{service}`, `{partition}`): a change of the subject
 map shows here at the next `make schemas`, never by editing a string in this module. What is declared
 here is only what no helper says: who sends and who receives each event type, and which queries each
 service answers (both checked against the services by their own tests).
@@ -19,12 +19,15 @@ from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
     AUTH_RPC,
     DLQ_STREAM,
+    PARTITIONED,
+    PARTITIONS,
     ROUTER_RPC,
     STREAM,
     TELEMETRY_RPC,
     consume_subjects,
     dlq_subject,
     heartbeat_subject,
+    partition_subject,
     rpc_subject,
     subject_for,
     tenant_subject,
@@ -83,9 +86,10 @@ TENANT_SCOPED = frozenset({ROUTER_RPC, TELEMETRY_RPC, AUTH_RPC})
 TENANT_ONLY = frozenset({AUTH_RPC})
 """The credential authority answers a tenant admin only, in its tenant's scope (docs/security.md)."""
 
-_TENANT, _KIND, _SENDER, _SERVICE = "x0tenant0x", "x0kind0x", "x0sender0x", "x0service0x"
+_TENANT, _KIND, _SENDER, _SERVICE, _PARTITION = "x0tenant0x", "x0kind0x", "x0sender0x", "x0service0x", "x0part0x"
 """Placeholder tokens the helpers accept (a tenant name, a sender name), replaced by parameters."""
-_PLACEHOLDERS = {_TENANT: "{tenant}", _KIND: "{kind}", _SENDER: "{sender}", _SERVICE: "{service}"}
+_PLACEHOLDERS = {_TENANT: "{tenant}", _KIND: "{kind}", _SENDER: "{sender}", _SERVICE: "{service}",
+                 _PARTITION: "{partition}"}
 
 PARAMETERS: dict[str, dict[str, Any]] = {
     "tenant": {"description": "the tenant: one subject token matching ^[A-Za-z0-9_-]{1,64}$ (the envelope's "
@@ -94,6 +98,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "sender": {"description": "the sender's name within its tenant (the credential's user, also written in the "
                               "payload's requested_by / decided_by): a credential may publish under its own "
                               "name only", "examples": ["agentctl", "billing"]},
+    "partition": {"description": f"the task's router partition: CRC-32 of the envelope's task_id (its UTF-8 "
+                                 f"bytes) modulo {PARTITIONS}, in decimal",
+                  "enum": [str(p) for p in range(PARTITIONS)]},
     "service": {"description": "the service that dead-lettered the message",
                 "enum": [GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER]},
 }
@@ -121,6 +128,12 @@ def _address(subject: str) -> str:
 
 def _parameters(address: str) -> dict[str, Any]:
     return {name: {"$ref": f"#/components/parameters/{name}"} for name in PARAMETERS if f"{{{name}}}" in address}
+
+
+def _bare_description(event_type: str) -> str:
+    why = ("the subject publishers used before router partitions; any router takes it" if event_type in PARTITIONED
+           else "the subject of contract v1 clients, on which only the platform's own credentials may publish")
+    return f"{event_type} as its consumers also take it: {why}. Stored in the JetStream stream {STREAM}."
 
 
 def _probe(event_type: str) -> Envelope:
@@ -203,7 +216,8 @@ def document() -> dict[str, Any]:
 
     for event_type in published:
         messages[schema_names[event_type]] = _message(event_type, schema_names[event_type])
-        address = _address(subject_for(_probe(event_type)))
+        address = _address(partition_subject(event_type, _TENANT, _PARTITION) if event_type in PARTITIONED
+                           else subject_for(_probe(event_type)))
         channel = schema_names[event_type]
         channels[channel] = {
             "address": address, "title": event_type, "parameters": _parameters(address),
@@ -222,9 +236,7 @@ def document() -> dict[str, Any]:
             also = f"{channel}_bare"
             assert also not in channels, f"{event_type}: a second subject besides {address}; name its channel"
             channels[also] = {**channels[channel], "address": other, "parameters": _parameters(other),
-                              "description": f"{event_type} as its consumers also take it: the subject of contract "
-                                             "v1 clients, on which only the platform's own credentials may publish. "
-                                             f"Stored in the JetStream stream {STREAM}."}
+                              "description": _bare_description(event_type)}
             for who in receivers:
                 operation(f"{who}.receive.{event_type}.bare", "receive", also, who,
                           f"{who} consumes {event_type} on {other} too")

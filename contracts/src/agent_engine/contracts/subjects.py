@@ -3,6 +3,7 @@
     ae.<tenant>.<event type>                   e.g. ae.acme.task.accepted
     ae.<tenant>.node.dispatched.<kind>         so each runner consumes only its own kind
     ae.<tenant>.<command type>.<sender>        a client's request, e.g. ae.acme.task.requested.billing
+    ae.<tenant>.<router input>.<partition>     what the engine sends the router, e.g. ae.acme.node.completed.7
     aerpc.<service>.<action>                   a query about any tenant (services, platform admin)
     aerpc.tenant.<tenant>.<service>.<action>   a query answered about that tenant's tasks only
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 
 from agent_engine.contracts.envelope import Envelope
 
@@ -56,6 +58,34 @@ permissions), so the name the engine records is the authenticated sender, not fr
 sender is missing or not a token goes on the bare type subject, which no tenant credential may publish on."""
 
 
+PARTITIONS = 12
+"""Router partitions. Every input the engine itself sends the router (below) goes on a subject ending with
+its task's partition, so up to this many routers can each own some partitions and take only their tasks'
+inputs (docs/scaling.md). A fixed number of the contract: publishers compute a partition with no setting to
+agree on. 12 splits evenly over 1, 2, 3, 4 and 6 routers."""
+
+PARTITIONED = frozenset({"task.accepted", "task.admitted", "subtask.requested", "subtask.finished",
+                         "node.completed", "node.errored", "node.tools_requested"})
+"""The router's inputs that carry a partition token: all but a client's requests (COMMAND_SENDERS), which
+keep their sender as the last token and which any router takes."""
+
+
+def partition_of(task_id: str) -> int:
+    """The partition of a task: CRC-32 of its id, modulo PARTITIONS (the same in any language)."""
+    return zlib.crc32(task_id.encode()) % PARTITIONS
+
+
+def partition_subject(event_type: str, tenant: str = "*", partition: int | str = "*") -> str:
+    """The subject of a partitioned input: one partition, or every one by default."""
+    return f"{type_subject(event_type, tenant)}.{partition}"
+
+
+def partition_durable(partition: int) -> str:
+    """The durable consumer of one partition's inputs on the event stream: whichever router owns the
+    partition binds it, so a new owner goes on from where the last one's acks left it."""
+    return f"router-p{partition}"
+
+
 def sender_of(envelope: Envelope) -> str | None:
     """The sender a request names, when it is a valid subject token."""
     field = COMMAND_SENDERS.get(envelope.type)
@@ -67,6 +97,8 @@ def subject_for(envelope: Envelope) -> str:
     """The subject an event is published on."""
     if envelope.type == "node.dispatched":
         return dispatch_subject(str(envelope.data.get("kind", "unknown")), envelope.tenant)
+    if envelope.type in PARTITIONED:
+        return partition_subject(envelope.type, envelope.tenant, partition_of(envelope.task_id))
     sender = sender_of(envelope)
     if sender is not None:
         return f"{type_subject(envelope.type, envelope.tenant)}.{sender}"
@@ -74,9 +106,10 @@ def subject_for(envelope: Envelope) -> str:
 
 
 def consume_subjects(event_type: str, tenant: str = "*") -> list[str]:
-    """Filter subjects that take in every event of one type: a request's with and without a sender token."""
+    """Filter subjects that take in every event of one type: a request's with and without a sender token, a
+    partitioned input's in every partition and bare (as publishers sent it before partitions)."""
     bare = type_subject(event_type, tenant)
-    return [bare, f"{bare}.*"] if event_type in COMMAND_SENDERS else [bare]
+    return [bare, f"{bare}.*"] if event_type in COMMAND_SENDERS or event_type in PARTITIONED else [bare]
 
 
 def type_subject(event_type: str, tenant: str = "*") -> str:
@@ -166,8 +199,10 @@ def subject_problem(subject: str, envelope: Envelope) -> str:
         return f"envelope tenant '{envelope.tenant}' arrived on subject {subject}, which is not that tenant's"
     expected = subject_for(envelope)
     # a request on its bare type subject (as v1 clients sent them) reads too: only the platform's own
-    # credentials may publish there
-    bare = envelope.type in COMMAND_SENDERS and subject == type_subject(envelope.type, envelope.tenant)
+    # credentials may publish there; so does a partitioned input without its partition (as publishers sent
+    # it before partitions; any router takes those)
+    bare = ((envelope.type in COMMAND_SENDERS or envelope.type in PARTITIONED)
+            and subject == type_subject(envelope.type, envelope.tenant))
     if subject != expected and not bare:
         return f"a {envelope.type} event arrived on subject {subject}; it is published on {expected}"
     return ""

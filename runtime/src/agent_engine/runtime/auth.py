@@ -20,6 +20,8 @@ from agent_engine.contracts.subjects import (
     AUTH_RPC,
     COMMAND_SENDERS,
     DLQ_STREAM,
+    PARTITIONED,
+    PARTITIONS,
     ROUTER_RPC,
     STREAM,
     TELEMETRY_RPC,
@@ -30,6 +32,8 @@ from agent_engine.contracts.subjects import (
     dispatch_subject,
     dlq_subject,
     heartbeat_subject,
+    partition_durable,
+    partition_subject,
     rpc_listen,
     rpc_subject,
     service_inbox,
@@ -94,10 +98,12 @@ def _base(name: str) -> Rights:
 
 
 def _publishes(*event_types: str) -> Rights:
-    """Each type's subject (a dispatch's with its kind). A request only on its bare subject: the router
-    cancels a subtask under no one's name, and no service may send under a person's."""
-    return Rights(publish=tuple(dispatch_subject("*") if t == "node.dispatched" else type_subject(t)
-                                for t in event_types))
+    """Each type's subject (a dispatch's with its kind, a router input's in any partition and bare, as a
+    service not yet upgraded sends it). A request only on its bare subject: the router cancels a subtask
+    under no one's name, and no service may send under a person's."""
+    return Rights(publish=tuple(s for t in event_types for s in (
+        [dispatch_subject("*")] if t == "node.dispatched"
+        else [type_subject(t), partition_subject(t)] if t in PARTITIONED else [type_subject(t)])))
 
 
 RUNNER_RESULTS = ("node.completed", "node.errored")
@@ -115,6 +121,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         "guardrails": (_base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)
+                   + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
                    # the platform's inbox outright: the answer to `tenant forget` (which it alone may ask) is
                    # sent after the router published other messages, which the one-reply allowance does not survive
                    + Rights(publish=(TENANT_FORGOTTEN, f"{service_inbox('admin')}.>"),

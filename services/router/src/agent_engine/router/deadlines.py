@@ -8,6 +8,7 @@ results already waiting in the stream settle their nodes first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -85,12 +86,14 @@ class DeadlineIndex:
         for key in [k for k in self.open if k[0] == task_id]:
             del self.open[key]
 
-    def expired(self, now: datetime, *, caught_up: bool, read_through: datetime | None) -> list[Envelope]:
+    def expired(self, now: datetime, *, caught_up: bool, read_through: datetime | None,
+                mine: Callable[[str], bool] = lambda _: True) -> list[Envelope]:
         """Inputs for the dispatches whose deadline passed and whose results cannot still be queued:
-        the router has caught up with its stream, or has read a message stored after the deadline."""
+        the router has caught up with its stream, or has read a message stored after the deadline. Only
+        tasks `mine` says are this router's (with partitions, their owner fires them)."""
         due = []
         for (task_id, node), entry in self.open.items():
-            if entry.deadline > now:
+            if entry.deadline > now or not mine(task_id):
                 continue
             if not caught_up and (read_through is None or read_through < entry.deadline):
                 continue

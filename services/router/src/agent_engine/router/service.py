@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.subjects import ROUTER_RPC, consume_subjects, heartbeat_subject, rpc_listen
+from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
 from agent_engine.router import audit, erasure, queries
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
@@ -25,8 +25,10 @@ from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterI
 from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
+from agent_engine.router.intake import Intake
 from agent_engine.router.keys import IdempotencyKeys
 from agent_engine.router.lru import Lru
+from agent_engine.router.partitions import Ownership
 from agent_engine.router.refusals import refusal
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
@@ -41,7 +43,6 @@ from agent_engine.runtime.queries import answer_query
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
-DURABLE = "router"
 MANIFESTS_CACHED = 256
 
 
@@ -67,8 +68,13 @@ class Router:
         self.lock = asyncio.Lock()
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
         self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe)
+        self.ownership = Ownership(settings.postgres_url)
         self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s,
-                             settings.router_name, read_through=lambda: self.relay.saved)
+                             settings.router_name, read_through=lambda: self.relay.saved,
+                             owns=lambda task_id: self.ownership.owns(partition_of(task_id)))
+        self.intake = Intake(bus, self._handle_batch, BUS_INPUTS, batch=settings.batch_size,
+                             ack_wait=settings.ack_wait_s, progress=self.progress, ownership=self.ownership,
+                             on_taken=self._taken)
         self.manifests: Lru[bytes, Resolved] = Lru(MANIFESTS_CACHED)
         """Workflow revisions as parsed, by the registry entry they were parsed from."""
         self.inputs_applied = 0
@@ -83,7 +89,6 @@ class Router:
             await self.bus.nc.subscribe(subject, cb=self._query)
         await self.bus.nc.subscribe(erasure.FORGET, queue="router-forget", cb=self._forget)
         await self.bus.nc.subscribe(heartbeat_subject(), cb=self.timers.heartbeat)
-        subjects = [s for t in BUS_INPUTS for s in consume_subjects(t)]
         intake_done, published = asyncio.Event(), asyncio.Event()
         """Set once no input can be committed any more (only then may the relay make its last pass), and once the
         relay has published what this router committed (then the last checkpoint covers it all)."""
@@ -97,10 +102,7 @@ class Router:
         relaying = asyncio.create_task(relay())
         outbox = [relaying, asyncio.create_task(audit.checkpoints(self.bus.js, self.store.app.recorder,
                                                                   self.settings.router_name, published))]
-        intake: asyncio.Future[Any] = asyncio.gather(
-            self.bus.consume(DURABLE, subjects, self._handle_batch, batch=self.settings.batch_size,
-                             ack_wait=self.settings.ack_wait_s, stop=stop, on_idle=lambda: self.progress.saw(0, None)),
-            self.timers.run(stop))
+        intake: asyncio.Future[Any] = asyncio.gather(self.intake.run(stop), self.timers.run(stop))
         try:
             await asyncio.wait([intake, relaying], return_when=asyncio.FIRST_COMPLETED)
             if not intake.done():  # the relay ended while inputs were still being committed: nothing would go out
@@ -161,10 +163,13 @@ class Router:
 
     # --- inputs -------------------------------------------------------------------------------
 
+    def _taken(self, partitions: frozenset[int]) -> None:
+        """Partitions just taken: what this router cached of their tasks may be stale (another owner moved
+        them on), so it is read again from the store when next needed."""
+        for task_id in [t for t in self.tasks.states if partition_of(t) in partitions]:
+            self.tasks.drop(task_id)
+
     async def _handle_batch(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            if msg.metadata is not None:
-                self.progress.saw(msg.metadata.num_pending, msg.metadata.timestamp)
         readable = await read_all(self.bus, msgs)
         entries = await self._lookups([env for _, env in readable])
         inputs = [i for i in readable if await self._admissible(*i)]

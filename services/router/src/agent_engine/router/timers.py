@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
@@ -25,24 +24,41 @@ log = logging.getLogger("router")
 Apply = Callable[[list[Envelope]], Awaitable[dict[str, str]]]
 
 
-@dataclass
 class Progress:
-    """How far the router has read its stream (the consume loop keeps it up to date)."""
+    """How far the router has read its consumers (each consume loop keeps its own up to date)."""
 
-    backlog: int | None = None
-    """Messages waiting behind the last one fetched (0: caught up)."""
-    read_through: datetime | None = None
-    """Stream time of the newest input read: every input stored before it has been read."""
+    def __init__(self) -> None:
+        self.consumers: dict[str, tuple[int | None, datetime | None]] = {}
 
-    def saw(self, pending: int, stamp: datetime | None) -> None:
-        self.backlog = pending
-        if stamp is not None and (self.read_through is None or stamp > self.read_through):
-            self.read_through = stamp
+    def saw(self, pending: int, stamp: datetime | None, consumer: str = "router") -> None:
+        """A fetch from `consumer`: `pending` messages wait behind it; `stamp`, the stream time of one it read."""
+        _, through = self.consumers.get(consumer, (None, None))
+        if stamp is not None and (through is None or stamp > through):
+            through = stamp
+        self.consumers[consumer] = (pending, through)
+
+    def forget(self, consumer: str) -> None:
+        """A consumer this router no longer reads (a partition it gave up)."""
+        self.consumers.pop(consumer, None)
+
+    @property
+    def backlog(self) -> int | None:
+        """Messages waiting behind the last ones fetched, over every consumer (0: caught up; None: a consumer
+        has not fetched yet)."""
+        pendings = [pending for pending, _ in self.consumers.values()]
+        return None if not pendings or None in pendings else sum(p for p in pendings if p is not None)
+
+    @property
+    def read_through(self) -> datetime | None:
+        """Stream time every consumer has read up to: every input stored before it has been read."""
+        stamps = [through for _, through in self.consumers.values()]
+        return None if not stamps or None in stamps else min(s for s in stamps if s is not None)
 
 
 class Timers:
     def __init__(self, deadlines: DeadlineIndex, tasks: TaskCache, apply: Apply, progress: Progress,
-                 heartbeat_s: float, name: str = "router", read_through: Callable[[], int] = lambda: 0) -> None:
+                 heartbeat_s: float, name: str = "router", read_through: Callable[[], int] = lambda: 0,
+                 owns: Callable[[str], bool] = lambda _: True) -> None:
         self.deadlines = deadlines
         self.tasks = tasks
         self.apply = apply
@@ -51,6 +67,8 @@ class Timers:
         self.name = name
         self.read_through = read_through
         """The notification id the index has observed every record up to (the relay's saved position)."""
+        self.owns = owns
+        """Whether a task is this router's (its partition is owned here): only those tasks' timers fire here."""
         self.checkpointed = time.monotonic()
 
     def rebuild(self, store: TaskStore) -> int:
@@ -101,7 +119,7 @@ class Timers:
             if now < grace_until:
                 continue
             due = self.deadlines.expired(now, caught_up=self.progress.backlog == 0,
-                                         read_through=self.progress.read_through)
+                                         read_through=self.progress.read_through, mine=self.owns)
             for event in due:  # one at a time: a task that cannot be saved must not hold up the others
                 await self._fire(event)
             if due:
