@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 
 .PHONY: install checkov demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit \
-	bench-growth soak clean
+	bench-growth bench-profile soak clean
 
 install: $(STAMP)
 
@@ -46,8 +46,13 @@ test-e2e: install
 	$(BIN)/pytest -m e2e
 
 bench: install
-	$(BIN)/pip install --quiet -c constraints.txt langgraph langgraph-checkpoint-postgres
+	$(BIN)/pip install --quiet -c constraints.txt langgraph langgraph-checkpoint-postgres py-spy
 	$(BIN)/python bench/bench.py
+
+# py-spy on the router and the agent-runner at 64 tasks in flight; top frames by share (docs/performance.md)
+bench-profile: install
+	$(BIN)/pip install --quiet -c constraints.txt py-spy
+	$(BIN)/python bench/profile.py --gil $(PROFILE_ARGS)
 
 bench-audit: install
 	$(BIN)/python bench/audit.py

@@ -88,6 +88,17 @@ def test_a_registry_revision_the_router_cannot_run_is_rejected_with_the_rule_it_
     assert "agentctl workflow push" in reason
 
 
+def test_every_task_of_a_revision_is_checked_against_its_manifest() -> None:
+    """The shell hands every task of a revision the same manifest: the check's answer holds for each of them."""
+    no_start = manifest([agent("a"), exit_("done")], chain("a", "done"))
+    runnable = manifest([agent("a", role="START"), exit_("done")], chain("a", "done"))
+    for i in range(3):
+        state, out = apply(TaskState(), accepted(no_start, id=f"bad-{i}"))
+        assert types(out) == ["router.input", "task.rejected"] and state.status == "rejected"
+        state, out = apply(TaskState(), accepted(runnable, id=f"good-{i}"))
+        assert state.status == "running"
+
+
 def test_only_requests_that_start_a_task_may_name_one_that_does_not_exist() -> None:
     def starts(type_: str, **data: Any) -> bool:
         return starts_task(envelope(type_, data, id="x"))

@@ -84,9 +84,9 @@ def counting_saves(store: TaskStore) -> list[list[str]]:
     saves: list[list[str]] = []
     save = store.save
 
-    def spy(pending: Any, states: Any = None) -> Any:
+    def spy(pending: Any, states: Any = None, encoded: Any = None) -> Any:
         saves.append(list(pending))
-        return save(pending, states)
+        return save(pending, states, encoded)
 
     store.save = spy  # type: ignore[method-assign]
     return saves
@@ -134,6 +134,21 @@ async def test_a_batch_of_inputs_for_several_tasks_is_one_transaction(bus: Bus, 
     for event in inputs:
         assert [r.type for r in store.records(event.task_id)][:3] == ["router.input", "task.started",
                                                                        "node.dispatched"]
+
+
+async def test_tasks_pin_the_revision_current_when_they_start(bus: Bus, store: TaskStore, tenant: str) -> None:
+    """The router parses each registry entry once; a revision pushed later is what the tasks after it run."""
+    shell = await router(bus, store)
+    workflow = await pushed(bus, tenant)
+    first = [accepted(tenant, workflow) for _ in range(2)]
+    assert await shell.apply(first) == {}
+    changed = linear_workflow().model_copy(update={"description": "second revision"})
+    await workflows.push(await workflows.bucket(bus.js), tenant, "rev-2", changed)
+    later = accepted(tenant, workflow)
+    assert await shell.apply([later]) == {}
+    assert [store.load(e.task_id).revision for e in first] == ["rev-1", "rev-1"]
+    state = store.load(later.task_id)
+    assert state.revision == "rev-2" and state.manifest is not None and state.manifest.description == "second revision"
 
 
 async def test_a_refused_input_leaves_nothing_while_the_rest_of_its_batch_commits(bus: Bus, store: TaskStore,

@@ -9,6 +9,7 @@ CloudEvents extensions (`taskid`, `correlationid`, ...). Reading accepts every s
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,9 +27,18 @@ TASK_ID_MAX = 128
 EVENT_NAMESPACE = uuid.UUID("6f1c2a52-8e0b-4a3c-9d55-3b1f0e7a9c10")
 
 
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
 def derive_id(*parts: object) -> str:
-    """A deterministic event id from the ids that caused it (uuid5), so replays reproduce ids."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(str(p) for p in parts)))
+    """A deterministic event id from the ids that caused it (uuid5), so replays reproduce ids. The string
+    `str(uuid.uuid5(EVENT_NAMESPACE, "/".join(parts)))` is, made without the UUID object (a third of the time;
+    the router derives several per input)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "/".join(str(p) for p in parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _absent(value: Any) -> bool:

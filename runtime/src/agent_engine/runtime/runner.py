@@ -30,8 +30,9 @@ Handler = Callable[[Envelope, NodeDispatched], Awaitable[list[Envelope]]]
 
 
 def result(cause: Envelope, source: str, data: Payload, suffix: str) -> Envelope:
-    """An event answering a dispatch, with an id derived from the dispatch and `suffix`."""
-    return caused_by(cause, data, id=derive_id(cause.id, suffix), source=source)
+    """An event answering a dispatch, with an id derived from the dispatch and `suffix`. Not validated again: every
+    field is the runner's own (a payload model it built, a derived id) or the validated dispatch's."""
+    return caused_by(cause, data, id=derive_id(cause.id, suffix), source=source, trusted=True)
 
 
 def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, *, retryable: bool,
@@ -42,8 +43,10 @@ def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, 
 
 
 def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:
+    if event.type not in ("node.completed", "node.tools_requested"):
+        return event
     size = len(event.to_bytes())
-    if event.type not in ("node.completed", "node.tools_requested") or size <= MAX_RESULT_BYTES:
+    if size <= MAX_RESULT_BYTES:
         return event
     what = "output" if event.type == "node.completed" else "the model's request for tools"
     return errored(cause, source, dispatch, f"{what} is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "

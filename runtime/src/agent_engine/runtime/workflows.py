@@ -36,13 +36,22 @@ def key(tenant: str, workflow: str) -> str:
 
 
 async def current(kv: KeyValue, tenant: str, workflow: str) -> tuple[str, WorkflowManifest] | None:
+    value = await current_entry(kv, tenant, workflow)
+    return parse_entry(value) if value else None
+
+
+async def current_entry(kv: KeyValue, tenant: str, workflow: str) -> bytes | None:
+    """The registry's entry for the workflow as stored (None: there is none), for a caller that keeps what it
+    parsed from an entry (`parse_entry`) and reads each entry only once."""
     try:
         entry = await kv.get(key(tenant, workflow))
     except (KeyNotFoundError, InvalidKeyError):  # a name no manifest can have is simply not there
         return None
-    if not entry.value:
-        return None
-    body: dict[str, Any] = json.loads(entry.value)
+    return entry.value or None
+
+
+def parse_entry(value: bytes) -> tuple[str, WorkflowManifest]:
+    body: dict[str, Any] = json.loads(value)
     return body["revision"], WorkflowManifest.model_validate(body["manifest"])
 
 

@@ -83,6 +83,14 @@ class AuditedRecorder(PostgresApplicationRecorder):
             "record_hash, task_link, global_link) "
             "SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::uuid[], %b::bigint[], "
             "%b::bytea[], %b::bytea[], %b::bytea[])").format(schema=schema, chain=chain)
+        if datastore.originator_id_type != "uuid":
+            raise ProgrammingError("the router's events table keys records by uuid")
+        # the library's insert sends a composite array its Python dumper writes as text; one array per column,
+        # dumped in binary (psycopg's C dumpers) into a prepared statement, stores the same rows for less
+        self._insert_records = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id").format(schema=schema, table=Identifier(events_table_name))
         self._chain_id_query = SQL("SELECT chain_id FROM {schema}.{meta}").format(schema=schema, meta=meta)
         self._pending = threading.local()
         self._lock = threading.Lock()
@@ -113,9 +121,15 @@ class AuditedRecorder(PostgresApplicationRecorder):
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                               **kwargs: Any) -> None:
-        """After the library's lock and insert, ask for the heads the new links follow. It goes down the same
+        """The library's lock and insert (one array per column, see __init__), then ask for the heads the new links
+        follow. It goes down the same
         pipeline, so its answer comes back with the notification ids: no extra round trip."""
-        super()._insert_stored_events(curs, stored_events, **kwargs)
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self._insert_records, ([_uuid(e.originator_id) for e in stored_events],
+                                            [e.originator_version for e in stored_events],
+                                            [e.topic for e in stored_events], [e.state for e in stored_events]),
+                     prepare=True)
         first: dict[uuid.UUID, int] = {}
         for event in stored_events:
             originator = _uuid(event.originator_id)

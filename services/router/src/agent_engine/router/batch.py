@@ -21,6 +21,8 @@ SAVE_CHUNK_BYTES = 2 * 1024 * 1024
 T = TypeVar("T")
 Pending = dict[str, tuple[int, list[Envelope]]]
 """Aggregate key -> (the version its new records build on, the records)."""
+Encoded = dict[str, tuple[Envelope, bytes]]
+"""Record id -> (the record, its JSON `to_bytes`)."""
 
 
 @dataclass(frozen=True)
@@ -79,19 +81,28 @@ class Batch:
             _put(self.pending, saved.key, saved.key_pending)
             _put(self.keys, saved.key, saved.key_state)
 
+    encoded: Encoded = field(default_factory=dict)
+    """Records' JSON, as `to_save` measured them: the store writes these bytes."""
+
     def to_save(self) -> list[Pending]:
-        return chunks({key: entry for key, entry in self.pending.items() if entry[1]})
+        return chunks({key: entry for key, entry in self.pending.items() if entry[1]}, self.encoded)
 
 
-def chunks(pending: Pending) -> list[Pending]:
+def chunks(pending: Pending, encoded: Encoded | None = None) -> list[Pending]:
     """Split a batch into transactions under SAVE_CHUNK_BYTES; a task's records are never split, and a
-    batch that writes a tenant's admission log or a key's index is never split (they commit with their tasks)."""
+    batch that writes a tenant's admission log or a key's index is never split (they commit with their tasks).
+    The JSON of the records it measures is kept in `encoded`, for the store to write."""
     if len(pending) <= 1 or any(key.startswith(TENANT_KEY) for key in pending):
         return [pending] if pending else []
     out: list[Pending] = [{}]
     size = 0
+    cache: Encoded = {} if encoded is None else encoded
     for task_id, entry in pending.items():
-        task_size = sum(len(r.model_dump_json()) for r in entry[1])
+        task_size = 0
+        for record in entry[1]:
+            raw = record.to_bytes()
+            cache[record.id] = (record, raw)
+            task_size += len(raw)
         if out[-1] and size + task_size > SAVE_CHUNK_BYTES:
             out.append({})
             size = 0

@@ -58,7 +58,7 @@ from agent_engine.contracts.events import (
     TaskStarted,
 )
 from agent_engine.contracts.manifest import WorkflowManifest
-from agent_engine.contracts.validation import blocking
+from agent_engine.contracts.validation import ManifestError, blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
 from agent_engine.router.approvals import on_approval
@@ -149,6 +149,23 @@ def payload(event: Envelope, model: type[EventData]) -> Any:
 
 # --- how a task starts ------------------------------------------------------------------------
 
+_CHECKED: dict[int, tuple[WorkflowManifest, list[ManifestError]]] = {}
+"""`blocking`'s answers for the manifests last checked, by identity: the shell hands every task of a revision the
+same manifest object, and checking it again for each new task cost as much as the rest of starting one."""
+CHECKED_KEPT = 64
+
+
+def _blocking(manifest: WorkflowManifest) -> list[ManifestError]:
+    known = _CHECKED.get(id(manifest))
+    if known is not None and known[0] is manifest:
+        return known[1]
+    problems = blocking(manifest)
+    if len(_CHECKED) >= CHECKED_KEPT:
+        _CHECKED.clear()
+    _CHECKED[id(manifest)] = (manifest, problems)  # the manifest is held, so its id names no other
+    return problems
+
+
 def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
     if out.state.status != "new":
         return  # a request for a task that exists: idempotent
@@ -166,7 +183,7 @@ def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None
         ))
         return
     manifest = inp.workflow.manifest
-    problems = blocking(manifest)
+    problems = _blocking(manifest)
     if problems:  # the registry is written from outside: a revision agentctl would refuse never starts
         out.add(TaskRejected(stage="router", workflow=accepted.workflow, reason=(
             f"workflow '{accepted.workflow}' revision {inp.workflow.revision[:12]} in the registry is not valid "

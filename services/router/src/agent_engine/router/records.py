@@ -63,7 +63,9 @@ def input_record(inp: RouterInput) -> Envelope:
         data["admission"] = asdict(inp.admission)
     if inp.duplicate is not None:
         data["duplicate"] = asdict(inp.duplicate)
-    return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time)
+    # trusted: the input was validated, and what is added to it was built here from validated values
+    return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time,
+                     trusted=True)
 
 
 def input_from_record(record: Envelope) -> RouterInput:

@@ -10,7 +10,7 @@ Page: docs/data-lifecycle.md.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
@@ -20,12 +20,14 @@ from agent_engine.router.records import INPUT_RECORD
 
 
 def choose_keys(keyring: Keyring, pending: Mapping[str, tuple[uuid.UUID, Sequence[Envelope]]],
-                aggregate_of: Callable[[str], uuid.UUID]) -> None:
+                aggregate_of: Callable[[str], uuid.UUID], new: Collection[str] = ()) -> None:
     """Make sure every aggregate about to get records has a live key. Raises KeyDestroyed for a task whose
-    key was destroyed: an erased task takes no new records."""
+    key was destroyed: an erased task takes no new records. `new`: the keys whose records are their first (none
+    stored yet), so there is nothing to look up: their key is chosen now (over any a failed save chose)."""
     uses = []
+    chosen = keyring.keys_of(aggregate for key, (aggregate, _) in pending.items() if key not in new)
     for key, (aggregate, records) in pending.items():
-        current = keyring.key_of(aggregate)
+        current = chosen.get(aggregate)
         if current is not None:
             try:
                 keyring.key(current)

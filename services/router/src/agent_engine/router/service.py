@@ -27,6 +27,7 @@ from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
 from agent_engine.router.intake import Intake
 from agent_engine.router.keys import IdempotencyKeys
+from agent_engine.router.lru import Lru
 from agent_engine.router.partitions import Ownership
 from agent_engine.router.refusals import refusal
 from agent_engine.router.relay import Relay
@@ -42,6 +43,7 @@ from agent_engine.runtime.queries import answer_query
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("router")
+MANIFESTS_CACHED = 256
 
 
 def transient(exc: BaseException) -> bool:
@@ -73,6 +75,8 @@ class Router:
         self.intake = Intake(bus, self._handle_batch, BUS_INPUTS, batch=settings.batch_size,
                              ack_wait=settings.ack_wait_s, progress=self.progress, ownership=self.ownership,
                              on_taken=self._taken)
+        self.manifests: Lru[bytes, Resolved] = Lru(MANIFESTS_CACHED)
+        """Workflow revisions as parsed, by the registry entry they were parsed from."""
         self.inputs_applied = 0
         """Inputs that changed a task: with several routers, each one's share shows in its log at stop."""
 
@@ -166,11 +170,13 @@ class Router:
             self.tasks.drop(task_id)
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
-        inputs = [i for i in await read_all(self.bus, msgs) if await self._admissible(*i)]
+        readable = await read_all(self.bus, msgs)
+        entries = await self._lookups([env for _, env in readable])
+        inputs = [i for i in readable if await self._admissible(*i)]
         if not inputs:
             return
         try:
-            refused = await self.apply([env for _, env in inputs])
+            refused = await self.apply([env for _, env in inputs], entries)
         except Exception as exc:  # noqa: BLE001  sorted below: outage (retry) or a write conflict (isolate)
             if transient(exc):
                 log.warning("store or bus unavailable (%s); %d input(s) will be redelivered", exc, len(inputs))
@@ -181,6 +187,19 @@ class Router:
                 await self._apply_one(msg, env)
             return
         await asyncio.gather(*(self._settle(msg, refused.get(env.id)) for msg, env in inputs))
+
+    async def _lookups(self, events: list[Envelope]) -> dict[tuple[str, str], bytes | None] | None:
+        """At once, what the batch will need: which of its tasks are new (one query; they are cached as new) and
+        the registry entries of the workflows its task requests name. Either failing leaves it to be looked up
+        where it is needed (the checks, `apply`)."""
+        found = await asyncio.gather(
+            self.tasks.prefetch(e.task_id for e in events if not e.task_id.startswith(TENANT_KEY)),
+            self._registry_entries(events), return_exceptions=True)
+        for failed in (f for f in found if isinstance(f, BaseException)):
+            if not isinstance(failed, Exception):
+                raise failed  # cancelled: the router is stopping
+            log.warning("could not look up what the batch needs (%s)", describe(failed))
+        return None if isinstance(found[1], BaseException) else found[1]
 
     async def _admissible(self, msg: Msg, env: Envelope) -> bool:
         """Whether the input goes on to be decided; one that may not is dead-lettered with the reason. A
@@ -234,18 +253,21 @@ class Router:
         else:
             await refuse(self.bus, msg, refused)
 
-    async def apply(self, events: list[Envelope]) -> dict[str, str]:
+    async def apply(self, events: list[Envelope],
+                    entries: dict[tuple[str, str], bytes | None] | None = None) -> dict[str, str]:
         """Decide for every input, then commit their records: one transaction per batch (split only
         when it would exceed SAVE_CHUNK_BYTES; a task's records always share one transaction).
         Returns the inputs refused, by event id, with the reason: decide found them invalid, and
-        nothing of theirs is saved."""
+        nothing of theirs is saved. `entries`: the registry entries the caller has read for them already."""
         async with self.lock:
             batch = Batch()
             refused: dict[str, str] = {}
+            if entries is None:
+                entries = await self._registry_entries(events)
             for event in events:
                 saved = batch.snapshot(event)
                 try:
-                    await self._decide(event, batch)
+                    await self._decide(event, batch, entries)
                 except Refused as exc:
                     log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, exc)
                     refused[event.id] = str(exc)[:1000]
@@ -256,7 +278,7 @@ class Router:
 
     async def _commit(self, chunk: dict[str, tuple[int, list[Envelope]]], batch: Batch) -> None:
         try:
-            committed = await asyncio.to_thread(self.store.save, chunk, batch.states)
+            committed = await asyncio.to_thread(self.store.save, chunk, batch.states, batch.encoded)
         except Exception:
             for task_id in batch.pending:  # reload from the store, which may hold the records after all
                 self.tasks.drop(task_id)
@@ -276,13 +298,21 @@ class Router:
             if any(r.type == "task.forked" for r in records):  # timers copied with the history
                 self.deadlines.sync(batch.states[key])
 
-    async def _decide(self, event: Envelope, batch: Batch) -> None:
+    async def _registry_entries(self, events: list[Envelope]) -> dict[tuple[str, str], bytes | None]:
+        """The registry's entry for each workflow the batch's task requests name, read together (one read per
+        workflow, all at once) rather than one after another as each new task is decided."""
+        wanted = list({(e.tenant, _workflow(e)) for e in events if e.type == "task.accepted"})
+        found = await asyncio.gather(*(workflows.current_entry(self.kv, *w) for w in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def _decide(self, event: Envelope, batch: Batch,
+                      entries: dict[tuple[str, str], bytes | None] | None = None) -> None:
         """Decide one input on the state the batch has reached; its records join the batch."""
         # a state served from the cache (not read from the store in this batch) may be stale
         cached = event.task_id not in batch.states and event.task_id in self.tasks
         state = batch.states.get(event.task_id) or await self.tasks.get(event.task_id)
         version = batch.pending.get(event.task_id, (state.version, []))[0]
-        inp = await self._resolve(event, state)
+        inp = await self._resolve(event, state, entries)
         new = event.type == "task.accepted" and state.status == "new" and event.id not in state.applied
         if new:
             inp = await self.keys.check(inp, batch)
@@ -295,7 +325,7 @@ class Router:
             fresh = await self.tasks.fresh(event.task_id)
             if fresh.version != state.version:
                 version = fresh.version
-                after, records = _decided(fresh, await self._resolve(event, fresh))
+                after, records = _decided(fresh, await self._resolve(event, fresh, entries))
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
         if new and any(r.type in ("task.started", "task.queued") for r in records):
@@ -305,7 +335,8 @@ class Router:
                 after.status in ("cancelled", "rejected") and state.status in ("new", "queued")):
             await self.admission.release(event, after.status, batch)
 
-    async def _resolve(self, event: Envelope, state: TaskState) -> RouterInput:
+    async def _resolve(self, event: Envelope, state: TaskState,
+                       entries: dict[tuple[str, str], bytes | None] | None = None) -> RouterInput:
         """Look up what a new task needs from outside (the workflow revision it pins, or the history a
         fork copies); the lookup result is recorded with the input."""
         if event.type == "task.fork_requested" and state.status == "new":
@@ -321,11 +352,20 @@ class Router:
             return RouterInput(event, source=tuple(records))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
-        found = await workflows.current(self.kv, event.tenant, str(event.data.get("workflow", "")))
-        if found is None:
+        wanted = (event.tenant, _workflow(event))
+        entry = (entries[wanted] if entries is not None and wanted in entries
+                 else await workflows.current_entry(self.kv, *wanted))
+        if entry is None:
             return RouterInput(event)
-        revision, manifest = found
-        return RouterInput(event, Resolved(revision, manifest.with_tool_interfaces()))
+        resolved = self.manifests.get(entry)
+        if resolved is None:  # each stored entry parsed once: every task of a revision starts from the same one
+            revision, manifest = workflows.parse_entry(entry)
+            resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
+        return RouterInput(event, resolved)
+
+
+def _workflow(event: Envelope) -> str:
+    return str(event.data.get("workflow", ""))
 
 
 def _decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:

@@ -149,8 +149,9 @@ class SnapshotStore:
         away: so is its history)."""
         if self.every <= 0:
             return None, False
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT version, fingerprint, state FROM {TABLE} WHERE aggregate = %s", (aggregate,))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:  # autocommit: one round trip
+            curs.execute(f"SELECT version, fingerprint, state FROM {TABLE} WHERE aggregate = %s", (aggregate,),
+                         prepare=True)
             row = curs.fetchone()
         if row is None:
             return None, False

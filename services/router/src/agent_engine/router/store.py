@@ -11,7 +11,9 @@ full list, which replay, history and forks use.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,13 +25,16 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import Mapper
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL, Identifier
+from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router import openwork, sealing
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.audit import RECORDER_TOPIC
 from agent_engine.router.core import fold
-from agent_engine.router.crypto import SealingMapper
+from agent_engine.router.crypto import EncodedRecord, SealingMapper
 from agent_engine.router.datakeys import KeyDestroyed, Keyring, master_key_from_env
 from agent_engine.router.idempotency import KeyState, fold_key
 from agent_engine.router.snapshots import Snapshot, SnapshotStore, every_from_env
@@ -37,10 +42,17 @@ from agent_engine.router.state import TaskState
 from agent_engine.runtime.audit import aggregate_id, task_aggregate_id
 
 
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
 class TaskRecord(DomainEvent):
     """One stored record of a task: a contract envelope as JSON."""
 
     envelope: dict[str, Any]
+
+
+TASK_RECORD_TOPIC = get_topic(TaskRecord)
 
 
 class _RouterApplication(Application[uuid.UUID]):
@@ -78,9 +90,38 @@ aggregate_uuid = aggregate_id
 "tenant:<name>/key/<key>" the index of one of its idempotency keys (hashed ids, so no task id can name them)."""
 
 
+PING_AFTER_S = 1.0
+"""A pooled connection is pinged before use only when it has not passed a ping for this long (see `IdlePing`)."""
+
+
+class IdlePing:
+    """The pool's check before handing out a connection (eventsourcing's POSTGRES_PRE_PING pings every time): a
+    ping only for a connection that has not passed one within PING_AFTER_S. A busy router takes a connection
+    for every load and save, and a ping each time was a round trip more on every one. A connection that
+    broke since its last ping fails its statement instead, which the router handles as the outage it is
+    (the batch is redelivered; the pool discards the broken connection), as it must anyway for a server
+    that goes away between the ping and the statement."""
+
+    def __init__(self, after_s: float = PING_AFTER_S) -> None:
+        self.after_s = after_s
+        self.passed: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        if now - self.passed.get(conn, -self.after_s) < self.after_s:
+            return
+        ConnectionPool.check_connection(conn)
+        self.passed[conn] = now
+
+
 STORE_TRANSIENT = (PersistenceOperationalError, PersistenceInterfaceError, OSError)
 """The event store's outages, besides the runtime's list (OSError: a socket error the driver passes on raw)."""
 log = logging.getLogger("router.store")
+
+
+def _json(record: Envelope, encoded: Mapping[str, tuple[Envelope, bytes]]) -> bytes:
+    known = encoded.get(record.id)
+    return known[1] if known is not None and known[0] is record else record.to_bytes()
 
 
 class TaskStore:
@@ -92,6 +133,10 @@ class TaskStore:
         # every record is hash-chained, as stored (sealed), in the transaction that stores it (router/audit.py)
         self.app = _RouterApplication({**eventsourcing_env(postgres_url), "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC},
                                       self.keyring)
+        pool = self.app.recorder.datastore.pool  # type: ignore[attr-defined]
+        if not hasattr(pool, "_check"):
+            raise RuntimeError("psycopg_pool's ConnectionPool has no _check any more: see IdlePing")
+        pool._check = IdlePing()
         self.snapshots = SnapshotStore(self.app.recorder.datastore,  # type: ignore[attr-defined]
                                        self.keyring, every_from_env() if snapshot_every is None else snapshot_every)
         self._position_conn: psycopg.Connection[Any] | None = None
@@ -128,6 +173,23 @@ class TaskStore:
         """The index of one tenant's idempotency key (`idempotency.key_aggregate`)."""
         return fold_key(self.records(aggregate))
 
+    def unrecorded(self, task_ids: Iterable[str]) -> set[str]:
+        """Which of the tasks have no stored record at all (so `load` would find them new), in one query: the
+        router asks this once per batch for the tasks it has not cached, instead of loading each new one."""
+        ids = {aggregate_uuid(t): t for t in task_ids}
+        if not ids:
+            return set()
+        recorder = self.app.recorder
+        # one index probe per task, however long its history
+        query = SQL("SELECT o AS originator_id FROM unnest(%s::uuid[]) AS o WHERE EXISTS "
+                    "(SELECT 1 FROM {schema}.{table} WHERE originator_id = o)").format(
+            schema=Identifier(recorder.datastore.schema),  # type: ignore[attr-defined]
+            table=Identifier(recorder.events_table_name))  # type: ignore[attr-defined]
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:  # type: ignore[attr-defined]
+            curs.execute(query, (list(ids),), prepare=True)  # autocommit: one round trip
+            found = {_uuid(row["originator_id"]) for row in curs.fetchall()}
+        return {task_id for aggregate, task_id in ids.items() if aggregate not in found}
+
     def load(self, task_id: str) -> TaskState:
         """The task's state: its snapshot plus the records after it, or the fold of all its records when it
         has no snapshot this code can use on this history. Raises KeyDestroyed when the task was erased."""
@@ -155,29 +217,30 @@ class TaskStore:
         return state
 
     def save(self, pending: Mapping[str, tuple[int, Sequence[Envelope]]],
-             states: Mapping[str, TaskState] | None = None) -> list[tuple[int, Envelope]]:
+             states: Mapping[str, TaskState] | None = None,
+             encoded: Mapping[str, tuple[Envelope, bytes]] | None = None) -> list[tuple[int, Envelope]]:
         """Commit new records for several tasks in one transaction; returns (notification id, record).
 
         `pending` maps task id -> (version the records build on, records). Raises
         eventsourcing's IntegrityError when another writer got there first. `states` (task id -> the state
         after its records, as the router folded them) lets a task whose records cross a multiple of
-        AE_SNAPSHOT_EVERY be snapshotted once they are committed.
+        AE_SNAPSHOT_EVERY be snapshotted once they are committed. `encoded`: records' JSON (`to_bytes`) by record
+        id, with the record, where the caller has it already.
         """
+        encoded = encoded or {}
         events = []
         flat: list[Envelope] = []
         for task_id, (base_version, records) in pending.items():
             flat.extend(records)
             originator = aggregate_uuid(task_id)
-            for offset, record in enumerate(records, start=1):
-                events.append(TaskRecord(  # type: ignore[call-arg]
-                    originator_id=originator, originator_version=base_version + offset,
-                    timestamp=record.time, envelope=record.to_wire(),
-                ))
+            for offset, record in enumerate(records, start=1):  # stored as TaskRecord(timestamp, envelope)
+                events.append(EncodedRecord(originator, base_version + offset, TASK_RECORD_TOPIC, record.time,
+                                            _json(record, encoded)))
         if not events:
             return []
         sealing.choose_keys(self.keyring, {task_id: (aggregate_uuid(task_id), records)
                                            for task_id, (_, records) in pending.items() if records},
-                            aggregate_uuid)
+                            aggregate_uuid, new={task_id for task_id, (base, _) in pending.items() if base == 0})
         recordings = self.app.save(*events)
         for task_id, (base_version, records) in pending.items():
             state = (states or {}).get(task_id)
