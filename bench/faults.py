@@ -91,6 +91,8 @@ class Chaos:
         self.cluster, self.report, self.rng, self.gap = cluster, report, rng, gap
         self.server_due, self.unfinished, self.timed, self.pause = server_due, unfinished, timed, pause
         self.stop = asyncio.Event()
+        self.lock = asyncio.Lock()
+        """One round at a time: a caller may also run one between the timed rounds (see `round`)."""
 
     async def run(self) -> None:
         round_no = 0
@@ -104,6 +106,13 @@ class Chaos:
             await self.round(round_no)
 
     async def round(self, round_no: int) -> None:
+        """One kill, and the server restart due, if one is. Besides the timed rounds, a load that is about to
+        pass a server's moment calls one itself, so a run that goes fast still restarts each server with tasks
+        in flight."""
+        async with self.lock:
+            await self._round(round_no)
+
+    async def _round(self, round_no: int) -> None:
         victim = self.rng.choice(sorted(SERVICES))
         began = time.perf_counter()
         await asyncio.to_thread(self.cluster.kill, victim)

@@ -182,6 +182,8 @@ async def run(tasks: int, inflight: int, seed: int, mock_delay: float, every: tu
             if chaos_run.done():
                 chaos_run.result()  # the chaos failed (a service that would not start): stop with its error
                 raise RuntimeError("the chaos stopped early")
+            if server_due(0) is not None:  # its moment has come: now, not at the next timed round, which a fast
+                await chaos.round(0)       # run could finish before
             if load.finished >= (len(report.lines_) + 1) * line_every:
                 line = Line(load.finished, time.monotonic() - load_began, load.running,
                             await asyncio.to_thread(rss_now, cluster), {k: list(v) for k, v in window.items()},
