@@ -117,17 +117,13 @@ async def with_routers(cluster: Cluster, k: int, levels: list[int], seconds: flo
 
 
 async def wait_split(cluster: Cluster, k: int, timeout: float = 60) -> None:
-    import psycopg
-
-    from agent_engine.router.partitions import PARTITION_LOCK
+    from agent_engine.router.partitions import holders
 
     assert cluster.postgres is not None
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        with psycopg.connect(cluster.postgres.url, autocommit=True) as conn:
-            owners = conn.execute("SELECT count(DISTINCT pid), count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                  "AND granted AND objsubid = 2 AND classid = %s::oid", (PARTITION_LOCK,)).fetchone()
-        if owners == (k, PARTITIONS):
+        held = await asyncio.to_thread(holders, cluster.postgres.url)
+        if len(held) == k and sum(len(parts) for parts in held.values()) == PARTITIONS:
             return
         await asyncio.sleep(0.2)
     raise RuntimeError(f"the partitions were not split over {k} routers within {timeout:.0f} s")

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from agent_engine.contracts.subjects import PARTITIONS
-from agent_engine.router.partitions import PARTITION_LOCK
+from agent_engine.router.partitions import holders
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,7 @@ WORKING_NODES = {"gather_context", "interpretation", "decomposition", "planning"
 
 def owners(url: str) -> Counter[int]:
     """Partitions held, by PostgreSQL backend (one per router)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        return Counter(pid for (pid,) in conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s::oid "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (PARTITION_LOCK,)).fetchall())
+    return Counter({pid: len(parts) for pid, parts in holders(url).items()})
 
 
 async def wait_owners(url: str, shares: list[int], timeout: float = 60) -> float:

@@ -41,6 +41,17 @@ _HELD = """SELECT objid::bigint FROM pg_locks
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
 
+def holders(url: str) -> dict[int, list[int]]:
+    """Who owns what, as the server sees it: the partitions each PostgreSQL backend (one per router) holds."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(_HELD.replace("SELECT objid::bigint", "SELECT pid, objid::bigint"),
+                            (PARTITION_LOCK,)).fetchall()
+    held: dict[int, list[int]] = {}
+    for pid, partition in rows:
+        held.setdefault(pid, []).append(partition)
+    return {pid: sorted(parts) for pid, parts in held.items()}
+
+
 @dataclass(frozen=True)
 class Change:
     """What one look decided: partitions just taken, and partitions to give up (once their inputs in hand are
