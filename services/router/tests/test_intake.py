@@ -72,7 +72,11 @@ def result(task_id: str, i: int) -> Envelope:
 @pytest.mark.integration
 async def test_one_router_reads_every_partition_and_the_shared_consumer_in_merged_batches(
         bus: Bus, database: str) -> None:
-    tasks = [str(uuid.uuid4()) for _ in range(60)]
+    tasks = []  # five tasks in each partition
+    while len(tasks) < 5 * PARTITIONS:
+        task = str(uuid.uuid4())
+        if sum(partition_of(t) == partition_of(task) for t in tasks) < 5:
+            tasks.append(task)
     sent = [result(t, i) for i, t in enumerate(tasks)]
     bare = result(str(uuid.uuid4()), 99)  # as a publisher from before partitions sends it
     cancel = command(TaskCancelRequested(reason="test", requested_by="ops"), source="test", tenant="acme",
