@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from agent_engine.contracts.subjects import PARTITIONS, type_subject
 from agent_engine.router.core import fold
 from agent_engine.router.store import TaskStore, eventsourcing_env
 from agent_engine.runtime.bus import TASK_ID_HEADER
+from agent_engine.runtime.processes import stop_pid
 
 WORKFLOW = Path(__file__).parent / "workflows" / "linear5"
 RESULTS = Path(__file__).parent / "results"
@@ -107,12 +106,7 @@ async def with_routers(cluster: Cluster, k: int, levels: list[int], seconds: flo
         return {str(level): await engine_level(cluster, level, seconds) for level in levels}
     finally:
         for process in extra:
-            process.send_signal(signal.SIGTERM)
-        for process in extra:
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            await asyncio.to_thread(stop_pid, process.pid, 40.0)  # SIGTERM: it drains and gives its partitions up
         await wait_split(cluster, 1)
 
 

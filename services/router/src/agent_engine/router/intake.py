@@ -99,13 +99,13 @@ class Intake:
                     await self._stop(change.to_release)
                     await asyncio.to_thread(self.ownership.release, change.to_release)
                     log.info("router gave up partitions %s", sorted(change.to_release))
-            await self._follow(stop)
+            await self._follow()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), CHECK_S)
         for event, _ in self.consumers.values():
             event.set()
 
-    async def _follow(self, stop: asyncio.Event) -> None:
+    async def _follow(self) -> None:
         """Consumers for exactly the partitions owned: stop those of partitions no longer owned (a release that
         failed loses them all), start those of partitions taken, and start again one whose loop ended."""
         owned = set(self.ownership.owned)
@@ -122,21 +122,14 @@ class Intake:
         if taken:
             self.on_taken(taken)
             for partition in sorted(taken):
-                self._start(partition, stop)
+                self._start(partition)
             log.info("router took partitions %s (owns %s)", sorted(taken), sorted(owned))
 
-    def _start(self, partition: int, stop: asyncio.Event) -> None:
+    def _start(self, partition: int) -> None:
+        """A partition's consume loop, until its own event is set (`_stop`, or `_own` when the router stops)."""
         mine = asyncio.Event()
-
-        async def consume() -> None:
-            watch = asyncio.create_task(stop.wait())
-            watch.add_done_callback(lambda _: mine.set())
-            try:
-                await self._consume(partition_durable(partition), partition_subjects(partition), mine)
-            finally:
-                watch.cancel()
-
-        self.consumers[partition] = (mine, asyncio.create_task(consume()))
+        task = asyncio.create_task(self._consume(partition_durable(partition), partition_subjects(partition), mine))
+        self.consumers[partition] = (mine, task)
 
     async def _stop(self, partitions: frozenset[int]) -> None:
         """Stop the partitions' consumers; returns once the inputs they had in hand are settled."""

@@ -36,7 +36,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "
               "tcp_user_timeout": 10000}
 """The same on the router's side: a look on a dead connection fails within about 10 s instead of 15 minutes."""
 
-_HELD = """SELECT objid::bigint FROM pg_locks
+_HELD = """SELECT pid, objid::bigint FROM pg_locks
            WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s::oid
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
@@ -44,8 +44,7 @@ _HELD = """SELECT objid::bigint FROM pg_locks
 def holders(url: str) -> dict[int, list[int]]:
     """Who owns what, as the server sees it: the partitions each PostgreSQL backend (one per router) holds."""
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(_HELD.replace("SELECT objid::bigint", "SELECT pid, objid::bigint"),
-                            (PARTITION_LOCK,)).fetchall()
+        rows = conn.execute(_HELD, (PARTITION_LOCK,)).fetchall()
     held: dict[int, list[int]] = {}
     for pid, partition in rows:
         held.setdefault(pid, []).append(partition)
@@ -75,17 +74,15 @@ class Ownership:
         """Take free partitions up to this router's fair share, or name the ones over it. Raises when
         PostgreSQL cannot be asked: the caller must then `lose` everything (the locks may be gone)."""
         conn = self._connect()
-        members = sorted(row[0] for row in conn.execute(_HELD, (MEMBER_LOCK,)).fetchall())
+        members = sorted(pid for pid, _ in conn.execute(_HELD, (MEMBER_LOCK,)).fetchall())
         me = conn.info.backend_pid
-        if me not in members:  # cannot be while the connection lives; count this router anyway
-            members = sorted([*members, me])
         rank = members.index(me)
         fair = self.partitions // len(members) + (rank < self.partitions % len(members))
         order = self._preference(rank, len(members))
         if len(self.owned) > fair:
             keep = [p for p in order if p in self.owned][:fair]
             return Change(to_release=frozenset(self.owned - set(keep)))
-        held = {row[0] for row in conn.execute(_HELD, (PARTITION_LOCK,)).fetchall()}
+        held = {partition for _, partition in conn.execute(_HELD, (PARTITION_LOCK,)).fetchall()}
         taken: set[int] = set()
         for partition in order:
             if len(self.owned) + len(taken) >= fair:
