@@ -66,6 +66,7 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "subtask.requested": ((ROUTER,), (ROUTER,)), "subtask.finished": ((ROUTER,), (ROUTER,)),
     "subtask.settled": _RECORD,
     "llm.called": ((AGENT_RUNNER,), ()), "llm.call_failed": ((AGENT_RUNNER,), ()),
+    "guardrail.verdict": ((GUARDRAILS,), ()),
 }
 """Event type -> (who publishes it, which services consume its subject with a durable consumer). Telemetry
 and clients read every event of a tenant through the `events` channel, so they are not repeated here."""

@@ -108,7 +108,7 @@ def _publishes(*event_types: str) -> Rights:
 
 RUNNER_RESULTS = ("node.completed", "node.errored")
 OTHERS_PUBLISH = frozenset({"task.requested", "task.accepted", "node.completed", "llm.called", "llm.call_failed",
-                            "node.tools_requested"})
+                            "node.tools_requested", "guardrail.verdict"})
 """Event types only a client, guardrails or a runner publishes: the router never does."""
 
 
@@ -118,7 +118,8 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
         # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
-        "guardrails": (_base("guardrails") + _durable("guardrails") + _publishes("task.accepted", "task.rejected")
+        "guardrails": (_base("guardrails") + _durable("guardrails")
+                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())

@@ -12,6 +12,7 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `tool_use`: an agent node's model asking for tools, and the calls' results
 - `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
+- `guardrails`: the gates' verdicts (`guardrail.verdict`)
 
 Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
 the router makes for itself (`EventData.INTERNAL` says what that means).
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_engine.contracts.events import nodes, roles, scheduling, tasks, tool_use, usage
+from agent_engine.contracts.events import guardrails, nodes, roles, scheduling, tasks, tool_use, usage
 from agent_engine.contracts.events.base import EventData
+from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit
 from agent_engine.contracts.events.nodes import (
     DispatchedAgent,
     DispatchedTool,
@@ -89,7 +91,7 @@ from agent_engine.contracts.events.tool_use import (
 )
 from agent_engine.contracts.events.usage import LlmCalled, LlmCallFailed, LlmCallNote, Usage
 
-TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage)
+TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage, guardrails)
 """The topic modules; each event type is defined in exactly one of them."""
 
 EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for topic in TOPICS for cls in topic.EVENTS}
@@ -117,6 +119,7 @@ __all__ = [
     "DispatchedAgent",
     "DispatchedTool",
     "EventData",
+    "GuardrailVerdict",
     "Lineage",
     "LlmCallFailed",
     "LlmCallNote",
@@ -145,6 +148,7 @@ __all__ = [
     "NodeToolTurnRecorded",
     "NodeToolsRequested",
     "RequestedCall",
+    "RuleHit",
     "SubtaskFinished",
     "SubtaskRequested",
     "SubtaskSettled",
