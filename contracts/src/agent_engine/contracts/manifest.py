@@ -108,6 +108,29 @@ class ContextProfile(BaseModel):
     workflow's project, across tasks) and global (the tenant's); saved with the memory_save tool."""
 
 
+class ConfidenceRule(BaseModel):
+    """A number in the node's output below which a person looks before the task goes on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(default="confidence", min_length=1)
+    """Dotted path into the output."""
+    below: float
+
+
+class PauseSpec(BaseModel):
+    """When a node puts its task in `waiting` for a person (`agentctl approve` / `reject`) instead of going on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_failures: int | None = Field(default=None, ge=1, le=20)
+    """This many failed attempts in a row (errors and deadlines): wait instead of retrying or failing.
+    Approving gives the node `max_attempts` fresh attempts; rejecting fails it."""
+    confidence: ConfidenceRule | None = None
+    """An output whose `field` is below `below`, or is no number: wait. Approving accepts the output;
+    rejecting fails the node."""
+
+
 class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +161,10 @@ class NodeSpec(BaseModel):
     """For an agent node: this node's model instead of its agent's (tier rules still apply after it)."""
     sees: ContextProfile | None = None
     """Default: the task input and every earlier output, without a budget."""
+    pause: PauseSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    """When the task waits for a person: after failures in a row, or on an output of low confidence.
+    Left out of the dump when unset (as every field added after tasks were recorded must be), so a replay of
+    a task recorded before the field existed stores exactly what it stored then."""
     description: str = ""
 
 

@@ -264,6 +264,8 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             report(node.id, "exit-kind", "EXIT node does no work; remove its kind")
         if node.approval == "required":
             report(node.id, "exit-approval", "EXIT node does no work to approve; remove approval")
+        if node.pause is not None:
+            report(node.id, "exit-pause", "EXIT node does no work to pause on; remove pause")
         return
     if node.role == "START" and pred:
         report(node.id, "role-arity", f"START node must have no predecessors, has {pred}")
@@ -298,6 +300,7 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             if node.agent or node.tool or node.approval == "required":
                 report(node.id, "merge-kind", "a MERGE node without kind does no work: remove agent/tool/approval")
             return
+    _check_pause(manifest, node, report)
     if node.kind is None:
         report(node.id, "node-kind", "node must declare kind: agent or tool")
     elif node.kind == "agent":
@@ -310,6 +313,21 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             report(node.id, "tool-ref", "tool node must name a tool")
         elif node.tool not in manifest.tools:
             report(node.id, "unknown-tool", f"tool '{node.tool}' is not declared in tools.yaml")
+
+
+def _check_pause(manifest: WorkflowManifest, node: NodeSpec, report: Report) -> None:
+    """A confidence field must be one the node's output schema can hold, as a number."""
+    rule = node.pause.confidence if node.pause else None
+    schema = _output_schema(manifest, node)
+    if rule is None or schema is None:
+        return
+    found = _schema_at(schema, rule.field)
+    if found is None:
+        report(node.id, "pause-field", f"pause.confidence tests field '{rule.field}', which output schema "
+               f"'{manifest.agents[node.agent or ''].output_schema}' does not declare")
+    elif found.get("type") not in ("number", "integer", None):
+        report(node.id, "pause-field", f"pause.confidence tests field '{rule.field}', which the output schema "
+               f"declares as {found.get('type')}, not a number")
 
 
 def _check_decision(manifest: WorkflowManifest, node_id: str, succ: list[str], report: Report) -> None:

@@ -28,6 +28,7 @@ from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit
 from agent_engine.contracts.events.nodes import (
     DispatchedAgent,
     DispatchedTool,
+    HeldResult,
     MemoryView,
     ModelChoice,
     NodeApprovalDecided,
@@ -120,6 +121,7 @@ __all__ = [
     "DispatchedTool",
     "EventData",
     "GuardrailVerdict",
+    "HeldResult",
     "Lineage",
     "LlmCallFailed",
     "LlmCallNote",

@@ -197,14 +197,32 @@ class NodeRetryDue(EventData):
     number (an agent node's tool calls each count their own attempts)."""
 
 
+class HeldResult(BaseModel):
+    """A node's result held while a person decides on it (a pause for low confidence)."""
+
+    dispatch_id: str
+    attempt: int
+    output: dict[str, Any]
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+
+
 class NodeApprovalRequested(EventData):
-    """A node that requires approval is ready; the task waits for `node.approval_decided`."""
+    """The task waits for `node.approval_decided` on this node: it requires approval before it runs, or it
+    paused for a person (`pause`: after failures in a row, or on an output of low confidence)."""
 
     TYPE = "node.approval_requested"
     node: str
     kind: Literal["agent", "tool"]
     args: dict[str, Any] | None = None
     """For a tool node, the arguments it would run with; an approver may edit them."""
+    pause: Literal["failures", "confidence"] | None = None
+    """Absent: the node's `approval: required`, asked before its first dispatch."""
+    reason: str | None = None
+    """Why it paused, for the person who decides."""
+    held: HeldResult | None = None
+    """A pause for confidence: the result approving accepts."""
 
 
 class NodeApprovalDecided(EventData):

@@ -14,6 +14,7 @@ from agent_engine.contracts.events import NodeCompleted, NodeErrored
 from agent_engine.router.cancel import ignore_late_result
 from agent_engine.router.dispatch import open_node, superseded
 from agent_engine.router.emitter import Emitter
+from agent_engine.router.pauses import pause_after_failure
 from agent_engine.router.records import RouterInput
 from agent_engine.router.retries import retry_or_fail
 from agent_engine.router.tool_turns import tool_returned
@@ -53,4 +54,6 @@ def on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
         tool_returned(out, out.state.manifest.node(errored.node), errored.dispatch_id, errored.attempt,
                       error=errored.error)
     else:
-        node_failed(out, errored.node, node.attempts, errored.error)
+        assert out.state.manifest is not None
+        if not pause_after_failure(out, out.state.manifest.node(errored.node), node, errored.error):
+            node_failed(out, errored.node, node.attempts, errored.error)
