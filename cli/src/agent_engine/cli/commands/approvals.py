@@ -44,6 +44,7 @@ async def decide(task_id: str, node: str, decision: Literal["approve", "reject"]
     async with connect() as engine:
         shown = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
         waiting = [n["node"] for n in shown["nodes"] if n["status"] == "awaiting_approval"]
+        paused = next((n.get("paused") for n in shown["nodes"] if n["node"] == node), None)
         if node not in waiting:
             raise CliError(f"node '{node}' of task {task_id} is not waiting for approval "
                            f"(task {shown['status']}; waiting: {', '.join(waiting) or 'none'})")
@@ -59,7 +60,9 @@ async def decide(task_id: str, node: str, decision: Literal["approve", "reject"]
                     return 2
                 if event.type == "node.approved":
                     edited_note = " with edited arguments" if event.data.get("edited") else ""
-                    print(f"approved node '{node}' of task {task_id}{edited_note}; it is dispatched")
+                    then = {"confidence": "its held output is accepted",
+                            "failures": "it is dispatched again with fresh attempts"}.get(paused or "", "it is dispatched")
+                    print(f"approved node '{node}' of task {task_id}{edited_note}; {then}")
                     return 0
                 if event.type == "node.failed":
                     print(f"rejected node '{node}' of task {task_id}: the task fails")
