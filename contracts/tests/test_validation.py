@@ -621,3 +621,11 @@ def test_a_pause_field_mistake_is_named() -> None:
     node(b, "judge")["pause"] = {"after_failure": 2}
     with pytest.raises(Exception, match="after_failure"):
         errors_of(b)
+
+
+def test_an_output_topic_pattern_must_be_a_regular_expression() -> None:
+    b = body()
+    b["policy"] = {"output": {"pii": "fail", "topics": [{"id": "medical", "pattern": "diagnos\\w*"}]}}
+    assert errors_of(b) == []
+    b["policy"]["output"]["topics"][0]["pattern"] = "diagnos(is"
+    one(errors_of(b), "output-topic", node=None, says="topic 'medical': pattern is not a regular expression")

@@ -256,6 +256,37 @@ class ToolSpec(BaseModel):
         return self.description or (known.description if known else "")
 
 
+class TopicRule(BaseModel):
+    """A topic a node's output must not touch: a regular expression matched, case-insensitively, on the
+    output's text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    pattern: str = Field(min_length=1, max_length=1000)
+    action: Literal["fail", "pause"] = "fail"
+
+
+class OutputPolicy(BaseModel):
+    """Checks guardrails makes on every node output of a workflow before the router uses it (its `output`
+    section of the tenant policy adds to these: the stricter wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pii: Literal["off", "redact", "pause", "fail"] = "redact"
+    """What personal data in an output does: replaced by `[redacted:<kind>]`, held for a person, or fails."""
+    kinds: list[str] | None = None
+    """Which kinds of personal data (guardrails' names); default: those guardrails redacts at ingress."""
+    topics: list[TopicRule] = Field(default_factory=list, max_length=50)
+
+
+class WorkflowPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output: OutputPolicy | None = None
+    """Set (even `{}`): every node output passes guardrails' output gate before the router uses it."""
+
+
 class WorkflowManifest(BaseModel):
     """A whole workflow: graph, agents, tools, output schemas and (optional) mock scripts."""
 
@@ -273,6 +304,8 @@ class WorkflowManifest(BaseModel):
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
+    policy: WorkflowPolicy | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Guardrails' checks this workflow asks for (docs/guardrails.md). Left out of the dump when unset."""
 
     def with_tool_interfaces(self) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

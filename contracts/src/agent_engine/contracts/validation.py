@@ -97,6 +97,14 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
                 f"which is not in schemas/", file=agents_file)
         _check_agent_tools(manifest, name, err, agents_file, files.get("tools", TOOLS_FILE))
 
+    output = manifest.policy.output if manifest.policy else None
+    for topic in output.topics if output else []:
+        try:
+            re.compile(topic.pattern)
+        except re.error as exc:
+            err(None, "output-topic", f"policy.output topic '{topic.id}': pattern is not a regular expression "
+                f"({exc})")
+
     for node_id in manifest.mock:
         if node_id not in known:
             err(node_id, "unknown-mock-node", "a mock script names a node the workflow does not declare",

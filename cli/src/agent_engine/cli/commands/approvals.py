@@ -12,6 +12,10 @@ from agent_engine.cli.options import Subparsers, parse_input
 from agent_engine.contracts.events import NodeApprovalDecided
 from agent_engine.contracts.subjects import ROUTER_RPC
 
+THEN = {"confidence": "its held output is accepted", "guardrail": "its held output is accepted",
+        "failures": "it is dispatched again with fresh attempts"}
+"""What approving a node that paused for a person does, by why it paused."""
+
 
 def register(sub: Subparsers) -> None:
     ap = sub.add_parser("approve", help="let a node that waits for approval run, optionally with edited arguments")
@@ -60,8 +64,7 @@ async def decide(task_id: str, node: str, decision: Literal["approve", "reject"]
                     return 2
                 if event.type == "node.approved":
                     edited_note = " with edited arguments" if event.data.get("edited") else ""
-                    then = {"confidence": "its held output is accepted",
-                            "failures": "it is dispatched again with fresh attempts"}.get(paused or "", "it is dispatched")
+                    then = THEN.get(paused or "", "it is dispatched")
                     print(f"approved node '{node}' of task {task_id}{edited_note}; {then}")
                     return 0
                 if event.type == "node.failed":

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent_engine.contracts.events.base import EventData
 from agent_engine.contracts.events.tool_use import ConversationSummary, ToolCallRef, ToolDef, ToolTurn
 from agent_engine.contracts.events.usage import LlmCallNote, Usage
-from agent_engine.contracts.manifest import AgentSpec, MemoryLayer
+from agent_engine.contracts.manifest import AgentSpec, MemoryLayer, OutputPolicy
 
 
 class DispatchedAgent(AgentSpec):
@@ -100,6 +100,9 @@ class NodeDispatched(EventData):
     """An agent dispatch: which model turn of the node this is (absent: the first, 0)."""
     call: ToolCallRef | None = None
     """A tool dispatch that runs a call an agent node's model asked for (`node` is the agent node)."""
+    check_output: OutputPolicy | None = None
+    """The workflow's `policy.output`, when it has one: the runner sends its output to guardrails' output gate
+    (`node.output_produced`), and the router takes only the gate's `node.output_checked` as the answer."""
 
 
 class NodeCompleted(EventData):
@@ -217,12 +220,12 @@ class NodeApprovalRequested(EventData):
     kind: Literal["agent", "tool"]
     args: dict[str, Any] | None = None
     """For a tool node, the arguments it would run with; an approver may edit them."""
-    pause: Literal["failures", "confidence"] | None = None
+    pause: Literal["failures", "confidence", "guardrail"] | None = None
     """Absent: the node's `approval: required`, asked before its first dispatch."""
     reason: str | None = None
     """Why it paused, for the person who decides."""
     held: HeldResult | None = None
-    """A pause for confidence: the result approving accepts."""
+    """A pause for confidence or for a guardrail's verdict: the result approving accepts."""
 
 
 class NodeApprovalDecided(EventData):

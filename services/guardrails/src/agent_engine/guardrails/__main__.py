@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from agent_engine.guardrails.outputgate import serve_outputs, tenant_policies
+from agent_engine.guardrails.policy import PolicyError, policy_file_from_env
 from agent_engine.guardrails.service import policy_from_env, serve
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
@@ -13,9 +15,14 @@ from agent_engine.runtime.settings import Settings
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     policy = policy_from_env()
+    try:
+        outputs = tenant_policies(policy_file_from_env())
+    except PolicyError as exc:
+        raise SystemExit(str(exc)) from None
     bus = await Bus.open(settings.nats_url, "guardrails")
     try:
-        await serve(bus, policy, settings, stop)
+        await asyncio.gather(serve(bus, policy, settings, stop),
+                             serve_outputs(bus, outputs, policy.redact, settings, stop))
     finally:
         await bus.close()
 

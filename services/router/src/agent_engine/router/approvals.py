@@ -35,14 +35,14 @@ def on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) ->
         node_failed(out, spec.id, node.attempts, why)
         return
     problem = edit_problem(manifest, spec, decided.args)
-    if not problem and decided.args is not None and node.paused == "confidence":
+    if not problem and decided.args is not None and node.paused in ("confidence", "guardrail"):
         problem = "a result held for its confidence is accepted or rejected as it is; its arguments cannot be edited"
     if problem:
         out.add(NodeApprovalRefused(node=spec.id, decided_by=decided.decided_by, reason=problem))
         return
     out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by, args=decided.args,
                          edited=decided.args is not None))
-    if node.paused == "confidence":
+    if node.paused in ("confidence", "guardrail"):
         succeed(out, spec, held_result(node, spec.id), accepted=True)
     elif node.paused == "failures":
         dispatch(out, spec, node.attempts + 1, f"resumed by {decided.decided_by} after {failures(node)} failures",

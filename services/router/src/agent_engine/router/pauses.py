@@ -1,7 +1,8 @@
-"""Pauses for a person (G6): a node that keeps failing, or whose output says it is not confident, puts the
-task in `waiting` until `agentctl approve` or `reject`, rather than retrying blindly or passing doubtful work
-downstream. Declared per node (`pause:` in the manifest). The pause is a `node.approval_requested` with its
-`pause` and `reason`, so the operator tools for approvals work on it unchanged; approvals.py resumes it.
+"""Pauses for a person (G6): a node that keeps failing, whose output says it is not confident, or whose
+output guardrails' output gate held, puts the task in `waiting` until `agentctl approve` or `reject`,
+rather than retrying blindly or passing doubtful work downstream. Declared per node (`pause:` in the
+manifest) or by the output policy. The pause is a `node.approval_requested` with its `pause` and
+`reason`, so the operator tools for approvals work on it unchanged; approvals.py resumes it.
 Page: docs/workflows/failures.md (Pauses for a person).
 """
 
@@ -54,6 +55,15 @@ def pause_for_doubt(out: Emitter, spec: NodeSpec, completed: NodeCompleted) -> b
     out.add(NodeApprovalRequested(node=spec.id, kind=spec.kind or "agent", pause="confidence", reason=why,
                                   held=held))
     return True
+
+
+def pause_for_verdict(out: Emitter, spec: NodeSpec, checked: NodeCompleted) -> None:
+    """Hold an output guardrails' output gate paused on (a topic rule, personal data under `pii: pause`)."""
+    reason = getattr(checked, "reason", "") or "guardrails' output gate held this output"
+    held = HeldResult(dispatch_id=checked.dispatch_id, attempt=checked.attempt, output=checked.output,
+                      provider=checked.provider, model=checked.model, usage=checked.usage)
+    out.add(NodeApprovalRequested(node=spec.id, kind=spec.kind or "agent", pause="guardrail", reason=reason,
+                                  held=held))
 
 
 def held_result(node: NodeState, node_id: str) -> NodeCompleted:
