@@ -1,0 +1,132 @@
+"""The MCP client against a real MCP server over stdio (testkit's notes server, started by each test): the
+catalogue it publishes, calls with structured and text results, tool errors, a server that dies mid-call and is
+started again, time limits, and a side-effecting MCP tool run once across a redelivery (real NATS call log)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_engine.contracts.mcp import side_effects_from
+from agent_engine.tool_runner.calls import CallLog
+from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.mcp import McpTools, ServerSpec, load_servers
+from agent_engine.tool_runner.service import ToolRunner
+from agent_engine.tool_runner.tools import Tool, ToolError, context
+
+
+@pytest.fixture
+async def notes(tmp_path: Path) -> AsyncIterator[tuple[McpTools, dict[str, Tool], Path]]:
+    """The notes server started as the tool-runner starts a declared one; its tools by registry name."""
+    book = tmp_path / "notes.jsonl"
+    mcp = McpTools({"notes": ServerSpec(command=sys.executable, args=["-m", "agent_engine.testkit.mcp_notes",
+                                                                      str(book)])})
+    tools = await mcp.start()
+    yield mcp, tools, book
+    await mcp.stop()
+
+
+async def run(tool: Tool, args: dict[str, Any], tmp_path: Path, limit: float = 20.0) -> dict[str, Any]:
+    """As the runner does: check the arguments, run in a worker thread, check the result."""
+    tool.check(args)
+    output = await asyncio.to_thread(tool.run, args, context(tmp_path, limit))
+    tool.check_result(output)
+    return output
+
+
+async def test_the_catalogue_has_each_tool_with_its_schemas_and_side_effects(notes):
+    mcp, tools, _ = notes
+    entries = {e.tool: e for e in mcp.entries}
+    assert set(tools) == {f"mcp:notes/{name}" for name in entries}
+    assert {"add_note", "list_notes", "shout", "fail", "crash", "slow"} <= set(entries)
+    add = entries["add_note"]
+    assert add.input_schema["required"] == ["title", "text"] and add.output_schema is not None
+    assert (add.side_effects, entries["list_notes"].side_effects, entries["shout"].side_effects) == (True, False, None)
+    assert not tools["mcp:notes/add_note"].idempotent and tools["mcp:notes/list_notes"].idempotent
+
+
+def test_side_effects_from_annotations():
+    assert side_effects_from(None) is None and side_effects_from({}) is None
+    assert side_effects_from({"readOnlyHint": True}) is False
+    assert side_effects_from({"idempotentHint": True, "readOnlyHint": False}) is False
+    assert side_effects_from({"destructiveHint": False}) is True  # may still add something each time
+    assert side_effects_from({"title": "Notes"}) is True
+
+
+async def test_structured_and_text_results(notes, tmp_path):
+    _, tools, book = notes
+    assert await run(tools["mcp:notes/add_note"], {"title": "a", "text": "first"}, tmp_path) == {"id": 1, "count": 1}
+    assert await run(tools["mcp:notes/list_notes"], {}, tmp_path) == {"notes": [{"title": "a", "text": "first"}]}
+    assert await run(tools["mcp:notes/shout"], {"text": "hi"}, tmp_path) == {"text": "HI"}
+    assert book.read_text().count("\n") == 1
+
+
+async def test_arguments_are_checked_against_the_servers_schema(notes):
+    _, tools, _ = notes
+    with pytest.raises(ToolError, match="invalid arguments for tool 'mcp:notes/add_note'.*'text' is a required"):
+        tools["mcp:notes/add_note"].check({"title": "a"})
+
+
+async def test_a_tool_error_comes_back_as_a_refusal_for_the_model(notes, tmp_path):
+    _, tools, _ = notes
+    with pytest.raises(ToolError, match="reported an error: .*no such page") as raised:
+        await run(tools["mcp:notes/fail"], {"reason": "no such page"}, tmp_path)
+    assert not raised.value.retryable
+
+
+async def test_a_server_that_dies_mid_call_errors_that_call_and_is_started_again(notes, tmp_path):
+    mcp, tools, _ = notes
+    with pytest.raises(ToolError, match="MCP server 'notes' died during the call") as raised:
+        await run(tools["mcp:notes/crash"], {}, tmp_path)
+    assert raised.value.retryable  # the runner keeps it retryable only for an idempotent call
+    assert await run(tools["mcp:notes/shout"], {"text": "back"}, tmp_path) == {"text": "BACK"}
+    assert mcp.servers["notes"].starts == 2
+
+
+async def test_a_call_over_its_time_limit_times_out_and_the_server_still_answers(notes, tmp_path):
+    _, tools, _ = notes
+    with pytest.raises(TimeoutError):
+        await run(tools["mcp:notes/slow"], {"seconds": 30}, tmp_path, limit=0.5)
+    assert await run(tools["mcp:notes/shout"], {"text": "still here"}, tmp_path) == {"text": "STILL HERE"}
+
+
+async def test_a_server_that_cannot_start_stops_the_tool_runner_naming_it():
+    mcp = McpTools({"broken": ServerSpec(command=sys.executable, args=["-c", "raise SystemExit(1)"],
+                                         start_timeout_s=10)})
+    with pytest.raises(ValueError, match="AE_MCP_SERVERS: server 'broken'"):
+        await mcp.start()
+
+
+def test_the_servers_file_is_checked(tmp_path):
+    good = tmp_path / "servers.yaml"
+    good.write_text("mcp_servers:\n  notes: {command: python3, args: [-m, x], env: {A: b}}\n")
+    assert load_servers(good)["notes"].args == ["-m", "x"]
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("mcp_servers:\n  notes: {comand: python3}\n")
+    with pytest.raises(ValueError, match=r"typo.yaml: mcp_servers.notes.command: Field required"):
+        load_servers(typo)
+    bad_name = tmp_path / "name.yaml"
+    bad_name.write_text("mcp_servers:\n  Notes.x: {command: python3}\n")
+    with pytest.raises(ValueError, match=r"server names \['Notes.x'\]"):
+        load_servers(bad_name)
+
+
+@pytest.mark.integration
+async def test_a_side_effecting_mcp_tool_runs_once_across_a_redelivery(notes, tool_dispatch, task_id,
+                                                                       calls: CallLog, tmp_path):
+    """Through the runner, as a dispatch from the router: the call log keeps a redelivered add_note from
+    adding the note twice; the same event answers both."""
+    _, tools, book = notes
+    runner = ToolRunner(ToolConfig(workspace=tmp_path), tools, calls)
+    cause, dispatch = tool_dispatch("mcp:notes/add_note", {"title": "once", "text": "only once"}, name="add_note",
+                                    task_id=task_id)
+    [first] = await runner.handle(cause, dispatch)
+    [again] = await runner.handle(cause, dispatch)
+    assert first.type == "node.completed" and first.data["output"] == {"id": 1, "count": 1}
+    assert again == first and first.data["provider"] == "tool:mcp:notes/add_note"
+    assert book.read_text().count("\n") == 1
