@@ -138,7 +138,8 @@ def _check_agent_tools(manifest: WorkflowManifest, name: str, report: Report, ag
             continue
         problem = capability_problem(name, agent, tool_name, tool)
         if problem is not None:
-            report(None, problem.rule, f"{problem.message}; grant it in {agents_file} or remove the tool",
+            fix = "grant it" if problem.rule == "agent-capability" else "drop the mode"
+            report(None, problem.rule, f"{problem.message}; {fix} in {agents_file}, or remove the tool",
                    file=agents_file)
         if not TOOL_NAME.match(tool_name):
             report(None, "tool-name", f"tool '{tool_name}' is offered to agent '{name}', but a model can only be "

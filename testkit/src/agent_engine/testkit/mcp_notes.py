@@ -43,14 +43,14 @@ def build(path: Path) -> MCPServer:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     @server.tool(description="Adds a note (a title and a text) to the notebook; returns its id and the count.",
-                 annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
+                 annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False))
     def add_note(title: str, text: str) -> Added:
         with path.open("a") as notes:  # each call appends a line: running it twice shows
             notes.write(json.dumps({"title": title, "text": text}) + "\n")
         count = len(read())
         return {"id": count, "count": count}
 
-    @server.tool(description="Lists the notes of the notebook.", annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(description="Lists the notes of the notebook.", annotations=ToolAnnotations(read_only_hint=True))
     def list_notes() -> Notes:
         return {"notes": read()}
 
@@ -58,15 +58,15 @@ def build(path: Path) -> MCPServer:
     def shout(text: str) -> str:
         return text.upper()
 
-    @server.tool(description="Always fails with the reason given.", annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(description="Always fails with the reason given.", annotations=ToolAnnotations(read_only_hint=True))
     def fail(reason: str) -> str:
         raise ToolError(reason)
 
-    @server.tool(description="Ends the server process at once.", annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(description="Ends the server process at once.", annotations=ToolAnnotations(read_only_hint=True))
     def crash() -> str:
         os._exit(3)
 
-    @server.tool(description="Sleeps, then answers.", annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(description="Sleeps, then answers.", annotations=ToolAnnotations(read_only_hint=True))
     def slow(seconds: float) -> str:
         time.sleep(seconds)
         return "slept"
