@@ -117,3 +117,14 @@ def test_a_server_hint_never_undoes_side_effects_tools_yaml_declares() -> None:
     no_hints = LIST_NOTES.model_copy(update={"annotations": None})
     assert not plain.with_mcp_interface(no_hints).has_side_effects  # no hints: tools.yaml's flag (false)
     assert plain.with_mcp_interface(ADD_NOTE).has_side_effects
+
+
+def test_a_pinned_manifest_round_trips_its_capabilities_and_mcp_tools() -> None:
+    """What the router records with a task is dumped and parsed again at replay: an agent granted nothing must
+    stay granted nothing (not "absent", which grants everything)."""
+    b = with_tools({"capabilities": [], "mode": "analysis-only"}, add={"mcp": {"server": "notes", "tool": "add_note"}})
+    manifest = WorkflowManifest.model_validate(b)
+    again = WorkflowManifest.model_validate(manifest.model_dump(mode="json", by_alias=True))
+    assert again == manifest and again.agents["thinker"].granted() == frozenset()
+    plain = WorkflowManifest.model_validate(body()).model_dump(mode="json", by_alias=True)
+    assert "capabilities" not in plain["agents"]["thinker"] and "mcp" not in plain["tools"]["stats"]

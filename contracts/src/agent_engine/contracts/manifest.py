@@ -178,6 +178,12 @@ class TierRule(BaseModel):
     reason: str = ""
 
 
+def _unset(value: object) -> bool:
+    """Fields added after manifests were first recorded leave a dump out when unset, so a task's pinned manifest
+    (kept in its router.input records) dumps as it did when it was recorded and replay stays identical."""
+    return value is None or value == "" or value == []
+
+
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -201,10 +207,10 @@ class AgentSpec(BaseModel):
     """When the earlier tool turns a call carries are over this many estimated tokens, the older ones are
     summarised by the model (the last `keep_turns` stay verbatim) instead of being cut."""
     keep_turns: int = Field(default=2, ge=1, le=20)
-    capabilities: list[Capability] | None = None
+    capabilities: list[Capability] | None = Field(default=None, exclude_if=lambda v: v is None)  # [] grants none
     """What the agent's tools may reach (fs.read, fs.write, network, shell). None (absent): every capability,
     so manifests written before capabilities existed keep their meaning; [] grants none."""
-    mode: Literal["standard", "analysis-only"] = "standard"
+    mode: Literal["standard", "analysis-only"] = Field(default="standard", exclude_if=lambda v: v == "standard")
     """analysis-only: no tool with side effects, nor one needing fs.write or shell."""
 
     def granted(self) -> frozenset[str] | None:
@@ -214,8 +220,8 @@ class AgentSpec(BaseModel):
 class ToolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: str = ""
-    mcp: McpRef | None = None
+    builtin: str = Field(default="", exclude_if=_unset)
+    mcp: McpRef | None = Field(default=None, exclude_if=_unset)
     """A tool of an MCP server the deployment declares (AE_MCP_SERVERS), instead of a built-in."""
     description: str = ""
     """What a model that may call the tool is told (default: the built-in's, or the MCP server's, description)."""
@@ -223,7 +229,7 @@ class ToolSpec(BaseModel):
     args_schema: dict[str, Any] | None = None
     """JSON Schema the arguments must satisfy: those edited at approval, and those a model asks for (default for
     a model: the built-in's schema, or the MCP tool's). The tool-runner checks the tool's own schema too."""
-    capabilities: list[Capability] = Field(default_factory=list)
+    capabilities: list[Capability] = Field(default_factory=list, exclude_if=_unset)
     """What the tool needs beyond its built-in's own (the catalogue's); for an MCP tool, all it needs: the
     server cannot be asked, so whoever writes tools.yaml says."""
 
