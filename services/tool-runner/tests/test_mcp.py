@@ -95,6 +95,18 @@ async def test_a_call_over_its_time_limit_times_out_and_the_server_still_answers
     assert await run(tools["mcp:notes/shout"], {"text": "still here"}, tmp_path) == {"text": "STILL HERE"}
 
 
+async def test_a_server_gets_its_declared_env_and_none_of_the_tool_runners(tmp_path, monkeypatch):
+    monkeypatch.setenv("AE_NATS_CREDENTIAL_FOR_TEST", "secret")  # as the tool-runner's own environment holds
+    mcp = McpTools({"notes": ServerSpec(command=sys.executable, env={"NOTES_MODE": "strict"},
+                                        args=["-m", "agent_engine.testkit.mcp_notes", str(tmp_path / "n.jsonl")])})
+    tools = await mcp.start()
+    try:
+        names = (await run(tools["mcp:notes/environment"], {}, tmp_path))["names"]
+    finally:
+        await mcp.stop()
+    assert "NOTES_MODE" in names and "AE_NATS_CREDENTIAL_FOR_TEST" not in names
+
+
 async def test_a_server_that_cannot_start_stops_the_tool_runner_naming_it():
     mcp = McpTools({"broken": ServerSpec(command=sys.executable, args=["-c", "raise SystemExit(1)"],
                                          start_timeout_s=10)})

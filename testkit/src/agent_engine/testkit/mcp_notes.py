@@ -34,6 +34,10 @@ class Notes(TypedDict):
     notes: list[Note]
 
 
+class Names(TypedDict):
+    names: list[str]
+
+
 def build(path: Path) -> MCPServer:
     server = MCPServer("notes")
 
@@ -70,6 +74,11 @@ def build(path: Path) -> MCPServer:
     def slow(seconds: float) -> str:
         time.sleep(seconds)
         return "slept"
+
+    @server.tool(description="Names of the server's environment variables.",
+                 annotations=ToolAnnotations(read_only_hint=True))
+    def environment() -> Names:
+        return {"names": sorted(os.environ)}
 
     return server
 
