@@ -72,3 +72,8 @@ def test_an_agent_adds_a_note_through_an_mcp_tool_and_the_task_succeeds_with_it(
     check = next(r.data for r in history if r.type == "node.succeeded" and r.data["node"] == "check")
     assert check["output"] == {"notes": [{"title": "groceries", "text": "eggs, flour"}]}
     assert mcp_engine.notebook.read_text().count("\n") == 1
+
+    # the schemas pinned with the task are in its records: replay reproduces every decision without the catalogue
+    task_id = history[0].task_id
+    replayed = mcp_engine.agentctl("task", "replay", task_id)
+    assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout + replayed.stderr

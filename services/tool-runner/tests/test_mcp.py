@@ -5,6 +5,8 @@ started again, time limits, and a side-effecting MCP tool run once across a rede
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from agent_engine.contracts.mcp import side_effects_from
+from agent_engine.runtime.processes import pid_alive
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.mcp import McpTools, ServerSpec, load_servers
@@ -88,6 +91,16 @@ async def test_a_server_that_dies_mid_call_errors_that_call_and_is_started_again
     assert mcp.servers["notes"].starts == 2
 
 
+async def test_a_server_killed_while_idle_is_started_again_by_the_next_call(notes, tmp_path):
+    mcp, tools, _ = notes
+    pid = (await run(tools["mcp:notes/environment"], {}, tmp_path))["pid"]
+    os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid):  # gone before the next call, so the ping, not the call, finds it dead
+        await asyncio.sleep(0.02)
+    assert await run(tools["mcp:notes/shout"], {"text": "again"}, tmp_path) == {"text": "AGAIN"}
+    assert mcp.servers["notes"].starts == 2
+
+
 async def test_a_call_over_its_time_limit_times_out_and_the_server_still_answers(notes, tmp_path):
     _, tools, _ = notes
     with pytest.raises(TimeoutError):
@@ -142,3 +155,18 @@ async def test_a_side_effecting_mcp_tool_runs_once_across_a_redelivery(notes, to
     assert first.type == "node.completed" and first.data["output"] == {"id": 1, "count": 1}
     assert again == first and first.data["provider"] == "tool:mcp:notes/add_note"
     assert book.read_text().count("\n") == 1
+
+
+@pytest.mark.integration
+async def test_a_call_the_server_died_in_is_retried_only_when_idempotent(notes, tool_dispatch, task_id,
+                                                                        calls: CallLog, tmp_path):
+    """Through the runner: `crash` is read-only by its annotations, so its failure is retryable; the same tool
+    declared side-effecting in tools.yaml (the dispatch says so) may have had its effect, so it is not."""
+    _, tools, _ = notes
+    runner = ToolRunner(ToolConfig(workspace=tmp_path), tools, calls)
+    [idempotent] = await runner.handle(*tool_dispatch("mcp:notes/crash", {}, name="crash", task_id=task_id))
+    assert (idempotent.type, idempotent.data["retryable"]) == ("node.errored", True)
+    assert "MCP server 'notes' died during the call" in idempotent.data["error"]
+    [guarded] = await runner.handle(*tool_dispatch("mcp:notes/crash", {}, name="crash", task_id=task_id,
+                                                   node="other", side_effects=True))
+    assert (guarded.type, guarded.data["retryable"]) == ("node.errored", False)

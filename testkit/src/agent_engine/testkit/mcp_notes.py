@@ -34,8 +34,9 @@ class Notes(TypedDict):
     notes: list[Note]
 
 
-class Names(TypedDict):
+class Process(TypedDict):
     names: list[str]
+    pid: int
 
 
 def build(path: Path) -> MCPServer:
@@ -75,10 +76,10 @@ def build(path: Path) -> MCPServer:
         time.sleep(seconds)
         return "slept"
 
-    @server.tool(description="Names of the server's environment variables.",
+    @server.tool(description="The server's process id and the names of its environment variables.",
                  annotations=ToolAnnotations(read_only_hint=True))
-    def environment() -> Names:
-        return {"names": sorted(os.environ)}
+    def environment() -> Process:
+        return {"names": sorted(os.environ), "pid": os.getpid()}
 
     return server
 

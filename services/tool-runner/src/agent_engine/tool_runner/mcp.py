@@ -118,6 +118,8 @@ class Server:
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(exc if isinstance(exc, Exception) else ServerDied(repr(exc)))
+            elif isinstance(exc, Exception):  # a session that was up broke; the next call starts the server again
+                log.warning("MCP server %s: session ended: %s: %s", self.name, type(exc).__name__, exc)
             if not isinstance(exc, Exception):
                 raise
 
