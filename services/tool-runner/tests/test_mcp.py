@@ -170,3 +170,53 @@ async def test_a_call_the_server_died_in_is_retried_only_when_idempotent(notes, 
     [guarded] = await runner.handle(*tool_dispatch("mcp:notes/crash", {}, name="crash", task_id=task_id,
                                                    node="other", side_effects=True))
     assert (guarded.type, guarded.data["retryable"]) == ("node.errored", False)
+
+
+# --- pure: a call's result as the node's output --------------------------------------------------------------
+
+def result(**fields: Any) -> Any:
+    from mcp.types import CallToolResult
+
+    return CallToolResult.model_validate({"content": [], **fields})
+
+
+def test_structured_content_is_the_output_and_a_non_object_comes_as_result() -> None:
+    from agent_engine.tool_runner.mcp import output_of
+
+    assert output_of("t", result(structuredContent={"a": 1}), True) == {"a": 1}
+    assert output_of("t", result(structuredContent=[1, 2]), True) == {"result": [1, 2]}
+
+
+def test_text_is_joined_and_other_blocks_are_named_not_carried() -> None:
+    from agent_engine.tool_runner.mcp import output_of
+
+    blocks = [{"type": "text", "text": "one"}, {"type": "image", "data": "aGk=", "mimeType": "image/png"},
+              {"type": "text", "text": "two"}]
+    assert output_of("t", result(content=blocks), False) == {"text": "one\ntwo", "omitted": ["image"]}
+
+
+def test_is_error_and_a_missing_structured_result_are_errors_for_the_model() -> None:
+    from agent_engine.tool_runner.mcp import output_of
+
+    with pytest.raises(ToolError, match="tool 't' reported an error: quota exceeded") as raised:
+        output_of("t", result(content=[{"type": "text", "text": "quota exceeded"}], isError=True), False)
+    assert not raised.value.retryable
+    with pytest.raises(ToolError, match="has an output schema but returned no structured content"):
+        output_of("t", result(content=[{"type": "text", "text": "x"}]), True)
+
+
+async def test_a_result_breaking_the_output_schema_is_refused_by_the_runners_check() -> None:
+    from agent_engine.contracts.mcp import McpToolEntry
+    from agent_engine.tool_runner.mcp import Server, as_tool
+
+    entry = McpToolEntry(server="s", tool="count", input_schema={"type": "object"},
+                         output_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}})
+    tool = as_tool(Server("s", ServerSpec(command="unused")), entry, asyncio.get_running_loop())
+    tool.check_result({"n": 3})
+    with pytest.raises(ToolError, match="does not match its result schema"):
+        tool.check_result({"n": "three"})
+    listed = as_tool(Server("s", ServerSpec(command="unused")),
+                     entry.model_copy(update={"output_schema": {"type": "array"}}), asyncio.get_running_loop())
+    listed.check_result({"result": [1]})  # a non-object schema applies to the wrapped value
+    with pytest.raises(ToolError):
+        listed.check_result({"result": 1})
