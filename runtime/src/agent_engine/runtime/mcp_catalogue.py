@@ -14,7 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET, McpRef, McpToolEntry
+from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET, McpRef, McpToolEntry, catalogue_key
 from agent_engine.runtime.bus import ensure_bucket
 
 log = logging.getLogger("mcp-catalogue")
@@ -27,7 +27,7 @@ async def bucket(js: JetStreamContext) -> KeyValue:
 
 async def publish(kv: KeyValue, entries: Iterable[McpToolEntry]) -> None:
     for entry in entries:
-        await kv.put(entry.server + "." + entry.tool, entry.model_dump_json().encode())
+        await kv.put(catalogue_key(entry.server, entry.tool), entry.model_dump_json().encode())
 
 
 async def read(kv: KeyValue, refs: Iterable[McpRef]) -> dict[str, McpToolEntry]:
