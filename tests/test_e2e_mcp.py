@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,33 @@ def test_an_agent_adds_a_note_through_an_mcp_tool_and_the_task_succeeds_with_it(
     task_id = history[0].task_id
     replayed = mcp_engine.agentctl("task", "replay", task_id)
     assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout + replayed.stderr
+
+
+async def _run_analysis_only(engine: Any, tenant: str, directory: Path) -> tuple[str, list[Any]]:
+    nc = await engine.connect()
+    try:
+        workflow = await engine.push(nc, tenant, directory)
+        task_id = await engine.submit(nc, tenant, workflow, {"title": "x", "text": "y"})
+        status = await engine.wait_terminal(nc, [task_id])
+        return status[task_id], await engine.history(nc, task_id)
+    finally:
+        await nc.close()
+
+
+def test_an_analysis_only_agent_listing_an_mcp_tool_its_server_says_changes_things_never_starts(
+        mcp_engine, tenant, tmp_path):
+    """Valid as written (nothing in tools.yaml says add_note has side effects); the server's annotations, pinned
+    when the task starts, do: the router rejects the task naming the rule, and no note is added."""
+    directory = tmp_path / "mcp-notes"
+    shutil.copytree(WORKFLOW, directory)
+    agents = directory / "agents.yaml"
+    agents.write_text(agents.read_text().replace("capabilities: [fs.write]", "mode: analysis-only"))
+    tools = directory / "tools.yaml"
+    tools.write_text(tools.read_text().replace("    capabilities: [fs.write]\n", ""))
+    before = mcp_engine.notebook.read_text() if mcp_engine.notebook.exists() else ""
+    status, history = asyncio.run(_run_analysis_only(mcp_engine, tenant, directory))
+    assert status == "rejected"
+    [rejected] = [r.data for r in history if r.type == "task.rejected"]
+    assert ("[agent-mode] agent 'scribe' is analysis-only and may not use tool 'add_note': it has side effects"
+            in rejected["reason"])
+    assert (mcp_engine.notebook.read_text() if mcp_engine.notebook.exists() else "") == before

@@ -8,6 +8,7 @@ from typing import Any
 from agent_engine.contracts.events import RequestedCall
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.mcp import McpToolEntry
+from agent_engine.contracts.validation import blocking
 from agent_engine.router.conversation import call_problem, tool_defs
 from agent_engine.router.dispatch import dispatched_tool
 
@@ -45,6 +46,11 @@ def test_a_pinned_mcp_tool_is_offered_and_checked_with_its_servers_schema() -> N
 
 
 def test_an_analysis_only_agent_is_refused_an_mcp_tool_whose_server_says_it_has_side_effects() -> None:
-    pinned = manifest({"mode": "analysis-only"}).with_tool_interfaces({"notes.add_note": ADD})
-    assert problem(pinned, "add", {"title": "t", "text": "x"}) == (
+    written = manifest({"mode": "analysis-only"})
+    assert blocking(written) == []  # as written, nothing says add_note changes anything
+    pinned = written.with_tool_interfaces({"notes.add_note": ADD})
+    [error] = blocking(pinned)  # the router checks the pinned manifest before a task starts: rejected
+    assert (error.rule, error.file) == ("agent-mode", "agents.yaml")
+    assert "agent 'scribe' is analysis-only and may not use tool 'add': it has side effects" in error.message
+    assert problem(pinned, "add", {"title": "t", "text": "x"}) == (  # and each call, should one get that far
         "agent 'scribe' is analysis-only and may not use tool 'add': it has side effects")

@@ -1,6 +1,6 @@
-"""Whether an agent may use a tool, by capability and mode (T3): one pure check, used by `agentctl workflow
-validate` before a workflow is registered and by the router when a model asks for a call (an MCP tool's side
-effects are only known once its server's annotations are pinned with the task)."""
+"""Whether an agent may use a tool, by capability and mode (T3): one pure check, used by validation (by
+`agentctl workflow validate`, and by the router on the manifest it pins when a task starts, where an MCP tool's
+side effects from its server's annotations are first known) and by the router on each call a model asks for."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def call_problem(manifest: WorkflowManifest, agent_name: str, agent: AgentSpec, 
         return f"agent '{agent_name}' may not use tool '{call.name}'; it may use {agent.tools}"
     tool = manifest.tools[call.name]
     problem = capability_problem(agent_name, agent, call.name, tool)
-    if problem is not None:  # validation refuses most; an MCP tool's side effects are known only once pinned
+    if problem is not None:  # a task breaking these is rejected at start; checked again so no path runs such a call
         return problem.message
     schema = tool.model_schema()
     if schema is None and tool.mcp is not None:
