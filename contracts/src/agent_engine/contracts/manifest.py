@@ -5,11 +5,13 @@ Loading the YAML files is the CLI's job; these models and `validation` are pure 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
+from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS, Capability
+from agent_engine.contracts.mcp import McpRef, McpToolEntry
 
 Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
 SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
@@ -203,6 +205,12 @@ class TierRule(BaseModel):
     reason: str = ""
 
 
+def _unset(value: object) -> bool:
+    """Fields added after manifests were first recorded leave a dump out when unset, so a task's pinned manifest
+    (kept in its router.input records) dumps as it did when it was recorded and replay stays identical."""
+    return value is None or value == "" or value == []
+
+
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -226,26 +234,56 @@ class AgentSpec(BaseModel):
     """When the earlier tool turns a call carries are over this many estimated tokens, the older ones are
     summarised by the model (the last `keep_turns` stay verbatim) instead of being cut."""
     keep_turns: int = Field(default=2, ge=1, le=20)
+    capabilities: list[Capability] | None = Field(default=None, exclude_if=lambda v: v is None)  # [] grants none
+    """What the agent's tools may reach (fs.read, fs.write, network, shell). None (absent): every capability,
+    so manifests written before capabilities existed keep their meaning; [] grants none."""
+    mode: Literal["standard", "analysis-only"] = Field(default="standard", exclude_if=lambda v: v == "standard")
+    """analysis-only: no tool with side effects, nor one needing fs.write or shell."""
+
+    def granted(self) -> frozenset[str] | None:
+        return None if self.capabilities is None else frozenset(self.capabilities)
 
 
 class ToolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: str
+    builtin: str = Field(default="", exclude_if=_unset)
+    mcp: McpRef | None = Field(default=None, exclude_if=_unset)
+    """A tool of an MCP server the deployment declares (AE_MCP_SERVERS), instead of a built-in."""
     description: str = ""
-    """What a model that may call the tool is told (default: the built-in's description)."""
+    """What a model that may call the tool is told (default: the built-in's, or the MCP server's, description)."""
     side_effects: bool = False
     args_schema: dict[str, Any] | None = None
     """JSON Schema the arguments must satisfy: those edited at approval, and those a model asks for (default for
-    a model: the built-in's schema). The tool-runner checks the built-in's own schema too."""
+    a model: the built-in's schema, or the MCP tool's). The tool-runner checks the tool's own schema too."""
+    capabilities: list[Capability] = Field(default_factory=list, exclude_if=_unset)
+    """What the tool needs beyond its built-in's own (the catalogue's); for an MCP tool, all it needs: the
+    server cannot be asked, so whoever writes tools.yaml says."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ToolSpec:
+        if bool(self.builtin) == (self.mcp is not None):
+            raise ValueError("a tool names exactly one of builtin: <name> or mcp: {server: <name>, tool: <name>}")
+        return self
+
+    @property
+    def runs_as(self) -> str:
+        """The name the tool-runner knows it by: the built-in's, or `mcp:<server>/<tool>`."""
+        return self.mcp.runs_as if self.mcp is not None else self.builtin
 
     @property
     def has_side_effects(self) -> bool:
-        """Declared, or implied by a built-in that is not idempotent."""
+        """Declared, or implied by a built-in that is not idempotent (or, once pinned, by an MCP tool's annotations)."""
         return self.side_effects or self.builtin in NON_IDEMPOTENT_BUILTINS
 
+    def needs(self) -> frozenset[str]:
+        """The capabilities this tool needs: its built-in's and those tools.yaml declares."""
+        known = BUILTINS.get(self.builtin)
+        return frozenset(self.capabilities) | (known.capabilities if known else frozenset())
+
     def model_schema(self) -> dict[str, Any] | None:
-        """The argument schema a model is given and its calls are checked against (None: unknown built-in)."""
+        """The argument schema a model is given and its calls are checked against (None: unknown built-in, or an
+        MCP tool whose schema the router has not pinned from the tool-runner's catalogue)."""
         if self.args_schema is not None:
             return self.args_schema
         known = BUILTINS.get(self.builtin)
@@ -254,6 +292,14 @@ class ToolSpec(BaseModel):
     def model_description(self) -> str:
         known = BUILTINS.get(self.builtin)
         return self.description or (known.description if known else "")
+
+    def with_mcp_interface(self, entry: McpToolEntry) -> ToolSpec:
+        """This MCP tool with what its server listed filled in where tools.yaml says nothing; side effects when
+        either says so (tools.yaml's `side_effects: true` is never undone by a server's hint)."""
+        return self.model_copy(update={
+            "args_schema": self.args_schema if self.args_schema is not None else entry.input_schema,
+            "description": self.description or entry.description,
+            "side_effects": self.side_effects or bool(entry.side_effects)})
 
 
 class TopicRule(BaseModel):
@@ -307,18 +353,30 @@ class WorkflowManifest(BaseModel):
     policy: WorkflowPolicy | None = Field(default=None, exclude_if=lambda v: v is None)
     """Guardrails' checks this workflow asks for (docs/guardrails.md). Left out of the dump when unset."""
 
-    def with_tool_interfaces(self) -> WorkflowManifest:
+    def with_tool_interfaces(self, mcp: Mapping[str, McpToolEntry] | None = None) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written
         out (from the built-ins' catalogue where tools.yaml gives none). The router pins this copy with the
-        task, so what its models are offered and how their calls are checked never changes under it."""
+        task, so what its models are offered and how their calls are checked never changes under it.
+
+        `mcp`: the tool-runner's MCP catalogue by key (`<server>.<tool>`); MCP tools found there get their
+        description, schema and side effects from it (offered or not: a tool node's side effects matter too).
+        Without it MCP tools are left as they are."""
         offered = {name for agent in self.agents.values() for name in agent.tools}
         tools = {}
         for name, tool in self.tools.items():
-            if name in offered and (tool.args_schema is None or not tool.description):
+            if tool.mcp is not None:
+                entry = mcp.get(tool.mcp.key) if mcp is not None else None
+                if entry is not None:
+                    tool = tool.with_mcp_interface(entry)
+            elif name in offered and (tool.args_schema is None or not tool.description):
                 tool = tool.model_copy(update={"args_schema": tool.model_schema(),
                                                "description": tool.model_description()})
             tools[name] = tool
         return self.model_copy(update={"tools": tools}) if tools != self.tools else self
+
+    def mcp_tools(self) -> list[McpRef]:
+        """The MCP tools tools.yaml names, each once."""
+        return list({t.mcp.key: t.mcp for t in self.tools.values() if t.mcp is not None}.values())
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from agent_engine.contracts.capabilities import capability_problem
 from agent_engine.contracts.graph import find_cycle, predecessors, reachable, reachable_back, successors
 from agent_engine.contracts.manifest import SUPPORTED_ROLES, NodeSpec, WorkflowManifest
 
@@ -143,10 +144,17 @@ def _check_agent_tools(manifest: WorkflowManifest, name: str, report: Report, ag
             report(None, "agent-tools", f"agent '{name}' lists tool '{tool_name}', which is not declared in "
                    f"{tools_file}", file=agents_file)
             continue
+        problem = capability_problem(name, agent, tool_name, tool)
+        if problem is not None:
+            fix = "grant it" if problem.rule == "agent-capability" else "drop the mode"
+            report(None, problem.rule, f"{problem.message}; {fix} in {agents_file}, or remove the tool",
+                   file=agents_file)
         if not TOOL_NAME.match(tool_name):
             report(None, "tool-name", f"tool '{tool_name}' is offered to agent '{name}', but a model can only be "
                    "offered names of letters, digits, '_' and '-' (at most 64)", file=tools_file)
         schema = tool.model_schema()
+        if schema is None and tool.mcp is not None:
+            continue  # the MCP server's own schema, pinned from the tool-runner's catalogue when a task starts
         if schema is None:
             report(None, "tool-schema", f"tool '{tool_name}' is offered to agent '{name}', but its built-in "
                    f"'{tool.builtin}' is not one this engine knows; declare its args_schema", file=tools_file)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent_engine.contracts.credentials import ROLES, Credential, Role
+from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
     AUDIT_STREAM,
@@ -124,7 +125,8 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                        + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "node.output_checked",
                                     "node.errored")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
-        "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)
+        "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
+                   + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
                    # the platform's inbox outright: the answer to `tenant forget` (which it alone may ask) is
                    # sent after the router published other messages, which the one-reply allowance does not survive
@@ -137,6 +139,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
                                   responses=True)),
         "tool-runner": (_base("tool-runner") + _durable("tool-runner") + _kv_write(TOOL_CALLS_BUCKET)
+                        + _kv_write(MCP_TOOLS_BUCKET)  # the MCP catalogue it publishes at start
                         + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))),
         # the authority answers after the server reloaded its configuration, which forgets the right to
         # reply that `allow_responses` grants: it may publish on tenant inboxes instead (it holds the

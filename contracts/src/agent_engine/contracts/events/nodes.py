@@ -34,6 +34,7 @@ class DispatchedAgent(AgentSpec):
 class DispatchedTool(BaseModel):
     name: str
     builtin: str
+    """The built-in's name, or `mcp:<server>/<tool>` for a tool of an MCP server the tool-runner declares."""
     args: dict[str, Any] = Field(default_factory=dict)
     side_effects: bool | None = None
     """True when tools.yaml declares `side_effects: true`: the tool-runner then runs it at most once per

@@ -174,7 +174,7 @@ def output_policy(manifest: WorkflowManifest) -> OutputPolicy | None:
 
 def dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]) -> DispatchedTool:
     tool = manifest.tools[name]
-    return DispatchedTool(name=name, builtin=tool.builtin, args=args, side_effects=tool.has_side_effects or None,
+    return DispatchedTool(name=name, builtin=tool.runs_as, args=args, side_effects=tool.has_side_effects or None,
                           project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None)
 
 
