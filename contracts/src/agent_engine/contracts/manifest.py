@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
+from agent_engine.contracts.tool_policy import WorkflowPolicy
 
 Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
 SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
@@ -246,6 +247,10 @@ class WorkflowManifest(BaseModel):
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
+    policy: WorkflowPolicy | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Guardrails policy this workflow adds for its own tasks (`tools`: the tool gate); it can only tighten the
+    tenant's. The router copies `policy.tools` into every tool dispatch (docs/guardrails.md). Left out of the
+    manifest's JSON when absent, so manifests pinned before the field (and their tasks' replays) read the same."""
 
     def with_tool_interfaces(self) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

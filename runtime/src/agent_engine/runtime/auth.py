@@ -18,6 +18,7 @@ from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
     AUDIT_STREAM,
     AUTH_RPC,
+    CLEARED_DURABLE,
     COMMAND_SENDERS,
     DLQ_STREAM,
     PARTITIONED,
@@ -27,6 +28,7 @@ from agent_engine.contracts.subjects import (
     TELEMETRY_RPC,
     TENANT_FORGOTTEN,
     TOOL_CALLS_BUCKET,
+    TOOL_GATE_DURABLE,
     WORKFLOW_BUCKET,
     audit_subject,
     dispatch_subject,
@@ -90,6 +92,15 @@ def _durable(name: str) -> Rights:
                            f"{api}.MSG.NEXT.{STREAM}.{name}", f"$JS.ACK.{STREAM}.{name}.>"))
 
 
+def _gated_durable(name: str, subject: str) -> Rights:
+    """One durable pull consumer that may only ever filter on `subject`: it is created through the API subject
+    that names its filter (the server checks the request's filter against it), and neither the legacy
+    create nor a create without a filter is allowed. What keeps the tool-runner behind guardrails' tool gate."""
+    api = f"{JS}.CONSUMER"
+    return Rights(publish=(f"{api}.CREATE.{STREAM}.{name}.{subject}", f"{api}.INFO.{STREAM}.{name}",
+                           f"{api}.MSG.NEXT.{STREAM}.{name}", f"$JS.ACK.{STREAM}.{name}.>"))
+
+
 def _base(name: str) -> Rights:
     """What every service does: the event and DLQ streams, the tool-call bucket (Bus.open ensures them all),
     dead letters under its own name, replies to its own inbox."""
@@ -108,7 +119,7 @@ def _publishes(*event_types: str) -> Rights:
 
 RUNNER_RESULTS = ("node.completed", "node.errored")
 OTHERS_PUBLISH = frozenset({"task.requested", "task.accepted", "node.completed", "llm.called", "llm.call_failed",
-                            "node.tools_requested", "guardrail.verdict"})
+                            "node.tools_requested", "guardrail.verdict", "tool.call_cleared"})
 """Event types only a client, guardrails or a runner publishes: the router never does."""
 
 
@@ -118,8 +129,11 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
         # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
-        "guardrails": (_base("guardrails") + _durable("guardrails")
-                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict")
+        # the tool gate: it takes the router's tool dispatches and answers each with tool.call_cleared (which
+        # only it may publish) or a refusal as node.errored
+        "guardrails": (_base("guardrails") + _durable("guardrails") + _durable(TOOL_GATE_DURABLE)
+                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "tool.call_cleared",
+                                    "node.errored")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
@@ -132,7 +146,9 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                          + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested")
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
                                   responses=True)),
-        "tool-runner": (_base("tool-runner") + _durable("tool-runner") + _kv_write(TOOL_CALLS_BUCKET)
+        # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
+        "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))
+                        + _kv_write(TOOL_CALLS_BUCKET)
                         + _publishes(*RUNNER_RESULTS) + Rights(publish=(heartbeat_subject(),))),
         # the authority answers after the server reloaded its configuration, which forgets the right to
         # reply that `allow_responses` grants: it may publish on tenant inboxes instead (it holds the

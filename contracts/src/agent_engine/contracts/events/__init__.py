@@ -12,7 +12,8 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `tool_use`: an agent node's model asking for tools, and the calls' results
 - `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
-- `guardrails`: the gates' verdicts (`guardrail.verdict`)
+- `guardrails`: the gates' verdicts (`guardrail.verdict`) and the tool calls the tool gate let through
+  (`tool.call_cleared`)
 
 Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
 the router makes for itself (`EventData.INTERNAL` says what that means).
@@ -24,7 +25,7 @@ from typing import Any
 
 from agent_engine.contracts.events import guardrails, nodes, roles, scheduling, tasks, tool_use, usage
 from agent_engine.contracts.events.base import EventData
-from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit
+from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit, ToolCallCleared
 from agent_engine.contracts.events.nodes import (
     DispatchedAgent,
     DispatchedTool,
@@ -86,6 +87,7 @@ from agent_engine.contracts.events.tool_use import (
     RequestedCall,
     ToolCallRef,
     ToolDef,
+    ToolRefusal,
     ToolStep,
     ToolTurn,
 )
@@ -171,8 +173,10 @@ __all__ = [
     "TenantKeyClaimed",
     "TenantQueued",
     "TenantReleased",
+    "ToolCallCleared",
     "ToolCallRef",
     "ToolDef",
+    "ToolRefusal",
     "ToolStep",
     "ToolTurn",
     "Usage",

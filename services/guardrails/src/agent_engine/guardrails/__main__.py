@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from agent_engine.guardrails import toolgate
+from agent_engine.guardrails.policy import PolicyError, policy_file_from_env
 from agent_engine.guardrails.service import policy_from_env, serve
 from agent_engine.runtime import service
 from agent_engine.runtime.bus import Bus
@@ -13,9 +15,14 @@ from agent_engine.runtime.settings import Settings
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     policy = policy_from_env()
+    try:
+        tool_policies = toolgate.ToolPolicies(policy_file_from_env())
+    except PolicyError as exc:
+        raise SystemExit(f"guardrails: {exc}") from None
     bus = await Bus.open(settings.nats_url, "guardrails")
     try:
-        await serve(bus, policy, settings, stop)
+        # the tool gate runs beside the input gate, on its own consumer (docs/guardrails.md)
+        await asyncio.gather(serve(bus, policy, settings, stop), toolgate.serve(bus, tool_policies, settings, stop))
     finally:
         await bus.close()
 

@@ -162,7 +162,9 @@ def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
 
 
 def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
-    state = set_node(state, event.data["node"], status="approved")
+    node = state.nodes[event.data["node"]]
+    gate = {"approved": node.approved | {event.data.get("call_id") or ""}} if event.data.get("rule") else {}
+    state = set_node(state, event.data["node"], status="approved", **gate)
     waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
     return with_(state, status="waiting" if waiting else "running")
 
@@ -232,8 +234,12 @@ def _fold_tool_returned(state: TaskState, event: Envelope) -> TaskState:
     calls = list(last["calls"])
     result = {"output": data["output"]} if data.get("output") is not None else {"error": data.get("error", "")}
     calls[data["index"]] = {**calls[data["index"]], **result}
-    return set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
-                    dispatch_id=None)
+    state = set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
+                     dispatch_id=None, **({"status": "approved"} if node.status == "awaiting_approval" else {}))
+    if node.status == "awaiting_approval":  # a held call a person rejected: the task waits no more for it
+        waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
+        state = with_(state, status="waiting" if waiting else "running")
+    return state
 
 
 FOLDS: dict[str, Fold] = {

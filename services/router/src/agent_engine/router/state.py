@@ -53,6 +53,9 @@ class NodeState:
     """The model's summary of the first `turns` tool turns (ConversationSummary as JSON), once made."""
     began_at: datetime | None = None
     """When the node's first dispatch of its current attempt went out (tool turns keep it)."""
+    approved: frozenset[str] = frozenset()
+    """What a person approved for this node: "" for the node itself (its dispatches), a call id for a tool call
+    the tool gate held. Their dispatches carry `tool.approved`, so the gate does not hold them again."""
 
 
 @dataclass(frozen=True)
