@@ -67,11 +67,19 @@ async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatc
             return
 
 
-def _as_dispatch(envelope: Envelope) -> tuple[Envelope, NodeDispatched]:
+class NotCleared(Exception):
+    """A tool dispatch that did not come through the tool gate."""
+
+
+def _as_dispatch(envelope: Envelope, kind: str) -> tuple[Envelope, NodeDispatched]:
     """The dispatch a message carries, and the envelope its results derive from. A `tool.call_cleared` carries
     the router's dispatch with the id of its `node.dispatched` event: results derive their ids from that id, so
-    they are exactly the ids a runner answering the dispatch itself would give (docs/guardrails.md)."""
-    if envelope.type == ToolCallCleared.TYPE:
+    they are exactly the ids a runner answering the dispatch itself would give (docs/guardrails.md). The
+    tool-runner takes nothing else, even should its consumer still carry an older filter."""
+    if kind == "tool":
+        if envelope.type != ToolCallCleared.TYPE:
+            raise NotCleared(f"the tool-runner runs only calls guardrails cleared (tool.call_cleared), not "
+                             f"{envelope.type}; an old consumer filter? see docs/guardrails.md, upgrading")
         cleared = ToolCallCleared.model_validate(envelope.data)
         return envelope.model_copy(update={"id": cleared.dispatch_event}), cleared
     return envelope, NodeDispatched.model_validate(envelope.data)
@@ -82,9 +90,12 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
     what guardrails' tool gate cleared (`tool.call_cleared`), never the router's tool dispatches themselves."""
     async def handle_one(msg: Msg, received: Envelope) -> None:
         try:
-            envelope, dispatch = _as_dispatch(received)
+            envelope, dispatch = _as_dispatch(received, kind)
         except ValidationError as exc:
             await refuse(bus, msg, f"not a valid {received.type} payload: {validation_summary(exc, count_rest=True)}")
+            return
+        except NotCleared as exc:
+            await refuse(bus, msg, str(exc))
             return
         heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:
