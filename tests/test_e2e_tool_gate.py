@@ -89,6 +89,21 @@ def test_a_forbidden_call_is_refused_by_policy_and_the_models_next_turn_corrects
     assert "review.json" not in json.dumps(verdict)  # the verdict names the rule, never an argument value
 
 
+def test_the_tenants_policy_file_applies_and_a_workflow_policy_cannot_lift_it(own_stack: Any, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tenants:\n  strict:\n    tools:\n      deny: [workspace_read]\n")
+    engine = own_stack(AE_GUARDRAILS_POLICY=str(policy))
+    task_id = _submit(engine, "strict", POLICY_WF)  # its workflow policy allows the README
+    engine.wait_for_status(task_id, "succeeded")  # the scripted model answers after two refusals
+    returned = [r.data for r in _history(engine, task_id) if r.type == "node.tool_returned"]
+    assert [(r["refusal"]["rule"], r["error"]) for r in returned] == [
+        ("tool.deny", "refused by policy (rule tool.deny): tenant policy denies tool 'read_file'")] * 2
+    other = _submit(engine, "relaxed", POLICY_WF)  # a tenant without a section: only its workflow's policy
+    engine.wait_for_status(other, "succeeded")
+    rules = [r.data.get("refusal", {}).get("rule") for r in _history(engine, other) if r.type == "node.tool_returned"]
+    assert rules == ["tool.path", None]
+
+
 def _notes(engine: Any) -> list[str]:
     path = Path(engine.workspace) / "notes" / "approved.md"
     return path.read_text().splitlines() if path.exists() else []

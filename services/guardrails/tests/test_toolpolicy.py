@@ -3,6 +3,9 @@ tenant's, that approval comes after refusals, and that no refusal summary carrie
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -185,3 +188,14 @@ def test_the_gate_holds_a_call_for_approval() -> None:
     _, [errored, verdict] = answer(env, data, ToolPolicies(PolicyFile()))
     assert errored.data["refusal"]["approval"] is True and errored.data["error"].startswith("held for approval")
     assert verdict.data["outcome"] == "approval_required"
+
+
+def test_guardrails_will_not_start_with_a_tool_policy_it_cannot_use(tmp_path: Any) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("tenants:\n  acme:\n    tools:\n      hosts: {deny: ['https://x']}\n")
+    env = {**os.environ, "AE_GUARDRAILS_POLICY": str(bad), "AE_NATS_URL": "nats://127.0.0.1:1"}
+    ran = subprocess.run([sys.executable, "-m", "agent_engine.guardrails"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 1
+    assert (f"guardrails policy {bad}: tenants.acme.tools: hosts.deny: Value error, 'https://x' is not a host name "
+            "or *.domain pattern") in ran.stderr
