@@ -158,3 +158,11 @@ def test_a_tool_node_held_by_the_gate_waits_and_approve_dispatches_it_approved()
     out = run.feed(completed(run.dispatch(), {"path": "docs/n.md", "bytes_written": 2, "size": 2}))
     assert types(out)[-1] == "task.succeeded"
     check_replay(run)
+
+
+def test_a_hold_answering_a_model_turn_is_only_an_error() -> None:
+    """Only a tool step can be held: a hold answering an agent's own dispatch fails it like any fatal error."""
+    run = started(gated_wf())
+    out = run.feed(gate_answer(run.dispatch(), "tool.approval", "x", approval=True))
+    assert "node.approval_requested" not in types(out) and only(out, "node.failed")
+    check_replay(run)

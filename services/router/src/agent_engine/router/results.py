@@ -48,7 +48,9 @@ def on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
     node = open_node(out.state, errored.node, errored.dispatch_id)
     if node is None or out.state.status not in ("running", "waiting"):
         return
-    if errored.refusal is not None and errored.refusal.approval:  # the tool gate holds the call for a person
+    assert out.state.manifest is not None
+    tool_step = node.call is not None or out.state.manifest.node(errored.node).kind == "tool"
+    if errored.refusal is not None and errored.refusal.approval and tool_step:  # the tool gate holds the call
         hold_for_approval(out, errored.node, node, errored.refusal)
         return
     if errored.retryable:
