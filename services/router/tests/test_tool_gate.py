@@ -5,6 +5,7 @@ returns a refusal to the model. Every story ends with replay == records and fold
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from router_testkit import (
@@ -12,21 +13,40 @@ from router_testkit import (
     agent,
     chain,
     completed,
+    dumps,
     envelope,
     exit_,
+    json_round_trip,
     manifest,
     only,
     started,
     tool,
     types,
 )
-from test_tool_use import TOOLS, asked, check_replay
 
-from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
+from agent_engine.contracts.manifest import AgentSpec, ToolSpec, WorkflowManifest
 from agent_engine.contracts.tool_policy import ToolPolicy, WorkflowPolicy
-from agent_engine.router.core import RouterInput
+from agent_engine.router.core import RouterInput, fold, replay
+
+TOOLS = {"read": ToolSpec(builtin="workspace_read"), "note": ToolSpec(builtin="workspace_append")}
 
 POLICY = ToolPolicy(paths={"allow": ["docs/**"]}, approval=["note"])  # type: ignore[arg-type]
+
+
+def asked(dispatch: Any, *calls: tuple[str, dict[str, Any]], turn: int | None = None) -> RouterInput:
+    """The agent-runner's node.tools_requested answering an agent dispatch with `calls`."""
+    d = dispatch.data
+    data = {"dispatch_id": d["dispatch_id"], "node": d["node"], "attempt": d["attempt"],
+            "turn": d.get("turn", 0) if turn is None else turn, "thought": "let me look",
+            "calls": [{"id": f"toolu_{i}", "name": n, "args": a} for i, (n, a) in enumerate(calls)]}
+    return RouterInput(envelope("node.tools_requested", data, id=f"ask-{d['dispatch_id']}",
+                                time=dispatch.time + timedelta(seconds=1), task_id=dispatch.task_id))
+
+
+def check_replay(run: Run) -> None:
+    assert dumps(replay(json_round_trip(run.records))) == dumps(run.records)
+    folded = fold(json_round_trip(run.records))
+    assert folded.nodes == run.state.nodes and folded.status == run.state.status
 
 
 def gated_wf() -> WorkflowManifest:
