@@ -27,7 +27,7 @@ def sample(path: Path) -> dict[str, Any]:
 
 
 ADDED_IN_V2 = frozenset({"task.deduplicated", "tenant.key_claimed", "guardrail.verdict", "node.output_produced",
-                         "node.output_checked"})
+                         "node.output_checked", "tool.call_cleared"})
 """Event types version 1 never had: their samples are v2 only (written by hand, read by every test below)."""
 
 

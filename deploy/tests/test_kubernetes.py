@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent_engine.contracts.subjects import PARTITIONS, partition_durable
+from agent_engine.contracts.subjects import PARTITIONS, TOOL_GATE_DURABLE, partition_durable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from manifests import (  # deploy/tests is not a package: found through the path above
@@ -377,7 +377,8 @@ def test_scaled_objects_use_the_nats_jetstream_scaler_as_keda_documents_it(rende
             assert int(metadata["lagThreshold"]) > 0 and int(metadata["activationLagThreshold"]) >= 0
             consumers.append(metadata["consumer"])
         # every durable the service reads: the router's shared one and each partition's
-        expected = [name] + ([partition_durable(p) for p in range(PARTITIONS)] if name == "router" else [])
+        expected = ([name] + ([partition_durable(p) for p in range(PARTITIONS)] if name == "router" else [])
+                    + ([TOOL_GATE_DURABLE] if name == "guardrails" else []))
         assert sorted(consumers) == sorted(expected), name
         if name == "router":
             assert scaled["spec"]["maxReplicaCount"] <= PARTITIONS, "a router beyond the partitions gets no work"

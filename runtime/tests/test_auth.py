@@ -195,3 +195,18 @@ def test_a_query_is_answered_on_an_inbox_of_its_scope_only(reply: str, scope: st
     """A reply subject is the asker's to choose: answered anywhere, it would let a tenant make a service
     publish on another tenant's subjects (allow_responses grants one publish on whatever the reply names)."""
     assert reply_allowed(reply, scope) is allowed
+
+
+def test_the_tool_gate_only_guardrails_clears_a_call_and_the_tool_runner_reads_only_cleared_calls() -> None:
+    cleared = type_subject("tool.call_cleared", "acme")
+    assert [s for s, r in SERVICES.items() if may_publish(r, cleared)] == ["guardrails"]
+    assert may_publish(SERVICES["guardrails"], partition_subject("node.errored", "acme", 3))  # a refusal
+    assert may_publish(SERVICES["guardrails"], "$JS.API.CONSUMER.MSG.NEXT.AE_EVENTS.guardrails-tools")
+    tool_runner = SERVICES["tool-runner"]
+    api = "$JS.API.CONSUMER"
+    assert may_publish(tool_runner, f"{api}.CREATE.AE_EVENTS.tool-runner.ae.*.tool.call_cleared")
+    for refused in (f"{api}.CREATE.AE_EVENTS.tool-runner.ae.*.node.dispatched.tool",
+                    f"{api}.CREATE.AE_EVENTS.tool-runner.ae.*.>", f"{api}.CREATE.AE_EVENTS.tool-runner",
+                    f"{api}.DURABLE.CREATE.AE_EVENTS.tool-runner", f"{api}.CREATE.AE_EVENTS",
+                    f"{api}.MSG.NEXT.AE_EVENTS.guardrails-tools"):
+        assert not may_publish(tool_runner, refused), refused

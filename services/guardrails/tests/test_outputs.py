@@ -10,7 +10,7 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import NodeOutputProduced
-from agent_engine.contracts.manifest import OutputPolicy, TopicRule
+from agent_engine.contracts.policy import OutputPolicy, TopicRule
 from agent_engine.guardrails.outputgate import answer, tenant_policies
 from agent_engine.guardrails.outputs import check_output, combined
 from agent_engine.guardrails.policy import PolicyError, PolicyFile

@@ -8,7 +8,7 @@ from typing import Any
 
 from router_testkit import agent, chain, envelope, exit_, manifest, started, types
 
-from agent_engine.contracts.manifest import OutputPolicy, WorkflowPolicy
+from agent_engine.contracts.policy import OutputPolicy, WorkflowPolicy
 from agent_engine.router.core import RouterInput, decide, replay
 
 

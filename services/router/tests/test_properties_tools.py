@@ -1,6 +1,7 @@
 """Property-based tests of tool use: random agents whose models ask for tools (some calls refused),
 random runner behaviour for every model turn and every tool call (success, retryable or fatal error,
-deadline), and redelivered or stale inputs mixed in, which must change nothing.
+deadline; the tool gate's refusal, or its hold for approval, then approved or rejected), and redelivered or
+stale inputs mixed in, which must change nothing.
 
 Checked after every step against a model worked out independently from the manifest, and at the end:
 one terminal status, turns numbered without gaps, each call that may run dispatched in order and
@@ -38,7 +39,8 @@ CALLS = [("read", {"path": "a.md"}), ("stats", {"text": "x"}), ("note", {"path":
 """What a model may ask for: the last two are refused (missing argument, tool not offered)."""
 REFUSED = {3, 4}
 TURN_OUTCOMES = ("tools", "tools", "complete", "retryable", "fatal", "deadline")
-CALL_OUTCOMES = ("complete", "complete", "retryable", "fatal", "deadline")
+CALL_OUTCOMES = ("complete", "complete", "retryable", "fatal", "deadline", "refused", "held")
+"""`refused` and `held`: guardrails' tool gate refuses the call, or holds it for a person's approval."""
 USAGE = {"input_tokens": 10, "output_tokens": 1, "cache_read_tokens": 0, "cache_write_tokens": 0}
 TERMINAL = ("task.succeeded", "task.failed")
 
@@ -66,6 +68,13 @@ class Driver(RandomRun):
             return expired(dispatch, id=id_)
         if kind in ("retryable", "fatal"):
             return errored(dispatch, f"{kind} trouble", retryable=kind == "retryable", id=id_, time=self.now())
+        if kind in ("refused", "held"):  # the tool gate's answer
+            d = dispatch.data
+            refusal = {"rule": "tool.approval", "reason": "ask", "approval": True} if kind == "held" else {
+                "rule": "tool.path", "reason": "denied"}
+            data = {"dispatch_id": d["dispatch_id"], "node": d["node"], "attempt": d["attempt"], "retryable": False,
+                    "error": f"{kind} by policy", "refusal": refusal}
+            return RouterInput(envelope("node.errored", data, id=id_, time=self.now()))
         if kind == "tools":
             d = dispatch.data
             data = {"dispatch_id": d["dispatch_id"], "node": d["node"], "attempt": d["attempt"],
@@ -92,6 +101,20 @@ class Driver(RandomRun):
         self.absorbed += 1
 
     def step(self) -> None:
+        held = [(n, s) for n, s in self.run.state.nodes.items() if s.status == "awaiting_approval"]
+        if held:  # a person decides about the call the gate holds
+            [(node_id, node)] = held
+            assert node.call is not None and self.run.state.status == "waiting"
+            choice = self.data.draw(st.sampled_from(["approve", "reject"]), label="decision")
+            decided = {"node": node_id, "decision": choice, "decided_by": "alice", "reason": "r"}
+            want = (("running", node_id, "tool", node.call, node.attempts + 1) if choice == "approve"
+                    else self.after_call(node_id, node.call))
+            self.deliver(RouterInput(envelope("node.approval_decided", decided, id=f"in-{next(self.ids)}",
+                                              time=self.now())))
+            assert self.seen() == want, (choice, self.seen(), want)
+            if choice == "approve":
+                assert self.run.dispatch().data["tool"]["approved"] is True
+            return
         waiting = [(n, s) for n, s in self.run.state.nodes.items() if s.status == "retry_scheduled"]
         if waiting:  # a retry after a backoff: its time comes
             [(node_id, node)] = waiting
@@ -124,6 +147,10 @@ class Driver(RandomRun):
         state = self.run.state
         if state.terminal:
             return (state.status,)
+        held = [(n, s) for n, s in state.nodes.items() if s.status == "awaiting_approval"]
+        if held:
+            [(node_id, node)] = held
+            return ("waiting", node_id, "held", node.call, node.attempts)
         waiting = [(n, s) for n, s in state.nodes.items() if s.status == "retry_scheduled"]
         if waiting:
             [(node_id, node)] = waiting
@@ -155,10 +182,17 @@ class Driver(RandomRun):
     def expect_call(self, node_id: str, kind: str, max_attempts: int) -> tuple[Any, ...]:
         node = self.run.state.nodes[node_id]
         assert node.call is not None
+        if kind == "held":
+            return ("waiting", node_id, "held", node.call, node.attempts)
         if kind in ("retryable", "deadline") and node.attempts < max_attempts:
             return ("running", node_id, "retry" if self.wf.node(node_id).backoff_s else "tool", node.call,
                     node.attempts + 1)
-        later = [i for i, c in enumerate(node.steps[-1]["calls"]) if i > node.call and not c.get("refused")]
+        return self.after_call(node_id, node.call)
+
+    def after_call(self, node_id: str, call: int) -> tuple[Any, ...]:
+        """The call's result is in: the next call of the turn that may run, else the model's next turn."""
+        node = self.run.state.nodes[node_id]
+        later = [i for i, c in enumerate(node.steps[-1]["calls"]) if i > call and not c.get("refused")]
         return ("running", node_id, "tool", later[0], 1) if later else (
             "running", node_id, "agent", len(node.steps), 1)
 
@@ -176,6 +210,7 @@ def test_random_tool_use_keeps_the_router_invariants(wf: WorkflowManifest, data:
     driver = drive(wf, data)
     records, state = driver.run.records, driver.run.state
     event(f"ended {state.status}; turns {min(3, sum(r.type == 'node.tool_turn_recorded' for r in records))}")
+    event(f"calls held for approval: {min(2, sum(r.type == 'node.approval_requested' for r in records))}")
 
     terminal = [i for i, r in enumerate(records) if r.type in TERMINAL]
     assert terminal == [len(records) - 1] and state.open_dispatches() == []
@@ -197,7 +232,7 @@ def test_random_tool_use_keeps_the_router_invariants(wf: WorkflowManifest, data:
                        and r.data["call"]["index"] == index]
                 if call.get("refused"):
                     assert ran == [] and (t["turn"], index) not in returned
-                else:
+                else:  # attempts count on; a call held and approved goes on with the next attempt
                     assert [d["attempt"] for d in ran] == list(range(1, len(ran) + 1))
         succeeded = [r.data for r in records if r.type == "node.succeeded" and r.data["node"] == node_id]
         if succeeded:

@@ -48,6 +48,10 @@ def progress(event: Envelope) -> str | None:
         return f"  · {d['node']:<16} subtask {d['index']} {d['status']}"
     if event.type == "node.revision_requested":
         return f"  ↺ {d['node']:<16} sends {d['target']} back: revision {d['revision']} of {d['max_revisions']}"
+    if event.type == "node.approval_requested" and d.get("call_id"):  # a call the tool gate holds
+        return (f"  ⏸ {d['node']:<16} call {d['call_id']} ({d.get('tool')}) waits for approval ({d.get('rule')}): "
+                f"agentctl approve {event.task_id} {d['node']} | agentctl reject {event.task_id} {d['node']} "
+                "--reason ...")
     if event.type == "node.approval_requested":
         why = f"paused ({d['reason']})" if d.get("pause") else "waits for approval"
         edit = "" if d.get("pause") == "confidence" else " [--edit ARGS]"

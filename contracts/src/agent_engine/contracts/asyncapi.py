@@ -54,7 +54,8 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "task.forked": _RECORD, "task.queued": _RECORD,
     "task.admitted": ((ROUTER,), (ROUTER,)),
     "tenant.admitted": _RECORD, "tenant.queued": _RECORD, "tenant.released": _RECORD,
-    "node.dispatched": ((ROUTER,), (AGENT_RUNNER, TOOL_RUNNER)),
+    "node.dispatched": ((ROUTER,), (AGENT_RUNNER, GUARDRAILS)),  # a tool dispatch goes to the tool gate
+    "tool.call_cleared": ((GUARDRAILS,), (TOOL_RUNNER,)),
     "node.completed": ((AGENT_RUNNER, TOOL_RUNNER), (ROUTER,)),
     "node.errored": ((AGENT_RUNNER, TOOL_RUNNER, GUARDRAILS), (ROUTER,)),
     "node.tools_requested": ((AGENT_RUNNER,), (ROUTER,)),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS, Capability
 from agent_engine.contracts.mcp import McpRef, McpToolEntry
+from agent_engine.contracts.policy import WorkflowPolicy
 
 Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
 SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
@@ -302,37 +303,6 @@ class ToolSpec(BaseModel):
             "side_effects": self.side_effects or bool(entry.side_effects)})
 
 
-class TopicRule(BaseModel):
-    """A topic a node's output must not touch: a regular expression matched, case-insensitively, on the
-    output's text."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-    pattern: str = Field(min_length=1, max_length=1000)
-    action: Literal["fail", "pause"] = "fail"
-
-
-class OutputPolicy(BaseModel):
-    """Checks guardrails makes on every node output of a workflow before the router uses it (its `output`
-    section of the tenant policy adds to these: the stricter wins)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pii: Literal["off", "redact", "pause", "fail"] = "redact"
-    """What personal data in an output does: replaced by `[redacted:<kind>]`, held for a person, or fails."""
-    kinds: list[str] | None = None
-    """Which kinds of personal data (guardrails' names); default: those guardrails redacts at ingress."""
-    topics: list[TopicRule] = Field(default_factory=list, max_length=50)
-
-
-class WorkflowPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    output: OutputPolicy | None = None
-    """Set (even `{}`): every node output passes guardrails' output gate before the router uses it."""
-
-
 class WorkflowManifest(BaseModel):
     """A whole workflow: graph, agents, tools, output schemas and (optional) mock scripts."""
 
@@ -351,7 +321,10 @@ class WorkflowManifest(BaseModel):
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
     policy: WorkflowPolicy | None = Field(default=None, exclude_if=lambda v: v is None)
-    """Guardrails' checks this workflow asks for (docs/guardrails.md). Left out of the dump when unset."""
+    """Guardrails' checks this workflow asks for for its own tasks (docs/guardrails.md): `tools` (the tool gate,
+    copied into every tool dispatch; it can only tighten the tenant's policy) and `output` (output checks). Left
+    out of the manifest's JSON when absent, so manifests pinned before the field (and their tasks' replays) read
+    the same."""
 
     def with_tool_interfaces(self, mcp: Mapping[str, McpToolEntry] | None = None) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

@@ -25,6 +25,11 @@ TOOL_CALLS_BUCKET = "ae_tool_calls"
 """KV bucket of side-effecting tool calls, key `<tenant>.<task>.<node>`: claimed before the tool runs,
 then its result. The tool-runner reads it so such a tool never runs twice for one node of a task."""
 
+TOOL_GATE_DURABLE = "guardrails-tools"
+"""Guardrails' consumer of the router's tool dispatches (`node.dispatched.tool`): the tool gate."""
+CLEARED_DURABLE = "tool-runner"
+"""The tool-runner's consumer of `tool.call_cleared`, the only tool work it may take."""
+
 HEARTBEAT_PREFIX = "aehb"
 """`aehb.<tenant>`: plain NATS (not stored) "still working on this dispatch" notes from the runners."""
 ROUTER_RPC = "aerpc.router"

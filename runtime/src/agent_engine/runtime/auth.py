@@ -19,6 +19,7 @@ from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
     AUDIT_STREAM,
     AUTH_RPC,
+    CLEARED_DURABLE,
     COMMAND_SENDERS,
     DLQ_STREAM,
     PARTITIONED,
@@ -28,6 +29,7 @@ from agent_engine.contracts.subjects import (
     TELEMETRY_RPC,
     TENANT_FORGOTTEN,
     TOOL_CALLS_BUCKET,
+    TOOL_GATE_DURABLE,
     WORKFLOW_BUCKET,
     audit_subject,
     dispatch_subject,
@@ -91,6 +93,15 @@ def _durable(name: str) -> Rights:
                            f"{api}.MSG.NEXT.{STREAM}.{name}", f"$JS.ACK.{STREAM}.{name}.>"))
 
 
+def _gated_durable(name: str, subject: str) -> Rights:
+    """One durable pull consumer that may only ever filter on `subject`: it is created through the API subject
+    that names its filter (the server checks the request's filter against it), and neither the legacy
+    create nor a create without a filter is allowed. What keeps the tool-runner behind guardrails' tool gate."""
+    api = f"{JS}.CONSUMER"
+    return Rights(publish=(f"{api}.CREATE.{STREAM}.{name}.{subject}", f"{api}.INFO.{STREAM}.{name}",
+                           f"{api}.MSG.NEXT.{STREAM}.{name}", f"$JS.ACK.{STREAM}.{name}.>"))
+
+
 def _base(name: str) -> Rights:
     """What every service does: the event and DLQ streams, the tool-call bucket (Bus.open ensures them all),
     dead letters under its own name, replies to its own inbox."""
@@ -110,7 +121,7 @@ def _publishes(*event_types: str) -> Rights:
 RUNNER_RESULTS = ("node.completed", "node.errored")
 OTHERS_PUBLISH = frozenset({"task.requested", "task.accepted", "node.completed", "llm.called", "llm.call_failed",
                             "node.tools_requested", "guardrail.verdict", "node.output_produced",
-                            "node.output_checked"})
+                            "node.output_checked", "tool.call_cleared"})
 """Event types only a client, guardrails or a runner publishes: the router never does."""
 
 
@@ -120,9 +131,13 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
         # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
-        "guardrails": (_base("guardrails") + _durable("guardrails")
+        # the tool gate: it takes the router's tool dispatches and answers each with tool.call_cleared (which
+        # only it may publish) or a refusal as node.errored; the output gate answers a runner's output with
+        # node.output_checked (only it may publish) or a refusal as node.errored
+        "guardrails": (_base("guardrails") + _durable("guardrails") + _durable(TOOL_GATE_DURABLE)
                        + _durable("guardrails-output")
-                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "node.output_checked",
+                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "tool.call_cleared",
+                                    "node.output_checked",
                                     "node.errored")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
@@ -138,7 +153,9 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                                       "node.output_produced")
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
                                   responses=True)),
-        "tool-runner": (_base("tool-runner") + _durable("tool-runner") + _kv_write(TOOL_CALLS_BUCKET)
+        # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
+        "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))
+                        + _kv_write(TOOL_CALLS_BUCKET)
                         + _kv_write(MCP_TOOLS_BUCKET)  # the MCP catalogue it publishes at start
                         + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))),
         # the authority answers after the server reloaded its configuration, which forgets the right to

@@ -291,11 +291,15 @@ class Bus:
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
 
     async def pull(self, durable: str, subjects: list[str], *, ack_wait: float,
-                   max_ack_pending: int = 1024) -> JetStreamContext.PullSubscription:
-        """A durable pull consumer with explicit acks over `subjects` of the event stream."""
+                   max_ack_pending: int = 1024, pinned: bool = False) -> JetStreamContext.PullSubscription:
+        """A durable pull consumer with explicit acks over `subjects` of the event stream. `pinned` (one subject):
+        created through the API subject that names the filter, which is all a credential whose consumer is
+        confined to one filter may use (auth._gated_durable)."""
+        filters: dict[str, Any] = ({"name": durable, "filter_subject": subjects[0]} if pinned and len(subjects) == 1
+                                   else {"filter_subjects": subjects})
         config = ConsumerConfig(
-            durable_name=durable, filter_subjects=subjects, ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_ack_pending=max_ack_pending,
+            durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_ack_pending=max_ack_pending, **filters,
         )
         try:
             await self.js.add_consumer(STREAM, config)  # creates, or updates the editable settings
@@ -306,7 +310,7 @@ class Bus:
 
     async def consume(self, durable: str, subjects: list[str],
                       handle: Callable[[list[Msg]], Awaitable[None]], *, batch: int, ack_wait: float,
-                      stop: asyncio.Event, on_idle: Callable[[], None] | None = None) -> None:
+                      stop: asyncio.Event, on_idle: Callable[[], None] | None = None, pinned: bool = False) -> None:
         """Fetch batches until `stop` is set; `handle` acks (or naks) each message itself.
         `on_idle` is called whenever a fetch finds nothing waiting."""
         failing = ["its consumer is not created yet"]
@@ -321,7 +325,7 @@ class Bus:
                 if stop.is_set():
                     return
                 try:
-                    sub = await self.pull(durable, subjects, ack_wait=ack_wait)
+                    sub = await self.pull(durable, subjects, ack_wait=ack_wait, pinned=pinned)
                     failing.clear()
                     health.PROCESS.serving = True
                 except Exception as exc:  # noqa: BLE001  server restarting: try again

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, Payload, caused_by, derive_id
 from agent_engine.contracts.errors import validation_summary
-from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored, NodeOutputProduced
-from agent_engine.contracts.subjects import dispatch_subject, heartbeat_subject
+from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored, NodeOutputProduced, ToolCallCleared
+from agent_engine.contracts.subjects import CLEARED_DURABLE, dispatch_subject, heartbeat_subject, type_subject
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle, transient
 from agent_engine.runtime.settings import Settings
@@ -77,12 +77,35 @@ async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatc
             return
 
 
+class NotCleared(Exception):
+    """A tool dispatch that did not come through the tool gate."""
+
+
+def _as_dispatch(envelope: Envelope, kind: str) -> tuple[Envelope, NodeDispatched]:
+    """The dispatch a message carries, and the envelope its results derive from. A `tool.call_cleared` carries
+    the router's dispatch with the id of its `node.dispatched` event: results derive their ids from that id, so
+    they are exactly the ids a runner answering the dispatch itself would give (docs/guardrails.md). The
+    tool-runner takes nothing else, even should its consumer still carry an older filter."""
+    if kind == "tool":
+        if envelope.type != ToolCallCleared.TYPE:
+            raise NotCleared(f"the tool-runner runs only calls guardrails cleared (tool.call_cleared), not "
+                             f"{envelope.type}; an old consumer filter? see docs/guardrails.md, upgrading")
+        cleared = ToolCallCleared.model_validate(envelope.data)
+        return envelope.model_copy(update={"id": cleared.dispatch_event}), cleared
+    return envelope, NodeDispatched.model_validate(envelope.data)
+
+
 async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event) -> None:
-    async def handle_one(msg: Msg, envelope: Envelope) -> None:
+    """Answer dispatches of one kind: the agent-runner takes `node.dispatched.agent`; the tool-runner takes only
+    what guardrails' tool gate cleared (`tool.call_cleared`), never the router's tool dispatches themselves."""
+    async def handle_one(msg: Msg, received: Envelope) -> None:
         try:
-            dispatch = NodeDispatched.model_validate(envelope.data)
+            envelope, dispatch = _as_dispatch(received, kind)
         except ValidationError as exc:
-            await refuse(bus, msg, f"not a valid node.dispatched payload: {validation_summary(exc, count_rest=True)}")
+            await refuse(bus, msg, f"not a valid {received.type} payload: {validation_summary(exc, count_rest=True)}")
+            return
+        except NotCleared as exc:
+            await refuse(bus, msg, str(exc))
             return
         heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:
@@ -100,6 +123,10 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
     async def handle_batch(msgs: list[Msg]) -> None:
         await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
 
+    if kind == "tool":  # behind the gate: its credential may create no other consumer (runtime/auth.py)
+        await bus.consume(CLEARED_DURABLE, [type_subject(ToolCallCleared.TYPE)], handle_batch, pinned=True,
+                          batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
+        return
     await bus.consume(f"{kind}-runner", [dispatch_subject(kind)], handle_batch,
                       batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
 

@@ -67,6 +67,10 @@ async def decide(task_id: str, node: str, decision: Literal["approve", "reject"]
                     then = THEN.get(paused or "", "it is dispatched")
                     print(f"approved node '{node}' of task {task_id}{edited_note}; {then}")
                     return 0
+                if event.type == "node.tool_returned":  # a held call of an agent's model: it hears of the refusal
+                    print(f"rejected call {event.data.get('call_id')} of node '{node}' of task {task_id}: its model "
+                          "sees the refusal as the call's result")
+                    return 0
                 if event.type == "node.failed":
                     print(f"rejected node '{node}' of task {task_id}: the task fails")
                     return 0

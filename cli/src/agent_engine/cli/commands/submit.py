@@ -8,6 +8,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent_engine.cli import render
@@ -15,7 +16,7 @@ from agent_engine.cli.client import CliError, Engine, TaskEvents, connect
 from agent_engine.cli.commands.workflow import load_valid, push
 from agent_engine.cli.options import Subparsers, add_tenant, parse_input
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.events import NodeApprovalDecided, TaskRequested
 from agent_engine.contracts.subjects import ROUTER_RPC
 
 
@@ -37,6 +38,9 @@ def register(sub: Subparsers) -> None:
     sm.set_defaults(func=cmd_submit)
     rn = sub.add_parser("run", help="validate, push, submit and follow a workflow; exit 0 only on success")
     rn.add_argument("dir")
+    rn.add_argument("--approve-tools", action="store_true",
+                    help="approve every tool call guardrails' tool gate holds for approval, as this credential, as "
+                    "soon as it waits (offline runs and demos; each approval is recorded with your name)")
     task_args(rn)
     rn.set_defaults(func=cmd_run)
 
@@ -55,13 +59,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def go() -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
-                            follow=True, priority=args.priority, data_subject=args.data_subject)
+                            follow=True, priority=args.priority, data_subject=args.data_subject,
+                            approve_tools=args.approve_tools)
     return asyncio.run(go())
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0,
-                 data_subject: str | None = None) -> int:
+                 data_subject: str | None = None, approve_tools: bool = False) -> int:
     if data_subject is not None and not 1 <= len(data_subject) <= 256:
         raise CliError("--data-subject must be 1 to 256 characters")
     async with connect() as engine:
@@ -92,7 +97,8 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, 
                         return 0
                     print(f"task {task_id} started: workflow {workflow} "
                           f"revision {event.data['revision'][:12]}", file=sys.stderr)
-                    return await follow_task(events, timeout, quiet)
+                    return await follow_task(events, timeout, quiet,
+                                             approver=_tool_approver(engine, tenant) if approve_tools else None)
 
 
 async def _deduplicated(engine: Engine, event: Envelope, tenant: str, timeout: float, follow: bool,
@@ -112,8 +118,28 @@ async def _deduplicated(engine: Engine, event: Envelope, tenant: str, timeout: f
         return await follow_task(events, timeout, quiet)
 
 
-async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: Envelope | None = None) -> int:
-    """Print each step of the task until it ends: exit 0 when it succeeded, else 1."""
+Approver = Callable[[Envelope], Awaitable[None]]
+
+
+def _tool_approver(engine: Engine, tenant: str) -> Approver:
+    """`run --approve-tools`: approve each tool call the tool gate holds (a request naming a policy `rule`), under
+    the credential's own name, as a person running `agentctl approve` would. A node's own `approval: required`
+    is left to a person."""
+    async def approve(event: Envelope) -> None:
+        if event.type != "node.approval_requested" or not event.data.get("rule"):
+            return
+        await engine.send(NodeApprovalDecided(node=event.data["node"], decision="approve", decided_by=engine.sender,
+                                              reason="agentctl run --approve-tools"),
+                          tenant=tenant, task_id=event.task_id)
+        print(f"  ✓ {event.data['node']:<16} approved {event.data.get('tool')} ({event.data.get('rule')}) as "
+              f"{engine.sender}: --approve-tools", flush=True)
+    return approve
+
+
+async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: Envelope | None = None,
+                      approver: Approver | None = None) -> int:
+    """Print each step of the task until it ends: exit 0 when it succeeded, else 1. `approver` sees every event
+    (run --approve-tools)."""
     started = time.monotonic()
     while True:
         event = await events.next(timeout)
@@ -123,6 +149,8 @@ async def follow_task(events: TaskEvents, timeout: float, quiet: bool, first: En
             line = render.progress(event)
             if line:
                 print(line, flush=True)
+        if approver is not None:
+            await approver(event)
         if event.type == "task.cancelled":
             print(f"task {event.task_id} cancelled: {event.data.get('reason', '')}", flush=True)
             return 1

@@ -12,8 +12,8 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `tool_use`: an agent node's model asking for tools, and the calls' results
 - `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
-- `guardrails`: the gates' verdicts (`guardrail.verdict`) and the output gate's traffic
-  (`node.output_produced`, `node.output_checked`)
+- `guardrails`: the gates' verdicts (`guardrail.verdict`), the tool calls the tool gate let through
+  (`tool.call_cleared`) and the output gate's traffic (`node.output_produced`, `node.output_checked`)
 
 Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
 the router makes for itself (`EventData.INTERNAL` says what that means).
@@ -25,7 +25,13 @@ from typing import Any
 
 from agent_engine.contracts.events import guardrails, nodes, roles, scheduling, tasks, tool_use, usage
 from agent_engine.contracts.events.base import EventData
-from agent_engine.contracts.events.guardrails import GuardrailVerdict, NodeOutputChecked, NodeOutputProduced, RuleHit
+from agent_engine.contracts.events.guardrails import (
+    GuardrailVerdict,
+    NodeOutputChecked,
+    NodeOutputProduced,
+    RuleHit,
+    ToolCallCleared,
+)
 from agent_engine.contracts.events.nodes import (
     DispatchedAgent,
     DispatchedTool,
@@ -88,6 +94,7 @@ from agent_engine.contracts.events.tool_use import (
     RequestedCall,
     ToolCallRef,
     ToolDef,
+    ToolRefusal,
     ToolStep,
     ToolTurn,
 )
@@ -176,8 +183,10 @@ __all__ = [
     "TenantKeyClaimed",
     "TenantQueued",
     "TenantReleased",
+    "ToolCallCleared",
     "ToolCallRef",
     "ToolDef",
+    "ToolRefusal",
     "ToolStep",
     "ToolTurn",
     "Usage",

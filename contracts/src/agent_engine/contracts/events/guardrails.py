@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agent_engine.contracts.events.base import EventData
-from agent_engine.contracts.events.nodes import NodeCompleted
-from agent_engine.contracts.manifest import OutputPolicy
+from agent_engine.contracts.events.nodes import NodeCompleted, NodeDispatched
+from agent_engine.contracts.policy import OutputPolicy
 
 Gate = Literal["input", "tool", "output"]
 Outcome = Literal["allowed", "redacted", "refused", "approval_required", "paused"]
@@ -65,5 +65,18 @@ class NodeOutputChecked(NodeCompleted):
     reason: str = ""
 
 
-EVENTS: tuple[type[EventData], ...] = (GuardrailVerdict, NodeOutputProduced, NodeOutputChecked)
+class ToolCallCleared(NodeDispatched):
+    """A tool dispatch the tool gate let through: the dispatch as the router published it, plus which event it
+    was and the rules checked. The ONLY thing the tool-runner consumes, and only guardrails may publish it (NATS
+    permissions), so no tool runs without passing the gate. The tool-runner derives its results' ids from
+    `dispatch_event`, exactly as it did from the dispatch itself, so idempotency and the call log are unchanged."""
+
+    TYPE = "tool.call_cleared"
+    dispatch_event: str = Field(min_length=1, max_length=64)
+    """The id of the `node.dispatched` event this clears."""
+    rules: list[str] = Field(default_factory=list)
+    """The rule ids the gate checked for this call (those its tenant's and workflow's policies configure)."""
+
+
+EVENTS: tuple[type[EventData], ...] = (GuardrailVerdict, ToolCallCleared, NodeOutputProduced, NodeOutputChecked)
 """The event types of this topic."""

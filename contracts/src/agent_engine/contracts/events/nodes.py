@@ -13,9 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_engine.contracts.events.base import EventData
-from agent_engine.contracts.events.tool_use import ConversationSummary, ToolCallRef, ToolDef, ToolTurn
+from agent_engine.contracts.events.tool_use import ConversationSummary, ToolCallRef, ToolDef, ToolRefusal, ToolTurn
 from agent_engine.contracts.events.usage import LlmCallNote, Usage
-from agent_engine.contracts.manifest import AgentSpec, MemoryLayer, OutputPolicy
+from agent_engine.contracts.manifest import AgentSpec, MemoryLayer
+from agent_engine.contracts.policy import OutputPolicy, ToolPolicy
 
 
 class DispatchedAgent(AgentSpec):
@@ -43,6 +44,12 @@ class DispatchedTool(BaseModel):
     project: str | None = None
     """For the memory built-ins: the workflow's project (its `project`, else its name), the scope of the
     project memory layer."""
+    policy: ToolPolicy | None = None
+    """The workflow's `policy.tools`, copied by the router (only the router may publish dispatches, so the
+    tool gate trusts it); the gate checks the call against it as well as the tenant's policy."""
+    approved: bool | None = None
+    """True when a person approved this call (`agentctl approve`): the gate does not hold it for approval
+    again, though every other rule still applies. Only the router sets it; absent means false."""
 
 
 class MemoryView(BaseModel):
@@ -131,6 +138,9 @@ class NodeErrored(EventData):
     error: str
     retryable: bool = False
     llm_calls: list[LlmCallNote] | None = None
+    refusal: ToolRefusal | None = None
+    """Set by guardrails' tool gate when policy refused the call (or holds it for approval); `error` then
+    reads "refused by policy (rule <rule>): <reason>"."""
 
 
 class NodeDeadlineExpired(EventData):
@@ -227,6 +237,12 @@ class NodeApprovalRequested(EventData):
     """Why it paused, for the person who decides."""
     held: HeldResult | None = None
     """A pause for confidence or for a guardrail's verdict: the result approving accepts."""
+    call_id: str | None = None
+    """For a call an agent's model asked for that the tool gate holds for approval: which call."""
+    tool: str | None = None
+    """The tool held (a held call's, or a tool node's held by the gate)."""
+    rule: str | None = None
+    """The policy rule that asked for the approval (`tool.approval`); absent for a node's `approval: required`."""
 
 
 class NodeApprovalDecided(EventData):
@@ -247,6 +263,11 @@ class NodeApproved(EventData):
     decided_by: str
     args: dict[str, Any] | None = None
     edited: bool = False
+    call_id: str | None = None
+    """The held call approved, for a call an agent's model asked for."""
+    rule: str | None = None
+    """Set when the approval answers a hold of guardrails' tool gate (`tool.approval`): the call's (or tool node's)
+    dispatches from now on carry `tool.approved`. Absent for a node's own `approval: required`."""
 
 
 class NodeApprovalRefused(EventData):

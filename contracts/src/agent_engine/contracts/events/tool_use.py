@@ -50,6 +50,15 @@ class ConversationSummary(BaseModel):
     text: str
 
 
+class ToolRefusal(BaseModel):
+    """Why guardrails' tool gate did not let a call run: the rule (`tool.path`, `tool.args.<id>`, ...) and a
+    reason the model and the operator can read. `approval` marks a call held for a person, not refused."""
+
+    rule: str = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=2000)
+    approval: bool | None = None
+
+
 class ToolCallRef(BaseModel):
     """Which call of which turn a tool dispatch runs for an agent node."""
 
@@ -118,6 +127,8 @@ class NodeToolReturned(EventData):
     attempt: int = 0
     output: dict[str, Any] | None = None
     error: str | None = None
+    refusal: ToolRefusal | None = None
+    """Set when the tool gate refused the call (or a person rejected it): the rule and the reason."""
 
 
 EVENTS: tuple[type[EventData], ...] = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from agent_engine.guardrails import toolgate
 from agent_engine.guardrails.outputgate import serve_outputs, tenant_policies
 from agent_engine.guardrails.policy import PolicyError, policy_file_from_env
 from agent_engine.guardrails.service import policy_from_env, serve
@@ -16,12 +17,15 @@ async def main(stop: asyncio.Event) -> None:
     settings = Settings()
     policy = policy_from_env()
     try:
-        outputs = tenant_policies(policy_file_from_env())
+        policy_file = policy_file_from_env()
+        tool_policies = toolgate.ToolPolicies(policy_file)
+        outputs = tenant_policies(policy_file)
     except PolicyError as exc:
-        raise SystemExit(str(exc)) from None
+        raise SystemExit(f"guardrails: {exc}") from None
     bus = await Bus.open(settings.nats_url, "guardrails")
     try:
-        await asyncio.gather(serve(bus, policy, settings, stop),
+        # three gates on their own consumers: input, tool calls, outputs (docs/guardrails.md)
+        await asyncio.gather(serve(bus, policy, settings, stop), toolgate.serve(bus, tool_policies, settings, stop),
                              serve_outputs(bus, outputs, policy.redact, settings, stop))
     finally:
         await bus.close()

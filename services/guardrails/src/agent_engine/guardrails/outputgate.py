@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import GuardrailVerdict, NodeErrored, NodeOutputChecked, NodeOutputProduced
-from agent_engine.contracts.manifest import OutputPolicy
+from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.contracts.subjects import consume_subjects
 from agent_engine.guardrails.outputs import OutputVerdict, check_output, combined, unknown_kinds
 from agent_engine.guardrails.policy import PolicyError, PolicyFile

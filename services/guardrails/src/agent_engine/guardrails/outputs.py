@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent_engine.contracts.events import RuleHit
-from agent_engine.contracts.manifest import OutputPolicy, TopicRule
+from agent_engine.contracts.policy import OutputPolicy, TopicRule
 from agent_engine.guardrails.checks import PATTERNS, redact
 
 GRAVITY = {"off": 0, "redact": 1, "pause": 2, "fail": 3}

@@ -14,7 +14,7 @@ own module, after the pages under docs/:
     loops.py       revise (pure)                                         workflows/loops.md
     retries.py     retries, backoff, deadlines                           workflows/failures.md
     results.py     what a runner's answer does                           workflows/failures.md, tool-use.md
-    approvals.py   approvals                                             workflows.md (How a task runs)
+    approvals.py   approvals, and calls the tool gate holds              workflows.md, guardrails.md
     cancel.py      cancel, results after the end                         workflows.md, workflows/subtasks.md
     fork.py        fork and its plan                                     workflows/fork.md
     tool_turns.py  an agent's tool turns (conversation.py: the helpers)  workflows/tool-use.md
@@ -24,8 +24,9 @@ own module, after the pages under docs/:
     records.py     inputs and their stored form                          workflows/fork.md (replay)
 
 They import one way, with no cycle: records < folds < emitter; dispatch, merge, loops (pure: they say
-what happens) < walk (records it and moves on) < cancel, approvals, fork, subtasks, tool_turns <
-retries < results < core. Every name other modules import from here stays importable from here.
+what happens) < walk (records it and moves on) < cancel, fork, subtasks, tool_turns < approvals (a call
+the tool gate held returns to the model through tool_turns) < retries < results < core. Every name other
+modules import from here stays importable from here.
 """
 
 from __future__ import annotations

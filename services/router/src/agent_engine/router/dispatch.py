@@ -29,7 +29,8 @@ from agent_engine.contracts.events import (
     NodeDispatched,
     ToolCallRef,
 )
-from agent_engine.contracts.manifest import AgentSpec, NodeSpec, OutputPolicy, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import AgentSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.router.conversation import tool_defs, with_conversation
 from agent_engine.router.state import NodeState, TaskState
 
@@ -87,7 +88,8 @@ def build_dispatch(state: TaskState, task_id: str, now: datetime, spec: NodeSpec
     if ask:
         return NodeApprovalRequested(node=spec.id, kind="tool", args=args)
     assert state.manifest is not None
-    tool = dispatched_tool(state.manifest, spec.tool or "", args if args_override is None else args_override)
+    tool = dispatched_tool(state.manifest, spec.tool or "", args if args_override is None else args_override,
+                           approved="" in node.approved)
     return common.dispatched(spec, context=context, tool=tool)
 
 
@@ -163,7 +165,8 @@ def build_call(state: TaskState, task_id: str, now: datetime, spec: NodeSpec, in
     return NodeDispatched(
         dispatch_id=dispatch_id_for(task_id, spec.id, node.revision, attempt, f"turn-{turn}-call-{index}"),
         node=spec.id, kind="tool", attempt=attempt, deadline=now + timedelta(seconds=spec.timeout_s),
-        reason=reason, tool=dispatched_tool(manifest, call["tool"], call["args"]),
+        reason=reason, tool=dispatched_tool(manifest, call["tool"], call["args"],
+                                            approved=call["call_id"] in node.approved),
         call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index), check_output=output_policy(manifest))
 
 
@@ -172,10 +175,15 @@ def output_policy(manifest: WorkflowManifest) -> OutputPolicy | None:
     return manifest.policy.output if manifest.policy is not None else None
 
 
-def dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]) -> DispatchedTool:
+def dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any], *,
+                    approved: bool = False) -> DispatchedTool:
+    """A tool call as the tool gate and the tool-runner get it. `policy` (the workflow's tool policy) and
+    `approved` are left out when there is none / it is false, so other dispatches stay as they were recorded."""
     tool = manifest.tools[name]
+    policy = manifest.policy.tools if manifest.policy is not None else None
     return DispatchedTool(name=name, builtin=tool.runs_as, args=args, side_effects=tool.has_side_effects or None,
-                          project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None)
+                          project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None,
+                          policy=policy, approved=True if approved else None)
 
 
 # --- the context ------------------------------------------------------------------------------

@@ -169,7 +169,9 @@ def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
 def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
     node = state.nodes[event.data["node"]]
     resumed_at = node.attempts if node.paused == "failures" else node.resumed_at
-    state = set_node(state, event.data["node"], status="approved", paused=None, held=None, resumed_at=resumed_at)
+    gate = {"approved": node.approved | {event.data.get("call_id") or ""}} if event.data.get("rule") else {}
+    state = set_node(state, event.data["node"], status="approved", paused=None, held=None, resumed_at=resumed_at,
+                     **gate)
     waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
     return with_(state, status="waiting" if waiting else "running")
 
@@ -239,8 +241,12 @@ def _fold_tool_returned(state: TaskState, event: Envelope) -> TaskState:
     calls = list(last["calls"])
     result = {"output": data["output"]} if data.get("output") is not None else {"error": data.get("error", "")}
     calls[data["index"]] = {**calls[data["index"]], **result}
-    return set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
-                    dispatch_id=None)
+    state = set_node(state, data["node"], steps=(*node.steps[:-1], {**last, "calls": calls}), call=None,
+                     dispatch_id=None, **({"status": "approved"} if node.status == "awaiting_approval" else {}))
+    if node.status == "awaiting_approval":  # a held call a person rejected: the task waits no more for it
+        waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
+        state = with_(state, status="waiting" if waiting else "running")
+    return state
 
 
 FOLDS: dict[str, Fold] = {

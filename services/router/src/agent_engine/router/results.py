@@ -6,13 +6,15 @@ after the task ended is recorded once and ignored (cancel.py). With output check
 `policy.output`) only guardrails' node.output_checked answers: the output as checked (personal data
 redacted), or held for a person (pauses.py). An output settles the node (walk.py), or, for a tool call
 an agent's model asked for, becomes the call's result (tool_turns.py). An error is retried (retries.py),
-shown to the model (a tool call's), or fails the node. Pages: docs/workflows.md (How a task runs),
-docs/workflows/failures.md, docs/workflows/tool-use.md (Failures), docs/guardrails.md (Output checks).
+shown to the model (a tool call's), or fails the node; a tool call the tool gate holds waits for a person
+(approvals.py). Pages: docs/workflows.md (How a task runs), docs/workflows/failures.md,
+docs/workflows/tool-use.md (Failures), docs/guardrails.md (Output checks).
 """
 
 from __future__ import annotations
 
 from agent_engine.contracts.events import NodeCompleted, NodeErrored, NodeOutputChecked
+from agent_engine.router.approvals import hold_for_approval
 from agent_engine.router.cancel import ignore_late_result
 from agent_engine.router.dispatch import open_node, superseded
 from agent_engine.router.emitter import Emitter
@@ -60,12 +62,17 @@ def on_errored(out: Emitter, inp: RouterInput, errored: NodeErrored) -> None:
     node = open_node(out.state, errored.node, errored.dispatch_id)
     if node is None or out.state.status not in ("running", "waiting"):
         return
+    assert out.state.manifest is not None
+    tool_step = node.call is not None or out.state.manifest.node(errored.node).kind == "tool"
+    if errored.refusal is not None and errored.refusal.approval and tool_step:  # the tool gate holds the call
+        hold_for_approval(out, errored.node, node, errored.refusal)
+        return
     if errored.retryable:
         retry_or_fail(out, errored.node, node, f"runner error: {errored.error}")
     elif node.call is not None:  # a tool call that failed: the model sees the error and may correct itself
         assert out.state.manifest is not None
         tool_returned(out, out.state.manifest.node(errored.node), errored.dispatch_id, errored.attempt,
-                      error=errored.error)
+                      error=errored.error, refusal=errored.refusal)
     else:
         assert out.state.manifest is not None
         if not pause_after_failure(out, out.state.manifest.node(errored.node), node, errored.error):

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_engine.contracts.events import NodeToolReturned, NodeToolsRequested, NodeToolTurnRecorded, ToolStep
+from agent_engine.contracts.events import (
+    NodeToolReturned,
+    NodeToolsRequested,
+    NodeToolTurnRecorded,
+    ToolRefusal,
+    ToolStep,
+)
 from agent_engine.contracts.manifest import NodeSpec
 from agent_engine.router.cancel import ignore_late_result
 from agent_engine.router.conversation import call_id, call_problem, next_open_call
@@ -57,14 +63,17 @@ def on_tools_requested(out: Emitter, inp: RouterInput, asked: NodeToolsRequested
 
 
 def tool_returned(out: Emitter, spec: NodeSpec, dispatch_id: str | None, attempt: int, *,
-                  output: dict[str, Any] | None = None, error: str | None = None) -> None:
-    """Record the observation of the call running now (its output, or the error the model will see)."""
+                  output: dict[str, Any] | None = None, error: str | None = None,
+                  refusal: ToolRefusal | None = None) -> None:
+    """Record the observation of the call running now (its output, or the error the model will see; a refusal
+    by the tool gate or a person keeps its rule)."""
     node = out.state.nodes[spec.id]
     assert node.call is not None
     call = node.steps[-1]["calls"][node.call]
     out.add(NodeToolReturned(node=spec.id, turn=len(node.steps) - 1, index=node.call, call_id=call["call_id"],
                              tool=call["tool"], dispatch_id=dispatch_id, attempt=attempt, output=output,
-                             error=None if output is not None else error or "no result"))
+                             error=None if output is not None else error or "no result",
+                             refusal=refusal if output is None else None))
     _next_call(out, spec)
 
 

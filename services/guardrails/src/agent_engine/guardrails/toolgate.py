@@ -1,0 +1,114 @@
+"""The tool gate: every tool dispatch of the router passes here before the tool-runner may see it.
+
+Guardrails consumes `node.dispatched.tool` (durable `guardrails-tools`) and answers each dispatch with one of:
+
+- `tool.call_cleared`: the dispatch plus the rules checked, the only thing the tool-runner consumes (and only
+  guardrails may publish it, so the gate cannot be bypassed: runtime/auth.py);
+- `node.errored` with `refusal` (not retryable): the policy refused the call, or holds it for a person's approval
+  (`refusal.approval`); the router records it as the call's result, or asks for the approval;
+
+plus, for every refusal and hold, a `guardrail.verdict` (gate `tool`) naming the rule, never an argument value.
+Every answer's id derives from the dispatch's, so a redelivered dispatch gets the same answer (a duplicate).
+The decision is pure (toolpolicy.py); this module reads the policy file and does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
+from agent_engine.contracts.errors import validation_summary
+from agent_engine.contracts.events import (
+    GuardrailVerdict,
+    NodeDispatched,
+    NodeErrored,
+    RuleHit,
+    ToolCallCleared,
+    ToolRefusal,
+)
+from agent_engine.contracts.policy import ToolPolicy
+from agent_engine.contracts.subjects import TOOL_GATE_DURABLE, dispatch_subject
+from agent_engine.guardrails.policy import PolicyError, PolicyFile
+from agent_engine.guardrails.toolpolicy import Decision, Layer, decide
+from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.inbox import read_all, refuse, settle
+from agent_engine.runtime.settings import Settings
+
+SOURCE = "agent-engine/guardrails"
+log = logging.getLogger("guardrails.tools")
+
+
+class ToolPolicies:
+    """Each tenant's `tools` section of the policy file, validated at start (a mistake stops guardrails, naming
+    where it is); a tenant without its own section gets the defaults'."""
+
+    def __init__(self, policy_file: PolicyFile) -> None:
+        self.default = self._read(policy_file, None)
+        self.tenants = {t: self._read(policy_file, t) for t in policy_file.tenants}
+
+    @staticmethod
+    def _read(policy_file: PolicyFile, tenant: str | None) -> ToolPolicy:
+        try:
+            return ToolPolicy.model_validate(policy_file.section("tools", tenant))
+        except ValidationError as exc:
+            raise PolicyError(f"guardrails policy {policy_file.where('tools', tenant)}: "
+                              f"{validation_summary(exc)}") from None
+
+    def layers(self, tenant: str, dispatch: NodeDispatched) -> list[Layer]:
+        """The policies a call must pass: its tenant's, then its workflow's (copied into the dispatch)."""
+        layers = [Layer("tenant policy", self.tenants.get(tenant, self.default))]
+        if dispatch.tool is not None and dispatch.tool.policy is not None:
+            layers.append(Layer("workflow policy", dispatch.tool.policy))
+        return layers
+
+
+def answer(envelope: Envelope, dispatch: NodeDispatched, policies: ToolPolicies) -> tuple[Decision, list[Envelope]]:
+    """The gate's decision on one dispatch and the events that carry it."""
+    if dispatch.tool is None:
+        decision = Decision("refused", "tool.dispatch", "the tool dispatch carries no tool",
+                            "the tool dispatch carries no tool")
+    else:
+        decision = decide(dispatch.tool, envelope.tenant, policies.layers(envelope.tenant, dispatch))
+    if decision.outcome == "allowed":
+        cleared = ToolCallCleared(**dispatch.model_dump(), dispatch_event=envelope.id, rules=list(decision.checked))
+        return decision, [caused_by(envelope, cleared, id=derive_id(envelope.id, "cleared"), source=SOURCE)]
+    held = decision.outcome == "approval_required"
+    error = (f"held for approval (rule {decision.rule}): {decision.reason}" if held
+             else f"refused by policy (rule {decision.rule}): {decision.reason}")
+    errored = NodeErrored(dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, error=error,
+                          retryable=False, refusal=ToolRefusal(rule=decision.rule, reason=decision.reason,
+                                                               approval=True if held else None))
+    verdict = GuardrailVerdict(gate="tool", outcome=decision.outcome, rules=[RuleHit(rule=decision.rule)],
+                               reason=decision.summary, node=dispatch.node, dispatch_id=dispatch.dispatch_id)
+    return decision, [caused_by(envelope, errored, id=derive_id(envelope.id, "refused"), source=SOURCE),
+                      caused_by(envelope, verdict, id=derive_id(envelope.id, "verdict"), source=SOURCE)]
+
+
+async def serve(bus: Bus, policies: ToolPolicies, settings: Settings, stop: asyncio.Event) -> None:
+    async def handle_one(msg: Msg, envelope: Envelope) -> None:
+        try:
+            dispatch = NodeDispatched.model_validate(envelope.data)
+        except ValidationError as exc:
+            await refuse(bus, msg, f"not a valid node.dispatched payload: {validation_summary(exc, count_rest=True)}")
+            return
+        decision, events = answer(envelope, dispatch, policies)
+        try:
+            await bus.publish_many(events)
+        except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
+            log.warning("could not answer tool dispatch %s: %s", dispatch.dispatch_id, exc)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
+        if decision.outcome != "allowed":
+            log.info("tool call of node %s of task %s %s: %s", dispatch.node, envelope.task_id, decision.outcome,
+                     decision.summary)
+        await msg.ack()
+
+    async def handle_batch(msgs: list[Msg]) -> None:
+        await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
+
+    await bus.consume(TOOL_GATE_DURABLE, [dispatch_subject("tool")], handle_batch,
+                      batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
