@@ -195,3 +195,13 @@ def test_a_query_is_answered_on_an_inbox_of_its_scope_only(reply: str, scope: st
     """A reply subject is the asker's to choose: answered anywhere, it would let a tenant make a service
     publish on another tenant's subjects (allow_responses grants one publish on whatever the reply names)."""
     assert reply_allowed(reply, scope) is allowed
+
+
+def test_guardrails_keeps_its_rate_limits_and_reads_workflows_only() -> None:
+    rights = SERVICES["guardrails"]
+    assert may_publish(rights, "$KV.ae_rate_limits.acme.tenant")
+    assert may_publish(rights, "$JS.API.DIRECT.GET.KV_ae_rate_limits.$KV.ae_rate_limits.acme.tenant")
+    assert may_publish(rights, "$JS.API.DIRECT.GET.KV_ae_workflows.$KV.ae_workflows.acme.w")
+    assert not may_publish(rights, "$KV.ae_workflows.acme.w")
+    for other in ("router", "agent-runner", "tool-runner", "telemetry"):
+        assert not may_publish(SERVICES[other], "$KV.ae_rate_limits.acme.tenant")

@@ -22,6 +22,7 @@ from agent_engine.contracts.subjects import (
     DLQ_STREAM,
     PARTITIONED,
     PARTITIONS,
+    RATE_LIMITS_BUCKET,
     ROUTER_RPC,
     STREAM,
     TELEMETRY_RPC,
@@ -117,8 +118,10 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
     the others do not)."""
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
-        # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
-        "guardrails": (_base("guardrails") + _durable("guardrails")
+        # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md); it keeps the
+        # rate limits in their bucket and reads workflows (their input schemas) from the registry
+        "guardrails": (_base("guardrails") + _durable("guardrails") + _kv_write(RATE_LIMITS_BUCKET)
+                       + _kv_read(WORKFLOW_BUCKET)
                        + _publishes("task.accepted", "task.rejected", "guardrail.verdict")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)

@@ -17,10 +17,11 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from agent_engine.contracts.subjects import RATE_LIMITS_BUCKET
 from agent_engine.guardrails.ratelimit import BUCKET_TTL_S, Counted, gcra
 from agent_engine.runtime.bus import ensure_bucket
 
-BUCKET = "ae_rate_limits"
+BUCKET = RATE_LIMITS_BUCKET
 RECENT = 32
 """Request ids kept per key: enough to recognise a redelivery, which comes within the ack wait."""
 log = logging.getLogger("guardrails.ratelimit")
