@@ -94,8 +94,9 @@ def test_normalise() -> None:
 
 
 def test_disabled_rules_go_and_own_rules_replace_defaults() -> None:
-    from agent_engine.guardrails.injection import Rule
     import re
+
+    from agent_engine.guardrails.injection import Rule
 
     own = Rule("injection.ignore-previous", re.compile(r"never matches\b"), 0.1)
     rules = rules_for([own], ["injection.do-anything-now"])

@@ -28,7 +28,7 @@ class Policy:
     max_depth: int = 64
     """Levels of JSON nesting a request may have (the envelope counts two): deeper input is refused
     before anything walks it recursively."""
-    input: InputRules = InputRules()
+    input: InputRules = field(default_factory=InputRules)
     """The policy file's `defaults.input`: every tenant without a section of its own."""
     tenants: Mapping[str, InputRules] = field(default_factory=dict)
 

@@ -76,7 +76,7 @@ class RateStore:
                 return None
             except KeyWrongLastSequenceError:  # another replica wrote the key since we read it: decide again
                 await asyncio.sleep(0)
-            except Exception as exc:  # noqa: BLE001  NATS unreachable or the bucket unavailable: try a little more
+            except Exception as exc:
                 failures += 1
                 log.warning("rate-limit bucket unavailable (%s)", type(exc).__name__)
                 if failures >= 3:

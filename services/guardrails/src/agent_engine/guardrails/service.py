@@ -16,7 +16,7 @@ from nats.js.errors import NotFoundError
 from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
-from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit
+from agent_engine.contracts.events.guardrails import GuardrailVerdict, Outcome, RuleHit
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import STREAM, consume_subjects, tenant_from_subject
 from agent_engine.guardrails import pii, ratelimit
@@ -89,7 +89,7 @@ def _workflow(cause: Envelope | None) -> str | None:
 
 
 def _verdict_event(cause: Envelope, cause_id: str, verdict: Verdict, tenant: str) -> Envelope:
-    outcome = "refused" if not verdict.accepted else "redacted" if verdict.redactions else "allowed"
+    outcome: Outcome = "refused" if not verdict.accepted else "redacted" if verdict.redactions else "allowed"
     reason = verdict.reason or (f"redacted {', '.join(f'{n} {k}' for k, n in sorted(verdict.redactions.items()))}"
                                 if verdict.redactions else "allowed: under the injection threshold")
     data = GuardrailVerdict(gate="input", outcome=outcome, rules=verdict.rules, reason=reason,
