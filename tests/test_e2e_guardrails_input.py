@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -186,3 +187,33 @@ def test_a_burst_over_a_rate_limit_shared_by_two_guardrails_is_refused_with_retr
         except subprocess.TimeoutExpired:
             second.kill()
     assert "rejected task" in log.read_text()  # the replica answered (the refusal above), from the shared state
+
+
+def test_a_workflows_input_schema_is_checked_at_ingress_naming_path_and_rule(engine: Any, tenant: str,
+                                                                             tmp_path: Path) -> None:
+    workflow = tmp_path / "research-review"
+    shutil.copytree(engine.example, workflow)
+    (workflow / "schemas" / "research-input.json").write_text(json.dumps(
+        {"type": "object", "required": ["brief"],
+         "properties": {"brief": {"type": "string", "minLength": 3}, "pages": {"type": "integer"}}}))
+    (workflow / "workflow.yaml").write_text("input_schema: research-input\n" + (workflow / "workflow.yaml").read_text())
+
+    refused = engine.agentctl("run", str(workflow), "--tenant", tenant, "--input",
+                              json.dumps({"brief": "Compare stores", "pages": "four-hundred-and-two"}))
+    assert refused.returncode == 2, refused.stderr
+    assert "the input does not match workflow 'research-review''s input schema: input.pages: breaks 'type' " \
+           "(\"integer\")" in refused.stderr
+    assert "four-hundred-and-two" not in refused.stderr
+    [verdict] = [e for e in _tenant_events(engine, tenant) if e.type == "guardrail.verdict"]
+    assert verdict.data["rules"] == [{"rule": "schema.type", "count": 1}]
+
+    accepted = engine.agentctl("submit", "research-review", "--tenant", tenant, "--input",
+                               json.dumps({"brief": "Compare stores", "pages": 4}))
+    assert accepted.returncode == 0, accepted.stderr
+
+    (workflow / "workflow.yaml").write_text((workflow / "workflow.yaml").read_text().replace(
+        "input_schema: research-input", "input_schema: research-inptu"))
+    invalid = engine.agentctl("workflow", "validate", str(workflow))
+    assert invalid.returncode != 0
+    assert "[input-schema] input_schema names 'research-inptu', which is not in schemas/" in invalid.stdout + \
+        invalid.stderr

@@ -244,6 +244,9 @@ class WorkflowManifest(BaseModel):
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    input_schema: str | None = None
+    """The name of a schema in `schemas/` every task input must match: guardrails checks it at ingress, on the
+    input as sent (before redaction), and refuses a request naming the path and the rule broken."""
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
 

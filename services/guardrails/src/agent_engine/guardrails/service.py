@@ -19,7 +19,7 @@ from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.events.guardrails import GuardrailVerdict, Outcome, RuleHit
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import STREAM, consume_subjects, tenant_from_subject
-from agent_engine.guardrails import pii, ratelimit
+from agent_engine.guardrails import inputschema, pii, ratelimit
 from agent_engine.guardrails.checks import Policy, Verdict, check
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
@@ -97,6 +97,18 @@ def _verdict_event(cause: Envelope, cause_id: str, verdict: Verdict, tenant: str
     return caused_by(cause, data, id=derive_id(cause_id, "verdict"), source=SOURCE, tenant=tenant)
 
 
+async def schema_checked(schemas: inputschema.WorkflowSchemas, tenant: str, verdict: Verdict) -> Verdict:
+    """The verdict, refused when the workflow declares an input schema the input (as sent) does not match."""
+    if not verdict.accepted or verdict.request is None:
+        return verdict
+    check = await schemas.validator(tenant, verdict.request.workflow)
+    found = inputschema.problems(check, verdict.request.input) if check is not None else None
+    if found is None:
+        return verdict
+    return replace(verdict, reason=inputschema.reason(verdict.request.workflow, found),
+                   rules=[RuleHit(rule=r, count=n) for r, n in sorted(found.rules.items())])
+
+
 UNAVAILABLE_RETRY_S = 5.0
 """What a sender is told to wait when the rate-limit bucket cannot be used (the request is refused: fail closed)."""
 
@@ -164,6 +176,7 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
                 limits: ratelimit.RateLimits | None = None) -> None:
     limits = limits or ratelimit.RateLimits()
     store = await RateStore.open(bus.js) if limits.any else None
+    schemas = await inputschema.WorkflowSchemas.open(bus.js)
 
     async def handle_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
@@ -173,6 +186,13 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             await refuse(bus, msg, f"subject {msg.subject} names no valid tenant")
             return
         tenant, verdict = evaluated
+        try:
+            verdict = await schema_checked(schemas, tenant, verdict)
+        except Exception as exc:  # noqa: BLE001  the registry unreadable: redeliver (never run unchecked)
+            log.warning("could not read workflow %s of tenant %s from the registry: %s",
+                        verdict.request.workflow if verdict.request else "?", tenant, type(exc).__name__)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
         if store is not None:
             verdict = await rate_limited(store, limits, tenant, verdict)
         events = answers(msg.subject, tenant, verdict, headers, seq)
