@@ -51,3 +51,24 @@ async def test_a_redelivered_request_counts_once_and_a_refusal_writes_nothing(na
         assert await store.admit(keys[:1], "req-4", 100.0) is not None
     finally:
         await conns[0].close()
+
+
+async def test_an_unreachable_bucket_refuses_the_request_with_a_retry_after(nats_url: str) -> None:
+    """Fail closed: a request whose limits cannot be checked does not run; the sender is told when to retry."""
+    from agent_engine.contracts.envelope import command
+    from agent_engine.contracts.events import TaskRequested
+    from agent_engine.guardrails.checks import Verdict
+    from agent_engine.guardrails.policy import PolicyFile
+    from agent_engine.guardrails.ratelimit import RateLimits
+    from agent_engine.guardrails.service import rate_limited
+
+    conns, [store] = await _stores(nats_url, 1)
+    await conns[0].close()  # the bucket's server is gone for this replica
+    store.retry_delay_s = 0.0
+    request = TaskRequested(workflow="w", requested_by="jane")
+    envelope = command(request, tenant="acme", task_id="t-1", source="test")
+    limits = RateLimits.from_policy(PolicyFile.parse({"defaults": {"rate_limits": {"user": {"rate": 5, "per_s": 1}}}}))
+    verdict = await rate_limited(store, limits, "acme", Verdict(envelope, request))
+    assert not verdict.accepted and verdict.retry_after_s == 5.0
+    assert verdict.reason is not None and verdict.reason.startswith("rate limits cannot be checked now")
+    assert [r.rule for r in verdict.rules] == ["rate.unavailable"]
