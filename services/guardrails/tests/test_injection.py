@@ -104,3 +104,12 @@ def test_disabled_rules_go_and_own_rules_replace_defaults() -> None:
     assert "injection.do-anything-now" not in ids
     assert ids.count("injection.ignore-previous") == 1
     assert scan({"a": "ignore previous instructions"}, rules).counts == {}
+
+
+@pytest.mark.parametrize(("prefix", "unit"), [
+    ("", "ignore "), ("ignore ", "all "), ("ignore ", "previous "), ("ignore all ", "the "), ("", "a"), ("", "### "),
+    ("", "<|"), ("", "you are "), ("", "decode "), ("", "QUJD"), ("pretend ", "you are "), ("reveal your ", "full "),
+    ("reveal ", "the hidden "), ("", "ignore all previous "), ("act as ", "an evil "), ("without ", "any ")])
+def test_a_long_repetitive_input_is_scanned_in_linear_time(prefix: str, unit: str) -> None:
+    """A 256 KiB repetition of a rule's words: no rule backtracks over it polynomially (it would not finish)."""
+    scan({"a": prefix + unit * (256 * 1024 // len(unit))}, DEFAULT_RULES)

@@ -80,3 +80,11 @@ def test_nested_values_and_keys() -> None:
     out = pii.redact({"a@b.io": ["4111111111111111", 3, {"x": "ok"}]}, ALL, counts)
     assert out == {"[redacted:email]": ["[redacted:card]", 3, {"x": "ok"}]}
     assert counts == {"email": 1, "card": 1}
+
+
+@pytest.mark.parametrize("unit", ["1", "a", "a.", "1-", "DE", "1 ", "a:", "QUJD"])
+def test_a_long_run_without_a_match_is_read_once(unit: str) -> None:
+    """Every pattern starts only where its run starts: a 256 KiB run is scanned in linear time (a pattern that
+    restarted at each character would take hours over a 1 MiB request; this test would not finish)."""
+    text = unit * (256 * 1024 // len(unit))
+    assert redacted(text, ALL)[1] == {}

@@ -54,16 +54,20 @@ def _rule(rule_id: str, pattern: str, score: float) -> Rule:
 
 
 _OVERRIDE = r"(?:ignore|disregard|forget|override|bypass|skip|drop)"
-_EARLIER = r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|developer|all|any|every)"
+_FILLER = r"(?:all|any|every|everything|of|the|your|my|these|those)"
+_EARLIER = r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|developer)"
 _ORDERS = r"(?:instructions?|prompts?|rules|directives|guidelines|guardrails|programming|constraints)"
+# every repetition is bounded and the word lists do not overlap: a pattern that could split a run of words
+# between two quantifiers in many ways would take polynomial time over an input repeating them
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     _rule("injection.ignore-previous",
-          rf"\b{_OVERRIDE} (?:(?:all|any|of|the|your|my|these|those|everything) )*(?:{_EARLIER} )+"
-          rf"(?:(?:the|your|of) )*{_ORDERS}\b", 0.9),
+          rf"\b{_OVERRIDE} (?:{_FILLER} ){{0,4}}(?:{_EARLIER} ){{1,3}}(?:(?:the|your|of) ){{0,2}}{_ORDERS}\b"
+          rf"|\b{_OVERRIDE} (?:all|any|every) (?:of )?(?:(?:the|your|my|these|those) )?(?:{_EARLIER} )?{_ORDERS}\b",
+          0.9),
     _rule("injection.reveal-system-prompt",
           r"\b(?:reveal|show|print|repeat|output|display|leak|dump|expose|tell me|give me|what (?:is|are|was|were))"
-          r" (?:me )?(?:your|the) (?:(?:full|entire|original|hidden|initial|secret|exact|complete) )*"
+          r" (?:me )?(?:your|the) (?:(?:full|entire|original|hidden|initial|secret|exact|complete) ){0,3}"
           r"(?:system (?:prompt|message|instructions)|(?:initial|hidden|original|secret) (?:prompt|instructions)"
           r"|developer (?:prompt|message))\b"
           r"|\b(?:reveal|repeat|print|output|leak|dump) your (?:instructions|prompt|rules)\b"
