@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
 
@@ -249,6 +249,15 @@ class WorkflowManifest(BaseModel):
     input as sent (before redaction), and refuses a request naming the path and the rule broken."""
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_input_schema(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # the router stores the manifest with each task and its replay compares what it stores now with what it
+        # stored then: a manifest without an input schema dumps exactly as before the field existed
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("input_schema", "") is None:
+            del dumped["input_schema"]
+        return dumped
 
     def with_tool_interfaces(self) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written
