@@ -106,7 +106,8 @@ class Observer:
 
 
 OBSERVED_SUBJECTS = tuple(s for t in ("task.accepted", "task.rejected", "node.completed", "node.errored",
-                                       "node.tools_requested", "llm.called") for s in consume_subjects(t))
+                                       "node.tools_requested", "llm.called", "node.output_checked")
+                          for s in consume_subjects(t))
 """Each type's subjects (a router input's bare and in every partition)."""
 
 
@@ -270,7 +271,16 @@ def history_wanted(sent: Sent, seen: Observer) -> list[tuple[str, str]]:
         return []
     if sent.fuzz.kind == "router":
         return [(env.task_id, env.tenant)]
-    return [(r.task_id, r.tenant) for r in seen.by_cause.get(env.id, []) if r.type in RUNNER_RESULTS]
+    return [(r.task_id, r.tenant) for r in answers(seen, env.id)]
+
+
+def answers(seen: Observer, dispatch_id: str) -> list[Envelope]:
+    """A runner's answers to a dispatch, as the router gets them. An output for a workflow that checks outputs
+    reaches it as guardrails' answer to the runner's node.output_produced (which guardrails deletes from the
+    stream, so it is found by the id the runner gives it, not observed)."""
+    produced = derive_id(dispatch_id, "completed")
+    return [r for r in (*seen.by_cause.get(dispatch_id, []), *seen.by_cause.get(produced, []))
+            if r.type in RUNNER_RESULTS]
 
 
 def verdict_runner(sent: Sent, seen: Observer, histories: Histories) -> str | None:
@@ -284,11 +294,11 @@ def verdict_runner(sent: Sent, seen: Observer, histories: Histories) -> str | No
     if parsed is None:
         return "not a valid dispatch, yet not dead-lettered"
     env = parsed[0]
-    results = [r for r in seen.by_cause.get(env.id, []) if r.type in RUNNER_RESULTS]
+    results = answers(seen, env.id)
     if not results:
         return "a well-formed dispatch neither answered nor dead-lettered"
     for result in results:
-        dead = [d for d in seen.dead_by_body.get(env.id, []) if d.service == "router" and d.body_id == result.id]
+        dead = [d for d in seen.dead_by_body.get(result.id, []) if d.service == "router" and d.body_id == result.id]
         if dead:
             return dead_verdict(dead)
         history = histories.get((result.task_id, result.tenant), [])

@@ -32,7 +32,8 @@ TASK_ID_HEADER = "Ae-Task-Id"
 GUARDRAILS = "agent-engine/guardrails"
 ROUTER_TYPES = BUS_INPUTS
 """What the router takes from the stream (node.retry_due and node.deadline_expired only its own timers make)."""
-RUNNER_RESULTS = ("node.completed", "node.errored", "node.tools_requested")
+RUNNER_RESULTS = ("node.completed", "node.errored", "node.tools_requested", "node.output_checked")
+"""What answers a dispatch, for the router: a runner's result, or guardrails' for an output it checked."""
 WORKFLOW = "research-review"
 WORKFLOW_NODES = ("gather_context", "interpretation", "decomposition", "planning", "execution", "review")
 EPOCH = datetime(2031, 3, 1, tzinfo=UTC)
@@ -354,6 +355,8 @@ class Builder:
             "task.cancel_requested": lambda: {"reason": "fuzz", "requested_by": "fuzz"},
             "node.approval_decided": lambda: {"node": node, "decision": "approve", "decided_by": "fuzz"},
             "node.completed": lambda: {**common, "output": {"verdict": "approve"}, "provider": "mock"},
+            "node.output_checked": lambda: {**common, "output": {"verdict": "approve"}, "provider": "mock",
+                                            "outcome": "allowed"},
             "node.errored": lambda: {**common, "error": "fuzz", "retryable": self.rng.random() < 0.5},
             "node.retry_due": lambda: {"node": node, "attempt": 2, "at": self.time()},
             "subtask.requested": lambda: self.subtask(self.fresh()),

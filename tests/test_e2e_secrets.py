@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from agent_engine.testkit.leaks import everything_on_the_bus
+
 pytestmark = pytest.mark.e2e
-
-
-async def _everything_on_the_bus(engine) -> bytes:
-    nc = await engine.connect()
-    try:
-        js = nc.jetstream()
-        out = []
-        for stream, subject in (("AE_EVENTS", "ae.*.>"), ("AE_DLQ", "aedlq.>")):
-            if (await js.stream_info(stream)).state.messages == 0:
-                continue
-            sub = await js.subscribe(subject, ordered_consumer=True)
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=1.0)
-                except Exception:  # noqa: BLE001  drained
-                    break
-                out.append(msg.data + json.dumps(msg.headers or {}).encode())
-            await sub.unsubscribe()
-        return b"".join(out)
-    finally:
-        await nc.close()
 
 
 def test_a_planted_api_key_is_nowhere_but_in_the_agent_runners_environment(engine, servers, tenant):
@@ -39,7 +19,7 @@ def test_a_planted_api_key_is_nowhere_but_in_the_agent_runners_environment(engin
     key = engine.env["ANTHROPIC_API_KEY"].encode()  # planted by the engine fixture
     assert key.startswith(b"sk-ant-planted")
 
-    bus = asyncio.run(_everything_on_the_bus(engine))
+    bus = asyncio.run(everything_on_the_bus(engine))
     assert len(bus) > 1000 and key not in bus
 
     with psycopg.connect(servers["postgres"]) as conn:

@@ -245,3 +245,11 @@ def test_an_llm_called_event_of_an_older_runner_has_no_repair_outcome() -> None:
     data = parse_data("llm.called", golden("llm.called")["data"])
     assert data.model_dump(exclude_none=True)["repair"] == 0
     assert "outcome" not in data.model_dump(exclude_none=True)
+
+
+def test_a_task_id_with_a_nul_character_is_refused_as_postgresql_cannot_store_it() -> None:
+    body = {"id": "e-1", "source": "s", "type": "task.requested", "time": "2026-12-03T00:00:00Z", "tenant": "acme",
+            "taskid": "\x007d40a7c1", "correlationid": "c"}
+    with pytest.raises(ValidationError, match="taskid"):
+        Envelope.model_validate(body)
+    assert Envelope.model_validate({**body, "taskid": "tab\there"}).task_id == "tab\there"

@@ -597,3 +597,35 @@ def test_the_pinned_manifest_writes_out_what_models_are_offered_and_nothing_else
     assert pinned.tools["notes"].description == "Your notes."  # tools.yaml's words are kept
     assert pinned.tools["stats"] == manifest.tools["stats"]  # not offered to a model: as written
     assert pinned.with_tool_interfaces() is pinned
+
+
+def test_a_pause_for_confidence_tests_a_number_the_output_schema_declares() -> None:
+    b = body()
+    node(b, "judge")["pause"] = {"confidence": {"field": "detail.score", "below": 0.5}, "after_failures": 2}
+    assert errors_of(b) == []
+    node(b, "judge")["pause"] = {"confidence": {"field": "detail.sure", "below": 0.5}}
+    one(errors_of(b), "pause-field", node="judge", says="'detail.sure', which output schema 'verdict' does not")
+    node(b, "judge").pop("pause")
+    node(b, "think")["pause"] = {"confidence": {"field": "idea", "below": 0.5}}
+    one(errors_of(b), "pause-field", node="think", says="declares as string, not a number")
+
+
+def test_an_exit_node_cannot_pause() -> None:
+    b = body()
+    node(b, "done")["pause"] = {"after_failures": 2}
+    one(errors_of(b), "exit-pause", node="done", says="remove pause")
+
+
+def test_a_pause_field_mistake_is_named() -> None:
+    b = body()
+    node(b, "judge")["pause"] = {"after_failure": 2}
+    with pytest.raises(Exception, match="after_failure"):
+        errors_of(b)
+
+
+def test_an_output_topic_pattern_must_be_a_regular_expression() -> None:
+    b = body()
+    b["policy"] = {"output": {"pii": "fail", "topics": [{"id": "medical", "pattern": "diagnos\\w*"}]}}
+    assert errors_of(b) == []
+    b["policy"]["output"]["topics"][0]["pattern"] = "diagnos(is"
+    one(errors_of(b), "output-topic", node=None, says="topic 'medical': pattern is not a regular expression")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -18,7 +19,10 @@ async def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str
     raw = await reader.read()
     writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    said = json.loads(body)
+    if method == "GET" and path.startswith(("/livez", "/readyz")):  # each answer names the process answering
+        assert said.pop("pid") == os.getpid()
+    return int(head.split()[1]), said
 
 
 async def _serving(checks: dict[str, health.Check], *, taking_work: bool = True,

@@ -3,6 +3,7 @@ cut off at the end of the grace period (exit 1), even a thread stuck on a server
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,8 +95,9 @@ def test_the_health_port_answers_while_serving_and_readiness_drops_when_draining
             assert reply.status == 200
         proc.send_signal(signal.SIGTERM)
         proc.signalled = True  # type: ignore[attr-defined]
-        assert _readiness_once_signalled(port) == (503, b'{"status": "not ready", "failing": {"process": '
-                                                        b'"draining after SIGTERM"}}\n')
+        status, body = _readiness_once_signalled(port)
+        assert (status, json.loads(body)) == (503, {"status": "not ready", "failing": {
+            "process": "draining after SIGTERM"}, "pid": proc.pid})  # the pid: which process holds the port
     finally:
         if proc.poll() is None and proc.returncode is None and not _signalled(proc):
             proc.kill()  # the test failed before its SIGTERM: leave no process behind

@@ -100,7 +100,8 @@ def test_every_field_of_a_state_survives_a_snapshot() -> None:
                      dispatched_at=when, finished_at=when, output={"a": [1, {"b": None}]}, provider="mock",
                      model="m", usage=usage, error="e", continued=True, chosen="x", merged={"m": 1},
                      steps=({"turn": 0, "calls": [{"name": "echo"}]},), call=0, turn_usage=usage,
-                     summary={"turns": 1}, began_at=when)
+                     summary={"turns": 1}, began_at=when, paused="confidence",
+                     held={"output": {"x": 1}}, resumed_at=3)
     base = started(linear_workflow()).state
     state = replace(base, status="waiting", workflow="wf", revision="r", engine_version="1", contract_version=2,
                     input={"topic": "t"}, nodes={"start": node}, started_at=when, finished_at=when, exit_node="done",

@@ -49,8 +49,10 @@ def progress(event: Envelope) -> str | None:
     if event.type == "node.revision_requested":
         return f"  ↺ {d['node']:<16} sends {d['target']} back: revision {d['revision']} of {d['max_revisions']}"
     if event.type == "node.approval_requested":
-        return (f"  ⏸ {d['node']:<16} waits for approval: agentctl approve {event.task_id} {d['node']} "
-                f"[--edit ARGS] | agentctl reject {event.task_id} {d['node']} --reason ...")
+        why = f"paused ({d['reason']})" if d.get("pause") else "waits for approval"
+        edit = "" if d.get("pause") == "confidence" else " [--edit ARGS]"
+        return (f"  ⏸ {d['node']:<16} {why}: agentctl approve {event.task_id} {d['node']}{edit} "
+                f"| agentctl reject {event.task_id} {d['node']} --reason ...")
     if event.type == "node.dispatched" and d.get("attempt", 1) > 1:
         return f"  ↻ {d['node']:<16} attempt {d['attempt']} ({d.get('reason')})"
     if event.type == "node.tool_turn_recorded":

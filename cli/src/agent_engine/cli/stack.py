@@ -124,7 +124,7 @@ class Stack:
             status = "running" if alive(entry) else "stopped"
             port = entry.get("health_port")
             rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log"), "health_port": port,
-                         "ready": readiness(port) if status == "running" and port else None})
+                         "ready": readiness(port, pid=pid) if status == "running" and port else None})
         return rows
 
     def up(self, workspace: Path, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -191,7 +191,8 @@ class Stack:
             if dead:
                 tails = "\n".join(f"--- {n} ({services[n]['log']}):\n{_tail(Path(services[n]['log']))}" for n in dead)
                 raise RuntimeError(f"service(s) exited right after start: {', '.join(dead)}\n{tails}")
-            waiting = {n for n in waiting if readiness(services[n]["health_port"], timeout=0.5) != "ready"}
+            waiting = {n for n in waiting
+                       if readiness(services[n]["health_port"], timeout=0.5, pid=services[n]["pid"]) != "ready"}
 
     def _ensure_server(self, name: str) -> bool:
         env_url = os.environ.get("AE_NATS_URL") if name == "nats" else postgres_url_from_env()
@@ -235,11 +236,17 @@ DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Straight to the local port, whatever http_proxy says."""
 
 
-def readiness(port: int, timeout: float = 1.0) -> str:
-    """What the service's /readyz says: "ready", or what is not ready (or that it does not answer)."""
+def readiness(port: int, timeout: float = 1.0, pid: int | None = None) -> str:
+    """What the service's /readyz says: "ready", or what is not ready (or that it does not answer). With `pid`,
+    "ready" only from that process: another may hold the port (taken between picking it and the start)."""
     try:
         with DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as reply:
-            return "ready" if reply.status == 200 else f"HTTP {reply.status}"
+            if reply.status != 200:
+                return f"HTTP {reply.status}"
+            answered = _pid_of(reply.read())
+            if pid is not None and answered != pid:
+                return f"health port {port} is answered by another process (pid {answered}), not pid {pid}"
+            return "ready"
     except urllib.error.HTTPError as exc:
         try:
             failing = json.loads(exc.read()).get("failing", {})
@@ -248,6 +255,14 @@ def readiness(port: int, timeout: float = 1.0) -> str:
         return "; ".join(f"{k}: {v}" for k, v in failing.items()) or f"HTTP {exc.code}"
     except OSError as exc:
         return f"no answer on health port {port} ({getattr(exc, 'reason', exc)})"
+
+
+def _pid_of(body: bytes) -> int | None:
+    try:
+        pid = json.loads(body).get("pid")
+    except (ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 def _tail(path: Path, lines: int = 15) -> str:

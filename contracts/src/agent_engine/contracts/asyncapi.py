@@ -56,7 +56,7 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "tenant.admitted": _RECORD, "tenant.queued": _RECORD, "tenant.released": _RECORD,
     "node.dispatched": ((ROUTER,), (AGENT_RUNNER, TOOL_RUNNER)),
     "node.completed": ((AGENT_RUNNER, TOOL_RUNNER), (ROUTER,)),
-    "node.errored": ((AGENT_RUNNER, TOOL_RUNNER), (ROUTER,)),
+    "node.errored": ((AGENT_RUNNER, TOOL_RUNNER, GUARDRAILS), (ROUTER,)),
     "node.tools_requested": ((AGENT_RUNNER,), (ROUTER,)),
     "node.approval_decided": ((CLIENT,), (ROUTER,)),
     "node.approval_requested": _RECORD, "node.approval_refused": _RECORD, "node.approved": _RECORD,
@@ -67,6 +67,8 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "subtask.settled": _RECORD,
     "llm.called": ((AGENT_RUNNER,), ()), "llm.call_failed": ((AGENT_RUNNER,), ()),
     "guardrail.verdict": ((GUARDRAILS,), ()),
+    "node.output_produced": ((AGENT_RUNNER, TOOL_RUNNER), (GUARDRAILS,)),
+    "node.output_checked": ((GUARDRAILS,), (ROUTER,)),
 }
 """Event type -> (who publishes it, which services consume its subject with a durable consumer). Telemetry
 and clients read every event of a tenant through the `events` channel, so they are not repeated here."""

@@ -8,7 +8,14 @@ them to offer tools to agents and to check the arguments a model asks for before
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+Capability = Literal["fs.read", "fs.write", "network", "shell"]
+CAPABILITIES: tuple[Capability, ...] = ("fs.read", "fs.write", "network", "shell")
+"""What a tool may reach outside the engine: read or write files, open connections, run code. An agent is
+granted some of them (agents.yaml `capabilities`); a tool needing one it lacks is not the agent's to use."""
+SIDE_EFFECT_CAPABILITIES: frozenset[str] = frozenset({"fs.write", "shell"})
+"""Capabilities that change the world (or may: arbitrary code), which an analysis-only agent never gets."""
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,9 @@ class BuiltinTool:
     args_schema: dict[str, Any]
     idempotent: bool = True
     """False: running it twice has a different effect than once (an append); never run twice per call."""
+    capabilities: frozenset[Capability] = frozenset()
+    """What it needs. The memory tools need none: their notes stay in the engine's own database, scoped to
+    the tenant, never the host's files or network."""
 
 
 PATH = {"type": "string", "minLength": 1}
@@ -32,17 +42,19 @@ BUILTINS: dict[str, BuiltinTool] = {
         "Lists files under a directory of the workspace.",
         {"type": "object", "additionalProperties": False,
          "properties": {"path": {"type": "string"}, "pattern": {"type": "string"},
-                        "limit": {"type": "integer", "minimum": 1, "maximum": 5000}}}),
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 5000}}},
+        capabilities=frozenset({"fs.read"})),
     "workspace_read": BuiltinTool(
         "Reads one text file of the workspace.",
         {"type": "object", "required": ["path"], "additionalProperties": False,
-         "properties": {"path": {"type": "string"}, "max_bytes": {"type": "integer", "minimum": 1}}}),
+         "properties": {"path": {"type": "string"}, "max_bytes": {"type": "integer", "minimum": 1}}},
+        capabilities=frozenset({"fs.read"})),
     "workspace_append": BuiltinTool(
         "Appends text to a file of the workspace (a line unless newline is false).",
         {"type": "object", "required": ["path", "text"], "additionalProperties": False,
          "properties": {"path": PATH, "text": {"type": "string", "maxLength": 65536},
                         "newline": {"type": "boolean"}}},
-        idempotent=False),
+        idempotent=False, capabilities=frozenset({"fs.write"})),
     "http_fetch": BuiltinTool(
         "Fetches one URL (GET or HEAD) from a host on the tool-runner's allowlist; returns status, main headers "
         "and the body as text, cut at max_bytes.",
@@ -52,7 +64,8 @@ BUILTINS: dict[str, BuiltinTool] = {
              "method": {"enum": ["GET", "HEAD"]},
              "headers": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 20},
              "max_bytes": {"type": "integer", "minimum": 1},
-             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300}}}),
+             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300}}},
+        capabilities=frozenset({"network"})),
     "python": BuiltinTool(
         "Runs a Python snippet in a separate process with time, memory and CPU limits, no network and a scratch "
         "directory. `data` is readable as a variable; set a variable `result` to return a JSON value.",
@@ -61,7 +74,8 @@ BUILTINS: dict[str, BuiltinTool] = {
              "code": {"type": "string", "minLength": 1, "maxLength": 200000},
              "data": {},
              "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
-             "memory_mb": {"type": "integer", "minimum": 32}}}),
+             "memory_mb": {"type": "integer", "minimum": 32}}},
+        capabilities=frozenset({"shell"})),
     # Idempotent: a save is an upsert by key, so saving the same note twice leaves what saving it once does.
     "memory_save": BuiltinTool(
         "Saves a note to memory under a key, replacing the note that key held in the same layer. Layers: `task` "

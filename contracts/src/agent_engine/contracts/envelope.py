@@ -24,6 +24,8 @@ from agent_engine.contracts.upcasting import schema_uri as schema_uri
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TASK_ID_MAX = 128
+NO_NUL = r"^[^\x00]*$"
+"""A task id is stored as text, which PostgreSQL cannot hold with a NUL character in it."""
 EVENT_NAMESPACE = uuid.UUID("6f1c2a52-8e0b-4a3c-9d55-3b1f0e7a9c10")
 
 
@@ -71,7 +73,7 @@ class Envelope(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str | None = Field(default=None, exclude_if=_absent)
     tenant: str = Field(pattern=TENANT_PATTERN, description="the tenant; also a token of the NATS subject")
-    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX, validation_alias="taskid",
+    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX, pattern=NO_NUL, validation_alias="taskid",
                          serialization_alias="taskid", description="the task the event belongs to")
     correlation_id: str = Field(min_length=1, max_length=128, validation_alias="correlationid",
                                 serialization_alias="correlationid",

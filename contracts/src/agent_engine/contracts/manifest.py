@@ -5,11 +5,13 @@ Loading the YAML files is the CLI's job; these models and `validation` are pure 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
+from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS, Capability
+from agent_engine.contracts.mcp import McpRef, McpToolEntry
 
 Role = Literal["START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"]
 SUPPORTED_ROLES: frozenset[str] = frozenset({"START", "LINEAR", "DECISION", "BRANCH", "SPLIT", "MERGE", "EXIT"})
@@ -108,6 +110,29 @@ class ContextProfile(BaseModel):
     workflow's project, across tasks) and global (the tenant's); saved with the memory_save tool."""
 
 
+class ConfidenceRule(BaseModel):
+    """A number in the node's output below which a person looks before the task goes on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(default="confidence", min_length=1)
+    """Dotted path into the output."""
+    below: float
+
+
+class PauseSpec(BaseModel):
+    """When a node puts its task in `waiting` for a person (`agentctl approve` / `reject`) instead of going on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_failures: int | None = Field(default=None, ge=1, le=20)
+    """This many failed attempts in a row (errors and deadlines): wait instead of retrying or failing.
+    Approving gives the node `max_attempts` fresh attempts; rejecting fails it."""
+    confidence: ConfidenceRule | None = None
+    """An output whose `field` is below `below`, or is no number: wait. Approving accepts the output;
+    rejecting fails the node."""
+
+
 class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +163,10 @@ class NodeSpec(BaseModel):
     """For an agent node: this node's model instead of its agent's (tier rules still apply after it)."""
     sees: ContextProfile | None = None
     """Default: the task input and every earlier output, without a budget."""
+    pause: PauseSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    """When the task waits for a person: after failures in a row, or on an output of low confidence.
+    Left out of the dump when unset (as every field added after tasks were recorded must be), so a replay of
+    a task recorded before the field existed stores exactly what it stored then."""
     description: str = ""
 
 
@@ -176,6 +205,12 @@ class TierRule(BaseModel):
     reason: str = ""
 
 
+def _unset(value: object) -> bool:
+    """Fields added after manifests were first recorded leave a dump out when unset, so a task's pinned manifest
+    (kept in its router.input records) dumps as it did when it was recorded and replay stays identical."""
+    return value is None or value == "" or value == []
+
+
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -199,26 +234,56 @@ class AgentSpec(BaseModel):
     """When the earlier tool turns a call carries are over this many estimated tokens, the older ones are
     summarised by the model (the last `keep_turns` stay verbatim) instead of being cut."""
     keep_turns: int = Field(default=2, ge=1, le=20)
+    capabilities: list[Capability] | None = Field(default=None, exclude_if=lambda v: v is None)  # [] grants none
+    """What the agent's tools may reach (fs.read, fs.write, network, shell). None (absent): every capability,
+    so manifests written before capabilities existed keep their meaning; [] grants none."""
+    mode: Literal["standard", "analysis-only"] = Field(default="standard", exclude_if=lambda v: v == "standard")
+    """analysis-only: no tool with side effects, nor one needing fs.write or shell."""
+
+    def granted(self) -> frozenset[str] | None:
+        return None if self.capabilities is None else frozenset(self.capabilities)
 
 
 class ToolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: str
+    builtin: str = Field(default="", exclude_if=_unset)
+    mcp: McpRef | None = Field(default=None, exclude_if=_unset)
+    """A tool of an MCP server the deployment declares (AE_MCP_SERVERS), instead of a built-in."""
     description: str = ""
-    """What a model that may call the tool is told (default: the built-in's description)."""
+    """What a model that may call the tool is told (default: the built-in's, or the MCP server's, description)."""
     side_effects: bool = False
     args_schema: dict[str, Any] | None = None
     """JSON Schema the arguments must satisfy: those edited at approval, and those a model asks for (default for
-    a model: the built-in's schema). The tool-runner checks the built-in's own schema too."""
+    a model: the built-in's schema, or the MCP tool's). The tool-runner checks the tool's own schema too."""
+    capabilities: list[Capability] = Field(default_factory=list, exclude_if=_unset)
+    """What the tool needs beyond its built-in's own (the catalogue's); for an MCP tool, all it needs: the
+    server cannot be asked, so whoever writes tools.yaml says."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ToolSpec:
+        if bool(self.builtin) == (self.mcp is not None):
+            raise ValueError("a tool names exactly one of builtin: <name> or mcp: {server: <name>, tool: <name>}")
+        return self
+
+    @property
+    def runs_as(self) -> str:
+        """The name the tool-runner knows it by: the built-in's, or `mcp:<server>/<tool>`."""
+        return self.mcp.runs_as if self.mcp is not None else self.builtin
 
     @property
     def has_side_effects(self) -> bool:
-        """Declared, or implied by a built-in that is not idempotent."""
+        """Declared, or implied by a built-in that is not idempotent (or, once pinned, by an MCP tool's annotations)."""
         return self.side_effects or self.builtin in NON_IDEMPOTENT_BUILTINS
 
+    def needs(self) -> frozenset[str]:
+        """The capabilities this tool needs: its built-in's and those tools.yaml declares."""
+        known = BUILTINS.get(self.builtin)
+        return frozenset(self.capabilities) | (known.capabilities if known else frozenset())
+
     def model_schema(self) -> dict[str, Any] | None:
-        """The argument schema a model is given and its calls are checked against (None: unknown built-in)."""
+        """The argument schema a model is given and its calls are checked against (None: unknown built-in, or an
+        MCP tool whose schema the router has not pinned from the tool-runner's catalogue)."""
         if self.args_schema is not None:
             return self.args_schema
         known = BUILTINS.get(self.builtin)
@@ -227,6 +292,45 @@ class ToolSpec(BaseModel):
     def model_description(self) -> str:
         known = BUILTINS.get(self.builtin)
         return self.description or (known.description if known else "")
+
+    def with_mcp_interface(self, entry: McpToolEntry) -> ToolSpec:
+        """This MCP tool with what its server listed filled in where tools.yaml says nothing; side effects when
+        either says so (tools.yaml's `side_effects: true` is never undone by a server's hint)."""
+        return self.model_copy(update={
+            "args_schema": self.args_schema if self.args_schema is not None else entry.input_schema,
+            "description": self.description or entry.description,
+            "side_effects": self.side_effects or bool(entry.side_effects)})
+
+
+class TopicRule(BaseModel):
+    """A topic a node's output must not touch: a regular expression matched, case-insensitively, on the
+    output's text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    pattern: str = Field(min_length=1, max_length=1000)
+    action: Literal["fail", "pause"] = "fail"
+
+
+class OutputPolicy(BaseModel):
+    """Checks guardrails makes on every node output of a workflow before the router uses it (its `output`
+    section of the tenant policy adds to these: the stricter wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pii: Literal["off", "redact", "pause", "fail"] = "redact"
+    """What personal data in an output does: replaced by `[redacted:<kind>]`, held for a person, or fails."""
+    kinds: list[str] | None = None
+    """Which kinds of personal data (guardrails' names); default: those guardrails redacts at ingress."""
+    topics: list[TopicRule] = Field(default_factory=list, max_length=50)
+
+
+class WorkflowPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output: OutputPolicy | None = None
+    """Set (even `{}`): every node output passes guardrails' output gate before the router uses it."""
 
 
 class WorkflowManifest(BaseModel):
@@ -244,33 +348,39 @@ class WorkflowManifest(BaseModel):
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    input_schema: str | None = None
+    input_schema: str | None = Field(default=None, exclude_if=lambda v: v is None)
     """The name of a schema in `schemas/` every task input must match: guardrails checks it at ingress, on the
-    input as sent (before redaction), and refuses a request naming the path and the rule broken."""
+    input as sent (before redaction), and refuses a request naming the path and the rule broken. Left out of the
+    dump when unset, so the router's replay of tasks stored before the field existed still agrees."""
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
+    policy: WorkflowPolicy | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Guardrails' checks this workflow asks for (docs/guardrails.md). Left out of the dump when unset."""
 
-    @model_serializer(mode="wrap")
-    def _without_unset_input_schema(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # the router stores the manifest with each task and its replay compares what it stores now with what it
-        # stored then: a manifest without an input schema dumps exactly as before the field existed
-        dumped: dict[str, Any] = handler(self)
-        if dumped.get("input_schema", "") is None:
-            del dumped["input_schema"]
-        return dumped
-
-    def with_tool_interfaces(self) -> WorkflowManifest:
+    def with_tool_interfaces(self, mcp: Mapping[str, McpToolEntry] | None = None) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written
         out (from the built-ins' catalogue where tools.yaml gives none). The router pins this copy with the
-        task, so what its models are offered and how their calls are checked never changes under it."""
+        task, so what its models are offered and how their calls are checked never changes under it.
+
+        `mcp`: the tool-runner's MCP catalogue by key (`<server>.<tool>`); MCP tools found there get their
+        description, schema and side effects from it (offered or not: a tool node's side effects matter too).
+        Without it MCP tools are left as they are."""
         offered = {name for agent in self.agents.values() for name in agent.tools}
         tools = {}
         for name, tool in self.tools.items():
-            if name in offered and (tool.args_schema is None or not tool.description):
+            if tool.mcp is not None:
+                entry = mcp.get(tool.mcp.key) if mcp is not None else None
+                if entry is not None:
+                    tool = tool.with_mcp_interface(entry)
+            elif name in offered and (tool.args_schema is None or not tool.description):
                 tool = tool.model_copy(update={"args_schema": tool.model_schema(),
                                                "description": tool.model_description()})
             tools[name] = tool
         return self.model_copy(update={"tools": tools}) if tools != self.tools else self
+
+    def mcp_tools(self) -> list[McpRef]:
+        """The MCP tools tools.yaml names, each once."""
+        return list({t.mcp.key: t.mcp for t in self.tools.values() if t.mcp is not None}.values())
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:

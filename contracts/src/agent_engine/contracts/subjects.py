@@ -67,7 +67,7 @@ inputs (docs/scaling.md). A fixed number of the contract: publishers compute a p
 agree on. 12 splits evenly over 1, 2, 3, 4 and 6 routers."""
 
 PARTITIONED = frozenset({"task.accepted", "task.admitted", "subtask.requested", "subtask.finished",
-                         "node.completed", "node.errored", "node.tools_requested"})
+                         "node.completed", "node.errored", "node.tools_requested", "node.output_checked"})
 """The router's inputs that carry a partition token: all but a client's requests (COMMAND_SENDERS), which
 keep their sender as the last token and which any router takes."""
 

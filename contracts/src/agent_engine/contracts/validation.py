@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from agent_engine.contracts.capabilities import capability_problem
 from agent_engine.contracts.graph import find_cycle, predecessors, reachable, reachable_back, successors
 from agent_engine.contracts.manifest import SUPPORTED_ROLES, NodeSpec, WorkflowManifest
 
@@ -101,6 +102,14 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
         err(None, "input-schema", f"input_schema names '{manifest.input_schema}', which is not in schemas/ "
             f"(known: {sorted(manifest.schemas)})")
 
+    output = manifest.policy.output if manifest.policy else None
+    for topic in output.topics if output else []:
+        try:
+            re.compile(topic.pattern)
+        except re.error as exc:
+            err(None, "output-topic", f"policy.output topic '{topic.id}': pattern is not a regular expression "
+                f"({exc})")
+
     for node_id in manifest.mock:
         if node_id not in known:
             err(node_id, "unknown-mock-node", "a mock script names a node the workflow does not declare",
@@ -139,10 +148,17 @@ def _check_agent_tools(manifest: WorkflowManifest, name: str, report: Report, ag
             report(None, "agent-tools", f"agent '{name}' lists tool '{tool_name}', which is not declared in "
                    f"{tools_file}", file=agents_file)
             continue
+        problem = capability_problem(name, agent, tool_name, tool)
+        if problem is not None:
+            fix = "grant it" if problem.rule == "agent-capability" else "drop the mode"
+            report(None, problem.rule, f"{problem.message}; {fix} in {agents_file}, or remove the tool",
+                   file=agents_file)
         if not TOOL_NAME.match(tool_name):
             report(None, "tool-name", f"tool '{tool_name}' is offered to agent '{name}', but a model can only be "
                    "offered names of letters, digits, '_' and '-' (at most 64)", file=tools_file)
         schema = tool.model_schema()
+        if schema is None and tool.mcp is not None:
+            continue  # the MCP server's own schema, pinned from the tool-runner's catalogue when a task starts
         if schema is None:
             report(None, "tool-schema", f"tool '{tool_name}' is offered to agent '{name}', but its built-in "
                    f"'{tool.builtin}' is not one this engine knows; declare its args_schema", file=tools_file)
@@ -268,6 +284,8 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             report(node.id, "exit-kind", "EXIT node does no work; remove its kind")
         if node.approval == "required":
             report(node.id, "exit-approval", "EXIT node does no work to approve; remove approval")
+        if node.pause is not None:
+            report(node.id, "exit-pause", "EXIT node does no work to pause on; remove pause")
         return
     if node.role == "START" and pred:
         report(node.id, "role-arity", f"START node must have no predecessors, has {pred}")
@@ -302,6 +320,7 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             if node.agent or node.tool or node.approval == "required":
                 report(node.id, "merge-kind", "a MERGE node without kind does no work: remove agent/tool/approval")
             return
+    _check_pause(manifest, node, report)
     if node.kind is None:
         report(node.id, "node-kind", "node must declare kind: agent or tool")
     elif node.kind == "agent":
@@ -314,6 +333,21 @@ def _check_node(manifest: WorkflowManifest, node_id: str, succ: list[str], pred:
             report(node.id, "tool-ref", "tool node must name a tool")
         elif node.tool not in manifest.tools:
             report(node.id, "unknown-tool", f"tool '{node.tool}' is not declared in tools.yaml")
+
+
+def _check_pause(manifest: WorkflowManifest, node: NodeSpec, report: Report) -> None:
+    """A confidence field must be one the node's output schema can hold, as a number."""
+    rule = node.pause.confidence if node.pause else None
+    schema = _output_schema(manifest, node)
+    if rule is None or schema is None:
+        return
+    found = _schema_at(schema, rule.field)
+    if found is None:
+        report(node.id, "pause-field", f"pause.confidence tests field '{rule.field}', which output schema "
+               f"'{manifest.agents[node.agent or ''].output_schema}' does not declare")
+    elif found.get("type") not in ("number", "integer", None):
+        report(node.id, "pause-field", f"pause.confidence tests field '{rule.field}', which the output schema "
+               f"declares as {found.get('type')}, not a number")
 
 
 def _check_decision(manifest: WorkflowManifest, node_id: str, succ: list[str], report: Report) -> None:

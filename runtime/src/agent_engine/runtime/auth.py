@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent_engine.contracts.credentials import ROLES, Credential, Role
+from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
     AUDIT_STREAM,
@@ -109,7 +110,8 @@ def _publishes(*event_types: str) -> Rights:
 
 RUNNER_RESULTS = ("node.completed", "node.errored")
 OTHERS_PUBLISH = frozenset({"task.requested", "task.accepted", "node.completed", "llm.called", "llm.call_failed",
-                            "node.tools_requested", "guardrail.verdict"})
+                            "node.tools_requested", "guardrail.verdict", "node.output_produced",
+                            "node.output_checked"})
 """Event types only a client, guardrails or a runner publishes: the router never does."""
 
 
@@ -122,9 +124,12 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         # rate limits in their bucket and reads workflows (their input schemas) from the registry
         "guardrails": (_base("guardrails") + _durable("guardrails") + _kv_write(RATE_LIMITS_BUCKET)
                        + _kv_read(WORKFLOW_BUCKET)
-                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict")
+                       + _durable("guardrails-output")
+                       + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "node.output_checked",
+                                    "node.errored")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
-        "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _publishes(*router_types)
+        "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
+                   + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
                    # the platform's inbox outright: the answer to `tenant forget` (which it alone may ask) is
                    # sent after the router published other messages, which the one-reply allowance does not survive
@@ -132,11 +137,13 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                             subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()), responses=True)
                    + _streams(AUDIT_STREAM) + Rights(publish=(audit_subject(">"),))),  # audit checkpoints
         "agent-runner": (_base("agent-runner") + _durable("agent-runner")
-                         + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested")
+                         + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested",
+                                      "node.output_produced")
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
                                   responses=True)),
         "tool-runner": (_base("tool-runner") + _durable("tool-runner") + _kv_write(TOOL_CALLS_BUCKET)
-                        + _publishes(*RUNNER_RESULTS) + Rights(publish=(heartbeat_subject(),))),
+                        + _kv_write(MCP_TOOLS_BUCKET)  # the MCP catalogue it publishes at start
+                        + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))),
         # the authority answers after the server reloaded its configuration, which forgets the right to
         # reply that `allow_responses` grants: it may publish on tenant inboxes instead (it holds the
         # keyring, so this gives it no power it lacks)

@@ -106,10 +106,12 @@ async def _answer(health: Health, reader: asyncio.StreamReader) -> tuple[int, di
     if method not in ("GET", "HEAD"):
         return 405, {"error": f"method {method} not allowed; use GET"}
     if path == "/livez":
-        return 200, {"status": "alive"}
-    if path == "/readyz":
+        return 200, {"status": "alive", "pid": os.getpid()}
+    if path == "/readyz":  # the pid, so a caller that started the process can tell it from another on the port
         problems = await health.problems()
-        return (503, {"status": "not ready", "failing": problems}) if problems else (200, {"status": "ready"})
+        if problems:
+            return 503, {"status": "not ready", "failing": problems, "pid": os.getpid()}
+        return 200, {"status": "ready", "pid": os.getpid()}
     return 404, {"error": f"no such path {path[:100]!r}; try /livez or /readyz"}
 
 

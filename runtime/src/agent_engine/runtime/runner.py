@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, Payload, caused_by, derive_id
 from agent_engine.contracts.errors import validation_summary
-from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored
+from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored, NodeOutputProduced
 from agent_engine.contracts.subjects import dispatch_subject, heartbeat_subject
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle, transient
@@ -40,6 +40,16 @@ def errored(cause: Envelope, source: str, dispatch: NodeDispatched, error: str, 
     return result(cause, source, NodeErrored(dispatch_id=dispatch.dispatch_id, node=dispatch.node,
                                              attempt=dispatch.attempt, error=error, retryable=retryable,
                                              llm_calls=llm_calls or None), "errored")
+
+
+def to_gate(event: Envelope, dispatch: NodeDispatched) -> Envelope:
+    """A completed answer to a dispatch whose workflow checks outputs goes to guardrails' output gate (as
+    node.output_produced, same id and fields, plus the policy) instead of the router, which waits for the gate."""
+    if dispatch.check_output is None or event.type != "node.completed":
+        return event
+    produced = NodeOutputProduced.model_validate({**event.data, "policy": dispatch.check_output})
+    return event.model_copy(update={"type": produced.TYPE,
+                                    "data": produced.model_dump(mode="json", by_alias=True, exclude_none=True)})
 
 
 def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:
@@ -77,7 +87,7 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:
             results = await _answer(handler, envelope, dispatch, source)
-            await bus.publish_many([_within_limit(e, source, envelope, dispatch) for e in results])
+            await bus.publish_many([to_gate(_within_limit(e, source, envelope, dispatch), dispatch) for e in results])
         except Exception as exc:  # noqa: BLE001  the bus is down: settle decides (redeliver, or dead-letter)
             log.warning("could not answer dispatch %s of node %s: %s", dispatch.dispatch_id,
                         dispatch.node, exc)

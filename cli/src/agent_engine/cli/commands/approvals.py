@@ -12,6 +12,10 @@ from agent_engine.cli.options import Subparsers, parse_input
 from agent_engine.contracts.events import NodeApprovalDecided
 from agent_engine.contracts.subjects import ROUTER_RPC
 
+THEN = {"confidence": "its held output is accepted", "guardrail": "its held output is accepted",
+        "failures": "it is dispatched again with fresh attempts"}
+"""What approving a node that paused for a person does, by why it paused."""
+
 
 def register(sub: Subparsers) -> None:
     ap = sub.add_parser("approve", help="let a node that waits for approval run, optionally with edited arguments")
@@ -44,6 +48,7 @@ async def decide(task_id: str, node: str, decision: Literal["approve", "reject"]
     async with connect() as engine:
         shown = await engine.query(ROUTER_RPC, "task.show", {"task_id": task_id})
         waiting = [n["node"] for n in shown["nodes"] if n["status"] == "awaiting_approval"]
+        paused = next((n.get("paused") for n in shown["nodes"] if n["node"] == node), None)
         if node not in waiting:
             raise CliError(f"node '{node}' of task {task_id} is not waiting for approval "
                            f"(task {shown['status']}; waiting: {', '.join(waiting) or 'none'})")
@@ -59,7 +64,8 @@ async def decide(task_id: str, node: str, decision: Literal["approve", "reject"]
                     return 2
                 if event.type == "node.approved":
                     edited_note = " with edited arguments" if event.data.get("edited") else ""
-                    print(f"approved node '{node}' of task {task_id}{edited_note}; it is dispatched")
+                    then = THEN.get(paused or "", "it is dispatched")
+                    print(f"approved node '{node}' of task {task_id}{edited_note}; {then}")
                     return 0
                 if event.type == "node.failed":
                     print(f"rejected node '{node}' of task {task_id}: the task fails")

@@ -12,7 +12,8 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `tool_use`: an agent node's model asking for tools, and the calls' results
 - `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
-- `guardrails`: the gates' verdicts (`guardrail.verdict`)
+- `guardrails`: the gates' verdicts (`guardrail.verdict`) and the output gate's traffic
+  (`node.output_produced`, `node.output_checked`)
 
 Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
 the router makes for itself (`EventData.INTERNAL` says what that means).
@@ -24,10 +25,11 @@ from typing import Any
 
 from agent_engine.contracts.events import guardrails, nodes, roles, scheduling, tasks, tool_use, usage
 from agent_engine.contracts.events.base import EventData
-from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit
+from agent_engine.contracts.events.guardrails import GuardrailVerdict, NodeOutputChecked, NodeOutputProduced, RuleHit
 from agent_engine.contracts.events.nodes import (
     DispatchedAgent,
     DispatchedTool,
+    HeldResult,
     MemoryView,
     ModelChoice,
     NodeApprovalDecided,
@@ -120,6 +122,7 @@ __all__ = [
     "DispatchedTool",
     "EventData",
     "GuardrailVerdict",
+    "HeldResult",
     "Lineage",
     "LlmCallFailed",
     "LlmCallNote",
@@ -138,6 +141,8 @@ __all__ = [
     "NodeFailed",
     "NodeFannedOut",
     "NodeMerged",
+    "NodeOutputChecked",
+    "NodeOutputProduced",
     "NodeResultIgnored",
     "NodeRetryDue",
     "NodeRetryScheduled",

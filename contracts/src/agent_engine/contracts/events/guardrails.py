@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agent_engine.contracts.events.base import EventData
+from agent_engine.contracts.events.nodes import NodeCompleted
+from agent_engine.contracts.manifest import OutputPolicy
 
 Gate = Literal["input", "tool", "output"]
 Outcome = Literal["allowed", "redacted", "refused", "approval_required", "paused"]
@@ -42,5 +44,26 @@ class GuardrailVerdict(EventData):
     """The total injection score, when the input gate scored the request."""
 
 
-EVENTS: tuple[type[EventData], ...] = (GuardrailVerdict,)
+class NodeOutputProduced(NodeCompleted):
+    """A runner's answer to a dispatch whose workflow checks outputs (`check_output`): the same fields as
+    `node.completed`, sent to guardrails' output gate instead of the router. Guardrails deletes it from the
+    stream once it has answered, so an output it redacts is kept nowhere unredacted."""
+
+    TYPE = "node.output_produced"
+    policy: OutputPolicy = Field(default_factory=OutputPolicy)
+    """The workflow's output policy, copied from the dispatch."""
+
+
+class NodeOutputChecked(NodeCompleted):
+    """The output gate let an output through (`allowed`), with personal data replaced (`redacted`), or held it
+    for a person (`paused`: the router waits with it for `agentctl approve`). A refusal is a `node.errored`
+    instead. The router takes this, not `node.completed`, as the answer to a dispatch with `check_output`."""
+
+    TYPE = "node.output_checked"
+    outcome: Literal["allowed", "redacted", "paused"] = "allowed"
+    rules: list[RuleHit] = Field(default_factory=list)
+    reason: str = ""
+
+
+EVENTS: tuple[type[EventData], ...] = (GuardrailVerdict, NodeOutputProduced, NodeOutputChecked)
 """The event types of this topic."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent_engine.contracts.events.base import EventData
 from agent_engine.contracts.events.tool_use import ConversationSummary, ToolCallRef, ToolDef, ToolTurn
 from agent_engine.contracts.events.usage import LlmCallNote, Usage
-from agent_engine.contracts.manifest import AgentSpec, MemoryLayer
+from agent_engine.contracts.manifest import AgentSpec, MemoryLayer, OutputPolicy
 
 
 class DispatchedAgent(AgentSpec):
@@ -34,6 +34,7 @@ class DispatchedAgent(AgentSpec):
 class DispatchedTool(BaseModel):
     name: str
     builtin: str
+    """The built-in's name, or `mcp:<server>/<tool>` for a tool of an MCP server the tool-runner declares."""
     args: dict[str, Any] = Field(default_factory=dict)
     side_effects: bool | None = None
     """True when tools.yaml declares `side_effects: true`: the tool-runner then runs it at most once per
@@ -100,6 +101,9 @@ class NodeDispatched(EventData):
     """An agent dispatch: which model turn of the node this is (absent: the first, 0)."""
     call: ToolCallRef | None = None
     """A tool dispatch that runs a call an agent node's model asked for (`node` is the agent node)."""
+    check_output: OutputPolicy | None = None
+    """The workflow's `policy.output`, when it has one: the runner sends its output to guardrails' output gate
+    (`node.output_produced`), and the router takes only the gate's `node.output_checked` as the answer."""
 
 
 class NodeCompleted(EventData):
@@ -197,14 +201,32 @@ class NodeRetryDue(EventData):
     number (an agent node's tool calls each count their own attempts)."""
 
 
+class HeldResult(BaseModel):
+    """A node's result held while a person decides on it (a pause for low confidence)."""
+
+    dispatch_id: str
+    attempt: int
+    output: dict[str, Any]
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+
+
 class NodeApprovalRequested(EventData):
-    """A node that requires approval is ready; the task waits for `node.approval_decided`."""
+    """The task waits for `node.approval_decided` on this node: it requires approval before it runs, or it
+    paused for a person (`pause`: after failures in a row, or on an output of low confidence)."""
 
     TYPE = "node.approval_requested"
     node: str
     kind: Literal["agent", "tool"]
     args: dict[str, Any] | None = None
     """For a tool node, the arguments it would run with; an approver may edit them."""
+    pause: Literal["failures", "confidence", "guardrail"] | None = None
+    """Absent: the node's `approval: required`, asked before its first dispatch."""
+    reason: str | None = None
+    """Why it paused, for the person who decides."""
+    held: HeldResult | None = None
+    """A pause for confidence or for a guardrail's verdict: the result approving accepts."""
 
 
 class NodeApprovalDecided(EventData):

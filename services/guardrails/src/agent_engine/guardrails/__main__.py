@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from agent_engine.guardrails.policy import policy_file_from_env
+from agent_engine.guardrails.outputgate import serve_outputs, tenant_policies
+from agent_engine.guardrails.policy import PolicyError, policy_file_from_env
 from agent_engine.guardrails.ratelimit import RateLimits
 from agent_engine.guardrails.service import policy_from_env, serve
 from agent_engine.runtime import service
@@ -14,12 +15,17 @@ from agent_engine.runtime.settings import Settings
 
 async def main(stop: asyncio.Event) -> None:
     settings = Settings()
-    policy_file = policy_file_from_env()  # a mistake in it stops the service here, naming the file and field
-    policy = policy_from_env(policy_file)
-    limits = RateLimits.from_policy(policy_file)
+    try:  # a mistake in the policy file stops the service here, naming the file, tenant and field
+        policy_file = policy_file_from_env()
+        policy = policy_from_env(policy_file)
+        limits = RateLimits.from_policy(policy_file)
+        outputs = tenant_policies(policy_file)
+    except PolicyError as exc:
+        raise SystemExit(str(exc)) from None
     bus = await Bus.open(settings.nats_url, "guardrails")
     try:
-        await serve(bus, policy, settings, stop, limits)
+        await asyncio.gather(serve(bus, policy, settings, stop, limits),
+                             serve_outputs(bus, outputs, policy.redact, settings, stop))
     finally:
         await bus.close()
 

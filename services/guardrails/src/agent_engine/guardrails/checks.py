@@ -19,6 +19,14 @@ from agent_engine.contracts.upcasting import SUPPORTED_VERSIONS, version_of
 from agent_engine.guardrails import injection, pii
 from agent_engine.guardrails.inputpolicy import InputRules
 
+PATTERNS = pii.KINDS
+"""Every PII kind guardrails knows, by name (the output gate checks its policy's `kinds` against it)."""
+
+
+def redact(value: Any, kinds: tuple[str, ...] | list[str], counts: dict[str, int]) -> Any:
+    """Redact the built-in `kinds` in every string leaf, counting per kind (the output gate's entry point)."""
+    return pii.redact(value, pii.detectors(kinds), counts)
+
 
 @dataclass(frozen=True)
 class Policy:

@@ -11,19 +11,19 @@ import time
 from dataclasses import replace
 
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
 from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.events.guardrails import GuardrailVerdict, Outcome, RuleHit
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
-from agent_engine.contracts.subjects import STREAM, consume_subjects, tenant_from_subject
+from agent_engine.contracts.subjects import consume_subjects, tenant_from_subject
 from agent_engine.guardrails import inputschema, pii, ratelimit
 from agent_engine.guardrails.checks import Policy, Verdict, check
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
+from agent_engine.guardrails.stream import delete_answered
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
 from agent_engine.runtime.settings import Settings, env_int
@@ -165,13 +165,6 @@ def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskReje
                    causation_id=cause_id)
 
 
-async def _delete(bus: Bus, seq: int) -> None:
-    try:
-        await bus.js.delete_msg(STREAM, seq)
-    except NotFoundError:  # deleted already (a redelivery), or aged out
-        pass
-
-
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event,
                 limits: ratelimit.RateLimits | None = None) -> None:
     limits = limits or ratelimit.RateLimits()
@@ -201,7 +194,7 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             for event in events:  # the verdict first: an answer is never seen without the verdict behind it
                 await bus.publish(event)
             if seq:  # answered: the raw request goes (a redelivery re-publishes the same answer, a duplicate)
-                await _delete(bus, seq)
+                await delete_answered(bus, seq)
         except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
             log.warning("could not publish the answer to a request on %s: %s", msg.subject, exc)
             await settle(bus, msg, exc, max_deliver=settings.max_deliver)

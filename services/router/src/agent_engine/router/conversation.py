@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 
+from agent_engine.contracts.capabilities import capability_problem
 from agent_engine.contracts.events import ConversationSummary, NodeContext, RequestedCall, ToolDef, ToolTurn
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
 
@@ -37,7 +38,15 @@ def call_problem(manifest: WorkflowManifest, agent_name: str, agent: AgentSpec, 
     """Why a call the model asked for may not run ("" if it may); the model sees the reason as the result."""
     if call.name not in agent.tools or call.name not in manifest.tools:
         return f"agent '{agent_name}' may not use tool '{call.name}'; it may use {agent.tools}"
-    schema = manifest.tools[call.name].model_schema()
+    tool = manifest.tools[call.name]
+    problem = capability_problem(agent_name, agent, call.name, tool)
+    if problem is not None:  # a task breaking these is rejected at start; checked again so no path runs such a call
+        return problem.message
+    schema = tool.model_schema()
+    if schema is None and tool.mcp is not None:
+        return (f"tool '{call.name}' (MCP server '{tool.mcp.server}', tool '{tool.mcp.tool}') was not in the "
+                "tool-runner's MCP catalogue when this task started, so it has no argument schema to check the "
+                "call against; declare its args_schema in tools.yaml, or start a tool-runner with that server")
     if schema is None:
         return f"tool '{call.name}' has no argument schema to check the call against"
     try:

@@ -29,7 +29,7 @@ from agent_engine.contracts.events import (
     NodeDispatched,
     ToolCallRef,
 )
-from agent_engine.contracts.manifest import AgentSpec, NodeSpec, WorkflowManifest, lookup
+from agent_engine.contracts.manifest import AgentSpec, NodeSpec, OutputPolicy, WorkflowManifest, lookup
 from agent_engine.router.conversation import tool_defs, with_conversation
 from agent_engine.router.state import NodeState, TaskState
 
@@ -74,8 +74,9 @@ def build_dispatch(state: TaskState, task_id: str, now: datetime, spec: NodeSpec
     if problem:
         return Fails(problem)
     ask = spec.approval == "required" and not approved and attempt == 1 and not node.steps
+    assert state.manifest is not None
     common = _Common(dispatch_id_for(task_id, spec.id, node.revision, attempt, step(node)), attempt,
-                     now + timedelta(seconds=spec.timeout_s), reason)
+                     now + timedelta(seconds=spec.timeout_s), reason, output_policy(state.manifest))
     if spec.kind == "agent":
         if ask:
             return NodeApprovalRequested(node=spec.id, kind="agent")
@@ -98,10 +99,12 @@ class _Common:
     attempt: int
     deadline: datetime
     reason: str
+    check_output: OutputPolicy | None = None
 
     def dispatched(self, spec: NodeSpec, **fields: Any) -> NodeDispatched:
         return NodeDispatched(dispatch_id=self.dispatch_id, node=spec.id, kind=spec.kind or "tool",
-                              attempt=self.attempt, deadline=self.deadline, reason=self.reason, **fields)
+                              attempt=self.attempt, deadline=self.deadline, reason=self.reason,
+                              check_output=self.check_output, **fields)
 
 
 def _context_problem(spec: NodeSpec, size: int, budget: int | None) -> str:
@@ -161,12 +164,17 @@ def build_call(state: TaskState, task_id: str, now: datetime, spec: NodeSpec, in
         dispatch_id=dispatch_id_for(task_id, spec.id, node.revision, attempt, f"turn-{turn}-call-{index}"),
         node=spec.id, kind="tool", attempt=attempt, deadline=now + timedelta(seconds=spec.timeout_s),
         reason=reason, tool=dispatched_tool(manifest, call["tool"], call["args"]),
-        call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index))
+        call=ToolCallRef(call_id=call["call_id"], turn=turn, index=index), check_output=output_policy(manifest))
+
+
+def output_policy(manifest: WorkflowManifest) -> OutputPolicy | None:
+    """The workflow's output checks, which every dispatch of its nodes carries to the runner."""
+    return manifest.policy.output if manifest.policy is not None else None
 
 
 def dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any]) -> DispatchedTool:
     tool = manifest.tools[name]
-    return DispatchedTool(name=name, builtin=tool.builtin, args=args, side_effects=tool.has_side_effects or None,
+    return DispatchedTool(name=name, builtin=tool.runs_as, args=args, side_effects=tool.has_side_effects or None,
                           project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None)
 
 

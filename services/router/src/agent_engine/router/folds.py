@@ -59,10 +59,14 @@ def _fold_dispatched(state: TaskState, event: Envelope) -> TaskState:
     deadline = data["deadline"]
     call = data.get("call")
     first = call is None and not data.get("turn")  # tool turns keep the time the node's attempt began
+    extra: dict[str, Any] = {"began_at": event.time} if first else {}
+    node = state.nodes.get(data["node"])
+    if node is not None and node.resumed_at and data["attempt"] <= node.resumed_at:
+        extra["resumed_at"] = 0  # a new step (a tool call, the model's next turn) counts its own attempts
     return set_node(state, data["node"], status="dispatched", attempts=data["attempt"],
                     dispatch_id=data["dispatch_id"], dispatched_at=event.time, finished_at=None, error=None,
                     deadline=deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
-                    call=call["index"] if call else None, **({"began_at": event.time} if first else {}))
+                    call=call["index"] if call else None, **extra)
 
 
 def _fold_succeeded(state: TaskState, event: Envelope) -> TaskState:
@@ -158,11 +162,14 @@ def _fold_retry_scheduled(state: TaskState, event: Envelope) -> TaskState:
 
 
 def _fold_approval_requested(state: TaskState, event: Envelope) -> TaskState:
-    return with_(set_node(state, event.data["node"], status="awaiting_approval"), status="waiting")
+    return with_(set_node(state, event.data["node"], status="awaiting_approval", paused=event.data.get("pause"),
+                          held=event.data.get("held")), status="waiting")
 
 
 def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
-    state = set_node(state, event.data["node"], status="approved")
+    node = state.nodes[event.data["node"]]
+    resumed_at = node.attempts if node.paused == "failures" else node.resumed_at
+    state = set_node(state, event.data["node"], status="approved", paused=None, held=None, resumed_at=resumed_at)
     waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
     return with_(state, status="waiting" if waiting else "running")
 

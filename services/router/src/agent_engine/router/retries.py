@@ -18,6 +18,7 @@ from agent_engine.contracts.events import NodeDeadlineExpired, NodeRetryDue, Nod
 from agent_engine.contracts.manifest import NodeSpec
 from agent_engine.router.dispatch import open_node
 from agent_engine.router.emitter import Emitter
+from agent_engine.router.pauses import failures, pause_after_failure
 from agent_engine.router.records import RouterInput
 from agent_engine.router.state import NodeState
 from agent_engine.router.tool_turns import tool_returned
@@ -27,7 +28,9 @@ from agent_engine.router.walk import dispatch, node_failed
 def retry_or_fail(out: Emitter, node_id: str, node: NodeState, why: str) -> None:
     assert out.state.manifest is not None
     spec = out.state.manifest.node(node_id)
-    if node.attempts >= spec.max_attempts:
+    if pause_after_failure(out, spec, node, why):
+        return
+    if failures(node) >= spec.max_attempts:
         if node.call is not None:  # a tool call that keeps failing: the model hears of it, the node goes on
             tool_returned(out, spec, node.dispatch_id, node.attempts,
                           error=f"{why}; gave up after {node.attempts} attempts")

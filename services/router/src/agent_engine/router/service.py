@@ -36,7 +36,7 @@ from agent_engine.router.store import STORE_TRANSIENT, TaskStore
 from agent_engine.router.tasks import TaskCache
 from agent_engine.router.tenants import AdmissionLogs
 from agent_engine.router.timers import Progress, Timers
-from agent_engine.runtime import inbox, workflows
+from agent_engine.runtime import inbox, mcp_catalogue, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
 from agent_engine.runtime.queries import answer_query
@@ -59,6 +59,8 @@ class Router:
         self.bus = bus
         self.store = store
         self.kv = kv
+        self.mcp_tools: KeyValue | None = None
+        """The MCP catalogue bucket, opened when a workflow first names an MCP tool."""
         self.settings = settings
         self.deadlines = DeadlineIndex()
         self.tasks = TaskCache(store, self.deadlines)
@@ -361,6 +363,11 @@ class Router:
         if resolved is None:  # each stored entry parsed once: every task of a revision starts from the same one
             revision, manifest = workflows.parse_entry(entry)
             resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
+        refs = resolved.manifest.mcp_tools()
+        if refs:  # read for each new task: a tool-runner started since with other servers changes the catalogue
+            self.mcp_tools = self.mcp_tools or await mcp_catalogue.bucket(self.bus.js)
+            found = await mcp_catalogue.read(self.mcp_tools, refs)
+            resolved = Resolved(resolved.revision, resolved.manifest.with_tool_interfaces(found))
         return RouterInput(event, resolved)
 
 

@@ -53,6 +53,12 @@ class NodeState:
     """The model's summary of the first `turns` tool turns (ConversationSummary as JSON), once made."""
     began_at: datetime | None = None
     """When the node's first dispatch of its current attempt went out (tool turns keep it)."""
+    paused: str | None = None
+    """While awaiting_approval because the node paused for a person: `failures` or `confidence`."""
+    held: dict[str, Any] | None = None
+    """A pause for confidence: the result (HeldResult as JSON) that approving accepts."""
+    resumed_at: int = 0
+    """`attempts` when a person last resumed the node after failures: failures and attempts count from here."""
 
 
 @dataclass(frozen=True)

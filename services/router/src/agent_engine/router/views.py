@@ -65,6 +65,10 @@ def show(records: list[Envelope]) -> dict[str, Any]:
             "usage": node.usage.model_dump() if node.usage else None,
             "output": node.output, "error": node.error,
         }
+        if node.paused:  # waiting for a person: after failures (`error` is the last), or on this held output
+            row["paused"] = node.paused
+            if node.held:
+                row["held_output"] = node.held.get("output")
         if node.steps:
             row["turns"] = len(node.steps)
             row["tool_calls"] = _tool_calls(node)

@@ -30,12 +30,16 @@ from agent_engine.router.emitter import Emitter
 from agent_engine.router.folds import add_usage
 from agent_engine.router.loops import revision_request, wants_revision
 from agent_engine.router.merge import Fired, edge, fan_out, merge_now
+from agent_engine.router.pauses import pause_for_doubt
 from agent_engine.router.state import TaskState
 
 
-def succeed(out: Emitter, spec: NodeSpec, completed: NodeCompleted) -> None:
-    """A node's result is in: record it, then send work back (revise) or move on."""
+def succeed(out: Emitter, spec: NodeSpec, completed: NodeCompleted, *, accepted: bool = False) -> None:
+    """A node's result is in: record it, then send work back (revise) or move on. A result of low confidence
+    waits for a person first, unless one `accepted` it."""
     assert out.state.manifest is not None
+    if not accepted and pause_for_doubt(out, spec, completed):
+        return
     revising = wants_revision(out.state, spec, completed.output)
     chosen, problem = (None, "") if revising else _choose(out.state.manifest, spec, completed.output)
     if problem:

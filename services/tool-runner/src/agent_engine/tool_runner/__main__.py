@@ -7,12 +7,14 @@ import dataclasses
 import logging
 
 from agent_engine.memory import MemoryLimits, MemoryStore
-from agent_engine.runtime import runner, service
+from agent_engine.runtime import mcp_catalogue, runner, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.mcp import McpTools, servers_from_env
 from agent_engine.tool_runner.service import SOURCE, ToolRunner
+from agent_engine.tool_runner.tools import REGISTRY
 from agent_engine.tool_runner.tools.python import netns_works, remove_stale_run_dirs
 
 log = logging.getLogger("tool-runner")
@@ -23,6 +25,7 @@ async def main(stop: asyncio.Event) -> None:
     try:
         config = ToolConfig.from_env()
         limits = MemoryLimits.from_env()
+        servers = servers_from_env()
     except ValueError as exc:
         raise SystemExit(f"tool-runner: {exc}") from None
     stale = await asyncio.to_thread(remove_stale_run_dirs)
@@ -37,11 +40,20 @@ async def main(stop: asyncio.Event) -> None:
     memory = open_memory(settings, limits)
     try:
         bus = await Bus.open(settings.nats_url, "tool-runner")
+        mcp = McpTools(servers)
         try:
+            try:
+                mcp_registry = await mcp.start()
+            except ValueError as exc:
+                raise SystemExit(f"tool-runner: {exc}") from None
+            # before consuming: a task started from now on finds these tools' schemas
+            await mcp_catalogue.publish(await mcp_catalogue.bucket(bus.js), mcp.entries)
             calls = await CallLog.open(bus.js)
             config = dataclasses.replace(config, memory=memory)
-            await runner.serve(bus, "tool", SOURCE, ToolRunner(config, calls=calls).handle, settings, stop)
+            tools = ToolRunner(config, {**REGISTRY, **mcp_registry}, calls=calls)
+            await runner.serve(bus, "tool", SOURCE, tools.handle, settings, stop)
         finally:
+            await mcp.stop()
             await bus.close()
     finally:
         if memory is not None:

@@ -1,0 +1,100 @@
+"""The output gate: consume node.output_produced (a runner's answer for a workflow that checks outputs), answer
+the router with node.output_checked (the output as it may go on) or node.errored (refused), record the verdict,
+then delete the runner's message from the stream, so an output with personal data in it is kept nowhere
+unredacted (the same rule as for requests at ingress)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
+from agent_engine.contracts.errors import validation_summary
+from agent_engine.contracts.events import GuardrailVerdict, NodeErrored, NodeOutputChecked, NodeOutputProduced
+from agent_engine.contracts.manifest import OutputPolicy
+from agent_engine.contracts.subjects import consume_subjects
+from agent_engine.guardrails.outputs import OutputVerdict, check_output, combined, unknown_kinds
+from agent_engine.guardrails.policy import PolicyError, PolicyFile
+from agent_engine.guardrails.stream import delete_answered
+from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.inbox import read_all, refuse, settle
+from agent_engine.runtime.settings import Settings
+
+SOURCE = "agent-engine/guardrails"
+DURABLE = "guardrails-output"
+log = logging.getLogger("guardrails.output")
+
+
+def tenant_policies(policy: PolicyFile) -> dict[str | None, OutputPolicy | None]:
+    """Each tenant's `output` section (None: it has none), validated now so a mistake stops the start."""
+    found: dict[str | None, OutputPolicy | None] = {}
+    for tenant in [None, *policy.tenants]:
+        section = policy.section("output", tenant)
+        if not section:
+            found[tenant] = None
+            continue
+        try:
+            parsed = OutputPolicy.model_validate(section)
+        except ValidationError as exc:
+            raise PolicyError(f"guardrails policy {policy.where('output', tenant)}: "
+                              f"{validation_summary(exc, 5)}") from None
+        if unknown_kinds(parsed):
+            raise PolicyError(f"guardrails policy {policy.where('output', tenant)}: unknown kinds "
+                              f"{unknown_kinds(parsed)}")
+        found[tenant] = parsed
+    return found
+
+
+def answer(cause: Envelope, produced: NodeOutputProduced, verdict: OutputVerdict) -> list[Envelope]:
+    """The events answering one output: the router's answer, and the verdict when it was more than a pass.
+    Ids derive from the runner's event, so a redelivery publishes duplicates JetStream drops."""
+    events = []
+    if verdict.outcome == "refused":
+        events.append(caused_by(cause, NodeErrored(
+            dispatch_id=produced.dispatch_id, node=produced.node, attempt=produced.attempt, error=verdict.reason,
+            retryable=False, llm_calls=produced.llm_calls), id=derive_id(cause.id, "refused"), source=SOURCE))
+    else:
+        assert verdict.output is not None
+        fields = produced.model_dump(exclude={"policy", "output"})
+        events.append(caused_by(cause, NodeOutputChecked(
+            **fields, output=verdict.output, outcome=verdict.outcome, rules=verdict.rules, reason=verdict.reason),
+            id=derive_id(cause.id, "checked"), source=SOURCE))
+    if verdict.outcome != "allowed":
+        outcome = "refused" if verdict.outcome == "refused" else verdict.outcome
+        events.append(caused_by(cause, GuardrailVerdict(
+            gate="output", outcome=outcome, rules=verdict.rules, reason=verdict.reason, node=produced.node,
+            dispatch_id=produced.dispatch_id), id=derive_id(cause.id, "verdict"), source=SOURCE))
+    return events
+
+
+async def serve_outputs(bus: Bus, policies: dict[str | None, OutputPolicy | None], default_kinds: tuple[str, ...],
+                        settings: Settings, stop: asyncio.Event) -> None:
+    async def handle_one(msg: Msg, envelope: Envelope) -> None:
+        try:
+            produced = NodeOutputProduced.model_validate(envelope.data)
+        except ValidationError as exc:
+            await refuse(bus, msg, f"not a valid node.output_produced payload: {validation_summary(exc, 5)}")
+            return
+        policy = combined(produced.policy, policies.get(envelope.tenant, policies.get(None)))
+        verdict = check_output(produced.output, policy, default_kinds)
+        try:
+            await bus.publish_many(answer(envelope, produced, verdict))
+            if msg.metadata and msg.metadata.sequence.stream:
+                await delete_answered(bus, msg.metadata.sequence.stream)
+        except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
+            log.warning("could not answer the output of node %s: %s", produced.node, exc)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
+        if verdict.outcome != "allowed":
+            log.info("output of node %s of task %s %s: %s", produced.node, envelope.task_id, verdict.outcome,
+                     ", ".join(f"{h.rule} x{h.count}" for h in verdict.rules))
+        await msg.ack()
+
+    async def handle_batch(msgs: list[Msg]) -> None:
+        await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
+
+    await bus.consume(DURABLE, consume_subjects(NodeOutputProduced.TYPE), handle_batch,
+                      batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)

@@ -1,0 +1,278 @@
+"""MCP tools: the servers whoever deploys the tool-runner declares (`AE_MCP_SERVERS`, never a workflow: a tenant
+must not be able to make the tool-runner start a command), one stdio session to each, and each of their tools
+as a `Tool` the runner treats like a built-in: argument and result schemas, idempotency, its time limit.
+
+A call runs in one of the runner's worker threads like any tool; the session lives on the event loop, so the
+thread hands the call to the loop and waits. A server that dies is started again by the next call; the call
+that was running errors (retryable for an idempotent call, as any tool failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, PaginatedRequestParams, TextContent
+from mcp.types import Tool as McpTool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent_engine.contracts.mcp import SERVER_NAME, TOOL_NAME, McpRef, McpToolEntry, side_effects_from
+from agent_engine.tool_runner.tools.base import Context, Tool, ToolError
+
+log = logging.getLogger("tool-runner")
+PING_S = 5.0
+"""How long a server may take to answer the ping before each call; no answer: it is started again."""
+
+
+class ServerSpec(BaseModel):
+    """One server of the deployment's file: how to start it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    """Added to the small environment the `mcp` package gives a server (PATH, HOME, ...): never the
+    tool-runner's own, which holds its NATS credential."""
+    cwd: str | None = None
+    start_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ServersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mcp_servers: dict[str, ServerSpec] = Field(default_factory=dict)
+
+
+def load_servers(path: Path) -> dict[str, ServerSpec]:
+    """AE_MCP_SERVERS's file (YAML or JSON); ValueError naming the file and what is wrong."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"AE_MCP_SERVERS: cannot read {path}: {exc}") from None
+    try:
+        servers = ServersFile.model_validate(raw or {}).mcp_servers
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"AE_MCP_SERVERS: {path}: {problems}") from None
+    bad = [name for name in servers if not re.fullmatch(SERVER_NAME, name)]
+    if bad:
+        raise ValueError(f"AE_MCP_SERVERS: {path}: server names {bad} must match {SERVER_NAME}")
+    return servers
+
+
+def servers_from_env() -> dict[str, ServerSpec]:
+    path = os.environ.get("AE_MCP_SERVERS", "")
+    return load_servers(Path(path)) if path else {}
+
+
+class ServerDied(Exception):
+    """The connection to a server broke; the session is dropped and the next call starts the server again."""
+
+
+class Server:
+    """One MCP server's session, held open by a task of its own (the `mcp` package's context managers must be
+    entered and left in one task)."""
+
+    def __init__(self, name: str, spec: ServerSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self.session: ClientSession | None = None
+        self.starts = 0
+        self._holder: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> ClientSession:
+        """Start the server and open its session (again, when it died)."""
+        await self._drop()
+        self._stop = asyncio.Event()
+        ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
+        self._holder = asyncio.create_task(self._hold(ready), name=f"mcp:{self.name}")
+        try:
+            self.session = await asyncio.wait_for(asyncio.shield(ready), self.spec.start_timeout_s)
+        except BaseException:
+            await self._drop()
+            raise
+        self.starts += 1
+        return self.session
+
+    async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
+        params = StdioServerParameters(command=self.spec.command, args=self.spec.args, env=self.spec.env or None,
+                                       cwd=self.spec.cwd)
+        try:
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                ready.set_result(session)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else ServerDied(repr(exc)))
+            elif isinstance(exc, Exception):  # a session that was up broke; the next call starts the server again
+                log.warning("MCP server %s: session ended: %s: %s", self.name, type(exc).__name__, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _drop(self) -> None:
+        self.session = None
+        holder, self._holder = self._holder, None
+        if holder is not None and not holder.done():
+            self._stop.set()
+            try:
+                await asyncio.wait_for(holder, 5.0)
+            except (TimeoutError, Exception):  # noqa: BLE001  a broken session may not close cleanly
+                holder.cancel()
+                with contextlib.suppress(BaseException):
+                    await holder
+
+    async def stop(self) -> None:
+        await self._drop()
+
+    async def live_session(self) -> ClientSession:
+        """The session, started again when the server is gone or does not answer a ping."""
+        async with self._lock:
+            if self.session is not None:
+                try:
+                    await asyncio.wait_for(self.session.send_ping(), PING_S)
+                    return self.session
+                except Exception as exc:  # noqa: BLE001  any failure means the connection is no use
+                    log.warning("MCP server %s did not answer a ping (%s); starting it again", self.name,
+                                type(exc).__name__)
+            return await self.start()
+
+    async def list_tools(self) -> list[McpTool]:
+        session = await self.live_session()
+        tools: list[McpTool] = []
+        cursor: str | None = None
+        while True:
+            page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                return tools
+
+    async def call(self, tool: str, args: dict[str, Any], timeout_s: float) -> CallToolResult:
+        session = await self.live_session()
+        try:
+            return await session.call_tool(tool, args, read_timeout_seconds=timeout_s)
+        except MCPError as exc:
+            if exc.error.code == CONNECTION_CLOSED:
+                await self._forget(session)
+                raise ServerDied(str(exc)) from None
+            if exc.error.code == REQUEST_TIMEOUT:
+                raise TimeoutError(str(exc)) from None
+            raise
+        except (OSError, EOFError) as exc:
+            await self._forget(session)
+            raise ServerDied(f"{type(exc).__name__}: {exc}") from None
+
+    async def _forget(self, session: ClientSession) -> None:
+        async with self._lock:
+            if self.session is session:
+                await self._drop()
+
+
+def entry_for(server: str, tool: McpTool) -> McpToolEntry:
+    annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else None
+    return McpToolEntry(server=server, tool=tool.name, description=tool.description or "",
+                        input_schema=tool.input_schema, output_schema=tool.output_schema,
+                        annotations=annotations or None)
+
+
+def output_of(name: str, result: CallToolResult, has_schema: bool) -> dict[str, Any]:
+    """A call's result as the node's output: its structured content (an object; anything else as `result`),
+    else its text. `isError` is the tool's refusal, which goes back to the model."""
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    if result.is_error:
+        raise ToolError(f"tool '{name}' reported an error: " + ("\n".join(texts) or "(no message)"))
+    if result.structured_content is not None:
+        value = result.structured_content
+        return value if isinstance(value, dict) else {"result": value}
+    if has_schema:
+        raise ToolError(f"tool '{name}' has an output schema but returned no structured content")
+    output: dict[str, Any] = {"text": "\n".join(texts)}
+    other = [block.type for block in result.content if not isinstance(block, TextContent)]
+    if other:
+        output["omitted"] = other  # images, audio, resources: not carried in a node's JSON output
+    return output
+
+
+def as_tool(server: Server, entry: McpToolEntry, loop: asyncio.AbstractEventLoop) -> Tool:
+    """The MCP tool as the runner's registry holds it, under `mcp:<server>/<tool>`."""
+    ref = McpRef(server=entry.server, tool=entry.tool)
+    schema = entry.output_schema
+    result_schema = None if schema is None else (
+        schema if schema.get("type") == "object" else {"type": "object", "properties": {"result": schema}})
+
+    def run(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        limit = max(ctx.remaining_s(), 0.001)
+        future = asyncio.run_coroutine_threadsafe(server.call(entry.tool, args, limit), loop)
+        try:
+            # a little longer than the call's own limit, which the session enforces and reports
+            result = future.result(limit + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"MCP tool {ref.runs_as} ran over {limit:g}s") from None
+        except ServerDied as exc:
+            raise ToolError(f"MCP server '{entry.server}' died during the call ({exc}); it is started again for "
+                            "the next call", retryable=True) from None
+        except MCPError as exc:  # the server refused the call itself (unknown tool, invalid params)
+            raise ToolError(f"MCP server '{entry.server}' refused the call to '{entry.tool}': {exc}") from None
+        except RuntimeError as exc:  # the client found the structured content breaking the output schema
+            raise ToolError(f"tool '{ref.runs_as}' returned a result that does not match its output schema: "
+                            f"{exc}") from None
+        return output_of(ref.runs_as, result, schema is not None)
+
+    return Tool(ref.runs_as, entry.description, entry.input_schema, run,
+                idempotent=not bool(entry.side_effects), result_schema=result_schema)
+
+
+class McpTools:
+    """Every declared server, started at once; their tools and catalogue entries."""
+
+    def __init__(self, specs: dict[str, ServerSpec]) -> None:
+        self.servers = {name: Server(name, spec) for name, spec in specs.items()}
+        self.entries: list[McpToolEntry] = []
+
+    async def start(self) -> dict[str, Tool]:
+        """Start each server and list its tools; a server that fails to start stops the tool-runner, naming it."""
+        loop = asyncio.get_running_loop()
+        tools: dict[str, Tool] = {}
+        for name, server in self.servers.items():
+            try:
+                listed = await server.list_tools()
+            except Exception as exc:  # noqa: BLE001  named, then the tool-runner stops
+                await self.stop()
+                raise ValueError(f"AE_MCP_SERVERS: server '{name}' ({server.spec.command}) did not start or list "
+                                 f"its tools: {type(exc).__name__}: {exc}") from None
+            for tool in listed:
+                if not re.fullmatch(TOOL_NAME, tool.name):
+                    log.warning("MCP server %s: tool %r skipped: its name does not match %s", name, tool.name,
+                                TOOL_NAME)
+                    continue
+                entry = entry_for(name, tool)
+                self.entries.append(entry)
+                tools[McpRef(server=name, tool=tool.name).runs_as] = as_tool(server, entry, loop)
+            log.info("MCP server %s: %s", name, ", ".join(describe(e) for e in self.entries if e.server == name))
+        return tools
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+
+
+def describe(entry: McpToolEntry) -> str:
+    """How the tool-runner will treat a tool's side effects, and why (for the log)."""
+    said = side_effects_from(entry.annotations)
+    why = "no annotations: tools.yaml decides" if said is None else "side effects" if said else "idempotent"
+    return f"{entry.tool} ({why})"

@@ -1,0 +1,56 @@
+"""Output checks, end to end over real NATS and PostgreSQL: a tool's output carrying an email address and a
+phone number (a customer file it read) reaches the next node and the store redacted, and the raw values are nowhere (not in the task's
+stored history, the database, any stream message or any service's log); a reply touching a topic the
+workflow holds for a person waits until `agentctl approve`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from agent_engine.testkit.leaks import everything_in_the_database, everything_on_the_bus
+
+pytestmark = pytest.mark.e2e
+WORKFLOW = "tests/workflows/output-checks"
+RAW = (b"jane.roe@example.org", b"7946 0321")
+
+
+def _node(shown: dict, node: str) -> dict:
+    return next(n for n in shown["nodes"] if n["node"] == node)
+
+
+def test_personal_data_in_an_output_is_redacted_and_a_held_topic_waits_for_a_person(engine, servers, tenant):
+    assert engine.agentctl("workflow", "push", WORKFLOW, "--tenant", tenant).returncode == 0
+    name = f"customer-{uuid.uuid4().hex[:8]}.txt"
+    (engine.workspace / name).write_bytes(b"Reach Jane at " + RAW[0] + b" or +44 20 " + RAW[1] + b" before Friday.")
+    sub = engine.agentctl("submit", "output-checks", "--tenant", tenant, "--input", json.dumps({"file": name}))
+    assert sub.returncode == 0, sub.stderr
+    task_id = sub.stdout.strip()
+
+    waiting = engine.wait_for_status(task_id, "waiting")
+    assert _node(waiting, "read")["output"]["content"] == "Reach Jane at [redacted:email] or [redacted:phone] before Friday."
+    advise = _node(waiting, "advise")
+    assert advise["status"] == "awaiting_approval" and advise["paused"] == "guardrail"
+    approved = engine.agentctl("--credential", engine.credential(tenant, "alice"), "approve", task_id, "advise")
+    assert approved.returncode == 0, approved.stderr
+    done = engine.wait_for_status(task_id, "succeeded")
+    assert _node(done, "advise")["output"] == {"text": "Wait for the diagnosis before replying."}
+
+    history = engine.agentctl("task", "history", task_id, "--json").stdout
+    verdicts = [e["data"] for e in json.loads(history) if e["type"] == "node.approval_requested"]
+    assert verdicts[0]["pause"] == "guardrail" and "topic.medical x1" in verdicts[0]["reason"]
+    tail = engine.agentctl("tail", "--task", task_id, "--type", "guardrail.verdict", "--no-follow", "--json")
+    seen = [json.loads(line)["data"] for line in tail.stdout.splitlines() if line.strip()]
+    assert {(v["gate"], v["outcome"]) for v in seen} >= {("output", "redacted"), ("output", "paused")}
+
+    stored = history.encode()
+    bus = asyncio.run(everything_on_the_bus(engine))
+    dump = everything_in_the_database(servers["postgres"])
+    assert len(dump) > 1000
+    logs = b"".join(log.read_bytes() for log in (engine.home / "logs").glob("*.log"))
+    for raw in RAW:
+        assert raw not in stored and raw not in bus and raw not in logs and raw not in dump
+
