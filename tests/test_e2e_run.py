@@ -54,8 +54,10 @@ def test_submit_then_inspect_machine_readable(engine, tenant):
 
     tail = engine.agentctl("tail", "--task", task_id, "--no-follow", "--json")
     tailed = [json.loads(line)["type"] for line in tail.stdout.splitlines()]
-    # the raw request is deleted once guardrails answered it: the stream keeps the redacted task.accepted
-    assert tailed[0] == "task.accepted" and "task.requested" not in tailed and tailed[-1] == "task.succeeded"
+    # the raw request is deleted once guardrails answered it: the stream keeps the redacted task.accepted, after
+    # the verdict recording the redaction
+    assert tailed[:2] == ["guardrail.verdict", "task.accepted"]
+    assert "task.requested" not in tailed and tailed[-1] == "task.succeeded"
     assert "llm.called" in tailed
 
     cost = json.loads(engine.agentctl("cost", "--task", task_id, "--json").stdout)

@@ -210,3 +210,13 @@ def test_the_tool_gate_only_guardrails_clears_a_call_and_the_tool_runner_reads_o
                     f"{api}.DURABLE.CREATE.AE_EVENTS.tool-runner", f"{api}.CREATE.AE_EVENTS",
                     f"{api}.MSG.NEXT.AE_EVENTS.guardrails-tools"):
         assert not may_publish(tool_runner, refused), refused
+
+
+def test_guardrails_keeps_its_rate_limits_and_reads_workflows_only() -> None:
+    rights = SERVICES["guardrails"]
+    assert may_publish(rights, "$KV.ae_rate_limits.acme.tenant")
+    assert may_publish(rights, "$JS.API.DIRECT.GET.KV_ae_rate_limits.$KV.ae_rate_limits.acme.tenant")
+    assert may_publish(rights, "$JS.API.DIRECT.GET.KV_ae_workflows.$KV.ae_workflows.acme.w")
+    assert not may_publish(rights, "$KV.ae_workflows.acme.w")
+    for other in ("router", "agent-runner", "tool-runner", "telemetry"):
+        assert not may_publish(SERVICES[other], "$KV.ae_rate_limits.acme.tenant")

@@ -271,7 +271,7 @@ def test_decide_returns_none_without_a_valid_tenant(subject: str, request_body, 
 def test_policy_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AE_GUARDRAILS_REDACT", raising=False)
     monkeypatch.delenv("AE_GUARDRAILS_MAX_BYTES", raising=False)
-    assert policy_from_env() == Policy(max_bytes=1024 * 1024, redact=("email", "phone"))
+    assert policy_from_env() == Policy(max_bytes=1024 * 1024, redact=("email", "phone", "card", "iban"))
 
 
 def test_policy_redact_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,11 +286,11 @@ def test_policy_redact_one_kind_and_size(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_policy_unknown_kind_stops_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AE_GUARDRAILS_REDACT", "email,ssn")
+    monkeypatch.setenv("AE_GUARDRAILS_REDACT", "email,passport")
     with pytest.raises(SystemExit) as exit_info:
         policy_from_env()
     message = str(exit_info.value.code)
-    assert "unknown kinds ['ssn']" in message
+    assert "unknown kinds ['passport']" in message
     assert "'email'" in message and "'phone'" in message
 
 

@@ -80,14 +80,15 @@ class Client:
 
     async def submit(self, workflow: str, task_input: Mapping[str, Any] | None = None, *,
                      idempotency_key: str | None = None, priority: int = 0, task_id: str | None = None,
-                     timeout: float = 30.0) -> Submitted:
+                     timeout: float = 30.0, session: str | None = None) -> Submitted:
         """Request a task of `workflow` and wait (up to `timeout` seconds) for the engine's answer: started,
         queued, or deduplicated (a request of the tenant with the same `idempotency_key` within the engine's
         window started a task already: `Submitted.task_id` is that task's id). Raises RequestRejected when the
-        engine will not run it, with the reason."""
+        engine will not run it, with the reason (and `retry_after_s` when a rate limit refused it; `session` is
+        what guardrails' per-session limit counts by)."""
         try:
             request = TaskRequested(workflow=workflow, input=dict(task_input or {}), idempotency_key=idempotency_key,
-                                    requested_by=self.user, priority=priority)
+                                    requested_by=self.user, priority=priority, session=session)
         except ValidationError as exc:
             raise ClientError(f"not a valid task request: {validation_summary(exc)}") from None
         envelope = command(request, tenant=self.tenant, task_id=task_id or str(uuid.uuid4()), source=self.source)
@@ -233,7 +234,9 @@ def _submitted(task_id: str, event: Envelope) -> Submitted | None:
     if event.type == "task.deduplicated":
         return Submitted(str(event.data["original_task_id"]), "deduplicated", task_id, event)
     if event.type == "task.rejected":
-        raise RequestRejected(task_id, str(event.data.get("stage", "")), str(event.data.get("reason", "")))
+        retry = event.data.get("retry_after_s")
+        raise RequestRejected(task_id, str(event.data.get("stage", "")), str(event.data.get("reason", "")),
+                              float(retry) if isinstance(retry, int | float) else None)
     return None
 
 

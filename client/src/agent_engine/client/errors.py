@@ -26,8 +26,10 @@ class QueryError(ClientError):
 class RequestRejected(ClientError):
     """The engine will not run the request (`task.rejected`): guardrails refused it, or the router did."""
 
-    def __init__(self, task_id: str, stage: str, reason: str) -> None:
+    def __init__(self, task_id: str, stage: str, reason: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"task {task_id} rejected by {stage}: {reason}")
         self.task_id = task_id
         self.stage = stage
         self.reason = reason
+        self.retry_after_s = retry_after_s
+        """Set when a rate limit refused the request: the same request may be sent again after this long."""

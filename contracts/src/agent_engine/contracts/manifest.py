@@ -318,6 +318,10 @@ class WorkflowManifest(BaseModel):
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    input_schema: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The name of a schema in `schemas/` every task input must match: guardrails checks it at ingress, on the
+    input as sent (before redaction), and refuses a request naming the path and the rule broken. Left out of the
+    dump when unset, so the router's replay of tasks stored before the field existed still agrees."""
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
     policy: WorkflowPolicy | None = Field(default=None, exclude_if=lambda v: v is None)

@@ -22,6 +22,8 @@ DLQ_STREAM = "AE_DLQ"
 DLQ_PREFIX = "aedlq"
 WORKFLOW_BUCKET = "ae_workflows"
 TOOL_CALLS_BUCKET = "ae_tool_calls"
+RATE_LIMITS_BUCKET = "ae_rate_limits"
+"""Guardrails' rate-limit state: one key per tenant, user and session (docs/guardrails.md)."""
 """KV bucket of side-effecting tool calls, key `<tenant>.<task>.<node>`: claimed before the tool runs,
 then its result. The tool-runner reads it so such a tool never runs twice for one node of a task."""
 

@@ -98,6 +98,10 @@ def validate(manifest: WorkflowManifest, files: Mapping[str, str] | None = None)
                 f"which is not in schemas/", file=agents_file)
         _check_agent_tools(manifest, name, err, agents_file, files.get("tools", TOOLS_FILE))
 
+    if manifest.input_schema is not None and manifest.input_schema not in manifest.schemas:
+        err(None, "input-schema", f"input_schema names '{manifest.input_schema}', which is not in schemas/ "
+            f"(known: {sorted(manifest.schemas)})")
+
     output = manifest.policy.output if manifest.policy else None
     for topic in output.topics if output else []:
         try:

@@ -24,6 +24,7 @@ from agent_engine.contracts.subjects import (
     DLQ_STREAM,
     PARTITIONED,
     PARTITIONS,
+    RATE_LIMITS_BUCKET,
     ROUTER_RPC,
     STREAM,
     TELEMETRY_RPC,
@@ -130,11 +131,13 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
     the others do not)."""
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
-        # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md)
-        # the tool gate: it takes the router's tool dispatches and answers each with tool.call_cleared (which
-        # only it may publish) or a refusal as node.errored; the output gate answers a runner's output with
+        # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md); it keeps the
+        # rate limits in their bucket and reads workflows (their input schemas) from the registry. The tool gate:
+        # it takes the router's tool dispatches and answers each with tool.call_cleared (which only it may
+        # publish) or a refusal as node.errored; the output gate answers a runner's output with
         # node.output_checked (only it may publish) or a refusal as node.errored
         "guardrails": (_base("guardrails") + _durable("guardrails") + _durable(TOOL_GATE_DURABLE)
+                       + _kv_write(RATE_LIMITS_BUCKET) + _kv_read(WORKFLOW_BUCKET)
                        + _durable("guardrails-output")
                        + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "tool.call_cleared",
                                     "node.output_checked",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 import uuid
@@ -30,6 +31,8 @@ def register(sub: Subparsers) -> None:
                          help="when the tenant is at its limit of running tasks, higher priorities start first")
         cmd.add_argument("--data-subject", metavar="ID", help="the person the task's data is about: its records "
                          "are sealed under that person's key (`agentctl tenant forget T --person ID` erases them)")
+        cmd.add_argument("--session", metavar="ID", help="the session (a chat, a conversation) the task belongs to: "
+                         "guardrails' per-session rate limit counts requests by it")
         add_tenant(cmd)
 
     sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
@@ -47,7 +50,8 @@ def register(sub: Subparsers) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
-                              args.timeout, priority=args.priority, data_subject=args.data_subject))
+                              args.timeout, priority=args.priority, data_subject=args.data_subject,
+                              session=args.session))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -60,22 +64,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
                             follow=True, priority=args.priority, data_subject=args.data_subject,
-                            approve_tools=args.approve_tools)
+                            approve_tools=args.approve_tools, session=args.session)
     return asyncio.run(go())
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0,
-                 data_subject: str | None = None, approve_tools: bool = False) -> int:
+                 data_subject: str | None = None, approve_tools: bool = False, session: str | None = None) -> int:
     if data_subject is not None and not 1 <= len(data_subject) <= 256:
         raise CliError("--data-subject must be 1 to 256 characters")
+    if session is not None and not 1 <= len(session) <= 256:
+        raise CliError("--session must be 1 to 256 characters")
     async with connect() as engine:
         tenant = engine.tenant(tenant)
         # a fresh task id and request id every time: with a key, the router answers a repeat with
         # task.deduplicated naming the task the key's first request started
         task_id = str(uuid.uuid4())
         request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key,
-                                requested_by=engine.sender, priority=priority, data_subject=data_subject)
+                                requested_by=engine.sender, priority=priority, data_subject=data_subject,
+                                session=session)
         async with engine.request(request, tenant=tenant, task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)
@@ -83,8 +90,7 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, 
                     return await _deduplicated(engine, event, tenant, timeout, follow, quiet)
                 if event.type == "task.rejected":
                     print(task_id)
-                    print(f"rejected by {event.data.get('stage')}: {event.data.get('reason')}", file=sys.stderr)
-                    return 2
+                    return _rejected(event)
                 if event.type == "task.queued":
                     print(f"task {task_id} queued: {event.data.get('reason')}", file=sys.stderr)
                     if not follow:
@@ -99,6 +105,23 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, 
                           f"revision {event.data['revision'][:12]}", file=sys.stderr)
                     return await follow_task(events, timeout, quiet,
                                              approver=_tool_approver(engine, tenant) if approve_tools else None)
+
+
+RATE_LIMITED_EXIT = 75
+"""EX_TEMPFAIL: the request was refused for now; the same request may succeed after the wait printed."""
+
+
+def _rejected(event: Envelope) -> int:
+    """Say why on stderr: exit 2, or 75 when a rate limit refused it (with the seconds to wait)."""
+    reason = str(event.data.get("reason"))
+    retry = event.data.get("retry_after_s")
+    if isinstance(retry, int | float):
+        wait = max(1, math.ceil(retry))
+        detail = reason.removeprefix("rate limited: ").split("; retry after")[0]
+        print(f"rate limited by {event.data.get('stage')}: {detail}; retry after {wait} s", file=sys.stderr)
+        return RATE_LIMITED_EXIT
+    print(f"rejected by {event.data.get('stage')}: {reason}", file=sys.stderr)
+    return 2
 
 
 async def _deduplicated(engine: Engine, event: Envelope, tenant: str, timeout: float, follow: bool,

@@ -33,6 +33,9 @@ class TaskRequested(EventData):
     data_subject: str | None = Field(default=None, min_length=1, max_length=256)
     """The person the task's data is about, in the sender's own terms (a customer id): the router seals the
     task's records under that person's key, so `agentctl tenant forget T --person ID` erases them alone."""
+    session: str | None = Field(default=None, min_length=1, max_length=256)
+    """The sender's session (a chat, a conversation) the request belongs to: guardrails' per-session rate limit
+    counts requests by it (docs/guardrails.md)."""
 
 
 class TaskAccepted(EventData):
@@ -54,6 +57,9 @@ class TaskRejected(EventData):
     reason: str
     stage: Literal["guardrails", "router"]
     workflow: str | None = None
+    retry_after_s: float | None = Field(default=None, ge=0)
+    """Set when a rate limit refused the request: the seconds after which the same request would be let
+    through (`agentctl submit` prints it)."""
 
 
 class TaskDeduplicated(EventData):

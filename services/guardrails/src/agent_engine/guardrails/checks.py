@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,23 +13,38 @@ from pydantic import ValidationError
 from agent_engine.contracts.envelope import CONTRACT_VERSION, Envelope
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.events.guardrails import RuleHit
 from agent_engine.contracts.subjects import subject_problem
 from agent_engine.contracts.upcasting import SUPPORTED_VERSIONS, version_of
+from agent_engine.guardrails import injection, pii
+from agent_engine.guardrails.inputpolicy import InputRules
 
-PATTERNS: dict[str, re.Pattern[str]] = {
-    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
-    # not followed by a word character or a decimal part; a sentence's full stop may follow
-    "phone": re.compile(r"(?<![\w.])\+?\d[\d ().-]{6,}\d(?!\w|\.\d)"),
-}
+PATTERNS = pii.KINDS
+"""Every PII kind guardrails knows, by name (the output gate checks its policy's `kinds` against it)."""
+
+
+def redact(value: Any, kinds: tuple[str, ...] | list[str], counts: dict[str, int]) -> Any:
+    """Redact the built-in `kinds` in every string leaf, counting per kind (the output gate's entry point)."""
+    return pii.redact(value, pii.detectors(kinds), counts)
 
 
 @dataclass(frozen=True)
 class Policy:
     max_bytes: int = 1024 * 1024
-    redact: tuple[str, ...] = ("email", "phone")
+    redact: tuple[str, ...] = pii.DEFAULT_REDACT
+    """The PII kinds redacted where the policy file's `input.redact` does not say (AE_GUARDRAILS_REDACT)."""
     max_depth: int = 64
     """Levels of JSON nesting a request may have (the envelope counts two): deeper input is refused
     before anything walks it recursively."""
+    input: InputRules = field(default_factory=InputRules)
+    """The policy file's `defaults.input`: every tenant without a section of its own."""
+    tenants: Mapping[str, InputRules] = field(default_factory=dict)
+
+    def rules(self, tenant: str) -> InputRules:
+        return self.tenants.get(tenant, self.input)
+
+    def detectors(self, rules: InputRules) -> tuple[pii.Detector, ...]:
+        return rules.redact if rules.redact is not None else pii.detectors(self.redact)
 
 
 @dataclass
@@ -38,6 +54,12 @@ class Verdict:
     reason: str | None = None
     redacted_input: dict[str, Any] = field(default_factory=dict)
     redactions: dict[str, int] = field(default_factory=dict)
+    rules: list[RuleHit] = field(default_factory=list)
+    """The rules that matched (injection rules with their scores, PII kinds as `pii.<kind>`)."""
+    score: float | None = None
+    """The total injection score, when any injection rule matched."""
+    retry_after_s: float | None = None
+    """Set when a rate limit refused the request."""
 
     @property
     def accepted(self) -> bool:
@@ -84,9 +106,18 @@ def check(raw: bytes, subject: str, policy: Policy) -> Verdict:
         request = TaskRequested.model_validate(envelope.data)
     except ValidationError as exc:
         return Verdict(envelope, reason="not a valid task.requested payload: " + validation_summary(exc, 5))
+    rules = policy.rules(envelope.tenant)
+    found = injection.scan(request.input, rules.injection)
+    hits = [RuleHit(rule=r, count=n, score=found.scores[r]) for r, n in sorted(found.counts.items())]
+    score = found.score if found.counts else None
+    if found.counts and found.score >= rules.threshold:
+        return Verdict(envelope, request, reason=(
+            f"the input looks like a prompt injection (score {found.score:g}, at or over the {rules.threshold:g} "
+            f"threshold): {', '.join(sorted(found.counts))}; the request was not run"), rules=hits, score=score)
     counts: dict[str, int] = {}
-    redacted = redact(request.input, policy.redact, counts)
-    return Verdict(envelope, request, None, redacted, counts)
+    redacted = pii.redact(request.input, policy.detectors(rules), counts)
+    hits += [RuleHit(rule=f"pii.{kind}", count=n) for kind, n in sorted(counts.items())]
+    return Verdict(envelope, request, None, redacted, counts, hits, score)
 
 
 def _head(body: dict[str, Any]) -> Envelope | None:
@@ -122,21 +153,6 @@ def nesting(value: Any) -> int:
         deepest = max(deepest, depth)
         todo.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def redact(value: Any, kinds: tuple[str, ...], counts: dict[str, int]) -> Any:
-    """Replace every match of the enabled PII patterns in string leaves; counts matches per kind."""
-    if isinstance(value, str):
-        for kind in kinds:
-            value, n = PATTERNS[kind].subn(f"[redacted:{kind}]", value)
-            if n:
-                counts[kind] = counts.get(kind, 0) + n
-        return value
-    if isinstance(value, dict):
-        return {k: redact(v, kinds, counts) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, kinds, counts) for v in value]
-    return value
 
 
 def _size(n: int) -> str:

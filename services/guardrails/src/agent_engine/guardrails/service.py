@@ -7,15 +7,22 @@ import asyncio
 import logging
 import os
 import re
+import time
+from dataclasses import replace
 
 from nats.aio.msg import Msg
 
 from agent_engine.contracts.binding import structured_body
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, caused_by, command, derive_id
 from agent_engine.contracts.events import TaskAccepted, TaskRejected
+from agent_engine.contracts.events.guardrails import GuardrailVerdict, Outcome, RuleHit
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import consume_subjects, tenant_from_subject
-from agent_engine.guardrails.checks import PATTERNS, Policy, Verdict, check
+from agent_engine.guardrails import inputschema, pii, ratelimit
+from agent_engine.guardrails.checks import Policy, Verdict, check
+from agent_engine.guardrails.inputpolicy import input_rules
+from agent_engine.guardrails.policy import PolicyFile
+from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
 from agent_engine.guardrails.stream import delete_answered
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
@@ -25,18 +32,21 @@ SOURCE = "agent-engine/guardrails"
 log = logging.getLogger("guardrails")
 
 
-def policy_from_env() -> Policy:
-    raw = os.environ.get("AE_GUARDRAILS_REDACT", "email,phone").strip()
+def policy_from_env(policy_file: PolicyFile | None = None) -> Policy:
+    """AE_GUARDRAILS_REDACT (the PII kinds redacted by default) and the policy file's `input:` sections."""
+    raw = os.environ.get("AE_GUARDRAILS_REDACT", ",".join(pii.DEFAULT_REDACT)).strip()
     kinds = tuple(k.strip() for k in raw.split(",") if k.strip() and raw != "none")
-    unknown = [k for k in kinds if k not in PATTERNS]
+    unknown = [k for k in kinds if k not in pii.KINDS]
     if unknown:
-        raise SystemExit(f"AE_GUARDRAILS_REDACT names unknown kinds {unknown}; known: {sorted(PATTERNS)} or 'none'")
-    return Policy(max_bytes=env_int("AE_GUARDRAILS_MAX_BYTES", 1024 * 1024), redact=kinds)
+        raise SystemExit(f"AE_GUARDRAILS_REDACT names unknown kinds {unknown}; known: {sorted(pii.KINDS)} or 'none'")
+    defaults, tenants = input_rules(policy_file or PolicyFile(), kinds)
+    return Policy(max_bytes=env_int("AE_GUARDRAILS_MAX_BYTES", 1024 * 1024), redact=kinds, input=defaults,
+                  tenants=tenants)
 
 
-def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, policy: Policy) -> Envelope | None:
-    """The event answering one request; None when not even a tenant can be named (dead-letter it).
-    Never raises on what a sender put in the request: every other request gets an answer."""
+def evaluate(msg_subject: str, raw: bytes, headers: dict[str, str], policy: Policy) -> tuple[str, Verdict] | None:
+    """The tenant and the checks' verdict on one request; None when not even a tenant can be named (dead-letter
+    it). Never raises on what a sender put in the request: every other request gets an answer."""
     tenant = tenant_from_subject(msg_subject)
     if tenant is None or not re.fullmatch(TENANT_PATTERN, tenant):
         return None
@@ -45,20 +55,84 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
     except Exception as exc:  # a check that fails on some input must still answer the sender
         log.exception("checking a request on %s failed", msg_subject)
         verdict = Verdict(reason=f"guardrails could not check this request ({type(exc).__name__}); it was not run")
+    return tenant, verdict
+
+
+def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, policy: Policy) -> Envelope | None:
+    """The event answering one request (without rate limits, which need the bucket); None: dead-letter it."""
+    evaluated = evaluate(msg_subject, raw, headers, policy)
+    return None if evaluated is None else answers(msg_subject, evaluated[0], evaluated[1], headers, seq)[-1]
+
+
+def answers(msg_subject: str, tenant: str, verdict: Verdict, headers: dict[str, str], seq: int) -> list[Envelope]:
+    """What guardrails publishes for a verdict, in order: the guardrail.verdict event when a rule matched, then
+    task.accepted or task.rejected. Every id derives from the request's, so a redelivery publishes duplicates."""
     cause = verdict.envelope
     task_id, problem = _task_id(cause, headers, seq)
     cause_id = cause.id if cause else derive_id("raw-request", msg_subject, seq)
     correlation_id = cause.correlation_id if cause else task_id
+    recorded = [_verdict_event(cause, cause_id, verdict, tenant)] if cause is not None and verdict.rules else []
     if verdict.accepted and verdict.request is not None:
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
                             requested_by=verdict.request.requested_by, priority=verdict.request.priority,
                             data_subject=verdict.request.data_subject)
-        return _answer(cause, cause_id, data, tenant, task_id, correlation_id)
-    workflow = cause.data.get("workflow") if cause else None
+        return [*recorded, _answer(cause, cause_id, data, tenant, task_id, correlation_id)]
     data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",
-                          workflow=workflow if isinstance(workflow, str) and WORKFLOW_NAME.match(workflow) else None)
-    return _answer(cause, cause_id, data_r, tenant, task_id, correlation_id)
+                          workflow=_workflow(cause), retry_after_s=verdict.retry_after_s)
+    return [*recorded, _answer(cause, cause_id, data_r, tenant, task_id, correlation_id)]
+
+
+def _workflow(cause: Envelope | None) -> str | None:
+    workflow = cause.data.get("workflow") if cause else None
+    return workflow if isinstance(workflow, str) and WORKFLOW_NAME.match(workflow) else None
+
+
+def _verdict_event(cause: Envelope, cause_id: str, verdict: Verdict, tenant: str) -> Envelope:
+    outcome: Outcome = "refused" if not verdict.accepted else "redacted" if verdict.redactions else "allowed"
+    reason = verdict.reason or (f"redacted {', '.join(f'{n} {k}' for k, n in sorted(verdict.redactions.items()))}"
+                                if verdict.redactions else "allowed: under the injection threshold")
+    data = GuardrailVerdict(gate="input", outcome=outcome, rules=verdict.rules, reason=reason,
+                            workflow=_workflow(cause), score=verdict.score)
+    return caused_by(cause, data, id=derive_id(cause_id, "verdict"), source=SOURCE, tenant=tenant)
+
+
+async def schema_checked(schemas: inputschema.WorkflowSchemas, tenant: str, verdict: Verdict) -> Verdict:
+    """The verdict, refused when the workflow declares an input schema the input (as sent) does not match."""
+    if not verdict.accepted or verdict.request is None:
+        return verdict
+    check = await schemas.validator(tenant, verdict.request.workflow)
+    found = inputschema.problems(check, verdict.request.input) if check is not None else None
+    if found is None:
+        return verdict
+    return replace(verdict, reason=inputschema.reason(verdict.request.workflow, found),
+                   rules=[RuleHit(rule=r, count=n) for r, n in sorted(found.rules.items())])
+
+
+UNAVAILABLE_RETRY_S = 5.0
+"""What a sender is told to wait when the rate-limit bucket cannot be used (the request is refused: fail closed)."""
+
+
+async def rate_limited(store: RateStore, limits: ratelimit.RateLimits, tenant: str, verdict: Verdict) -> Verdict:
+    """The verdict, refused when the request is over one of its tenant's, user's or session's limits. Only a
+    request the checks let through counts."""
+    if not verdict.accepted or verdict.request is None or verdict.envelope is None:
+        return verdict
+    keys = ratelimit.counted(limits.of(tenant), tenant, verdict.request.requested_by, verdict.request.session)
+    if not keys:
+        return verdict
+    try:
+        refusal = await store.admit(keys, verdict.envelope.id, time.time())
+    except RateStoreUnavailable as exc:
+        log.warning("rate limits of tenant %s cannot be checked (%s): refusing the request", tenant, exc)
+        return replace(verdict, reason=("rate limits cannot be checked now (their store is unavailable); the request "
+                                        f"was not run; retry after {UNAVAILABLE_RETRY_S:.1f} s"),
+                       retry_after_s=UNAVAILABLE_RETRY_S, rules=[RuleHit(rule="rate.unavailable")])
+    if refusal is None:
+        return verdict
+    wait = round(refusal.retry_after_s, 3)
+    return replace(verdict, reason=ratelimit.reason(refusal.counted.scope, refusal.counted.limit, wait),
+                   retry_after_s=wait, rules=[RuleHit(rule=f"rate.{refusal.counted.scope}")])
 
 
 WORKFLOW_NAME = re.compile(WORKFLOW_NAME_PATTERN)
@@ -91,15 +165,34 @@ def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskReje
                    causation_id=cause_id)
 
 
-async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event) -> None:
+async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event,
+                limits: ratelimit.RateLimits | None = None) -> None:
+    limits = limits or ratelimit.RateLimits()
+    store = await RateStore.open(bus.js) if limits.any else None
+    schemas = await inputschema.WorkflowSchemas.open(bus.js)
+
     async def handle_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
-        answer = decide(msg.subject, msg.data, dict(msg.headers or {}), seq, policy)
-        if answer is None:
+        headers = dict(msg.headers or {})
+        evaluated = evaluate(msg.subject, msg.data, headers, policy)
+        if evaluated is None:
             await refuse(bus, msg, f"subject {msg.subject} names no valid tenant")
             return
+        tenant, verdict = evaluated
         try:
-            await bus.publish(answer)
+            verdict = await schema_checked(schemas, tenant, verdict)
+        except Exception as exc:  # noqa: BLE001  the registry unreadable: redeliver (never run unchecked)
+            log.warning("could not read workflow %s of tenant %s from the registry: %s",
+                        verdict.request.workflow if verdict.request else "?", tenant, type(exc).__name__)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
+        if store is not None:
+            verdict = await rate_limited(store, limits, tenant, verdict)
+        events = answers(msg.subject, tenant, verdict, headers, seq)
+        answer = events[-1]
+        try:
+            for event in events:  # the verdict first: an answer is never seen without the verdict behind it
+                await bus.publish(event)
             if seq:  # answered: the raw request goes (a redelivery re-publishes the same answer, a duplicate)
                 await delete_answered(bus, seq)
         except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)

@@ -1,0 +1,122 @@
+"""The `input:` section of the policy file: injection rules and threshold, which PII kinds are redacted, a tenant's
+own PII patterns. Read and checked once at start, so a mistake stops the service naming the file, tenant and field.
+
+    input:
+      injection_threshold: 0.7          # the total score at or over which a request is refused
+      injection_rules:                  # extra rules (a default's id replaces that default)
+        - {id: injection.wire-money, pattern: "wire .{0,20} to account", score: 0.8}
+      disable: [injection.you-are-now]  # default rules this tenant does without
+      redact: [email, phone, card, iban, ssn]
+      custom_pii:
+        - {id: employee-id, pattern: "EMP-\\d{6}"}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent_engine.contracts.errors import validation_summary
+from agent_engine.guardrails import injection, pii
+from agent_engine.guardrails.policy import PolicyError, PolicyFile
+
+DEFAULT_THRESHOLD = 0.7
+KIND_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+    return pattern
+
+
+class InjectionRuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=injection.RULE_ID.pattern)
+    pattern: str = Field(min_length=1, max_length=2000)
+    """Matched against the normalised text (NFKC, case-folded, zero-width characters removed, whitespace
+    collapsed): write it in lower case."""
+    score: float = Field(gt=0, le=10)
+
+    _check = field_validator("pattern")(_compiles)
+
+
+class CustomPiiSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=KIND_ID.pattern)
+    pattern: str = Field(min_length=1, max_length=2000)
+
+    _check = field_validator("pattern")(_compiles)
+
+    @field_validator("id")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in pii.KINDS:
+            raise ValueError(f"'{value}' is a built-in kind; name a custom pattern otherwise")
+        return value
+
+
+class InputSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    injection_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0)
+    injection_rules: list[InjectionRuleSpec] = Field(default_factory=list)
+    disable: list[str] = Field(default_factory=list)
+    redact: list[str] | None = None
+    """None: AE_GUARDRAILS_REDACT (default email, phone, card, iban)."""
+    custom_pii: list[CustomPiiSpec] = Field(default_factory=list)
+
+    @field_validator("disable")
+    @classmethod
+    def _known_rules(cls, value: list[str]) -> list[str]:
+        known = {r.id for r in injection.DEFAULT_RULES}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown rules {unknown}; the default rules are {sorted(known)}")
+        return value
+
+    @field_validator("redact")
+    @classmethod
+    def _known_kinds(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(pii.KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; known: {sorted(pii.KINDS)} (custom_pii patterns are "
+                             "always redacted)")
+        return value
+
+
+@dataclass(frozen=True)
+class InputRules:
+    """One tenant's input checks, compiled."""
+
+    injection: tuple[injection.Rule, ...] = injection.DEFAULT_RULES
+    threshold: float = DEFAULT_THRESHOLD
+    redact: tuple[pii.Detector, ...] | None = None
+    """None: the kinds of `Policy.redact` (AE_GUARDRAILS_REDACT)."""
+
+
+def compile_section(section: InputSection, default_redact: tuple[str, ...]) -> InputRules:
+    own = [injection.Rule(r.id, re.compile(r.pattern), r.score) for r in section.injection_rules]
+    custom = [pii.custom(c.id, c.pattern) for c in section.custom_pii]
+    redact = None  # the service's default kinds (AE_GUARDRAILS_REDACT)
+    if section.redact is not None or custom:
+        redact = pii.detectors(section.redact if section.redact is not None else default_redact, custom)
+    return InputRules(injection.rules_for(own, section.disable), section.injection_threshold, redact)
+
+
+def read_section(policy: PolicyFile, tenant: str | None) -> InputSection:
+    try:
+        return InputSection.model_validate(policy.section("input", tenant))
+    except ValidationError as exc:
+        raise PolicyError(f"guardrails policy {policy.where('input', tenant)}: "
+                          + validation_summary(exc, 5)) from None
+
+
+def input_rules(policy: PolicyFile, default_redact: tuple[str, ...]) -> tuple[InputRules, dict[str, InputRules]]:
+    """The defaults' rules and each tenant's (for tenants with a policy of their own)."""
+    defaults = compile_section(read_section(policy, None), default_redact)
+    tenants = {name: compile_section(read_section(policy, name), default_redact) for name in policy.tenants}
+    return defaults, tenants

@@ -1,0 +1,103 @@
+"""The rate limits' state in the NATS KV bucket `ae_rate_limits`, shared by every guardrails replica.
+
+Each key holds its TAT and the ids of the last requests it let through. A write is a compare-and-set on the
+revision read, so two replicas admitting at once cannot both use the same slot: the loser reads again and
+decides again. The request ids make a retry (after a lost CAS, or a redelivered request) count a request once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from agent_engine.contracts.subjects import RATE_LIMITS_BUCKET
+from agent_engine.guardrails.ratelimit import BUCKET_TTL_S, Counted, gcra
+from agent_engine.runtime.bus import ensure_bucket
+
+BUCKET = RATE_LIMITS_BUCKET
+RECENT = 32
+"""Request ids kept per key: enough to recognise a redelivery, which comes within the ack wait."""
+log = logging.getLogger("guardrails.ratelimit")
+
+
+class RateStoreUnavailable(Exception):
+    """The bucket could not be read or written (NATS or the bucket's stream unavailable)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    counted: Counted
+    retry_after_s: float
+
+
+@dataclass(frozen=True)
+class _Read:
+    tat: float | None
+    recent: tuple[str, ...]
+    revision: int | None
+
+
+class RateStore:
+    def __init__(self, kv: KeyValue, tries: int = 20, retry_delay_s: float = 0.05) -> None:
+        self.kv = kv
+        self.tries = tries
+        self.retry_delay_s = retry_delay_s
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> RateStore:
+        kv = await ensure_bucket(js, KeyValueConfig(bucket=BUCKET, history=1, ttl=BUCKET_TTL_S,
+                                                    storage=StorageType.FILE))
+        return cls(kv)
+
+    async def admit(self, keys: list[Counted], request_id: str, now: float) -> Refusal | None:
+        """Count the request against every key, or refuse it naming the limit with the longest wait (nothing is
+        written then). Raises RateStoreUnavailable when the bucket cannot be used."""
+        failures = 0
+        for _ in range(self.tries):
+            try:
+                reads = [await self._read(c.key) for c in keys]
+                refused = []
+                for c, r in zip(keys, reads, strict=True):
+                    decision = gcra(c.limit, r.tat, now)
+                    if request_id not in r.recent and not decision.allowed:
+                        refused.append(Refusal(c, decision.retry_after_s))
+                if refused:
+                    return max(refused, key=lambda f: f.retry_after_s)
+                for c, r in zip(keys, reads, strict=True):
+                    if request_id not in r.recent:
+                        await self._write(c, r, request_id, now)
+                return None
+            except KeyWrongLastSequenceError:  # another replica wrote the key since we read it: decide again
+                await asyncio.sleep(0)
+            except Exception as exc:
+                failures += 1
+                log.warning("rate-limit bucket unavailable (%s)", type(exc).__name__)
+                if failures >= 3:
+                    raise RateStoreUnavailable(str(type(exc).__name__)) from exc
+                await asyncio.sleep(self.retry_delay_s * failures)
+        raise RateStoreUnavailable(f"{self.tries} conflicting writes in a row")
+
+    async def _read(self, key: str) -> _Read:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return _Read(None, (), None)
+        if not entry.value:
+            return _Read(None, (), entry.revision)
+        body = json.loads(entry.value)
+        return _Read(float(body["tat"]), tuple(body.get("recent", ())), entry.revision)
+
+    async def _write(self, counted: Counted, read: _Read, request_id: str, now: float) -> None:
+        decision = gcra(counted.limit, read.tat, now)
+        value = json.dumps({"tat": decision.tat, "recent": [*read.recent, request_id][-RECENT:]}).encode()
+        if read.revision is None:
+            await self.kv.create(counted.key, value)
+        else:
+            await self.kv.update(counted.key, value, last=read.revision)
