@@ -1,0 +1,43 @@
+"""Review of issue #15 (guardrails side): failing tests that show defects found in the merged code."""
+
+from __future__ import annotations
+
+from agent_engine.contracts.events import DispatchedTool
+from agent_engine.contracts.policy import OutputPolicy, ToolPolicy, TopicRule
+from agent_engine.guardrails.outputs import check_output, combined
+from agent_engine.guardrails.toolpolicy import Layer, decide
+
+INGRESS_KINDS = ("email", "phone", "card", "iban")
+
+
+def test_review_a_workflow_topic_cannot_replace_the_tenants_topic_of_the_same_id() -> None:
+    """outputs.combined: topics are merged by id with the workflow's last, so a workflow's rule named like the
+    tenant's replaces it (docs: the union of topics, the stricter wins)."""
+    tenant = OutputPolicy(topics=[TopicRule(id="medical", pattern=r"diagnos\w*", action="fail")])
+    workflow = OutputPolicy(topics=[TopicRule(id="medical", pattern="zzz-never", action="pause")])
+    verdict = check_output({"text": "the diagnosis is flu"}, combined(workflow, tenant), INGRESS_KINDS)
+    assert verdict.outcome == "refused", f"tenant's fail rule lifted by the workflow: {verdict.outcome}"
+
+
+def test_review_a_workflows_kinds_cannot_narrow_the_tenants_default_kinds() -> None:
+    """outputs.combined: a tenant section without `kinds` means guardrails' ingress kinds; a workflow naming
+    `kinds: [email]` turns that into just email, so phone numbers, cards and IBANs pass unredacted."""
+    tenant = OutputPolicy(pii="redact")
+    workflow = OutputPolicy(pii="redact", kinds=["email"])
+    verdict = check_output({"text": "call +44 20 7946 0958"}, combined(workflow, tenant), INGRESS_KINDS)
+    assert verdict.output != {"text": "call +44 20 7946 0958"}, "the tenant's phone redaction was lifted"
+
+
+def _fetch(url: str) -> DispatchedTool:
+    return DispatchedTool(name="fetch", builtin="http_fetch", args={"url": url})
+
+
+def test_review_a_denied_ip_host_cannot_be_reached_by_another_spelling_of_the_same_address() -> None:
+    """toolpolicy._check_host compares the host string: the docs' own example denies 169.254.169.254, but the
+    decimal, hex and IPv4-mapped IPv6 spellings of that address (which the OS resolver and httpx accept) pass."""
+    policy = ToolPolicy.model_validate({"hosts": {"deny": ["metadata.google.internal", "169.254.169.254"]}})
+    layers = [Layer("tenant policy", policy)]
+    assert decide(_fetch("http://169.254.169.254/latest"), "acme", layers).outcome == "refused"
+    for url in ("http://2852039166/latest", "http://0xa9fea9fe/latest", "http://[::ffff:169.254.169.254]/latest",
+                "http://metadata.google.internal./x"):
+        assert decide(_fetch(url), "acme", layers).outcome == "refused", url
