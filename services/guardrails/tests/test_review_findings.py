@@ -41,3 +41,15 @@ def test_review_a_denied_ip_host_cannot_be_reached_by_another_spelling_of_the_sa
     for url in ("http://2852039166/latest", "http://0xa9fea9fe/latest", "http://[::ffff:169.254.169.254]/latest",
                 "http://metadata.google.internal./x"):
         assert decide(_fetch(url), "acme", layers).outcome == "refused", url
+
+
+def test_review_an_idempotent_but_destructive_mcp_tool_is_refused_under_deny_destructive() -> None:
+    """contracts/mcp.side_effects_from treats `idempotentHint: true` as "no side effects", and that one flag is
+    all the gate's deny_destructive (and the analysis-only mode) look at: an MCP `delete_note` the server
+    annotates destructiveHint true, idempotentHint true (a delete is idempotent) runs under deny_destructive."""
+    from agent_engine.contracts.mcp import side_effects_from
+    flag = side_effects_from({"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True})
+    call = DispatchedTool(name="delete_note", builtin="mcp:notes/delete_note", args={"id": "n1"},
+                          side_effects=flag or None)
+    layers = [Layer("tenant policy", ToolPolicy(deny_destructive=True))]
+    assert decide(call, "acme", layers).outcome == "refused"
