@@ -26,7 +26,8 @@ def sample(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-ADDED_IN_V2 = frozenset({"task.deduplicated", "tenant.key_claimed", "guardrail.verdict"})
+ADDED_IN_V2 = frozenset({"task.deduplicated", "tenant.key_claimed", "guardrail.verdict", "budget.opened",
+                         "budget.reserved", "budget.settled", "budget.exceeded", "budget.alert"})
 """Event types version 1 never had: their samples are v2 only (written by hand, read by every test below)."""
 
 

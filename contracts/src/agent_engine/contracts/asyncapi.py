@@ -67,6 +67,8 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "subtask.settled": _RECORD,
     "llm.called": ((AGENT_RUNNER,), ()), "llm.call_failed": ((AGENT_RUNNER,), ()),
     "guardrail.verdict": ((GUARDRAILS,), ()),
+    "budget.opened": _RECORD, "budget.reserved": _RECORD, "budget.settled": _RECORD, "budget.exceeded": _RECORD,
+    "budget.alert": _RECORD,
 }
 """Event type -> (who publishes it, which services consume its subject with a durable consumer). Telemetry
 and clients read every event of a tenant through the `events` channel, so they are not repeated here."""

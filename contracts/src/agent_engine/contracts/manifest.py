@@ -229,6 +229,26 @@ class ToolSpec(BaseModel):
         return self.description or (known.description if known else "")
 
 
+USD_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,12})?$"
+"""Money: an exact decimal in a string, in US dollars (never a float, so sums stay exact)."""
+
+
+class BudgetSpec(BaseModel):
+    """What one task of the workflow may spend on LLM calls (docs/guardrails.md, Budgets). Before each agent
+    dispatch the router reserves its worst-case cost against `task_usd`; over it, the node waits or fails."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_usd: str = Field(pattern=USD_PATTERN)
+    """The most one task may spend, e.g. "0.50"."""
+    on_exceed: Literal["wait", "fail"] = "fail"
+    """`fail`: the node (and so the task) fails before the call that could go over. `wait`: the node waits
+    (task status `waiting`) until a reservation of the task settles and leaves room; it fails when nothing is
+    left to wait for."""
+    alert_at: float | None = Field(default=None, gt=0, le=1)
+    """Record one `budget.alert` when the task has spent this share of `task_usd` (e.g. 0.8)."""
+
+
 class WorkflowManifest(BaseModel):
     """A whole workflow: graph, agents, tools, output schemas and (optional) mock scripts."""
 
@@ -246,6 +266,8 @@ class WorkflowManifest(BaseModel):
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
+    budget: BudgetSpec | None = None
+    """What one task may spend on LLM calls (absent: no budget, and no reservations are recorded)."""
 
     def with_tool_interfaces(self) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

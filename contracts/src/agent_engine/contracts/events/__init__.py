@@ -13,6 +13,7 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `roles`: BRANCH / SPLIT / MERGE (skips, merges, subtasks) and a reviewer's revisions
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
 - `guardrails`: the gates' verdicts (`guardrail.verdict`)
+- `budgets`: a task's LLM budget: reservations before agent dispatches and their settlement
 
 Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
 the router makes for itself (`EventData.INTERNAL` says what that means).
@@ -22,8 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_engine.contracts.events import guardrails, nodes, roles, scheduling, tasks, tool_use, usage
+from agent_engine.contracts.events import budgets, guardrails, nodes, roles, scheduling, tasks, tool_use, usage
 from agent_engine.contracts.events.base import EventData
+from agent_engine.contracts.events.budgets import (
+    BudgetAlert,
+    BudgetExceeded,
+    BudgetOpened,
+    BudgetReserved,
+    BudgetSettled,
+    PinnedPrices,
+)
 from agent_engine.contracts.events.guardrails import GuardrailVerdict, RuleHit
 from agent_engine.contracts.events.nodes import (
     DispatchedAgent,
@@ -91,7 +100,7 @@ from agent_engine.contracts.events.tool_use import (
 )
 from agent_engine.contracts.events.usage import LlmCalled, LlmCallFailed, LlmCallNote, Usage
 
-TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage, guardrails)
+TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage, guardrails, budgets)
 """The topic modules; each event type is defined in exactly one of them."""
 
 EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for topic in TOPICS for cls in topic.EVENTS}
@@ -115,6 +124,11 @@ __all__ = [
     "EVENT_TYPES",
     "INTERNAL_TYPES",
     "TOPICS",
+    "BudgetAlert",
+    "BudgetExceeded",
+    "BudgetOpened",
+    "BudgetReserved",
+    "BudgetSettled",
     "ConversationSummary",
     "DispatchedAgent",
     "DispatchedTool",
@@ -147,6 +161,7 @@ __all__ = [
     "NodeToolReturned",
     "NodeToolTurnRecorded",
     "NodeToolsRequested",
+    "PinnedPrices",
     "RequestedCall",
     "RuleHit",
     "SubtaskFinished",

@@ -100,6 +100,9 @@ class NodeDispatched(EventData):
     """An agent dispatch: which model turn of the node this is (absent: the first, 0)."""
     call: ToolCallRef | None = None
     """A tool dispatch that runs a call an agent node's model asked for (`node` is the agent node)."""
+    budget_usd: str | None = None
+    """An agent dispatch of a task with a budget: what the router reserved for it (USD). The agent-runner never
+    starts a call whose worst case would exceed what is left of it. Absent: no budget."""
 
 
 class NodeCompleted(EventData):
