@@ -2,7 +2,8 @@
 
 An input is an event from the bus (or from the router's own timers) plus whatever the shell looked up
 for it: the workflow revision a new task runs, a fork's source records, the tenant's admission
-decision, the task an idempotency key names. When an input changes anything, the store records it
+decision, the task an idempotency key names, the prices a task with a budget
+reserves with. When an input changes anything, the store records it
 first, as a `router.input` record, followed by the decisions it produced; replaying those records
 (core.replay feeds the inputs read back by input_from_record through `decide` again) reproduces the
 decisions exactly. Pages:
@@ -16,6 +17,7 @@ from typing import Any
 
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.pricing import PriceTable, parse
 from agent_engine.router.admission import Admission
 from agent_engine.router.idempotency import Duplicate
 
@@ -41,6 +43,8 @@ class RouterInput:
     """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
     duplicate: Duplicate | None = None
     """For task.accepted with an idempotency key: the task the key names within the window (None: none)."""
+    prices: PriceTable | None = None
+    """For an input that starts a task whose workflow has a budget: the price rows its models are priced by."""
 
 
 class InvalidInput(ValueError):
@@ -52,8 +56,10 @@ def input_record(inp: RouterInput) -> Envelope:
     """The stored form of an applied input: the input itself plus what the shell resolved for it."""
     resolved = None
     if inp.workflow is not None:
-        resolved = {"revision": inp.workflow.revision,
-                    "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
+        manifest = inp.workflow.manifest
+        # without a budget the field is left out, so records stay as they were stored before it existed
+        resolved = {"revision": inp.workflow.revision, "manifest": manifest.model_dump(
+            mode="json", by_alias=True, exclude={"budget"} if manifest.budget is None else None)}
     event = inp.event
     data: dict[str, Any] = {"input": event.to_wire(), "workflow": resolved}
     if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
@@ -63,6 +69,8 @@ def input_record(inp: RouterInput) -> Envelope:
         data["admission"] = asdict(inp.admission)
     if inp.duplicate is not None:
         data["duplicate"] = asdict(inp.duplicate)
+    if inp.prices is not None:
+        data["prices"] = inp.prices.to_json()
     # trusted: the input was validated, and what is added to it was built here from validated values
     return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time,
                      trusted=True)
@@ -76,7 +84,9 @@ def input_from_record(record: Envelope) -> RouterInput:
     source = record.data.get("source")
     admission = record.data.get("admission")
     duplicate = record.data.get("duplicate")
+    prices = record.data.get("prices")
     return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
                        tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
                        Admission(**admission) if admission else None,
-                       Duplicate(**duplicate) if duplicate else None)
+                       Duplicate(**duplicate) if duplicate else None,
+                       parse(prices) if prices else None)

@@ -16,11 +16,15 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from agent_engine.contracts import pricing
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.pricing import PriceTable
 from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
 from agent_engine.router import audit, erasure, queries
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
+from agent_engine.router.budgets import manifest_models
 from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
 from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.deadlines import DeadlineIndex
@@ -350,6 +354,8 @@ class Router:
             if records and records[0].tenant != event.tenant:
                 records = []  # another tenant's task is no task at all to this one: nothing of it is read on
             return RouterInput(event, source=tuple(records))
+        if event.type == "task.admitted" and state.status == "queued" and state.manifest is not None:
+            return RouterInput(event, prices=_prices(state.manifest))  # a queued task starts: its budget's prices
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
         wanted = (event.tenant, _workflow(event))
@@ -361,7 +367,15 @@ class Router:
         if resolved is None:  # each stored entry parsed once: every task of a revision starts from the same one
             revision, manifest = workflows.parse_entry(entry)
             resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
-        return RouterInput(event, resolved)
+        return RouterInput(event, resolved, prices=_prices(resolved.manifest))
+
+
+def _prices(manifest: WorkflowManifest) -> PriceTable | None:
+    """The price rows a task of this workflow reserves its budget with (AE_PRICE_TABLE, else the bundled
+    table), recorded with the input that starts it; None without a budget, so nothing changes for the rest."""
+    if manifest.budget is None:
+        return None
+    return pricing.active().subset(manifest_models(manifest))
 
 
 def _workflow(event: Envelope) -> str:
