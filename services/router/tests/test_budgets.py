@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf, priced, start
+from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf, start
 from router_testkit import (
     Run,
-    accepted,
     completed,
     dumps,
     envelope,
@@ -182,14 +181,12 @@ def test_an_alert_is_recorded_once_when_the_spend_reaches_its_share() -> None:
 # --- no budget, replay ----------------------------------------------------------------------------
 
 def test_without_a_budget_nothing_is_reserved_and_dispatches_are_as_before() -> None:
-    plain = started(linear_workflow())
-    with_prices = Run()
-    with_prices.feed(priced(accepted(linear_workflow())))
-    for run in (plain, with_prices):
-        run.feed(completed(run.dispatch("start")))
-        assert not BUDGET_TYPES & set(types(run.records))
-        assert all("budget_usd" not in r.data for r in run.records if r.type == "node.dispatched")
-    assert "budget" not in plain.records[0].data["workflow"]["manifest"]
+    run = started(linear_workflow())  # the shell gives no prices when neither the workflow nor the day budgets ask
+    run.feed(completed(run.dispatch("start")))
+    assert not BUDGET_TYPES & set(types(run.records))
+    assert all("budget_usd" not in r.data for r in run.records if r.type == "node.dispatched")
+    assert "budget" not in run.records[0].data["workflow"]["manifest"]
+    assert "prices" not in run.records[0].data and "rooms" not in run.records[0].data
 
 
 def test_a_budgeted_task_replays_to_the_same_records_and_folds_from_them() -> None:

@@ -13,7 +13,10 @@ from pydantic import BaseModel, Field
 
 from agent_engine.contracts.events.base import EventData
 
-Scope = Literal["task"]
+Scope = Literal["task", "tenant-day", "user-day"]
+"""Which budget a record is about: the task's, or the tenant's or user's for one UTC day (router configuration).
+A task's history holds `task` records; each reservation and settlement that counts against a day budget is also
+recorded, with that scope, in the day's own log (aggregate `tenant:<tenant>/budget/<day>[/user/<user>]`)."""
 
 
 class PinnedPrices(BaseModel):
@@ -29,10 +32,13 @@ class BudgetOpened(EventData):
 
     TYPE = "budget.opened"
     scope: Scope = "task"
-    limit_usd: str
-    on_exceed: Literal["wait", "fail"]
+    limit_usd: str | None = None
+    """The task's own limit (absent: only day budgets apply to it)."""
+    on_exceed: Literal["wait", "fail"] = "fail"
     alert_at: float | None = None
     prices: PinnedPrices
+    user: str | None = None
+    """The task's `requested_by`, whose user-day budget it counts against."""
 
 
 class BudgetReserved(EventData):
@@ -47,9 +53,13 @@ class BudgetReserved(EventData):
     bound of its input tokens at the dearest input price, over every model the dispatch may use."""
     models: list[str] = Field(default_factory=list)
     reserved_usd: str
-    """Everything the task holds reserved after this one."""
+    """Everything the task (or, for a day scope, the day) holds reserved after this one."""
     spent_usd: str
-    limit_usd: str
+    limit_usd: str | None = None
+    day: str | None = None
+    """The UTC day (of the input that made the dispatch) whose budgets it also counts against."""
+    user: str | None = None
+    """The user whose user-day budget it also counts against."""
 
 
 class BudgetSettled(EventData):
@@ -68,7 +78,10 @@ class BudgetSettled(EventData):
     so the whole reservation counts as spent (a result that comes later settles nothing)."""
     reserved_usd: str
     spent_usd: str
-    limit_usd: str
+    limit_usd: str | None = None
+    day: str | None = None
+    """The reservation's day: the day budgets it is released from."""
+    user: str | None = None
 
 
 class BudgetExceeded(EventData):
@@ -84,6 +97,7 @@ class BudgetExceeded(EventData):
     """The limit less what is spent and reserved."""
     limit_usd: str
     then: Literal["wait", "fail"]
+    """A day budget always fails the node: nothing wakes a task when another one frees room in the day."""
     reason: str
 
 

@@ -21,6 +21,7 @@ from agent_engine.contracts.events import (
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable
 from agent_engine.router.budgets import (
+    ZERO,
     actual_cost,
     alert_due,
     exceeded_reason,
@@ -36,14 +37,16 @@ RESULTS = frozenset({"node.completed", "node.errored", "node.tools_requested"})
 """The inputs that answer a dispatch, and so settle its reservation."""
 
 
-def open_budget(out: Emitter, manifest: WorkflowManifest, prices: PriceTable | None) -> None:
-    """A task starts: record its budget and the prices it reserves with (none: the workflow has no budget)."""
-    budget = manifest.budget
-    if budget is None or prices is None:
+def open_budget(out: Emitter, manifest: WorkflowManifest, prices: PriceTable | None, user: str | None) -> None:
+    """A task starts: record its budget and the prices it reserves with. The shell gives prices only when the
+    workflow has a budget or day budgets apply to the tenant; otherwise nothing is recorded."""
+    if prices is None:
         return
+    budget = manifest.budget
     pinned = prices.subset(manifest_models(manifest)).to_json()
-    out.add(BudgetOpened(limit_usd=budget.task_usd, on_exceed=budget.on_exceed, alert_at=budget.alert_at,
-                         prices=PinnedPrices.model_validate(pinned)))
+    out.add(BudgetOpened(limit_usd=budget.task_usd if budget else None, on_exceed=budget.on_exceed if budget
+                         else "fail", alert_at=budget.alert_at if budget else None,
+                         prices=PinnedPrices.model_validate(pinned), user=user))
 
 
 def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> NodeDispatched | str | None:
@@ -57,12 +60,18 @@ def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> Node
     size = prompt_bytes(agent, built.context, agent.output_schema_json, agent.tool_defs)
     needed = worst_case(ledger.prices, agent, models, size, bool(built.context.summarise))
     if isinstance(needed, Decimal) and ledger.fits(needed):
+        short = _day_short(out, built, needed)
+        if short:
+            return short
+        rooms = out.rooms
+        user = ledger.user if any(r.scope == "user-day" for r in rooms) else None
         out.add(BudgetReserved(dispatch_id=built.dispatch_id, node=built.node, amount_usd=usd(needed), models=models,
                                reserved_usd=usd(ledger.reserved + needed), spent_usd=usd(ledger.spent),
-                               limit_usd=usd(ledger.limit)))
+                               limit_usd=_usd(ledger.limit), day=rooms[0].day if rooms else None, user=user))
         return built.model_copy(update={"budget_usd": usd(needed)})
     # waiting helps only while a reservation is open that, settled, could leave room
-    may_fit = isinstance(needed, Decimal) and bool(ledger.open) and needed <= ledger.limit - ledger.spent
+    may_fit = (isinstance(needed, Decimal) and bool(ledger.open) and ledger.limit is not None
+               and needed <= ledger.limit - ledger.spent)
     if resuming and may_fit:
         return None
     wait = ledger.on_exceed == "wait" and may_fit
@@ -70,9 +79,31 @@ def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> Node
     if ledger.on_exceed == "wait" and not wait:
         reason += "; nothing the task runs holds a reservation that could free room, so it cannot wait"
     out.add(BudgetExceeded(node=built.node, attempt=built.attempt, needed_usd=usd(needed) if isinstance(
-        needed, Decimal) else "", available_usd=usd(ledger.available), limit_usd=usd(ledger.limit),
+        needed, Decimal) else "", available_usd=_usd(ledger.available) or "", limit_usd=_usd(ledger.limit) or "",
         then="wait" if wait else "fail", reason=reason))
     return None if wait else f"over budget: {reason}"
+
+
+def _day_short(out: Emitter, built: NodeDispatched, needed: Decimal) -> str:
+    """The failure when a day budget has no room for `needed` beside what this input reserved already ("")."""
+    used = sum((Decimal(e.data["amount_usd"]) for e in out.events if e.type == "budget.reserved"), ZERO)
+    for room in out.rooms:
+        if used + needed <= room.available:
+            continue
+        user = out.state.budget.user if out.state.budget else None
+        whose = f"tenant '{out.tenant}'" if room.scope == "tenant-day" else f"user '{user}' of tenant '{out.tenant}'"
+        left = max(room.available - used, ZERO)
+        reason = (f"node '{built.node}' needs up to ${usd(needed)} (worst case) but only ${usd(left)} of the "
+                  f"{room.scope} budget of ${usd(room.limit)} of {whose} for {room.day} (UTC) is left")
+        out.add(BudgetExceeded(scope=room.scope, node=built.node, attempt=built.attempt,  # type: ignore[arg-type]
+                               needed_usd=usd(needed), available_usd=usd(left), limit_usd=usd(room.limit),
+                               then="fail", reason=reason))
+        return f"over budget: {reason}"
+    return ""
+
+
+def _usd(amount: Decimal | None) -> str | None:
+    return None if amount is None else usd(amount)
 
 
 def settle_result(out: Emitter, dispatch_id: str, calls: list[LlmCallNote] | None) -> None:
@@ -82,8 +113,7 @@ def settle_result(out: Emitter, dispatch_id: str, calls: list[LlmCallNote] | Non
     entry = ledger.open.get(dispatch_id) if ledger is not None else None
     if ledger is None or entry is None:
         return
-    node, amount = entry
-    _settle(out, dispatch_id, node, amount, actual_cost(calls, amount), "result")
+    _settle(out, dispatch_id, entry, actual_cost(calls, entry[1]), "result")
 
 
 def settle_unanswered(out: Emitter) -> None:
@@ -91,16 +121,18 @@ def settle_unanswered(out: Emitter) -> None:
     ledger = out.state.budget
     if ledger is None:
         return
-    for dispatch_id, (node, amount) in sorted(ledger.open.items()):
-        _settle(out, dispatch_id, node, amount, amount, "unanswered")
+    for dispatch_id, entry in sorted(ledger.open.items()):
+        _settle(out, dispatch_id, entry, entry[1], "unanswered")
 
 
-def _settle(out: Emitter, dispatch_id: str, node: str, amount: Decimal, cost: Decimal, outcome: str) -> None:
+def _settle(out: Emitter, dispatch_id: str, entry: tuple[str, Decimal, str | None, str | None], cost: Decimal,
+            outcome: str) -> None:
     ledger = out.state.budget
     assert ledger is not None
+    node, amount, day, user = entry
     out.add(BudgetSettled(dispatch_id=dispatch_id, node=node, released_usd=usd(amount), cost_usd=usd(cost),
                           outcome=outcome, reserved_usd=usd(ledger.reserved - amount),  # type: ignore[arg-type]
-                          spent_usd=usd(ledger.spent + cost), limit_usd=usd(ledger.limit)))
+                          spent_usd=usd(ledger.spent + cost), limit_usd=_usd(ledger.limit), day=day, user=user))
     ledger = out.state.budget
-    if ledger is not None and alert_due(ledger) and ledger.alert_at is not None:
+    if ledger is not None and alert_due(ledger) and ledger.alert_at is not None and ledger.limit is not None:
         out.add(BudgetAlert(spent_usd=usd(ledger.spent), limit_usd=usd(ledger.limit), alert_at=ledger.alert_at))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import LlmCallNote, NodeContext
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable, parse
@@ -40,28 +40,31 @@ class Wait:
 
 @dataclass(frozen=True)
 class Ledger:
-    limit: Decimal
+    limit: Decimal | None
+    """The task's own limit (None: only day budgets apply)."""
     on_exceed: str
     alert_at: float | None
     prices: PriceTable
-    open: Mapping[str, tuple[str, Decimal]] = field(default_factory=dict)
-    """dispatch id -> (node, amount reserved), for every reservation not yet settled."""
+    open: Mapping[str, tuple[str, Decimal, str | None, str | None]] = field(default_factory=dict)
+    """dispatch id -> (node, amount reserved, its day, its user), for every reservation not yet settled."""
     spent: Decimal = ZERO
     settled: frozenset[str] = frozenset()
     alerted: bool = False
     waiting: Mapping[str, Wait] = field(default_factory=dict)
     """node -> the dispatch it waits to make, in the order they began to wait."""
 
+    user: str | None = None
+
     @property
     def reserved(self) -> Decimal:
-        return sum((amount for _, amount in self.open.values()), ZERO)
+        return sum((entry[1] for entry in self.open.values()), ZERO)
 
     @property
-    def available(self) -> Decimal:
-        return self.limit - self.spent - self.reserved
+    def available(self) -> Decimal | None:
+        return None if self.limit is None else self.limit - self.spent - self.reserved
 
     def fits(self, amount: Decimal) -> bool:
-        return self.spent + self.reserved + amount <= self.limit
+        return self.limit is None or self.spent + self.reserved + amount <= self.limit
 
 
 def manifest_models(manifest: WorkflowManifest) -> list[str]:
@@ -135,12 +138,13 @@ def exceeded_reason(node: str, needed: Decimal | str, ledger: Ledger) -> str:
     if isinstance(needed, str):
         return (f"node '{node}' may use model '{needed}', which has no price in price table "
                 f"{ledger.prices.version}, so its cost has no bound; add it to the table (AE_PRICE_TABLE)")
-    return (f"node '{node}' needs up to ${needed} (worst case) but only ${max(ledger.available, ZERO)} of the "
-            f"task's budget of ${ledger.limit} is left (spent ${ledger.spent}, reserved ${ledger.reserved})")
+    left = max(ledger.available or ZERO, ZERO)
+    return (f"node '{node}' needs up to ${usd(needed)} (worst case) but only ${usd(left)} of the task's budget "
+            f"of ${usd(ledger.limit or ZERO)} is left (spent ${usd(ledger.spent)}, reserved ${usd(ledger.reserved)})")
 
 
 def alert_due(ledger: Ledger) -> bool:
-    return (ledger.alert_at is not None and not ledger.alerted
+    return (ledger.limit is not None and ledger.alert_at is not None and not ledger.alerted
             and ledger.spent >= ledger.limit * Decimal(str(ledger.alert_at)))
 
 
@@ -155,13 +159,15 @@ def usd(amount: Decimal) -> str:
 def evolve_ledger(ledger: Ledger | None, record: Envelope) -> Ledger | None:
     data = record.data
     if record.type == "budget.opened":
-        return Ledger(Decimal(data["limit_usd"]), data["on_exceed"], data.get("alert_at"), parse(data["prices"]))
+        limit = data.get("limit_usd")
+        return Ledger(Decimal(limit) if limit is not None else None, data.get("on_exceed", "fail"),
+                      data.get("alert_at"), parse(data["prices"]), user=data.get("user"))
     if ledger is None:
         return None
     if record.type == "budget.reserved":
         waiting = {n: w for n, w in ledger.waiting.items() if n != data["node"]}
-        return replace(ledger, open={**ledger.open, data["dispatch_id"]: (data["node"], Decimal(data["amount_usd"]))},
-                       waiting=waiting)
+        entry = (data["node"], Decimal(data["amount_usd"]), data.get("day"), data.get("user"))
+        return replace(ledger, open={**ledger.open, data["dispatch_id"]: entry}, waiting=waiting)
     if record.type == "budget.settled":
         return replace(ledger, open={d: v for d, v in ledger.open.items() if d != data["dispatch_id"]},
                        spent=ledger.spent + Decimal(data["cost_usd"]),
@@ -174,3 +180,123 @@ def evolve_ledger(ledger: Ledger | None, record: Envelope) -> Ledger | None:
     if record.type == "budget.alert":
         return replace(ledger, alerted=True)
     return ledger
+
+
+# --- day budgets: a tenant's and a user's, per UTC day ---------------------------------------------
+
+DAY_SCOPES = ("tenant-day", "user-day")
+
+
+@dataclass(frozen=True)
+class DayLimits:
+    """A tenant's day budgets (router configuration, AE_BUDGET_LIMITS); None: no limit of that kind."""
+
+    tenant_day: Decimal | None = None
+    user_day: Decimal | None = None
+
+    @classmethod
+    def parse(cls, raw: str) -> dict[str, DayLimits]:
+        """Day limits by tenant ("*": every other tenant) from "acme=5.00:0.50,beta=1,*=20" (tenant-day USD, then
+        optionally user-day USD; an empty part is no limit, e.g. "acme=:0.50")."""
+        limits: dict[str, DayLimits] = {}
+        try:
+            for part in filter(None, (p.strip() for p in raw.split(","))):
+                tenant, eq, pair = part.partition("=")
+                if not eq or not tenant.strip():
+                    raise ValueError(part)
+                tenant_day, _, user_day = pair.partition(":")
+                values = [Decimal(v.strip()) if v.strip() else None for v in (tenant_day, user_day)]
+                if any(v is not None and (v < 0 or not v.is_finite()) for v in values):
+                    raise ValueError(part)
+                limits[tenant.strip()] = cls(values[0], values[1])
+        except (ValueError, ArithmeticError):
+            raise SystemExit(f"AE_BUDGET_LIMITS={raw!r} is not valid: write tenant=tenant_day_usd[:user_day_usd] "
+                             "pairs, e.g. acme=5.00:0.50,beta=1,*=20 (USD, not negative)") from None
+        return limits
+
+    @property
+    def any(self) -> bool:
+        return self.tenant_day is not None or self.user_day is not None
+
+
+def limits_for(limits: Mapping[str, DayLimits], tenant: str) -> DayLimits:
+    return limits.get(tenant) or limits.get("*") or DayLimits()
+
+
+def day_of(event: Envelope) -> str:
+    return event.time.date().isoformat()
+
+
+def day_key(tenant: str, day: str, user: str | None = None) -> str:
+    """The aggregate of a tenant's (or one user's) day budget: `tenant:<tenant>/budget/<day>[/user/<user>]`."""
+    return f"tenant:{tenant}/budget/{day}" + (f"/user/{user}" if user is not None else "")
+
+
+def is_day_key(key: str) -> bool:
+    return key.startswith("tenant:") and "/budget/" in key
+
+
+@dataclass(frozen=True)
+class DayState:
+    """One day budget's log, folded: what is reserved now (by dispatch id) and what was spent."""
+
+    open: Mapping[str, Decimal] = field(default_factory=dict)
+    spent: Decimal = ZERO
+    version: int = 0
+
+    @property
+    def reserved(self) -> Decimal:
+        return sum(self.open.values(), ZERO)
+
+
+def evolve_day(state: DayState, record: Envelope) -> DayState:
+    state = replace(state, version=state.version + 1)
+    data = record.data
+    if record.type == "budget.reserved":
+        return replace(state, open={**state.open, data["dispatch_id"]: Decimal(data["amount_usd"])})
+    if record.type == "budget.settled" and data["dispatch_id"] in state.open:
+        return replace(state, open={d: a for d, a in state.open.items() if d != data["dispatch_id"]},
+                       spent=state.spent + Decimal(data["cost_usd"]))
+    return state
+
+
+def fold_day(records: Iterable[Envelope]) -> DayState:
+    state = DayState()
+    for record in records:
+        state = evolve_day(state, record)
+    return state
+
+
+@dataclass(frozen=True)
+class DayRoom:
+    """What one day budget has left when an input is decided (the shell reads it; it is recorded with the
+    input, so a replay decides the same)."""
+
+    scope: str
+    day: str
+    limit: Decimal
+    available: Decimal
+
+
+def room_of(scope: str, day: str, limit: Decimal, state: DayState) -> DayRoom:
+    return DayRoom(scope, day, limit, limit - state.spent - state.reserved)
+
+
+def day_entries(record: Envelope) -> list[tuple[str, str]]:
+    """(scope, aggregate) of each day log a task's budget record must also be written to."""
+    if record.type not in ("budget.reserved", "budget.settled") or not record.data.get("day"):
+        return []
+    day, user = record.data["day"], record.data.get("user")
+    out = [("tenant-day", day_key(record.tenant, day))]
+    if user is not None:
+        out.append(("user-day", day_key(record.tenant, day, user)))
+    return out
+
+
+def mirrored(record: Envelope, scope: str, after: DayState, limit: Decimal | None) -> Envelope:
+    """A task's budget record as the day log `scope` keeps it: its id derived from the task's record, the
+    day's totals after it."""
+    data = {**record.data, "scope": scope, "reserved_usd": usd(after.reserved), "spent_usd": usd(after.spent),
+            "limit_usd": usd(limit) if limit is not None else None}
+    return record.model_copy(update={"id": derive_id(record.id, scope),
+                                     "data": {k: v for k, v in data.items() if v is not None}})

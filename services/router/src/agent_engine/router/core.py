@@ -132,6 +132,7 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
 
 def _decide(state: TaskState, inp: RouterInput) -> Emitter:
     out = Emitter(state, inp.event)
+    out.rooms = inp.rooms or ()
     event = inp.event
     handler = HANDLERS.get(event.type)
     if event.id in state.applied or handler is None:
@@ -207,13 +208,13 @@ def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None
                            workflow=accepted.workflow, revision=inp.workflow.revision, input=accepted.input,
                            workflow_manifest=manifest))
         return
-    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest, inp.prices)
+    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest, inp.prices, accepted.requested_by)
 
 
 def _start(out: Emitter, workflow: str, revision: str, task_input: dict[str, Any],
-           manifest: WorkflowManifest, prices: PriceTable | None) -> None:
+           manifest: WorkflowManifest, prices: PriceTable | None, user: str | None = None) -> None:
     out.add(_started(workflow, revision, task_input, manifest))
-    open_budget(out, manifest, prices)
+    open_budget(out, manifest, prices, user)
     activate(out, manifest.start().id, "start")
 
 

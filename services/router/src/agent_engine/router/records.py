@@ -13,12 +13,14 @@ docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable, parse
 from agent_engine.router.admission import Admission
+from agent_engine.router.budgets import DayRoom
 from agent_engine.router.idempotency import Duplicate
 
 SOURCE = "agent-engine/router"
@@ -44,7 +46,10 @@ class RouterInput:
     duplicate: Duplicate | None = None
     """For task.accepted with an idempotency key: the task the key names within the window (None: none)."""
     prices: PriceTable | None = None
-    """For an input that starts a task whose workflow has a budget: the price rows its models are priced by."""
+    """For an input that starts a task with a budget (its workflow's, or its tenant's day budgets): the price
+    rows its models are priced by."""
+    rooms: tuple[DayRoom, ...] | None = None
+    """For an input to a task its tenant's day budgets apply to: what each has left (budgets.py)."""
 
 
 class InvalidInput(ValueError):
@@ -71,6 +76,9 @@ def input_record(inp: RouterInput) -> Envelope:
         data["duplicate"] = asdict(inp.duplicate)
     if inp.prices is not None:
         data["prices"] = inp.prices.to_json()
+    if inp.rooms is not None:
+        data["rooms"] = [{"scope": r.scope, "day": r.day, "limit": str(r.limit), "available": str(r.available)}
+                         for r in inp.rooms]
     # trusted: the input was validated, and what is added to it was built here from validated values
     return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time,
                      trusted=True)
@@ -85,8 +93,11 @@ def input_from_record(record: Envelope) -> RouterInput:
     admission = record.data.get("admission")
     duplicate = record.data.get("duplicate")
     prices = record.data.get("prices")
+    rooms = record.data.get("rooms")
     return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
                        tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
                        Admission(**admission) if admission else None,
                        Duplicate(**duplicate) if duplicate else None,
-                       parse(prices) if prices else None)
+                       parse(prices) if prices else None,
+                       tuple(DayRoom(r["scope"], r["day"], Decimal(r["limit"]), Decimal(r["available"])) for r in rooms)
+                       if rooms is not None else None)
