@@ -87,7 +87,7 @@ def parse(raw: Any) -> PriceTable:
             raise ValueError(f"model '{model}' lacks {missing}")
         values = tuple(Decimal(str(row[f])) for f in FIELDS)
         if any(v < 0 or not v.is_finite() for v in values):
-            raise ValueError(f"model '{model}' has a negative or non-finite price")
+            raise ValueError(f"model '{model}' has a negative price, or one that is not a finite number")
         prices[model] = (values[0], values[1], values[2], values[3])
     return PriceTable(version, prices)
 
