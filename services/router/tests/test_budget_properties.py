@@ -6,16 +6,28 @@ spent + reserved never exceeds the budget, and every reservation is settled exac
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from decimal import Decimal
 from itertools import count
 from typing import Any
 
-from budget_testkit import budgeted, cost, of_type, parallel_wf, start
+from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf, start
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from router_testkit import Run, completed, dumps, envelope, errored, expired, json_round_trip
+from router_testkit import Run, accepted, completed, dumps, envelope, errored, expired, json_round_trip
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.router.budgets import (
+    DayRoom,
+    DayState,
+    day_entries,
+    day_key,
+    day_of,
+    evolve_day,
+    fold_day,
+    mirrored,
+    room_of,
+)
 from agent_engine.router.core import RouterInput, fold, replay
 
 LIMITS = ["0.03", "0.05", "0.07", "0.08", "0.1", "0.12", "0.3"]
@@ -93,3 +105,108 @@ def test_spent_never_exceeds_the_budget_and_every_reservation_settles_exactly_on
     assert run.state.budget is not None and not run.state.budget.open
     stored = json_round_trip(run.records)
     assert dumps(replay(stored)) == dumps(stored)
+
+
+# --- day budgets: concurrent tasks of one tenant share them ---------------------------------------
+
+class Shell:
+    """What the router's shell does around the core for day budgets, over plain lists: the rooms read before
+    each input, the mirrored records appended after it (day_budgets.py does the same against the store)."""
+
+    def __init__(self, tenant_day: Decimal, user_day: Decimal) -> None:
+        self.limits = {"tenant-day": tenant_day, "user-day": user_day}
+        self.logs: dict[str, list[Envelope]] = {}
+        self.states: dict[str, DayState] = {}
+
+    def rooms(self, tenant: str, day: str, user: str) -> tuple[DayRoom, ...]:
+        return (room_of("tenant-day", day, self.limits["tenant-day"], self.states.get(day_key(tenant, day),
+                                                                                       DayState())),
+                room_of("user-day", day, self.limits["user-day"], self.states.get(day_key(tenant, day, user),
+                                                                                   DayState())))
+
+    def feed(self, run: Run, inp: RouterInput, user: str) -> list[Envelope]:
+        inp = replace(inp, rooms=self.rooms(inp.event.tenant, day_of(inp.event), user))
+        out = run.feed(inp)
+        for record in out:
+            for scope, key in day_entries(record):
+                after = evolve_day(self.states.get(key, DayState()), record)
+                self.logs.setdefault(key, []).append(mirrored(record, scope, after, self.limits[scope]))
+                self.states[key] = after
+        return out
+
+    def crash(self) -> None:
+        """The day logs as the store holds them, folded again."""
+        self.states = {key: fold_day(json_round_trip(log)) for key, log in self.logs.items()}
+
+    def check(self) -> None:
+        for key, state in self.states.items():
+            limit = self.limits["user-day" if "/user/" in key else "tenant-day"]
+            assert state.spent + state.reserved <= limit, (key, state.spent, state.reserved, limit)
+
+
+@given(st.data())
+@settings(max_examples=150, deadline=None)
+def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any) -> None:
+    shell = Shell(Decimal(data.draw(st.sampled_from(["0.08", "0.15", "0.3"]), label="tenant day")),
+                  Decimal(data.draw(st.sampled_from(["0.05", "0.1", "1"]), label="user day")))
+    users = {}
+    runs: dict[str, Run] = {}
+    applied: list[tuple[str, RouterInput]] = []
+    ids = count()
+    shares = st.sampled_from([Decimal(0), Decimal("0.5"), Decimal(1)])
+    for i in range(data.draw(st.integers(2, 4), label="tasks")):
+        task, user = f"task-{i}", data.draw(st.sampled_from(["ann", "bob"]), label="user")
+        users[task] = user
+        inp = accepted(parallel_wf(2, max_attempts=2), id=f"accept-{i}", task_id=task)
+        inp = replace(inp, prices=PRICES, event=inp.event.model_copy(
+            update={"data": {**inp.event.data, "requested_by": user}}))
+        runs[task] = Run()
+        shell.feed(runs[task], inp, user)
+    for _ in range(120):
+        live = [t for t, r in runs.items() if not r.state.terminal]
+        if not live:
+            break
+        task = data.draw(st.sampled_from(live), label="task")
+        run, user = runs[task], users[task]
+        dispatches = [r for r in run.records if r.type == "node.dispatched"]
+        open_ids = {s.dispatch_id for _, s in run.state.open_dispatches()}
+        current = [d for d in dispatches if d.data["dispatch_id"] in open_ids]
+        action = data.draw(st.sampled_from(["answer", "answer", "answer", "expire", "redeliver", "late", "crash"]),
+                           label="action")
+        if action == "crash":
+            run.state = fold(json_round_trip(run.records))
+            shell.crash()
+        elif action == "redeliver" and applied:
+            again_task, again = data.draw(st.sampled_from(applied), label="again")
+            assert shell.feed(runs[again_task], again, users[again_task]) == []
+        elif action == "late" and dispatches:
+            shell.feed(run, answer(data.draw(st.sampled_from(dispatches), label="late"), "complete",
+                                   data.draw(shares, label="share"), ids), user)
+        elif current:
+            target = data.draw(st.sampled_from(current), label="dispatch")
+            agent = target.data["kind"] == "agent"
+            if action == "expire" and agent:
+                inp = expired(target, id=f"x-{next(ids)}")
+            else:
+                kind = data.draw(st.sampled_from(["complete", "complete", "retryable"] if agent else ["complete"]),
+                                 label="outcome")
+                inp = answer(target, kind, data.draw(shares, label="share"), ids)
+            if shell.feed(run, inp, user):
+                applied.append((task, inp))
+        shell.check()
+    for task, run in runs.items():
+        if not run.state.terminal:
+            shell.feed(run, RouterInput(envelope("task.cancel_requested", {"reason": "over"}, id=f"cancel-{task}",
+                                                 task_id=task)), users[task])
+    shell.check()
+    reserved = Counter(r.data["dispatch_id"] for run in runs.values() for r in run.records
+                       if r.type == "budget.reserved")
+    settled = Counter(r.data["dispatch_id"] for run in runs.values() for r in run.records
+                      if r.type == "budget.settled")
+    assert set(reserved.values()) <= {1} and settled == reserved
+    for key, state in shell.states.items():
+        assert not state.open, key  # every reservation released from its day too
+        costs = [r.data["cost_usd"] for r in shell.logs[key] if r.type == "budget.settled"]
+        assert state.spent == sum((Decimal(c) for c in costs), Decimal(0))
+    event(f"day reservations: {min(sum(1 for log in shell.logs.values() for r in log if r.type == 'budget.reserved'), 9)}")
+    event(f"day exceeded: {any(r.data.get('scope') != 'task' for run in runs.values() for r in run.records if r.type == 'budget.exceeded')}")
