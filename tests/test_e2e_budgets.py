@@ -49,17 +49,29 @@ agents:
 """
 
 
+DAY_TENANT = "daybudget"
+"""The one tenant with a day budget in this stack: 0.008 USD a UTC day (AE_BUDGET_LIMITS)."""
+DAILY = """\
+name: daily
+nodes:
+  - {id: draft, role: START, kind: agent, agent: writer}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: done}
+"""
+
+
 @pytest.fixture(scope="module")
 def priced(own_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     table = tmp_path_factory.mktemp("prices") / "priced-mock.json"
     table.write_text(json.dumps(PRICED_MOCK))
-    return own_stack(AE_PRICE_TABLE=str(table))
+    return own_stack(AE_PRICE_TABLE=str(table), AE_BUDGET_LIMITS=f"{DAY_TENANT}=0.008")
 
 
-def workflow_dir(root: Path) -> Path:
-    wf = root / "budgeted"
+def workflow_dir(root: Path, workflow: str = WORKFLOW) -> Path:
+    wf = root / workflow.split("\n", 1)[0].removeprefix("name: ")
     (wf / "mock").mkdir(parents=True)
-    (wf / "workflow.yaml").write_text(WORKFLOW)
+    (wf / "workflow.yaml").write_text(workflow)
     (wf / "agents.yaml").write_text(AGENTS)
     (wf / "mock" / "draft.json").write_text(json.dumps([{"text": "x" * 8000}]))  # 2000 tokens, under max_tokens
     return wf
@@ -125,3 +137,43 @@ def test_a_one_cent_budget_stops_before_the_call_that_would_exceed_it(priced: An
 
     replayed = priced.agentctl("task", "replay", task_id)
     assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
+
+
+def test_a_tenants_day_budget_stops_the_task_whose_first_call_would_exceed_it(priced: Any, tmp_path: Path) -> None:
+    """AE_BUDGET_LIMITS gives the tenant 0.008 USD a day: the first task's worst case fits and it runs; what it
+    spent leaves less than the next task's worst case, so the next one fails before any call, naming the day."""
+    wf = workflow_dir(tmp_path, DAILY)
+    assert priced.agentctl("workflow", "push", str(wf), "--tenant", DAY_TENANT).returncode == 0
+    first = priced.agentctl("submit", "daily", "--tenant", DAY_TENANT, "--input", '{"brief": "one"}')
+    first_id = first.stdout.strip().splitlines()[-1]
+    priced.wait_for_status(first_id, "succeeded")
+    second = priced.agentctl("submit", "daily", "--tenant", DAY_TENANT, "--input", '{"brief": "two"}')
+    second_id = second.stdout.strip().splitlines()[-1]
+    shown = priced.wait_for_status(second_id, "failed")
+    assert "over budget" in shown["reason"] and f"tenant-day budget of $0.008 of tenant '{DAY_TENANT}'" in shown[
+        "reason"]
+
+    ran = json.loads(priced.agentctl("task", "history", first_id, "--json").stdout)
+    [reserved] = [r["data"] for r in ran if r["type"] == "budget.reserved"]
+    [settled] = [r["data"] for r in ran if r["type"] == "budget.settled"]
+    assert reserved["day"] == settled["day"] and Decimal(settled["cost_usd"]) > 0
+    stopped = json.loads(priced.agentctl("task", "history", second_id, "--json").stdout)
+    [exceeded] = [r["data"] for r in stopped if r["type"] == "budget.exceeded"]
+    assert exceeded["scope"] == "tenant-day" and exceeded["limit_usd"] == "0.008"
+    assert Decimal(exceeded["available_usd"]) == Decimal("0.008") - Decimal(settled["cost_usd"])
+    assert not any(r["type"] == "node.dispatched" for r in stopped)
+
+    day_log = priced.agentctl("task", "history", f"tenant:{DAY_TENANT}/budget/{reserved['day']}", "--json")
+    assert day_log.returncode == 0, day_log.stderr
+    logged = [(r["type"], r["data"]["scope"], r["data"]["spent_usd"]) for r in json.loads(day_log.stdout)]
+    assert logged == [("budget.reserved", "tenant-day", "0"), ("budget.settled", "tenant-day", settled["cost_usd"])]
+    days: dict[str, Any] = {}
+    for _ in range(100):
+        days = json.loads(priced.agentctl("budget", "--tenant", DAY_TENANT, "--json").stdout)["budget_days"]
+        if days.get(reserved["day"], {}).get("exceeded") == 1:
+            break
+        time.sleep(0.2)
+    assert (days[reserved["day"]]["spent_usd"], days[reserved["day"]]["reserved_usd"]) == (settled["cost_usd"], "0")
+    for task_id in (first_id, second_id):
+        replayed = priced.agentctl("task", "replay", task_id)
+        assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout

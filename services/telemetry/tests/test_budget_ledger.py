@@ -91,3 +91,15 @@ def test_the_projection_answers_as_the_in_memory_ledger_and_forgets_budget_lines
         assert pg.query(**query) == memory.query(**query), query
     assert pg.forget("acme", ["t1"]) == 1
     assert pg.query("t1", "acme").get("erased") is True
+
+
+def test_a_task_with_only_day_budgets_and_the_day_logs_copies() -> None:
+    """A task without a limit of its own (only its tenant's day budget applies) has a line without a limit; the
+    copies of its records in the day's log (scope tenant-day) are not counted again."""
+    common = {"spent_usd": "0", "reserved_usd": "0", "day": "2026-03-01"}
+    reserved = {**common, "dispatch_id": "d1", "node": "a", "amount_usd": "0.004"}
+    ledger = Ledger()
+    ledger.apply(messages([record("budget.opened", {"prices": PRICES}), record("budget.reserved", reserved),
+                           record("budget.reserved", {**reserved, "scope": "tenant-day", "limit_usd": "5"})]))
+    budget = ledger.query("t1")["budget"]
+    assert "limit_usd" not in budget and (budget["reserved_usd"], budget["reservations"]) == ("0.004", 1)

@@ -31,15 +31,19 @@ class Row:
 
 
 def row_of(event: Envelope) -> Row | None:
-    """The row of a budget record (None for another type); one that is not valid raises ValueError."""
+    """The row of a budget record (None for another type, or a day log's copy); one that is not valid raises
+    ValueError (or ArithmeticError for an amount that is no decimal)."""
     if event.type not in TYPES:
         return None
     data = parse_data(event.type, event.data).model_dump(mode="json", exclude_none=True)
+    if data.get("scope", "task") != "task":
+        return None  # a day log's copy of a task's record: the task's own record is counted
     day = event.time.date().isoformat()
     entry = {"type": event.type, "time": event.time.isoformat(),
              **{k: v for k, v in data.items() if k not in ("prices", "scope")}}
     if event.type == "budget.opened":
-        return Row(event.type, day, limit=Decimal(data["limit_usd"]), entry=entry)
+        limit = data.get("limit_usd")  # absent: only day budgets apply to the task
+        return Row(event.type, day, limit=Decimal(limit) if limit is not None else None, entry=entry)
     if event.type == "budget.reserved":
         return Row(event.type, day, reserved=Decimal(data["amount_usd"]), entry=entry)
     if event.type == "budget.settled":
