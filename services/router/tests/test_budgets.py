@@ -3,11 +3,13 @@ result (or at the task's end), wait or fail when it does not fit, alert once; no
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
-from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf, start
+from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf, priced, start
 from router_testkit import (
     Run,
+    accepted,
     completed,
     dumps,
     envelope,
@@ -18,7 +20,7 @@ from router_testkit import (
     types,
 )
 
-from agent_engine.contracts.manifest import AgentSpec, Fallback
+from agent_engine.contracts.manifest import AgentSpec, Fallback, WorkflowManifest
 from agent_engine.router.budgets import REPAIR_NOTE_BYTES, models_for, worst_case
 from agent_engine.router.core import RouterInput, fold, replay
 
@@ -199,3 +201,20 @@ def test_a_budgeted_task_replays_to_the_same_records_and_folds_from_them() -> No
     stored = json_round_trip(run.records)
     assert dumps(replay(stored)) == dumps(stored)
     assert fold(stored).budget == run.state.budget
+
+
+def requested(wf: WorkflowManifest, budget_usd: str) -> Run:
+    """A run started by a request that carries its own budget."""
+    inp = priced(accepted(wf))
+    run = Run()
+    run.feed(replace(inp, event=inp.event.model_copy(update={"data": {**inp.event.data, "budget_usd": budget_usd}})))
+    return run
+
+
+def test_a_budget_given_with_the_request_applies_and_the_lower_of_two_wins() -> None:
+    alone = requested(linear_workflow(), "0.001")  # too little for the first dispatch's worst case
+    assert of_type(alone.records, "budget.opened")[0]["limit_usd"] == "0.001"
+    assert alone.state.status == "failed" and "of the task's budget of $0.001 is left" in alone.state.reason
+    both = requested(budgeted(linear_workflow(), "1", on_exceed="wait"), "0.5")
+    opened = of_type(both.records, "budget.opened")[0]
+    assert (opened["limit_usd"], opened["on_exceed"]) == ("0.5", "wait") and both.state.status == "running"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 import uuid
@@ -16,6 +17,7 @@ from agent_engine.cli.commands.workflow import load_valid, push
 from agent_engine.cli.options import Subparsers, add_tenant, parse_input
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.manifest import USD_PATTERN
 from agent_engine.contracts.subjects import ROUTER_RPC
 
 
@@ -29,6 +31,8 @@ def register(sub: Subparsers) -> None:
                          help="when the tenant is at its limit of running tasks, higher priorities start first")
         cmd.add_argument("--data-subject", metavar="ID", help="the person the task's data is about: its records "
                          "are sealed under that person's key (`agentctl tenant forget T --person ID` erases them)")
+        cmd.add_argument("--budget-usd", metavar="USD", help="the most the task may spend on LLM calls, e.g. 0.25 "
+                         "(with a workflow budget the lower applies; docs/guardrails.md, Budgets)")
         add_tenant(cmd)
 
     sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
@@ -43,7 +47,8 @@ def register(sub: Subparsers) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
-                              args.timeout, priority=args.priority, data_subject=args.data_subject))
+                              args.timeout, priority=args.priority, data_subject=args.data_subject,
+                              budget_usd=args.budget_usd))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -55,22 +60,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def go() -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
-                            follow=True, priority=args.priority, data_subject=args.data_subject)
+                            follow=True, priority=args.priority, data_subject=args.data_subject,
+                            budget_usd=args.budget_usd)
     return asyncio.run(go())
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0,
-                 data_subject: str | None = None) -> int:
+                 data_subject: str | None = None, budget_usd: str | None = None) -> int:
     if data_subject is not None and not 1 <= len(data_subject) <= 256:
         raise CliError("--data-subject must be 1 to 256 characters")
+    if budget_usd is not None and not re.fullmatch(USD_PATTERN, budget_usd):
+        raise CliError(f"--budget-usd {budget_usd!r} is not an amount in USD: write a decimal such as 0.25")
     async with connect() as engine:
         tenant = engine.tenant(tenant)
         # a fresh task id and request id every time: with a key, the router answers a repeat with
         # task.deduplicated naming the task the key's first request started
         task_id = str(uuid.uuid4())
         request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key,
-                                requested_by=engine.sender, priority=priority, data_subject=data_subject)
+                                requested_by=engine.sender, priority=priority, data_subject=data_subject,
+                                budget_usd=budget_usd)
         async with engine.request(request, tenant=tenant, task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)

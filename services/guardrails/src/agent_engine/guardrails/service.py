@@ -53,7 +53,7 @@ def decide(msg_subject: str, raw: bytes, headers: dict[str, str], seq: int, poli
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
                             requested_by=verdict.request.requested_by, priority=verdict.request.priority,
-                            data_subject=verdict.request.data_subject)
+                            data_subject=verdict.request.data_subject, budget_usd=verdict.request.budget_usd)
         return _answer(cause, cause_id, data, tenant, task_id, correlation_id)
     workflow = cause.data.get("workflow") if cause else None
     data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",

@@ -37,15 +37,18 @@ RESULTS = frozenset({"node.completed", "node.errored", "node.tools_requested"})
 """The inputs that answer a dispatch, and so settle its reservation."""
 
 
-def open_budget(out: Emitter, manifest: WorkflowManifest, prices: PriceTable | None, user: str | None) -> None:
+def open_budget(out: Emitter, manifest: WorkflowManifest, prices: PriceTable | None, user: str | None,
+                requested_usd: str | None = None) -> None:
     """A task starts: record its budget and the prices it reserves with. The shell gives prices only when the
-    workflow has a budget or day budgets apply to the tenant; otherwise nothing is recorded."""
+    workflow or the request has a budget, or day budgets apply to the tenant; otherwise nothing is recorded.
+    The task's limit is the lower of the workflow's and the request's."""
     if prices is None:
         return
     budget = manifest.budget
+    limits = [Decimal(v) for v in (budget.task_usd if budget else None, requested_usd) if v is not None]
     pinned = prices.subset(manifest_models(manifest)).to_json()
-    out.add(BudgetOpened(limit_usd=budget.task_usd if budget else None, on_exceed=budget.on_exceed if budget
-                         else "fail", alert_at=budget.alert_at if budget else None,
+    out.add(BudgetOpened(limit_usd=usd(min(limits)) if limits else None,
+                         on_exceed=budget.on_exceed if budget else "fail", alert_at=budget.alert_at if budget else None,
                          prices=PinnedPrices.model_validate(pinned), user=user))
 
 

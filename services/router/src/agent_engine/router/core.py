@@ -208,13 +208,15 @@ def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None
                            workflow=accepted.workflow, revision=inp.workflow.revision, input=accepted.input,
                            workflow_manifest=manifest))
         return
-    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest, inp.prices, accepted.requested_by)
+    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest, inp.prices, accepted.requested_by,
+           accepted.budget_usd)
 
 
 def _start(out: Emitter, workflow: str, revision: str, task_input: dict[str, Any],
-           manifest: WorkflowManifest, prices: PriceTable | None, user: str | None = None) -> None:
+           manifest: WorkflowManifest, prices: PriceTable | None, user: str | None = None,
+           requested_usd: str | None = None) -> None:
     out.add(_started(workflow, revision, task_input, manifest))
-    open_budget(out, manifest, prices, user)
+    open_budget(out, manifest, prices, user, requested_usd)
     activate(out, manifest.start().id, "start")
 
 

@@ -379,14 +379,15 @@ class Router:
         if resolved is None:  # each stored entry parsed once: every task of a revision starts from the same one
             revision, manifest = workflows.parse_entry(entry)
             resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
-        return RouterInput(event, resolved, prices=_prices(resolved.manifest, self.days.apply_to(event.tenant)))
+        budgeted = self.days.apply_to(event.tenant) or bool(event.data.get("budget_usd"))  # or the request's own
+        return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted))
 
 
-def _prices(manifest: WorkflowManifest, day_budgets: bool) -> PriceTable | None:
+def _prices(manifest: WorkflowManifest, budgeted: bool) -> PriceTable | None:
     """The price rows a task of this workflow reserves its budget with (AE_PRICE_TABLE, else the bundled
-    table), recorded with the input that starts it; None without a budget (the workflow's, or day budgets of
-    its tenant), so nothing changes for the rest."""
-    if manifest.budget is None and not day_budgets:
+    table), recorded with the input that starts it; None without a budget (the workflow's, or `budgeted`: the
+    request's, or day budgets of its tenant), so nothing changes for the rest."""
+    if manifest.budget is None and not budgeted:
         return None
     return pricing.active().subset(manifest_models(manifest))
 
