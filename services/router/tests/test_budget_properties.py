@@ -145,7 +145,7 @@ class Shell:
 
 
 @given(st.data())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any) -> None:
     shell = Shell(Decimal(data.draw(st.sampled_from(["0.08", "0.15", "0.3"]), label="tenant day")),
                   Decimal(data.draw(st.sampled_from(["0.05", "0.1", "1"]), label="user day")))
@@ -157,7 +157,9 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
     for i in range(data.draw(st.integers(2, 4), label="tasks")):
         task, user = f"task-{i}", data.draw(st.sampled_from(["ann", "bob"]), label="user")
         users[task] = user
-        inp = accepted(parallel_wf(2, max_attempts=2), id=f"accept-{i}", task_id=task)
+        wf = budgeted(parallel_wf(2, max_attempts=2), "1", on_exceed=data.draw(st.sampled_from(["wait", "fail"]),
+                                                                                  label="on_exceed"))
+        inp = accepted(wf, id=f"accept-{i}", task_id=task)
         inp = replace(inp, prices=PRICES, event=inp.event.model_copy(
             update={"data": {**inp.event.data, "requested_by": user}}))
         runs[task] = Run()
@@ -171,11 +173,18 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
         dispatches = [r for r in run.records if r.type == "node.dispatched"]
         open_ids = {s.dispatch_id for _, s in run.state.open_dispatches()}
         current = [d for d in dispatches if d.data["dispatch_id"] in open_ids]
-        action = data.draw(st.sampled_from(["answer", "answer", "answer", "expire", "redeliver", "late", "crash"]),
-                           label="action")
+        action = data.draw(st.sampled_from(["answer", "answer", "answer", "expire", "redeliver", "late", "crash",
+                                            "tick"]), label="action")
+        due = [(n, s) for n, s in run.state.nodes.items() if s.status == "retry_scheduled"]
         if action == "crash":
             run.state = fold(json_round_trip(run.records))
             shell.crash()
+        elif action == "tick" and due:  # the router's timer: a node waiting for a day budget tries again
+            node, waiting = data.draw(st.sampled_from(due), label="due")
+            assert waiting.deadline is not None
+            shell.feed(run, RouterInput(envelope("node.retry_due", {
+                "node": node, "attempt": waiting.attempts + 1, "at": waiting.deadline.isoformat()},
+                id=f"due-{next(ids)}", task_id=task, time=waiting.deadline)), user)
         elif action == "redeliver" and applied:
             again_task, again = data.draw(st.sampled_from(applied), label="again")
             assert shell.feed(runs[again_task], again, users[again_task]) == []
@@ -209,4 +218,5 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
         costs = [r.data["cost_usd"] for r in shell.logs[key] if r.type == "budget.settled"]
         assert state.spent == sum((Decimal(c) for c in costs), Decimal(0))
     event(f"day reservations: {min(sum(1 for log in shell.logs.values() for r in log if r.type == 'budget.reserved'), 9)}")
+    event(f"day waited: {any(r.data.get('scope') != 'task' and r.data['then'] == 'wait' for run in runs.values() for r in run.records if r.type == 'budget.exceeded')}")
     event(f"day exceeded: {any(r.data.get('scope') != 'task' for run in runs.values() for r in run.records if r.type == 'budget.exceeded')}")

@@ -5,11 +5,12 @@ settlements are mirrored into the day's log; several tasks of a tenant share it.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from budget_testkit import PRICES, cost, of_type, parallel_wf
-from router_testkit import Run, accepted, completed, dumps, json_round_trip, linear_workflow, types
+from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf
+from router_testkit import Run, accepted, completed, dumps, envelope, json_round_trip, linear_workflow, types
 
 from agent_engine.router.budgets import (
     DayLimits,
@@ -19,6 +20,7 @@ from agent_engine.router.budgets import (
     evolve_day,
     fold_day,
     mirrored,
+    recheck_at,
     room_of,
 )
 from agent_engine.router.core import RouterInput, replay
@@ -95,3 +97,21 @@ def test_the_day_log_folds_reservations_and_settlements_once() -> None:
     assert fold_day(log) == day and day.spent == Decimal("0.01") and len(day.open) == 1
     assert {r.data["scope"] for r in log} == {"tenant-day"} and log[1].data["spent_usd"] == "0.01"
     assert room_of("tenant-day", "2025-03-01", Decimal(5), day).available == Decimal(5) - day.spent - day.reserved
+
+
+def test_wait_over_a_day_budget_tries_again_on_the_timers_and_at_the_next_day_at_the_latest() -> None:
+    wf = budgeted(linear_workflow(), "1", on_exceed="wait")
+    run = Run()
+    out = run.feed(with_rooms(accepted(wf), DayRoom("tenant-day", "2025-03-01", Decimal(1), Decimal("0.001"))))
+    [exceeded] = [r.data for r in out if r.type == "budget.exceeded"]
+    [scheduled] = [r for r in out if r.type == "node.retry_scheduled"]
+    assert exceeded["scope"] == "tenant-day" and exceeded["then"] == "wait" and "it waits" in exceeded["reason"]
+    assert scheduled.data["at"] == (scheduled.time + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
+    assert run.state.status == "waiting" and run.state.nodes["start"].status == "retry_scheduled"
+    due = RouterInput(envelope("node.retry_due", {"node": "start", "attempt": 1, "at": scheduled.data["at"]},
+                               id="due-1", time=scheduled.time + timedelta(seconds=60)))
+    out = run.feed(with_rooms(due, DayRoom("tenant-day", "2025-03-01", Decimal(1), Decimal(1))))  # room freed
+    assert types(out)[1:] == ["budget.reserved", "node.dispatched"]
+    assert run.state.status == "running"
+    late = datetime(2025, 3, 1, 23, 59, 30, tzinfo=UTC)
+    assert recheck_at(late) == datetime(2025, 3, 2, tzinfo=UTC)

@@ -16,6 +16,7 @@ from agent_engine.contracts.events import (
     BudgetSettled,
     LlmCallNote,
     NodeDispatched,
+    NodeRetryScheduled,
     PinnedPrices,
 )
 from agent_engine.contracts.manifest import WorkflowManifest
@@ -28,6 +29,7 @@ from agent_engine.router.budgets import (
     manifest_models,
     models_for,
     prompt_bytes,
+    recheck_at,
     usd,
     worst_case,
 )
@@ -64,7 +66,7 @@ def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> Node
     needed = worst_case(ledger.prices, agent, models, size, bool(built.context.summarise))
     if isinstance(needed, Decimal) and ledger.fits(needed):
         short = _day_short(out, built, needed)
-        if short:
+        if short != "":
             return short
         rooms = out.rooms
         user = ledger.user if any(r.scope == "user-day" for r in rooms) else None
@@ -87,8 +89,9 @@ def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> Node
     return None if wait else f"over budget: {reason}"
 
 
-def _day_short(out: Emitter, built: NodeDispatched, needed: Decimal) -> str:
-    """The failure when a day budget has no room for `needed` beside what this input reserved already ("")."""
+def _day_short(out: Emitter, built: NodeDispatched, needed: Decimal) -> str | None:
+    """When a day budget has no room for `needed` beside what this input reserved already: the failure, or None
+    when the node waits (on_exceed: wait) for the next try, scheduled on the router's timers ("": it fits)."""
     used = sum((Decimal(e.data["amount_usd"]) for e in out.events if e.type == "budget.reserved"), ZERO)
     for room in out.rooms:
         if used + needed <= room.available:
@@ -98,10 +101,19 @@ def _day_short(out: Emitter, built: NodeDispatched, needed: Decimal) -> str:
         left = max(room.available - used, ZERO)
         reason = (f"node '{built.node}' needs up to ${usd(needed)} (worst case) but only ${usd(left)} of the "
                   f"{room.scope} budget of ${usd(room.limit)} of {whose} for {room.day} (UTC) is left")
+        wait = out.state.budget is not None and out.state.budget.on_exceed == "wait" and needed <= room.limit
+        at = recheck_at(out.now)
+        if wait:
+            reason += f"; it waits, and tries again at {at.isoformat()}"
         out.add(BudgetExceeded(scope=room.scope, node=built.node, attempt=built.attempt,  # type: ignore[arg-type]
                                needed_usd=usd(needed), available_usd=usd(left), limit_usd=usd(room.limit),
-                               then="fail", reason=reason))
-        return f"over budget: {reason}"
+                               then="wait" if wait else "fail", reason=reason))
+        if not wait:
+            return f"over budget: {reason}"
+        # the router's timers wake it (node.retry_due): room may have freed by then, or the day changed
+        out.add(NodeRetryScheduled(node=built.node, attempt=built.attempt, at=at,
+                                   delay_s=(at - out.now).total_seconds(), reason=f"room in the {room.scope} budget"))
+        return None
     return ""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -300,3 +301,13 @@ def mirrored(record: Envelope, scope: str, after: DayState, limit: Decimal | Non
             "limit_usd": usd(limit) if limit is not None else None}
     return record.model_copy(update={"id": derive_id(record.id, scope),
                                      "data": {k: v for k, v in data.items() if v is not None}})
+
+
+DAY_RECHECK_S = 60
+"""How often a node that waits for room in a day budget tries again (and at the next UTC day at the latest)."""
+
+
+def recheck_at(now: datetime) -> datetime:
+    """When a node waiting for a day budget tries again: in DAY_RECHECK_S, or at the next UTC midnight if sooner."""
+    midnight = datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(), tzinfo=UTC)
+    return min(now + timedelta(seconds=DAY_RECHECK_S), midnight)

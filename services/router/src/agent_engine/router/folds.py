@@ -168,8 +168,9 @@ def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
 
 
 def _waits(state: TaskState) -> bool:
-    """Whether a node waits for a person (an approval) or for room in the budget."""
-    return any(s.status in ("awaiting_approval", "budget_wait") for s in state.nodes.values())
+    """Whether a node waits for a person (an approval) or for room in a budget."""
+    return (any(s.status == "awaiting_approval" for s in state.nodes.values())
+            or bool(state.budget is not None and state.budget.waiting))
 
 
 # --- budgets ----------------------------------------------------------------------------------
@@ -180,18 +181,25 @@ def _fold_budget(state: TaskState, event: Envelope) -> TaskState:
 
 def _fold_budget_exceeded(state: TaskState, event: Envelope) -> TaskState:
     state = _fold_budget(state, event)
-    if event.data["then"] != "wait":
-        return state  # the node's failure follows
-    state = set_node(state, event.data["node"], status="budget_wait", attempts=event.data["attempt"] - 1)
+    if event.data["then"] != "wait":  # the node's failure follows; it waits no more
+        return _running_or_waiting(state)
+    if event.data.get("scope", "task") == "task":  # woken when a reservation of the task settles
+        state = set_node(state, event.data["node"], status="budget_wait", attempts=event.data["attempt"] - 1)
+    # (over a day budget the node.retry_scheduled that follows wakes it)
     return with_(state, status="waiting", reason=event.data.get("reason", ""))
 
 
 def _fold_budget_reserved(state: TaskState, event: Envelope) -> TaskState:
     state = _fold_budget(state, event)
     node = state.nodes.get(event.data["node"])
-    if node is None or node.status != "budget_wait":
+    if node is not None and node.status == "budget_wait":
+        state = set_node(state, event.data["node"], status="pending")  # its dispatch follows
+    return _running_or_waiting(state)
+
+
+def _running_or_waiting(state: TaskState) -> TaskState:
+    if state.status not in ("running", "waiting"):
         return state
-    state = set_node(state, event.data["node"], status="pending")  # its dispatch follows
     return with_(state, status="waiting" if _waits(state) else "running")
 
 
