@@ -174,6 +174,7 @@ def test_a_tenants_day_budget_stops_the_task_whose_first_call_would_exceed_it(pr
             break
         time.sleep(0.2)
     assert (days[reserved["day"]]["spent_usd"], days[reserved["day"]]["reserved_usd"]) == (settled["cost_usd"], "0")
+    assert days[reserved["day"]]["exceeded"] == 1  # the second task's, over the tenant's day
     for task_id in (first_id, second_id):
         replayed = priced.agentctl("task", "replay", task_id)
         assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout

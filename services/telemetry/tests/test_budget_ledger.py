@@ -99,7 +99,11 @@ def test_a_task_with_only_day_budgets_and_the_day_logs_copies() -> None:
     common = {"spent_usd": "0", "reserved_usd": "0", "day": "2026-03-01"}
     reserved = {**common, "dispatch_id": "d1", "node": "a", "amount_usd": "0.004"}
     ledger = Ledger()
+    over = {"scope": "tenant-day", "node": "b", "attempt": 1, "needed_usd": "0.01", "available_usd": "0.001",
+            "limit_usd": "5", "then": "fail", "reason": "over the day"}
     ledger.apply(messages([record("budget.opened", {"prices": PRICES}), record("budget.reserved", reserved),
-                           record("budget.reserved", {**reserved, "scope": "tenant-day", "limit_usd": "5"})]))
+                           record("budget.reserved", {**reserved, "scope": "tenant-day", "limit_usd": "5"}),
+                           record("budget.exceeded", over)]))
     budget = ledger.query("t1")["budget"]
     assert "limit_usd" not in budget and (budget["reserved_usd"], budget["reservations"]) == ("0.004", 1)
+    assert budget["exceeded"] == 1  # over its tenant's day budget: recorded in the task's own history

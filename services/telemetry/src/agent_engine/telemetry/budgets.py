@@ -36,7 +36,7 @@ def row_of(event: Envelope) -> Row | None:
     if event.type not in TYPES:
         return None
     data = parse_data(event.type, event.data).model_dump(mode="json", exclude_none=True)
-    if data.get("scope", "task") != "task":
+    if event.type in ("budget.reserved", "budget.settled") and data.get("scope", "task") != "task":
         return None  # a day log's copy of a task's record: the task's own record is counted
     day = event.time.date().isoformat()
     entry = {"type": event.type, "time": event.time.isoformat(),
