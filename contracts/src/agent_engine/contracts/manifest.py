@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS
 
@@ -247,6 +247,14 @@ class BudgetSpec(BaseModel):
     left to wait for."""
     alert_at: float | None = Field(default=None, gt=0, le=1)
     """Record one `budget.alert` when the task has spent this share of `task_usd` (e.g. 0.8)."""
+
+    @field_validator("task_usd", mode="before")
+    @classmethod
+    def _money_is_a_string(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f'write it in quotes, e.g. task_usd: "{value}" (money is an exact decimal, never a '
+                             "float)")
+        return value
 
 
 class WorkflowManifest(BaseModel):
