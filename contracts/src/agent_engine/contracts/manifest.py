@@ -274,8 +274,9 @@ class WorkflowManifest(BaseModel):
     schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
     mock: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     """Scripted outputs per node for the mock provider: attempt N uses item N (the last repeats)."""
-    budget: BudgetSpec | None = None
-    """What one task may spend on LLM calls (absent: no budget, and no reservations are recorded)."""
+    budget: BudgetSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    """What one task may spend on LLM calls (absent: no budget, and no reservations are recorded). Left out of the
+    dump when unset, so manifests pinned before budgets existed dump (and replay) as they did."""
 
     def with_tool_interfaces(self) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

@@ -61,10 +61,8 @@ def input_record(inp: RouterInput) -> Envelope:
     """The stored form of an applied input: the input itself plus what the shell resolved for it."""
     resolved = None
     if inp.workflow is not None:
-        manifest = inp.workflow.manifest
-        # without a budget the field is left out, so records stay as they were stored before it existed
-        resolved = {"revision": inp.workflow.revision, "manifest": manifest.model_dump(
-            mode="json", by_alias=True, exclude={"budget"} if manifest.budget is None else None)}
+        resolved = {"revision": inp.workflow.revision,
+                    "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
     event = inp.event
     data: dict[str, Any] = {"input": event.to_wire(), "workflow": resolved}
     if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
