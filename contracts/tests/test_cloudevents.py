@@ -27,7 +27,8 @@ def sample(path: Path) -> dict[str, Any]:
 
 
 ADDED_IN_V2 = frozenset({"task.deduplicated", "tenant.key_claimed", "guardrail.verdict", "node.output_produced",
-                         "node.output_checked", "tool.call_cleared"})
+                         "node.output_checked", "tool.call_cleared", "budget.opened", "budget.reserved",
+                         "budget.settled", "budget.exceeded", "budget.alert"})
 """Event types version 1 never had: their samples are v2 only (written by hand, read by every test below)."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from router_testkit import agent, chain, completed, envelope, errored, exit_, manifest, started, tool, types
+from router_testkit import agent, chain, envelope, errored, exit_, manifest, started, tool, types
 
 from agent_engine.contracts.manifest import AgentSpec, ToolSpec
 from agent_engine.contracts.policy import OutputPolicy, TopicRule, WorkflowPolicy

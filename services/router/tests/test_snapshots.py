@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import fields, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import test_properties
@@ -20,6 +21,8 @@ from router_testkit import Run, json_round_trip, linear_workflow, started
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import Lineage, Usage
 from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.pricing import PriceTable
+from agent_engine.router.budgets import Ledger, Wait
 from agent_engine.router.core import INPUT_RECORD, apply, fold, input_from_record
 from agent_engine.router.crypto import seal, unseal
 from agent_engine.router.datakeys import DataKey
@@ -110,7 +113,10 @@ def test_every_field_of_a_state_survives_a_snapshot() -> None:
                     entry="start", stop_at="m", inherited={"u": {"v": 1}},
                     fanouts={"s": Fanout(merge="m", subtasks=("t1", "t2"), results={1: ("succeeded", {"o": 1}, "")})},
                     cancelling=frozenset({"t2"}), revisions={"judge": 1}, feedback={"start": {"f": 1}},
-                    recorded={"start@0": {"output": {}}}, duplicate_of="other", applied=frozenset({"i1", "i2"}))
+                    recorded={"start@0": {"output": {}}}, duplicate_of="other", applied=frozenset({"i1", "i2"}),
+                    budget=Ledger(Decimal("0.01"), "wait", 0.8, PriceTable("v", {"m": (Decimal(1),) * 4}),
+                                  open={"d": ("start", Decimal("0.001"))}, spent=Decimal("0.002"),
+                                  settled=frozenset({"d0"}), alerted=True, waiting={"x": Wait(1)}))
     for name, value in ((f.name, getattr(state, f.name)) for f in fields(TaskState)):
         assert value != getattr(TaskState(), name), f"TaskState.{name} is not set in this test"
     for name, value in ((f.name, getattr(node, f.name)) for f in fields(NodeState)):

@@ -193,6 +193,36 @@ def replay(report: dict[str, Any]) -> None:
               f"differs in {', '.join(d['fields']) or '(whole record)'}")
 
 
+def task_budget(task_id: str, budget: dict[str, Any] | None) -> None:
+    """A task's budget: its limit, what is reserved now and spent, and each budget record."""
+    if not budget:
+        print(f"task {task_id}: no budget (its workflow declares none, or telemetry has not seen it yet)")
+        return
+    print(f"task {task_id}: limit {budget.get('limit_usd', '?')} USD, reserved {budget['reserved_usd']}, "
+          f"spent {budget['spent_usd']} ({budget['reservations']} reservation(s), {budget['settlements']} settled, "
+          f"{budget['exceeded']} over budget, {budget['alerts']} alert(s))")
+    log = budget.get("log") or []
+    if log:
+        print()
+        print(f"{'RECORD':<18}{'NODE':<20}{'AMOUNT USD':>14}{'COST USD':>14}  NOTE")
+        for row in log:
+            amount = row.get("amount_usd") or row.get("released_usd") or row.get("needed_usd") or ""
+            note = row.get("outcome") or row.get("then") or ""
+            print(f"{row['type'].removeprefix('budget.'):<18}{row.get('node', ''):<20}{amount:>14}"
+                  f"{row.get('cost_usd', ''):>14}  {note}")
+
+
+def tenant_budget(tenant: str, days: dict[str, Any]) -> None:
+    """A tenant's budgeted tasks by UTC day: reservations made and spend settled that day."""
+    if not days:
+        print(f"tenant {tenant}: no budget records")
+        return
+    print(f"{'DAY':<12}{'RESERVED USD':>14}{'SPENT USD':>14}{'RESERVATIONS':>14}{'OVER':>6}")
+    for day, line in days.items():
+        print(f"{day:<12}{line['reserved_usd']:>14}{line['spent_usd']:>14}{line['reservations']:>14}"
+              f"{line['exceeded']:>6}")
+
+
 def task_cost(ledger: dict[str, Any]) -> None:
     """One task's ledger: each call, each node, and the total (exact decimals, as recorded)."""
     print(f"task {ledger['task_id']}: {ledger['calls']} call(s), {ledger['cost_usd']} USD"
@@ -215,3 +245,8 @@ def task_cost(ledger: dict[str, Any]) -> None:
         print(f"{'NODE':<18}{'CALLS':>6}  COST USD")
         for node, line in nodes.items():
             print(f"{node:<18}{line['calls']:>6}  {line['cost_usd']}")
+    budget = ledger.get("budget")
+    if budget:
+        print()
+        print(f"budget: limit {budget.get('limit_usd', '?')} USD, reserved {budget['reserved_usd']}, spent "
+              f"{budget['spent_usd']} (agentctl budget --task {ledger['task_id']})")

@@ -70,6 +70,8 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "guardrail.verdict": ((GUARDRAILS,), ()),
     "node.output_produced": ((AGENT_RUNNER, TOOL_RUNNER), (GUARDRAILS,)),
     "node.output_checked": ((GUARDRAILS,), (ROUTER,)),
+    "budget.opened": _RECORD, "budget.reserved": _RECORD, "budget.settled": _RECORD, "budget.exceeded": _RECORD,
+    "budget.alert": _RECORD,
 }
 """Event type -> (who publishes it, which services consume its subject with a durable consumer). Telemetry
 and clients read every event of a tenant through the `events` channel, so they are not repeated here."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent_engine.contracts.builtins import BUILTINS, NON_IDEMPOTENT_BUILTINS, Capability
 from agent_engine.contracts.mcp import McpRef, McpToolEntry
@@ -303,6 +303,34 @@ class ToolSpec(BaseModel):
             "side_effects": self.side_effects or bool(entry.side_effects)})
 
 
+USD_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,12})?$"
+"""Money: an exact decimal in a string, in US dollars (never a float, so sums stay exact)."""
+
+
+class BudgetSpec(BaseModel):
+    """What one task of the workflow may spend on LLM calls (docs/guardrails.md, Budgets). Before each agent
+    dispatch the router reserves its worst-case cost against `task_usd`; over it, the node waits or fails."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_usd: str = Field(pattern=USD_PATTERN)
+    """The most one task may spend, e.g. "0.50"."""
+    on_exceed: Literal["wait", "fail"] = "fail"
+    """`fail`: the node (and so the task) fails before the call that could go over. `wait`: the node waits
+    (task status `waiting`) until a reservation of the task settles and leaves room; it fails when nothing is
+    left to wait for."""
+    alert_at: float | None = Field(default=None, gt=0, le=1)
+    """Record one `budget.alert` when the task has spent this share of `task_usd` (e.g. 0.8)."""
+
+    @field_validator("task_usd", mode="before")
+    @classmethod
+    def _money_is_a_string(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f'write it in quotes, e.g. task_usd: "{value}" (money is an exact decimal, never a '
+                             "float)")
+        return value
+
+
 class WorkflowManifest(BaseModel):
     """A whole workflow: graph, agents, tools, output schemas and (optional) mock scripts."""
 
@@ -329,6 +357,9 @@ class WorkflowManifest(BaseModel):
     copied into every tool dispatch; it can only tighten the tenant's policy) and `output` (output checks). Left
     out of the manifest's JSON when absent, so manifests pinned before the field (and their tasks' replays) read
     the same."""
+    budget: BudgetSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    """What one task may spend on LLM calls (absent: no budget, and no reservations are recorded). Left out of the
+    dump when unset, so manifests pinned before budgets existed dump (and replay) as they did."""
 
     def with_tool_interfaces(self, mcp: Mapping[str, McpToolEntry] | None = None) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

@@ -1,4 +1,5 @@
-"""`agentctl cost`: the telemetry service's token and cost ledger."""
+"""`agentctl cost`: the telemetry service's token and cost ledger; `agentctl budget`: its budget lines (what is
+reserved and spent against a task's budget, and a tenant's by UTC day)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ def register(sub: Subparsers) -> None:
     cost.add_argument("--tenant")
     add_json(cost, help="the ledger as JSON")
     cost.set_defaults(func=cmd_cost)
+    budget = sub.add_parser("budget", help="budgets from telemetry's ledger: with --task, the task's limit, reserved "
+                            "and spent, and each reservation and settlement; with --tenant, reserved and spent by "
+                            "UTC day")
+    target = budget.add_mutually_exclusive_group(required=True)
+    target.add_argument("--task")
+    target.add_argument("--tenant")
+    add_json(budget, help="the budget line as JSON")
+    budget.set_defaults(func=cmd_budget)
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -25,4 +34,17 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print_json(ledger)
     else:
         render.task_cost(ledger)
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    ledger = ask(TELEMETRY_RPC, "ledger", {"task_id": args.task, "tenant": args.tenant})
+    answer = ({"task_id": args.task, "budget": ledger.get("budget")} if args.task
+              else {"tenant": args.tenant, "budget_days": ledger.get("budget_days", {})})
+    if args.json:
+        print_json(answer)
+    elif args.task:
+        render.task_budget(args.task, ledger.get("budget"))
+    else:
+        render.tenant_budget(args.tenant, ledger.get("budget_days") or {})
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import sys
 import time
 import uuid
@@ -18,6 +19,7 @@ from agent_engine.cli.commands.workflow import load_valid, push
 from agent_engine.cli.options import Subparsers, add_tenant, parse_input
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import NodeApprovalDecided, TaskRequested
+from agent_engine.contracts.manifest import USD_PATTERN
 from agent_engine.contracts.subjects import ROUTER_RPC
 
 
@@ -33,6 +35,8 @@ def register(sub: Subparsers) -> None:
                          "are sealed under that person's key (`agentctl tenant forget T --person ID` erases them)")
         cmd.add_argument("--session", metavar="ID", help="the session (a chat, a conversation) the task belongs to: "
                          "guardrails' per-session rate limit counts requests by it")
+        cmd.add_argument("--budget-usd", metavar="USD", help="the most the task may spend on LLM calls, e.g. 0.25 "
+                         "(with a workflow budget the lower applies; docs/guardrails.md, Budgets)")
         add_tenant(cmd)
 
     sm = sub.add_parser("submit", help="submit a task; prints only its id on stdout; non-zero if rejected")
@@ -51,7 +55,7 @@ def register(sub: Subparsers) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args.workflow, parse_input(args.input), args.tenant, args.idempotency_key,
                               args.timeout, priority=args.priority, data_subject=args.data_subject,
-                              session=args.session))
+                              session=args.session, budget_usd=args.budget_usd))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -64,17 +68,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         await push(loaded, args.tenant)
         return await submit(name, task_input, args.tenant, args.idempotency_key, args.timeout,
                             follow=True, priority=args.priority, data_subject=args.data_subject,
-                            approve_tools=args.approve_tools, session=args.session)
+                            approve_tools=args.approve_tools, session=args.session, budget_usd=args.budget_usd)
     return asyncio.run(go())
 
 
 async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, key: str | None,
                  timeout: float, follow: bool = False, quiet: bool = False, priority: int = 0,
-                 data_subject: str | None = None, approve_tools: bool = False, session: str | None = None) -> int:
+                 data_subject: str | None = None, approve_tools: bool = False, session: str | None = None,
+                 budget_usd: str | None = None) -> int:
     if data_subject is not None and not 1 <= len(data_subject) <= 256:
         raise CliError("--data-subject must be 1 to 256 characters")
     if session is not None and not 1 <= len(session) <= 256:
         raise CliError("--session must be 1 to 256 characters")
+    if budget_usd is not None and not re.fullmatch(USD_PATTERN, budget_usd):
+        raise CliError(f"--budget-usd {budget_usd!r} is not an amount in USD: write a decimal such as 0.25")
     async with connect() as engine:
         tenant = engine.tenant(tenant)
         # a fresh task id and request id every time: with a key, the router answers a repeat with
@@ -82,7 +89,7 @@ async def submit(workflow: str, task_input: dict[str, Any], tenant: str | None, 
         task_id = str(uuid.uuid4())
         request = TaskRequested(workflow=workflow, input=task_input, idempotency_key=key,
                                 requested_by=engine.sender, priority=priority, data_subject=data_subject,
-                                session=session)
+                                session=session, budget_usd=budget_usd)
         async with engine.request(request, tenant=tenant, task_id=task_id) as events:
             while True:
                 event = await events.next(timeout)

@@ -14,6 +14,7 @@ One module per topic, each ending with `EVENTS`, the event types it defines:
 - `usage`: LLM calls with their token usage (`llm.called`, `llm.call_failed`)
 - `guardrails`: the gates' verdicts (`guardrail.verdict`), the tool calls the tool gate let through
   (`tool.call_cleared`) and the output gate's traffic (`node.output_produced`, `node.output_checked`)
+- `budgets`: a task's LLM budget: reservations before agent dispatches and their settlement
 
 Import the names from here: every module re-exports through this one. `INTERNAL_TYPES` are the types
 the router makes for itself (`EventData.INTERNAL` says what that means).
@@ -23,8 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_engine.contracts.events import guardrails, nodes, roles, scheduling, tasks, tool_use, usage
+from agent_engine.contracts.events import budgets, guardrails, nodes, roles, scheduling, tasks, tool_use, usage
 from agent_engine.contracts.events.base import EventData
+from agent_engine.contracts.events.budgets import (
+    BudgetAlert,
+    BudgetExceeded,
+    BudgetOpened,
+    BudgetReserved,
+    BudgetSettled,
+    PinnedPrices,
+)
 from agent_engine.contracts.events.guardrails import (
     GuardrailVerdict,
     NodeOutputChecked,
@@ -100,7 +109,7 @@ from agent_engine.contracts.events.tool_use import (
 )
 from agent_engine.contracts.events.usage import LlmCalled, LlmCallFailed, LlmCallNote, Usage
 
-TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage, guardrails)
+TOPICS = (tasks, scheduling, nodes, tool_use, roles, usage, guardrails, budgets)
 """The topic modules; each event type is defined in exactly one of them."""
 
 EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for topic in TOPICS for cls in topic.EVENTS}
@@ -124,6 +133,11 @@ __all__ = [
     "EVENT_TYPES",
     "INTERNAL_TYPES",
     "TOPICS",
+    "BudgetAlert",
+    "BudgetExceeded",
+    "BudgetOpened",
+    "BudgetReserved",
+    "BudgetSettled",
     "ConversationSummary",
     "DispatchedAgent",
     "DispatchedTool",
@@ -159,6 +173,7 @@ __all__ = [
     "NodeToolReturned",
     "NodeToolTurnRecorded",
     "NodeToolsRequested",
+    "PinnedPrices",
     "RequestedCall",
     "RuleHit",
     "SubtaskFinished",

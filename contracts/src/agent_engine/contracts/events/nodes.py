@@ -111,6 +111,9 @@ class NodeDispatched(EventData):
     check_output: OutputPolicy | None = None
     """The workflow's `policy.output`, when it has one: the runner sends its output to guardrails' output gate
     (`node.output_produced`), and the router takes only the gate's `node.output_checked` as the answer."""
+    budget_usd: str | None = None
+    """An agent dispatch of a task with a budget: what the router reserved for it (USD). The agent-runner never
+    starts a call whose worst case would exceed what is left of it. Absent: no budget."""
 
 
 class NodeCompleted(EventData):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agent_engine.contracts.events.base import EventData
-from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN, WorkflowManifest
+from agent_engine.contracts.manifest import USD_PATTERN, WORKFLOW_NAME_PATTERN, WorkflowManifest
 
 TaskStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "rejected", "cancelled"]
 
@@ -36,6 +36,9 @@ class TaskRequested(EventData):
     session: str | None = Field(default=None, min_length=1, max_length=256)
     """The sender's session (a chat, a conversation) the request belongs to: guardrails' per-session rate limit
     counts requests by it (docs/guardrails.md)."""
+    budget_usd: str | None = Field(default=None, pattern=USD_PATTERN)
+    """The most this task may spend on LLM calls (USD, an exact decimal), e.g. "0.25"; with a workflow budget
+    the lower of the two applies (docs/guardrails.md, Budgets)."""
 
 
 class TaskAccepted(EventData):
@@ -50,6 +53,8 @@ class TaskAccepted(EventData):
     priority: int = 0
     data_subject: str | None = None
     """As requested: whose personal data the task holds (its records are sealed under that person's key)."""
+    budget_usd: str | None = None
+    """As requested: the task's own budget in USD."""
 
 
 class TaskRejected(EventData):

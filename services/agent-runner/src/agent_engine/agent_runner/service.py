@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Literal
 
 from agent_engine.agent_runner import pricing, structured
+from agent_engine.agent_runner.allowance import Allowance
 from agent_engine.agent_runner.providers import (
     CallFailure,
     Gateway,
@@ -138,9 +139,12 @@ class AgentRunner:
                                      fallback=data.fallback, problem=data.message, error_class=data.error_class,
                                      status=data.status, then=data.then, delay_s=data.delay_s))
 
+        allowance = Allowance(dispatch.budget_usd, pricing.active(), [r.model for r in self.gateway.chain(agent)])
+
         def record_call(request: LlmRequest, llm: LlmResult, outcome: Outcome, problem: str | None,
                         suffix: str) -> None:
             data = called(dispatch, request, llm, outcome, problem)
+            allowance.spend(data.cost_usd)
             events.append(result(cause, SOURCE, data, suffix))
             notes.append(LlmCallNote(provider=data.provider, model=data.model, outcome=outcome,
                                      repair=data.repair, fallback=data.fallback, usage=data.usage,
@@ -162,6 +166,9 @@ class AgentRunner:
         summary, skip = None, dispatch.context.summarise or 0
         if skip:
             ask = summary_request(dispatch, skip)
+            refused = allowance.refusal(ask)
+            if refused:
+                return fail(refused, False)
             try:
                 llm = await self.gateway.complete(ask, record_failure)
             except ProviderError as exc:
@@ -172,8 +179,8 @@ class AgentRunner:
             summary = ConversationSummary(turns=done + skip, text=llm.text.strip() or "(the model wrote no summary)")
         request = build_request(dispatch, memory, summary, skip)
         while True:
-            refused = await self.over_budget(dispatch, request)  # again before each repair: the prompt grew
-            if refused:
+            refused = await self.over_budget(dispatch, request) or allowance.refusal(request)  # again before
+            if refused:  # each repair: the prompt grew
                 return fail(refused, False)
             try:
                 llm = await self.gateway.complete(request, record_failure)

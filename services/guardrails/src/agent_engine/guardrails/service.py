@@ -76,7 +76,7 @@ def answers(msg_subject: str, tenant: str, verdict: Verdict, headers: dict[str, 
         data = TaskAccepted(workflow=verdict.request.workflow, input=verdict.redacted_input,
                             redactions=verdict.redactions, idempotency_key=verdict.request.idempotency_key,
                             requested_by=verdict.request.requested_by, priority=verdict.request.priority,
-                            data_subject=verdict.request.data_subject)
+                            data_subject=verdict.request.data_subject, budget_usd=verdict.request.budget_usd)
         return [*recorded, _answer(cause, cause_id, data, tenant, task_id, correlation_id)]
     data_r = TaskRejected(reason=(verdict.reason or "rejected") + problem, stage="guardrails",
                           workflow=_workflow(cause), retry_after_s=verdict.retry_after_s)

@@ -7,6 +7,7 @@ import logging
 import os
 
 from agent_engine.router.admission import Limits
+from agent_engine.router.budgets import DayLimits
 from agent_engine.router.datakeys import MasterKeyError, master_key_from_env
 from agent_engine.router.idempotency import parse_window
 from agent_engine.router.service import Router
@@ -34,6 +35,7 @@ async def main(stop: asyncio.Event) -> None:
     limits = Limits.parse(os.environ.get("AE_TENANT_MAX_RUNNING", ""), os.environ.get("AE_TENANT_MAX_QUEUED", ""),
                           os.environ.get("AE_TENANT_LIMITS", ""))
     window_s = parse_window(os.environ.get("AE_IDEMPOTENCY_WINDOW_S", ""))
+    day_limits = DayLimits.parse(os.environ.get("AE_BUDGET_LIMITS", ""))
     if not settings.postgres_url:
         raise SystemExit("AE_POSTGRES_URL is not set: the router needs PostgreSQL for its event store")
     try:
@@ -47,7 +49,7 @@ async def main(stop: asyncio.Event) -> None:
     bus = await Bus.open(settings.nats_url, "router")
     kv = await workflows.bucket(bus.js)
     try:
-        await Router(bus, store, kv, settings, limits, window_s).run(stop)
+        await Router(bus, store, kv, settings, limits, window_s, day_limits).run(stop)
     finally:
         await bus.close()
         store.close()

@@ -1,7 +1,8 @@
 """What one batch of inputs has decided so far, before it is committed in one transaction.
 
-Records are kept per aggregate (a task, a tenant's admission log under `tenant:<name>`, or the index of one of
-its idempotency keys under `tenant:<name>/key/<key>`) with the
+Records are kept per aggregate (a task, a tenant's admission log under `tenant:<name>`, the index of one of
+its idempotency keys under `tenant:<name>/key/<key>`, or a day budget's log under `tenant:<name>/budget/<day>`) with
+the
 version they build on, beside the states they lead to, so each input is decided on the state the
 inputs before it in the batch have reached.
 """
@@ -13,6 +14,7 @@ from typing import TypeVar
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.admission import TENANT_KEY, TenantState
+from agent_engine.router.budgets import DayState
 from agent_engine.router.idempotency import KeyState, key_aggregate, key_of
 from agent_engine.router.state import TaskState
 
@@ -54,6 +56,8 @@ class Batch:
     """Admission logs as this batch leaves them, by tenant."""
     keys: dict[str, KeyState] = field(default_factory=dict)
     """Idempotency keys' indexes as this batch leaves them, by aggregate key."""
+    days: dict[str, DayState] = field(default_factory=dict)
+    """Day budgets' logs as this batch leaves them, by aggregate key (budgets.day_key)."""
 
     def append(self, key: str, version: int, records: list[Envelope]) -> None:
         """Add records to an aggregate; `version` counts only for its first records in the batch."""

@@ -19,14 +19,16 @@ own module, after the pages under docs/:
     fork.py        fork and its plan                                     workflows/fork.md
     tool_turns.py  an agent's tool turns (conversation.py: the helpers)  workflows/tool-use.md
     dispatch.py    building a dispatch (a value), dispatch ids           workflows.md, workflows/tool-use.md
+    budgets.py     a task's budget ledger and its decisions (pure)      guardrails.md (Budgets)
+    budgeting.py   reserve before an agent dispatch, settle on results  guardrails.md (Budgets)
     folds.py       evolve: the one fold table                            architecture.md
     emitter.py     derived ids and time for each decision                architecture.md
     records.py     inputs and their stored form                          workflows/fork.md (replay)
 
-They import one way, with no cycle: records < folds < emitter; dispatch, merge, loops (pure: they say
-what happens) < walk (records it and moves on) < cancel, fork, subtasks, tool_turns < approvals (a call
-the tool gate held returns to the model through tool_turns) < retries < results < core. Every name other
-modules import from here stays importable from here.
+They import one way, with no cycle: records, budgets < folds < emitter < budgeting; dispatch, merge, loops
+(pure: they say what happens) < walk (records it and moves on) < cancel, fork, subtasks, tool_turns < approvals
+(a call the tool gate held returns to the model through tool_turns) < retries < results < core. Every name
+other modules import from here stays importable from here.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ from agent_engine.contracts.events import (
     TaskStarted,
 )
 from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.pricing import PriceTable
 from agent_engine.contracts.validation import ManifestError, blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
 from agent_engine.router.approvals import on_approval
+from agent_engine.router.budgeting import RESULTS, open_budget, settle_result
 from agent_engine.router.cancel import on_cancel
 from agent_engine.router.dispatch import MAX_CONTEXT_BYTES, choose_model, dispatch_id_for, resolve_args
 from agent_engine.router.emitter import Emitter
@@ -84,7 +88,7 @@ from agent_engine.router.retries import backoff_delay, on_deadline, on_retry_due
 from agent_engine.router.state import TaskState
 from agent_engine.router.subtasks import on_subtask_finished, subtask_split
 from agent_engine.router.tool_turns import on_tools_requested
-from agent_engine.router.walk import activate, finish
+from agent_engine.router.walk import activate, finish, resume_waiting
 
 __all__ = [
     "BUS_INPUTS",
@@ -130,13 +134,19 @@ def decide(state: TaskState, inp: RouterInput) -> list[Envelope]:
 
 def _decide(state: TaskState, inp: RouterInput) -> Emitter:
     out = Emitter(state, inp.event)
+    out.rooms = inp.rooms or ()
     event = inp.event
     handler = HANDLERS.get(event.type)
     if event.id in state.applied or handler is None:
         return out
     if state.tenant and event.tenant != state.tenant:
         return out  # never let one tenant's event touch another tenant's task
-    handler.decide(out, inp, payload(event, handler.model))
+    data = payload(event, handler.model)
+    if event.type in RESULTS:  # settled before the answer is used, whether it is used or not (a late one)
+        settle_result(out, data.dispatch_id, data.llm_calls)
+    handler.decide(out, inp, data)
+    if out.state.status in ("running", "waiting"):
+        resume_waiting(out)
     if out.events and out.state.status in ("running", "waiting") and not out.state.has_open_work():
         finish(out, "failed", "no path left to an EXIT node: every open branch ended without reaching one")
     return out
@@ -200,12 +210,15 @@ def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None
                            workflow=accepted.workflow, revision=inp.workflow.revision, input=accepted.input,
                            workflow_manifest=manifest))
         return
-    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest)
+    _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest, inp.prices, accepted.requested_by,
+           accepted.budget_usd)
 
 
 def _start(out: Emitter, workflow: str, revision: str, task_input: dict[str, Any],
-           manifest: WorkflowManifest) -> None:
+           manifest: WorkflowManifest, prices: PriceTable | None, user: str | None = None,
+           requested_usd: str | None = None) -> None:
     out.add(_started(workflow, revision, task_input, manifest))
+    open_budget(out, manifest, prices, user, requested_usd)
     activate(out, manifest.start().id, "start")
 
 
@@ -220,7 +233,7 @@ def _on_admitted(out: Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
     state = out.state
     if state.status != "queued" or state.manifest is None:
         return  # started already, or cancelled while it waited
-    _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest)
+    _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest, inp.prices)
 
 
 def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested) -> None:

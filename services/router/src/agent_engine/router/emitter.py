@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
+from agent_engine.router.budgets import DayRoom
 from agent_engine.router.folds import evolve
 from agent_engine.router.records import SOURCE
 from agent_engine.router.state import TaskState
@@ -28,6 +29,8 @@ class Emitter:
         self.correlation_id = state.correlation_id or cause.correlation_id
         self.now = cause.time
         self.events: list[Envelope] = []
+        self.rooms: tuple[DayRoom, ...] = ()
+        """What the day budgets that apply to the input's task have left (budgets.py); () when none apply."""
 
     def add(self, data: Any, *, task_id: str | None = None) -> None:
         """Record `data`; `task_id` addresses another task (a subtask or the parent), stored here."""

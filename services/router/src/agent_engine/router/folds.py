@@ -25,6 +25,7 @@ from agent_engine.contracts.events import (
     TaskStarted,
     Usage,
 )
+from agent_engine.router.budgets import evolve_ledger
 from agent_engine.router.records import INPUT_RECORD
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
 
@@ -172,8 +173,43 @@ def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
     gate = {"approved": node.approved | {event.data.get("call_id") or ""}} if event.data.get("rule") else {}
     state = set_node(state, event.data["node"], status="approved", paused=None, held=None, resumed_at=resumed_at,
                      **gate)
-    waiting = any(s.status == "awaiting_approval" for s in state.nodes.values())
-    return with_(state, status="waiting" if waiting else "running")
+    return with_(state, status="waiting" if _waits(state) else "running")
+
+
+def _waits(state: TaskState) -> bool:
+    """Whether a node waits for a person (an approval) or for room in a budget."""
+    return (any(s.status == "awaiting_approval" for s in state.nodes.values())
+            or bool(state.budget is not None and state.budget.waiting))
+
+
+# --- budgets ----------------------------------------------------------------------------------
+
+def _fold_budget(state: TaskState, event: Envelope) -> TaskState:
+    return with_(state, budget=evolve_ledger(state.budget, event))
+
+
+def _fold_budget_exceeded(state: TaskState, event: Envelope) -> TaskState:
+    state = _fold_budget(state, event)
+    if event.data["then"] != "wait":  # the node's failure follows; it waits no more
+        return _running_or_waiting(state)
+    if event.data.get("scope", "task") == "task":  # woken when a reservation of the task settles
+        state = set_node(state, event.data["node"], status="budget_wait", attempts=event.data["attempt"] - 1)
+    # (over a day budget the node.retry_scheduled that follows wakes it)
+    return with_(state, status="waiting", reason=event.data.get("reason", ""))
+
+
+def _fold_budget_reserved(state: TaskState, event: Envelope) -> TaskState:
+    state = _fold_budget(state, event)
+    node = state.nodes.get(event.data["node"])
+    if node is not None and node.status == "budget_wait":
+        state = set_node(state, event.data["node"], status="pending")  # its dispatch follows
+    return _running_or_waiting(state)
+
+
+def _running_or_waiting(state: TaskState) -> TaskState:
+    if state.status not in ("running", "waiting"):
+        return state
+    return with_(state, status="waiting" if _waits(state) else "running")
 
 
 def _fold_result_ignored(state: TaskState, event: Envelope) -> TaskState:
@@ -274,6 +310,11 @@ FOLDS: dict[str, Fold] = {
     "subtask.settled": _fold_settled,
     "node.tool_turn_recorded": _fold_tool_turn,
     "node.tool_returned": _fold_tool_returned,
+    "budget.opened": _fold_budget,
+    "budget.reserved": _fold_budget_reserved,
+    "budget.settled": _fold_budget,
+    "budget.exceeded": _fold_budget_exceeded,
+    "budget.alert": _fold_budget,
     # every record of a tenant's admission log (its id is reserved: no task may use it)
     **{kind: _fold_reserved for kind in EVENT_TYPES if kind.startswith("tenant.")},
 }

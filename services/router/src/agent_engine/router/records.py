@@ -2,7 +2,8 @@
 
 An input is an event from the bus (or from the router's own timers) plus whatever the shell looked up
 for it: the workflow revision a new task runs, a fork's source records, the tenant's admission
-decision, the task an idempotency key names. When an input changes anything, the store records it
+decision, the task an idempotency key names, the prices a task with a budget
+reserves with. When an input changes anything, the store records it
 first, as a `router.input` record, followed by the decisions it produced; replaying those records
 (core.replay feeds the inputs read back by input_from_record through `decide` again) reproduces the
 decisions exactly. Pages:
@@ -12,11 +13,14 @@ docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.pricing import PriceTable, parse
 from agent_engine.router.admission import Admission
+from agent_engine.router.budgets import DayRoom
 from agent_engine.router.idempotency import Duplicate
 
 SOURCE = "agent-engine/router"
@@ -41,6 +45,11 @@ class RouterInput:
     """For task.accepted under tenant limits: what the tenant's admission log decided (None: no limits)."""
     duplicate: Duplicate | None = None
     """For task.accepted with an idempotency key: the task the key names within the window (None: none)."""
+    prices: PriceTable | None = None
+    """For an input that starts a task with a budget (its workflow's, or its tenant's day budgets): the price
+    rows its models are priced by."""
+    rooms: tuple[DayRoom, ...] | None = None
+    """For an input to a task its tenant's day budgets apply to: what each has left (budgets.py)."""
 
 
 class InvalidInput(ValueError):
@@ -63,6 +72,11 @@ def input_record(inp: RouterInput) -> Envelope:
         data["admission"] = asdict(inp.admission)
     if inp.duplicate is not None:
         data["duplicate"] = asdict(inp.duplicate)
+    if inp.prices is not None:
+        data["prices"] = inp.prices.to_json()
+    if inp.rooms is not None:
+        data["rooms"] = [{"scope": r.scope, "day": r.day, "limit": str(r.limit), "available": str(r.available)}
+                         for r in inp.rooms]
     # trusted: the input was validated, and what is added to it was built here from validated values
     return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time,
                      trusted=True)
@@ -76,7 +90,12 @@ def input_from_record(record: Envelope) -> RouterInput:
     source = record.data.get("source")
     admission = record.data.get("admission")
     duplicate = record.data.get("duplicate")
+    prices = record.data.get("prices")
+    rooms = record.data.get("rooms")
     return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
                        tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
                        Admission(**admission) if admission else None,
-                       Duplicate(**duplicate) if duplicate else None)
+                       Duplicate(**duplicate) if duplicate else None,
+                       parse(prices) if prices else None,
+                       tuple(DayRoom(r["scope"], r["day"], Decimal(r["limit"]), Decimal(r["available"])) for r in rooms)
+                       if rooms is not None else None)

@@ -16,13 +16,18 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from agent_engine.contracts import pricing
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.contracts.pricing import PriceTable
 from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
 from agent_engine.router import audit, erasure, queries
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
+from agent_engine.router.budgets import DayLimits, is_day_key, manifest_models
 from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
 from agent_engine.router.datakeys import KeyDestroyed
+from agent_engine.router.day_budgets import DayBudgets
 from agent_engine.router.deadlines import DeadlineIndex
 from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
 from agent_engine.router.intake import Intake
@@ -55,7 +60,8 @@ def transient(exc: BaseException) -> bool:
 
 class Router:
     def __init__(self, bus: Bus, store: TaskStore, kv: KeyValue, settings: Settings,
-                 limits: dict[str, Limits], idempotency_window_s: float = DEFAULT_WINDOW_S) -> None:
+                 limits: dict[str, Limits], idempotency_window_s: float = DEFAULT_WINDOW_S,
+                 day_limits: dict[str, DayLimits] | None = None) -> None:
         self.bus = bus
         self.store = store
         self.kv = kv
@@ -66,6 +72,7 @@ class Router:
         self.tasks = TaskCache(store, self.deadlines)
         self.admission = AdmissionLogs(store, limits)
         self.keys = IdempotencyKeys(store, idempotency_window_s)
+        self.days = DayBudgets(store, day_limits or {})
         self.progress = Progress()
         self.lock = asyncio.Lock()
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
@@ -160,6 +167,7 @@ class Router:
             if entry.tenant == tenant and (erased is None or key[0] in erased):
                 self.deadlines.open.pop(key, None)
         self.admission.saved.pop(tenant, None)
+        self.days.forget()
         self.store.keyring.forget_cached(tenant)
         self.relay.resync()
 
@@ -285,10 +293,14 @@ class Router:
             for task_id in batch.pending:  # reload from the store, which may hold the records after all
                 self.tasks.drop(task_id)
             self.admission.forget()
+            self.days.forget()
             self.relay.resync()
             raise
         self.relay.offer(committed)
         for key, (_, records) in chunk.items():
+            if is_day_key(key):
+                self.days.committed(key, batch)
+                continue
             if is_key_aggregate(key):
                 continue  # read from the store again whenever needed
             if key.startswith(TENANT_KEY):
@@ -320,6 +332,7 @@ class Router:
             inp = await self.keys.check(inp, batch)
         if new and inp.workflow is not None and inp.duplicate is None:
             inp = await self.admission.admit(inp, batch)
+        inp = await self.days.rooms(inp, state, batch)
         after, records = _decided(state, inp)
         if not records and event.task_id not in batch.pending and cached:
             # a no-op on a cached state may only mean the cache is stale (another router moved
@@ -327,9 +340,11 @@ class Router:
             fresh = await self.tasks.fresh(event.task_id)
             if fresh.version != state.version:
                 version = fresh.version
-                after, records = _decided(fresh, await self._resolve(event, fresh, entries))
+                again = await self.days.rooms(await self._resolve(event, fresh, entries), fresh, batch)
+                after, records = _decided(fresh, again)
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
+        await self.days.mirror(records, batch)
         if new and any(r.type in ("task.started", "task.queued") for r in records):
             await self.keys.claim(event, batch)  # the key names this task now (even one that failed at once)
         self.inputs_applied += bool(records)
@@ -352,6 +367,9 @@ class Router:
             if records and records[0].tenant != event.tenant:
                 records = []  # another tenant's task is no task at all to this one: nothing of it is read on
             return RouterInput(event, source=tuple(records))
+        if event.type == "task.admitted" and state.status == "queued" and state.manifest is not None:
+            # a queued task starts: its budget's prices
+            return RouterInput(event, prices=_prices(state.manifest, self.days.apply_to(event.tenant)))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
         wanted = (event.tenant, _workflow(event))
@@ -368,7 +386,17 @@ class Router:
             self.mcp_tools = self.mcp_tools or await mcp_catalogue.bucket(self.bus.js)
             found = await mcp_catalogue.read(self.mcp_tools, refs)
             resolved = Resolved(resolved.revision, resolved.manifest.with_tool_interfaces(found))
-        return RouterInput(event, resolved)
+        budgeted = self.days.apply_to(event.tenant) or bool(event.data.get("budget_usd"))  # or the request's own
+        return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted))
+
+
+def _prices(manifest: WorkflowManifest, budgeted: bool) -> PriceTable | None:
+    """The price rows a task of this workflow reserves its budget with (AE_PRICE_TABLE, else the bundled
+    table), recorded with the input that starts it; None without a budget (the workflow's, or `budgeted`: the
+    request's, or day budgets of its tenant), so nothing changes for the rest."""
+    if manifest.budget is None and not budgeted:
+        return None
+    return pricing.active().subset(manifest_models(manifest))
 
 
 def _workflow(event: Envelope) -> str:

@@ -9,15 +9,17 @@ from typing import Any
 
 from agent_engine.contracts.events import Lineage, Usage
 from agent_engine.contracts.manifest import WorkflowManifest
+from agent_engine.router.budgets import Ledger
 
-OPEN_NODE = frozenset({"dispatched", "retry_scheduled", "awaiting_approval", "approved"})
+OPEN_NODE = frozenset({"dispatched", "retry_scheduled", "awaiting_approval", "approved", "budget_wait"})
 """Node statuses that mean work is still to come for the node."""
 
 
 @dataclass(frozen=True)
 class NodeState:
     status: str = "pending"
-    """pending | awaiting_approval | approved | dispatched | retry_scheduled | succeeded | failed |
+    """pending | awaiting_approval | approved | budget_wait (waits for room in the task's budget) | dispatched |
+    retry_scheduled | succeeded | failed |
     skipped (no path into it was taken) | merged (an agent MERGE whose inputs are in) |
     reached (an EXIT node) | cancelled (running at cancel) | abandoned (running when the task ended)"""
     attempts: int = 0
@@ -83,7 +85,8 @@ class TaskState:
     tenant: str = ""
     correlation_id: str = ""
     status: str = "new"
-    """new (nothing recorded) | queued (over its tenant's limit) | running | waiting (for an approval) |
+    """new (nothing recorded) | queued (over its tenant's limit) | running | waiting (for an approval, or for
+    room in its budget) |
     succeeded | failed | rejected | cancelled | deduplicated (the request's idempotency key names another task:
     this id names no task that runs) | reserved (the id of a tenant's admission log, not a task)"""
     workflow: str | None = None
@@ -117,6 +120,8 @@ class TaskState:
     """A fork's reusable agent outputs, "<node>@<revision>" -> {output, provider, model}."""
     duplicate_of: str | None = None
     """For a deduplicated request: the task its idempotency key names."""
+    budget: Ledger | None = None
+    """The task's LLM budget, when its workflow has one (budgets.py)."""
     applied: frozenset[str] = frozenset()
     """Ids of the inputs already applied: a redelivered input is recognised and ignored."""
     version: int = 0

@@ -33,6 +33,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.router import openwork, sealing
 from agent_engine.router.admission import TENANT_KEY, TenantState, fold_tenant
 from agent_engine.router.audit import RECORDER_TOPIC
+from agent_engine.router.budgets import DayState, fold_day
 from agent_engine.router.core import fold
 from agent_engine.router.crypto import EncodedRecord, SealingMapper
 from agent_engine.router.datakeys import KeyDestroyed, Keyring, master_key_from_env
@@ -167,6 +168,18 @@ class TaskStore:
             except KeyDestroyed:
                 continue
         state = fold_tenant(readable)
+        return state if state.version == version else replace(state, version=version)
+
+    def load_day(self, aggregate: str) -> DayState:
+        """A day budget's log (`budgets.day_key`); records erased with the tenant's key are passed over."""
+        readable, version = [], 0
+        for stored in self.app.recorder.select_events(aggregate_uuid(aggregate)):
+            version = stored.originator_version
+            try:
+                readable.append(Envelope.model_validate(self.app.mapper.to_domain_event(stored).envelope))  # type: ignore[attr-defined]
+            except KeyDestroyed:
+                continue
+        state = fold_day(readable)
         return state if state.version == version else replace(state, version=version)
 
     def load_key(self, aggregate: str) -> KeyState:

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent_engine.contracts.events import (
     NodeCompleted,
+    NodeDispatched,
     NodeFailed,
     NodeSkipped,
     NodeSucceeded,
@@ -25,6 +26,7 @@ from agent_engine.contracts.events import (
     TaskSucceeded,
 )
 from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest, lookup
+from agent_engine.router.budgeting import reserve, settle_unanswered
 from agent_engine.router.dispatch import Fails, build_dispatch
 from agent_engine.router.emitter import Emitter
 from agent_engine.router.folds import add_usage
@@ -145,16 +147,37 @@ def activate(out: Emitter, node_id: str, reason: str) -> None:
 
 
 def dispatch(out: Emitter, spec: NodeSpec, attempt: int, reason: str, *, approved: bool = False,
-             args_override: dict[str, Any] | None = None) -> None:
-    """Run a node's current step: record the dispatch built for it (dispatch.py), or what it amounts to."""
+             args_override: dict[str, Any] | None = None, resuming: bool = False) -> None:
+    """Run a node's current step: record the dispatch built for it (dispatch.py), or what it amounts to. An
+    agent dispatch of a task with a budget first reserves its worst case (budgeting.py), or waits, or fails;
+    `resuming`: the node waited for room in the budget and is tried again."""
     built = build_dispatch(out.state, out.task_id, out.now, spec, attempt, reason, approved=approved,
                            args_override=args_override)
     if isinstance(built, NodeCompleted):  # a fork's source recorded this answer: no runner is asked again
         succeed(out, spec, built)
     elif isinstance(built, Fails):
         node_failed(out, spec.id, attempt, built.reason)
+    elif isinstance(built, NodeDispatched):
+        reserved = reserve(out, built, resuming)
+        if isinstance(reserved, str):
+            node_failed(out, spec.id, attempt, reserved)
+        elif reserved is not None:
+            out.add(reserved)
     else:
         out.add(built)
+
+
+def resume_waiting(out: Emitter) -> None:
+    """Nodes that wait for room in the budget are tried again, in the order they began to wait (after a
+    reservation settled, or anything else the task recorded)."""
+    ledger = out.state.budget
+    if ledger is None or not ledger.waiting or out.state.manifest is None:
+        return
+    for node_id, wait in list(ledger.waiting.items()):
+        if out.state.terminal or out.state.nodes[node_id].status != "budget_wait":
+            continue
+        dispatch(out, out.state.manifest.node(node_id), wait.attempt, "room in the budget", approved=True,
+                 resuming=True)
 
 
 def try_merge(out: Emitter, merge_id: str) -> None:
@@ -230,6 +253,7 @@ def _moot(state: TaskState, node_id: str) -> bool:
 def finish(out: Emitter, status: str, reason: str, *, exit_node: str | None = None,
            output: dict[str, Any] | None = None, requested_by: str | None = None, continued: bool = False) -> None:
     """End the task: record its terminal status, stop its subtasks, and tell a parent."""
+    settle_unanswered(out)
     state = out.state
     children = state.open_subtasks()
     if status == "cancelled":

@@ -34,6 +34,7 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
+from agent_engine.telemetry import budgets
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 
@@ -45,16 +46,18 @@ RETRY_S = 1.0
 
 
 def message_of(msg: Msg) -> Message:
-    """What the ledger keeps of a stream message: only llm.called is parsed (parsing every event costs CPU);
+    """What the ledger keeps of a stream message: only llm.called and budget records are parsed (parsing every
+    event costs CPU);
     one that cannot be read is counted by subject and skipped, as the stream keeps it."""
     sequence = msg.metadata.sequence.stream
-    if not msg.subject.endswith(".llm.called"):
+    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)):  # the budget records too
         return Message(sequence, msg.subject)
     try:
         event = read(msg)  # an event on another tenant's (or type's) subject is refused too
+        budgets.row_of(event)  # a budget record that cannot be folded is skipped here, never retried for ever
         return Message(sequence, msg.subject, event, call_of(event))
     except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
-        log.warning("skipped an llm.called on %s: %s", msg.subject, describe(exc)[:300])
+        log.warning("skipped an event on %s: %s", msg.subject, describe(exc)[:300])
         return Message(sequence, msg.subject)
 
 

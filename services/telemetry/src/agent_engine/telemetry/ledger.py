@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import EVENT_TYPES, LlmCalled
+from agent_engine.telemetry.budgets import BudgetLine, row_of
 
 
 @dataclass
@@ -103,6 +104,11 @@ class Ledger:
     """Tasks whose tenant or data subject was forgotten while this process ran: their lines are gone."""
     position: int = 0
     """The last stream sequence folded (apply); in memory, so every start reads the stream from the first."""
+    budgets: dict[TaskKey, BudgetLine] = field(default_factory=lambda: defaultdict(BudgetLine))
+    """Per budgeted task: its limit, what is reserved now and what was spent (budgets.py)."""
+    budget_days: dict[tuple[str, str], BudgetLine] = field(default_factory=lambda: defaultdict(BudgetLine))
+    """Per (tenant, UTC day): the reservations made and the spend settled that day."""
+    budget_log: dict[TaskKey, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
@@ -114,11 +120,14 @@ class Ledger:
             self.tenants_of.get(key[1], set()).discard(tenant)
         for node_key in [k for k in self.by_node if k[0] in gone]:
             del self.by_node[node_key]
+        for key in gone:
+            self.budgets.pop(key, None)
+            self.budget_log.pop(key, None)
         self.erased |= gone
         return len(gone)
 
     def tenants_of_keys(self) -> set[TaskKey]:
-        return set(self.by_task) | set(self.calls)
+        return set(self.by_task) | set(self.calls) | set(self.budgets)
 
     def count(self, subject: str) -> None:
         """Count a message by its subject's type (subject_kind)."""
@@ -147,8 +156,14 @@ class Ledger:
         if event.id in self.seen:
             return
         call = call_of(event)
+        budget = row_of(event)
         self.seen.add(event.id)
         self.events_by_type[event.type] += 1
+        if budget is not None:
+            self.budgets[(event.tenant, event.task_id)].add(budget)
+            self.budget_days[(event.tenant, budget.day)].add(replace(budget, limit=None))  # limits are per task
+            self.budget_log[(event.tenant, event.task_id)].append(budget.entry or {})
+            self.tenants_of[event.task_id].add(event.tenant)
         if call is None:
             return
         task = (event.tenant, event.task_id)
@@ -171,7 +186,9 @@ class Ledger:
         if task_id:
             return self.task_line(task_id, tenant)
         if tenant:
-            return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json()}
+            days = {day: line.as_json() for (t, day), line in sorted(self.budget_days.items()) if t == tenant}
+            return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json(),
+                    **({"budget_days": days} if days else {})}
         return {
             "tenants": {k: v.as_json() for k, v in self.by_tenant.items()},
             "models": {k: v.as_json() for k, v in self.by_model.items()},
@@ -196,5 +213,8 @@ class Ledger:
             return {"error": f"task '{task_id}' was erased: its tenant or data subject was forgotten",
                     "erased": True, "task_id": task_id}
         nodes = {node: line.as_json() for (key, node), line in self.by_node.items() if key == task}
-        return {"task_id": task_id, **self.by_task.get(task, Line()).as_json(), "nodes": nodes,
-                "call_log": self.calls.get(task, [])}
+        answer = {"task_id": task_id, **self.by_task.get(task, Line()).as_json(), "nodes": nodes,
+                  "call_log": self.calls.get(task, [])}
+        if task in self.budgets:
+            answer["budget"] = {**self.budgets[task].as_json(), "log": self.budget_log.get(task, [])}
+        return answer

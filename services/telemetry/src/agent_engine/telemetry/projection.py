@@ -7,7 +7,8 @@ answered from the tables.
 Tables (prefix `ae_ledger`, created at start under an advisory lock, as memory does):
 `_position` the stream (its name and creation time) and the last sequence folded; `_events` the ids of the
 llm.called events counted; `_calls` one row per call (the task lines, node lines and call log); `_totals` the
-sums by tenant, model and day (which name no task, and so stay when a tenant is forgotten); `_counts` events by
+sums by tenant, model and day (which name no task, and so stay when a tenant is forgotten); `_budget` one row per
+budget record (a task's reserved and spent, and a tenant's by day: budgets.py); `_counts` events by
 type and messages by subject type; `_erased` the tasks whose lines were dropped by a forget.
 """
 
@@ -27,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
+from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, subject_kind
 
 log = logging.getLogger("telemetry")
@@ -80,6 +82,20 @@ CREATE TABLE IF NOT EXISTS {p}_counts (
     n bigint NOT NULL,
     PRIMARY KEY (kind, key)
 );
+CREATE TABLE IF NOT EXISTS {p}_budget (
+    event_id text PRIMARY KEY,
+    tenant text NOT NULL,
+    task_id text NOT NULL,
+    sequence bigint NOT NULL,
+    day text NOT NULL,
+    type text NOT NULL,
+    reserved_usd numeric NOT NULL,
+    spent_usd numeric NOT NULL,
+    limit_usd numeric,
+    entry jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}_budget_task ON {p}_budget (tenant, task_id, sequence);
+CREATE INDEX IF NOT EXISTS {p}_budget_day ON {p}_budget (tenant, day);
 CREATE TABLE IF NOT EXISTS {p}_erased (
     tenant text NOT NULL,
     task_id text NOT NULL,
@@ -157,6 +173,8 @@ class PgLedger:
             for m in fresh:
                 if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call):
                     counts[("event", m.event.type)] += 1
+                elif m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event):
+                    counts[("event", m.event.type)] += 1
             if counts:
                 conn.cursor().executemany(
                     f"INSERT INTO {self.p}_counts (kind, key, n) VALUES (%s, %s, %s) "
@@ -192,6 +210,18 @@ class PgLedger:
                                                   ("day", event.time.date().isoformat()))])
         return True
 
+    def _insert_budget(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope) -> bool:
+        """A budget record, once by its event id (budgets.py); any other event adds nothing."""
+        row = row_of(event)
+        if row is None:
+            return False
+        new = conn.execute(
+            f"INSERT INTO {self.p}_budget (event_id, tenant, task_id, sequence, day, type, reserved_usd, spent_usd, "
+            "limit_usd, entry) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (event.id, event.tenant, event.task_id, sequence, row.day, row.type, row.reserved, row.spent, row.limit,
+             Jsonb(row.entry or {}))).rowcount
+        return bool(new == 1)
+
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines and call logs of the tenant (or of `task_ids` of it), remembering the tasks
         as erased; totals by tenant, model and day keep their sums. Then rewrite the calls table (VACUUM FULL)
@@ -203,6 +233,7 @@ class PgLedger:
                 if task_ids is not None:
                     where, params = "tenant = %s AND task_id = ANY(%s)", [tenant, task_ids]
                 rows = conn.execute(f"DELETE FROM {self.p}_calls WHERE {where} RETURNING task_id", params).fetchall()
+                rows += conn.execute(f"DELETE FROM {self.p}_budget WHERE {where} RETURNING task_id", params).fetchall()
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
@@ -216,7 +247,11 @@ class PgLedger:
             if task_id:
                 return self._task_line(conn, task_id, tenant)
             if tenant:
-                return {"tenant": tenant, **self._total(conn, "tenant", tenant)}
+                days = {str(r[0]): _budget(r[1:]) for r in conn.execute(
+                    f"SELECT day, {BUDGET_SUMS} FROM {self.p}_budget WHERE tenant = %s GROUP BY day ORDER BY day",
+                    (tenant,))}
+                return {"tenant": tenant, **self._total(conn, "tenant", tenant),
+                        **({"budget_days": days} if days else {})}
             totals: dict[str, dict[str, Any]] = {"tenant": {}, "model": {}, "day": {}}
             for row in conn.execute(f"SELECT kind, key, {', '.join(LINE_SUMS)} FROM {self.p}_totals "
                                     "ORDER BY kind, key").fetchall():
@@ -245,11 +280,18 @@ class PgLedger:
                 row = conn.execute(f"SELECT tenant FROM {self.p}_erased WHERE task_id = %s ORDER BY tenant LIMIT 1",
                                    (task_id,)).fetchone()
                 tenant = str(row[0]) if row else ""
+            if not tenant:  # a task with a budget but no call yet
+                row = conn.execute(f"SELECT tenant FROM {self.p}_budget WHERE task_id = %s ORDER BY tenant LIMIT 1",
+                                   (task_id,)).fetchone()
+                tenant = str(row[0]) if row else ""
         sums = ("count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
                 "coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0), "
                 "coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE unpriced), count(*) FILTER (WHERE mock)")
         where = "tenant = %s AND task_id = %s"
+        budget = self._budget_line(conn, tenant, task_id)
         total = conn.execute(f"SELECT {sums} FROM {self.p}_calls WHERE {where}", (tenant, task_id)).fetchone()
+        if (total is None or int(total[0]) == 0) and budget:
+            return {"task_id": task_id, **Line().as_json(), "nodes": {}, "call_log": [], **budget}
         if total is None or int(total[0]) == 0:
             erased = conn.execute(f"SELECT 1 FROM {self.p}_erased WHERE {where}", (tenant, task_id)).fetchone()
             if erased:
@@ -261,7 +303,34 @@ class PgLedger:
             (tenant, task_id))}
         log_rows = conn.execute(f"SELECT entry FROM {self.p}_calls WHERE {where} ORDER BY sequence",
                                 (tenant, task_id)).fetchall()
-        return {"task_id": task_id, **_line(total), "nodes": nodes, "call_log": [r[0] for r in log_rows]}
+        return {"task_id": task_id, **_line(total), "nodes": nodes, "call_log": [r[0] for r in log_rows], **budget}
+
+    def _budget_line(self, conn: psycopg.Connection[Any], tenant: str, task_id: str) -> dict[str, Any]:
+        """{"budget": the task's budget line and log}, or {} for a task without a budget."""
+        where = "tenant = %s AND task_id = %s"
+        rows = conn.execute(f"SELECT type, limit_usd, entry FROM {self.p}_budget WHERE {where} ORDER BY sequence",
+                            (tenant, task_id)).fetchall()
+        if not rows:
+            return {}
+        sums = conn.execute(f"SELECT {BUDGET_SUMS} FROM {self.p}_budget WHERE {where}", (tenant, task_id)).fetchone()
+        assert sums is not None
+        limits = [r[1] for r in rows if r[1] is not None]
+        line = _budget(sums)
+        if limits:
+            line["limit_usd"] = usd(Decimal(limits[-1]))
+        return {"budget": {**line, "log": [r[2] for r in rows]}}
+
+
+BUDGET_SUMS = ("coalesce(sum(reserved_usd), 0), coalesce(sum(spent_usd), 0), count(*) FILTER (WHERE type = "
+               "'budget.reserved'), count(*) FILTER (WHERE type = 'budget.settled'), count(*) FILTER (WHERE type = "
+               "'budget.exceeded'), count(*) FILTER (WHERE type = 'budget.alert')")
+
+
+def _budget(row: Sequence[Any]) -> dict[str, Any]:
+    """A budget line as BudgetLine.as_json writes it (without the limit)."""
+    line = BudgetLine(reserved=Decimal(row[0]), spent=Decimal(row[1]), reservations=int(row[2]),
+                      settlements=int(row[3]), exceeded=int(row[4]), alerts=int(row[5]))
+    return line.as_json()
 
 
 def _line(row: Sequence[Any]) -> dict[str, Any]:

@@ -1,0 +1,180 @@
+"""Budgets end to end over real NATS and PostgreSQL (issue 15, item 5): a task with a one-cent budget stops
+before the call that would exceed it, and the ledger shows the reservation and the spend.
+
+The mock costs nothing in the real price table, so this stack prices it through AE_PRICE_TABLE with a table
+labelled as a test's (router and agent-runner read the same file): the first agent's worst case fits the cent,
+its real cost is settled, and the second agent's worst case (its context now carries the first one's 8 KB
+answer) does not fit what is left, so it is never dispatched and the task fails saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PRICED_MOCK = {
+    "version": "test-priced-mock",
+    "note": "A test's table: prices the mock (free in the real table) so that a budget has something to count.",
+    "models": {"mock": {"input": "0.9", "output": "0.9", "cache_read": "0.9", "cache_write": "0.9"}},
+}
+WORKFLOW = """\
+name: budgeted
+budget:
+  task_usd: "0.01"
+  on_exceed: fail
+  alert_at: 0.1
+nodes:
+  - {id: draft, role: START, kind: agent, agent: writer}
+  - {id: polish, role: LINEAR, kind: agent, agent: writer}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: polish}
+  - {from: polish, to: done}
+"""
+AGENTS = """\
+agents:
+  writer:
+    provider: mock
+    model: mock-1
+    prompt: Write the text.
+    max_tokens: 4000
+    max_repairs: 0
+"""
+
+
+DAY_TENANT = "daybudget"
+"""The one tenant with a day budget in this stack: 0.008 USD a UTC day (AE_BUDGET_LIMITS)."""
+DAILY = """\
+name: daily
+nodes:
+  - {id: draft, role: START, kind: agent, agent: writer}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: done}
+"""
+
+
+@pytest.fixture(scope="module")
+def priced(own_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    table = tmp_path_factory.mktemp("prices") / "priced-mock.json"
+    table.write_text(json.dumps(PRICED_MOCK))
+    return own_stack(AE_PRICE_TABLE=str(table), AE_BUDGET_LIMITS=f"{DAY_TENANT}=0.008")
+
+
+def workflow_dir(root: Path, workflow: str = WORKFLOW) -> Path:
+    wf = root / workflow.split("\n", 1)[0].removeprefix("name: ")
+    (wf / "mock").mkdir(parents=True)
+    (wf / "workflow.yaml").write_text(workflow)
+    (wf / "agents.yaml").write_text(AGENTS)
+    (wf / "mock" / "draft.json").write_text(json.dumps([{"text": "x" * 8000}]))  # 2000 tokens, under max_tokens
+    return wf
+
+
+def ledger_budget(engine: Any, task_id: str) -> dict[str, Any]:
+    """`agentctl budget --task`, once telemetry has folded the task's budget records."""
+    shown: dict[str, Any] = {}
+    for _ in range(100):
+        answer = engine.agentctl("budget", "--task", task_id, "--json")
+        assert answer.returncode == 0, answer.stderr
+        shown = json.loads(answer.stdout)["budget"] or {}
+        if shown.get("exceeded") == 1:
+            return shown
+        time.sleep(0.2)
+    raise AssertionError(f"the ledger never showed the task's budget records: {shown}")
+
+
+def test_a_one_cent_budget_stops_before_the_call_that_would_exceed_it(priced: Any, tenant: str,
+                                                                      tmp_path: Path) -> None:
+    wf = workflow_dir(tmp_path)
+    pushed = priced.agentctl("workflow", "push", str(wf), "--tenant", tenant)
+    assert pushed.returncode == 0, pushed.stderr
+    submitted = priced.agentctl("submit", "budgeted", "--tenant", tenant, "--input", '{"brief": "hi"}')
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip().splitlines()[-1]
+    shown = priced.wait_for_status(task_id, "failed")
+    assert "over budget" in shown["reason"] and "node 'polish' needs up to $" in shown["reason"]
+
+    history = json.loads(priced.agentctl("task", "history", task_id, "--json").stdout)
+    kinds = [r["type"] for r in history]
+    [opened] = [r["data"] for r in history if r["type"] == "budget.opened"]
+    assert opened["limit_usd"] == "0.01" and opened["prices"]["version"] == "test-priced-mock"
+    [reserved] = [r["data"] for r in history if r["type"] == "budget.reserved"]
+    [settled] = [r["data"] for r in history if r["type"] == "budget.settled"]
+    [exceeded] = [r["data"] for r in history if r["type"] == "budget.exceeded"]
+    dispatched = [r["data"] for r in history if r["type"] == "node.dispatched"]
+    assert [d["node"] for d in dispatched] == ["draft"]  # polish was never dispatched: no call was made for it
+    assert reserved["node"] == "draft" and dispatched[0]["budget_usd"] == reserved["amount_usd"]
+    assert settled["dispatch_id"] == reserved["dispatch_id"] and settled["outcome"] == "result"
+    spent, limit = Decimal(settled["cost_usd"]), Decimal("0.01")
+    assert Decimal(0) < spent <= Decimal(reserved["amount_usd"]) <= limit
+    assert exceeded["node"] == "polish" and exceeded["then"] == "fail"
+    assert Decimal(exceeded["needed_usd"]) > Decimal(exceeded["available_usd"]) == limit - spent
+    assert kinds.index("budget.settled") < kinds.index("budget.exceeded") < kinds.index("task.failed")
+    assert "budget.alert" in kinds  # spent is over a tenth of the cent
+
+    called = next(r["data"] for r in history if r["type"] == "router.input"
+              and r["data"]["input"]["type"] == "node.completed")["input"]["data"]["llm_calls"]
+    assert [c["cost_usd"] for c in called] == [settled["cost_usd"]]
+
+    budget = ledger_budget(priced, task_id)
+    assert (budget["limit_usd"], budget["reserved_usd"], budget["spent_usd"]) == ("0.01", "0", settled["cost_usd"])
+    assert (budget["reservations"], budget["settlements"], budget["exceeded"], budget["alerts"]) == (1, 1, 1, 1)
+    assert [row["type"] for row in budget["log"]][:3] == ["budget.opened", "budget.reserved", "budget.settled"]
+    assert budget["log"][1]["amount_usd"] == reserved["amount_usd"]
+    cost = json.loads(priced.agentctl("cost", "--task", task_id, "--json").stdout)
+    assert Decimal(cost["cost_usd"]) == spent and cost["call_log"][0]["price_table"] == "test-priced-mock"
+    printed = priced.agentctl("budget", "--task", task_id).stdout
+    assert "limit 0.01 USD, reserved 0, spent " + settled["cost_usd"] in printed
+    days = json.loads(priced.agentctl("budget", "--tenant", tenant, "--json").stdout)["budget_days"]
+    assert [line["spent_usd"] for line in days.values()] == [settled["cost_usd"]]
+
+    replayed = priced.agentctl("task", "replay", task_id)
+    assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
+
+
+def test_a_tenants_day_budget_stops_the_task_whose_first_call_would_exceed_it(priced: Any, tmp_path: Path) -> None:
+    """AE_BUDGET_LIMITS gives the tenant 0.008 USD a day: the first task's worst case fits and it runs; what it
+    spent leaves less than the next task's worst case, so the next one fails before any call, naming the day."""
+    wf = workflow_dir(tmp_path, DAILY)
+    assert priced.agentctl("workflow", "push", str(wf), "--tenant", DAY_TENANT).returncode == 0
+    first = priced.agentctl("submit", "daily", "--tenant", DAY_TENANT, "--input", '{"brief": "one"}')
+    first_id = first.stdout.strip().splitlines()[-1]
+    priced.wait_for_status(first_id, "succeeded")
+    second = priced.agentctl("submit", "daily", "--tenant", DAY_TENANT, "--input", '{"brief": "two"}')
+    second_id = second.stdout.strip().splitlines()[-1]
+    shown = priced.wait_for_status(second_id, "failed")
+    assert "over budget" in shown["reason"] and f"tenant-day budget of $0.008 of tenant '{DAY_TENANT}'" in shown[
+        "reason"]
+
+    ran = json.loads(priced.agentctl("task", "history", first_id, "--json").stdout)
+    [reserved] = [r["data"] for r in ran if r["type"] == "budget.reserved"]
+    [settled] = [r["data"] for r in ran if r["type"] == "budget.settled"]
+    assert reserved["day"] == settled["day"] and Decimal(settled["cost_usd"]) > 0
+    stopped = json.loads(priced.agentctl("task", "history", second_id, "--json").stdout)
+    [exceeded] = [r["data"] for r in stopped if r["type"] == "budget.exceeded"]
+    assert exceeded["scope"] == "tenant-day" and exceeded["limit_usd"] == "0.008"
+    assert Decimal(exceeded["available_usd"]) == Decimal("0.008") - Decimal(settled["cost_usd"])
+    assert not any(r["type"] == "node.dispatched" for r in stopped)
+
+    day_log = priced.agentctl("task", "history", f"tenant:{DAY_TENANT}/budget/{reserved['day']}", "--json")
+    assert day_log.returncode == 0, day_log.stderr
+    logged = [(r["type"], r["data"]["scope"], r["data"]["spent_usd"]) for r in json.loads(day_log.stdout)]
+    assert logged == [("budget.reserved", "tenant-day", "0"), ("budget.settled", "tenant-day", settled["cost_usd"])]
+    days: dict[str, Any] = {}
+    for _ in range(100):
+        days = json.loads(priced.agentctl("budget", "--tenant", DAY_TENANT, "--json").stdout)["budget_days"]
+        if days.get(reserved["day"], {}).get("exceeded") == 1:
+            break
+        time.sleep(0.2)
+    assert (days[reserved["day"]]["spent_usd"], days[reserved["day"]]["reserved_usd"]) == (settled["cost_usd"], "0")
+    assert days[reserved["day"]]["exceeded"] == 1  # the second task's, over the tenant's day
+    for task_id in (first_id, second_id):
+        replayed = priced.agentctl("task", "replay", task_id)
+        assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
