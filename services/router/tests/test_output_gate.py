@@ -57,3 +57,48 @@ def test_without_output_checks_dispatches_carry_nothing_and_completions_count() 
     assert "check_output" not in run.dispatch().data
     run.feed(answer(run.dispatch(), "node.completed", {"text": "x"}))
     assert run.state.status == "succeeded"
+
+
+def _tool_use_workflow() -> Any:
+    from router_testkit import agent as agent_node
+
+    from agent_engine.contracts.manifest import AgentSpec, ToolSpec
+    from agent_engine.contracts.policy import TopicRule
+    agents = {"researcher": AgentSpec(provider="mock", model="m-1", prompt="research", tools=["read"])}
+    policy = WorkflowPolicy(output=OutputPolicy(topics=[TopicRule(id="medical", pattern="diagnos", action="pause")]))
+    return manifest([agent_node("research", role="START", agent_name="researcher"), exit_("done")],
+                    chain("research", "done"), agents=agents, tools={"read": ToolSpec(builtin="workspace_read")},
+                    policy=policy)
+
+
+def _held_call() -> Any:
+    run = started(_tool_use_workflow())
+    d = run.dispatch().data
+    asked = {"dispatch_id": d["dispatch_id"], "node": "research", "attempt": 1, "turn": 0, "thought": "look",
+             "calls": [{"id": "toolu_0", "name": "read", "args": {"path": "docs/patient.md"}}]}
+    run.feed(RouterInput(envelope("node.tools_requested", asked, id="ask-1", task_id=run.dispatch().task_id)))
+    run.feed(answer(run.dispatch(), "node.output_checked", {"content": "diagnosis: flu"}, outcome="paused",
+                    reason="output held for a person by guardrails' output checks: topic.medical x1"))
+    assert run.state.status == "waiting" and run.records[-1].data["call_id"] == "t0-c0"
+    return run
+
+
+def test_a_tool_calls_result_held_by_the_gate_reaches_the_model_once_approved() -> None:
+    run = _held_call()
+    decided = {"node": "research", "decision": "approve", "decided_by": "alice"}
+    events = run.feed(RouterInput(envelope("node.approval_decided", decided, id="d-1")))
+    assert types(events)[:3] == ["router.input", "node.approved", "node.tool_returned"]
+    assert events[2].data["output"] == {"content": "diagnosis: flu"}
+    turn = run.dispatch().data
+    assert turn["turn"] == 1 and turn["context"]["conversation"][0]["calls"][0]["output"] == {
+        "content": "diagnosis: flu"} and run.state.status == "running"
+
+
+def test_a_tool_calls_result_rejected_by_a_person_never_reaches_the_model() -> None:
+    run = _held_call()
+    decided = {"node": "research", "decision": "reject", "decided_by": "bob", "reason": "not for the model"}
+    events = run.feed(RouterInput(envelope("node.approval_decided", decided, id="d-1")))
+    returned = next(e for e in events if e.type == "node.tool_returned").data
+    assert returned.get("output") is None and "withheld by a person: rejected by bob" in returned["error"]
+    assert "diagnosis" not in str(run.dispatch().data) and run.state.status == "running"
+    assert [r.model_dump(mode="json") for r in replay(run.records)] == [r.model_dump(mode="json") for r in run.records]

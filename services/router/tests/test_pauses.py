@@ -207,3 +207,13 @@ def test_a_tool_node_resumed_after_failures_may_run_with_edited_arguments() -> N
     fail_times(run, 3)
     events = run.feed(decision("fetch", "approve", args={"url": "https://mirror.test"}))
     assert events[1].data["edited"] is True and events[-1].data["tool"]["args"] == {"url": "https://mirror.test"}
+
+
+def test_a_tool_node_resumed_after_failures_is_a_new_call_for_the_call_log() -> None:
+    run = started(failing_workflow())
+    assert "resumed" not in run.dispatch().data["tool"]
+    fail_times(run, 3)
+    run.feed(decision("fetch", "approve"))
+    assert run.dispatch().data["tool"]["resumed"] == 3  # a side-effecting tool runs again: the person chose it
+    fail_times(run, 1)
+    assert run.dispatch().data["tool"]["resumed"] == 3  # retries after the resume are the same call

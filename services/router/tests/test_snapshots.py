@@ -104,7 +104,8 @@ def test_every_field_of_a_state_survives_a_snapshot() -> None:
                      model="m", usage=usage, error="e", continued=True, chosen="x", merged={"m": 1},
                      steps=({"turn": 0, "calls": [{"name": "echo"}]},), call=0, turn_usage=usage,
                      summary={"turns": 1}, began_at=when, paused="confidence",
-                     held={"output": {"x": 1}}, resumed_at=3, approved=frozenset({"", "t0-c1"}))
+                     held={"output": {"x": 1}}, resumed_at=3, approved=frozenset({"", "t0-c1"}),
+                     approved_args={"path": "p"})
     base = started(linear_workflow()).state
     state = replace(base, status="waiting", workflow="wf", revision="r", engine_version="1", contract_version=2,
                     input={"topic": "t"}, nodes={"start": node}, started_at=when, finished_at=when, exit_node="done",

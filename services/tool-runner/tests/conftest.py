@@ -23,10 +23,11 @@ def tool_dispatch() -> Dispatch:
 
     def build(builtin: str = "text_stats", args: dict[str, Any] | None = None, *, name: str = "brief_stats",
               attempt: int = 1, with_tool: bool = True, task_id: str = "task-1", node: str = "gather_context",
-              side_effects: bool | None = None, deadline_s: float = 60.0) -> tuple[Envelope, NodeDispatched]:
+              side_effects: bool | None = None, deadline_s: float = 60.0, resumed: int | None = None,
+              ) -> tuple[Envelope, NodeDispatched]:
         now = datetime.now(UTC)
         dispatch_id = f"disp-{task_id}-{node}-{attempt}"
-        tool = DispatchedTool(name=name, builtin=builtin, args=args or {}, side_effects=side_effects)
+        tool = DispatchedTool(name=name, builtin=builtin, args=args or {}, side_effects=side_effects, resumed=resumed)
         dispatch = NodeDispatched(
             dispatch_id=dispatch_id, node=node, kind="tool", attempt=attempt,
             deadline=now + timedelta(seconds=deadline_s), tool=tool if with_tool else None)

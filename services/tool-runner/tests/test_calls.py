@@ -89,6 +89,21 @@ async def test_a_failed_run_is_not_retried_and_a_new_attempt_is_told_why(tool_di
                                    "not run again")
 
 
+async def test_a_node_a_person_resumed_after_failures_runs_its_side_effecting_tool_again(tool_dispatch, task_id,
+                                                                                       calls, tmp_path):
+    (tmp_path / "out.log").mkdir()
+    tools = runner(tmp_path, calls)
+    [first] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id))
+    assert first.type == "node.errored"
+    (tmp_path / "out.log").rmdir()  # the person fixed what made it fail, then approved the paused node
+    [again] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id,
+                                                attempt=4, resumed=3))
+    assert again.type == "node.completed" and (tmp_path / "out.log").is_file()
+    [redelivered] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id,
+                                                      attempt=4, resumed=3))
+    assert redelivered == again and (tmp_path / "out.log").read_text().count("\n") == 1  # still once
+
+
 async def test_invalid_arguments_claim_nothing(tool_dispatch, task_id, calls, tmp_path):
     cause, dispatch = tool_dispatch("workspace_append", {"path": "out.log"}, name="log", task_id=task_id)
     [event] = await runner(tmp_path, calls).handle(cause, dispatch)
@@ -173,6 +188,7 @@ def test_call_keys() -> None:
     odd = call_key("acme", "task with spaces/and.dots", "write")
     assert odd.startswith("acme.h") and odd.endswith(".write") and odd.count(".") == 2
     assert odd == call_key("acme", "task with spaces/and.dots", "write")
+    assert call_key("acme", "0b6c-uuid", "write", resumed=3) == "acme.0b6c-uuid.write.r3"
 
 
 async def test_ensure_streams_creates_the_bucket(nats_url: str) -> None:

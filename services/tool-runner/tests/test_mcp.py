@@ -56,7 +56,7 @@ async def test_the_catalogue_has_each_tool_with_its_schemas_and_side_effects(not
 def test_side_effects_from_annotations():
     assert side_effects_from(None) is None and side_effects_from({}) is None
     assert side_effects_from({"readOnlyHint": True}) is False
-    assert side_effects_from({"idempotentHint": True, "readOnlyHint": False}) is False
+    assert side_effects_from({"idempotentHint": True, "readOnlyHint": False}) is True  # a delete is idempotent
     assert side_effects_from({"destructiveHint": False}) is True  # may still add something each time
     assert side_effects_from({"title": "Notes"}) is True
 

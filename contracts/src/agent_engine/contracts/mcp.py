@@ -63,8 +63,9 @@ class McpToolEntry(BaseModel):
 
 
 def side_effects_from(annotations: dict[str, Any] | None) -> bool | None:
-    """A tool has side effects unless its server says it only reads or is idempotent (MCP's defaults are
-    readOnlyHint false, idempotentHint false: a tool that says nothing else may change the world each time)."""
+    """A tool has side effects unless its server says it only reads (`readOnlyHint`; MCP's default is false). An
+    idempotent tool that writes still has them: a delete is idempotent, and it is just what the tool gate's
+    `deny_destructive` and an analysis-only agent must keep out (and running it once is no loss)."""
     if not annotations:
         return None
-    return not (annotations.get("readOnlyHint") is True or annotations.get("idempotentHint") is True)
+    return annotations.get("readOnlyHint") is not True

@@ -47,6 +47,9 @@ class DispatchedTool(BaseModel):
     policy: ToolPolicy | None = None
     """The workflow's `policy.tools`, copied by the router (only the router may publish dispatches, so the
     tool gate trusts it); the gate checks the call against it as well as the tenant's policy."""
+    resumed: int | None = None
+    """Set when a person resumed the node after failures (the attempt it was resumed at): a side-effecting tool
+    is then a new call for the tool-runner's call log (the person chose to run it again)."""
     approved: bool | None = None
     """True when a person approved this call (`agentctl approve`): the gate does not hold it for approval
     again, though every other rule still applies. Only the router sets it; absent means false."""

@@ -78,7 +78,7 @@ async def serve_outputs(bus: Bus, policies: dict[str | None, OutputPolicy | None
         except ValidationError as exc:
             await refuse(bus, msg, f"not a valid node.output_produced payload: {validation_summary(exc, 5)}")
             return
-        policy = combined(produced.policy, policies.get(envelope.tenant, policies.get(None)))
+        policy = combined(produced.policy, policies.get(envelope.tenant, policies.get(None)), default_kinds)
         verdict = check_output(produced.output, policy, default_kinds)
         try:
             await bus.publish_many(answer(envelope, produced, verdict))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from agent_engine.contracts.events import RuleHit
 from agent_engine.contracts.policy import OutputPolicy, TopicRule
 from agent_engine.guardrails.checks import PATTERNS, redact
+from agent_engine.guardrails.pii import DEFAULT_REDACT
 
 GRAVITY = {"off": 0, "redact": 1, "pause": 2, "fail": 3}
 
@@ -28,15 +29,17 @@ class OutputVerdict:
     reason: str = ""
 
 
-def combined(workflow: OutputPolicy, tenant: OutputPolicy | None) -> OutputPolicy:
-    """The workflow's policy with the tenant's over it: the stricter wins."""
+def combined(workflow: OutputPolicy, tenant: OutputPolicy | None,
+             default_kinds: tuple[str, ...] = DEFAULT_REDACT) -> OutputPolicy:
+    """The workflow's policy with the tenant's over it: the stricter wins. Kinds a side leaves out are the
+    default kinds, so a workflow naming fewer cannot narrow the tenant's; every topic rule of both is kept (a
+    workflow's rule named like the tenant's adds to it, never replaces it)."""
     if tenant is None:
         return workflow
     pii = max(workflow.pii, tenant.pii, key=GRAVITY.__getitem__)
-    kinds = None if workflow.kinds is None and tenant.kinds is None else sorted(
-        set(workflow.kinds or []) | set(tenant.kinds or []))
-    topics = list({t.id: t for t in [*tenant.topics, *workflow.topics]}.values())
-    return OutputPolicy(pii=pii, kinds=kinds, topics=topics)
+    kinds = sorted({*(workflow.kinds if workflow.kinds is not None else default_kinds),
+                    *(tenant.kinds if tenant.kinds is not None else default_kinds)})
+    return OutputPolicy(pii=pii, kinds=kinds, topics=[*tenant.topics, *workflow.topics])
 
 
 def unknown_kinds(policy: OutputPolicy) -> list[str]:

@@ -12,8 +12,10 @@ logs, which names no argument value at all.
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -127,10 +129,29 @@ def _check_host(url: Any, where: str, policy: ToolPolicy) -> None:
 
 
 def _host_matches(host: str, pattern: str) -> bool:
-    host = host.lower().rstrip(".")
+    host = canonical_host(host)
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and host != pattern[2:]
-    return host == pattern
+    return host == canonical_host(pattern)
+
+
+def canonical_host(host: str) -> str:
+    """A host as the rules compare it: lower case without a trailing dot, and an IP address in its one usual
+    spelling, whichever the url used (`2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`, `[::ffff:169.254.169.254]`
+    all name 169.254.169.254, and resolvers and HTTP clients take each of them)."""
+    host = host.lower().rstrip(".").strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[0-9a-fx.]+", host) or not host[:1].isdigit():
+            return host
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))  # the forms C's inet_aton takes
+        except (OSError, ValueError):
+            return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def normalise(path: str) -> str | None:

@@ -59,6 +59,9 @@ def on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) ->
         return
     manifest = state.manifest
     spec = manifest.node(decided.node)
+    if node.call is not None and node.paused == "guardrail":  # a call's result the output gate held
+        _decide_held_result(out, spec, node, decided)
+        return
     if node.call is not None:  # a call of an agent's model the tool gate held
         _decide_call(out, spec, node, decided)
         return
@@ -86,6 +89,22 @@ def on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) ->
         # (its held dispatch was attempt N), so the approved dispatch has an id of its own
         dispatch(out, spec, node.attempts + 1, f"approved by {decided.decided_by}", approved=True,
                  args_override=decided.args)
+
+
+def _decide_held_result(out: Emitter, spec: NodeSpec, node: NodeState, decided: NodeApprovalDecided) -> None:
+    """Approve: the model gets the held result of its call. Reject: it gets the refusal instead; the node goes on."""
+    held = held_result(node, spec.id)
+    if decided.decision == "reject":
+        why = f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason else "")
+        tool_returned(out, spec, held.dispatch_id, held.attempt, error=f"the result was withheld by a person: {why}",
+                      refusal=ToolRefusal(rule="output.held", reason=why))
+        return
+    if decided.args is not None:
+        out.add(NodeApprovalRefused(node=spec.id, decided_by=decided.decided_by, reason=(
+            "a result held for the output checks is accepted or rejected as it is; its arguments cannot be edited")))
+        return
+    out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by))
+    tool_returned(out, spec, held.dispatch_id, held.attempt, output=held.output)
 
 
 def _decide_call(out: Emitter, spec: NodeSpec, node: NodeState, decided: NodeApprovalDecided) -> None:

@@ -88,8 +88,10 @@ def build_dispatch(state: TaskState, task_id: str, now: datetime, spec: NodeSpec
     if ask:
         return NodeApprovalRequested(node=spec.id, kind="tool", args=args)
     assert state.manifest is not None
+    if args_override is None:  # a person's edit at an approval holds for every later dispatch of the node
+        args_override = node.approved_args
     tool = dispatched_tool(state.manifest, spec.tool or "", args if args_override is None else args_override,
-                           approved="" in node.approved)
+                           approved="" in node.approved, resumed=node.resumed_at)
     return common.dispatched(spec, context=context, tool=tool)
 
 
@@ -176,14 +178,15 @@ def output_policy(manifest: WorkflowManifest) -> OutputPolicy | None:
 
 
 def dispatched_tool(manifest: WorkflowManifest, name: str, args: dict[str, Any], *,
-                    approved: bool = False) -> DispatchedTool:
-    """A tool call as the tool gate and the tool-runner get it. `policy` (the workflow's tool policy) and
-    `approved` are left out when there is none / it is false, so other dispatches stay as they were recorded."""
+                    approved: bool = False, resumed: int = 0) -> DispatchedTool:
+    """A tool call as the tool gate and the tool-runner get it. `policy` (the workflow's tool policy),
+    `approved` and `resumed` are left out when there is none / it is false / 0, so other dispatches stay as
+    they were recorded."""
     tool = manifest.tools[name]
     policy = manifest.policy.tools if manifest.policy is not None else None
     return DispatchedTool(name=name, builtin=tool.runs_as, args=args, side_effects=tool.has_side_effects or None,
                           project=(manifest.project or manifest.name) if tool.builtin.startswith("memory_") else None,
-                          policy=policy, approved=True if approved else None)
+                          policy=policy, approved=True if approved else None, resumed=resumed or None)
 
 
 # --- the context ------------------------------------------------------------------------------

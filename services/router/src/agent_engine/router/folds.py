@@ -171,8 +171,9 @@ def _fold_approved(state: TaskState, event: Envelope) -> TaskState:
     node = state.nodes[event.data["node"]]
     resumed_at = node.attempts if node.paused == "failures" else node.resumed_at
     gate = {"approved": node.approved | {event.data.get("call_id") or ""}} if event.data.get("rule") else {}
+    edited = {"approved_args": event.data["args"]} if event.data.get("args") is not None else {}
     state = set_node(state, event.data["node"], status="approved", paused=None, held=None, resumed_at=resumed_at,
-                     **gate)
+                     **gate, **edited)
     return with_(state, status="waiting" if _waits(state) else "running")
 
 

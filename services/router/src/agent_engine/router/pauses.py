@@ -57,13 +57,16 @@ def pause_for_doubt(out: Emitter, spec: NodeSpec, completed: NodeCompleted) -> b
     return True
 
 
-def pause_for_verdict(out: Emitter, spec: NodeSpec, checked: NodeCompleted) -> None:
-    """Hold an output guardrails' output gate paused on (a topic rule, personal data under `pii: pause`)."""
+def pause_for_verdict(out: Emitter, spec: NodeSpec, node: NodeState, checked: NodeCompleted) -> None:
+    """Hold an output guardrails' output gate paused on (a topic rule, personal data under `pii: pause`): the
+    node's output, or the result of a tool call its model asked for, which the model sees only once approved."""
     reason = getattr(checked, "reason", "") or "guardrails' output gate held this output"
     held = HeldResult(dispatch_id=checked.dispatch_id, attempt=checked.attempt, output=checked.output,
                       provider=checked.provider, model=checked.model, usage=checked.usage)
+    call = node.steps[-1]["calls"][node.call] if node.call is not None else None
     out.add(NodeApprovalRequested(node=spec.id, kind=spec.kind or "agent", pause="guardrail", reason=reason,
-                                  held=held))
+                                  held=held, call_id=call["call_id"] if call else None,
+                                  tool=call["tool"] if call else None))
 
 
 def held_result(node: NodeState, node_id: str) -> NodeCompleted:

@@ -41,11 +41,11 @@ def on_completed(out: Emitter, inp: RouterInput, completed: NodeCompleted) -> No
         return
     assert state.manifest is not None
     spec = state.manifest.node(completed.node)
+    if isinstance(completed, NodeOutputChecked) and completed.outcome == "paused":
+        pause_for_verdict(out, spec, node, completed)  # a node's output, or a tool call's result for its model
+        return
     if node.call is not None:  # the result of a tool call the node's model asked for
         tool_returned(out, spec, completed.dispatch_id, completed.attempt, output=completed.output)
-        return
-    if isinstance(completed, NodeOutputChecked) and completed.outcome == "paused":
-        pause_for_verdict(out, spec, completed)
         return
     succeed(out, spec, completed)
 

@@ -61,6 +61,9 @@ class NodeState:
     """A pause for confidence: the result (HeldResult as JSON) that approving accepts."""
     resumed_at: int = 0
     """`attempts` when a person last resumed the node after failures: failures and attempts count from here."""
+    approved_args: dict[str, Any] | None = None
+    """A tool node's arguments as a person edited them when approving: every later dispatch of the node runs
+    these (a retry must not go back to the arguments the person replaced)."""
     approved: frozenset[str] = frozenset()
     """What a person approved for this node: "" for the node itself (its dispatches), a call id for a tool call
     the tool gate held. Their dispatches carry `tool.approved`, so the gate does not hold them again."""

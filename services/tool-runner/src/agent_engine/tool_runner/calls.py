@@ -39,11 +39,12 @@ class CallLogUnavailable(ConnectionError):
     (a ConnectionError, which the runtime's consume rule counts as transient)."""
 
 
-def call_key(tenant: str, task_id: str, node: str, call_id: str | None = None) -> str:
+def call_key(tenant: str, task_id: str, node: str, call_id: str | None = None, resumed: int | None = None) -> str:
     """`<tenant>.<task>.<node>`, plus `.<call id>` for a call an agent node's model asked for (its tool turn and
-    position); a task id with characters a KV key cannot hold is replaced by a hash of it."""
+    position), or `.r<attempt>` for a tool node a person resumed after failures (a new call); a task id with
+    characters a KV key cannot hold is replaced by a hash of it."""
     task = task_id if KEY_TOKEN.match(task_id) else "h" + derive_id("task", task_id).replace("-", "")
-    key = f"{tenant}.{task}.{node}"
+    key = f"{tenant}.{task}.{node}" + (f".r{resumed}" if resumed else "")
     if call_id is None:
         return key
     return f"{key}.{call_id if KEY_TOKEN.match(call_id) else 'h' + derive_id('call', call_id).replace('-', '')}"

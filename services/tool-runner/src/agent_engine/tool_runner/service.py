@@ -63,7 +63,8 @@ class ToolRunner:
         if self.calls is None:
             return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects ({why}) and this "
                            "tool-runner has no call log to make sure it runs only once; not run", retryable=False)
-        key = call_key(cause.tenant, cause.task_id, dispatch.node, dispatch.call.call_id if dispatch.call else None)
+        key = call_key(cause.tenant, cause.task_id, dispatch.node, dispatch.call.call_id if dispatch.call else None,
+                       call.resumed)
         prior = await self.calls.recorded(key)  # first: a late redelivery still gets the stored result
         if prior is None:
             if limit <= 0:

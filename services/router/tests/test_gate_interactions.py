@@ -1,4 +1,5 @@
-"""Review of issue #15 (router side): failing tests that show defects found in the merged code."""
+"""Where the gates meet the router: a tool call's result the output gate holds, and a tool node approved with edited
+arguments and then retried (both found by a review of issue #15)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _checked(dispatch: Any, output: dict[str, Any], outcome: str, reason: str = 
                                 time=dispatch.time, task_id=dispatch.task_id))
 
 
-def test_review_a_paused_tool_call_result_is_held_for_a_person_not_handed_to_the_model() -> None:
+def test_a_paused_tool_call_result_is_held_for_a_person_not_handed_to_the_model() -> None:
     """results.py on_completed: for a model's tool call (node.call set) the output gate's `paused` outcome is
     ignored and the held output goes straight to the model as the call's result (tool_returned)."""
     agents = {"researcher": AgentSpec(provider="mock", model="m-1", prompt="research", tools=["read"])}
@@ -46,7 +47,7 @@ def test_review_a_paused_tool_call_result_is_held_for_a_person_not_handed_to_the
     assert "node.approval_requested" in types(out)
 
 
-def test_review_a_retry_of_an_approved_edited_tool_node_does_not_run_the_original_args_unapproved() -> None:
+def test_a_retry_of_an_approved_edited_tool_node_does_not_run_the_original_args_unapproved() -> None:
     """A tool node the gate held, approved with edited arguments: the approved dispatch carries the edit, but a
     retry (deadline, runner error) rebuilds the original arguments and still marks them `approved`, so the gate
     lets through, with no hold, exactly the arguments the person replaced."""
