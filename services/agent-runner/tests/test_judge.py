@@ -82,6 +82,7 @@ async def test_the_query_is_answered_over_nats_and_its_cost_published(nats_url: 
             await seen.put(Envelope.from_bytes(msg.data))
 
         await asker.subscribe(f"ae.{tenant}.llm.called", cb=on_event)
+        await asker.flush()
         reply = await asker.request(judge.SUBJECT, json.dumps(ask(tenant=tenant)).encode(), timeout=30)
         assert json.loads(reply.data) == {"score": 0.95, "label": "injection", "reason": "override"}
         called = await asyncio.wait_for(seen.get(), 30)
@@ -92,3 +93,34 @@ async def test_the_query_is_answered_over_nats_and_its_cost_published(nats_url: 
     finally:
         await asker.close()
         await bus.close()
+
+
+async def test_a_scripted_grounding_judge_answers_and_its_call_is_the_judges() -> None:
+    scripted = [{"grounded": False, "score": 0.1, "reason": "invents a figure"}]
+    body = ask(purpose="ground", text={"output": {"text": SECRET}, "inputs": {"input": {}, "upstream": {}}},
+               agent={"provider": "mock", "model": "mock-1", "mock_responses": scripted})
+    request = read(body)
+    assert judge.llm_request(request).system.startswith(judge.SYSTEMS["ground"])
+    reply, [called] = await judge.answer(Gateway(), request)
+    assert reply == scripted[0] and called.data["node"] == "guardrails.judge"
+    assert SECRET not in called.to_bytes().decode()
+
+
+async def test_an_agent_nodes_checked_output_carries_its_inputs_for_the_judge(agent_dispatch: Any) -> None:
+    """The runner copies what the node was given (task input, upstream outputs) into node.output_produced, for
+    a judge the tenant's policy may set; a tool node's output, or inputs over the cap, carry none."""
+    from agent_engine.agent_runner.service import AgentRunner
+    from agent_engine.contracts.events.guardrails import MAX_JUDGED_INPUTS
+    from agent_engine.contracts.policy import OutputPolicy
+    from agent_engine.runtime.runner import judged_inputs, to_gate
+
+    cause, dispatch = agent_dispatch()
+    dispatch = dispatch.model_copy(update={"check_output": OutputPolicy()})
+    completed = (await AgentRunner(Gateway()).handle(cause, dispatch))[-1]
+    produced = to_gate(completed, dispatch)
+    assert produced.type == "node.output_produced"
+    assert produced.data["inputs"] == {"input": {"brief": "Compare engines."}, "upstream": {"gather_context": {"words": 2}}}
+    huge = dispatch.model_copy(update={"context": dispatch.context.model_copy(
+        update={"input": {"brief": "x" * MAX_JUDGED_INPUTS}})})
+    assert judged_inputs(huge) is None and "inputs" not in to_gate(completed, huge).data
+    assert judged_inputs(dispatch.model_copy(update={"agent": None, "kind": "tool"})) is None
