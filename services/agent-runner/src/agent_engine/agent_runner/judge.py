@@ -107,7 +107,9 @@ def llm_request(ask: JudgeRequest) -> LlmRequest:
 async def answer(gateway: Gateway, ask: JudgeRequest) -> tuple[dict[str, Any], list[Envelope]]:
     """The reply ({"score", "label", "reason"} or {"error"}) and the llm.called / llm.call_failed events to publish."""
     request = llm_request(ask)
-    dispatch_id = derive_id(ask.call_id, "judge", ask.purpose)
+    # the tenant and task in the id too: a request's id is the sender's choice, and JetStream drops a second
+    # message with an id it has seen, whichever tenant sent it
+    dispatch_id = derive_id(ask.tenant, ask.task_id, ask.call_id, "judge", ask.purpose)
     events: list[Envelope] = []
 
     def event(data: LlmCalled | LlmCallFailed, suffix: str) -> Envelope:
