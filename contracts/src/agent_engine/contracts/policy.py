@@ -145,7 +145,7 @@ class JudgeRule(BaseModel):
     """What an ungrounded output does: fails the node, or waits for a person."""
     on_error: Literal["allow", "pause", "fail"] = "pause"
     """What an output gets when the judge gives no usable answer (timeout, failure, a reply off its schema)."""
-    timeout_s: float = Field(default=30.0, gt=0, le=300)
+    timeout_s: float = Field(default=20.0, gt=0, le=300)
     max_tokens: int = Field(default=256, ge=16, le=4096)
     mock_responses: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
     """For `provider: mock` (tests, demos): the scripted reply, e.g. [{grounded: false, score: 0.1, reason: x}]."""

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from agent_engine.contracts.events.guardrails import RuleHit
 from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
@@ -85,3 +86,13 @@ async def classified(nc: Client, spec: ClassifierSpec | None, tenant: str, verdi
         log.warning("the injection classifier of tenant %s gave no answer for task %s (on_error: %s)", tenant,
                     verdict.envelope.task_id, spec.on_error)
     return decided
+
+
+async def still_working(msg: Msg) -> None:
+    """Restart the message's ack timer before a model is asked, so the whole AE_ACK_WAIT_S is left for the
+    question (a timeout_s over it would let JetStream redeliver the message mid-question: the answer is
+    de-duplicated, a second model call is not). Best effort: a connection that is down fails the answer anyway."""
+    try:
+        await msg.in_progress()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("could not mark a message in progress: %s", exc)

@@ -191,7 +191,10 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
         if store is not None:
             verdict = await rate_limited(store, limits, tenant, verdict)
         # last: the model costs money, so only a request every other check (the rate limits too) let through
-        verdict = await classifier.classified(bus.nc, policy.rules(tenant).classifier, tenant, verdict)
+        spec = policy.rules(tenant).classifier
+        if spec is not None and verdict.accepted:
+            await classifier.still_working(msg)
+        verdict = await classifier.classified(bus.nc, spec, tenant, verdict)
         events = answers(msg.subject, tenant, verdict, headers, seq)
         answer = events[-1]
         try:
