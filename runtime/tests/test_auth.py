@@ -16,6 +16,7 @@ from agent_engine.contracts.credentials import ROLES, load_credential
 from agent_engine.contracts.envelope import TENANT_PATTERN, command
 from agent_engine.contracts.events import EVENT_TYPES, NodeDispatched, TaskCancelRequested, TaskRequested
 from agent_engine.contracts.subjects import (
+    AGENT_RUNNER_RPC,
     IDENTITY_PATTERN,
     PARTITIONED,
     PARTITIONS,
@@ -220,3 +221,15 @@ def test_guardrails_keeps_its_rate_limits_and_reads_workflows_only() -> None:
     assert not may_publish(rights, "$KV.ae_workflows.acme.w")
     for other in ("router", "agent-runner", "tool-runner", "telemetry"):
         assert not may_publish(SERVICES[other], "$KV.ae_rate_limits.acme.tenant")
+
+
+def test_only_guardrails_asks_the_agent_runners_judge_and_no_tenant_can() -> None:
+    """The classifier's query costs a model call: guardrails may ask it, the agent-runner answers it; no other
+    service asks, and no tenant credential of any role may publish it in either form."""
+    judge = rpc_subject(AGENT_RUNNER_RPC, "judge")
+    assert [s for s, r in SERVICES.items() if may_publish(r, judge)] == ["guardrails"]
+    assert judge in SERVICES["agent-runner"].subscribe or any(
+        s.endswith(".>") and judge.startswith(s[:-1]) for s in SERVICES["agent-runner"].subscribe)
+    for role in ROLES:
+        rights = tenant_rights("acme", "ana", role)
+        assert not may_publish(rights, judge) and not may_publish(rights, rpc_subject(AGENT_RUNNER_RPC, "judge", "acme"))

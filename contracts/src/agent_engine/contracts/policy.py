@@ -13,7 +13,7 @@ only add refusals to its tenant's, never lift one. The decision itself is guardr
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -129,6 +129,28 @@ class TopicRule(BaseModel):
     action: Literal["fail", "pause"] = "fail"
 
 
+class JudgeRule(BaseModel):
+    """A grounding judge: a model, asked through the agent-runner's gateway, scores whether an agent node's output
+    is grounded in the node's inputs (rule `judge.grounding`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["auto", "mock", "anthropic", "openai"]
+    model: str = Field(min_length=1, max_length=128)
+    prompt: str = Field(default="", max_length=4000)
+    """Added to the judge's fixed instruction."""
+    below: float = Field(default=0.5, gt=0, le=1)
+    """A grounding score under this (or `grounded: false`) is ungrounded."""
+    action: Literal["fail", "pause"] = "fail"
+    """What an ungrounded output does: fails the node, or waits for a person."""
+    on_error: Literal["allow", "pause", "fail"] = "pause"
+    """What an output gets when the judge gives no usable answer (timeout, failure, a reply off its schema)."""
+    timeout_s: float = Field(default=20.0, gt=0, le=300)
+    max_tokens: int = Field(default=256, ge=16, le=4096)
+    mock_responses: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
+    """For `provider: mock` (tests, demos): the scripted reply, e.g. [{grounded: false, score: 0.1, reason: x}]."""
+
+
 class OutputPolicy(BaseModel):
     """Checks guardrails makes on every node output of a workflow before the router uses it (its `output`
     section of the tenant policy adds to these: the stricter wins)."""
@@ -140,6 +162,9 @@ class OutputPolicy(BaseModel):
     kinds: list[str] | None = None
     """Which kinds of personal data (guardrails' names); default: those guardrails redacts at ingress."""
     topics: list[TopicRule] = Field(default_factory=list, max_length=50)
+    judge: JudgeRule | None = Field(default=None, exclude_if=lambda v: v is None)
+    """A grounding judge for agent nodes' outputs (absent: none; left out of dumps, so dispatches of workflows
+    without one are unchanged)."""
 
 
 class WorkflowPolicy(BaseModel):

@@ -142,7 +142,9 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                        + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "tool.call_cleared",
                                     "node.output_checked",
                                     "node.errored")
-                       + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))),
+                       + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))
+                       # the injection classifier: asked of the agent-runner, answered on guardrails' own inbox
+                       + Rights(publish=(rpc_subject(AGENT_RUNNER_RPC, "judge"),))),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
                    + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from agent_engine.contracts.envelope import Envelope, Payload, caused_by, derive_id
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored, NodeOutputProduced, ToolCallCleared
+from agent_engine.contracts.events.guardrails import MAX_JUDGED_INPUTS
 from agent_engine.contracts.subjects import CLEARED_DURABLE, dispatch_subject, heartbeat_subject, type_subject
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle, transient
@@ -47,9 +49,19 @@ def to_gate(event: Envelope, dispatch: NodeDispatched) -> Envelope:
     node.output_produced, same id and fields, plus the policy) instead of the router, which waits for the gate."""
     if dispatch.check_output is None or event.type != "node.completed":
         return event
-    produced = NodeOutputProduced.model_validate({**event.data, "policy": dispatch.check_output})
+    produced = NodeOutputProduced.model_validate({**event.data, "policy": dispatch.check_output,
+                                                  "inputs": judged_inputs(dispatch)})
     return event.model_copy(update={"type": produced.TYPE,
                                     "data": produced.model_dump(mode="json", by_alias=True, exclude_none=True)})
+
+
+def judged_inputs(dispatch: NodeDispatched) -> dict[str, Any] | None:
+    """What an agent node was given (the task input, the upstream outputs), for the output gate's grounding judge
+    (the policy file may give a tenant one, which the runner cannot see); None for a tool node or when too large."""
+    if dispatch.agent is None:
+        return None
+    inputs = {"input": dispatch.context.input, "upstream": dispatch.context.upstream}
+    return inputs if len(json.dumps(inputs, default=str)) <= MAX_JUDGED_INPUTS else None
 
 
 def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:

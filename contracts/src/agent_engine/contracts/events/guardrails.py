@@ -6,7 +6,7 @@ shown to operators, and the matched text may be the very personal data or secret
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,11 @@ class GuardrailVerdict(EventData):
     """The total injection score, when the input gate scored the request."""
 
 
+MAX_JUDGED_INPUTS = 64 * 1024
+"""Bytes of JSON of an agent node's inputs a runner copies for the grounding judge: more would make the output's
+message large (NATS caps a message) for a check that may not be configured."""
+
+
 class NodeOutputProduced(NodeCompleted):
     """A runner's answer to a dispatch whose workflow checks outputs (`check_output`): the same fields as
     `node.completed`, sent to guardrails' output gate instead of the router. Guardrails deletes it from the
@@ -52,6 +57,9 @@ class NodeOutputProduced(NodeCompleted):
     TYPE = "node.output_produced"
     policy: OutputPolicy = Field(default_factory=OutputPolicy)
     """The workflow's output policy, copied from the dispatch."""
+    inputs: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: v is None)
+    """An agent node's inputs (the task input and the upstream outputs its dispatch carried), for the output
+    gate's grounding judge; absent for a tool node, or when they are over `MAX_JUDGED_INPUTS` bytes of JSON."""
 
 
 class NodeOutputChecked(NodeCompleted):

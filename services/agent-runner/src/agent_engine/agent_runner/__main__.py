@@ -7,7 +7,7 @@ import logging
 
 from nats.aio.msg import Msg
 
-from agent_engine.agent_runner import pricing
+from agent_engine.agent_runner import judge, pricing
 from agent_engine.agent_runner.memory import recall_from
 from agent_engine.agent_runner.providers import Gateway
 from agent_engine.agent_runner.service import SOURCE, AgentRunner
@@ -44,6 +44,7 @@ async def main(stop: asyncio.Event) -> None:
 
     try:
         await bus.nc.subscribe(rpc_subject(AGENT_RUNNER_RPC, "providers"), cb=on_providers)
+        await judge.listen(bus, gateway)
         agents = AgentRunner(gateway, memory=recall_from(memory) if memory is not None else None)
         await runner.serve(bus, "agent", SOURCE, agents.handle, settings, stop)
     finally:

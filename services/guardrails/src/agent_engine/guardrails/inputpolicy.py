@@ -9,16 +9,20 @@ own PII patterns. Read and checked once at start, so a mistake stops the service
       redact: [email, phone, card, iban, ssn]
       custom_pii:
         - {id: employee-id, pattern: "EMP-\\d{6}"}
+      classifier:                       # a model also judges what the rules let through (classifier.py)
+        {provider: anthropic, model: claude-haiku-4-5, threshold: 0.8, on_error: refuse, timeout_s: 20}
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent_engine.contracts.errors import validation_summary
+from agent_engine.contracts.manifest import Provider
 from agent_engine.guardrails import injection, pii
 from agent_engine.guardrails.policy import PolicyError, PolicyFile
 
@@ -60,6 +64,24 @@ class CustomPiiSpec(BaseModel):
         return value
 
 
+class ClassifierSpec(BaseModel):
+    """`input.classifier` of the policy file."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider: Provider
+    model: str = Field(min_length=1, max_length=128)
+    prompt: str = Field(default="", max_length=4000)
+    """Added to the classifier's fixed instruction."""
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    on_error: Literal["allow", "refuse"] = "refuse"
+    """What a request gets when the classifier does not answer in time, fails, or answers nonsense: refused
+    (the safe side, the default) or let through on the rule set's word alone."""
+    timeout_s: float = Field(default=20.0, gt=0, le=120)
+    max_tokens: int = Field(default=256, ge=16, le=4096)
+    mock_responses: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
+    """For `provider: mock` (tests, demos): the scripted reply, e.g. [{score: 0.95, label: injection, reason: x}]."""
+
+
 class InputSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     injection_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0)
@@ -68,6 +90,8 @@ class InputSection(BaseModel):
     redact: list[str] | None = None
     """None: AE_GUARDRAILS_REDACT (default email, phone, card, iban)."""
     custom_pii: list[CustomPiiSpec] = Field(default_factory=list)
+    classifier: ClassifierSpec | None = None
+    """A model asked about every request the rule set lets through (classifier.py); None: the rules alone."""
 
     @field_validator("disable")
     @classmethod
@@ -96,6 +120,7 @@ class InputRules:
     threshold: float = DEFAULT_THRESHOLD
     redact: tuple[pii.Detector, ...] | None = None
     """None: the kinds of `Policy.redact` (AE_GUARDRAILS_REDACT)."""
+    classifier: ClassifierSpec | None = None
 
 
 def compile_section(section: InputSection, default_redact: tuple[str, ...]) -> InputRules:
@@ -104,7 +129,8 @@ def compile_section(section: InputSection, default_redact: tuple[str, ...]) -> I
     redact = None  # the service's default kinds (AE_GUARDRAILS_REDACT)
     if section.redact is not None or custom:
         redact = pii.detectors(section.redact if section.redact is not None else default_redact, custom)
-    return InputRules(injection.rules_for(own, section.disable), section.injection_threshold, redact)
+    return InputRules(injection.rules_for(own, section.disable), section.injection_threshold, redact,
+                      section.classifier)
 
 
 def read_section(policy: PolicyFile, tenant: str | None) -> InputSection:

@@ -16,6 +16,8 @@ from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import GuardrailVerdict, NodeErrored, NodeOutputChecked, NodeOutputProduced
 from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.contracts.subjects import consume_subjects
+from agent_engine.guardrails import grounding
+from agent_engine.guardrails.classifier import still_working
 from agent_engine.guardrails.outputs import OutputVerdict, check_output, combined, unknown_kinds
 from agent_engine.guardrails.policy import PolicyError, PolicyFile
 from agent_engine.guardrails.stream import delete_answered
@@ -80,6 +82,9 @@ async def serve_outputs(bus: Bus, policies: dict[str | None, OutputPolicy | None
             return
         policy = combined(produced.policy, policies.get(envelope.tenant, policies.get(None)), default_kinds)
         verdict = check_output(produced.output, policy, default_kinds)
+        if policy.judge is not None and verdict.outcome != "refused":
+            await still_working(msg)
+        verdict = await grounding.judged(bus.nc, policy.judge, envelope, produced, verdict)  # last: it costs a call
         try:
             await bus.publish_many(answer(envelope, produced, verdict))
             if msg.metadata and msg.metadata.sequence.stream:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent_engine.contracts.events import RuleHit
-from agent_engine.contracts.policy import OutputPolicy, TopicRule
+from agent_engine.contracts.policy import JudgeRule, OutputPolicy, TopicRule
 from agent_engine.guardrails.checks import PATTERNS, redact
 from agent_engine.guardrails.pii import DEFAULT_REDACT
 
@@ -39,7 +39,22 @@ def combined(workflow: OutputPolicy, tenant: OutputPolicy | None,
     pii = max(workflow.pii, tenant.pii, key=GRAVITY.__getitem__)
     kinds = sorted({*(workflow.kinds if workflow.kinds is not None else default_kinds),
                     *(tenant.kinds if tenant.kinds is not None else default_kinds)})
-    return OutputPolicy(pii=pii, kinds=kinds, topics=[*tenant.topics, *workflow.topics])
+    return OutputPolicy(pii=pii, kinds=kinds, topics=[*tenant.topics, *workflow.topics],
+                        judge=stricter_judge(workflow.judge, tenant.judge))
+
+
+GRAVER = {"allow": 0, "pause": 1, "fail": 2}
+
+
+def stricter_judge(workflow: JudgeRule | None, tenant: JudgeRule | None) -> JudgeRule | None:
+    """Both sides' grounding judge as one: the tenant's model (it pays for it), the higher `below`, the graver
+    `action` and `on_error`. A side without one adds nothing."""
+    if workflow is None or tenant is None:
+        return tenant or workflow
+    return tenant.model_copy(update={
+        "below": max(workflow.below, tenant.below),
+        "action": max(workflow.action, tenant.action, key=GRAVER.__getitem__),
+        "on_error": max(workflow.on_error, tenant.on_error, key=GRAVER.__getitem__)})
 
 
 def unknown_kinds(policy: OutputPolicy) -> list[str]:

@@ -18,7 +18,7 @@ from agent_engine.contracts.events import TaskAccepted, TaskRejected
 from agent_engine.contracts.events.guardrails import GuardrailVerdict, Outcome, RuleHit
 from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import consume_subjects, tenant_from_subject
-from agent_engine.guardrails import inputschema, pii, ratelimit
+from agent_engine.guardrails import classifier, inputschema, pii, ratelimit
 from agent_engine.guardrails.checks import Policy, Verdict, check
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
@@ -91,7 +91,9 @@ def _workflow(cause: Envelope | None) -> str | None:
 def _verdict_event(cause: Envelope, cause_id: str, verdict: Verdict, tenant: str) -> Envelope:
     outcome: Outcome = "refused" if not verdict.accepted else "redacted" if verdict.redactions else "allowed"
     reason = verdict.reason or (f"redacted {', '.join(f'{n} {k}' for k, n in sorted(verdict.redactions.items()))}"
-                                if verdict.redactions else "allowed: under the injection threshold")
+                                if verdict.redactions else "allowed: the injection classifier gave no answer "
+                                "(on_error: allow)" if any(r.rule == classifier.UNAVAILABLE for r in verdict.rules)
+                                else "allowed: under the injection threshold")
     data = GuardrailVerdict(gate="input", outcome=outcome, rules=verdict.rules, reason=reason,
                             workflow=_workflow(cause), score=verdict.score)
     return caused_by(cause, data, id=derive_id(cause_id, "verdict"), source=SOURCE, tenant=tenant)
@@ -188,6 +190,11 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             return
         if store is not None:
             verdict = await rate_limited(store, limits, tenant, verdict)
+        # last: the model costs money, so only a request every other check (the rate limits too) let through
+        spec = policy.rules(tenant).classifier
+        if spec is not None and verdict.accepted:
+            await classifier.still_working(msg)
+        verdict = await classifier.classified(bus.nc, spec, tenant, verdict)
         events = answers(msg.subject, tenant, verdict, headers, seq)
         answer = events[-1]
         try:
