@@ -18,11 +18,10 @@ from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.contracts.subjects import consume_subjects
 from agent_engine.guardrails import grounding
 from agent_engine.guardrails.classifier import still_working
+from agent_engine.guardrails.gate import Answer, serve_gate
 from agent_engine.guardrails.outputs import OutputVerdict, check_output, combined, unknown_kinds
 from agent_engine.guardrails.policy import PolicyError, PolicyFile
-from agent_engine.guardrails.stream import delete_answered
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.inbox import read_all, refuse, settle
 from agent_engine.runtime.settings import Settings
 
 SOURCE = "agent-engine/guardrails"
@@ -74,32 +73,16 @@ def answer(cause: Envelope, produced: NodeOutputProduced, verdict: OutputVerdict
 
 async def serve_outputs(bus: Bus, policies: dict[str | None, OutputPolicy | None], default_kinds: tuple[str, ...],
                         settings: Settings, stop: asyncio.Event) -> None:
-    async def handle_one(msg: Msg, envelope: Envelope) -> None:
-        try:
-            produced = NodeOutputProduced.model_validate(envelope.data)
-        except ValidationError as exc:
-            await refuse(bus, msg, f"not a valid node.output_produced payload: {validation_summary(exc, 5)}")
-            return
+    async def check(msg: Msg, envelope: Envelope, produced: NodeOutputProduced) -> Answer:
         policy = combined(produced.policy, policies.get(envelope.tenant, policies.get(None)), default_kinds)
         verdict = check_output(produced.output, policy, default_kinds)
         if policy.judge is not None and verdict.outcome != "refused":
             await still_working(msg)
         verdict = await grounding.judged(bus.nc, policy.judge, envelope, produced, verdict)  # last: it costs a call
-        try:
-            await bus.publish_many(answer(envelope, produced, verdict))
-            if msg.metadata and msg.metadata.sequence.stream:
-                await delete_answered(bus, msg.metadata.sequence.stream)
-        except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
-            log.warning("could not answer the output of node %s: %s", produced.node, exc)
-            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
-            return
-        if verdict.outcome != "allowed":
-            log.info("output of node %s of task %s %s: %s", produced.node, envelope.task_id, verdict.outcome,
-                     ", ".join(f"{h.rule} x{h.count}" for h in verdict.rules))
-        await msg.ack()
+        said = "" if verdict.outcome == "allowed" else (
+            f"output of node {produced.node} of task {envelope.task_id} {verdict.outcome}: "
+            + ", ".join(f"{h.rule} x{h.count}" for h in verdict.rules))
+        return answer(envelope, produced, verdict), said
 
-    async def handle_batch(msgs: list[Msg]) -> None:
-        await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
-
-    await bus.consume(DURABLE, consume_subjects(NodeOutputProduced.TYPE), handle_batch,
-                      batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
+    await serve_gate(bus, DURABLE, consume_subjects(NodeOutputProduced.TYPE), NodeOutputProduced, check, settings,
+                     stop, delete=True, logger=log)

@@ -20,10 +20,10 @@ from agent_engine.contracts.manifest import WORKFLOW_NAME_PATTERN
 from agent_engine.contracts.subjects import consume_subjects, tenant_from_subject
 from agent_engine.guardrails import classifier, inputschema, pii, ratelimit
 from agent_engine.guardrails.checks import Policy, Verdict, check
+from agent_engine.guardrails.gate import delete_answered
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
-from agent_engine.guardrails.stream import delete_answered
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
 from agent_engine.runtime.settings import Settings, env_int

@@ -32,10 +32,10 @@ from agent_engine.contracts.events import (
 )
 from agent_engine.contracts.policy import ToolPolicy
 from agent_engine.contracts.subjects import TOOL_GATE_DURABLE, dispatch_subject
+from agent_engine.guardrails.gate import Answer, serve_gate
 from agent_engine.guardrails.policy import PolicyError, PolicyFile
 from agent_engine.guardrails.toolpolicy import Decision, Layer, decide
 from agent_engine.runtime.bus import Bus
-from agent_engine.runtime.inbox import read_all, refuse, settle
 from agent_engine.runtime.settings import Settings
 
 SOURCE = "agent-engine/guardrails"
@@ -89,26 +89,11 @@ def answer(envelope: Envelope, dispatch: NodeDispatched, policies: ToolPolicies)
 
 
 async def serve(bus: Bus, policies: ToolPolicies, settings: Settings, stop: asyncio.Event) -> None:
-    async def handle_one(msg: Msg, envelope: Envelope) -> None:
-        try:
-            dispatch = NodeDispatched.model_validate(envelope.data)
-        except ValidationError as exc:
-            await refuse(bus, msg, f"not a valid node.dispatched payload: {validation_summary(exc, count_rest=True)}")
-            return
+    async def check(msg: Msg, envelope: Envelope, dispatch: NodeDispatched) -> Answer:
         decision, events = answer(envelope, dispatch, policies)
-        try:
-            await bus.publish_many(events)
-        except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
-            log.warning("could not answer tool dispatch %s: %s", dispatch.dispatch_id, exc)
-            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
-            return
-        if decision.outcome != "allowed":
-            log.info("tool call of node %s of task %s %s: %s", dispatch.node, envelope.task_id, decision.outcome,
-                     decision.summary)
-        await msg.ack()
+        said = "" if decision.outcome == "allowed" else (
+            f"tool call of node {dispatch.node} of task {envelope.task_id} {decision.outcome}: {decision.summary}")
+        return events, said
 
-    async def handle_batch(msgs: list[Msg]) -> None:
-        await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
-
-    await bus.consume(TOOL_GATE_DURABLE, [dispatch_subject("tool")], handle_batch,
-                      batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
+    await serve_gate(bus, TOOL_GATE_DURABLE, [dispatch_subject("tool")], NodeDispatched, check, settings, stop,
+                     logger=log)

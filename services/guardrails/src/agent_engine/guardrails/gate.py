@@ -1,0 +1,66 @@
+"""What the tool gate and the output gate share: a durable consumer whose every message is answered with events
+(published before the ack), and the deletion of what a gate has answered from the event stream (a raw request,
+a runner's unchecked output)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.errors import validation_summary
+from agent_engine.contracts.events import EventData
+from agent_engine.contracts.subjects import STREAM
+from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.inbox import read_all, refuse, settle
+from agent_engine.runtime.settings import Settings
+
+log = logging.getLogger("guardrails")
+T = TypeVar("T", bound=EventData)
+Answer = tuple[list[Envelope], str]
+"""The events answering one message, and what to log about it ("" for a plain pass)."""
+
+
+async def delete_answered(bus: Bus, seq: int) -> None:
+    try:
+        await bus.js.delete_msg(STREAM, seq)
+    except NotFoundError:  # deleted already (a redelivery), or aged out
+        pass
+
+
+async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T],
+                     decide: Callable[[Msg, Envelope, T], Awaitable[Answer]], settings: Settings, stop: asyncio.Event,
+                     *, delete: bool = False, logger: logging.Logger = log) -> None:
+    """Consume `subjects` on `durable`: a payload that is not a valid `model` is dead-lettered at once; the others
+    get `decide`'s answer, published before the ack (and, with `delete`, the message deleted from the stream:
+    what it held is kept nowhere once answered). The bus down: redelivered, dead-lettered when it keeps failing."""
+    async def handle_one(msg: Msg, envelope: Envelope) -> None:
+        try:
+            parsed = model.model_validate(envelope.data)
+        except ValidationError as exc:
+            await refuse(bus, msg, f"not a valid {model.TYPE} payload: {validation_summary(exc, count_rest=True)}")
+            return
+        events, said = await decide(msg, envelope, parsed)
+        try:
+            await bus.publish_many(events)
+            if delete and msg.metadata and msg.metadata.sequence.stream:
+                await delete_answered(bus, msg.metadata.sequence.stream)
+        except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
+            logger.warning("could not answer %s %s of task %s: %s", envelope.type, envelope.id, envelope.task_id, exc)
+            await settle(bus, msg, exc, max_deliver=settings.max_deliver)
+            return
+        if said:
+            logger.info("%s", said)
+        await msg.ack()
+
+    async def handle_batch(msgs: list[Msg]) -> None:
+        await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))
+
+    await bus.consume(durable, subjects, handle_batch, batch=settings.batch_size, ack_wait=settings.ack_wait_s,
+                      stop=stop)
