@@ -69,18 +69,23 @@ def decide(spec: ClassifierSpec, verdict: Verdict, reply: Any) -> Verdict:
         f"{spec.threshold:g} threshold): {RULE}; the request was not run"))
 
 
+async def ask(nc: Client, asked: dict[str, Any], timeout_s: float, who: str) -> Any:
+    """The agent-runner's answer to a judge query (the classifier's or the grounding judge's): its JSON, None when
+    none came in time, or {"error": ...} when it could not be asked."""
+    try:
+        msg = await nc.request(SUBJECT, json.dumps(asked).encode(), timeout=timeout_s)
+        return json.loads(msg.data)
+    except TimeoutError:
+        return None
+    except Exception as exc:  # noqa: BLE001  no responders, a closed connection, a reply that is no JSON
+        return {"error": f"{who} could not be asked ({type(exc).__name__})"}
+
+
 async def classified(nc: Client, spec: ClassifierSpec | None, tenant: str, verdict: Verdict) -> Verdict:
     """Ask the classifier about a request the other checks accepted (unchanged when no classifier is set)."""
     if spec is None or not verdict.accepted or verdict.envelope is None:
         return verdict
-    body = json.dumps(question(spec, tenant, verdict)).encode()
-    try:
-        msg = await nc.request(SUBJECT, body, timeout=spec.timeout_s)
-        reply: Any = json.loads(msg.data)
-    except TimeoutError:
-        reply = None
-    except Exception as exc:  # noqa: BLE001  no responders, a closed connection, a reply that is no JSON
-        reply = {"error": f"the classifier could not be asked ({type(exc).__name__})"}
+    reply = await ask(nc, question(spec, tenant, verdict), spec.timeout_s, "the classifier")
     decided = decide(spec, verdict, reply)
     if any(h.rule == UNAVAILABLE for h in decided.rules):
         log.warning("the injection classifier of tenant %s gave no answer for task %s (on_error: %s)", tenant,

@@ -10,7 +10,6 @@ The judge sees the output as redacted.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from typing import Any
@@ -20,14 +19,15 @@ from nats.aio.client import Client
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import NodeOutputProduced, RuleHit
 from agent_engine.contracts.policy import JudgeRule
-from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
+from agent_engine.guardrails.classifier import ask
 from agent_engine.guardrails.outputs import OutputVerdict
 
 log = logging.getLogger("guardrails.output")
-SUBJECT = rpc_subject(AGENT_RUNNER_RPC, "judge")
 RULE = "judge.grounding"
 UNAVAILABLE = "judge.grounding-unavailable"
 """Recorded when the judge gave no usable answer (a timeout, an error, a reply off its schema)."""
+
+
 def question(rule: JudgeRule, cause: Envelope, output: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     agent = {"provider": rule.provider, "model": rule.model, "prompt": rule.prompt, "max_tokens": rule.max_tokens,
              "mock_responses": rule.mock_responses}
@@ -81,14 +81,7 @@ async def judged(nc: Client, rule: JudgeRule | None, cause: Envelope, produced: 
         # no model call behind it: a tool's output is what the tool returned, with nothing to be grounded in
         return verdict
     inputs = produced.inputs if produced.inputs is not None else {"note": "the node's inputs were too large to send"}
-    body = json.dumps(question(rule, cause, verdict.output, inputs)).encode()
-    try:
-        msg = await nc.request(SUBJECT, body, timeout=rule.timeout_s)
-        reply: Any = json.loads(msg.data)
-    except TimeoutError:
-        reply = None
-    except Exception as exc:  # noqa: BLE001  no responders, a closed connection, a reply that is no JSON
-        reply = {"error": f"the judge could not be asked ({type(exc).__name__})"}
+    reply = await ask(nc, question(rule, cause, verdict.output, inputs), rule.timeout_s, "the judge")
     decided = decide(rule, verdict, reply)
     if any(h.rule == UNAVAILABLE for h in decided.rules):
         log.warning("the grounding judge gave no answer for node %s of task %s (on_error: %s)", produced.node,
