@@ -54,3 +54,20 @@ def test_personal_data_in_an_output_is_redacted_and_a_held_topic_waits_for_a_per
     for raw in RAW:
         assert raw not in stored and raw not in bus and raw not in logs and raw not in dump
 
+
+
+def test_a_tenant_listed_in_ae_output_checks_has_every_output_checked(own_stack, tmp_path):
+    """AE_OUTPUT_CHECKS makes the output gate a tenant's, not a workflow's choice: a workflow that asks for no
+    checks has its outputs checked under the tenant's section of the policy file; another tenant's are not."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tenants:\n  careful:\n    output: {pii: redact}\n")
+    engine = own_stack(AE_GUARDRAILS_POLICY=str(policy), AE_OUTPUT_CHECKS="careful")
+    (engine.workspace / "card.txt").write_bytes(b"Reach Jane at " + RAW[0] + b".")
+    content = {}
+    for tenant in ("careful", "casual"):
+        assert engine.agentctl("workflow", "push", "tests/workflows/read-file", "--tenant", tenant).returncode == 0
+        sub = engine.agentctl("submit", "read-file", "--tenant", tenant, "--input", '{"file": "card.txt"}')
+        assert sub.returncode == 0, sub.stderr
+        done = engine.wait_for_status(sub.stdout.strip(), "succeeded")
+        content[tenant] = _node(done, "read")["output"]["content"]
+    assert content == {"careful": "Reach Jane at [redacted:email].", "casual": "Reach Jane at jane.roe@example.org."}

@@ -117,3 +117,8 @@ def test_a_clean_output_is_answered_without_a_verdict() -> None:
     envelope, produced = _produced()
     events = answer(envelope, produced, check_output({"x": "fine"}, OutputPolicy(), KINDS))
     assert [e.type for e in events] == ["node.output_checked"] and events[0].data["outcome"] == "allowed"
+
+
+def test_a_side_with_pii_off_asks_for_no_kinds_so_the_tenants_section_decides() -> None:
+    both = combined(OutputPolicy(pii="off"), OutputPolicy(pii="redact", kinds=["email"]), KINDS)
+    assert both.pii == "redact" and both.kinds == ["email"]

@@ -32,13 +32,13 @@ class OutputVerdict:
 def combined(workflow: OutputPolicy, tenant: OutputPolicy | None,
              default_kinds: tuple[str, ...] = DEFAULT_REDACT) -> OutputPolicy:
     """The workflow's policy with the tenant's over it: the stricter wins. Kinds a side leaves out are the
-    default kinds, so a workflow naming fewer cannot narrow the tenant's; every topic rule of both is kept (a
-    workflow's rule named like the tenant's adds to it, never replaces it)."""
+    default kinds (a side with `pii: off` asks for none), so a workflow naming fewer cannot narrow the tenant's;
+    every topic rule of both is kept (a workflow's rule named like the tenant's adds to it, never replaces it)."""
     if tenant is None:
         return workflow
     pii = max(workflow.pii, tenant.pii, key=GRAVITY.__getitem__)
-    kinds = sorted({*(workflow.kinds if workflow.kinds is not None else default_kinds),
-                    *(tenant.kinds if tenant.kinds is not None else default_kinds)})
+    kinds = sorted({kind for side in (workflow, tenant) if side.pii != "off"  # off asks for no kinds
+                    for kind in (side.kinds if side.kinds is not None else default_kinds)})
     return OutputPolicy(pii=pii, kinds=kinds, topics=[*tenant.topics, *workflow.topics],
                         judge=stricter_judge(workflow.judge, tenant.judge))
 

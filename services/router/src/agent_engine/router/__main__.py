@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from agent_engine.router import outputchecks
 from agent_engine.router.admission import Limits
 from agent_engine.router.budgets import DayLimits
 from agent_engine.router.datakeys import MasterKeyError, master_key_from_env
@@ -36,6 +37,7 @@ async def main(stop: asyncio.Event) -> None:
                           os.environ.get("AE_TENANT_LIMITS", ""))
     window_s = parse_window(os.environ.get("AE_IDEMPOTENCY_WINDOW_S", ""))
     day_limits = DayLimits.parse(os.environ.get("AE_BUDGET_LIMITS", ""))
+    output_checks = outputchecks.parse(os.environ.get(outputchecks.ENV, ""))
     if not settings.postgres_url:
         raise SystemExit("AE_POSTGRES_URL is not set: the router needs PostgreSQL for its event store")
     try:
@@ -49,7 +51,7 @@ async def main(stop: asyncio.Event) -> None:
     bus = await Bus.open(settings.nats_url, "router")
     kv = await workflows.bucket(bus.js)
     try:
-        await Router(bus, store, kv, settings, limits, window_s, day_limits).run(stop)
+        await Router(bus, store, kv, settings, limits, window_s, day_limits, output_checks).run(stop)
     finally:
         await bus.close()
         store.close()

@@ -33,6 +33,7 @@ from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
 from agent_engine.router.intake import Intake
 from agent_engine.router.keys import IdempotencyKeys
 from agent_engine.router.lru import Lru
+from agent_engine.router.outputchecks import checked
 from agent_engine.router.partitions import Ownership
 from agent_engine.router.refusals import refusal
 from agent_engine.router.relay import Relay
@@ -61,8 +62,10 @@ def transient(exc: BaseException) -> bool:
 class Router:
     def __init__(self, bus: Bus, store: TaskStore, kv: KeyValue, settings: Settings,
                  limits: dict[str, Limits], idempotency_window_s: float = DEFAULT_WINDOW_S,
-                 day_limits: dict[str, DayLimits] | None = None) -> None:
+                 day_limits: dict[str, DayLimits] | None = None, output_checks: frozenset[str] = frozenset()) -> None:
         self.bus = bus
+        self.output_checks = output_checks
+        """Tenants every task of which has its outputs checked (AE_OUTPUT_CHECKS; outputchecks.py)."""
         self.store = store
         self.kv = kv
         self.mcp_tools: KeyValue | None = None
@@ -386,6 +389,8 @@ class Router:
             self.mcp_tools = self.mcp_tools or await mcp_catalogue.bucket(self.bus.js)
             found = await mcp_catalogue.read(self.mcp_tools, refs)
             resolved = Resolved(resolved.revision, resolved.manifest.with_tool_interfaces(found))
+        if self.output_checks:
+            resolved = Resolved(resolved.revision, checked(resolved.manifest, event.tenant, self.output_checks))
         budgeted = self.days.apply_to(event.tenant) or bool(event.data.get("budget_usd"))  # or the request's own
         return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted))
 
