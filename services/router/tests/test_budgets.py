@@ -21,6 +21,7 @@ from router_testkit import (
 )
 
 from agent_engine.contracts.manifest import AgentSpec, Fallback, WorkflowManifest
+from agent_engine.router.admission import Admission
 from agent_engine.router.budgets import REPAIR_NOTE_BYTES, models_for, worst_case
 from agent_engine.router.core import RouterInput, fold, replay
 
@@ -218,3 +219,17 @@ def test_a_budget_given_with_the_request_applies_and_the_lower_of_two_wins() -> 
     both = requested(budgeted(linear_workflow(), "1", on_exceed="wait"), "0.5")
     opened = of_type(both.records, "budget.opened")[0]
     assert (opened["limit_usd"], opened["on_exceed"]) == ("0.5", "wait") and both.state.status == "running"
+
+
+def test_a_queued_task_starts_with_its_requests_budget_and_user_once_admitted() -> None:
+    inp = priced(accepted(linear_workflow()))
+    event = inp.event.model_copy(update={"data": {**inp.event.data, "budget_usd": "0.5", "requested_by": "alice"}})
+    run = Run()
+    queued = run.feed(replace(inp, event=event, admission=Admission("queue", "at the limit", 1)))
+    assert queued[-1].type == "task.queued" and (queued[-1].data["budget_usd"], queued[-1].data["requested_by"]) == (
+        "0.5", "alice")
+    run.feed(priced(RouterInput(envelope("task.admitted", {"reason": "a slot freed"}, id="admit-1"))))
+    opened = of_type(run.records, "budget.opened")[0]
+    assert (opened["limit_usd"], opened["user"]) == ("0.5", "alice") and run.state.status == "running"
+    stored = json_round_trip(run.records)
+    assert dumps(replay(stored)) == dumps(stored)

@@ -114,7 +114,8 @@ def test_every_field_of_a_state_survives_a_snapshot() -> None:
                     entry="start", stop_at="m", inherited={"u": {"v": 1}},
                     fanouts={"s": Fanout(merge="m", subtasks=("t1", "t2"), results={1: ("succeeded", {"o": 1}, "")})},
                     cancelling=frozenset({"t2"}), revisions={"judge": 1}, feedback={"start": {"f": 1}},
-                    recorded={"start@0": {"output": {}}}, duplicate_of="other", applied=frozenset({"i1", "i2"}),
+                    recorded={"start@0": {"output": {}}}, duplicate_of="other", queued_by="alice",
+                    queued_budget_usd="0.5", applied=frozenset({"i1", "i2"}),
                     budget=Ledger(Decimal("0.01"), "wait", 0.8, PriceTable("v", {"m": (Decimal(1),) * 4}),
                                   open={"d": ("start", Decimal("0.001"))}, spent=Decimal("0.002"),
                                   settled=frozenset({"d0"}), alerted=True, waiting={"x": Wait(1)}))

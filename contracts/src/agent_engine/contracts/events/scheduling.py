@@ -25,6 +25,10 @@ class TaskQueued(EventData):
     revision: str
     input: dict[str, Any]
     workflow_manifest: WorkflowManifest
+    requested_by: str | None = None
+    """Who asked (the request's sender): the user a user-day budget counts once the task starts."""
+    budget_usd: str | None = None
+    """The request's own budget, which the task starts with once admitted."""
 
 
 class TaskAdmitted(EventData):

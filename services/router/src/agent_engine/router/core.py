@@ -208,7 +208,8 @@ def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None
     if admission.decision == "queue":
         out.add(TaskQueued(priority=accepted.priority, position=admission.position, reason=admission.reason,
                            workflow=accepted.workflow, revision=inp.workflow.revision, input=accepted.input,
-                           workflow_manifest=manifest))
+                           workflow_manifest=manifest, requested_by=accepted.requested_by,
+                           budget_usd=accepted.budget_usd))
         return
     _start(out, accepted.workflow, inp.workflow.revision, accepted.input, manifest, inp.prices, accepted.requested_by,
            accepted.budget_usd)
@@ -233,7 +234,8 @@ def _on_admitted(out: Emitter, inp: RouterInput, _: TaskAdmitted) -> None:
     state = out.state
     if state.status != "queued" or state.manifest is None:
         return  # started already, or cancelled while it waited
-    _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest, inp.prices)
+    _start(out, state.workflow or "", state.revision or "", dict(state.input), state.manifest, inp.prices,
+           state.queued_by, state.queued_budget_usd)
 
 
 def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested) -> None:

@@ -105,7 +105,8 @@ def _fold_started(state: TaskState, event: Envelope) -> TaskState:
 def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
     queued = TaskQueued.model_validate(event.data)
     return with_(state, status="queued", workflow=queued.workflow, revision=queued.revision,
-                 manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason)
+                 manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason,
+                 queued_by=queued.requested_by, queued_budget_usd=queued.budget_usd)
 
 
 def _fold_deduplicated(state: TaskState, event: Envelope) -> TaskState:

@@ -372,7 +372,8 @@ class Router:
             return RouterInput(event, source=tuple(records))
         if event.type == "task.admitted" and state.status == "queued" and state.manifest is not None:
             # a queued task starts: its budget's prices
-            return RouterInput(event, prices=_prices(state.manifest, self.days.apply_to(event.tenant)))
+            budgeted = self.days.apply_to(event.tenant) or bool(state.queued_budget_usd)
+            return RouterInput(event, prices=_prices(state.manifest, budgeted))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
         wanted = (event.tenant, _workflow(event))

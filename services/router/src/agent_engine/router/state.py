@@ -121,6 +121,9 @@ class TaskState:
     """Revised node -> the reviewer's output it runs again with."""
     recorded: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     """A fork's reusable agent outputs, "<node>@<revision>" -> {output, provider, model}."""
+    queued_by: str | None = None
+    queued_budget_usd: str | None = None
+    """A queued task's sender and the budget its request asked for: it starts with them once admitted."""
     duplicate_of: str | None = None
     """For a deduplicated request: the task its idempotency key names."""
     budget: Ledger | None = None
