@@ -60,6 +60,15 @@ class PathRules(BaseModel):
         return value
 
 
+def compiles(pattern: str) -> str:
+    """A pattern a policy gives, checked to be a regular expression (a model's validator)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
 class ArgRule(BaseModel):
     """Refuse a call when any string in its arguments (at any depth) matches `pattern` (a Python regex,
     searched, case-sensitive unless it says `(?i)`); only for `tools` (names in tools.yaml or built-ins)
@@ -75,11 +84,7 @@ class ArgRule(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return compiles(value)
 
 
 class ToolPolicy(BaseModel):

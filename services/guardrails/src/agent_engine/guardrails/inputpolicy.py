@@ -19,23 +19,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.manifest import Provider
+from agent_engine.contracts.policy import compiles
 from agent_engine.guardrails import injection, pii
-from agent_engine.guardrails.policy import PolicyError, PolicyFile
+from agent_engine.guardrails.policy import PolicyFile
 
 DEFAULT_THRESHOLD = 0.7
 KIND_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def _compiles(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression ({exc})") from None
-    return pattern
 
 
 class InjectionRuleSpec(BaseModel):
@@ -46,7 +38,7 @@ class InjectionRuleSpec(BaseModel):
     collapsed): write it in lower case."""
     score: float = Field(gt=0, le=10)
 
-    _check = field_validator("pattern")(_compiles)
+    _check = field_validator("pattern")(compiles)
 
 
 class CustomPiiSpec(BaseModel):
@@ -54,7 +46,7 @@ class CustomPiiSpec(BaseModel):
     id: str = Field(pattern=KIND_ID.pattern)
     pattern: str = Field(min_length=1, max_length=2000)
 
-    _check = field_validator("pattern")(_compiles)
+    _check = field_validator("pattern")(compiles)
 
     @field_validator("id")
     @classmethod
@@ -134,11 +126,7 @@ def compile_section(section: InputSection, default_redact: tuple[str, ...]) -> I
 
 
 def read_section(policy: PolicyFile, tenant: str | None) -> InputSection:
-    try:
-        return InputSection.model_validate(policy.section("input", tenant))
-    except ValidationError as exc:
-        raise PolicyError(f"guardrails policy {policy.where('input', tenant)}: "
-                          + validation_summary(exc, 5)) from None
+    return policy.read("input", tenant, InputSection)
 
 
 def input_rules(policy: PolicyFile, default_redact: tuple[str, ...]) -> tuple[InputRules, dict[str, InputRules]]:

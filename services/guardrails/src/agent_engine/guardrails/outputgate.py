@@ -9,10 +9,8 @@ import asyncio
 import logging
 
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
-from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import GuardrailVerdict, NodeErrored, NodeOutputChecked, NodeOutputProduced
 from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.contracts.subjects import consume_subjects
@@ -33,15 +31,10 @@ def tenant_policies(policy: PolicyFile) -> dict[str | None, OutputPolicy | None]
     """Each tenant's `output` section (None: it has none), validated now so a mistake stops the start."""
     found: dict[str | None, OutputPolicy | None] = {}
     for tenant in [None, *policy.tenants]:
-        section = policy.section("output", tenant)
-        if not section:
+        if not policy.section("output", tenant):
             found[tenant] = None
             continue
-        try:
-            parsed = OutputPolicy.model_validate(section)
-        except ValidationError as exc:
-            raise PolicyError(f"guardrails policy {policy.where('output', tenant)}: "
-                              f"{validation_summary(exc, 5)}") from None
+        parsed = policy.read("output", tenant, OutputPolicy)
         if unknown_kinds(parsed):
             raise PolicyError(f"guardrails policy {policy.where('output', tenant)}: unknown kinds "
                               f"{unknown_kinds(parsed)}")

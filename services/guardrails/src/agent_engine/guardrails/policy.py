@@ -19,10 +19,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
+from agent_engine.contracts.errors import validation_summary
+
+M = TypeVar("M", bound=BaseModel)
 SECTIONS = ("input", "rate_limits", "tools", "output")
 TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -75,6 +79,14 @@ class PolicyFile:
         if tenant is not None:
             merged.update(self.tenants.get(tenant, {}).get(name, {}))
         return merged
+
+    def read(self, name: str, tenant: str | None, model: type[M], limit: int = 5) -> M:
+        """The section validated by the gate's own model; a mistake is a PolicyError naming where it is."""
+        try:
+            return model.model_validate(self.section(name, tenant))
+        except ValidationError as exc:
+            raise PolicyError(f"guardrails policy {self.where(name, tenant)}: "
+                              + validation_summary(exc, limit)) from None
 
     def where(self, name: str, tenant: str | None = None) -> str:
         """Where a section comes from, for error messages: `policy.yaml: tenants.acme.tools`."""

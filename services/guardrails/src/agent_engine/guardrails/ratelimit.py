@@ -16,10 +16,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent_engine.contracts.errors import validation_summary
-from agent_engine.guardrails.policy import PolicyError, PolicyFile
+from agent_engine.guardrails.policy import PolicyFile
 
 BUCKET_TTL_S = 24 * 3600.0
 """How long the bucket keeps a key after its last write: an idle key goes, and a key that is gone reads as a
@@ -59,11 +58,7 @@ class RateLimitSection(BaseModel):
 
 
 def read_section(policy: PolicyFile, tenant: str | None) -> RateLimitSection:
-    try:
-        return RateLimitSection.model_validate(policy.section("rate_limits", tenant))
-    except ValidationError as exc:
-        raise PolicyError(f"guardrails policy {policy.where('rate_limits', tenant)}: "
-                          + validation_summary(exc, 5)) from None
+    return policy.read("rate_limits", tenant, RateLimitSection)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,8 @@ import asyncio
 import logging
 
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
-from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import (
     GuardrailVerdict,
     NodeDispatched,
@@ -33,7 +31,7 @@ from agent_engine.contracts.events import (
 from agent_engine.contracts.policy import ToolPolicy
 from agent_engine.contracts.subjects import TOOL_GATE_DURABLE, dispatch_subject
 from agent_engine.guardrails.gate import Answer, serve_gate
-from agent_engine.guardrails.policy import PolicyError, PolicyFile
+from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.toolpolicy import Decision, Layer, decide
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
@@ -52,11 +50,7 @@ class ToolPolicies:
 
     @staticmethod
     def _read(policy_file: PolicyFile, tenant: str | None) -> ToolPolicy:
-        try:
-            return ToolPolicy.model_validate(policy_file.section("tools", tenant))
-        except ValidationError as exc:
-            raise PolicyError(f"guardrails policy {policy_file.where('tools', tenant)}: "
-                              f"{validation_summary(exc)}") from None
+        return policy_file.read("tools", tenant, ToolPolicy, limit=3)
 
     def layers(self, tenant: str, dispatch: NodeDispatched) -> list[Layer]:
         """The policies a call must pass: its tenant's, then its workflow's (copied into the dispatch)."""
