@@ -18,12 +18,14 @@ THEN = {"confidence": "its held output is accepted", "guardrail": "its held outp
 
 
 def register(sub: Subparsers) -> None:
-    ap = sub.add_parser("approve", help="let a node that waits for approval run, optionally with edited arguments")
+    ap = sub.add_parser("approve", help="let a node that waits for a person go on: it runs (optionally with edited "
+                        "arguments), or its held output is accepted")
     ap.add_argument("task_id")
     ap.add_argument("node")
     ap.add_argument("--edit", help="replacement tool arguments: a JSON object, or @FILE; checked against the "
                     "tool's args_schema")
-    rj = sub.add_parser("reject", help="refuse a node that waits for approval; the task fails")
+    rj = sub.add_parser("reject", help="refuse a node that waits for a person: it fails (a tool call "
+                        "held for its model gets the refusal instead)")
     rj.add_argument("task_id")
     rj.add_argument("node")
     rj.add_argument("--reason", required=True, help="why, recorded in the task's history")
