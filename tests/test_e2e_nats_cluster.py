@@ -26,6 +26,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     rpc_subject,
 )
+from agent_engine.router.partitions import holders
 
 pytestmark = pytest.mark.e2e
 
@@ -100,6 +101,13 @@ async def _ledger_reaches(nc: Any, tenant: str, calls: int, timeout: float = 30)
     return line
 
 
+def _both_routers_own_partitions(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(holders(url)) < 2:
+        assert time.monotonic() < deadline, f"the second router took no partition within {timeout:g}s"
+        time.sleep(0.2)
+
+
 def test_a_kill_9_of_the_event_streams_leader_loses_no_task_and_completes_no_node_twice(
         own_stack: Any, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AE_STREAM_REPLICAS", "3")  # this process too: whoever creates a stream first makes it R3
@@ -107,6 +115,7 @@ def test_a_kill_9_of_the_event_streams_leader_loses_no_task_and_completes_no_nod
     logs = {name: tmp_path / f"{name}-2.log" for name in REPLICAS}
     replicas = [engine.replica(name, logs[name], **env) for name, env in REPLICAS.items()]
     try:
+        _both_routers_own_partitions(engine.env["AE_POSTGRES_URL"])  # else the second may never get work in time
         seen = asyncio.run(_run(engine, tenant))
     finally:
         running = [process.poll() is None for process in replicas]
