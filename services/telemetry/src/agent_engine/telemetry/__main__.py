@@ -29,12 +29,12 @@ from agent_engine.contracts.subjects import (
     rpc_listen,
     rpc_scope,
 )
-from agent_engine.runtime import health, service
+from agent_engine.runtime import health, metrics, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets
+from agent_engine.telemetry import budgets, taskmetrics
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 
@@ -73,6 +73,7 @@ async def main(stop: asyncio.Event) -> None:
                     "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
         ledger = Ledger()
     call = caller(ledger)
+    metrics.SAMPLERS.add("tasks", taskmetrics.sampler(lambda: call(ledger.query)))
 
     async def on_query(msg: Msg) -> None:
         query, problem = read_query(msg.data, task_required=False)
