@@ -128,6 +128,7 @@ def test_every_service_serves_metrics_that_match_the_run_and_the_ledger(priced: 
         assert total(samples, "ae_hop_seconds_count") >= 1, f"{name} timed no hop"
         assert "+Inf" in {got["le"] for got, _ in samples["ae_hop_seconds_bucket"]}
     assert total(agent, "ae_hop_seconds_count", consumer="agent-runner", event_type="node.dispatched.agent") >= 1
+    assert total(gate, "ae_hop_seconds_count", consumer="guardrails", event_type="task.requested") >= 2
     for name, samples in scraped.items():
         assert [got for got, _ in samples.get("ae_dlq_messages", [])] == [{"service": name}], name
         assert samples.get("process_resident_memory_bytes"), f"{name} has no process metrics"

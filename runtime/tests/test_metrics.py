@@ -64,7 +64,9 @@ def test_other_events_add_nothing():
 def test_event_types_are_the_contracts_types_and_anything_else_is_other():
     assert metrics.event_type("ae.acme.task.requested") == "task.requested"
     assert metrics.event_type("ae.acme.node.dispatched.agent") == "node.dispatched.agent"
-    assert metrics.event_type("ae.acme.node.dispatched.evil") == "other"
+    assert metrics.event_type("ae.acme.task.requested.billing") == "task.requested"  # a sender's token
+    assert metrics.event_type("ae.acme.node.completed.7") == "node.completed"  # a partition's
+    assert metrics.event_type("ae.acme.node.dispatched.evil") == "node.dispatched"
     assert metrics.event_type("ae.acme.made.up.by.a.client") == "other"
 
 
