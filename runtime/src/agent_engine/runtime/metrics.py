@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, di
 from agent_engine.contracts.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
-disable_created_metrics()  # no `_created` series beside each counter: half the text, nothing a dashboard reads
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter: half the text, nothing a dashboard reads
 
 SERVICE = ["unknown"]
 """This process's service name (set by service.run), the `service` label of every series."""
