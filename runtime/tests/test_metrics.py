@@ -117,7 +117,7 @@ async def test_metrics_are_served_on_the_health_port_in_the_text_format():
     finally:
         server.close()
     head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and b"Content-Type: text/plain; version=" in head
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Type: text/plain; version=0.0.4; charset=utf-8" in head
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     [sample] = [s for s in families["ae_llm_calls"].samples if s.labels.get("tenant") == "served"]
     assert sample.value == 1 and sample.labels["model"] == "claude-x"

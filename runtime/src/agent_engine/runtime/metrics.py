@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from agent_engine.contracts.events import EVENT_TYPES
 
@@ -35,7 +36,8 @@ SERVICE = ["unknown"]
 """This process's service name (set by service.run), the `service` label of every series."""
 SAMPLE_EVERY_S = 2.0
 SAMPLE_TIMEOUT_S = 3.0
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""What generate_latest writes (names escaped with underscores), in the version every Prometheus reads."""
 
 HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
