@@ -7,9 +7,11 @@ through AE_PRICE_TABLE (as test_e2e_budgets does): the cost compared is not zero
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,26 @@ def test_tasks_by_status_are_the_same_after_telemetry_is_killed_and_restarted(pr
             break
         time.sleep(0.2)
     assert after == before
+
+
+def test_a_dead_letter_shows_in_the_dlq_size_of_the_service_that_wrote_it(priced: Any, tenant: str) -> None:
+    engine = priced
+    port = engine.stack().state["services"]["router"]["health_port"]
+    before = total(scrape(port), "ae_dlq_messages", service="router")
+
+    async def send() -> None:
+        nc = await engine.connect()
+        try:  # not an envelope, on a subject the router consumes: dead-lettered at once
+            await nc.jetstream().publish(f"ae.{tenant}.node.completed", b"not an event",
+                                         headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+    after = before
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and after == before:
+        time.sleep(0.5)
+        after = total(scrape(port), "ae_dlq_messages", service="router")
+    assert after == before + 1
+    assert total(scrape(port), "ae_metrics_sample_errors_total") == 0
