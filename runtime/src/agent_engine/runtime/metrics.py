@@ -139,12 +139,21 @@ def published(event_type: str, tenant: str, data: Mapping[str, Any]) -> None:
         counter.labels(SERVICE[0], *labels).inc(amount)
 
 
+_hops: dict[tuple[str, str], Any] = {}
+"""The histogram's child per (consumer, event type): both bounded, and a dict hit is cheaper than .labels()."""
+
+
 def handled(consumer: str, subjects_and_stored: Iterable[tuple[str, float | None]], now: float | None = None) -> None:
     """Observe each handled message's hop time: `now` minus when the stream stored it (epoch seconds)."""
     now = time.time() if now is None else now
     for subject, stored in subjects_and_stored:
-        if stored is not None:
-            HOP_SECONDS.labels(SERVICE[0], consumer, event_type(subject)).observe(max(0.0, now - stored))
+        if stored is None:
+            continue
+        kind = event_type(subject)
+        child = _hops.get((consumer, kind))
+        if child is None:
+            child = _hops[(consumer, kind)] = HOP_SECONDS.labels(SERVICE[0], consumer, kind)
+        child.observe(max(0.0, now - stored))
 
 
 def tool_ran(tenant: str, tool: str, outcome: str) -> None:
