@@ -122,3 +122,14 @@ async def test_metrics_are_served_on_the_health_port_in_the_text_format():
     [sample] = [s for s in families["ae_llm_calls"].samples if s.labels.get("tenant") == "served"]
     assert sample.value == 1 and sample.labels["model"] == "claude-x"
     assert "process_resident_memory_bytes" in families or "process_cpu_seconds" in families
+
+
+def test_a_label_takes_at_most_so_many_values_and_the_rest_are_other(monkeypatch: pytest.MonkeyPatch):
+    """A model or tool name comes from a workflow a tenant pushed: new names past the bound add no series."""
+    monkeypatch.setattr(metrics, "_seen", {})
+    monkeypatch.setattr(metrics, "MAX_VALUES", 2)
+    failed = [metrics.counts_of("llm.call_failed", "acme", {"provider": "p", "model": f"m{i}", "error_class": "E"})
+             for i in range(4)]
+    assert [labels[2] for [(_, labels, _)] in failed] == ["m0", "m1", "other", "other"]
+    again = metrics.counts_of("llm.call_failed", "acme", {"provider": "p", "model": "m1", "error_class": "E"})
+    assert again[0][1][2] == "m1"  # a value already seen keeps its name

@@ -12,7 +12,8 @@ memory, open files). The services feed it through small hooks:
   never for longer than SAMPLE_TIMEOUT_S, so a scrape is quick and a scraper cannot load NATS or PostgreSQL.
 
 Labels are kept few and bounded: a service, tenant, provider, model, tool, gate, rule, outcome, consumer or
-event type, never a task id, a prompt or an answer. An event type outside the contracts' list is `other`.
+event type, never a task id, a prompt or an answer. An event type outside the contracts' list is `other`, and
+so is any value of a label past its first MAX_VALUES in the process.
 """
 
 from __future__ import annotations
@@ -105,18 +106,30 @@ def _usd(raw: object) -> Decimal | None:
     return value if value.is_finite() and value >= 0 else None
 
 
-def _label(value: object, default: str = "unknown") -> str:
-    text = str(value) if value not in (None, "") else default
-    return text[:128]
+MAX_VALUES = 200
+"""Distinct values a label (model, tool, rule...) takes in one process at most; later new ones are `other`. A
+model or tool name comes from a workflow a tenant pushed: without a bound, a tenant could add series at will."""
+_seen: dict[str, set[str]] = {}
+
+
+def _label(value: object, kind: str, default: str = "unknown") -> str:
+    text = str(value)[:128] if value not in (None, "") else default
+    seen = _seen.setdefault(kind, set())
+    if text not in seen:
+        if len(seen) >= MAX_VALUES:
+            return "other"
+        seen.add(text)
+    return text
 
 
 def counts_of(event_type: str, tenant: str, data: Mapping[str, Any]) -> list[tuple[Counter, tuple[str, ...], float]]:
     """What one published event adds to the counters: (counter, labels after `service`, amount). Pure, so the
     rules are unit-tested without a bus; an event of another type adds nothing."""
     if event_type == "llm.called":
-        route = (tenant, _label(data.get("provider")), _label(data.get("model")))
+        route = (tenant, _label(data.get("provider"), "provider"), _label(data.get("model"), "model"))
         usage = data.get("usage") or {}
-        out: list[tuple[Counter, tuple[str, ...], float]] = [(LLM_CALLS, (*route, _label(data.get("outcome"))), 1)]
+        outcome = _label(data.get("outcome"), "outcome")
+        out: list[tuple[Counter, tuple[str, ...], float]] = [(LLM_CALLS, (*route, outcome), 1)]
         out += [(LLM_TOKENS, (*route, kind), float(usage.get(f"{kind}_tokens") or 0)) for kind in TOKEN_KINDS]
         cost = _usd(data.get("cost_usd", "0"))
         out.append((LLM_COST, route, float(cost or 0)))
@@ -124,12 +137,12 @@ def counts_of(event_type: str, tenant: str, data: Mapping[str, Any]) -> list[tup
             out.append((LLM_UNPRICED, route, 1))
         return out
     if event_type == "llm.call_failed":
-        return [(LLM_ERRORS, (tenant, _label(data.get("provider")), _label(data.get("model")),
-                              _label(data.get("error_class"))), 1)]
+        return [(LLM_ERRORS, (tenant, _label(data.get("provider"), "provider"), _label(data.get("model"), "model"),
+                              _label(data.get("error_class"), "error_class")), 1)]
     if event_type == "guardrail.verdict":
-        head = (tenant, _label(data.get("gate")), _label(data.get("outcome")))
+        head = (tenant, _label(data.get("gate"), "gate"), _label(data.get("outcome"), "outcome"))
         rules = [r.get("rule") for r in data.get("rules") or [] if isinstance(r, Mapping)]
-        return [(VERDICTS, (*head, _label(rule)), 1) for rule in rules or ["none"]]
+        return [(VERDICTS, (*head, _label(rule, "rule")), 1) for rule in rules or ["none"]]
     return []
 
 
@@ -157,7 +170,7 @@ def handled(consumer: str, subjects_and_stored: Iterable[tuple[str, float | None
 
 
 def tool_ran(tenant: str, tool: str, outcome: str) -> None:
-    TOOL_RUNS.labels(SERVICE[0], tenant, _label(tool), outcome).inc()
+    TOOL_RUNS.labels(SERVICE[0], tenant, _label(tool, "tool"), outcome).inc()
 
 
 TASK_STATUSES = {"task.started": "started", "task.queued": "queued", "task.succeeded": "succeeded",
