@@ -381,7 +381,7 @@ class Bus:
                 metrics.handled(durable, ((m.subject, _stored_at(m)) for m in msgs))
         finally:
             health.PROCESS.remove(f"consumer {durable}")
-            metrics.SAMPLERS.remove(f"consumer {durable}")
+            metrics.consumer_stopped(durable)
             if sub is not None:  # a pull request still open must not deliver to an inbox nobody reads
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()

@@ -169,6 +169,17 @@ def handled(consumer: str, subjects_and_stored: Iterable[tuple[str, float | None
         child.observe(max(0.0, now - stored))
 
 
+def consumer_stopped(consumer: str) -> None:
+    """A consume loop ended (a router partition moved to another owner, a drain): drop its lag series, which
+    would otherwise show its last value for ever."""
+    SAMPLERS.remove(f"consumer {consumer}")
+    for gauge in (CONSUMER_PENDING, CONSUMER_ACK_PENDING):
+        try:
+            gauge.remove(SERVICE[0], consumer)
+        except KeyError:  # never sampled
+            pass
+
+
 def tool_ran(tenant: str, tool: str, outcome: str) -> None:
     TOOL_RUNS.labels(SERVICE[0], tenant, _label(tool, "tool"), outcome).inc()
 
