@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope, derive_id
@@ -53,6 +53,8 @@ class Ledger:
     alerted: bool = False
     waiting: Mapping[str, Wait] = field(default_factory=dict)
     """node -> the dispatch it waits to make, in the order they began to wait."""
+    shares: frozenset[str] = frozenset()
+    """The open reservations that are subtasks' shares (by subtask id) rather than agent dispatches."""
 
     user: str | None = None
 
@@ -144,6 +146,17 @@ def exceeded_reason(node: str, needed: Decimal | str, ledger: Ledger) -> str:
             f"of ${usd(ledger.limit or ZERO)} is left (spent ${usd(ledger.spent)}, reserved ${usd(ledger.reserved)})")
 
 
+SHARE_QUANTUM = Decimal("0.000001")
+"""Subtasks' shares are rounded down to a millionth of a dollar, so together they never exceed what was left."""
+
+
+def share_of(ledger: Ledger, count: int) -> Decimal | None:
+    """Each of `count` subtasks' even share of what the task has left (None: the task has no limit of its own)."""
+    if ledger.available is None:
+        return None
+    return (max(ledger.available, ZERO) / count).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN)
+
+
 def alert_due(ledger: Ledger) -> bool:
     return (ledger.limit is not None and ledger.alert_at is not None and not ledger.alerted
             and ledger.spent >= ledger.limit * Decimal(str(ledger.alert_at)))
@@ -168,11 +181,12 @@ def evolve_ledger(ledger: Ledger | None, record: Envelope) -> Ledger | None:
     if record.type == "budget.reserved":
         waiting = {n: w for n, w in ledger.waiting.items() if n != data["node"]}
         entry = (data["node"], Decimal(data["amount_usd"]), data.get("day"), data.get("user"))
-        return replace(ledger, open={**ledger.open, data["dispatch_id"]: entry}, waiting=waiting)
+        shares = ledger.shares | {data["dispatch_id"]} if data.get("subtask") else ledger.shares
+        return replace(ledger, open={**ledger.open, data["dispatch_id"]: entry}, waiting=waiting, shares=shares)
     if record.type == "budget.settled":
         return replace(ledger, open={d: v for d, v in ledger.open.items() if d != data["dispatch_id"]},
                        spent=ledger.spent + Decimal(data["cost_usd"]),
-                       settled=ledger.settled | {data["dispatch_id"]})
+                       settled=ledger.settled | {data["dispatch_id"]}, shares=ledger.shares - {data["dispatch_id"]})
     if record.type == "budget.exceeded":
         waiting = {n: w for n, w in ledger.waiting.items() if n != data["node"]}
         if data["then"] == "wait":
