@@ -50,7 +50,7 @@ def to_gate(event: Envelope, dispatch: NodeDispatched) -> Envelope:
     if dispatch.check_output is None or event.type != "node.completed":
         return event
     produced = NodeOutputProduced.model_validate({**event.data, "policy": dispatch.check_output,
-                                                  "inputs": judged_inputs(dispatch)})
+                                                  "inputs": judged_inputs(dispatch), "budget_usd": dispatch.budget_usd})
     return event.model_copy(update={"type": produced.TYPE,
                                     "data": produced.model_dump(mode="json", by_alias=True, exclude_none=True)})
 
