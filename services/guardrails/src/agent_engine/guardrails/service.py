@@ -159,8 +159,11 @@ def _task_id(cause: Envelope | None, headers: dict[str, str], seq: int) -> tuple
 def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskRejected, tenant: str, task_id: str,
             correlation_id: str) -> Envelope:
     """The answer's id derives from the request's (or, for a body that is no envelope, its stream position),
-    so a redelivered request gets the same answer, which JetStream drops as a duplicate."""
-    answer_id = derive_id(cause_id, "accepted" if isinstance(data, TaskAccepted) else "rejected")
+    so a redelivered request gets the same answer, which JetStream drops as a duplicate. Accepted or rejected,
+    it is the same id: a request redelivered after it was answered (guardrails stopped before its ack) may get
+    the other answer this time (a rate limit that since freed or filled), and JetStream drops that one too, so
+    a sender never sees both."""
+    answer_id = derive_id(cause_id, "answer")
     if cause is not None:  # the subject's tenant, not the envelope's: the only one the sender may publish to
         return caused_by(cause, data, id=answer_id, source=SOURCE, tenant=tenant)
     return command(data, id=answer_id, source=SOURCE, tenant=tenant, task_id=task_id, correlation_id=correlation_id,
