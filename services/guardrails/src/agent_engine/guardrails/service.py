@@ -24,6 +24,7 @@ from agent_engine.guardrails.gate import delete_answered
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
+from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
 from agent_engine.runtime.settings import Settings, env_int
@@ -174,6 +175,11 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
     schemas = await inputschema.WorkflowSchemas.open(bus.js)
 
     async def handle_one(msg: Msg) -> None:
+        # the task's trace starts here when its sender started none (docs/observability.md, Traces)
+        with tracing.processing(msg.headers, None, msg.subject, root=True):
+            await answer_one(msg)
+
+    async def answer_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
         headers = dict(msg.headers or {})
         evaluated = evaluate(msg.subject, msg.data, headers, policy)
