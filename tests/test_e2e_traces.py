@@ -77,9 +77,12 @@ def test_a_task_is_one_trace_across_the_services(traced: tuple[Any, Path], tenan
     # the tool node's tool and the executor's tool call each have their execute_tool span
     assert {"execute_tool brief_stats", "execute_tool word_count"} <= names, names
 
-    # the task span hangs under guardrails' span for the request, where the trace started
+    # the trace starts at agentctl's publish of the request; the task span hangs under guardrails' span for it
     parent = by_id[workflow["parent_span_id"]]
     assert parent["service"] == "agent-engine-guardrails" and parent["kind"] == "consumer"
+    request = by_id[parent["parent_span_id"]]
+    assert request["service"] == "agent-engine-agentctl" and request["kind"] == "producer"
+    assert request["parent_span_id"] is None and request["attributes"]["ae.event.type"] == "task.requested"
     assert workflow["service"] == "agent-engine-router" and workflow["status"] == "unset"
     assert workflow["start"] < workflow["end"]
 

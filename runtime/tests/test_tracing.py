@@ -179,3 +179,14 @@ def test_writers_in_parallel_append_whole_lines(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert len(lines) == 400
     assert {json.loads(line)["name"] for line in lines} == {f"span {n}-{i}" for n in range(4) for i in range(100)}
+
+
+def test_a_clients_request_starts_the_trace_with_its_publish_span(trace_file: Path) -> None:
+    with tracing.publishing(_envelope(), "ae.acme.task.requested.u", root=True) as (sent, headers):
+        pass
+    with tracing.publishing(_envelope(), "ae.acme.x") as (untraced, none):  # not a root: nothing
+        pass
+    assert none == {} and untraced.traceparent is None
+    [span] = _read(trace_file)
+    assert span["parent_span_id"] is None and span["kind"] == "producer"
+    assert sent.traceparent == headers["traceparent"] == f"00-{span['trace_id']}-{span['span_id']}-01"

@@ -194,23 +194,25 @@ def _messaging(subject: str, envelope: Envelope | None, operation: str) -> dict[
 
 
 @contextlib.contextmanager
-def publishing(envelope: Envelope, subject: str) -> Iterator[tuple[Envelope, dict[str, str]]]:
+def publishing(envelope: Envelope, subject: str, *, root: bool = False) -> Iterator[tuple[Envelope, dict[str, str]]]:
     """Around one publish: a `publish` span (kind producer) under the envelope's own trace context, else under
     the current span. Yields the envelope to send (stamped with the current context when it carried none, so
-    the event records where it was written) and the trace headers to add. Without a parent: no span."""
+    the event records where it was written) and the trace headers to add. Without a parent: no span, unless
+    `root` (a client's request, which starts the task's trace: the envelope then records the publish span)."""
     if not ENABLED:
         yield envelope, {}
         return
     parent = context_of(envelope.traceparent, envelope.tracestate)
-    if parent is None:
-        stamp = current_traceparent()
-        if stamp is None:
-            yield envelope, {}
-            return
-        envelope = envelope.model_copy(update={"traceparent": stamp})
+    stamp = current_traceparent() if parent is None else None
+    if parent is None and stamp is None and not root:
+        yield envelope, {}
+        return
     with tracer().start_as_current_span(f"publish {subject}", context=parent, kind=SpanKind.PRODUCER,
                                         attributes=_messaging(subject, envelope, "publish")) as span:
-        yield envelope, _headers_of(span)
+        headers = _headers_of(span)
+        if parent is None:
+            envelope = envelope.model_copy(update={"traceparent": stamp or headers[TRACEPARENT]})
+        yield envelope, headers
 
 
 def _parent_of(headers: Mapping[str, str] | None, envelope: Envelope | None) -> Context | None:
