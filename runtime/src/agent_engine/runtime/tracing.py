@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from agent_engine.contracts import Envelope
+from agent_engine.runtime.tracefile import JsonLinesExporter
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -70,14 +71,6 @@ def derive_span_id(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") or 1
 
 
-def child_traceparent(parent: str | None, *parts: object) -> str | None:
-    """A traceparent in `parent`'s trace whose span id is derived from `parts`; None without a valid parent."""
-    context = parse_traceparent(parent)
-    if context is None:
-        return None
-    return format_traceparent(context.trace_id, derive_span_id(*parts), context.trace_flags.sampled)
-
-
 def capture_content() -> bool:
     """Whether prompt and response content may go into spans (the GenAI conventions' switch; off by default)."""
     return os.environ.get(CAPTURE_ENV, "").strip().lower() == "true"
@@ -86,8 +79,9 @@ def capture_content() -> bool:
 # --- setup ------------------------------------------------------------------------------------
 
 class _FixedIds(IdGenerator):
-    """Random ids, except a span id fixed in advance (`fixed_span_id`): the task's `invoke_workflow` span is
-    ended by whichever router sees the task finish, with the id every record of the task names as parent."""
+    """Random ids, except a span id fixed in advance (`next_span`, set by `export_span`): the task's
+    `invoke_workflow` span is ended by whichever router sees the task finish, with the id every record of the
+    task names as parent."""
 
     def __init__(self) -> None:
         self.random = RandomIdGenerator()
@@ -105,14 +99,13 @@ _ids = _FixedIds()
 
 def exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
     """The exporters the standard variables (and AE_TRACE_FILE) ask for; [] means tracing is off."""
-    from agent_engine.runtime.tracefile import JsonLinesExporter
-
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return []
     chosen = {n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()}
     exporters: list[SpanExporter] = []
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if "otlp" in chosen or (endpoint and "none" not in chosen):
+        # imported only when asked for: protobuf and requests add start-up time to every process
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())  # reads the OTEL_EXPORTER_OTLP_* variables itself
