@@ -4,6 +4,7 @@ the raw request from the stream: its unredacted input is kept nowhere past this 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from agent_engine.guardrails.gate import delete_answered
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
+from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
 from agent_engine.runtime.settings import Settings, env_int
@@ -170,6 +172,23 @@ def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskReje
                    causation_id=cause_id)
 
 
+def trace_headers(headers: dict[str, str] | None, raw: bytes) -> dict[str, str]:
+    """The request's trace context: its NATS headers', else the envelope's `traceparent` attribute (a sender that
+    writes the CloudEvent's tracing extension but sets no header). Read only when tracing is on."""
+    headers = dict(headers or {})
+    if not tracing.ENABLED or tracing.TRACEPARENT in headers:
+        return headers
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return headers
+    if isinstance(body, dict) and isinstance(body.get(tracing.TRACEPARENT), str):
+        headers[tracing.TRACEPARENT] = body[tracing.TRACEPARENT]
+        if isinstance(body.get(tracing.TRACESTATE), str):
+            headers[tracing.TRACESTATE] = body[tracing.TRACESTATE]
+    return headers
+
+
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event,
                 limits: ratelimit.RateLimits | None = None) -> None:
     limits = limits or ratelimit.RateLimits()
@@ -177,6 +196,11 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
     schemas = await inputschema.WorkflowSchemas.open(bus.js)
 
     async def handle_one(msg: Msg) -> None:
+        # the task's trace starts here when its sender started none (docs/observability.md, Traces)
+        with tracing.processing(trace_headers(msg.headers, msg.data), None, msg.subject, root=True):
+            await answer_one(msg)
+
+    async def answer_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
         headers = dict(msg.headers or {})
         evaluated = evaluate(msg.subject, msg.data, headers, policy)
