@@ -17,6 +17,7 @@ from agent_engine.cli.commands import (
     audit,
     cost,
     dlq,
+    evals,
     keyring,
     providers,
     stack,
@@ -28,7 +29,7 @@ from agent_engine.cli.commands import (
 )
 from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit)
+COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit, evals)
 
 
 def parser() -> argparse.ArgumentParser:
