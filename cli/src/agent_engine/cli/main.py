@@ -13,6 +13,7 @@ import sys
 
 from agent_engine.cli.client import CliError
 from agent_engine.cli.commands import (
+    agents,
     approvals,
     audit,
     cost,
@@ -29,7 +30,8 @@ from agent_engine.cli.commands import (
 )
 from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit, evals)
+COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit, evals,
+            agents)
 
 
 def parser() -> argparse.ArgumentParser:
