@@ -98,3 +98,22 @@ def test_a_tenants_scope_replaces_the_tenant_it_names_and_bad_filters_are_named(
         read_filter({"since": "last week"}, None)
     with pytest.raises(ValueError, match="has no time zone"):
         read_filter({"since": "2026-12-01T00:00:00"}, None)
+
+
+def test_a_call_attempt_the_scores_cannot_read_is_skipped_not_retried_for_ever() -> None:
+    from types import SimpleNamespace
+
+    from agent_engine.telemetry.__main__ import message_of
+
+    bad = envelope("llm.call_failed", {"dispatch_id": "d", "node": "n", "provider": "p", "model": "m"}, "t1")
+    good = failed("t1", "writer", "m")
+
+    def msg(event: Envelope, sequence: int) -> Any:
+        return SimpleNamespace(subject=f"ae.acme.{event.type}", data=event.to_bytes(), headers=None,
+                               metadata=SimpleNamespace(sequence=SimpleNamespace(stream=sequence)))
+
+    skipped, kept = message_of(msg(bad, 1)), message_of(msg(good, 2))
+    assert skipped.event is None and kept.event is not None
+    ledger = Ledger()
+    assert ledger.apply([skipped, kept]) == 2
+    assert ledger.agents(Filter())[0]["attempts"] == 1

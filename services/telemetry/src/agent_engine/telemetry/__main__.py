@@ -55,6 +55,7 @@ def message_of(msg: Msg) -> Message:
     try:
         event = read(msg)  # an event on another tenant's (or type's) subject is refused too
         budgets.row_of(event)  # a budget record that cannot be folded is skipped here, never retried for ever
+        scores.attempt_of(event)  # so is a call attempt the scores cannot read
         return Message(sequence, msg.subject, event, call_of(event))
     except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
         log.warning("skipped an event on %s: %s", msg.subject, describe(exc)[:300])
