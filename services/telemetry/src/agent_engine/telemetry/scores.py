@@ -97,20 +97,25 @@ def stats(attempts: Iterable[Attempt]) -> list[dict[str, Any]]:
     rows = []
     for (agent, provider, model), group in sorted(groups.items()):
         answered = [a for a in group if a.answered]
-        successes = sum(1 for a in group if a.success)
         latencies = [a.latency_ms for a in answered if a.latency_ms is not None]
-        cost = sum((a.cost_usd for a in answered if a.cost_usd is not None), Decimal(0))
-        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
-        rows.append({
-            "agent": agent, "provider": provider, "model": model, "attempts": len(group),
-            "answered": len(answered), "failed": len(group) - len(answered), "successes": successes,
-            "success_rate": round(successes / len(group), 4), "repairs": sum(1 for a in group if a.repair),
-            "invalid": sum(1 for a in answered if not a.success),
-            "latency_ms_p50": p50, "latency_ms_p95": p95,
-            "cost_usd": str(cost), "cost_per_call_usd": str(cost / len(answered)) if answered else "0",
-            "unpriced_calls": sum(1 for a in answered if a.unpriced),
-        })
+        rows.append(figures(agent, provider, model, attempts=len(group), answered=len(answered),
+                            successes=sum(1 for a in group if a.success), repairs=sum(1 for a in group if a.repair),
+                            p50=percentile(latencies, 50), p95=percentile(latencies, 95),
+                            cost=sum((a.cost_usd for a in answered if a.cost_usd is not None), Decimal(0)),
+                            unpriced=sum(1 for a in answered if a.unpriced)))
     return rows
+
+
+def figures(agent: str, provider: str, model: str, *, attempts: int, answered: int, successes: int, repairs: int,
+            p50: float | None, p95: float | None, cost: Decimal, unpriced: int) -> dict[str, Any]:
+    """One row as `agentctl agents stats --json` shows it (the same from memory and from PostgreSQL)."""
+    return {
+        "agent": agent, "provider": provider, "model": model, "attempts": attempts, "answered": answered,
+        "failed": attempts - answered, "successes": successes, "success_rate": round(successes / attempts, 4),
+        "repairs": repairs, "invalid": answered - successes, "latency_ms_p50": p50, "latency_ms_p95": p95,
+        "cost_usd": str(cost), "cost_per_call_usd": str(cost / answered) if answered else "0",
+        "unpriced_calls": unpriced,
+    }
 
 
 @dataclass
@@ -207,6 +212,7 @@ def insert(conn: psycopg.Connection[Any], p: str, event: Envelope) -> None:
 
 
 def select(conn: psycopg.Connection[Any], p: str, f: Filter) -> list[dict[str, Any]]:
+    """The figures, summed in PostgreSQL (percentile_disc is the nearest rank, as `percentile` is)."""
     where: list[str] = ["true"]
     params: list[Any] = []
     if f.tenant is not None:
@@ -218,14 +224,14 @@ def select(conn: psycopg.Connection[Any], p: str, f: Filter) -> list[dict[str, A
     if f.workflow is not None:
         where.append("w.workflow = %s")
         params.append(f.workflow)
+    latency = "percentile_disc({}) WITHIN GROUP (ORDER BY a.latency_ms) FILTER (WHERE a.answered)"
     rows = conn.execute(
-        f"SELECT {', '.join('a.' + c for c in COLUMNS)} FROM {p}_attempts a LEFT JOIN {p}_task_workflows w "
-        f"ON w.tenant = a.tenant AND w.task_id = a.task_id WHERE {' AND '.join(where)}", params).fetchall()
-    return stats(_attempt(r) for r in rows)
-
-
-def _attempt(row: Sequence[Any]) -> Attempt:
-    values = dict(zip(COLUMNS, row, strict=True))
-    if values["cost_usd"] is not None:
-        values["cost_usd"] = Decimal(values["cost_usd"])
-    return Attempt(**values)
+        "SELECT a.agent, a.provider, a.model, count(*), count(*) FILTER (WHERE a.answered), "
+        "count(*) FILTER (WHERE a.success), count(*) FILTER (WHERE a.repair), "
+        f"{latency.format(0.5)}, {latency.format(0.95)}, "
+        "coalesce(sum(a.cost_usd) FILTER (WHERE a.answered), 0), count(*) FILTER (WHERE a.answered AND a.unpriced) "
+        f"FROM {p}_attempts a LEFT JOIN {p}_task_workflows w ON w.tenant = a.tenant AND w.task_id = a.task_id "
+        f"WHERE {' AND '.join(where)} GROUP BY a.agent, a.provider, a.model", params).fetchall()
+    return [figures(str(r[0]), str(r[1]), str(r[2]), attempts=int(r[3]), answered=int(r[4]), successes=int(r[5]),
+                    repairs=int(r[6]), p50=r[7], p95=r[8], cost=Decimal(r[9]), unpriced=int(r[10]))
+            for r in sorted(rows, key=lambda r: (r[0], r[1], r[2]))]
