@@ -34,7 +34,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     tenant_from_subject,
 )
-from agent_engine.runtime import health, metrics
+from agent_engine.runtime import health, metrics, tracing
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import (
     Retention,
@@ -267,12 +267,16 @@ class Bus:
             await self.nc.close()
 
     async def publish(self, envelope: Envelope) -> None:
-        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream. What the
+        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream. With
+        tracing on, in a `publish` span whose context goes in the traceparent header (runtime/tracing.py). What the
         stream stores for the first time is counted (metrics.published); a duplicate it drops is not."""
-        ack = await self.js.publish(
-            subject_for(envelope), envelope.to_bytes(),
-            headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id},
-        )
+        subject = subject_for(envelope)
+        headers = {MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id}
+        if not tracing.ENABLED:
+            ack = await self.js.publish(subject, envelope.to_bytes(), headers=headers)
+        else:
+            with tracing.publishing(envelope, subject) as (envelope, trace_headers):
+                ack = await self.js.publish(subject, envelope.to_bytes(), headers={**headers, **trace_headers})
         if not ack.duplicate:
             metrics.published(envelope.type, envelope.tenant, envelope.data)
 
