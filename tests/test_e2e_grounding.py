@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 pytestmark = pytest.mark.e2e
+LETTERS = str.maketrans("0123456789", "ghijklmnop")
 WORKFLOW = Path("tests/workflows/output-checks")
 UNGROUNDED = {"grounded": False, "score": 0.2, "reason": "names a diagnosis the file does not mention"}
 
@@ -38,7 +39,8 @@ def _node(shown: dict[str, Any], node: str) -> dict[str, Any]:
 
 def _submit(engine: Any, tenant: str, folder: Path) -> str:
     assert engine.agentctl("workflow", "push", str(folder), "--tenant", tenant).returncode == 0
-    name = f"customer-{uuid.uuid4().hex[:8]}.txt"
+    # letters only: eight random hex digits are sometimes all digits, which the input checks redact as a phone
+    name = f"customer-{uuid.uuid4().hex[:8].translate(LETTERS)}.txt"
     (engine.workspace / name).write_text("Customer asks when the replacement part ships.")
     sub = engine.agentctl("submit", folder.name, "--tenant", tenant, "--input", json.dumps({"file": name}))
     assert sub.returncode == 0, sub.stderr
