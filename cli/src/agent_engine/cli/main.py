@@ -14,6 +14,7 @@ import sys
 from agent_engine.cli.client import CliError
 from agent_engine.cli.commands import (
     approvals,
+    artifacts,
     audit,
     cost,
     dlq,
@@ -28,7 +29,7 @@ from agent_engine.cli.commands import (
 )
 from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit)
+COMMANDS = (stack, workflow, submit, tail, tasks, artifacts, approvals, dlq, cost, providers, tenant, keyring, audit)
 
 
 def parser() -> argparse.ArgumentParser:
