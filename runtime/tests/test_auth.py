@@ -247,4 +247,8 @@ def test_a_tenant_reads_only_its_own_artifact_bucket_and_never_writes_one() -> N
         assert may_publish(SERVICES[service], "$O.ae_artifacts_acme.C.nuid1"), service
         assert may_publish(SERVICES[service], "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme"), service
         assert not may_publish(SERVICES[service], "$JS.API.STREAM.DELETE.OBJ_ae_artifacts_acme"), service
+    assert not may_publish(SERVICES["guardrails"], "$JS.API.STREAM.PURGE.KV_ae_workflows")
+    # only the output gate deletes one (an unredacted output it stored again redacted)
+    assert [s for s in SERVICES if may_publish(SERVICES[s], "$JS.API.STREAM.PURGE.OBJ_ae_artifacts_acme")] == [
+        "guardrails"]
     assert not may_publish(SERVICES["router"], "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme")  # never fetches

@@ -141,6 +141,14 @@ class ArtifactStore:
             return [await self.resolve(tenant, v) for v in value]
         return value
 
+    async def delete(self, tenant: str, ref_id: str) -> None:
+        """Delete one artifact (the output gate's, once it stored a redacted version); gone already is fine."""
+        try:
+            store = await self.js.object_store(bucket_of(tenant))
+            await store.delete(object_name(ref_id))
+        except (NotFoundError, ObjectNotFoundError):
+            pass
+
     async def forget(self, tenant: str) -> int:
         """Delete the tenant's bucket; the number of artifacts it held (0 when it had none)."""
         stream = "OBJ_" + bucket_of(tenant)

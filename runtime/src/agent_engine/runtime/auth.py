@@ -87,7 +87,7 @@ def _kv_write(bucket: str) -> Rights:
     return _kv_read(bucket) + Rights(publish=(f"$KV.{bucket}.>",))
 
 
-def _artifacts(*, write: bool) -> Rights:
+def _artifacts(*, write: bool, delete: bool = False) -> Rights:
     """Every tenant's artifact bucket (runtime/artifacts.py): read an object's metadata and chunks by message
     get; to write, also create a bucket and publish its chunks and metadata. A stream name cannot be matched
     by prefix (`OBJ_ae_artifacts_*` is no NATS wildcard), so the stream token is `*`: a service with these
@@ -95,7 +95,14 @@ def _artifacts(*, write: bool) -> Rights:
     read = Rights(publish=(f"{JS}.STREAM.MSG.GET.*",))
     if not write:
         return read
-    return read + Rights(publish=(f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.CREATE.*", "$O.*.C.>", "$O.*.M.>"))
+    written = read + Rights(publish=(f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.CREATE.*", "$O.*.C.>", "$O.*.M.>"))
+    if not delete:
+        return written
+    # purge one object's chunks; the engine's other streams are denied by name (a deny wins over an allow)
+    others = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFLOW_BUCKET, TOOL_CALLS_BUCKET,
+                                                                       RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
+    return written + Rights(publish=(f"{JS}.STREAM.PURGE.*",),
+                            deny_publish=tuple(f"{JS}.STREAM.PURGE.{s}" for s in others))
 
 
 def tenant_artifacts(tenant: str) -> Rights:
@@ -164,7 +171,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                        # the injection classifier: asked of the agent-runner, answered on guardrails' own inbox
                        + Rights(publish=(rpc_subject(AGENT_RUNNER_RPC, "judge"),))
                        # the output gate reads a large output's artifacts to check it, and stores a redacted one
-                       + _artifacts(write=True)),
+                       + _artifacts(write=True, delete=True)),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
                    + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())

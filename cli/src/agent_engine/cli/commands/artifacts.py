@@ -73,8 +73,16 @@ def listed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         data = event.get("data") or {}
         for ref in references(data):
-            rows.setdefault(ref.artifact, {**ref.model_dump(), "event": event.get("type"), "node": data.get("node")})
+            rows.setdefault(ref.artifact, {**ref.model_dump(), "event": event.get("type"), "node": _node_of(data)})
     return list(rows.values())
+
+
+def _node_of(data: dict[str, Any]) -> str | None:
+    """The node an event is about: its own `node`, or, for the router's record of an input (`router.input`),
+    the input event's."""
+    inner = data.get("input")
+    node = data.get("node") or (inner.get("data") or {}).get("node") if isinstance(inner, dict) else data.get("node")
+    return node if isinstance(node, str) else None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
