@@ -120,3 +120,22 @@ def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(en
     assert gone.returncode == 1 and "has no artifact" in gone.stderr
     names, stored = asyncio.run(_bucket(engine, tenant))
     assert names >= 1 and EMAIL not in stored and EMAIL not in json.dumps(events).encode()
+
+
+def test_a_file_a_tool_writes_to_the_workspace_is_stored_as_an_artifact(engine: Any, tenant: str) -> None:
+    assert engine.agentctl("workflow", "push", "tests/workflows/artifacts-files", "--tenant", tenant).returncode == 0
+    name = f"notes/{uuid.uuid4().hex[:8]}.md"
+    (engine.workspace / "notes").mkdir(exist_ok=True)
+    (engine.workspace / name).write_bytes(b"# Notes\n")
+    sub = engine.agentctl("submit", "artifacts-files", "--tenant", tenant, "--input",
+                          json.dumps({"file": name, "text": "the engine wrote this"}))
+    assert sub.returncode == 0, sub.stderr
+    task_id = sub.stdout.strip()
+    engine.wait_for_status(task_id, "succeeded")
+
+    listed = json.loads(engine.agentctl("artifact", "list", "--task", task_id, "--json").stdout)
+    assert [(row["name"], row["node"], row["media_type"]) for row in listed] == [
+        (name, "note", "text/plain; charset=utf-8")]
+    got = engine.agentctl("artifact", "get", listed[0]["artifact"], "--tenant", tenant)
+    assert got.returncode == 0 and got.stdout == "# Notes\nthe engine wrote this\n"
+    assert _output(_events(engine, task_id), "note") == {"path": name, "bytes_written": 22, "size": 30}

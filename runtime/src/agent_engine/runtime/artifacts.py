@@ -76,7 +76,8 @@ class ArtifactStore:
         if len(content) > self.max_bytes:
             raise ArtifactError(f"{name} is {len(content) / 1048576:.1f} MiB, over the "
                                 f"{self.max_bytes / 1048576:.1f} MiB an artifact may be ({MAX_BYTES_ENV})")
-        ref = ArtifactRef(artifact=artifact_id(content), size=len(content), media_type=media_type, name=name)
+        ref = ArtifactRef(artifact=artifact_id(content), size=len(content), media_type=media_type,
+                          name=name[:300])  # a label only: a long field name or path is cut, never refused
         bucket = bucket_of(tenant)
         try:
             store = await self.js.object_store(bucket)

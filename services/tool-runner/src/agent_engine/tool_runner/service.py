@@ -13,6 +13,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDispatched
 from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, offloaded, result
+from agent_engine.tool_runner import workspace_files
 from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, Tool, ToolError
@@ -130,6 +131,10 @@ class ToolRunner:
             provider=f"tool:{call.builtin}", duration_ms=round((time.perf_counter() - started) * 1000, 2)),
             "completed")
         if self.artifacts is not None:  # before the call log stores the event: a replay answers with references
+            if ctx.written:
+                files = await workspace_files.stored(self.artifacts, cause.tenant, ctx.workspace, ctx.written)
+                if files:
+                    event = event.model_copy(update={"data": {**event.data, "files": [f.model_dump() for f in files]}})
             event = await offloaded(self.artifacts, event, SOURCE, cause, dispatch)
         return _within_limit(event, cause, dispatch)
 
