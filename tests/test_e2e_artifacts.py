@@ -1,7 +1,7 @@
 """Artifacts, end to end over real NATS and PostgreSQL (issue 16 item 5): a tool reads a file of about 1 MiB
 (over the 256 KiB an event may carry), the events carry only a reference, the next agent's prompt has the
 content, `agentctl artifact get` returns the exact bytes, the same content read twice is stored once, and
-another tenant's credential is refused by the server. A large output with personal data in it is checked
+another tenant's credential is refused by the server; forgetting the tenant deletes them. A large output with personal data in it is checked
 by the output gate on its content and kept nowhere unredacted."""
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def test_a_1_mib_tool_output_goes_on_by_reference_and_comes_back_exact(engine: A
 
     bad = engine.agentctl("artifact", "get", "sha256:abc", "--tenant", tenant)
     assert bad.returncode == 1 and "is not an artifact id" in bad.stderr
+
+    forgot = engine.agentctl("tenant", "forget", tenant, "--yes", "--json")
+    assert forgot.returncode == 0 and json.loads(forgot.stdout)["artifacts_deleted"] == 1, forgot.stderr
+    gone = engine.agentctl("artifact", "get", ref.artifact, "--tenant", tenant)
+    assert gone.returncode == 1 and "has no artifact" in gone.stderr
 
 
 def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(engine: Any, tenant: str) -> None:
