@@ -161,7 +161,8 @@ class Ledger:
         self.events_by_type[event.type] += 1
         if budget is not None:
             self.budgets[(event.tenant, event.task_id)].add(budget)
-            self.budget_days[(event.tenant, budget.day)].add(replace(budget, limit=None))  # limits are per task
+            if not budget.share:  # a subtask's share: the subtask's own records count its spend in the day
+                self.budget_days[(event.tenant, budget.day)].add(replace(budget, limit=None))  # limits are per task
             self.budget_log[(event.tenant, event.task_id)].append(budget.entry or {})
             self.tenants_of[event.task_id].add(event.tenant)
         if call is None:

@@ -248,7 +248,8 @@ class PgLedger:
                 return self._task_line(conn, task_id, tenant)
             if tenant:
                 days = {str(r[0]): _budget(r[1:]) for r in conn.execute(
-                    f"SELECT day, {BUDGET_SUMS} FROM {self.p}_budget WHERE tenant = %s GROUP BY day ORDER BY day",
+                    f"SELECT day, {BUDGET_SUMS} FROM {self.p}_budget WHERE tenant = %s AND NOT entry ? 'subtask' "
+                    "GROUP BY day ORDER BY day",  # a subtask's share: its own records count its spend
                     (tenant,))}
                 return {"tenant": tenant, **self._total(conn, "tenant", tenant),
                         **({"budget_days": days} if days else {})}

@@ -23,6 +23,7 @@ from agent_engine.agent_runner.providers.base import (
     estimate_tokens,
 )
 from agent_engine.agent_runner.providers.breaker import BreakerPolicy, Breakers
+from agent_engine.agent_runner.providers.chatspan import chat_span, record_chat
 from agent_engine.agent_runner.providers.mock import MODEL as MOCK_MODEL
 from agent_engine.agent_runner.providers.mock import MockProvider
 from agent_engine.contracts.events import DispatchedAgent
@@ -173,7 +174,9 @@ class Gateway:
                     report(CallFailure(route, call, request.repair, exc, then_next))
                     break
                 try:
-                    result = await provider.complete(request, route.model)
+                    with chat_span(request, route.provider, route.model) as span:
+                        result = await provider.complete(request, route.model)
+                        record_chat(span, request, result)
                 except ProviderError as exc:
                     exc = ProviderError(self.scrub(str(exc)), retryable=exc.retryable, error_class=exc.error_class,
                                         status=exc.status, retry_after_s=exc.retry_after_s)
