@@ -185,6 +185,8 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                                       "node.output_produced")
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
                                   responses=True)
+                         # telemetry's figures, for `fallback_order: by_score` (agent_runner/scores.py)
+                         + Rights(publish=(rpc_subject(TELEMETRY_RPC, "agents"),))
                          + _artifacts(write=True)),  # reads upstream artifacts, stores its own large outputs
         # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
         "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))

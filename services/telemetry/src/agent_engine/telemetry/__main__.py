@@ -29,12 +29,12 @@ from agent_engine.contracts.subjects import (
     rpc_listen,
     rpc_scope,
 )
-from agent_engine.runtime import health, service
+from agent_engine.runtime import health, metrics, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets
+from agent_engine.telemetry import budgets, scores, taskmetrics
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 
@@ -50,11 +50,12 @@ def message_of(msg: Msg) -> Message:
     event costs CPU);
     one that cannot be read is counted by subject and skipped, as the stream keeps it."""
     sequence = msg.metadata.sequence.stream
-    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)):  # the budget records too
+    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES, *scores.SUBJECT_SUFFIXES)):
         return Message(sequence, msg.subject)
     try:
         event = read(msg)  # an event on another tenant's (or type's) subject is refused too
         budgets.row_of(event)  # a budget record that cannot be folded is skipped here, never retried for ever
+        scores.attempt_of(event)  # so is a call attempt the scores cannot read
         return Message(sequence, msg.subject, event, call_of(event))
     except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
         log.warning("skipped an event on %s: %s", msg.subject, describe(exc)[:300])
@@ -73,15 +74,22 @@ async def main(stop: asyncio.Event) -> None:
                     "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
         ledger = Ledger()
     call = caller(ledger)
+    metrics.SAMPLERS.add("tasks", taskmetrics.sampler(lambda: call(ledger.query)))
 
     async def on_query(msg: Msg) -> None:
         query, problem = read_query(msg.data, task_required=False)
         scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
-        if action != "ledger":
-            problem = f"unknown telemetry query '{action}'; known: ledger"
+        if action not in ("ledger", "agents"):
+            problem = f"unknown telemetry query '{action}'; known: ledger, agents"
         try:
-            reply = {"error": problem} if problem else await call(
-                ledger.query, query.get("task_id"), scope or query.get("tenant"))
+            if problem:
+                reply = {"error": problem}
+            elif action == "agents":  # agent scores (scores.py)
+                reply = {"agents": await call(ledger.agents, scores.read_filter(query, scope))}
+            else:
+                reply = await call(ledger.query, query.get("task_id"), scope or query.get("tenant"))
+        except ValueError as exc:  # a bad filter
+            reply = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001  PostgreSQL away: the asker hears it
             reply = {"error": f"the ledger cannot be read now: {describe(exc)[:200]}"}
         try:

@@ -10,6 +10,7 @@ from typing import Any
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import EVENT_TYPES, LlmCalled
 from agent_engine.telemetry.budgets import BudgetLine, row_of
+from agent_engine.telemetry.scores import ONLY_SCORES, Filter, ScoreStore
 
 
 @dataclass
@@ -109,6 +110,8 @@ class Ledger:
     budget_days: dict[tuple[str, str], BudgetLine] = field(default_factory=lambda: defaultdict(BudgetLine))
     """Per (tenant, UTC day): the reservations made and the spend settled that day."""
     budget_log: dict[TaskKey, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    scores: ScoreStore = field(default_factory=ScoreStore)
+    """Every LLM call attempt, for agent scores (scores.py)."""
 
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
@@ -123,6 +126,7 @@ class Ledger:
         for key in gone:
             self.budgets.pop(key, None)
             self.budget_log.pop(key, None)
+        self.scores.forget(tenant, task_ids)
         self.erased |= gone
         return len(gone)
 
@@ -142,13 +146,19 @@ class Ledger:
         for m in fresh:
             self.count(m.subject)
             if m.event is not None:
-                self.observe(m.event)
+                self.scores.observe(m.event)
+                if m.event.type not in ONLY_SCORES:  # parsed for the scores only
+                    self.observe(m.event)
         if fresh:
             self.position = max(m.sequence for m in fresh)
         return len(fresh)
 
     def close(self) -> None:
         pass
+
+    def agents(self, f: Filter) -> list[dict[str, Any]]:
+        """Agent scores (scores.py)."""
+        return self.scores.query(f)
 
     def observe(self, event: Envelope) -> None:
         """Fold one event; an llm.called that is not valid (say, a cost that is no decimal) raises and

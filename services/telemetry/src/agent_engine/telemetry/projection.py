@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
+from agent_engine.telemetry import scores
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, subject_kind
 
@@ -122,7 +123,7 @@ class PgLedger:
             if not self._schema_ready:
                 with self._schema_lock, conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.p} schema",))
-                    conn.execute(schema(self.p))
+                    conn.execute(schema(self.p) + scores.schema(self.p))
                     self._schema_ready = True
             yield conn
 
@@ -171,6 +172,8 @@ class PgLedger:
             fresh = [m for m in batch if m.sequence > int(row[0])]
             counts: Counter[tuple[str, str]] = Counter(("subject", subject_kind(m.subject)) for m in fresh)
             for m in fresh:
+                if m.event is not None:
+                    scores.insert(conn, self.p, m.event)
                 if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call):
                     counts[("event", m.event.type)] += 1
                 elif m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event):
@@ -234,6 +237,7 @@ class PgLedger:
                     where, params = "tenant = %s AND task_id = ANY(%s)", [tenant, task_ids]
                 rows = conn.execute(f"DELETE FROM {self.p}_calls WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_budget WHERE {where} RETURNING task_id", params).fetchall()
+                conn.execute(f"DELETE FROM {self.p}_attempts WHERE {where}", params)
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
@@ -262,6 +266,11 @@ class PgLedger:
                 counts[kind][key] = int(n)
         return {"tenants": totals["tenant"], "models": totals["model"], "days": totals["day"],
                 "events_by_type": counts["event"], "messages_by_subject": counts["subject"]}
+
+    def agents(self, f: scores.Filter) -> list[dict[str, Any]]:
+        """Agent scores (scores.py), as the in-memory ledger's `scores.query` gives them."""
+        with self._conn() as conn:
+            return scores.select(conn, self.p, f)
 
     def _total(self, conn: psycopg.Connection[Any], kind: str, key: str) -> dict[str, Any]:
         row = conn.execute(f"SELECT {', '.join(LINE_SUMS)} FROM {self.p}_totals WHERE kind = %s AND key = %s",
