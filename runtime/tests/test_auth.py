@@ -233,3 +233,22 @@ def test_only_guardrails_asks_the_agent_runners_judge_and_no_tenant_can() -> Non
     for role in ROLES:
         rights = tenant_rights("acme", "ana", role)
         assert not may_publish(rights, judge) and not may_publish(rights, rpc_subject(AGENT_RUNNER_RPC, "judge", "acme"))
+
+
+def test_a_tenant_reads_only_its_own_artifact_bucket_and_never_writes_one() -> None:
+    for role in ROLES:
+        rights = tenant_rights("acme", "bob", role)
+        assert may_publish(rights, "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme")
+        assert not may_publish(rights, "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acmex")
+        assert not may_publish(rights, "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_beta")
+        assert not may_publish(rights, "$O.ae_artifacts_acme.C.x")  # no writing, no deleting its bucket
+        assert not may_publish(rights, "$JS.API.STREAM.DELETE.OBJ_ae_artifacts_acme")
+    for service in ("agent-runner", "tool-runner", "guardrails"):  # they store and read large outputs
+        assert may_publish(SERVICES[service], "$O.ae_artifacts_acme.C.nuid1"), service
+        assert may_publish(SERVICES[service], "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme"), service
+        assert not may_publish(SERVICES[service], "$JS.API.STREAM.DELETE.OBJ_ae_artifacts_acme"), service
+    assert not may_publish(SERVICES["guardrails"], "$JS.API.STREAM.PURGE.KV_ae_workflows")
+    # only the output gate deletes one (an unredacted output it stored again redacted)
+    assert [s for s in SERVICES if may_publish(SERVICES[s], "$JS.API.STREAM.PURGE.OBJ_ae_artifacts_acme")] == [
+        "guardrails"]
+    assert not may_publish(SERVICES["router"], "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme")  # never fetches

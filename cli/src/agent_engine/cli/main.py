@@ -15,6 +15,7 @@ from agent_engine.cli.client import CliError
 from agent_engine.cli.commands import (
     agents,
     approvals,
+    artifacts,
     audit,
     cost,
     dlq,
@@ -30,8 +31,8 @@ from agent_engine.cli.commands import (
 )
 from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit, evals,
-            agents)
+COMMANDS = (stack, workflow, submit, tail, tasks, artifacts, approvals, dlq, cost, providers, tenant, keyring, audit,
+            evals, agents)
 
 
 def parser() -> argparse.ArgumentParser:

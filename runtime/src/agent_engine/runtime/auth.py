@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from agent_engine.contracts.artifacts import bucket_of
 from agent_engine.contracts.credentials import ROLES, Credential, Role
 from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET
 from agent_engine.contracts.subjects import (
@@ -86,6 +87,30 @@ def _kv_write(bucket: str) -> Rights:
     return _kv_read(bucket) + Rights(publish=(f"$KV.{bucket}.>",))
 
 
+def _artifacts(*, write: bool, delete: bool = False) -> Rights:
+    """Every tenant's artifact bucket (runtime/artifacts.py): read an object's metadata and chunks by message
+    get; to write, also create a bucket and publish its chunks and metadata. A stream name cannot be matched
+    by prefix (`OBJ_ae_artifacts_*` is no NATS wildcard), so the stream token is `*`: a service with these
+    rights may read any stream's messages by get, which it could mostly consume anyway."""
+    read = Rights(publish=(f"{JS}.STREAM.MSG.GET.*",))
+    if not write:
+        return read
+    written = read + Rights(publish=(f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.CREATE.*", "$O.*.C.>", "$O.*.M.>"))
+    if not delete:
+        return written
+    # purge one object's chunks; the engine's other streams are denied by name (a deny wins over an allow)
+    others = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFLOW_BUCKET, TOOL_CALLS_BUCKET,
+                                                                       RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
+    return written + Rights(publish=(f"{JS}.STREAM.PURGE.*",),
+                            deny_publish=tuple(f"{JS}.STREAM.PURGE.{s}" for s in others))
+
+
+def tenant_artifacts(tenant: str) -> Rights:
+    """A tenant credential reads its own tenant's artifacts, and no other's: the only right is a message get
+    on its own bucket's stream (the server refuses one on another tenant's)."""
+    return Rights(publish=(f"{JS}.STREAM.MSG.GET.OBJ_{bucket_of(tenant)}",))
+
+
 def _durable(name: str) -> Rights:
     """Create, bind to, fetch from and ack one durable pull consumer on the event stream."""
     api = f"{JS}.CONSUMER"
@@ -144,7 +169,9 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                                     "node.errored")
                        + Rights(publish=(f"{JS}.STREAM.MSG.DELETE.{STREAM}",))
                        # the injection classifier: asked of the agent-runner, answered on guardrails' own inbox
-                       + Rights(publish=(rpc_subject(AGENT_RUNNER_RPC, "judge"),))),
+                       + Rights(publish=(rpc_subject(AGENT_RUNNER_RPC, "judge"),))
+                       # the output gate reads a large output's artifacts to check it, and stores a redacted one
+                       + _artifacts(write=True, delete=True)),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
                    + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
@@ -159,12 +186,14 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
                                   responses=True)
                          # telemetry's figures, for `fallback_order: by_score` (agent_runner/scores.py)
-                         + Rights(publish=(rpc_subject(TELEMETRY_RPC, "agents"),))),
+                         + Rights(publish=(rpc_subject(TELEMETRY_RPC, "agents"),))
+                         + _artifacts(write=True)),  # reads upstream artifacts, stores its own large outputs
         # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
         "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))
                         + _kv_write(TOOL_CALLS_BUCKET)
                         + _kv_write(MCP_TOOLS_BUCKET)  # the MCP catalogue it publishes at start
-                        + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))),
+                        + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))
+                        + _artifacts(write=True)),  # stores large tool results
         # the authority answers after the server reloaded its configuration, which forgets the right to
         # reply that `allow_responses` grants: it may publish on tenant inboxes instead (it holds the
         # keyring, so this gives it no power it lacks)
@@ -193,6 +222,7 @@ def tenant_rights(tenant: str, user: str, role: Role) -> Rights:
                              f"{JS}.CONSUMER.CREATE.{STREAM}.{tail}.{tenant_subject(tenant)}",
                              *(f"{JS}.CONSUMER.{op}.{STREAM}.{tail}" for op in ("MSG.NEXT", "INFO", "DELETE"))),
                     subscribe=(tenant_subject(tenant), f"{tenant_inbox(tenant, user)}.>"))
+    rights += tenant_artifacts(tenant)
     level = ROLES.index(role)
     if level >= ROLES.index("submitter"):
         rights += Rights(publish=(f"{type_subject('task.requested', tenant)}.{user}",))

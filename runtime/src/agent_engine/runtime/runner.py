@@ -22,13 +22,16 @@ from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeError
 from agent_engine.contracts.events.guardrails import MAX_JUDGED_INPUTS
 from agent_engine.contracts.subjects import CLEARED_DURABLE, dispatch_subject, heartbeat_subject, type_subject
 from agent_engine.runtime import tracing
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle, transient
 from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_RESULT_BYTES = 256 * 1024
-"""A node result must leave room in later dispatches, which carry every upstream output."""
+"""A node result event must leave room in later dispatches, which carry every upstream output. Output fields
+over AE_ARTIFACT_THRESHOLD are stored as artifacts first (`offloaded`), so this caps what stays inline; one
+field may be up to AE_ARTIFACT_MAX_BYTES (docs/observability.md, "Artifacts")."""
 Handler = Callable[[Envelope, NodeDispatched], Awaitable[list[Envelope]]]
 
 
@@ -73,7 +76,22 @@ def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeD
         return event
     what = "output" if event.type == "node.completed" else "the model's request for tools"
     return errored(cause, source, dispatch, f"{what} is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
-                   "a node result may carry; write large results to workspace files", retryable=False)
+                   "a node result may carry with its large fields stored as artifacts", retryable=False)
+
+
+async def offloaded(store: ArtifactStore, event: Envelope, source: str, cause: Envelope,
+                    dispatch: NodeDispatched) -> Envelope:
+    """A completion whose large output fields are stored as artifacts, with references in their place (the
+    same event when none is large); an error answering the dispatch when a field is over the artifact limit."""
+    if event.type != "node.completed" or not isinstance(event.data.get("output"), dict):
+        return event
+    try:
+        output = await store.offload(cause.tenant, event.data["output"], dispatch.node)
+    except ArtifactError as exc:
+        return errored(cause, source, dispatch, f"output too large: {exc}", retryable=False)
+    if output is event.data["output"]:
+        return event
+    return event.model_copy(update={"data": {**event.data, "output": output}})
 
 
 async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatched, settings: Settings) -> None:
@@ -111,6 +129,8 @@ def _as_dispatch(envelope: Envelope, kind: str) -> tuple[Envelope, NodeDispatche
 async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event) -> None:
     """Answer dispatches of one kind: the agent-runner takes `node.dispatched.agent`; the tool-runner takes only
     what guardrails' tool gate cleared (`tool.call_cleared`), never the router's tool dispatches themselves."""
+    store = ArtifactStore(bus.js)
+
     async def handle_one(msg: Msg, received: Envelope) -> None:
         with tracing.processing(msg.headers, received, msg.subject):
             await answer_one(msg, received)
@@ -127,6 +147,7 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
         try:
             results = await _answer(handler, envelope, dispatch, source)
+            results = [await offloaded(store, e, source, envelope, dispatch) for e in results]
             await bus.publish_many([to_gate(_within_limit(e, source, envelope, dispatch), dispatch) for e in results])
         except Exception as exc:  # noqa: BLE001  the bus is down: settle decides (redeliver, or dead-letter)
             log.warning("could not answer dispatch %s of node %s: %s", dispatch.dispatch_id,

@@ -31,6 +31,7 @@ from agent_engine.contracts.subjects import (
     tenant_from_subject,
     tenant_subject,
 )
+from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.bus import TASK_ID_HEADER
 
 ORIGINAL_SUBJECT = "Ae-Original-Subject"
@@ -48,6 +49,7 @@ class Forgotten:
     stream_messages_purged: int = 0
     dead_letters_purged: int = 0
     tool_calls_purged: int = 0
+    artifacts_deleted: int = 0
     task_ids: list[str] = field(default_factory=list)
 
 
@@ -57,7 +59,8 @@ def register_forget(tenant_sub: Subparsers) -> None:
         "forget", help="erase a tenant's data (or one data subject's): destroy its keys, purge its messages",
         description="Destroy the tenant's data keys (or, with --person, that data subject's), so none of its "
                     "stored records can be read again, and purge its messages from the event stream, the "
-                    "dead-letter queue, the tool-call log and its memory notes. There is no undo.")
+                    "dead-letter queue, the tool-call log and its memory notes, and (without --person) delete its "
+                    "artifacts. There is no undo.")
     cmd.add_argument("name", help="the tenant")
     cmd.add_argument("--person", metavar="ID",
                      help="only this data subject: the tasks whose request named it as `data_subject`")
@@ -75,7 +78,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     whose = f"data subject '{person}' of tenant '{tenant}'" if person else f"tenant '{tenant}'"
     if not args.yes:
         raise CliError(f"this destroys every stored record of {whose} for good (keys, stream messages, dead "
-                       "letters, tool-call log, memory notes); run again with --yes to do it")
+                       "letters, tool-call log, memory notes, artifacts); run again with --yes to do it")
     done = asyncio.run(forget(tenant, person))
     if args.json:
         print_json(asdict(done))
@@ -86,7 +89,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
                          ("event stream messages purged", done.stream_messages_purged),
                          ("dead letters purged", done.dead_letters_purged),
                          ("tool-call log entries purged", done.tool_calls_purged),
-                         ("memory notes deleted", done.memory_notes_deleted)):
+                         ("memory notes deleted", done.memory_notes_deleted),
+                         ("artifacts deleted", done.artifacts_deleted)):
         print(f"  {label + ':':<38}{value}")
     print("Queries about its tasks now answer 'erased'. Results of work still running when this ran are dropped "
           "by the router; run this again after a minute to purge any that reached the stream.")
@@ -113,6 +117,9 @@ async def forget(tenant: str, person: str | None) -> Forgotten:
             done.stream_messages_purged = await _purge(engine, STREAM, tenant_subject(tenant))
             done.dead_letters_purged = await _purge(engine, DLQ_STREAM, f"{DLQ_PREFIX}.*.{tenant}")
             done.tool_calls_purged = await _purge(engine, TOOL_CALLS_STREAM, f"$KV.{TOOL_CALLS_BUCKET}.{tenant}.>")
+            # its artifact bucket as a whole; with --person it stays: an artifact is stored once per tenant by
+            # content, so one task's may be another's too (docs/data-lifecycle.md)
+            done.artifacts_deleted = await ArtifactStore(engine.js).forget(tenant)
 
         def legacy(_: str, headers: dict[str, str], data: bytes) -> bool:  # dead letters without a tenant token
             if tenant_from_subject(headers.get(ORIGINAL_SUBJECT, "")) != tenant:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_engine.contracts.artifacts import ArtifactRef
 from agent_engine.contracts.events.base import EventData
 from agent_engine.contracts.events.tool_use import ConversationSummary, ToolCallRef, ToolDef, ToolRefusal, ToolTurn
 from agent_engine.contracts.events.usage import LlmCallNote, Usage
@@ -132,6 +133,9 @@ class NodeCompleted(EventData):
     usage: Usage | None = None
     duration_ms: float = 0.0
     llm_calls: list[LlmCallNote] | None = None
+    files: list[ArtifactRef] | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Workspace files the tool wrote, as they were after the run, stored as artifacts (by path as `name`); not
+    part of the output, so no prompt downstream is given them (docs/observability.md, "Artifacts")."""
 
 
 class NodeErrored(EventData):

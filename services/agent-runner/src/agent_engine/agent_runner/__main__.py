@@ -18,6 +18,7 @@ from agent_engine.agent_runner.service import SOURCE, AgentRunner
 from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, TELEMETRY_RPC, rpc_subject
 from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime import runner, service
+from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.queries import answer_query
 from agent_engine.runtime.settings import Settings, env_float
@@ -50,7 +51,8 @@ async def main(stop: asyncio.Event) -> None:
     try:
         await bus.nc.subscribe(rpc_subject(AGENT_RUNNER_RPC, "providers"), cb=on_providers)
         await judge.listen(bus, gateway)
-        agents = AgentRunner(gateway, memory=recall_from(memory) if memory is not None else None)
+        agents = AgentRunner(gateway, memory=recall_from(memory) if memory is not None else None,
+                             artifacts=ArtifactStore(bus.js))
         await runner.serve(bus, "agent", SOURCE, agents.handle, settings, stop)
     finally:
         await gateway.aclose()

@@ -30,6 +30,7 @@ from agent_engine.agent_runner.providers import (
     Turn,
 )
 from agent_engine.agent_runner.providers.base import MAX_TOOL_CALLS
+from agent_engine.contracts.artifacts import references
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import (
     ConversationSummary,
@@ -44,6 +45,7 @@ from agent_engine.contracts.events import (
     Usage,
 )
 from agent_engine.memory import MemoryUnavailable
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.runner import errored, result
 
 SOURCE = "agent-engine/agent-runner"
@@ -95,6 +97,21 @@ def build_request(dispatch: NodeDispatched, memory: str = "", summary: Conversat
                       allow_tools=allow, turn=number, task_input=context.input)
 
 
+async def with_content(store: ArtifactStore, tenant: str, dispatch: NodeDispatched) -> NodeDispatched:
+    """The dispatch with each artifact reference in its context (upstream outputs, merged outputs, feedback,
+    tool results) replaced by the content: the model reads the content, the router only ever held references."""
+    context = dispatch.context
+    if not references([context.upstream, context.merged, context.feedback, context.input,
+                       [s.output for t in context.conversation or [] for s in t.calls]]):
+        return dispatch
+    turns = None if context.conversation is None else [
+        turn.model_copy(update={"calls": [step.model_copy(update={"output": await store.resolve(tenant, step.output)})
+                                          for step in turn.calls]}) for turn in context.conversation]
+    fields = {name: await store.resolve(tenant, getattr(context, name))
+              for name in ("input", "upstream", "merged", "feedback")}
+    return dispatch.model_copy(update={"context": context.model_copy(update={**fields, "conversation": turns})})
+
+
 def tool_turn(turn: ToolTurn) -> list[Turn]:
     """A recorded tool turn as two messages: the model's calls, and their results (refusals are errors too)."""
     calls = tuple(ToolCall(c.call_id, c.tool, c.args) for c in turn.calls)
@@ -119,9 +136,11 @@ def summary_request(dispatch: NodeDispatched, count: int) -> LlmRequest:
 
 
 class AgentRunner:
-    def __init__(self, gateway: Gateway, memory: Recall | None = None) -> None:
+    def __init__(self, gateway: Gateway, memory: Recall | None = None, artifacts: ArtifactStore | None = None) -> None:
         self.gateway = gateway
         self.memory = memory
+        self.artifacts = artifacts
+        """Fetches the content of artifact references in a dispatch's context (docs/observability.md)."""
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         agent = dispatch.agent
@@ -157,6 +176,11 @@ class AgentRunner:
         unusable = structured.schema_problem(agent.output_schema_json)
         if unusable:
             return fail(unusable, False)
+        if self.artifacts is not None:
+            try:
+                dispatch = await with_content(self.artifacts, cause.tenant, dispatch)
+            except ArtifactError as exc:  # gone (the tenant was erased) or damaged: trying again cannot help
+                return fail(f"an upstream artifact could not be read: {exc}", False)
         view = dispatch.context.memory
         try:
             memory = await self.memory(cause, dispatch) if self.memory and view else ""

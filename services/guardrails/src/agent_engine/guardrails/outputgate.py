@@ -14,11 +14,12 @@ from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.events import GuardrailVerdict, NodeErrored, NodeOutputChecked, NodeOutputProduced
 from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.contracts.subjects import consume_subjects
-from agent_engine.guardrails import grounding
+from agent_engine.guardrails import grounding, outputartifacts
 from agent_engine.guardrails.classifier import still_working
 from agent_engine.guardrails.gate import Answer, serve_gate
 from agent_engine.guardrails.outputs import OutputVerdict, check_output, combined, unknown_kinds
 from agent_engine.guardrails.policy import PolicyError, PolicyFile
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 
@@ -68,12 +69,20 @@ def answer(cause: Envelope, produced: NodeOutputProduced, verdict: OutputVerdict
 
 async def serve_outputs(bus: Bus, policies: dict[str | None, OutputPolicy | None], default_kinds: tuple[str, ...],
                         settings: Settings, stop: asyncio.Event) -> None:
+    store = ArtifactStore(bus.js)
+
     async def check(msg: Msg, envelope: Envelope, produced: NodeOutputProduced) -> Answer:
         policy = combined(produced.policy, policies.get(envelope.tenant, policies.get(None)), default_kinds)
-        verdict = check_output(produced.output, policy, default_kinds)
+        try:  # a large output arrives as references: check its content, never the references
+            content = await outputartifacts.with_content(store, envelope.tenant, produced)
+        except ArtifactError as exc:
+            return answer(envelope, produced, OutputVerdict("refused", None, reason=f"output not checked: {exc}")), \
+                f"output of node {produced.node} of task {envelope.task_id} not checked: {exc}"
+        verdict = check_output(content.output, policy, default_kinds)
         if policy.judge is not None and verdict.outcome != "refused":
             await still_working(msg)
-        verdict = await grounding.judged(bus.nc, policy.judge, envelope, produced, verdict)  # last: it costs a call
+        verdict = await grounding.judged(bus.nc, policy.judge, envelope, content, verdict)  # last: it costs a call
+        verdict = await outputartifacts.stored_again(store, envelope.tenant, produced, content, verdict)
         said = "" if verdict.outcome == "allowed" else (
             f"output of node {produced.node} of task {envelope.task_id} {verdict.outcome}: "
             + ", ".join(f"{h.rule} x{h.count}" for h in verdict.rules))

@@ -8,6 +8,7 @@ import logging
 
 from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime import mcp_catalogue, runner, service
+from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog
@@ -50,7 +51,7 @@ async def main(stop: asyncio.Event) -> None:
             await mcp_catalogue.publish(await mcp_catalogue.bucket(bus.js), mcp.entries)
             calls = await CallLog.open(bus.js)
             config = dataclasses.replace(config, memory=memory)
-            tools = ToolRunner(config, {**REGISTRY, **mcp_registry}, calls=calls)
+            tools = ToolRunner(config, {**REGISTRY, **mcp_registry}, calls=calls, artifacts=ArtifactStore(bus.js))
             await runner.serve(bus, "tool", SOURCE, tools.handle, settings, stop)
         finally:
             await mcp.stop()

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDispatched
 from agent_engine.runtime import metrics
-from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, result
+from agent_engine.runtime.artifacts import ArtifactStore
+from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, offloaded, result
+from agent_engine.tool_runner import workspace_files
 from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, Tool, ToolError
@@ -26,8 +28,11 @@ log = logging.getLogger("tool-runner")
 
 class ToolRunner:
     def __init__(self, config: ToolConfig, registry: dict[str, Tool] | None = None,
-                 calls: CallLog | None = None) -> None:
+                 calls: CallLog | None = None, artifacts: ArtifactStore | None = None) -> None:
         self.config = config
+        self.artifacts = artifacts
+        """Where output fields too large for an event go (docs/observability.md, "Artifacts"); without it they
+        are refused over MAX_RESULT_BYTES as before."""
         self.registry = registry if registry is not None else REGISTRY
         self.calls = calls
         """Without a call log, side-effecting tools are refused rather than run unguarded."""
@@ -134,6 +139,12 @@ class ToolRunner:
             dispatch_id=dispatch.dispatch_id, node=dispatch.node, attempt=dispatch.attempt, output=output,
             provider=f"tool:{call.builtin}", duration_ms=round((time.perf_counter() - started) * 1000, 2)),
             "completed")
+        if self.artifacts is not None:  # before the call log stores the event: a replay answers with references
+            if ctx.written:
+                files = await workspace_files.stored(self.artifacts, cause.tenant, ctx.workspace, ctx.written)
+                if files:
+                    event = event.model_copy(update={"data": {**event.data, "files": [f.model_dump() for f in files]}})
+            event = await offloaded(self.artifacts, event, SOURCE, cause, dispatch)
         return _within_limit(event, cause, dispatch)
 
 
@@ -143,5 +154,5 @@ def _within_limit(event: Envelope, cause: Envelope, dispatch: NodeDispatched) ->
     if size <= MAX_RESULT_BYTES:
         return event
     return errored(cause, SOURCE, dispatch, f"output is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
-                   "a node result may carry; write large results to workspace files", retryable=False)
+                   "a node result may carry with its large fields stored as artifacts", retryable=False)
 

@@ -42,6 +42,8 @@ class Context:
     time_limit_s: float
     started: float = field(default_factory=time.monotonic)
     scope: Scope | None = None
+    written: list[str] = field(default_factory=list)
+    """Workspace paths the run wrote: the runner stores each as an artifact after it (node.completed `files`)."""
 
     @property
     def workspace(self) -> Path:

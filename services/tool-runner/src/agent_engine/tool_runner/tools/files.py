@@ -49,6 +49,7 @@ def workspace_append(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     with target.open("ab") as out:
         out.write(data)
         size = out.tell()
+    ctx.written.append(args["path"])
     return {"path": args["path"], "bytes_written": len(data), "size": size}
 
 

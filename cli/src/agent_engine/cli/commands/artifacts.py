@@ -1,0 +1,99 @@
+"""`agentctl artifact get ID [-o FILE]` and `agentctl artifact list --task ID`: content kept outside events.
+
+Large node outputs and tool results are stored content-addressed in the tenant's object store bucket and
+the events carry references (docs/observability.md, "Artifacts"). `get` reads one with the caller's
+credential, so a tenant reads its own tenant's artifacts only (the server refuses any other); `list`
+collects the references in a task's stored history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from nats.errors import Error as NatsError
+
+from agent_engine.cli.client import CliError, ask, connect
+from agent_engine.cli.options import Subparsers, add_json, print_json
+from agent_engine.contracts.artifacts import ID_PATTERN, references
+from agent_engine.contracts.subjects import ROUTER_RPC
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
+
+
+def register(sub: Subparsers) -> None:
+    group = sub.add_parser("artifact", help="large outputs and tool results kept outside events: get one, list a "
+                           "task's")
+    cmds = group.add_subparsers(dest="artifact_command", required=True, metavar="ACTION")
+    get = cmds.add_parser("get", help="an artifact's exact bytes, to stdout or a file",
+                          description="Write the artifact's bytes (checked against its sha256 id) to stdout, or "
+                          "to FILE with -o. A tenant credential reads its own tenant's artifacts only.")
+    get.add_argument("id", metavar="ID", help="sha256:<64 hex>, as in an event's reference")
+    get.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    get.add_argument("--tenant", help="the tenant whose artifact it is (default: the credential's, else 'default')")
+    get.set_defaults(func=cmd_get)
+    ls = cmds.add_parser("list", help="the artifacts a task's events refer to")
+    ls.add_argument("--task", required=True, metavar="TASK_ID")
+    add_json(ls, help="one object per reference, with the event and node that carries it")
+    ls.set_defaults(func=cmd_list)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    if not re.fullmatch(ID_PATTERN, args.id):
+        raise CliError(f"'{args.id}' is not an artifact id: sha256: and 64 lowercase hex digits, as an event's "
+                       "reference shows it (`agentctl artifact list --task ID`)")
+
+    async def go() -> bytes:
+        async with connect() as engine:
+            tenant = engine.tenant(args.tenant)
+            try:
+                return await ArtifactStore(engine.js).get(tenant, args.id)
+            except ArtifactError as exc:
+                raise CliError(str(exc)) from None
+            except NatsError as exc:  # a refused request surfaces as no answer: say what is likely
+                raise CliError(f"could not read artifact {args.id} of tenant '{tenant}' ({type(exc).__name__}): a "
+                               "tenant credential may read its own tenant's artifacts only") from None
+
+    content = asyncio.run(go())
+    if args.output:
+        Path(args.output).write_bytes(content)
+        print(f"wrote {len(content)} bytes to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(content)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def listed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each reference in a task's history, once, with the first event and node that carried it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for event in events:
+        data = event.get("data") or {}
+        for ref in references(data):
+            rows.setdefault(ref.artifact, {**ref.model_dump(), "event": event.get("type"), "node": _node_of(data)})
+    return list(rows.values())
+
+
+def _node_of(data: dict[str, Any]) -> str | None:
+    """The node an event is about: its own `node`, or, for the router's record of an input (`router.input`),
+    the input event's."""
+    inner = data.get("input")
+    node = data.get("node") or (inner.get("data") or {}).get("node") if isinstance(inner, dict) else data.get("node")
+    return node if isinstance(node, str) else None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = listed(ask(ROUTER_RPC, "task.history", {"task_id": args.task})["events"])
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print(f"task {args.task} refers to no artifacts")
+        return 0
+    print(f"{'ARTIFACT':<73} {'BYTES':>10}  {'NODE':<16} NAME")
+    for row in rows:
+        print(f"{row['artifact']:<73} {row['size']:>10}  {row['node'] or '-'!s:<16} {row['name']}")
+    return 0

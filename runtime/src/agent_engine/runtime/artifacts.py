@@ -1,0 +1,161 @@
+"""The artifact store: content-addressed objects in each tenant's NATS object store bucket.
+
+A runner stores an output field too large for an event here (`offload`) and puts a reference in its place;
+the consumer that needs the content (the agent-runner building the next prompt, the output gate checking it)
+fetches it back (`resolve`). The router only ever sees references. The object's name is its sha256, so the
+same content is stored once per tenant; its bytes are checked against that name whenever they are read.
+
+Reading uses only `$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_<tenant>` (the object's metadata, then each chunk
+by sequence), the one right a tenant credential gets on its own bucket (runtime/auth.py), so another
+tenant's `agentctl artifact get` is refused by the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import ObjectMeta, StorageType
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+from agent_engine.contracts.artifacts import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_THRESHOLD,
+    ArtifactRef,
+    artifact_id,
+    as_ref,
+    bucket_of,
+    decode,
+    encode,
+    object_name,
+    too_large,
+)
+from agent_engine.runtime.settings import stream_replicas
+
+THRESHOLD_ENV = "AE_ARTIFACT_THRESHOLD"
+MAX_BYTES_ENV = "AE_ARTIFACT_MAX_BYTES"
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be stored or read (too large, missing, damaged); the message says which."""
+
+
+def _env_bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number of bytes") from None
+    if value < 1024:
+        raise SystemExit(f"{name}={value} is under 1024 bytes")
+    return value
+
+
+def threshold() -> int:
+    return _env_bytes(THRESHOLD_ENV, DEFAULT_THRESHOLD)
+
+
+def max_bytes() -> int:
+    return _env_bytes(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
+
+
+class ArtifactStore:
+    def __init__(self, js: JetStreamContext, *, threshold_bytes: int | None = None,
+                 max_artifact_bytes: int | None = None) -> None:
+        self.js = js
+        self.threshold = threshold_bytes if threshold_bytes is not None else threshold()
+        self.max_bytes = max_artifact_bytes if max_artifact_bytes is not None else max_bytes()
+
+    async def put(self, tenant: str, content: bytes, media_type: str, name: str) -> ArtifactRef:
+        """Store `content` for `tenant` unless it is there already; its reference either way."""
+        if len(content) > self.max_bytes:
+            raise ArtifactError(f"{name} is {len(content) / 1048576:.1f} MiB, over the "
+                                f"{self.max_bytes / 1048576:.1f} MiB an artifact may be ({MAX_BYTES_ENV})")
+        ref = ArtifactRef(artifact=artifact_id(content), size=len(content), media_type=media_type,
+                          name=name[:300])  # a label only: a long field name or path is cut, never refused
+        bucket = bucket_of(tenant)
+        try:
+            store = await self.js.object_store(bucket)
+        except NotFoundError:
+            from nats.js.api import ObjectStoreConfig
+            store = await self.js.create_object_store(bucket, ObjectStoreConfig(
+                bucket=bucket, storage=StorageType.FILE, replicas=stream_replicas(),
+                description="Agent Engine artifacts of one tenant, named by sha256 (docs/observability.md)"))
+        key = object_name(ref.artifact)
+        try:
+            await store.get_info(key)
+            return ref  # same content, stored once
+        except ObjectNotFoundError:
+            pass
+        await store.put(key, content, meta=ObjectMeta(name=key, description=media_type))
+        return ref
+
+    async def get(self, tenant: str, ref_id: str) -> bytes:
+        """The bytes of artifact `ref_id` of `tenant`, checked against the id."""
+        key = object_name(ref_id)
+        stream = "OBJ_" + bucket_of(tenant)
+        meta_subject = f"$O.{bucket_of(tenant)}.M.{base64.urlsafe_b64encode(key.encode()).decode()}"
+        try:
+            meta = json.loads((await self.js.get_last_msg(stream, meta_subject)).data or b"{}")
+        except NotFoundError:
+            raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}") from None
+        if meta.get("deleted") or not meta.get("nuid"):
+            raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}")
+        size, chunks = int(meta.get("size") or 0), f"$O.{bucket_of(tenant)}.C.{meta['nuid']}"
+        content, seq = bytearray(), 1
+        while len(content) < size:
+            # one chunk at a time by sequence: the same right as the metadata, no consumer to create
+            msg = await self.js.get_msg(stream, seq=seq, subject=chunks, next=True)
+            content += msg.data or b""
+            seq = (msg.seq or seq) + 1
+        data = bytes(content)
+        if artifact_id(data) != ref_id:
+            raise ArtifactError(f"artifact {ref_id} of tenant '{tenant}' is damaged: its bytes hash to "
+                                f"{artifact_id(data)}")
+        return data
+
+    async def offload(self, tenant: str, output: dict[str, Any], name: str) -> dict[str, Any]:
+        """`output` with each field too large for an event (contracts.artifacts.too_large) stored and replaced
+        by its reference; the same dict when nothing is."""
+        fields = too_large(output, self.threshold)
+        if not fields:
+            return output
+        changed = dict(output)
+        for key in fields:
+            content, media_type = encode(output[key])
+            changed[key] = (await self.put(tenant, content, media_type, f"{name}.{key}")).model_dump()
+        return changed
+
+    async def resolve(self, tenant: str, value: Any) -> Any:
+        """`value` with every artifact reference in it replaced by the content it stands for."""
+        ref = as_ref(value)
+        if ref is not None:
+            return decode(await self.get(tenant, ref.artifact), ref.media_type)
+        if isinstance(value, dict):
+            return {k: await self.resolve(tenant, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [await self.resolve(tenant, v) for v in value]
+        return value
+
+    async def delete(self, tenant: str, ref_id: str) -> None:
+        """Delete one artifact (the output gate's, once it stored a redacted version); gone already is fine."""
+        try:
+            store = await self.js.object_store(bucket_of(tenant))
+            await store.delete(object_name(ref_id))
+        except (NotFoundError, ObjectNotFoundError):
+            pass
+
+    async def forget(self, tenant: str) -> int:
+        """Delete the tenant's bucket; the number of artifacts it held (0 when it had none)."""
+        stream = "OBJ_" + bucket_of(tenant)
+        try:
+            info = await self.js.stream_info(stream, subjects_filter=f"$O.{bucket_of(tenant)}.M.>")
+        except NotFoundError:
+            return 0
+        await self.js.delete_stream(stream)
+        return len(info.state.subjects or {})

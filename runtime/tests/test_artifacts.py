@@ -1,0 +1,113 @@
+"""The artifact store against a real nats-server with authorization on: a runner stores a large output
+field once per content, a consumer reads the exact bytes back, a tenant reads its own tenant's artifacts and
+the server refuses it another's, and forgetting a tenant deletes its bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from agent_engine.contracts.artifacts import TEXT, artifact_id, as_ref
+from agent_engine.contracts.credentials import load_credential
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
+from agent_engine.runtime.bus import auth_options
+from agent_engine.runtime.keyring import Keyring
+
+pytestmark = pytest.mark.integration
+MIB = os.urandom(1024 * 1024 - 17)  # over one chunk many times, and not a whole number of chunks
+
+
+@asynccontextmanager
+async def connected(url: str, credential_file: os.PathLike[str] | str, errors: list[str] | None = None,
+                    ) -> AsyncIterator[Client]:
+    async def on_error(exc: Exception) -> None:
+        if errors is not None:
+            errors.append(str(exc).lower())
+
+    nc = await nats.connect(url, error_cb=on_error, allow_reconnect=False,
+                            **auth_options(load_credential(credential_file)))
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def test_a_runner_stores_once_and_a_consumer_reads_the_exact_bytes(nats_url: str, keyring: Keyring,
+                                                                       tenant: str) -> None:
+    async with connected(nats_url, keyring.service("tool-runner")) as runner:
+        store = ArtifactStore(runner.jetstream())
+        first = await store.put(tenant, MIB, TEXT, "read.content")
+        again = await store.put(tenant, MIB, TEXT, "again.content")
+        assert first.artifact == again.artifact == artifact_id(MIB) and first.size == len(MIB)
+        info = await runner.jetstream().stream_info(f"OBJ_ae_artifacts_{tenant}",
+                                                     subjects_filter=f"$O.ae_artifacts_{tenant}.M.>")
+        assert len(info.state.subjects or {}) == 1  # one object for the same content
+        assert info.state.bytes < 2 * len(MIB)  # its chunks once, not twice
+    async with connected(nats_url, keyring.service("agent-runner")) as consumer:
+        assert await ArtifactStore(consumer.jetstream()).get(tenant, first.artifact) == MIB
+
+
+async def test_offload_replaces_only_large_fields_and_resolve_gives_the_output_back(nats_url: str, keyring: Keyring,
+                                                                                   tenant: str) -> None:
+    output = {"content": "line\n" * 30_000, "bytes": 150_000, "truncated": False}
+    async with connected(nats_url, keyring.service("agent-runner")) as nc:
+        store = ArtifactStore(nc.jetstream(), threshold_bytes=64 * 1024)
+        stored = await store.offload(tenant, output, "read")
+        ref = as_ref(stored["content"])
+        assert ref is not None and ref.name == "read.content" and ref.media_type == TEXT
+        assert stored["bytes"] == 150_000 and stored["truncated"] is False
+        assert await store.resolve(tenant, {"read": stored}) == {"read": output}
+        small = {"text": "short"}
+        assert await store.offload(tenant, small, "n") is small
+
+
+async def test_an_artifact_over_the_limit_is_refused_naming_the_limit(nats_url: str, keyring: Keyring,
+                                                                     tenant: str) -> None:
+    async with connected(nats_url, keyring.service("tool-runner")) as nc:
+        store = ArtifactStore(nc.jetstream(), threshold_bytes=1024, max_artifact_bytes=4096)
+        with pytest.raises(ArtifactError, match=r"read.content is 0.0 MiB, over the 0.0 MiB an artifact may be "
+                                                r"\(AE_ARTIFACT_MAX_BYTES\)"):
+            await store.offload(tenant, {"content": "x" * 5000}, "read")
+
+
+async def test_a_tenant_reads_its_own_artifacts_and_the_server_refuses_another_tenants(
+        nats_url: str, keyring: Keyring, tenant: str) -> None:
+    other = f"{tenant}x"
+    async with connected(nats_url, keyring.service("tool-runner")) as runner:
+        mine = await ArtifactStore(runner.jetstream()).put(tenant, b"ours: " + MIB[:200_000], TEXT, "a.b")
+        theirs = await ArtifactStore(runner.jetstream()).put(other, b"theirs", TEXT, "a.b")
+    errors: list[str] = []
+    async with connected(nats_url, keyring.issue(tenant, "reader", "viewer"), errors) as nc:
+        store = ArtifactStore(nc.jetstream(timeout=1.5))
+        assert await store.get(tenant, mine.artifact) == b"ours: " + MIB[:200_000]
+        with pytest.raises(nats.errors.TimeoutError):  # the request never reached JetStream
+            await store.get(other, theirs.artifact)
+        for _ in range(50):  # the server's -ERR arrives on its own
+            if errors:
+                break
+            await asyncio.sleep(0.05)
+        assert any("permissions violation" in e and f"ae_artifacts_{other}".lower() in e for e in errors), errors
+
+
+async def test_a_missing_artifact_and_a_forgotten_tenant_say_so(nats_url: str, keyring: Keyring, tenant: str) -> None:
+    async with connected(nats_url, keyring.admin) as nc:
+        store = ArtifactStore(nc.jetstream())
+        with pytest.raises(ArtifactError, match=f"tenant '{tenant}' has no artifact sha256:"):
+            await store.get(tenant, artifact_id(b"never stored"))
+        ref = await store.put(tenant, b"to be forgotten", TEXT, "n.f")
+        assert await store.forget(tenant) == 1
+        with pytest.raises(ArtifactError, match="has no artifact"):
+            await store.get(tenant, ref.artifact)
+        assert await store.forget(tenant) == 0

@@ -1,0 +1,39 @@
+"""The output gate and artifacts: a large output reaches the gate as references (runtime/artifacts.py), but
+the checks must see its content. So the gate fetches the content, checks it, and when a check changed it
+(redaction) stores the changed fields as new artifacts and deletes the unredacted ones, so personal data is
+kept nowhere unredacted, as for an output carried inline (docs/observability.md, "Artifacts")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from agent_engine.contracts.artifacts import as_ref, references
+from agent_engine.contracts.events import NodeOutputProduced
+from agent_engine.guardrails.outputs import OutputVerdict
+from agent_engine.runtime.artifacts import ArtifactStore
+
+
+async def with_content(store: ArtifactStore, tenant: str, produced: NodeOutputProduced) -> NodeOutputProduced:
+    """The produced output (and the inputs a grounding judge reads) with each reference replaced by its content."""
+    if not references([produced.output, produced.inputs]):
+        return produced
+    return produced.model_copy(update={"output": await store.resolve(tenant, produced.output),
+                                       "inputs": await store.resolve(tenant, produced.inputs)})
+
+
+async def stored_again(store: ArtifactStore, tenant: str, produced: NodeOutputProduced, checked: NodeOutputProduced,
+                       verdict: OutputVerdict) -> OutputVerdict:
+    """The verdict with the output as it goes on: the runner's references where the checks left a field as it was,
+    new artifacts (or inline values, if now small) where they changed it; the changed originals deleted."""
+    if verdict.output is None or checked is produced:
+        return verdict
+    output = dict(verdict.output)
+    for key, value in produced.output.items():
+        ref = as_ref(value)
+        if ref is None:
+            continue
+        if output.get(key) == checked.output.get(key):
+            output[key] = value  # unchanged: the runner's artifact goes on
+        else:
+            await store.delete(tenant, ref.artifact)
+    return replace(verdict, output=await store.offload(tenant, output, produced.node))
