@@ -34,7 +34,7 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets
+from agent_engine.telemetry import budgets, taskindex
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 
@@ -50,7 +50,7 @@ def message_of(msg: Msg) -> Message:
     event costs CPU);
     one that cannot be read is counted by subject and skipped, as the stream keeps it."""
     sequence = msg.metadata.sequence.stream
-    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)):  # the budget records too
+    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)) and not taskindex.is_lifecycle(msg.subject):
         return Message(sequence, msg.subject)
     try:
         event = read(msg)  # an event on another tenant's (or type's) subject is refused too
@@ -74,14 +74,28 @@ async def main(stop: asyncio.Event) -> None:
         ledger = Ledger()
     call = caller(ledger)
 
-    async def on_query(msg: Msg) -> None:
-        query, problem = read_query(msg.data, task_required=False)
-        scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
+    async def answer(action: str, raw: bytes, scope: str | None) -> dict[str, Any]:
+        if action == "tasks.list":  # the task index (taskindex.py); a tenant's credential sees only its tenant
+            body, problem = read_query(raw, task_required=False)
+            if problem:
+                return {"error": problem}
+            wanted, problem = taskindex.read_filter(body, scope)
+            if problem:
+                return {"error": problem}
+            tasks: dict[str, Any] = await call(ledger.list_tasks, wanted)
+            return tasks
+        query, problem = read_query(raw, task_required=False)
         if action != "ledger":
-            problem = f"unknown telemetry query '{action}'; known: ledger"
+            problem = f"unknown telemetry query '{action}'; known: ledger, tasks.list"
+        if problem:
+            return {"error": problem}
+        result: dict[str, Any] = await call(ledger.query, query.get("task_id"), scope or query.get("tenant"))
+        return result
+
+    async def on_query(msg: Msg) -> None:
+        scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
         try:
-            reply = {"error": problem} if problem else await call(
-                ledger.query, query.get("task_id"), scope or query.get("tenant"))
+            reply = await answer(action, msg.data, scope)
         except Exception as exc:  # noqa: BLE001  PostgreSQL away: the asker hears it
             reply = {"error": f"the ledger cannot be read now: {describe(exc)[:200]}"}
         try:
