@@ -37,21 +37,20 @@ def test_a_row_follows_the_lifecycle_and_never_goes_back() -> None:
     assert row is not None
     assert (row.status, row.workflow, row.revision, row.error) == ("failed", "triage", "r1",
                                                                      "node 'draft' errored: boom")
-    assert (row.started_at, row.finished_at) == (T0, T0 + timedelta(seconds=10))
+    assert (row.started_at, row.finished_at) == (T0 + timedelta(seconds=1), T0 + timedelta(seconds=10))
     assert "question" in row.input_text and "never indexed" not in row.input_text  # the redacted input only
     assert fold(None, llm_called()) is None  # no lifecycle event: no row
 
 
 def test_rejected_and_deduplicated_tasks_say_why() -> None:
-    rejected = fold(fold(None, event("task.requested", workflow="triage")),
-                    event("task.rejected", at=1, reason="input blocked: pii", stage="guardrails"))
+    rejected = fold(None, event("task.rejected", at=1, reason="input blocked: pii", stage="guardrails"))
     assert rejected is not None and (rejected.status, rejected.error) == ("rejected", "input blocked: pii")
     dup = fold(None, event("task.deduplicated", original_task_id="t0", idempotency_key="k"))
     assert dup is not None and dup.status == "deduplicated" and "t0" in dup.error
 
 
 def test_lifecycle_subjects_with_a_sender_or_partition_token() -> None:
-    assert is_lifecycle("ae.acme.task.requested.alice") and is_lifecycle("ae.acme.task.accepted.3")
+    assert is_lifecycle("ae.acme.task.accepted.3") and not is_lifecycle("ae.acme.task.requested.alice")
     assert is_lifecycle("ae.acme.task.succeeded")
     assert not is_lifecycle("ae.acme.task.cancel_requested.alice") and not is_lifecycle("ae.acme.llm.called")
 
@@ -61,7 +60,8 @@ def ledger_with_tasks() -> Ledger:
     for e in (lifecycle("a1", at=0, text="refund my order") + lifecycle("a2", at=100, workflow="billing")
               + lifecycle("b1", tenant="globex", at=200, text="refund please")
               + lifecycle("a3", at=300, end="task.failed", status="failed", reason="tool timed out")
-              + [event("task.requested", "a4", at=400, workflow="triage"), llm_called(task="a1", cost="0.25"),
+              + [event("task.queued", "a4", at=400, workflow="triage", revision="r1"),
+                 event("task.requested", "a5", at=500, workflow="triage"), llm_called(task="a1", cost="0.25"),
                  llm_called(task="a1", cost="0.5")]):
         ledger.observe(e)
     return ledger
@@ -82,7 +82,7 @@ def test_filters_search_and_newest_first() -> None:
     assert ids(ask(ledger, {})) == ["a4", "a3", "b1", "a2", "a1"]
     assert ids(ask(ledger, {"tenant": "acme", "status": "succeeded"})) == ["a2", "a1"]
     assert ids(ask(ledger, {"workflow": "billing"})) == ["a2"]
-    assert ids(ask(ledger, {"status": "requested"})) == ["a4"]
+    assert ids(ask(ledger, {"status": "queued"})) == ["a4"]  # a5, only requested (at guardrails), is not listed
     assert ids(ask(ledger, {"since": (T0 + timedelta(seconds=200)).isoformat()})) == ["a4", "a3", "b1"]
     assert ids(ask(ledger, {"search": "REFUND"})) == ["b1", "a1"]  # the accepted input, any case
     assert ids(ask(ledger, {"search": "timed out"})) == ["a3"]  # the error
@@ -91,7 +91,7 @@ def test_filters_search_and_newest_first() -> None:
     assert ids(ask(ledger, {"limit": 2})) == ["a4", "a3"]
     first = ask(ledger, {"search": "a1"})["tasks"][0]
     assert first == {"task_id": "a1", "tenant": "acme", "workflow": "triage", "revision": "r1",
-                     "status": "succeeded", "started_at": "2026-03-01T12:00:00+00:00",
+                     "status": "succeeded", "started_at": "2026-03-01T12:00:01+00:00",
                      "finished_at": "2026-03-01T12:00:10+00:00", "cost_usd": "0.75", "error": ""}
     assert ask(ledger, {"search": "a4"})["tasks"][0]["finished_at"] is None
 

@@ -18,17 +18,19 @@ from typing import Any
 
 from agent_engine.contracts.envelope import TENANT_PATTERN, Envelope
 
-STATUSES = ("requested", "accepted", "queued", "running", "succeeded", "failed", "cancelled", "rejected",
+STATUSES = ("accepted", "queued", "running", "succeeded", "failed", "cancelled", "rejected",
             "deduplicated")
 """A task's status as the list shows it; `running` from task.started (a paused task is still running)."""
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "rejected", "deduplicated"})
-RANK = {"requested": 0, "accepted": 1, "queued": 2, "running": 3}
+RANK = {"accepted": 0, "queued": 1, "running": 2}
 """Status only moves forward: events of a task may be folded out of order (several subjects), and a late
 task.accepted must not take a running task back. A terminal status is final."""
 
-LIFECYCLE = frozenset({"task.requested", "task.accepted", "task.queued", "task.started", "task.succeeded",
+LIFECYCLE = frozenset({"task.accepted", "task.queued", "task.started", "task.succeeded",
                        "task.failed", "task.cancelled", "task.rejected", "task.deduplicated"})
-"""The event types the index folds (its parser reads only these, besides llm.called and budget records)."""
+"""The event types the index folds (its parser reads only these, besides llm.called and budget records).
+Not task.requested: the stream deletes it once guardrails answered it (it holds the raw input), so a rebuild
+from the stream would not see it; a task enters the index when accepted (or rejected)."""
 
 
 
@@ -49,9 +51,9 @@ class TaskRow:
     task_id: str
     workflow: str = ""
     revision: str = ""
-    status: str = "requested"
+    status: str = "accepted"
     started_at: datetime | None = None
-    """When the task was first seen: its request (a queued or rejected task never starts)."""
+    """Its first lifecycle event's time: when it was accepted (or rejected); a queued task starts later."""
     finished_at: datetime | None = None
     error: str = ""
     input_text: str = ""
