@@ -156,6 +156,12 @@ class Ledger:
     def close(self) -> None:
         pass
 
+    def reset(self) -> None:
+        """Forget everything folded (for a rebuild from the stream's first message) but the erased tasks."""
+        erased = self.erased
+        self.__dict__.update(Ledger().__dict__)
+        self.erased = erased
+
     def observe(self, event: Envelope) -> None:
         """Fold one event; an llm.called that is not valid (say, a cost that is no decimal) raises and
         changes nothing."""
@@ -164,13 +170,14 @@ class Ledger:
         call = call_of(event)
         budget = row_of(event)
         self.seen.add(event.id)
-        self.events_by_type[event.type] += 1
         owner = (event.tenant, event.task_id)
         if event.type in taskindex.LIFECYCLE and owner not in self.erased:
             row = taskindex.fold(self.tasks.get(owner), event)
             if row is not None:
                 self.tasks[owner] = row
-        if budget is not None:
+        if call is not None or (budget is not None and owner not in self.erased):  # as PostgreSQL counts them
+            self.events_by_type[event.type] += 1
+        if budget is not None and owner not in self.erased:  # as in PostgreSQL: an erased task gets no lines again
             self.budgets[(event.tenant, event.task_id)].add(budget)
             self.budget_days[(event.tenant, budget.day)].add(replace(budget, limit=None))  # limits are per task
             self.budget_log[(event.tenant, event.task_id)].append(budget.entry or {})
@@ -178,11 +185,13 @@ class Ledger:
         if call is None:
             return
         task = (event.tenant, event.task_id)
-        self.tenants_of[event.task_id].add(event.tenant)
-        self.by_task[task].add(call)
         for table, key in ((self.by_tenant, event.tenant), (self.by_model, f"{call.provider}/{call.model}"),
                            (self.by_day, event.time.date().isoformat())):
             table[key].add(call)
+        if task in self.erased:  # its totals count, as they did before the erasure; no task line again
+            return
+        self.tenants_of[event.task_id].add(event.tenant)
+        self.by_task[task].add(call)
         self.by_node[(task, call.node)].add(call)
         self.calls[task].append(self.entry(event, call))
 

@@ -212,13 +212,14 @@ class PgLedger:
         unpriced = call.cost_usd == "unpriced"
         cost = Decimal(0) if unpriced else Decimal(call.cost_usd)
         u = call.usage
-        conn.execute(
-            f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
-            "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
-             u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock",
-             Jsonb(Ledger.entry(event, call))))
+        if not self._erased(conn, event):  # an erased task's call counts in the totals only (as before its erasure)
+            conn.execute(
+                f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
+                "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
+                 u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock",
+                 Jsonb(Ledger.entry(event, call))))
         line = (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, cost, int(unpriced),
                 int(call.provider == "mock"))
         sets = ", ".join(f"{c} = {self.p}_totals.{c} + excluded.{c}" for c in LINE_SUMS)
@@ -281,10 +282,24 @@ class PgLedger:
                 ([r.tenant for r in rows], [r.task_id for r in rows]))} if rows else {}
         return {"tasks": [r.as_json(str(costs.get((r.tenant, r.task_id), Decimal(0)))) for r in rows]}
 
+    def reset(self) -> None:
+        """Empty every table but `_erased` and set the position to 0, in one transaction: the fold then reads the
+        stream from its first message again (`agentctl cost rebuild`)."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute(f"LOCK TABLE {self.p}_position IN ACCESS EXCLUSIVE MODE")
+            tables = ", ".join(f"{self.p}_{t}" for t in ("events", "calls", "totals", "counts", "budget", "tasks"))
+            conn.execute(f"TRUNCATE {tables}")
+            conn.execute(f"UPDATE {self.p}_position SET sequence = 0 WHERE id = 1")
+
+    def _erased(self, conn: psycopg.Connection[Any], event: Envelope) -> bool:
+        return conn.execute(f"SELECT 1 FROM {self.p}_erased WHERE tenant = %s AND task_id = %s",
+                            (event.tenant, event.task_id)).fetchone() is not None
+
     def _insert_budget(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope) -> bool:
-        """A budget record, once by its event id (budgets.py); any other event adds nothing."""
+        """A budget record, once by its event id (budgets.py); any other event, or an erased task's record, adds
+        nothing."""
         row = row_of(event)
-        if row is None:
+        if row is None or self._erased(conn, event):
             return False
         new = conn.execute(
             f"INSERT INTO {self.p}_budget (event_id, tenant, task_id, sequence, day, type, reserved_usd, spent_usd, "
