@@ -153,10 +153,10 @@ def test_tail_since_starts_that_long_ago(engine: Any, tenant: str) -> None:
     assert {e["taskid"] for e in tail(engine, "--tenant", tenant, "--since", "1h")} >= set(
         [ids["first"], ids["second"], ids["rejected"]])
 
-    # wait until the tenant's last event is more than 6 s old (a condition, polled), then run one more task:
-    # --since N s, with N reaching back to that moment less 4 s, shows the new task and none of the earlier ones
-    # (however long agentctl takes to start: its "now" is only later, which moves the start later too)
-    while tail(engine, "--tenant", tenant, "--since", "6s"):
+    # wait until the tenant's last event is more than 9 s old (a condition, polled), then run one more task:
+    # --since N s, with N reaching back to that moment less 7 s, shows none of the earlier tasks however long
+    # agentctl takes to start (its "now" is only later), and the new task's events unless it takes over 7 s
+    while tail(engine, "--tenant", tenant, "--since", "9s"):
         time.sleep(0.5)
     quiet = time.time()
 
@@ -170,7 +170,7 @@ def test_tail_since_starts_that_long_ago(engine: Any, tenant: str) -> None:
             await nc.close()
 
     late = asyncio.run(one_more())
-    back = math.ceil(time.time() - quiet) + 4
+    back = math.ceil(time.time() - quiet) + 7
     seen = {e["taskid"] for e in tail(engine, "--tenant", tenant, "--since", f"{back}s")}
     assert late in seen
     assert not seen & {ids["first"], ids["second"], ids["rejected"]}
