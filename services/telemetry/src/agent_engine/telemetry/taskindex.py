@@ -33,7 +33,6 @@ Not task.requested: the stream deletes it once guardrails answered it (it holds 
 from the stream would not see it; a task enters the index when accepted (or rejected)."""
 
 
-
 def is_lifecycle(subject: str) -> bool:
     """Is a stream subject (`ae.<tenant>.<type>[.<sender or partition>]`) one of a lifecycle event?"""
     kind = subject.split(".", 2)[-1]
