@@ -178,3 +178,120 @@ def test_a_tenants_day_budget_stops_the_task_whose_first_call_would_exceed_it(pr
     for task_id in (first_id, second_id):
         replayed = priced.agentctl("task", "replay", task_id)
         assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
+
+
+FANNED = """\
+name: fanned
+budget:
+  task_usd: "0.5"
+  on_exceed: fail
+nodes:
+  - {id: fan, role: START, kind: agent, agent: writer}
+  - {id: split, role: SPLIT, kind: agent, agent: writer, split: {items: items, merge: gather}}
+  - {id: work, role: LINEAR, kind: agent, agent: writer}
+  - {id: gather, role: MERGE, merge: {policy: all, combine: list}}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: fan, to: split}
+  - {from: split, to: work}
+  - {from: work, to: gather}
+  - {from: gather, to: done}
+"""
+
+
+def test_a_splits_subtasks_run_on_shares_of_the_task_budget_and_their_spend_counts_in_it(
+        priced: Any, tenant: str, tmp_path: Path) -> None:
+    """A SPLIT of three items in a task with a 0.5 USD budget: each subtask starts with a third of what was left
+    as its own budget, reserved in the parent; each subtask's end settles its share with what its call cost, so
+    the parent's ledger counts every call made for it, and the tenant's day counts each call once."""
+    wf = workflow_dir(tmp_path, FANNED)
+    (wf / "mock" / "draft.json").unlink()
+    (wf / "mock" / "split.json").write_text(json.dumps([{"items": ["a", "b", "c"]}]))
+    (wf / "mock" / "work.json").write_text(json.dumps([{"text": "y" * 400}]))
+    (wf / "mock" / "fan.json").write_text(json.dumps([{"text": "go"}]))
+    assert priced.agentctl("workflow", "push", str(wf), "--tenant", tenant).returncode == 0
+    submitted = priced.agentctl("submit", "fanned", "--tenant", tenant, "--input", '{"brief": "split"}')
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip().splitlines()[-1]
+    priced.wait_for_status(task_id, "succeeded")
+
+    history = json.loads(priced.agentctl("task", "history", task_id, "--json").stdout)
+    [fanned_out] = [r["data"] for r in history if r["type"] == "node.fanned_out"]
+    shares = [r["data"] for r in history if r["type"] == "budget.reserved" and r["data"].get("subtask")]
+    settled = {r["data"]["dispatch_id"]: r["data"] for r in history
+               if r["type"] == "budget.settled" and r["data"].get("subtask")}
+    assert [s["dispatch_id"] for s in shares] == fanned_out["subtasks"]
+    parent_spent_before = Decimal(shares[0]["spent_usd"])  # fan and split, settled before the fan-out
+    share = (Decimal("0.5") - parent_spent_before) / 3
+    assert Decimal(shares[0]["amount_usd"]) == share.quantize(Decimal("0.000001"), rounding="ROUND_DOWN")
+
+    sub_costs = Decimal(0)
+    for subtask_id in fanned_out["subtasks"]:
+        sub = json.loads(priced.agentctl("task", "history", subtask_id, "--json").stdout)
+        [opened] = [r["data"] for r in sub if r["type"] == "budget.opened"]
+        assert opened["limit_usd"] == shares[0]["amount_usd"] and opened["prices"]["version"] == "test-priced-mock"
+        [own] = [r["data"] for r in sub if r["type"] == "budget.settled"]
+        assert Decimal(own["cost_usd"]) > 0
+        assert settled[subtask_id]["cost_usd"] == own["cost_usd"] and settled[subtask_id]["outcome"] == "result"
+        sub_costs += Decimal(own["cost_usd"])
+    [last] = [r["data"] for r in history if r["type"] == "budget.settled"][-1:]
+    assert Decimal(last["spent_usd"]) == parent_spent_before + sub_costs
+    assert Decimal(last["spent_usd"]) <= Decimal("0.5") and last["reserved_usd"] == "0"
+
+    all_calls = parent_spent_before + sub_costs  # every call made for the task, once
+    day = history[0]["time"][:10]
+    for _ in range(100):
+        days = json.loads(priced.agentctl("budget", "--tenant", tenant, "--json").stdout).get("budget_days") or {}
+        if Decimal(days.get(day, {}).get("spent_usd", "0")) >= all_calls:
+            break
+        time.sleep(0.2)
+    assert Decimal(days[day]["spent_usd"]) == all_calls  # the shares' settlements are not counted again
+    replayed = priced.agentctl("task", "replay", task_id)
+    assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
+
+
+JUDGED = """\
+name: judged
+budget:
+  task_usd: "0.5"
+policy:
+  output:
+    judge: {provider: mock, model: mock-1, below: 0.5, action: fail,
+            mock_responses: [{grounded: true, score: 0.9, reason: "matches the brief"}]}
+nodes:
+  - {id: draft, role: START, kind: agent, agent: writer}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: done}
+"""
+
+
+def test_the_grounding_judges_call_is_paid_from_the_nodes_reservation(priced: Any, tenant: str,
+                                                                       tmp_path: Path) -> None:
+    """The output gate's judge may spend only what the node's own call left of its reservation; its call is
+    listed with the node's, so the task's budget counts both, equal to the ledger's cost of the task."""
+    wf = workflow_dir(tmp_path, JUDGED)
+    pushed = priced.agentctl("workflow", "push", str(wf), "--tenant", tenant)
+    assert pushed.returncode == 0, pushed.stderr
+    submitted = priced.agentctl("submit", "judged", "--tenant", tenant, "--input", '{"brief": "hi"}')
+    task_id = submitted.stdout.strip().splitlines()[-1]
+    priced.wait_for_status(task_id, "succeeded")
+
+    history = json.loads(priced.agentctl("task", "history", task_id, "--json").stdout)
+    [reserved] = [r["data"] for r in history if r["type"] == "budget.reserved"]
+    [settled] = [r["data"] for r in history if r["type"] == "budget.settled"]
+    checked = next(r["data"]["input"]["data"] for r in history if r["type"] == "router.input"
+                   and r["data"]["input"]["type"] == "node.output_checked")
+    node_call, judge_call = checked["llm_calls"]
+    assert Decimal(node_call["cost_usd"]) > 0 and Decimal(judge_call["cost_usd"]) > 0
+    assert Decimal(settled["cost_usd"]) == Decimal(node_call["cost_usd"]) + Decimal(judge_call["cost_usd"])
+    assert Decimal(settled["cost_usd"]) <= Decimal(reserved["amount_usd"])
+    tail = priced.agentctl("tail", "--task", task_id, "--type", "llm.called", "--no-follow", "--json")
+    called = [json.loads(line)["data"] for line in tail.stdout.splitlines() if line.strip()]
+    assert sorted(c["node"] for c in called) == ["draft", "guardrails.judge"]
+    for _ in range(100):
+        cost = json.loads(priced.agentctl("cost", "--task", task_id, "--json").stdout)
+        if Decimal(cost.get("cost_usd") or 0) >= Decimal(settled["cost_usd"]):
+            break
+        time.sleep(0.2)
+    assert Decimal(cost["cost_usd"]) == Decimal(settled["cost_usd"])  # the ledger and the budget agree

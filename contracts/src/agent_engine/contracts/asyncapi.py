@@ -199,7 +199,9 @@ HEADERS = {
                                                          "the stream's duplicate window"},
         "Ae-Task-Id": {"type": "string", "description": "the envelope's task id, so even the refusal of an "
                                                         "unreadable body names its task"},
-        "traceparent": {"type": "string", "description": "W3C trace context, when tracing is on"},
+        "traceparent": {"type": "string", "description": "W3C trace context of the publish span, when tracing is "
+                                                         "on (docs/observability.md#traces)"},
+        "tracestate": {"type": "string", "description": "W3C tracestate that goes with traceparent"},
     },
 }
 

@@ -34,7 +34,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     tenant_from_subject,
 )
-from agent_engine.runtime import health
+from agent_engine.runtime import health, tracing
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import (
     Retention,
@@ -266,11 +266,16 @@ class Bus:
             await self.nc.close()
 
     async def publish(self, envelope: Envelope) -> None:
-        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream."""
-        await self.js.publish(
-            subject_for(envelope), envelope.to_bytes(),
-            headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id},
-        )
+        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream. With
+        tracing on, in a `publish` span whose context goes in the traceparent header (runtime/tracing.py)."""
+        subject = subject_for(envelope)
+        if not tracing.ENABLED:
+            await self.js.publish(subject, envelope.to_bytes(),
+                                  headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id})
+            return
+        with tracing.publishing(envelope, subject) as (envelope, trace_headers):
+            await self.js.publish(subject, envelope.to_bytes(),
+                                  headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id, **trace_headers})
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
         await asyncio.gather(*(self.publish(e) for e in envelopes))

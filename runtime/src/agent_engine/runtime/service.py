@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agent_engine.runtime import health, logs
+from agent_engine.runtime import health, logs, tracing
 from agent_engine.runtime.settings import env_float
 
 Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -38,6 +38,7 @@ def grace_from_env() -> float:
 
 def run(service: str, main: Main) -> None:
     log = logs.setup(service)
+    tracing.setup(service)
     grace = grace_from_env()
     port = health.port_from_env()
     asyncio.run(_supervise(main, grace, port, log))
@@ -97,6 +98,7 @@ def _end(code: int, message: str | None = None) -> None:
     handed work to, and a thread blocked on a server that is gone would hold a drained process for ever."""
     if message:
         print(message, file=sys.stderr)
+    tracing.flush()  # os._exit skips atexit, where the SDK would export the last spans
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -33,6 +33,7 @@ from agent_engine.contracts.events.budgets import (
     BudgetReserved,
     BudgetSettled,
     PinnedPrices,
+    SubtaskBudget,
 )
 from agent_engine.contracts.events.guardrails import (
     GuardrailVerdict,
@@ -176,6 +177,7 @@ __all__ = [
     "PinnedPrices",
     "RequestedCall",
     "RuleHit",
+    "SubtaskBudget",
     "SubtaskFinished",
     "SubtaskRequested",
     "SubtaskSettled",

@@ -60,6 +60,10 @@ class BudgetReserved(EventData):
     """The UTC day (of the input that made the dispatch) whose budgets it also counts against."""
     user: str | None = None
     """The user whose user-day budget it also counts against."""
+    subtask: bool | None = Field(default=None, exclude_if=lambda v: v is None)
+    """True: the share of the task's budget given to one subtask of a SPLIT (`dispatch_id` is the subtask's
+    task id). The subtask reserves and settles its own calls in its own history, so a tenant's day sums leave
+    this record out (its spend would count twice)."""
 
 
 class BudgetSettled(EventData):
@@ -81,6 +85,19 @@ class BudgetSettled(EventData):
     limit_usd: str | None = None
     day: str | None = None
     """The reservation's day: the day budgets it is released from."""
+    user: str | None = None
+    subtask: bool | None = Field(default=None, exclude_if=lambda v: v is None)
+    """True: a subtask's share settled with what the subtask spent (see BudgetReserved.subtask)."""
+
+
+class SubtaskBudget(BaseModel):
+    """The budget a SPLIT gives each of its subtasks: an even share of what its task had left, the task's
+    policy over it, its prices and its sender (whose day budgets the subtask's calls count against)."""
+
+    limit_usd: str | None = None
+    """The share (absent: the task has only day budgets, which the subtask counts against too)."""
+    on_exceed: Literal["wait", "fail"] = "fail"
+    prices: PinnedPrices
     user: str | None = None
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from agent_engine.contracts.events.base import EventData
+from agent_engine.contracts.events.budgets import SubtaskBudget
 from agent_engine.contracts.events.tasks import Lineage
 from agent_engine.contracts.manifest import WorkflowManifest
 
@@ -61,6 +62,8 @@ class SubtaskRequested(EventData):
     workflow_manifest: WorkflowManifest
     input: dict[str, Any]
     upstream: dict[str, Any] = Field(default_factory=dict)
+    budget: SubtaskBudget | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The subtask's budget, when its parent has one (docs/guardrails.md, Budgets)."""
 
 
 class SubtaskFinished(EventData):
@@ -77,6 +80,9 @@ class SubtaskFinished(EventData):
     continued: bool | None = None
     """True when the subtask's last node failed but declares continue_on_failure: a failed input, not a
     reason to fail the parent."""
+    spent_usd: str | None = Field(default=None, pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$",
+                                  exclude_if=lambda v: v is None)
+    """What the subtask spent on LLM calls, when it had a budget: the parent settles the subtask's share with it."""
 
 
 class SubtaskSettled(EventData):

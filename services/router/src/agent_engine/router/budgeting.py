@@ -18,6 +18,7 @@ from agent_engine.contracts.events import (
     NodeDispatched,
     NodeRetryScheduled,
     PinnedPrices,
+    SubtaskBudget,
 )
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable
@@ -26,10 +27,12 @@ from agent_engine.router.budgets import (
     actual_cost,
     alert_due,
     exceeded_reason,
+    judge_worst_case,
     manifest_models,
     models_for,
     prompt_bytes,
     recheck_at,
+    share_of,
     usd,
     worst_case,
 )
@@ -54,6 +57,41 @@ def open_budget(out: Emitter, manifest: WorkflowManifest, prices: PriceTable | N
                          prices=PinnedPrices.model_validate(pinned), user=user))
 
 
+def open_subtask_budget(out: Emitter, budget: SubtaskBudget | None) -> None:
+    """A subtask starts with the budget its SPLIT gave it (nothing without one)."""
+    if budget is not None:
+        out.add(BudgetOpened(limit_usd=budget.limit_usd, on_exceed=budget.on_exceed, prices=budget.prices,
+                             user=budget.user))
+
+
+def share_out(out: Emitter, split: str, subtasks: list[str]) -> SubtaskBudget | None:
+    """A SPLIT fans out in a task with a budget: each subtask gets an even share of what is left, reserved here
+    (by the subtask's id) until the subtask says what it spent, so the task's spent + reserved stays within its
+    limit whatever the subtasks do. A task with only day budgets reserves nothing: each subtask counts its own
+    calls against the same day budgets."""
+    ledger = out.state.budget
+    if ledger is None or not subtasks:
+        return None
+    share = share_of(ledger, len(subtasks))
+    for subtask_id in subtasks if share is not None else ():
+        ledger = out.state.budget
+        assert ledger is not None and ledger.limit is not None and share is not None
+        out.add(BudgetReserved(dispatch_id=subtask_id, node=split, amount_usd=usd(share),
+                               reserved_usd=usd(ledger.reserved + share), spent_usd=usd(ledger.spent),
+                               limit_usd=usd(ledger.limit), subtask=True))
+    return SubtaskBudget(limit_usd=_usd(share), on_exceed=ledger.on_exceed,  # type: ignore[arg-type]
+                         prices=PinnedPrices.model_validate(ledger.prices.to_json()), user=ledger.user)
+
+
+def settle_subtask(out: Emitter, subtask_id: str, spent_usd: str | None) -> None:
+    """A subtask ended: its share is settled with what it spent (the whole share when it does not say)."""
+    ledger = out.state.budget
+    entry = ledger.open.get(subtask_id) if ledger is not None else None
+    if ledger is None or entry is None or subtask_id not in ledger.shares:
+        return
+    _settle(out, subtask_id, entry, Decimal(spent_usd) if spent_usd is not None else entry[1], "result")
+
+
 def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> NodeDispatched | str | None:
     """Reserve an agent dispatch's worst case. Returns the dispatch to record (carrying its reservation), the
     reason the node fails, or None: it waits (a node already waiting that still does not fit records nothing)."""
@@ -64,6 +102,10 @@ def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> Node
     models = models_for(agent, built.model_choice.model if built.model_choice else agent.model)
     size = prompt_bytes(agent, built.context, agent.output_schema_json, agent.tool_defs)
     needed = worst_case(ledger.prices, agent, models, size, bool(built.context.summarise))
+    judge = built.check_output.judge if built.check_output is not None else None
+    if judge is not None and isinstance(needed, Decimal):  # the output gate's judge is paid from this reservation
+        extra = judge_worst_case(ledger.prices, judge, agent, size)
+        needed = extra if isinstance(extra, str) else needed + extra
     if isinstance(needed, Decimal) and ledger.fits(needed):
         short = _day_short(out, built, needed)
         if short != "":
@@ -147,7 +189,8 @@ def _settle(out: Emitter, dispatch_id: str, entry: tuple[str, Decimal, str | Non
     node, amount, day, user = entry
     out.add(BudgetSettled(dispatch_id=dispatch_id, node=node, released_usd=usd(amount), cost_usd=usd(cost),
                           outcome=outcome, reserved_usd=usd(ledger.reserved - amount),  # type: ignore[arg-type]
-                          spent_usd=usd(ledger.spent + cost), limit_usd=_usd(ledger.limit), day=day, user=user))
+                          spent_usd=usd(ledger.spent + cost), limit_usd=_usd(ledger.limit), day=day, user=user,
+                          subtask=True if dispatch_id in ledger.shares else None))
     ledger = out.state.budget
     if ledger is not None and alert_due(ledger) and ledger.alert_at is not None and ledger.limit is not None:
         out.add(BudgetAlert(spent_usd=usd(ledger.spent), limit_usd=usd(ledger.limit), alert_at=ledger.alert_at))

@@ -14,12 +14,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import LlmCallNote, NodeContext
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
+from agent_engine.contracts.policy import JudgeRule
 from agent_engine.contracts.pricing import PriceTable, parse
 
 MOCK_MODEL = "mock-1"
@@ -53,6 +54,8 @@ class Ledger:
     alerted: bool = False
     waiting: Mapping[str, Wait] = field(default_factory=dict)
     """node -> the dispatch it waits to make, in the order they began to wait."""
+    shares: frozenset[str] = frozenset()
+    """The open reservations that are subtasks' shares (by subtask id) rather than agent dispatches."""
 
     user: str | None = None
 
@@ -72,6 +75,9 @@ def manifest_models(manifest: WorkflowManifest) -> list[str]:
     """Every model a workflow's agents may use (their own, the nodes', the tiers', the fallbacks', the mock):
     the price rows a task pins when it starts."""
     out = [MOCK_MODEL, *(n.model for n in manifest.nodes if n.model)]
+    judge = manifest.policy.output.judge if manifest.policy and manifest.policy.output else None
+    if judge is not None:
+        out.append(judge.model)
     for agent in manifest.agents.values():
         out += [agent.model, *(t.model for t in agent.tiers), *(f.model for f in agent.fallbacks)]
     return sorted(set(out))
@@ -122,6 +128,20 @@ def worst_case(prices: PriceTable, agent: AgentSpec, models: list[str], first_pr
     return total
 
 
+JUDGE_TEXT_BYTES = 4096
+"""An upper bound of the grounding judge's fixed instruction, reply schema and framing."""
+JUDGE_BYTES_PER_TOKEN = 8
+"""What the judge reads of a node's output: at most max_tokens tokens, counted at 8 bytes each. An estimate, not
+a bound (a reply has no byte limit): the agent-runner checks the judge's real prompt against what is left."""
+
+
+def judge_worst_case(prices: PriceTable, judge: JudgeRule, agent: AgentSpec, first_prompt: int) -> Decimal | str:
+    """The most the workflow's grounding judge costs after an agent dispatch: one call reading the node's inputs
+    (inside its prompt) and its output, with max_tokens out, at the dearest of the judge's model and the mock."""
+    size = first_prompt + agent.max_tokens * JUDGE_BYTES_PER_TOKEN + JUDGE_TEXT_BYTES + len(judge.prompt.encode())
+    return prices.worst_case([judge.model, MOCK_MODEL], size, judge.max_tokens)
+
+
 def actual_cost(calls: list[LlmCallNote] | None, reserved: Decimal) -> Decimal:
     """What a dispatch's result says it cost: the sum of its LLM calls. A call the runner could not price
     (`unpriced`) counts as the whole reservation, so what is spent is never under-counted."""
@@ -142,6 +162,17 @@ def exceeded_reason(node: str, needed: Decimal | str, ledger: Ledger) -> str:
     left = max(ledger.available or ZERO, ZERO)
     return (f"node '{node}' needs up to ${usd(needed)} (worst case) but only ${usd(left)} of the task's budget "
             f"of ${usd(ledger.limit or ZERO)} is left (spent ${usd(ledger.spent)}, reserved ${usd(ledger.reserved)})")
+
+
+SHARE_QUANTUM = Decimal("0.000001")
+"""Subtasks' shares are rounded down to a millionth of a dollar, so together they never exceed what was left."""
+
+
+def share_of(ledger: Ledger, count: int) -> Decimal | None:
+    """Each of `count` subtasks' even share of what the task has left (None: the task has no limit of its own)."""
+    if ledger.available is None:
+        return None
+    return (max(ledger.available, ZERO) / count).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN)
 
 
 def alert_due(ledger: Ledger) -> bool:
@@ -168,11 +199,12 @@ def evolve_ledger(ledger: Ledger | None, record: Envelope) -> Ledger | None:
     if record.type == "budget.reserved":
         waiting = {n: w for n, w in ledger.waiting.items() if n != data["node"]}
         entry = (data["node"], Decimal(data["amount_usd"]), data.get("day"), data.get("user"))
-        return replace(ledger, open={**ledger.open, data["dispatch_id"]: entry}, waiting=waiting)
+        shares = ledger.shares | {data["dispatch_id"]} if data.get("subtask") else ledger.shares
+        return replace(ledger, open={**ledger.open, data["dispatch_id"]: entry}, waiting=waiting, shares=shares)
     if record.type == "budget.settled":
         return replace(ledger, open={d: v for d, v in ledger.open.items() if d != data["dispatch_id"]},
                        spent=ledger.spent + Decimal(data["cost_usd"]),
-                       settled=ledger.settled | {data["dispatch_id"]})
+                       settled=ledger.settled | {data["dispatch_id"]}, shares=ledger.shares - {data["dispatch_id"]})
     if record.type == "budget.exceeded":
         waiting = {n: w for n, w in ledger.waiting.items() if n != data["node"]}
         if data["then"] == "wait":

@@ -67,7 +67,7 @@ from agent_engine.contracts.validation import ManifestError, blocking
 from agent_engine.router import ENGINE_VERSION
 from agent_engine.router.admission import Admission
 from agent_engine.router.approvals import on_approval
-from agent_engine.router.budgeting import RESULTS, open_budget, settle_result
+from agent_engine.router.budgeting import RESULTS, open_budget, open_subtask_budget, settle_result
 from agent_engine.router.cancel import on_cancel
 from agent_engine.router.dispatch import MAX_CONTEXT_BYTES, choose_model, dispatch_id_for, resolve_args
 from agent_engine.router.emitter import Emitter
@@ -245,6 +245,7 @@ def _on_subtask_requested(out: Emitter, inp: RouterInput, req: SubtaskRequested)
     split = subtask_split(req)
     out.add(_started(req.workflow, req.revision, req.input, manifest, lineage=req.lineage,
                      entry=manifest.successors(split.id)[0].to, stop_at=req.merge, upstream=req.upstream))
+    open_subtask_budget(out, req.budget)
     assert out.state.entry is not None
     activate(out, out.state.entry, f"subtask {req.lineage.index} of SPLIT node '{split.id}'")
 

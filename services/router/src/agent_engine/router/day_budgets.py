@@ -48,11 +48,12 @@ class DayBudgets:
         event = inp.event
         if not self.apply_to(event.tenant) or state.terminal:
             return inp
-        starting = event.type in ("task.accepted", "task.admitted") and state.status in ("new", "queued")
+        starting = ((event.type in ("task.accepted", "task.admitted") and state.status in ("new", "queued"))
+                    or (event.type == "subtask.requested" and state.status == "new" and bool(event.data.get("budget"))))
         if state.budget is None and not starting:
             return inp  # a task that started without them (before they were configured) stays without
         limits = limits_for(self.limits, event.tenant)
-        user = state.budget.user if state.budget is not None else event.data.get("requested_by")
+        user = state.budget.user if state.budget is not None else _sender(event.data)
         day = day_of(event)
         rooms: list[DayRoom] = []
         if limits.tenant_day is not None:
@@ -87,3 +88,9 @@ class DayBudgets:
         if key not in batch.days:
             batch.days[key] = await asyncio.to_thread(self.store.load_day, key)
         return batch.days[key]
+
+
+def _sender(data: dict[str, object]) -> object:
+    """Whose user-day budget a starting task counts against: its request's sender, or its SPLIT's budget's user."""
+    budget = data.get("budget")
+    return budget.get("user") if isinstance(budget, dict) else data.get("requested_by")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from agent_engine.contracts.events import NodeFailed, SubtaskFinished, SubtaskRequested, SubtaskSettled
 from agent_engine.contracts.manifest import NodeSpec
 from agent_engine.contracts.validation import blocking
+from agent_engine.router.budgeting import settle_subtask
 from agent_engine.router.emitter import Emitter
 from agent_engine.router.records import InvalidInput, RouterInput
 from agent_engine.router.walk import finish, try_merge
@@ -34,6 +35,7 @@ def subtask_split(req: SubtaskRequested) -> NodeSpec:
 
 
 def on_subtask_finished(out: Emitter, inp: RouterInput, finished: SubtaskFinished) -> None:
+    settle_subtask(out, finished.subtask_id, finished.spent_usd)  # even after the task ended: nothing twice
     state = out.state
     fanout = state.fanouts.get(finished.parent_node)
     if state.status not in ("running", "waiting") or fanout is None or finished.index in fanout.results:

@@ -26,7 +26,8 @@ from agent_engine.contracts.events import (
     TaskSucceeded,
 )
 from agent_engine.contracts.manifest import NodeSpec, WorkflowManifest, lookup
-from agent_engine.router.budgeting import reserve, settle_unanswered
+from agent_engine.router.budgeting import reserve, settle_unanswered, share_out
+from agent_engine.router.budgets import usd
 from agent_engine.router.dispatch import Fails, build_dispatch
 from agent_engine.router.emitter import Emitter
 from agent_engine.router.folds import add_usage
@@ -207,8 +208,9 @@ def _fan_out(out: Emitter, spec: NodeSpec) -> None:
         node_failed(out, spec.id, out.state.nodes[spec.id].attempts, planned)
         return
     out.add(planned.fanned_out)
+    budget = share_out(out, spec.id, [task_id for task_id, _ in planned.requests])
     for task_id, request in planned.requests:
-        out.add(request, task_id=task_id)
+        out.add(request.model_copy(update={"budget": budget}) if budget else request, task_id=task_id)
     if not planned.requests:
         try_merge(out, spec.split.merge)
 
@@ -267,9 +269,10 @@ def finish(out: Emitter, status: str, reason: str, *, exit_node: str | None = No
         _stop_subtask(out, task_id, f"parent task {status}: {reason}"[:1000])
     lineage = state.lineage
     if lineage is not None and lineage.parent_node is not None and lineage.index is not None:
+        spent = usd(state.budget.spent) if state.budget is not None else None  # settles its share in the parent
         out.add(SubtaskFinished(subtask_id=out.task_id, parent_node=lineage.parent_node, index=lineage.index,
                                 status=status, output=output if status == "succeeded" else None,  # type: ignore[arg-type]
-                                reason=reason, continued=continued or None), task_id=lineage.parent_id)
+                                reason=reason, continued=continued or None, spent_usd=spent), task_id=lineage.parent_id)
 
 
 def _stop_subtask(out: Emitter, task_id: str, reason: str) -> None:

@@ -29,6 +29,12 @@ class Row:
     entry: dict[str, Any] | None = None
     """What the task's budget log shows of it."""
 
+    @property
+    def share(self) -> bool:
+        """A SPLIT's reservation (or settlement) of a subtask's share: counted in its task, not in a tenant's day,
+        where the subtask's own records count what it spent."""
+        return bool(self.entry and self.entry.get("subtask"))
+
 
 def row_of(event: Envelope) -> Row | None:
     """The row of a budget record (None for another type, or a day log's copy); one that is not valid raises

@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
-from agent_engine.telemetry import taskindex
+from agent_engine.telemetry import scores, taskindex
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
@@ -139,7 +139,7 @@ class PgLedger:
             if not self._schema_ready:
                 with self._schema_lock, conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.p} schema",))
-                    conn.execute(schema(self.p))
+                    conn.execute(schema(self.p) + scores.schema(self.p))
                     self._schema_ready = True
             yield conn
 
@@ -189,6 +189,8 @@ class PgLedger:
             counts: Counter[tuple[str, str]] = Counter(("subject", subject_kind(m.subject)) for m in fresh)
             erased = self._erased(conn, fresh)
             for m in fresh:
+                if m.event is not None and (m.event.tenant, m.event.task_id) not in erased:  # not again after a forget
+                    scores.insert(conn, self.p, m.event)
                 if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call,
                                                                                erased):
                     counts[("event", m.event.type)] += 1
@@ -288,7 +290,8 @@ class PgLedger:
         stream from its first message again (`agentctl cost rebuild`)."""
         with self._conn() as conn, conn.transaction():
             conn.execute(f"LOCK TABLE {self.p}_position IN ACCESS EXCLUSIVE MODE")
-            tables = ", ".join(f"{self.p}_{t}" for t in ("events", "calls", "totals", "counts", "budget", "tasks"))
+            tables = ", ".join(f"{self.p}_{t}" for t in ("events", "calls", "totals", "counts", "budget", "tasks",
+                                                         "attempts", "task_workflows"))  # scores.py's too
             conn.execute(f"TRUNCATE {tables}")
             conn.execute(f"UPDATE {self.p}_position SET sequence = 0 WHERE id = 1")
 
@@ -328,6 +331,7 @@ class PgLedger:
                 rows = conn.execute(f"DELETE FROM {self.p}_calls WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_budget WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_tasks WHERE {where} RETURNING task_id", params).fetchall()
+                conn.execute(f"DELETE FROM {self.p}_attempts WHERE {where}", params)
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
@@ -343,7 +347,8 @@ class PgLedger:
                 return self._task_line(conn, task_id, tenant)
             if tenant:
                 days = {str(r[0]): _budget(r[1:]) for r in conn.execute(
-                    f"SELECT day, {BUDGET_SUMS} FROM {self.p}_budget WHERE tenant = %s GROUP BY day ORDER BY day",
+                    f"SELECT day, {BUDGET_SUMS} FROM {self.p}_budget WHERE tenant = %s AND NOT entry ? 'subtask' "
+                    "GROUP BY day ORDER BY day",  # a subtask's share: its own records count its spend
                     (tenant,))}
                 return {"tenant": tenant, **self._total(conn, "tenant", tenant),
                         **({"budget_days": days} if days else {})}
@@ -356,6 +361,11 @@ class PgLedger:
                 counts[kind][key] = int(n)
         return {"tenants": totals["tenant"], "models": totals["model"], "days": totals["day"],
                 "events_by_type": counts["event"], "messages_by_subject": counts["subject"]}
+
+    def agents(self, f: scores.Filter) -> list[dict[str, Any]]:
+        """Agent scores (scores.py), as the in-memory ledger's `scores.query` gives them."""
+        with self._conn() as conn:
+            return scores.select(conn, self.p, f)
 
     def _total(self, conn: psycopg.Connection[Any], kind: str, key: str) -> dict[str, Any]:
         row = conn.execute(f"SELECT {', '.join(LINE_SUMS)} FROM {self.p}_totals WHERE kind = %s AND key = %s",
