@@ -29,12 +29,12 @@ from agent_engine.contracts.subjects import (
     rpc_listen,
     rpc_scope,
 )
-from agent_engine.runtime import health, service
+from agent_engine.runtime import health, metrics, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets, scores, taskindex
+from agent_engine.telemetry import budgets, scores, taskindex, taskmetrics
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 from agent_engine.telemetry.rebuild import Rebuild
@@ -76,6 +76,7 @@ async def main(stop: asyncio.Event) -> None:
                     "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
         ledger = Ledger()
     call = caller(ledger)
+    metrics.SAMPLERS.add("tasks", taskmetrics.sampler(lambda: call(ledger.query)))
     rebuild = Rebuild()
 
     async def answer(action: str, raw: bytes, scope: str | None) -> dict[str, Any]:
