@@ -223,6 +223,17 @@ async def reset(ledger: Ledger | PgLedger, call: Call, rebuild: Rebuild) -> None
     rebuild.started()
 
 
+async def delivered_all(sub: JetStreamContext.PushSubscription) -> bool:
+    """Has the consumer nothing more to deliver? A second without a message is not enough under load; the
+    server's count of pending messages is (what was delivered and not yet folded waits in no buffer: the
+    caller's wait for a message just ran out)."""
+    try:
+        return int((await sub.consumer_info()).num_pending or 0) == 0
+    except Exception as exc:  # noqa: BLE001  JetStream busy: ask again at the next idle second
+        log.warning("cannot read the ledger consumer's pending count yet: %s", describe(exc)[:200])
+        return False
+
+
 async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger, call: Call, stop: asyncio.Event,
                batch_size: int, rebuild: Rebuild | None = None) -> None:
     """Take what the consumer delivers in batches and fold each in one transaction, retrying one that fails
@@ -241,7 +252,7 @@ async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger
             if not caught_up:
                 caught_up = True
                 log.info("caught up: %d message(s) read since start", read_since_start)
-            if rebuild:
+            if rebuild and rebuild.running and await delivered_all(sub):
                 rebuild.progress(0, None)
             continue
         read_since_start += len(batch)
