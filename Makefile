@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := contracts runtime memory services/router services/agent-runner services/tool-runner \
-            services/guardrails services/telemetry cli testkit client
+            services/guardrails services/telemetry services/dashboard cli testkit client
 STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 
