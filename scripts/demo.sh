@@ -11,6 +11,8 @@ export AE_MOCK_DELAY_S=${AE_MOCK_DELAY_S:-0.2}
 trap 'AE_NATS_CREDENTIAL= "$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
 echo "== agentctl up --detach (embedded NATS + PostgreSQL, the five services and the credential authority as processes; state in $AE_HOME)"
 "$BIN/agentctl" up --detach
+dashboard=$("$BIN/agentctl" ps --json | "$BIN/python" -c 'import json, sys; print(next((r.get("url") or "" for r in json.load(sys.stdin) if r["name"] == "dashboard"), ""))')
+echo "the dashboard: $dashboard (log in with the token in $AE_HOME/dashboard-operators; docs/observability.md)"
 echo
 echo "== agentctl tenant add demo --user demo --role admin (authorization is on: every connection needs a credential)"
 cred="$AE_HOME/credentials/tenants/demo/demo.json"
