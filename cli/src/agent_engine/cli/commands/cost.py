@@ -7,13 +7,15 @@ import argparse
 
 from agent_engine.cli import render
 from agent_engine.cli.client import ask
+from agent_engine.cli.commands.costrebuild import add_rebuild, cmd_rebuild
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.subjects import TELEMETRY_RPC
 
 
 def register(sub: Subparsers) -> None:
     cost = sub.add_parser("cost", help="token and cost ledger from telemetry: with --task, each call and node; "
-                          "otherwise JSON by tenant, model and day")
+                          "otherwise JSON by tenant, model and day; `cost rebuild` refolds it from the stream")
+    add_rebuild(cost)
     cost.add_argument("--task")
     cost.add_argument("--tenant")
     add_json(cost, help="the ledger as JSON")
@@ -29,6 +31,8 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
+    if args.action == "rebuild":
+        return cmd_rebuild(args)
     ledger = ask(TELEMETRY_RPC, "ledger", {"task_id": args.task, "tenant": args.tenant})
     if args.json or not args.task:
         print_json(ledger)

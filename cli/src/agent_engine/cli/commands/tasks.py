@@ -1,4 +1,5 @@
-"""`agentctl task show|history|cancel|replay|fork`: one task, as the router stored it."""
+"""`agentctl task show|history|cancel|replay|fork`: one task, as the router stored it; `task list` (tasklist.py)
+finds tasks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from agent_engine.cli import render
 from agent_engine.cli.client import CliError, ask, connect
 from agent_engine.cli.commands.submit import follow_task
+from agent_engine.cli.commands.tasklist import add_list
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import TaskCancelRequested, TaskForkRequested
@@ -19,8 +21,9 @@ TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
 
 
 def register(sub: Subparsers) -> None:
-    task = sub.add_parser("task", help="inspect one task")
+    task = sub.add_parser("task", help="find tasks (list) and inspect one task")
     task_sub = task.add_subparsers(dest="task_command", required=True, metavar="ACTION")
+    add_list(task_sub)
     sh = task_sub.add_parser("show", help="status, nodes, attempts, timings, outputs, token usage")
     sh.add_argument("task_id")
     add_json(sh)

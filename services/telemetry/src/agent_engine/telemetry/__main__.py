@@ -34,9 +34,10 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets
+from agent_engine.telemetry import budgets, taskindex
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
+from agent_engine.telemetry.rebuild import Rebuild
 
 log = logging.getLogger("telemetry")
 
@@ -50,7 +51,7 @@ def message_of(msg: Msg) -> Message:
     event costs CPU);
     one that cannot be read is counted by subject and skipped, as the stream keeps it."""
     sequence = msg.metadata.sequence.stream
-    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)):  # the budget records too
+    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)) and not taskindex.is_lifecycle(msg.subject):
         return Message(sequence, msg.subject)
     try:
         event = read(msg)  # an event on another tenant's (or type's) subject is refused too
@@ -73,15 +74,48 @@ async def main(stop: asyncio.Event) -> None:
                     "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
         ledger = Ledger()
     call = caller(ledger)
+    rebuild = Rebuild()
+
+    async def answer(action: str, raw: bytes, scope: str | None) -> dict[str, Any]:
+        if action == "tasks.list":  # the task index (taskindex.py); a tenant's credential sees only its tenant
+            body, problem = read_query(raw, task_required=False)
+            if problem:
+                return {"error": problem}
+            wanted, problem = taskindex.read_filter(body, scope)
+            if problem:
+                return {"error": problem}
+            tasks: dict[str, Any] = await call(ledger.list_tasks, wanted)
+            return tasks
+        if action == "ledger.rebuild":
+            return await rebuild_asked(raw, scope)
+        query, problem = read_query(raw, task_required=False)
+        if action != "ledger":
+            problem = f"unknown telemetry query '{action}'; known: ledger, ledger.rebuild, tasks.list"
+        if problem:
+            return {"error": problem}
+        result: dict[str, Any] = await call(ledger.query, query.get("task_id"), scope or query.get("tenant"))
+        return result
+
+    async def rebuild_asked(raw: bytes, scope: str | None) -> dict[str, Any]:
+        """The platform's `agentctl cost rebuild`: refused to a tenant's credential (the ledger is everyone's),
+        and, unless forced, when the stream no longer holds its first messages (they would be lost)."""
+        if scope is not None:
+            return {"error": "only the platform administrator may rebuild the ledger, not a tenant's credential"}
+        body, problem = read_query(raw, task_required=False)
+        if problem:
+            return {"error": problem}
+        info = await bus.js.stream_info(STREAM)
+        if info.state.first_seq > 1 and body.get("force") is not True:
+            return {"error": f"the stream holds sequences {info.state.first_seq} to {info.state.last_seq} only "
+                             f"(its retention removed 1 to {info.state.first_seq - 1}): a rebuild would lose the "
+                             "calls they counted; ask again with force to rebuild from what is left"}
+        log.warning("ledger rebuild asked: emptying the ledger and folding the stream again from its first message")
+        return await rebuild.ask(info.state.last_seq)
 
     async def on_query(msg: Msg) -> None:
-        query, problem = read_query(msg.data, task_required=False)
         scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
-        if action != "ledger":
-            problem = f"unknown telemetry query '{action}'; known: ledger"
         try:
-            reply = {"error": problem} if problem else await call(
-                ledger.query, query.get("task_id"), scope or query.get("tenant"))
+            reply = await answer(action, msg.data, scope)
         except Exception as exc:  # noqa: BLE001  PostgreSQL away: the asker hears it
             reply = {"error": f"the ledger cannot be read now: {describe(exc)[:200]}"}
         try:
@@ -111,20 +145,27 @@ async def main(stop: asyncio.Event) -> None:
 
     try:
         await bus.nc.subscribe(TENANT_FORGOTTEN, cb=on_forgotten)
-        position = await resume(bus, ledger, call, stop)
-        if stop.is_set():
-            return
-        if position:
-            log.info("resuming from stream sequence %d", position + 1)
-            start = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=position + 1)
-        else:
-            log.info("reading the stream from its first message")
-            start = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        sub = await bus.js.subscribe(STREAM_SUBJECTS[0], stream=STREAM, config=start, ordered_consumer=True)
-        for subject in rpc_listen(TELEMETRY_RPC):
-            await bus.nc.subscribe(subject, cb=on_query)
-        health.PROCESS.serving = True
-        await fold(sub, ledger, call, stop, env_int("AE_LEDGER_BATCH", BATCH))
+        listening = False
+        while not stop.is_set():  # once, unless a rebuild restarts the fold from the first message
+            position = await resume(bus, ledger, call, stop)
+            if stop.is_set():
+                return
+            if position:
+                log.info("resuming from stream sequence %d", position + 1)
+                start = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=position + 1)
+            else:
+                log.info("reading the stream from its first message")
+                start = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+            sub = await bus.js.subscribe(STREAM_SUBJECTS[0], stream=STREAM, config=start, ordered_consumer=True)
+            if not listening:
+                for subject in rpc_listen(TELEMETRY_RPC):
+                    await bus.nc.subscribe(subject, cb=on_query)
+                health.PROCESS.serving = listening = True
+            await fold(sub, ledger, call, stop, env_int("AE_LEDGER_BATCH", BATCH), rebuild)
+            if stop.is_set():
+                return
+            await sub.unsubscribe()  # a rebuild was asked: a new consumer reads from the first message
+            await reset(ledger, call, rebuild)
     finally:
         await bus.close()
         await asyncio.to_thread(ledger.close)
@@ -161,12 +202,25 @@ async def resume(bus: Bus, ledger: Ledger | PgLedger, call: Call, stop: asyncio.
     return 0
 
 
+async def reset(ledger: Ledger | PgLedger, call: Call, rebuild: Rebuild) -> None:
+    """Empty the ledger for a rebuild (the caller then folds from the first message); a reset that fails leaves
+    the ledger as it was and tells the askers."""
+    try:
+        await call(ledger.reset)
+    except Exception as exc:  # noqa: BLE001  PostgreSQL away: the fold resumes where it was
+        log.error("the ledger was not rebuilt: %s", describe(exc)[:200])
+        rebuild.failed(describe(exc)[:200])
+        return
+    rebuild.started()
+
+
 async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger, call: Call, stop: asyncio.Event,
-               batch_size: int) -> None:
+               batch_size: int, rebuild: Rebuild | None = None) -> None:
     """Take what the consumer delivers in batches and fold each in one transaction, retrying one that fails
-    (PostgreSQL away) until it is written: nothing is skipped, and flow control holds the server back meanwhile."""
+    (PostgreSQL away) until it is written: nothing is skipped, and flow control holds the server back meanwhile.
+    Returns at stop, or when a rebuild is asked (after the batch in hand is written)."""
     read_since_start, caught_up = 0, False
-    while not stop.is_set():
+    while not stop.is_set() and not (rebuild and rebuild.asked.is_set()):
         batch: list[Message] = []
         try:
             batch.append(message_of(await sub.next_msg(timeout=1.0)))
@@ -178,11 +232,15 @@ async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger
             if not caught_up:
                 caught_up = True
                 log.info("caught up: %d message(s) read since start", read_since_start)
+            if rebuild:
+                rebuild.progress(0, None)
             continue
         read_since_start += len(batch)
         while True:
             try:
-                await call(ledger.apply, batch)
+                folded = await call(ledger.apply, batch)
+                if rebuild:
+                    rebuild.progress(folded, batch[-1].sequence)
                 break
             except Exception as exc:  # noqa: BLE001  PostgreSQL away: keep the batch and try again
                 log.warning("cannot write %d message(s) to the ledger (%s); retrying", len(batch), describe(exc)[:200])

@@ -9,7 +9,9 @@ from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import EVENT_TYPES, LlmCalled
+from agent_engine.telemetry import taskindex
 from agent_engine.telemetry.budgets import BudgetLine, row_of
+from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
 
 
 @dataclass
@@ -109,6 +111,8 @@ class Ledger:
     budget_days: dict[tuple[str, str], BudgetLine] = field(default_factory=lambda: defaultdict(BudgetLine))
     """Per (tenant, UTC day): the reservations made and the spend settled that day."""
     budget_log: dict[TaskKey, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    tasks: dict[TaskKey, TaskRow] = field(default_factory=dict)
+    """The task index (taskindex.py): one row per task seen, for `tasks.list`."""
 
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
@@ -120,9 +124,11 @@ class Ledger:
             self.tenants_of.get(key[1], set()).discard(tenant)
         for node_key in [k for k in self.by_node if k[0] in gone]:
             del self.by_node[node_key]
+        gone |= {k for k in self.tasks if k[0] == tenant and (task_ids is None or k[1] in task_ids)}
         for key in gone:
             self.budgets.pop(key, None)
             self.budget_log.pop(key, None)
+            self.tasks.pop(key, None)
         self.erased |= gone
         return len(gone)
 
@@ -150,6 +156,12 @@ class Ledger:
     def close(self) -> None:
         pass
 
+    def reset(self) -> None:
+        """Forget everything folded (for a rebuild from the stream's first message) but the erased tasks."""
+        erased = self.erased
+        self.__dict__.update(Ledger().__dict__)
+        self.erased = erased
+
     def observe(self, event: Envelope) -> None:
         """Fold one event; an llm.called that is not valid (say, a cost that is no decimal) raises and
         changes nothing."""
@@ -158,8 +170,14 @@ class Ledger:
         call = call_of(event)
         budget = row_of(event)
         self.seen.add(event.id)
-        self.events_by_type[event.type] += 1
-        if budget is not None:
+        owner = (event.tenant, event.task_id)
+        if event.type in taskindex.LIFECYCLE and owner not in self.erased:
+            row = taskindex.fold(self.tasks.get(owner), event)
+            if row is not None:
+                self.tasks[owner] = row
+        if call is not None or (budget is not None and owner not in self.erased):  # as PostgreSQL counts them
+            self.events_by_type[event.type] += 1
+        if budget is not None and owner not in self.erased:  # as in PostgreSQL: an erased task gets no lines again
             self.budgets[(event.tenant, event.task_id)].add(budget)
             if not budget.share:  # a subtask's share: the subtask's own records count its spend in the day
                 self.budget_days[(event.tenant, budget.day)].add(replace(budget, limit=None))  # limits are per task
@@ -168,11 +186,13 @@ class Ledger:
         if call is None:
             return
         task = (event.tenant, event.task_id)
-        self.tenants_of[event.task_id].add(event.tenant)
-        self.by_task[task].add(call)
         for table, key in ((self.by_tenant, event.tenant), (self.by_model, f"{call.provider}/{call.model}"),
                            (self.by_day, event.time.date().isoformat())):
             table[key].add(call)
+        if task in self.erased:  # its totals count, as they did before the erasure; no task line again
+            return
+        self.tenants_of[event.task_id].add(event.tenant)
+        self.by_task[task].add(call)
         self.by_node[(task, call.node)].add(call)
         self.calls[task].append(self.entry(event, call))
 
@@ -197,6 +217,11 @@ class Ledger:
             "events_by_type": dict(self.events_by_type),
             "messages_by_subject": dict(self.messages_by_subject),
         }
+
+    def list_tasks(self, wanted: TaskFilter) -> dict[str, Any]:
+        """`tasks.list`: the tasks that match, newest first, each with its cost so far."""
+        rows = taskindex.newest_first([r for r in self.tasks.values() if wanted.matches(r)])[:wanted.limit]
+        return {"tasks": [r.as_json(str(self.by_task.get((r.tenant, r.task_id), Line()).cost_usd)) for r in rows]}
 
     def task_line(self, task_id: str, tenant: str | None) -> dict[str, Any]:
         """One task's line; of the tenant asking, else of the one tenant with calls under that id (a task

@@ -9,7 +9,8 @@ Tables (prefix `ae_ledger`, created at start under an advisory lock, as memory d
 llm.called events counted; `_calls` one row per call (the task lines, node lines and call log); `_totals` the
 sums by tenant, model and day (which name no task, and so stay when a tenant is forgotten); `_budget` one row per
 budget record (a task's reserved and spent, and a tenant's by day: budgets.py); `_counts` events by
-type and messages by subject type; `_erased` the tasks whose lines were dropped by a forget.
+type and messages by subject type; `_tasks` the task index (taskindex.py: one row per task, for `tasks.list`);
+`_erased` the tasks whose lines were dropped by a forget.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
+from agent_engine.telemetry import taskindex
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
-from agent_engine.telemetry.ledger import Ledger, Line, Message, subject_kind
+from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
+from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
 
 log = logging.getLogger("telemetry")
 
@@ -96,6 +99,20 @@ CREATE TABLE IF NOT EXISTS {p}_budget (
 );
 CREATE INDEX IF NOT EXISTS {p}_budget_task ON {p}_budget (tenant, task_id, sequence);
 CREATE INDEX IF NOT EXISTS {p}_budget_day ON {p}_budget (tenant, day);
+CREATE TABLE IF NOT EXISTS {p}_tasks (
+    tenant text NOT NULL,
+    task_id text NOT NULL,
+    workflow text NOT NULL,
+    revision text NOT NULL,
+    status text NOT NULL,
+    started_at timestamptz,
+    finished_at timestamptz,
+    error text NOT NULL,
+    input_text text NOT NULL,
+    PRIMARY KEY (tenant, task_id)
+);
+CREATE INDEX IF NOT EXISTS {p}_tasks_started ON {p}_tasks (started_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS {p}_tasks_tenant ON {p}_tasks (tenant, started_at DESC, task_id DESC);
 CREATE TABLE IF NOT EXISTS {p}_erased (
     tenant text NOT NULL,
     task_id text NOT NULL,
@@ -175,6 +192,8 @@ class PgLedger:
                     counts[("event", m.event.type)] += 1
                 elif m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event):
                     counts[("event", m.event.type)] += 1
+            self._fold_tasks(conn, [m.event for m in fresh if m.event is not None
+                                    and m.event.type in taskindex.LIFECYCLE])
             if counts:
                 conn.cursor().executemany(
                     f"INSERT INTO {self.p}_counts (kind, key, n) VALUES (%s, %s, %s) "
@@ -193,13 +212,14 @@ class PgLedger:
         unpriced = call.cost_usd == "unpriced"
         cost = Decimal(0) if unpriced else Decimal(call.cost_usd)
         u = call.usage
-        conn.execute(
-            f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
-            "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
-             u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock",
-             Jsonb(Ledger.entry(event, call))))
+        if not self._erased(conn, event):  # an erased task's call counts in the totals only (as before its erasure)
+            conn.execute(
+                f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
+                "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
+                 u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock",
+                 Jsonb(Ledger.entry(event, call))))
         line = (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, cost, int(unpriced),
                 int(call.provider == "mock"))
         sets = ", ".join(f"{c} = {self.p}_totals.{c} + excluded.{c}" for c in LINE_SUMS)
@@ -210,10 +230,76 @@ class PgLedger:
                                                   ("day", event.time.date().isoformat()))])
         return True
 
+    def _fold_tasks(self, conn: psycopg.Connection[Any], events: list[Envelope]) -> None:
+        """Fold a batch's lifecycle events into the task index: read the rows they touch, fold in order, write
+        them back (in the batch's transaction). Erased tasks get no row again."""
+        if not events:
+            return
+        keys = sorted({(e.tenant, e.task_id) for e in events})
+        pairs = ([k[0] for k in keys], [k[1] for k in keys])
+        erased = {(str(r[0]), str(r[1])) for r in conn.execute(
+            f"SELECT tenant, task_id FROM {self.p}_erased WHERE (tenant, task_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))", pairs)}
+        rows: dict[TaskKey, TaskRow | None] = {
+            (str(r[0]), str(r[1])): TaskRow(*r) for r in conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM {self.p}_tasks WHERE (tenant, task_id) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::text[])) FOR UPDATE", pairs)}
+        for event in events:
+            key = (event.tenant, event.task_id)
+            if key not in erased:
+                rows[key] = taskindex.fold(rows.get(key), event)
+        written = [r for r in rows.values() if r is not None]
+        if written:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in TASK_COLUMNS.split(", ")[2:])
+            conn.cursor().executemany(
+                f"INSERT INTO {self.p}_tasks ({TASK_COLUMNS}) VALUES ({', '.join(['%s'] * 9)}) "
+                f"ON CONFLICT (tenant, task_id) DO UPDATE SET {updates}",
+                [(r.tenant, r.task_id, r.workflow, r.revision, r.status, r.started_at, r.finished_at, r.error,
+                  r.input_text) for r in written])
+
+    def list_tasks(self, wanted: TaskFilter) -> dict[str, Any]:
+        """`tasks.list`, as the in-memory Ledger answers it."""
+        where: list[str] = ["true"]
+        params: list[Any] = []
+        for column, value in (("tenant", wanted.tenant), ("status", wanted.status), ("workflow", wanted.workflow)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if wanted.since is not None:
+            where.append("started_at >= %s")
+            params.append(wanted.since)
+        if wanted.search:
+            like = wanted.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("(task_id LIKE %s OR workflow ILIKE %s OR input_text ILIKE %s OR error ILIKE %s)")
+            params += [like + "%", f"%{like}%", f"%{like}%", f"%{like}%"]
+        with self._conn() as conn:
+            rows = [TaskRow(*r) for r in conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM {self.p}_tasks WHERE {' AND '.join(where)} "
+                "ORDER BY started_at DESC NULLS LAST, task_id DESC LIMIT %s", [*params, wanted.limit])]
+            costs = {(str(r[0]), str(r[1])): Decimal(r[2]) for r in conn.execute(
+                f"SELECT tenant, task_id, sum(cost_usd) FROM {self.p}_calls WHERE (tenant, task_id) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::text[])) GROUP BY tenant, task_id",
+                ([r.tenant for r in rows], [r.task_id for r in rows]))} if rows else {}
+        return {"tasks": [r.as_json(str(costs.get((r.tenant, r.task_id), Decimal(0)))) for r in rows]}
+
+    def reset(self) -> None:
+        """Empty every table but `_erased` and set the position to 0, in one transaction: the fold then reads the
+        stream from its first message again (`agentctl cost rebuild`)."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute(f"LOCK TABLE {self.p}_position IN ACCESS EXCLUSIVE MODE")
+            tables = ", ".join(f"{self.p}_{t}" for t in ("events", "calls", "totals", "counts", "budget", "tasks"))
+            conn.execute(f"TRUNCATE {tables}")
+            conn.execute(f"UPDATE {self.p}_position SET sequence = 0 WHERE id = 1")
+
+    def _erased(self, conn: psycopg.Connection[Any], event: Envelope) -> bool:
+        return conn.execute(f"SELECT 1 FROM {self.p}_erased WHERE tenant = %s AND task_id = %s",
+                            (event.tenant, event.task_id)).fetchone() is not None
+
     def _insert_budget(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope) -> bool:
-        """A budget record, once by its event id (budgets.py); any other event adds nothing."""
+        """A budget record, once by its event id (budgets.py); any other event, or an erased task's record, adds
+        nothing."""
         row = row_of(event)
-        if row is None:
+        if row is None or self._erased(conn, event):
             return False
         new = conn.execute(
             f"INSERT INTO {self.p}_budget (event_id, tenant, task_id, sequence, day, type, reserved_usd, spent_usd, "
@@ -234,11 +320,13 @@ class PgLedger:
                     where, params = "tenant = %s AND task_id = ANY(%s)", [tenant, task_ids]
                 rows = conn.execute(f"DELETE FROM {self.p}_calls WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_budget WHERE {where} RETURNING task_id", params).fetchall()
+                rows += conn.execute(f"DELETE FROM {self.p}_tasks WHERE {where} RETURNING task_id", params).fetchall()
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
-            if gone:
+            if gone:  # the task index holds the accepted input's text: its old row versions must go too
                 conn.execute(f"VACUUM FULL {self.p}_calls")
+                conn.execute(f"VACUUM FULL {self.p}_tasks")
         return len(gone)
 
     def query(self, task_id: str | None = None, tenant: str | None = None) -> dict[str, Any]:
@@ -321,6 +409,9 @@ class PgLedger:
             line["limit_usd"] = usd(Decimal(limits[-1]))
         return {"budget": {**line, "log": [r[2] for r in rows]}}
 
+
+TASK_COLUMNS = "tenant, task_id, workflow, revision, status, started_at, finished_at, error, input_text"
+"""The task index's columns, in TaskRow's order."""
 
 BUDGET_SUMS = ("coalesce(sum(reserved_usd), 0), coalesce(sum(spent_usd), 0), count(*) FILTER (WHERE type = "
                "'budget.reserved'), count(*) FILTER (WHERE type = 'budget.settled'), count(*) FILTER (WHERE type = "

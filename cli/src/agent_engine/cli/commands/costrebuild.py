@@ -1,0 +1,33 @@
+"""`agentctl cost rebuild`: the platform administrator empties telemetry's ledger and has it folded again from the
+event stream (telemetry's `ledger.rebuild` query): costs, tokens, budgets and the task index then equal what the
+stream holds, to the cent."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent_engine.cli.client import ask
+from agent_engine.cli.options import print_json
+from agent_engine.contracts.subjects import TELEMETRY_RPC
+
+
+def add_rebuild(cost: argparse.ArgumentParser) -> None:
+    """`rebuild` as `agentctl cost`'s optional action (cost.py calls this)."""
+    cost.add_argument("action", nargs="?", choices=["rebuild"],
+                      help="rebuild: empty the ledger and fold it again from the event stream (platform credential "
+                           "only); waits until it has caught up")
+    cost.add_argument("--force", action="store_true",
+                      help="with rebuild: go ahead although the stream's retention removed its first messages "
+                           "(their calls are then lost from the ledger)")
+    cost.add_argument("--timeout", type=float, default=600.0,
+                      help="with rebuild: seconds to wait for it to catch up (default 600)")
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    answer = ask(TELEMETRY_RPC, "ledger.rebuild", {"force": True} if args.force else {}, timeout=args.timeout)
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"ledger rebuilt from the event stream: {answer['messages']} message(s) folded, up to stream sequence "
+              f"{answer['position']}, in {answer['seconds']:g}s")
+    return 0
