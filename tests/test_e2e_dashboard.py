@@ -163,6 +163,16 @@ def test_a_task_runs_live_in_the_browser_and_is_approved_from_it(engine: Any, te
     assert page.locator('#graph .node[data-status="succeeded"]').count() == 5
     shoot(page, "approved", tmp_path)
 
+    # the task list: filtered to this tenant, the task is there with its status; filtered to another, not
+    page.goto(f"{dashboard}/?tenant={tenant}&status=succeeded")
+    assert page.locator(f'#tasks a[href="/tasks/{task_id}"]').count() == 1
+    assert "succeeded" in page.locator("#tasks").inner_text() and "dashboard" in page.locator("#tasks").inner_text()
+    shoot(page, "tasks", tmp_path)
+    page.goto(f"{dashboard}/?tenant={tenant}x")
+    assert page.locator(f'a[href="/tasks/{task_id}"]').count() == 0 and "No tasks match." in page.content()
+    page.goto(f"{dashboard}/?since=yesterday")
+    assert "cannot list tasks" in page.locator(".notice.error").inner_text()  # the telemetry's reason, shown
+
     # cost by tenant, model and day, with its chart
     page.goto(f"{dashboard}/cost")
     assert page.locator("#cost-chart rect.bar").count() >= 1

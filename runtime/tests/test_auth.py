@@ -244,4 +244,7 @@ def test_the_dashboard_decides_under_its_operators_names_only_on_the_bare_subjec
     for t in ("task.requested", "task.cancel_requested", "node.completed", "task.succeeded"):
         assert not may_publish(rights, type_subject(t, "acme")), t
     assert may_publish(rights, rpc_subject(ROUTER_RPC, "task.show"))
+    for action in ("ledger.rebuild", "task.replay", "tenant.forget"):  # only what it reads with
+        assert not may_publish(rights, rpc_subject(TELEMETRY_RPC, action))
+        assert not may_publish(rights, rpc_subject(ROUTER_RPC, action))
     assert may_subscribe(rights, "ae.acme.task.succeeded") and not may_subscribe(rights, "_INBOX.acme.alice.x")

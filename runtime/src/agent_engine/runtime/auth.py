@@ -180,8 +180,9 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         # bare subject, under the name "dashboard:<operator>", which no credential of a person can spell: the
         # dashboard vouches for its operators' logins, and may never send under a tenant credential's name
         "dashboard": (_base("dashboard") + _publishes("node.approval_decided")
-                      + Rights(publish=(rpc_subject(ROUTER_RPC, ">"), rpc_subject(TELEMETRY_RPC, ">")),
-                               subscribe=(tenant_subject(),))),
+                      + Rights(publish=(rpc_subject(ROUTER_RPC, "task.show"), rpc_subject(ROUTER_RPC, "task.history"),
+                                        rpc_subject(TELEMETRY_RPC, "ledger"), rpc_subject(TELEMETRY_RPC, "tasks.list")),
+                               subscribe=(tenant_subject(),))),  # the queries it asks, no other (no rebuild)
     }
 
 
