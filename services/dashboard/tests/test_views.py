@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from agent_engine.dashboard import pages, views
@@ -77,3 +78,11 @@ def test_pages_escape_what_others_wrote() -> None:
     form = pages.approvals("t1", ["b"], "alice", True, "tok")
     assert 'name="csrf" value="tok"' in form and 'value="approve"' in form
     assert "Log in" in pages.approvals("t1", ["b"], None, False, "")
+
+
+def test_since_takes_what_tail_takes_or_an_iso_time() -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    assert views.since_filter("2h", now) == "2026-01-02T10:00:00+00:00"
+    assert views.since_filter(" 1d ", now) == "2026-01-01T12:00:00+00:00"
+    assert views.since_filter("2026-01-01T00:00", now) == "2026-01-01T00:00"
+    assert views.since_filter("yesterday", now) == "yesterday"  # telemetry's error names it

@@ -67,6 +67,8 @@ def build(link: Link, config: Config) -> Starlette:
             return redirect
         filters = {k: request.query_params.get(k, "").strip() for k in pages.FILTERS}
         body: dict[str, Any] = {k: v for k, v in filters.items() if v}
+        if "since" in body:
+            body["since"] = views.since_filter(body["since"], datetime.now(UTC))
         tasks, problem = [], ""
         try:
             tasks = await link.tasks(body)

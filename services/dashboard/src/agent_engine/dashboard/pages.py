@@ -56,7 +56,7 @@ def task_list(tasks: list[dict[str, Any]], filters: dict[str, str], problem: str
                               "</option>" for s in STATUSES)
             inputs.append(f'<label>status <select name="status">{options}</select></label>')
         else:
-            hint = ' placeholder="ISO time, e.g. 2026-01-01T00:00"' if name == "since" else ""
+            hint = ' placeholder="2h, 1d or an ISO time"' if name == "since" else ""
             inputs.append(f'<label>{name} <input name="{name}" value="{e(filters.get(name, ""))}"{hint}></label>')
     rows = "".join(
         f'<tr><td><a href="/tasks/{quote(str(t.get("task_id", "")))}">{e(str(t.get("task_id", ""))[:13])}</a></td>'

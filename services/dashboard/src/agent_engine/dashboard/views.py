@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -231,3 +231,15 @@ def day_bars(days: list[tuple[str, int, Decimal]], last: int = 30) -> tuple[str,
         height = int(CHART_H * value / top) if top > 0 else 0
         bars.append(Bar(day, value, PAD + index * (BAR_W + BAR_GAP), PAD + CHART_H - height, height))
     return ("calls (every call was free)" if free and shown else "USD"), bars
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_filter(value: str, now: datetime) -> str:
+    """The task list's `since` as tasks.list takes it (an ISO time): `30s`, `10m`, `2h`, `1d` back from `now`
+    (as `agentctl tail --since`), or an ISO time as given (telemetry names what is wrong with a bad one)."""
+    text = value.strip()
+    if len(text) >= 2 and text[:-1].isdigit() and text[-1] in UNITS:
+        return (now - timedelta(seconds=int(text[:-1]) * UNITS[text[-1]])).isoformat()
+    return text
