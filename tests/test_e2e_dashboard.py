@@ -201,3 +201,13 @@ def test_a_viewer_reads_but_cannot_decide(engine: Any, tenant: str, dashboard: s
     assert engine.agentctl("reject", task_id, "gate", "--reason", "test over").returncode == 0
 
 
+
+
+def test_agentctl_up_starts_the_dashboard_and_ps_says_where(engine: Any) -> None:
+    rows = json.loads(engine.agentctl("ps", "--json").stdout)
+    row = next(r for r in rows if r["name"] == "dashboard")
+    assert row["status"] == "running" and row["ready"] == "ready"
+    page = DIRECT.open(f"{row['url']}login", timeout=10).read().decode()
+    assert 'name="token"' in page  # its operators file: $AE_HOME/dashboard-operators, made by `up`
+    line = (engine.home / "dashboard-operators").read_text().splitlines()[-1].split()
+    assert line[0] == "admin" and len(line[1]) >= 16 and line[2] == "operator"
