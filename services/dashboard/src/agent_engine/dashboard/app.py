@@ -174,7 +174,7 @@ def build(link: Link, config: Config) -> Starlette:
                 message = f"{decision}d node '{node}' as {who}"
             except QueryError as exc:
                 message = str(exc)
-        return RedirectResponse(f"/tasks/{task_id}?message={_quote(message)}", 303)
+        return RedirectResponse(f"/tasks/{_quote(task_id)}?message={_quote(message)}", 303)
 
     async def cost(request: Request) -> Response:
         if (redirect := must_log_in(request)) is not None:
