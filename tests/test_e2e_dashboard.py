@@ -14,7 +14,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,17 @@ def submit(engine: Any, tenant: str) -> str:
     return str(sub.stdout.strip())
 
 
+def open_until(page: Any, url: str, ready: Callable[[], bool], tries: int = 100) -> None:
+    """Open `url` until `ready()` holds: what telemetry shows (the ledger, the task list) is folded from the
+    stream a moment after the router's records, so a page may be opened before it caught up."""
+    for _ in range(tries):
+        page.goto(url)
+        if ready():
+            return
+        page.wait_for_timeout(200)
+    raise AssertionError(f"{url} never showed what was expected: {page.locator('main').inner_text()[:2000]}")
+
+
 RECORD_CHANGES = """() => {
   window.__samePage = true;
   window.__changes = [];
@@ -101,9 +112,13 @@ RECORD_CHANGES = """() => {
 
 def test_a_task_runs_live_in_the_browser_and_is_approved_from_it(engine: Any, tenant: str, dashboard: str,
                                                                   browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     task_id = submit(engine, tenant)
     engine.wait_for_status(task_id, "waiting")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
 
     # reading needs a login (AE_DASHBOARD_OPEN_READ is off): the page sends us to it, and back after
     page.goto(f"{dashboard}/tasks/{task_id}")
@@ -129,7 +144,11 @@ def test_a_task_runs_live_in_the_browser_and_is_approved_from_it(engine: Any, te
     assert approved.returncode == 0, approved.stderr
     for node in ("plan", "draft", "review"):
         page.wait_for_selector(f'#graph .node[data-node="{node}"][data-status="succeeded"]', timeout=60_000)
-    page.wait_for_selector('form.decide[data-node="publish"]', timeout=30_000)  # swapped in, no reload
+    try:
+        page.wait_for_selector('form.decide[data-node="publish"]', timeout=30_000)  # swapped in, no reload
+    except PlaywrightTimeout:
+        raise AssertionError(f"no approve form for publish: changes {page.evaluate('window.__changes')}, "
+                             f"approvals {page.locator('#approvals').inner_html()}, console {console}") from None
     assert page.evaluate("window.__samePage") is True
     changes = page.evaluate("window.__changes")
     green = [node for node, status in changes if status == "succeeded"]
@@ -139,9 +158,8 @@ def test_a_task_runs_live_in_the_browser_and_is_approved_from_it(engine: Any, te
     shoot(page, "task", tmp_path)
 
     # the LLM calls, with tokens and cost, and the tool calls
-    page.reload()
     llm = page.locator("#llm table tr")
-    assert llm.count() == 4, page.locator("#llm").inner_text()  # a header and the three agents' calls
+    open_until(page, page.url, lambda: llm.count() == 4)  # a header and the three agents' calls
     assert "mock/" in page.locator("#llm").inner_text()
     assert "gate" in page.locator("#tools").inner_text()
 
@@ -164,8 +182,8 @@ def test_a_task_runs_live_in_the_browser_and_is_approved_from_it(engine: Any, te
     shoot(page, "approved", tmp_path)
 
     # the task list: filtered to this tenant, the task is there with its status; filtered to another, not
-    page.goto(f"{dashboard}/?tenant={tenant}&status=succeeded")
-    assert page.locator(f'#tasks a[href="/tasks/{task_id}"]').count() == 1
+    open_until(page, f"{dashboard}/?tenant={tenant}&status=succeeded",
+               lambda: page.locator(f'#tasks a[href="/tasks/{task_id}"]').count() == 1)
     assert "succeeded" in page.locator("#tasks").inner_text() and "dashboard" in page.locator("#tasks").inner_text()
     shoot(page, "tasks", tmp_path)
     page.goto(f"{dashboard}/?tenant={tenant}x")

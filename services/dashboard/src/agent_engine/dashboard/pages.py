@@ -125,6 +125,12 @@ def timeline_svg(rows: list[TimelineRow], now_s: float) -> str:
 
 
 def approvals(task_id: str, waiting: list[str], user: str | None, can_decide: bool, csrf: str) -> str:
+    """The approvals section's content; `data-waiting` names the nodes it was drawn for (the live page redraws
+    it when the task's waiting nodes are no longer those)."""
+    return f'<div data-waiting="{e(",".join(waiting))}">{_approvals(task_id, waiting, user, can_decide, csrf)}</div>'
+
+
+def _approvals(task_id: str, waiting: list[str], user: str | None, can_decide: bool, csrf: str) -> str:
     if not waiting:
         return '<p id="no-approvals">No node waits for approval.</p>'
     if not user:

@@ -6,7 +6,9 @@
   if (!holder || !window.EventSource) return;
   const task = holder.dataset.task;
   const badge = document.getElementById("task-status");
-  let waitingShown = null;
+  const forms = document.querySelector("#approvals .forms");
+  let waitingNow = null;  // the nodes waiting for approval, as the feed last said
+  let fetching = false;
   const feed = new EventSource("/tasks/" + encodeURIComponent(task) + "/live");
   feed.onmessage = function (message) {
     const state = JSON.parse(message.data);
@@ -19,18 +21,27 @@
       }
     }
     if (badge) { badge.textContent = state.status; badge.className = "status s-" + state.status; }
-    // a node came to wait for approval (or stopped waiting): the server draws the forms, we swap them in
-    const waiting = state.waiting.join(",");
-    if (waitingShown !== null && waiting !== waitingShown) refreshApprovals();
-    waitingShown = waiting;
+    waitingNow = state.waiting.join(",");
+    syncApprovals();
   };
-  function refreshApprovals() {
+  // A node came to wait for approval (or stopped waiting): the server draws the forms and we swap them in,
+  // until what is shown was drawn for the nodes the feed says wait (an answer may come from a moment before).
+  function shownFor() {
+    const drawn = forms && forms.firstElementChild;
+    return drawn ? drawn.dataset.waiting : null;
+  }
+  function syncApprovals() {
+    if (!forms || fetching || waitingNow === null || shownFor() === waitingNow) return;
+    fetching = true;
     fetch("/tasks/" + encodeURIComponent(task) + "/approvals", {credentials: "same-origin"})
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
-        const box = document.querySelector("#approvals .forms");
-        if (html !== null && box) box.innerHTML = html;
-      });
+        fetching = false;
+        if (html === null) return;
+        forms.innerHTML = html;
+        if (shownFor() !== waitingNow) window.setTimeout(syncApprovals, 500);
+      })
+      .catch(function () { fetching = false; window.setTimeout(syncApprovals, 2000); });
   }
   feed.addEventListener("end", function () { feed.close(); document.body.dataset.live = "ended"; });
   feed.onopen = function () { document.body.dataset.live = "open"; };
