@@ -69,7 +69,6 @@ async def main(stop: asyncio.Event) -> None:
     bus = await Bus.open(Settings().nats_url, "dashboard")
     try:
         link = Link(bus)
-        await link.start()
         server = _Server(uvicorn.Config(build(link, config), host=host, port=port, log_level="warning",
                                                lifespan="off", timeout_graceful_shutdown=2))
         serving = asyncio.create_task(server.serve())

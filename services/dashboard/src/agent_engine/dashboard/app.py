@@ -125,7 +125,7 @@ def build(link: Link, config: Config) -> Starlette:
         task_id = request.path_params["task_id"]
 
         async def stream() -> AsyncIterator[str]:
-            wake = link.watch(task_id)
+            wake = await link.watch(task_id)
             last = None
             try:
                 while not link.closing and not await request.is_disconnected():
@@ -146,7 +146,7 @@ def build(link: Link, config: Config) -> Starlette:
                     except TimeoutError:
                         pass
             finally:
-                link.unwatch(task_id, wake)
+                await link.unwatch(task_id, wake)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -42,10 +43,19 @@ class Link:
         self.bus = bus
         self.watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.closing = False
+        self.subscription: Subscription | None = None
+        self.listening = asyncio.Lock()
         """Set at shutdown: every live feed wakes and ends, so the web server need not cut them off."""
 
-    async def start(self) -> None:
-        await self.bus.nc.subscribe(tenant_subject(), cb=self._on_event)
+    async def _listen(self, on: bool) -> None:
+        """Subscribe to every tenant's events only while some browser watches a task: an idle dashboard costs
+        the bus nothing (a busy engine publishes a lot)."""
+        async with self.listening:  # two browsers arriving at once subscribe once
+            if on and self.subscription is None:
+                self.subscription = await self.bus.nc.subscribe(tenant_subject(), cb=self._on_event)
+            elif not on and self.subscription is not None and not self.watchers:
+                subscription, self.subscription = self.subscription, None
+                await subscription.unsubscribe()
 
     async def _on_event(self, msg: Msg) -> None:
         task_id = (msg.headers or {}).get(TASK_ID_HEADER)
@@ -63,15 +73,18 @@ class Link:
             for wake in wakes:
                 wake.set()
 
-    def watch(self, task_id: str) -> asyncio.Event:
+    async def watch(self, task_id: str) -> asyncio.Event:
         wake = asyncio.Event()
         self.watchers[task_id].add(wake)
+        await self._listen(True)
         return wake
 
-    def unwatch(self, task_id: str, wake: asyncio.Event) -> None:
+    async def unwatch(self, task_id: str, wake: asyncio.Event) -> None:
         self.watchers[task_id].discard(wake)
         if not self.watchers[task_id]:
             del self.watchers[task_id]
+        if not self.watchers:
+            await self._listen(False)
 
     async def query(self, service_rpc: str, action: str, body: dict[str, Any], timeout: float = 10) -> Any:
         who = "router" if service_rpc == ROUTER_RPC else "telemetry"
