@@ -7,6 +7,7 @@ export AE_HOME=${AE_HOME:-$PWD/.agent-engine/demo}
 # Offline by default. AE_PROVIDER=auto with ANTHROPIC_API_KEY set sends the agent nodes to Claude.
 export AE_PROVIDER=${AE_PROVIDER:-mock}
 export AE_MOCK_DELAY_S=${AE_MOCK_DELAY_S:-0.2}
+export AE_TRACE_FILE=${AE_TRACE_FILE:-$AE_HOME/traces.jsonl}  # every process appends its spans (docs/observability.md)
 
 trap 'AE_NATS_CREDENTIAL= "$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
 echo "== agentctl up --detach (embedded NATS + PostgreSQL, the five services and the credential authority as processes; state in $AE_HOME)"
@@ -35,4 +36,5 @@ echo
 echo "== agentctl tail --task $task_id --type 'task.*' --no-follow"
 "$BIN/agentctl" tail --task "$task_id" --type 'task.*' --no-follow
 echo
+echo "traces (OpenTelemetry spans, one JSON object a line; task $task_id is one trace): $AE_TRACE_FILE"
 echo "demo done: task $task_id succeeded. The stack is stopped; its data stays in $AE_HOME."

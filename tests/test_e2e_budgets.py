@@ -248,3 +248,50 @@ def test_a_splits_subtasks_run_on_shares_of_the_task_budget_and_their_spend_coun
     assert Decimal(days[day]["spent_usd"]) == all_calls  # the shares' settlements are not counted again
     replayed = priced.agentctl("task", "replay", task_id)
     assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
+
+
+JUDGED = """\
+name: judged
+budget:
+  task_usd: "0.5"
+policy:
+  output:
+    judge: {provider: mock, model: mock-1, below: 0.5, action: fail,
+            mock_responses: [{grounded: true, score: 0.9, reason: "matches the brief"}]}
+nodes:
+  - {id: draft, role: START, kind: agent, agent: writer}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: done}
+"""
+
+
+def test_the_grounding_judges_call_is_paid_from_the_nodes_reservation(priced: Any, tenant: str,
+                                                                       tmp_path: Path) -> None:
+    """The output gate's judge may spend only what the node's own call left of its reservation; its call is
+    listed with the node's, so the task's budget counts both, equal to the ledger's cost of the task."""
+    wf = workflow_dir(tmp_path, JUDGED)
+    pushed = priced.agentctl("workflow", "push", str(wf), "--tenant", tenant)
+    assert pushed.returncode == 0, pushed.stderr
+    submitted = priced.agentctl("submit", "judged", "--tenant", tenant, "--input", '{"brief": "hi"}')
+    task_id = submitted.stdout.strip().splitlines()[-1]
+    priced.wait_for_status(task_id, "succeeded")
+
+    history = json.loads(priced.agentctl("task", "history", task_id, "--json").stdout)
+    [reserved] = [r["data"] for r in history if r["type"] == "budget.reserved"]
+    [settled] = [r["data"] for r in history if r["type"] == "budget.settled"]
+    checked = next(r["data"]["input"]["data"] for r in history if r["type"] == "router.input"
+                   and r["data"]["input"]["type"] == "node.output_checked")
+    node_call, judge_call = checked["llm_calls"]
+    assert Decimal(node_call["cost_usd"]) > 0 and Decimal(judge_call["cost_usd"]) > 0
+    assert Decimal(settled["cost_usd"]) == Decimal(node_call["cost_usd"]) + Decimal(judge_call["cost_usd"])
+    assert Decimal(settled["cost_usd"]) <= Decimal(reserved["amount_usd"])
+    tail = priced.agentctl("tail", "--task", task_id, "--type", "llm.called", "--no-follow", "--json")
+    called = [json.loads(line)["data"] for line in tail.stdout.splitlines() if line.strip()]
+    assert sorted(c["node"] for c in called) == ["draft", "guardrails.judge"]
+    for _ in range(100):
+        cost = json.loads(priced.agentctl("cost", "--task", task_id, "--json").stdout)
+        if Decimal(cost.get("cost_usd") or 0) >= Decimal(settled["cost_usd"]):
+            break
+        time.sleep(0.2)
+    assert Decimal(cost["cost_usd"]) == Decimal(settled["cost_usd"])  # the ledger and the budget agree

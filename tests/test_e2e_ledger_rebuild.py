@@ -1,7 +1,7 @@
 """`agentctl cost rebuild` over a real stack of its own: tasks run and priced calls come; the ledger is noted,
 then spoiled in PostgreSQL (rows deleted, sums changed); the rebuild empties it and folds the stream again, and
 every answer equals the noted one to the cent: by tenant, model and day, each task's line and call log, the
-task list. A task erased before stays erased. Only the platform may ask."""
+task list, the agent scores. A task erased before stays erased. Only the platform may ask."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def noted(engine: Any, tenants: list[str], tasks: dict[str, list[str]]) -> dict[
                                        "events_by_type": overall["events_by_type"]}
             for tenant in tenants:
                 answers[tenant] = await asked(nc, "ledger", {"tenant": tenant})
+                answers[f"{tenant} agents"] = await asked(nc, "agents", {"tenant": tenant})  # scores refold too
                 answers[f"{tenant} list"] = await asked(nc, "tasks.list", {"tenant": tenant, "limit": 500})
                 for task in tasks[tenant]:
                     answers[f"{tenant} {task}"] = await asked(nc, "ledger", {"tenant": tenant, "task_id": task})

@@ -139,11 +139,17 @@ def test_good_tenant_is_accepted(tenant: str) -> None:
 
 def test_unknown_envelope_fields_are_ignored() -> None:
     body = json.loads(envelope().to_bytes())
-    body["traceparent"] = "00-abc-def-01"
+    body["futureext"] = "a CloudEvents extension this version does not know"
     body["future_field"] = {"nested": True}
     event = Envelope.from_bytes(json.dumps(body).encode())
     assert event == envelope()
     assert "future_field" not in event.to_wire()
+
+
+def test_the_tracing_extension_is_kept_when_present_and_absent_otherwise() -> None:
+    body = {**json.loads(envelope().to_bytes()), "traceparent": "00-abc-def-01"}
+    assert Envelope.from_bytes(json.dumps(body).encode()).to_wire()["traceparent"] == "00-abc-def-01"
+    assert "traceparent" not in envelope().to_wire()
 
 
 def test_unknown_payload_fields_are_ignored() -> None:

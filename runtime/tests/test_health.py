@@ -88,7 +88,7 @@ async def test_a_check_that_raises_or_hangs_is_reported_as_failing_not_as_an_err
 async def test_unknown_paths_and_methods_get_an_error_that_says_what_to_ask_instead():
     _, server, port = await _serving({})
     try:
-        assert await _get(port, "/metricz") == (404, {"error": "no such path '/metricz'; try /livez or /readyz"})
+        assert await _get(port, "/metricz") == (404, {"error": "no such path '/metricz'; try /livez, /readyz or /metrics"})
         assert await _get(port, "/livez", "POST") == (405, {"error": "method POST not allowed; use GET"})
     finally:
         server.close()

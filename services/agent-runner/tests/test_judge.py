@@ -37,21 +37,41 @@ def read(body: dict[str, Any]) -> judge.JudgeRequest:
 
 async def test_a_scripted_classifier_answers_its_score_and_records_the_call_without_the_text() -> None:
     reply, events = await judge.answer(Gateway(), read(ask()))
+    call = reply.pop("call")
     assert reply == {"score": 0.95, "label": "injection", "reason": "override"}
+    assert (call["provider"], call["model"], call["outcome"]) == ("mock", "mock-1", "valid")
     [called] = events
     assert called.type == "llm.called" and called.tenant == "acme" and called.task_id == "task-1"
     assert called.data["node"] == "guardrails.classifier" and called.data["outcome"] == "valid"
     assert called.data["provider"] == "mock" and called.data["usage"]["input_tokens"] > 0
     assert SECRET not in called.to_bytes().decode()
     again, events2 = await judge.answer(Gateway(), read(ask()))  # the same question: the same event id (one cost)
-    assert again == reply and events2[0].id == called.id
+    assert again == {**reply, "call": call} and events2[0].id == called.id
+
+
+async def test_a_call_whose_worst_case_is_over_the_allowance_is_not_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grounding judge in a task with a budget may spend only what the node left of its reservation."""
+    from decimal import Decimal
+
+    from agent_engine.contracts.pricing import PriceTable
+
+    row = (Decimal(1), Decimal(2), Decimal("0.1"), Decimal("1.25"))
+    monkeypatch.setattr(judge.pricing, "active", lambda: PriceTable("test-1", {"mock": row}))
+    reply, events = await judge.answer(Gateway(), read(ask(purpose="ground", budget_usd="0.000001")))
+    assert events == [] and "call" not in reply
+    assert reply["error"].startswith("the ground call was not made: over budget: the next call could cost up to $")
+    assert "over the $0.000001 left of the $0.000001 reserved" in reply["error"]
+    fits, [called] = await judge.answer(Gateway(), read(ask(purpose="ground", budget_usd="1", agent={
+        "provider": "mock", "model": "mock-1", "mock_responses": [{"grounded": True, "score": 0.9, "reason": "ok"}]})))
+    assert fits["grounded"] is True and fits["call"]["cost_usd"] == called.data["cost_usd"]
 
 
 async def test_a_reply_off_the_schema_is_an_error_that_quotes_nothing() -> None:
     scripted = [{"score": 7, "label": SECRET, "reason": "x"}]
     body = ask(agent={"provider": "mock", "model": "mock-1", "mock_responses": scripted})
     reply, [called] = await judge.answer(Gateway(), read(body))
-    assert reply == {"error": "the reply is not a JSON object valid against the classify schema"}
+    assert reply["error"] == "the reply is not a JSON object valid against the classify schema"
+    assert reply["call"]["outcome"] == "invalid" and SECRET not in json.dumps(reply)
     assert called.data["outcome"] == "invalid" and SECRET not in called.to_bytes().decode()
 
 
@@ -84,7 +104,9 @@ async def test_the_query_is_answered_over_nats_and_its_cost_published(nats_url: 
         await asker.subscribe(f"ae.{tenant}.llm.called", cb=on_event)
         await asker.flush()
         reply = await asker.request(judge.SUBJECT, json.dumps(ask(tenant=tenant)).encode(), timeout=30)
-        assert json.loads(reply.data) == {"score": 0.95, "label": "injection", "reason": "override"}
+        answered = json.loads(reply.data)
+        assert answered.pop("call")["outcome"] == "valid"
+        assert answered == {"score": 0.95, "label": "injection", "reason": "override"}
         called = await asyncio.wait_for(seen.get(), 30)
         assert called.tenant == tenant and called.data["node"] == "guardrails.classifier"
 
@@ -102,6 +124,7 @@ async def test_a_scripted_grounding_judge_answers_and_its_call_is_the_judges() -
     request = read(body)
     assert judge.llm_request(request).system.startswith(judge.SYSTEMS["ground"])
     reply, [called] = await judge.answer(Gateway(), request)
+    assert reply.pop("call")["cost_usd"] == called.data["cost_usd"]
     assert reply == scripted[0] and called.data["node"] == "guardrails.judge"
     assert SECRET not in called.to_bytes().decode()
 

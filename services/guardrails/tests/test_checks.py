@@ -173,7 +173,7 @@ def test_decide_accepts_with_a_derived_id(request_body, encode: Encode) -> None:
     answer = decide(SUBJECT, encode(body), {}, 7, POLICY)
     assert answer is not None
     assert answer.type == "task.accepted"
-    assert answer.id == derive_id("req-1", "accepted")
+    assert answer.id == derive_id("req-1", "answer")
     assert (answer.tenant, answer.task_id, answer.correlation_id, answer.causation_id, answer.source) == (
         "acme", "task-1", "corr-1", "req-1", SOURCE)
     assert answer.data == {"workflow": "research-review", "input": {"brief": "mail [redacted:email]"},
@@ -190,7 +190,7 @@ def test_decide_rejects_non_json_using_the_task_id_header() -> None:
     assert answer.tenant == "acme"
     assert answer.task_id == answer.correlation_id == "task-from-header"
     assert answer.causation_id == derive_id("raw-request", SUBJECT, 7)
-    assert answer.id == derive_id(answer.causation_id, "rejected")
+    assert answer.id == derive_id(answer.causation_id, "answer")
     assert answer.data["stage"] == "guardrails"
     assert answer.data["reason"].startswith("request body is not JSON")
     assert "workflow" not in answer.data

@@ -98,3 +98,44 @@ def test_a_bad_judge_in_a_policy_is_refused_naming_the_field() -> None:
         OutputPolicy.model_validate({"judge": {"provider": "mock", "model": "m", "below": 0}})
     with pytest.raises(ValueError, match="action"):
         OutputPolicy.model_validate({"judge": {"provider": "mock", "model": "m", "action": "warn"}})
+
+
+# --- the judge within the node's reservation ---------------------------------------------------------------
+
+def produced_with(budget_usd: str | None, *costs: str | None) -> NodeOutputProduced:
+    calls = [{"provider": "mock", "model": "mock-1", "outcome": "valid", "cost_usd": c} for c in costs]
+    return NodeOutputProduced.model_validate({**CAUSE.data, "llm_calls": calls, "budget_usd": budget_usd})
+
+
+@pytest.mark.parametrize(("budget", "costs", "left"), [
+    (None, ("0.01",), None),  # no budget: the judge is not limited
+    ("0.05", ("0.01", "0.015"), "0.025"),
+    ("0.05", ("0.06",), "0"),  # never below nothing
+    ("0.05", ("unpriced",), "0"),  # the router counts the whole reservation spent: nothing is left
+    ("0.05", (None,), "0.05"),  # a failed call that cost nothing
+])
+def test_the_judge_may_spend_what_the_nodes_calls_left_of_its_reservation(
+        budget: str | None, costs: tuple[str | None, ...], left: str | None) -> None:
+    produced = produced_with(budget, *costs)
+    assert grounding.allowance_of(produced) == left
+    asked = grounding.question(RULE, CAUSE, OUTPUT, {}, grounding.allowance_of(produced))
+    assert asked.get("budget_usd") == left
+
+
+def test_the_judges_call_is_listed_with_the_nodes_so_the_router_settles_both() -> None:
+    produced = produced_with("0.05", "0.01")
+    judge_call = {"provider": "mock", "model": "mock-1", "outcome": "valid", "cost_usd": "0.002"}
+    for reply, kind in (({"grounded": True, "score": 0.9, "reason": "ok", "call": judge_call}, "node.output_checked"),
+                        ({**UNGROUNDED, "call": judge_call}, "node.errored")):
+        verdict = grounding.decide(RULE, allowed(), reply)
+        verdict = type(verdict)(verdict.outcome, verdict.output, verdict.rules, verdict.reason, grounding.call_of(reply))
+        sent = answer(CAUSE, produced, verdict)[0]
+        assert sent.type == kind
+        assert [c["cost_usd"] for c in sent.data["llm_calls"]] == ["0.01", "0.002"]
+        assert "budget_usd" not in sent.data and "inputs" not in sent.data
+
+
+def test_a_reply_without_a_usable_call_lists_none() -> None:
+    assert grounding.call_of({"error": "the ground call was not made: over budget"}) == []
+    assert grounding.call_of({"call": {"model": 3}}) == []
+    assert grounding.call_of(None) == []

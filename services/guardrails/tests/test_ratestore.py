@@ -72,3 +72,35 @@ async def test_an_unreachable_bucket_refuses_the_request_with_a_retry_after(nats
     assert not verdict.accepted and verdict.retry_after_s == 5.0
     assert verdict.reason is not None and verdict.reason.startswith("rate limits cannot be checked now")
     assert [r.rule for r in verdict.rules] == ["rate.unavailable"]
+
+
+async def test_a_request_answered_twice_differently_keeps_only_its_first_answer(nats_url: str) -> None:
+    """A request refused by a rate limit, then redelivered (guardrails stopped before its ack) once the limit has
+    room again, is answered with the same event id both times: the stream keeps the first answer, so the sender
+    never sees its refused request run after all."""
+    from agent_engine.contracts.envelope import Envelope
+    from agent_engine.contracts.events import TaskRequested
+    from agent_engine.contracts.subjects import STREAM
+    from agent_engine.guardrails.checks import Verdict
+    from agent_engine.guardrails.service import answers
+    from agent_engine.runtime.bus import Bus
+
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    task_id = f"task-{uuid.uuid4().hex[:8]}"
+    request = Envelope(id=f"req-{uuid.uuid4().hex}", source="test", type="task.requested", tenant=tenant,
+                       time="2026-12-04T00:00:00Z", task_id=task_id, correlation_id=task_id,
+                       data={"workflow": "wf", "input": {}})
+    subject = f"ae.{tenant}.task.requested"
+    asked = TaskRequested.model_validate(request.data)
+    accepted = answers(subject, tenant, Verdict(request, asked), {}, 1)[-1]
+    refused = answers(subject, tenant, Verdict(request, asked, reason="rate limit", retry_after_s=60), {}, 1)[-1]
+    assert (accepted.type, refused.type) == ("task.accepted", "task.rejected") and accepted.id == refused.id
+    bus = await Bus.open(nats_url, "guardrails")
+    try:
+        await bus.publish(refused)
+        await bus.publish(accepted)
+        info = await bus.js.stream_info(STREAM, subjects_filter=f"ae.{tenant}.>")
+        [(kept, count)] = (info.state.subjects or {}).items()  # one message: the first answer
+        assert kept == f"ae.{tenant}.task.rejected" and count == 1
+    finally:
+        await bus.close()

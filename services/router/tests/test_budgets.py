@@ -233,3 +233,45 @@ def test_a_queued_task_starts_with_its_requests_budget_and_user_once_admitted() 
     assert (opened["limit_usd"], opened["user"]) == ("0.5", "alice") and run.state.status == "running"
     stored = json_round_trip(run.records)
     assert dumps(replay(stored)) == dumps(stored)
+
+
+# --- the output gate's grounding judge ----------------------------------------------------------------
+
+def judged_wf(model: str = "m-judge", max_tokens: int = 256) -> WorkflowManifest:
+    from agent_engine.contracts.policy import JudgeRule, OutputPolicy, WorkflowPolicy
+
+    judge = JudgeRule(provider="mock", model=model, max_tokens=max_tokens)
+    return linear_workflow().model_copy(update={"policy": WorkflowPolicy(output=OutputPolicy(judge=judge))})
+
+
+def test_a_dispatch_whose_output_is_judged_reserves_the_judges_worst_case_too() -> None:
+    from agent_engine.contracts.events import NodeDispatched
+    from agent_engine.router.budgets import judge_worst_case, prompt_bytes
+
+    plain, judged = start(budgeted(linear_workflow(), "1")), start(budgeted(judged_wf(), "1"))
+    [alone], [both] = reserved(plain), reserved(judged)
+    built = NodeDispatched.model_validate(judged.dispatch("start").data)
+    assert built.check_output is not None and built.check_output.judge is not None
+    assert built.agent is not None
+    size = prompt_bytes(built.agent, built.context, built.agent.output_schema_json, built.agent.tool_defs)
+    extra = judge_worst_case(PRICES, built.check_output.judge, built.agent, size)
+    assert isinstance(extra, Decimal) and extra > 0
+    assert Decimal(both["amount_usd"]) == Decimal(alone["amount_usd"]) + extra
+    assert built.budget_usd == both["amount_usd"]  # the node and its judge spend within it
+
+
+def test_a_judge_model_without_a_price_fails_the_node_naming_it() -> None:
+    run = start(budgeted(judged_wf(model="unpriced-judge"), "1"))
+    [exceeded] = of_type(run.records, "budget.exceeded")
+    assert "model 'unpriced-judge'" in exceeded["reason"] and exceeded["then"] == "fail"
+
+
+def test_the_judges_call_listed_with_the_nodes_is_settled_with_them() -> None:
+    run = start(budgeted(judged_wf(), "1"))
+    dispatch = run.dispatch("start")
+    calls = [{"provider": "mock", "model": "mock-1", "outcome": "valid", "cost_usd": c} for c in ("0.003", "0.001")]
+    checked = completed(dispatch, {"text": "ok"}, llm_calls=calls)
+    checked = replace(checked, event=checked.event.model_copy(update={"type": "node.output_checked"}))
+    run.feed(checked)
+    [done] = of_type(run.records, "budget.settled")
+    assert done["cost_usd"] == "0.004"

@@ -28,6 +28,7 @@ from agent_engine.router.crypto import seal, unseal
 from agent_engine.router.datakeys import DataKey
 from agent_engine.router.snapshots import FINGERPRINT, Snapshot, _context, decode, encode
 from agent_engine.router.state import Fanout, NodeState, TaskState
+from agent_engine.router.traces import TaskTrace
 
 KEY = DataKey(uuid.uuid4(), "acme", bytes(range(32)))
 TASK = uuid.uuid4()
@@ -115,7 +116,7 @@ def test_every_field_of_a_state_survives_a_snapshot() -> None:
                     fanouts={"s": Fanout(merge="m", subtasks=("t1", "t2"), results={1: ("succeeded", {"o": 1}, "")})},
                     cancelling=frozenset({"t2"}), revisions={"judge": 1}, feedback={"start": {"f": 1}},
                     recorded={"start@0": {"output": {}}}, duplicate_of="other", queued_by="alice",
-                    queued_budget_usd="0.5", applied=frozenset({"i1", "i2"}),
+                    queued_budget_usd="0.5", applied=frozenset({"i1", "i2"}), trace=TaskTrace(1, 2, 3),
                     budget=Ledger(Decimal("0.01"), "wait", 0.8, PriceTable("v", {"m": (Decimal(1),) * 4}),
                                   open={"d": ("start", Decimal("0.001"))}, spent=Decimal("0.002"),
                                   settled=frozenset({"d0"}), alerted=True, waiting={"x": Wait(1)}))

@@ -58,6 +58,10 @@ def test_tasks_list_and_rebuild_in_memory(tmp_path: Path, keyring: Keyring) -> N
             await js.add_stream(name="AE_EVENTS", subjects=["ae.>"])
             for event in events(tenant):
                 await js.publish(subject_for(event), event.to_bytes(), headers={MSG_ID: event.id})
+            # the stream's last message deleted (as guardrails deletes a raw request): the refold never sees the
+            # last sequence, and must still answer once the consumer has nothing more to give
+            gone = await js.publish(f"ae.{tenant}.task.requested.x", b"{}")
+            await js.delete_msg("AE_EVENTS", gone.seq)
             with open(tmp_path / "telemetry.log", "ab") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "agent_engine.telemetry"], env=env, stdout=out,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -89,6 +93,6 @@ def test_tasks_list_and_rebuild_in_memory(tmp_path: Path, keyring: Keyring) -> N
     task = listed["tasks"][0]
     assert (task["task_id"], task["workflow"], task["revision"], task["status"], task["cost_usd"]) == (
         "t1", "triage", "r1", "succeeded", "0.3")
-    assert rebuilt["rebuilt"] is True and rebuilt["messages"] == 6
+    assert (rebuilt["rebuilt"], rebuilt["messages"], rebuilt["position"]) == (True, 6, 6)
     assert (ledger["calls"], ledger["cost_usd"]) == (3, "0.3")  # once, not twice
     assert again == listed

@@ -168,3 +168,44 @@ def test_a_call_postgresql_refuses_is_counted_by_subject_and_stops_nothing(pg: P
     assert (pg.query("p1")["calls"], pg.query("p1")["cost_usd"]) == (2, "1.1")
     assert pg.query()["messages_by_subject"] == {"llm.called": 3}
 
+
+
+def test_agent_scores_in_postgresql_answer_as_in_memory_and_survive_a_repeated_batch(pg: PgLedger) -> None:
+    from datetime import timedelta
+
+    from agent_engine.telemetry.scores import Filter
+
+    rnd = random.Random(11)
+    events: list[Envelope] = []
+    for i in range(60):
+        task, tenant = f"task{i % 5}", rnd.choice(["acme", "globex"])
+        if i < 5:
+            events.append(Envelope.model_validate({**other("task.started", task=task).model_dump(mode="json",
+                                                                                               by_alias=True),
+                                                   "tenant": tenant, "data": {"workflow": f"wf{i % 2}"}}))
+        if rnd.random() < 0.3:
+            data: dict[str, Any] = {"dispatch_id": "d", "node": "n", "provider": "anthropic", "model": "m1",
+                                    "error_class": "InternalServerError", "call": 1, "then": "fallback",
+                                    "agent": "writer"}
+            kind = "llm.call_failed"
+        else:
+            data = {"dispatch_id": "d", "node": "n", "provider": "anthropic", "model": rnd.choice(["m1", "m2"]),
+                    "usage": {}, "cost_usd": rnd.choice(["0.1", "0.02", "unpriced"]), "repair": rnd.choice([0, 1]),
+                    "outcome": rnd.choice(["valid", "invalid"]), "agent": rnd.choice(["writer", "reviewer"]),
+                    "latency_ms": rnd.randrange(10, 500)}
+            kind = "llm.called"
+        base = other(kind, task=task).model_dump(mode="json", by_alias=True)
+        events.append(Envelope.model_validate({**base, "tenant": tenant, "data": data,
+                                               "time": (events[0].time + timedelta(minutes=i)).isoformat()}))
+    batch = [Message(i + 1, subject_for(e), e, call_of(e)) for i, e in enumerate(events)]
+    memory = Ledger()
+    memory.apply(batch)
+    pg.apply(batch[:30])
+    pg.resume(STREAM, 0)  # the position lost: the stream read again from the first
+    pg.apply(batch)
+    since = events[0].time + timedelta(minutes=20)
+    assert memory.agents(Filter(workflow="wf1")) and memory.agents(Filter(since=since))
+    for f in (Filter(), Filter(tenant="acme"), Filter(workflow="wf1"), Filter(since=since),
+              Filter(tenant="globex", workflow="wf0", since=since)):
+        assert pg.agents(f) == memory.agents(f), f
+    assert sum(r["attempts"] for r in pg.agents(Filter())) == len([e for e in events if e.type.startswith("llm.")])

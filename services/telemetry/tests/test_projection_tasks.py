@@ -78,3 +78,26 @@ def test_a_forgotten_tenants_rows_go_and_stay_gone(pg: PgLedger) -> None:
     assert {t["tenant"] for t in pg.list_tasks(read_filter({"limit": 500}, None)[0])["tasks"]} == {"globex"}
     pg.apply(messages(events, first=len(events) + 1))  # read again (a lost position)
     assert {t["tenant"] for t in pg.list_tasks(read_filter({"limit": 500}, None)[0])["tasks"]} == {"globex"}
+
+
+def test_a_reset_and_refold_equals_the_ledger_and_keeps_erased_tasks_erased(pg: PgLedger) -> None:
+    events = history()
+    pg.apply(messages(events))
+    assert pg.forget("acme", ["task00"]) == 1
+    before = pg.query()
+    wanted = read_filter({"limit": 500}, None)[0]
+    listed = pg.list_tasks(wanted)
+    pg.reset()
+    assert pg.position() == 0 and pg.list_tasks(wanted) == {"tasks": []}
+    pg.apply(messages(events))
+    assert pg.query() == before  # the erased task's calls still count in the totals, as before the reset
+    assert pg.list_tasks(wanted) == listed
+    assert pg.query("task00", "acme")["erased"] is True
+
+    memory = Ledger()  # the same in memory
+    memory.apply(messages(events))
+    memory.forget("acme", ["task00"])
+    memory.reset()
+    memory.apply(messages(events))
+    assert memory.list_tasks(wanted) == listed and memory.query("task00", "acme")["erased"] is True
+    assert memory.query()["tenants"] == before["tenants"]

@@ -122,3 +122,4 @@ def test_a_bad_request_names_the_field(body: dict[str, Any], named: str) -> None
 
 def test_defaults() -> None:
     assert read_filter({}, None) == (TaskFilter(limit=50), "")
+    assert read_filter({"limit": None, "status": None, "since": None}, None) == (TaskFilter(limit=50), "")

@@ -41,6 +41,7 @@ from agent_engine.contracts.subjects import (
     subject_for,
     tenant_subject,
 )
+from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, apply_replicas, auth_options, ensure_streams
 from agent_engine.runtime.keyring import credential_from_env
 
@@ -145,13 +146,19 @@ class Engine:
     async def send(self, data: Payload, *, tenant: str, task_id: str) -> Envelope:
         """Publish a request for task `task_id` (a fresh event id, so JetStream never drops it as a repeat)."""
         envelope = command(data, tenant=tenant, task_id=task_id, source=SOURCE)
+        with tracing.publishing(envelope, subject_for(envelope), root=True) as (envelope, trace_headers):
+            return await self._send(envelope, trace_headers)
+
+    async def _send(self, envelope: Envelope, trace_headers: dict[str, str]) -> Envelope:
+        task_id = envelope.task_id
         body = envelope.to_bytes()
         if len(body) > self.nc.max_payload:
             raise CliError(f"request is {len(body) / 1048576:.1f} MiB, over this NATS server's "
                            f"{self.nc.max_payload / 1048576:.1f} MiB message limit")
         subject = subject_for(envelope)
         try:
-            await self.js.publish(subject, body, headers={MSG_ID: envelope.id, TASK_ID_HEADER: task_id})
+            await self.js.publish(subject, body, headers={MSG_ID: envelope.id, TASK_ID_HEADER: task_id,
+                                                          **trace_headers})
         except NatsTimeout:
             who = f"credential {self.credential.identity} ({self.credential.role or self.credential.kind})" \
                 if self.credential else "this connection"
@@ -186,6 +193,8 @@ def credential() -> Credential | None:
 
 @asynccontextmanager
 async def connect() -> AsyncIterator[Engine]:
+    if not tracing.ENABLED:  # a request agentctl sends starts its task's trace (docs/observability.md)
+        tracing.setup("agentctl")
     url = nats_url()
     cred = credential()
 

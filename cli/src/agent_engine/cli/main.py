@@ -13,10 +13,12 @@ import sys
 
 from agent_engine.cli.client import CliError
 from agent_engine.cli.commands import (
+    agents,
     approvals,
     audit,
     cost,
     dlq,
+    evals,
     keyring,
     providers,
     stack,
@@ -28,7 +30,8 @@ from agent_engine.cli.commands import (
 )
 from agent_engine.runtime.keyring import CREDENTIAL_ENV
 
-COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit)
+COMMANDS = (stack, workflow, submit, tail, tasks, approvals, dlq, cost, providers, tenant, keyring, audit, evals,
+            agents)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -81,7 +81,7 @@ UNPUBLISHED = frozenset({"node.deadline_expired", "node.retry_due"})
 
 QUERIES: dict[str, tuple[str, ...]] = {
     ROUTER_RPC: ("task.show", "task.history", "task.replay", "task.fork_plan"),
-    TELEMETRY_RPC: ("ledger",),
+    TELEMETRY_RPC: ("ledger", "tasks.list", "ledger.rebuild"),
     AGENT_RUNNER_RPC: ("providers",),
     AUTH_RPC: ("credential.add", "credential.list", "credential.revoke"),
 }
@@ -91,6 +91,8 @@ TENANT_SCOPED = frozenset({ROUTER_RPC, TELEMETRY_RPC, AUTH_RPC})
 """Services that also answer a query in a tenant's scope (about that tenant's tasks only)."""
 TENANT_ONLY = frozenset({AUTH_RPC})
 """The credential authority answers a tenant admin only, in its tenant's scope (docs/security.md)."""
+PLATFORM_ONLY = frozenset({(TELEMETRY_RPC, "ledger.rebuild")})
+"""Queries answered on the unscoped subject only (`agentctl cost rebuild`: the ledger is every tenant's)."""
 
 _TENANT, _KIND, _SENDER, _SERVICE, _PARTITION = "x0tenant0x", "x0kind0x", "x0sender0x", "x0service0x", "x0part0x"
 """Placeholder tokens the helpers accept (a tenant name, a sender name), replaced by parameters."""
@@ -197,7 +199,9 @@ HEADERS = {
                                                          "the stream's duplicate window"},
         "Ae-Task-Id": {"type": "string", "description": "the envelope's task id, so even the refusal of an "
                                                         "unreadable body names its task"},
-        "traceparent": {"type": "string", "description": "W3C trace context, when tracing is on"},
+        "traceparent": {"type": "string", "description": "W3C trace context of the publish span, when tracing is "
+                                                         "on (docs/observability.md#traces)"},
+        "tracestate": {"type": "string", "description": "W3C tracestate that goes with traceparent"},
     },
 }
 
@@ -289,7 +293,7 @@ def document() -> dict[str, Any]:
         service = AUTHORITY if service_rpc == AUTH_RPC else service_rpc.split(".", 1)[1]
         for action in actions:
             forms = [] if service_rpc in TENANT_ONLY else [(False, rpc_subject(service_rpc, action))]
-            if service_rpc in TENANT_SCOPED:
+            if service_rpc in TENANT_SCOPED and (service_rpc, action) not in PLATFORM_ONLY:
                 forms.append((True, _address(rpc_subject(service_rpc, action, _TENANT))))
             for scoped, address in forms:
                 channel = f"{service}.{action}" + (".tenant" if scoped else "")

@@ -26,6 +26,8 @@ TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TASK_ID_MAX = 128
 NO_NUL = r"^[^\x00]*$"
 """A task id is stored as text, which PostgreSQL cannot hold with a NUL character in it."""
+TRACE_HEADER_MAX = 512
+"""W3C trace context values are short (a traceparent is 55 characters; tracestate at most 32 members)."""
 EVENT_NAMESPACE = uuid.UUID("6f1c2a52-8e0b-4a3c-9d55-3b1f0e7a9c10")
 
 
@@ -84,6 +86,13 @@ class Envelope(BaseModel):
     schema_version: int = Field(default=CONTRACT_VERSION, validation_alias="schemaversion",
                                 serialization_alias="schemaversion", description="the contract version")
     data: dict[str, Any] = Field(default_factory=dict)
+    # CloudEvents' distributed-tracing extension: the W3C trace context the event was written in. Stored with
+    # the event (so the router's relay publishes it later), absent when tracing is off, so history written
+    # without it keeps its bytes. A malformed value is kept but ignored by tracing (runtime/tracing.py).
+    traceparent: str | None = Field(default=None, max_length=TRACE_HEADER_MAX, exclude_if=_absent,
+                                    description="W3C traceparent of the span the event was written in")
+    tracestate: str | None = Field(default=None, max_length=TRACE_HEADER_MAX, exclude_if=_absent,
+                                   description="W3C tracestate that goes with traceparent")
 
     @model_validator(mode="before")
     @classmethod
@@ -140,14 +149,18 @@ def payload_json(data: Payload | dict[str, Any]) -> dict[str, Any]:
 
 def caused_by(cause: Envelope, data: Payload | dict[str, Any], *, id: str, source: str, time: datetime | None = None,
               task_id: str | None = None, tenant: str | None = None, correlation_id: str | None = None,
-              type: str | None = None, trusted: bool = False) -> Envelope:
+              type: str | None = None, trusted: bool = False, traceparent: str | None = None) -> Envelope:
     """An event caused by `cause`: its tenant, task and correlation unless told otherwise, causation its id.
     `time` defaults to now (a runner's answer); the router passes the cause's time, so replays are exact.
-    `trusted` skips validation for values the caller built from validated ones (the router's hot path)."""
+    `trusted` skips validation for values the caller built from validated ones (the router's hot path).
+    `traceparent`: the trace context to record with it (the router's records); runners' answers get theirs from
+    the span they are published in (runtime/tracing.py)."""
     fields: dict[str, Any] = dict(
         id=id, source=source, type=type or getattr(data, "TYPE", ""), time=time or datetime.now(UTC),
         tenant=tenant or cause.tenant, task_id=task_id or cause.task_id,
         correlation_id=correlation_id or cause.correlation_id, causation_id=cause.id, data=payload_json(data))
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
     return Envelope.model_construct(**fields) if trusted else Envelope(**fields)
 
 

@@ -223,6 +223,10 @@ class AgentSpec(BaseModel):
     max_tokens: int = Field(default=1024, ge=1, le=64000)
     fallbacks: list[Fallback] = Field(default_factory=list, max_length=5)
     """Tried in order after `provider`/`model`; empty by default."""
+    fallback_order: Literal["declared", "by_score"] = Field(default="declared", exclude_if=lambda v: v == "declared")
+    """declared: the fallbacks are tried in the order written. by_score: the agent-runner orders them by the
+    tenant's recent figures (success rate, then cost per call; `agentctl agents stats`); the model that answered
+    is recorded in llm.called, so replay and fork stay exact (docs/workflows.md)."""
     max_repairs: int = Field(default=2, ge=0, le=10)
     """How often an output that is not JSON or breaks the schema goes back to the model with the problem."""
     tiers: list[TierRule] = Field(default_factory=list, max_length=10)

@@ -157,7 +157,9 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                          + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested",
                                       "node.output_produced")
                          + Rights(publish=(heartbeat_subject(),), subscribe=(*rpc_listen(AGENT_RUNNER_RPC),),
-                                  responses=True)),
+                                  responses=True)
+                         # telemetry's figures, for `fallback_order: by_score` (agent_runner/scores.py)
+                         + Rights(publish=(rpc_subject(TELEMETRY_RPC, "agents"),))),
         # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
         "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))
                         + _kv_write(TOOL_CALLS_BUCKET)

@@ -34,7 +34,7 @@ from agent_engine.contracts.subjects import (
     dlq_subject,
     tenant_from_subject,
 )
-from agent_engine.runtime import health
+from agent_engine.runtime import health, metrics, tracing
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import (
     Retention,
@@ -254,6 +254,7 @@ class Bus:
                 await ensure_streams(js)
                 bus = cls(nc, js, service)
                 health.PROCESS.add("nats", connection_check(nc))
+                metrics.SAMPLERS.add("dlq", bus.sample_dead_letters)
                 return bus
             except Exception as exc:  # noqa: BLE001  JetStream not ready yet (server restarting)
                 log.warning("JetStream not ready (%s); retrying", exc)
@@ -266,11 +267,18 @@ class Bus:
             await self.nc.close()
 
     async def publish(self, envelope: Envelope) -> None:
-        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream."""
-        await self.js.publish(
-            subject_for(envelope), envelope.to_bytes(),
-            headers={MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id},
-        )
+        """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream. With
+        tracing on, in a `publish` span whose context goes in the traceparent header (runtime/tracing.py). What the
+        stream stores for the first time is counted (metrics.published); a duplicate it drops is not."""
+        subject = subject_for(envelope)
+        headers = {MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id}
+        if not tracing.ENABLED:
+            ack = await self.js.publish(subject, envelope.to_bytes(), headers=headers)
+        else:
+            with tracing.publishing(envelope, subject) as (envelope, trace_headers):
+                ack = await self.js.publish(subject, envelope.to_bytes(), headers={**headers, **trace_headers})
+        if not ack.duplicate:
+            metrics.published(envelope.type, envelope.tenant, envelope.data)
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
         await asyncio.gather(*(self.publish(e) for e in envelopes))
@@ -289,6 +297,22 @@ class Bus:
                                "head": msg.data[:1024].decode("utf-8", "backslashreplace")}).encode()
         await self.js.publish(dlq_subject(self.service, tenant_from_subject(msg.subject)), body, headers=headers)
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
+
+    async def sample_dead_letters(self) -> None:
+        """metrics: how many of this service's dead letters (`aedlq.<service>[.<tenant>]`) AE_DLQ keeps."""
+        info = await self.js.stream_info(DLQ_STREAM, subjects_filter=dlq_subject(self.service, ">"))
+        kept = sum((info.state.subjects or {}).values())
+        bare = await self.js.stream_info(DLQ_STREAM, subjects_filter=dlq_subject(self.service))
+        metrics.DLQ_MESSAGES.labels(metrics.SERVICE[0]).set(kept + sum((bare.state.subjects or {}).values()))
+
+    def sample_lag(self, durable: str) -> metrics.Sampler:
+        """metrics: the durable consumer's pending and unacknowledged messages, asked of the server on scrape."""
+        async def sample() -> None:
+            info = await self.js.consumer_info(STREAM, durable, timeout=metrics.SAMPLE_TIMEOUT_S)
+            metrics.CONSUMER_PENDING.labels(metrics.SERVICE[0], durable).set(info.num_pending or 0)
+            metrics.CONSUMER_ACK_PENDING.labels(metrics.SERVICE[0], durable).set(info.num_ack_pending or 0)
+
+        return sample
 
     async def pull(self, durable: str, subjects: list[str], *, ack_wait: float,
                    max_ack_pending: int = 1024, pinned: bool = False) -> JetStreamContext.PullSubscription:
@@ -319,6 +343,7 @@ class Bus:
             return f"not fetching from consumer {durable}: {failing[0]}" if failing else None
 
         health.PROCESS.add(f"consumer {durable}", consuming)
+        metrics.SAMPLERS.add(f"consumer {durable}", self.sample_lag(durable))
         sub: JetStreamContext.PullSubscription | None = None
         try:
             while sub is None:
@@ -357,11 +382,21 @@ class Bus:
                     raise
                 except Exception:  # e.g. an ack lost to a disconnect: JetStream redelivers
                     log.exception("handling a batch on %s failed; un-acked messages will be redelivered", durable)
+                metrics.handled(durable, ((m.subject, _stored_at(m)) for m in msgs))
         finally:
             health.PROCESS.remove(f"consumer {durable}")
+            metrics.consumer_stopped(durable)
             if sub is not None:  # a pull request still open must not deliver to an inbox nobody reads
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+
+def _stored_at(msg: Msg) -> float | None:
+    """When the stream stored the message (epoch seconds), from its ack subject; None when it has none."""
+    try:
+        return msg.metadata.timestamp.timestamp()
+    except Exception:  # noqa: BLE001  a message that did not come from JetStream: no hop to time
+        return None
 
 
 async def _hand_back(msgs: list[Msg]) -> None:

@@ -1,6 +1,7 @@
 """Liveness and readiness over HTTP, on the port AE_HEALTH_PORT names (none when unset).
 
     GET /livez   200 while the process's event loop answers.
+    GET /metrics Prometheus metrics in the text exposition format (metrics.py).
     GET /readyz  200 when the service takes work and every readiness check passes (connected to NATS, its
                  consumer fetching, PostgreSQL where the service needs it); 503 with a JSON body naming each
                  check that fails, before the service takes work (`starting`), and while it drains.
@@ -21,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import psycopg
+
+from agent_engine.runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,7 @@ async def serve(health: Health, port: int, host: str | None = None) -> asyncio.S
         raise SystemExit(f"{PORT_ENV}={port}: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def _answer(health: Health, reader: asyncio.StreamReader) -> tuple[int, dict[str, object]]:
+async def _answer(health: Health, reader: asyncio.StreamReader) -> tuple[int, dict[str, object] | bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
     method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
     path = rest.split(" ", 1)[0].split("?", 1)[0]
@@ -112,15 +115,19 @@ async def _answer(health: Health, reader: asyncio.StreamReader) -> tuple[int, di
         if problems:
             return 503, {"status": "not ready", "failing": problems, "pid": os.getpid()}
         return 200, {"status": "ready", "pid": os.getpid()}
-    return 404, {"error": f"no such path {path[:100]!r}; try /livez or /readyz"}
+    if path == "/metrics":
+        return 200, await metrics.exposition()
+    return 404, {"error": f"no such path {path[:100]!r}; try /livez, /readyz or /metrics"}
 
 
 REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
-def _response(status: int, body: dict[str, object]) -> bytes:
-    data = json.dumps(body).encode() + b"\n"
-    head = (f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: application/json\r\n"
+def _response(status: int, body: dict[str, object] | bytes) -> bytes:
+    """JSON for the probes; bytes as they are (the metrics text)."""
+    data, kind = (body, metrics.CONTENT_TYPE) if isinstance(body, bytes) else (json.dumps(body).encode() + b"\n",
+                                                                              "application/json")
+    head = (f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {kind}\r\n"
             f"Content-Length: {len(data)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n")
     return head.encode() + data
 

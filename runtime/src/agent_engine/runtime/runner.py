@@ -21,6 +21,7 @@ from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import LlmCallNote, NodeDispatched, NodeErrored, NodeOutputProduced, ToolCallCleared
 from agent_engine.contracts.events.guardrails import MAX_JUDGED_INPUTS
 from agent_engine.contracts.subjects import CLEARED_DURABLE, dispatch_subject, heartbeat_subject, type_subject
+from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle, transient
 from agent_engine.runtime.settings import Settings
@@ -50,7 +51,7 @@ def to_gate(event: Envelope, dispatch: NodeDispatched) -> Envelope:
     if dispatch.check_output is None or event.type != "node.completed":
         return event
     produced = NodeOutputProduced.model_validate({**event.data, "policy": dispatch.check_output,
-                                                  "inputs": judged_inputs(dispatch)})
+                                                  "inputs": judged_inputs(dispatch), "budget_usd": dispatch.budget_usd})
     return event.model_copy(update={"type": produced.TYPE,
                                     "data": produced.model_dump(mode="json", by_alias=True, exclude_none=True)})
 
@@ -111,6 +112,10 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
     """Answer dispatches of one kind: the agent-runner takes `node.dispatched.agent`; the tool-runner takes only
     what guardrails' tool gate cleared (`tool.call_cleared`), never the router's tool dispatches themselves."""
     async def handle_one(msg: Msg, received: Envelope) -> None:
+        with tracing.processing(msg.headers, received, msg.subject):
+            await answer_one(msg, received)
+
+    async def answer_one(msg: Msg, received: Envelope) -> None:
         try:
             envelope, dispatch = _as_dispatch(received, kind)
         except ValidationError as exc:
@@ -143,12 +148,31 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
                       batch=settings.batch_size, ack_wait=settings.ack_wait_s, stop=stop)
 
 
+def operation_span(dispatch: NodeDispatched) -> tuple[str, dict[str, Any]]:
+    """The GenAI span around answering a dispatch: `invoke_agent {agent}` or `execute_tool {tool}`."""
+    node = {"ae.node": dispatch.node, "ae.dispatch.id": dispatch.dispatch_id, "ae.attempt": dispatch.attempt}
+    if dispatch.agent is not None:
+        agent = dispatch.agent
+        return f"invoke_agent {agent.name}", {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent.name,
+                                             "gen_ai.request.model": agent.model, **node}
+    tool = dispatch.tool.name if dispatch.tool is not None else dispatch.node
+    call = {"gen_ai.tool.call.id": dispatch.call.call_id} if dispatch.call is not None else {}
+    return f"execute_tool {tool}", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                                    "gen_ai.tool.type": "function", **call, **node}
+
+
 async def _answer(handler: Handler, envelope: Envelope, dispatch: NodeDispatched, source: str) -> list[Envelope]:
     """The handler's answer; a failure it did not turn into a result itself becomes the node's error,
     retryable, so the node's own policy (attempts, backoff) bounds it whether it is a bug or an outage no
     list names; a known outage is raised instead, so the dispatch is redelivered once the server is back."""
+    name, attributes = operation_span(dispatch)
     try:
-        return await handler(envelope, dispatch)
+        with tracing.operation(name, attributes) as span:
+            answered = await handler(envelope, dispatch)
+            failed = next((e for e in answered if e.type == NodeErrored.TYPE), None)
+            if failed is not None:
+                tracing.fail(span, "node_errored")
+            return answered
     except Exception as exc:
         if transient(exc):
             raise

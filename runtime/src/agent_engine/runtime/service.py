@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agent_engine.runtime import health, logs
+from agent_engine.runtime import health, logs, metrics, tracing
 from agent_engine.runtime.settings import env_float
 
 Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -38,6 +38,8 @@ def grace_from_env() -> float:
 
 def run(service: str, main: Main) -> None:
     log = logs.setup(service)
+    metrics.SERVICE[0] = service  # the `service` label of this process's metrics
+    tracing.setup(service)
     grace = grace_from_env()
     port = health.port_from_env()
     asyncio.run(_supervise(main, grace, port, log))
@@ -50,7 +52,7 @@ async def _supervise(main: Main, grace: float, port: int | None, log: logging.Lo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = await health.serve(health.PROCESS, port) if port is not None else None
-    log.info("starting%s", f"; health on port {port} (/livez, /readyz)" if port is not None else "")
+    log.info("starting%s", f"; health on port {port} (/livez, /readyz, /metrics)" if port is not None else "")
 
     async def guarded() -> SystemExit | None:
         # asyncio lets a SystemExit out of a task straight through the loop, as a traceback: keep it as a value
@@ -97,6 +99,7 @@ def _end(code: int, message: str | None = None) -> None:
     handed work to, and a thread blocked on a server that is gone would hold a drained process for ever."""
     if message:
         print(message, file=sys.stderr)
+    tracing.flush()  # os._exit skips atexit, where the SDK would export the last spans
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent_engine.cli.client import ask
+from agent_engine.cli.client import CliError, ask
 from agent_engine.cli.options import print_json
 from agent_engine.contracts.subjects import TELEMETRY_RPC
 
@@ -24,6 +24,8 @@ def add_rebuild(cost: argparse.ArgumentParser) -> None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    if args.task or args.tenant:  # the ledger is rebuilt whole: a narrower rebuild would not be exact
+        raise CliError("cost rebuild refolds the whole ledger: it takes no --task or --tenant")
     answer = ask(TELEMETRY_RPC, "ledger.rebuild", {"force": True} if args.force else {}, timeout=args.timeout)
     if args.json:
         print_json(answer)

@@ -14,6 +14,7 @@ from agent_engine.contracts.subjects import TELEMETRY_RPC
 
 STATUSES = ("accepted", "queued", "running", "succeeded", "failed", "cancelled", "rejected",
             "deduplicated")
+"""telemetry's taskindex.STATUSES, spelled again: the CLI does not import a service (telemetry checks them too)."""
 
 
 def add_list(task_sub: Any) -> None:

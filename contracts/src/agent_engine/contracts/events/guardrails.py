@@ -60,6 +60,9 @@ class NodeOutputProduced(NodeCompleted):
     inputs: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: v is None)
     """An agent node's inputs (the task input and the upstream outputs its dispatch carried), for the output
     gate's grounding judge; absent for a tool node, or when they are over `MAX_JUDGED_INPUTS` bytes of JSON."""
+    budget_usd: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The dispatch's reservation (its `budget_usd`, in a task with a budget): what the node's calls and its
+    grounding judge's call may cost together. The judge is asked to stay within what the node's calls left."""
 
 
 class NodeOutputChecked(NodeCompleted):

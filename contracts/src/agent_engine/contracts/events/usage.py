@@ -72,6 +72,11 @@ class LlmCalled(EventData):
     """Which model turn of the node (0 until the model has used tools)."""
     problem: str | None = None
     """Why the reply was invalid; it went back to the model as the next repair turn, if any were left."""
+    agent: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The agent (its name in agents.yaml) the call was made for; absent in older events and for the judge.
+    `agentctl agents stats` groups by it."""
+    latency_ms: float | None = Field(default=None, exclude_if=lambda v: v is None)
+    """How long the provider took to answer this call (absent in older events)."""
 
 
 class LlmCallFailed(EventData):
@@ -100,6 +105,8 @@ class LlmCallFailed(EventData):
     """What the gateway did next: the same model again, the next model in the chain, or stop."""
     delay_s: float | None = None
     """Wait before the retry (`then == "retry"`)."""
+    agent: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The agent the call was made for (absent in older events and for the judge)."""
 
 
 EVENTS: tuple[type[EventData], ...] = (

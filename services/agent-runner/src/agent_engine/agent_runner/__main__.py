@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from nats.aio.msg import Msg
 
 from agent_engine.agent_runner import judge, pricing
 from agent_engine.agent_runner.memory import recall_from
 from agent_engine.agent_runner.providers import Gateway
+from agent_engine.agent_runner.scores import Scoreboard
 from agent_engine.agent_runner.service import SOURCE, AgentRunner
-from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
+from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, TELEMETRY_RPC, rpc_subject
 from agent_engine.memory import MemoryLimits, MemoryStore
 from agent_engine.runtime import runner, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.queries import answer_query
-from agent_engine.runtime.settings import Settings
+from agent_engine.runtime.settings import Settings, env_float
 
 log = logging.getLogger("agent-runner")
 
@@ -35,6 +39,7 @@ async def main(stop: asyncio.Event) -> None:
     else:
         log.info("memory: off (AE_POSTGRES_URL is not set): nodes with `sees: {memory: ...}` get no saved notes")
     bus = await Bus.open(settings.nats_url, "agent-runner")
+    gateway.scores = Scoreboard(scores_from(bus), env_float("AE_SCORES_TTL_S", 60.0))
 
     async def on_providers(msg: Msg) -> None:
         try:
@@ -52,6 +57,22 @@ async def main(stop: asyncio.Event) -> None:
         await bus.close()
         if memory is not None:
             await asyncio.to_thread(memory.close)
+
+
+def scores_from(bus: Bus) -> Any:
+    """How the scoreboard asks telemetry for a tenant's figures of the last AE_SCORES_WINDOW_H hours."""
+    window = timedelta(hours=env_float("AE_SCORES_WINDOW_H", 24.0))
+
+    async def fetch(tenant: str) -> list[dict[str, Any]]:
+        since = (datetime.now(UTC) - window).isoformat()
+        msg = await bus.nc.request(rpc_subject(TELEMETRY_RPC, "agents"),
+                                   json.dumps({"tenant": tenant, "since": since}).encode(), timeout=2)
+        reply = json.loads(msg.data)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        rows: list[dict[str, Any]] = reply["agents"]
+        return rows
+    return fetch
 
 
 if __name__ == "__main__":

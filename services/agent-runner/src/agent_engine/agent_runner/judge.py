@@ -19,10 +19,11 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_engine.agent_runner import pricing, structured
+from agent_engine.agent_runner.allowance import Allowance
 from agent_engine.agent_runner.providers import CallFailure, Gateway, LlmRequest, ProviderError, Turn
 from agent_engine.contracts.envelope import TASK_ID_MAX, TENANT_PATTERN, Envelope, command, derive_id
 from agent_engine.contracts.errors import validation_summary
-from agent_engine.contracts.events import DispatchedAgent, LlmCalled, LlmCallFailed
+from agent_engine.contracts.events import DispatchedAgent, LlmCalled, LlmCallFailed, LlmCallNote
 from agent_engine.contracts.manifest import Provider
 from agent_engine.contracts.subjects import AGENT_RUNNER_RPC, rpc_subject
 from agent_engine.runtime.bus import Bus
@@ -83,6 +84,9 @@ class JudgeRequest(BaseModel):
     agent: JudgeAgent
     text: Any
     """What is judged: any JSON value (classify: the task input; ground: {"output": ..., "inputs": ...})."""
+    budget_usd: str | None = Field(default=None, pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$")
+    """At most what the call may cost (the grounding judge in a task with a budget: what the node's calls left of
+    its reservation). A call whose worst case is over it is not made, and the reply says why."""
 
 
 def read(raw: bytes) -> tuple[JudgeRequest | None, str]:
@@ -124,6 +128,10 @@ async def answer(gateway: Gateway, ask: JudgeRequest) -> tuple[dict[str, Any], l
             retry_after_s=error.retry_after_s, call=failure.call, repair=0, fallback=failure.route.position,
             then=failure.then, delay_s=failure.delay_s), f"failed/{len(events)}"))
 
+    refusal = Allowance(ask.budget_usd, pricing.active(), [r.model for r in gateway.chain(request.agent)]
+                        ).refusal(request)
+    if refusal:
+        return {"error": f"the {ask.purpose} call was not made: {refusal}"[:500]}, events
     try:
         llm = await gateway.complete(request, failed)
     except ProviderError as exc:
@@ -132,13 +140,18 @@ async def answer(gateway: Gateway, ask: JudgeRequest) -> tuple[dict[str, Any], l
     # the detail may quote the reply, which may quote the judged text: neither the event nor the asker gets it
     problem = None if detail is None else f"the reply is not a JSON object valid against the {ask.purpose} schema"
     price = pricing.cost(llm.model, llm.usage)
+    cost = str(price) if price is not None else "unpriced"
+    outcome: Literal["valid", "invalid"] = "valid" if problem is None else "invalid"
     events.append(event(LlmCalled(
         dispatch_id=dispatch_id, node=NODES[ask.purpose], provider=llm.provider, model=llm.model, usage=llm.usage,
-        cost_usd=str(price) if price is not None else "unpriced", price_table=pricing.active().version,
-        fallback=llm.fallback, outcome="valid" if problem is None else "invalid", problem=problem), "called"))
+        cost_usd=cost, price_table=pricing.active().version, fallback=llm.fallback, outcome=outcome,
+        problem=problem), "called"))
+    # the call as a node's result lists it: the grounding judge's is settled with the node's reservation
+    call = LlmCallNote(provider=llm.provider, model=llm.model, outcome=outcome, fallback=llm.fallback,
+                       usage=llm.usage, cost_usd=cost, problem=problem).model_dump(mode="json", exclude_none=True)
     if problem is not None or output is None:
-        return {"error": problem}, events
-    return output, events
+        return {"error": problem, "call": call}, events
+    return {**output, "call": call}, events
 
 
 async def handle(bus: Bus, gateway: Gateway, msg: Msg) -> None:

@@ -170,7 +170,7 @@ class AgentRunner:
             if refused:
                 return fail(refused, False)
             try:
-                llm = await self.gateway.complete(ask, record_failure)
+                llm = await self.gateway.complete(ask, record_failure, cause.tenant)
             except ProviderError as exc:
                 return fail(f"summarising the first {skip} tool turn(s) failed: {exc}", exc.retryable)
             record_call(ask, llm, "summary", None, "llm-summary")
@@ -183,7 +183,7 @@ class AgentRunner:
             if refused:  # each repair: the prompt grew
                 return fail(refused, False)
             try:
-                llm = await self.gateway.complete(request, record_failure)
+                llm = await self.gateway.complete(request, record_failure, cause.tenant)
             except ProviderError as exc:
                 return fail(str(exc), exc.retryable)
             spent += llm.usage
@@ -243,7 +243,8 @@ def called(dispatch: NodeDispatched, request: LlmRequest, llm: LlmResult, outcom
     return LlmCalled(dispatch_id=dispatch.dispatch_id, node=dispatch.node, provider=llm.provider, model=llm.model,
                      usage=llm.usage, cost_usd=str(price) if price is not None else "unpriced",
                      price_table=pricing.active().version, repair=request.repair, fallback=llm.fallback,
-                     outcome=outcome, problem=problem, turn=request.turn)
+                     outcome=outcome, problem=problem, turn=request.turn, agent=request.agent.name or None,
+                     latency_ms=llm.latency_ms)
 
 
 def failed_call(dispatch: NodeDispatched, failure: CallFailure, turn: int = 0) -> LlmCallFailed:
@@ -252,7 +253,8 @@ def failed_call(dispatch: NodeDispatched, failure: CallFailure, turn: int = 0) -
                          model=failure.route.model, error_class=error.error_class, message=str(error)[:500],
                          status=error.status, retry_after_s=error.retry_after_s, call=failure.call,
                          repair=failure.repair, fallback=failure.route.position, then=failure.then,
-                         delay_s=failure.delay_s, turn=turn)
+                         delay_s=failure.delay_s, turn=turn,
+                         agent=(dispatch.agent.name if dispatch.agent else None) or None)
 
 
 def after_repairs(n: int) -> str:

@@ -17,6 +17,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import EventData
 from agent_engine.contracts.subjects import STREAM
+from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle
 from agent_engine.runtime.settings import Settings
@@ -41,6 +42,10 @@ async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T]
     get `decide`'s answer, published before the ack (and, with `delete`, the message deleted from the stream:
     what it held is kept nowhere once answered). The bus down: redelivered, dead-lettered when it keeps failing."""
     async def handle_one(msg: Msg, envelope: Envelope) -> None:
+        with tracing.processing(msg.headers, envelope, msg.subject):
+            await answer_one(msg, envelope)
+
+    async def answer_one(msg: Msg, envelope: Envelope) -> None:
         try:
             parsed = model.model_validate(envelope.data)
         except ValidationError as exc:

@@ -5,19 +5,23 @@ inputs the node was given. An output judged ungrounded fails the node or waits f
 `judge.grounding`, with the score; never the text).
 
 The decision is pure (`decide`; two policies' judges combine in outputs.stricter_judge); `judged` does the I/O.
-The judge sees the output as redacted.
+The judge sees the output as redacted. In a task with a budget the judge may spend only what the node's calls
+left of the node's reservation (`allowance_of`), and its call is listed with the node's, so the router settles
+both against that reservation (docs/guardrails.md, Budgets).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from nats.aio.client import Client
+from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import NodeOutputProduced, RuleHit
+from agent_engine.contracts.events import LlmCallNote, NodeOutputProduced, RuleHit
 from agent_engine.contracts.policy import JudgeRule
 from agent_engine.guardrails.classifier import ask
 from agent_engine.guardrails.outputs import OutputVerdict
@@ -28,11 +32,36 @@ UNAVAILABLE = "judge.grounding-unavailable"
 """Recorded when the judge gave no usable answer (a timeout, an error, a reply off its schema)."""
 
 
-def question(rule: JudgeRule, cause: Envelope, output: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def question(rule: JudgeRule, cause: Envelope, output: dict[str, Any], inputs: dict[str, Any],
+             allowance: str | None = None) -> dict[str, Any]:
     agent = {"provider": rule.provider, "model": rule.model, "prompt": rule.prompt, "max_tokens": rule.max_tokens,
              "mock_responses": rule.mock_responses}
-    return {"purpose": "ground", "tenant": cause.tenant, "task_id": cause.task_id, "call_id": cause.id,
-            "agent": agent, "text": {"output": output, "inputs": inputs}}
+    asked = {"purpose": "ground", "tenant": cause.tenant, "task_id": cause.task_id, "call_id": cause.id,
+             "agent": agent, "text": {"output": output, "inputs": inputs}}
+    return asked if allowance is None else {**asked, "budget_usd": allowance}
+
+
+def allowance_of(produced: NodeOutputProduced) -> str | None:
+    """What the judge may spend: the node's reservation less what its calls cost (None: the task has no budget).
+    A call the runner could not price leaves nothing, as the router then counts the whole reservation spent."""
+    if produced.budget_usd is None:
+        return None
+    try:
+        left = Decimal(produced.budget_usd)
+        for call in produced.llm_calls or []:
+            if call.cost_usd is not None:
+                left -= Decimal(call.cost_usd)  # "unpriced" raises: nothing is left
+    except InvalidOperation:
+        return "0"
+    return format(max(left, Decimal(0)).normalize(), "f")
+
+
+def call_of(reply: Any) -> list[LlmCallNote]:
+    """The judge's call as the agent-runner described it in its reply (none when no call was made)."""
+    try:
+        return [LlmCallNote.model_validate(reply["call"])] if isinstance(reply, dict) and "call" in reply else []
+    except ValidationError:
+        return []
 
 
 def grounding_of(reply: Any) -> tuple[tuple[bool, float] | None, str]:
@@ -81,8 +110,9 @@ async def judged(nc: Client, rule: JudgeRule | None, cause: Envelope, produced: 
         # no model call behind it: a tool's output is what the tool returned, with nothing to be grounded in
         return verdict
     inputs = produced.inputs if produced.inputs is not None else {"note": "the node's inputs were too large to send"}
-    reply = await ask(nc, question(rule, cause, verdict.output, inputs), rule.timeout_s, "the judge")
-    decided = decide(rule, verdict, reply)
+    asked = question(rule, cause, verdict.output, inputs, allowance_of(produced))
+    reply = await ask(nc, asked, rule.timeout_s, "the judge")
+    decided = replace(decide(rule, verdict, reply), calls=call_of(reply))
     if any(h.rule == UNAVAILABLE for h in decided.rules):
         log.warning("the grounding judge gave no answer for node %s of task %s (on_error: %s)", produced.node,
                     cause.task_id, rule.on_error)

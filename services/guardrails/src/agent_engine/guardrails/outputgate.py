@@ -46,15 +46,17 @@ def answer(cause: Envelope, produced: NodeOutputProduced, verdict: OutputVerdict
     """The events answering one output: the router's answer, and the verdict when it was more than a pass.
     Ids derive from the runner's event, so a redelivery publishes duplicates JetStream drops."""
     events = []
+    calls = [*(produced.llm_calls or []), *verdict.calls]  # the judge's with the node's: settled together
     if verdict.outcome == "refused":
         events.append(caused_by(cause, NodeErrored(
             dispatch_id=produced.dispatch_id, node=produced.node, attempt=produced.attempt, error=verdict.reason,
-            retryable=False, llm_calls=produced.llm_calls), id=derive_id(cause.id, "refused"), source=SOURCE))
+            retryable=False, llm_calls=calls or None), id=derive_id(cause.id, "refused"), source=SOURCE))
     else:
         assert verdict.output is not None
-        fields = produced.model_dump(exclude={"policy", "output"})
+        fields = produced.model_dump(exclude={"policy", "output", "inputs", "budget_usd", "llm_calls"})
         events.append(caused_by(cause, NodeOutputChecked(
-            **fields, output=verdict.output, outcome=verdict.outcome, rules=verdict.rules, reason=verdict.reason),
+            **fields, llm_calls=calls or None, output=verdict.output, outcome=verdict.outcome, rules=verdict.rules,
+            reason=verdict.reason),
             id=derive_id(cause.id, "checked"), source=SOURCE))
     if verdict.outcome != "allowed":
         outcome = "refused" if verdict.outcome == "refused" else verdict.outcome

@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent_engine.contracts.events import RuleHit
+from agent_engine.contracts.events import LlmCallNote, RuleHit
 from agent_engine.contracts.policy import JudgeRule, OutputPolicy, TopicRule
 from agent_engine.guardrails.checks import PATTERNS, redact
 from agent_engine.guardrails.pii import DEFAULT_REDACT
@@ -27,6 +27,9 @@ class OutputVerdict:
     """What goes on: the output, redacted where the policy says (None when refused)."""
     rules: list[RuleHit] = field(default_factory=list)
     reason: str = ""
+    calls: list[LlmCallNote] = field(default_factory=list)
+    """The grounding judge's call: the answer lists it with the node's own, so the router settles what both cost
+    against the node's reservation."""
 
 
 def combined(workflow: OutputPolicy, tenant: OutputPolicy | None,

@@ -4,6 +4,7 @@ the raw request from the stream: its unredacted input is kept nowhere past this 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from agent_engine.guardrails.gate import delete_answered
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
+from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
 from agent_engine.runtime.settings import Settings, env_int
@@ -159,12 +161,32 @@ def _task_id(cause: Envelope | None, headers: dict[str, str], seq: int) -> tuple
 def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskRejected, tenant: str, task_id: str,
             correlation_id: str) -> Envelope:
     """The answer's id derives from the request's (or, for a body that is no envelope, its stream position),
-    so a redelivered request gets the same answer, which JetStream drops as a duplicate."""
-    answer_id = derive_id(cause_id, "accepted" if isinstance(data, TaskAccepted) else "rejected")
+    so a redelivered request gets the same answer, which JetStream drops as a duplicate. Accepted or rejected,
+    it is the same id: a request redelivered after it was answered (guardrails stopped before its ack) may get
+    the other answer this time (a rate limit that since freed or filled), and JetStream drops that one too, so
+    a sender never sees both."""
+    answer_id = derive_id(cause_id, "answer")
     if cause is not None:  # the subject's tenant, not the envelope's: the only one the sender may publish to
         return caused_by(cause, data, id=answer_id, source=SOURCE, tenant=tenant)
     return command(data, id=answer_id, source=SOURCE, tenant=tenant, task_id=task_id, correlation_id=correlation_id,
                    causation_id=cause_id)
+
+
+def trace_headers(headers: dict[str, str] | None, raw: bytes) -> dict[str, str]:
+    """The request's trace context: its NATS headers', else the envelope's `traceparent` attribute (a sender that
+    writes the CloudEvent's tracing extension but sets no header). Read only when tracing is on."""
+    headers = dict(headers or {})
+    if not tracing.ENABLED or tracing.TRACEPARENT in headers:
+        return headers
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return headers
+    if isinstance(body, dict) and isinstance(body.get(tracing.TRACEPARENT), str):
+        headers[tracing.TRACEPARENT] = body[tracing.TRACEPARENT]
+        if isinstance(body.get(tracing.TRACESTATE), str):
+            headers[tracing.TRACESTATE] = body[tracing.TRACESTATE]
+    return headers
 
 
 async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Event,
@@ -174,6 +196,11 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
     schemas = await inputschema.WorkflowSchemas.open(bus.js)
 
     async def handle_one(msg: Msg) -> None:
+        # the task's trace starts here when its sender started none (docs/observability.md, Traces)
+        with tracing.processing(trace_headers(msg.headers, msg.data), None, msg.subject, root=True):
+            await answer_one(msg)
+
+    async def answer_one(msg: Msg) -> None:
         seq = msg.metadata.sequence.stream if msg.metadata else 0
         headers = dict(msg.headers or {})
         evaluated = evaluate(msg.subject, msg.data, headers, policy)

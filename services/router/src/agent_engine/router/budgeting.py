@@ -27,6 +27,7 @@ from agent_engine.router.budgets import (
     actual_cost,
     alert_due,
     exceeded_reason,
+    judge_worst_case,
     manifest_models,
     models_for,
     prompt_bytes,
@@ -101,6 +102,10 @@ def reserve(out: Emitter, built: NodeDispatched, resuming: bool = False) -> Node
     models = models_for(agent, built.model_choice.model if built.model_choice else agent.model)
     size = prompt_bytes(agent, built.context, agent.output_schema_json, agent.tool_defs)
     needed = worst_case(ledger.prices, agent, models, size, bool(built.context.summarise))
+    judge = built.check_output.judge if built.check_output is not None else None
+    if judge is not None and isinstance(needed, Decimal):  # the output gate's judge is paid from this reservation
+        extra = judge_worst_case(ledger.prices, judge, agent, size)
+        needed = extra if isinstance(extra, str) else needed + extra
     if isinstance(needed, Decimal) and ledger.fits(needed):
         short = _day_short(out, built, needed)
         if short != "":

@@ -20,6 +20,7 @@ from typing import Any
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import LlmCallNote, NodeContext
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
+from agent_engine.contracts.policy import JudgeRule
 from agent_engine.contracts.pricing import PriceTable, parse
 
 MOCK_MODEL = "mock-1"
@@ -74,6 +75,9 @@ def manifest_models(manifest: WorkflowManifest) -> list[str]:
     """Every model a workflow's agents may use (their own, the nodes', the tiers', the fallbacks', the mock):
     the price rows a task pins when it starts."""
     out = [MOCK_MODEL, *(n.model for n in manifest.nodes if n.model)]
+    judge = manifest.policy.output.judge if manifest.policy and manifest.policy.output else None
+    if judge is not None:
+        out.append(judge.model)
     for agent in manifest.agents.values():
         out += [agent.model, *(t.model for t in agent.tiers), *(f.model for f in agent.fallbacks)]
     return sorted(set(out))
@@ -122,6 +126,20 @@ def worst_case(prices: PriceTable, agent: AgentSpec, models: list[str], first_pr
             return one
         total += one
     return total
+
+
+JUDGE_TEXT_BYTES = 4096
+"""An upper bound of the grounding judge's fixed instruction, reply schema and framing."""
+JUDGE_BYTES_PER_TOKEN = 8
+"""What the judge reads of a node's output: at most max_tokens tokens, counted at 8 bytes each. An estimate, not
+a bound (a reply has no byte limit): the agent-runner checks the judge's real prompt against what is left."""
+
+
+def judge_worst_case(prices: PriceTable, judge: JudgeRule, agent: AgentSpec, first_prompt: int) -> Decimal | str:
+    """The most the workflow's grounding judge costs after an agent dispatch: one call reading the node's inputs
+    (inside its prompt) and its output, with max_tokens out, at the dearest of the judge's model and the mock."""
+    size = first_prompt + agent.max_tokens * JUDGE_BYTES_PER_TOKEN + JUDGE_TEXT_BYTES + len(judge.prompt.encode())
+    return prices.worst_case([judge.model, MOCK_MODEL], size, judge.max_tokens)
 
 
 def actual_cost(calls: list[LlmCallNote] | None, reserved: Decimal) -> Decimal:

@@ -15,6 +15,7 @@ from agent_engine.router.budgets import DayRoom
 from agent_engine.router.folds import evolve
 from agent_engine.router.records import SOURCE
 from agent_engine.router.state import TaskState
+from agent_engine.runtime import tracing
 
 
 class Emitter:
@@ -32,11 +33,20 @@ class Emitter:
         self.rooms: tuple[DayRoom, ...] = ()
         """What the day budgets that apply to the input's task have left (budgets.py); () when none apply."""
 
+    def traceparent(self) -> str | None:
+        """The trace context a record carries: its task's `invoke_workflow` span once the task has one (traces.py);
+        before that (the task.started record itself) the input's, which the started task takes as its parent."""
+        trace = self.state.trace
+        if trace is not None:
+            return trace.traceparent
+        given = self.cause.traceparent  # only a well-formed one is passed on: a sender's junk stays with its input
+        return given if given is not None and tracing.parse_traceparent(given) is not None else None
+
     def add(self, data: Any, *, task_id: str | None = None) -> None:
         """Record `data`; `task_id` addresses another task (a subtask or the parent), stored here."""
         # trusted: every field is built here from validated values, so skip re-validation
         envelope = caused_by(self.cause, data, id=derive_id(self.cause.id, len(self.events)), source=SOURCE,
                              time=self.now, tenant=self.tenant, task_id=task_id or self.task_id,
-                             correlation_id=self.correlation_id, trusted=True)
+                             correlation_id=self.correlation_id, trusted=True, traceparent=self.traceparent())
         self.events.append(envelope)
         self.state = evolve(self.state, envelope)

@@ -28,6 +28,7 @@ from agent_engine.contracts.events import (
 from agent_engine.router.budgets import evolve_ledger
 from agent_engine.router.records import INPUT_RECORD
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
+from agent_engine.router.traces import started_trace
 
 Fold = Callable[[TaskState, Envelope], TaskState]
 
@@ -98,7 +99,7 @@ def _fold_started(state: TaskState, event: Envelope) -> TaskState:
         engine_version=started.engine_version, contract_version=started.contract_version,
         manifest=manifest, input=started.input, started_at=event.time, lineage=started.lineage,
         entry=started.entry, stop_at=started.stop_at, inherited=started.upstream,
-        nodes={n.id: NodeState() for n in manifest.nodes},
+        nodes={n.id: NodeState() for n in manifest.nodes}, trace=started_trace(event),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -21,7 +22,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable
 from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
-from agent_engine.router import audit, erasure, queries
+from agent_engine.router import audit, erasure, queries, traces
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
 from agent_engine.router.budgets import DayLimits, is_day_key, manifest_models
@@ -42,7 +43,7 @@ from agent_engine.router.store import STORE_TRANSIENT, TaskStore
 from agent_engine.router.tasks import TaskCache
 from agent_engine.router.tenants import AdmissionLogs
 from agent_engine.router.timers import Progress, Timers
-from agent_engine.runtime import inbox, mcp_catalogue, workflows
+from agent_engine.runtime import inbox, mcp_catalogue, tracing, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
 from agent_engine.runtime.queries import answer_query
@@ -184,6 +185,15 @@ class Router:
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         readable = await read_all(self.bus, msgs)
+        spans = [tracing.start_processing(msg.headers, env, msg.subject) for msg, env in readable]
+        try:
+            await self._handle_inputs(readable)
+        finally:
+            for span in spans:
+                if span is not None:
+                    span.end()
+
+    async def _handle_inputs(self, readable: list[tuple[Msg, Envelope]]) -> None:
         entries = await self._lookups([env for _, env in readable])
         inputs = [i for i in readable if await self._admissible(*i)]
         if not inputs:
@@ -310,6 +320,8 @@ class Router:
                 self.admission.committed(key, batch)
                 continue
             self.tasks.saved(key, batch.states[key])
+            if tracing.ENABLED:
+                workflow_span(batch.states[key], records)
             for record in records:
                 self.deadlines.observe(record)
             if any(r.type == "task.forked" for r in records):  # timers copied with the history
@@ -394,6 +406,20 @@ class Router:
             resolved = Resolved(resolved.revision, checked(resolved.manifest, event.tenant, self.output_checks))
         budgeted = self.days.apply_to(event.tenant) or bool(event.data.get("budget_usd"))  # or the request's own
         return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted))
+
+
+def workflow_span(state: TaskState, records: list[Envelope]) -> None:
+    """The task's `invoke_workflow` span, when these committed records end a task that has a trace (traces.py)."""
+    if state.trace is None or state.started_at is None or state.finished_at is None:
+        return
+    if any(r.type in traces.FINISHED and r.task_id == state.task_id for r in records):
+        traces.emit_workflow_span(state.trace, workflow=state.workflow or "", task_id=state.task_id,
+                                  tenant=state.tenant, status=state.status,
+                                  started_ns=_ns(state.started_at), finished_ns=_ns(state.finished_at))
+
+
+def _ns(at: datetime) -> int:
+    return int(at.timestamp() * 1e9)
 
 
 def _prices(manifest: WorkflowManifest, budgeted: bool) -> PriceTable | None:

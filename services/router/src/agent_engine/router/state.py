@@ -10,6 +10,7 @@ from typing import Any
 from agent_engine.contracts.events import Lineage, Usage
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.router.budgets import Ledger
+from agent_engine.router.traces import TaskTrace
 
 OPEN_NODE = frozenset({"dispatched", "retry_scheduled", "awaiting_approval", "approved", "budget_wait"})
 """Node statuses that mean work is still to come for the node."""
@@ -128,6 +129,8 @@ class TaskState:
     """For a deduplicated request: the task its idempotency key names."""
     budget: Ledger | None = None
     """The task's LLM budget, when its workflow has one (budgets.py)."""
+    trace: TaskTrace | None = None
+    """The task's trace context (traces.py); None when it started without one."""
     applied: frozenset[str] = frozenset()
     """Ids of the inputs already applied: a redelivered input is recognised and ignored."""
     version: int = 0

@@ -29,12 +29,12 @@ from agent_engine.contracts.subjects import (
     rpc_listen,
     rpc_scope,
 )
-from agent_engine.runtime import health, service
+from agent_engine.runtime import health, metrics, service
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets, taskindex
+from agent_engine.telemetry import budgets, scores, taskindex, taskmetrics
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 from agent_engine.telemetry.rebuild import Rebuild
@@ -47,15 +47,17 @@ RETRY_S = 1.0
 
 
 def message_of(msg: Msg) -> Message:
-    """What the ledger keeps of a stream message: only llm.called and budget records are parsed (parsing every
-    event costs CPU);
+    """What the ledger keeps of a stream message: only llm.called, budget records, the scores' call attempts and
+    the task index's lifecycle events are parsed (parsing every event costs CPU);
     one that cannot be read is counted by subject and skipped, as the stream keeps it."""
     sequence = msg.metadata.sequence.stream
-    if not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES)) and not taskindex.is_lifecycle(msg.subject):
+    if (not msg.subject.endswith((".llm.called", *budgets.SUBJECT_SUFFIXES, *scores.SUBJECT_SUFFIXES))
+            and not taskindex.is_lifecycle(msg.subject)):
         return Message(sequence, msg.subject)
     try:
         event = read(msg)  # an event on another tenant's (or type's) subject is refused too
         budgets.row_of(event)  # a budget record that cannot be folded is skipped here, never retried for ever
+        scores.attempt_of(event)  # so is a call attempt the scores cannot read
         return Message(sequence, msg.subject, event, call_of(event))
     except Exception as exc:  # noqa: BLE001  a projection skips what it cannot read; the stream keeps it
         log.warning("skipped an event on %s: %s", msg.subject, describe(exc)[:300])
@@ -74,6 +76,7 @@ async def main(stop: asyncio.Event) -> None:
                     "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
         ledger = Ledger()
     call = caller(ledger)
+    metrics.SAMPLERS.add("tasks", taskmetrics.sampler(lambda: call(ledger.query)))
     rebuild = Rebuild()
 
     async def answer(action: str, raw: bytes, scope: str | None) -> dict[str, Any]:
@@ -89,10 +92,16 @@ async def main(stop: asyncio.Event) -> None:
         if action == "ledger.rebuild":
             return await rebuild_asked(raw, scope)
         query, problem = read_query(raw, task_required=False)
-        if action != "ledger":
-            problem = f"unknown telemetry query '{action}'; known: ledger, ledger.rebuild, tasks.list"
+        if action not in ("ledger", "agents"):
+            problem = f"unknown telemetry query '{action}'; known: ledger, agents, ledger.rebuild, tasks.list"
         if problem:
             return {"error": problem}
+        if action == "agents":  # agent scores (scores.py)
+            try:
+                wanted_agents = scores.read_filter(query, scope)
+            except ValueError as exc:  # a bad filter
+                return {"error": str(exc)}
+            return {"agents": await call(ledger.agents, wanted_agents)}
         result: dict[str, Any] = await call(ledger.query, query.get("task_id"), scope or query.get("tenant"))
         return result
 
@@ -214,6 +223,17 @@ async def reset(ledger: Ledger | PgLedger, call: Call, rebuild: Rebuild) -> None
     rebuild.started()
 
 
+async def delivered_all(sub: JetStreamContext.PushSubscription) -> bool:
+    """Has the consumer nothing more to deliver? A second without a message is not enough under load; the
+    server's count of pending messages is (what was delivered and not yet folded waits in no buffer: the
+    caller's wait for a message just ran out)."""
+    try:
+        return int((await sub.consumer_info()).num_pending or 0) == 0
+    except Exception as exc:  # noqa: BLE001  JetStream busy: ask again at the next idle second
+        log.warning("cannot read the ledger consumer's pending count yet: %s", describe(exc)[:200])
+        return False
+
+
 async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger, call: Call, stop: asyncio.Event,
                batch_size: int, rebuild: Rebuild | None = None) -> None:
     """Take what the consumer delivers in batches and fold each in one transaction, retrying one that fails
@@ -232,7 +252,7 @@ async def fold(sub: JetStreamContext.PushSubscription, ledger: Ledger | PgLedger
             if not caught_up:
                 caught_up = True
                 log.info("caught up: %d message(s) read since start", read_since_start)
-            if rebuild:
+            if rebuild and rebuild.running and await delivered_all(sub):
                 rebuild.progress(0, None)
             continue
         read_since_start += len(batch)

@@ -11,6 +11,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import EVENT_TYPES, LlmCalled
 from agent_engine.telemetry import taskindex
 from agent_engine.telemetry.budgets import BudgetLine, row_of
+from agent_engine.telemetry.scores import ONLY_SCORES, Filter, ScoreStore
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
 
 
@@ -111,6 +112,8 @@ class Ledger:
     budget_days: dict[tuple[str, str], BudgetLine] = field(default_factory=lambda: defaultdict(BudgetLine))
     """Per (tenant, UTC day): the reservations made and the spend settled that day."""
     budget_log: dict[TaskKey, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    scores: ScoreStore = field(default_factory=ScoreStore)
+    """Every LLM call attempt, for agent scores (scores.py)."""
     tasks: dict[TaskKey, TaskRow] = field(default_factory=dict)
     """The task index (taskindex.py): one row per task seen, for `tasks.list`."""
 
@@ -129,6 +132,7 @@ class Ledger:
             self.budgets.pop(key, None)
             self.budget_log.pop(key, None)
             self.tasks.pop(key, None)
+        self.scores.forget(tenant, task_ids)
         self.erased |= gone
         return len(gone)
 
@@ -148,13 +152,20 @@ class Ledger:
         for m in fresh:
             self.count(m.subject)
             if m.event is not None:
-                self.observe(m.event)
+                if (m.event.tenant, m.event.task_id) not in self.erased:  # not again after a forget (a rebuild)
+                    self.scores.observe(m.event)
+                if m.event.type not in ONLY_SCORES or m.event.type in taskindex.LIFECYCLE:  # task.started is both
+                    self.observe(m.event)
         if fresh:
             self.position = max(m.sequence for m in fresh)
         return len(fresh)
 
     def close(self) -> None:
         pass
+
+    def agents(self, f: Filter) -> list[dict[str, Any]]:
+        """Agent scores (scores.py)."""
+        return self.scores.query(f)
 
     def reset(self) -> None:
         """Forget everything folded (for a rebuild from the stream's first message) but the erased tasks."""

@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
-from agent_engine.telemetry import taskindex
+from agent_engine.telemetry import scores, taskindex
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
@@ -139,7 +139,7 @@ class PgLedger:
             if not self._schema_ready:
                 with self._schema_lock, conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.p} schema",))
-                    conn.execute(schema(self.p))
+                    conn.execute(schema(self.p) + scores.schema(self.p))
                     self._schema_ready = True
             yield conn
 
@@ -187,13 +187,18 @@ class PgLedger:
                 raise RuntimeError("the ledger has no position: resume() first")
             fresh = [m for m in batch if m.sequence > int(row[0])]
             counts: Counter[tuple[str, str]] = Counter(("subject", subject_kind(m.subject)) for m in fresh)
+            erased = self._erased(conn, fresh)
             for m in fresh:
-                if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call):
+                if m.event is not None and (m.event.tenant, m.event.task_id) not in erased:  # not again after a forget
+                    scores.insert(conn, self.p, m.event)
+                if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call,
+                                                                               erased):
                     counts[("event", m.event.type)] += 1
-                elif m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event):
+                elif m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event,
+                                                                                    erased):
                     counts[("event", m.event.type)] += 1
             self._fold_tasks(conn, [m.event for m in fresh if m.event is not None
-                                    and m.event.type in taskindex.LIFECYCLE])
+                                    and m.event.type in taskindex.LIFECYCLE], erased)
             if counts:
                 conn.cursor().executemany(
                     f"INSERT INTO {self.p}_counts (kind, key, n) VALUES (%s, %s, %s) "
@@ -204,7 +209,8 @@ class PgLedger:
                              (max(m.sequence for m in fresh),))
         return len(fresh)
 
-    def _insert(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope, call: LlmCalled) -> bool:
+    def _insert(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope, call: LlmCalled,
+                erased: set[TaskKey]) -> bool:
         new = conn.execute(f"INSERT INTO {self.p}_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING",
                            (event.id,)).rowcount
         if new != 1:
@@ -212,7 +218,7 @@ class PgLedger:
         unpriced = call.cost_usd == "unpriced"
         cost = Decimal(0) if unpriced else Decimal(call.cost_usd)
         u = call.usage
-        if not self._erased(conn, event):  # an erased task's call counts in the totals only (as before its erasure)
+        if (event.tenant, event.task_id) not in erased:  # an erased task's call counts in the totals only (as before)
             conn.execute(
                 f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
                 "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
@@ -230,16 +236,13 @@ class PgLedger:
                                                   ("day", event.time.date().isoformat()))])
         return True
 
-    def _fold_tasks(self, conn: psycopg.Connection[Any], events: list[Envelope]) -> None:
+    def _fold_tasks(self, conn: psycopg.Connection[Any], events: list[Envelope], erased: set[TaskKey]) -> None:
         """Fold a batch's lifecycle events into the task index: read the rows they touch, fold in order, write
         them back (in the batch's transaction). Erased tasks get no row again."""
         if not events:
             return
         keys = sorted({(e.tenant, e.task_id) for e in events})
         pairs = ([k[0] for k in keys], [k[1] for k in keys])
-        erased = {(str(r[0]), str(r[1])) for r in conn.execute(
-            f"SELECT tenant, task_id FROM {self.p}_erased WHERE (tenant, task_id) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::text[]))", pairs)}
         rows: dict[TaskKey, TaskRow | None] = {
             (str(r[0]), str(r[1])): TaskRow(*r) for r in conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM {self.p}_tasks WHERE (tenant, task_id) IN "
@@ -287,19 +290,26 @@ class PgLedger:
         stream from its first message again (`agentctl cost rebuild`)."""
         with self._conn() as conn, conn.transaction():
             conn.execute(f"LOCK TABLE {self.p}_position IN ACCESS EXCLUSIVE MODE")
-            tables = ", ".join(f"{self.p}_{t}" for t in ("events", "calls", "totals", "counts", "budget", "tasks"))
+            tables = ", ".join(f"{self.p}_{t}" for t in ("events", "calls", "totals", "counts", "budget", "tasks",
+                                                         "attempts", "task_workflows"))  # scores.py's too
             conn.execute(f"TRUNCATE {tables}")
             conn.execute(f"UPDATE {self.p}_position SET sequence = 0 WHERE id = 1")
 
-    def _erased(self, conn: psycopg.Connection[Any], event: Envelope) -> bool:
-        return conn.execute(f"SELECT 1 FROM {self.p}_erased WHERE tenant = %s AND task_id = %s",
-                            (event.tenant, event.task_id)).fetchone() is not None
+    def _erased(self, conn: psycopg.Connection[Any], batch: Sequence[Message]) -> set[TaskKey]:
+        """The erased tasks among a batch's parsed events (one query for the batch)."""
+        keys = sorted({(m.event.tenant, m.event.task_id) for m in batch if m.event is not None})
+        if not keys:
+            return set()
+        return {(str(r[0]), str(r[1])) for r in conn.execute(
+            f"SELECT tenant, task_id FROM {self.p}_erased WHERE (tenant, task_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))", ([k[0] for k in keys], [k[1] for k in keys]))}
 
-    def _insert_budget(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope) -> bool:
+    def _insert_budget(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope,
+                       erased: set[TaskKey]) -> bool:
         """A budget record, once by its event id (budgets.py); any other event, or an erased task's record, adds
         nothing."""
         row = row_of(event)
-        if row is None or self._erased(conn, event):
+        if row is None or (event.tenant, event.task_id) in erased:
             return False
         new = conn.execute(
             f"INSERT INTO {self.p}_budget (event_id, tenant, task_id, sequence, day, type, reserved_usd, spent_usd, "
@@ -321,6 +331,7 @@ class PgLedger:
                 rows = conn.execute(f"DELETE FROM {self.p}_calls WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_budget WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_tasks WHERE {where} RETURNING task_id", params).fetchall()
+                conn.execute(f"DELETE FROM {self.p}_attempts WHERE {where}", params)
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
@@ -350,6 +361,11 @@ class PgLedger:
                 counts[kind][key] = int(n)
         return {"tenants": totals["tenant"], "models": totals["model"], "days": totals["day"],
                 "events_by_type": counts["event"], "messages_by_subject": counts["subject"]}
+
+    def agents(self, f: scores.Filter) -> list[dict[str, Any]]:
+        """Agent scores (scores.py), as the in-memory ledger's `scores.query` gives them."""
+        with self._conn() as conn:
+            return scores.select(conn, self.p, f)
 
     def _total(self, conn: psycopg.Connection[Any], kind: str, key: str) -> dict[str, Any]:
         row = conn.execute(f"SELECT {', '.join(LINE_SUMS)} FROM {self.p}_totals WHERE kind = %s AND key = %s",

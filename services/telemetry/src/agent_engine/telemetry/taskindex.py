@@ -33,7 +33,6 @@ Not task.requested: the stream deletes it once guardrails answered it (it holds 
 from the stream would not see it; a task enters the index when accepted (or rejected)."""
 
 
-
 def is_lifecycle(subject: str) -> bool:
     """Is a stream subject (`ae.<tenant>.<type>[.<sender or partition>]`) one of a lifecycle event?"""
     kind = subject.split(".", 2)[-1]
@@ -166,7 +165,7 @@ def read_filter(body: dict[str, Any], scope: str | None) -> tuple[TaskFilter, st
     search = body.get("search")
     if search is not None and (not isinstance(search, str) or not 1 <= len(search) <= 200):
         return TaskFilter(), "'search' must be a string of 1 to 200 characters"
-    limit = body.get("limit", LIMIT_DEFAULT)
+    limit = LIMIT_DEFAULT if body.get("limit") is None else body["limit"]  # null is absent, as for every field
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
         return TaskFilter(), f"'limit' must be a whole number from 1 to {LIMIT_MAX}; got {str(limit)[:20]!r}"
     return TaskFilter(tenant, status, workflow, when, search, limit), ""

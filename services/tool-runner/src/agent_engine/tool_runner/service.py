@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDispatched
+from agent_engine.runtime import metrics
 from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, result
 from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, Tool, ToolError
 
 SOURCE = "agent-engine/tool-runner"
+COMPLETED = ("node.completed", "node.output_produced")
 MAX_CONCURRENT = 16
 """Tool runs at once per tool-runner; more dispatches wait their turn (their time limit runs meanwhile)."""
 log = logging.getLogger("tool-runner")
@@ -33,6 +35,13 @@ class ToolRunner:
         """Tools block (files, HTTP, a snippet's process); their own pool keeps them off asyncio's default one."""
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
+        answer = await self._respond(cause, dispatch)
+        # each answered delivery counts: a redelivered dispatch of an idempotent tool really runs again
+        outcome = "completed" if any(e.type in COMPLETED for e in answer) else "errored"
+        metrics.tool_ran(cause.tenant, dispatch.tool.name if dispatch.tool else "none", outcome)
+        return answer
+
+    async def _respond(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         call = dispatch.tool
         if call is None:
             return [errored(cause, SOURCE, dispatch, "tool dispatch carries no tool", retryable=False)]

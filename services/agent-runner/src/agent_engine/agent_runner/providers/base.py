@@ -101,6 +101,8 @@ class LlmResult:
     fallback: int = 0
     """Set by the gateway: position of the model that answered in the agent's chain."""
     stop_reason: str | None = field(default=None, compare=False)
+    latency_ms: float | None = field(default=None, compare=False)
+    """Set by the gateway: how long the provider took to answer."""
 
 
 class ProviderError(Exception):

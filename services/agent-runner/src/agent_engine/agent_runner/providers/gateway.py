@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -23,8 +24,10 @@ from agent_engine.agent_runner.providers.base import (
     estimate_tokens,
 )
 from agent_engine.agent_runner.providers.breaker import BreakerPolicy, Breakers
+from agent_engine.agent_runner.providers.chatspan import chat_span, record_chat
 from agent_engine.agent_runner.providers.mock import MODEL as MOCK_MODEL
 from agent_engine.agent_runner.providers.mock import MockProvider
+from agent_engine.agent_runner.scores import Scoreboard, by_score
 from agent_engine.contracts.events import DispatchedAgent
 from agent_engine.runtime.secrets import CredentialError, Secret, secret
 from agent_engine.runtime.settings import env_float
@@ -93,6 +96,8 @@ class Gateway:
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     built: dict[str, Provider] = field(default_factory=dict)
+    scores: Scoreboard | None = None
+    """Telemetry's figures, for agents with `fallback_order: by_score` (scores.py); None: declared order."""
 
     @classmethod
     def from_env(cls) -> Gateway:
@@ -150,9 +155,12 @@ class Gateway:
             self.built[name] = self.factories[name]()
         return self.built[name]
 
-    async def complete(self, request: LlmRequest, report: Report) -> LlmResult:
-        """The first reply any model in the chain gives; ProviderError when none does."""
+    async def complete(self, request: LlmRequest, report: Report, tenant: str | None = None) -> LlmResult:
+        """The first reply any model in the chain gives; ProviderError when none does. With `tenant`, an agent
+        with `fallback_order: by_score` has its fallbacks ordered by that tenant's figures."""
         routes = self.chain(request.agent)
+        if request.agent.fallback_order == "by_score" and self.scores is not None and tenant and len(routes) > 2:
+            routes = by_score(routes, await self.scores.figures(tenant))
         waited, retryable, tried = 0.0, False, []
         for route in routes:
             then_next: Then = "give_up" if route is routes[-1] else "fallback"
@@ -172,8 +180,11 @@ class Gateway:
                     tried.append(f"{route.provider}/{route.model}: {exc}")
                     report(CallFailure(route, call, request.repair, exc, then_next))
                     break
+                began = time.perf_counter()
                 try:
-                    result = await provider.complete(request, route.model)
+                    with chat_span(request, route.provider, route.model) as span:
+                        result = await provider.complete(request, route.model)
+                        record_chat(span, request, result)
                 except ProviderError as exc:
                     exc = ProviderError(self.scrub(str(exc)), retryable=exc.retryable, error_class=exc.error_class,
                                         status=exc.status, retry_after_s=exc.retry_after_s)
@@ -196,7 +207,8 @@ class Gateway:
                     breaker.released()
                     raise
                 breaker.succeeded()
-                return replace(result, fallback=route.position)
+                return replace(result, fallback=route.position,
+                               latency_ms=round((time.perf_counter() - began) * 1000, 2))
         if len(tried) == 1:
             raise ProviderError(tried[0], retryable=retryable)
         raise ProviderError(f"no model in the chain answered: {'; '.join(tried)}", retryable=retryable)

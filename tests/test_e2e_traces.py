@@ -1,0 +1,131 @@
+"""Traces end to end (issue 16, item 1): one task is one trace across every process of a real stack.
+
+research-review on the mock: a tool node, five agents, and the executor's model asking for its
+word_count tool (a tool dispatch in the middle of an agent node). Every service appends its spans to one
+AE_TRACE_FILE; the test reads that file and checks the tree an operator would see in a trace viewer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "research-review"
+AGENTS = {"interpreter", "decomposer", "planner", "executor", "reviewer"}
+
+
+def _spans(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _wait_for(path: Path, found: Any, what: str, tries: int = 150) -> list[dict[str, Any]]:
+    """The file's spans once `found(spans)` holds (the processes export in batches, every 0.1 s here)."""
+    spans: list[dict[str, Any]] = []
+    for _ in range(tries):
+        spans = _spans(path)
+        if found(spans):
+            return spans
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never appeared in {path}; spans: {[s['name'] for s in spans]}")
+
+
+@pytest.fixture(scope="module")
+def traced(own_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+    trace_file = tmp_path_factory.mktemp("traces") / "traces.jsonl"
+    engine = own_stack(AE_TRACE_FILE=str(trace_file), OTEL_BSP_SCHEDULE_DELAY="100")
+    yield engine, trace_file
+
+
+def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    chain = []
+    while span.get("parent_span_id") in by_id:
+        span = by_id[span["parent_span_id"]]
+        chain.append(span)
+    return chain
+
+
+def test_a_task_is_one_trace_across_the_services(traced: tuple[Any, Path], tenant: str) -> None:
+    engine, trace_file = traced
+    ran = engine.agentctl("run", "examples/research-review", "--tenant", tenant, "--input",
+                          "@" + str(EXAMPLE / "input.json"))
+    assert ran.returncode == 0, ran.stderr
+    task_id = ran.stdout.strip().splitlines()[-1].split()[1]
+
+    def finished(spans: list[dict[str, Any]]) -> bool:
+        names = {s["name"] for s in spans if s["attributes"].get("ae.task.id") == task_id}
+        return "invoke_workflow research-review" in names and "invoke_agent reviewer" in {s["name"] for s in spans}
+
+    spans = _wait_for(trace_file, finished, f"the invoke_workflow span of task {task_id}")
+    [workflow] = [s for s in spans if s["name"] == "invoke_workflow research-review"
+                  and s["attributes"]["ae.task.id"] == task_id]
+    trace_id = workflow["trace_id"]
+    # every span that names the task is in the one trace, and so is everything under them
+    assert {s["trace_id"] for s in spans if s["attributes"].get("ae.task.id") == task_id} == {trace_id}
+    mine = [s for s in spans if s["trace_id"] == trace_id]
+    by_id = {s["span_id"]: s for s in mine}
+    assert len(by_id) == len(mine), "span ids are unique"
+    names = {s["name"] for s in mine}
+    assert {f"invoke_agent {a}" for a in AGENTS} <= names
+    # the tool node's tool and the executor's tool call each have their execute_tool span
+    assert {"execute_tool brief_stats", "execute_tool word_count"} <= names, names
+
+    # the trace starts at agentctl's publish of the request; the task span hangs under guardrails' span for it
+    parent = by_id[workflow["parent_span_id"]]
+    assert parent["service"] == "agent-engine-guardrails" and parent["kind"] == "consumer"
+    request = by_id[parent["parent_span_id"]]
+    assert request["service"] == "agent-engine-agentctl" and request["kind"] == "producer"
+    assert request["parent_span_id"] is None and request["attributes"]["ae.event.type"] == "task.requested"
+    assert workflow["service"] == "agent-engine-router" and workflow["status"] == "unset"
+    assert workflow["start"] < workflow["end"]
+
+    # each agent's span: in the agent-runner, under the task span through the router's publish of its dispatch
+    agent_spans = [s for s in mine if s["name"].startswith("invoke_agent ")]
+    assert len(agent_spans) >= len(AGENTS) + 1  # the executor runs twice (before and after its tool call)
+    for agent in agent_spans:
+        chain = _ancestors(agent, by_id)
+        assert agent["service"] == "agent-engine-agent-runner"
+        assert chain[0]["name"].startswith("process ae.") and chain[0]["service"] == "agent-engine-agent-runner"
+        assert chain[1]["name"].startswith("publish ae.") and chain[1]["service"] == "agent-engine-router"
+        assert chain[2] is workflow
+        assert agent["attributes"]["gen_ai.operation.name"] == "invoke_agent"
+
+    # each LLM call: a chat span under its agent's span, with the provider, models and token usage
+    chats = [s for s in mine if s["name"].startswith("chat ")]
+    assert len(chats) >= len(agent_spans)
+    for chat in chats:
+        assert by_id[chat["parent_span_id"]]["name"].startswith("invoke_agent ")
+        attributes = chat["attributes"]
+        assert attributes["gen_ai.operation.name"] == "chat" and attributes["gen_ai.provider.name"] == "mock"
+        assert attributes["gen_ai.request.model"] and attributes["gen_ai.response.model"]
+        assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0
+        assert "gen_ai.usage.cache_read.input_tokens" in attributes
+        assert chat["kind"] == "client"
+
+    # the executor's tool call: in the tool-runner, under guardrails' tool gate, under the router's dispatch
+    [tool] = [s for s in mine if s["name"] == "execute_tool word_count"]
+    chain = _ancestors(tool, by_id)
+    assert tool["service"] == "agent-engine-tool-runner" and tool["attributes"]["gen_ai.tool.call.id"] == "t0-c0"
+    services = [s["service"] for s in chain]
+    assert services.index("agent-engine-guardrails") < services.index("agent-engine-router")
+    assert workflow in chain
+
+    # the router's process spans for the runners' answers continue the runners' traces
+    answers = [s for s in mine if s["service"] == "agent-engine-router" and s["kind"] == "consumer"
+               and s["attributes"].get("ae.event.type") == "node.completed"]
+    assert answers and all(by_id[a["parent_span_id"]]["service"] in ("agent-engine-agent-runner",
+                                                                       "agent-engine-tool-runner") for a in answers)
+
+    # no prompt or answer text, no key: content capture is off
+    text = trace_file.read_text()
+    prompts = json.loads((EXAMPLE / "input.json").read_text())
+    for value in (v for v in prompts.values() if isinstance(v, str) and len(v) > 12):
+        assert value not in text
+    assert "sk-ant-planted" not in text and "gen_ai.input.messages" not in text
