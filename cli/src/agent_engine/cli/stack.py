@@ -146,17 +146,27 @@ class Stack:
         keyring = self.keyring
         if keyring.admin.exists() and keyring.ensure_platform_created():
             keyring.apply()  # a keyring made by an older version: its servers learn the new credentials
+        # a port the OS called free may be handed out again before the process it was meant for binds it (two
+        # services once got the same health port): never give one port twice
+        taken = {p for e in services.values() for p in (e.get("health_port"), e.get("web_port")) if p}
+
+        def free_port() -> int:
+            while (port := embedded.free_port()) in taken:
+                pass
+            taken.add(port)
+            return port
+
         for name in COMPONENTS:
             if alive(services.get(name, {})):
                 continue
             if name not in SERVICES and not keyring.service(name).exists():
                 continue  # no authorization, no authority
             log = logs / f"{name}.log"
-            port = services.get(name, {}).get("health_port") or embedded.free_port()
+            port = services.get(name, {}).get("health_port") or free_port()
             env, web = extra_env, None
             if name == "dashboard":  # its web port, stable across restarts like the health port
                 web = int(services.get(name, {}).get("web_port") or os.environ.get(DASHBOARD_PORT_ENV)
-                          or embedded.free_port())
+                          or free_port())
                 env = {**(extra_env or {}), DASHBOARD_PORT_ENV: str(web)}
             proc = self.spawn(name, workspace, log, env, health_port=port)
             services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid),
