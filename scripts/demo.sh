@@ -12,6 +12,8 @@ export AE_TRACE_FILE=${AE_TRACE_FILE:-$AE_HOME/traces.jsonl}  # every process ap
 trap 'AE_NATS_CREDENTIAL= "$BIN/agentctl" down >/dev/null 2>&1 || true' EXIT
 echo "== agentctl up --detach (embedded NATS + PostgreSQL, the five services and the credential authority as processes; state in $AE_HOME)"
 "$BIN/agentctl" up --detach
+dashboard=$("$BIN/agentctl" ps --json | "$BIN/python" -c 'import json, sys; print(next((r.get("url") or "" for r in json.load(sys.stdin) if r["name"] == "dashboard"), ""))')
+echo "the dashboard: $dashboard (log in with the token in $AE_HOME/dashboard-operators; docs/observability.md)"
 echo
 echo "== agentctl tenant add demo --user demo --role admin (authorization is on: every connection needs a credential)"
 cred="$AE_HOME/credentials/tenants/demo/demo.json"

@@ -28,12 +28,12 @@ from manifests import (  # deploy/tests is not a package: found through the path
     render,
 )
 
-SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry")
+SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry", "dashboard")
 SCALED = ("guardrails", "router", "agent-runner", "tool-runner")
 """The durable consumers of stream AE_EVENTS, each scaled by KEDA on its lag. Telemetry is not scaled."""
 
 SECRETS = {*(f"agent-engine-{s}-nats" for s in SERVICES), "agent-engine-master-key", "agent-engine-postgres",
-           "agent-engine-provider", "agent-engine-nats-auth"}
+           "agent-engine-provider", "agent-engine-nats-auth", "agent-engine-dashboard"}
 """The Secrets of the deployment contract: created by the operator, referenced, never committed."""
 
 
@@ -44,7 +44,7 @@ def containers(deployment: Obj) -> list[Obj]:
 
 # --- rendering and schemas ---------------------------------------------------------------------------
 
-def test_every_overlay_renders_the_five_services(rendered: dict[str, list[Obj]]) -> None:
+def test_every_overlay_renders_the_six_services(rendered: dict[str, list[Obj]]) -> None:
     for overlay, objects in rendered.items():
         assert sorted(of_kind(objects, "Deployment")) == sorted(SERVICES), overlay
         assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {"agent-engine"}
@@ -104,8 +104,9 @@ def pod_problems(deployment: Obj) -> list[str]:
             get = c.get(probe, {}).get("httpGet", {})
             if (get.get("path"), get.get("port")) != (path, "health"):
                 found.append(f"{where}: {probe} is not GET {path} on port health")
-        if [(p.get("name"), p.get("containerPort")) for p in c.get("ports", [])] != [("health", 8080)]:
-            found.append(f"{where}: ports are not just health 8080")
+        web = [("web", 8780)] if name == "dashboard" else []  # the one service people call
+        if [(p.get("name"), p.get("containerPort")) for p in c.get("ports", [])] != [("health", 8080), *web]:
+            found.append(f"{where}: ports are not just health 8080" + (" and web 8780" if web else ""))
         for bound in ("requests", "limits"):
             missing = {"cpu", "memory"} - set(c.get("resources", {}).get(bound, {}))
             if missing:
@@ -147,7 +148,8 @@ def test_each_service_has_its_account_budget_and_health_service(rendered: dict[s
     assert sorted(accounts) == sorted(budgets) == sorted(services) == sorted(SERVICES)
     assert all(a.get("automountServiceAccountToken") is False for a in accounts.values())
     for name, service in services.items():  # only the health port: for Prometheus later, nothing calls in
-        assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("health", 8080)], name
+        web = [("web", 8780)] if name == "dashboard" else []  # but people call the dashboard
+        assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("health", 8080), *web], name
         assert service["spec"]["selector"] == {"app.kubernetes.io/name": name}
     for name, budget in budgets.items():
         assert budget["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
@@ -193,6 +195,7 @@ def test_only_the_contracts_secrets_are_referenced_and_none_is_committed(
         assert ("agent-engine-master-key" in used) == (name == "router")
         assert ("agent-engine-provider" in used) == (name == "agent-runner")
         assert ("agent-engine-postgres" in used) == (name in ("router", "agent-runner", "tool-runner", "telemetry"))
+        assert ("agent-engine-dashboard" in used) == (name == "dashboard")
 
 
 def test_the_secret_check_sees_every_kind_of_reference() -> None:
@@ -260,6 +263,7 @@ def expected_flows(postgres: str) -> set[tuple[str, str, str, str]]:
     expected |= {(app, "egress", postgres, "5432/TCP")
                  for app in ("router", "agent-runner", "tool-runner", "telemetry")}
     expected.add(("agent-runner", "egress", PUBLIC, "443/TCP"))
+    expected.add(("dashboard", "ingress", "anywhere", "8780/TCP"))
     return expected
 
 
@@ -275,7 +279,7 @@ def test_network_policies_allow_exactly_the_services_flows(rendered: dict[str, l
     allowed = flows(policies, set(SERVICES))
     expected = expected_flows(POSTGRES)
     assert allowed == expected, f"beyond the list: {sorted(allowed - expected)}; missing: {sorted(expected - allowed)}"
-    assert {f[3].split("/")[0] for f in allowed} == {"53", "4222", "5432", "443", "8080"}
+    assert {f[3].split("/")[0] for f in allowed} == {"53", "4222", "5432", "443", "8080", "8780"}
 
 
 def test_the_postgres_cidr_component_moves_only_the_postgres_flow(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_the_keyring_issues_renders_and_revokes(tmp_path: Path) -> None:
     conf = ring.authorization().render()
     assert public_key(cred.seed) in conf and cred.seed not in conf
     users = json.loads(conf[conf.index("{"):])["users"]
-    assert len(users) == 8 and len({u["nkey"] for u in users}) == 8  # six services, the platform, billing
+    assert len(users) == 9 and len({u["nkey"] for u in users}) == 9  # seven services, the platform, billing
     assert (tmp_path / "keys/auth.conf").exists()  # written for a server this keyring did not start
     assert [e["user"] for e in ring.revoke("acme")] == ["billing"] and not path.exists()
     with pytest.raises(KeyringError, match="no credentials of tenant 'acme'"):
@@ -252,3 +252,18 @@ def test_a_tenant_reads_only_its_own_artifact_bucket_and_never_writes_one() -> N
     assert [s for s in SERVICES if may_publish(SERVICES[s], "$JS.API.STREAM.PURGE.OBJ_ae_artifacts_acme")] == [
         "guardrails"]
     assert not may_publish(SERVICES["router"], "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme")  # never fetches
+
+
+def test_the_dashboard_decides_under_its_operators_names_only_on_the_bare_subject() -> None:
+    """The dashboard sends node.approval_decided as `dashboard:<operator>` (no subject token, so the bare
+    subject): it may never send under a tenant credential's name, nor any other request or event."""
+    rights = SERVICES["dashboard"]
+    assert may_publish(rights, type_subject("node.approval_decided", "acme"))
+    assert not may_publish(rights, f"{type_subject('node.approval_decided', 'acme')}.alice")
+    for t in ("task.requested", "task.cancel_requested", "node.completed", "task.succeeded"):
+        assert not may_publish(rights, type_subject(t, "acme")), t
+    assert may_publish(rights, rpc_subject(ROUTER_RPC, "task.show"))
+    for action in ("ledger.rebuild", "task.replay", "tenant.forget"):  # only what it reads with
+        assert not may_publish(rights, rpc_subject(TELEMETRY_RPC, action))
+        assert not may_publish(rights, rpc_subject(ROUTER_RPC, action))
+    assert may_subscribe(rights, "ae.acme.task.succeeded") and not may_subscribe(rights, "_INBOX.acme.alice.x")

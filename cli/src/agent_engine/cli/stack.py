@@ -36,7 +36,12 @@ SERVICES = {
     "agent-runner": "agent_engine.agent_runner",
     "tool-runner": "agent_engine.tool_runner",
     "telemetry": "agent_engine.telemetry",
+    "dashboard": "agent_engine.dashboard",
 }
+DASHBOARD_PORT_ENV = "AE_DASHBOARD_PORT"
+"""The dashboard's web port; `up` picks a free one when unset and keeps it (`agentctl ps` shows its URL)."""
+DASHBOARD_OPERATORS_ENV = "AE_DASHBOARD_OPERATORS"
+"""Who may log in to the dashboard; `up` makes $AE_HOME/dashboard-operators (operator `admin`) when unset."""
 
 
 COMPONENTS = {**SERVICES, "authority": "agent_engine.cli.authority"}
@@ -124,7 +129,8 @@ class Stack:
             status = "running" if alive(entry) else "stopped"
             port = entry.get("health_port")
             rows.append({"name": name, "pid": pid, "status": status, "log": entry.get("log"), "health_port": port,
-                         "ready": readiness(port, pid=pid) if status == "running" and port else None})
+                         "ready": readiness(port, pid=pid) if status == "running" and port else None,
+                         **({"url": f"http://127.0.0.1:{entry['web_port']}/"} if entry.get("web_port") else {})})
         return rows
 
     def up(self, workspace: Path, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -140,17 +146,32 @@ class Stack:
         keyring = self.keyring
         if keyring.admin.exists() and keyring.ensure_platform_created():
             keyring.apply()  # a keyring made by an older version: its servers learn the new credentials
+        # a port the OS called free may be handed out again before the process it was meant for binds it (two
+        # services once got the same health port): never give one port twice
+        taken = {p for e in services.values() for p in (e.get("health_port"), e.get("web_port")) if p}
+
+        def free_port() -> int:
+            while (port := embedded.free_port()) in taken:
+                pass
+            taken.add(port)
+            return port
+
         for name in COMPONENTS:
             if alive(services.get(name, {})):
                 continue
             if name not in SERVICES and not keyring.service(name).exists():
                 continue  # no authorization, no authority
             log = logs / f"{name}.log"
-            port = services.get(name, {}).get("health_port") or embedded.free_port()
-            proc = self.spawn(name, workspace, log, extra_env, health_port=port)
+            port = services.get(name, {}).get("health_port") or free_port()
+            env, web = extra_env, None
+            if name == "dashboard":  # its web port, stable across restarts like the health port
+                web = int(services.get(name, {}).get("web_port") or os.environ.get(DASHBOARD_PORT_ENV)
+                          or free_port())
+                env = {**(extra_env or {}), DASHBOARD_PORT_ENV: str(web)}
+            proc = self.spawn(name, workspace, log, env, health_port=port)
             services[name] = {"pid": proc.pid, "log": str(log), "started": _start_time(proc.pid),
                               "mark": start_mark(proc.pid),
-                              "health_port": port}
+                              "health_port": port, **({"web_port": web} if web else {})}
             started.append(name)
         self.save()
         self._wait_ready([n for n in started if n in services], services)
@@ -175,6 +196,8 @@ class Stack:
             own_env[KEYRING_ENV] = str(keyring.root)
         if name == "router":  # the only service that seals and opens stored records
             own_env[MASTER_KEY_ENV] = env.get(MASTER_KEY_ENV) or str(_master_key_file(self.root / "master.key"))
+        if name == "dashboard" and not env.get(DASHBOARD_OPERATORS_ENV):  # one operator, `admin`, for the local stack
+            own_env[DASHBOARD_OPERATORS_ENV] = str(_dashboard_operators(self.root / "dashboard-operators"))
         own_env.update({HEALTH_PORT_ENV: str(health_port or embedded.free_port()), HEALTH_HOST_ENV: "127.0.0.1"})
         with open(log, "ab") as out:
             return subprocess.Popen([sys.executable, "-m", COMPONENTS[name]], stdout=out, stderr=subprocess.STDOUT,
@@ -280,4 +303,16 @@ def _master_key_file(path: Path) -> Path:
         return path
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _dashboard_operators(path: Path) -> Path:
+    """The local stack's dashboard operators file: `admin` with a random token (mode 0600), made once."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write("# NAME TOKEN [ROLE]: who may log in to the dashboard (docs/observability.md)\n"
+                  f"admin {secrets.token_urlsafe(24)} operator\n")
     return path

@@ -34,9 +34,9 @@ from agent_engine.contracts.subjects import (
 )
 from agent_engine.contracts.upcasting import schema_uri
 
-GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, AUTHORITY, CLIENT = (
-    "guardrails", "router", "agent-runner", "tool-runner", "telemetry", "authority", "client")
-SERVICES = (GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, AUTHORITY)
+GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, AUTHORITY, DASHBOARD, CLIENT = (
+    "guardrails", "router", "agent-runner", "tool-runner", "telemetry", "authority", "dashboard", "client")
+SERVICES = (GUARDRAILS, ROUTER, AGENT_RUNNER, TOOL_RUNNER, TELEMETRY, AUTHORITY, DASHBOARD)
 """The engine's services and the stack's credential authority; `client` is another system or agentctl,
 acting with a tenant's credential."""
 
@@ -59,7 +59,7 @@ FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "node.completed": ((AGENT_RUNNER, TOOL_RUNNER), (ROUTER,)),
     "node.errored": ((AGENT_RUNNER, TOOL_RUNNER, GUARDRAILS), (ROUTER,)),
     "node.tools_requested": ((AGENT_RUNNER,), (ROUTER,)),
-    "node.approval_decided": ((CLIENT,), (ROUTER,)),
+    "node.approval_decided": ((CLIENT, DASHBOARD), (ROUTER,)),  # the dashboard's: an operator's, by name
     "node.approval_requested": _RECORD, "node.approval_refused": _RECORD, "node.approved": _RECORD,
     "node.succeeded": _RECORD, "node.failed": _RECORD, "node.result_ignored": _RECORD,
     "node.retry_scheduled": _RECORD, "node.skipped": _RECORD, "node.merged": _RECORD, "node.fanned_out": _RECORD,

@@ -206,6 +206,14 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                                         f"{JS}.CONSUMER.INFO.{STREAM}.>",  # no delete: its ephemerals expire
                                         "$JS.FC.>"),
                                subscribe=(*rpc_listen(TELEMETRY_RPC), TENANT_FORGOTTEN), responses=True)),
+        # the web dashboard (services/dashboard): asks the router's and telemetry's queries, watches every tenant's
+        # events (core subscription: which tasks changed), and sends an operator's approval decision. On the
+        # bare subject, under the name "dashboard:<operator>", which no credential of a person can spell: the
+        # dashboard vouches for its operators' logins, and may never send under a tenant credential's name
+        "dashboard": (_base("dashboard") + _publishes("node.approval_decided")
+                      + Rights(publish=(rpc_subject(ROUTER_RPC, "task.show"), rpc_subject(ROUTER_RPC, "task.history"),
+                                        rpc_subject(TELEMETRY_RPC, "ledger"), rpc_subject(TELEMETRY_RPC, "tasks.list")),
+                               subscribe=(tenant_subject(),))),  # the queries it asks, no other (no rebuild)
     }
 
 

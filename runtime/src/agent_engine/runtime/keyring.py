@@ -29,7 +29,7 @@ from agent_engine.contracts.events import EVENT_TYPES
 from agent_engine.runtime.auth import Authorization, new_seed, public_key, rights_for, rights_of
 from agent_engine.runtime.processes import pid_alive
 
-SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry", "authority")
+SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry", "authority", "dashboard")
 """Each has its own credential; the authority is the stack's credential service (cli/authority.py)."""
 CREDENTIAL_ENV = "AE_NATS_CREDENTIAL"
 """The credential file a process connects with (each service gets its own from the stack)."""

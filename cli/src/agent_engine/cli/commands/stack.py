@@ -15,8 +15,8 @@ from agent_engine.cli.stack import Stack
 
 
 def register(sub: Subparsers) -> None:
-    up = sub.add_parser("up", help="start NATS, PostgreSQL, the five services and the credential authority "
-                        "(idempotent)")
+    up = sub.add_parser("up", help="start NATS, PostgreSQL, the five services, the web dashboard "
+                        "(its URL in `ps`) and the credential authority (idempotent)")
     up.add_argument("--detach", "-d", action="store_true", help="leave the stack running and return")
     up.add_argument("--workspace", help="the only directory the tool-runner's file tools may read "
                     "(default: $AE_HOME/workspace)")

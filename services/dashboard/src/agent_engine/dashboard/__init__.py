@@ -1,0 +1,1 @@
+"""Agent Engine dashboard: a web view of the engine, read over the bus (docs/observability.md)."""
