@@ -31,7 +31,7 @@ def test_growth_quick(tmp_path):
     points = result["checkpoints"]
     assert [p["finished"] for p in points] == [10, 30] and result["failed_tasks"] == 0
     for p in points:
-        assert set(p["rss_mb"]) == {"guardrails", "router", "agent-runner", "tool-runner", "telemetry"}
+        assert set(p["rss_mb"]) == {"guardrails", "router", "agent-runner", "tool-runner", "telemetry", "dashboard"}
         assert all(mb > 10 for mb in p["rss_mb"].values())
         assert 0 < p["router_ready_s"] <= p["router_restart_s"]
         assert 0 < p["telemetry_ready_s"] <= p["telemetry_restart_s"]

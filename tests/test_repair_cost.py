@@ -64,4 +64,3 @@ async def test_the_ledger_total_is_the_sum_of_every_call_including_repairs(serve
     assert Decimal(line["cost_usd"]) == sum(costs) == Decimal("0.008835")
     assert line["calls"] == 2
     assert line["input_tokens"] == (1000 + 800 + 100) + (1300 + 900)
-    assert ledger.events_by_type["llm.call_failed"] == 1
