@@ -105,7 +105,8 @@ def _artifacts(*, write: bool, delete: bool = False) -> Rights:
 
 ENGINE_STREAMS = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFLOW_BUCKET, TOOL_CALLS_BUCKET,
                                                                           RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
-"""The engine's streams that are no artifact bucket: what a right on `STREAM.<op>.*` is denied by name."""
+"""The engine's streams that are no artifact bucket: what a right on `STREAM.<op>.*` is denied by name. A stream
+or bucket the engine adds belongs here too (runtime/tests/test_auth.py names each)."""
 
 
 def _artifacts_read_only() -> Rights:
