@@ -3,7 +3,8 @@
 A task waits at an approval gate while the page opens; once the gate is approved, its three agents run a second
 each and the page colours them green one after another without reloading (server-sent events). The operator
 then logs in... and approves the last, held node from the page; the task succeeds and its history names who
-decided. Screenshots go to the test's tmp dir; AE_DASHBOARD_SCREENSHOTS=docs/img (scripts/dashboard-shots.sh)
+decided. A task with a 1 MiB tool output shows its artifact on the page, and the download is its exact bytes.
+Screenshots go to the test's tmp dir; AE_DASHBOARD_SCREENSHOTS=docs/img (scripts/dashboard-shots.sh)
 copies them into the docs."""
 
 from __future__ import annotations

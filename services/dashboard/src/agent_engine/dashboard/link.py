@@ -21,6 +21,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from agent_engine.contracts.artifacts import DEFAULT_MAX_BYTES, DEFAULT_THRESHOLD
 from agent_engine.contracts.envelope import command
 from agent_engine.contracts.events import NodeApprovalDecided
 from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC, rpc_subject, tenant_subject
@@ -119,7 +120,9 @@ class Link:
         """An artifact's bytes from `tenant`'s bucket, checked against its id (ArtifactStore.get). Which
         tenant and which ids are the caller's to check: the dashboard's credential reads every bucket."""
         try:
-            return await ArtifactStore(self.bus.js).get(tenant, artifact)
+            # the limits are a writer's: given, so a bad AE_ARTIFACT_* setting cannot fail a read here
+            store = ArtifactStore(self.bus.js, threshold_bytes=DEFAULT_THRESHOLD, max_artifact_bytes=DEFAULT_MAX_BYTES)
+            return await store.get(tenant, artifact)
         except (ArtifactError, ValueError) as exc:
             raise QueryError(str(exc)) from None
         except NatsError as exc:  # a refused or lost read surfaces as no answer
