@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make --no-print-directory install chromium
 AE_DASHBOARD_SCREENSHOTS="$PWD/docs/img" .venv/bin/pytest -p no:cacheprovider -q \
-    tests/test_e2e_dashboard.py::test_a_task_runs_live_in_the_browser_and_is_approved_from_it
+    tests/test_e2e_dashboard.py::test_a_task_runs_live_in_the_browser_and_is_approved_from_it \
+    tests/test_e2e_dashboard.py::test_a_tasks_large_output_is_listed_on_its_page_shown_and_downloaded_exact
 ls -l docs/img/dashboard-*.png

@@ -3,7 +3,8 @@
 A task waits at an approval gate while the page opens; once the gate is approved, its three agents run a second
 each and the page colours them green one after another without reloading (server-sent events). The operator
 then logs in... and approves the last, held node from the page; the task succeeds and its history names who
-decided. Screenshots go to the test's tmp dir; AE_DASHBOARD_SCREENSHOTS=docs/img (scripts/dashboard-shots.sh)
+decided. A task with a 1 MiB tool output shows its artifact on the page, and the download is its exact bytes.
+Screenshots go to the test's tmp dir; AE_DASHBOARD_SCREENSHOTS=docs/img (scripts/dashboard-shots.sh)
 copies them into the docs."""
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent_engine.contracts.artifacts import artifact_id
 from agent_engine.runtime import embedded
 
 pytestmark = pytest.mark.e2e
@@ -219,6 +222,62 @@ def test_a_viewer_reads_but_cannot_decide(engine: Any, tenant: str, dashboard: s
     assert engine.agentctl("reject", task_id, "gate", "--reason", "test over").returncode == 0
 
 
+
+
+def test_a_tasks_large_output_is_listed_on_its_page_shown_and_downloaded_exact(
+        engine: Any, tenant: str, dashboard: str, browser: Any, tmp_path: Path) -> None:
+    """A tool reads a 1 MiB file (stored as an artifact, tests/test_e2e_artifacts.py): the task page lists it,
+    its page shows the start of it as text (markup in it escaped), and the download is its exact bytes. Only
+    a logged-in person gets it, and only through a task whose events refer to it."""
+    assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
+    name = f"log-{uuid.uuid4().hex[:8]}.txt"
+    content = b"".join(f"line-{i:07d} <b>the engine</b> recorded one more step\n".encode() for i in range(22_000))
+    (engine.workspace / name).write_bytes(content)
+    sub = engine.agentctl("submit", "artifacts", "--tenant", tenant, "--input", json.dumps({"file": name}))
+    assert sub.returncode == 0, sub.stderr
+    task_id, ref = sub.stdout.strip(), artifact_id(content)
+    engine.wait_for_status(task_id, "succeeded")
+    view = f"{dashboard}/tasks/{task_id}/artifacts/{ref}"
+
+    anonymous = DIRECT.open(f"{view}/download", timeout=10)  # nobody logged in: sent to log in, no bytes
+    assert "/login?next=" in anonymous.url and b"line-0000000" not in anonymous.read()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page.goto(view)
+    assert "/login" in page.url
+    page.fill("input[name=token]", VIEWER_TOKEN)  # reading is a viewer's right
+    page.click("form.login button")
+    page.wait_for_selector("#artifact-text")
+    shown = page.locator("#artifact-text")
+    assert shown.inner_text().startswith("line-0000000 <b>the engine</b> recorded one more step\nline-0000001")
+    assert shown.locator("b").count() == 0  # the file's markup is text here, never HTML
+    assert f"Showing the first 65,536 of {len(content):,} bytes" in page.locator(".notice").inner_text()
+
+    page.goto(f"{dashboard}/tasks/{task_id}")
+    row = page.locator(f'#artifacts tr[data-artifact="{ref}"]')
+    assert row.count() == 1
+    cells = row.locator("td").all_inner_texts()
+    assert cells[:4] == ["read", "read.content", str(len(content)), "text/plain; charset=utf-8"], cells
+    assert page.locator("#artifacts tr[data-artifact]").count() == 1  # read twice, one artifact
+    shoot(page, "artifacts", tmp_path)
+    with page.expect_download() as downloading:
+        row.locator("a.download").click()
+    download = downloading.value
+    assert download.suggested_filename == "read.content"
+    assert Path(download.path()).read_bytes() == content
+    raw = page.request.get(f"{view}/download")
+    assert raw.status == 200 and raw.body() == content
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert raw.headers["content-disposition"].startswith("attachment;")
+
+    # the same id through a task whose events do not refer to it (same tenant, same bucket): refused, unread
+    other = submit(engine, tenant)
+    engine.wait_for_status(other, "waiting")
+    stray = page.request.get(f"{dashboard}/tasks/{other}/artifacts/{ref}/download")
+    assert stray.status == 404 and f"no event of task {other} refers to artifact {ref}" in stray.text()
+    assert page.request.get(f"{dashboard}/tasks/{task_id}/artifacts/sha256:abc").status == 404
+    page.close()
+    assert engine.agentctl("reject", other, "gate", "--reason", "test over").returncode == 0
 
 
 def test_agentctl_up_starts_the_dashboard_and_ps_says_where(engine: Any) -> None:

@@ -17,10 +17,13 @@ from agent_engine.contracts.envelope import TENANT_PATTERN, command
 from agent_engine.contracts.events import EVENT_TYPES, NodeDispatched, TaskCancelRequested, TaskRequested
 from agent_engine.contracts.subjects import (
     AGENT_RUNNER_RPC,
+    AUDIT_STREAM,
+    DLQ_STREAM,
     IDENTITY_PATTERN,
     PARTITIONED,
     PARTITIONS,
     ROUTER_RPC,
+    STREAM,
     TELEMETRY_RPC,
     dlq_subject,
     partition_durable,
@@ -267,3 +270,20 @@ def test_the_dashboard_decides_under_its_operators_names_only_on_the_bare_subjec
         assert not may_publish(rights, rpc_subject(TELEMETRY_RPC, action))
         assert not may_publish(rights, rpc_subject(ROUTER_RPC, action))
     assert may_subscribe(rights, "ae.acme.task.succeeded") and not may_subscribe(rights, "_INBOX.acme.alice.x")
+
+
+def test_the_dashboard_reads_artifacts_by_message_get_only_and_no_engine_stream() -> None:
+    """The dashboard shows any tenant's task, so it reads every artifact bucket; by message get only (what
+    ArtifactStore.get uses): never the event, dead-letter or audit stream nor a bucket's by that right, never
+    a write, a delete, a consumer or a direct get."""
+    rights = SERVICES["dashboard"]
+    for tenant in ("acme", "beta"):
+        assert may_publish(rights, f"$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_{tenant}")
+    for stream in (STREAM, DLQ_STREAM, AUDIT_STREAM, "KV_ae_workflows", "KV_ae_tool_calls", "KV_ae_rate_limits",
+                   "KV_ae_mcp_tools"):
+        assert not may_publish(rights, f"$JS.API.STREAM.MSG.GET.{stream}"), stream
+    for subject in ("$O.ae_artifacts_acme.C.nuid1", "$O.ae_artifacts_acme.M.x",
+                    "$JS.API.STREAM.CREATE.OBJ_ae_artifacts_acme", "$JS.API.STREAM.DELETE.OBJ_ae_artifacts_acme",
+                    "$JS.API.STREAM.PURGE.OBJ_ae_artifacts_acme", "$JS.API.STREAM.MSG.DELETE.OBJ_ae_artifacts_acme",
+                    "$JS.API.DIRECT.GET.OBJ_ae_artifacts_acme", "$JS.API.CONSUMER.CREATE.OBJ_ae_artifacts_acme"):
+        assert not may_publish(rights, subject), subject

@@ -99,10 +99,23 @@ def _artifacts(*, write: bool, delete: bool = False) -> Rights:
     if not delete:
         return written
     # purge one object's chunks; the engine's other streams are denied by name (a deny wins over an allow)
-    others = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFLOW_BUCKET, TOOL_CALLS_BUCKET,
-                                                                       RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
     return written + Rights(publish=(f"{JS}.STREAM.PURGE.*",),
-                            deny_publish=tuple(f"{JS}.STREAM.PURGE.{s}" for s in others))
+                            deny_publish=tuple(f"{JS}.STREAM.PURGE.{s}" for s in ENGINE_STREAMS))
+
+
+ENGINE_STREAMS = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFLOW_BUCKET, TOOL_CALLS_BUCKET,
+                                                                          RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
+"""The engine's streams that are no artifact bucket: what a right on `STREAM.<op>.*` is denied by name. A stream
+or bucket the engine adds belongs here too (runtime/tests/test_auth.py names each)."""
+
+
+def _artifacts_read_only() -> Rights:
+    """Read any tenant's artifacts by message get, and nothing else by it: every artifact bucket's stream
+    (the token must be `*`, as above), with the engine's other streams denied by name. No metadata lookup,
+    no consumer, no write: ArtifactStore.get needs only the gets. For the dashboard, which serves a task's
+    artifacts to the people who may see the task, of whichever tenant it is."""
+    return Rights(publish=(f"{JS}.STREAM.MSG.GET.*",),
+                  deny_publish=tuple(f"{JS}.STREAM.MSG.GET.{s}" for s in ENGINE_STREAMS))
 
 
 def tenant_artifacts(tenant: str) -> Rights:
@@ -213,7 +226,8 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
         "dashboard": (_base("dashboard") + _publishes("node.approval_decided")
                       + Rights(publish=(rpc_subject(ROUTER_RPC, "task.show"), rpc_subject(ROUTER_RPC, "task.history"),
                                         rpc_subject(TELEMETRY_RPC, "ledger"), rpc_subject(TELEMETRY_RPC, "tasks.list")),
-                               subscribe=(tenant_subject(),))),  # the queries it asks, no other (no rebuild)
+                               subscribe=(tenant_subject(),))  # the queries it asks, no other (no rebuild)
+                      + _artifacts_read_only()),  # a task's artifacts, shown on its page
     }
 
 

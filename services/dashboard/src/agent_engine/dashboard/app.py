@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agent_engine.dashboard import pages, views
+from agent_engine.dashboard import artifacts, pages, views
 from agent_engine.dashboard.auth import SESSION_S, Operator, Sessions, login
 from agent_engine.dashboard.link import Link, QueryError
 
@@ -100,8 +100,44 @@ def build(link: Link, config: Config) -> Starlette:
             views.tool_calls(shown, manifest),
             pages.approvals(task_id, views.live_state(shown)["waiting"], user.name if user else None,
                             bool(user and user.role == "operator"), csrf),
-            request.query_params.get("message", ""), ledger_problem)
+            request.query_params.get("message", ""), ledger_problem,
+            pages.artifacts(task_id, artifacts.listed(history)))
         return html(request, f"Task {task_id[:8]}", body)
+
+    async def artifact_of(request: Request) -> tuple[artifacts.ArtifactRow, bytes] | Response:
+        """The artifact a URL names, read from its task's own tenant's bucket, when the task's events refer to
+        it; else the response that says why not. No other id is ever fetched (the credential could)."""
+        if (redirect := must_log_in(request)) is not None:
+            return redirect
+        task_id, wanted = request.path_params["task_id"], request.path_params["artifact"]
+        try:
+            shown, history = await asyncio.gather(link.show(task_id), link.history(task_id))
+        except QueryError as exc:
+            return html(request, "Artifact", pages.notice(str(exc), "error"), 404)
+        row = artifacts.find(artifacts.listed(history), wanted)
+        if row is None:
+            return html(request, "Artifact", pages.notice(
+                f"no event of task {task_id} refers to artifact {wanted[:80]}", "error"), 404)
+        try:
+            return row, await link.artifact(str(shown.get("tenant") or ""), row.artifact)
+        except QueryError as exc:
+            return html(request, "Artifact", pages.notice(str(exc), "error"), 502)
+
+    async def artifact_view(request: Request) -> Response:
+        found = await artifact_of(request)
+        if isinstance(found, Response):
+            return found
+        row, content = found
+        if not artifacts.is_text(row.media_type):
+            return _download(row, content)
+        text, cut = artifacts.preview(content)
+        return html(request, f"Artifact {row.name[:40]}",
+                    pages.artifact_page(request.path_params["task_id"], row, text,
+                                        artifacts.PREVIEW_BYTES if cut else None))
+
+    async def artifact_download(request: Request) -> Response:
+        found = await artifact_of(request)
+        return found if isinstance(found, Response) else _download(*found)
 
     async def approvals_part(request: Request) -> Response:
         """The approvals section alone: the task page swaps it in when a node starts or stops waiting."""
@@ -214,6 +250,8 @@ def build(link: Link, config: Config) -> Starlette:
         Route("/", task_list), Route("/tasks/{task_id}", task_page), Route("/tasks/{task_id}/live", task_live),
         Route("/tasks/{task_id}/approvals", approvals_part),
         Route("/tasks/{task_id}/decide", decide, methods=["POST"]), Route("/cost", cost),
+        Route("/tasks/{task_id}/artifacts/{artifact}", artifact_view),
+        Route("/tasks/{task_id}/artifacts/{artifact}/download", artifact_download),
         Route("/login", login_form), Route("/login", login_post, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -221,6 +259,14 @@ def build(link: Link, config: Config) -> Starlette:
 
 
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled", "deduplicated")
+
+
+def _download(row: artifacts.ArtifactRow, content: bytes) -> Response:
+    """The exact bytes as a download: an opaque type and `attachment`, so no browser renders other people's
+    content (HTML, SVG) as a page of ours, whatever media type the reference claims."""
+    return Response(content, media_type="application/octet-stream",
+                    headers={**SECURITY_HEADERS, "Content-Disposition": artifacts.disposition(row.name),
+                             "Cache-Control": "private, no-store"})
 
 
 def _local(url: str) -> str:

@@ -17,12 +17,15 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from agent_engine.contracts.artifacts import DEFAULT_MAX_BYTES, DEFAULT_THRESHOLD
 from agent_engine.contracts.envelope import command
 from agent_engine.contracts.events import NodeApprovalDecided
 from agent_engine.contracts.subjects import ROUTER_RPC, TELEMETRY_RPC, rpc_subject, tenant_subject
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 
 log = logging.getLogger("dashboard")
@@ -112,6 +115,19 @@ class Link:
 
     async def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         return list((await self.query(TELEMETRY_RPC, "tasks.list", filters))["tasks"])
+
+    async def artifact(self, tenant: str, artifact: str) -> bytes:
+        """An artifact's bytes from `tenant`'s bucket, checked against its id (ArtifactStore.get). Which
+        tenant and which ids are the caller's to check: the dashboard's credential reads every bucket."""
+        try:
+            # the limits are a writer's: given, so a bad AE_ARTIFACT_* setting cannot fail a read here
+            store = ArtifactStore(self.bus.js, threshold_bytes=DEFAULT_THRESHOLD, max_artifact_bytes=DEFAULT_MAX_BYTES)
+            return await store.get(tenant, artifact)
+        except (ArtifactError, ValueError) as exc:
+            raise QueryError(str(exc)) from None
+        except NatsError as exc:  # a refused or lost read surfaces as no answer
+            raise QueryError(f"could not read artifact {artifact} of tenant '{tenant}' "
+                             f"({type(exc).__name__})") from None
 
     async def decide(self, task_id: str, node: str, decision: str, reason: str, operator: str) -> str:
         """Publish the operator's decision as agentctl approve/reject does; returns the name it is recorded

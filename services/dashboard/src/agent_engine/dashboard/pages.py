@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from agent_engine.dashboard.artifacts import ArtifactRow, is_text
 from agent_engine.dashboard.views import (
     BAR_W,
     BOX_H,
@@ -152,7 +153,7 @@ def _approvals(task_id: str, waiting: list[str], user: str | None, can_decide: b
 
 def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events: list[EventRow],
               calls: list[LlmCall], tools: list[ToolCall], approvals_html: str, message: str,
-              ledger_problem: str) -> str:
+              ledger_problem: str, artifacts_html: str = "") -> str:
     task_id = str(shown.get("task_id", ""))
     statuses = {str(n["node"]): str(n["status"]) for n in shown.get("nodes", [])}
     usage = shown.get("usage") or {}
@@ -178,8 +179,39 @@ def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events:
             f'<th>outcome</th></tr>{call_rows}</table></section>'
             f'<section id="tools"><h2>Tool calls</h2><table><tr><th>node</th><th>tool</th><th>status</th>'
             f'<th>error</th></tr>{tool_rows}</table></section>'
+            f'{artifacts_html}'
             f'<section id="events"><h2>Events</h2><table><tr><th>time</th><th>type</th><th>node</th><th>details</th>'
             f'</tr>{event_rows}</table></section>')
+
+
+def artifact_link(task_id: str, artifact: str, download: bool = False) -> str:
+    return f"/tasks/{quote(task_id)}/artifacts/{quote(artifact)}" + ("/download" if download else "")
+
+
+def artifacts(task_id: str, rows: list[ArtifactRow]) -> str:
+    """The task page's artifacts: content its events carry by reference. A text one opens on a page of its own,
+    any one downloads."""
+    if not rows:
+        return '<section id="artifacts"><h2>Artifacts</h2><p>No event of this task refers to an artifact.</p></section>'
+    lines = "".join(
+        f'<tr data-artifact="{e(r.artifact)}"><td>{e(r.node)}</td><td>{e(r.name)}</td><td class="num">{r.size}</td>'
+        f'<td>{e(r.media_type)}</td><td><code title="{e(r.artifact)}">{e(r.artifact[:19])}…</code></td><td>'
+        + (f'<a class="view" href="{e(artifact_link(task_id, r.artifact))}">view</a> ' if is_text(r.media_type) else "")
+        + f'<a class="download" href="{e(artifact_link(task_id, r.artifact, True))}" download>download</a></td></tr>'
+        for r in rows)
+    return (f'<section id="artifacts"><h2>Artifacts</h2><table><tr><th>node</th><th>name</th><th>bytes</th>'
+            f'<th>media type</th><th>id</th><th></th></tr>{lines}</table></section>')
+
+
+def artifact_page(task_id: str, row: ArtifactRow, text: str, cut_at: int | None) -> str:
+    """A text artifact shown on a page: escaped, and only its first `cut_at` bytes when it is longer."""
+    more = (f'<p class="notice info" role="status">Showing the first {cut_at:,} of {row.size:,} bytes; '
+            f'the download has all of it.</p>' if cut_at is not None else "")
+    download = e(artifact_link(task_id, row.artifact, True))
+    return (f'<h1>Artifact <code>{e(row.name)}</code></h1><p class="meta">task <a href="/tasks/{quote(task_id)}">'
+            f'<code>{e(task_id)}</code></a> · node {e(row.node or "-")} · {row.size:,} bytes · {e(row.media_type)} · '
+            f'<code>{e(row.artifact)}</code> · <a class="download" href="{download}" download>download</a></p>'
+            f'{more}<pre id="artifact-text">{e(text)}</pre>')
 
 
 def bars_svg(measure: str, bars: list[Bar]) -> str:
