@@ -95,3 +95,11 @@ def test_a_cost_limit_fails_when_a_call_has_no_price(tmp_path: Path) -> None:
     assert outcome["cost_usd"] == str(Decimal("0.001"))
     passed, why = verdict(tmp_path, "{cost_at_most: '1'}", outcome)
     assert not passed and "1 call(s) have no price" in why
+
+
+def test_a_case_file_that_is_not_utf8_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Review of issue #16: a binary or Latin-1 file among the cases gave a traceback, not a named error."""
+    case = tmp_path / "latin1.yaml"
+    case.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(CaseError, match=rf"{case}: cannot be read: not UTF-8"):
+        load_case(case)

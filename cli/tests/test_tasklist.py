@@ -3,6 +3,13 @@ plain line when nothing matches."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
+
+from agent_engine.cli.client import CliError
+from agent_engine.cli.commands.agents import since_of
+from agent_engine.cli.commands.tail import parse_since
 from agent_engine.cli.commands.tasklist import duration, table
 
 
@@ -23,3 +30,11 @@ def test_the_table() -> None:
 def test_durations() -> None:
     assert duration(task("t", "2026-03-01T12:00:04.25+00:00")) == "4.2s"
     assert duration(task("t", "2026-03-01T14:10:00+00:00")) == "2h10m"
+
+
+def test_a_since_too_far_back_is_refused_by_name() -> None:
+    """Review of issue #16: `agentctl task list --since 99999999999d` and `agents stats --since` gave a traceback."""
+    with pytest.raises(CliError, match="--since '99999999999d': too far back"):
+        parse_since("99999999999d")
+    with pytest.raises(CliError, match="--since '99999999999d': too far back"):
+        since_of("99999999999d", datetime.now(UTC))

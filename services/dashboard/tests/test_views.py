@@ -86,3 +86,10 @@ def test_since_takes_what_tail_takes_or_an_iso_time() -> None:
     assert views.since_filter(" 1d ", now) == "2026-01-01T12:00:00+00:00"
     assert views.since_filter("2026-01-01T00:00", now) == "2026-01-01T00:00"
     assert views.since_filter("yesterday", now) == "yesterday"  # telemetry's error names it
+
+
+def test_a_since_too_far_back_or_in_odd_digits_is_passed_on_for_telemetry_to_name() -> None:
+    """Review of issue #16: `/?since=99999999999d` (or `²d`) raised in the page handler: a 500, not a named error."""
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    assert views.since_filter("99999999999d", now) == "99999999999d"
+    assert views.since_filter("\u00b2d", now) == "\u00b2d"

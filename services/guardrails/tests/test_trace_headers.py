@@ -34,3 +34,10 @@ def test_the_header_wins_then_the_envelope_then_nothing(traced: None) -> None:
 def test_the_body_is_not_read_when_tracing_is_off() -> None:
     assert not tracing.ENABLED
     assert trace_headers(None, json.dumps({"traceparent": BODY}).encode()) == {}
+
+
+def test_a_deeply_nested_body_is_no_trace_context_not_an_exception(traced: None) -> None:
+    """Review of issue #16: `json.loads` raised RecursionError here, before the input gate's `settle`: the request
+    (a submitter's, any tenant's) was redelivered for ever and never dead-lettered nor deleted."""
+    assert trace_headers(None, b"[" * 200_000) == {}
+    assert trace_headers(None, b'{"a":' * 200_000) == {}

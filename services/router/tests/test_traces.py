@@ -79,3 +79,14 @@ def test_a_subtask_is_a_child_of_its_parents_workflow_span() -> None:
         trace = child.state.trace
         assert trace is not None and (trace.trace_id, trace.parent_span_id) == (parent.trace_id, parent.span_id)
         assert trace.span_id != parent.span_id
+
+
+def test_an_untraced_task_stays_untraced_when_a_later_input_carries_a_trace() -> None:
+    """Review of issue #16: a task started without trace context took the traceparent of any later input (a
+    runner's answer, a traced `agentctl approve`) into its records, so its spans hung under another trace."""
+    run = Run()
+    run.feed(accepted(linear_workflow()))
+    answer = completed(run.dispatch("start"))
+    run.feed(dataclasses.replace(answer, event=answer.event.model_copy(update={"traceparent": INCOMING})))
+    assert run.state.trace is None
+    assert all(r.traceparent is None for r in run.records if r.type != "router.input")

@@ -97,6 +97,8 @@ def load_case(path: Path) -> Case:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CaseError(f"{where}: cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a binary or Latin-1 file among the cases: named, not a traceback
+        raise CaseError(f"{where}: cannot be read: not UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise CaseError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):

@@ -32,7 +32,10 @@ def since_of(text: str, now: datetime) -> str:
     """--since as an ISO 8601 time; a CliError says what is accepted."""
     found = re.fullmatch(r"(\d+)([mhd])", text.strip())
     if found:
-        return (now - timedelta(**{UNITS[found[2]]: int(found[1])})).isoformat()
+        try:
+            return (now - timedelta(**{UNITS[found[2]]: int(found[1])})).isoformat()
+        except OverflowError:  # 99999999999d: before year 1, a named error rather than a traceback
+            raise CliError(f"--since {text!r}: too far back") from None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

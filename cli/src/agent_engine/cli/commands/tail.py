@@ -47,7 +47,10 @@ def parse_since(text: str) -> datetime:
     if not match:
         raise CliError(f"--since {text!r}: use a duration such as 30s, 10m, 2h or 1d")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+    try:
+        return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+    except OverflowError:  # 99999999999d: before year 1, a named error rather than a traceback
+        raise CliError(f"--since {text!r}: too far back") from None
 
 
 async def tail(args: argparse.Namespace) -> int:

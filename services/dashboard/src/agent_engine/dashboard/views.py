@@ -241,5 +241,8 @@ def since_filter(value: str, now: datetime) -> str:
     (as `agentctl tail --since`), or an ISO time as given (telemetry names what is wrong with a bad one)."""
     text = value.strip()
     if len(text) >= 2 and text[:-1].isdigit() and text[-1] in UNITS:
-        return (now - timedelta(seconds=int(text[:-1]) * UNITS[text[-1]])).isoformat()
+        try:
+            return (now - timedelta(seconds=int(text[:-1]) * UNITS[text[-1]])).isoformat()
+        except (ValueError, OverflowError):  # '²d', or before year 1: passed on, and telemetry names it
+            return text
     return text

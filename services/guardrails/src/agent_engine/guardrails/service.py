@@ -180,7 +180,7 @@ def trace_headers(headers: dict[str, str] | None, raw: bytes) -> dict[str, str]:
         return headers
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile body: no context, and the gate refuses it as usual
         return headers
     if isinstance(body, dict) and isinstance(body.get(tracing.TRACEPARENT), str):
         headers[tracing.TRACEPARENT] = body[tracing.TRACEPARENT]

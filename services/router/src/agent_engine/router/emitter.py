@@ -39,6 +39,8 @@ class Emitter:
         trace = self.state.trace
         if trace is not None:
             return trace.traceparent
+        if self.state.started_at is not None:  # started without trace context: its records carry none (traces.py)
+            return None
         given = self.cause.traceparent  # only a well-formed one is passed on: a sender's junk stays with its input
         return given if given is not None and tracing.parse_traceparent(given) is not None else None
 

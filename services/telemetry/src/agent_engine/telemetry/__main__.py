@@ -121,8 +121,20 @@ async def main(stop: asyncio.Event) -> None:
         log.warning("ledger rebuild asked: emptying the ledger and folding the stream again from its first message")
         return await rebuild.ask(info.state.last_seq)
 
+    rebuild_askers: set[asyncio.Task[None]] = set()
+
     async def on_query(msg: Msg) -> None:
         scope, action = rpc_scope(TELEMETRY_RPC, msg.subject)  # a tenant's credential may ask only in its scope
+        if action == "ledger.rebuild":
+            # answered once the refold caught up, which may take minutes: awaited here, it would hold every other
+            # query behind it (nats-py runs one subscription's callbacks one at a time)
+            task = asyncio.create_task(respond(msg, scope, action))
+            rebuild_askers.add(task)
+            task.add_done_callback(rebuild_askers.discard)
+            return
+        await respond(msg, scope, action)
+
+    async def respond(msg: Msg, scope: str | None, action: str) -> None:
         try:
             reply = await answer(action, msg.data, scope)
         except Exception as exc:  # noqa: BLE001  PostgreSQL away: the asker hears it

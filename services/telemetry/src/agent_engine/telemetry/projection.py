@@ -332,6 +332,7 @@ class PgLedger:
                 rows += conn.execute(f"DELETE FROM {self.p}_budget WHERE {where} RETURNING task_id", params).fetchall()
                 rows += conn.execute(f"DELETE FROM {self.p}_tasks WHERE {where} RETURNING task_id", params).fetchall()
                 conn.execute(f"DELETE FROM {self.p}_attempts WHERE {where}", params)
+                conn.execute(f"DELETE FROM {self.p}_task_workflows WHERE {where}", params)  # scores.py's per task
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])

@@ -161,6 +161,8 @@ class ScoreStore:
         for key in [k for k, a in self.attempts.items() if a.tenant == tenant
                     and (task_ids is None or a.task_id in task_ids)]:
             del self.attempts[key]
+        for owner in [k for k in self.workflows if k[0] == tenant and (task_ids is None or k[1] in task_ids)]:
+            del self.workflows[owner]  # per-task data too: a forget leaves no row of the task
 
     def query(self, f: Filter) -> list[dict[str, Any]]:
         return stats(a for a in self.attempts.values()

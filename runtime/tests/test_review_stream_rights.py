@@ -1,0 +1,59 @@
+"""A runner's artifact rights must not let it read what it may not subscribe to (review of issue #16).
+
+`_artifacts(write=True)` (runtime/auth.py) grants `$JS.API.STREAM.CREATE.*` and `$JS.API.STREAM.MSG.GET.*`: the
+agent-runner and the tool-runner may create a stream on *any* subject and then read what it captured. With that,
+a runner reads another tenant's query answers on `_INBOX.<tenant>.<user>.>` (task outputs), which its own
+subscribe rights refuse."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import StreamConfig
+
+from agent_engine.contracts.credentials import load_credential
+from agent_engine.contracts.subjects import tenant_inbox
+from agent_engine.runtime.bus import auth_options
+from agent_engine.runtime.keyring import Keyring
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def connected(url: str, credential_file: os.PathLike[str] | str) -> AsyncIterator[Client]:
+    nc = await nats.connect(url, allow_reconnect=False, **auth_options(load_credential(credential_file)))
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+@pytest.mark.xfail(strict=True, reason="runtime/auth.py _artifacts grants STREAM.CREATE.* and MSG.GET.*: a runner can "
+                                       "capture and read any subject, e.g. another tenant's query replies")
+@pytest.mark.parametrize("service", ["tool-runner", "agent-runner"])
+async def test_a_runner_cannot_capture_another_tenants_inbox_in_a_stream_of_its_own(
+        nats_url: str, keyring: Keyring, service: str) -> None:
+    victim = f"v{uuid.uuid4().hex[:10]}"
+    inbox = f"{tenant_inbox(victim, 'alice')}.>"
+    name = f"SPY_{uuid.uuid4().hex[:8]}"
+    async with connected(nats_url, keyring.service(service)) as runner:
+        js = runner.jetstream(timeout=2)
+        try:
+            await js.add_stream(StreamConfig(name=name, subjects=[inbox]))
+        except Exception:  # noqa: BLE001  refused (as it should be): nothing captured
+            return
+        try:
+            async with connected(nats_url, keyring.admin) as platform:  # a reply to the victim's query
+                await platform.publish(f"{tenant_inbox(victim, 'alice')}.reply1", b'{"output": "victim secret"}')
+                await platform.flush()
+            captured = await js.get_msg(name, seq=1)
+            assert captured.data != b'{"output": "victim secret"}', "a runner read another tenant's query reply"
+        finally:
+            async with connected(nats_url, keyring.admin) as platform:
+                await platform.jetstream().delete_stream(name)

@@ -1,0 +1,81 @@
+"""The output gate deletes an artifact another record still names (review of issue #16).
+
+Artifacts are content-addressed per tenant (`ae_artifacts_<tenant>/<sha256>`): equal content is stored once and
+named by every record that holds it. When a check redacts a large output, `outputartifacts.stored_again` deletes
+the unredacted original by its id, which also removes it from under every other record naming the same content
+(another task's output, a tool result the tool-runner's call log replays), and from under this very message if
+it is delivered again (the deletion happens before the gate's answer is published and the message acked)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from agent_engine.contracts.artifacts import TEXT
+from agent_engine.contracts.credentials import load_credential
+from agent_engine.contracts.events import NodeOutputProduced
+from agent_engine.guardrails import outputartifacts
+from agent_engine.guardrails.outputs import OutputVerdict
+from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
+from agent_engine.runtime.bus import auth_options
+from agent_engine.runtime.keyring import Keyring
+
+pytestmark = pytest.mark.integration
+REPORT = "Contact the author at jane.doe@example.com.\n" + "body line\n" * 10_000
+
+
+@asynccontextmanager
+async def connected(url: str, credential_file: os.PathLike[str] | str) -> AsyncIterator[Client]:
+    nc = await nats.connect(url, allow_reconnect=False, **auth_options(load_credential(credential_file)))
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+def produced(ref: dict[str, object], node: str) -> NodeOutputProduced:
+    return NodeOutputProduced(dispatch_id=f"d-{node}", node=node, attempt=1, output={"report": ref})
+
+
+async def redact(store: ArtifactStore, tenant: str, message: NodeOutputProduced) -> None:
+    """What the output gate does with one large output a check redacts (outputgate.check)."""
+    content = await outputartifacts.with_content(store, tenant, message)
+    verdict = OutputVerdict("redacted", {"report": content.output["report"].replace("jane.doe@example.com", "[email]")})
+    await outputartifacts.stored_again(store, tenant, message, content, verdict)
+
+
+@pytest.mark.xfail(strict=True, reason="outputartifacts.stored_again deletes the original by content id, which other "
+                                       "records of the tenant may still name")
+async def test_redacting_one_output_leaves_another_tasks_equal_artifact_readable(nats_url: str,
+                                                                                  keyring: Keyring) -> None:
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    async with connected(nats_url, keyring.service("guardrails")) as nc:
+        store = ArtifactStore(nc.jetstream())
+        # task A (a workflow without output checks) finished with this report stored as an artifact
+        kept = (await store.put(tenant, REPORT.encode(), TEXT, "fetch.report")).model_dump()
+        # task B's node produced the same report, and its workflow's output check redacts the e-mail address
+        await redact(store, tenant, produced(kept, "b"))
+        try:
+            await store.get(tenant, str(kept["artifact"]))
+        except ArtifactError as exc:
+            pytest.fail(f"task A's recorded output no longer reads: {exc}")
+
+
+@pytest.mark.xfail(strict=True, reason="the gate deletes the original before its answer is published and acked: a "
+                                       "redelivered node.output_produced then names a deleted artifact")
+async def test_a_redelivered_output_is_checked_again_rather_than_refused(nats_url: str, keyring: Keyring) -> None:
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    async with connected(nats_url, keyring.service("guardrails")) as nc:
+        store = ArtifactStore(nc.jetstream())
+        message = produced((await store.put(tenant, REPORT.encode(), TEXT, "n.report")).model_dump(), "n")
+        await redact(store, tenant, message)  # the first delivery; its answer was not acked (a crash, a lost ack)
+        try:
+            await redact(store, tenant, message)  # the same message, delivered again
+        except ArtifactError as exc:
+            pytest.fail(f"the redelivered output cannot be checked (the gate refuses the node): {exc}")
