@@ -160,9 +160,10 @@ def test_a_task_runs_live_in_the_browser_and_is_approved_from_it(engine: Any, te
     assert page.locator("#task-status").inner_text() == "waiting"
     shoot(page, "task", tmp_path)
 
-    # the LLM calls, with tokens and cost, and the tool calls
-    llm = page.locator("#llm table tr")
-    open_until(page, page.url, lambda: llm.count() == 4)  # a header and the three agents' calls
+    # the LLM calls, with tokens and cost, the tool calls and the events: drawn again below the graph, no reload
+    page.locator("#llm table tr").nth(3).wait_for(timeout=30_000)  # a header and the three agents' calls
+    page.locator("#events tr", has_text="publish").first.wait_for(timeout=30_000)  # its approval asked for
+    assert page.evaluate("window.__samePage") is True
     assert "mock/" in page.locator("#llm").inner_text()
     assert "gate" in page.locator("#tools").inner_text()
 

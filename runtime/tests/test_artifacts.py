@@ -19,6 +19,7 @@ from agent_engine.contracts.credentials import load_credential
 from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import Keyring
+from agent_engine.testkit.buckets import router_made_buckets
 
 pytestmark = pytest.mark.integration
 MIB = os.urandom(1024 * 1024 - 17)  # over one chunk many times, and not a whole number of chunks
@@ -46,6 +47,7 @@ def tenant() -> str:
 
 async def test_a_runner_stores_once_and_a_consumer_reads_the_exact_bytes(nats_url: str, keyring: Keyring,
                                                                        tenant: str) -> None:
+    await router_made_buckets(nats_url, keyring, tenant)
     async with connected(nats_url, keyring.service("tool-runner")) as runner:
         store = ArtifactStore(runner.jetstream())
         first = await store.put(tenant, MIB, TEXT, "read.content")
@@ -62,6 +64,7 @@ async def test_a_runner_stores_once_and_a_consumer_reads_the_exact_bytes(nats_ur
 async def test_offload_replaces_only_large_fields_and_resolve_gives_the_output_back(nats_url: str, keyring: Keyring,
                                                                                    tenant: str) -> None:
     output = {"content": "line\n" * 30_000, "bytes": 150_000, "truncated": False}
+    await router_made_buckets(nats_url, keyring, tenant)
     async with connected(nats_url, keyring.service("agent-runner")) as nc:
         store = ArtifactStore(nc.jetstream(), threshold_bytes=64 * 1024)
         stored = await store.offload(tenant, output, "read")
@@ -85,6 +88,7 @@ async def test_an_artifact_over_the_limit_is_refused_naming_the_limit(nats_url: 
 async def test_a_tenant_reads_its_own_artifacts_and_the_server_refuses_another_tenants(
         nats_url: str, keyring: Keyring, tenant: str) -> None:
     other = f"{tenant}x"
+    await router_made_buckets(nats_url, keyring, tenant, other)
     async with connected(nats_url, keyring.service("tool-runner")) as runner:
         mine = await ArtifactStore(runner.jetstream()).put(tenant, b"ours: " + MIB[:200_000], TEXT, "a.b")
         theirs = await ArtifactStore(runner.jetstream()).put(other, b"theirs", TEXT, "a.b")
@@ -106,6 +110,9 @@ async def test_a_missing_artifact_and_a_forgotten_tenant_say_so(nats_url: str, k
         store = ArtifactStore(nc.jetstream())
         with pytest.raises(ArtifactError, match=f"tenant '{tenant}' has no artifact sha256:"):
             await store.get(tenant, artifact_id(b"never stored"))
+        with pytest.raises(ArtifactError, match=f"tenant '{tenant}' has no artifact bucket"):
+            await store.put(tenant, b"before its first task", TEXT, "n.f")
+        await store.ensure_bucket(tenant)
         ref = await store.put(tenant, b"to be forgotten", TEXT, "n.f")
         assert await store.forget(tenant) == 1
         with pytest.raises(ArtifactError, match="has no artifact"):

@@ -1,9 +1,9 @@
 """A runner's artifact rights must not let it read what it may not subscribe to (review of issue #16).
 
-`_artifacts(write=True)` (runtime/auth.py) grants `$JS.API.STREAM.CREATE.*` and `$JS.API.STREAM.MSG.GET.*`: the
-agent-runner and the tool-runner may create a stream on *any* subject and then read what it captured. With that,
-a runner reads another tenant's query answers on `_INBOX.<tenant>.<user>.>` (task outputs), which its own
-subscribe rights refuse."""
+A service that may create a stream may create one on *any* subject and then read what it captured (by message
+get, which artifact reads need): another tenant's query answers on `_INBOX.<tenant>.<user>.>` (task outputs),
+which its own subscribe rights refuse. So only the router creates streams (each tenant's artifact bucket,
+router/buckets.py); the server refuses the services that store or read artifacts."""
 
 from __future__ import annotations
 
@@ -34,9 +34,7 @@ async def connected(url: str, credential_file: os.PathLike[str] | str) -> AsyncI
         await nc.close()
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/auth.py _artifacts grants STREAM.CREATE.* and MSG.GET.*: a runner can "
-                                       "capture and read any subject, e.g. another tenant's query replies")
-@pytest.mark.parametrize("service", ["tool-runner", "agent-runner"])
+@pytest.mark.parametrize("service", ["tool-runner", "agent-runner", "guardrails", "dashboard"])
 async def test_a_runner_cannot_capture_another_tenants_inbox_in_a_stream_of_its_own(
         nats_url: str, keyring: Keyring, service: str) -> None:
     victim = f"v{uuid.uuid4().hex[:10]}"

@@ -18,6 +18,7 @@ from agent_engine.contracts.events import ToolStep, ToolTurn
 from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import Keyring
+from agent_engine.testkit.buckets import router_made_buckets
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")]
@@ -31,6 +32,7 @@ def with_result(output: dict[str, Any]) -> ToolTurn:
 
 async def test_a_stored_tool_result_reaches_the_model_as_its_content(nats_url: str, keyring: Keyring,
                                                                     fake_anthropic: Any, agent_dispatch: Any) -> None:
+    await router_made_buckets(nats_url, keyring, "acme")
     nc = await nats.connect(nats_url, **auth_options(load_credential(keyring.service("agent-runner"))))
     try:
         store = ArtifactStore(nc.jetstream())

@@ -18,6 +18,7 @@ from agent_engine.dashboard.link import Link, QueryError
 from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.bus import Bus, auth_options
 from agent_engine.runtime.keyring import Keyring
+from agent_engine.testkit.buckets import router_made_buckets
 
 pytestmark = pytest.mark.integration
 CONTENT = os.urandom(300_000)  # a few chunks
@@ -25,6 +26,7 @@ CONTENT = os.urandom(300_000)  # a few chunks
 
 async def test_the_dashboard_reads_artifacts_exactly_and_no_engine_stream(nats_url: str, keyring: Keyring) -> None:
     tenants = [f"t{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    await router_made_buckets(nats_url, keyring, *tenants)
     runner = await nats.connect(nats_url, **auth_options(load_credential(keyring.service("tool-runner"))))
     try:
         refs = [await ArtifactStore(runner.jetstream()).put(t, CONTENT + t.encode(), TEXT, "read.content")

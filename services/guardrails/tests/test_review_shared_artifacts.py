@@ -25,6 +25,7 @@ from agent_engine.guardrails.outputs import OutputVerdict
 from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import Keyring
+from agent_engine.testkit.buckets import router_made_buckets
 
 pytestmark = pytest.mark.integration
 REPORT = "Contact the author at jane.doe@example.com.\n" + "body line\n" * 10_000
@@ -55,6 +56,7 @@ async def redact(store: ArtifactStore, tenant: str, message: NodeOutputProduced)
 async def test_redacting_one_output_leaves_another_tasks_equal_artifact_readable(nats_url: str,
                                                                                   keyring: Keyring) -> None:
     tenant = f"t{uuid.uuid4().hex[:10]}"
+    await router_made_buckets(nats_url, keyring, tenant)
     async with connected(nats_url, keyring.service("guardrails")) as nc:
         store = ArtifactStore(nc.jetstream())
         # task A (a workflow without output checks) finished with this report stored as an artifact
@@ -71,6 +73,7 @@ async def test_redacting_one_output_leaves_another_tasks_equal_artifact_readable
                                        "redelivered node.output_produced then names a deleted artifact")
 async def test_a_redelivered_output_is_checked_again_rather_than_refused(nats_url: str, keyring: Keyring) -> None:
     tenant = f"t{uuid.uuid4().hex[:10]}"
+    await router_made_buckets(nats_url, keyring, tenant)
     async with connected(nats_url, keyring.service("guardrails")) as nc:
         store = ArtifactStore(nc.jetstream())
         message = produced((await store.put(tenant, REPORT.encode(), TEXT, "n.report")).model_dump(), "n")

@@ -82,10 +82,8 @@ class ArtifactStore:
         try:
             store = await self.js.object_store(bucket)
         except NotFoundError:
-            from nats.js.api import ObjectStoreConfig
-            store = await self.js.create_object_store(bucket, ObjectStoreConfig(
-                bucket=bucket, storage=StorageType.FILE, replicas=stream_replicas(),
-                description="Agent Engine artifacts of one tenant, named by sha256 (docs/observability.md)"))
+            raise ArtifactError(f"tenant '{tenant}' has no artifact bucket ({bucket}); the router creates it when "
+                                "one of the tenant's tasks starts") from None
         key = object_name(ref.artifact)
         try:
             await store.get_info(key)
@@ -94,6 +92,19 @@ class ArtifactStore:
             pass
         await store.put(key, content, meta=ObjectMeta(name=key, description=media_type))
         return ref
+
+    async def ensure_bucket(self, tenant: str) -> None:
+        """Create the tenant's bucket unless it exists. Only the router does (when a tenant's task starts): the
+        services that store artifacts may not create streams, as a right to create one is a right to create any
+        (a stream on another tenant's inbox subjects, say), and NATS cannot narrow it to a prefix of a name."""
+        from nats.js.api import ObjectStoreConfig
+        bucket = bucket_of(tenant)
+        try:
+            await self.js.stream_info("OBJ_" + bucket)
+        except NotFoundError:
+            await self.js.create_object_store(bucket, ObjectStoreConfig(
+                bucket=bucket, storage=StorageType.FILE, replicas=stream_replicas(),
+                description="Agent Engine artifacts of one tenant, named by sha256 (docs/observability.md)"))
 
     async def get(self, tenant: str, ref_id: str) -> bytes:
         """The bytes of artifact `ref_id` of `tenant`, checked against the id."""

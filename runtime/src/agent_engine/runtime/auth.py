@@ -89,13 +89,15 @@ def _kv_write(bucket: str) -> Rights:
 
 def _artifacts(*, write: bool, delete: bool = False) -> Rights:
     """Every tenant's artifact bucket (runtime/artifacts.py): read an object's metadata and chunks by message
-    get; to write, also create a bucket and publish its chunks and metadata. A stream name cannot be matched
+    get; to write, also look a bucket up and publish its chunks and metadata. A stream name cannot be matched
     by prefix (`OBJ_ae_artifacts_*` is no NATS wildcard), so the stream token is `*`: a service with these
-    rights may read any stream's messages by get, which it could mostly consume anyway."""
+    rights may read any stream's messages by get, which it could mostly consume anyway. It may not create a
+    stream (that would be any stream, one capturing other tenants' inboxes too): the router creates each
+    tenant's bucket (`_artifact_buckets`)."""
     read = Rights(publish=(f"{JS}.STREAM.MSG.GET.*",))
     if not write:
         return read
-    written = read + Rights(publish=(f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.CREATE.*", "$O.*.C.>", "$O.*.M.>"))
+    written = read + Rights(publish=(f"{JS}.STREAM.INFO.*", "$O.*.C.>", "$O.*.M.>"))
     if not delete:
         return written
     # purge one object's chunks; the engine's other streams are denied by name (a deny wins over an allow)
@@ -107,6 +109,13 @@ ENGINE_STREAMS = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFL
                                                                           RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
 """The engine's streams that are no artifact bucket: what a right on `STREAM.<op>.*` is denied by name. A stream
 or bucket the engine adds belongs here too (runtime/tests/test_auth.py names each)."""
+
+
+def _artifact_buckets() -> Rights:
+    """The router creates a tenant's artifact bucket when one of its tasks starts (router/buckets.py): look a
+    stream up and create one. The token must be `*` (see `_artifacts`); the router holds the store and its keys,
+    so this adds little to what it may do already."""
+    return Rights(publish=(f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.CREATE.*"))
 
 
 def _artifacts_read_only() -> Rights:
@@ -192,7 +201,8 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                    # sent after the router published other messages, which the one-reply allowance does not survive
                    + Rights(publish=(TENANT_FORGOTTEN, f"{service_inbox('admin')}.>"),
                             subscribe=(*rpc_listen(ROUTER_RPC), heartbeat_subject()), responses=True)
-                   + _streams(AUDIT_STREAM) + Rights(publish=(audit_subject(">"),))),  # audit checkpoints
+                   + _streams(AUDIT_STREAM) + Rights(publish=(audit_subject(">"),))  # audit checkpoints
+                   + _artifact_buckets()),
         "agent-runner": (_base("agent-runner") + _durable("agent-runner")
                          + _publishes(*RUNNER_RESULTS, "llm.called", "llm.call_failed", "node.tools_requested",
                                       "node.output_produced")

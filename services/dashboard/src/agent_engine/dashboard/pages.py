@@ -172,7 +172,7 @@ def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events:
                         "</tr>" for t in tools)
     return (f'{head}<section><h2>Graph</h2><div class="graph" data-task="{e(task_id)}">{graph_html}</div></section>'
             f'<section id="approvals"><h2>Approvals</h2><div class="forms">{approvals_html}</div></section>'
-            f'<section><h2>Timeline</h2>{timeline}</section>'
+            f'<div id="details"><section><h2>Timeline</h2>{timeline}</section>'
             f'<section id="llm"><h2>LLM calls</h2><p>{e(usage.get("input_tokens", 0))} input and '
             f'{e(usage.get("output_tokens", 0))} output tokens in all.</p>{notice(ledger_problem, "error")}'
             f'<table><tr><th>time</th><th>node</th><th>model</th><th>input</th><th>output</th><th>cost USD</th>'
@@ -181,7 +181,7 @@ def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events:
             f'<th>error</th></tr>{tool_rows}</table></section>'
             f'{artifacts_html}'
             f'<section id="events"><h2>Events</h2><table><tr><th>time</th><th>type</th><th>node</th><th>details</th>'
-            f'</tr>{event_rows}</table></section>')
+            f'</tr>{event_rows}</table></section></div>')
 
 
 def artifact_link(task_id: str, artifact: str, download: bool = False) -> str:

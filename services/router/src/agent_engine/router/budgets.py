@@ -17,6 +17,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from agent_engine.contracts.artifacts import as_ref
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.events import LlmCallNote, NodeContext
 from agent_engine.contracts.manifest import AgentSpec, WorkflowManifest
@@ -89,11 +90,28 @@ def models_for(agent: AgentSpec, chosen: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+ARTIFACT_FACTOR = 2
+"""An artifact's content as the agent-runner writes it in place of its reference, counted at twice its size (JSON
+escaping and indenting): an estimate, as the content is not read here; the runner checks the real prompt."""
+
+
 def _text_bytes(value: Any) -> int:
-    """UTF-8 bytes of a value as the agent-runner writes it into a prompt (json.dumps, indent 1)."""
+    """UTF-8 bytes of a value as the agent-runner writes it into a prompt (json.dumps, indent 1), each artifact
+    reference in it counted as the content the runner puts in its place."""
     if value is None:
         return 0
-    return len(json.dumps(value, indent=1).encode())
+    return len(json.dumps(value, indent=1).encode()) + _artifact_bytes(value)
+
+
+def _artifact_bytes(value: Any) -> int:
+    if isinstance(value, dict):
+        ref = as_ref(value)
+        if ref is not None:
+            return ARTIFACT_FACTOR * ref.size
+        return sum(_artifact_bytes(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_artifact_bytes(v) for v in value)
+    return 0
 
 
 def prompt_bytes(agent: AgentSpec, context: NodeContext, schema: dict[str, Any] | None,

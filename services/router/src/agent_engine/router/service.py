@@ -25,6 +25,7 @@ from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, parti
 from agent_engine.router import audit, erasure, queries, traces
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
+from agent_engine.router.buckets import ArtifactBuckets
 from agent_engine.router.budgets import DayLimits, is_day_key, manifest_models
 from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
 from agent_engine.router.datakeys import KeyDestroyed
@@ -44,6 +45,7 @@ from agent_engine.router.tasks import TaskCache
 from agent_engine.router.tenants import AdmissionLogs
 from agent_engine.router.timers import Progress, Timers
 from agent_engine.runtime import inbox, mcp_catalogue, tracing, workflows
+from agent_engine.runtime.artifacts import ArtifactStore
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
 from agent_engine.runtime.queries import answer_query
@@ -81,6 +83,7 @@ class Router:
         self.lock = asyncio.Lock()
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
         self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe)
+        self.buckets = ArtifactBuckets(ArtifactStore(bus.js))
         self.ownership = Ownership(settings.postgres_url)
         self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s,
                              settings.router_name, read_through=lambda: self.relay.saved,
@@ -173,6 +176,7 @@ class Router:
         self.admission.saved.pop(tenant, None)
         self.days.forget()
         self.store.keyring.forget_cached(tenant)
+        self.buckets.forget(tenant)
         self.relay.resync()
 
     # --- inputs -------------------------------------------------------------------------------
@@ -388,6 +392,7 @@ class Router:
             return RouterInput(event, prices=_prices(state.manifest, budgeted))
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
+        await self.buckets.ensure(event.tenant)  # before any of its outputs may need storing (buckets.py)
         wanted = (event.tenant, _workflow(event))
         entry = (entries[wanted] if entries is not None and wanted in entries
                  else await workflows.current_entry(self.kv, *wanted))

@@ -1,5 +1,6 @@
 // Agent Engine dashboard: the task page's live graph. Plain JavaScript, no library: it listens to the task's
-// server-sent events (/tasks/<id>/live) and sets each graph node's data-status, which the CSS colours.
+// server-sent events (/tasks/<id>/live) and sets each graph node's data-status, which the CSS colours; the
+// timeline, calls, artifacts and events below it are drawn again by the server and swapped in.
 "use strict";
 (function () {
   const holder = document.querySelector(".graph[data-task]");
@@ -23,7 +24,28 @@
     if (badge) { badge.textContent = state.status; badge.className = "status s-" + state.status; }
     waitingNow = state.waiting.join(",");
     syncApprovals();
+    refreshDetails();
   };
+  // The page below the graph, as the server draws it now: on every change, and every 5 s while the feed is
+  // open (the cost ledger may catch up after the last change); one fetch at a time.
+  const details = document.getElementById("details");
+  let drawing = false, again = false;
+  function refreshDetails() {
+    if (!details) return;
+    if (drawing) { again = true; return; }
+    drawing = true;
+    fetch(window.location.pathname, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        const fresh = html && new DOMParser().parseFromString(html, "text/html").getElementById("details");
+        if (fresh) details.innerHTML = fresh.innerHTML;
+      })
+      .catch(function () {})
+      .finally(function () { drawing = false; if (again) { again = false; refreshDetails(); } });
+  }
+  const ticking = window.setInterval(function () {
+    if (document.body.dataset.live === "open") refreshDetails();
+  }, 5000);
   // A node came to wait for approval (or stopped waiting): the server draws the forms and we swap them in,
   // until what is shown was drawn for the nodes the feed says wait (an answer may come from a moment before).
   function shownFor() {
@@ -43,6 +65,8 @@
       })
       .catch(function () { fetching = false; window.setTimeout(syncApprovals, 2000); });
   }
-  feed.addEventListener("end", function () { feed.close(); document.body.dataset.live = "ended"; });
+  feed.addEventListener("end", function () {
+    feed.close(); document.body.dataset.live = "ended"; window.clearInterval(ticking); refreshDetails();
+  });
   feed.onopen = function () { document.body.dataset.live = "open"; };
 })();
