@@ -32,7 +32,7 @@ def test_a_clean_run_passes_and_its_table_shows_each_service():
     header, columns, row = report.table()
     assert "RSS MB" in header and "kill -9 → ready" in header
     assert columns.split("|")[1].split() == ["guard", "router", "agent", "tool", "telem", "dashboard"]
-    assert row.split("|")[1].split() == ["50", "-", "50", "50", "50"], "a service down at that moment shows -"
+    assert row.split("|")[1].split() == ["50", "-", "50", "50", "50", "50"], "a service down at that moment shows -"
     assert "1.25/1.25 (1)" in row.split("|")[2]
 
 
