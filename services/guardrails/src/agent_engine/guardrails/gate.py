@@ -24,8 +24,10 @@ from agent_engine.runtime.settings import Settings
 
 log = logging.getLogger("guardrails")
 T = TypeVar("T", bound=EventData)
-Answer = tuple[list[Envelope], str]
-"""The events answering one message, and what to log about it ("" for a plain pass)."""
+Answer = tuple[list[Envelope], str] | tuple[list[Envelope], str, Callable[[], Awaitable[None]]]
+"""The events answering one message, what to log about it ("" for a plain pass), and optionally what to do
+once the message is acked (the output gate deletes unredacted artifacts then, never before: a redelivery of
+an unacked message must still find them)."""
 
 
 async def delete_answered(bus: Bus, seq: int) -> None:
@@ -51,7 +53,8 @@ async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T]
         except ValidationError as exc:
             await refuse(bus, msg, f"not a valid {model.TYPE} payload: {validation_summary(exc, count_rest=True)}")
             return
-        events, said = await decide(msg, envelope, parsed)
+        answered = await decide(msg, envelope, parsed)
+        events, said = answered[0], answered[1]
         try:
             await bus.publish_many(events)
             if delete and msg.metadata and msg.metadata.sequence.stream:
@@ -63,6 +66,12 @@ async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T]
         if said:
             logger.info("%s", said)
         await msg.ack()
+        if len(answered) == 3:
+            try:
+                await answered[2]()
+            except Exception as exc:  # noqa: BLE001  answered already: what is left is logged, never retried
+                logger.warning("after answering %s %s of task %s: %s", envelope.type, envelope.id,
+                               envelope.task_id, exc)
 
     async def handle_batch(msgs: list[Msg]) -> None:
         await asyncio.gather(*(handle_one(m, e) for m, e in await read_all(bus, msgs)))

@@ -22,12 +22,14 @@ async def with_content(store: ArtifactStore, tenant: str, produced: NodeOutputPr
 
 
 async def stored_again(store: ArtifactStore, tenant: str, produced: NodeOutputProduced, checked: NodeOutputProduced,
-                       verdict: OutputVerdict) -> OutputVerdict:
+                       verdict: OutputVerdict) -> tuple[OutputVerdict, list[str]]:
     """The verdict with the output as it goes on: the runner's references where the checks left a field as it was,
-    new artifacts (or inline values, if now small) where they changed it; the changed originals deleted."""
+    new artifacts (or inline values, if now small) where they changed it; and the changed originals, which the
+    gate deletes (`drop`) once its answer is acked: a redelivery before that must still read them."""
     if verdict.output is None or checked is produced:
-        return verdict
+        return verdict, []
     output = dict(verdict.output)
+    superseded = []
     for key, value in produced.output.items():
         ref = as_ref(value)
         if ref is None:
@@ -35,5 +37,11 @@ async def stored_again(store: ArtifactStore, tenant: str, produced: NodeOutputPr
         if output.get(key) == checked.output.get(key):
             output[key] = value  # unchanged: the runner's artifact goes on
         else:
-            await store.delete(tenant, ref.artifact)
-    return replace(verdict, output=await store.offload(tenant, output, produced.node))
+            superseded.append(ref.artifact)
+    return replace(verdict, output=await store.offload(tenant, output, produced.node)), superseded
+
+
+async def drop(store: ArtifactStore, tenant: str, artifacts: list[str]) -> None:
+    """Delete the unredacted originals an answered output superseded."""
+    for artifact in artifacts:
+        await store.delete(tenant, artifact)

@@ -82,11 +82,14 @@ async def serve_outputs(bus: Bus, policies: dict[str | None, OutputPolicy | None
         if policy.judge is not None and verdict.outcome != "refused":
             await still_working(msg)
         verdict = await grounding.judged(bus.nc, policy.judge, envelope, content, verdict)  # last: it costs a call
-        verdict = await outputartifacts.stored_again(store, envelope.tenant, produced, content, verdict)
+        verdict, superseded = await outputartifacts.stored_again(store, envelope.tenant, produced, content, verdict)
         said = "" if verdict.outcome == "allowed" else (
             f"output of node {produced.node} of task {envelope.task_id} {verdict.outcome}: "
             + ", ".join(f"{h.rule} x{h.count}" for h in verdict.rules))
-        return answer(envelope, produced, verdict), said
+        if not superseded:
+            return answer(envelope, produced, verdict), said
+        return answer(envelope, produced, verdict), said, lambda: outputartifacts.drop(store, envelope.tenant,
+                                                                                        superseded)
 
     await serve_gate(bus, DURABLE, consume_subjects(NodeOutputProduced.TYPE), NodeOutputProduced, check, settings,
                      stop, delete=True, logger=log)
