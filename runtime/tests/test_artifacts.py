@@ -7,37 +7,19 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import nats
 import pytest
-from nats.aio.client import Client
 
 from agent_engine.contracts.artifacts import TEXT, artifact_id, as_ref
-from agent_engine.contracts.credentials import load_credential
 from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
-from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import Keyring
 from agent_engine.testkit.buckets import router_made_buckets
+from agent_engine.testkit.connections import connected
 
 pytestmark = pytest.mark.integration
 MIB = os.urandom(1024 * 1024 - 17)  # over one chunk many times, and not a whole number of chunks
 
-
-@asynccontextmanager
-async def connected(url: str, credential_file: os.PathLike[str] | str, errors: list[str] | None = None,
-                    ) -> AsyncIterator[Client]:
-    async def on_error(exc: Exception) -> None:
-        if errors is not None:
-            errors.append(str(exc).lower())
-
-    nc = await nats.connect(url, error_cb=on_error, allow_reconnect=False,
-                            **auth_options(load_credential(credential_file)))
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 @pytest.fixture

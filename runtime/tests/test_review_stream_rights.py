@@ -7,31 +7,17 @@ router/buckets.py); the server refuses the services that store or read artifacts
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import nats
 import pytest
-from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
-from agent_engine.contracts.credentials import load_credential
 from agent_engine.contracts.subjects import tenant_inbox
-from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import Keyring
+from agent_engine.testkit.connections import connected
 
 pytestmark = pytest.mark.integration
 
-
-@asynccontextmanager
-async def connected(url: str, credential_file: os.PathLike[str] | str) -> AsyncIterator[Client]:
-    nc = await nats.connect(url, allow_reconnect=False, **auth_options(load_credential(credential_file)))
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 @pytest.mark.parametrize("service", ["tool-runner", "agent-runner", "guardrails", "dashboard"])

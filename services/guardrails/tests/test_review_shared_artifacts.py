@@ -8,36 +8,22 @@ it is delivered again (the deletion happens before the gate's answer is publishe
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import nats
 import pytest
-from nats.aio.client import Client
 
 from agent_engine.contracts.artifacts import TEXT
-from agent_engine.contracts.credentials import load_credential
 from agent_engine.contracts.events import NodeOutputProduced
 from agent_engine.guardrails import outputartifacts
 from agent_engine.guardrails.outputs import OutputVerdict
 from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
-from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import Keyring
 from agent_engine.testkit.buckets import router_made_buckets
+from agent_engine.testkit.connections import connected
 
 pytestmark = pytest.mark.integration
 REPORT = "Contact the author at jane.doe@example.com.\n" + "body line\n" * 10_000
 
-
-@asynccontextmanager
-async def connected(url: str, credential_file: os.PathLike[str] | str) -> AsyncIterator[Client]:
-    nc = await nats.connect(url, allow_reconnect=False, **auth_options(load_credential(credential_file)))
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 def produced(ref: dict[str, object], node: str) -> NodeOutputProduced:
