@@ -185,13 +185,16 @@ async def run(tasks: int, inflight: int, seed: int, mock_delay: float, every: tu
             if server_due(0) is not None:  # its moment has come: now, not at the next timed round, which a fast
                 await chaos.round(0)       # run could finish before
             if load.finished >= (len(report.lines_) + 1) * line_every:
-                line = Line(load.finished, time.monotonic() - load_began, load.running,
-                            await asyncio.to_thread(rss_now, cluster), {k: list(v) for k, v in window.items()},
-                            os.getloadavg()[0])
-                for times in window.values():
-                    times.clear()
-                report.lines_.append(line)
-                log("\n".join(report.table()[-1:] if len(report.lines_) > 1 else report.table()))
+                await add_line()
+
+        async def add_line() -> None:
+            line = Line(load.finished, time.monotonic() - load_began, load.running,
+                        await asyncio.to_thread(rss_now, cluster), {k: list(v) for k, v in window.items()},
+                        os.getloadavg()[0])
+            for times in window.values():
+                times.clear()
+            report.lines_.append(line)
+            log("\n".join(report.table()[-1:] if len(report.lines_) > 1 else report.table()))
 
         log(f"soak: {tasks:,} research-review tasks at {inflight} in flight, a service killed every "
             f"{every[0]:g}–{every[1]:g} s, NATS restarted at {NATS_AT:.0%} and PostgreSQL at {POSTGRES_AT:.0%} "
@@ -201,7 +204,9 @@ async def run(tasks: int, inflight: int, seed: int, mock_delay: float, every: tu
         except Exception as e:  # noqa: BLE001  reported, and what can be checked still is
             report.error = f"{type(e).__name__}: {e}"
             log(f"the load stopped: {report.error}")
-        chaos.stop.set()
+        if not report.lines_ or report.lines_[-1].finished < load.finished:
+            await add_line()  # the last tasks ended during a tick that had already passed its line: the table
+        chaos.stop.set()      # still ends with the whole run
         try:
             await chaos_run
         except Exception as e:  # noqa: BLE001

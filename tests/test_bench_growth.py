@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
+
+from agent_engine.testkit.processes import left_running, running_now
 
 pytestmark = pytest.mark.e2e
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -19,14 +20,13 @@ def test_growth_quick(tmp_path):
     import growth  # bench/growth.py
 
     environ = dict(os.environ)
-    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    before = running_now()
     lines: list[str] = []
     result = asyncio.run(growth.run([10, 30], inflight=8, root=tmp_path, log=lines.append))
     print("\n".join(lines))
     print(growth.table(result))
     assert os.environ == environ, "the run restores the environment it changed"
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in children and p.status() != "zombie"]
-    assert left == [], f"processes left running: {left}"
+    assert left_running(before) == [], "processes left running"
 
     points = result["checkpoints"]
     assert [p["finished"] for p in points] == [10, 30] and result["failed_tasks"] == 0

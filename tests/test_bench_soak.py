@@ -8,8 +8,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
+
+from agent_engine.testkit.processes import left_running, running_now
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -58,21 +59,22 @@ def test_soak_quick(tmp_path):
     import soak  # bench/soak.py
 
     environ = dict(os.environ)
-    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    before = running_now()
     lines: list[str] = []
     report = asyncio.run(soak.run(soak.QUICK_TASKS, inflight=64, seed=3, mock_delay=0.05, every=(2.0, 5.0),
                                   root=tmp_path, line_every=soak.QUICK_LINE_EVERY, log=lines.append))
     print("\n".join(lines))
     print(soak.text(report, "test_soak_quick"))
     assert os.environ == environ, "the run restores the environment it changed"
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in children and p.status() != "zombie"]
-    assert left == [], f"processes left running: {left}"
+    assert left_running(before) == [], "processes left running"
 
     assert report.ok, report.lines()
     assert report.statuses == {"succeeded": soak.QUICK_TASKS} and not report.lost and not report.not_exactly_once
     assert report.replay_checked == soak.REPLAY_SAMPLE
     assert report.unfinished_at["nats"] > 0 and report.unfinished_at["postgres"] > 0
     assert sum(report.kills.values()) >= 3
-    assert [line.finished >= n for line, n in zip(report.lines_, (100, 200, 300), strict=True)] == [True] * 3
+    finished = [line.finished for line in report.lines_]  # one line a hundred tasks, or fewer when the count
+    assert len(finished) >= 2 and finished == sorted(set(finished))  # jumps past a mark during a server restart
+    assert finished[-1] == soak.QUICK_TASKS, "the table ends with the whole run"
     timed = [s for times in report.restarts.values() for s in times]
     assert timed and all(s > 0 for s in timed) and set(report.server_restart_s) == {"nats", "postgres"}
