@@ -87,11 +87,8 @@ def received(headers: Mapping[str, str] | None, envelope: Envelope, subject: str
     """The `process` span of one input (the caller ends it) and the input as it is decided: an input from the
     engine's services as it came; a client's request with its trace context replaced (`ingress_traceparent`)
     and its span the root of that new trace, linking the sender's context."""
-    if envelope.type not in COMMAND_SENDERS:
+    if envelope.type not in COMMAND_SENDERS or tracing.trusts_ingress():  # trusted: a hop like any other
         return tracing.start_processing(headers, envelope, subject), envelope
-    trusted = tracing.trusts_ingress()
-    if trusted:
-        return tracing.start_ingress(headers, envelope, subject), envelope
     traceparent = ingress_traceparent(envelope, traced=tracing.ENABLED, trusted=False)
     span = None
     if tracing.ENABLED:
