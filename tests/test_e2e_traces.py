@@ -217,3 +217,35 @@ def test_with_trusted_senders_the_senders_trace_is_kept(own_stack: Any, tenant: 
     [gate] = [s for s in spans if s["span_id"] == workflow["parent_span_id"]]
     assert gate["service"] == "agent-engine-guardrails" and gate["parent_span_id"] == FOREIGN_SPAN
     assert "links" not in gate
+
+
+def test_a_fork_request_is_decided_in_the_routers_own_trace(traced: tuple[Any, Path], tenant: str) -> None:
+    """A fork goes to the router itself: its span for the request is a root linking agentctl's publish, the
+    task.forked record names that span, not the sender's, and the fork replays identically."""
+    engine, trace_file = traced
+    ran = engine.agentctl("run", "examples/research-review", "--tenant", tenant, "--input",
+                          "@" + str(EXAMPLE / "input.json"))
+    assert ran.returncode == 0, ran.stderr
+    source = ran.stdout.strip().splitlines()[-1].split()[1]
+    forked = engine.agentctl("task", "fork", source, "--at", "3")
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    fork = next(ln for ln in forked.stderr.splitlines() if " forked from " in ln).split()[1]
+
+    def seen(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"].startswith("process ") and s["attributes"].get("ae.event.type") == "task.fork_requested"
+                   and s["attributes"].get("ae.task.id") == fork for s in spans)
+
+    spans = _wait_for(trace_file, seen, f"the router's span for the fork request of task {fork}")
+    [request] = [s for s in spans if s["kind"] == "producer" and s["attributes"].get("ae.task.id") == fork
+                 and s["attributes"]["ae.event.type"] == "task.fork_requested"]
+    [process] = [s for s in spans if s["kind"] == "consumer" and s["attributes"].get("ae.task.id") == fork
+                 and s["attributes"]["ae.event.type"] == "task.fork_requested"]
+    assert request["service"] == "agent-engine-agentctl" and process["service"] == "agent-engine-router"
+    assert process["parent_span_id"] is None and process["trace_id"] != request["trace_id"]
+    assert process["links"] == [{"trace_id": request["trace_id"], "span_id": request["span_id"]}]
+
+    records = json.loads(engine.agentctl("task", "history", fork, "--json").stdout)
+    [record] = [r for r in records if r["type"] == "task.forked"]
+    assert record["traceparent"] == f"00-{process['trace_id']}-{process['span_id']}-01"
+    assert request["trace_id"] not in json.dumps(records)  # no record names the sender's trace
+    assert "identical" in engine.agentctl("task", "replay", fork).stdout
