@@ -74,7 +74,9 @@ def test_off_when_nothing_is_set() -> None:
     envelope = _envelope()
     with tracing.publishing(envelope, "ae.acme.task.requested") as (sent, headers):
         assert sent is envelope and headers == {}
-    with tracing.processing({"traceparent": f"00-{TRACE}-{SPAN}-01"}, envelope, "s", root=True) as span:
+    with tracing.processing({"traceparent": f"00-{TRACE}-{SPAN}-01"}, envelope, "s") as span:
+        assert span is None
+    with tracing.ingress({"traceparent": f"00-{TRACE}-{SPAN}-01"}, envelope, "s") as span:
         assert span is None
 
 
@@ -92,7 +94,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def test_a_hop_continues_the_publishers_trace(trace_file: Path) -> None:
-    with tracing.processing({}, _envelope(), "ae.acme.task.requested", root=True):  # a request: the trace starts
+    with tracing.ingress({}, _envelope(), "ae.acme.task.requested"):  # a request: the trace starts
         with tracing.publishing(_envelope(), "ae.acme.task.accepted") as (sent, headers):
             pass
     # the event records the span it was written in; the header names the publish span

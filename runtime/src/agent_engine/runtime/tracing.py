@@ -249,16 +249,15 @@ def _parent_of(headers: Mapping[str, str] | None, envelope: Envelope | None) -> 
 
 
 @contextlib.contextmanager
-def processing(headers: Mapping[str, str] | None, envelope: Envelope | None, subject: str,
-               *, root: bool = False) -> Iterator[Span | None]:
-    """Around handling one consumed message: a current `process` span (kind consumer) continuing the
-    publisher's trace. A message that carries no trace context gets no span, unless `root`: a task request
-    whose sender started no trace starts the task's trace here (guardrails' input gate)."""
+def processing(headers: Mapping[str, str] | None, envelope: Envelope | None, subject: str) -> Iterator[Span | None]:
+    """Around handling one consumed message from the engine's own services: a current `process` span (kind
+    consumer) continuing the publisher's trace. A message that carries no trace context gets no span. (A
+    client's request is `ingress`.)"""
     if not ENABLED:
         yield None
         return
     parent = _parent_of(headers, envelope)
-    if parent is None and not root:
+    if parent is None:
         yield None
         return
     with tracer().start_as_current_span(f"process {subject}", context=parent, kind=SpanKind.CONSUMER,
