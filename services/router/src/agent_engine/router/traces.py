@@ -12,9 +12,10 @@ times and the span id fixed at the start (`runtime.tracing.export_span`).
 
 A client's request to the router (a fork, a cancel, an approval: COMMAND_SENDERS) is an untrusted
 boundary: the sender's `traceparent` is replaced, before the input is decided, by the context of the
-router's own span for it, the root of a new trace whose ids follow from the request (`received`). So a
-fork starts its task in the engine's trace, not the tenant's, and the input the router records (and a
-replay decides again) carries that context. AE_TRACE_TRUST_INGRESS=true keeps the sender's.
+router's own span for it, the root of a new trace whose ids follow from the request (`received`). So the
+records a request leads to (a fork's task.forked) name the engine's span, never the sender's, and the
+input the router records (and a replay decides again) carries that context. AE_TRACE_TRUST_INGRESS=true
+keeps the sender's.
 """
 
 from __future__ import annotations
