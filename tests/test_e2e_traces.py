@@ -7,13 +7,20 @@ AE_TRACE_FILE; the test reads that file and checks the tree an operator would se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent_engine.contracts.envelope import command
+from agent_engine.contracts.events import TaskRequested
+from agent_engine.contracts.subjects import subject_for
+from agent_engine.testkit.connections import connected
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "research-review"
@@ -67,8 +74,9 @@ def test_a_task_is_one_trace_across_the_services(traced: tuple[Any, Path], tenan
     [workflow] = [s for s in spans if s["name"] == "invoke_workflow research-review"
                   and s["attributes"]["ae.task.id"] == task_id]
     trace_id = workflow["trace_id"]
-    # every span that names the task is in the one trace, and so is everything under them
-    assert {s["trace_id"] for s in spans if s["attributes"].get("ae.task.id") == task_id} == {trace_id}
+    # every span the engine made for the task is in the one trace, and so is everything under them
+    assert {s["trace_id"] for s in spans if s["attributes"].get("ae.task.id") == task_id
+            and s["service"] != "agent-engine-agentctl"} == {trace_id}
     mine = [s for s in spans if s["trace_id"] == trace_id]
     by_id = {s["span_id"]: s for s in mine}
     assert len(by_id) == len(mine), "span ids are unique"
@@ -77,12 +85,16 @@ def test_a_task_is_one_trace_across_the_services(traced: tuple[Any, Path], tenan
     # the tool node's tool and the executor's tool call each have their execute_tool span
     assert {"execute_tool brief_stats", "execute_tool word_count"} <= names, names
 
-    # the trace starts at agentctl's publish of the request; the task span hangs under guardrails' span for it
+    # the trace starts at guardrails' span for the request (a new trace: the sender is not trusted), which links
+    # agentctl's publish of it, in agentctl's own trace; the task span hangs under guardrails' span
     parent = by_id[workflow["parent_span_id"]]
     assert parent["service"] == "agent-engine-guardrails" and parent["kind"] == "consumer"
-    request = by_id[parent["parent_span_id"]]
-    assert request["service"] == "agent-engine-agentctl" and request["kind"] == "producer"
-    assert request["parent_span_id"] is None and request["attributes"]["ae.event.type"] == "task.requested"
+    assert parent["parent_span_id"] is None
+    [request] = [s for s in spans if s["service"] == "agent-engine-agentctl"
+                 and s["attributes"].get("ae.task.id") == task_id]
+    assert request["kind"] == "producer" and request["attributes"]["ae.event.type"] == "task.requested"
+    assert request["parent_span_id"] is None and request["trace_id"] != trace_id
+    assert parent["links"] == [{"trace_id": request["trace_id"], "span_id": request["span_id"]}]
     assert workflow["service"] == "agent-engine-router" and workflow["status"] == "unset"
     assert workflow["start"] < workflow["end"]
 
@@ -129,3 +141,111 @@ def test_a_task_is_one_trace_across_the_services(traced: tuple[Any, Path], tenan
     for value in (v for v in prompts.values() if isinstance(v, str) and len(v) > 12):
         assert value not in text
     assert "sk-ant-planted" not in text and "gen_ai.input.messages" not in text
+
+
+FOREIGN_TRACE, FOREIGN_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+"""Another tenant's trace (or another task's), as a hostile sender names it in its request."""
+FOREIGN = f"00-{FOREIGN_TRACE}-{FOREIGN_SPAN}-01"
+
+
+def _request_with_foreign_context(engine: Any, tenant: str) -> str:
+    """A submitter's own client sends research-review with the foreign traceparent in the NATS header and in the
+    envelope; returns the task id."""
+    assert engine.agentctl("workflow", "push", "examples/research-review", "--tenant", tenant).returncode == 0
+    credential = engine.credential(tenant, "alice", "submitter")
+    task_id = str(uuid.uuid4())
+    request = command(TaskRequested(workflow="research-review", requested_by="alice",
+                                    input=json.loads((EXAMPLE / "input.json").read_text())),
+                      tenant=tenant, task_id=task_id, source="alice").model_copy(update={"traceparent": FOREIGN})
+
+    async def send() -> None:
+        async with connected(engine.nats_url, credential) as nc:
+            await nc.jetstream().publish(subject_for(request), request.to_bytes(), timeout=10,
+                                         headers={"Nats-Msg-Id": request.id, "traceparent": FOREIGN})
+
+    asyncio.run(send())
+    return task_id
+
+
+def _task_spans(trace_file: Path, task_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The task's invoke_workflow span once the task ended, and every span of the file."""
+    def finished(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"] == "invoke_workflow research-review" and s["attributes"].get("ae.task.id") == task_id
+                   for s in spans)
+
+    spans = _wait_for(trace_file, finished, f"the invoke_workflow span of task {task_id}")
+    [workflow] = [s for s in spans if s["name"] == "invoke_workflow research-review"
+                  and s["attributes"]["ae.task.id"] == task_id]
+    assert workflow["attributes"]["ae.task.status"] == "succeeded"
+    return workflow, spans
+
+
+def test_a_senders_traceparent_is_linked_not_joined(traced: tuple[Any, Path], tenant: str) -> None:
+    """Review of issue #16: a tenant's traceparent set the task's trace id, so a tenant could put the engine's spans
+    into another tenant's trace, or join two tasks into one trace. Now the task runs in a trace of its own, whose
+    root (guardrails' span for the request) links the sender's context."""
+    engine, trace_file = traced
+    task_id = _request_with_foreign_context(engine, tenant)
+    workflow, spans = _task_spans(trace_file, task_id)
+    trace_id = workflow["trace_id"]
+    assert trace_id != FOREIGN_TRACE
+    assert not [s for s in spans if s["trace_id"] == FOREIGN_TRACE], "no span of the engine joined the sender's trace"
+    mine = [s for s in spans if s["trace_id"] == trace_id]
+    assert {s["trace_id"] for s in spans if s["attributes"].get("ae.task.id") == task_id} == {trace_id}
+    assert {f"invoke_agent {a}" for a in AGENTS} <= {s["name"] for s in mine}
+    [root] = [s for s in mine if s["parent_span_id"] is None]
+    assert root["service"] == "agent-engine-guardrails" and root["kind"] == "consumer"
+    assert root["links"] == [{"trace_id": FOREIGN_TRACE, "span_id": FOREIGN_SPAN}]
+    assert root["attributes"]["ae.sender.trace_id"] == FOREIGN_TRACE
+    assert workflow["parent_span_id"] == root["span_id"]
+
+
+def test_the_trace_file_is_for_its_owner_only(traced: tuple[Any, Path]) -> None:
+    _, trace_file = traced
+    _wait_for(trace_file, bool, "any span")
+    assert trace_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_with_trusted_senders_the_senders_trace_is_kept(own_stack: Any, tenant: str,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """AE_TRACE_TRUST_INGRESS=true (every sender is the deployment's own): the sender's span is the parent."""
+    trace_file = tmp_path_factory.mktemp("trusted-traces") / "traces.jsonl"
+    engine = own_stack(AE_TRACE_FILE=str(trace_file), OTEL_BSP_SCHEDULE_DELAY="100", AE_TRACE_TRUST_INGRESS="true")
+    task_id = _request_with_foreign_context(engine, tenant)
+    workflow, spans = _task_spans(trace_file, task_id)
+    assert workflow["trace_id"] == FOREIGN_TRACE
+    [gate] = [s for s in spans if s["span_id"] == workflow["parent_span_id"]]
+    assert gate["service"] == "agent-engine-guardrails" and gate["parent_span_id"] == FOREIGN_SPAN
+    assert "links" not in gate
+
+
+def test_a_fork_request_is_decided_in_the_routers_own_trace(traced: tuple[Any, Path], tenant: str) -> None:
+    """A fork goes to the router itself: its span for the request is a root linking agentctl's publish, the
+    task.forked record names that span, not the sender's, and the fork replays identically."""
+    engine, trace_file = traced
+    ran = engine.agentctl("run", "examples/research-review", "--tenant", tenant, "--input",
+                          "@" + str(EXAMPLE / "input.json"))
+    assert ran.returncode == 0, ran.stderr
+    source = ran.stdout.strip().splitlines()[-1].split()[1]
+    forked = engine.agentctl("task", "fork", source, "--at", "3")
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    fork = next(ln for ln in forked.stderr.splitlines() if " forked from " in ln).split()[1]
+
+    def seen(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"].startswith("process ") and s["attributes"].get("ae.event.type") == "task.fork_requested"
+                   and s["attributes"].get("ae.task.id") == fork for s in spans)
+
+    spans = _wait_for(trace_file, seen, f"the router's span for the fork request of task {fork}")
+    [request] = [s for s in spans if s["kind"] == "producer" and s["attributes"].get("ae.task.id") == fork
+                 and s["attributes"]["ae.event.type"] == "task.fork_requested"]
+    [process] = [s for s in spans if s["kind"] == "consumer" and s["attributes"].get("ae.task.id") == fork
+                 and s["attributes"]["ae.event.type"] == "task.fork_requested"]
+    assert request["service"] == "agent-engine-agentctl" and process["service"] == "agent-engine-router"
+    assert process["parent_span_id"] is None and process["trace_id"] != request["trace_id"]
+    assert process["links"] == [{"trace_id": request["trace_id"], "span_id": request["span_id"]}]
+
+    records = json.loads(engine.agentctl("task", "history", fork, "--json").stdout)
+    [record] = [r for r in records if r["type"] == "task.forked"]
+    assert record["traceparent"] == f"00-{process['trace_id']}-{process['span_id']}-01"
+    assert request["trace_id"] not in json.dumps(records)  # no record names the sender's trace
+    assert "identical" in engine.agentctl("task", "replay", fork).stdout

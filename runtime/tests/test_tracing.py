@@ -74,7 +74,9 @@ def test_off_when_nothing_is_set() -> None:
     envelope = _envelope()
     with tracing.publishing(envelope, "ae.acme.task.requested") as (sent, headers):
         assert sent is envelope and headers == {}
-    with tracing.processing({"traceparent": f"00-{TRACE}-{SPAN}-01"}, envelope, "s", root=True) as span:
+    with tracing.processing({"traceparent": f"00-{TRACE}-{SPAN}-01"}, envelope, "s") as span:
+        assert span is None
+    with tracing.ingress({"traceparent": f"00-{TRACE}-{SPAN}-01"}, envelope, "s") as span:
         assert span is None
 
 
@@ -92,7 +94,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def test_a_hop_continues_the_publishers_trace(trace_file: Path) -> None:
-    with tracing.processing({}, _envelope(), "ae.acme.task.requested", root=True):  # a request: the trace starts
+    with tracing.ingress({}, _envelope(), "ae.acme.task.requested"):  # a request: the trace starts
         with tracing.publishing(_envelope(), "ae.acme.task.accepted") as (sent, headers):
             pass
     # the event records the span it was written in; the header names the publish span
@@ -188,3 +190,85 @@ def test_a_clients_request_starts_the_trace_with_its_publish_span(trace_file: Pa
     [span] = _read(trace_file)
     assert span["parent_span_id"] is None and span["kind"] == "producer"
     assert sent.traceparent == headers["traceparent"] == f"00-{span['trace_id']}-{span['span_id']}-01"
+
+
+def test_a_request_from_outside_starts_a_new_trace_that_links_its_sender(
+        trace_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's traceparent is not the task's parent (another tenant's trace, or another task's): the engine's
+    span is a root, linking the sender's context and naming its trace."""
+    monkeypatch.delenv(tracing.TRUST_ENV, raising=False)
+    sender = {"traceparent": f"00-{TRACE}-{SPAN}-00"}  # not sampled, too: the engine's trace is recorded anyway
+    with tracing.ingress(sender, None, "ae.acme.task.requested.u") as span:
+        assert span is not None
+        with tracing.publishing(_envelope(), "ae.acme.task.accepted") as (sent, _):
+            pass
+    spans = {s["name"]: s for s in _read(trace_file)}
+    root = spans["process ae.acme.task.requested.u"]
+    assert root["parent_span_id"] is None and root["trace_id"] != TRACE
+    assert root["links"] == [{"trace_id": TRACE, "span_id": SPAN}]
+    assert root["attributes"][tracing.SENDER_TRACE] == TRACE
+    # what is published inside records the engine's trace
+    assert sent.traceparent == f"00-{root['trace_id']}-{root['span_id']}-01"
+    assert spans["publish ae.acme.task.accepted"]["trace_id"] == root["trace_id"]
+
+
+def test_two_requests_naming_one_trace_get_two_traces(trace_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(tracing.TRUST_ENV, raising=False)
+    for _ in range(2):
+        with tracing.ingress({"traceparent": f"00-{TRACE}-{SPAN}-01"}, None, "s"):
+            pass
+    first, second = _read(trace_file)
+    assert first["trace_id"] != second["trace_id"] and TRACE not in (first["trace_id"], second["trace_id"])
+
+
+def test_a_request_without_context_starts_a_trace_with_no_link(trace_file: Path) -> None:
+    with tracing.ingress({}, None, "s"):
+        pass
+    [span] = _read(trace_file)
+    assert span["parent_span_id"] is None and "links" not in span
+    assert tracing.SENDER_TRACE not in span["attributes"]
+
+
+def test_trusted_senders_are_the_parent(trace_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracing.TRUST_ENV, "true")
+    with tracing.ingress({"traceparent": f"00-{TRACE}-{SPAN}-01"}, None, "s"):
+        pass
+    [span] = _read(trace_file)
+    assert (span["trace_id"], span["parent_span_id"]) == (TRACE, SPAN) and "links" not in span
+
+
+@pytest.mark.parametrize(("value", "trusted"), [("true", True), ("TRUE ", True), ("", False), ("1", False),
+                                                 ("false", False), (None, False)])
+def test_the_trust_switch(value: str | None, trusted: bool) -> None:
+    assert tracing.trusts_ingress({} if value is None else {tracing.TRUST_ENV: value}) is trusted
+
+
+def test_the_routers_ingress_span_has_the_ids_derived_from_the_request(trace_file: Path) -> None:
+    ids = tracing.derive_ingress_ids("acme", "e1")
+    assert ids == tracing.derive_ingress_ids("acme", "e1")
+    assert ids != tracing.derive_ingress_ids("other", "e1") and ids != tracing.derive_ingress_ids("acme", "e2")
+    span = tracing.start_ingress({"traceparent": f"00-{TRACE}-{SPAN}-01"}, _envelope(), "s", ids=ids)
+    assert span is not None
+    span.end()
+    with tracing.ingress({}, None, "s"):  # the fixed ids were for that span only
+        pass
+    fixed, random = _read(trace_file)
+    assert (fixed["trace_id"], fixed["span_id"]) == (f"{ids[0]:032x}", f"{ids[1]:016x}")
+    assert fixed["links"] == [{"trace_id": TRACE, "span_id": SPAN}] and fixed["parent_span_id"] is None
+    assert random["trace_id"] != fixed["trace_id"]
+
+
+def test_the_trace_file_is_created_for_its_owner_only(tmp_path: Path) -> None:
+    """Spans name tenants, tasks, workflows and models: a file the engine creates is not for every local user."""
+    created, existing = tmp_path / "new" / "traces.jsonl", tmp_path / "mine.jsonl"
+    existing.touch()
+    existing.chmod(0o644)  # its owner chose this: left alone
+    for path in (created, existing):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
+        with provider.get_tracer("t").start_as_current_span("s"):
+            pass
+        provider.shutdown()
+        assert path.read_text().count("\n") == 1
+    assert created.stat().st_mode & 0o777 == 0o600
+    assert existing.stat().st_mode & 0o777 == 0o644

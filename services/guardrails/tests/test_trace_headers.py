@@ -1,4 +1,5 @@
-"""The input gate continues a sender's trace: from its NATS headers, else the envelope's `traceparent`."""
+"""The input gate reads a sender's trace context (which the task's new trace links): from its NATS headers, else the
+envelope's `traceparent`."""
 
 from __future__ import annotations
 

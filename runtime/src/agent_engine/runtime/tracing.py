@@ -9,6 +9,12 @@ The trace context travels twice on every hop: in the envelope (CloudEvents' `tra
 stored with the record, so the router's relay can publish it later) and in the NATS headers (the
 context of the `publish` span, which a consumer's `process` span continues). The pure helpers
 (parse, format, derive) are separate from the SDK wiring and unit tested.
+
+A request from outside the engine (a tenant's task request, cancel, fork or approval) is an untrusted
+boundary: its sender's context is not the task's parent, or a tenant could put spans into another
+tenant's trace or join two tasks into one. `ingress` starts a new trace there and links the sender's
+context, as OpenTelemetry advises; AE_TRACE_TRUST_INGRESS=true (senders the deployment trusts) continues
+the sender's trace instead.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from agent_engine.contracts import Envelope
 from agent_engine.runtime.tracefile import JsonLinesExporter
@@ -36,6 +42,9 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 TRACE_FILE_ENV = "AE_TRACE_FILE"
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+TRUST_ENV = "AE_TRACE_TRUST_INGRESS"
+SENDER_TRACE = "ae.sender.trace_id"
+"""The ingress span's attribute naming the trace its sender was in (the span's link names its span too)."""
 _TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 ENABLED = False
@@ -71,6 +80,21 @@ def derive_span_id(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") or 1
 
 
+def derive_ingress_ids(tenant: str, event_id: str) -> tuple[int, int]:
+    """The trace id and span id of the engine's span for a client's request to the router (a fork, a cancel, an
+    approval): they follow from the request, so the context the router records is the same on every delivery
+    and replay. The tenant is part of it: another tenant's request with the same event id gets another trace."""
+    digest = hashlib.sha256(f"ingress/{tenant}/{event_id}".encode()).digest()
+    return int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:24], "big") or 1
+
+
+def trusts_ingress(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a request's sender's trace context is the task's parent (AE_TRACE_TRUST_INGRESS=true: every
+    sender is trusted); by default it is only linked from a new trace."""
+    environ = os.environ if environ is None else environ
+    return environ.get(TRUST_ENV, "").strip().lower() == "true"
+
+
 def capture_content() -> bool:
     """Whether prompt and response content may go into spans (the GenAI conventions' switch; off by default)."""
     return os.environ.get(CAPTURE_ENV, "").strip().lower() == "true"
@@ -79,19 +103,21 @@ def capture_content() -> bool:
 # --- setup ------------------------------------------------------------------------------------
 
 class _FixedIds(IdGenerator):
-    """Random ids, except a span id fixed in advance (`next_span`, set by `export_span`): the task's
-    `invoke_workflow` span is ended by whichever router sees the task finish, with the id every record of the
-    task names as parent."""
+    """Random ids, except ids fixed in advance (`next_span`, `next_trace`): the task's `invoke_workflow` span is
+    ended by whichever router sees the task finish, with the id every record of the task names as parent
+    (`export_span`); the router's span for a client's request has the trace and span ids it records
+    (`start_ingress`)."""
 
     def __init__(self) -> None:
         self.random = RandomIdGenerator()
         self.next_span: contextvars.ContextVar[int | None] = contextvars.ContextVar("next_span", default=None)
+        self.next_trace: contextvars.ContextVar[int | None] = contextvars.ContextVar("next_trace", default=None)
 
     def generate_span_id(self) -> int:
         return self.next_span.get() or self.random.generate_span_id()
 
     def generate_trace_id(self) -> int:
-        return self.random.generate_trace_id()
+        return self.next_trace.get() or self.random.generate_trace_id()
 
 
 _ids = _FixedIds()
@@ -208,26 +234,30 @@ def publishing(envelope: Envelope, subject: str, *, root: bool = False) -> Itera
         yield envelope, headers
 
 
-def _parent_of(headers: Mapping[str, str] | None, envelope: Envelope | None) -> Context | None:
+def _sender_of(headers: Mapping[str, str] | None, envelope: Envelope | None) -> SpanContext | None:
     """The publisher's span (NATS headers) if the message has one, else the context the event was written in."""
     headers = headers or {}
-    found = context_of(headers.get(TRACEPARENT), headers.get(TRACESTATE))
+    found = parse_traceparent(headers.get(TRACEPARENT), headers.get(TRACESTATE))
     if found is None and envelope is not None:
-        found = context_of(envelope.traceparent, envelope.tracestate)
+        found = parse_traceparent(envelope.traceparent, envelope.tracestate)
     return found
 
 
+def _parent_of(headers: Mapping[str, str] | None, envelope: Envelope | None) -> Context | None:
+    sender = _sender_of(headers, envelope)
+    return trace.set_span_in_context(NonRecordingSpan(sender)) if sender is not None else None
+
+
 @contextlib.contextmanager
-def processing(headers: Mapping[str, str] | None, envelope: Envelope | None, subject: str,
-               *, root: bool = False) -> Iterator[Span | None]:
-    """Around handling one consumed message: a current `process` span (kind consumer) continuing the
-    publisher's trace. A message that carries no trace context gets no span, unless `root`: a task request
-    whose sender started no trace starts the task's trace here (guardrails' input gate)."""
+def processing(headers: Mapping[str, str] | None, envelope: Envelope | None, subject: str) -> Iterator[Span | None]:
+    """Around handling one consumed message from the engine's own services: a current `process` span (kind
+    consumer) continuing the publisher's trace. A message that carries no trace context gets no span. (A
+    client's request is `ingress`.)"""
     if not ENABLED:
         yield None
         return
     parent = _parent_of(headers, envelope)
-    if parent is None and not root:
+    if parent is None:
         yield None
         return
     with tracer().start_as_current_span(f"process {subject}", context=parent, kind=SpanKind.CONSUMER,
@@ -245,6 +275,47 @@ def start_processing(headers: Mapping[str, str] | None, envelope: Envelope, subj
         return None
     return tracer().start_span(f"process {subject}", context=parent, kind=SpanKind.CONSUMER,
                                attributes=_messaging(subject, envelope, "process"))
+
+
+def start_ingress(headers: Mapping[str, str] | None, envelope: Envelope | None, subject: str,
+                  ids: tuple[int, int] | None = None) -> Span | None:
+    """The `process` span of a request from outside the engine, not made current (the caller ends it): the root
+    of a new trace, with a link to the sender's context (and its trace id as `ae.sender.trace_id`) when the
+    request carries one, so a viewer can go from the sender's trace to the task's and back, yet nothing the
+    sender sends decides which trace the engine's spans join. `ids`: the trace and span ids to give it (the
+    router's, derived from the request); random otherwise. With AE_TRACE_TRUST_INGRESS=true the sender's span
+    is the parent instead, as for any hop."""
+    if not ENABLED:
+        return None
+    attributes = _messaging(subject, envelope, "process")
+    if trusts_ingress():
+        return tracer().start_span(f"process {subject}", context=_parent_of(headers, envelope),
+                                   kind=SpanKind.CONSUMER, attributes=attributes)
+    sender = _sender_of(headers, envelope)
+    links = []
+    if sender is not None:
+        links.append(Link(sender))
+        attributes[SENDER_TRACE] = f"{sender.trace_id:032x}"
+    trace_token = _ids.next_trace.set(ids[0] if ids else None)
+    span_token = _ids.next_span.set(ids[1] if ids else None)
+    try:  # an empty context: no parent, so the SDK starts a new trace (always sampled, whatever the sender's flag)
+        return tracer().start_span(f"process {subject}", context=Context(), kind=SpanKind.CONSUMER,
+                                   attributes=attributes, links=links)
+    finally:
+        _ids.next_span.reset(span_token)
+        _ids.next_trace.reset(trace_token)
+
+
+@contextlib.contextmanager
+def ingress(headers: Mapping[str, str] | None, envelope: Envelope | None, subject: str) -> Iterator[Span | None]:
+    """`start_ingress`, made current for the block and ended after it (guardrails' input gate): what is
+    published inside records the engine's trace, never the sender's."""
+    span = start_ingress(headers, envelope, subject)
+    if span is None:
+        yield None
+        return
+    with trace.use_span(span, end_on_exit=True):
+        yield span
 
 
 @contextlib.contextmanager

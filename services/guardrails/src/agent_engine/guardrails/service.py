@@ -174,7 +174,8 @@ def _answer(cause: Envelope | None, cause_id: str, data: TaskAccepted | TaskReje
 
 def trace_headers(headers: dict[str, str] | None, raw: bytes) -> dict[str, str]:
     """The request's trace context: its NATS headers', else the envelope's `traceparent` attribute (a sender that
-    writes the CloudEvent's tracing extension but sets no header). Read only when tracing is on."""
+    writes the CloudEvent's tracing extension but sets no header). Read only when tracing is on. The sender's
+    context, which the task's new trace links (or continues, with AE_TRACE_TRUST_INGRESS=true)."""
     headers = dict(headers or {})
     if not tracing.ENABLED or tracing.TRACEPARENT in headers:
         return headers
@@ -196,8 +197,9 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
     schemas = await inputschema.WorkflowSchemas.open(bus.js)
 
     async def handle_one(msg: Msg) -> None:
-        # the task's trace starts here when its sender started none (docs/observability.md, Traces)
-        with tracing.processing(trace_headers(msg.headers, msg.data), None, msg.subject, root=True):
+        # the task's trace starts here, a new one linked to the sender's context: a tenant's traceparent never
+        # decides which trace the engine's spans join, unless AE_TRACE_TRUST_INGRESS (docs/observability.md)
+        with tracing.ingress(trace_headers(msg.headers, msg.data), None, msg.subject):
             await answer_one(msg)
 
     async def answer_one(msg: Msg) -> None:

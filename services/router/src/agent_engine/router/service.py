@@ -188,8 +188,11 @@ class Router:
             self.tasks.drop(task_id)
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
-        readable = await read_all(self.bus, msgs)
-        spans = [tracing.start_processing(msg.headers, env, msg.subject) for msg, env in readable]
+        # a client's request is decided in the engine's trace, not its sender's (traces.received)
+        opened = [(msg, *traces.received(msg.headers, env, msg.subject))
+                  for msg, env in await read_all(self.bus, msgs)]
+        readable = [(msg, env) for msg, _, env in opened]
+        spans = [span for _, span, _ in opened]
         try:
             await self._handle_inputs(readable)
         finally:

@@ -9,14 +9,27 @@ none, byte for byte as before.
 The `invoke_workflow` span itself lasts the whole task, which may pass through several router processes:
 it is emitted once, by the router that commits the task's end, with the task's recorded start and end
 times and the span id fixed at the start (`runtime.tracing.export_span`).
+
+A client's request to the router (a fork, a cancel, an approval: COMMAND_SENDERS) is an untrusted
+boundary: the sender's `traceparent` is replaced, before the input is decided, by the context of the
+router's own span for it, the root of a new trace whose ids follow from the request (`received`). So the
+records a request leads to (a fork's task.forked) name the engine's span, never the sender's, and the
+input the router records (and a replay decides again) carries that context. AE_TRACE_TRUST_INGRESS=true
+keeps the sender's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.subjects import COMMAND_SENDERS
 from agent_engine.runtime import tracing
+
+if TYPE_CHECKING:  # the SDK comes with agent-engine-runtime; the router names its span type only
+    from opentelemetry.trace import Span
 
 FINISHED = ("task.succeeded", "task.failed", "task.cancelled")
 
@@ -58,3 +71,30 @@ def emit_workflow_span(trace: TaskTrace, *, workflow: str, task_id: str, tenant:
     tracing.export_span(f"invoke_workflow {workflow}", traceparent=trace.parent, span_id=trace.span_id,
                         start_ns=started_ns, end_ns=finished_ns, attributes=attributes,
                         error=None if status == "succeeded" else f"task_{status}")
+
+
+def ingress_traceparent(request: Envelope, *, traced: bool, trusted: bool) -> str | None:
+    """The trace context a client's request is decided with: the sender's when senders are trusted; else the
+    router's ingress span's (ids derived from the request) when tracing is on, and none when it is off, so no
+    record ever names a sender's span."""
+    if trusted:
+        return request.traceparent
+    if not traced:
+        return None
+    return tracing.format_traceparent(*tracing.derive_ingress_ids(request.tenant, request.id))
+
+
+def received(headers: Mapping[str, str] | None, envelope: Envelope, subject: str) -> tuple[Span | None, Envelope]:
+    """The `process` span of one input (the caller ends it) and the input as it is decided: an input from the
+    engine's services as it came; a client's request with its trace context replaced (`ingress_traceparent`)
+    and its span the root of that new trace, linking the sender's context."""
+    if envelope.type not in COMMAND_SENDERS or tracing.trusts_ingress():  # trusted: a hop like any other
+        return tracing.start_processing(headers, envelope, subject), envelope
+    traceparent = ingress_traceparent(envelope, traced=tracing.ENABLED, trusted=False)
+    span = None
+    if tracing.ENABLED:
+        span = tracing.start_ingress(headers, envelope, subject,
+                                     ids=tracing.derive_ingress_ids(envelope.tenant, envelope.id))
+    if (envelope.traceparent, envelope.tracestate) != (traceparent, None):
+        envelope = envelope.model_copy(update={"traceparent": traceparent, "tracestate": None})
+    return span, envelope
