@@ -15,6 +15,7 @@ import pytest
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.telemetry.ledger import Ledger
 from agent_engine.telemetry.projection import PgLedger
+from agent_engine.telemetry.rebuild import backfill_hint
 from agent_engine.telemetry.taskindex import STATUSES, by_status, status_changes
 
 from .test_projection_tasks import history, messages
@@ -109,5 +110,29 @@ def test_an_index_from_before_the_counts_table_is_counted_once_at_start(pg: PgLe
             assert restarted.task_counts() == expected
         finally:
             restarted.close()
+    finally:
+        upgraded.close()
+
+
+def test_the_backfill_hint_names_the_new_tables_only_over_a_folded_ledger() -> None:
+    hint = backfill_hint({"attempts", "task_workflows", "task_counts"}, 1234)
+    assert "ae_ledger_attempts, ae_ledger_task_workflows start empty" in hint and "sequence 1234" in hint
+    assert hint.count("the agent scores (agents stats)") == 1 and "agentctl cost rebuild" in hint
+    assert backfill_hint({"attempts"}, 0) == ""  # a first start: the fold reads everything anyway
+    assert backfill_hint({"task_counts"}, 99) == ""  # counted from the index at once: nothing to backfill
+
+
+@pytest.mark.integration
+def test_a_start_over_a_ledger_without_the_scores_tables_says_how_to_backfill(
+        pg: PgLedger, postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    pg.apply(messages(history()))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a version before agent scores left it
+        conn.execute(f"DROP TABLE {pg.p}_attempts, {pg.p}_task_workflows")
+    upgraded = PgLedger(postgres_url, pg.p)
+    try:
+        with caplog.at_level("WARNING", logger="telemetry"):
+            upgraded.position()
+        assert f"{pg.p}_attempts, {pg.p}_task_workflows start empty" in caplog.text
+        assert "run `agentctl cost rebuild`" in caplog.text
     finally:
         upgraded.close()

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
-from agent_engine.telemetry import scores, taskindex
+from agent_engine.telemetry import rebuild, scores, taskindex
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
@@ -144,11 +144,17 @@ class PgLedger:
             if not self._schema_ready:
                 with self._schema_lock, conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.p} schema",))
-                    row = conn.execute("SELECT to_regclass(%s)", (f"{self.p}_task_counts",)).fetchone()
+                    new = {str(r[0]).removeprefix(f"{self.p}_") for r in conn.execute(
+                        "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NULL",
+                        ([f"{self.p}_{t}" for t in ("task_counts", *rebuild.BACKFILLED)],))}
                     conn.execute(schema(self.p) + scores.schema(self.p))
-                    if row is None or row[0] is None:  # new, or new in this version: count the index once
+                    if "task_counts" in new:  # new, or new in this version: count the index once
                         conn.execute(f"INSERT INTO {self.p}_task_counts (status, n) "
                                      f"SELECT status, count(*) FROM {self.p}_tasks GROUP BY status")
+                    folded = conn.execute(f"SELECT sequence FROM {self.p}_position WHERE id = 1").fetchone()
+                    hint = rebuild.backfill_hint(new, int(folded[0]) if folded else 0, self.p)
+                    if hint:
+                        log.warning("%s", hint)
                     self._schema_ready = True
             yield conn
 
