@@ -1,7 +1,7 @@
 """Tasks by status (the `ae_tasks` gauge) come from the task index, one row per task: a terminal event read
 twice, even as a second message with a new id (a republish after JetStream's duplicate window), counts the
 task once; in PostgreSQL the counts table always equals the index counted by status, through batches, a
-forget, a rebuild and an upgrade from a version without the table."""
+forget, a rebuild, an upgrade from a version without the table and a drift put right at start."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def test_the_counts_equal_the_index_through_batches_a_forget_and_a_rebuild(pg: P
 
 
 @pytest.mark.integration
-def test_an_index_from_before_the_counts_table_is_counted_once_at_start(pg: PgLedger, postgres_url: str) -> None:
+def test_an_index_from_before_the_counts_table_or_counts_gone_wrong_are_counted_at_start(
+        pg: PgLedger, postgres_url: str) -> None:
     pg.apply(messages(history()))
     expected = pg.task_counts()
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # as the previous version left the database
@@ -105,21 +106,26 @@ def test_an_index_from_before_the_counts_table_is_counted_once_at_start(pg: PgLe
     upgraded = PgLedger(postgres_url, pg.p)
     try:
         assert upgraded.task_counts() == expected == counted_in_the_index(upgraded)
-        restarted = PgLedger(postgres_url, pg.p)  # a later start counts nothing again
-        try:
-            assert restarted.task_counts() == expected
-        finally:
-            restarted.close()
     finally:
         upgraded.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a replica of that version folded meanwhile
+        conn.execute(f"UPDATE {pg.p}_tasks SET status = 'failed' WHERE task_id = 'task00'")
+        conn.execute(f"UPDATE {pg.p}_task_counts SET n = n + 7 WHERE status = 'running'")
+    restarted = PgLedger(postgres_url, pg.p)
+    try:
+        assert restarted.task_counts() == counted_in_the_index(restarted) != expected
+        assert restarted.task_counts()["failed"] == expected["failed"] + 1
+    finally:
+        restarted.close()
 
 
 def test_the_backfill_hint_names_the_new_tables_only_over_a_folded_ledger() -> None:
-    hint = backfill_hint({"attempts", "task_workflows", "task_counts"}, 1234)
+    hint = backfill_hint({"attempts", "task_workflows"}, 1234)
     assert "ae_ledger_attempts, ae_ledger_task_workflows start empty" in hint and "sequence 1234" in hint
     assert hint.count("the agent scores (agents stats)") == 1 and "agentctl cost rebuild" in hint
+    assert "the task index" in backfill_hint({"tasks"}, 5)
     assert backfill_hint({"attempts"}, 0) == ""  # a first start: the fold reads everything anyway
-    assert backfill_hint({"task_counts"}, 99) == ""  # counted from the index at once: nothing to backfill
+    assert backfill_hint(set(), 99) == ""
 
 
 @pytest.mark.integration

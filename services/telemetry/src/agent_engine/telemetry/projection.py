@@ -146,12 +146,10 @@ class PgLedger:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.p} schema",))
                     new = {str(r[0]).removeprefix(f"{self.p}_") for r in conn.execute(
                         "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NULL",
-                        ([f"{self.p}_{t}" for t in ("task_counts", *rebuild.BACKFILLED)],))}
+                        ([f"{self.p}_{t}" for t in rebuild.BACKFILLED],))}
                     conn.execute(schema(self.p) + scores.schema(self.p))
-                    if "task_counts" in new:  # new, or new in this version: count the index once
-                        conn.execute(f"INSERT INTO {self.p}_task_counts (status, n) "
-                                     f"SELECT status, count(*) FROM {self.p}_tasks GROUP BY status")
-                    folded = conn.execute(f"SELECT sequence FROM {self.p}_position WHERE id = 1").fetchone()
+                    folded = conn.execute(f"SELECT sequence FROM {self.p}_position WHERE id = 1 FOR UPDATE").fetchone()
+                    self._recount_tasks(conn)
                     hint = rebuild.backfill_hint(new, int(folded[0]) if folded else 0, self.p)
                     if hint:
                         log.warning("%s", hint)
@@ -287,6 +285,15 @@ class PgLedger:
                 f"INSERT INTO {self.p}_task_counts (status, n) VALUES (%s, %s) "
                 f"ON CONFLICT (status) DO UPDATE SET n = {self.p}_task_counts.n + excluded.n",
                 sorted(moves.items()))  # in one order, whoever writes
+
+    def _recount_tasks(self, conn: psycopg.Connection[Any]) -> None:
+        """Count the index afresh (at start, the position locked so no batch is folded meanwhile): fills the
+        counts table the first time (over an index from a version without it), and puts right any drift (a
+        replica of that version still folding during a rolling upgrade, a hand edit). Reads every row once:
+        about 3 ms at 20,000 tasks."""
+        conn.execute(f"DELETE FROM {self.p}_task_counts")
+        conn.execute(f"INSERT INTO {self.p}_task_counts (status, n) "
+                     f"SELECT status, count(*) FROM {self.p}_tasks GROUP BY status")
 
     def task_counts(self) -> dict[str, int]:
         """Tasks by status in the index (the `ae_tasks` gauge): every status, 0 when none."""
