@@ -13,6 +13,8 @@ import psycopg
 import pytest
 
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.runtime import metrics
+from agent_engine.telemetry import taskmetrics
 from agent_engine.telemetry.ledger import Ledger
 from agent_engine.telemetry.projection import PgLedger
 from agent_engine.telemetry.rebuild import backfill_hint
@@ -142,3 +144,22 @@ def test_a_start_over_a_ledger_without_the_scores_tables_says_how_to_backfill(
         assert "run `agentctl cost rebuild`" in caplog.text
     finally:
         upgraded.close()
+
+
+async def test_the_sampler_sets_every_status_so_an_emptied_one_shows_zero() -> None:
+    ledger = Ledger()
+    ledger.apply(messages(lifecycle("t1", end="task.failed")))
+
+    async def counts() -> dict[str, int]:
+        return ledger.task_counts()
+
+    def shown() -> dict[str, float]:
+        return {s.labels["status"]: s.value for s in metrics.TASKS.collect()[0].samples
+                if s.labels["service"] == metrics.SERVICE[0]}
+
+    sample = taskmetrics.sampler(counts)
+    await sample()
+    assert shown() == {**dict.fromkeys(STATUSES, 0.0), "failed": 1.0}
+    ledger.forget("acme", None)
+    await sample()
+    assert shown() == dict.fromkeys(STATUSES, 0.0)
