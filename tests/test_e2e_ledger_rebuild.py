@@ -1,7 +1,8 @@
 """`agentctl cost rebuild` over a real stack of its own: tasks run and priced calls come; the ledger is noted,
 then spoiled in PostgreSQL (rows deleted, sums changed); the rebuild empties it and folds the stream again, and
 every answer equals the noted one to the cent: by tenant, model and day, each task's line and call log, the
-task list, the agent scores. A task erased before stays erased. Only the platform may ask."""
+task list, the agent scores (emptied first, as after an upgrade from a version without them: the rebuild is how
+an operator backfills them from history). A task erased before stays erased. Only the platform may ask."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def noted(engine: Any, tenants: list[str], tasks: dict[str, list[str]]) -> dict[
                 answers[tenant] = await asked(nc, "ledger", {"tenant": tenant})
                 answers[f"{tenant} agents"] = await asked(nc, "agents", {"tenant": tenant})  # scores refold too
                 answers[f"{tenant} list"] = await asked(nc, "tasks.list", {"tenant": tenant, "limit": 500})
+                for workflow in sorted({t["workflow"] for t in answers[f"{tenant} list"]["tasks"]}):
+                    answers[f"{tenant} agents of {workflow}"] = await asked(
+                        nc, "agents", {"tenant": tenant, "workflow": workflow})
                 for task in tasks[tenant]:
                     answers[f"{tenant} {task}"] = await asked(nc, "ledger", {"tenant": tenant, "task_id": task})
             return answers
@@ -118,12 +122,19 @@ def test_a_spoiled_ledger_rebuilt_from_the_stream_equals_the_one_noted_to_the_ce
     assert before[f"{tenants[1]} {erased}"].get("erased")
     assert before[tenants[0]]["cost_usd"] != "0" and before[f"{tenants[0]} priced-0"]["calls"] > 0
 
-    # spoil it
+    stats = {t: engine.agentctl("agents", "stats", "--tenant", t, "--json").stdout for t in tenants}
+    assert all(json.loads(shown) for shown in stats.values())  # each tenant's agents have figures
+    assert all(before[f"{t} agents of {w}"]["agents"] for t in tenants for w in {r["workflow"] for r in
+                                                                               before[f"{t} list"]["tasks"]})
+
+    # spoil it; the agent scores' tables emptied, as after an upgrade from a version without them
     with psycopg.connect(engine.env["AE_POSTGRES_URL"], autocommit=True) as conn:
         conn.execute("DELETE FROM ae_ledger_calls WHERE task_id = 'priced-0'")
         conn.execute("UPDATE ae_ledger_totals SET cost_usd = cost_usd + 1")
         conn.execute("DELETE FROM ae_ledger_tasks")
-    assert noted(engine, tenants, tasks) != before
+        conn.execute("TRUNCATE ae_ledger_attempts, ae_ledger_task_workflows")
+    spoiled = noted(engine, tenants, tasks)
+    assert spoiled != before and all(spoiled[f"{t} agents"] == {"agents": []} for t in tenants)
 
     viewer = engine.credential(tenants[0], "viewer", "admin")
     refused = engine.agentctl("--credential", viewer, "cost", "rebuild")
@@ -136,5 +147,6 @@ def test_a_spoiled_ledger_rebuilt_from_the_stream_equals_the_one_noted_to_the_ce
     assert after == before
     shown = engine.agentctl("cost", "--tenant", tenants[0], "--json")  # and as agentctl shows it
     assert json.loads(shown.stdout) == before[tenants[0]]
+    assert {t: engine.agentctl("agents", "stats", "--tenant", t, "--json").stdout for t in tenants} == stats
     log = (engine.home / "logs" / "telemetry.log").read_text()
     assert "ledger rebuild asked" in log

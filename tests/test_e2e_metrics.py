@@ -12,6 +12,8 @@ import json
 import time
 import urllib.request
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent_engine.cli.stack import SERVICES
 from agent_engine.contracts.envelope import Envelope
+from agent_engine.contracts.subjects import subject_for
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "research-review"
@@ -191,3 +194,68 @@ def test_a_dead_letter_shows_in_the_dlq_size_of_the_service_that_wrote_it(priced
         after = total(scrape(port), "ae_dlq_messages", service="router")
     assert after == before + 1
     assert total(scrape(port), "ae_metrics_sample_errors_total") == 0
+
+
+def test_a_task_whose_end_is_republished_with_a_new_id_is_counted_once(priced: Any, tenant: str) -> None:
+    """A router relay that crashed between publishing a record and saving its position, and came back after
+    JetStream's two-minute duplicate window, publishes the record again and the stream stores it twice. Here the
+    second copy even has a new event id. `ae_tasks` counts tasks, not messages: the task stays one succeeded,
+    and the gauge equals the task list counted by status."""
+    engine = priced
+    port = engine.stack().state["services"]["telemetry"]["health_port"]
+
+    def gauge() -> dict[str, float]:
+        return {got["status"]: v for got, v in scrape(port).get("ae_tasks", []) if v}
+
+    def listed() -> list[dict[str, Any]]:  # every task of this stack (fewer than 500), as `task list` shows them
+        return list(json.loads(engine.agentctl("task", "list", "--limit", "500", "--json").stdout)["tasks"])
+
+    def agreed(wanted: Callable[[list[dict[str, Any]]], bool]) -> dict[str, float]:
+        """The gauge once it equals the task list counted by status and the list is as wanted (telemetry folds
+        on its own time, and the gauge is sampled at most every 2 s)."""
+        deadline = time.monotonic() + 60
+        shown, tasks = gauge(), listed()
+        while time.monotonic() < deadline and not (shown == by_status(tasks) and wanted(tasks)):
+            time.sleep(0.5)
+            shown, tasks = gauge(), listed()
+        assert shown == by_status(tasks) and wanted(tasks), (shown, tasks)
+        return shown
+
+    def folded_ends() -> int:  # task.succeeded messages the ledger has read from the stream
+        answer = json.loads(engine.agentctl("cost", "--json").stdout or "{}")
+        return int(answer.get("messages_by_subject", {}).get("task.succeeded", 0))
+
+    ran = engine.agentctl("run", "examples/research-review", "--tenant", tenant, "--input",
+                          "@" + str(EXAMPLE / "input.json"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    task_id = ran.stdout.strip().splitlines()[-1].split()[1]
+    history = [Envelope.model_validate(e) for e in json.loads(engine.agentctl("task", "history", task_id,
+                                                                              "--json").stdout)]
+    ended = [e for e in history if e.type == "task.succeeded"]
+    assert len(ended) == 1, [e.type for e in history]
+    before = agreed(lambda tasks: (task_id, "succeeded") in {(t["task_id"], t["status"]) for t in tasks})
+    ends = folded_ends()
+
+    again = ended[0].model_copy(update={"id": str(uuid.uuid4())})  # a new message, a new id
+
+    async def republish() -> None:
+        nc = await engine.connect()
+        try:
+            await nc.jetstream().publish(subject_for(again), again.to_bytes(), headers={"Nats-Msg-Id": again.id})
+        finally:
+            await nc.close()
+
+    asyncio.run(republish())
+    # a later task, refused at the input gate, comes after the copy on the stream: once it is listed, telemetry
+    # has folded the copy too (it folds in stream order)
+    refused = engine.agentctl("submit", "research-review", "--tenant", tenant, "--input", json.dumps(ATTACK))
+    assert refused.returncode == 2, refused.stderr
+    after = agreed(lambda tasks: by_status(tasks).get("rejected", 0) == before.get("rejected", 0) + 1)
+    assert folded_ends() == ends + 1  # the stream holds both copies, and telemetry read both
+    assert after.get("succeeded") == before.get("succeeded")  # but the task is counted once
+    assert sum(after.values()) == sum(before.values()) + 1  # the refused task, nothing else
+
+
+
+def by_status(tasks: list[dict[str, Any]]) -> dict[str, float]:
+    return {status: float(n) for status, n in Counter(t["status"] for t in tasks).items()}

@@ -1,5 +1,5 @@
 """The metrics rules as an operator relies on them: what each published event adds (exact tokens and cost, one
-verdict per rule), event types kept to the contracts' list, tasks by status, samplers that refresh at most every
+verdict per rule), event types kept to the contracts' list, samplers that refresh at most every
 few seconds and survive a failing one, and /metrics served on the health port in the text format."""
 
 from __future__ import annotations
@@ -76,11 +76,6 @@ def test_hop_time_is_observed_from_when_the_stream_stored_it():
     metrics.handled("unit-hop", [("ae.acme.task.requested", 100.0), ("ae.acme.task.requested", None)], now=100.25)
     assert _value("ae_hop_seconds_count", **labels) == count + 1  # a message with no stored time is skipped
     assert _value("ae_hop_seconds_bucket", **labels, le="0.25") >= 1
-
-
-def test_tasks_by_status_from_message_counts_name_every_status():
-    said = metrics.task_statuses({"task.succeeded": 3, "task.started": 4, "llm.called": 9})
-    assert said == {"started": 4, "queued": 0, "succeeded": 3, "failed": 0, "cancelled": 0, "rejected": 0}
 
 
 async def test_samplers_run_at_most_every_few_seconds_and_a_failing_one_is_counted():

@@ -75,8 +75,9 @@ VERDICTS = Counter(
 DLQ_MESSAGES = Gauge(
     "ae_dlq_messages", "Messages this service dead-lettered that the AE_DLQ stream still keeps", ["service"])
 TASKS = Gauge(
-    "ae_tasks", "Tasks that reached each status, from the telemetry projection of the stream (kept with its "
-    "position in PostgreSQL, so right after a restart)", ["service", "status"])
+    "ae_tasks", "Tasks in each status now (accepted, queued, running, succeeded, failed, cancelled, rejected, "
+    "deduplicated), one per task, from telemetry's task index (kept in PostgreSQL, so right after a restart)",
+    ["service", "status"])
 SAMPLE_ERRORS = Counter(
     "ae_metrics_sample_errors_total", "Scrape-time samples (lag, DLQ, tasks) that failed; the gauge keeps its "
     "last value", ["service", "sampler"])
@@ -182,15 +183,6 @@ def consumer_stopped(consumer: str) -> None:
 
 def tool_ran(tenant: str, tool: str, outcome: str) -> None:
     TOOL_RUNS.labels(SERVICE[0], tenant, _label(tool, "tool"), outcome).inc()
-
-
-TASK_STATUSES = {"task.started": "started", "task.queued": "queued", "task.succeeded": "succeeded",
-                 "task.failed": "failed", "task.cancelled": "cancelled", "task.rejected": "rejected"}
-
-
-def task_statuses(messages_by_type: Mapping[str, int]) -> dict[str, int]:
-    """Tasks by status from the count of stream messages of each type (every status, 0 when none yet)."""
-    return {status: int(messages_by_type.get(kind, 0)) for kind, status in TASK_STATUSES.items()}
 
 
 Sampler = Callable[[], Awaitable[None]]

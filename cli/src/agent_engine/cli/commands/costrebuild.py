@@ -1,6 +1,7 @@
 """`agentctl cost rebuild`: the platform administrator empties telemetry's ledger and has it folded again from the
-event stream (telemetry's `ledger.rebuild` query): costs, tokens, budgets and the task index then equal what the
-stream holds, to the cent."""
+event stream (telemetry's `ledger.rebuild` query): costs, tokens, budgets, the task index and the agent scores then
+equal what the stream holds, to the cent. It is also how to backfill the task index and agent scores after an
+upgrade from a version without them."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from agent_engine.contracts.subjects import TELEMETRY_RPC
 def add_rebuild(cost: argparse.ArgumentParser) -> None:
     """`rebuild` as `agentctl cost`'s optional action (cost.py calls this)."""
     cost.add_argument("action", nargs="?", choices=["rebuild"],
-                      help="rebuild: empty the ledger and fold it again from the event stream (platform credential "
-                           "only); waits until it has caught up")
+                      help="rebuild: empty the ledger (costs, budgets, task index, agent scores) and fold it again "
+                           "from the event stream (platform credential only; also backfills the task index and "
+                           "agent scores after an upgrade); waits until it has caught up")
     cost.add_argument("--force", action="store_true",
                       help="with rebuild: go ahead although the stream's retention removed its first messages "
                            "(their calls are then lost from the ledger)")

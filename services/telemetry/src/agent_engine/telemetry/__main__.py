@@ -76,7 +76,7 @@ async def main(stop: asyncio.Event) -> None:
                     "start and lost at exit; set AE_POSTGRES_URL (or AE_POSTGRES_URL_FILE) to keep it in PostgreSQL")
         ledger = Ledger()
     call = caller(ledger)
-    metrics.SAMPLERS.add("tasks", taskmetrics.sampler(lambda: call(ledger.query)))
+    metrics.SAMPLERS.add("tasks", taskmetrics.sampler(lambda: call(ledger.task_counts)))
     rebuild = Rebuild()
 
     async def answer(action: str, raw: bytes, scope: str | None) -> dict[str, Any]:

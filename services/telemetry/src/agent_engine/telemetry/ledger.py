@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -166,6 +166,10 @@ class Ledger:
     def agents(self, f: Filter) -> list[dict[str, Any]]:
         """Agent scores (scores.py)."""
         return self.scores.query(f)
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks by status in the index (the `ae_tasks` gauge), as PostgreSQL's counts table gives them."""
+        return taskindex.by_status(Counter(row.status for row in self.tasks.values()).items())
 
     def reset(self) -> None:
         """Forget everything folded (for a rebuild from the stream's first message) but the erased tasks."""

@@ -14,6 +14,26 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+BACKFILLED = ("tasks", "attempts", "task_workflows")
+"""Tables (after the `ae_ledger_` prefix) a version added to the projection: the task index and the agent
+scores' call attempts and task workflows. Created empty when telemetry starts, they hold only what is folded
+after; a rebuild folds the whole stream into them."""
+
+
+def backfill_hint(new: set[str], position: int, prefix: str = "ae_ledger") -> str:
+    """What to tell the operator when telemetry created some of the BACKFILLED tables at start (`new`) over a
+    ledger that had already folded the stream up to `position`: history before this start is not in them. ""
+    when there is nothing to say (a first start, or nothing new)."""
+    missing = sorted(new & set(BACKFILLED))
+    if not missing or position == 0:
+        return ""
+    what = {"tasks": "the task index (task list, ae_tasks)", "attempts": "the agent scores (agents stats)",
+            "task_workflows": "the agent scores (agents stats)"}
+    tables = ", ".join(f"{prefix}_{t}" for t in missing)
+    return (f"new ledger tables {tables} start empty while the ledger has folded the stream to sequence {position}: "
+            f"{'; '.join(dict.fromkeys(what[t] for t in missing))} will count only events "
+            "folded from now on; run `agentctl cost rebuild` to fold the whole stream into them")
+
 
 @dataclass
 class Rebuild:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,9 @@ def is_lifecycle(subject: str) -> bool:
     kind = subject.split(".", 2)[-1]
     return kind in LIFECYCLE or kind.rsplit(".", 1)[0] in LIFECYCLE
 
+
+TaskKey = tuple[str, str]
+"""(tenant, task id)."""
 
 SEARCH_TEXT_MAX = 4000
 ERROR_MAX = 2000
@@ -98,6 +103,32 @@ def fold(row: TaskRow | None, event: Envelope) -> TaskRow | None:
             if new == "deduplicated":
                 changes["error"] = f"same idempotency key as task {data.get('original_task_id', '?')}"[:ERROR_MAX]
     return replace(row, **changes) if changes else row
+
+
+def status_changes(before: Mapping[TaskKey, str | None], after: Mapping[TaskKey, str | None]) -> Counter[str]:
+    """How the count of tasks in each status moves when the rows of `before` (a task's status, None: no row)
+    become those of `after`: -1 for a status a task leaves, +1 for the one it enters. The task counts table
+    (projection.py) adds these in the index's own transaction, so it always equals the index counted by
+    status, and a terminal event read twice (a republish with a new id) moves nothing: the row was already
+    there with that status."""
+    moves: Counter[str] = Counter()
+    for key in set(before) | set(after):
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            if old is not None:
+                moves[old] -= 1
+            if new is not None:
+                moves[new] += 1
+    return Counter({status: n for status, n in moves.items() if n})
+
+
+def by_status(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Tasks by status as the `ae_tasks` gauge shows them: every status (0 when no task is in it), then any
+    other a row holds (none, unless the index was written by a newer version)."""
+    shown = dict.fromkeys(STATUSES, 0)
+    for status, n in counts:
+        shown[status] = shown.get(status, 0) + int(n)
+    return shown
 
 
 @dataclass(frozen=True)

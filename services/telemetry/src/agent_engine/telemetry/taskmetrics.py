@@ -1,25 +1,27 @@
-"""The `ae_tasks` gauge (tasks by status) for /metrics, read from the ledger's count of stream messages by type.
+"""The `ae_tasks` gauge for /metrics: tasks by their status now, read from telemetry's task index (taskindex.py).
 
-Why here and not a counter in the router: the ledger keeps that count in PostgreSQL in the same transaction as
-its stream position, so after a restart (of telemetry or of any router) the gauge is where it was, each stored
-message counted once; a counter in a router process would start again from zero and split across partitions.
+Why the index: it has one row per task, so a task is counted once in the status it is in, however often its
+events were read or republished (a terminal event republished after JetStream's duplicate window has a new
+message id, but it finds the task's row already ended). In PostgreSQL the rows are counted by a small table
+kept in the same transactions as the index (projection.py), so a scrape reads a handful of rows whatever the
+number of tasks, and after a restart of telemetry or of any router the gauge is where it was. A counter in the
+router would start again from zero with each process and be split across partition owners.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from agent_engine.runtime import metrics
 from agent_engine.runtime.metrics import Sampler
 
 
-def sampler(query: Callable[[], Awaitable[dict[str, Any]]]) -> Sampler:
-    """A metrics sampler that sets `ae_tasks{status}` from the ledger's answer to a query for all totals."""
+def sampler(counts: Callable[[], Awaitable[dict[str, int]]]) -> Sampler:
+    """A metrics sampler that sets `ae_tasks{status}` from the index's tasks by status (every status, 0 when
+    none, so a status a forget or a rebuild emptied shows 0 rather than its last value)."""
 
     async def sample() -> None:
-        answer = await query()
-        for status, count in metrics.task_statuses(answer.get("messages_by_subject") or {}).items():
+        for status, count in (await counts()).items():
             metrics.TASKS.labels(metrics.SERVICE[0], status).set(count)
 
     return sample
