@@ -3,7 +3,9 @@
 A runner stores an output field too large for an event here (`offload`) and puts a reference in its place;
 the consumer that needs the content (the agent-runner building the next prompt, the output gate checking it)
 fetches it back (`resolve`). The router only ever sees references. The object's name is its sha256, so the
-same content is stored once per tenant; its bytes are checked against that name whenever they are read.
+same content is stored once per tenant; its bytes are checked against that hash whenever they are read. An
+output bound for the output gate, which deletes it once it stored a redacted version, is stored under a name of
+its dispatch instead (contracts.artifacts.dispatch_object): deleting it takes nothing from any other record.
 
 Reading uses only `$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_<tenant>` (the object's metadata, then each chunk
 by sequence), the one right a tenant credential gets on its own bucket (runtime/auth.py), so another
@@ -29,7 +31,11 @@ from agent_engine.contracts.artifacts import (
     as_ref,
     bucket_of,
     decode,
+    dispatch_object,
     encode,
+    is_dispatch_copy,
+    located,
+    locator,
     object_name,
     too_large,
 )
@@ -71,23 +77,27 @@ class ArtifactStore:
         self.threshold = threshold_bytes if threshold_bytes is not None else threshold()
         self.max_bytes = max_artifact_bytes if max_artifact_bytes is not None else max_bytes()
 
-    async def put(self, tenant: str, content: bytes, media_type: str, name: str) -> ArtifactRef:
-        """Store `content` for `tenant` unless it is there already; its reference either way."""
+    async def put(self, tenant: str, content: bytes, media_type: str, name: str, *,
+                  dispatch: str | None = None) -> ArtifactRef:
+        """Store `content` for `tenant` unless it is there already; its reference either way. With `dispatch`
+        (an output the output gate will check) under that dispatch's own name rather than the shared one."""
         if len(content) > self.max_bytes:
             raise ArtifactError(f"{name} is {len(content) / 1048576:.1f} MiB, over the "
                                 f"{self.max_bytes / 1048576:.1f} MiB an artifact may be ({MAX_BYTES_ENV})")
-        ref = ArtifactRef(artifact=artifact_id(content), size=len(content), media_type=media_type,
-                          name=name[:300])  # a label only: a long field name or path is cut, never refused
+        content_id = artifact_id(content)
+        ref = ArtifactRef(artifact=content_id, size=len(content), media_type=media_type,
+                          name=name[:300],  # a label only: a long field name or path is cut, never refused
+                          object=None if dispatch is None else dispatch_object(content_id, dispatch))
         bucket = bucket_of(tenant)
         try:
             store = await self.js.object_store(bucket)
         except NotFoundError:
             raise ArtifactError(f"tenant '{tenant}' has no artifact bucket ({bucket}); the router creates it when "
                                 "one of the tenant's tasks starts") from None
-        key = object_name(ref.artifact)
+        key = ref.object or object_name(ref.artifact)
         try:
             await store.get_info(key)
-            return ref  # same content, stored once
+            return ref  # same content (of the same dispatch), stored once
         except ObjectNotFoundError:
             pass
         await store.put(key, content, meta=ObjectMeta(name=key, description=media_type))
@@ -107,8 +117,9 @@ class ArtifactStore:
                 description="Agent Engine artifacts of one tenant, named by sha256 (docs/observability.md)"))
 
     async def get(self, tenant: str, ref_id: str) -> bytes:
-        """The bytes of artifact `ref_id` of `tenant`, checked against the id."""
-        key = object_name(ref_id)
+        """The bytes of artifact `ref_id` of `tenant` (an id, or a dispatch copy's locator), checked against the
+        content's id."""
+        content_id, key = located(ref_id)
         stream = "OBJ_" + bucket_of(tenant)
         meta_subject = f"$O.{bucket_of(tenant)}.M.{base64.urlsafe_b64encode(key.encode()).decode()}"
         try:
@@ -125,39 +136,44 @@ class ArtifactStore:
             content += msg.data or b""
             seq = (msg.seq or seq) + 1
         data = bytes(content)
-        if artifact_id(data) != ref_id:
+        if artifact_id(data) != content_id:
             raise ArtifactError(f"artifact {ref_id} of tenant '{tenant}' is damaged: its bytes hash to "
                                 f"{artifact_id(data)}")
         return data
 
-    async def offload(self, tenant: str, output: dict[str, Any], name: str) -> dict[str, Any]:
+    async def offload(self, tenant: str, output: dict[str, Any], name: str, *,
+                      dispatch: str | None = None) -> dict[str, Any]:
         """`output` with each field too large for an event (contracts.artifacts.too_large) stored and replaced
-        by its reference; the same dict when nothing is."""
+        by its reference; the same dict when nothing is. `dispatch` as for `put`."""
         fields = too_large(output, self.threshold)
         if not fields:
             return output
         changed = dict(output)
         for key in fields:
             content, media_type = encode(output[key])
-            changed[key] = (await self.put(tenant, content, media_type, f"{name}.{key}")).model_dump()
+            changed[key] = (await self.put(tenant, content, media_type, f"{name}.{key}",
+                                           dispatch=dispatch)).model_dump()
         return changed
 
     async def resolve(self, tenant: str, value: Any) -> Any:
         """`value` with every artifact reference in it replaced by the content it stands for."""
         ref = as_ref(value)
         if ref is not None:
-            return decode(await self.get(tenant, ref.artifact), ref.media_type)
+            return decode(await self.get(tenant, locator(ref)), ref.media_type)
         if isinstance(value, dict):
             return {k: await self.resolve(tenant, v) for k, v in value.items()}
         if isinstance(value, list):
             return [await self.resolve(tenant, v) for v in value]
         return value
 
-    async def delete(self, tenant: str, ref_id: str) -> None:
-        """Delete one artifact (the output gate's, once it stored a redacted version); gone already is fine."""
+    async def delete(self, tenant: str, copy: str) -> None:
+        """Delete one dispatch's own copy (the output gate's, once it stored a redacted version); gone already is
+        fine. Shared content is refused: other records of the tenant may name it (only `forget` removes it)."""
+        if not is_dispatch_copy(copy):
+            raise ValueError(f"'{copy}' is shared content, not one dispatch's copy: it is never deleted alone")
         try:
             store = await self.js.object_store(bucket_of(tenant))
-            await store.delete(object_name(ref_id))
+            await store.delete(located(copy)[1])
         except (NotFoundError, ObjectNotFoundError):
             pass
 
