@@ -46,6 +46,9 @@ async def test_a_runner_stores_once_and_a_consumer_reads_the_exact_bytes(nats_ur
         assert info.state.bytes < 2 * len(MIB)  # its chunks once, not twice
     async with connected(nats_url, keyring.service("agent-runner")) as consumer:
         assert await ArtifactStore(consumer.jetstream()).get(tenant, first.artifact) == MIB
+        size, chunks = await ArtifactStore(consumer.jetstream()).open(tenant, first.artifact)
+        read = [chunk async for chunk in chunks]  # as a writer gets them: one stored chunk at a time
+        assert size == len(MIB) and b"".join(read) == MIB and len(read) == -(-len(MIB) // (128 * 1024))
 
 
 async def test_offload_replaces_only_large_fields_and_resolve_gives_the_output_back(nats_url: str, keyring: Keyring,

@@ -9,14 +9,19 @@ its dispatch instead (contracts.artifacts.dispatch_object): deleting it takes no
 
 Reading uses only `$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_<tenant>` (the object's metadata, then each chunk
 by sequence), the one right a tenant credential gets on its own bucket (runtime/auth.py), so another
-tenant's `agentctl artifact get` is refused by the server.
+tenant's `agentctl artifact get` is refused by the server. nats-py's own streaming read (`ObjectStore.get(name,
+writeinto=...)`) needs a consumer, a right a tenant has not, so `open` streams those chunk reads instead: what
+writes the bytes on (`agentctl artifact get`, the dashboard's download) holds one chunk at a time; the
+agent-runner and the output gate need the whole content (a prompt, a redaction) and read it whole (`get`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -70,6 +75,24 @@ def max_bytes() -> int:
     return _env_bytes(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
 
 
+async def checked(chunks: AsyncIterable[bytes], content_id: str, size: int, what: str) -> AsyncIterator[bytes]:
+    """`chunks` passed on as they come, hashed on the way, except the last, which follows only once all of
+    them hash to `content_id` and add up to `size`; else ArtifactError. So a reader writing them on never
+    gets the whole of damaged content: a download ends short, a file is not put in place (the CLI)."""
+    digest, count, held = hashlib.sha256(), 0, None
+    async for chunk in chunks:
+        if held is not None:
+            yield held
+        digest.update(chunk)
+        count, held = count + len(chunk), chunk
+    got = "sha256:" + digest.hexdigest()
+    if got != content_id or count != size:
+        raise ArtifactError(f"{what} is damaged: its bytes hash to {got}"
+                            + ("" if count == size else f" ({count} bytes where {size} were stored)"))
+    if held is not None:
+        yield held
+
+
 class ArtifactStore:
     def __init__(self, js: JetStreamContext, *, threshold_bytes: int | None = None,
                  max_artifact_bytes: int | None = None) -> None:
@@ -119,6 +142,13 @@ class ArtifactStore:
     async def get(self, tenant: str, ref_id: str) -> bytes:
         """The bytes of artifact `ref_id` of `tenant` (an id, or a dispatch copy's locator), checked against the
         content's id."""
+        _, chunks = await self.open(tenant, ref_id)
+        return b"".join([chunk async for chunk in chunks])
+
+    async def open(self, tenant: str, ref_id: str) -> tuple[int, AsyncIterator[bytes]]:
+        """The size of artifact `ref_id` of `tenant` and its bytes chunk by chunk (128 KiB each as stored), for
+        a reader that writes them on. A missing artifact is refused here, before any byte; damaged content
+        raises ArtifactError instead of giving its last chunk (`checked`)."""
         content_id, key = located(ref_id)
         stream = "OBJ_" + bucket_of(tenant)
         meta_subject = f"$O.{bucket_of(tenant)}.M.{base64.urlsafe_b64encode(key.encode()).decode()}"
@@ -128,18 +158,21 @@ class ArtifactStore:
             raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}") from None
         if meta.get("deleted") or not meta.get("nuid"):
             raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}")
-        size, chunks = int(meta.get("size") or 0), f"$O.{bucket_of(tenant)}.C.{meta['nuid']}"
-        content, seq = bytearray(), 1
-        while len(content) < size:
+        size = int(meta.get("size") or 0)
+        read = self._chunks(stream, f"$O.{bucket_of(tenant)}.C.{meta['nuid']}", size)
+        return size, checked(read, content_id, size, f"artifact {ref_id} of tenant '{tenant}'")
+
+    async def _chunks(self, stream: str, subject: str, size: int) -> AsyncIterator[bytes]:
+        read, seq = 0, 1
+        while read < size:
             # one chunk at a time by sequence: the same right as the metadata, no consumer to create
-            msg = await self.js.get_msg(stream, seq=seq, subject=chunks, next=True)
-            content += msg.data or b""
+            try:
+                msg = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return  # fewer bytes than the metadata says: `checked` reports it
+            read += len(msg.data or b"")
             seq = (msg.seq or seq) + 1
-        data = bytes(content)
-        if artifact_id(data) != content_id:
-            raise ArtifactError(f"artifact {ref_id} of tenant '{tenant}' is damaged: its bytes hash to "
-                                f"{artifact_id(data)}")
-        return data
+            yield msg.data or b""
 
     async def offload(self, tenant: str, output: dict[str, Any], name: str, *,
                       dispatch: str | None = None) -> dict[str, Any]:
