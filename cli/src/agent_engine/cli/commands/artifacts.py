@@ -4,17 +4,21 @@ Large node outputs and tool results are stored content-addressed in the tenant's
 the events carry references (docs/observability.md, "Artifacts"); an output the output gate checks is stored as
 its dispatch's own copy, found by a longer id (its locator, `sha256:<hex>.<32 hex>`). `get` reads one with the
 caller's credential, so a tenant reads its own tenant's artifacts only (the server refuses any other); `list`
-collects the references in a task's stored history, each with the id `get` takes.
+collects the references in a task's stored history, each with the id `get` takes. `get` writes the bytes on chunk
+by chunk as it reads them (an artifact may be 64 MiB), never holding the whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nats.errors import Error as NatsError
 
@@ -31,7 +35,9 @@ def register(sub: Subparsers) -> None:
     cmds = group.add_subparsers(dest="artifact_command", required=True, metavar="ACTION")
     get = cmds.add_parser("get", help="an artifact's exact bytes, to stdout or a file",
                           description="Write the artifact's bytes (checked against its sha256 id) to stdout, or "
-                          "to FILE with -o. A tenant credential reads its own tenant's artifacts only.")
+                          "to FILE with -o, chunk by chunk as they are read. Damaged content fails with its last "
+                          "chunk unwritten, and FILE is then left as it was. A tenant credential reads its own "
+                          "tenant's artifacts only.")
     get.add_argument("id", metavar="ID", help="sha256:<64 hex>, or for an output the output gate checked "
                      "sha256:<64 hex>.<32 hex>, as `artifact list --task` shows it")
     get.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
@@ -48,11 +54,14 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise CliError(f"'{args.id}' is not an artifact id: sha256: and 64 lowercase hex digits (then '.' and 32 "
                        "more for an output the output gate checked), as `agentctl artifact list --task ID` shows it")
 
-    async def go() -> bytes:
+    async def go() -> int:
         async with connect() as engine:
             tenant = engine.tenant(args.tenant)
             try:
-                return await ArtifactStore(engine.js).get(tenant, args.id)
+                _, chunks = await ArtifactStore(engine.js).open(tenant, args.id)
+                if args.output:
+                    return await to_file(chunks, Path(args.output))
+                return await written(chunks, sys.stdout.buffer)
             except ArtifactError as exc:
                 hint = "" if "." in args.id else (" (an output the output gate checked is its dispatch's own copy, "
                                                   "with a longer id: see `agentctl artifact list --task ID`)")
@@ -61,14 +70,37 @@ def cmd_get(args: argparse.Namespace) -> int:
                 raise CliError(f"could not read artifact {args.id} of tenant '{tenant}' ({type(exc).__name__}): a "
                                "tenant credential may read its own tenant's artifacts only") from None
 
-    content = asyncio.run(go())
+    count = asyncio.run(go())
     if args.output:
-        Path(args.output).write_bytes(content)
-        print(f"wrote {len(content)} bytes to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(content)
-        sys.stdout.buffer.flush()
+        print(f"wrote {count} bytes to {args.output}", file=sys.stderr)
     return 0
+
+
+async def written(chunks: AsyncIterator[bytes], out: BinaryIO) -> int:
+    """Write each chunk as it comes; the number of bytes written."""
+    count = 0
+    async for chunk in chunks:
+        out.write(chunk)
+        count += len(chunk)
+    out.flush()
+    return count
+
+
+async def to_file(chunks: AsyncIterator[bytes], path: Path) -> int:
+    """Write the chunks to a new file beside `path` and put it in place only once every byte is read and
+    checked, so a failed read leaves no partial file, and an existing `path` as it was."""
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            count = await written(chunks, out)
+        umask = os.umask(0)  # the mode a plain open() would have given, not mkstemp's 0600
+        os.umask(umask)
+        os.chmod(part, 0o666 & ~umask)
+        os.replace(part, path)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+    return count
 
 
 def listed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
