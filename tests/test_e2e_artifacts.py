@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent_engine.contracts.artifacts import artifact_id, as_ref
+from agent_engine.contracts.artifacts import artifact_id, as_ref, dispatch_object
 
 pytestmark = pytest.mark.e2e
 EMAIL = b"jane.roe@example.org"
@@ -122,8 +122,15 @@ def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(en
     assert redacted.returncode == 0, redacted.stderr
     assert "Reach Jane at [redacted:email] before Friday." in redacted.stdout
     assert redacted.stdout.encode() == content.replace(EMAIL, b"[redacted:email]")
+    # the tool-runner stored the unredacted original as the dispatch's own copy (the gate deletes it, and must take
+    # nothing from another record naming equal content), never as shared content
+    dispatch_id = next(e["data"]["dispatch_id"] for e in events
+                       if e["type"] == "node.dispatched" and e["data"].get("node") == "read")
+    original = "sha256:" + dispatch_object(artifact_id(content), dispatch_id)
+    shared = engine.agentctl("artifact", "get", artifact_id(content), "--tenant", tenant)
+    assert shared.returncode == 1 and "has no artifact" in shared.stderr, shared.stderr
     for _ in range(50):  # the gate deletes the unredacted original once its answer is acked
-        gone = engine.agentctl("artifact", "get", artifact_id(content), "--tenant", tenant)
+        gone = engine.agentctl("artifact", "get", original, "--tenant", tenant)
         if gone.returncode == 1:
             break
         time.sleep(0.2)

@@ -4,7 +4,7 @@ that produced them, whether the router recorded them in its own event or in the 
 from __future__ import annotations
 
 from agent_engine.cli.commands.artifacts import listed
-from agent_engine.contracts.artifacts import TEXT, ArtifactRef, artifact_id
+from agent_engine.contracts.artifacts import TEXT, ArtifactRef, artifact_id, dispatch_object
 
 ONE = ArtifactRef(artifact=artifact_id(b"1"), size=1, media_type=TEXT, name="read.content").model_dump()
 FILE = ArtifactRef(artifact=artifact_id(b"f"), size=1, media_type=TEXT, name="notes/a.md").model_dump()
@@ -26,3 +26,15 @@ def test_each_reference_is_listed_once_with_the_node_that_produced_it() -> None:
 
 def test_a_task_without_references_lists_none() -> None:
     assert listed([{"type": "node.succeeded", "data": {"node": "n", "output": {"text": "small"}}}]) == []
+
+
+def test_a_dispatchs_own_copy_is_listed_with_the_longer_id_artifact_get_takes() -> None:
+    """An output the output gate checked is its dispatch's own copy: listed apart from equal shared content,
+    under the locator that finds its object."""
+    copy = {**ONE, "object": dispatch_object(artifact_id(b"1"), "d-1")}
+    events = [{"type": "node.succeeded", "data": {"node": "read", "output": {"content": ONE}}},
+              {"type": "node.succeeded", "data": {"node": "check", "output": {"content": copy}}}]
+    assert [(r["locator"], r["artifact"], r["node"]) for r in listed(events)] == [
+        (ONE["artifact"], ONE["artifact"], "read"),
+        ("sha256:" + copy["object"], ONE["artifact"], "check"),
+    ]

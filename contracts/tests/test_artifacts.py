@@ -13,7 +13,11 @@ from agent_engine.contracts.artifacts import (
     as_ref,
     bucket_of,
     decode,
+    dispatch_object,
     encode,
+    is_dispatch_copy,
+    located,
+    locator,
     object_name,
     references,
     too_large,
@@ -83,3 +87,43 @@ def test_references_are_found_anywhere_in_an_event_once_each() -> None:
     data = {"output": {"x": one, "list": [two, {"deep": one}]}, "node": "n"}
     assert [r.artifact for r in references(data)] == [artifact_id(b"1"), artifact_id(b"2")]
     assert references({"output": {"text": "no refs"}}) == []
+
+
+def test_a_dispatchs_copy_is_named_by_its_content_and_its_dispatch_so_a_redelivery_names_it_again() -> None:
+    hello = artifact_id(b"hello")
+    name = dispatch_object(hello, "d-1")
+    assert name == dispatch_object(hello, "d-1")  # a redelivered dispatch storing the same content: the same object
+    assert name.startswith(object_name(hello) + ".") and len(name) == 64 + 1 + 32
+    assert name != dispatch_object(hello, "d-2") != dispatch_object(artifact_id(b"other"), "d-1")
+    assert dispatch_object(hello, "../../etc/passwd ✓").split(".")[1].isalnum()  # any id, one safe shape
+
+
+def test_a_locator_finds_shared_content_by_its_id_and_a_copy_by_its_object() -> None:
+    hello = artifact_id(b"hello")
+    shared = ArtifactRef.model_validate(ref())
+    copy = ArtifactRef.model_validate({**ref(), "object": dispatch_object(hello, "d-1")})
+    assert locator(shared) == hello and located(hello) == (hello, object_name(hello))
+    assert locator(copy) == "sha256:" + dispatch_object(hello, "d-1")
+    assert located(locator(copy)) == (hello, dispatch_object(hello, "d-1"))  # the content id, to check the bytes
+    assert not is_dispatch_copy(hello) and is_dispatch_copy(locator(copy))
+    with pytest.raises(ValueError, match="is not an artifact id"):
+        located(hello + ".zz")
+
+
+def test_a_shared_reference_is_stored_as_it_always_was_and_a_copy_says_which_object() -> None:
+    assert "object" not in ref()  # history recorded before copies replays byte for byte
+    copy = {**ref(), "object": dispatch_object(artifact_id(b"hello"), "d-1")}
+    assert as_ref(copy) == ArtifactRef.model_validate(copy) and as_ref(copy) is not None
+
+
+def test_a_reference_cannot_name_another_contents_object() -> None:
+    with pytest.raises(ValueError, match="is not a copy of"):
+        ArtifactRef.model_validate({**ref(), "object": dispatch_object(artifact_id(b"other"), "d-1")})
+    assert as_ref({**ref(), "object": dispatch_object(artifact_id(b"other"), "d-1")}) is None
+
+
+def test_copies_of_equal_content_are_listed_each_once() -> None:
+    hello = artifact_id(b"hello")
+    copy = {**ref(), "object": dispatch_object(hello, "d-1")}
+    assert [locator(r) for r in references({"a": ref(), "b": copy, "c": [copy]})] == [hello, locator(
+        ArtifactRef.model_validate(copy))]

@@ -7,13 +7,18 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import UTC, datetime
 
 import nats
 import pytest
 
-from agent_engine.contracts.artifacts import TEXT, artifact_id, as_ref
+from agent_engine.contracts.artifacts import TEXT, artifact_id, as_ref, dispatch_object, locator
+from agent_engine.contracts.envelope import command
+from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDispatched
+from agent_engine.contracts.policy import OutputPolicy
 from agent_engine.runtime.artifacts import ArtifactError, ArtifactStore
 from agent_engine.runtime.keyring import Keyring
+from agent_engine.runtime.runner import offloaded, result
 from agent_engine.testkit.buckets import router_made_buckets
 from agent_engine.testkit.connections import connected
 
@@ -41,6 +46,9 @@ async def test_a_runner_stores_once_and_a_consumer_reads_the_exact_bytes(nats_ur
         assert info.state.bytes < 2 * len(MIB)  # its chunks once, not twice
     async with connected(nats_url, keyring.service("agent-runner")) as consumer:
         assert await ArtifactStore(consumer.jetstream()).get(tenant, first.artifact) == MIB
+        size, chunks = await ArtifactStore(consumer.jetstream()).open(tenant, first.artifact)
+        read = [chunk async for chunk in chunks]  # as a writer gets them: one stored chunk at a time
+        assert size == len(MIB) and b"".join(read) == MIB and len(read) == -(-len(MIB) // (128 * 1024))
 
 
 async def test_offload_replaces_only_large_fields_and_resolve_gives_the_output_back(nats_url: str, keyring: Keyring,
@@ -100,3 +108,43 @@ async def test_a_missing_artifact_and_a_forgotten_tenant_say_so(nats_url: str, k
         with pytest.raises(ArtifactError, match="has no artifact"):
             await store.get(tenant, ref.artifact)
         assert await store.forget(tenant) == 0
+
+
+async def test_an_output_bound_for_the_output_gate_is_stored_as_its_dispatchs_own_copy(
+        nats_url: str, keyring: Keyring, tenant: str) -> None:
+    """The gate deletes the unredacted original of an output it redacted: the runner stores such an output under a
+    name of its dispatch (the same again for a redelivered dispatch), every other output content-addressed, so
+    the gate's delete takes nothing from another record; a shared object cannot be deleted alone."""
+    text = "row\n" * 30_000
+    checked = NodeDispatched(dispatch_id="d-1", node="read", kind="tool", attempt=1,
+                             deadline=datetime(2030, 1, 1, tzinfo=UTC), check_output=OutputPolicy(),
+                             tool=DispatchedTool(name="read", builtin="workspace_read", args={"path": "a"}))
+    unchecked = checked.model_copy(update={"dispatch_id": "d-2", "check_output": None})
+    await router_made_buckets(nats_url, keyring, tenant)
+    async with connected(nats_url, keyring.service("tool-runner")) as nc:
+        store = ArtifactStore(nc.jetstream(), threshold_bytes=64 * 1024)
+
+        async def answered(dispatch: NodeDispatched) -> dict[str, object]:
+            cause = command(dispatch, tenant=tenant, task_id="t-1", source="router")
+            done = result(cause, "tool-runner", NodeCompleted(dispatch_id=dispatch.dispatch_id, node="read",
+                                                              attempt=1, output={"content": text}), "completed")
+            stored = await offloaded(store, done, "tool-runner", cause, dispatch)
+            return dict(stored.data["output"]["content"])
+
+        first, again, shared = await answered(checked), await answered(checked), await answered(unchecked)
+        assert first == again and first["object"] == dispatch_object(artifact_id(text.encode()), "d-1")
+        assert shared["artifact"] == first["artifact"] and "object" not in shared  # verifiable alike
+        info = await nc.jetstream().stream_info(f"OBJ_ae_artifacts_{tenant}",
+                                                subjects_filter=f"$O.ae_artifacts_{tenant}.M.>")
+        assert len(info.state.subjects or {}) == 2  # the dispatch's copy once, the shared object once
+        copy, common = as_ref(first), as_ref(shared)
+        assert copy is not None and common is not None
+        assert await store.resolve(tenant, [first, shared]) == [text, text]
+    async with connected(nats_url, keyring.service("guardrails")) as nc:  # the one service that deletes
+        store = ArtifactStore(nc.jetstream())
+        with pytest.raises(ValueError, match="is shared content, not one dispatch's copy"):
+            await store.delete(tenant, locator(common))
+        await store.delete(tenant, locator(copy))
+        assert await store.get(tenant, locator(common)) == text.encode()
+        with pytest.raises(ArtifactError, match="has no artifact"):
+            await store.get(tenant, locator(copy))

@@ -59,3 +59,25 @@ async def test_the_dashboard_reads_artifacts_exactly_and_no_engine_stream(nats_u
             assert any("permissions violation" in e and stream.lower() in e for e in errors), (stream, errors)
     finally:
         await nc.close()
+
+
+async def test_a_download_is_read_chunk_by_chunk_and_a_missing_artifact_fails_before_any_byte(
+        nats_url: str, keyring: Keyring) -> None:
+    """The download streams: the size first (its Content-Length), then the stored chunks one at a time."""
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    await router_made_buckets(nats_url, keyring, tenant)
+    runner = await nats.connect(nats_url, **auth_options(load_credential(keyring.service("tool-runner"))))
+    try:
+        ref = await ArtifactStore(runner.jetstream()).put(tenant, CONTENT, TEXT, "read.content")
+    finally:
+        await runner.close()
+    nc = await nats.connect(nats_url, **auth_options(load_credential(keyring.service("dashboard"))))
+    try:
+        link = Link(Bus(nc, nc.jetstream(timeout=1.5), "dashboard"))
+        size, chunks = await link.artifact_chunks(tenant, ref.artifact)
+        read = [chunk async for chunk in chunks]
+        assert size == len(CONTENT) and b"".join(read) == CONTENT and len(read) == 3  # 128 KiB chunks
+        with pytest.raises(QueryError, match="has no artifact"):
+            await link.artifact_chunks(tenant, "sha256:" + "0" * 64)
+    finally:
+        await nc.close()

@@ -26,6 +26,13 @@ def test_a_task_lists_each_referenced_artifact_once_with_the_node_that_first_car
     assert artifacts.find(rows, "sha256:" + "c" * 64) is None  # an id no event names is not this task's
 
 
+def test_a_dispatchs_own_copy_is_listed_and_found_by_its_longer_id() -> None:
+    copy = {**REF_A, "object": "a" * 64 + "." + "0" * 32}  # an output the output gate checked
+    rows = artifacts.listed([*HISTORY, {"type": "node.succeeded", "data": {"node": "checked", "output": {"c": copy}}}])
+    assert [(r.artifact, r.node) for r in rows][2:] == [("sha256:" + copy["object"], "checked")]
+    assert artifacts.find(rows, "sha256:" + copy["object"]) == rows[2]
+
+
 def test_text_and_json_show_on_a_page_anything_else_downloads() -> None:
     assert artifacts.is_text("text/plain; charset=utf-8") and artifacts.is_text("application/json")
     assert artifacts.is_text("Text/Markdown")

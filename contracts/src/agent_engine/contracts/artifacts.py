@@ -5,6 +5,12 @@ sha256) in the tenant's own NATS object store bucket, and the event carries a re
 
     {"artifact": "sha256:<64 hex>", "size": 1048576, "media_type": "text/plain", "name": "fetch.stdout"}
 
+Equal content is stored once, under its hex digest, and may be named by many records of the tenant, so nothing
+deletes such an object but erasing the tenant. An output that goes through the output gate is the exception: the
+gate deletes it once it stored a redacted version, so the runner stores it under a name of its own dispatch
+(`dispatch_object`) and the reference says so in `object`. The object's name is the "locator" `agentctl artifact
+get` takes: `sha256:<hex>` for shared content, `sha256:<hex>.<32 hex>` for a dispatch's own copy.
+
 Pure: the choice of what to store and the shape of a reference live here; storing and fetching are
 runtime.artifacts' (I/O).
 """
@@ -16,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent_engine.contracts.envelope import TENANT_PATTERN
 
@@ -24,6 +30,9 @@ ARTIFACT_BUCKET_PREFIX = "ae_artifacts_"
 """One object store bucket per tenant (`ae_artifacts_<tenant>`): NATS permissions confine a tenant's
 credential to its own bucket's stream, and erasing a tenant deletes the bucket."""
 ID_PATTERN = r"^sha256:[0-9a-f]{64}$"
+OBJECT_PATTERN = r"^[0-9a-f]{64}\.[0-9a-f]{32}$"
+"""A dispatch's own copy: the content's hex digest, '.', and 32 hex of the sha256 of the dispatch id."""
+LOCATOR_PATTERN = r"^sha256:[0-9a-f]{64}(\.[0-9a-f]{32})?$"
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
@@ -41,6 +50,16 @@ class ArtifactRef(BaseModel):
     size: int = Field(ge=0, description="bytes")
     media_type: str = Field(min_length=1, max_length=200)
     name: str = Field(min_length=1, max_length=300, description="what it was: <node>.<field>, or a file's path")
+    # absent (and so absent from stored history, which replays byte for byte) for shared content
+    object: str | None = Field(default=None, pattern=OBJECT_PATTERN, exclude_if=lambda v: v is None,
+                               description="the object's name when it is one dispatch's own copy (dispatch_object)")
+
+    @model_validator(mode="after")
+    def _object_holds_this_content(self) -> ArtifactRef:
+        # the name starts with the content's digest, so a reference can name no other content's object
+        if self.object is not None and not self.object.startswith(self.artifact.removeprefix("sha256:") + "."):
+            raise ValueError(f"object '{self.object}' is not a copy of {self.artifact}")
+        return self
 
 
 def artifact_id(content: bytes) -> str:
@@ -54,6 +73,33 @@ def object_name(ref_id: str) -> str:
     return ref_id.removeprefix("sha256:")
 
 
+def dispatch_object(ref_id: str, dispatch_id: str) -> str:
+    """The name of one dispatch's own copy of content `ref_id`: the same for a redelivered dispatch that
+    produced the same content (storing it again finds it), another for any other dispatch or content. The
+    dispatch id is hashed so the name has one fixed, safe shape whatever the id holds."""
+    suffix = hashlib.sha256(dispatch_id.encode()).hexdigest()[:32]
+    return f"{object_name(ref_id)}.{suffix}"
+
+
+def locator(ref: ArtifactRef) -> str:
+    """What finds a reference's object: its id for shared content, `sha256:<object>` for a dispatch's copy."""
+    return ref.artifact if ref.object is None else "sha256:" + ref.object
+
+
+def located(value: str) -> tuple[str, str]:
+    """The content id and the object name a locator stands for (an artifact id is a locator too)."""
+    if not re.fullmatch(LOCATOR_PATTERN, value):
+        raise ValueError(f"'{value}' is not an artifact id (sha256: and 64 lowercase hex digits, then, for an "
+                         "output the output gate checked, '.' and 32 more)")
+    name = value.removeprefix("sha256:")
+    return "sha256:" + name.split(".", 1)[0], name
+
+
+def is_dispatch_copy(value: str) -> bool:
+    """Whether a locator names one dispatch's own copy (the only kind the output gate may delete)."""
+    return bool(re.fullmatch(LOCATOR_PATTERN, value)) and "." in value
+
+
 def bucket_of(tenant: str) -> str:
     if not re.fullmatch(TENANT_PATTERN, tenant):
         raise ValueError(f"'{tenant}' is not a tenant name ({TENANT_PATTERN})")
@@ -61,13 +107,16 @@ def bucket_of(tenant: str) -> str:
 
 
 def as_ref(value: Any) -> ArtifactRef | None:
-    """The reference `value` is, or None: a dict of exactly a reference's fields."""
-    if not isinstance(value, dict) or set(value) != set(ArtifactRef.model_fields):
+    """The reference `value` is, or None: a dict of exactly a reference's fields (`object` optional)."""
+    if not isinstance(value, dict) or set(value) - {"object"} != _REQUIRED:
         return None
     try:
         return ArtifactRef.model_validate(value)
     except ValidationError:
         return None
+
+
+_REQUIRED = {name for name, field in ArtifactRef.model_fields.items() if field.is_required()}
 
 
 def encode(value: Any) -> tuple[bytes, str]:
@@ -107,13 +156,13 @@ def too_large(output: dict[str, Any], threshold: int) -> list[str]:
 
 
 def references(value: Any) -> list[ArtifactRef]:
-    """Every artifact reference anywhere in `value` (an event's data), in order, each id once."""
+    """Every artifact reference anywhere in `value` (an event's data), in order, each object once."""
     found: dict[str, ArtifactRef] = {}
 
     def walk(v: Any) -> None:
         ref = as_ref(v)
         if ref is not None:
-            found.setdefault(ref.artifact, ref)
+            found.setdefault(locator(ref), ref)
         elif isinstance(v, dict):
             for item in v.values():
                 walk(item)

@@ -3,18 +3,25 @@
 A runner stores an output field too large for an event here (`offload`) and puts a reference in its place;
 the consumer that needs the content (the agent-runner building the next prompt, the output gate checking it)
 fetches it back (`resolve`). The router only ever sees references. The object's name is its sha256, so the
-same content is stored once per tenant; its bytes are checked against that name whenever they are read.
+same content is stored once per tenant; its bytes are checked against that hash whenever they are read. An
+output bound for the output gate, which deletes it once it stored a redacted version, is stored under a name of
+its dispatch instead (contracts.artifacts.dispatch_object): deleting it takes nothing from any other record.
 
 Reading uses only `$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_<tenant>` (the object's metadata, then each chunk
 by sequence), the one right a tenant credential gets on its own bucket (runtime/auth.py), so another
-tenant's `agentctl artifact get` is refused by the server.
+tenant's `agentctl artifact get` is refused by the server. nats-py's own streaming read (`ObjectStore.get(name,
+writeinto=...)`) needs a consumer, a right a tenant has not, so `open` streams those chunk reads instead: what
+writes the bytes on (`agentctl artifact get`, the dashboard's download) holds one chunk at a time; the
+agent-runner and the output gate need the whole content (a prompt, a redaction) and read it whole (`get`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -29,7 +36,11 @@ from agent_engine.contracts.artifacts import (
     as_ref,
     bucket_of,
     decode,
+    dispatch_object,
     encode,
+    is_dispatch_copy,
+    located,
+    locator,
     object_name,
     too_large,
 )
@@ -64,6 +75,24 @@ def max_bytes() -> int:
     return _env_bytes(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
 
 
+async def checked(chunks: AsyncIterable[bytes], content_id: str, size: int, what: str) -> AsyncIterator[bytes]:
+    """`chunks` passed on as they come, hashed on the way, except the last, which follows only once all of
+    them hash to `content_id` and add up to `size`; else ArtifactError. So a reader writing them on never
+    gets the whole of damaged content: a download ends short, a file is not put in place (the CLI)."""
+    digest, count, held = hashlib.sha256(), 0, None
+    async for chunk in chunks:
+        if held is not None:
+            yield held
+        digest.update(chunk)
+        count, held = count + len(chunk), chunk
+    got = "sha256:" + digest.hexdigest()
+    if got != content_id or count != size:
+        raise ArtifactError(f"{what} is damaged: its bytes hash to {got}"
+                            + ("" if count == size else f" ({count} bytes where {size} were stored)"))
+    if held is not None:
+        yield held
+
+
 class ArtifactStore:
     def __init__(self, js: JetStreamContext, *, threshold_bytes: int | None = None,
                  max_artifact_bytes: int | None = None) -> None:
@@ -71,23 +100,27 @@ class ArtifactStore:
         self.threshold = threshold_bytes if threshold_bytes is not None else threshold()
         self.max_bytes = max_artifact_bytes if max_artifact_bytes is not None else max_bytes()
 
-    async def put(self, tenant: str, content: bytes, media_type: str, name: str) -> ArtifactRef:
-        """Store `content` for `tenant` unless it is there already; its reference either way."""
+    async def put(self, tenant: str, content: bytes, media_type: str, name: str, *,
+                  dispatch: str | None = None) -> ArtifactRef:
+        """Store `content` for `tenant` unless it is there already; its reference either way. With `dispatch`
+        (an output the output gate will check) under that dispatch's own name rather than the shared one."""
         if len(content) > self.max_bytes:
             raise ArtifactError(f"{name} is {len(content) / 1048576:.1f} MiB, over the "
                                 f"{self.max_bytes / 1048576:.1f} MiB an artifact may be ({MAX_BYTES_ENV})")
-        ref = ArtifactRef(artifact=artifact_id(content), size=len(content), media_type=media_type,
-                          name=name[:300])  # a label only: a long field name or path is cut, never refused
+        content_id = artifact_id(content)
+        ref = ArtifactRef(artifact=content_id, size=len(content), media_type=media_type,
+                          name=name[:300],  # a label only: a long field name or path is cut, never refused
+                          object=None if dispatch is None else dispatch_object(content_id, dispatch))
         bucket = bucket_of(tenant)
         try:
             store = await self.js.object_store(bucket)
         except NotFoundError:
             raise ArtifactError(f"tenant '{tenant}' has no artifact bucket ({bucket}); the router creates it when "
                                 "one of the tenant's tasks starts") from None
-        key = object_name(ref.artifact)
+        key = ref.object or object_name(ref.artifact)
         try:
             await store.get_info(key)
-            return ref  # same content, stored once
+            return ref  # same content (of the same dispatch), stored once
         except ObjectNotFoundError:
             pass
         await store.put(key, content, meta=ObjectMeta(name=key, description=media_type))
@@ -107,8 +140,16 @@ class ArtifactStore:
                 description="Agent Engine artifacts of one tenant, named by sha256 (docs/observability.md)"))
 
     async def get(self, tenant: str, ref_id: str) -> bytes:
-        """The bytes of artifact `ref_id` of `tenant`, checked against the id."""
-        key = object_name(ref_id)
+        """The bytes of artifact `ref_id` of `tenant` (an id, or a dispatch copy's locator), checked against the
+        content's id."""
+        _, chunks = await self.open(tenant, ref_id)
+        return b"".join([chunk async for chunk in chunks])
+
+    async def open(self, tenant: str, ref_id: str) -> tuple[int, AsyncIterator[bytes]]:
+        """The size of artifact `ref_id` of `tenant` and its bytes chunk by chunk (128 KiB each as stored), for
+        a reader that writes them on. A missing artifact is refused here, before any byte; damaged content
+        raises ArtifactError instead of giving its last chunk (`checked`)."""
+        content_id, key = located(ref_id)
         stream = "OBJ_" + bucket_of(tenant)
         meta_subject = f"$O.{bucket_of(tenant)}.M.{base64.urlsafe_b64encode(key.encode()).decode()}"
         try:
@@ -117,47 +158,55 @@ class ArtifactStore:
             raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}") from None
         if meta.get("deleted") or not meta.get("nuid"):
             raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}")
-        size, chunks = int(meta.get("size") or 0), f"$O.{bucket_of(tenant)}.C.{meta['nuid']}"
-        content, seq = bytearray(), 1
-        while len(content) < size:
-            # one chunk at a time by sequence: the same right as the metadata, no consumer to create
-            msg = await self.js.get_msg(stream, seq=seq, subject=chunks, next=True)
-            content += msg.data or b""
-            seq = (msg.seq or seq) + 1
-        data = bytes(content)
-        if artifact_id(data) != ref_id:
-            raise ArtifactError(f"artifact {ref_id} of tenant '{tenant}' is damaged: its bytes hash to "
-                                f"{artifact_id(data)}")
-        return data
+        size = int(meta.get("size") or 0)
+        read = self._chunks(stream, f"$O.{bucket_of(tenant)}.C.{meta['nuid']}", size)
+        return size, checked(read, content_id, size, f"artifact {ref_id} of tenant '{tenant}'")
 
-    async def offload(self, tenant: str, output: dict[str, Any], name: str) -> dict[str, Any]:
+    async def _chunks(self, stream: str, subject: str, size: int) -> AsyncIterator[bytes]:
+        read, seq = 0, 1
+        while read < size:
+            # one chunk at a time by sequence: the same right as the metadata, no consumer to create
+            try:
+                msg = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return  # fewer bytes than the metadata says: `checked` reports it
+            read += len(msg.data or b"")
+            seq = (msg.seq or seq) + 1
+            yield msg.data or b""
+
+    async def offload(self, tenant: str, output: dict[str, Any], name: str, *,
+                      dispatch: str | None = None) -> dict[str, Any]:
         """`output` with each field too large for an event (contracts.artifacts.too_large) stored and replaced
-        by its reference; the same dict when nothing is."""
+        by its reference; the same dict when nothing is. `dispatch` as for `put`."""
         fields = too_large(output, self.threshold)
         if not fields:
             return output
         changed = dict(output)
         for key in fields:
             content, media_type = encode(output[key])
-            changed[key] = (await self.put(tenant, content, media_type, f"{name}.{key}")).model_dump()
+            changed[key] = (await self.put(tenant, content, media_type, f"{name}.{key}",
+                                           dispatch=dispatch)).model_dump()
         return changed
 
     async def resolve(self, tenant: str, value: Any) -> Any:
         """`value` with every artifact reference in it replaced by the content it stands for."""
         ref = as_ref(value)
         if ref is not None:
-            return decode(await self.get(tenant, ref.artifact), ref.media_type)
+            return decode(await self.get(tenant, locator(ref)), ref.media_type)
         if isinstance(value, dict):
             return {k: await self.resolve(tenant, v) for k, v in value.items()}
         if isinstance(value, list):
             return [await self.resolve(tenant, v) for v in value]
         return value
 
-    async def delete(self, tenant: str, ref_id: str) -> None:
-        """Delete one artifact (the output gate's, once it stored a redacted version); gone already is fine."""
+    async def delete(self, tenant: str, copy: str) -> None:
+        """Delete one dispatch's own copy (the output gate's, once it stored a redacted version); gone already is
+        fine. Shared content is refused: other records of the tenant may name it (only `forget` removes it)."""
+        if not is_dispatch_copy(copy):
+            raise ValueError(f"'{copy}' is shared content, not one dispatch's copy: it is never deleted alone")
         try:
             store = await self.js.object_store(bucket_of(tenant))
-            await store.delete(object_name(ref_id))
+            await store.delete(located(copy)[1])
         except (NotFoundError, ObjectNotFoundError):
             pass
 

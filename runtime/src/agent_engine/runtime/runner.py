@@ -86,7 +86,9 @@ async def offloaded(store: ArtifactStore, event: Envelope, source: str, cause: E
     if event.type != "node.completed" or not isinstance(event.data.get("output"), dict):
         return event
     try:
-        output = await store.offload(cause.tenant, event.data["output"], dispatch.node)
+        # an output the output gate checks may be deleted by it: stored as this dispatch's own copy, never shared
+        gated = dispatch.dispatch_id if dispatch.check_output is not None else None
+        output = await store.offload(cause.tenant, event.data["output"], dispatch.node, dispatch=gated)
     except ArtifactError as exc:
         return errored(cause, source, dispatch, f"output too large: {exc}", retryable=False)
     if output is event.data["output"]:

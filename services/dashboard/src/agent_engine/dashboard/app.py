@@ -104,9 +104,9 @@ def build(link: Link, config: Config) -> Starlette:
             pages.artifacts(task_id, artifacts.listed(history)))
         return html(request, f"Task {task_id[:8]}", body)
 
-    async def artifact_of(request: Request) -> tuple[artifacts.ArtifactRow, bytes] | Response:
-        """The artifact a URL names, read from its task's own tenant's bucket, when the task's events refer to
-        it; else the response that says why not. No other id is ever fetched (the credential could)."""
+    async def row_of(request: Request) -> tuple[artifacts.ArtifactRow, str] | Response:
+        """The artifact a URL names and its task's tenant, when the task's events refer to it; else the response
+        that says why not. No other id is ever fetched (the credential could)."""
         if (redirect := must_log_in(request)) is not None:
             return redirect
         task_id, wanted = request.path_params["task_id"], request.path_params["artifact"]
@@ -118,26 +118,41 @@ def build(link: Link, config: Config) -> Starlette:
         if row is None:
             return html(request, "Artifact", pages.notice(
                 f"no event of task {task_id} refers to artifact {wanted[:80]}", "error"), 404)
-        try:
-            return row, await link.artifact(str(shown.get("tenant") or ""), row.artifact)
-        except QueryError as exc:
-            return html(request, "Artifact", pages.notice(str(exc), "error"), 502)
+        return row, str(shown.get("tenant") or "")
 
     async def artifact_view(request: Request) -> Response:
-        found = await artifact_of(request)
+        """A text artifact's page with the start of it (read whole, as it is checked whole); any other
+        downloads."""
+        found = await row_of(request)
         if isinstance(found, Response):
             return found
-        row, content = found
+        row, tenant = found
         if not artifacts.is_text(row.media_type):
-            return _download(row, content)
+            return await streamed(request, row, tenant)
+        try:
+            content = await link.artifact(tenant, row.artifact)
+        except QueryError as exc:
+            return html(request, "Artifact", pages.notice(str(exc), "error"), 502)
         text, cut = artifacts.preview(content)
         return html(request, f"Artifact {row.name[:40]}",
                     pages.artifact_page(request.path_params["task_id"], row, text,
                                         artifacts.PREVIEW_BYTES if cut else None))
 
     async def artifact_download(request: Request) -> Response:
-        found = await artifact_of(request)
-        return found if isinstance(found, Response) else _download(*found)
+        found = await row_of(request)
+        return found if isinstance(found, Response) else await streamed(request, *found)
+
+    async def streamed(request: Request, row: artifacts.ArtifactRow, tenant: str) -> Response:
+        """The exact bytes as a download, streamed as they are read (an artifact may be 64 MiB): one chunk
+        held at a time. An opaque type and `attachment`, so no browser renders other people's content (HTML,
+        SVG) as a page of ours, whatever media type the reference claims."""
+        try:
+            size, chunks = await link.artifact_chunks(tenant, row.artifact)
+        except QueryError as exc:
+            return html(request, "Artifact", pages.notice(str(exc), "error"), 502)
+        return StreamingResponse(chunks, media_type="application/octet-stream", headers={
+            **SECURITY_HEADERS, "Content-Disposition": artifacts.disposition(row.name),
+            "Cache-Control": "private, no-store", "Content-Length": str(size)})
 
     async def approvals_part(request: Request) -> Response:
         """The approvals section alone: the task page swaps it in when a node starts or stops waiting."""
@@ -259,14 +274,6 @@ def build(link: Link, config: Config) -> Starlette:
 
 
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled", "deduplicated")
-
-
-def _download(row: artifacts.ArtifactRow, content: bytes) -> Response:
-    """The exact bytes as a download: an opaque type and `attachment`, so no browser renders other people's
-    content (HTML, SVG) as a page of ours, whatever media type the reference claims."""
-    return Response(content, media_type="application/octet-stream",
-                    headers={**SECURITY_HEADERS, "Content-Disposition": artifacts.disposition(row.name),
-                             "Cache-Control": "private, no-store"})
 
 
 def _local(url: str) -> str:

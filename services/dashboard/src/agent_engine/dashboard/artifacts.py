@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from agent_engine.contracts.artifacts import JSON, references
+from agent_engine.contracts.artifacts import JSON, locator, references
 
 PREVIEW_BYTES = 64 * 1024
 """A text artifact's page shows this much of it (artifacts run to 64 MiB); the download has it all."""
@@ -23,6 +23,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 @dataclass(frozen=True)
 class ArtifactRow:
     artifact: str
+    """Its locator (contracts.artifacts.locator): the content id, or, for an output the output gate checked, its
+    dispatch's own copy's longer id; what the page's links carry and the store reads."""
     node: str
     name: str
     size: int
@@ -35,8 +37,8 @@ def listed(history: list[dict[str, Any]]) -> list[ArtifactRow]:
     for event in history:
         data = event.get("data") or {}
         for ref in references(data):
-            if ref.artifact not in rows:
-                rows[ref.artifact] = ArtifactRow(ref.artifact, _node_of(data), ref.name, ref.size, ref.media_type)
+            if locator(ref) not in rows:
+                rows[locator(ref)] = ArtifactRow(locator(ref), _node_of(data), ref.name, ref.size, ref.media_type)
     return list(rows.values())
 
 

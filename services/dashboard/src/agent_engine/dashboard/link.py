@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -116,18 +117,44 @@ class Link:
     async def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         return list((await self.query(TELEMETRY_RPC, "tasks.list", filters))["tasks"])
 
+    def _store(self) -> ArtifactStore:
+        # the limits are a writer's: given, so a bad AE_ARTIFACT_* setting cannot fail a read here
+        return ArtifactStore(self.bus.js, threshold_bytes=DEFAULT_THRESHOLD, max_artifact_bytes=DEFAULT_MAX_BYTES)
+
     async def artifact(self, tenant: str, artifact: str) -> bytes:
         """An artifact's bytes from `tenant`'s bucket, checked against its id (ArtifactStore.get). Which
         tenant and which ids are the caller's to check: the dashboard's credential reads every bucket."""
         try:
-            # the limits are a writer's: given, so a bad AE_ARTIFACT_* setting cannot fail a read here
-            store = ArtifactStore(self.bus.js, threshold_bytes=DEFAULT_THRESHOLD, max_artifact_bytes=DEFAULT_MAX_BYTES)
-            return await store.get(tenant, artifact)
+            return await self._store().get(tenant, artifact)
         except (ArtifactError, ValueError) as exc:
             raise QueryError(str(exc)) from None
         except NatsError as exc:  # a refused or lost read surfaces as no answer
             raise QueryError(f"could not read artifact {artifact} of tenant '{tenant}' "
                              f"({type(exc).__name__})") from None
+
+    async def artifact_chunks(self, tenant: str, artifact: str) -> tuple[int, AsyncIterator[bytes]]:
+        """An artifact's size and its bytes chunk by chunk (ArtifactStore.open), for a download that holds one
+        chunk at a time; a missing one is a QueryError before any byte. A failure while the chunks are read
+        (damaged content, a lost connection) is logged and ends the download short of its Content-Length, so
+        a browser reports it failed rather than saving part of the file as if whole."""
+        try:
+            size, chunks = await self._store().open(tenant, artifact)
+        except (ArtifactError, ValueError) as exc:
+            raise QueryError(str(exc)) from None
+        except NatsError as exc:
+            raise QueryError(f"could not read artifact {artifact} of tenant '{tenant}' "
+                             f"({type(exc).__name__})") from None
+
+        async def logged() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except (ArtifactError, NatsError) as exc:
+                log.warning("download of artifact %s of tenant '%s' cut short: %s", artifact, tenant,
+                            exc if isinstance(exc, ArtifactError) else type(exc).__name__)
+                raise
+
+        return size, logged()
 
     async def decide(self, task_id: str, node: str, decision: str, reason: str, operator: str) -> str:
         """Publish the operator's decision as agentctl approve/reject does; returns the name it is recorded
