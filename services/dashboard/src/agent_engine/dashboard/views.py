@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from agent_engine.runtime.tracing import parse_traceparent
+
 COL_W, ROW_H, BOX_W, BOX_H, PAD = 180, 70, 150, 40, 20
 """Graph layout in SVG units: one column per step from the start node, one row per node in a column."""
 
@@ -39,6 +41,17 @@ def manifest_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
         if event.get("type") == "task.started":
             manifest = event.get("data", {}).get("workflow_manifest")
             return manifest if isinstance(manifest, dict) else None
+    return None
+
+
+def trace_id(history: list[dict[str, Any]]) -> str | None:
+    """The task's trace id (32 hex digits): the one its task.started record's traceparent names, which every
+    later record of the task carries too (router/traces.py); None when the task started without tracing."""
+    started = [e for e in history if e.get("type") == "task.started"]
+    for event in started + history:  # task.started first; any traced record if that one has none
+        context = parse_traceparent(event.get("traceparent") if isinstance(event.get("traceparent"), str) else None)
+        if context is not None:
+            return f"{context.trace_id:032x}"
     return None
 
 
@@ -204,6 +217,13 @@ def cost_table(summary: dict[str, Any]) -> CostTable:
         return sorted((k, int(v.get("calls", 0)), usd(v.get("cost_usd"))) for k, v in (lines or {}).items())
 
     return CostTable(rows(summary.get("tenants", {})), rows(summary.get("models", {})), rows(summary.get("days", {})))
+
+
+def tenant_costs(lines: list[dict[str, Any]]) -> CostTable:
+    """Cost by tenant alone, from the ledger's line of each tenant (`ledger` with a tenant): what a person who
+    may see only some tenants is shown, as the ledger's sums by model and day are over every tenant."""
+    rows = [(str(line.get("tenant", "")), int(line.get("calls", 0)), usd(line.get("cost_usd"))) for line in lines]
+    return CostTable(tenants=sorted(rows))
 
 
 @dataclass(frozen=True)
