@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -77,8 +79,9 @@ class Browser:
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url
+        self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                  urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+                                                  urllib.request.HTTPCookieProcessor(self.jar))
         status, page = self.post("/login", {"token": token, "next": "/"})
         assert status == 200 and "Log out" in page, page[:500]
         self.csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
@@ -96,6 +99,31 @@ class Browser:
                 return answer.status, answer.read(200_000).decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+
+def screenshot(person: Browser, path: str, name: str, where: Path) -> None:
+    """The page as the person sees it in Debian's chromium (docs/img/dashboard-NAME.png when
+    AE_DASHBOARD_SCREENSHOTS is set: scripts/dashboard-shots.sh)."""
+    target = os.environ.get("AE_DASHBOARD_SCREENSHOTS")
+    if not target:
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.add_cookies([{"name": c.name, "value": c.value or "", "url": person.url} for c in person.jar])
+            page = context.new_page()
+            page.goto(person.url + path)
+            page.wait_for_function("document.body.dataset.live === 'open'")
+            shot = where / f"dashboard-{name}.png"
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+    Path(target).mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, Path(target) / shot.name)
 
 
 def submit(engine: Any, tenant: str) -> str:
@@ -180,6 +208,7 @@ def test_an_operator_of_one_tenant_sees_and_decides_only_its_tasks(stack: tuple[
     status, page = alice.get(f"/tasks/{task_a}")
     assert re.search(r'<code id="trace-id">([0-9a-f]{32})</code>', page).group(1) == trace_id  # type: ignore[union-attr]
     assert f'id="trace-link" href="{TRACE_URL.replace("{trace_id}", trace_id)}"' in page
+    screenshot(alice, f"/tasks/{task_a}", "trace", trace_file.parent)
 
     for task in (task_a, task_b):
         assert engine.agentctl("reject", task, "publish", "--reason", "test over").returncode == 0
