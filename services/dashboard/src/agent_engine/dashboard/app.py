@@ -178,10 +178,13 @@ def build(link: Link, config: Config) -> Starlette:
         if must_log_in(request) is not None:
             return PlainTextResponse("log in first", 401)
         task_id = request.path_params["task_id"]
-        try:  # asked before the feed opens: a task this user may not see gets no feed at all
+        gone = scope.not_found(task_id)
+        try:  # asked before the feed opens: no task, or one this user may not see, gets no feed at all
             await visible_show(request, task_id)
         except QueryError as exc:
-            return PlainTextResponse(str(exc), 404)
+            if str(exc) == gone:
+                return PlainTextResponse(gone, 404)
+            # the router did not answer: the feed opens and keeps asking, as a feed whose router goes does
 
         async def stream() -> AsyncIterator[str]:
             wake = await link.watch(task_id)
@@ -190,9 +193,11 @@ def build(link: Link, config: Config) -> Starlette:
                 while not link.closing and not await request.is_disconnected():
                     wake.clear()
                     try:
-                        state = views.live_state(await link.show(task_id))
+                        state = views.live_state(await visible_show(request, task_id))
                     except QueryError as exc:
                         yield f"event: problem\ndata: {json.dumps(str(exc))}\n\n"
+                        if str(exc) == gone:  # no such task for this user, learnt once the router answers again
+                            return
                         state = None
                     if state is not None and state != last:
                         last = state
