@@ -103,7 +103,8 @@ async def main(stop: asyncio.Event) -> None:
         if serving.done():
             raise SystemExit(f"the dashboard could not listen on {host}:{port}")
         health.PROCESS.serving = True
-        log.info("dashboard on http://%s:%d/ (%d operator(s))", host, port, len(config.operators))
+        log.info("dashboard on http://%s:%d/ (%d operator(s), %d limited to some tenants)", host, port,
+                 len(config.operators), sum(o.tenants is not None for o in config.operators.values()))
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         link.close()
         server.should_exit = True

@@ -230,10 +230,12 @@ def build(link: Link, config: Config) -> Starlette:
         reason = str(form.get("reason", "")).strip()[:500]
         if decision not in ("approve", "reject"):
             return PlainTextResponse("decision must be 'approve' or 'reject'", 400)
-        try:  # before anything else is said of the task: another tenant's task is one that does not exist
+        try:  # before anything is published: another tenant's task is one that does not exist
             await visible_show(request, task_id)
         except QueryError as exc:
-            return PlainTextResponse(str(exc), 404)
+            if str(exc) == scope.not_found(task_id):
+                return PlainTextResponse(str(exc), 404)
+            return RedirectResponse(f"/tasks/{_quote(task_id)}?message={_quote(str(exc))}", 303)  # why; no decision
         if decision == "reject" and not reason:
             message = "a rejection needs a reason: write it in the box next to Reject"
         else:
