@@ -199,10 +199,12 @@ def test_an_operator_of_one_tenant_sees_and_decides_only_its_tasks(stack: tuple[
     everything = until(lambda: showing(root, "/cost", f"<td>{b}</td>"), "B's cost line")
     assert f"<td>{a}</td>" in everything and 'id="by-model"' in everything and "mock/" in everything
 
-    # the trace: the id of the task's spans in the trace file, linked to the trace viewer
+    # the trace: the one the router's dispatches of the task's nodes are in (agentctl's request and each
+    # approval have traces of their own, linked), linked to the trace viewer
     def trace_of_a() -> str:
         spans = [json.loads(line) for line in trace_file.read_text().splitlines()] if trace_file.exists() else []
-        return next((s["trace_id"] for s in spans if s["attributes"].get("ae.task.id") == task_a), "")
+        return next((s["trace_id"] for s in spans if s["attributes"].get("ae.task.id") == task_a
+                     and s["name"].startswith(f"publish ae.{a}.node.dispatched")), "")
 
     trace_id = until(trace_of_a, f"a span of task {task_a} in {trace_file}")
     status, page = alice.get(f"/tasks/{task_a}")

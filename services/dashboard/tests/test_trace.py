@@ -14,12 +14,13 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_the_trace_id_is_the_one_task_started_carries() -> None:
-    history = [{"type": "task.requested"},  # an input recorded before tracing reached it
+    history = [{"type": "router.input"},
                {"type": "task.started", "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"},
-               {"type": "node.completed", "traceparent": f"00-{'1' * 32}-00f067aa0ba902b7-01"}]
+               # an approval's input: the router's span for that request, a trace of its own
+               {"type": "router.input", "traceparent": f"00-{'1' * 32}-00f067aa0ba902b7-01"}]
     assert trace_id(history) == TRACE
-    assert trace_id([{"type": "task.requested", "traceparent": f"00-{TRACE}-00f067aa0ba902b7-00"}]) == TRACE
-    assert trace_id([{"type": "task.started"}]) is None  # started with tracing off
+    assert trace_id(history[:1]) is None  # not started yet
+    assert trace_id([{"type": "task.started"}, history[2]]) is None  # started with tracing off
     assert trace_id([{"type": "task.started", "traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}]) is None
     assert trace_id([{"type": "task.started", "traceparent": ["not", "text"]}]) is None
 
@@ -29,7 +30,7 @@ def test_the_page_shows_the_id_and_links_it_when_a_viewer_is_set() -> None:
     linked = trace(TRACE, "http://jaeger:16686/trace/{trace_id}?uiEmbed={x}&a=<b>")
     assert f'href="http://jaeger:16686/trace/{TRACE}?uiEmbed={{x}}&amp;a=&lt;b&gt;"' in linked  # only {trace_id}
     assert 'rel="noopener noreferrer"' in linked
-    assert "none recorded" in trace(None, "http://jaeger:16686/trace/{trace_id}")
+    assert "trace: none" in trace(None, "http://jaeger:16686/trace/{trace_id}")
 
 
 @pytest.mark.parametrize(("value", "problem"), [

@@ -192,7 +192,7 @@ def trace(trace_id: str | None, url_template: str | None) -> str:
     """The task's trace id, and a link to it in the trace viewer AE_DASHBOARD_TRACE_URL names (its `{trace_id}`
     replaced; nothing else of the template is interpreted)."""
     if trace_id is None:
-        return '<p class="meta" id="trace">trace: none recorded (tracing was off when the task started)</p>'
+        return '<p class="meta" id="trace">trace: none (not started yet, or tracing was off when it started)</p>'
     link = ""
     if url_template:
         href = url_template.replace(TRACE_ID, trace_id)

@@ -45,13 +45,15 @@ def manifest_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def trace_id(history: list[dict[str, Any]]) -> str | None:
-    """The task's trace id (32 hex digits): the one its task.started record's traceparent names, which every
-    later record of the task carries too (router/traces.py); None when the task started without tracing."""
-    started = [e for e in history if e.get("type") == "task.started"]
-    for event in started + history:  # task.started first; any traced record if that one has none
-        context = parse_traceparent(event.get("traceparent") if isinstance(event.get("traceparent"), str) else None)
-        if context is not None:
-            return f"{context.trace_id:032x}"
+    """The task's trace id (32 hex digits): the one its task.started record's traceparent names, which the
+    task's own records carry too (router/traces.py); None before it started, or when it started untraced. Only
+    task.started: an input the router records for a client's request (an approval, a cancel) carries the
+    router's span for that request, the root of a trace of its own."""
+    for event in history:
+        if event.get("type") == "task.started":
+            value = event.get("traceparent")
+            context = parse_traceparent(value if isinstance(value, str) else None)
+            return f"{context.trace_id:032x}" if context is not None else None
     return None
 
 
