@@ -16,7 +16,7 @@ def test_the_operators_file_names_people_tokens_and_roles() -> None:
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("alice", "line 1: expected 'NAME TOKEN [ROLE]'"),
+    ("alice", "line 1: expected 'NAME TOKEN [ROLE] [tenants=LIST]'"),
     ("al.ice " + TOKEN, "name 'al.ice' must be"),
     ("alice short", "shorter than 16"),
     (f"alice {TOKEN} admin", "role 'admin' is not one of viewer, operator"),

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agent_engine.dashboard import artifacts, pages, views
+from agent_engine.dashboard import artifacts, pages, scope, views
 from agent_engine.dashboard.auth import SESSION_S, Operator, Sessions, login
 from agent_engine.dashboard.link import Link, QueryError
 
@@ -39,6 +39,8 @@ class Config:
     open_read: bool = False
     """Pages that only read may be seen without logging in (AE_DASHBOARD_OPEN_READ=1)."""
     secure_cookie: bool = False
+    trace_url: str | None = None
+    """AE_DASHBOARD_TRACE_URL: a trace viewer's page of one trace, `{trace_id}` where the id goes."""
 
 
 def build(link: Link, config: Config) -> Starlette:
@@ -51,6 +53,17 @@ def build(link: Link, config: Config) -> Starlette:
         csrf = config.sessions.csrf(request.cookies.get(COOKIE, "")) if user else ""
         return HTMLResponse(pages.page(title, body, user.name if user else None, csrf), status,
                             headers=SECURITY_HEADERS)
+
+    def scope_of(request: Request) -> scope.Scope:
+        return scope.scope_of(user_of(request), config.open_read)
+
+    async def visible_show(request: Request, task_id: str) -> dict[str, Any]:
+        """task.show, when the task is of a tenant this user may see; else QueryError worded as the router
+        words an unknown task, so another tenant's task ids cannot be told from ids that do not exist."""
+        shown = await link.show(task_id)
+        if not scope_of(request).sees(shown.get("tenant")):
+            raise QueryError(scope.not_found(task_id))
+        return shown
 
     def must_log_in(request: Request) -> Response | None:
         if config.open_read or user_of(request):
@@ -70,8 +83,13 @@ def build(link: Link, config: Config) -> Starlette:
         if "since" in body:
             body["since"] = views.since_filter(body["since"], datetime.now(UTC))
         tasks, problem = [], ""
+        asks = scope.list_tenants(scope_of(request), filters["tenant"])
         try:
-            tasks = await link.tasks(body)
+            if asks is None:
+                tasks = await link.tasks(body)
+            elif asks:  # one ask per tenant this user may see, merged as one list would be
+                lists = await asyncio.gather(*(link.tasks({**body, "tenant": t, "limit": LIST_LIMIT}) for t in asks))
+                tasks = scope.merge_tasks(lists, LIST_LIMIT)
         except QueryError as exc:
             problem = f"cannot list tasks: {exc}"
         return html(request, "Tasks", pages.task_list(tasks, filters, problem))
@@ -81,7 +99,7 @@ def build(link: Link, config: Config) -> Starlette:
             return redirect
         task_id = request.path_params["task_id"]
         try:
-            shown, history = await asyncio.gather(link.show(task_id), link.history(task_id))
+            shown, history = await asyncio.gather(visible_show(request, task_id), link.history(task_id))
         except QueryError as exc:
             return html(request, "Task", pages.notice(str(exc), "error"), 404)
         ledger_problem, calls = "", []
@@ -101,7 +119,8 @@ def build(link: Link, config: Config) -> Starlette:
             pages.approvals(task_id, views.live_state(shown)["waiting"], user.name if user else None,
                             bool(user and user.role == "operator"), csrf),
             request.query_params.get("message", ""), ledger_problem,
-            pages.artifacts(task_id, artifacts.listed(history)))
+            pages.artifacts(task_id, artifacts.listed(history)),
+            pages.trace(views.trace_id(history), config.trace_url))
         return html(request, f"Task {task_id[:8]}", body)
 
     async def row_of(request: Request) -> tuple[artifacts.ArtifactRow, str] | Response:
@@ -111,7 +130,7 @@ def build(link: Link, config: Config) -> Starlette:
             return redirect
         task_id, wanted = request.path_params["task_id"], request.path_params["artifact"]
         try:
-            shown, history = await asyncio.gather(link.show(task_id), link.history(task_id))
+            shown, history = await asyncio.gather(visible_show(request, task_id), link.history(task_id))
         except QueryError as exc:
             return html(request, "Artifact", pages.notice(str(exc), "error"), 404)
         row = artifacts.find(artifacts.listed(history), wanted)
@@ -160,7 +179,7 @@ def build(link: Link, config: Config) -> Starlette:
             return PlainTextResponse("log in first", 401)
         task_id = request.path_params["task_id"]
         try:
-            shown = await link.show(task_id)
+            shown = await visible_show(request, task_id)
         except QueryError as exc:
             return HTMLResponse(pages.notice(str(exc), "error"), 404, headers=SECURITY_HEADERS)
         user = user_of(request)
@@ -174,6 +193,13 @@ def build(link: Link, config: Config) -> Starlette:
         if must_log_in(request) is not None:
             return PlainTextResponse("log in first", 401)
         task_id = request.path_params["task_id"]
+        gone = scope.not_found(task_id)
+        try:  # asked before the feed opens: no task, or one this user may not see, gets no feed at all
+            await visible_show(request, task_id)
+        except QueryError as exc:
+            if str(exc) == gone:
+                return PlainTextResponse(gone, 404)
+            # the router did not answer: the feed opens and keeps asking, as a feed whose router goes does
 
         async def stream() -> AsyncIterator[str]:
             wake = await link.watch(task_id)
@@ -182,9 +208,11 @@ def build(link: Link, config: Config) -> Starlette:
                 while not link.closing and not await request.is_disconnected():
                     wake.clear()
                     try:
-                        state = views.live_state(await link.show(task_id))
+                        state = views.live_state(await visible_show(request, task_id))
                     except QueryError as exc:
                         yield f"event: problem\ndata: {json.dumps(str(exc))}\n\n"
+                        if str(exc) == gone:  # no such task for this user, learnt once the router answers again
+                            return
                         state = None
                     if state is not None and state != last:
                         last = state
@@ -217,6 +245,12 @@ def build(link: Link, config: Config) -> Starlette:
         reason = str(form.get("reason", "")).strip()[:500]
         if decision not in ("approve", "reject"):
             return PlainTextResponse("decision must be 'approve' or 'reject'", 400)
+        try:  # before anything is published: another tenant's task is one that does not exist
+            await visible_show(request, task_id)
+        except QueryError as exc:
+            if str(exc) == scope.not_found(task_id):
+                return PlainTextResponse(str(exc), 404)
+            return RedirectResponse(f"/tasks/{_quote(task_id)}?message={_quote(str(exc))}", 303)  # why; no decision
         if decision == "reject" and not reason:
             message = "a rejection needs a reason: write it in the box next to Reject"
         else:
@@ -231,11 +265,16 @@ def build(link: Link, config: Config) -> Starlette:
         if (redirect := must_log_in(request)) is not None:
             return redirect
         problem, table = "", views.CostTable()
+        seen = scope_of(request).tenants
         try:
-            table = views.cost_table(await link.ledger())
+            if seen is None:
+                table = views.cost_table(await link.ledger())
+            else:  # each tenant's own line; the ledger keeps model and day sums over every tenant only
+                table = views.tenant_costs(await asyncio.gather(*(link.ledger(tenant=t) for t in sorted(seen))))
         except QueryError as exc:
             problem = f"the cost ledger cannot be read: {exc}"
-        return html(request, "Cost", pages.cost_page(table, pages.bars_svg(*views.day_bars(table.days)), problem))
+        chart = pages.bars_svg(*views.day_bars(table.days)) if seen is None else ""
+        return html(request, "Cost", pages.cost_page(table, chart, problem, every_tenant=seen is None))
 
     async def login_form(request: Request) -> Response:
         return html(request, "Log in", pages.login_page("", _local(request.query_params.get("next", "/"))))
@@ -273,6 +312,8 @@ def build(link: Link, config: Config) -> Starlette:
     ])
 
 
+LIST_LIMIT = 50
+"""Tasks a list shows when it is merged from several tenants' asks (telemetry's own default for one ask)."""
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled", "deduplicated")
 
 

@@ -153,7 +153,7 @@ def _approvals(task_id: str, waiting: list[str], user: str | None, can_decide: b
 
 def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events: list[EventRow],
               calls: list[LlmCall], tools: list[ToolCall], approvals_html: str, message: str,
-              ledger_problem: str, artifacts_html: str = "") -> str:
+              ledger_problem: str, artifacts_html: str = "", trace_html: str = "") -> str:
     task_id = str(shown.get("task_id", ""))
     statuses = {str(n["node"]): str(n["status"]) for n in shown.get("nodes", [])}
     usage = shown.get("usage") or {}
@@ -161,7 +161,7 @@ def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events:
             f'rev {e(str(shown.get("revision") or "")[:12])} · tenant {e(shown.get("tenant"))} · '
             f'<span id="task-status" class="status s-{e(shown.get("status"))}">{e(shown.get("status"))}</span>'
             f' · started {e(str(shown.get("started_at") or "")[:19])}'
-            f'{" · " + e(shown.get("reason")) if shown.get("reason") else ""}</p>{notice(message)}')
+            f'{" · " + e(shown.get("reason")) if shown.get("reason") else ""}</p>{trace_html}{notice(message)}')
     graph_html = graph_svg(graph, statuses) if graph else "<p>The task has not started: no graph yet.</p>"
     event_rows = "".join(f"<tr><td>{e(r.time)}</td><td>{e(r.type)}</td><td>{e(r.node)}</td><td>{e(r.summary)}</td>"
                          "</tr>" for r in events)
@@ -182,6 +182,22 @@ def task_page(shown: dict[str, Any], graph: Graph | None, timeline: str, events:
             f'{artifacts_html}'
             f'<section id="events"><h2>Events</h2><table><tr><th>time</th><th>type</th><th>node</th><th>details</th>'
             f'</tr>{event_rows}</table></section></div>')
+
+
+TRACE_ID = "{trace_id}"
+"""Where the trace id goes in AE_DASHBOARD_TRACE_URL."""
+
+
+def trace(trace_id: str | None, url_template: str | None) -> str:
+    """The task's trace id, and a link to it in the trace viewer AE_DASHBOARD_TRACE_URL names (its `{trace_id}`
+    replaced; nothing else of the template is interpreted)."""
+    if trace_id is None:
+        return '<p class="meta" id="trace">trace: none (not started yet, or tracing was off when it started)</p>'
+    link = ""
+    if url_template:
+        href = url_template.replace(TRACE_ID, trace_id)
+        link = f' · <a id="trace-link" href="{e(href)}" target="_blank" rel="noopener noreferrer">open the trace</a>'
+    return f'<p class="meta" id="trace">trace <code id="trace-id">{e(trace_id)}</code>{link}</p>'
 
 
 def artifact_link(task_id: str, artifact: str, download: bool = False) -> str:
@@ -233,13 +249,18 @@ def _figure(value: Any) -> str:
     return f"{value:.4f}" if value != int(value) else str(int(value))
 
 
-def cost_page(table: CostTable, chart: str, problem: str) -> str:
+def cost_page(table: CostTable, chart: str, problem: str, every_tenant: bool = True) -> str:
     def block(title: str, lines: list[tuple[str, int, Any]], ident: str) -> str:
         rows = "".join(f'<tr><td>{e(k)}</td><td class="num">{calls}</td><td class="num">{e(cost)}</td></tr>'
                        for k, calls, cost in lines)
         return (f'<section id="by-{ident}"><h2>{title}</h2><table><tr><th>{ident}</th><th>calls</th>'
                 f'<th>cost USD</th></tr>{rows}</table></section>')
 
+    if not every_tenant:  # the ledger sums models and days over every tenant: not for someone who sees some
+        return (f'<h1>Cost</h1>{notice(problem, "error")}<div class="cols">'
+                f'{block("By tenant", table.tenants, "tenant")}</div><p class="hint" id="cost-scope">Only the '
+                'tenants you may see. Cost by model and by day is summed over every tenant, so it is shown only '
+                'to those who may see every tenant.</p>')
     return (f'<h1>Cost</h1>{notice(problem, "error")}<section><h2>By day</h2>{chart}</section>'
             f'<div class="cols">{block("By tenant", table.tenants, "tenant")}{block("By model", table.models, "model")}'
             f'{block("By day", sorted(table.days, reverse=True), "day")}</div>')

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from agent_engine.runtime.tracing import parse_traceparent
+
 COL_W, ROW_H, BOX_W, BOX_H, PAD = 180, 70, 150, 40, 20
 """Graph layout in SVG units: one column per step from the start node, one row per node in a column."""
 
@@ -39,6 +41,19 @@ def manifest_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
         if event.get("type") == "task.started":
             manifest = event.get("data", {}).get("workflow_manifest")
             return manifest if isinstance(manifest, dict) else None
+    return None
+
+
+def trace_id(history: list[dict[str, Any]]) -> str | None:
+    """The task's trace id (32 hex digits): the one its task.started record's traceparent names, which the
+    task's own records carry too (router/traces.py); None before it started, or when it started untraced. Only
+    task.started: an input the router records for a client's request (an approval, a cancel) carries the
+    router's span for that request, the root of a trace of its own."""
+    for event in history:
+        if event.get("type") == "task.started":
+            value = event.get("traceparent")
+            context = parse_traceparent(value if isinstance(value, str) else None)
+            return f"{context.trace_id:032x}" if context is not None else None
     return None
 
 
@@ -204,6 +219,13 @@ def cost_table(summary: dict[str, Any]) -> CostTable:
         return sorted((k, int(v.get("calls", 0)), usd(v.get("cost_usd"))) for k, v in (lines or {}).items())
 
     return CostTable(rows(summary.get("tenants", {})), rows(summary.get("models", {})), rows(summary.get("days", {})))
+
+
+def tenant_costs(lines: list[dict[str, Any]]) -> CostTable:
+    """Cost by tenant alone, from the ledger's line of each tenant (`ledger` with a tenant): what a person who
+    may see only some tenants is shown, as the ledger's sums by model and day are over every tenant."""
+    rows = [(str(line.get("tenant", "")), int(line.get("calls", 0)), usd(line.get("cost_usd"))) for line in lines]
+    return CostTable(tenants=sorted(rows))
 
 
 @dataclass(frozen=True)
