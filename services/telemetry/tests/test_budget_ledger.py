@@ -4,7 +4,6 @@ folded from the router's budget records, once per event id; the PostgreSQL proje
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,13 +71,6 @@ def test_a_tenant_line_shows_reserved_and_spent_by_utc_day() -> None:
 def test_a_task_without_a_budget_has_no_budget_line() -> None:
     assert "budget" not in Ledger().query("t1")
 
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[PgLedger]:
-    ledger = PgLedger(postgres_url, f"ae_ledger_b{uuid.uuid4().hex[:8]}")
-    ledger.resume("AE_EVENTS created test", 0)
-    yield ledger
-    ledger.close()
 
 
 @pytest.mark.integration

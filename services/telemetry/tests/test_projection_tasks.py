@@ -3,8 +3,6 @@ forgotten tenant's rows go and do not come back when its events are read again."
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,13 +19,6 @@ from .test_taskindex import T0, event, lifecycle
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[PgLedger]:
-    ledger = PgLedger(postgres_url, f"ae_ledger_t{uuid.uuid4().hex[:8]}")
-    ledger.resume("AE_EVENTS created test", 0)
-    yield ledger
-    ledger.close()
 
 
 def messages(events: list[Envelope], first: int = 1) -> list[Message]:

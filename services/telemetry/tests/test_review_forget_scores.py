@@ -6,7 +6,6 @@ attempts (dropped), one row per task naming its workflow (`_task_workflows`, fro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,13 +36,6 @@ def test_in_memory_a_forgotten_tasks_workflow_is_dropped() -> None:
     ledger.forget("acme", None)
     assert not ledger.scores.attempts and not ledger.scores.workflows
 
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[PgLedger]:
-    ledger = PgLedger(postgres_url, f"ae_ledger_t{uuid.uuid4().hex[:8]}")
-    ledger.resume("AE_EVENTS created test", 0)
-    yield ledger
-    ledger.close()
 
 
 @pytest.mark.integration

@@ -5,9 +5,7 @@ forget, a rebuild, an upgrade from a version without the table and a drift put r
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -50,13 +48,6 @@ def test_a_terminal_event_republished_with_a_new_id_counts_the_task_once_in_memo
     assert ledger.task_counts()["succeeded"] == 1
     assert sum(ledger.task_counts().values()) == 1
 
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[PgLedger]:
-    ledger = PgLedger(postgres_url, f"ae_ledger_t{uuid.uuid4().hex[:8]}")
-    ledger.resume("AE_EVENTS created test", 0)
-    yield ledger
-    ledger.close()
 
 
 def counted_in_the_index(pg: PgLedger) -> dict[str, int]:
