@@ -308,10 +308,10 @@ class Router:
                 saved = batch.snapshot(event)
                 try:
                     await self._decide(event, batch, entries)
-                    if event.id in self.requests:  # a client's request: its span links the task's trace
+                    span = self.requests.pop(event.id, None)  # once: a batch retried one by one decides it again
+                    if span is not None:  # a client's request: its span links the trace of the task it is about
                         state = batch.states.get(event.task_id)
-                        trace = state.trace if state is not None else None
-                        tracing.link(self.requests[event.id], traces.request_link(event, trace))
+                        tracing.link(span, traces.request_link(event, state.trace if state is not None else None))
                 except Refused as exc:
                     log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, exc)
                     refused[event.id] = str(exc)[:1000]
