@@ -242,10 +242,65 @@ def test_a_fork_request_is_decided_in_the_routers_own_trace(traced: tuple[Any, P
                  and s["attributes"]["ae.event.type"] == "task.fork_requested"]
     assert request["service"] == "agent-engine-agentctl" and process["service"] == "agent-engine-router"
     assert process["parent_span_id"] is None and process["trace_id"] != request["trace_id"]
-    assert process["links"] == [{"trace_id": request["trace_id"], "span_id": request["span_id"]}]
+    assert process["links"][0] == {"trace_id": request["trace_id"], "span_id": request["span_id"]}
 
     records = json.loads(engine.agentctl("task", "history", fork, "--json").stdout)
     [record] = [r for r in records if r["type"] == "task.forked"]
     assert record["traceparent"] == f"00-{process['trace_id']}-{process['span_id']}-01"
     assert request["trace_id"] not in json.dumps(records)  # no record names the sender's trace
     assert "identical" in engine.agentctl("task", "replay", fork).stdout
+
+    # review of the trace change: the fork took the copied history's trace, so its invoke_workflow span had the
+    # source's span id in the source's trace. Now it is in the fork's own trace, under the router's span for the
+    # request, with an id no other span has, linking the source's; the request's span links the source's too
+    source_span, _ = _task_spans(trace_file, source)
+    fork_span, spans = _task_spans(trace_file, fork)
+    [process] = [s for s in spans if s["kind"] == "consumer" and s["attributes"].get("ae.task.id") == fork
+                 and s["attributes"]["ae.event.type"] == "task.fork_requested"]
+    source_link = {"trace_id": source_span["trace_id"], "span_id": source_span["span_id"]}
+    assert process["links"] == [{"trace_id": request["trace_id"], "span_id": request["span_id"]}, source_link]
+    assert [s for s in spans if s["span_id"] == fork_span["span_id"]] == [fork_span]
+    assert (fork_span["trace_id"], fork_span["parent_span_id"]) == (process["trace_id"], process["span_id"])
+    assert fork_span["links"] == [source_link]
+    # and what the engine did for the fork (the router's publishes, the runners' work) is in the fork's trace
+    of_fork = [s for s in spans if s["attributes"].get("ae.task.id") == fork and s["service"] != "agent-engine-agentctl"]
+    assert {s["trace_id"] for s in of_fork} == {fork_span["trace_id"]}
+    fork_trace = {s["span_id"]: s for s in spans if s["trace_id"] == fork_span["trace_id"]}
+    [tool] = [s for s in fork_trace.values() if s["name"] == "execute_tool brief_stats"]  # the tool node runs again
+    assert fork_span in _ancestors(tool, fork_trace)
+
+
+APPROVAL = Path(__file__).resolve().parent / "workflows" / "approval"
+
+
+def test_an_approval_links_the_trace_of_the_task_it_decides(traced: tuple[Any, Path], tenant: str) -> None:
+    """Review of the trace change: an approval (like a cancel) is decided in a trace of its own, which linked only
+    its sender's; the task is in another trace. Now the router's span for the decision links the task's
+    invoke_workflow span too, so a viewer goes from the approval to the task."""
+    engine, trace_file = traced
+    assert engine.agentctl("workflow", "push", str(APPROVAL), "--tenant", tenant).returncode == 0
+    submitted = engine.agentctl("submit", "approval", "--tenant", tenant, "--input", '{"folder": "examples"}')
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    engine.wait_for_status(task_id, "waiting")
+    approved = engine.agentctl("--credential", engine.credential(tenant, "alice"), "approve", task_id, "listing")
+    assert approved.returncode == 0, approved.stderr
+    engine.wait_for_status(task_id, "succeeded")
+
+    def decided(spans: list[dict[str, Any]]) -> bool:
+        mine = [s for s in spans if s["attributes"].get("ae.task.id") == task_id]
+        return (any(s["name"] == "invoke_workflow approval" for s in mine)
+                and any(s["kind"] == "consumer" and s["attributes"]["ae.event.type"] == "node.approval_decided"
+                        for s in mine))
+
+    spans = _wait_for(trace_file, decided, f"the invoke_workflow span and the approval's span of task {task_id}")
+    [workflow] = [s for s in spans if s["name"] == "invoke_workflow approval"
+                  and s["attributes"]["ae.task.id"] == task_id]
+    [sent] = [s for s in spans if s["kind"] == "producer" and s["attributes"].get("ae.task.id") == task_id
+              and s["attributes"]["ae.event.type"] == "node.approval_decided"]
+    [decision] = [s for s in spans if s["kind"] == "consumer" and s["attributes"].get("ae.task.id") == task_id
+                  and s["attributes"]["ae.event.type"] == "node.approval_decided"]
+    assert decision["service"] == "agent-engine-router" and decision["parent_span_id"] is None
+    assert decision["trace_id"] not in (workflow["trace_id"], sent["trace_id"])
+    assert decision["links"] == [{"trace_id": sent["trace_id"], "span_id": sent["span_id"]},
+                                 {"trace_id": workflow["trace_id"], "span_id": workflow["span_id"]}]

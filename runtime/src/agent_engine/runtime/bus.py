@@ -266,16 +266,17 @@ class Bus:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def publish(self, envelope: Envelope) -> None:
+    async def publish(self, envelope: Envelope, *, under: str | None = None) -> None:
         """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream. With
-        tracing on, in a `publish` span whose context goes in the traceparent header (runtime/tracing.py). What the
-        stream stores for the first time is counted (metrics.published); a duplicate it drops is not."""
+        tracing on, in a `publish` span whose context goes in the traceparent header (runtime/tracing.py; `under`:
+        another parent than the envelope's own, `tracing.publishing`). What the stream stores for the first
+        time is counted (metrics.published); a duplicate it drops is not."""
         subject = subject_for(envelope)
         headers = {MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id}
         if not tracing.ENABLED:
             ack = await self.js.publish(subject, envelope.to_bytes(), headers=headers)
         else:
-            with tracing.publishing(envelope, subject) as (envelope, trace_headers):
+            with tracing.publishing(envelope, subject, under=under) as (envelope, trace_headers):
                 ack = await self.js.publish(subject, envelope.to_bytes(), headers={**headers, **trace_headers})
         if not ack.duplicate:
             metrics.published(envelope.type, envelope.tenant, envelope.data)

@@ -213,15 +213,18 @@ def _messaging(subject: str, envelope: Envelope | None, operation: str) -> dict[
 
 
 @contextlib.contextmanager
-def publishing(envelope: Envelope, subject: str, *, root: bool = False) -> Iterator[tuple[Envelope, dict[str, str]]]:
+def publishing(envelope: Envelope, subject: str, *, root: bool = False,
+               under: str | None = None) -> Iterator[tuple[Envelope, dict[str, str]]]:
     """Around one publish: a `publish` span (kind producer) under the envelope's own trace context, else under
     the current span. Yields the envelope to send (stamped with the current context when it carried none, so
     the event records where it was written) and the trace headers to add. Without a parent: no span, unless
-    `root` (a client's request, which starts the task's trace: the envelope then records the publish span)."""
+    `root` (a client's request, which starts the task's trace: the envelope then records the publish span).
+    `under`: a context to publish under instead of the envelope's own, which is sent unchanged (a fork's
+    stored records name the source task's span; the router publishes them in the fork's own trace)."""
     if not ENABLED:
         yield envelope, {}
         return
-    parent = context_of(envelope.traceparent, envelope.tracestate)
+    parent = context_of(under) if under else context_of(envelope.traceparent, envelope.tracestate)
     stamp = current_traceparent() if parent is None else None
     if parent is None and stamp is None and not root:
         yield envelope, {}
@@ -334,6 +337,14 @@ def operation(name: str, attributes: Mapping[str, Any], kind: SpanKind = SpanKin
             raise
 
 
+def link(span: Span | None, traceparent: str | None) -> None:
+    """Add a link to the span `traceparent` names (nothing when either is missing): the router's span for a
+    client's request links the task it is about, known only once the task's state is read."""
+    found = parse_traceparent(traceparent)
+    if span is not None and found is not None:
+        span.add_link(found)
+
+
 def fail(span: Span | None, error_type: str) -> None:
     if span is not None:
         span.set_attribute("error.type", error_type)
@@ -341,16 +352,18 @@ def fail(span: Span | None, error_type: str) -> None:
 
 
 def export_span(name: str, *, traceparent: str, span_id: int, start_ns: int, end_ns: int,
-                attributes: Mapping[str, Any], error: str | None = None) -> None:
+                attributes: Mapping[str, Any], error: str | None = None, links: tuple[str, ...] = ()) -> None:
     """Emit a span that began in another process or earlier (the task's `invoke_workflow`): its parent is the
-    span `traceparent` names, its id `span_id` (fixed when the task started), its times the recorded ones."""
+    span `traceparent` names, its id `span_id` (fixed when the task started), its times the recorded ones;
+    `links`: the traceparents of spans it links (a fork's links its source task's)."""
     parent = context_of(traceparent)
     if not ENABLED or parent is None:
         return
+    linked = [Link(found) for found in map(parse_traceparent, links) if found is not None]
     token = _ids.next_span.set(span_id)
     try:
         span = tracer().start_span(name, context=parent, kind=SpanKind.INTERNAL, attributes=dict(attributes),
-                                   start_time=start_ns)
+                                   start_time=start_ns, links=linked)
     finally:
         _ids.next_span.reset(token)
     if error is not None:

@@ -28,7 +28,7 @@ from agent_engine.contracts.events import (
 from agent_engine.router.budgets import evolve_ledger
 from agent_engine.router.records import INPUT_RECORD
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
-from agent_engine.router.traces import started_trace
+from agent_engine.router.traces import forked_trace, started_trace
 
 Fold = Callable[[TaskState, Envelope], TaskState]
 
@@ -148,7 +148,7 @@ def _fold_forked(state: TaskState, event: Envelope) -> TaskState:
                             + (" (live)" if forked.live else ""))
     return with_(copied, task_id=event.task_id, correlation_id=event.correlation_id, lineage=lineage,
                  recorded=forked.recorded, applied=copied.applied | state.applied, version=state.version,
-                 started_at=event.time, finished_at=None)
+                 started_at=event.time, finished_at=None, trace=forked_trace(copied.trace, event))
 
 
 # --- nodes ------------------------------------------------------------------------------------

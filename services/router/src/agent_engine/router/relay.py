@@ -32,10 +32,13 @@ PAGE = 256
 
 class Relay:
     def __init__(self, bus: Bus, store: TaskStore, name: str = NAME,
-                 observe: Callable[[Envelope], None] | None = None) -> None:
+                 observe: Callable[[Envelope], None] | None = None,
+                 under: Callable[[Envelope], str | None] | None = None) -> None:
         self.bus = bus
         self.store = store
         self.name = name
+        self.under = under
+        """The trace context to publish a record under when not its own (a fork's: traces.ForkTraces)."""
         self.observe = observe
         """Told of every record read back from the log, including other routers' (their dispatches'
         deadlines then live here too, so a router that dies does not take them with it)."""
@@ -158,9 +161,13 @@ class Relay:
             expected += 1
         return page
 
+    async def _publish_one(self, record: Envelope) -> None:
+        under = self.under(record) if self.under is not None else None
+        await (self.bus.publish(record, under=under) if under else self.bus.publish(record))
+
     async def _publish(self, records: list[Envelope]) -> None:
         """Publish a page; a record too large for the bus is dead-lettered as a stub, never retried forever."""
-        results = await asyncio.gather(*(self.bus.publish(r) for r in records), return_exceptions=True)
+        results = await asyncio.gather(*(self._publish_one(r) for r in records), return_exceptions=True)
         for record, outcome in zip(records, results, strict=True):
             if isinstance(outcome, MaxPayloadError):
                 stub = {"id": record.id, "type": record.type, "task_id": record.task_id, "tenant": record.tenant,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
@@ -21,7 +21,7 @@ from agent_engine.contracts import pricing
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable
-from agent_engine.contracts.subjects import ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
+from agent_engine.contracts.subjects import COMMAND_SENDERS, ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
 from agent_engine.router import audit, erasure, queries, traces
 from agent_engine.router.admission import TENANT_KEY, Limits
 from agent_engine.router.batch import Batch
@@ -50,6 +50,9 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import Refused, describe, read_all, refuse, settle
 from agent_engine.runtime.queries import answer_query
 from agent_engine.runtime.settings import Settings
+
+if TYPE_CHECKING:  # the SDK comes with agent-engine-runtime; the router names its span type only
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("router")
 MANIFESTS_CACHED = 256
@@ -82,7 +85,10 @@ class Router:
         self.progress = Progress()
         self.lock = asyncio.Lock()
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
-        self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe)
+        self.forks = traces.ForkTraces()
+        self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe, under=self.forks.under)
+        self.requests: dict[str, Span] = {}
+        """The spans of the clients' requests being decided, by event id: linked to their task once decided."""
         self.buckets = ArtifactBuckets(ArtifactStore(bus.js))
         self.ownership = Ownership(settings.postgres_url)
         self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s,
@@ -193,9 +199,13 @@ class Router:
                   for msg, env in await read_all(self.bus, msgs)]
         readable = [(msg, env) for msg, _, env in opened]
         spans = [span for _, span, _ in opened]
+        requests = {env.id: span for _, span, env in opened if span is not None and env.type in COMMAND_SENDERS}
+        self.requests.update(requests)
         try:
             await self._handle_inputs(readable)
         finally:
+            for event_id in requests:
+                self.requests.pop(event_id, None)
             for span in spans:
                 if span is not None:
                     span.end()
@@ -298,6 +308,10 @@ class Router:
                 saved = batch.snapshot(event)
                 try:
                     await self._decide(event, batch, entries)
+                    span = self.requests.pop(event.id, None)  # once: a batch retried one by one decides it again
+                    if span is not None:  # a client's request: its span links the trace of the task it is about
+                        state = batch.states.get(event.task_id)
+                        tracing.link(span, traces.request_link(event, state.trace if state is not None else None))
                 except Refused as exc:
                     log.warning("refused input %s (%s) of task %s: %s", event.id, event.type, event.task_id, exc)
                     refused[event.id] = str(exc)[:1000]
@@ -316,6 +330,9 @@ class Router:
             self.days.forget()
             self.relay.resync()
             raise
+        if tracing.ENABLED:  # before the relay may publish them: a fork's records go out in its own trace
+            for key in chunk:
+                self.forks.committed(key, batch.states[key].trace if key in batch.states else None)
         self.relay.offer(committed)
         for key, (_, records) in chunk.items():
             if is_day_key(key):

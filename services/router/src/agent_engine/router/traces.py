@@ -15,17 +15,25 @@ boundary: the sender's `traceparent` is replaced, before the input is decided, b
 router's own span for it, the root of a new trace whose ids follow from the request (`received`). So the
 records a request leads to (a fork's task.forked) name the engine's span, never the sender's, and the
 input the router records (and a replay decides again) carries that context. AE_TRACE_TRUST_INGRESS=true
-keeps the sender's.
+keeps the sender's. Once the request is decided its span also links the task it is about (`request_link`):
+the task's `invoke_workflow` span, in the task's own trace, so a viewer goes from an approval to its task.
+
+A fork's records name the span its copied history names (the source task's `invoke_workflow`): stored
+forks replay byte for byte, so that stays. Its spans are emitted in a trace of its own instead
+(`TaskTrace.own`, from the task.forked record, which names the router's span for the fork request): its
+`invoke_workflow` span there, with an id of its own and a link to the source's, and the router publishes
+the fork's records under it (`published_under`), so what the runners do for the fork follows into its trace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import COMMAND_SENDERS
+from agent_engine.router.lru import Lru
 from agent_engine.runtime import tracing
 
 if TYPE_CHECKING:  # the SDK comes with agent-engine-runtime; the router names its span type only
@@ -42,6 +50,9 @@ class TaskTrace:
     span_id: int
     """The task's `invoke_workflow` span: every later record of the task names it as parent."""
     sampled: bool = True
+    own: TaskTrace | None = None
+    """A fork's own trace, where its spans are emitted (`forked_trace`); the rest of this is the copied history's,
+    which its records name. None for any other task."""
 
     @property
     def traceparent(self) -> str:
@@ -51,6 +62,11 @@ class TaskTrace:
     @property
     def parent(self) -> str:
         return tracing.format_traceparent(self.trace_id, self.parent_span_id, self.sampled)
+
+    @property
+    def emitted(self) -> TaskTrace:
+        """The trace the task's own spans are in: a fork's own, else the one its records name."""
+        return self.own or self
 
 
 def started_trace(started: Envelope) -> TaskTrace | None:
@@ -63,14 +79,47 @@ def started_trace(started: Envelope) -> TaskTrace | None:
                      parent.trace_flags.sampled)
 
 
+def forked_trace(copied: TaskTrace | None, forked: Envelope) -> TaskTrace | None:
+    """A fork's trace: the copied history's (what the fork's records go on naming, as they always have) with the
+    fork's own (`TaskTrace.own`): under the span the task.forked record names (the router's span for the fork
+    request), its `invoke_workflow` span id derived from that record's id as a started task's is from its
+    task.started. Without either (an untraced source, or a router with tracing off) nothing changes."""
+    parent = tracing.parse_traceparent(forked.traceparent)
+    if copied is None or parent is None:
+        return copied
+    own = TaskTrace(parent.trace_id, parent.span_id, tracing.derive_span_id("invoke_workflow", forked.id),
+                    parent.trace_flags.sampled)
+    return replace(copied, own=own)
+
+
 def emit_workflow_span(trace: TaskTrace, *, workflow: str, task_id: str, tenant: str, status: str,
                        started_ns: int, finished_ns: int) -> None:
-    """The task's `invoke_workflow {workflow}` span, from its recorded start to its recorded end."""
+    """The task's `invoke_workflow {workflow}` span, from its recorded start to its recorded end; a fork's in its
+    own trace, linking the source task's."""
     attributes = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": workflow,
                   "ae.task.id": task_id, "ae.tenant": tenant, "ae.task.status": status}
-    tracing.export_span(f"invoke_workflow {workflow}", traceparent=trace.parent, span_id=trace.span_id,
+    emitted = trace.emitted
+    tracing.export_span(f"invoke_workflow {workflow}", traceparent=emitted.parent, span_id=emitted.span_id,
                         start_ns=started_ns, end_ns=finished_ns, attributes=attributes,
-                        error=None if status == "succeeded" else f"task_{status}")
+                        error=None if status == "succeeded" else f"task_{status}",
+                        links=(trace.traceparent,) if trace.own is not None else ())
+
+
+def published_under(record: Envelope, trace: TaskTrace | None) -> str | None:
+    """The context to publish a record under when it is not the record's own: a fork's record naming the copied
+    history's span is published in the fork's own trace. None: the record's own."""
+    if trace is None or trace.own is None or record.traceparent != trace.traceparent:
+        return None
+    return trace.own.traceparent
+
+
+def request_link(request: Envelope, trace: TaskTrace | None) -> str | None:
+    """The span the router's span for a client's request links, once the request is decided: the `invoke_workflow`
+    span of the task it is about (a fork's own). A fork request links the source's, which the new fork's
+    copied trace names. None for other inputs, and for a task without a trace."""
+    if request.type not in COMMAND_SENDERS or trace is None:
+        return None
+    return trace.traceparent if request.type == "task.fork_requested" else trace.emitted.traceparent
 
 
 def ingress_traceparent(request: Envelope, *, traced: bool, trusted: bool) -> str | None:
@@ -98,3 +147,23 @@ def received(headers: Mapping[str, str] | None, envelope: Envelope, subject: str
     if (envelope.traceparent, envelope.tracestate) != (traceparent, None):
         envelope = envelope.model_copy(update={"traceparent": traceparent, "tracestate": None})
     return span, envelope
+
+
+FORKS_KEPT = 10_000
+
+
+class ForkTraces:
+    """The traces of the forks this router committed records of, for its relay to publish them under
+    (`published_under`); the task cache drops a task that ended, whose last records are still to publish.
+    A copy published by another router, or after this one forgot the fork, goes out under the record's own
+    context (JetStream keeps the first copy of each record)."""
+
+    def __init__(self, limit: int = FORKS_KEPT) -> None:
+        self.traces: Lru[str, TaskTrace] = Lru(limit)
+
+    def committed(self, task_id: str, trace: TaskTrace | None) -> None:
+        if trace is not None and trace.own is not None:
+            self.traces[task_id] = trace
+
+    def under(self, record: Envelope) -> str | None:
+        return published_under(record, self.traces.get(record.task_id))
