@@ -23,6 +23,8 @@ def test_the_trace_id_is_the_one_task_started_carries() -> None:
     assert trace_id([{"type": "task.started"}, history[2]]) is None  # started with tracing off
     assert trace_id([{"type": "task.started", "traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}]) is None
     assert trace_id([{"type": "task.started", "traceparent": ["not", "text"]}]) is None
+    forked = [{"type": "task.forked", "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}, history[2]]
+    assert trace_id(forked) == TRACE, "a fork has no task.started: its own trace is the one task.forked names"
 
 
 def test_the_page_shows_the_id_and_links_it_when_a_viewer_is_set() -> None:

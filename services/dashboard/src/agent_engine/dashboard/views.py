@@ -46,11 +46,12 @@ def manifest_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def trace_id(history: list[dict[str, Any]]) -> str | None:
     """The task's trace id (32 hex digits): the one its task.started record's traceparent names, which the
-    task's own records carry too (router/traces.py); None before it started, or when it started untraced. Only
-    task.started: an input the router records for a client's request (an approval, a cancel) carries the
-    router's span for that request, the root of a trace of its own."""
+    task's own records carry too (router/traces.py), or for a fork (which has no task.started) its task.forked
+    record's: the fork's own trace, under the router's span for the fork request. None before it started, or
+    when it started untraced. Only those two: an input the router records for a client's request (an approval,
+    a cancel) carries the router's span for that request, the root of a trace of its own."""
     for event in history:
-        if event.get("type") == "task.started":
+        if event.get("type") in ("task.started", "task.forked"):
             value = event.get("traceparent")
             context = parse_traceparent(value if isinstance(value, str) else None)
             return f"{context.trace_id:032x}" if context is not None else None
