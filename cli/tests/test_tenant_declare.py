@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_engine.cli.client import DEFAULT_TENANT
 from agent_engine.cli.main import main
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, KEYRING_ENV, Keyring
 
@@ -21,6 +22,11 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def test_agentctls_default_tenant_is_served_without_a_declaration(root: Path) -> None:
+    assert Keyring(root).tenants() == [DEFAULT_TENANT]
+    assert f"$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_{DEFAULT_TENANT}" in (root / "auth.conf").read_text()
+
+
 def test_declare_opens_the_tenants_bucket_in_auth_conf_once(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "OBJ_ae_artifacts_acme" not in (root / "auth.conf").read_text()
     capsys.readouterr()
@@ -28,7 +34,7 @@ def test_declare_opens_the_tenants_bucket_in_auth_conf_once(root: Path, capsys: 
     out = capsys.readouterr().out
     assert "tenant 'acme' is served" in out and "none was reloaded" in out
     assert "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme" in (root / "auth.conf").read_text()
-    assert Keyring(root).tenants() == ["acme"]
+    assert Keyring(root).tenants() == ["acme", DEFAULT_TENANT]
     assert main(["tenant", "declare", "acme"]) == 0
     assert "was declared already" in capsys.readouterr().out
 
@@ -40,4 +46,4 @@ def test_declare_refuses_a_bad_name_and_a_tenant_credential(root: Path, monkeypa
     monkeypatch.setenv(CREDENTIAL_ENV, str(Keyring(root).issue("acme", "root", "admin")))
     assert main(["tenant", "declare", "beta"]) == 1
     assert "may not declare a tenant" in capsys.readouterr().err
-    assert Keyring(root).tenants() == ["acme"]  # acme by its credential; beta not declared
+    assert Keyring(root).tenants() == ["acme", DEFAULT_TENANT]  # acme by its credential; beta not declared

@@ -193,15 +193,15 @@ def test_each_service_reads_exactly_the_streams_it_needs() -> None:
 
 def test_the_keyring_serves_the_tenants_it_declares_or_issued_credentials_to(tmp_path: Path) -> None:
     ring = Keyring(tmp_path / "keys").ensure_platform()
-    assert ring.tenants() == []
+    assert ring.tenants() == ["default"]  # agentctl's tenant when none is named
     assert ring.declare("acme") is True and ring.declare("acme") is False
     ring.issue("beta", "billing", "viewer")
-    assert ring.tenants() == ["acme", "beta"]
+    assert ring.tenants() == ["acme", "beta", "default"]
     conf = ring.authorization().render()
     for tenant in ("acme", "beta"):
         assert f"$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_{tenant}" in conf
     ring.revoke("beta")
-    assert ring.tenants() == ["acme"]  # a declaration stays; a tenant with only credentials goes with them
+    assert ring.tenants() == ["acme", "default"]  # a declaration stays; a tenant with only credentials goes
     with pytest.raises(KeyringError, match="tenant 'a.b' is not valid"):
         ring.declare("a.b")
 

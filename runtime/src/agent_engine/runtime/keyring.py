@@ -37,6 +37,9 @@ SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry", 
 CREDENTIAL_ENV = "AE_NATS_CREDENTIAL"
 """The credential file a process connects with (each service gets its own from the stack)."""
 KEYRING_ENV = "AE_CREDENTIALS_DIR"
+ALWAYS_SERVED = "default"
+"""The tenant agentctl acts for when none is named (cli/client.py DEFAULT_TENANT): served without a declaration,
+so `agentctl submit` and `run` store large outputs on a fresh keyring."""
 
 
 class KeyringError(Exception):
@@ -167,7 +170,7 @@ class Keyring:
         """The tenants the engine serves: each one with a credential, and each declared without one. Their
         artifact buckets are what the services may read and write (runtime/auth.py names each: NATS cannot
         match a prefix of a stream name, and `*` would be every stream)."""
-        return sorted({*self._declared(), *(e["tenant"] for e in self.registry())})
+        return sorted({ALWAYS_SERVED, *self._declared(), *(e["tenant"] for e in self.registry())})
 
     def declare(self, tenant: str) -> bool:
         """Serve `tenant` (open its artifact bucket to the services) without issuing it a credential: for a
