@@ -30,7 +30,8 @@ TENANT_GROUP: list[argparse.ArgumentParser] = []
 
 
 def register(sub: Subparsers) -> None:
-    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials; forget a tenant's data",
+    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials; declare a tenant; "
+                           "forget its data",
                            description="Tenant credentials: what another system (or a person) connects with. "
                            f"Roles: {', '.join(ROLES)}; each may do what the one before may, and more.")
     TENANT_GROUP.append(group)
