@@ -52,6 +52,7 @@ async def _bucket(engine: Any, tenant: str) -> tuple[int, bytes]:
 
 def test_a_1_mib_tool_output_goes_on_by_reference_and_comes_back_exact(engine: Any, tenant: str,
                                                                         tmp_path: Path) -> None:
+    assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
     name = f"log-{uuid.uuid4().hex[:8]}.txt"
     content = b"".join(f"line-{i:07d} the engine recorded one more step\n".encode() for i in range(22_000))
@@ -105,6 +106,7 @@ def test_a_1_mib_tool_output_goes_on_by_reference_and_comes_back_exact(engine: A
 
 
 def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(engine: Any, tenant: str) -> None:
+    assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts-checked", "--tenant", tenant).returncode == 0
     name = f"customer-{uuid.uuid4().hex[:8]}.txt"
     filler = b"".join(f"note {i:06d}: the customer called about the invoice\n".encode() for i in range(6_000))
@@ -140,6 +142,7 @@ def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(en
 
 
 def test_a_file_a_tool_writes_to_the_workspace_is_stored_as_an_artifact(engine: Any, tenant: str) -> None:
+    assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts-files", "--tenant", tenant).returncode == 0
     name = f"notes/{uuid.uuid4().hex[:8]}.md"
     (engine.workspace / "notes").mkdir(exist_ok=True)
@@ -156,3 +159,17 @@ def test_a_file_a_tool_writes_to_the_workspace_is_stored_as_an_artifact(engine: 
     got = engine.agentctl("artifact", "get", listed[0]["artifact"], "--tenant", tenant)
     assert got.returncode == 0 and got.stdout == "# Notes\nthe engine wrote this\n"
     assert _output(_events(engine, task_id), "note") == {"path": name, "bytes_written": 22, "size": 30}
+
+
+def test_a_tenant_no_one_declared_gets_a_clear_error_for_a_large_output(engine: Any, tenant: str) -> None:
+    """The services may use only the buckets of served tenants (runtime/auth.py): a tenant with no credential
+    and no declaration runs its tasks, but a large output cannot be stored, and the node says how to fix it."""
+    assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
+    name = f"log-{uuid.uuid4().hex[:8]}.txt"
+    (engine.workspace / name).write_bytes(b"one more step\n" * 10_000)  # over the 64 KiB threshold
+    sub = engine.agentctl("submit", "artifacts", "--tenant", tenant, "--input", json.dumps({"file": name}))
+    assert sub.returncode == 0, sub.stderr
+    task_id = sub.stdout.strip()
+    engine.wait_for_status(task_id, "failed")
+    failures = json.dumps([e["data"] for e in _events(engine, task_id) if e["type"] in ("node.errored", "node.failed")])
+    assert f"tenant '{tenant}'" in failures and f"agentctl tenant declare {tenant}" in failures, failures

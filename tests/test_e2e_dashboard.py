@@ -230,6 +230,7 @@ def test_a_tasks_large_output_is_listed_on_its_page_shown_and_downloaded_exact(
     """A tool reads a 1 MiB file (stored as an artifact, tests/test_e2e_artifacts.py): the task page lists it,
     its page shows the start of it as text (markup in it escaped), and the download is its exact bytes. Only
     a logged-in person gets it, and only through a task whose events refer to it."""
+    assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
     name = f"log-{uuid.uuid4().hex[:8]}.txt"
     content = b"".join(f"line-{i:07d} <b>the engine</b> recorded one more step\n".encode() for i in range(22_000))

@@ -37,7 +37,8 @@ from agent_engine.runtime.auth import Rights, public_key, service_rights, tenant
 from agent_engine.runtime.keyring import Keyring, KeyringError
 from agent_engine.runtime.queries import reply_allowed
 
-SERVICES = service_rights(EVENT_TYPES)
+SERVICES = service_rights(EVENT_TYPES, ["acme", "beta"])
+"""With two tenants served: each service's artifact rights name their buckets."""
 
 
 def matches(pattern: str, subject: str) -> bool:
@@ -52,8 +53,7 @@ def matches(pattern: str, subject: str) -> bool:
 
 
 def may_publish(rights: Rights, subject: str) -> bool:
-    return any(matches(p, subject) for p in rights.publish) and not any(matches(p, subject)
-                                                                        for p in rights.deny_publish)
+    return any(matches(p, subject) for p in rights.publish)
 
 
 def may_subscribe(rights: Rights, subject: str) -> bool:
@@ -152,6 +152,58 @@ def test_a_dispatch_subject_is_the_routers_to_publish() -> None:
     dispatch = dispatch.model_copy(update={"type": "node.dispatched", "data": {"kind": "tool"}})
     assert may_publish(SERVICES["router"], subject_for(dispatch))
     assert not may_publish(SERVICES["tool-runner"], subject_for(dispatch))
+
+
+def test_every_stream_a_service_reads_or_changes_is_named_never_matched_by_wildcard() -> None:
+    """An allow-list: no service's right on a stream's messages, info or purge has `*` for the stream (that
+    is every stream, one made tomorrow too), and no credential's rights carry a deny. Only the router looks
+    up and creates streams by `*`: it makes each tenant's bucket (router/buckets.py)."""
+    ops = ("STREAM.MSG.GET", "DIRECT.GET", "STREAM.INFO", "STREAM.PURGE", "STREAM.MSG.DELETE", "STREAM.CREATE",
+           "STREAM.UPDATE", "STREAM.DELETE")
+    for service, rights in SERVICES.items():
+        wild = sorted(p for p in rights.publish for op in ops if p.startswith(f"$JS.API.{op}.*"))
+        expected = ["$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*"] if service == "router" else []
+        assert wild == expected, service
+        assert not may_publish(rights, "$JS.API.STREAM.MSG.GET.NEW_STREAM"), service
+        assert "deny" not in json.dumps(rights.as_conf()), service
+    for role in ROLES:
+        assert "deny" not in json.dumps(tenant_rights("acme", "bob", role).as_conf())
+
+
+def test_each_service_reads_exactly_the_streams_it_needs() -> None:
+    """Message get (and direct get), by stream: the KV buckets each reads through the KV API, the served
+    tenants' artifact buckets for those that store or show artifacts; never the event, dead-letter or audit
+    stream, which are read through consumers."""
+    artifacts = {"OBJ_ae_artifacts_acme", "OBJ_ae_artifacts_beta"}
+    expected = {
+        "guardrails": {"KV_ae_rate_limits", "KV_ae_workflows"} | artifacts,  # its limits; input schemas
+        "router": {"KV_ae_workflows", "KV_ae_mcp_tools"},  # workflows; the MCP catalogue
+        "agent-runner": artifacts,  # upstream outputs in its prompts
+        "tool-runner": {"KV_ae_tool_calls", "KV_ae_mcp_tools"} | artifacts,  # its calls; its catalogue
+        "telemetry": set(),  # the event stream, through its consumer
+        "authority": set(),
+        "dashboard": artifacts,  # what a task page shows
+    }
+    for service, rights in SERVICES.items():
+        read = {p.split(".")[5] for p in rights.publish if p.startswith("$JS.API.STREAM.MSG.GET.")}
+        assert read == expected[service], service
+        direct = {p.split(".")[4] for p in rights.publish if p.startswith("$JS.API.DIRECT.GET.")}
+        assert direct <= read, service
+
+
+def test_the_keyring_serves_the_tenants_it_declares_or_issued_credentials_to(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "keys").ensure_platform()
+    assert ring.tenants() == ["default"]  # agentctl's tenant when none is named
+    assert ring.declare("acme") is True and ring.declare("acme") is False
+    ring.issue("beta", "billing", "viewer")
+    assert ring.tenants() == ["acme", "beta", "default"]
+    conf = ring.authorization().render()
+    for tenant in ("acme", "beta"):
+        assert f"$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_{tenant}" in conf
+    ring.revoke("beta")
+    assert ring.tenants() == ["acme", "default"]  # a declaration stays; a tenant with only credentials goes
+    with pytest.raises(KeyringError, match="tenant 'a.b' is not valid"):
+        ring.declare("a.b")
 
 
 def test_the_keyring_issues_renders_and_revokes(tmp_path: Path) -> None:
@@ -255,6 +307,10 @@ def test_a_tenant_reads_only_its_own_artifact_bucket_and_never_writes_one() -> N
     assert [s for s in SERVICES if may_publish(SERVICES[s], "$JS.API.STREAM.PURGE.OBJ_ae_artifacts_acme")] == [
         "guardrails"]
     assert not may_publish(SERVICES["router"], "$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_acme")  # never fetches
+    for service in ("agent-runner", "tool-runner", "guardrails", "dashboard"):  # a tenant not served: nothing
+        for subject in ("$JS.API.STREAM.MSG.GET.OBJ_ae_artifacts_gamma", "$JS.API.STREAM.INFO.OBJ_ae_artifacts_gamma",
+                        "$O.ae_artifacts_gamma.C.nuid1", "$JS.API.STREAM.PURGE.OBJ_ae_artifacts_gamma"):
+            assert not may_publish(SERVICES[service], subject), (service, subject)
 
 
 def test_the_dashboard_decides_under_its_operators_names_only_on_the_bare_subject() -> None:

@@ -1,6 +1,6 @@
-"""The dashboard's credential against a real nats-server with authorization on: it reads any tenant's
+"""The dashboard's credential against a real nats-server with authorization on: it reads any served tenant's
 artifact (it shows every tenant's tasks), exactly, through the Link the pages use, and the server refuses it
-a message get on the engine's own streams (the right is `STREAM.MSG.GET.*` with those denied by name)."""
+a message get on the engine's own streams (its rights name each served tenant's bucket and no other stream)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta, StorageType
 from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -52,6 +53,16 @@ MAX_BYTES_ENV = "AE_ARTIFACT_MAX_BYTES"
 
 class ArtifactError(Exception):
     """An artifact that cannot be stored or read (too large, missing, damaged); the message says which."""
+
+
+def _unanswered(tenant: str) -> ArtifactError:
+    """The server answers a request it refuses with nothing (the refusal goes to the connection's error
+    callback), so a refusal looks like a timeout: name the usual cause, a tenant the keyring does not serve
+    (runtime/auth.py opens the buckets of served tenants only)."""
+    return ArtifactError(f"the artifact bucket of tenant '{tenant}' ({bucket_of(tenant)}) did not answer: the "
+                         "server refuses it to a credential that may not use it (a service: the tenant is not "
+                         f"served; declare it with `agentctl tenant declare {tenant}` or issue it a "
+                         "credential, docs/security.md)")
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -114,6 +125,8 @@ class ArtifactStore:
         bucket = bucket_of(tenant)
         try:
             store = await self.js.object_store(bucket)
+        except NatsTimeoutError:
+            raise _unanswered(tenant) from None
         except NotFoundError:
             raise ArtifactError(f"tenant '{tenant}' has no artifact bucket ({bucket}); the router creates it when "
                                 "one of the tenant's tasks starts") from None
@@ -156,6 +169,8 @@ class ArtifactStore:
             meta = json.loads((await self.js.get_last_msg(stream, meta_subject)).data or b"{}")
         except NotFoundError:
             raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}") from None
+        except NatsTimeoutError:
+            raise _unanswered(tenant) from None
         if meta.get("deleted") or not meta.get("nuid"):
             raise ArtifactError(f"tenant '{tenant}' has no artifact {ref_id}")
         size = int(meta.get("size") or 0)

@@ -55,19 +55,18 @@ JS = "$JS.API"
 class Rights:
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
-    deny_publish: tuple[str, ...] = ()
     responses: bool = False
     """May answer the requests it receives (NATS `allow_responses`: one reply to each request's inbox)."""
 
     def __add__(self, other: Rights) -> Rights:
         return Rights(self.publish + other.publish, self.subscribe + other.subscribe,
-                      self.deny_publish + other.deny_publish, self.responses or other.responses)
+                      self.responses or other.responses)
 
     def as_conf(self) -> dict[str, object]:
-        publish: dict[str, object] = {"allow": sorted(set(self.publish))}
-        if self.deny_publish:
-            publish["deny"] = sorted(set(self.deny_publish))
-        conf: dict[str, object] = {"publish": publish, "subscribe": {"allow": sorted(set(self.subscribe))}}
+        # allow-lists only, no deny: what a service may reach is what it names, so a stream or subject
+        # added later is out of its reach until a right here names it
+        conf: dict[str, object] = {"publish": {"allow": sorted(set(self.publish))},
+                                   "subscribe": {"allow": sorted(set(self.subscribe))}}
         if self.responses:
             conf["allow_responses"] = True
         return conf
@@ -87,50 +86,42 @@ def _kv_write(bucket: str) -> Rights:
     return _kv_read(bucket) + Rights(publish=(f"$KV.{bucket}.>",))
 
 
-def _artifacts(*, write: bool, delete: bool = False) -> Rights:
-    """Every tenant's artifact bucket (runtime/artifacts.py): read an object's metadata and chunks by message
-    get; to write, also look a bucket up and publish its chunks and metadata. A stream name cannot be matched
-    by prefix (`OBJ_ae_artifacts_*` is no NATS wildcard), so the stream token is `*`: a service with these
-    rights may read any stream's messages by get, which it could mostly consume anyway. It may not create a
-    stream (that would be any stream, one capturing other tenants' inboxes too): the router creates each
-    tenant's bucket (`_artifact_buckets`)."""
-    read = Rights(publish=(f"{JS}.STREAM.MSG.GET.*",))
-    if not write:
-        return read
-    written = read + Rights(publish=(f"{JS}.STREAM.INFO.*", "$O.*.C.>", "$O.*.M.>"))
-    if not delete:
-        return written
-    # purge one object's chunks; the engine's other streams are denied by name (a deny wins over an allow)
-    return written + Rights(publish=(f"{JS}.STREAM.PURGE.*",),
-                            deny_publish=tuple(f"{JS}.STREAM.PURGE.{s}" for s in ENGINE_STREAMS))
+def artifact_stream(tenant: str) -> str:
+    return f"OBJ_{bucket_of(tenant)}"
 
 
-ENGINE_STREAMS = (STREAM, DLQ_STREAM, AUDIT_STREAM, *(f"KV_{b}" for b in (WORKFLOW_BUCKET, TOOL_CALLS_BUCKET,
-                                                                          RATE_LIMITS_BUCKET, MCP_TOOLS_BUCKET)))
-"""The engine's streams that are no artifact bucket: what a right on `STREAM.<op>.*` is denied by name. A stream
-or bucket the engine adds belongs here too (runtime/tests/test_auth.py names each)."""
+def _artifacts(tenants: Iterable[str], *, write: bool, delete: bool = False) -> Rights:
+    """The artifact buckets of the tenants the engine serves (runtime/artifacts.py), each named: read an
+    object's metadata and chunks by message get; to write, also look the bucket up and publish its chunks
+    and metadata; to delete, purge one object's chunks. A NATS wildcard cannot match part of a token
+    (`OBJ_ae_artifacts_*` is no pattern), so the only alternative to naming each bucket is `*`, which is
+    every stream, the engine's own included: an allow-list by name is what keeps a service off a stream it
+    does not need, a new one too. A service serving every tenant gets every served tenant's bucket; a tenant
+    the keyring was not told of (keyring.declare, `agentctl tenant declare`) has none open to it. No stream
+    creation: that would be any stream, one capturing other tenants' inboxes too (the router creates each
+    tenant's bucket, `_artifact_buckets`)."""
+    streams = [artifact_stream(t) for t in sorted(set(tenants))]
+    rights = Rights(publish=tuple(f"{JS}.STREAM.MSG.GET.{s}" for s in streams))
+    if write:
+        rights += Rights(publish=tuple(p for t in sorted(set(tenants)) for p in (
+            f"{JS}.STREAM.INFO.{artifact_stream(t)}", f"$O.{bucket_of(t)}.C.>", f"$O.{bucket_of(t)}.M.>")))
+    if delete:
+        rights += Rights(publish=tuple(f"{JS}.STREAM.PURGE.{s}" for s in streams))
+    return rights
 
 
 def _artifact_buckets() -> Rights:
-    """The router creates a tenant's artifact bucket when one of its tasks starts (router/buckets.py): look a
-    stream up and create one. The token must be `*` (see `_artifacts`); the router holds the store and its keys,
-    so this adds little to what it may do already."""
+    """The router creates a tenant's bucket when one of its tasks starts (router/buckets.py): look a stream
+    up and create one. The token must be `*` (see `_artifacts`), as the router makes the bucket of a tenant
+    no one declared too (its tasks run; only their large outputs wait for the declaration); the router holds
+    the store and its keys, so this adds little to what it may do already. It never reads an artifact."""
     return Rights(publish=(f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.CREATE.*"))
-
-
-def _artifacts_read_only() -> Rights:
-    """Read any tenant's artifacts by message get, and nothing else by it: every artifact bucket's stream
-    (the token must be `*`, as above), with the engine's other streams denied by name. No metadata lookup,
-    no consumer, no write: ArtifactStore.get needs only the gets. For the dashboard, which serves a task's
-    artifacts to the people who may see the task, of whichever tenant it is."""
-    return Rights(publish=(f"{JS}.STREAM.MSG.GET.*",),
-                  deny_publish=tuple(f"{JS}.STREAM.MSG.GET.{s}" for s in ENGINE_STREAMS))
 
 
 def tenant_artifacts(tenant: str) -> Rights:
     """A tenant credential reads its own tenant's artifacts, and no other's: the only right is a message get
     on its own bucket's stream (the server refuses one on another tenant's)."""
-    return Rights(publish=(f"{JS}.STREAM.MSG.GET.OBJ_{bucket_of(tenant)}",))
+    return _artifacts([tenant], write=False)
 
 
 def _durable(name: str) -> Rights:
@@ -173,9 +164,12 @@ OTHERS_PUBLISH = frozenset({"task.requested", "task.accepted", "node.completed",
 """Event types only a client, guardrails or a runner publishes: the router never does."""
 
 
-def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
+def service_rights(event_types: Iterable[str], tenants: Iterable[str] = ()) -> dict[str, Rights]:
     """Each service's rights. `event_types`: every event type of the contracts (the router publishes what
-    the others do not)."""
+    the others do not); `tenants`: the tenants the engine serves, whose artifact buckets the services that
+    serve every tenant may use (the keyring's `tenants()`). Every stream a service may read is named here:
+    the KV buckets it reads, the artifact buckets of those tenants, nothing else."""
+    tenants = sorted(set(tenants))
     router_types = sorted(t for t in event_types if t not in OTHERS_PUBLISH)
     return {
         # guardrails deletes a raw request from the stream once answered (docs/data-lifecycle.md); it keeps the
@@ -193,7 +187,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                        # the injection classifier: asked of the agent-runner, answered on guardrails' own inbox
                        + Rights(publish=(rpc_subject(AGENT_RUNNER_RPC, "judge"),))
                        # the output gate reads a large output's artifacts to check it, and stores a redacted one
-                       + _artifacts(write=True, delete=True)),
+                       + _artifacts(tenants, write=True, delete=True)),
         "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
                    + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
@@ -210,13 +204,13 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                                   responses=True)
                          # telemetry's figures, for `fallback_order: by_score` (agent_runner/scores.py)
                          + Rights(publish=(rpc_subject(TELEMETRY_RPC, "agents"),))
-                         + _artifacts(write=True)),  # reads upstream artifacts, stores its own large outputs
+                         + _artifacts(tenants, write=True)),  # reads upstream artifacts, stores its own large outputs
         # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
         "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))
                         + _kv_write(TOOL_CALLS_BUCKET)
                         + _kv_write(MCP_TOOLS_BUCKET)  # the MCP catalogue it publishes at start
                         + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))
-                        + _artifacts(write=True)),  # stores large tool results
+                        + _artifacts(tenants, write=True)),  # stores large tool results
         # the authority answers after the server reloaded its configuration, which forgets the right to
         # reply that `allow_responses` grants: it may publish on tenant inboxes instead (it holds the
         # keyring, so this gives it no power it lacks)
@@ -237,7 +231,7 @@ def service_rights(event_types: Iterable[str]) -> dict[str, Rights]:
                       + Rights(publish=(rpc_subject(ROUTER_RPC, "task.show"), rpc_subject(ROUTER_RPC, "task.history"),
                                         rpc_subject(TELEMETRY_RPC, "ledger"), rpc_subject(TELEMETRY_RPC, "tasks.list")),
                                subscribe=(tenant_subject(),))  # the queries it asks, no other (no rebuild)
-                      + _artifacts_read_only()),  # a task's artifacts, shown on its page
+                      + _artifacts(tenants, write=False)),  # a task's artifacts, shown on its page: gets only
     }
 
 
@@ -293,15 +287,17 @@ class Authorization:
         return "\n".join([*lines, "authorization " + json.dumps({"users": users}, indent=1)]) + "\n"
 
 
-def rights_of(credential: Credential, event_types: Iterable[str]) -> Rights:
-    return rights_for(credential.kind, credential.user, credential.tenant, credential.role, event_types)
+def rights_of(credential: Credential, event_types: Iterable[str], tenants: Iterable[str] = ()) -> Rights:
+    return rights_for(credential.kind, credential.user, credential.tenant, credential.role, event_types, tenants)
 
 
-def rights_for(kind: str, user: str, tenant: str | None, role: Role | None, event_types: Iterable[str]) -> Rights:
+def rights_for(kind: str, user: str, tenant: str | None, role: Role | None, event_types: Iterable[str],
+               tenants: Iterable[str] = ()) -> Rights:
+    """One credential's rights; `tenants`: the tenants the engine serves (a service's artifact buckets)."""
     if kind == "platform":
         return PLATFORM
     if kind == "service":
-        rights = service_rights(event_types).get(user)
+        rights = service_rights(event_types, tenants).get(user)
         if rights is None:
             raise ValueError(f"no service is named '{user}'")
         return rights

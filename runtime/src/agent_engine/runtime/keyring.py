@@ -4,6 +4,7 @@
     <root>/platform/admin.json          the platform administrator's (agentctl's default)
     <root>/tenants/<tenant>/<user>.json the tenant credentials issued here (handed to other systems)
     <root>/registry.json                the public half of every tenant credential: what the server allows
+    <root>/tenants.json                 tenants declared without a credential (`agentctl tenant declare`)
     <root>/servers.json                 the nats-servers using this directory: config file and pid
 
 Issuing or revoking a tenant credential rewrites each server's `auth.conf` and tells the server to reload
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_engine.contracts.credentials import Credential, Role, load_credential
+from agent_engine.contracts.envelope import TENANT_PATTERN
 from agent_engine.contracts.events import EVENT_TYPES
 from agent_engine.runtime.auth import Authorization, new_seed, public_key, rights_for, rights_of
 from agent_engine.runtime.processes import pid_alive
@@ -34,6 +37,9 @@ SERVICES = ("guardrails", "router", "agent-runner", "tool-runner", "telemetry", 
 CREDENTIAL_ENV = "AE_NATS_CREDENTIAL"
 """The credential file a process connects with (each service gets its own from the stack)."""
 KEYRING_ENV = "AE_CREDENTIALS_DIR"
+ALWAYS_SERVED = "default"
+"""The tenant agentctl acts for when none is named (cli/client.py DEFAULT_TENANT): served without a declaration,
+so `agentctl submit` and `run` store large outputs on a fresh keyring."""
 
 
 class KeyringError(Exception):
@@ -154,14 +160,41 @@ class Keyring:
         self.apply()
         return gone
 
+    # the tenants served ------------------------------------------------------------------------------
+
+    def _declared(self) -> list[str]:
+        path = self.root / "tenants.json"
+        return list(json.loads(path.read_text())["tenants"]) if path.exists() else []
+
+    def tenants(self) -> list[str]:
+        """The tenants the engine serves: each one with a credential, and each declared without one. Their
+        artifact buckets are what the services may read and write (runtime/auth.py names each: NATS cannot
+        match a prefix of a stream name, and `*` would be every stream)."""
+        return sorted({ALWAYS_SERVED, *self._declared(), *(e["tenant"] for e in self.registry())})
+
+    def declare(self, tenant: str) -> bool:
+        """Serve `tenant` (open its artifact bucket to the services) without issuing it a credential: for a
+        tenant whose tasks only the platform submits. Every server is told; False when it was served already.
+        A declaration stays when the tenant's credentials are revoked (its tasks may still run)."""
+        if not re.match(TENANT_PATTERN, tenant):
+            raise KeyringError(f"tenant {tenant!r} is not valid: use 1 to 64 letters, digits, '_' or '-'")
+        with self._locked():
+            declared = self._declared()
+            if tenant in declared:
+                return False
+            write_secret(self.root / "tenants.json", json.dumps({"tenants": sorted([*declared, tenant])}) + "\n")
+            self.apply()
+            return True
+
     # the servers --------------------------------------------------------------------------------------
 
     def authorization(self) -> Authorization:
         auth = Authorization()
         types = list(EVENT_TYPES)
+        tenants = self.tenants()
         for path in [self.service(n) for n in SERVICES] + [self.admin]:
             credential = load_credential(path)
-            auth.add(public_key(credential.seed), rights_of(credential, types), credential.identity)
+            auth.add(public_key(credential.seed), rights_of(credential, types, tenants), credential.identity)
         for e in self.registry():
             auth.add(e["public_key"], rights_for("tenant", e["user"], e["tenant"], e["role"], types),
                      f"{e['tenant']}/{e['user']} ({e['role']})")

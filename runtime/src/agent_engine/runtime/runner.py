@@ -90,7 +90,7 @@ async def offloaded(store: ArtifactStore, event: Envelope, source: str, cause: E
         gated = dispatch.dispatch_id if dispatch.check_output is not None else None
         output = await store.offload(cause.tenant, event.data["output"], dispatch.node, dispatch=gated)
     except ArtifactError as exc:
-        return errored(cause, source, dispatch, f"output too large: {exc}", retryable=False)
+        return errored(cause, source, dispatch, f"output not stored as an artifact: {exc}", retryable=False)
     if output is event.data["output"]:
         return event
     return event.model_copy(update={"data": {**event.data, "output": output}})

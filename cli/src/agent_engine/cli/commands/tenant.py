@@ -1,4 +1,4 @@
-"""`agentctl tenant add/list/revoke`: the credentials other systems and people use to reach one tenant
+"""`agentctl tenant add/list/revoke/declare`: the credentials other systems and people use to reach one tenant
 (and `tenant forget`, erasing its data, which lives in forget.py).
 
 A credential is a file with an nkey seed (see contracts.credentials). The platform administrator issues it
@@ -30,7 +30,8 @@ TENANT_GROUP: list[argparse.ArgumentParser] = []
 
 
 def register(sub: Subparsers) -> None:
-    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials; forget a tenant's data",
+    group = sub.add_parser("tenant", help="issue, list and revoke tenant credentials; declare a tenant; "
+                           "forget its data",
                            description="Tenant credentials: what another system (or a person) connects with. "
                            f"Roles: {', '.join(ROLES)}; each may do what the one before may, and more.")
     TENANT_GROUP.append(group)
@@ -53,6 +54,14 @@ def register(sub: Subparsers) -> None:
     rv.add_argument("name", help="the tenant")
     rv.add_argument("--user", help="only this credential (default: every credential of the tenant)")
     rv.set_defaults(func=cmd_revoke)
+    dc = cmds.add_parser("declare", help="serve a tenant that has no credential: open its artifact bucket to "
+                         "the services (a tenant with a credential is served already)",
+                         description="The services may use the artifact buckets of the tenants the keyring "
+                         "serves only (docs/security.md): each tenant issued a credential, and each declared here. "
+                         "Declare a tenant whose tasks only the platform submits before its tasks produce large "
+                         "outputs. The platform's keyring only; the NATS server reloads it.")
+    dc.add_argument("name", help="the tenant")
+    dc.set_defaults(func=cmd_declare)
     register_forget(cmds)
 
 
@@ -106,6 +115,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     print(f"issued {args.role} credential '{args.user}' of tenant '{args.name}'; {_told(keyring)}. "
           f"Hand the file over securely; connect with AE_NATS_CREDENTIAL={path} (see docs/security.md).",
           file=sys.stderr)
+    return 0
+
+
+def cmd_declare(args: argparse.Namespace) -> int:
+    _check(TENANT_PATTERN, args.name, "tenant name")
+    cred = credential()
+    if cred is not None and cred.kind != "platform":
+        raise CliError(f"credential {cred.identity} may not declare a tenant: only the platform administrator "
+                       "(the stack's keyring) may")
+    keyring = Stack.load().keyring.ensure_platform()
+    try:
+        new = keyring.declare(args.name)
+    except KeyringError as exc:
+        raise CliError(str(exc)) from None
+    if new:
+        print(f"tenant '{args.name}' is served: its artifact bucket is open to the services; {_told(keyring)}")
+    else:
+        print(f"tenant '{args.name}' was declared already")
     return 0
 
 
