@@ -106,7 +106,9 @@ def test_tasks_list_and_rebuild_in_memory(tmp_path: Path, keyring: Keyring) -> N
     assert (rebuilt["rebuilt"], rebuilt["messages"], rebuilt["position"]) == (True, 6, 6)
     assert (ledger["calls"], ledger["cost_usd"]) == (3, "0.3")  # once, not twice
     assert again == listed
-    assert sums["asked"]["tenants"] == {tenant: {k: v for k, v in ledger.items() if k != "tenant"}}
+    assert sums["asked"]["tenants"] == {tenant: {k: v for k, v in ledger.items() if k not in ("tenant", "models",
+                                                                                              "days")}}
+    assert (ledger["models"], ledger["days"]) == (sums["asked"]["models"], sums["asked"]["days"])
     assert [(k, v["calls"], v["cost_usd"]) for k, v in sums["asked"]["models"].items()] == [("anthropic/m", 3, "0.3")]
     assert [v["calls"] for v in sums["asked"]["days"].values()] == [3]  # the events' one day
     assert sums["bad"] == {"error": "tenants must be a tenant name or a list of tenant names"}

@@ -244,7 +244,7 @@ class Ledger:
         if tenant:
             days = {day: line.as_json() for (t, day), line in sorted(self.budget_days.items()) if t == tenant}
             return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json(),
-                    **({"budget_days": days} if days else {})}
+                    **({"budget_days": days} if days else {}), **tenantcost.breakdown(self.tenants_summary([tenant]))}
         return {
             "tenants": {k: v.as_json() for k, v in self.by_tenant.items()},
             "models": {k: v.as_json() for k, v in self.by_model.items()},

@@ -414,7 +414,8 @@ class PgLedger:
                     "GROUP BY day ORDER BY day",  # a subtask's share: its own records count its spend
                     (tenant,))}
                 return {"tenant": tenant, **self._total(conn, "tenant", tenant),
-                        **({"budget_days": days} if days else {})}
+                        **({"budget_days": days} if days else {}),
+                        **tenantcost.breakdown(self._tenants_summary(conn, [tenant]))}
             totals: dict[str, dict[str, Any]] = {"tenant": {}, "model": {}, "day": {}}
             for row in conn.execute(f"SELECT kind, key, {', '.join(LINE_SUMS)} FROM {self.p}_totals "
                                     "ORDER BY kind, key").fetchall():
@@ -428,12 +429,15 @@ class PgLedger:
     def tenants_summary(self, tenants: list[str]) -> dict[str, Any]:
         """As the in-memory Ledger's: those tenants' lines, and their calls summed by model and by day."""
         with self._conn() as conn:
-            lines = {t: self._total(conn, "tenant", t) for t in tenants}
-            sums: dict[str, dict[str, Any]] = {kind: {} for kind in tenantcost.KINDS}
-            for row in conn.execute(
-                    f"SELECT kind, key, {', '.join(f'sum({c})' for c in LINE_SUMS)} FROM {self.p}_tenant_totals "
-                    "WHERE tenant = ANY(%s) GROUP BY kind, key HAVING sum(calls) > 0", (tenants,)):
-                sums[row[0]][row[1]] = _line(row[2:])
+            return self._tenants_summary(conn, tenants)
+
+    def _tenants_summary(self, conn: psycopg.Connection[Any], tenants: list[str]) -> dict[str, Any]:
+        lines = {t: self._total(conn, "tenant", t) for t in tenants}
+        sums: dict[str, dict[str, Any]] = {kind: {} for kind in tenantcost.KINDS}
+        for row in conn.execute(
+                f"SELECT kind, key, {', '.join(f'sum({c})' for c in LINE_SUMS)} FROM {self.p}_tenant_totals "
+                "WHERE tenant = ANY(%s) GROUP BY kind, key HAVING sum(calls) > 0", (tenants,)):
+            sums[row[0]][row[1]] = _line(row[2:])
         return tenantcost.summary(tenants, lines, sums["model"], sums["day"])
 
     def agents(self, f: scores.Filter) -> list[dict[str, Any]]:

@@ -56,6 +56,12 @@ def summary(tenants: Iterable[str], lines: dict[str, dict[str, Any]], models: di
             "days": dict(sorted(days.items()))}
 
 
+def breakdown(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a tenant's own ledger line gains (`ledger` with a tenant, `agentctl cost --tenant`): its sums by
+    model and by day, when it has calls in them (a line without calls reads as before)."""
+    return {kind: summary[kind] for kind in ("models", "days") if summary[kind]}
+
+
 def schema(p: str) -> str:
     return f"""
 CREATE TABLE IF NOT EXISTS {p}_tenant_totals (
