@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +22,6 @@ from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 from agent_engine.testkit.events import llm_called, other
 
-STREAM = "AE_EVENTS created test"
 TENANTS = ["acme", "globex", "initech"]
 
 
@@ -164,14 +162,6 @@ def test_a_forget_takes_the_forgotten_calls_out_and_a_rebuild_does_not_bring_the
 # PostgreSQL
 
 pg_only = pytest.mark.integration
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[PgLedger]:
-    ledger = PgLedger(postgres_url, f"ae_ledger_t{uuid.uuid4().hex[:8]}")
-    ledger.resume(STREAM, 0)
-    yield ledger
-    ledger.close()
 
 
 @pg_only
