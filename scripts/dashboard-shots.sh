@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make --no-print-directory install chromium
-AE_DASHBOARD_SCREENSHOTS="$PWD/docs/img" .venv/bin/pytest -p no:cacheprovider -q \
+# a basetemp of its own: pytest's default one under /tmp is shared with anyone else's run on the machine
+AE_DASHBOARD_SCREENSHOTS="$PWD/docs/img" .venv/bin/pytest --basetemp="/tmp/dashboard-shots-$(id -un)" \
+    -p no:cacheprovider -q \
     tests/test_e2e_dashboard.py::test_a_task_runs_live_in_the_browser_and_is_approved_from_it \
     tests/test_e2e_dashboard.py::test_a_tasks_large_output_is_listed_on_its_page_shown_and_downloaded_exact \
     tests/test_e2e_dashboard_tenants.py

@@ -1,8 +1,10 @@
 """Dashboard operators limited to tenants, and the task page's link to its trace, over HTTP against a real stack.
 
 Two tenants each run a task that waits at an approval gate. alice may see tenant A only: every page, feed and
-decision about B's task answers as for a task that does not exist (404, the same words), her task list and
-cost page show A's and nothing of B's, and her decision on B's gate is refused while B's task still waits.
+decision about B's task answers as for a task that does not exist (404, the same words), her task list shows
+A's tasks and nothing of B's, her cost page A's line and A's calls by model and by day with the chart (the
+ledger's figures for A, never summed with B's), and her decision on B's gate is refused while B's task still
+waits.
 root (`tenants=*`) sees both. The stack traces to a file (AE_TRACE_FILE); alice's task page shows the trace id
 of the task's spans and links it through AE_DASHBOARD_TRACE_URL.
 """
@@ -144,6 +146,14 @@ def showing(person: Browser, path: str, text: str) -> str:
     return page if status == 200 and text in page else ""
 
 
+def table_rows(page: str, ident: str) -> list[tuple[str, int, str]]:
+    """The rows of the cost page's table `by-IDENT`: (key, calls, cost USD)."""
+    section = re.search(rf'<section id="by-{ident}">(.*?)</section>', page, re.S)
+    assert section, f"no table by {ident}"
+    return [(k, int(n), c) for k, n, c in re.findall(
+        r'<tr><td>([^<]*)</td><td class="num">(\d+)</td><td class="num">([^<]*)</td></tr>', section.group(1))]
+
+
 def notice_of(page: str) -> str:
     found = re.search(r'<p class="notice error" role="status">([^<]*)</p>', page)
     return found.group(1) if found else ""
@@ -192,10 +202,24 @@ def test_an_operator_of_one_tenant_sees_and_decides_only_its_tasks(stack: tuple[
     root = Browser(url, ROOT)
     until(lambda: showing(root, "/", f'href="/tasks/{task_b}"'), "B's task in root's list (tenants=*)")
 
-    # her cost page: A's line only, no sums over every tenant; root's has both tenants and the models
-    cost = until(lambda: showing(alice, "/cost", f"<td>{a}</td>"), "A's cost line")
-    assert b not in cost and 'id="by-model"' not in cost and 'id="cost-chart"' not in cost
-    assert "shown only to those who may see every tenant" in cost
+    # her cost page: A's line, and A's calls by model and by day with the chart, the ledger's figures for A
+    # (agentctl cost --tenant A); nothing of B's. root's has both tenants and the models
+    def cost_of_a() -> tuple[str, dict[str, Any], dict[str, list[tuple[str, int, str]]]] | None:
+        """Her cost page and the ledger's line of A, once the page shows what the ledger has (both are read
+        while telemetry may still be folding A's last calls)."""
+        own = json.loads(engine.agentctl("cost", "--tenant", a, "--json").stdout or "{}")
+        status, page = alice.get("/cost")
+        if status != 200 or f"<td>{a}</td>" not in page:
+            return None
+        wanted = {"tenant": [(a, own.get("calls"), own.get("cost_usd"))],
+                  "model": [(k, v["calls"], v["cost_usd"]) for k, v in sorted(own.get("models", {}).items())],
+                  "day": [(k, v["calls"], v["cost_usd"]) for k, v in sorted(own.get("days", {}).items(), reverse=True)]}
+        return (page, own, wanted) if all(table_rows(page, k) == rows for k, rows in wanted.items()) else None
+
+    cost, own, wanted = until(cost_of_a, "alice's cost page showing the ledger's figures of A")
+    assert own["models"] and own["days"] and wanted["model"] and wanted["day"]  # A's own sums, on her page
+    assert all(table_rows(cost, kind) == rows for kind, rows in wanted.items())
+    assert b not in cost and 'id="cost-chart"' in cost and 'id="cost-scope"' in cost
     everything = until(lambda: showing(root, "/cost", f"<td>{b}</td>"), "B's cost line")
     assert f"<td>{a}</td>" in everything and 'id="by-model"' in everything and "mock/" in everything
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from agent_engine.dashboard import pages, views
 from agent_engine.dashboard.auth import Operator, parse_operators
 from agent_engine.dashboard.scope import EVERY, Scope, list_tenants, merge_tasks, not_found, scope_of
-from agent_engine.dashboard.views import tenant_costs
 
 A, B, C = "a" * 20, "b" * 20, "c" * 20
 
@@ -74,8 +74,16 @@ def test_several_tenants_lists_merge_newest_first_and_cut() -> None:
     assert [t["task_id"] for t in merge_tasks([acme, globex], 2)] == ["g3", "a2"]
 
 
-def test_cost_of_some_tenants_is_their_own_lines_only() -> None:
-    table = tenant_costs([{"tenant": "globex", "calls": 2, "cost_usd": "0.5"},
-                          {"tenant": "acme", "calls": 1, "cost_usd": "0.25"}])
+def test_the_cost_page_of_some_tenants_shows_their_models_days_and_chart() -> None:
+    """The ledger's `tenants` answer (their lines, their calls by model and day) makes the whole page, told apart
+    by a line saying it is of their tenants only."""
+    table = views.cost_table({"tenants": {"globex": {"calls": 2, "cost_usd": "0.5"},
+                                          "acme": {"calls": 1, "cost_usd": "0.25"}},
+                              "models": {"anthropic/claude-x": {"calls": 3, "cost_usd": "0.75"}},
+                              "days": {"2026-01-02": {"calls": 3, "cost_usd": "0.75"}}})
+    page = pages.cost_page(table, pages.bars_svg(*views.day_bars(table.days)), "", every_tenant=False)
     assert [(t, n, str(c)) for t, n, c in table.tenants] == [("acme", 1, "0.25"), ("globex", 2, "0.5")]
-    assert table.models == [] and table.days == []
+    for shown in ('id="by-model"', "<td>anthropic/claude-x</td>", 'id="by-day"', "<td>2026-01-02</td>",
+                  'id="cost-chart"', 'id="cost-scope"'):
+        assert shown in page
+    assert 'id="cost-scope"' not in pages.cost_page(table, "", "", every_tenant=True)

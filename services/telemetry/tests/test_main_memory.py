@@ -18,7 +18,7 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled, Usage
-from agent_engine.contracts.subjects import TELEMETRY_RPC, rpc_subject, subject_for
+from agent_engine.contracts.subjects import TELEMETRY_RPC, rpc_subject, subject_for, tenant_inbox
 from agent_engine.runtime import embedded
 from agent_engine.runtime.bus import MSG_ID, connect
 from agent_engine.runtime.keyring import Keyring
@@ -44,6 +44,8 @@ def test_tasks_list_and_rebuild_in_memory(tmp_path: Path, keyring: Keyring) -> N
     tenant = f"t{uuid.uuid4().hex[:10]}"
     env = {k: v for k, v in os.environ.items() if k not in ("AE_POSTGRES_URL", "AE_POSTGRES_URL_FILE")}
     env["AE_NATS_URL"] = server.url
+
+    sums: dict[str, Any] = {}
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
         nc = await connect(server.url, "telemetry-test")
@@ -79,6 +81,14 @@ def test_tasks_list_and_rebuild_in_memory(tmp_path: Path, keyring: Keyring) -> N
                         break
                     await asyncio.sleep(0.3)
                 rebuilt = await ask("ledger.rebuild", {}, timeout=60)
+                sums["asked"] = await ask("ledger", {"tenants": [tenant]})  # cost by model and day of a tenant
+                sums["bad"] = await ask("ledger", {"tenants": 7})
+                # another tenant's credential asking for this tenant's sums gets its own (none) instead
+                inbox = f"{tenant_inbox('intruder', 'viewer')}.{uuid.uuid4().hex}"  # where its answers may go
+                replies = await nc.subscribe(inbox, max_msgs=1)
+                await nc.publish(rpc_subject(TELEMETRY_RPC, "ledger", "intruder"),
+                                 json.dumps({"tenants": [tenant]}).encode(), reply=inbox)
+                sums["intruder"] = json.loads((await replies.next_msg(timeout=10)).data)
                 return listed, rebuilt, await ask("ledger", {"tenant": tenant}), await ask("tasks.list", {})
             finally:
                 proc.terminate()
@@ -96,3 +106,10 @@ def test_tasks_list_and_rebuild_in_memory(tmp_path: Path, keyring: Keyring) -> N
     assert (rebuilt["rebuilt"], rebuilt["messages"], rebuilt["position"]) == (True, 6, 6)
     assert (ledger["calls"], ledger["cost_usd"]) == (3, "0.3")  # once, not twice
     assert again == listed
+    assert sums["asked"]["tenants"] == {tenant: {k: v for k, v in ledger.items() if k not in ("tenant", "models",
+                                                                                              "days")}}
+    assert (ledger["models"], ledger["days"]) == (sums["asked"]["models"], sums["asked"]["days"])
+    assert [(k, v["calls"], v["cost_usd"]) for k, v in sums["asked"]["models"].items()] == [("anthropic/m", 3, "0.3")]
+    assert [v["calls"] for v in sums["asked"]["days"].values()] == [3]  # the events' one day
+    assert sums["bad"] == {"error": "tenants must be a tenant name or a list of tenant names"}
+    assert list(sums["intruder"]["tenants"]) == ["intruder"] and sums["intruder"]["models"] == {}

@@ -313,6 +313,7 @@ def _dashboard_operators(path: Path) -> Path:
     except FileExistsError:
         return path
     with os.fdopen(fd, "w") as out:
-        out.write("# NAME TOKEN [ROLE]: who may log in to the dashboard (docs/observability.md)\n"
+        out.write("# NAME TOKEN [ROLE] [tenants=LIST]: who may log in to the dashboard, and the tenants each sees "
+                  "(acme,globex or *; docs/deploy.md)\n"
                   f"admin {secrets.token_urlsafe(24)} operator\n")
     return path

@@ -14,7 +14,8 @@ from agent_engine.contracts.subjects import TELEMETRY_RPC
 
 def register(sub: Subparsers) -> None:
     cost = sub.add_parser("cost", help="token and cost ledger from telemetry: with --task, each call and node; "
-                          "otherwise JSON by tenant, model and day; `cost rebuild` refolds it from the stream")
+                          "otherwise JSON by tenant, model and day (with --tenant, that tenant's line and its own "
+                          "calls by model and by day); `cost rebuild` refolds it from the stream")
     add_rebuild(cost)
     cost.add_argument("--task")
     cost.add_argument("--tenant")

@@ -114,6 +114,10 @@ class Link:
         body = {k: v for k, v in (("task_id", task_id), ("tenant", tenant)) if v}
         return dict(await self.query(TELEMETRY_RPC, "ledger", body))
 
+    async def tenant_sums(self, tenants: list[str]) -> dict[str, Any]:
+        """Those tenants' ledger lines and their calls summed by model and by day (the ledger's `tenants`)."""
+        return dict(await self.query(TELEMETRY_RPC, "ledger", {"tenants": tenants}))
+
     async def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         return list((await self.query(TELEMETRY_RPC, "tasks.list", filters))["tasks"])
 

@@ -256,12 +256,9 @@ def cost_page(table: CostTable, chart: str, problem: str, every_tenant: bool = T
         return (f'<section id="by-{ident}"><h2>{title}</h2><table><tr><th>{ident}</th><th>calls</th>'
                 f'<th>cost USD</th></tr>{rows}</table></section>')
 
-    if not every_tenant:  # the ledger sums models and days over every tenant: not for someone who sees some
-        return (f'<h1>Cost</h1>{notice(problem, "error")}<div class="cols">'
-                f'{block("By tenant", table.tenants, "tenant")}</div><p class="hint" id="cost-scope">Only the '
-                'tenants you may see. Cost by model and by day is summed over every tenant, so it is shown only '
-                'to those who may see every tenant.</p>')
-    return (f'<h1>Cost</h1>{notice(problem, "error")}<section><h2>By day</h2>{chart}</section>'
+    scope = ('' if every_tenant else '<p class="hint" id="cost-scope">Only the tenants you may see: by model '
+             'and by day, their calls alone (a call of a task erased since is not in them).</p>')
+    return (f'<h1>Cost</h1>{notice(problem, "error")}{scope}<section><h2>By day</h2>{chart}</section>'
             f'<div class="cols">{block("By tenant", table.tenants, "tenant")}{block("By model", table.models, "model")}'
             f'{block("By day", sorted(table.days, reverse=True), "day")}</div>')
 

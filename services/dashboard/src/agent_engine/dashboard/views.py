@@ -208,7 +208,7 @@ def usd(value: Any) -> Decimal:
 
 @dataclass
 class CostTable:
-    """Cost by tenant, by model and by day, from the telemetry ledger's summary (one tenant's when scoped)."""
+    """Cost by tenant, by model and by day, from the telemetry ledger's summary (of some tenants: `tenants`)."""
 
     tenants: list[tuple[str, int, Decimal]] = field(default_factory=list)
     models: list[tuple[str, int, Decimal]] = field(default_factory=list)
@@ -220,13 +220,6 @@ def cost_table(summary: dict[str, Any]) -> CostTable:
         return sorted((k, int(v.get("calls", 0)), usd(v.get("cost_usd"))) for k, v in (lines or {}).items())
 
     return CostTable(rows(summary.get("tenants", {})), rows(summary.get("models", {})), rows(summary.get("days", {})))
-
-
-def tenant_costs(lines: list[dict[str, Any]]) -> CostTable:
-    """Cost by tenant alone, from the ledger's line of each tenant (`ledger` with a tenant): what a person who
-    may see only some tenants is shown, as the ledger's sums by model and day are over every tenant."""
-    rows = [(str(line.get("tenant", "")), int(line.get("calls", 0)), usd(line.get("cost_usd"))) for line in lines]
-    return CostTable(tenants=sorted(rows))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import describe, read
 from agent_engine.runtime.queries import answer_query, read_query
 from agent_engine.runtime.settings import Settings, env_int
-from agent_engine.telemetry import budgets, scores, taskindex, taskmetrics
+from agent_engine.telemetry import budgets, scores, taskindex, taskmetrics, tenantcost
 from agent_engine.telemetry.ledger import Ledger, Message, call_of
 from agent_engine.telemetry.projection import PgLedger
 from agent_engine.telemetry.rebuild import Rebuild
@@ -102,6 +102,15 @@ async def main(stop: asyncio.Event) -> None:
             except ValueError as exc:  # a bad filter
                 return {"error": str(exc)}
             return {"agents": await call(ledger.agents, wanted_agents)}
+        try:  # cost by model and day of some tenants (tenantcost.py); a tenant's credential gets its own only
+            tenants = tenantcost.read_tenants(query, scope)
+        except ValueError as exc:
+            return {"error": str(exc)}
+        if tenants is not None:
+            if query.get("task_id") or query.get("tenant"):
+                return {"error": "ask either tenants (their sums) or a task_id or tenant (its line), not both"}
+            summary: dict[str, Any] = await call(ledger.tenants_summary, tenants)
+            return summary
         result: dict[str, Any] = await call(ledger.query, query.get("task_id"), scope or query.get("tenant"))
         return result
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import EVENT_TYPES, LlmCalled
-from agent_engine.telemetry import taskindex
+from agent_engine.telemetry import taskindex, tenantcost
 from agent_engine.telemetry.budgets import BudgetLine, row_of
 from agent_engine.telemetry.scores import ONLY_SCORES, Filter, ScoreStore
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
@@ -38,6 +38,11 @@ class Line:
             self.cost_usd += Decimal(call.cost_usd)
         if call.provider == "mock":
             self.mock_calls += 1
+
+    def add_entry(self, entry: dict[str, Any]) -> None:
+        """Add a call as the call log keeps it (Ledger.entry): what a tenant's sums are recounted from."""
+        self.add(LlmCalled.model_validate({**{k: entry[k] for k in ("node", "provider", "model", "usage",
+                                                                    "cost_usd")}, "dispatch_id": ""}))
 
     def as_json(self) -> dict[str, Any]:
         return {**self.__dict__, "cost_usd": str(self.cost_usd)}
@@ -116,6 +121,8 @@ class Ledger:
     """Every LLM call attempt, for agent scores (scores.py)."""
     tasks: dict[TaskKey, TaskRow] = field(default_factory=dict)
     """The task index (taskindex.py): one row per task seen, for `tasks.list`."""
+    tenant_sums: dict[tuple[str, str, str], Line] = field(default_factory=lambda: defaultdict(Line))
+    """Per (tenant, "model" or "day", key): the sums of the tenant's calls that are not erased (tenantcost.py)."""
 
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
@@ -134,7 +141,18 @@ class Ledger:
             self.tasks.pop(key, None)
         self.scores.forget(tenant, task_ids)
         self.erased |= gone
+        self.recount(tenant)
         return len(gone)
+
+    def recount(self, tenant: str) -> None:
+        """Sum the tenant's calls by model and by day afresh from its call log (after a forget dropped some)."""
+        for key in [k for k in self.tenant_sums if k[0] == tenant]:
+            del self.tenant_sums[key]
+        for (owner, _), entries in self.calls.items():
+            if owner == tenant:
+                for entry in entries:
+                    for kind in tenantcost.KINDS:
+                        self.tenant_sums[(tenant, kind, tenantcost.key_of(entry, kind))].add_entry(entry)
 
     def tenants_of_keys(self) -> set[TaskKey]:
         return set(self.by_task) | set(self.calls) | set(self.budgets)
@@ -209,7 +227,9 @@ class Ledger:
         self.tenants_of[event.task_id].add(event.tenant)
         self.by_task[task].add(call)
         self.by_node[(task, call.node)].add(call)
-        self.calls[task].append(self.entry(event, call))
+        self.calls[task].append(entry := self.entry(event, call))
+        for kind in tenantcost.KINDS:
+            self.tenant_sums[(event.tenant, kind, tenantcost.key_of(entry, kind))].add(call)
 
     @staticmethod
     def entry(event: Envelope, call: LlmCalled) -> dict[str, Any]:
@@ -224,7 +244,7 @@ class Ledger:
         if tenant:
             days = {day: line.as_json() for (t, day), line in sorted(self.budget_days.items()) if t == tenant}
             return {"tenant": tenant, **self.by_tenant.get(tenant, Line()).as_json(),
-                    **({"budget_days": days} if days else {})}
+                    **({"budget_days": days} if days else {}), **tenantcost.breakdown(self.tenants_summary([tenant]))}
         return {
             "tenants": {k: v.as_json() for k, v in self.by_tenant.items()},
             "models": {k: v.as_json() for k, v in self.by_model.items()},
@@ -232,6 +252,18 @@ class Ledger:
             "events_by_type": dict(self.events_by_type),
             "messages_by_subject": dict(self.messages_by_subject),
         }
+
+    def tenants_summary(self, tenants: list[str]) -> dict[str, Any]:
+        """Those tenants' lines, and their calls summed by model and by day (tenantcost.py)."""
+        sums: dict[str, dict[str, Any]] = {kind: {} for kind in tenantcost.KINDS}
+        for (tenant, kind, key), line in self.tenant_sums.items():
+            if tenant in tenants:
+                total = sums[kind].setdefault(key, Line())
+                for name, value in line.__dict__.items():
+                    setattr(total, name, getattr(total, name) + value)
+        return tenantcost.summary(tenants, {t: self.by_tenant.get(t, Line()).as_json() for t in tenants},
+                                  {k: v.as_json() for k, v in sums["model"].items()},
+                                  {k: v.as_json() for k, v in sums["day"].items()})
 
     def list_tasks(self, wanted: TaskFilter) -> dict[str, Any]:
         """`tasks.list`: the tasks that match, newest first, each with its cost so far."""

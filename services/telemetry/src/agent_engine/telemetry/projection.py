@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import LlmCalled
-from agent_engine.telemetry import rebuild, scores, taskindex
+from agent_engine.telemetry import rebuild, scores, taskindex, tenantcost
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
@@ -148,6 +148,10 @@ class PgLedger:
                         "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NULL",
                         ([f"{self.p}_{t}" for t in rebuild.BACKFILLED],))}
                     conn.execute(schema(self.p) + scores.schema(self.p))
+                    filled = tenantcost.create(conn, self.p)
+                    if filled is not None:  # after an upgrade: summed from the call log, exactly, once
+                        log.info("new ledger table %s_tenant_totals (cost by model and by day per tenant) filled "
+                                 "from the %d call(s) in %s_calls", self.p, filled, self.p)
                     folded = conn.execute(f"SELECT sequence FROM {self.p}_position WHERE id = 1 FOR UPDATE").fetchone()
                     self._recount_tasks(conn)
                     hint = rebuild.backfill_hint(new, int(folded[0]) if folded else 0, self.p)
@@ -232,15 +236,20 @@ class PgLedger:
         cost = Decimal(0) if unpriced else Decimal(call.cost_usd)
         u = call.usage
         if (event.tenant, event.task_id) not in erased:  # an erased task's call counts in the totals only (as before)
+            entry = Ledger.entry(event, call)
             conn.execute(
                 f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
                 "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
-                 u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock",
-                 Jsonb(Ledger.entry(event, call))))
-        line = (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, cost, int(unpriced),
-                int(call.provider == "mock"))
+                 u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock", Jsonb(entry)))
+            conn.cursor().executemany(  # the tenant's sums by model and day (tenantcost.py): its calls not erased
+                f"INSERT INTO {self.p}_tenant_totals (tenant, kind, key, {', '.join(LINE_SUMS)}) "
+                f"VALUES (%s, %s, %s, {', '.join(['%s'] * len(LINE_SUMS))}) ON CONFLICT (tenant, kind, key) "
+                f"DO UPDATE SET {', '.join(f'{c} = {self.p}_tenant_totals.{c} + excluded.{c}' for c in LINE_SUMS)}",
+                [(event.tenant, kind, tenantcost.key_of(entry, kind), *self._line_of(call))
+                 for kind in tenantcost.KINDS])
+        line = self._line_of(call)
         sets = ", ".join(f"{c} = {self.p}_totals.{c} + excluded.{c}" for c in LINE_SUMS)
         conn.cursor().executemany(
             f"INSERT INTO {self.p}_totals (kind, key, {', '.join(LINE_SUMS)}) "
@@ -248,6 +257,13 @@ class PgLedger:
             [(kind, key, *line) for kind, key in (("tenant", event.tenant), ("model", f"{call.provider}/{call.model}"),
                                                   ("day", event.time.date().isoformat()))])
         return True
+
+    @staticmethod
+    def _line_of(call: LlmCalled) -> tuple[Any, ...]:
+        """One call's figures in LINE_SUMS order."""
+        u, unpriced = call.usage, call.cost_usd == "unpriced"
+        return (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+                Decimal(0) if unpriced else Decimal(call.cost_usd), int(unpriced), int(call.provider == "mock"))
 
     def _fold_tasks(self, conn: psycopg.Connection[Any], events: list[Envelope], erased: set[TaskKey]) -> None:
         """Fold a batch's lifecycle events into the task index: read the rows they touch, fold in order, write
@@ -333,7 +349,7 @@ class PgLedger:
             conn.execute(f"LOCK TABLE {self.p}_position IN ACCESS EXCLUSIVE MODE")
             tables = ", ".join(f"{self.p}_{t}" for t in (
                 "events", "calls", "totals", "counts", "budget", "tasks", "task_counts",
-                "attempts", "task_workflows"))  # scores.py's too: a rebuild backfills the agent scores
+                "attempts", "task_workflows", "tenant_totals"))  # scores.py's too: a rebuild backfills the agent scores
             conn.execute(f"TRUNCATE {tables}")
             conn.execute(f"UPDATE {self.p}_position SET sequence = 0 WHERE id = 1")
 
@@ -378,6 +394,7 @@ class PgLedger:
                 rows += [(t,) for t, _ in dropped]
                 conn.execute(f"DELETE FROM {self.p}_attempts WHERE {where}", params)
                 conn.execute(f"DELETE FROM {self.p}_task_workflows WHERE {where}", params)  # scores.py's per task
+                tenantcost.recount(conn, self.p, tenant)  # what is left of the tenant's calls
                 gone = sorted({str(r[0]) for r in rows})
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
                                           "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
@@ -397,7 +414,8 @@ class PgLedger:
                     "GROUP BY day ORDER BY day",  # a subtask's share: its own records count its spend
                     (tenant,))}
                 return {"tenant": tenant, **self._total(conn, "tenant", tenant),
-                        **({"budget_days": days} if days else {})}
+                        **({"budget_days": days} if days else {}),
+                        **tenantcost.breakdown(self._tenants_summary(conn, [tenant]))}
             totals: dict[str, dict[str, Any]] = {"tenant": {}, "model": {}, "day": {}}
             for row in conn.execute(f"SELECT kind, key, {', '.join(LINE_SUMS)} FROM {self.p}_totals "
                                     "ORDER BY kind, key").fetchall():
@@ -407,6 +425,20 @@ class PgLedger:
                 counts[kind][key] = int(n)
         return {"tenants": totals["tenant"], "models": totals["model"], "days": totals["day"],
                 "events_by_type": counts["event"], "messages_by_subject": counts["subject"]}
+
+    def tenants_summary(self, tenants: list[str]) -> dict[str, Any]:
+        """As the in-memory Ledger's: those tenants' lines, and their calls summed by model and by day."""
+        with self._conn() as conn:
+            return self._tenants_summary(conn, tenants)
+
+    def _tenants_summary(self, conn: psycopg.Connection[Any], tenants: list[str]) -> dict[str, Any]:
+        lines = {t: self._total(conn, "tenant", t) for t in tenants}
+        sums: dict[str, dict[str, Any]] = {kind: {} for kind in tenantcost.KINDS}
+        for row in conn.execute(
+                f"SELECT kind, key, {', '.join(f'sum({c})' for c in LINE_SUMS)} FROM {self.p}_tenant_totals "
+                "WHERE tenant = ANY(%s) GROUP BY kind, key HAVING sum(calls) > 0", (tenants,)):
+            sums[row[0]][row[1]] = _line(row[2:])
+        return tenantcost.summary(tenants, lines, sums["model"], sums["day"])
 
     def agents(self, f: scores.Filter) -> list[dict[str, Any]]:
         """Agent scores (scores.py), as the in-memory ledger's `scores.query` gives them."""
