@@ -5,8 +5,6 @@ filled at start from its call log."""
 
 from __future__ import annotations
 
-import random
-import uuid
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
@@ -15,43 +13,14 @@ import psycopg
 import pytest
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import LlmCalled, Usage
-from agent_engine.contracts.subjects import subject_for
 from agent_engine.telemetry import tenantcost
-from agent_engine.telemetry.ledger import Ledger, Message, call_of
+from agent_engine.telemetry.ledger import Ledger, call_of
 from agent_engine.telemetry.projection import PgLedger
-from agent_engine.testkit.events import llm_called, other
+from agent_engine.testkit.events import llm_called
+
+from .test_projection import history, messages
 
 TENANTS = ["acme", "globex", "initech"]
-
-
-def messages(events: list[Envelope], first: int = 1) -> list[Message]:
-    """As telemetry reads the stream: only an llm.called is parsed; any other message is counted by subject."""
-    return [Message(first + i, subject_for(e), e, call_of(e)) if e.type == LlmCalled.TYPE
-            else Message(first + i, subject_for(e)) for i, e in enumerate(events)]
-
-
-def history(n: int, seed: int = 7) -> list[Envelope]:
-    """Calls of three tenants, several tasks, nodes, models and days; some unpriced, some mock, some
-    duplicates (a republished event), and other events between them."""
-    rnd = random.Random(seed)
-    events: list[Envelope] = []
-    for i in range(n):
-        if rnd.random() < 0.2:
-            events.append(other("node.completed", task=f"task{rnd.randrange(6)}"))
-            continue
-        if events and rnd.random() < 0.05:
-            events.append(events[rnd.randrange(len(events))])  # the same event id again
-            continue
-        provider = rnd.choice(["anthropic", "anthropic", "mock"])
-        events.append(llm_called(
-            task=f"task{rnd.randrange(6)}", tenant=rnd.choice(["acme", "globex", "initech"]), provider=provider,
-            model=rnd.choice(["claude-sonnet-4-5", "claude-haiku-4-5"]), day=1 + rnd.randrange(3),
-            node=rnd.choice(["draft", "review"]), event_id=f"ev{uuid.uuid4().hex[:10]}-{i}",
-            cost="0" if provider == "mock" else rnd.choice(["0.000003", "0.1", "0.25", "1.5", "unpriced"]),
-            usage=Usage(input_tokens=rnd.randrange(1000), output_tokens=rnd.randrange(100),
-                        cache_read_tokens=rnd.randrange(50), cache_write_tokens=rnd.randrange(5))))
-    return events
 
 
 def expected(events: list[Envelope], tenants: list[str], erased: set[tuple[str, str]] = frozenset()  # type: ignore[assignment]
