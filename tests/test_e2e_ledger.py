@@ -109,7 +109,9 @@ def test_a_ledger_killed_mid_stream_and_restarted_equals_one_folded_in_a_single_
     for task in sorted({e.task_id for e in events}):
         assert cost(engine, task=task, tenant=tenant) == single_pass.query(task, tenant), task
     overall = cost(engine)
-    assert {"tenant": tenant, **overall["tenants"][tenant]} == expected
+    summary = {k: v for k, v in expected.items() if k not in ("models", "days")}
+    assert {"tenant": tenant, **overall["tenants"][tenant]} == summary  # the platform's line: no parts
+    assert expected["models"] and expected["days"]
     assert overall["events_by_type"]["llm.called"] == single_pass.query()["events_by_type"]["llm.called"]
 
     # the restart read only what came after its position, not the stream from the start
@@ -143,4 +145,5 @@ def test_a_ledger_killed_mid_stream_and_restarted_equals_one_folded_in_a_single_
     with psycopg.connect(engine.env["AE_POSTGRES_URL"]) as conn:
         row = conn.execute("SELECT count(*) FROM ae_ledger_calls WHERE tenant = %s", (tenant,)).fetchone()
     assert row == (0,)
-    assert cost(engine, tenant=tenant) == expected
+    # its by-model and by-day sums are summed from its calls, which are gone with them
+    assert cost(engine, tenant=tenant) == summary
