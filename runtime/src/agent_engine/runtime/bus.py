@@ -124,8 +124,8 @@ async def ensure_streams(js: JetStreamContext, events: Retention | None = None, 
     """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, each stream
     with its retention (given, else from the environment: settings.events_retention, dlq_retention) and
     AE_STREAM_REPLICAS replicas. An existing stream takes a retention given here or set in the environment, and
-    the replica count when AE_STREAM_REPLICAS is set. Safe to call more than once, from more than one process; of the
-    services only the router may (runtime/streamowner.py), the others wait for what it makes."""
+    the replica count when AE_STREAM_REPLICAS is set. Safe to call more than once and from more than one process. Of
+    the services only the router's credential may create them (runtime/streamowner.py): Bus.open has the others wait."""
     for config, keep, enforce in (
         (StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
          events or events_retention(), events is not None or retention_configured("AE_EVENTS")),
