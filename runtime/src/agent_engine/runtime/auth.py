@@ -230,8 +230,9 @@ def service_rights(event_types: Iterable[str], tenants: Iterable[str] = ()) -> d
                       + Rights(publish=(f"{tenant_inbox('*', '*')}.>",), subscribe=(rpc_subject(AUTH_RPC, ">", "*"),),
                                responses=True)),
         # its ordered consumer is unnamed (nats-py creates it on `CONSUMER.CREATE.AE_EVENTS`, and again on each
-        # reset), and the server refuses a durable name on that subject: no right that names a consumer, so it
-        # cannot create or update another service's durable (runtime/tests/test_consumer_rights.py)
+        # reset), so no right names a consumer. The server refuses a durable name on that subject but takes a body
+        # naming another consumer as an update of it: a known gap (docs/security.md, "Only the router creates
+        # streams"), closed only by telemetry reading through a consumer of its own name
         "telemetry": (_base("telemetry")
                       + Rights(publish=(f"{JS}.STREAM.NAMES", f"{JS}.CONSUMER.CREATE.{STREAM}",
                                         f"{JS}.CONSUMER.INFO.{STREAM}.>",  # no delete: its ephemerals expire
