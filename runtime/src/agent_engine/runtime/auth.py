@@ -22,7 +22,6 @@ from agent_engine.contracts.subjects import (
     AUTH_RPC,
     CLEARED_DURABLE,
     COMMAND_SENDERS,
-    DLQ_STREAM,
     PARTITIONED,
     PARTITIONS,
     RATE_LIMITS_BUCKET,
@@ -47,6 +46,7 @@ from agent_engine.contracts.subjects import (
     tenant_subject,
     type_subject,
 )
+from agent_engine.runtime.streamowner import ENGINE_STREAMS
 
 JS = "$JS.API"
 
@@ -72,18 +72,28 @@ class Rights:
         return conf
 
 
+def _lookup(*streams: str) -> Rights:
+    """Look up the streams a service uses (stream info): nothing that creates, deletes or edits one."""
+    return Rights(publish=tuple(f"{JS}.STREAM.INFO.{s}" for s in streams))
+
+
 def _streams(*streams: str) -> Rights:
-    """Look up (and create when missing) the streams a service uses; nothing that deletes or edits one."""
-    return Rights(publish=tuple(f"{JS}.STREAM.{op}.{s}" for s in streams for op in ("INFO", "CREATE")))
+    """Look up, and create when missing, the named streams. A create right lets its holder make the stream, while
+    it is missing, with any subjects (another tenant's inbox, say) and read what it captures: so the engine's
+    own streams are the router's to create (runtime/streamowner.py), never another service's."""
+    return _lookup(*streams) + Rights(publish=tuple(f"{JS}.STREAM.CREATE.{s}" for s in streams))
 
 
-def _kv_read(bucket: str) -> Rights:
-    return _streams(f"KV_{bucket}") + Rights(publish=(f"{JS}.DIRECT.GET.KV_{bucket}.>",
-                                                      f"{JS}.STREAM.MSG.GET.KV_{bucket}"))
+def _kv_read(bucket: str, *, create: bool = True) -> Rights:
+    """Read a KV bucket; `create`: make it when missing too (the router its buckets, guardrails its rate limits;
+    docs/security.md)."""
+    stream = f"KV_{bucket}"
+    return (_streams(stream) if create else _lookup(stream)) + Rights(publish=(
+        f"{JS}.DIRECT.GET.{stream}.>", f"{JS}.STREAM.MSG.GET.{stream}"))
 
 
-def _kv_write(bucket: str) -> Rights:
-    return _kv_read(bucket) + Rights(publish=(f"$KV.{bucket}.>",))
+def _kv_write(bucket: str, *, create: bool = True) -> Rights:
+    return _kv_read(bucket, create=create) + Rights(publish=(f"$KV.{bucket}.>",))
 
 
 def artifact_stream(tenant: str) -> str:
@@ -142,9 +152,9 @@ def _gated_durable(name: str, subject: str) -> Rights:
 
 
 def _base(name: str) -> Rights:
-    """What every service does: the event and DLQ streams, the tool-call bucket (Bus.open ensures them all),
-    dead letters under its own name, replies to its own inbox."""
-    return (_streams(STREAM, DLQ_STREAM, f"KV_{TOOL_CALLS_BUCKET}")
+    """What every service does: look up the event and DLQ streams and the tool-call bucket (Bus.open waits for
+    them; only the router creates them), dead letters under its own name, replies to its own inbox."""
+    return (_lookup(*ENGINE_STREAMS)
             + Rights(publish=(dlq_subject(name), f"{dlq_subject(name)}.>"), subscribe=(f"{service_inbox(name)}.>",)))
 
 
@@ -178,7 +188,7 @@ def service_rights(event_types: Iterable[str], tenants: Iterable[str] = ()) -> d
         # publish) or a refusal as node.errored; the output gate answers a runner's output with
         # node.output_checked (only it may publish) or a refusal as node.errored
         "guardrails": (_base("guardrails") + _durable("guardrails") + _durable(TOOL_GATE_DURABLE)
-                       + _kv_write(RATE_LIMITS_BUCKET) + _kv_read(WORKFLOW_BUCKET)
+                       + _kv_write(RATE_LIMITS_BUCKET) + _kv_read(WORKFLOW_BUCKET, create=False)
                        + _durable("guardrails-output")
                        + _publishes("task.accepted", "task.rejected", "guardrail.verdict", "tool.call_cleared",
                                     "node.output_checked",
@@ -188,7 +198,9 @@ def service_rights(event_types: Iterable[str], tenants: Iterable[str] = ()) -> d
                        + Rights(publish=(rpc_subject(AGENT_RUNNER_RPC, "judge"),))
                        # the output gate reads a large output's artifacts to check it, and stores a redacted one
                        + _artifacts(tenants, write=True, delete=True)),
-        "router": (_base("router") + _durable("router") + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
+        # it alone creates the engine's streams and its buckets (runtime/streamowner.py), at start
+        "router": (_base("router") + _streams(*ENGINE_STREAMS) + _durable("router")
+                   + _kv_read(WORKFLOW_BUCKET) + _kv_read(MCP_TOOLS_BUCKET)
                    + _publishes(*router_types)
                    + sum((_durable(partition_durable(p)) for p in range(PARTITIONS)), Rights())
                    # the platform's inbox outright: the answer to `tenant forget` (which it alone may ask) is
@@ -207,8 +219,8 @@ def service_rights(event_types: Iterable[str], tenants: Iterable[str] = ()) -> d
                          + _artifacts(tenants, write=True)),  # reads upstream artifacts, stores its own large outputs
         # only what the tool gate cleared, never the router's dispatches themselves (docs/guardrails.md)
         "tool-runner": (_base("tool-runner") + _gated_durable(CLEARED_DURABLE, type_subject("tool.call_cleared"))
-                        + _kv_write(TOOL_CALLS_BUCKET)
-                        + _kv_write(MCP_TOOLS_BUCKET)  # the MCP catalogue it publishes at start
+                        + _kv_write(TOOL_CALLS_BUCKET, create=False)  # the router creates it (ENGINE_STREAMS)
+                        + _kv_write(MCP_TOOLS_BUCKET, create=False)  # the MCP catalogue it publishes at start
                         + _publishes(*RUNNER_RESULTS, "node.output_produced") + Rights(publish=(heartbeat_subject(),))
                         + _artifacts(tenants, write=True)),  # stores large tool results
         # the authority answers after the server reloaded its configuration, which forgets the right to
@@ -217,9 +229,12 @@ def service_rights(event_types: Iterable[str], tenants: Iterable[str] = ()) -> d
         "authority": (_base("authority")
                       + Rights(publish=(f"{tenant_inbox('*', '*')}.>",), subscribe=(rpc_subject(AUTH_RPC, ">", "*"),),
                                responses=True)),
+        # its ordered consumer is unnamed (nats-py creates it on `CONSUMER.CREATE.AE_EVENTS`, and again on each
+        # reset), so no right names a consumer. The server refuses a durable name on that subject but takes a body
+        # naming another consumer as an update of it: a known gap (docs/security.md, "Only the router creates
+        # streams"), closed only by telemetry reading through a consumer of its own name
         "telemetry": (_base("telemetry")
                       + Rights(publish=(f"{JS}.STREAM.NAMES", f"{JS}.CONSUMER.CREATE.{STREAM}",
-                                        f"{JS}.CONSUMER.CREATE.{STREAM}.>",
                                         f"{JS}.CONSUMER.INFO.{STREAM}.>",  # no delete: its ephemerals expire
                                         "$JS.FC.>"),
                                subscribe=(*rpc_listen(TELEMETRY_RPC), TENANT_FORGOTTEN), responses=True)),

@@ -45,6 +45,7 @@ from agent_engine.runtime.settings import (
     retention_configured,
     stream_replicas,
 )
+from agent_engine.runtime.streamowner import ROUTER_BUCKETS, creates_streams, wait_for_streams
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ async def ensure_streams(js: JetStreamContext, events: Retention | None = None, 
     """Create the event stream, the DLQ stream and the tool-call bucket if they are missing, each stream
     with its retention (given, else from the environment: settings.events_retention, dlq_retention) and
     AE_STREAM_REPLICAS replicas. An existing stream takes a retention given here or set in the environment, and
-    the replica count when AE_STREAM_REPLICAS is set. Safe to call from every service."""
+    the replica count when AE_STREAM_REPLICAS is set. Safe to call more than once and from more than one process. Of
+    the services only the router's credential may create them (runtime/streamowner.py): Bus.open has the others wait."""
     for config, keep, enforce in (
         (StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS, storage=StorageType.FILE, duplicate_window=120.0),
          events or events_retention(), events is not None or retention_configured("AE_EVENTS")),
@@ -153,9 +155,13 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig, keep: Retent
 
 
 async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    """The KV bucket, created with `config` and AE_STREAM_REPLICAS replicas when missing; an existing bucket
-    takes the replica count when AE_STREAM_REPLICAS is set."""
+    """The KV bucket, created with `config` and AE_STREAM_REPLICAS replicas when missing (one of the router's,
+    streamowner.ROUTER_BUCKETS, only by the router or the platform: another service waits for it); an existing
+    bucket takes the replica count when AE_STREAM_REPLICAS is set."""
     config.replicas = stream_replicas()
+    credential = credential_from_env()
+    if config.bucket in ROUTER_BUCKETS and not creates_streams(credential):  # the router makes it
+        await wait_for_streams(js, credential.user if credential else "this process", (f"KV_{config.bucket}",))
     try:
         kv = await js.key_value(config.bucket)
     except BucketNotFoundError:
@@ -249,9 +255,13 @@ class Bus:
     async def open(cls, url: str, service: str) -> Bus:
         nc = await connect(url, service)
         js = nc.jetstream(timeout=10)
+        creates = creates_streams(credential_from_env())  # the credential `connect` used
         while True:
             try:
-                await ensure_streams(js)
+                if creates:
+                    await ensure_streams(js)
+                else:  # its credential may not create them: the router does
+                    await wait_for_streams(js, service)
                 bus = cls(nc, js, service)
                 health.PROCESS.add("nats", connection_check(nc))
                 metrics.SAMPLERS.add("dlq", bus.sample_dead_letters)

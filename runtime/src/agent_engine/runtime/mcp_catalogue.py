@@ -21,7 +21,8 @@ log = logging.getLogger("mcp-catalogue")
 
 
 async def bucket(js: JetStreamContext) -> KeyValue:
-    """Created by whichever of the two comes first, so a router started before any tool-runner finds it empty."""
+    """Created by the router at start (it may find it empty); the tool-runner, whose credential may not create it,
+    waits for it (bus.ensure_bucket)."""
     return await ensure_bucket(js, KeyValueConfig(bucket=MCP_TOOLS_BUCKET, history=1, storage=StorageType.FILE))
 
 

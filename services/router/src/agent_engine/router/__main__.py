@@ -13,7 +13,7 @@ from agent_engine.router.datakeys import MasterKeyError, master_key_from_env
 from agent_engine.router.idempotency import parse_window
 from agent_engine.router.service import Router
 from agent_engine.router.store import TaskStore
-from agent_engine.runtime import health, service, workflows
+from agent_engine.runtime import health, mcp_catalogue, service, workflows
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 
@@ -50,6 +50,7 @@ async def main(stop: asyncio.Event) -> None:
     health.PROCESS.add("postgres", health.postgres(settings.postgres_url))
     bus = await Bus.open(settings.nats_url, "router")
     kv = await workflows.bucket(bus.js)
+    await mcp_catalogue.bucket(bus.js)  # made here, at start: the tool-runner, which may not create it, waits for it
     try:
         await Router(bus, store, kv, settings, limits, window_s, day_limits, output_checks).run(stop)
     finally:

@@ -89,7 +89,7 @@ class CallLog:
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> CallLog:
-        """The bucket is created by `ensure_streams` (runtime.bus), which every service runs at start."""
+        """The bucket is created by the router at start (`ensure_streams`, runtime.bus); Bus.open waits for it."""
         return cls(await js.key_value(TOOL_CALLS_BUCKET))
 
     async def get(self, key: str) -> CallRecord | None:
