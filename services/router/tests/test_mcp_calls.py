@@ -54,3 +54,50 @@ def test_an_analysis_only_agent_is_refused_an_mcp_tool_whose_server_says_it_has_
     assert "agent 'scribe' is analysis-only and may not use tool 'add': it has side effects" in error.message
     assert problem(pinned, "add", {"title": "t", "text": "x"}) == (  # and each call, should one get that far
         "agent 'scribe' is analysis-only and may not use tool 'add': it has side effects")
+
+
+# --- a server the deployment keeps to other tenants ----------------------------------------------------------
+
+KEPT = ADD.model_copy(update={"tenants": ["acme"]})
+
+
+def test_a_task_naming_a_tool_of_a_server_kept_from_its_tenant_is_rejected_naming_tool_and_tenant() -> None:
+    from agent_engine.router.core import apply, replay
+    from agent_engine.router.records import Resolved, RouterInput, input_from_record
+    from agent_engine.router.state import TaskState
+    from agent_engine.runtime.mcp_catalogue import withheld
+
+    written = manifest({})
+    found = {"notes.add_note": KEPT}
+    assert withheld(written, found, "acme") == ()
+    assert withheld(written, found, "globex") == ("add",)  # "gone" is in no catalogue entry: not withheld
+    accepted = RouterInput(envelope("globex"), Resolved("rev1", written.with_tool_interfaces({})),
+                           withheld=("add",))
+    _, records = apply(TaskState(), accepted)
+    assert [r.type for r in records] == ["router.input", "task.rejected"]
+    assert records[1].data["reason"] == (
+        "tool 'add' (MCP server 'notes') not available to tenant 'globex': the deployment's MCP servers "
+        "(AE_MCP_SERVERS) keep that server to other tenants")
+    assert records[0].data["withheld"] == ["add"] and input_from_record(records[0]).withheld == ("add",)
+    assert replay(records) == records  # what the catalogue said is recorded: replay needs no catalogue
+
+
+def test_an_input_with_nothing_withheld_is_stored_as_before() -> None:
+    """Tasks pinned before servers had tenants replay exactly: no `withheld` key unless something was."""
+    from agent_engine.router.core import apply
+    from agent_engine.router.records import Resolved, RouterInput, input_from_record
+    from agent_engine.router.state import TaskState
+
+    _, records = apply(TaskState(), RouterInput(envelope("acme"), Resolved("rev1", manifest({}))))
+    assert "withheld" not in records[0].data and input_from_record(records[0]).withheld is None
+    assert "task.started" in [r.type for r in records]
+
+
+def envelope(tenant: str) -> Any:
+    from datetime import UTC, datetime
+
+    from agent_engine.contracts.envelope import Envelope
+
+    return Envelope(id="accept-1", source="test", type="task.accepted", time=datetime(2026, 1, 1, tzinfo=UTC),
+                    tenant=tenant, task_id="task-1", correlation_id="c-1",
+                    data={"workflow": "notes", "input": {}})

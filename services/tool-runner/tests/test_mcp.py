@@ -207,15 +207,15 @@ def test_is_error_and_a_missing_structured_result_are_errors_for_the_model() -> 
 
 async def test_a_result_breaking_the_output_schema_is_refused_by_the_runners_check() -> None:
     from agent_engine.contracts.mcp import McpToolEntry
-    from agent_engine.tool_runner.mcp import Server, as_tool
+    from agent_engine.tool_runner.mcp import Shared, as_tool
 
     entry = McpToolEntry(server="s", tool="count", input_schema={"type": "object"},
                          output_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}})
-    tool = as_tool(Server("s", ServerSpec(command="unused")), entry, asyncio.get_running_loop())
+    tool = as_tool(Shared("s", ServerSpec(command="unused")), entry, asyncio.get_running_loop())
     tool.check_result({"n": 3})
     with pytest.raises(ToolError, match="does not match its result schema"):
         tool.check_result({"n": "three"})
-    listed = as_tool(Server("s", ServerSpec(command="unused")),
+    listed = as_tool(Shared("s", ServerSpec(command="unused")),
                      entry.model_copy(update={"output_schema": {"type": "array"}}), asyncio.get_running_loop())
     listed.check_result({"result": [1]})  # a non-object schema applies to the wrapped value
     with pytest.raises(ToolError):

@@ -6,6 +6,10 @@ only names `{mcp: {server, tool}}`. At start the tool-runner lists each server's
 `McpToolEntry` per tool in the NATS KV bucket `ae_mcp_tools` (key `<server>.<tool>`); when the router pins
 a task's manifest it writes each MCP tool's description, argument schema and side effects into it from
 there, as it does the built-ins' from their catalogue.
+
+A server the deployment keeps to some tenants (`tenants: [...]` in AE_MCP_SERVERS) says so in each of its
+tools' entries; the router rejects a task of any other tenant whose workflow names one of them, and the
+tool-runner refuses such a call whatever reaches it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ class McpToolEntry(BaseModel):
     output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
     """The server's hints as it sent them (camelCase keys, e.g. readOnlyHint), None when it sent none."""
+    tenants: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The only tenants that may use the tool (its server's `tenants`); None: every tenant. Left out of the entry
+    when None, so a router from before the field still reads the entries of servers open to every tenant."""
+
+    def allows(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
 
     @property
     def side_effects(self) -> bool | None:

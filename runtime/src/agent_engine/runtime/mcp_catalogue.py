@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET, McpRef, McpToolEntry, catalogue_key
 from agent_engine.runtime.bus import ensure_bucket
 
@@ -29,6 +30,12 @@ async def bucket(js: JetStreamContext) -> KeyValue:
 async def publish(kv: KeyValue, entries: Iterable[McpToolEntry]) -> None:
     for entry in entries:
         await kv.put(catalogue_key(entry.server, entry.tool), entry.model_dump_json().encode())
+
+
+def withheld(manifest: WorkflowManifest, found: Mapping[str, McpToolEntry], tenant: str) -> tuple[str, ...]:
+    """The tools (by tools.yaml name) of `manifest` whose server the catalogue keeps from `tenant`."""
+    return tuple(sorted(name for name, tool in manifest.tools.items() if tool.mcp is not None
+                        and (entry := found.get(tool.mcp.key)) is not None and not entry.allows(tenant)))
 
 
 async def read(kv: KeyValue, refs: Iterable[McpRef]) -> dict[str, McpToolEntry]:

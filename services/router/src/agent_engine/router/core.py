@@ -178,6 +178,15 @@ def _blocking(manifest: WorkflowManifest) -> list[ManifestError]:
     return problems
 
 
+def withheld_reason(manifest: WorkflowManifest, tools: tuple[str, ...], tenant: str) -> str:
+    named = []
+    for name in tools:
+        mcp = manifest.tools[name].mcp if name in manifest.tools else None
+        named.append(f"tool '{name}' (MCP server '{mcp.server}')" if mcp is not None else f"tool '{name}'")
+    return (f"{', '.join(named)} not available to tenant '{tenant}': the deployment's MCP servers (AE_MCP_SERVERS) "
+            "keep that server to other tenants")
+
+
 def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
     if out.state.status != "new":
         return  # a request for a task that exists: idempotent
@@ -200,6 +209,10 @@ def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None
         out.add(TaskRejected(stage="router", workflow=accepted.workflow, reason=(
             f"workflow '{accepted.workflow}' revision {inp.workflow.revision[:12]} in the registry is not valid "
             f"({problems[0]}); push a valid revision with `agentctl workflow push DIR`")))
+        return
+    if inp.withheld:
+        out.add(TaskRejected(stage="router", workflow=accepted.workflow, reason=withheld_reason(
+            manifest, inp.withheld, inp.event.tenant)))
         return
     admission = inp.admission or Admission("start")
     if admission.decision == "reject":

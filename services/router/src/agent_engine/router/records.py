@@ -50,6 +50,9 @@ class RouterInput:
     rows its models are priced by."""
     rooms: tuple[DayRoom, ...] | None = None
     """For an input to a task its tenant's day budgets apply to: what each has left (budgets.py)."""
+    withheld: tuple[str, ...] | None = None
+    """For task.accepted: the tools (by tools.yaml name) of MCP servers the deployment keeps from this tenant, as
+    the catalogue said when the task was accepted; the task does not start (None: none)."""
 
 
 class InvalidInput(ValueError):
@@ -77,6 +80,8 @@ def input_record(inp: RouterInput) -> Envelope:
     if inp.rooms is not None:
         data["rooms"] = [{"scope": r.scope, "day": r.day, "limit": str(r.limit), "available": str(r.available)}
                          for r in inp.rooms]
+    if inp.withheld is not None:
+        data["withheld"] = list(inp.withheld)
     # trusted: the input was validated, and what is added to it was built here from validated values
     return caused_by(event, data, type=INPUT_RECORD, id=derive_id(event.id, "input"), source=SOURCE, time=event.time,
                      trusted=True)
@@ -92,10 +97,12 @@ def input_from_record(record: Envelope) -> RouterInput:
     duplicate = record.data.get("duplicate")
     prices = record.data.get("prices")
     rooms = record.data.get("rooms")
+    withheld = record.data.get("withheld")
     return RouterInput(Envelope.model_validate(record.data["input"]), workflow,
                        tuple(Envelope.model_validate(r) for r in source) if source is not None else None,
                        Admission(**admission) if admission else None,
                        Duplicate(**duplicate) if duplicate else None,
                        parse(prices) if prices else None,
                        tuple(DayRoom(r["scope"], r["day"], Decimal(r["limit"]), Decimal(r["available"])) for r in rooms)
-                       if rooms is not None else None)
+                       if rooms is not None else None,
+                       tuple(withheld) if withheld is not None else None)

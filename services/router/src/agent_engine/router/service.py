@@ -423,14 +423,18 @@ class Router:
             revision, manifest = workflows.parse_entry(entry)
             resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
         refs = resolved.manifest.mcp_tools()
+        withheld: tuple[str, ...] | None = None
         if refs:  # read for each new task: a tool-runner started since with other servers changes the catalogue
             self.mcp_tools = self.mcp_tools or await mcp_catalogue.bucket(self.bus.js)
             found = await mcp_catalogue.read(self.mcp_tools, refs)
+            withheld = mcp_catalogue.withheld(resolved.manifest, found, event.tenant) or None
+            # a server kept from this tenant lends its task nothing, not even its tools' schemas
+            found = {key: entry for key, entry in found.items() if entry.allows(event.tenant)}
             resolved = Resolved(resolved.revision, resolved.manifest.with_tool_interfaces(found))
         if self.output_checks:
             resolved = Resolved(resolved.revision, checked(resolved.manifest, event.tenant, self.output_checks))
         budgeted = self.days.apply_to(event.tenant) or bool(event.data.get("budget_usd"))  # or the request's own
-        return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted))
+        return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted), withheld=withheld)
 
 
 def workflow_span(state: TaskState, records: list[Envelope]) -> None:

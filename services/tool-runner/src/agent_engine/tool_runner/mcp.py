@@ -5,6 +5,10 @@ as a `Tool` the runner treats like a built-in: argument and result schemas, idem
 A call runs in one of the runner's worker threads like any tool; the session lives on the event loop, so the
 thread hands the call to the loop and waits. A server that dies is started again by the next call; the call
 that was running errors (retryable for an idempotent call, as any tool failure).
+
+A server may be kept to some tenants (`tenants`), and may run one process per tenant (`per_tenant`), started on
+that tenant's first call with the tenant's name in its arguments and environment, so a server that keeps state
+keeps each tenant's apart (docs/tools.md, "MCP servers per tenant").
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import contextlib
 import logging
 import os
 import re
+import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from mcp import ClientSession, StdioServerParameters
@@ -24,18 +29,25 @@ from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, PaginatedRequestParams, TextContent
 from mcp.types import Tool as McpTool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent_engine.contracts.envelope import TENANT_PATTERN
 from agent_engine.contracts.mcp import SERVER_NAME, TOOL_NAME, McpRef, McpToolEntry, side_effects_from
 from agent_engine.tool_runner.tools.base import Context, Tool, ToolError
 
 log = logging.getLogger("tool-runner")
 PING_S = 5.0
 """How long a server may take to answer the ping before each call; no answer: it is started again."""
+TENANT = "{tenant}"
+LISTING_TENANT = ".catalogue"
+"""What a per-tenant server is started as to list its tools at start: no tenant's name (a tenant's may not hold
+a dot), so the listing process never holds or sees a tenant's data. It is stopped once it has listed them."""
+DEFAULT_MAX_PROCESSES = 16
+DEFAULT_IDLE_STOP_S = 600.0
 
 
 class ServerSpec(BaseModel):
-    """One server of the deployment's file: how to start it."""
+    """One server of the deployment's file: how to start it, and for which tenants."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +58,46 @@ class ServerSpec(BaseModel):
     tool-runner's own, which holds its NATS credential."""
     cwd: str | None = None
     start_timeout_s: float = Field(default=30.0, gt=0)
+    tenants: list[Annotated[str, Field(pattern=TENANT_PATTERN)]] | None = Field(default=None, min_length=1)
+    """The only tenants whose calls may reach the server (None: every tenant); others do not see its tools."""
+    per_tenant: bool = False
+    """One process per tenant that calls it, started on its first call, with AE_TENANT and `{tenant}` in args,
+    cwd and env values set to that tenant: a stateful server never holds two tenants' data in one process."""
+    max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1)
+    """per_tenant: at most this many at once; a new tenant's call stops the longest-idle one, or is refused
+    (retryably) when every one is running a call."""
+    idle_stop_s: float = Field(default=DEFAULT_IDLE_STOP_S, gt=0)
+    """per_tenant: a tenant's process that ran no call for this long is stopped (its next call starts it again)."""
+
+    @model_validator(mode="after")
+    def _tenant_fields(self) -> ServerSpec:
+        if TENANT in self.command:
+            raise ValueError(f"command may not hold {TENANT} (only args, cwd and env values may)")
+        if not self.per_tenant:
+            used = self.tenant_placeholders()
+            if used:
+                raise ValueError(f"{TENANT} in {', '.join(used)}: only a server with per_tenant: true may use it "
+                                 "(a shared server serves every tenant from one process)")
+            only = sorted({"max_processes", "idle_stop_s"} & self.model_fields_set)
+            if only:
+                raise ValueError(f"{', '.join(only)} apply only to a server with per_tenant: true")
+        return self
+
+    def tenant_placeholders(self) -> list[str]:
+        """The fields that hold `{tenant}`, by name (`args[1]`, `cwd`, `env.ROOT`)."""
+        used = [f"args[{i}]" for i, arg in enumerate(self.args) if TENANT in arg]
+        used += ["cwd"] if self.cwd is not None and TENANT in self.cwd else []
+        return used + [f"env.{name}" for name, value in self.env.items() if TENANT in value]
+
+    def allows(self, tenant: str | None) -> bool:
+        return self.tenants is None or tenant in self.tenants
+
+    def for_tenant(self, tenant: str) -> ServerSpec:
+        """How to start this tenant's process: `{tenant}` replaced, AE_TENANT set."""
+        return self.model_copy(update={
+            "args": [arg.replace(TENANT, tenant) for arg in self.args],
+            "cwd": self.cwd.replace(TENANT, tenant) if self.cwd is not None else None,
+            "env": {**{k: v.replace(TENANT, tenant) for k, v in self.env.items()}, "AE_TENANT": tenant}})
 
 
 class ServersFile(BaseModel):
@@ -182,11 +234,119 @@ class Server:
                 await self._drop()
 
 
-def entry_for(server: str, tool: McpTool) -> McpToolEntry:
+class Shared:
+    """A server every allowed tenant's calls share: one process."""
+
+    def __init__(self, name: str, spec: ServerSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self.server = Server(name, spec)
+
+    @property
+    def starts(self) -> int:
+        return self.server.starts
+
+    async def list_tools(self) -> list[McpTool]:
+        return await self.server.list_tools()
+
+    async def call(self, tenant: str | None, tool: str, args: dict[str, Any], timeout_s: float) -> CallToolResult:
+        refuse_unless_allowed(self.name, self.spec, tenant)
+        return await self.server.call(tool, args, timeout_s)
+
+    async def stop_idle(self) -> None:
+        """A shared server is never idle-stopped: it was started with the tool-runner."""
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+class PerTenant:
+    """A server with one process per tenant (`per_tenant: true`), each started on its tenant's first call: a
+    tenant's call only ever reaches its own process. At most `max_processes` at once; one idle for
+    `idle_stop_s` is stopped."""
+
+    def __init__(self, name: str, spec: ServerSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self.processes: dict[str, Server] = {}
+        self.running: dict[str, int] = {}
+        """Calls in progress per tenant: a process running one is never stopped to make room."""
+        self.last_used: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def list_tools(self) -> list[McpTool]:
+        """From a process of no tenant's, stopped once it has answered."""
+        lister = Server(f"{self.name}[{LISTING_TENANT}]", self.spec.for_tenant(LISTING_TENANT))
+        try:
+            return await lister.list_tools()
+        finally:
+            await lister.stop()
+
+    async def call(self, tenant: str | None, tool: str, args: dict[str, Any], timeout_s: float) -> CallToolResult:
+        refuse_unless_allowed(self.name, self.spec, tenant)
+        assert tenant is not None  # allowed: a per-tenant server refuses a call without one
+        server = await self._take(tenant)
+        try:
+            return await server.call(tool, args, timeout_s)
+        finally:
+            self.running[tenant] -= 1
+            self.last_used[tenant] = time.monotonic()
+
+    async def _take(self, tenant: str) -> Server:
+        async with self._lock:
+            server = self.processes.get(tenant)
+            if server is None:
+                if len(self.processes) >= self.spec.max_processes:
+                    idle = [t for t in self.processes if not self.running.get(t)]
+                    if not idle:
+                        raise ToolError(f"MCP server '{self.name}' already runs {len(self.processes)} processes "
+                                        f"(max_processes), each in a call; tenant '{tenant}' must wait",
+                                        retryable=True)
+                    await self._stop(min(idle, key=lambda t: self.last_used.get(t, 0.0)))
+                server = self.processes[tenant] = Server(f"{self.name}[{tenant}]", self.spec.for_tenant(tenant))
+            self.running[tenant] = self.running.get(tenant, 0) + 1
+            self.last_used[tenant] = time.monotonic()
+            return server
+
+    async def _stop(self, tenant: str) -> None:
+        server = self.processes.pop(tenant)
+        self.running.pop(tenant, None)
+        self.last_used.pop(tenant, None)
+        log.info("MCP server %s: stopping tenant %s's process", self.name, tenant)
+        await server.stop()
+
+    async def stop_idle(self) -> None:
+        now = time.monotonic()
+        async with self._lock:
+            for tenant in [t for t in self.processes if not self.running.get(t)
+                           and now - self.last_used.get(t, now) >= self.spec.idle_stop_s]:
+                await self._stop(tenant)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            for tenant in list(self.processes):
+                await self._stop(tenant)
+
+
+def refuse_unless_allowed(name: str, spec: ServerSpec, tenant: str | None) -> None:
+    if spec.allows(tenant) and (tenant is not None or not spec.per_tenant):
+        return
+    raise ToolError(f"MCP server '{name}' is not available to tenant '{tenant}'" if tenant is not None else
+                    f"MCP server '{name}' serves only calls made for a tenant, and this one names none")
+
+
+Pool = Shared | PerTenant
+
+
+def pool(name: str, spec: ServerSpec) -> Pool:
+    return PerTenant(name, spec) if spec.per_tenant else Shared(name, spec)
+
+
+def entry_for(server: str, tool: McpTool, tenants: list[str] | None = None) -> McpToolEntry:
     annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else None
     return McpToolEntry(server=server, tool=tool.name, description=tool.description or "",
                         input_schema=tool.input_schema, output_schema=tool.output_schema,
-                        annotations=annotations or None)
+                        annotations=annotations or None, tenants=tenants)
 
 
 def output_of(name: str, result: CallToolResult, has_schema: bool) -> dict[str, Any]:
@@ -207,8 +367,9 @@ def output_of(name: str, result: CallToolResult, has_schema: bool) -> dict[str, 
     return output
 
 
-def as_tool(server: Server, entry: McpToolEntry, loop: asyncio.AbstractEventLoop) -> Tool:
-    """The MCP tool as the runner's registry holds it, under `mcp:<server>/<tool>`."""
+def as_tool(server: Pool, entry: McpToolEntry, loop: asyncio.AbstractEventLoop) -> Tool:
+    """The MCP tool as the runner's registry holds it, under `mcp:<server>/<tool>`; each call goes to the server
+    for the call's tenant."""
     ref = McpRef(server=entry.server, tool=entry.tool)
     schema = entry.output_schema
     result_schema = None if schema is None else (
@@ -216,7 +377,8 @@ def as_tool(server: Server, entry: McpToolEntry, loop: asyncio.AbstractEventLoop
 
     def run(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         limit = max(ctx.remaining_s(), 0.001)
-        future = asyncio.run_coroutine_threadsafe(server.call(entry.tool, args, limit), loop)
+        tenant = ctx.scope.tenant if ctx.scope is not None else None
+        future = asyncio.run_coroutine_threadsafe(server.call(tenant, entry.tool, args, limit), loop)
         try:
             # a little longer than the call's own limit, which the session enforces and reports
             result = future.result(limit + 1.0)
@@ -238,11 +400,13 @@ def as_tool(server: Server, entry: McpToolEntry, loop: asyncio.AbstractEventLoop
 
 
 class McpTools:
-    """Every declared server, started at once; their tools and catalogue entries."""
+    """Every declared server, started at once (a per-tenant one: to list its tools); their tools and catalogue
+    entries."""
 
     def __init__(self, specs: dict[str, ServerSpec]) -> None:
-        self.servers = {name: Server(name, spec) for name, spec in specs.items()}
+        self.servers = {name: pool(name, spec) for name, spec in specs.items()}
         self.entries: list[McpToolEntry] = []
+        self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, Tool]:
         """Start each server and list its tools; a server that fails to start stops the tool-runner, naming it."""
@@ -260,15 +424,39 @@ class McpTools:
                     log.warning("MCP server %s: tool %r skipped: its name does not match %s", name, tool.name,
                                 TOOL_NAME)
                     continue
-                entry = entry_for(name, tool)
+                entry = entry_for(name, tool, server.spec.tenants)
                 self.entries.append(entry)
                 tools[McpRef(server=name, tool=tool.name).runs_as] = as_tool(server, entry, loop)
-            log.info("MCP server %s: %s", name, ", ".join(describe(e) for e in self.entries if e.server == name))
+            log.info("MCP server %s (%s): %s", name, scope_of(server.spec),
+                     ", ".join(describe(e) for e in self.entries if e.server == name))
+        idle = [s.spec.idle_stop_s for s in self.servers.values() if s.spec.per_tenant]
+        if idle:
+            self._reaper = asyncio.create_task(self._stop_idle(min(min(idle) / 2, 60.0)), name="mcp:idle")
         return tools
 
+    async def _stop_idle(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            for server in self.servers.values():
+                try:
+                    await server.stop_idle()
+                except Exception:  # a process that does not stop cleanly must not end the sweeping
+                    log.exception("MCP server %s: stopping idle processes failed", server.name)
+
     async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
         for server in self.servers.values():
             await server.stop()
+
+
+def scope_of(spec: ServerSpec) -> str:
+    """Whose calls a server takes, and in which processes (for the log)."""
+    who = "every tenant" if spec.tenants is None else "tenants " + ", ".join(spec.tenants)
+    return f"{who}; one process per tenant, at most {spec.max_processes}" if spec.per_tenant else f"{who}; shared"
 
 
 def describe(entry: McpToolEntry) -> str:
