@@ -2,7 +2,8 @@
 deployment declares (AE_MCP_SERVERS), publishes its tools' schemas; the router pins them with the task, so the
 mock model's call missing an argument is refused against the server's own schema, the corrected call adds the
 note (once: add_note has side effects by its annotations), a read lists it, and the task succeeds. A tool node
-calls the same server directly."""
+calls the same server directly. A second server, declared `per_tenant` for two tenants, gives each its own
+process and notebook, and a task of a tenant it is not declared for is rejected at start."""
 
 from __future__ import annotations
 
@@ -17,16 +18,22 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 WORKFLOW = Path(__file__).parent / "workflows" / "mcp-notes"
+PRIVATE_TENANTS = ("acme", "globex")
+"""The tenants the per-tenant `private` server is declared for (fixed names: the stack is this module's own)."""
 
 
 @pytest.fixture(scope="module")
 def mcp_engine(own_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("mcp")
     servers = root / "mcp-servers.yaml"
-    servers.write_text(json.dumps({"mcp_servers": {"notes": {
-        "command": sys.executable, "args": ["-m", "agent_engine.testkit.mcp_notes", str(root / "notes.jsonl")]}}}))
+    notes = ["-m", "agent_engine.testkit.mcp_notes"]
+    servers.write_text(json.dumps({"mcp_servers": {
+        "notes": {"command": sys.executable, "args": [*notes, str(root / "notes.jsonl")]},
+        "private": {"command": sys.executable, "args": [*notes, str(root / "private-{tenant}.jsonl")],
+                    "per_tenant": True, "tenants": list(PRIVATE_TENANTS)}}}))
     engine = own_stack(AE_MCP_SERVERS=str(servers))
     engine.notebook = root / "notes.jsonl"
+    engine.root = root
     return engine
 
 
@@ -80,7 +87,7 @@ def test_an_agent_adds_a_note_through_an_mcp_tool_and_the_task_succeeds_with_it(
     assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout + replayed.stderr
 
 
-async def _run_analysis_only(engine: Any, tenant: str, directory: Path) -> tuple[str, list[Any]]:
+async def _run_workflow(engine: Any, tenant: str, directory: Path) -> tuple[str, list[Any]]:
     nc = await engine.connect()
     try:
         workflow = await engine.push(nc, tenant, directory)
@@ -102,9 +109,39 @@ def test_an_analysis_only_agent_listing_an_mcp_tool_its_server_says_changes_thin
     tools = directory / "tools.yaml"
     tools.write_text(tools.read_text().replace("    capabilities: [fs.write]\n", ""))
     before = mcp_engine.notebook.read_text() if mcp_engine.notebook.exists() else ""
-    status, history = asyncio.run(_run_analysis_only(mcp_engine, tenant, directory))
+    status, history = asyncio.run(_run_workflow(mcp_engine, tenant, directory))
     assert status == "rejected"
     [rejected] = [r.data for r in history if r.type == "task.rejected"]
     assert ("[agent-mode] agent 'scribe' is analysis-only and may not use tool 'add_note': it has side effects"
             in rejected["reason"])
     assert (mcp_engine.notebook.read_text() if mcp_engine.notebook.exists() else "") == before
+
+
+def _private_workflow(tmp_path: Path) -> Path:
+    """The same workflow, its tools naming the per-tenant server."""
+    directory = tmp_path / "mcp-private"
+    shutil.copytree(WORKFLOW, directory)
+    tools = directory / "tools.yaml"
+    tools.write_text(tools.read_text().replace("server: notes", "server: private"))
+    return directory
+
+
+def test_a_per_tenant_server_keeps_each_tenants_notes_apart_and_refuses_a_tenant_not_declared(
+        mcp_engine, tenant, tmp_path):
+    directory = _private_workflow(tmp_path)
+    for name in PRIVATE_TENANTS:  # one after the other: the second tenant's process does not see the first's note
+        status, history = asyncio.run(_run_workflow(mcp_engine, name, directory))
+        assert status == "succeeded", [r.data for r in history if r.type in ("node.errored", "task.failed")]
+        returned = {r.data["tool"]: r.data for r in history if r.type == "node.tool_returned"}
+        assert returned["add_note"]["output"] == {"id": 1, "count": 1}  # its own notebook: the first note in it
+        check = next(r.data for r in history if r.type == "node.succeeded" and r.data["node"] == "check")
+        assert check["output"] == {"notes": [{"title": "x", "text": "y"}]}
+        assert (mcp_engine.root / f"private-{name}.jsonl").read_text().count("\n") == 1
+
+    status, history = asyncio.run(_run_workflow(mcp_engine, tenant, directory))
+    assert status == "rejected"
+    [rejected] = [r.data for r in history if r.type == "task.rejected"]
+    assert (f"tool 'add_note' (MCP server 'private'), tool 'notes' (MCP server 'private') are not available to tenant "
+            f"'{tenant}'") in rejected["reason"]
+    assert not [r for r in history if r.type == "node.dispatched"]
+    assert sorted(p.name for p in mcp_engine.root.glob("private-*")) == [f"private-{t}.jsonl" for t in PRIVATE_TENANTS]

@@ -76,8 +76,8 @@ def test_a_task_naming_a_tool_of_a_server_kept_from_its_tenant_is_rejected_namin
     _, records = apply(TaskState(), accepted)
     assert [r.type for r in records] == ["router.input", "task.rejected"]
     assert records[1].data["reason"] == (
-        "tool 'add' (MCP server 'notes') not available to tenant 'globex': the deployment's MCP servers "
-        "(AE_MCP_SERVERS) keep that server to other tenants")
+        "tool 'add' (MCP server 'notes') is not available to tenant 'globex': the deployment's MCP servers "
+        "(AE_MCP_SERVERS) are declared for other tenants only")
     assert records[0].data["withheld"] == ["add"] and input_from_record(records[0]).withheld == ("add",)
     assert replay(records) == records  # what the catalogue said is recorded: replay needs no catalogue
 

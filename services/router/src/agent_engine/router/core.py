@@ -183,8 +183,8 @@ def withheld_reason(manifest: WorkflowManifest, tools: tuple[str, ...], tenant: 
     for name in tools:
         mcp = manifest.tools[name].mcp if name in manifest.tools else None
         named.append(f"tool '{name}' (MCP server '{mcp.server}')" if mcp is not None else f"tool '{name}'")
-    return (f"{', '.join(named)} not available to tenant '{tenant}': the deployment's MCP servers (AE_MCP_SERVERS) "
-            "keep that server to other tenants")
+    return (f"{', '.join(named)} {'is' if len(named) == 1 else 'are'} not available to tenant '{tenant}': the "
+            "deployment's MCP servers (AE_MCP_SERVERS) are declared for other tenants only")
 
 
 def _on_accepted(out: Emitter, inp: RouterInput, accepted: TaskAccepted) -> None:
