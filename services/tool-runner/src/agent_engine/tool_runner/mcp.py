@@ -250,7 +250,8 @@ class Shared:
         return await self.server.list_tools()
 
     async def call(self, tenant: str | None, tool: str, args: dict[str, Any], timeout_s: float) -> CallToolResult:
-        refuse_unless_allowed(self.name, self.spec, tenant)
+        if not self.spec.allows(tenant):
+            raise refusal(self.name, tenant)
         return await self.server.call(tool, args, timeout_s)
 
     async def stop_idle(self) -> None:
@@ -283,8 +284,8 @@ class PerTenant:
             await lister.stop()
 
     async def call(self, tenant: str | None, tool: str, args: dict[str, Any], timeout_s: float) -> CallToolResult:
-        refuse_unless_allowed(self.name, self.spec, tenant)
-        assert tenant is not None  # allowed: a per-tenant server refuses a call without one
+        if tenant is None or not self.spec.allows(tenant):
+            raise refusal(self.name, tenant)
         server = await self._take(tenant)
         try:
             return await server.call(tool, args, timeout_s)
@@ -328,11 +329,11 @@ class PerTenant:
                 await self._stop(tenant)
 
 
-def refuse_unless_allowed(name: str, spec: ServerSpec, tenant: str | None) -> None:
-    if spec.allows(tenant) and (tenant is not None or not spec.per_tenant):
-        return
-    raise ToolError(f"MCP server '{name}' is not available to tenant '{tenant}'" if tenant is not None else
-                    f"MCP server '{name}' serves only calls made for a tenant, and this one names none")
+def refusal(name: str, tenant: str | None) -> ToolError:
+    """A call of a tenant the server is not declared for (the router rejects such a task before it starts), or
+    one naming no tenant to a server that serves some only; never retryable."""
+    return ToolError(f"MCP server '{name}' is not available to tenant '{tenant}'" if tenant is not None else
+                     f"MCP server '{name}' serves only calls made for a tenant, and this one names none")
 
 
 Pool = Shared | PerTenant
