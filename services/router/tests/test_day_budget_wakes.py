@@ -68,7 +68,7 @@ def test_a_settlement_that_frees_room_in_the_day_wakes_the_waiting_node_before_i
     assert (wake.event.type, wake.event.task_id, wake.event.data) == (
         "node.retry_due", "second", {"node": "draft", "attempt": 1, "at": at})
     poll_id = derive_id("second", "draft", 1, "retry-due", (T0 + timedelta(seconds=61)).isoformat())
-    assert wake.event.id != poll_id  # the poll at `at` is an input of its own, absorbed when it finds nothing
+    assert wake.event.id != poll_id  # the poll is another input, ignored once this one ran
     out = shell.feed(second, wake, "ann")
     assert types(out)[1:] == ["budget.reserved", "node.dispatched"]
     [dispatched] = of_type(out, "node.dispatched")
@@ -79,7 +79,7 @@ def test_a_settlement_that_frees_room_in_the_day_wakes_the_waiting_node_before_i
     assert dumps(replay(stored)) == dumps(stored)
 
 
-def test_a_settlement_that_frees_nothing_or_not_enough_wakes_no_one() -> None:
+def test_a_settlement_that_frees_no_room_wakes_no_one() -> None:
     shell, _, second = two_tasks(worst_case())  # it cost all it reserved: the day has no more room than before
     assert shell.wakes(T0 + timedelta(seconds=5)) == []
     assert second.state.nodes["draft"].status == "retry_scheduled"
