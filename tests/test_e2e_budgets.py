@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ agents:
 
 DAY_TENANT = "daybudget"
 """The one tenant with a day budget in this stack: 0.008 USD a UTC day (AE_BUDGET_LIMITS)."""
+WAKE_TENANT = "daywake"
+"""A tenant whose day budget (0.01 USD) holds one reservation of the writer (about 0.0074) at a time."""
 DAILY = """\
 name: daily
 nodes:
@@ -65,7 +68,7 @@ edges:
 def priced(own_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     table = tmp_path_factory.mktemp("prices") / "priced-mock.json"
     table.write_text(json.dumps(PRICED_MOCK))
-    return own_stack(AE_PRICE_TABLE=str(table), AE_BUDGET_LIMITS=f"{DAY_TENANT}=0.008")
+    return own_stack(AE_PRICE_TABLE=str(table), AE_BUDGET_LIMITS=f"{DAY_TENANT}=0.008,{WAKE_TENANT}=0.01")
 
 
 def workflow_dir(root: Path, workflow: str = WORKFLOW) -> Path:
@@ -295,3 +298,114 @@ def test_the_grounding_judges_call_is_paid_from_the_nodes_reservation(priced: An
             break
         time.sleep(0.2)
     assert Decimal(cost["cost_usd"]) == Decimal(settled["cost_usd"])  # the ledger and the budget agree
+
+
+WAITING = """\
+name: waiting
+budget:
+  task_usd: "1"
+  on_exceed: wait
+nodes:
+  - {id: draft, role: START, kind: agent, agent: writer}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: done}
+"""
+
+
+def history(engine: Any, task_id: str) -> list[dict[str, Any]]:
+    shown = engine.agentctl("task", "history", task_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    return list(json.loads(shown.stdout))
+
+
+def wait_for_record(engine: Any, task_id: str, type_: str) -> list[dict[str, Any]]:
+    """The task's history once it holds a record of `type_`."""
+    for _ in range(150):
+        records = history(engine, task_id)
+        if any(r["type"] == type_ for r in records):
+            return records
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} never recorded {type_}")
+
+
+def at(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def test_a_task_waiting_for_the_tenants_day_starts_once_another_task_settles_below_its_reservation(
+        priced: Any, tmp_path: Path) -> None:
+    """Two tasks of a tenant whose day budget holds one reservation: the second waits (on_exceed: wait); when the
+    first's slow call settles far below what it reserved, the room it frees wakes the second at once, long before
+    the 60 s poll would have tried it again."""
+    wf = workflow_dir(tmp_path, WAITING)
+    (wf / "mock" / "draft.json").write_text(json.dumps([{"text": "x" * 400, "$mock_delay_s": 8}]))
+    assert priced.agentctl("workflow", "push", str(wf), "--tenant", WAKE_TENANT).returncode == 0
+    first = priced.agentctl("submit", "waiting", "--tenant", WAKE_TENANT, "--input", '{"brief": "one"}')
+    first_id = first.stdout.strip().splitlines()[-1]
+    wait_for_record(priced, first_id, "node.dispatched")
+    second = priced.agentctl("submit", "waiting", "--tenant", WAKE_TENANT, "--input", '{"brief": "two"}')
+    second_id = second.stdout.strip().splitlines()[-1]
+    waited = wait_for_record(priced, second_id, "node.retry_scheduled")
+    assert not any(r["type"] == "budget.settled" for r in history(priced, first_id)), "the first answered too soon"
+    [exceeded] = [r["data"] for r in waited if r["type"] == "budget.exceeded"]
+    assert (exceeded["scope"], exceeded["then"]) == ("tenant-day", "wait")
+    priced.wait_for_status(first_id, "succeeded")
+    priced.wait_for_status(second_id, "succeeded", tries=300)
+
+    [settled] = [r for r in history(priced, first_id) if r["type"] == "budget.settled"]
+    assert Decimal(settled["data"]["cost_usd"]) < Decimal(settled["data"]["released_usd"])
+    records = history(priced, second_id)
+    [scheduled] = [r["data"] for r in records if r["type"] == "node.retry_scheduled"]
+    [woken] = [r for r in records if r["type"] == "router.input" and r["data"]["input"]["type"] == "node.retry_due"]
+    [dispatched] = [r for r in records if r["type"] == "node.dispatched"]
+    assert woken["data"]["input"]["data"]["at"] == scheduled["at"]  # taken as the retry it had scheduled
+    assert dispatched["data"]["reason"] == "room in the tenant-day budget"
+    # woken by the first's settlement, and dispatched well before the poll at `at` would have fired
+    assert at(settled["time"]) <= at(woken["time"]) <= at(dispatched["time"])
+    assert at(scheduled["at"]) - at(dispatched["time"]) > timedelta(seconds=30)
+    for task_id in (first_id, second_id):
+        replayed = priced.agentctl("task", "replay", task_id)
+        assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout
+
+
+CAPPED = """\
+name: capped
+budget:
+  task_usd: "0.01"
+nodes:
+  - {id: draft, role: START, kind: agent, agent: terse, max_attempts: 1}
+  - {id: done, role: EXIT, status: succeeded}
+edges:
+  - {from: draft, to: done}
+"""
+TERSE = """\
+agents:
+  terse:
+    provider: mock
+    model: mock-1
+    prompt: Write the text.
+    max_tokens: 1000
+    max_repairs: 0
+"""
+
+
+def test_a_priced_mock_whose_script_runs_past_max_tokens_spends_no_more_than_it_reserved(
+        priced: Any, tenant: str, tmp_path: Path) -> None:
+    """The script says 8000 tokens, the agent allows 1000: the mock stops at 1000, as a real provider would, so
+    the call costs less than its reservation (the cut reply is no JSON, so the node fails, within its budget)."""
+    wf = workflow_dir(tmp_path, CAPPED)
+    (wf / "agents.yaml").write_text(TERSE)
+    (wf / "mock" / "draft.json").write_text(json.dumps([{"text": "x" * 32000}]))
+    assert priced.agentctl("workflow", "push", str(wf), "--tenant", tenant).returncode == 0
+    submitted = priced.agentctl("submit", "capped", "--tenant", tenant, "--input", '{"brief": "long"}')
+    task_id = submitted.stdout.strip().splitlines()[-1]
+    priced.wait_for_status(task_id, "failed")
+
+    records = history(priced, task_id)
+    [reserved] = [r["data"] for r in records if r["type"] == "budget.reserved"]
+    [settled] = [r["data"] for r in records if r["type"] == "budget.settled"]
+    calls = next(r["data"]["input"]["data"] for r in records if r["type"] == "router.input"
+                 and r["data"]["input"]["type"] == "node.errored")["llm_calls"]
+    assert [c["usage"]["output_tokens"] for c in calls] == [1000] and calls[0]["outcome"] == "invalid"
+    assert Decimal(0) < Decimal(settled["cost_usd"]) <= Decimal(reserved["amount_usd"]) <= Decimal("0.01")

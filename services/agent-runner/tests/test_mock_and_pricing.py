@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_engine.agent_runner import pricing
+from agent_engine.agent_runner.allowance import request_bytes
 from agent_engine.agent_runner.providers import (
     Gateway,
     LlmRequest,
@@ -23,6 +27,7 @@ from agent_engine.agent_runner.service import SOURCE, AgentRunner, build_request
 from agent_engine.agent_runner.structured import NotAJsonObject, extract_json
 from agent_engine.contracts.envelope import derive_id
 from agent_engine.contracts.events import DispatchedAgent, Usage
+from agent_engine.contracts.pricing import PriceTable
 
 
 def request(attempt: int = 1, **agent: Any) -> LlmRequest:
@@ -66,6 +71,41 @@ async def test_mock_usage_is_synthetic_and_labelled() -> None:
                                  output_tokens=estimate_tokens(json.dumps(said, sort_keys=True)))
     assert result.usage.input_tokens == 6  # 22 characters at about four a token, rounded up
     assert (result.usage.cache_read_tokens, result.usage.cache_write_tokens) == (0, 0)
+
+
+async def test_mock_stops_at_max_tokens_as_a_real_provider_does() -> None:
+    """A scripted reply of about 2000 tokens to a request allowing 1000: cut at 1000 (never more output than the
+    request allows, so a priced mock never spends more than the call's worst case), and not valid JSON any more."""
+    result = await MockProvider().complete(request(max_tokens=1000, mock_responses=[{"text": "x" * 8000}]))
+    assert (result.usage.output_tokens, result.stop_reason, len(result.text)) == (1000, "max_tokens", 4000)
+    with pytest.raises(NotAJsonObject):
+        extract_json(result.text)
+    thinking = [{"$mock_thought": "y" * 500, "$mock_tool_calls": [{"name": "read", "args": {}}]}]
+    cut = await MockProvider().complete(request(max_tokens=100, mock_responses=thinking))
+    assert (cut.usage.output_tokens, cut.tool_calls, cut.stop_reason) == (100, (), "max_tokens")
+    fits = await MockProvider().complete(request(max_tokens=1000, mock_responses=[{"text": "x" * 100}]))
+    assert (fits.stop_reason, output(fits)) == ("end_turn", {"text": "x" * 100})
+
+
+@settings(max_examples=60, deadline=None)
+@given(max_tokens=st.integers(1, 3000), length=st.integers(0, 20000), schema=st.booleans())
+def test_a_priced_mocks_call_never_costs_more_than_its_worst_case(max_tokens: int, length: int,
+                                                                  schema: bool) -> None:
+    """What the agent-runner's allowance and the router's reservation count for a call (input bytes, max_tokens
+    out, at the mock's price) bounds what the priced mock's call costs, whatever its script says."""
+    table = PriceTable("test-priced-mock", {"mock": (Decimal("0.9"), Decimal("3"), Decimal("0.1"), Decimal("1.2"))})
+    agent: dict[str, Any] = {"max_tokens": max_tokens}
+    if schema:
+        agent["output_schema_json"] = {"type": "object", "required": ["t"], "properties": {
+            "t": {"type": "string", "minLength": length}}}
+    else:
+        agent["mock_responses"] = [{"text": "é" * length}]
+    asked = request(**agent)
+    result = asyncio.run(MockProvider().complete(asked))
+    assert result.usage.output_tokens <= max_tokens
+    worst = table.worst_case(["mock-1"], request_bytes(asked), max_tokens)
+    spent = table.cost("mock-1", result.usage)
+    assert isinstance(worst, Decimal) and spent is not None and spent <= worst
 
 
 NESTED = {

@@ -11,23 +11,12 @@ from decimal import Decimal
 from itertools import count
 from typing import Any
 
-from budget_testkit import PRICES, budgeted, cost, of_type, parallel_wf, start
+from budget_testkit import PRICES, Shell, budgeted, cost, of_type, parallel_wf, start
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from router_testkit import Run, accepted, completed, dumps, envelope, errored, expired, json_round_trip
+from router_testkit import T0, Run, accepted, completed, dumps, envelope, errored, expired, json_round_trip
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.router.budgets import (
-    DayRoom,
-    DayState,
-    day_entries,
-    day_key,
-    day_of,
-    evolve_day,
-    fold_day,
-    mirrored,
-    room_of,
-)
 from agent_engine.router.core import RouterInput, fold, replay
 
 LIMITS = ["0.03", "0.05", "0.07", "0.08", "0.1", "0.12", "0.3"]
@@ -109,41 +98,6 @@ def test_spent_never_exceeds_the_budget_and_every_reservation_settles_exactly_on
 
 # --- day budgets: concurrent tasks of one tenant share them ---------------------------------------
 
-class Shell:
-    """What the router's shell does around the core for day budgets, over plain lists: the rooms read before
-    each input, the mirrored records appended after it (day_budgets.py does the same against the store)."""
-
-    def __init__(self, tenant_day: Decimal, user_day: Decimal) -> None:
-        self.limits = {"tenant-day": tenant_day, "user-day": user_day}
-        self.logs: dict[str, list[Envelope]] = {}
-        self.states: dict[str, DayState] = {}
-
-    def rooms(self, tenant: str, day: str, user: str) -> tuple[DayRoom, ...]:
-        return (room_of("tenant-day", day, self.limits["tenant-day"], self.states.get(day_key(tenant, day),
-                                                                                       DayState())),
-                room_of("user-day", day, self.limits["user-day"], self.states.get(day_key(tenant, day, user),
-                                                                                   DayState())))
-
-    def feed(self, run: Run, inp: RouterInput, user: str) -> list[Envelope]:
-        inp = replace(inp, rooms=self.rooms(inp.event.tenant, day_of(inp.event), user))
-        out = run.feed(inp)
-        for record in out:
-            for scope, key in day_entries(record):
-                after = evolve_day(self.states.get(key, DayState()), record)
-                self.logs.setdefault(key, []).append(mirrored(record, scope, after, self.limits[scope]))
-                self.states[key] = after
-        return out
-
-    def crash(self) -> None:
-        """The day logs as the store holds them, folded again."""
-        self.states = {key: fold_day(json_round_trip(log)) for key, log in self.logs.items()}
-
-    def check(self) -> None:
-        for key, state in self.states.items():
-            limit = self.limits["user-day" if "/user/" in key else "tenant-day"]
-            assert state.spent + state.reserved <= limit, (key, state.spent, state.reserved, limit)
-
-
 @given(st.data())
 @settings(max_examples=100, deadline=None)
 def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any) -> None:
@@ -152,6 +106,7 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
     users = {}
     runs: dict[str, Run] = {}
     applied: list[tuple[str, RouterInput]] = []
+    woke: list[str] = []
     ids = count()
     shares = st.sampled_from([Decimal(0), Decimal("0.5"), Decimal(1)])
     for i in range(data.draw(st.integers(2, 4), label="tasks")):
@@ -174,7 +129,7 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
         open_ids = {s.dispatch_id for _, s in run.state.open_dispatches()}
         current = [d for d in dispatches if d.data["dispatch_id"] in open_ids]
         action = data.draw(st.sampled_from(["answer", "answer", "answer", "expire", "redeliver", "late", "crash",
-                                            "tick"]), label="action")
+                                            "tick", "wake"]), label="action")
         due = [(n, s) for n, s in run.state.nodes.items() if s.status == "retry_scheduled"]
         if action == "crash":
             run.state = fold(json_round_trip(run.records))
@@ -185,6 +140,13 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
             shell.feed(run, RouterInput(envelope("node.retry_due", {
                 "node": node, "attempt": waiting.attempts + 1, "at": waiting.deadline.isoformat()},
                 id=f"due-{next(ids)}", task_id=task, time=waiting.deadline)), user)
+        elif action == "wake":  # the timers: nodes whose room a settlement freed try again before their poll
+            for wake in shell.wakes(T0):
+                woken = runs[wake.event.task_id]
+                assert woken.state.nodes[wake.event.data["node"]].status == "retry_scheduled"
+                out = shell.feed(woken, wake, users[wake.event.task_id])
+                assert {"budget.reserved", "budget.exceeded"} & {r.type for r in out}, out  # taken as its retry
+                woke.append(wake.event.task_id)
         elif action == "redeliver" and applied:
             again_task, again = data.draw(st.sampled_from(applied), label="again")
             assert shell.feed(runs[again_task], again, users[again_task]) == []
@@ -219,4 +181,5 @@ def test_concurrent_tasks_of_a_tenant_never_overspend_its_day_budgets(data: Any)
         assert state.spent == sum((Decimal(c) for c in costs), Decimal(0))
     event(f"day reservations: {min(sum(1 for log in shell.logs.values() for r in log if r.type == 'budget.reserved'), 9)}")
     event(f"day waited: {any(r.data.get('scope') != 'task' and r.data['then'] == 'wait' for run in runs.values() for r in run.records if r.type == 'budget.exceeded')}")
+    event(f"woken before the poll: {bool(woke)}")
     event(f"day exceeded: {any(r.data.get('scope') != 'task' for run in runs.values() for r in run.records if r.type == 'budget.exceeded')}")

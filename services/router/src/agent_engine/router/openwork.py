@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from agent_engine.router.deadlines import DeadlineIndex, Open
+from agent_engine.router.deadlines import DeadlineIndex, Open, Room
 
 TABLE = "router_open_work"
 SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} (name text PRIMARY KEY, position bigint NOT NULL, "
@@ -35,15 +36,18 @@ CHECKPOINT_S = 15.0
 def entries(index: DeadlineIndex) -> list[dict[str, Any]]:
     return [{"task": task, "node": node, "dispatch_id": o.dispatch_id, "attempt": o.attempt,
              "deadline": o.deadline.isoformat(), "tenant": o.tenant, "correlation_id": o.correlation_id,
-             "retry": o.retry, "window_s": o.window.total_seconds()}
+             "retry": o.retry, "window_s": o.window.total_seconds(),
+             **({"room": {"scope": o.room.scope, "day": o.room.day, "needed": str(o.room.needed)}} if o.room else {})}
             for (task, node), o in index.open.items()]
 
 
 def restore(index: DeadlineIndex, rows: list[dict[str, Any]]) -> None:
     for row in rows:
+        room = row.get("room")  # absent in checkpoints saved before day-budget waits were woken early
         index.open[(row["task"], row["node"])] = Open(
             row["dispatch_id"], int(row["attempt"]), datetime.fromisoformat(row["deadline"]), row["tenant"],
-            row["correlation_id"], retry=bool(row["retry"]), window=timedelta(seconds=float(row["window_s"])))
+            row["correlation_id"], retry=bool(row["retry"]), window=timedelta(seconds=float(row["window_s"])),
+            room=Room(room["scope"], room["day"], Decimal(room["needed"])) if room else None)
 
 
 def latest(url: str) -> tuple[int, list[dict[str, Any]]]:

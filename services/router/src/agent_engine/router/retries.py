@@ -71,4 +71,6 @@ def on_retry_due(out: Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
             or waiting.attempts + 1 != due.attempt or (due.at is not None and due.at != waiting.deadline)):
         return
     assert state.manifest is not None
-    dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry")
+    # approved: a scheduled attempt was built past the node's approval (a node a person approved and that then
+    # waited for room in a day budget is scheduled as attempt 1), so the person is not asked a second time
+    dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry", approved=True)

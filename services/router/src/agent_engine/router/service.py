@@ -337,6 +337,8 @@ class Router:
         for key, (_, records) in chunk.items():
             if is_day_key(key):
                 self.days.committed(key, batch)
+                for record in records:  # a settlement that frees room wakes the nodes waiting for it
+                    self.deadlines.observe(record)
                 continue
             if is_key_aggregate(key):
                 continue  # read from the store again whenever needed

@@ -143,6 +143,7 @@ class Timers:
         except Exception:
             log.exception("deadline of task %s node %s failed; will retry", event.task_id, node)
             return
+        self.deadlines.fired(event.task_id, node)  # a woken retry: given once, whatever it recorded
         if refused:  # the task cannot take it (a bug, or a forged record): stop firing it
             log.error("deadline of task %s node %s refused: %s", event.task_id, node, refused[event.id])
             self.deadlines.open.pop((event.task_id, node), None)

@@ -22,12 +22,15 @@ THOUGHT = "$mock_thought"
 SUMMARY = "summary"
 """An agent-runner request whose `purpose` this is gets a summary, not a script item."""
 MODEL = "mock-1"
+CHARS_PER_TOKEN = 4
+"""The synthetic usage counts about four characters a token (estimate_tokens): a reply is cut at max_tokens of them."""
 
 
 class MockProvider:
     """Scripted replies per node from the workflow's mock/ files, else the smallest object valid against
     the node's output schema. Call number `attempt + turn + repair` (from 1) takes that item of the script;
-    the last item repeats. Usage is synthetic, from text length."""
+    the last item repeats. Usage is synthetic, from text length; a reply longer than the request's max_tokens is
+    cut there (stop_reason `max_tokens`), so its output tokens never exceed max_tokens."""
 
     name = MOCK
 
@@ -51,8 +54,13 @@ class MockProvider:
             text = str(item.get(THOUGHT, ""))
         else:
             text = reply_text(request)
+        stop = "tool_use" if calls else "end_turn"
+        if estimate_tokens(text) > request.agent.max_tokens:
+            # as a real provider does: it stops at max_tokens, mid-reply (so never bills more output than the
+            # reservation counted), and tool calls that would have followed the text are never made
+            text, calls, stop = text[:request.agent.max_tokens * CHARS_PER_TOKEN], (), "max_tokens"
         usage = Usage(input_tokens=estimate_tokens(request.text()), output_tokens=estimate_tokens(text))
-        return LlmResult(text, usage, MOCK, MODEL, calls, stop_reason="tool_use" if calls else "end_turn")
+        return LlmResult(text, usage, MOCK, MODEL, calls, stop_reason=stop)
 
 
 def _scripted(request: LlmRequest) -> dict[str, Any]:
