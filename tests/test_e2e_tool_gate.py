@@ -28,12 +28,13 @@ from test_e2e_trust import Session, keyring, refused_publish  # the trust tests'
 pytestmark = pytest.mark.e2e
 POLICY_WF = "tests/workflows/tool-policy"
 APPROVAL_WF = "tests/workflows/tool-approval"
+NODE_APPROVAL_WF = "tests/workflows/tool-node-approval"
 
 
-def _submit(engine: Any, tenant: str, workflow: str) -> str:
+def _submit(engine: Any, tenant: str, workflow: str, task_input: str = "{}") -> str:
     pushed = engine.agentctl("workflow", "push", workflow, "--tenant", tenant)
     assert pushed.returncode == 0, pushed.stderr
-    sub = engine.agentctl("submit", Path(workflow).name, "--tenant", tenant, "--input", "{}")
+    sub = engine.agentctl("submit", Path(workflow).name, "--tenant", tenant, "--input", task_input)
     assert sub.returncode == 0, sub.stderr
     return str(sub.stdout.strip())
 
@@ -148,6 +149,37 @@ def test_reject_returns_a_refusal_to_the_model_and_nothing_is_written(engine: An
     [returned] = [r.data for r in _history(engine, task_id) if r.type == "node.tool_returned"]
     assert returned["error"] == "refused by a person (rule tool.approval): rejected by bob: not now"
     assert _notes(engine).count("approved note") == before
+
+
+def test_a_tool_nodes_own_approval_answers_the_gate_too_so_one_approve_runs_it_once(engine: Any, tenant: str
+                                                                                    ) -> None:
+    """A tool node with `approval: required` whose tool the workflow's policy also holds: the person is asked once,
+    before the node runs; one `approve` lets the write through the gate, and it runs once."""
+    line = f"asked once {uuid.uuid4().hex[:8]}"
+    notes = Path(engine.workspace) / "notes" / "asked-once.md"
+    task_id = _submit(engine, tenant, NODE_APPROVAL_WF, json.dumps({"text": line}))
+    waiting = engine.wait_for_status(task_id, "waiting")
+    assert {n["node"]: n["status"] for n in waiting["nodes"]}["write"] == "awaiting_approval"
+    assert not notes.exists() or line not in notes.read_text()
+
+    alice = engine.credential(tenant, "alice")
+    approved = engine.agentctl("--credential", alice, "approve", task_id, "write")
+    assert approved.returncode == 0, approved.stderr
+    engine.wait_for_status(task_id, "succeeded")
+    assert notes.read_text().splitlines().count(line) == 1  # ran, once
+
+    history = _history(engine, task_id)
+    [asked] = [r.data for r in history if r.type == "node.approval_requested"]  # one question
+    assert asked == {"node": "write", "kind": "tool", "args": {"path": "notes/asked-once.md", "text": line}}
+    [decided] = [r.data for r in history if r.type == "node.approved"]
+    assert decided["decided_by"] == "alice" and decided["rule"] == "tool.approval"
+    calls = [r.data for r in history if r.type == "node.dispatched"]
+    assert [(c["attempt"], c["tool"].get("approved")) for c in calls] == [(1, True)]
+    assert _verdicts(engine, tenant) == []  # the gate held nothing
+    started = next(r.data for r in history if r.type == "task.started")
+    assert started["workflow_manifest"]["approval_answers_gate"] is True  # pinned with the task
+    replayed = engine.agentctl("task", "replay", task_id)
+    assert replayed.returncode == 0 and "identical" in replayed.stdout, replayed.stdout + replayed.stderr
 
 
 def test_the_server_refuses_both_ways_around_the_gate(engine: Any, tenant: str) -> None:

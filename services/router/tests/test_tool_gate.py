@@ -186,3 +186,93 @@ def test_a_hold_answering_a_model_turn_is_only_an_error() -> None:
     out = run.feed(gate_answer(run.dispatch(), "tool.approval", "x", approval=True))
     assert "node.approval_requested" not in types(out) and only(out, "node.failed")
     check_replay(run)
+
+
+# --- a tool node with its own `approval: required` that the gate would hold too: asked once -------------------
+
+def approved_node_wf(*, pinned: bool = True) -> WorkflowManifest:
+    from agent_engine.router.approvals import asked_once
+
+    wf = manifest([tool("write", role="START", tool_name="note", args={"path": "$input.path", "text": "x"},
+                        approval="required"), exit_("done")], chain("write", "done"), tools=TOOLS)
+    return asked_once(wf) if pinned else wf
+
+
+def test_a_tool_nodes_own_approval_answers_the_gates_hold_so_a_person_is_asked_once() -> None:
+    run = started(approved_node_wf(), {"path": "docs/n.md"})
+    asks = [r for r in run.records if r.type == "node.approval_requested"]
+    assert len(asks) == 1 and "rule" not in asks[0].data  # the node's own approval, before any dispatch
+    out = run.feed(decision("approve", "write"))
+    assert types(out) == ["router.input", "node.approved", "node.dispatched"]
+    assert out[1].data["rule"] == "tool.approval"  # the approval answers the gate's hold as well
+    first = out[2].data
+    assert first["tool"]["approved"] is True and first["attempt"] == 1
+
+    # a retry of the approved node stays approved: the gate does not hold it either
+    out = run.feed(RouterInput(envelope("node.errored", {
+        "dispatch_id": first["dispatch_id"], "node": "write", "attempt": 1, "error": "reset", "retryable": True},
+        id="err-1", time=run.dispatch().time, task_id=run.dispatch().task_id)))
+    retry = [e for e in out if e.type == "node.dispatched"]
+    if retry:  # no backoff configured: dispatched at once
+        assert retry[0].data["tool"]["approved"] is True
+    out = run.feed(completed(run.dispatch(), {"path": "docs/n.md", "bytes_written": 2, "size": 2}))
+    assert types(out)[-1] == "task.succeeded"
+    assert sum(r.type == "node.approval_requested" for r in run.records) == 1
+    check_replay(run)
+
+
+def test_edited_arguments_ride_the_approved_dispatch_and_the_gate_still_checks_them() -> None:
+    """The approval covers the hold only: the dispatch carries the person's arguments and the workflow's policy,
+    so every other rule (here the paths) is checked on what runs."""
+    wf = approved_node_wf().model_copy(update={"policy": WorkflowPolicy(tools=POLICY)})
+    run = started(wf, {"path": "docs/n.md"})
+    out = run.feed(decision("approve", "write", args={"path": "secret.txt", "text": "y"}))
+    sent = only(out, "node.dispatched").data
+    assert sent["tool"]["approved"] is True and sent["tool"]["args"] == {"path": "secret.txt", "text": "y"}
+    assert ToolPolicy.model_validate(sent["tool"]["policy"]) == POLICY
+    out = run.feed(gate_answer(run.dispatch(), "tool.path", "workflow policy allows only paths matching ['docs/**']"))
+    assert only(out, "node.failed").data["reason"].startswith("refused by policy (rule tool.path)")
+    check_replay(run)
+
+
+def test_a_reject_of_the_nodes_own_approval_dispatches_nothing() -> None:
+    run = started(approved_node_wf(), {"path": "docs/n.md"})
+    out = run.feed(decision("reject", "write", reason="no"))
+    assert "node.dispatched" not in types(out) and only(out, "node.failed")
+    check_replay(run)
+
+
+def test_a_task_pinned_before_the_change_is_still_asked_twice_and_replays_as_recorded() -> None:
+    """A stored task whose manifest was pinned without `approval_answers_gate` decides as it did: its approved
+    dispatch is not marked, the gate holds it, and the person is asked again."""
+    wf = approved_node_wf(pinned=False)
+    assert "approval_answers_gate" not in wf.model_dump(mode="json", by_alias=True)  # the stored form is unchanged
+    run = started(wf, {"path": "docs/n.md"})
+    out = run.feed(decision("approve", "write"))
+    assert "rule" not in out[1].data and "approved" not in only(out, "node.dispatched").data["tool"]
+    out = run.feed(gate_answer(run.dispatch(), "tool.approval", "tenant policy requires approval", approval=True))
+    assert types(out) == ["router.input", "node.approval_requested"] and out[1].data["rule"] == "tool.approval"
+    out = run.feed(decision("approve", "write", id="decide-2"))
+    assert only(out, "node.dispatched").data["tool"]["approved"] is True
+    out = run.feed(completed(run.dispatch(), {"path": "docs/n.md", "bytes_written": 2, "size": 2}))
+    assert types(out)[-1] == "task.succeeded"
+    assert sum(r.type == "node.approval_requested" for r in run.records) == 2
+    check_replay(run)
+
+
+def test_an_agent_nodes_own_approval_does_not_approve_its_models_calls() -> None:
+    """An agent's approval is given before its model has asked for anything: each call the gate holds is asked."""
+    wf = gated_wf()
+    wf = wf.model_copy(update={"nodes": [n.model_copy(update={"approval": "required"}) if n.id == "research" else n
+                                         for n in wf.nodes]})
+    from agent_engine.router.approvals import asked_once
+
+    run = started(asked_once(wf))
+    out = run.feed(decision("approve"))
+    assert "rule" not in out[1].data
+    run.feed(asked(run.dispatch(), ("note", {"path": "docs/n.md", "text": "x"})))
+    call = run.dispatch().data
+    assert "approved" not in call["tool"]
+    out = run.feed(gate_answer(run.dispatch(), "tool.approval", "workflow policy requires approval", approval=True))
+    assert types(out) == ["router.input", "node.approval_requested"]
+    check_replay(run)

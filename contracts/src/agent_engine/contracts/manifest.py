@@ -364,6 +364,12 @@ class WorkflowManifest(BaseModel):
     budget: BudgetSpec | None = Field(default=None, exclude_if=lambda v: v is None)
     """What one task may spend on LLM calls (absent: no budget, and no reservations are recorded). Left out of the
     dump when unset, so manifests pinned before budgets existed dump (and replay) as they did."""
+    approval_answers_gate: bool = Field(default=False, exclude_if=lambda v: not v)
+    """Set by the router on the manifest every new task pins (a workflow need not say it): a person's approval of a
+    tool node's own `approval: required` also answers the tool gate's hold of that node's calls, so the node is
+    asked once (its dispatches carry `tool.approved`; the gate still checks every other rule). Tasks pinned
+    before the field existed lack it and keep asking twice, so their replays decide as they did; left out of the
+    dump when false."""
 
     def with_tool_interfaces(self, mcp: Mapping[str, McpToolEntry] | None = None) -> WorkflowManifest:
         """This manifest with the description and argument schema of every tool offered to an agent written

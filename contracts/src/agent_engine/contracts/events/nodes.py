@@ -277,7 +277,8 @@ class NodeApproved(EventData):
     """The held call approved, for a call an agent's model asked for."""
     rule: str | None = None
     """Set when the approval answers a hold of guardrails' tool gate (`tool.approval`): the call's (or tool node's)
-    dispatches from now on carry `tool.approved`. Absent for a node's own `approval: required`."""
+    dispatches from now on carry `tool.approved`. Also set for a tool node's own `approval: required` in a task
+    whose manifest has `approval_answers_gate` (the person is asked once); absent for an agent node's."""
 
 
 class NodeApprovalRefused(EventData):

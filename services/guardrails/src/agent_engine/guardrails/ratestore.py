@@ -3,14 +3,21 @@
 Each key holds its TAT and the ids of the last requests it let through. A write is a compare-and-set on the
 revision read, so two replicas admitting at once cannot both use the same slot: the loser reads again and
 decides again. The request ids make a retry (after a lost CAS, or a redelivered request) count a request once.
+
+The bucket also keeps the answer each request got (`<tenant>.answer.<sha256 of the request id>`: let through, or
+refused with its reason and retry-after), written before the answer is published, so a request redelivered at any
+time the bucket remembers it (a day) gets the same answer, not a fresh check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -84,6 +91,46 @@ class RateStore:
                 await asyncio.sleep(self.retry_delay_s * failures)
         raise RateStoreUnavailable(f"{self.tries} conflicting writes in a row")
 
+    async def recorded(self, tenant: str, request_id: str) -> dict[str, Any] | None:
+        """The answer recorded for this request (None: none yet). Raises RateStoreUnavailable."""
+        try:
+            entry = await self._retried(self.kv.get, answer_key(tenant, request_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        body: dict[str, Any] = json.loads(entry.value)
+        return body
+
+    async def record(self, tenant: str, request_id: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """Record this request's answer unless one is recorded already; returns the one that stands (another
+        replica's, when it recorded first). Raises RateStoreUnavailable."""
+        key = answer_key(tenant, request_id)
+        try:
+            await self._retried(self.kv.create, key, json.dumps(answer, sort_keys=True).encode())
+        except KeyWrongLastSequenceError as exc:
+            first = await self.recorded(tenant, request_id)  # recorded since we looked: the first answer stands
+            if first is None:
+                raise RateStoreUnavailable("the recorded answer vanished") from exc
+            return first
+        return answer
+
+    async def _retried(self, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """`call(*args)`, tried three times while the bucket fails. A missing key, or a create that finds the key,
+        is an answer, not a failure: raised as it is."""
+        failures = 0
+        while True:
+            try:
+                return await call(*args)
+            except (KeyNotFoundError, KeyWrongLastSequenceError):
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("rate-limit bucket unavailable (%s)", type(exc).__name__)
+                if failures >= 3:
+                    raise RateStoreUnavailable(str(type(exc).__name__)) from exc
+                await asyncio.sleep(self.retry_delay_s * failures)
+
     async def _read(self, key: str) -> _Read:
         try:
             entry = await self.kv.get(key)
@@ -101,3 +148,8 @@ class RateStore:
             await self.kv.create(counted.key, value)
         else:
             await self.kv.update(counted.key, value, last=read.revision)
+
+
+def answer_key(tenant: str, request_id: str) -> str:
+    """Where a request's answer is recorded: its id hashed (KV keys allow few characters)."""
+    return f"{tenant}.answer.{hashlib.sha256(request_id.encode()).hexdigest()[:32]}"

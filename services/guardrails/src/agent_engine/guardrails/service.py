@@ -24,7 +24,7 @@ from agent_engine.guardrails.checks import Policy, Verdict, check
 from agent_engine.guardrails.gate import delete_answered
 from agent_engine.guardrails.inputpolicy import input_rules
 from agent_engine.guardrails.policy import PolicyFile
-from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable
+from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable, Refusal
 from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import TASK_ID_HEADER, Bus
 from agent_engine.runtime.inbox import refuse, settle
@@ -117,26 +117,41 @@ UNAVAILABLE_RETRY_S = 5.0
 """What a sender is told to wait when the rate-limit bucket cannot be used (the request is refused: fail closed)."""
 
 
-async def rate_limited(store: RateStore, limits: ratelimit.RateLimits, tenant: str, verdict: Verdict) -> Verdict:
+async def rate_limited(store: RateStore, limits: ratelimit.RateLimits, tenant: str, verdict: Verdict,
+                       now: float | None = None) -> Verdict:
     """The verdict, refused when the request is over one of its tenant's, user's or session's limits. Only a
-    request the checks let through counts."""
+    request the checks let through counts. The answer is recorded (ratestore.py) before it is published: a
+    redelivered request gets the answer it got the first time, whenever it comes back."""
     if not verdict.accepted or verdict.request is None or verdict.envelope is None:
         return verdict
     keys = ratelimit.counted(limits.of(tenant), tenant, verdict.request.requested_by, verdict.request.session)
     if not keys:
         return verdict
+    request_id = verdict.envelope.id
     try:
-        refusal = await store.admit(keys, verdict.envelope.id, time.time())
+        answer = await store.recorded(tenant, request_id)
+        if answer is None:
+            refusal = await store.admit(keys, request_id, time.time() if now is None else now)
+            answer = await store.record(tenant, request_id, _rate_answer(refusal))
     except RateStoreUnavailable as exc:
         log.warning("rate limits of tenant %s cannot be checked (%s): refusing the request", tenant, exc)
         return replace(verdict, reason=("rate limits cannot be checked now (their store is unavailable); the request "
                                         f"was not run; retry after {UNAVAILABLE_RETRY_S:.1f} s"),
                        retry_after_s=UNAVAILABLE_RETRY_S, rules=[RuleHit(rule="rate.unavailable")])
-    if refusal is None:
+    if answer.get("allowed"):
         return verdict
+    return replace(verdict, reason=str(answer["reason"]), retry_after_s=float(answer["retry_after_s"]),
+                   rules=[RuleHit(rule=str(answer["rule"]))])
+
+
+def _rate_answer(refusal: Refusal | None) -> dict[str, object]:
+    """What the bucket records of a request's rate-limit answer: let through, or refused with the reason, the
+    retry-after and the rule (never the request's content)."""
+    if refusal is None:
+        return {"allowed": True}
     wait = round(refusal.retry_after_s, 3)
-    return replace(verdict, reason=ratelimit.reason(refusal.counted.scope, refusal.counted.limit, wait),
-                   retry_after_s=wait, rules=[RuleHit(rule=f"rate.{refusal.counted.scope}")])
+    return {"allowed": False, "reason": ratelimit.reason(refusal.counted.scope, refusal.counted.limit, wait),
+            "retry_after_s": wait, "rule": f"rate.{refusal.counted.scope}"}
 
 
 WORKFLOW_NAME = re.compile(WORKFLOW_NAME_PATTERN)

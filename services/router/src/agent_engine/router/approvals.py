@@ -78,7 +78,8 @@ def on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) ->
     # held by the tool gate: not a pause, and not a node's own approval (asked before its first dispatch)
     held = node.paused is None and node.attempts > 0
     out.add(NodeApproved(node=spec.id, decided_by=decided.decided_by, args=decided.args,
-                         edited=decided.args is not None, rule="tool.approval" if held else None))
+                         edited=decided.args is not None,
+                         rule="tool.approval" if held or answers_gate(manifest, spec, node) else None))
     if node.paused in ("confidence", "guardrail"):
         succeed(out, spec, held_result(node, spec.id), accepted=True)
     elif node.paused == "failures":
@@ -89,6 +90,21 @@ def on_approval(out: Emitter, inp: RouterInput, decided: NodeApprovalDecided) ->
         # (its held dispatch was attempt N), so the approved dispatch has an id of its own
         dispatch(out, spec, node.attempts + 1, f"approved by {decided.decided_by}", approved=True,
                  args_override=decided.args)
+
+
+def answers_gate(manifest: WorkflowManifest, spec: NodeSpec, node: NodeState) -> bool:
+    """Whether approving this node's own `approval: required` also answers the tool gate's hold of its calls: a
+    tool node, before its first dispatch, in a task whose pinned manifest says so (tasks pinned earlier were asked
+    twice, and their replays still decide so)."""
+    return (manifest.approval_answers_gate and spec.kind == "tool" and node.paused is None
+            and node.attempts == 0)
+
+
+def asked_once(manifest: WorkflowManifest) -> WorkflowManifest:
+    """The manifest a new task pins: a tool node's own approval answers the tool gate's hold too."""
+    if manifest.approval_answers_gate:
+        return manifest
+    return manifest.model_copy(update={"approval_answers_gate": True})
 
 
 def _decide_held_result(out: Emitter, spec: NodeSpec, node: NodeState, decided: NodeApprovalDecided) -> None:

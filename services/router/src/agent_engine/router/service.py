@@ -24,6 +24,7 @@ from agent_engine.contracts.pricing import PriceTable
 from agent_engine.contracts.subjects import COMMAND_SENDERS, ROUTER_RPC, heartbeat_subject, partition_of, rpc_listen
 from agent_engine.router import audit, erasure, queries, traces
 from agent_engine.router.admission import TENANT_KEY, Limits
+from agent_engine.router.approvals import asked_once
 from agent_engine.router.batch import Batch
 from agent_engine.router.buckets import ArtifactBuckets
 from agent_engine.router.budgets import DayLimits, is_day_key, manifest_models
@@ -423,7 +424,7 @@ class Router:
         resolved = self.manifests.get(entry)
         if resolved is None:  # each stored entry parsed once: every task of a revision starts from the same one
             revision, manifest = workflows.parse_entry(entry)
-            resolved = self.manifests[entry] = Resolved(revision, manifest.with_tool_interfaces())
+            resolved = self.manifests[entry] = Resolved(revision, asked_once(manifest.with_tool_interfaces()))
         refs = resolved.manifest.mcp_tools()
         withheld: tuple[str, ...] | None = None
         if refs:  # read for each new task: a tool-runner started since with other servers changes the catalogue
