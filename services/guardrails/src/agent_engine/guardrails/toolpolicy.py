@@ -39,7 +39,7 @@ class Decision:
     rule: str = ""
     """The rule that refused or held the call."""
     reason: str = ""
-    """For the model (the call's result): the rule, the argument and what the policy allows; never an argument's value."""
+    """For the model (the call's result): the rule, the argument and what the policy allows; never the value."""
     summary: str = ""
     """For the verdict event and logs: names the rule and the policy, no argument value."""
     checked: tuple[str, ...] = ()
