@@ -89,3 +89,14 @@ async def test_a_plain_bus_keeps_the_body_as_it_was(bus: Bus) -> None:
     tenant = f"s{uuid.uuid4().hex[:8]}"
     _, dead = await _dead_letter_one(bus, f"ae.{tenant}.node.errored", b"{not json, a secret", f"plain-{tenant}")
     assert dead.data == b"{not json, a secret" and "Ae-Redacted" not in dead.headers
+
+
+async def test_a_body_the_scrub_cannot_take_is_withheld(bus: Bus) -> None:
+    def broken(raw: bytes) -> tuple[bytes, dict[str, int]]:
+        raise ValueError("no")
+
+    tenant = f"s{uuid.uuid4().hex[:8]}"
+    _, dead = await _dead_letter_one(dataclasses.replace(bus, scrub=broken), f"ae.{tenant}.node.errored",
+                                     b"{a secret", f"broken-{tenant}")
+    assert json.loads(dead.data) == {"withheld": True, "bytes": 9} and dead.headers["Ae-Redacted"] == "failed"
+    assert b"secret" not in dead.data and "could not be redacted" in dead.headers["Ae-Error"]

@@ -40,3 +40,9 @@ def test_an_identifier_attribute_is_redacted_when_it_is_not_an_identifier() -> N
 
 def test_nothing_found_leaves_the_text_and_counts_nothing() -> None:
     assert redacted_copy(b"plain words") == (b"plain words", {})
+
+
+def test_a_lone_surrogate_is_kept_escaped() -> None:
+    """Found by tests/test_fuzz.py: `"\\ud800"` is valid JSON but no UTF-8 can carry it."""
+    copy, counts = redacted_copy(b'{"note": "\\ud800 and ' + EMAIL.encode() + b'"}')
+    assert copy == b'{"note": "\\ud800 and [redacted:email]"}' and counts == {"email": 1}

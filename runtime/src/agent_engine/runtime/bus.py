@@ -314,14 +314,21 @@ class Bus:
         headers = {k: v[:HEADER_MAX] for k, v in (msg.headers or {}).items() if k != MSG_ID}
         body = msg.data
         if self.scrub is not None:
-            body, counts = self.scrub(body)
-            error_bytes, error_counts = self.scrub(error.encode())
-            error = error_bytes.decode("utf-8", "replace")
-            for kind, n in error_counts.items():
-                counts[kind] = counts.get(kind, 0) + n
-            found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none found"
-            headers[REDACTED_HEADER] = ",".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "none"
-            error = f"{error[:900]} [the body is a copy with personal data redacted: {found}]"
+            try:
+                body, counts = self.scrub(body)
+                error_bytes, error_counts = self.scrub(error.encode("utf-8", "replace"))
+            except Exception:  # a body the redaction cannot take: keep none of it, and no reason text
+                log.exception("could not redact a dead letter of %s; keeping only its size", msg.subject)
+                body = json.dumps({"withheld": True, "bytes": len(msg.data)}).encode()
+                headers[REDACTED_HEADER] = "failed"
+                error = "the reason and the body are withheld: they could not be redacted"
+            else:
+                error = error_bytes.decode("utf-8", "replace")
+                for kind, n in error_counts.items():
+                    counts[kind] = counts.get(kind, 0) + n
+                found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none found"
+                headers[REDACTED_HEADER] = ",".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "none"
+                error = f"{error[:900]} [the body is a copy with personal data redacted: {found}]"
         headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
         room = self.nc.max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - 64
         if len(body) > room:

@@ -37,7 +37,10 @@ def redacted_copy(raw: bytes) -> tuple[bytes, dict[str, int]]:
                                   for k, v in value.items())}
     else:
         copy = pii.redact(value, EVERY_KIND, counts)
-    return json.dumps(copy, ensure_ascii=False).encode(), counts
+    try:
+        return json.dumps(copy, ensure_ascii=False).encode(), counts
+    except UnicodeEncodeError:  # a lone surrogate (`"\ud800"` is valid JSON): escaped, as it came
+        return json.dumps(copy).encode(), counts
 
 
 def _identifier(key: str, value: Any) -> bool:
