@@ -73,3 +73,50 @@ def test_a_tenant_listed_in_ae_output_checks_has_every_output_checked(own_stack,
         done = engine.wait_for_status(sub.stdout.strip(), "succeeded")
         content[tenant] = _node(done, "read")["output"]["content"]
     assert content == {"careful": "Reach Jane at [redacted:email].", "casual": "Reach Jane at jane.roe@example.org."}
+
+
+def test_an_output_the_gate_cannot_read_is_dead_lettered_without_its_personal_data(engine, tenant):
+    """A runner's node.output_produced guardrails cannot read goes to AE_DLQ as a copy with personal data redacted
+    (and the runner's message goes from the event stream, as an answered one does); broken JSON, not UTF-8 even,
+    and an envelope whose payload is invalid alike."""
+    email, card = f"kim.{uuid.uuid4().hex[:8]}@example.net", "4111 1111 1111 1111"
+    subject = f"ae.{tenant}.node.output_produced"
+    broken = b'{"type": "node.output_produced", "data": {"output": {"to": "' + email.encode() + b'", "card": "' + \
+        card.encode() + b'"\xff'
+    invalid = json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": "agent-engine/tool-runner",
+                          "type": "node.output_produced", "time": "2026-12-04T11:00:00Z", "tenant": tenant,
+                          "task_id": str(uuid.uuid4()), "correlation_id": "c", "data": {"output": {
+                              "to": email, "card": card}}}).encode()
+
+    async def send() -> tuple[list, list]:
+        nc = await engine.connect()
+        try:
+            js = nc.jetstream()
+            dlq = await nc.subscribe(f"aedlq.guardrails.{tenant}")
+            acks, dead = [], []
+            for body in (broken, invalid):
+                acks.append(await js.publish(subject, body, headers={"Nats-Msg-Id": str(uuid.uuid4())}))
+                dead.append(await dlq.next_msg(timeout=30))
+            gone = []
+            for ack in acks:
+                for _ in range(50):  # the gate deletes the message right after its dead letter is written
+                    try:
+                        await js.get_msg("AE_EVENTS", ack.seq)
+                    except Exception:  # noqa: BLE001  nats' NotFoundError: deleted
+                        gone.append(ack.seq)
+                        break
+                    await asyncio.sleep(0.1)
+            return dead, gone
+        finally:
+            await nc.close()
+
+    dead, gone = asyncio.run(send())
+    assert len(gone) == 2
+    for msg in dead:
+        kept = msg.data + json.dumps(dict(msg.headers)).encode()
+        assert email.encode() not in kept and card.encode() not in kept and card.replace(" ", "").encode() not in kept
+        assert b"[redacted:email]" in msg.data and b"[redacted:card]" in msg.data
+        assert msg.headers["Ae-Redacted"] == "card=1,email=1" and msg.headers["Ae-Original-Subject"] == subject
+        assert msg.headers["Ae-Error"].endswith("[the body is a copy with personal data redacted: 1 card, 1 email]")
+    assert dead[0].headers["Ae-Error"].startswith("not a valid event envelope")
+    assert dead[1].headers["Ae-Error"].startswith("not a valid node.output_produced payload")

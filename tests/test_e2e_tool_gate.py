@@ -73,8 +73,9 @@ def test_a_forbidden_call_is_refused_by_policy_and_the_models_next_turn_corrects
     assert refused["call_id"] == "t0-c0" and "output" not in refused
     assert refused["refusal"]["rule"] == "tool.path"
     assert refused["error"] == (
-        "refused by policy (rule tool.path): workflow policy denies path 'examples/research-review/mock/review.json' "
-        "(it matches 'examples/research-review/mock/**')")
+        "refused by policy (rule tool.path): workflow policy denies argument 'path': it matches the denied glob "
+        "'examples/research-review/mock/**'")
+    assert "review.json" not in json.dumps(refused)  # the recorded refusal names the rule and glob, not the path
     assert read["call_id"] == "t1-c0" and read["output"]["path"] == "examples/research-review/README.md"
     # the model's second turn was dispatched with the refusal as the first call's result
     turns = [r.data for r in history if r.type == "node.dispatched" and r.data["kind"] == "agent"]

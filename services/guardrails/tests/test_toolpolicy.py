@@ -54,7 +54,9 @@ def test_hosts_deny_wins_and_allow_is_a_closed_list() -> None:
     assert fetch("https://API.test:8443/x").outcome == "allowed"
     assert fetch("https://evil.example.com/").rule == "tool.host"
     assert fetch("https://example.com/").rule == "tool.host"  # *.domain is subdomains only
-    assert fetch("https://other.org/").reason.endswith("'other.org' is not one of them")
+    assert fetch("https://other.org/").reason == ("tenant policy allows only hosts ['*.example.com', 'api.test']; "
+                                                  "the host argument 'url' names is not one of them")
+    assert fetch("https://evil.example.com/").reason == "tenant policy denies the host argument 'url' names"
     assert fetch("not a url").rule == "tool.host"
 
 
@@ -64,7 +66,7 @@ def test_paths_are_normalised_before_the_globs_and_cannot_leave_the_workspace() 
     assert read("docs/intro.md").outcome == "allowed"
     assert read("./docs/a/../b.md").outcome == "allowed"
     assert read("docs/../secrets.txt").reason == ("tenant policy allows only paths matching ['docs/**']; "
-                                                  "'secrets.txt' matches none")
+                                                  "argument 'path' matches none")
     assert read("docs/private/../private/key").rule == "tool.path"
     assert read("../outside").rule == "tool.path"
     assert read("/etc/passwd").rule == "tool.path"
@@ -174,12 +176,13 @@ def test_the_gate_refuses_with_a_structured_error_and_a_verdict_that_names_no_va
     policies = ToolPolicies(PolicyFile.parse({"tenants": {"acme": {"tools": {"paths": {"deny": ["private/**"]}}}}}))
     _, [errored, verdict] = answer(env, data, policies)
     assert errored.type == "node.errored" and errored.data["retryable"] is False
-    assert errored.data["error"] == ("refused by policy (rule tool.path): tenant policy denies path 'private/k.pem' "
-                                     "(it matches 'private/**')")
+    assert errored.data["error"] == ("refused by policy (rule tool.path): tenant policy denies argument 'path': it "
+                                     "matches the denied glob 'private/**'")
     assert errored.data["refusal"] == {"rule": "tool.path", "reason": errored.data["error"].split(": ", 1)[1]}
     assert verdict.type == "guardrail.verdict" and verdict.data["gate"] == "tool"
     assert verdict.data["outcome"] == "refused" and verdict.data["rules"] == [{"rule": "tool.path", "count": 1}]
     assert "k.pem" not in verdict.to_bytes().decode() and verdict.data["dispatch_id"] == "d-1"
+    assert "k.pem" not in errored.to_bytes().decode()  # the recorded refusal neither
 
 
 def test_the_gate_holds_a_call_for_approval() -> None:
@@ -199,3 +202,24 @@ def test_guardrails_will_not_start_with_a_tool_policy_it_cannot_use(tmp_path: An
     assert ran.returncode == 1
     assert (f"guardrails policy {bad}: tenants.acme.tools: hosts.deny: Value error, 'https://x' is not a host name "
             "or *.domain pattern") in ran.stderr
+
+
+@pytest.mark.parametrize(("args", "policy"), [
+    ({"path": "jane.doe@example.com/notes.md"}, {"paths": {"allow": ["docs/**"]}}),
+    ({"path": "private/jane.doe@example.com.md"}, {"paths": {"deny": ["private/**"]}}),
+    ({"path": "/home/jane.doe@example.com/x"}, {"paths": {"deny": ["private/**"]}}),
+    ({"path": "globex/jane.doe@example.com.md"}, {"tenant_paths": True}),
+    ({"url": "https://jane.doe@example.com.evil.test/x"}, {"hosts": {"allow": ["*.acme.test"]}}),
+    ({"url": "https://jane.doe@example.com.evil.test/x"}, {"hosts": {"deny": ["*.evil.test"]}}),
+    ({"url": "mailto:jane.doe@example.com"}, {"hosts": {"allow": ["*.acme.test"]}}),
+])
+def test_no_refusal_names_the_value_the_model_sent(args: dict[str, Any], policy: dict[str, Any]) -> None:
+    """What a path or url holds may be personal data: the reason recorded as the call's result names the rule, the
+    argument and what the policy allows; the model knows what it sent."""
+    builtin = "http_fetch" if "url" in args else "workspace_read"
+    refused = decide(call(builtin, **args), "acme", tenant(**policy))
+    assert refused.outcome == "refused" and refused.rule in ("tool.path", "tool.tenant", "tool.host")
+    argument = "url" if "url" in args else "path"
+    assert f"argument '{argument}'" in refused.reason
+    for text in (refused.reason, refused.summary):
+        assert "jane" not in text and "example.com" not in text, text

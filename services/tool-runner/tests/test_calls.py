@@ -4,19 +4,29 @@ across redelivery, new attempts after a deadline, a runner that died mid-run, an
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import logging
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
-from agent_engine.contracts.subjects import TOOL_CALLS_BUCKET
-from agent_engine.runtime.bus import auth_options, ensure_streams
+from agent_engine.contracts import subject_for
+from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
+from agent_engine.contracts.events import NodeDispatched, ToolCallCleared
+from agent_engine.contracts.subjects import CLEARED_DURABLE, STREAM, TOOL_CALLS_BUCKET
+from agent_engine.runtime import runner as runtime_runner
+from agent_engine.runtime.bus import Bus, auth_options, ensure_streams
 from agent_engine.runtime.keyring import credential_from_env
-from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, call_key
+from agent_engine.runtime.settings import Settings
+from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
-from agent_engine.tool_runner.service import ToolRunner
+from agent_engine.tool_runner.service import SOURCE, ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Tool
 
 pytestmark = pytest.mark.integration
@@ -289,3 +299,179 @@ async def test_a_side_effecting_dispatch_past_its_deadline_is_not_run_or_claimed
     assert "could start; not run" in event.data["error"]
     assert await calls.get(call_key("acme", task_id, "gather_context")) is None
     assert not (tmp_path / "out.log").exists()
+
+
+# --- once published, the call log keeps a marker, not the result ----------------------------------
+
+SECRET = "jane.doe@example.com"
+
+
+def _secret_tool() -> tuple[Tool, list[int]]:
+    runs: list[int] = []
+
+    def send(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        runs.append(1)
+        return {"sent_to": SECRET, "runs": len(runs)}
+
+    return Tool("send", "", {"type": "object"}, send, idempotent=False), runs
+
+
+def _cleared(cause: Envelope, dispatch: NodeDispatched) -> Envelope:
+    """The tool gate's answer letting the dispatch through, the only thing the tool-runner consumes."""
+    data = ToolCallCleared(**dispatch.model_dump(), dispatch_event=cause.id, rules=[])
+    return caused_by(cause, data, id=derive_id(cause.id, "cleared"), source="agent-engine/guardrails")
+
+
+class Serving:
+    """The tool-runner's consumer loop (runtime.runner.serve) over real NATS, recording what it publishes."""
+
+    def __init__(self, bus: Bus, tools: ToolRunner) -> None:
+        self.bus, self.tools, self.stop, self.sent = bus, tools, asyncio.Event(), []  # type: list[Envelope]
+        self.last = 0
+        publish = bus.publish
+
+        async def recording(envelope: Envelope, *, under: str | None = None) -> None:
+            await publish(envelope, under=under)
+            self.sent.append(envelope)
+
+        bus.publish = recording  # type: ignore[method-assign]
+        self.task = asyncio.create_task(runtime_runner.serve(bus, "tool", SOURCE, tools.handle, Settings(), self.stop,
+                                                     published=tools.published))
+
+    async def deliver(self, message: Envelope, *, again: bool = False) -> None:
+        """Publish a clearance and wait until the tool-runner has acked it; `again`: without its Nats-Msg-Id, so the
+        stream keeps it as a new message, which the tool-runner takes as a redelivery of the same dispatch."""
+        headers = {} if again else {"Nats-Msg-Id": message.id}
+        ack = await self.bus.js.publish(subject_for(message), message.to_bytes(), headers=headers)
+        for _ in range(200):
+            info = await self.bus.js.consumer_info(STREAM, CLEARED_DURABLE)
+            if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the tool-runner did not ack the clearance")
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.task
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    opened = await Bus.open(nats_url, "tool-runner")
+    yield opened
+    await opened.close()
+
+
+def _unique(cause: Envelope) -> Envelope:
+    """The dispatch under a tenant of its own, so counting its tenant's stream messages counts only this test's."""
+    return cause.model_copy(update={"tenant": f"t{uuid.uuid4().hex[:10]}"})
+
+
+async def _kept(bus: Bus, key: str) -> bytes:
+    return (await (await bus.js.key_value(TOOL_CALLS_BUCKET)).get(key)).value or b""
+
+
+async def test_once_its_result_is_published_the_call_log_keeps_no_content(tool_dispatch, task_id, calls, bus,
+                                                                          tmp_path):
+    tool, runs = _secret_tool()
+    cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    cause = _unique(cause)
+    key = call_key(cause.tenant, task_id, dispatch.node)
+    serving = Serving(bus, runner(tmp_path, calls, {"send": tool}))
+    try:
+        await serving.deliver(_cleared(cause, dispatch))
+    finally:
+        await serving.close()
+    [completed] = serving.sent
+    assert completed.data["output"]["sent_to"] == SECRET and runs == [1]
+    kept = await _kept(bus, key)
+    assert SECRET.encode() not in kept and b"sent_to" not in kept  # no content of the result
+    record = CallRecord.from_bytes(kept)
+    assert (record.state, record.event, record.attempt) == ("published", None, 1)
+    assert record.published is not None
+    assert {k: record.published[k] for k in ("id", "type")} == {"id": completed.id, "type": "node.completed"}
+    stored = await bus.js.get_last_msg(STREAM, subject_for(completed))
+    assert stored.data is not None
+    assert (record.published["sha256"], record.published["bytes"]) == (hashlib.sha256(stored.data).hexdigest(),
+                                                                        len(stored.data))
+
+
+async def test_a_redelivery_after_the_publish_neither_runs_nor_publishes(tool_dispatch, task_id, calls, bus,
+                                                                         tmp_path, caplog):
+    tool, runs = _secret_tool()
+    cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    cause = _unique(cause)
+    message = _cleared(cause, dispatch)
+    serving = Serving(bus, runner(tmp_path, calls, {"send": tool}))
+    try:
+        await serving.deliver(message)
+        [completed] = serving.sent
+        caplog.set_level(logging.INFO, logger="tool-runner")
+        await serving.deliver(message, again=True)  # the same clearance delivered again
+        # and a later attempt the router made after a deadline: the completion in the stream settles the node
+        cause2, dispatch2 = tool_dispatch("send", {}, name="notify", task_id=task_id, attempt=2)
+        await serving.deliver(_cleared(cause2.model_copy(update={"tenant": cause.tenant}), dispatch2))
+    finally:
+        await serving.close()
+    assert runs == [1]
+    assert serving.sent == [completed]  # nothing answered either later delivery
+    said = [r.getMessage() for r in caplog.records if "is in the stream" in r.getMessage()]
+    assert len(said) == 2 and not any(SECRET in r.getMessage() for r in caplog.records)
+    info = await bus.js.stream_info(STREAM, subjects_filter=f"ae.{cause.tenant}.node.>")
+    assert info.state.subjects == {subject_for(completed): 1}
+
+
+async def test_a_crash_between_run_and_publish_publishes_the_stored_result_once(tool_dispatch, task_id, calls, bus,
+                                                                               tmp_path):
+    tool, runs = _secret_tool()
+    cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    cause = _unique(cause)
+    key = call_key(cause.tenant, task_id, dispatch.node)
+    # a tool-runner ran the call and stored its result, then died before publishing it
+    [lost] = await runner(tmp_path, CallLog(calls.kv, runner="host-a pid 42"), {"send": tool}).handle(cause, dispatch)
+    before = CallRecord.from_bytes(await _kept(bus, key))
+    assert before.state == "done" and before.result() == lost  # what an entry written before markers looks like
+    serving = Serving(bus, runner(tmp_path, calls, {"send": tool}))
+    try:
+        await serving.deliver(_cleared(cause, dispatch))  # JetStream redelivers the clearance to another runner
+    finally:
+        await serving.close()
+    assert runs == [1]
+    assert serving.sent == [lost]  # the stored result, published once
+    info = await bus.js.stream_info(STREAM, subjects_filter=f"ae.{cause.tenant}.node.>")
+    assert info.state.subjects == {subject_for(lost): 1}
+    after = CallRecord.from_bytes(await _kept(bus, key))
+    assert after.state == "published" and after.published is not None and after.published["id"] == lost.id
+    assert SECRET.encode() not in await _kept(bus, key)
+
+
+async def test_a_published_failure_answers_a_later_attempt_without_its_text(tool_dispatch, task_id, calls, tmp_path):
+    (tmp_path / "out.log").mkdir()  # appending to a directory fails
+    tools = runner(tmp_path, calls)
+    cause, dispatch = tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id)
+    [first] = await tools.handle(cause, dispatch)
+    assert first.type == "node.errored"
+    await tools.published(cause, dispatch, [first])  # the stream acknowledged it
+    assert await tools.handle(cause, dispatch) == []  # its own redelivery: the error is in the stream
+    [later] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id,
+                                                attempt=2))
+    assert later.data["error"] == ("tool 'log' has side effects and already ran for node 'gather_context' in "
+                                   f"attempt 1, which failed (its error is event {first.id}); not run again")
+
+
+async def test_a_marker_is_written_only_for_what_was_published(tool_dispatch, task_id, calls, tmp_path):
+    tool, _ = _secret_tool()
+    tools = runner(tmp_path, calls, {"send": tool})
+    cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    [event] = await tools.handle(cause, dispatch)
+    await tools.published(cause, dispatch, [])  # e.g. a different answer went out: keep the result
+    stored = await calls.get(call_key("acme", task_id, dispatch.node))
+    assert stored is not None and stored.state == "done" and stored.result() == event
+
+
+def test_call_records_read_old_and_new_entries() -> None:
+    claimed = CallRecord("claimed", "d-1", 1, "host pid 1")
+    assert "published" not in json.loads(claimed.to_bytes())  # written as before markers existed
+    assert CallRecord.from_bytes(claimed.to_bytes()) == claimed
+    newer = {**json.loads(claimed.to_bytes()), "some_later_field": 1}
+    assert CallRecord.from_bytes(json.dumps(newer).encode()) == claimed

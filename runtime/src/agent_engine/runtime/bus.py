@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -245,11 +245,23 @@ def _describe(keep: Retention) -> str:
     return f"messages of {age}, {size}"
 
 
+Scrub = Callable[[bytes], tuple[bytes, dict[str, int]]]
+"""What a consumer's dead letters keep of a message body: a copy with personal data redacted, and the count per
+kind redacted (guardrails' gates: their messages carry outputs and tool arguments)."""
+REDACTED_HEADER = "Ae-Redacted"
+
+
 @dataclass
 class Bus:
     nc: Client
     js: JetStreamContext
     service: str
+    scrub: Scrub | None = field(default=None, compare=False)
+    """When set, a dead letter keeps the body (and the reason) as this redacts them, never as they were:
+    `dataclasses.replace(bus, scrub=...)` gives one consumer such a bus over the same connection."""
+    delete_dead: bool = field(default=False, compare=False)
+    """Delete a dead-lettered message from its stream once its dead letter is written (with `scrub`: the
+    redacted copy is then the only one left), as a gate deletes each message it answered."""
 
     @classmethod
     async def open(cls, url: str, service: str) -> Bus:
@@ -297,17 +309,37 @@ class Bus:
     async def dead_letter(self, msg: Msg, error: str) -> None:
         """Keep the message on `aedlq.<service>.<tenant>` (the tenant token of its subject) with its reason.
         One too large to carry the extra headers within the server's max_payload is kept as a stub (its size
-        and first bytes; the stream still holds it whole)."""
+        and first bytes; the stream still holds it whole). With `scrub`, the body and the reason are kept only
+        as it redacts them, and the `Ae-Redacted` header says what it found (`email=1,card=1`, or `none`)."""
         headers = {k: v[:HEADER_MAX] for k, v in (msg.headers or {}).items() if k != MSG_ID}
-        headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
         body = msg.data
+        if self.scrub is not None:
+            try:
+                body, counts = self.scrub(body)
+                error_bytes, error_counts = self.scrub(error.encode("utf-8", "replace"))
+            except Exception:  # a body the redaction cannot take: keep none of it, and no reason text
+                log.exception("could not redact a dead letter of %s; keeping only its size", msg.subject)
+                body = json.dumps({"withheld": True, "bytes": len(msg.data)}).encode()
+                headers[REDACTED_HEADER] = "failed"
+                error = "the reason and the body are withheld: they could not be redacted"
+            else:
+                error = error_bytes.decode("utf-8", "replace")
+                for kind, n in error_counts.items():
+                    counts[kind] = counts.get(kind, 0) + n
+                found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none found"
+                headers[REDACTED_HEADER] = ",".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "none"
+                error = f"{error[:900]} [the body is a copy with personal data redacted: {found}]"
+        headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
         room = self.nc.max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - 64
         if len(body) > room:
             seq = msg.metadata.sequence.stream if msg.metadata else None
             body = json.dumps({"stub": True, "bytes": len(msg.data), "stream_sequence": seq,
-                               "head": msg.data[:1024].decode("utf-8", "backslashreplace")}).encode()
+                               "head": body[:1024].decode("utf-8", "backslashreplace")}).encode()
         await self.js.publish(dlq_subject(self.service, tenant_from_subject(msg.subject)), body, headers=headers)
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
+        if self.delete_dead and msg.metadata and msg.metadata.sequence.stream:
+            with contextlib.suppress(NotFoundError):  # deleted already (a redelivery), or aged out
+                await self.js.delete_msg(msg.metadata.stream or STREAM, msg.metadata.sequence.stream)
 
     async def sample_dead_letters(self) -> None:
         """metrics: how many of this service's dead letters (`aedlq.<service>[.<tenant>]`) AE_DLQ keeps."""

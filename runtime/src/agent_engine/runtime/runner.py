@@ -33,6 +33,9 @@ MAX_RESULT_BYTES = 256 * 1024
 over AE_ARTIFACT_THRESHOLD are stored as artifacts first (`offloaded`), so this caps what stays inline; one
 field may be up to AE_ARTIFACT_MAX_BYTES (docs/observability.md, "Artifacts")."""
 Handler = Callable[[Envelope, NodeDispatched], Awaitable[list[Envelope]]]
+Published = Callable[[Envelope, NodeDispatched, list[Envelope]], Awaitable[None]]
+"""Told, before the ack, that the stream acknowledged the events answering a dispatch (the tool-runner then drops
+the result its call log kept for a crash before the publish); raising redelivers the dispatch."""
 
 
 def result(cause: Envelope, source: str, data: Payload, suffix: str) -> Envelope:
@@ -128,7 +131,8 @@ def _as_dispatch(envelope: Envelope, kind: str) -> tuple[Envelope, NodeDispatche
     return envelope, NodeDispatched.model_validate(envelope.data)
 
 
-async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event) -> None:
+async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Settings, stop: asyncio.Event,
+                *, published: Published | None = None) -> None:
     """Answer dispatches of one kind: the agent-runner takes `node.dispatched.agent`; the tool-runner takes only
     what guardrails' tool gate cleared (`tool.call_cleared`), never the router's tool dispatches themselves."""
     store = ArtifactStore(bus.js)
@@ -150,7 +154,10 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         try:
             results = await _answer(handler, envelope, dispatch, source)
             results = [await offloaded(store, e, source, envelope, dispatch) for e in results]
-            await bus.publish_many([to_gate(_within_limit(e, source, envelope, dispatch), dispatch) for e in results])
+            results = [to_gate(_within_limit(e, source, envelope, dispatch), dispatch) for e in results]
+            await bus.publish_many(results)
+            if published is not None:
+                await published(envelope, dispatch, results)
         except Exception as exc:  # noqa: BLE001  the bus is down: settle decides (redeliver, or dead-letter)
             log.warning("could not answer dispatch %s of node %s: %s", dispatch.dispatch_id,
                         dispatch.node, exc)

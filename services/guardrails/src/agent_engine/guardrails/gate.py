@@ -5,6 +5,7 @@ a runner's unchecked output)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -17,6 +18,7 @@ from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.errors import validation_summary
 from agent_engine.contracts.events import EventData
 from agent_engine.contracts.subjects import STREAM
+from agent_engine.guardrails.deadletters import redacted_copy
 from agent_engine.runtime import tracing
 from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.inbox import read_all, refuse, settle
@@ -42,7 +44,11 @@ async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T]
                      *, delete: bool = False, logger: logging.Logger = log) -> None:
     """Consume `subjects` on `durable`: a payload that is not a valid `model` is dead-lettered at once; the others
     get `decide`'s answer, published before the ack (and, with `delete`, the message deleted from the stream:
-    what it held is kept nowhere once answered). The bus down: redelivered, dead-lettered when it keeps failing."""
+    what it held is kept nowhere once answered). The bus down: redelivered, dead-lettered when it keeps failing.
+    Every dead letter of a gate is a copy with personal data redacted (deadletters.py), never the message as it
+    was: it may hold an unchecked output, or the arguments a model chose; with `delete`, the message itself is
+    deleted from the stream once dead-lettered, as once answered."""
+    bus = dataclasses.replace(bus, scrub=redacted_copy, delete_dead=delete)
     async def handle_one(msg: Msg, envelope: Envelope) -> None:
         with tracing.processing(msg.headers, envelope, msg.subject):
             await answer_one(msg, envelope)

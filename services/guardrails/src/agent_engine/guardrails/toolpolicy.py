@@ -5,9 +5,10 @@ dispatch); the first refusal wins, so a workflow's policy can add refusals but n
 when no policy refuses does an approval rule hold the call, unless a person already approved it: a person is
 never asked about a call that would be refused anyway. Rule ids and every field: docs/guardrails.md.
 
-Two reasons come out of a refusal: `reason`, which the model sees as the call's result (it may name the path or
-host the model itself chose, so it can correct its call), and `summary`, for the `guardrail.verdict` event and the
-logs, which names no argument value at all.
+Two reasons come out of a refusal: `reason`, which the model sees as the call's result and the router records
+(`node.tool_returned`), and `summary`, for the `guardrail.verdict` event and the logs. Neither carries a value the
+model sent (a path or url may hold personal data): `reason` names the rule, the argument and what the policy
+allows, so the model, which knows what it sent, can correct its call; `summary` names the rule and the policy.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Decision:
     rule: str = ""
     """The rule that refused or held the call."""
     reason: str = ""
-    """For the model (the call's result): may name the path or host it asked for, never a matched pattern's text."""
+    """For the model (the call's result): the rule, the argument and what the policy allows; never the value."""
     summary: str = ""
     """For the verdict event and logs: names the rule and the policy, no argument value."""
     checked: tuple[str, ...] = ()
@@ -119,13 +120,13 @@ def _check_host(url: Any, where: str, policy: ToolPolicy) -> None:
         return
     host = (urlsplit(url).hostname or "") if isinstance(url, str) else ""
     if not host:
-        raise Refused("tool.host", f"{where} checks hosts and the call's url names none",
+        raise Refused("tool.host", f"{where} checks hosts and argument 'url' names none",
                       f"{where}: the url names no host")
     if any(_host_matches(host, p) for p in rules.deny):
-        raise Refused("tool.host", f"{where} denies host '{host}'", f"{where} denies the url's host")
+        raise Refused("tool.host", f"{where} denies the host argument 'url' names", f"{where} denies the url's host")
     if rules.allow is not None and not any(_host_matches(host, p) for p in rules.allow):
-        raise Refused("tool.host", f"{where} allows only hosts {rules.allow}; '{host}' is not one of them",
-                      f"{where}: the url's host is not on its allowlist")
+        raise Refused("tool.host", f"{where} allows only hosts {rules.allow}; the host argument 'url' names is "
+                      "not one of them", f"{where}: the url's host is not on its allowlist")
 
 
 def _host_matches(host: str, pattern: str) -> bool:
@@ -171,22 +172,23 @@ def _check_path(path: Any, tenant: str, where: str, policy: ToolPolicy) -> None:
         return
     clean = normalise(path) if isinstance(path, str) else None
     if clean is None:
-        raise Refused("tool.path", f"{where}: path '{path}' is absolute or outside the workspace",
+        raise Refused("tool.path", f"{where}: argument 'path' is absolute or outside the workspace (a path "
+                      "relative to the workspace, without leaving it, is required)",
                       f"{where}: the path is absolute or outside the workspace")
     if policy.tenant_paths and not glob_matches(f"{tenant}/**", clean):
         raise Refused("tool.tenant", f"{where} confines tenant '{tenant}' to its own folder '{tenant}/' of the "
-                      f"workspace; path '{clean}' is outside it", f"{where}: the path is outside the tenant's folder")
+                      "workspace; argument 'path' is outside it", f"{where}: the path is outside the tenant's folder")
     _check_globs(clean, where, rules)
 
 
 def _check_globs(clean: str, where: str, rules: PathRules) -> None:
     for glob in rules.deny:
         if glob_matches(glob, clean):
-            raise Refused("tool.path", f"{where} denies path '{clean}' (it matches '{glob}')",
+            raise Refused("tool.path", f"{where} denies argument 'path': it matches the denied glob '{glob}'",
                           f"{where}: the path matches a denied glob")
     if rules.allow is not None and not any(glob_matches(g, clean) for g in rules.allow):
-        raise Refused("tool.path", f"{where} allows only paths matching {rules.allow}; '{clean}' matches none",
-                      f"{where}: the path matches no allowed glob")
+        raise Refused("tool.path", f"{where} allows only paths matching {rules.allow}; argument 'path' matches "
+                      "none", f"{where}: the path matches no allowed glob")
 
 
 def glob_matches(glob: str, path: str) -> bool:

@@ -52,7 +52,7 @@ async def main(stop: asyncio.Event) -> None:
             calls = await CallLog.open(bus.js)
             config = dataclasses.replace(config, memory=memory)
             tools = ToolRunner(config, {**REGISTRY, **mcp_registry}, calls=calls, artifacts=ArtifactStore(bus.js))
-            await runner.serve(bus, "tool", SOURCE, tools.handle, settings, stop)
+            await runner.serve(bus, "tool", SOURCE, tools.handle, settings, stop, published=tools.published)
         finally:
             await mcp.stop()
             await bus.close()

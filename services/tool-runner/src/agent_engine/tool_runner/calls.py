@@ -6,19 +6,22 @@ the outside world is concerned. A call an agent's model asked for has its own ke
 (`<tenant>.<task>.<node>.<call id>`, the call id naming its turn and position, which the router
 records once). Before running, the tool-runner *creates* the key with a claim
 (creation fails if the key exists, so two runners cannot both claim); after running it stores the
-result event in the same key.
+result event in the same key, so a crash before the publish loses neither the result nor the
+at-most-once; once the stream has acknowledged the publish, it replaces the result with a marker
+(`published`: the event's id, type, SHA-256 and size), so the bucket keeps no content of a result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import re
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -56,7 +59,7 @@ def this_runner() -> str:
 
 @dataclass(frozen=True)
 class CallRecord:
-    state: Literal["claimed", "done"]
+    state: Literal["claimed", "done", "published"]
     dispatch_id: str
     attempt: int
     runner: str
@@ -65,16 +68,30 @@ class CallRecord:
     """The result event (node.completed or node.errored) as published, once the tool has run."""
     claim: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Tells this claim from any other, so a claim whose reply was lost can be recognised as ours."""
+    published: dict[str, Any] | None = None
+    """Once the result event is in the stream (state `published`, `event` gone): its `id`, `type`, `sha256` and
+    `bytes` (of the event as the tool-runner answered it) and when (`at`); never its content."""
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        record = asdict(self)
+        if self.published is None:  # claims and results are written as before this field existed
+            del record["published"]
+        return json.dumps(record).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CallRecord:
-        return cls(**json.loads(raw))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
     def result(self) -> Envelope | None:
         return Envelope.model_validate(self.event) if self.event is not None else None
+
+    def marked_published(self, event: Envelope) -> CallRecord:
+        """This record once `event`, its result, is in the stream: the marker that replaces the result."""
+        raw = event.to_bytes()
+        return CallRecord("published", self.dispatch_id, self.attempt, self.runner, self.at, None, self.claim, {
+            "id": event.id, "type": event.type, "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds")})
 
 
 class CallLog:
@@ -128,12 +145,19 @@ class CallLog:
                 return None if found.claim == record.claim else found
         raise CallLogUnavailable(f"could not claim tool call {key} after {self.tries} tries; the tool was not run")
 
-    async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> None:
-        """Store the result; if NATS stays unreachable, keep it for the redelivery and raise."""
+    async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> CallRecord:
+        """Store the result (the record stored); if NATS stays unreachable, keep it for the redelivery and raise."""
         record = CallRecord("done", dispatch.dispatch_id, dispatch.attempt, self.runner,
                             event=event.to_wire())
         self.unsaved[key] = record
         await self._store(key, record)
+        return record
+
+    async def mark_published(self, key: str, record: CallRecord, event: Envelope) -> None:
+        """Replace the stored result `event` with the marker, now that the stream holds the event. Raises
+        CallLogUnavailable when NATS stays unreachable: the dispatch is redelivered, answered from the result
+        still stored (a duplicate the stream drops) and marked then."""
+        await self._store(key, record.marked_published(event))
 
     async def _store(self, key: str, record: CallRecord) -> None:
         for attempt in range(self.tries):
@@ -144,4 +168,7 @@ class CallLog:
             except Exception as exc:  # noqa: BLE001  NATS restarting: keep trying for a while
                 log.warning("storing the result of %s failed (%s)", key, exc)
                 await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+        if record.state == "published":
+            raise CallLogUnavailable(f"could not mark tool call {key} published; its result stays stored until the "
+                                     "redelivery marks it")
         raise CallLogUnavailable(f"could not store the result of tool call {key}; kept in memory for the redelivery")

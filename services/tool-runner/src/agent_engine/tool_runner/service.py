@@ -8,6 +8,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeCompleted, NodeDispatched
@@ -38,13 +39,30 @@ class ToolRunner:
         """Without a call log, side-effecting tools are refused rather than run unguarded."""
         self.threads = ThreadPoolExecutor(max_workers=MAX_CONCURRENT, thread_name_prefix="tool")
         """Tools block (files, HTTP, a snippet's process); their own pool keeps them off asyncio's default one."""
+        self.to_mark: dict[str, tuple[str, CallRecord]] = {}
+        """Per dispatch event answered with a result the call log stores: its key and record, to replace with a
+        marker once the stream holds the result (`published`)."""
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         answer = await self._respond(cause, dispatch)
+        if not answer:  # a call whose result the stream already holds: nothing ran, nothing to publish
+            return answer
         # each answered delivery counts: a redelivered dispatch of an idempotent tool really runs again
         outcome = "completed" if any(e.type in COMPLETED for e in answer) else "errored"
         metrics.tool_ran(cause.tenant, dispatch.tool.name if dispatch.tool else "none", outcome)
         return answer
+
+    async def published(self, cause: Envelope, dispatch: NodeDispatched, events: list[Envelope]) -> None:
+        """The stream has acknowledged `events`, the answer to `cause`: a result the call log stores for it goes,
+        replaced by a marker, so the bucket keeps no content (a crash before this point leaves the result stored,
+        and the redelivery publishes it, a duplicate the stream drops, and marks it then)."""
+        pending = self.to_mark.pop(cause.id, None)
+        if pending is None or self.calls is None:
+            return
+        key, record = pending
+        stored = record.result()
+        if stored is not None and any(e.id == stored.id for e in events):
+            await self.calls.mark_published(key, record, stored)
 
     async def _respond(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         call = dispatch.tool
@@ -60,7 +78,7 @@ class ToolRunner:
             return [errored(cause, SOURCE, dispatch, str(exc), retryable=False)]
         limit = self.time_limit(dispatch)
         if not tool.idempotent or call.side_effects:
-            return [await self._run_once(cause, dispatch, call, tool, limit)]
+            return await self._run_once(cause, dispatch, call, tool, limit)
         if limit <= 0:
             return [self._too_late(cause, dispatch, call)]
         return [await self._run(cause, dispatch, call, tool, limit, guarded=False)]
@@ -71,49 +89,66 @@ class ToolRunner:
         return min(self.config.timeout_s, (deadline - datetime.now(UTC)).total_seconds())
 
     async def _run_once(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool, tool: Tool,
-                        limit: float) -> Envelope:
-        """A side-effecting call: claim it, run it, store the result; or answer from what is stored."""
+                        limit: float) -> list[Envelope]:
+        """A side-effecting call: claim it, run it, store the result; or answer from what is stored (nothing, when
+        the stream holds the result already)."""
         why = "its built-in is not idempotent" if not tool.idempotent else "tools.yaml declares side_effects: true"
         if self.calls is None:
-            return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects ({why}) and this "
-                           "tool-runner has no call log to make sure it runs only once; not run", retryable=False)
+            return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects ({why}) and this "
+                            "tool-runner has no call log to make sure it runs only once; not run", retryable=False)]
         key = call_key(cause.tenant, cause.task_id, dispatch.node, dispatch.call.call_id if dispatch.call else None,
                        call.resumed)
         prior = await self.calls.recorded(key)  # first: a late redelivery still gets the stored result
         if prior is None:
             if limit <= 0:
-                return self._too_late(cause, dispatch, call)
+                return [self._too_late(cause, dispatch, call)]
             prior = await self.calls.claim(key, dispatch)
         if prior is not None:
             return self._answer_from(prior, key, cause, dispatch, call)
         event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
-        await self.calls.finish(key, dispatch, event)
-        return event
+        self.to_mark[cause.id] = (key, await self.calls.finish(key, dispatch, event))
+        return [event]
 
     def _too_late(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool) -> Envelope:
         return errored(cause, SOURCE, dispatch, f"the dispatch's deadline ({dispatch.deadline.isoformat()}) passed "
                        f"before tool '{call.name}' could start; not run", retryable=True)
 
     def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
-                     call: DispatchedTool) -> Envelope:
+                     call: DispatchedTool) -> list[Envelope]:
+        if prior.state == "published" and prior.published is not None:
+            return self._answer_published(prior, prior.published, cause, dispatch, call)
         stored = prior.result()
         if stored is not None and (stored.type == "node.completed" or prior.dispatch_id == dispatch.dispatch_id):
-            # The event as first published, same id: JetStream and the router drop it as a duplicate, or,
-            # if it was never published (a crash in between), the router takes it now; a completion of an
-            # earlier attempt settles a node that is still open.
+            # The event as first answered, same id: if it was never published (a crash in between, or a call log
+            # entry written before results were replaced by markers), the router takes it now, and a completion of
+            # an earlier attempt settles a node that is still open; else JetStream and the router drop a duplicate.
             log.info("node %s: tool %s already ran (attempt %d); answering with its stored result",
                      dispatch.node, call.name, prior.attempt)
-            return stored
+            self.to_mark[cause.id] = (key, prior)
+            return [stored]
         if stored is not None:  # an earlier attempt's error: the router ignores those, so answer this one
             error = stored.data.get("error", "")
-            return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and already ran for "
-                           f"node '{dispatch.node}' in attempt {prior.attempt}, which failed: {error}; "
-                           "not run again", retryable=False)
+            return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and already ran for "
+                            f"node '{dispatch.node}' in attempt {prior.attempt}, which failed: {error}; "
+                            "not run again", retryable=False)]
         log.warning("node %s: tool %s was claimed by %s at %s (attempt %d) and has no result; not running it again",
                     dispatch.node, call.name, prior.runner, prior.at, prior.attempt)
-        return errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and may have run already: "
-                       f"attempt {prior.attempt} started it at {prior.at} ({prior.runner}) and left no result; "
-                       f"not run twice; inspect and re-run by hand (call log key {key})", retryable=False)
+        return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and may have run already: "
+                        f"attempt {prior.attempt} started it at {prior.at} ({prior.runner}) and left no result; "
+                        f"not run twice; inspect and re-run by hand (call log key {key})", retryable=False)]
+
+    def _answer_published(self, prior: CallRecord, marker: dict[str, Any], cause: Envelope, dispatch: NodeDispatched,
+                          call: DispatchedTool) -> list[Envelope]:
+        """A call whose result the stream holds: a completion (of any attempt), or this dispatch's own error, is
+        not published again (the router has it, or will: it settles a node still open); an earlier attempt's
+        error, which the router ignores, gets an answer for this attempt."""
+        if marker.get("type") != "node.errored" or prior.dispatch_id == dispatch.dispatch_id:
+            log.info("node %s: tool %s already ran (attempt %d) and its result event %s is in the stream; "
+                     "not run or published again", dispatch.node, call.name, prior.attempt, marker.get("id"))
+            return []
+        return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and already ran for node "
+                        f"'{dispatch.node}' in attempt {prior.attempt}, which failed (its error is event "
+                        f"{marker.get('id')}); not run again", retryable=False)]
 
     async def _run(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool, tool: Tool,
                    limit: float, *, guarded: bool) -> Envelope:
