@@ -229,7 +229,7 @@ async def _answer(handler: Handler, envelope: Envelope, dispatch: NodeDispatched
     """The handler's answer; a failure it did not turn into a result itself becomes the node's error,
     retryable, so the node's own policy (attempts, backoff) bounds it whether it is a bug or an outage no
     list names; a known outage is raised instead, so the dispatch is redelivered once the server is back."""
-    name, attributes = operation_span(dispatch)
+    name, attributes = operation_span(dispatch) if tracing.ENABLED else ("", {})
     try:
         with tracing.operation(name, attributes) as span:
             answered = await handler(envelope, dispatch)
