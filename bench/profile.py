@@ -16,15 +16,22 @@ import asyncio
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import Cluster
 
+from agent_engine.contracts.subjects import type_subject
 from bench import engine_level
 
 PROFILED = ("router", "agent-runner")
+RATE = 200
+"""py-spy samples per second: a sample stands for 5 ms."""
 
 
 def py_spy() -> str:
@@ -32,8 +39,9 @@ def py_spy() -> str:
     return str(found) if found.exists() else "py-spy"
 
 
-def summarise(raw: Path, top: int = 25) -> str:
-    """Inclusive and self shares of the frames in a collapsed-stack file (`frame;frame;... count` lines)."""
+def summarise(raw: Path, top: int = 25, dispatches: int = 0) -> str:
+    """Inclusive and self shares of the frames in a collapsed-stack file (`frame;frame;... count` lines); with
+    `dispatches` (agent dispatches answered while it was recorded), also the sampled time per dispatch."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -50,7 +58,8 @@ def summarise(raw: Path, top: int = 25) -> str:
             own[frames[-1]] += n
     if not total:
         return f"{raw.name}: no samples"
-    lines = [f"{raw.stem}: {total} samples", "  inclusive (on the stack):"]
+    per = f", {total * 1000 / RATE / dispatches:.3f} ms of samples per agent dispatch" if dispatches else ""
+    lines = [f"{raw.stem}: {total} samples{per}", "  inclusive (on the stack):"]
     lines += [f"    {100 * n / total:5.1f} %  {f}" for f, n in inclusive.most_common(top)]
     lines += ["  self (top of the stack):"]
     lines += [f"    {100 * n / total:5.1f} %  {f}" for f, n in own.most_common(top)]
@@ -77,28 +86,58 @@ async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path,
         await asyncio.to_thread(cluster.start)
         try:
             pids = cluster.pids()
+            counter = await cluster.connect()
+            answered = {"n": 0}
+
+            async def on_answer(_msg: Any) -> None:
+                answered["n"] += 1
+
+            # what the agent-runner answered while recorded: the per-dispatch figures below divide by it
+            await counter.subscribe(f"{type_subject('node.completed')}.>", cb=on_answer)  # partitioned
+            procs = {s: psutil.Process(pids[s]) for s in services}
+            cpu_before = {s: _cpu(p) for s, p in procs.items()}
+            began = time.perf_counter()
             spies = []
             for service in services:
                 cmd = [py_spy(), "record", "--pid", str(pids[service]), "--duration", str(int(seconds) + 2),
-                       "--rate", "200", "--format", "raw", "--output", str(out / f"{service}.txt"), "--nonblocking"]
+                       "--rate", str(RATE), "--format", "raw", "--output", str(out / f"{service}.txt"), "--nonblocking"]
                 if gil:
                     cmd.append("--gil")
                 if idle:
                     cmd.append("--idle")
                 spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            window: dict[str, Any] = {}
+
+            async def recorded() -> None:
+                """When the spies are done: the dispatches answered and the CPU used while they recorded."""
+                for spy in spies:
+                    _, err = await asyncio.to_thread(spy.communicate)
+                    if spy.returncode:
+                        print(f"py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
+                window.update(seconds=time.perf_counter() - began, dispatches=answered["n"],
+                              cpu={s: _cpu(p) - cpu_before[s] for s, p in procs.items()})
+
+            spied = asyncio.create_task(recorded())
             result = await engine_level(cluster, inflight, seconds)
-            for spy in spies:
-                _, err = await asyncio.to_thread(spy.communicate)
-                if spy.returncode:
-                    print(f"py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
+            await spied
+            await counter.close()
         finally:
             await asyncio.to_thread(cluster.stop)
     print(f"engine at {inflight} in flight: {result['hops_per_s']:.0f} hops/s, p50 {result['p50_ms']:.2f} ms "
           f"(profiled{', GIL-holding samples only' if gil else ''})")
+    dispatches = window["dispatches"]
+    print(f"{dispatches} agent dispatches answered in the {window['seconds']:.1f} s recorded; CPU time per dispatch "
+          "(user + system, all threads): " + ", ".join(f"{s} {1000 * t / max(1, dispatches):.3f} ms"
+                                                      for s, t in window["cpu"].items()))
     for service in services:
         raw = out / f"{service}.txt"
         if raw.exists():
-            print(summarise(raw))
+            print(summarise(raw, dispatches=dispatches))
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def main() -> int:

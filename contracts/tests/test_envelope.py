@@ -259,3 +259,24 @@ def test_a_task_id_with_a_nul_character_is_refused_as_postgresql_cannot_store_it
     with pytest.raises(ValidationError, match="taskid"):
         Envelope.model_validate(body)
     assert Envelope.model_validate({**body, "taskid": "tab\there"}).task_id == "tab\there"
+
+
+@pytest.mark.parametrize("traceparent", [None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"])
+@pytest.mark.parametrize("event_type", ["node.completed", "llm.called", "x.custom"])
+def test_a_trusted_answer_is_the_instance_model_construct_makes(traceparent: str | None, event_type: str) -> None:
+    from agent_engine.contracts.envelope import _constructed, caused_by
+
+    cause = Envelope(id="evt-1", source="router", type="node.dispatched", time=datetime(2026, 12, 1, tzinfo=UTC),
+                     tenant="acme", task_id="t-1", correlation_id="c-1", data={})
+    fast = caused_by(cause, {"x": [1, {"y": None}]}, id="e-2", source="runner", type=event_type, trusted=True,
+                     traceparent=traceparent)
+    fields = dict(id="e-2", source="runner", type=event_type, time=fast.time, tenant="acme", task_id="t-1",
+                  correlation_id="c-1", causation_id="evt-1", data={"x": [1, {"y": None}]})
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    generic = Envelope.model_construct(**fields)
+    assert list(fast.__dict__.items()) == list(generic.__dict__.items())  # every field, in order, same values
+    assert fast.model_fields_set == generic.model_fields_set
+    assert fast.__pydantic_extra__ == generic.__pydantic_extra__ and fast.__pydantic_private__ is None
+    assert fast == generic and fast.to_bytes() == generic.to_bytes()
+    assert list(_constructed(fields).__dict__) == list(Envelope.model_fields)  # a new field must be added there too

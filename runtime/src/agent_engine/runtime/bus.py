@@ -288,23 +288,28 @@ class Bus:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def publish(self, envelope: Envelope, *, under: str | None = None) -> None:
+    async def publish(self, envelope: Envelope, *, under: str | None = None, body: bytes | None = None) -> None:
         """Publish with Nats-Msg-Id = event id, so a republish after a crash is dropped by JetStream. With
         tracing on, in a `publish` span whose context goes in the traceparent header (runtime/tracing.py; `under`:
         another parent than the envelope's own, `tracing.publishing`). What the stream stores for the first
-        time is counted (metrics.published); a duplicate it drops is not."""
+        time is counted (metrics.published); a duplicate it drops is not. `body`: the envelope's `to_bytes` when
+        the caller has them already (with tracing on the envelope may be stamped, so it is encoded again)."""
         subject = subject_for(envelope)
         headers = {MSG_ID: envelope.id, TASK_ID_HEADER: envelope.task_id}
         if not tracing.ENABLED:
-            ack = await self.js.publish(subject, envelope.to_bytes(), headers=headers)
+            ack = await self.js.publish(subject, envelope.to_bytes() if body is None else body, headers=headers)
         else:
             with tracing.publishing(envelope, subject, under=under) as (envelope, trace_headers):
                 ack = await self.js.publish(subject, envelope.to_bytes(), headers={**headers, **trace_headers})
         if not ack.duplicate:
             metrics.published(envelope.type, envelope.tenant, envelope.data)
 
-    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
-        await asyncio.gather(*(self.publish(e) for e in envelopes))
+    async def publish_many(self, envelopes: Sequence[Envelope], bodies: Sequence[bytes | None] = ()) -> None:
+        """Publish concurrently; `bodies`, when given, are the envelopes' bytes (None: not encoded yet)."""
+        if not bodies:
+            await asyncio.gather(*(self.publish(e) for e in envelopes))
+            return
+        await asyncio.gather(*(self.publish(e, body=b) for e, b in zip(envelopes, bodies, strict=True)))
 
     async def dead_letter(self, msg: Msg, error: str) -> None:
         """Keep the message on `aedlq.<service>.<tenant>` (the tenant token of its subject) with its reason.

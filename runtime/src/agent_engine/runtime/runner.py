@@ -72,14 +72,35 @@ def judged_inputs(dispatch: NodeDispatched) -> dict[str, Any] | None:
 
 
 def _within_limit(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> Envelope:
+    return _measured(event, source, cause, dispatch)[0]
+
+
+def _measured(event: Envelope, source: str, cause: Envelope, dispatch: NodeDispatched) -> tuple[Envelope, bytes | None]:
+    """`_within_limit`, with the bytes it measured (the event's `to_bytes`, None when it measured none), so a
+    result is encoded once for both the limit and the publish."""
     if event.type not in ("node.completed", "node.tools_requested"):
-        return event
-    size = len(event.to_bytes())
+        return event, None
+    body = event.to_bytes()
+    size = len(body)
     if size <= MAX_RESULT_BYTES:
-        return event
+        return event, body
     what = "output" if event.type == "node.completed" else "the model's request for tools"
     return errored(cause, source, dispatch, f"{what} is {size // 1024} KiB, over the {MAX_RESULT_BYTES // 1024} KiB "
-                   "a node result may carry with its large fields stored as artifacts", retryable=False)
+                   "a node result may carry with its large fields stored as artifacts", retryable=False), None
+
+
+def _outgoing(results: list[Envelope], source: str, cause: Envelope,
+              dispatch: NodeDispatched) -> tuple[list[Envelope], list[bytes | None]]:
+    """What answers the dispatch on the bus (each result within the limit, a completion to the output gate when
+    the workflow checks outputs), with the bytes of those already encoded."""
+    events: list[Envelope] = []
+    bodies: list[bytes | None] = []
+    for result_event in results:
+        checked, body = _measured(result_event, source, cause, dispatch)
+        sent = to_gate(checked, dispatch)
+        events.append(sent)
+        bodies.append(body if sent is checked else None)
+    return events, bodies
 
 
 async def offloaded(store: ArtifactStore, event: Envelope, source: str, cause: Envelope,
@@ -99,18 +120,38 @@ async def offloaded(store: ArtifactStore, event: Envelope, source: str, cause: E
     return event.model_copy(update={"data": {**event.data, "output": output}})
 
 
-async def _keep_alive(bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatched, settings: Settings) -> None:
-    """While a call runs: tell JetStream it is in progress (no redelivery meanwhile) and tell the router
-    (a heartbeat, which extends the dispatch's deadline by the node's timeout)."""
-    every = min(settings.ack_wait_s / 2, settings.heartbeat_s)
-    beat = json.dumps({"task_id": cause.task_id, "node": dispatch.node, "dispatch_id": dispatch.dispatch_id}).encode()
-    while True:
-        await asyncio.sleep(every)
+class _KeepAlive:
+    """While a call runs: tell JetStream it is in progress (no redelivery meanwhile) and tell the router (a
+    heartbeat, which extends the dispatch's deadline by the node's timeout), every `min(ack_wait / 2, heartbeat)`
+    seconds after the last one. A timer rather than a task per dispatch: most answers (the mock's) come long
+    before the first beat, and a timer costs less to start and to cancel."""
+
+    def __init__(self, bus: Bus, msg: Msg, cause: Envelope, dispatch: NodeDispatched, settings: Settings) -> None:
+        self.bus, self.msg, self.cause, self.dispatch = bus, msg, cause, dispatch
+        self.every = min(settings.ack_wait_s / 2, settings.heartbeat_s)
+        self.loop = asyncio.get_running_loop()
+        self.beating: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = self.loop.call_later(self.every, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        self.beating = self.loop.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        beat = json.dumps({"task_id": self.cause.task_id, "node": self.dispatch.node,
+                           "dispatch_id": self.dispatch.dispatch_id}).encode()
         try:
-            await msg.in_progress()
-            await bus.nc.publish(heartbeat_subject(cause.tenant), beat)
+            await self.msg.in_progress()
+            await self.bus.nc.publish(heartbeat_subject(self.cause.tenant), beat)
         except Exception:  # noqa: BLE001  the final ack/nak reports real trouble
             return
+        self.timer = self.loop.call_later(self.every, self._due)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.beating is not None:
+            self.beating.cancel()
 
 
 class NotCleared(Exception):
@@ -150,14 +191,14 @@ async def serve(bus: Bus, kind: str, source: str, handler: Handler, settings: Se
         except NotCleared as exc:
             await refuse(bus, msg, str(exc))
             return
-        heartbeat = asyncio.create_task(_keep_alive(bus, msg, envelope, dispatch, settings))
+        heartbeat = _KeepAlive(bus, msg, envelope, dispatch, settings)
         try:
             results = await _answer(handler, envelope, dispatch, source)
             results = [await offloaded(store, e, source, envelope, dispatch) for e in results]
-            results = [to_gate(_within_limit(e, source, envelope, dispatch), dispatch) for e in results]
-            await bus.publish_many(results)
+            events, bodies = _outgoing(results, source, envelope, dispatch)
+            await bus.publish_many(events, bodies)
             if published is not None:
-                await published(envelope, dispatch, results)
+                await published(envelope, dispatch, events)
         except Exception as exc:  # noqa: BLE001  the bus is down: settle decides (redeliver, or dead-letter)
             log.warning("could not answer dispatch %s of node %s: %s", dispatch.dispatch_id,
                         dispatch.node, exc)
@@ -195,7 +236,7 @@ async def _answer(handler: Handler, envelope: Envelope, dispatch: NodeDispatched
     """The handler's answer; a failure it did not turn into a result itself becomes the node's error,
     retryable, so the node's own policy (attempts, backoff) bounds it whether it is a bug or an outage no
     list names; a known outage is raised instead, so the dispatch is redelivered once the server is back."""
-    name, attributes = operation_span(dispatch)
+    name, attributes = operation_span(dispatch) if tracing.ENABLED else ("", {})
     try:
         with tracing.operation(name, attributes) as span:
             answered = await handler(envelope, dispatch)

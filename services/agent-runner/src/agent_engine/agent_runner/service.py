@@ -19,6 +19,7 @@ from typing import Literal
 
 from agent_engine.agent_runner import pricing, structured
 from agent_engine.agent_runner.allowance import Allowance
+from agent_engine.agent_runner.jsontext import indented
 from agent_engine.agent_runner.providers import (
     CallFailure,
     Gateway,
@@ -70,15 +71,15 @@ def build_request(dispatch: NodeDispatched, memory: str = "", summary: Conversat
         system += "\n\n" + TOOL_USE
     if agent.output_schema_json:
         system += ("\n\nReply with one JSON object and nothing else. It must be valid against this "
-                   "JSON Schema:\n" + json.dumps(agent.output_schema_json, indent=1))
+                   "JSON Schema:\n" + structured.compiled(agent.output_schema_json).text)
     context = dispatch.context
-    prompt = (f"{agent.prompt}\n\nTask input:\n{json.dumps(context.input, indent=1)}\n\n"
-              f"Outputs of earlier steps:\n{json.dumps(context.upstream, indent=1)}")
+    prompt = (f"{agent.prompt}\n\nTask input:\n{indented(context.input)}\n\n"
+              f"Outputs of earlier steps:\n{indented(context.upstream)}")
     if context.merged is not None:
-        prompt += f"\n\nThe outputs you are to merge into one:\n{json.dumps(context.merged, indent=1)}"
+        prompt += f"\n\nThe outputs you are to merge into one:\n{indented(context.merged)}"
     if context.feedback is not None:
         prompt += (f"\n\nThis is revision {context.revision}. A reviewer sent your previous work back with this "
-                   f"feedback; address it:\n{json.dumps(context.feedback, indent=1)}")
+                   f"feedback; address it:\n{indented(context.feedback)}")
     if memory:
         prompt += "\n\n" + memory
     summary = summary or context.summary
@@ -130,7 +131,7 @@ def summary_request(dispatch: NodeDispatched, count: int) -> LlmRequest:
     if context.summary is not None:
         text += f"Summary of the turns before these:\n{context.summary.text}\n\n"
     turns = [t.model_dump(exclude_none=True) for t in (context.conversation or [])[:count]]
-    text += "Tool turns:\n" + json.dumps(turns, indent=1)
+    text += "Tool turns:\n" + indented(turns)
     return LlmRequest(dispatch.agent, SUMMARY_SYSTEM, (Turn("user", text),), dispatch.attempt,
                       turn=dispatch.turn or 0, purpose="summary")
 

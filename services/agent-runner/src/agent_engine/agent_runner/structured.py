@@ -8,9 +8,12 @@ from __future__ import annotations
 import functools
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+
+from agent_engine.agent_runner.jsontext import indented
 
 MAX_PROBLEMS = 5
 
@@ -32,22 +35,42 @@ def extract_json(text: str) -> dict[str, Any]:
     return value
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """What a node's output schema needs once, not per dispatch: whether it can check anything, its validator,
+    and its text for the prompt."""
+
+    problem: str
+    """Why it cannot check an output ("" when it can)."""
+    validator: jsonschema.Draft202012Validator | None
+    text: str
+    """As the system prompt shows it (`json.dumps(schema, indent=1)`)."""
+
+
+def compiled(schema: dict[str, Any]) -> Compiled:
+    """The schema compiled, cached by its exact JSON text: a dispatch brings its own copy of the schema, and a new
+    manifest or agent revision whose schema differs (even in key order) is a different entry."""
+    return _compiled(json.dumps(schema))
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(schema_json: str) -> Compiled:
+    schema = json.loads(schema_json)
+    text = indented(schema)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "(root)"
+        return Compiled(f"the node's output schema is not a valid JSON Schema at {where}: {exc.message}", None, text)
+    return Compiled("", jsonschema.Draft202012Validator(schema), text)
+
+
 def schema_problem(schema: dict[str, Any] | None) -> str:
     """Why `schema` cannot check an output ("" when it can, or when there is none): a dispatch comes from
     the bus, so its schema is checked before any call is made or paid for."""
     if not schema:
         return ""
-    return _schema_problem(json.dumps(schema, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=256)
-def _schema_problem(schema_json: str) -> str:
-    try:
-        jsonschema.Draft202012Validator.check_schema(json.loads(schema_json))
-    except jsonschema.SchemaError as exc:
-        where = "/".join(map(str, exc.absolute_path)) or "(root)"
-        return f"the node's output schema is not a valid JSON Schema at {where}: {exc.message}"
-    return ""
+    return compiled(schema).problem
 
 
 def check(text: str, schema: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -57,7 +80,8 @@ def check(text: str, schema: dict[str, Any] | None) -> tuple[dict[str, Any] | No
     except NotAJsonObject as exc:
         return None, str(exc)
     if schema:
-        problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(output), key=str)
+        validator = compiled(schema).validator or jsonschema.Draft202012Validator(schema)
+        problems = sorted(validator.iter_errors(output), key=str)
         if problems:
             detail = "; ".join(f"{'/'.join(map(str, p.absolute_path)) or '(root)'}: {p.message}"
                                for p in problems[:MAX_PROBLEMS])

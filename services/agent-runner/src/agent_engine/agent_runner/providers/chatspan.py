@@ -51,6 +51,9 @@ def content_attributes(request: LlmRequest, result: LlmResult) -> dict[str, str]
 @contextlib.contextmanager
 def chat_span(request: LlmRequest, provider: str, model: str) -> Iterator[Span | None]:
     """A current `chat {model}` span (kind client); a ProviderError leaves its class as `error.type`."""
+    if not tracing.ENABLED:  # no span, and no attributes built for one
+        yield None
+        return
     with tracing.operation(f"chat {model}", request_attributes(request, provider, model), SpanKind.CLIENT) as span:
         try:
             yield span

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -45,9 +46,11 @@ class MockProvider:
         if delay:
             await asyncio.sleep(delay)
         asked = item.get(TOOL_CALLS)
-        calls = tuple(ToolCall(f"mock_{request.turn}_{i}", str(c.get("name", "")),
-                               {k: _from_input(v, request.task_input) for k, v in _dict(c.get("args")).items()})
-                      for i, c in enumerate(asked if isinstance(asked, list) else []) if isinstance(c, dict))
+        calls: tuple[ToolCall, ...] = ()
+        if asked:
+            calls = tuple(ToolCall(f"mock_{request.turn}_{i}", str(c.get("name", "")),
+                                   {k: _from_input(v, request.task_input) for k, v in _dict(c.get("args")).items()})
+                          for i, c in enumerate(asked if isinstance(asked, list) else []) if isinstance(c, dict))
         if request.purpose == SUMMARY:
             text = summary_text(request)
         elif calls:
@@ -94,7 +97,18 @@ def reply_text(request: LlmRequest) -> str:
             raw = item[INVALID]
             return raw if isinstance(raw, str) else json.dumps(raw)
         return json.dumps(item, sort_keys=True)
-    output = minimal_instance(request.agent.output_schema_json or {"type": "object"})
+    schema = request.agent.output_schema_json
+    return _minimal_reply(json.dumps(schema)) if schema else EMPTY_REPLY
+
+
+EMPTY_REPLY = "{}"
+"""The reply to a node with no output schema: the smallest object."""
+
+
+@functools.lru_cache(maxsize=256)
+def _minimal_reply(schema_json: str) -> str:
+    """The reply for a node without a script, once per schema (by its exact JSON text, as structured.compiled)."""
+    output = minimal_instance(json.loads(schema_json))
     if not isinstance(output, dict):
         output = {"result": output}
     return json.dumps(output, sort_keys=True)
