@@ -330,8 +330,8 @@ class Serving:
         self.last = 0
         publish = bus.publish
 
-        async def recording(envelope: Envelope, *, under: str | None = None) -> None:
-            await publish(envelope, under=under)
+        async def recording(envelope: Envelope, *, under: str | None = None, body: bytes | None = None) -> None:
+            await publish(envelope, under=under, body=body)
             self.sent.append(envelope)
 
         bus.publish = recording  # type: ignore[method-assign]
