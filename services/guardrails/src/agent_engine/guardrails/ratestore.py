@@ -83,12 +83,8 @@ class RateStore:
                 return None
             except KeyWrongLastSequenceError:  # another replica wrote the key since we read it: decide again
                 await asyncio.sleep(0)
-            except Exception as exc:
-                failures += 1
-                log.warning("rate-limit bucket unavailable (%s)", type(exc).__name__)
-                if failures >= 3:
-                    raise RateStoreUnavailable(str(type(exc).__name__)) from exc
-                await asyncio.sleep(self.retry_delay_s * failures)
+            except Exception as exc:  # noqa: BLE001  the bucket failed: counted, and the third raises
+                failures = await self._failed(failures, exc)
         raise RateStoreUnavailable(f"{self.tries} conflicting writes in a row")
 
     async def recorded(self, tenant: str, request_id: str) -> dict[str, Any] | None:
@@ -124,12 +120,17 @@ class RateStore:
                 return await call(*args)
             except (KeyNotFoundError, KeyWrongLastSequenceError):
                 raise
-            except Exception as exc:
-                failures += 1
-                log.warning("rate-limit bucket unavailable (%s)", type(exc).__name__)
-                if failures >= 3:
-                    raise RateStoreUnavailable(str(type(exc).__name__)) from exc
-                await asyncio.sleep(self.retry_delay_s * failures)
+            except Exception as exc:  # noqa: BLE001  the bucket failed: counted, and the third raises
+                failures = await self._failed(failures, exc)
+
+    async def _failed(self, failures: int, exc: Exception) -> int:
+        """One more failure of the bucket: logged, then a pause before the next try; the third raises."""
+        failures += 1
+        log.warning("rate-limit bucket unavailable (%s)", type(exc).__name__)
+        if failures >= 3:
+            raise RateStoreUnavailable(str(type(exc).__name__)) from exc
+        await asyncio.sleep(self.retry_delay_s * failures)
+        return failures
 
     async def _read(self, key: str) -> _Read:
         try:
