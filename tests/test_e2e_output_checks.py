@@ -120,3 +120,13 @@ def test_an_output_the_gate_cannot_read_is_dead_lettered_without_its_personal_da
         assert msg.headers["Ae-Error"].endswith("[the body is a copy with personal data redacted: 1 card, 1 email]")
     assert dead[0].headers["Ae-Error"].startswith("not a valid event envelope")
     assert dead[1].headers["Ae-Error"].startswith("not a valid node.output_produced payload")
+    # a redacted copy is not the message: `dlq replay` refuses it, saying why, and keeps it listed
+    listed = engine.agentctl("dlq", "list", "--service", "guardrails", "--json")
+    assert listed.returncode == 0, listed.stderr
+    seqs = [e["seq"] for e in json.loads(listed.stdout) if e["original_subject"] == subject]
+    assert len(seqs) == 2
+    replayed = engine.agentctl("dlq", "replay", str(seqs[0]))
+    assert replayed.returncode == 1 and "copy with personal data redacted (card=1,email=1)" in replayed.stderr
+    again = [e["seq"] for e in json.loads(engine.agentctl("dlq", "list", "--json").stdout)
+             if e["original_subject"] == subject]
+    assert again == seqs

@@ -46,3 +46,18 @@ def test_a_lone_surrogate_is_kept_escaped() -> None:
     """Found by tests/test_fuzz.py: `"\\ud800"` is valid JSON but no UTF-8 can carry it."""
     copy, counts = redacted_copy(b'{"note": "\\ud800 and ' + EMAIL.encode() + b'"}')
     assert copy == b'{"note": "\\ud800 and [redacted:email]"}' and counts == {"email": 1}
+
+
+def test_a_wire_envelopes_ids_come_back_unchanged_even_where_a_uuids_digits_look_like_a_phone_number() -> None:
+    """On the wire the task, correlation and causation ids are `taskid`, `correlationid`, `causationid` (CloudEvents
+    extension names): kept as they are, like `id`; this task id's digit groups read as a phone number otherwise."""
+    from agent_engine.contracts.envelope import Envelope
+
+    ids = "23986425-d3a5-5e13-8bab-299745777a8d"
+    envelope = Envelope(id=ids, source="agent-engine/tool-runner", type="node.output_produced",
+                        time="2026-12-04T11:40:12Z", tenant="acme", task_id=ids, correlation_id=ids, causation_id=ids,
+                        data={"output": {"to": EMAIL}})
+    copy, counts = redacted_copy(envelope.to_bytes())
+    kept = json.loads(copy)
+    assert {kept[k] for k in ("id", "taskid", "correlationid", "causationid")} == {ids}
+    assert kept["data"]["output"] == {"to": "[redacted:email]"} and counts == {"email": 1}

@@ -16,6 +16,8 @@ from agent_engine.contracts.subjects import DLQ_STREAM, dlq_subject
 
 ORIGINAL_SUBJECT = "Ae-Original-Subject"
 ERROR = "Ae-Error"
+REDACTED = "Ae-Redacted"
+"""Set by guardrails' gates on their dead letters: what their copy had redacted (`none`: nothing)."""
 """The headers a service's dead letter carries (runtime.bus.Bus.dead_letter)."""
 
 
@@ -26,7 +28,8 @@ def register(sub: Subparsers) -> None:
     dl.add_argument("--service", help="only this service's (router, guardrails, agent-runner, tool-runner)")
     add_json(dl)
     dl.set_defaults(func=cmd_list)
-    dr = dlq_sub.add_parser("replay", help="publish a dead-lettered message to its original subject again")
+    dr = dlq_sub.add_parser("replay", help="publish a dead-lettered message to its original subject again "
+                            "(not a gate's redacted copy)")
     dr.add_argument("seq", type=int, help="its number in `agentctl dlq list`")
     dr.set_defaults(func=cmd_replay)
 
@@ -86,6 +89,12 @@ async def replay(seq: int) -> str:
         subject = headers.pop(ORIGINAL_SUBJECT, None)
         if not subject:
             raise CliError(f"#{seq} is a stub of a record too large to publish; there is nothing to replay")
+        redacted = headers.pop(REDACTED, None)
+        if redacted is not None and redacted != "none":
+            raise CliError(
+                f"#{seq} is a copy with personal data redacted ({redacted}); the original was not kept, so replaying "
+                "it would hand the redacted values on as if they were the real ones. The router dispatches the node "
+                "again when its deadline passes")
         headers.pop(ERROR, None)
         await engine.js.publish(subject, msg.data or b"", headers=headers or None)
         await engine.js.delete_msg(DLQ_STREAM, seq)

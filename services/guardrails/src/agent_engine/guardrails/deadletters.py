@@ -18,8 +18,10 @@ from agent_engine.guardrails import pii
 
 EVERY_KIND = pii.DETECTORS
 """Every built-in kind, whatever a tenant's policy redacts: a dead letter has no policy to ask."""
-KEPT = frozenset({"specversion", "id", "source", "type", "time", "tenant", "task_id", "correlation_id",
-                  "causation_id", "schema_version", "datacontenttype"})
+KEPT = frozenset({"specversion", "id", "source", "type", "time", "tenant", "datacontenttype", "dataschema",
+                  # on the wire (CloudEvents extension names), and as the model's fields for a v1 envelope
+                  "taskid", "correlationid", "causationid", "schemaversion",
+                  "task_id", "correlation_id", "causation_id", "schema_version"})
 """Envelope attributes kept as they are: identifiers every event of the task carries in the clear anyway, which the
 phone and IP patterns could otherwise take for personal data (a UUID's digit groups, a time)."""
 
