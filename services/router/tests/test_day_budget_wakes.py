@@ -13,7 +13,7 @@ from typing import Any
 from budget_testkit import PRICES, Shell, budgeted, cost, of_type
 from router_testkit import T0, Run, accepted, agent, chain, dumps, envelope, exit_, json_round_trip, manifest, types
 
-from agent_engine.contracts.envelope import derive_id
+from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.router import openwork
 from agent_engine.router.budgets import DayRoom
@@ -117,10 +117,12 @@ def test_a_wait_for_room_survives_the_index_being_synced_and_checkpointed() -> N
     assert restored.open[("second", "draft")].room is None
 
 
-def test_a_node_a_person_approved_is_not_asked_again_when_it_waits_for_a_day_budget() -> None:
+def approved_then_day_wait(asked_once: bool) -> tuple[Run, list[Envelope]]:
+    """An agent node a person approves when its day has no room; the retry comes once the day has room again."""
     run = Run()
     day = "2025-03-01"
-    inp = accepted(one_agent(approval="required"))
+    workflow = one_agent(approval="required").model_copy(update={"approval_answers_gate": asked_once})
+    inp = accepted(workflow)
     run.feed(RouterInput(inp.event, inp.workflow, prices=PRICES, rooms=(DayRoom("tenant-day", day, Decimal(1),
                                                                                 Decimal(1)),)))
     assert run.records[-1].type == "node.approval_requested"
@@ -131,8 +133,20 @@ def test_a_node_a_person_approved_is_not_asked_again_when_it_waits_for_a_day_bud
     [scheduled] = of_type(out, "node.retry_scheduled")
     due = envelope("node.retry_due", {"node": "draft", "attempt": 1, "at": scheduled["at"]}, id="due",
                    time=T0 + timedelta(seconds=70))
-    out = run.feed(RouterInput(due, rooms=(DayRoom("tenant-day", day, Decimal(1), Decimal(1)),)))  # room again
+    return run, run.feed(RouterInput(due, rooms=(DayRoom("tenant-day", day, Decimal(1), Decimal(1)),)))
+
+
+def test_a_node_a_person_approved_is_not_asked_again_when_it_waits_for_a_day_budget() -> None:
+    run, out = approved_then_day_wait(asked_once=True)
     assert types(out)[1:] == ["budget.reserved", "node.dispatched"]  # no second node.approval_requested
     assert len(of_type(run.records, "node.approval_requested")) == 1
+    stored = json_round_trip(run.records)
+    assert dumps(replay(stored)) == dumps(stored)
+
+
+def test_a_task_pinned_before_approvals_were_asked_once_is_asked_again_and_replays_as_recorded() -> None:
+    run, out = approved_then_day_wait(asked_once=False)
+    assert types(out)[1:] == ["node.approval_requested"]
+    assert len(of_type(run.records, "node.approval_requested")) == 2
     stored = json_round_trip(run.records)
     assert dumps(replay(stored)) == dumps(stored)

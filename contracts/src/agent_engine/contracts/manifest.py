@@ -367,7 +367,8 @@ class WorkflowManifest(BaseModel):
     approval_answers_gate: bool = Field(default=False, exclude_if=lambda v: not v)
     """Set by the router on the manifest every new task pins (a workflow need not say it): a person's approval of a
     tool node's own `approval: required` also answers the tool gate's hold of that node's calls, so the node is
-    asked once (its dispatches carry `tool.approved`; the gate still checks every other rule). Tasks pinned
+    asked once (its dispatches carry `tool.approved`; the gate still checks every other rule); and a node a person
+    approved that then waits for room in a day budget is not asked again when it is tried again. Tasks pinned
     before the field existed lack it and keep asking twice, so their replays decide as they did; left out of the
     dump when false."""
 

@@ -72,5 +72,7 @@ def on_retry_due(out: Emitter, inp: RouterInput, due: NodeRetryDue) -> None:
         return
     assert state.manifest is not None
     # approved: a scheduled attempt was built past the node's approval (a node a person approved and that then
-    # waited for room in a day budget is scheduled as attempt 1), so the person is not asked a second time
-    dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry", approved=True)
+    # waited for room in a day budget is scheduled as attempt 1), so the person is not asked a second time; a task
+    # pinned before approvals were asked once (approval_answers_gate) asked again then, and its replay still does
+    dispatch(out, state.manifest.node(due.node), due.attempt, waiting.error or "retry",
+             approved=state.manifest.approval_answers_gate)
