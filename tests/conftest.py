@@ -152,6 +152,13 @@ def tenant() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture
+def word() -> str:
+    """A unique word of letters only, for a name that goes into a task's input (a file name): a run of digits
+    there may read as a phone number, which guardrails' input gate redacts."""
+    return uuid.uuid4().hex[:8].translate(str.maketrans("0123456789", "ghijklmnop"))
+
+
 @pytest.fixture(scope="session")
 def own_stack(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Iterator[Any]:
     """Makes stacks with their own NATS and PostgreSQL (so no other stack's runners take their dispatches):

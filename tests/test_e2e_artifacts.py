@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +49,11 @@ async def _bucket(engine: Any, tenant: str) -> tuple[int, bytes]:
         await nc.close()
 
 
-def test_a_1_mib_tool_output_goes_on_by_reference_and_comes_back_exact(engine: Any, tenant: str,
+def test_a_1_mib_tool_output_goes_on_by_reference_and_comes_back_exact(engine: Any, tenant: str, word: str,
                                                                         tmp_path: Path) -> None:
     assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
-    name = f"log-{uuid.uuid4().hex[:8]}.txt"
+    name = f"log-{word}.txt"
     content = b"".join(f"line-{i:07d} the engine recorded one more step\n".encode() for i in range(22_000))
     assert len(content) > 1_000_000
     (engine.workspace / name).write_bytes(content)
@@ -105,10 +104,10 @@ def test_a_1_mib_tool_output_goes_on_by_reference_and_comes_back_exact(engine: A
     assert gone.returncode == 1 and "has no artifact" in gone.stderr
 
 
-def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(engine: Any, tenant: str) -> None:
+def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(engine: Any, tenant: str, word: str) -> None:
     assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts-checked", "--tenant", tenant).returncode == 0
-    name = f"customer-{uuid.uuid4().hex[:8]}.txt"
+    name = f"customer-{word}.txt"
     filler = b"".join(f"note {i:06d}: the customer called about the invoice\n".encode() for i in range(6_000))
     content = filler + b"Reach Jane at " + EMAIL + b" before Friday.\n" + filler
     (engine.workspace / name).write_bytes(content)
@@ -141,10 +140,10 @@ def test_a_large_output_is_checked_on_its_content_and_kept_nowhere_unredacted(en
     assert names >= 1 and EMAIL not in stored and EMAIL not in json.dumps(events).encode()
 
 
-def test_a_file_a_tool_writes_to_the_workspace_is_stored_as_an_artifact(engine: Any, tenant: str) -> None:
+def test_a_file_a_tool_writes_to_the_workspace_is_stored_as_an_artifact(engine: Any, tenant: str, word: str) -> None:
     assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts-files", "--tenant", tenant).returncode == 0
-    name = f"notes/{uuid.uuid4().hex[:8]}.md"
+    name = f"notes/{word}.md"
     (engine.workspace / "notes").mkdir(exist_ok=True)
     (engine.workspace / name).write_bytes(b"# Notes\n")
     sub = engine.agentctl("submit", "artifacts-files", "--tenant", tenant, "--input",
@@ -161,11 +160,11 @@ def test_a_file_a_tool_writes_to_the_workspace_is_stored_as_an_artifact(engine: 
     assert _output(_events(engine, task_id), "note") == {"path": name, "bytes_written": 22, "size": 30}
 
 
-def test_a_tenant_no_one_declared_gets_a_clear_error_for_a_large_output(engine: Any, tenant: str) -> None:
+def test_a_tenant_no_one_declared_gets_a_clear_error_for_a_large_output(engine: Any, tenant: str, word: str) -> None:
     """The services may use only the buckets of served tenants (runtime/auth.py): a tenant with no credential
     and no declaration runs its tasks, but a large output cannot be stored, and the node says how to fix it."""
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
-    name = f"log-{uuid.uuid4().hex[:8]}.txt"
+    name = f"log-{word}.txt"
     (engine.workspace / name).write_bytes(b"one more step\n" * 10_000)  # over the 64 KiB threshold
     sub = engine.agentctl("submit", "artifacts", "--tenant", tenant, "--input", json.dumps({"file": name}))
     assert sub.returncode == 0, sub.stderr

@@ -15,7 +15,6 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -226,13 +225,13 @@ def test_a_viewer_reads_but_cannot_decide(engine: Any, tenant: str, dashboard: s
 
 
 def test_a_tasks_large_output_is_listed_on_its_page_shown_and_downloaded_exact(
-        engine: Any, tenant: str, dashboard: str, browser: Any, tmp_path: Path) -> None:
+        engine: Any, tenant: str, dashboard: str, browser: Any, tmp_path: Path, word: str) -> None:
     """A tool reads a 1 MiB file (stored as an artifact, tests/test_e2e_artifacts.py): the task page lists it,
     its page shows the start of it as text (markup in it escaped), and the download is its exact bytes. Only
     a logged-in person gets it, and only through a task whose events refer to it."""
     assert engine.agentctl("tenant", "declare", tenant).returncode == 0  # its bucket open to the services
     assert engine.agentctl("workflow", "push", "tests/workflows/artifacts", "--tenant", tenant).returncode == 0
-    name = f"log-{uuid.uuid4().hex[:8]}.txt"
+    name = f"log-{word}.txt"
     content = b"".join(f"line-{i:07d} <b>the engine</b> recorded one more step\n".encode() for i in range(22_000))
     (engine.workspace / name).write_bytes(content)
     sub = engine.agentctl("submit", "artifacts", "--tenant", tenant, "--input", json.dumps({"file": name}))
