@@ -152,11 +152,11 @@ def test_reject_returns_a_refusal_to_the_model_and_nothing_is_written(engine: An
     assert _notes(engine).count("approved note") == before
 
 
-def test_a_tool_nodes_own_approval_answers_the_gate_too_so_one_approve_runs_it_once(engine: Any, tenant: str
-                                                                                    ) -> None:
+def test_a_tool_nodes_own_approval_answers_the_gate_too_so_one_approve_runs_it_once(engine: Any, tenant: str,
+                                                                                    word: str) -> None:
     """A tool node with `approval: required` whose tool the workflow's policy also holds: the person is asked once,
     before the node runs; one `approve` lets the write through the gate, and it runs once."""
-    line = f"asked once {uuid.uuid4().hex[:8]}"
+    line = f"asked once {word}"
     notes = Path(engine.workspace) / "notes" / "asked-once.md"
     task_id = _submit(engine, tenant, NODE_APPROVAL_WF, json.dumps({"text": line}))
     waiting = engine.wait_for_status(task_id, "waiting")
