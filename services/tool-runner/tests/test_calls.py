@@ -26,6 +26,7 @@ from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.mcp import NotReached
 from agent_engine.tool_runner.service import SOURCE, ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Tool
 
@@ -280,6 +281,54 @@ async def test_a_result_that_could_not_be_stored_is_stored_and_answered_on_redel
     assert event.type == "node.completed" and runs == [1]
     stored = await calls.get(call_key("acme", task_id, "gather_context"))
     assert stored is not None and stored.result() == event
+
+
+def _unreached_once() -> tuple[Tool, list[int]]:
+    """A side-effecting tool whose first call finds no server to take it (as an MCP server with every process
+    busy), then runs."""
+    tries: list[int] = []
+
+    def send(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        tries.append(1)
+        if len(tries) == 1:
+            raise NotReached("MCP server 'mail' has no process free (the call was not made)")
+        return {"tries": len(tries)}
+
+    return Tool("send", "", {"type": "object"}, send, idempotent=False), tries
+
+
+async def test_a_call_that_never_reached_its_server_is_retryable_and_claims_nothing(tool_dispatch, task_id, calls,
+                                                                                   tmp_path):
+    tool, tries = _unreached_once()
+    tools = runner(tmp_path, calls, {"send": tool})
+    [refused] = await tools.handle(*tool_dispatch("send", {}, name="notify", task_id=task_id))
+    assert (refused.type, refused.data["retryable"]) == ("node.errored", True)
+    assert refused.data["error"] == "MCP server 'mail' has no process free (the call was not made)"
+    assert await calls.get(call_key("acme", task_id, "gather_context")) is None
+    [ran] = await tools.handle(*tool_dispatch("send", {}, name="notify", task_id=task_id, attempt=2))
+    assert ran.type == "node.completed" and tries == [1, 1]
+
+
+async def test_a_claim_that_could_not_be_withdrawn_is_withdrawn_on_redelivery(tool_dispatch, task_id, calls,
+                                                                             tmp_path):
+    tool, tries = _unreached_once()
+    flaky = Flaky(calls.kv, "delete", 1000)
+    tools = runner(tmp_path, CallLog(flaky, retry_delay_s=0, tries=2), {"send": tool})
+    cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    with pytest.raises(CallLogUnavailable, match="could not withdraw the claim"):
+        await tools.handle(cause, dispatch)  # the runner loop naks: JetStream redelivers
+    flaky.fails = 0  # NATS is back
+    [ran] = await tools.handle(cause, dispatch)
+    assert ran.type == "node.completed" and tries == [1, 1]
+
+
+async def test_only_a_claim_still_ours_is_withdrawn(tool_dispatch, task_id, calls):
+    _, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    key = call_key("acme", task_id, dispatch.node)
+    assert await CallLog(calls.kv, runner="host-a pid 42").claim(key, dispatch) is None
+    await CallLog(calls.kv, runner="host-b pid 7").release(key, dispatch)
+    theirs = await calls.get(key)
+    assert theirs is not None and theirs.runner == "host-a pid 42"
 
 
 async def test_a_late_redelivery_still_gets_the_stored_result(tool_dispatch, task_id, calls, tmp_path):

@@ -18,6 +18,7 @@ from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, offloaded, re
 from agent_engine.tool_runner import workspace_files
 from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.mcp import NotReached
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, Tool, ToolError
 
 SOURCE = "agent-engine/tool-runner"
@@ -104,8 +105,13 @@ class ToolRunner:
                 return [self._too_late(cause, dispatch, call)]
             prior = await self.calls.claim(key, dispatch)
         if prior is not None:
-            return self._answer_from(prior, key, cause, dispatch, call)
-        event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
+            return await self._answer_from(prior, key, cause, dispatch, call)
+        try:
+            event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
+        except NotReached as exc:  # nothing ran: withdraw the claim, so the next attempt is a fresh call
+            log.info("node %s: tool %s did not reach its server (%s); claim withdrawn", dispatch.node, call.name, exc)
+            await self.calls.release(key, dispatch)
+            return [errored(cause, SOURCE, dispatch, str(exc), retryable=True)]
         self.to_mark[cause.id] = (key, await self.calls.finish(key, dispatch, event))
         return [event]
 
@@ -113,8 +119,8 @@ class ToolRunner:
         return errored(cause, SOURCE, dispatch, f"the dispatch's deadline ({dispatch.deadline.isoformat()}) passed "
                        f"before tool '{call.name}' could start; not run", retryable=True)
 
-    def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
-                     call: DispatchedTool) -> list[Envelope]:
+    async def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
+                           call: DispatchedTool) -> list[Envelope]:
         if prior.state == "published" and prior.published is not None:
             return self._answer_published(prior, prior.published, cause, dispatch, call)
         stored = prior.result()
@@ -160,6 +166,10 @@ class ToolRunner:
             running = asyncio.get_running_loop().run_in_executor(self.threads, tool.run, call.args, ctx)
             output = await asyncio.wait_for(running, limit)
             tool.check_result(output)
+        except NotReached as exc:
+            if guarded:  # the call never reached its tool: _run_once withdraws the claim
+                raise
+            return errored(cause, SOURCE, dispatch, str(exc), retryable=True)
         except ToolError as exc:
             return errored(cause, SOURCE, dispatch, str(exc), retryable=exc.retryable and not guarded)
         except TimeoutError:
