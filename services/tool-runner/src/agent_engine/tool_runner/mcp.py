@@ -4,7 +4,9 @@ as a `Tool` the runner treats like a built-in: argument and result schemas, idem
 
 A call runs in one of the runner's worker threads like any tool; the session lives on the event loop, so the
 thread hands the call to the loop and waits. A server that dies is started again by the next call; the call
-that was running errors (retryable for an idempotent call, as any tool failure).
+that was running errors (retryable for an idempotent call, as any tool failure). A call that provably never
+reached a server (`NotReached`: no process free for it, or the server could not be started) is retryable even
+for a side-effecting tool: the tool-runner withdraws its claim of it.
 
 A server may be kept to some tenants (`tenants`), and may run one process per tenant (`per_tenant`), started on
 that tenant's first call with the tenant's name in its arguments and environment, so a server that keeps state
