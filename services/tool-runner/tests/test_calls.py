@@ -24,8 +24,10 @@ from agent_engine.runtime import runner as runtime_runner
 from agent_engine.runtime.bus import Bus, auth_options, ensure_streams
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import Settings
+from agent_engine.tool_runner import service
 from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.mcp import NotReached
 from agent_engine.tool_runner.service import SOURCE, ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY, Context, Tool
 
@@ -282,6 +284,54 @@ async def test_a_result_that_could_not_be_stored_is_stored_and_answered_on_redel
     assert stored is not None and stored.result() == event
 
 
+def _unreached_once() -> tuple[Tool, list[int]]:
+    """A side-effecting tool whose first call finds no server to take it (as an MCP server with every process
+    busy), then runs."""
+    tries: list[int] = []
+
+    def send(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        tries.append(1)
+        if len(tries) == 1:
+            raise NotReached("MCP server 'mail' has no process free (the call was not made)")
+        return {"tries": len(tries)}
+
+    return Tool("send", "", {"type": "object"}, send, idempotent=False), tries
+
+
+async def test_a_call_that_never_reached_its_server_is_retryable_and_claims_nothing(tool_dispatch, task_id, calls,
+                                                                                   tmp_path):
+    tool, tries = _unreached_once()
+    tools = runner(tmp_path, calls, {"send": tool})
+    [refused] = await tools.handle(*tool_dispatch("send", {}, name="notify", task_id=task_id))
+    assert (refused.type, refused.data["retryable"]) == ("node.errored", True)
+    assert refused.data["error"] == "MCP server 'mail' has no process free (the call was not made)"
+    assert await calls.get(call_key("acme", task_id, "gather_context")) is None
+    [ran] = await tools.handle(*tool_dispatch("send", {}, name="notify", task_id=task_id, attempt=2))
+    assert ran.type == "node.completed" and tries == [1, 1]
+
+
+async def test_a_claim_that_could_not_be_withdrawn_is_withdrawn_on_redelivery(tool_dispatch, task_id, calls,
+                                                                             tmp_path):
+    tool, tries = _unreached_once()
+    flaky = Flaky(calls.kv, "delete", 1000)
+    tools = runner(tmp_path, CallLog(flaky, retry_delay_s=0, tries=2), {"send": tool})
+    cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    with pytest.raises(CallLogUnavailable, match="could not withdraw the claim"):
+        await tools.handle(cause, dispatch)  # the runner loop naks: JetStream redelivers
+    flaky.fails = 0  # NATS is back
+    [ran] = await tools.handle(cause, dispatch)
+    assert ran.type == "node.completed" and tries == [1, 1]
+
+
+async def test_only_a_claim_still_ours_is_withdrawn(tool_dispatch, task_id, calls):
+    _, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id)
+    key = call_key("acme", task_id, dispatch.node)
+    assert await CallLog(calls.kv, runner="host-a pid 42").claim(key, dispatch) is None
+    await CallLog(calls.kv, runner="host-b pid 7").release(key, dispatch)
+    theirs = await calls.get(key)
+    assert theirs is not None and theirs.runner == "host-a pid 42"
+
+
 async def test_a_late_redelivery_still_gets_the_stored_result(tool_dispatch, task_id, calls, tmp_path):
     """Past its deadline a dispatch is not run, but a call that already ran answers with its result."""
     tools = runner(tmp_path, calls)
@@ -457,6 +507,51 @@ async def test_a_published_failure_answers_a_later_attempt_without_its_text(tool
                                                 attempt=2))
     assert later.data["error"] == ("tool 'log' has side effects and already ran for node 'gather_context' in "
                                    f"attempt 1, which failed (its error is event {first.id}); not run again")
+
+
+async def test_a_later_attempt_told_of_an_earlier_failure_leaves_only_the_marker(tool_dispatch, task_id, calls,
+                                                                                  tmp_path):
+    """The earlier attempt's error (its text names a path) is answered for the later attempt, and the call log
+    keeps only the marker of it, not its text for the bucket's TTL."""
+    (tmp_path / "out.log").mkdir()
+    tools = runner(tmp_path, calls)
+    [first] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id))
+    key = call_key("acme", task_id, "gather_context")
+    # the first answer's publish was never acknowledged (a crash), and the router moved on to attempt 2
+    [later] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id,
+                                                attempt=2))
+    assert "which failed: 'out.log' is a directory in the workspace" in later.data["error"]
+    raw = (await calls.kv.get(key)).value or b""
+    assert b"out.log" not in raw and b"directory" not in raw
+    record = CallRecord.from_bytes(raw)
+    assert (record.state, record.event, record.attempt) == ("published", None, 1)
+    assert record.published is not None and record.published["id"] == first.id
+    [third] = await tools.handle(*tool_dispatch("workspace_append", append_args(), name="log", task_id=task_id,
+                                                attempt=3))
+    assert third.data["error"] == ("tool 'log' has side effects and already ran for node 'gather_context' in "
+                                   f"attempt 1, which failed (its error is event {first.id}); not run again")
+
+
+async def test_answers_whose_publish_never_came_back_are_not_kept_for_ever(tool_dispatch, task_id, calls, tmp_path,
+                                                                          monkeypatch):
+    """A result waits in memory for its publish to be acknowledged; one redelivered to another replica or
+    dead-lettered never is: only the newest MAX_TO_MARK wait, and marking still works for them."""
+    monkeypatch.setattr(service, "MAX_TO_MARK", 2)
+    tool, runs = _secret_tool()
+    tools = runner(tmp_path, calls, {"send": tool})
+    answered = []
+    for node in ("a", "b", "c", "d"):
+        cause, dispatch = tool_dispatch("send", {}, name="notify", task_id=task_id, node=node)
+        [event] = await tools.handle(cause, dispatch)  # its publish fails: published() is never called
+        answered.append((cause, dispatch, event))
+    assert runs == [1, 1, 1, 1]
+    assert list(tools.to_mark) == [answered[2][0].id, answered[3][0].id]
+    cause, dispatch, event = answered[3]
+    await tools.published(cause, dispatch, [event])
+    marked = await calls.get(call_key("acme", task_id, "d"))
+    assert marked is not None and marked.state == "published" and list(tools.to_mark) == [answered[2][0].id]
+    forgotten = await calls.get(call_key("acme", task_id, "a"))
+    assert forgotten is not None and forgotten.state == "done"  # stays stored, as after a crash: a redelivery marks it
 
 
 async def test_a_marker_is_written_only_for_what_was_published(tool_dispatch, task_id, calls, tmp_path):

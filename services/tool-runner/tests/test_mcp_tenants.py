@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from agent_engine.runtime.processes import pid_alive
+from agent_engine.tool_runner.calls import CallLog, call_key
 from agent_engine.tool_runner.config import ToolConfig
-from agent_engine.tool_runner.mcp import McpTools, PerTenant, ServerSpec, load_servers
+from agent_engine.tool_runner.mcp import McpTools, NotReached, PerTenant, ServerDied, ServerSpec, load_servers
+from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import Context, Scope, Tool, ToolError
 
 NOTES = [sys.executable, "-m", "agent_engine.testkit.mcp_notes"]
@@ -170,5 +172,72 @@ async def test_a_new_tenant_waits_while_every_process_is_in_a_call(per_tenant, t
         await asyncio.sleep(0.02)
     with pytest.raises(ToolError, match="already runs 2 processes .* tenant 'initech' must wait") as raised:
         await call(tools["mcp:notes/shout"], "initech", {"text": "x"}, tmp_path)
-    assert raised.value.retryable
+    assert raised.value.retryable and isinstance(raised.value, NotReached)
     assert [await r for r in running] == [{"result": "slept"}] * 2  # the two calls in progress were not disturbed
+
+
+@pytest.mark.integration
+async def test_a_side_effecting_call_refused_for_want_of_a_process_runs_once_on_the_next_attempt(
+        tmp_path, calls: CallLog, tool_dispatch, task_id):
+    """Through the runner with the call log in real NATS: a side-effecting call that found no free process never
+    reached the server, so it fails retryably and claims nothing; the router's next attempt runs it, once."""
+    mcp = McpTools({"notes": ServerSpec(command=NOTES[0], args=[*NOTES[1:], str(tmp_path / "notes-{tenant}.jsonl")],
+                                        per_tenant=True, max_processes=1)})
+    tools = await mcp.start()
+    try:
+        pool = mcp.servers["notes"]
+        assert isinstance(pool, PerTenant)
+        runner = ToolRunner(ToolConfig(workspace=tmp_path.resolve()), tools, calls)
+        blocked = asyncio.create_task(call(tools["mcp:notes/slow"], "acme", {"seconds": 2}, tmp_path))
+        while not pool.running.get("acme"):
+            await asyncio.sleep(0.02)
+
+        def attempt(n: int) -> tuple[Any, Any]:
+            cause, dispatch = tool_dispatch("mcp:notes/add_note", {"title": "plan", "text": "globex's"},
+                                            name="add_note", task_id=task_id, attempt=n)
+            return cause.model_copy(update={"tenant": "globex"}), dispatch
+
+        [refused] = await runner.handle(*attempt(1))
+        assert (refused.type, refused.data["retryable"]) == ("node.errored", True)
+        assert "already runs 1 processes (max_processes), each in a call; tenant 'globex' must wait" in (
+            refused.data["error"])
+        assert await calls.get(call_key("globex", task_id, "gather_context")) is None  # the claim was withdrawn
+        assert not (tmp_path / "notes-globex.jsonl").exists()
+        assert await blocked == {"result": "slept"}
+
+        [ran] = await runner.handle(*attempt(2))  # the router's retry
+        assert ran.type == "node.completed" and ran.data["output"] == {"id": 1, "count": 1}
+        assert await runner.handle(*attempt(2)) == [ran]  # redelivered: answered from the call log, not run
+        assert (tmp_path / "notes-globex.jsonl").read_text().count("\n") == 1
+    finally:
+        await mcp.stop()
+
+
+async def test_a_process_that_cannot_start_for_a_tenant_fails_the_call_as_not_reached(tmp_path):
+    (tmp_path / ".catalogue").mkdir()  # the listing process starts; a tenant's has no directory to start in
+    mcp = McpTools({"notes": ServerSpec(command=NOTES[0], args=[*NOTES[1:], "notes.jsonl"], per_tenant=True,
+                                        cwd=str(tmp_path / "{tenant}"))})
+    tools = await mcp.start()
+    try:
+        with pytest.raises(NotReached, match=r"MCP server 'notes\[acme\]' could not be started .* the call never "
+                                             "reached it") as raised:
+            await call(tools["mcp:notes/add_note"], "acme", {"title": "x", "text": "y"}, tmp_path)
+        assert raised.value.retryable
+    finally:
+        await mcp.stop()
+
+
+async def test_stopping_during_a_call_ends_it_with_its_own_error(per_tenant, tmp_path):
+    """The tool-runner stopping while a tenant's call runs: the call fails for what happened to it (its server
+    stopped), not with a KeyError from the bookkeeping of the process already gone."""
+    mcp, _ = per_tenant
+    pool = mcp.servers["notes"]
+    assert isinstance(pool, PerTenant)
+    running = asyncio.create_task(pool.call("acme", "slow", {"seconds": 5}, 20.0))
+    while "acme" not in pool.processes or pool.processes["acme"].session is None:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # the request is with the server
+    await pool.stop()
+    with pytest.raises(ServerDied):
+        await running
+    assert pool.processes == {} and pool.running == {}

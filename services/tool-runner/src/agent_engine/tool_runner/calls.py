@@ -103,6 +103,9 @@ class CallLog:
         self.tries = tries
         self.unsaved: dict[str, CallRecord] = {}
         """Results this process could not store (NATS unreachable); stored, and answered, on redelivery."""
+        self.unreleased: dict[str, str] = {}
+        """Claims this process could not withdraw (NATS unreachable), by key: the dispatch id; withdrawn on
+        redelivery."""
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> CallLog:
@@ -122,6 +125,8 @@ class CallLog:
             done = self.unsaved[key]
             await self._store(key, done)
             return done
+        if key in self.unreleased:
+            await self._release(key, self.unreleased[key])
         return await self.get(key)
 
     async def claim(self, key: str, dispatch: NodeDispatched) -> CallRecord | None:
@@ -144,6 +149,41 @@ class CallLog:
             if found is not None:
                 return None if found.claim == record.claim else found
         raise CallLogUnavailable(f"could not claim tool call {key} after {self.tries} tries; the tool was not run")
+
+    async def release(self, key: str, dispatch: NodeDispatched) -> None:
+        """Withdraw this runner's claim of a call that never reached its tool (mcp.NotReached), so the next
+        attempt is a fresh call. Only a claim still ours and without a result goes: the entry is deleted with a
+        compare-and-set on its revision. Raises CallLogUnavailable when NATS stays unreachable (the claim is
+        withdrawn on the redelivery, before anything else)."""
+        self.unreleased[key] = dispatch.dispatch_id
+        await self._release(key, dispatch.dispatch_id)
+
+    async def _release(self, key: str, dispatch_id: str) -> None:
+        for attempt in range(self.tries):
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                entry = None
+            except Exception as exc:  # noqa: BLE001  NATS restarting: keep trying for a while
+                log.warning("reading %s to withdraw its claim failed (%s)", key, exc)
+                await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+                continue
+            record = CallRecord.from_bytes(entry.value) if entry is not None and entry.value else None
+            if entry is None or record is None or (record.state, record.dispatch_id, record.runner) != (
+                    "claimed", dispatch_id, self.runner):
+                self.unreleased.pop(key, None)  # gone, or not our claim: nothing of ours to withdraw
+                return
+            try:
+                await self.kv.delete(key, last=entry.revision)
+                self.unreleased.pop(key, None)
+                return
+            except KeyWrongLastSequenceError:
+                continue  # written meanwhile: look again
+            except Exception as exc:  # noqa: BLE001
+                log.warning("withdrawing the claim of %s failed (%s)", key, exc)
+                await asyncio.sleep(self.retry_delay_s * (attempt + 1))
+        raise CallLogUnavailable(f"could not withdraw the claim of tool call {key}, which never reached its tool; "
+                                 "withdrawn on the redelivery")
 
     async def finish(self, key: str, dispatch: NodeDispatched, event: Envelope) -> CallRecord:
         """Store the result (the record stored); if NATS stays unreachable, keep it for the redelivery and raise."""

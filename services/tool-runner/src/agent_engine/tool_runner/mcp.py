@@ -4,7 +4,9 @@ as a `Tool` the runner treats like a built-in: argument and result schemas, idem
 
 A call runs in one of the runner's worker threads like any tool; the session lives on the event loop, so the
 thread hands the call to the loop and waits. A server that dies is started again by the next call; the call
-that was running errors (retryable for an idempotent call, as any tool failure).
+that was running errors (retryable for an idempotent call, as any tool failure). A call that provably never
+reached a server (`NotReached`: no process free for it, or the server could not be started) is retryable even
+for a side-effecting tool: the tool-runner withdraws its claim of it.
 
 A server may be kept to some tenants (`tenants`), and may run one process per tenant (`per_tenant`), started on
 that tenant's first call with the tenant's name in its arguments and environment, so a server that keeps state
@@ -65,7 +67,7 @@ class ServerSpec(BaseModel):
     cwd and env values set to that tenant: a stateful server never holds two tenants' data in one process."""
     max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1)
     """per_tenant: at most this many at once; a new tenant's call stops the longest-idle one, or is refused
-    (retryably) when every one is running a call."""
+    (retryably, `NotReached`: even a side-effecting call is tried again) when every one is running a call."""
     idle_stop_s: float = Field(default=DEFAULT_IDLE_STOP_S, gt=0)
     """per_tenant: a tenant's process that ran no call for this long is stopped (its next call starts it again)."""
 
@@ -130,6 +132,15 @@ def servers_from_env() -> dict[str, ServerSpec]:
 
 class ServerDied(Exception):
     """The connection to a server broke; the session is dropped and the next call starts the server again."""
+
+
+class NotReached(ToolError):
+    """The call provably never reached the server: no process was free for it, or the server could not be started
+    (or its session set up) for it. Always retryable, even for a side-effecting tool: nothing ran, so the
+    tool-runner withdraws its claim in the call log and the next attempt is a fresh call."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 class Server:
@@ -214,7 +225,11 @@ class Server:
                 return tools
 
     async def call(self, tool: str, args: dict[str, Any], timeout_s: float) -> CallToolResult:
-        session = await self.live_session()
+        try:
+            session = await self.live_session()
+        except Exception as exc:  # noqa: BLE001  not started, or no session: the call was never sent
+            raise NotReached(f"MCP server '{self.name}' could not be started ({type(exc).__name__}: {exc}); the "
+                             "call never reached it") from None
         try:
             return await session.call_tool(tool, args, read_timeout_seconds=timeout_s)
         except MCPError as exc:
@@ -290,8 +305,9 @@ class PerTenant:
         try:
             return await server.call(tool, args, timeout_s)
         finally:
-            self.running[tenant] -= 1
-            self.last_used[tenant] = time.monotonic()
+            if self.processes.get(tenant) is server:  # else stopped meanwhile (the tool-runner stopping)
+                self.running[tenant] -= 1
+                self.last_used[tenant] = time.monotonic()
 
     async def _take(self, tenant: str) -> Server:
         async with self._lock:
@@ -300,9 +316,9 @@ class PerTenant:
                 if len(self.processes) >= self.spec.max_processes:
                     idle = [t for t in self.processes if not self.running.get(t)]
                     if not idle:
-                        raise ToolError(f"MCP server '{self.name}' already runs {len(self.processes)} processes "
-                                        f"(max_processes), each in a call; tenant '{tenant}' must wait",
-                                        retryable=True)
+                        raise NotReached(f"MCP server '{self.name}' already runs {len(self.processes)} processes "
+                                         f"(max_processes), each in a call; tenant '{tenant}' must wait (the call "
+                                         "was not made)")
                     await self._stop(min(idle, key=lambda t: self.last_used.get(t, 0.0)))
                 server = self.processes[tenant] = Server(f"{self.name}[{tenant}]", self.spec.for_tenant(tenant))
             self.running[tenant] = self.running.get(tenant, 0) + 1

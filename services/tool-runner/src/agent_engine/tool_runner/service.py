@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -18,12 +19,15 @@ from agent_engine.runtime.runner import MAX_RESULT_BYTES, errored, offloaded, re
 from agent_engine.tool_runner import workspace_files
 from agent_engine.tool_runner.calls import CallLog, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig
+from agent_engine.tool_runner.mcp import NotReached
 from agent_engine.tool_runner.tools import REGISTRY, Context, Scope, Tool, ToolError
 
 SOURCE = "agent-engine/tool-runner"
 COMPLETED = ("node.completed", "node.output_produced")
 MAX_CONCURRENT = 16
 """Tool runs at once per tool-runner; more dispatches wait their turn (their time limit runs meanwhile)."""
+MAX_TO_MARK = 1024
+"""Answers kept waiting for their publish to be acknowledged (`to_mark`), at most; beyond, the oldest is forgotten."""
 log = logging.getLogger("tool-runner")
 
 
@@ -39,9 +43,12 @@ class ToolRunner:
         """Without a call log, side-effecting tools are refused rather than run unguarded."""
         self.threads = ThreadPoolExecutor(max_workers=MAX_CONCURRENT, thread_name_prefix="tool")
         """Tools block (files, HTTP, a snippet's process); their own pool keeps them off asyncio's default one."""
-        self.to_mark: dict[str, tuple[str, CallRecord]] = {}
+        self.to_mark: OrderedDict[str, tuple[str, CallRecord]] = OrderedDict()
         """Per dispatch event answered with a result the call log stores: its key and record, to replace with a
-        marker once the stream holds the result (`published`)."""
+        marker once the stream holds the result (`published`). An answer whose publish failed stays until its
+        redelivery here answers it again; one redelivered to another replica, or dead-lettered, never comes back,
+        so at most MAX_TO_MARK are kept, the oldest forgotten first (its result stays stored, as after a crash,
+        and a later delivery of the dispatch marks it)."""
 
     async def handle(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         answer = await self._respond(cause, dispatch)
@@ -63,6 +70,12 @@ class ToolRunner:
         stored = record.result()
         if stored is not None and any(e.id == stored.id for e in events):
             await self.calls.mark_published(key, record, stored)
+
+    def _mark_later(self, cause: Envelope, key: str, record: CallRecord) -> None:
+        self.to_mark[cause.id] = (key, record)
+        self.to_mark.move_to_end(cause.id)
+        while len(self.to_mark) > MAX_TO_MARK:
+            self.to_mark.popitem(last=False)
 
     async def _respond(self, cause: Envelope, dispatch: NodeDispatched) -> list[Envelope]:
         call = dispatch.tool
@@ -104,17 +117,22 @@ class ToolRunner:
                 return [self._too_late(cause, dispatch, call)]
             prior = await self.calls.claim(key, dispatch)
         if prior is not None:
-            return self._answer_from(prior, key, cause, dispatch, call)
-        event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
-        self.to_mark[cause.id] = (key, await self.calls.finish(key, dispatch, event))
+            return await self._answer_from(prior, key, cause, dispatch, call)
+        try:
+            event = await self._run(cause, dispatch, call, tool, limit, guarded=True)
+        except NotReached as exc:  # nothing ran: withdraw the claim, so the next attempt is a fresh call
+            log.info("node %s: tool %s did not reach its server (%s); claim withdrawn", dispatch.node, call.name, exc)
+            await self.calls.release(key, dispatch)
+            return [errored(cause, SOURCE, dispatch, str(exc), retryable=True)]
+        self._mark_later(cause, key, await self.calls.finish(key, dispatch, event))
         return [event]
 
     def _too_late(self, cause: Envelope, dispatch: NodeDispatched, call: DispatchedTool) -> Envelope:
         return errored(cause, SOURCE, dispatch, f"the dispatch's deadline ({dispatch.deadline.isoformat()}) passed "
                        f"before tool '{call.name}' could start; not run", retryable=True)
 
-    def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
-                     call: DispatchedTool) -> list[Envelope]:
+    async def _answer_from(self, prior: CallRecord, key: str, cause: Envelope, dispatch: NodeDispatched,
+                           call: DispatchedTool) -> list[Envelope]:
         if prior.state == "published" and prior.published is not None:
             return self._answer_published(prior, prior.published, cause, dispatch, call)
         stored = prior.result()
@@ -124,10 +142,14 @@ class ToolRunner:
             # an earlier attempt settles a node that is still open; else JetStream and the router drop a duplicate.
             log.info("node %s: tool %s already ran (attempt %d); answering with its stored result",
                      dispatch.node, call.name, prior.attempt)
-            self.to_mark[cause.id] = (key, prior)
+            self._mark_later(cause, key, prior)
             return [stored]
         if stored is not None:  # an earlier attempt's error: the router ignores those, so answer this one
             error = stored.data.get("error", "")
+            # and keep only the marker: that attempt is over (published or not, the router has moved on), and its
+            # error text (a path, say) must not stay in the bucket for its TTL; this answer carries it instead
+            if self.calls is not None:
+                await self.calls.mark_published(key, prior, stored)
             return [errored(cause, SOURCE, dispatch, f"tool '{call.name}' has side effects and already ran for "
                             f"node '{dispatch.node}' in attempt {prior.attempt}, which failed: {error}; "
                             "not run again", retryable=False)]
@@ -160,6 +182,10 @@ class ToolRunner:
             running = asyncio.get_running_loop().run_in_executor(self.threads, tool.run, call.args, ctx)
             output = await asyncio.wait_for(running, limit)
             tool.check_result(output)
+        except NotReached as exc:
+            if guarded:  # the call never reached its tool: _run_once withdraws the claim
+                raise
+            return errored(cause, SOURCE, dispatch, str(exc), retryable=True)
         except ToolError as exc:
             return errored(cause, SOURCE, dispatch, str(exc), retryable=exc.retryable and not guarded)
         except TimeoutError:
