@@ -14,9 +14,10 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from agent_engine.contracts.credentials import load_credential
 from agent_engine.contracts.subjects import DLQ_STREAM, STREAM, TOOL_CALLS_BUCKET, WORKFLOW_BUCKET
 from agent_engine.runtime import embedded, workflows
-from agent_engine.runtime.bus import Bus, apply_replicas, auth_options, connect, ensure_bucket, ensure_stream
+from agent_engine.runtime.bus import Bus, auth_options, connect
 from agent_engine.runtime.keyring import Keyring
 from agent_engine.runtime.settings import Settings, nats_servers, stream_replicas
+from agent_engine.runtime.streams import apply_replicas, ensure_bucket, ensure_stream
 
 
 def test_a_cluster_url_list_is_split_with_spaces_around_items_dropped() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agent_engine.contracts.subjects import DLQ_STREAM, STREAM
-from agent_engine.runtime.bus import Bus, ensure_streams
+from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Retention, dlq_retention, events_retention
+from agent_engine.runtime.streams import ensure_streams
 
 DAY = 86400.0
 

@@ -33,9 +33,10 @@ from agent_engine.contracts.subjects import (
     type_subject,
 )
 from agent_engine.runtime import embedded, mcp_catalogue
-from agent_engine.runtime.bus import Bus, ensure_streams
+from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.keyring import CREDENTIAL_ENV, SERVICES, Keyring
 from agent_engine.runtime.streamowner import ENGINE_STREAMS, ROUTER_BUCKETS
+from agent_engine.runtime.streams import ensure_streams
 from agent_engine.testkit.connections import connected
 
 pytestmark = pytest.mark.integration

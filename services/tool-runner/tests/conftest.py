@@ -10,8 +10,9 @@ import pytest
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.events import DispatchedTool, NodeDispatched
-from agent_engine.runtime.bus import auth_options, ensure_streams
+from agent_engine.runtime.bus import auth_options
 from agent_engine.runtime.keyring import credential_from_env
+from agent_engine.runtime.streams import ensure_streams
 from agent_engine.tool_runner.calls import CallLog
 
 Dispatch = Callable[..., tuple[Envelope, NodeDispatched]]

@@ -21,9 +21,10 @@ from agent_engine.contracts.envelope import Envelope, caused_by, derive_id
 from agent_engine.contracts.events import NodeDispatched, ToolCallCleared
 from agent_engine.contracts.subjects import CLEARED_DURABLE, STREAM, TOOL_CALLS_BUCKET
 from agent_engine.runtime import runner as runtime_runner
-from agent_engine.runtime.bus import Bus, auth_options, ensure_streams
+from agent_engine.runtime.bus import Bus, auth_options
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.settings import Settings
+from agent_engine.runtime.streams import ensure_streams
 from agent_engine.tool_runner import service
 from agent_engine.tool_runner.calls import CallLog, CallLogUnavailable, CallRecord, call_key
 from agent_engine.tool_runner.config import ToolConfig

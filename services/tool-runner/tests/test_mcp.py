@@ -18,7 +18,8 @@ from agent_engine.contracts.mcp import side_effects_from
 from agent_engine.runtime.processes import pid_alive
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig
-from agent_engine.tool_runner.mcp import McpTools, ServerSpec, load_servers
+from agent_engine.tool_runner.mcp import McpTools
+from agent_engine.tool_runner.mcp_servers import ServerSpec, load_servers
 from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import Tool, ToolError, context
 

@@ -16,7 +16,8 @@ import pytest
 from agent_engine.runtime.processes import pid_alive
 from agent_engine.tool_runner.calls import CallLog, call_key
 from agent_engine.tool_runner.config import ToolConfig
-from agent_engine.tool_runner.mcp import McpTools, NotReached, PerTenant, ServerDied, ServerSpec, load_servers
+from agent_engine.tool_runner.mcp import McpTools, NotReached, PerTenant, ServerDied
+from agent_engine.tool_runner.mcp_servers import ServerSpec, load_servers
 from agent_engine.tool_runner.service import ToolRunner
 from agent_engine.tool_runner.tools import Context, Scope, Tool, ToolError
 

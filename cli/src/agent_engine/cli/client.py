@@ -42,8 +42,9 @@ from agent_engine.contracts.subjects import (
     tenant_subject,
 )
 from agent_engine.runtime import tracing
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, apply_replicas, auth_options, ensure_streams
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options
 from agent_engine.runtime.keyring import credential_from_env
+from agent_engine.runtime.streams import apply_replicas, ensure_streams
 
 SOURCE = "agentctl"
 DEFAULT_TENANT = "default"

@@ -16,14 +16,14 @@ from pydantic import ValidationError
 
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.mcp import MCP_TOOLS_BUCKET, McpRef, McpToolEntry, catalogue_key
-from agent_engine.runtime.bus import ensure_bucket
+from agent_engine.runtime.streams import ensure_bucket
 
 log = logging.getLogger("mcp-catalogue")
 
 
 async def bucket(js: JetStreamContext) -> KeyValue:
     """Created by the router at start (it may find it empty); the tool-runner, whose credential may not create it,
-    waits for it (bus.ensure_bucket)."""
+    waits for it (streams.ensure_bucket)."""
     return await ensure_bucket(js, KeyValueConfig(bucket=MCP_TOOLS_BUCKET, history=1, storage=StorageType.FILE))
 
 
@@ -36,6 +36,14 @@ def withheld(manifest: WorkflowManifest, found: Mapping[str, McpToolEntry], tena
     """The tools (by tools.yaml name) of `manifest` whose server the catalogue keeps from `tenant`."""
     return tuple(sorted(name for name, tool in manifest.tools.items() if tool.mcp is not None
                         and (entry := found.get(tool.mcp.key)) is not None and not entry.allows(tenant)))
+
+
+def for_tenant(manifest: WorkflowManifest, found: Mapping[str, McpToolEntry],
+               tenant: str) -> tuple[dict[str, McpToolEntry], tuple[str, ...]]:
+    """The entries `tenant` may use, and the tools withheld from it: a server kept from a tenant lends its task
+    nothing, not even its tools' schemas."""
+    allowed = {key: entry for key, entry in found.items() if entry.allows(tenant)}
+    return allowed, withheld(manifest, found, tenant)
 
 
 async def read(kv: KeyValue, refs: Iterable[McpRef]) -> dict[str, McpToolEntry]:

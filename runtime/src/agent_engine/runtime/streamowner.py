@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 CREATOR = "router"
 """The one service whose credential may create the engine's streams (it ensures them when it starts)."""
 ENGINE_STREAMS = (STREAM, DLQ_STREAM, f"KV_{TOOL_CALLS_BUCKET}")
-"""What `bus.ensure_streams` makes, in that order: what a service waits for when it may not make them."""
+"""What `streams.ensure_streams` makes, in that order: what a service waits for when it may not make them."""
 ROUTER_BUCKETS = (TOOL_CALLS_BUCKET, WORKFLOW_BUCKET, MCP_TOOLS_BUCKET)
-"""KV buckets the router makes at start and other services only use: `bus.ensure_bucket` waits for them when
+"""KV buckets the router makes at start and other services only use: `streams.ensure_bucket` waits for them when
 its credential may not create them. (A bucket one service alone uses, guardrails' rate limits, is its own.)"""
 POLL_S = 0.5
 

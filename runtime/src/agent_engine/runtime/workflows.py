@@ -13,9 +13,10 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.subjects import WORKFLOW_BUCKET
-from agent_engine.runtime.bus import ensure_bucket
+from agent_engine.runtime.streams import ensure_bucket
 
 
 async def bucket(js: JetStreamContext) -> KeyValue:
@@ -29,6 +30,11 @@ def tenant_bucket(js: JetStreamContext) -> KeyValue:
     lookup of the bucket's stream (whose info lists every tenant's keys)."""
     return KeyValue(name=WORKFLOW_BUCKET, stream=f"KV_{WORKFLOW_BUCKET}", pre=f"$KV.{WORKFLOW_BUCKET}.", js=js,
                     direct=True)
+
+
+def requested(request: Envelope) -> tuple[str, str]:
+    """The (tenant, workflow) a task request names, as `current_entry` looks it up."""
+    return request.tenant, str(request.data.get("workflow", ""))
 
 
 def key(tenant: str, workflow: str) -> str:

@@ -19,9 +19,10 @@ from agent_engine.contracts.events import TaskRequested
 from agent_engine.contracts.servers import server_list
 from agent_engine.contracts.subjects import ROUTER_RPC, rpc_subject, subject_for
 from agent_engine.runtime import workflows
-from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options, ensure_streams
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER, auth_options
 from agent_engine.runtime.keyring import credential_from_env
 from agent_engine.runtime.manifests import load
+from agent_engine.runtime.streams import ensure_streams
 
 SOURCE = "agent-engine-testkit"
 TERMINAL = ("succeeded", "failed", "rejected", "cancelled")

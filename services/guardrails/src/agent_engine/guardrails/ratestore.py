@@ -26,7 +26,7 @@ from nats.js.kv import KeyValue
 
 from agent_engine.contracts.subjects import RATE_LIMITS_BUCKET
 from agent_engine.guardrails.ratelimit import BUCKET_TTL_S, Counted, gcra
-from agent_engine.runtime.bus import ensure_bucket
+from agent_engine.runtime.streams import ensure_bucket
 
 BUCKET = RATE_LIMITS_BUCKET
 RECENT = 32

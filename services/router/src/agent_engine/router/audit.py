@@ -35,7 +35,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from agent_engine.contracts.subjects import AUDIT_STREAM, audit_subject
-from agent_engine.runtime import bus
+from agent_engine.runtime import streams
 from agent_engine.runtime.audit import ZERO, Checkpoint, Tables, global_link, record_hash, task_link
 from agent_engine.runtime.bus import MSG_ID
 from agent_engine.runtime.settings import env_float, env_int
@@ -187,8 +187,9 @@ RECORDER_TOPIC = f"{__name__}:{AuditedRecorder.__qualname__}"
 async def ensure_stream(js: JetStreamContext) -> None:
     """The checkpoint stream: file storage, kept for ever, messages neither deletable nor purgeable; AE_STREAM_REPLICAS
     replicas, like the event stream."""
-    await bus.ensure_stream(js, StreamConfig(name=AUDIT_STREAM, subjects=[audit_subject(">")], storage=StorageType.FILE,
-                                             duplicate_window=120.0, deny_delete=True, deny_purge=True))
+    await streams.ensure_stream(js, StreamConfig(name=AUDIT_STREAM, subjects=[audit_subject(">")],
+                                                 storage=StorageType.FILE, duplicate_window=120.0, deny_delete=True,
+                                                 deny_purge=True))
 
 
 class Checkpointer:

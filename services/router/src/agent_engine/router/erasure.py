@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -72,10 +72,26 @@ def forget(keyring: Keyring, memory_url: str, tenant: str, person: str | None) -
 
 
 async def serve_forget(raw: bytes, keyring: Keyring, memory_url: str,
-                       announce: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+                       publish: Callable[[str, bytes], Awaitable[None]]) -> dict[str, Any]:
+    """Answer a forget request: destroy the keys, then tell every router (FORGOTTEN) to drop what it holds."""
     tenant, person, problem = read_request(raw)
     if problem:
         return {"error": problem}
-    answer = await asyncio.to_thread(forget, keyring, memory_url, tenant, person)
-    await announce({"tenant": tenant, "task_ids": answer["task_ids"] if person else None})
+    try:
+        answer = await asyncio.to_thread(forget, keyring, memory_url, tenant, person)
+        note = {"tenant": tenant, "task_ids": answer["task_ids"] if person else None}
+        await publish(FORGOTTEN, json.dumps(note).encode())
+    except Exception as exc:
+        log.exception("forget failed")
+        return {"error": f"the router could not forget: {type(exc).__name__}: {exc}"}
     return answer
+
+
+def forgotten_note(raw: bytes) -> tuple[str, set[str] | None] | None:
+    """A tenant.forgotten note's tenant and the task ids erased (None: all of its tasks); None when malformed."""
+    try:
+        note = json.loads(raw)
+        tenant, task_ids = str(note["tenant"]), note.get("task_ids")
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return tenant, ({str(t) for t in task_ids} if isinstance(task_ids, list) else None)

@@ -9,9 +9,7 @@ published when the relay resumes from its durable position.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
@@ -154,25 +152,17 @@ class Router:
     # --- erasure ------------------------------------------------------------------------------
 
     async def _forget(self, msg: Msg) -> None:
-        async def announce(note: dict[str, Any]) -> None:
-            await self.bus.nc.publish(erasure.FORGOTTEN, json.dumps(note).encode())
-
-        try:
-            reply = await erasure.serve_forget(msg.data, self.store.keyring, self.settings.postgres_url, announce)
-        except Exception as exc:
-            log.exception("forget failed")
-            reply = {"error": f"the router could not forget: {type(exc).__name__}: {exc}"}
+        reply = await erasure.serve_forget(msg.data, self.store.keyring, self.settings.postgres_url,
+                                           self.bus.nc.publish)
         await answer_query(msg, reply, self.bus.nc.max_payload, None)
 
     def _forgotten(self, raw: bytes) -> None:
         """Another router (or this one) destroyed keys: drop what this process holds of the tenant."""
-        try:
-            note = json.loads(raw)
-            tenant, task_ids = str(note["tenant"]), note.get("task_ids")
-        except (ValueError, KeyError, TypeError, RecursionError):
+        note = erasure.forgotten_note(raw)
+        if note is None:
             log.warning("ignored a malformed tenant.forgotten note")
             return
-        erased = set(task_ids) if isinstance(task_ids, list) else None
+        tenant, erased = note
         for task_id, state in list(self.tasks.states.items()):
             if state.tenant == tenant and (erased is None or task_id in erased):
                 self.tasks.drop(task_id)
@@ -348,7 +338,7 @@ class Router:
                 continue
             self.tasks.saved(key, batch.states[key])
             if tracing.ENABLED:
-                workflow_span(batch.states[key], records)
+                traces.workflow_span(batch.states[key], records)
             for record in records:
                 self.deadlines.observe(record)
             if any(r.type == "task.forked" for r in records):  # timers copied with the history
@@ -357,7 +347,7 @@ class Router:
     async def _registry_entries(self, events: list[Envelope]) -> dict[tuple[str, str], bytes | None]:
         """The registry's entry for each workflow the batch's task requests name, read together (one read per
         workflow, all at once) rather than one after another as each new task is decided."""
-        wanted = list({(e.tenant, _workflow(e)) for e in events if e.type == "task.accepted"})
+        wanted = list({workflows.requested(e) for e in events if e.type == "task.accepted"})
         found = await asyncio.gather(*(workflows.current_entry(self.kv, *w) for w in wanted))
         return dict(zip(wanted, found, strict=True))
 
@@ -416,7 +406,7 @@ class Router:
         if event.type != "task.accepted" or state.status != "new":
             return RouterInput(event)
         await self.buckets.ensure(event.tenant)  # before any of its outputs may need storing (buckets.py)
-        wanted = (event.tenant, _workflow(event))
+        wanted = workflows.requested(event)
         entry = (entries[wanted] if entries is not None and wanted in entries
                  else await workflows.current_entry(self.kv, *wanted))
         if entry is None:
@@ -430,28 +420,13 @@ class Router:
         if refs:  # read for each new task: a tool-runner started since with other servers changes the catalogue
             self.mcp_tools = self.mcp_tools or await mcp_catalogue.bucket(self.bus.js)
             found = await mcp_catalogue.read(self.mcp_tools, refs)
-            withheld = mcp_catalogue.withheld(resolved.manifest, found, event.tenant) or None
-            # a server kept from this tenant lends its task nothing, not even its tools' schemas
-            found = {key: entry for key, entry in found.items() if entry.allows(event.tenant)}
+            found, kept = mcp_catalogue.for_tenant(resolved.manifest, found, event.tenant)
+            withheld = kept or None
             resolved = Resolved(resolved.revision, resolved.manifest.with_tool_interfaces(found))
         if self.output_checks:
             resolved = Resolved(resolved.revision, checked(resolved.manifest, event.tenant, self.output_checks))
         budgeted = self.days.apply_to(event.tenant) or bool(event.data.get("budget_usd"))  # or the request's own
         return RouterInput(event, resolved, prices=_prices(resolved.manifest, budgeted), withheld=withheld)
-
-
-def workflow_span(state: TaskState, records: list[Envelope]) -> None:
-    """The task's `invoke_workflow` span, when these committed records end a task that has a trace (traces.py)."""
-    if state.trace is None or state.started_at is None or state.finished_at is None:
-        return
-    if any(r.type in traces.FINISHED and r.task_id == state.task_id for r in records):
-        traces.emit_workflow_span(state.trace, workflow=state.workflow or "", task_id=state.task_id,
-                                  tenant=state.tenant, status=state.status,
-                                  started_ns=_ns(state.started_at), finished_ns=_ns(state.finished_at))
-
-
-def _ns(at: datetime) -> int:
-    return int(at.timestamp() * 1e9)
 
 
 def _prices(manifest: WorkflowManifest, budgeted: bool) -> PriceTable | None:
@@ -461,10 +436,6 @@ def _prices(manifest: WorkflowManifest, budgeted: bool) -> PriceTable | None:
     if manifest.budget is None and not budgeted:
         return None
     return pricing.active().subset(manifest_models(manifest))
-
-
-def _workflow(event: Envelope) -> str:
-    return str(event.data.get("workflow", ""))
 
 
 def _decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:

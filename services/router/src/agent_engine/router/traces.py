@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from agent_engine.contracts.envelope import Envelope
@@ -38,6 +39,8 @@ from agent_engine.runtime import tracing
 
 if TYPE_CHECKING:  # the SDK comes with agent-engine-runtime; the router names its span type only
     from opentelemetry.trace import Span
+
+    from agent_engine.router.state import TaskState  # state.py imports this module
 
 FINISHED = ("task.succeeded", "task.failed", "task.cancelled")
 
@@ -167,3 +170,17 @@ class ForkTraces:
 
     def under(self, record: Envelope) -> str | None:
         return published_under(record, self.traces.get(record.task_id))
+
+
+def workflow_span(state: TaskState, records: list[Envelope]) -> None:
+    """The task's `invoke_workflow` span, when these committed records end a task that has a trace."""
+    if state.trace is None or state.started_at is None or state.finished_at is None:
+        return
+    if any(r.type in FINISHED and r.task_id == state.task_id for r in records):
+        emit_workflow_span(state.trace, workflow=state.workflow or "", task_id=state.task_id,
+                           tenant=state.tenant, status=state.status,
+                           started_ns=_ns(state.started_at), finished_ns=_ns(state.finished_at))
+
+
+def _ns(at: datetime) -> int:
+    return int(at.timestamp() * 1e9)

@@ -13,7 +13,8 @@ from agent_engine.runtime.bus import Bus
 from agent_engine.runtime.settings import Settings
 from agent_engine.tool_runner.calls import CallLog
 from agent_engine.tool_runner.config import ToolConfig
-from agent_engine.tool_runner.mcp import McpTools, servers_from_env
+from agent_engine.tool_runner.mcp import McpTools
+from agent_engine.tool_runner.mcp_servers import servers_from_env
 from agent_engine.tool_runner.service import SOURCE, ToolRunner
 from agent_engine.tool_runner.tools import REGISTRY
 from agent_engine.tool_runner.tools.python import netns_works, remove_stale_run_dirs
