@@ -115,6 +115,15 @@ def test_an_output_a_decision_changed_keeps_its_copy(held: dict[str, Any]) -> No
     assert OUTPUT_IN not in record.data and record.data["input"]["data"]["output"] == {"n": 1, "text": "t"}
 
 
+@pytest.mark.parametrize(("output", "left"), [({}, False), ({"a": 1}, True)])
+def test_an_output_no_longer_than_the_marker_stays_where_it_is(output: dict[str, Any], left: bool) -> None:
+    """`,"output":{}` is shorter than `,"output_in":1`: leaving it out would cost, not save."""
+    dispatch = envelope("node.dispatched", {"dispatch_id": "d-1", "node": "w", "attempt": 1}, id="x")
+    result = completed(dispatch, output)
+    record = input_record(result, [succeeded(result.event, output)])
+    assert (OUTPUT_IN in record.data) is left and ("output" in record.data["input"]["data"]) is not left
+
+
 @pytest.mark.parametrize("changes", [{"dispatch_id": "d-2"}, {"node": "other"}, {"task_id": "another-task"}])
 def test_an_output_held_for_another_dispatch_or_task_is_not_taken(changes: dict[str, Any]) -> None:
     dispatch = envelope("node.dispatched", {"dispatch_id": "d-1", "node": "w", "attempt": 1}, id="x")

@@ -13,7 +13,8 @@ A runner's output is stored once: when a decision of the same input (`node.succe
 for a tool call an agent's model asked for) holds exactly the output the input brought, the input record leaves
 it out of its `input` and says beside it which record after it holds it (`output_in`); `restore` puts it back
 for everything that reads the input (replay, `task history`). A record without `output_in` (every record
-stored before, and any whose output a decision changed) holds its input whole.
+stored before, any whose output a decision changed, and an output no longer than the marker, `{}`) holds its
+input whole.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def input_record(inp: RouterInput, decisions: Sequence[Envelope] = ()) -> Envelo
 def output_holder(task_id: str, wire: dict[str, Any], decisions: Sequence[Envelope]) -> int | None:
     """Where in `decisions` the first one is that records the output of the input `wire` (as stored) of task
     `task_id` as it came: the same task, node and dispatch, and the same JSON (key order and number types
-    included, so the input read back from it is the input that was decided). None: the input keeps its output."""
+    included, so the input read back from it is the input that was decided). None: the input keeps its output,
+    also when the output takes no more room than the marker would (`{}`)."""
     data = wire.get("data")
     if wire.get("type") not in CARRY_OUTPUT or not isinstance(data, dict) or not isinstance(data.get("output"), dict):
         return None
@@ -123,10 +125,18 @@ def output_holder(task_id: str, wire: dict[str, Any], decisions: Sequence[Envelo
                 or decision.data.get("node") != data.get("node") or decision.data.get("dispatch_id") is None
                 or decision.data.get("dispatch_id") != data.get("dispatch_id") or held != output):
             continue  # `!=` first: cheap, and where it holds the JSON below decides
-        text = text if text is not None else json.dumps(output)
-        if json.dumps(held) == text:
-            return index
+        text = text if text is not None else _json(output)
+        if _json(held) == text:
+            return index if len(_OUTPUT_KEY) + len(text) > len(_MARKER.format(index + 1)) else None
     return None
+
+
+_OUTPUT_KEY = ',"output":'
+_MARKER = ',"' + OUTPUT_IN + '":{}'
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class Unrestorable(ValueError):
