@@ -36,7 +36,6 @@ from cluster import Cluster
 
 from agent_engine.cli.stack import MASTER_KEY_ENV, SERVICES
 from agent_engine.router.store import TaskStore
-from agent_engine.testkit import TERMINAL
 from bench import WORKFLOW, machine
 
 TABLE = "router_events"
