@@ -29,7 +29,7 @@ from router_testkit import (
 
 from agent_engine.contracts.envelope import Envelope, derive_id
 from agent_engine.router import core
-from agent_engine.router.core import INPUT_RECORD, fold, replay
+from agent_engine.router.core import INPUT_RECORD, Unrestorable, fold, replay, restore
 
 STATS = {"characters": 180, "words": 30, "top_words": ["engines", "workflow", "crash"]}
 
@@ -171,10 +171,14 @@ def test_replay_reproduces_records_read_back_from_json(verdict: str) -> None:
     assert fold(stored) == fold(records)
 
 
-def test_replay_needs_only_the_input_records() -> None:
+def test_replay_needs_only_the_input_records_read_whole() -> None:
+    """The inputs alone, each whole again (restore), replay into every decision; an input record that left its
+    output to a decision cannot be replayed without it, and says so."""
     records = research_review().run.records
-    inputs_only = [r for r in json_round_trip(records) if r.type == INPUT_RECORD]
-    assert dumps(replay(inputs_only)) == dumps(records)
+    whole = restore(json_round_trip(records))
+    assert dumps(replay([r for r in whole if r.type == INPUT_RECORD])) == dumps(whole)
+    with pytest.raises(Unrestorable, match="leaves its input's output to the record 1 after it"):
+        replay([r for r in json_round_trip(records) if r.type == INPUT_RECORD])
 
 
 def test_replay_of_a_prefix_reproduces_that_prefix() -> None:
@@ -197,7 +201,7 @@ def test_replay_reruns_the_router_rather_than_copying_records(monkeypatch: pytes
 
 def test_replay_follows_the_recorded_inputs() -> None:
     """A changed recorded input changes what replay produces: decisions come from inputs."""
-    records = json_round_trip(research_review().run.records)
+    records = restore(json_round_trip(research_review().run.records))
     review_input = next(r for r in records if r.type == INPUT_RECORD and r.data["input"]["type"] == "node.completed"
                         and r.data["input"]["data"]["node"] == "review")
     tampered_data = {**review_input.data, "input": {

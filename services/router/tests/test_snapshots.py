@@ -23,7 +23,7 @@ from agent_engine.contracts.events import Lineage, Usage
 from agent_engine.contracts.manifest import WorkflowManifest
 from agent_engine.contracts.pricing import PriceTable
 from agent_engine.router.budgets import Ledger, Wait
-from agent_engine.router.core import INPUT_RECORD, apply, fold, input_from_record
+from agent_engine.router.core import INPUT_RECORD, apply, fold, input_from_record, restore
 from agent_engine.router.crypto import seal, unseal
 from agent_engine.router.datakeys import DataKey
 from agent_engine.router.snapshots import FINGERPRINT, Snapshot, _context, decode, encode
@@ -45,7 +45,7 @@ def kept(state: TaskState, last_id: str) -> TaskState:
 def committed_states(records: list[Envelope]) -> list[TaskState]:
     """The states the router holds after each input it applied, as it commits them (what a save snapshots)."""
     state, states = TaskState(), []
-    for record in records:
+    for record in restore(records):
         if record.type == INPUT_RECORD:
             state, _ = apply(state, input_from_record(record))
             states.append(state)

@@ -16,7 +16,6 @@ from urllib.parse import urlparse, urlunparse
 import psycopg
 import pytest
 from cloudevents.core.formats.json import JSONFormat
-from golden_scenarios import GOLDEN
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from agent_engine.contracts.envelope import CONTRACT_VERSION
@@ -31,6 +30,7 @@ from agent_engine.runtime.bus import Bus
 pytestmark = pytest.mark.integration
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "v1_store.json").read_text())
+WHOLE_INPUTS = Path(__file__).parent / "fixtures" / "whole_inputs"
 TASKS = {"task-1": "succeeded", "fork-1": "succeeded", "fork-2": "succeeded"}
 V1_NAMES = ("task_id", "correlation_id", "causation_id", "schema_version")
 
@@ -71,10 +71,10 @@ def test_every_v1_task_reads_and_ends_as_it_did(v1_store: TaskStore) -> None:
 
 def test_v1_records_read_as_the_same_scenario_recorded_by_v2_apart_from_the_contract_version(
         v1_store: TaskStore) -> None:
-    """The golden file is the same scenario as the v2 router records it today: upcasting loses and invents
-    nothing. The one difference is a fact, not a spelling: task.started names the contract version the task
-    was started under."""
-    golden = json.loads((GOLDEN / "fork_recorded_and_live.json").read_text())
+    """The golden file is the same scenario as the v2 router recorded it (before it stored each output once, so
+    with every input whole: fixtures/whole_inputs): upcasting loses and invents nothing. The one difference is a
+    fact, not a spelling: task.started names the contract version the task was started under."""
+    golden = json.loads((WHOLE_INPUTS / "fork_recorded_and_live.json").read_text())
     for task_id in TASKS:
         read = json.dumps([r.to_wire() for r in v1_store.records(task_id)])
         now = read.replace('"contract_version": 1', f'"contract_version": {CONTRACT_VERSION}')

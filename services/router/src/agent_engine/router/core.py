@@ -76,12 +76,15 @@ from agent_engine.router.fork import ForkPlan, fork_cut, fork_plan, on_fork
 from agent_engine.router.merge import MAX_FANOUT_BYTES
 from agent_engine.router.records import (
     INPUT_RECORD,
+    OUTPUT_IN,
     SOURCE,
     InvalidInput,
     Resolved,
     RouterInput,
+    Unrestorable,
     input_from_record,
     input_record,
+    restore,
 )
 from agent_engine.router.results import on_completed, on_errored
 from agent_engine.router.retries import backoff_delay, on_deadline, on_retry_due
@@ -99,12 +102,14 @@ __all__ = [
     "INPUT_TYPES",
     "MAX_CONTEXT_BYTES",
     "MAX_FANOUT_BYTES",
+    "OUTPUT_IN",
     "SOURCE",
     "ForkPlan",
     "Handler",
     "InvalidInput",
     "Resolved",
     "RouterInput",
+    "Unrestorable",
     "add_usage",
     "apply",
     "backoff_delay",
@@ -120,6 +125,7 @@ __all__ = [
     "payload",
     "replay",
     "resolve_args",
+    "restore",
     "starts_task",
     "usage_total",
 ]
@@ -307,22 +313,27 @@ def starts_task(event: Envelope) -> bool:
 
 # --- apply and replay -------------------------------------------------------------------------
 
-def apply(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
-    """Decide, then fold: the records to store (input record first) and the state after them."""
+def apply(state: TaskState, inp: RouterInput, *, whole: bool = False) -> tuple[TaskState, list[Envelope]]:
+    """Decide, then fold: the records to store (input record first) and the state after them. The input record
+    leaves a runner's output to the decision that holds it unchanged (records.py), unless `whole` (replay of a
+    record stored whole)."""
     out = _decide(state, inp)
     if not out.events:
         return state, []
-    record = input_record(inp)
+    record = input_record(inp, () if whole else out.events)
     # the emitter folded the decisions already; the input record only marks the input applied
     return evolve(out.state, record), [record, *out.events]
 
 
 def replay(records: list[Envelope]) -> list[Envelope]:
-    """Re-run the recorded inputs through the current router; returns the records it would store."""
+    """Re-run the recorded inputs through the current router; returns the records it would store. An input
+    record that left its output to a decision is read whole again with that decision (records.restore; raises
+    Unrestorable without it); one stored whole (before outputs were stored once, or whose output a decision
+    changed) is replayed into a whole record, so a history stored by an earlier router replays exactly."""
     state = TaskState()
     produced: list[Envelope] = []
-    for record in records:
+    for stored, record in zip(records, restore(records), strict=True):
         if record.type == INPUT_RECORD:
-            state, out = apply(state, input_from_record(record))
+            state, out = apply(state, input_from_record(record), whole=OUTPUT_IN not in stored.data)
             produced.extend(out)
     return produced

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.contracts.subjects import ROUTER_RPC, rpc_scope
 from agent_engine.router import views
-from agent_engine.router.core import fork_plan
+from agent_engine.router.core import fork_plan, restore
 from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.runtime.queries import answer_query, read_query
 
@@ -25,7 +25,8 @@ Records = Callable[[str], list[Envelope]]
 
 
 def _history(records: list[Envelope], _: dict[str, Any]) -> dict[str, Any]:
-    return {"events": [r.to_wire() for r in records]}
+    """The stored records, each input whole: one that left its output to a decision shows it again (records.py)."""
+    return {"events": [r.to_wire() for r in restore(records, strict=False)]}
 
 
 def _fork_plan(records: list[Envelope], body: dict[str, Any]) -> dict[str, Any]:

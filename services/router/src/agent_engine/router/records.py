@@ -8,10 +8,19 @@ first, as a `router.input` record, followed by the decisions it produced; replay
 (core.replay feeds the inputs read back by input_from_record through `decide` again) reproduces the
 decisions exactly. Pages:
 docs/workflows/fork.md (replay), docs/architecture.md (what is stored).
+
+A runner's output is stored once: when a decision of the same input (`node.succeeded`, or `node.tool_returned`
+for a tool call an agent's model asked for) holds exactly the output the input brought, the input record leaves
+it out of its `input` and says beside it which record after it holds it (`output_in`); `restore` puts it back
+for everything that reads the input (replay, `task history`). A record without `output_in` (every record
+stored before, any whose output a decision changed, and an output no longer than the marker, `{}`) holds its
+input whole.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -25,6 +34,13 @@ from agent_engine.router.idempotency import Duplicate
 
 SOURCE = "agent-engine/router"
 INPUT_RECORD = "router.input"
+OUTPUT_IN = "output_in"
+"""In a `router.input` record's data, beside `input`: n, where the input's output, left out of the stored `input`,
+is the `output` of the n-th record after this one (a decision of the same input). Absent: `input` is whole."""
+CARRY_OUTPUT = ("node.completed", "node.output_checked")
+"""The inputs that bring a runner's output."""
+HOLD_OUTPUT = ("node.succeeded", "node.tool_returned")
+"""The decisions that record such an output as the node's (or its tool call's) result."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +76,20 @@ class InvalidInput(ValueError):
     itself (a subtask request naming a node its manifest does not have). The shell dead-letters it."""
 
 
-def input_record(inp: RouterInput) -> Envelope:
-    """The stored form of an applied input: the input itself plus what the shell resolved for it."""
+def input_record(inp: RouterInput, decisions: Sequence[Envelope] = ()) -> Envelope:
+    """The stored form of an applied input: the input itself plus what the shell resolved for it. When one of
+    `decisions` (what the input caused) holds the input's output unchanged, the output is left to it."""
     resolved = None
     if inp.workflow is not None:
         resolved = {"revision": inp.workflow.revision,
                     "manifest": inp.workflow.manifest.model_dump(mode="json", by_alias=True)}
     event = inp.event
-    data: dict[str, Any] = {"input": event.to_wire(), "workflow": resolved}
+    wire = event.to_wire()
+    holder = output_holder(event.task_id, wire, decisions)
+    data: dict[str, Any] = {"input": wire, "workflow": resolved}
+    if holder is not None:
+        wire["data"] = {k: v for k, v in wire["data"].items() if k != "output"}
+        data[OUTPUT_IN] = holder + 1
     if inp.source is not None:  # another tenant's records are never stored, whatever the shell passed
         own = all(r.tenant == event.tenant for r in inp.source)
         data["source"] = [r.to_wire() for r in inp.source] if own else []
@@ -87,7 +109,83 @@ def input_record(inp: RouterInput) -> Envelope:
                      trusted=True)
 
 
+def output_holder(task_id: str, wire: dict[str, Any], decisions: Sequence[Envelope]) -> int | None:
+    """Where in `decisions` the first one is that records the output of the input `wire` (as stored) of task
+    `task_id` as it came: the same task, node and dispatch, and the same JSON (key order and number types
+    included, so the input read back from it is the input that was decided). None: the input keeps its output,
+    also when the output takes no more room than the marker would (`{}`)."""
+    data = wire.get("data")
+    if wire.get("type") not in CARRY_OUTPUT or not isinstance(data, dict) or not isinstance(data.get("output"), dict):
+        return None
+    output = data["output"]
+    text: str | None = None
+    for index, decision in enumerate(decisions):
+        held = decision.data.get("output")
+        if (decision.type not in HOLD_OUTPUT or decision.task_id != task_id
+                or decision.data.get("node") != data.get("node") or decision.data.get("dispatch_id") is None
+                or decision.data.get("dispatch_id") != data.get("dispatch_id") or held != output):
+            continue  # `!=` first: cheap, and where it holds the JSON below decides
+        text = text if text is not None else _json(output)
+        if _json(held) == text:
+            return index if len(_OUTPUT_KEY) + len(text) > len(_MARKER.format(index + 1)) else None
+    return None
+
+
+_OUTPUT_KEY = ',"output":'
+_MARKER = ',"' + OUTPUT_IN + '":{}'
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Unrestorable(ValueError):
+    """A `router.input` record leaves its output to a record that is not among the records given."""
+
+
+def restore(records: Sequence[Envelope], *, strict: bool = True) -> list[Envelope]:
+    """`records` with each input record that left its output to a decision (`output_in`) whole again, exactly
+    as it would have been stored without that: what replay feeds back, and what `task history` shows. The
+    decision is one of the records after the input record and before the next one (a fork's cut never splits
+    them). Raises Unrestorable when it is not there, unless not `strict` (the record then stays as stored)."""
+    out = list(records)
+    for index, record in enumerate(records):
+        if record.type != INPUT_RECORD or OUTPUT_IN not in record.data:
+            continue
+        inner, offset = record.data.get("input"), record.data[OUTPUT_IN]
+        holder = _holder(records, index, offset, inner)
+        if holder is None or not isinstance(inner, dict):
+            if strict:
+                raise Unrestorable(f"{INPUT_RECORD} record {record.id} of task {record.task_id} leaves its input's "
+                                   f"output to the record {offset} after it, which is not among the records given "
+                                   "(or not that input's decision holding an output)")
+            continue
+        data = {k: v for k, v in record.data.items() if k != OUTPUT_IN}
+        data["input"] = {**inner, "data": {**(inner.get("data") or {}), "output": holder.data["output"]}}
+        out[index] = record.model_copy(update={"data": data})
+    return out
+
+
+def _holder(records: Sequence[Envelope], index: int, offset: Any, inner: Any) -> Envelope | None:
+    """The decision `offset` records after records[index] holding the output of its input `inner`, if it is."""
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 < offset < len(records) - index:
+        return None
+    if any(r.type == INPUT_RECORD for r in records[index + 1:index + offset + 1]):
+        return None  # another input's decisions
+    holder = records[index + offset]
+    own = inner.get("data") if isinstance(inner, dict) else None
+    if (holder.type not in HOLD_OUTPUT or not isinstance(own, dict) or not isinstance(holder.data.get("output"), dict)
+            or holder.data.get("node") != own.get("node") or holder.data.get("dispatch_id") != own.get("dispatch_id")):
+        return None
+    return holder
+
+
 def input_from_record(record: Envelope) -> RouterInput:
+    """The input a (whole: see `restore`) input record holds."""
+    if OUTPUT_IN in record.data:
+        raise Unrestorable(f"{INPUT_RECORD} record {record.id} left its input's output to the record "
+                           f"{record.data[OUTPUT_IN]} after it: read it through records.restore with the records "
+                           "after it")
     resolved = record.data.get("workflow")
     workflow = None
     if resolved:
