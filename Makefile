@@ -65,7 +65,7 @@ bench-profile: install
 bench-audit: install
 	$(BIN)/python bench/audit.py
 
-# RSS and restart times as history grows (issue 14); the issue's targets: GROWTH_ARGS=--checkpoints=1000,20000
+# RSS and restart times as history grows (issue 14); the issue's targets: GROWTH_ARGS=--checkpoints=1000,2000,20000
 bench-growth: install
 	$(BIN)/python bench/growth.py $(GROWTH_ARGS)
 

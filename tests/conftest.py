@@ -159,10 +159,12 @@ def word() -> str:
     return uuid.uuid4().hex[:8].translate(str.maketrans("0123456789", "ghijklmnop"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> Iterator[Any]:
     """Makes stacks with their own NATS and PostgreSQL (so no other stack's runners take their dispatches):
-    own_stack(env changes; None removes a variable) -> a running Engine, stopped at the end of the session.
+    own_stack(env changes; None removes a variable) -> a running Engine, stopped at the end of the module that
+    made it (a stack left idle still polls, beats and relays: twenty of them kept to the session's end slowed
+    every later test).
     `nats_nodes=3` makes the NATS a cluster of three (Engine.cluster), AE_NATS_URL listing them all."""
     made: list[tuple[Engine, list[embedded.ServerProcess | embedded.NatsCluster]]] = []
 

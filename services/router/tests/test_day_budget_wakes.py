@@ -79,6 +79,40 @@ def test_a_settlement_that_frees_room_in_the_day_wakes_the_waiting_node_before_i
     assert dumps(replay(stored)) == dumps(stored)
 
 
+def test_a_node_woken_that_still_finds_no_room_is_woken_again_by_the_next_settlement() -> None:
+    """Two nodes wait; one settlement wakes both, the first takes the room and the other waits again, here within
+    the same second, so for the same poll. The next settlement wakes that one again, and the core takes it: the
+    wake's id names the settlement that freed the room (with the first wake's id it would be absorbed as a repeat,
+    and the node left for its poll; found by the day-budget property test)."""
+    now = T0 + timedelta(seconds=2)
+    shell = Shell(worst_case() * 3 / 2)
+    first, second, third = (start_task(shell, name, i) for i, name in enumerate(("first", "second", "third")))
+    assert [of_type(r.records, "budget.exceeded")[0]["then"] for r in (second, third)] == ["wait", "wait"]
+    done = RouterInput(envelope("node.completed", {
+        "dispatch_id": first.dispatch("draft").data["dispatch_id"], "node": "draft", "attempt": 1,
+        "output": {"text": "first"}, **cost(Decimal("0.0001"))}, id="done-first", task_id="first",
+        time=now))
+    shell.feed(first, done, "ann")
+    [first_at] = [r.data["at"] for r in third.records if r.type == "node.retry_scheduled"]
+    wakes = {w.event.task_id: w for w in shell.wakes(now)}
+    assert sorted(wakes) == ["second", "third"]
+    assert "node.dispatched" in types(shell.feed(second, wakes["second"], "ann"))
+    out = shell.feed(third, wakes["third"], "ann")
+    assert types(out)[1:] == ["budget.exceeded", "node.retry_scheduled"]  # still short: waits again
+    assert of_type(out, "node.retry_scheduled")[0]["at"] == first_at  # for the same poll
+    done = RouterInput(envelope("node.completed", {
+        "dispatch_id": second.dispatch("draft").data["dispatch_id"], "node": "draft", "attempt": 1,
+        "output": {"text": "second"}, **cost(Decimal("0.0001"))}, id="done-second", task_id="second",
+        time=now))
+    shell.feed(second, done, "ann")
+    [again] = shell.wakes(now)
+    assert again.event.task_id == "third" and again.event.id != wakes["third"].event.id
+    out = shell.feed(third, again, "ann")
+    assert types(out)[1:] == ["budget.reserved", "node.dispatched"] and third.state.status == "running"
+    stored = json_round_trip(third.records)
+    assert dumps(replay(stored)) == dumps(stored)
+
+
 def test_a_settlement_that_frees_no_room_wakes_no_one() -> None:
     shell, _, second = two_tasks(worst_case())  # it cost all it reserved: the day has no more room than before
     assert shell.wakes(T0 + timedelta(seconds=5)) == []

@@ -49,6 +49,10 @@ class Open:
     """A retry that waits for room in a day budget: a settlement that frees enough wakes it before `deadline`."""
     woken: bool = False
     """Such a retry whose room freed: it fires now rather than at `deadline`."""
+    woken_by: str = ""
+    """The id of the day log's copy of the settlement that freed that room: in the id of the input the wake fires,
+    so a node woken, still short and waiting again for the same `deadline`, is woken again by a later settlement
+    (with the same id the core would take the second wake for the first, repeated, and absorb it)."""
 
 
 class DeadlineIndex:
@@ -56,7 +60,7 @@ class DeadlineIndex:
         self.open: dict[tuple[str, str], Open] = {}
         self.waits: dict[tuple[str, str], Room] = {}
         """Nodes just found short of a day budget: the retry scheduled next (same commit) waits for this room."""
-        self.freed: dict[tuple[str, str, str, str], Decimal] = {}
+        self.freed: dict[tuple[str, str, str, str], tuple[Decimal, str]] = {}
         """(tenant, scope, day, user) -> what the day budget has left, for each day a settlement freed room in since
         the timers last looked (kept current by the copies after it: a reservation the same input made takes its
         share). The retries it wakes are found then, once every record of the commit has been observed (a wait
@@ -134,7 +138,8 @@ class DeadlineIndex:
         frees = record.type == "budget.settled" and Decimal(data["cost_usd"]) < Decimal(data["released_usd"])
         limit = data.get("limit_usd")
         if limit is not None and (frees or key in self.freed):
-            self.freed[key] = Decimal(limit) - Decimal(data["spent_usd"]) - Decimal(data["reserved_usd"])
+            by = record.id if frees else self.freed[key][1]
+            self.freed[key] = (Decimal(limit) - Decimal(data["spent_usd"]) - Decimal(data["reserved_usd"]), by)
 
     def wake(self) -> None:
         """Mark the retries waiting for room that the settlements seen since the last call leave room for. Whose
@@ -142,15 +147,15 @@ class DeadlineIndex:
         its tenant and day (one woken for another user's room tries, and waits again)."""
         if not self.freed:
             return
-        most: dict[tuple[str, str, str], Decimal] = {}
-        for (tenant, scope, day, _), left in self.freed.items():
-            most[(tenant, scope, day)] = max(left, most.get((tenant, scope, day), left))
+        most: dict[tuple[str, str, str], tuple[Decimal, str]] = {}
+        for (tenant, scope, day, _), (left, by) in self.freed.items():
+            most[(tenant, scope, day)] = max((left, by), most.get((tenant, scope, day), (left, by)))
         self.freed = {}
         for key, entry in self.open.items():
             room = entry.room
             free = most.get((entry.tenant, room.scope, room.day)) if room is not None else None
-            if room is not None and free is not None and room.needed <= free and not entry.woken:
-                self.open[key] = replace(entry, woken=True)
+            if room is not None and free is not None and room.needed <= free[0] and not entry.woken:
+                self.open[key] = replace(entry, woken=True, woken_by=free[1])
 
     def fired(self, task_id: str, node: str) -> None:
         """A woken retry was given to the core: it is not woken again (what it recorded, if anything, replaced it)."""
@@ -174,7 +179,8 @@ class DeadlineIndex:
                 continue
             data: NodeRetryDue | NodeDeadlineExpired
             if entry.woken:  # the same retry (its `at`), early: an id of its own, so the poll is not taken for it
-                event_id = derive_id(task_id, node, entry.attempt, "room-freed", entry.deadline.isoformat())
+                event_id = derive_id(task_id, node, entry.attempt, "room-freed", entry.deadline.isoformat(),
+                                     entry.woken_by)
                 data = NodeRetryDue(node=node, attempt=entry.attempt, at=entry.deadline)
             elif entry.retry:
                 event_id = derive_id(task_id, node, entry.attempt, "retry-due", entry.deadline.isoformat())

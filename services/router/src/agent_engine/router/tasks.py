@@ -18,8 +18,11 @@ from agent_engine.runtime.settings import env_int
 
 CACHE_ENV = "AE_ROUTER_CACHE_TASKS"
 DEFAULT_CACHE_TASKS = 5_000
-ENDED_KEPT = 50_000
-"""Ended tasks remembered by id and version only (a few MB at most), to recognise a load that raced the end."""
+ENDED_KEPT = 4_096
+"""Ended tasks remembered by id and version only, to recognise a load that raced the end: a race lasts as long
+as one load, and this covers tens of seconds of ends at the bench's rate. Kept small so the router's memory does
+not grow with its history (50,000 of them were about 9 MB); a load that raced an end forgotten here still
+cannot commit over it, since the store refuses a stale version."""
 
 
 def cache_limit() -> int:
