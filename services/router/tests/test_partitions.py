@@ -93,10 +93,12 @@ def test_the_partitions_of_a_router_that_goes_are_taken_by_the_others(database: 
         settle(*routers)
         gone = set(routers[0].owned)
         assert gone
-        # as when its process is killed: the server ends the session, and its locks go with it
+        # as when its process is killed: the server ends the session, and its locks go with it (waiting until the
+        # backend is gone: termination is asynchronous, and on a busy machine the others' looks could come first)
         with psycopg.connect(database, autocommit=True) as conn:
             assert routers[0].conn is not None
-            conn.execute("SELECT pg_terminate_backend(%s)", (routers[0].conn.info.backend_pid,))
+            ended = conn.execute("SELECT pg_terminate_backend(%s, 10000)", (routers[0].conn.info.backend_pid,))
+            assert ended.fetchone() == (True,)
         routers[0].owned.clear()
         routers[0].conn = None
         routers = routers[1:]
@@ -114,7 +116,8 @@ def test_a_router_whose_connection_is_cut_learns_it_at_its_next_look(database: s
         settle(router)
         assert router.conn is not None
         with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(%s)", (router.conn.info.backend_pid,))
+            ended = conn.execute("SELECT pg_terminate_backend(%s, 10000)", (router.conn.info.backend_pid,))
+            assert ended.fetchone() == (True,)  # gone, not only signalled
         with pytest.raises(psycopg.Error):
             router.look()
         assert router.lose() == frozenset(range(PARTITIONS))
