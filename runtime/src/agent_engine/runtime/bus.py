@@ -112,6 +112,10 @@ Scrub = Callable[[bytes], tuple[bytes, dict[str, int]]]
 """What a consumer's dead letters keep of a message body: a copy with personal data redacted, and the count per
 kind redacted (guardrails' gates: their messages carry outputs and tool arguments)."""
 REDACTED_HEADER = "Ae-Redacted"
+ORIGINAL_SUBJECT_HEADER = "Ae-Original-Subject"
+ERROR_HEADER = "Ae-Error"
+"""The headers a dead letter carries (`Bus.dead_letter`): where the message was going, why it was refused, and (a
+gate's) what its copy had redacted; agentctl's `dlq` and `forget` read them."""
 
 
 @dataclass
@@ -197,7 +201,8 @@ class Bus:
                 found = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none found"
                 headers[REDACTED_HEADER] = ",".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "none"
                 error = f"{error[:900]} [the body is a copy with personal data redacted: {found}]"
-        headers.update({"Ae-Original-Subject": msg.subject[:HEADER_MAX], "Ae-Error": error[:1000].replace("\n", " ")})
+        headers.update({ORIGINAL_SUBJECT_HEADER: msg.subject[:HEADER_MAX],
+                        ERROR_HEADER: error[:1000].replace("\n", " ")})
         room = self.nc.max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - 64
         if len(body) > room:
             seq = msg.metadata.sequence.stream if msg.metadata else None

@@ -13,12 +13,9 @@ from nats.js.errors import NotFoundError
 from agent_engine.cli.client import CliError, connect, stored
 from agent_engine.cli.options import Subparsers, add_json, print_json
 from agent_engine.contracts.subjects import DLQ_STREAM, dlq_subject
-
-ORIGINAL_SUBJECT = "Ae-Original-Subject"
-ERROR = "Ae-Error"
-REDACTED = "Ae-Redacted"
-"""Set by guardrails' gates on their dead letters: what their copy had redacted (`none`: nothing)."""
-"""The headers a service's dead letter carries (runtime.bus.Bus.dead_letter)."""
+from agent_engine.runtime.bus import ERROR_HEADER as ERROR
+from agent_engine.runtime.bus import ORIGINAL_SUBJECT_HEADER as ORIGINAL_SUBJECT
+from agent_engine.runtime.bus import REDACTED_HEADER as REDACTED
 
 
 def register(sub: Subparsers) -> None:

@@ -32,9 +32,9 @@ from agent_engine.contracts.subjects import (
     tenant_subject,
 )
 from agent_engine.runtime.artifacts import ArtifactStore
+from agent_engine.runtime.bus import ORIGINAL_SUBJECT_HEADER as ORIGINAL_SUBJECT
 from agent_engine.runtime.bus import TASK_ID_HEADER
 
-ORIGINAL_SUBJECT = "Ae-Original-Subject"
 TOOL_CALLS_STREAM = f"KV_{TOOL_CALLS_BUCKET}"
 PERSON_MAX = 256
 

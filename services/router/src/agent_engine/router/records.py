@@ -121,14 +121,20 @@ def output_holder(task_id: str, wire: dict[str, Any], decisions: Sequence[Envelo
     text: str | None = None
     for index, decision in enumerate(decisions):
         held = decision.data.get("output")
-        if (decision.type not in HOLD_OUTPUT or decision.task_id != task_id
-                or decision.data.get("node") != data.get("node") or decision.data.get("dispatch_id") is None
-                or decision.data.get("dispatch_id") != data.get("dispatch_id") or held != output):
+        if decision.task_id != task_id or not _holds(decision, data) or held != output:
             continue  # `!=` first: cheap, and where it holds the JSON below decides
         text = text if text is not None else _json(output)
         if _json(held) == text:
             return index if len(_OUTPUT_KEY) + len(text) > len(_MARKER.format(index + 1)) else None
     return None
+
+
+def _holds(decision: Envelope, data: dict[str, Any]) -> bool:
+    """Whether `decision` records an output as the result of the node and dispatch the input `data` answers."""
+    held = decision.data
+    return (decision.type in HOLD_OUTPUT and isinstance(held.get("output"), dict)
+            and held.get("dispatch_id") is not None
+            and (held.get("node"), held.get("dispatch_id")) == (data.get("node"), data.get("dispatch_id")))
 
 
 _OUTPUT_KEY = ',"output":'
@@ -174,10 +180,7 @@ def _holder(records: Sequence[Envelope], index: int, offset: Any, inner: Any) ->
         return None  # another input's decisions
     holder = records[index + offset]
     own = inner.get("data") if isinstance(inner, dict) else None
-    if (holder.type not in HOLD_OUTPUT or not isinstance(own, dict) or not isinstance(holder.data.get("output"), dict)
-            or holder.data.get("node") != own.get("node") or holder.data.get("dispatch_id") != own.get("dispatch_id")):
-        return None
-    return holder
+    return holder if isinstance(own, dict) and _holds(holder, own) else None
 
 
 def input_from_record(record: Envelope) -> RouterInput:

@@ -12,6 +12,12 @@ type and messages by subject type; `_tasks` the task index (taskindex.py: one ro
 
 from __future__ import annotations
 
+LINE_SUMS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+             "unpriced_calls", "mock_calls")
+"""The figures a ledger line sums, in the order of its tables' columns."""
+SUM_COLUMNS = "\n".join(f"    {c} {'numeric' if c == 'cost_usd' else 'bigint'} NOT NULL DEFAULT 0," for c in LINE_SUMS)
+"""Those columns in a CREATE TABLE (`_totals`, and tenantcost.py's `_tenant_totals`)."""
+
 
 def schema(p: str) -> str:
     return f"""
@@ -41,14 +47,7 @@ CREATE INDEX IF NOT EXISTS {p}_calls_task_id ON {p}_calls (task_id);
 CREATE TABLE IF NOT EXISTS {p}_totals (
     kind text NOT NULL,
     key text NOT NULL,
-    calls bigint NOT NULL DEFAULT 0,
-    input_tokens bigint NOT NULL DEFAULT 0,
-    output_tokens bigint NOT NULL DEFAULT 0,
-    cache_read_tokens bigint NOT NULL DEFAULT 0,
-    cache_write_tokens bigint NOT NULL DEFAULT 0,
-    cost_usd numeric NOT NULL DEFAULT 0,
-    unpriced_calls bigint NOT NULL DEFAULT 0,
-    mock_calls bigint NOT NULL DEFAULT 0,
+{SUM_COLUMNS}
     PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS {p}_counts (

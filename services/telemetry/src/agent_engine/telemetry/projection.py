@@ -26,14 +26,12 @@ from agent_engine.contracts.events import LlmCalled
 from agent_engine.telemetry import rebuild, scores, taskindex, tenantcost
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
 from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
-from agent_engine.telemetry.ledger_schema import schema
+from agent_engine.telemetry.ledger_schema import LINE_SUMS, schema
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
 
 log = logging.getLogger("telemetry")
 
 PREFIX = "ae_ledger"
-LINE_SUMS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-             "unpriced_calls", "mock_calls")
 
 
 class PgLedger:

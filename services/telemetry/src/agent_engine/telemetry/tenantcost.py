@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from agent_engine.telemetry.ledger_schema import SUM_COLUMNS
+
 MAX_TENANTS = 1000
 """Tenants one query may name (a dashboard operator's list): more is refused rather than read."""
 
@@ -68,14 +70,7 @@ CREATE TABLE IF NOT EXISTS {p}_tenant_totals (
     tenant text NOT NULL,
     kind text NOT NULL,
     key text NOT NULL,
-    calls bigint NOT NULL DEFAULT 0,
-    input_tokens bigint NOT NULL DEFAULT 0,
-    output_tokens bigint NOT NULL DEFAULT 0,
-    cache_read_tokens bigint NOT NULL DEFAULT 0,
-    cache_write_tokens bigint NOT NULL DEFAULT 0,
-    cost_usd numeric NOT NULL DEFAULT 0,
-    unpriced_calls bigint NOT NULL DEFAULT 0,
-    mock_calls bigint NOT NULL DEFAULT 0,
+{SUM_COLUMNS}
     PRIMARY KEY (tenant, kind, key)
 );
 """
