@@ -4,6 +4,7 @@ gives everything up."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -35,6 +36,17 @@ def settle(*routers: Ownership, looks: int = 6) -> None:
             change = router.look()
             if change.to_release:
                 router.release(change.to_release)
+
+
+def ended(database: str, pid: int) -> None:
+    """Wait until the server's backend `pid` is gone: a closed connection's session ends on the server a moment
+    later, and its locks with it (on a busy machine, after another router's looks)."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        for _ in range(500):
+            if conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there 10 s after its connection closed")
 
 
 def test_one_router_owns_every_partition(database: str) -> None:
@@ -131,7 +143,10 @@ def test_a_router_gives_up_everything_when_it_stops(database: str) -> None:
     first, second = Ownership(database), Ownership(database)
     try:
         settle(first, second)
+        assert first.conn is not None
+        pid = first.conn.info.backend_pid
         first.lose()
+        ended(database, pid)
         settle(second)
         assert second.owned == set(range(PARTITIONS))
     finally:
