@@ -126,7 +126,8 @@ class Ledger:
 
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines of the tenant (or of `task_ids` of it); totals by tenant, model and day
-        keep their sums, which name no task. Returns how many tasks were dropped."""
+        keep their sums, which name no task. Tasks named in `task_ids` not seen yet are remembered as erased
+        too, so their events read later are not noted. Returns how many tasks were dropped."""
         gone = {k for k in self.tenants_of_keys() if k[0] == tenant and (task_ids is None or k[1] in task_ids)}
         for key in gone:
             self.by_task.pop(key, None)
@@ -140,7 +141,7 @@ class Ledger:
             self.budget_log.pop(key, None)
             self.tasks.pop(key, None)
         self.scores.forget(tenant, task_ids)
-        self.erased |= gone
+        self.erased |= gone | {(tenant, t) for t in task_ids or ()}  # named ones not seen yet stay out too
         self.recount(tenant)
         return len(gone)
 

@@ -287,7 +287,9 @@ class PgLedger:
     def forget(self, tenant: str, task_ids: list[str] | None) -> int:
         """Drop the per-task lines and call logs of the tenant (or of `task_ids` of it), remembering the tasks
         as erased; totals by tenant, model and day keep their sums. Then rewrite the calls table (VACUUM FULL)
-        so no deleted line stays in its files. Returns how many tasks were dropped."""
+        so no deleted line stays in its files. Tasks named in `task_ids` are remembered as erased even when no
+        line of theirs was noted yet (this process still behind on the stream): what comes of them later is not
+        noted either. Returns how many tasks had lines dropped."""
         with self._conn() as conn:
             with conn.transaction():
                 params: list[Any]
@@ -304,8 +306,9 @@ class PgLedger:
                 conn.execute(f"DELETE FROM {self.p}_task_workflows WHERE {where}", params)  # scores.py's per task
                 tenantcost.recount(conn, self.p, tenant)  # what is left of the tenant's calls
                 gone = sorted({str(r[0]) for r in rows})
+                named = sorted(set(gone) | set(task_ids or ()))  # a task whose events are still to be read too
                 conn.cursor().executemany(f"INSERT INTO {self.p}_erased (tenant, task_id) VALUES (%s, %s) "
-                                          "ON CONFLICT DO NOTHING", [(tenant, t) for t in gone])
+                                          "ON CONFLICT DO NOTHING", [(tenant, t) for t in named])
             if gone:  # the task index holds the accepted input's text: its old row versions must go too
                 conn.execute(f"VACUUM FULL {self.p}_calls")
                 conn.execute(f"VACUUM FULL {self.p}_tasks")
