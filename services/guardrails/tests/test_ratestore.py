@@ -234,10 +234,10 @@ async def test_guardrails_crashing_before_its_ack_answers_the_redelivered_reques
         real_delete = service.delete_answered
         dying = {"seq": -1}
 
-        async def delete(bus: Bus, seq: int) -> None:
+        async def delete(bus: Bus, seq: int, overwrite: bool = True) -> None:
             if seq == dying["seq"]:
                 await asyncio.Event().wait()  # hangs: the replica "dies" here, its answer published, no ack
-            await real_delete(bus, seq)
+            await real_delete(bus, seq, overwrite)
 
         monkeypatch.setattr(service, "delete_answered", delete)
 

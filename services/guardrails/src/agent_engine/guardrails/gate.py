@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -32,9 +33,15 @@ once the message is acked (the output gate deletes unredacted artifacts then, ne
 an unacked message must still find them)."""
 
 
-async def delete_answered(bus: Bus, seq: int) -> None:
+async def delete_answered(bus: Bus, seq: int, overwrite: bool = True) -> None:
+    """Delete an answered message from the stream; with `overwrite` (the server's secure delete) its bytes are
+    overwritten in the file store too, which rewrites the block it is in (overwrite.py says when it is needed)."""
     try:
-        await bus.js.delete_msg(STREAM, seq)
+        if overwrite:
+            await bus.js.delete_msg(STREAM, seq)
+        else:  # nats-py's delete_msg cannot leave out the overwrite; the same API request with `no_erase`
+            await bus.js._api_request(f"{bus.js._prefix}.STREAM.MSG.DELETE.{STREAM}",
+                                      json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=bus.js._timeout)
     except NotFoundError:  # deleted already (a redelivery), or aged out
         pass
 

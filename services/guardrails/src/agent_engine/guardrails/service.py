@@ -1,5 +1,6 @@
 """Consume task.requested; publish task.accepted (redacted) or task.rejected (with the reason), then delete
-the raw request from the stream: its unredacted input is kept nowhere past this gate (docs/data-lifecycle.md)."""
+the raw request from the stream, overwritten unless its answer carries all of it (overwrite.py): its unredacted
+input is kept nowhere past this gate (docs/data-lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from agent_engine.guardrails import classifier, inputschema, pii, ratelimit
 from agent_engine.guardrails.checks import Policy, Verdict, check
 from agent_engine.guardrails.gate import delete_answered
 from agent_engine.guardrails.inputpolicy import input_rules
+from agent_engine.guardrails.overwrite import must_overwrite
 from agent_engine.guardrails.policy import PolicyFile
 from agent_engine.guardrails.ratestore import RateStore, RateStoreUnavailable, Refusal
 from agent_engine.runtime import tracing
@@ -245,7 +247,7 @@ async def serve(bus: Bus, policy: Policy, settings: Settings, stop: asyncio.Even
             for event in events:  # the verdict first: an answer is never seen without the verdict behind it
                 await bus.publish(event)
             if seq:  # answered: the raw request goes (a redelivery re-publishes the same answer, a duplicate)
-                await delete_answered(bus, seq)
+                await delete_answered(bus, seq, overwrite=must_overwrite(msg.data, headers, answer))
         except Exception as exc:  # noqa: BLE001  the bus is down: redeliver (settle dead-letters what keeps failing)
             log.warning("could not publish the answer to a request on %s: %s", msg.subject, exc)
             await settle(bus, msg, exc, max_deliver=settings.max_deliver)
