@@ -8,6 +8,8 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
 from agent_engine.contracts.events import TaskRequested
 from agent_engine.guardrails.checks import Policy
 from agent_engine.guardrails.overwrite import must_overwrite
@@ -95,3 +97,71 @@ def test_binary_mode_is_judged_by_the_event_its_headers_make() -> None:
 def test_a_body_that_is_not_an_event_is_overwritten() -> None:
     answer = decide(SUBJECT, b"garbage", {TASK_ID_HEADER: "t1"}, 7, POLICY)
     assert answer is not None and must_overwrite(b"garbage", {TASK_ID_HEADER: "t1"}, answer)
+
+
+def _mutated(change: str) -> tuple[bytes, dict[str, str]]:
+    """A plain request (which is only deleted) with one thing added that its answer would not carry on."""
+    body, headers = sent({"brief": "plain", "n": 0.5})
+    event = json.loads(body)
+    secret = "Jane Doe <jane@example.com>"
+    text = body.decode()
+    if change == "repeated input key":
+        return text.replace('"brief": "plain"', f'"brief": "{secret}", "brief": "plain"').replace(
+            '"brief":"plain"', f'"brief":"{secret}","brief":"plain"').encode(), headers
+    if change == "repeated tenant":
+        return text.replace('{', f'{{"tenant": "{secret}", ', 1).encode(), headers
+    if change == "rounded number":
+        return text.replace("0.5", "0.41111111111111111119").encode(), headers
+    if change == "infinite number":
+        return text.replace("0.5", "1e400").encode(), headers
+    header_changes = {
+        "ce- header in structured mode": {"ce-customer": secret}, "bare ce- header": {"ce-": secret},
+        "content-type with text": {"Content-Type": secret}, "traceparent header with text": {"traceparent": secret},
+        "tracestate header": {"tracestate": "vendor=abc"}, "another message id": {MSG_ID: secret},
+        "another task id header": {TASK_ID_HEADER: secret}}
+    if change in header_changes:
+        return body, {**headers, **header_changes[change]}
+    attribute_changes = {
+        "dataschema with text": {"dataschema": secret}, "traceparent with text": {"traceparent": secret},
+        "tracestate": {"tracestate": "vendor=abc"}, "source with text": {"source": secret},
+        "time with text": {"time": f"2026-12-04 {secret}"}, "causationid": {"causationid": secret},
+        "another tenant": {"tenant": "acme2"}}
+    event.update(attribute_changes[change])
+    return json.dumps(event).encode(), headers
+
+
+CHANGES = ["repeated input key", "repeated tenant", "rounded number", "infinite number",
+           "ce- header in structured mode", "bare ce- header", "content-type with text",
+           "traceparent header with text", "tracestate header", "another message id", "another task id header",
+           "dataschema with text", "traceparent with text", "tracestate", "source with text", "time with text",
+           "causationid", "another tenant"]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_anything_the_answer_does_not_carry_on_is_overwritten(change: str) -> None:
+    body, headers = _mutated(change)
+    answer = decide(SUBJECT, body, headers, 7, POLICY)
+    assert answer is not None
+    assert answer.type != "task.accepted" or must_overwrite(body, headers, answer), change
+
+
+def test_the_plain_request_those_changes_start_from_is_only_deleted() -> None:
+    body, headers = sent({"brief": "plain", "n": 0.5})
+    assert not overwritten(body, headers)
+    event = json.loads(body)
+    event["source"] = event["data"]["requested_by"] = "billing-system"  # a sender naming itself: carried on
+    event["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert not overwritten(json.dumps(event).encode(), {**headers, "traceparent": event["traceparent"]})
+
+
+@pytest.mark.parametrize("header", ["ce-data", "ce-datacontenttype"])
+def test_binary_mode_headers_the_body_or_content_type_override_are_overwritten(header: str) -> None:
+    structured, sent_headers = sent({"brief": "plain"})
+    headers, body = binary(structured)
+    assert overwritten(body, {**headers, **sent_headers, header: "Jane Doe"})
+
+
+def test_binary_mode_attribute_sent_twice_is_overwritten() -> None:
+    structured, sent_headers = sent({"brief": "plain"})
+    headers, body = binary(structured)
+    assert overwritten(body, {**headers, **sent_headers, "CE-Source": "Jane Doe"})

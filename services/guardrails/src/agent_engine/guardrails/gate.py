@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
@@ -33,6 +33,11 @@ once the message is acked (the output gate deletes unredacted artifacts then, ne
 an unacked message must still find them)."""
 
 
+GONE = frozenset({10043, 10057})
+"""nats-server's error codes for a delete of a message that is not there: "sequence not found" (10043), and
+the message's block gone (10057). It answers a delete with these, never with 404."""
+
+
 async def delete_answered(bus: Bus, seq: int, overwrite: bool = True) -> None:
     """Delete an answered message from the stream; with `overwrite` (the server's secure delete) its bytes are
     overwritten in the file store too, which rewrites the block it is in (overwrite.py says when it is needed)."""
@@ -42,8 +47,10 @@ async def delete_answered(bus: Bus, seq: int, overwrite: bool = True) -> None:
         else:  # nats-py's delete_msg cannot leave out the overwrite; the same API request with `no_erase`
             await bus.js._api_request(f"{bus.js._prefix}.STREAM.MSG.DELETE.{STREAM}",
                                       json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=bus.js._timeout)
-    except NotFoundError:  # deleted already (a redelivery), or aged out
-        pass
+    except APIError as exc:
+        if not (isinstance(exc, NotFoundError) or exc.err_code in GONE):
+            raise
+        # deleted already (a redelivery, or a replica that answered it too), or aged out
 
 
 async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T],
