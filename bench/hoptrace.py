@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +120,7 @@ async def main_async(routers: int, inflight: int, seconds: float, keep_logs: Pat
     print(f"{routers} router(s), {inflight} in flight, {seconds:.0f} s: {len(seen)} tasks")
     print(report([(h, d) for h, d, _ in hops], "all"))
     print(report([(h, d) for h, d, _ in slow], "slowest 1 %"))
-    by_owner: dict[Any, int] = defaultdict(int)
-    for _, _, pid in slow:
-        by_owner[pid] += 1
-    print("slowest 1 % by the backend pid owning the task's partition:", dict(by_owner))
+    print("slowest 1 % by the backend pid owning the task's partition:", dict(Counter(pid for _, _, pid in slow)))
     worst = slow[-5:]
     print("the five slowest:", json.dumps([{k: round(v * 1000) for k, v in d.items()} | {"hop": round(h * 1000)}
                                           for h, d, _ in worst]))

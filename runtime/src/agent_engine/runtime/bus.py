@@ -211,8 +211,7 @@ class Bus:
         await self.js.publish(dlq_subject(self.service, tenant_from_subject(msg.subject)), body, headers=headers)
         log.warning("dead-lettered message on %s: %s", msg.subject, error)
         if self.delete_dead and msg.metadata and msg.metadata.sequence.stream:
-            with contextlib.suppress(NotFoundError):  # deleted already (a redelivery), or aged out
-                await self.js.delete_msg(msg.metadata.stream or STREAM, msg.metadata.sequence.stream)
+            await delete_message(self.js, msg.metadata.stream or STREAM, msg.metadata.sequence.stream)
 
     async def sample_dead_letters(self) -> None:
         """metrics: how many of this service's dead letters (`aedlq.<service>[.<tenant>]`) AE_DLQ keeps."""
@@ -305,6 +304,26 @@ class Bus:
             if sub is not None:  # a pull request still open must not deliver to an inbox nobody reads
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+
+GONE = frozenset({10043, 10057})
+"""nats-server's error codes for a delete of a message that is not there: "sequence not found" (10043), and
+"no message found" (10057). It answers such a delete with these, never with 404."""
+
+
+async def delete_message(js: JetStreamContext, stream: str, seq: int, overwrite: bool = True) -> None:
+    """Delete a message from a stream; one deleted already (a redelivery, another replica) or aged out is no error.
+    With `overwrite` (the server's secure delete) its bytes are overwritten in the file store too, which rewrites
+    the whole block it is in (guardrails/overwrite.py says when that is needed)."""
+    try:
+        if overwrite:
+            await js.delete_msg(stream, seq)
+        else:  # nats-py's delete_msg cannot leave out the overwrite: the same API request with `no_erase`
+            await js._api_request(f"{js._prefix}.STREAM.MSG.DELETE.{stream}",
+                                  json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=js._timeout)
+    except APIError as exc:
+        if not (isinstance(exc, NotFoundError) or exc.err_code in GONE):
+            raise
 
 
 def _stored_at(msg: Msg) -> float | None:

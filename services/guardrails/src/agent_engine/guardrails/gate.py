@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.msg import Msg
-from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
 from agent_engine.contracts.envelope import Envelope
@@ -21,7 +19,7 @@ from agent_engine.contracts.events import EventData
 from agent_engine.contracts.subjects import STREAM
 from agent_engine.guardrails.deadletters import redacted_copy
 from agent_engine.runtime import tracing
-from agent_engine.runtime.bus import Bus
+from agent_engine.runtime.bus import Bus, delete_message
 from agent_engine.runtime.inbox import read_all, refuse, settle
 from agent_engine.runtime.settings import Settings
 
@@ -33,24 +31,9 @@ once the message is acked (the output gate deletes unredacted artifacts then, ne
 an unacked message must still find them)."""
 
 
-GONE = frozenset({10043, 10057})
-"""nats-server's error codes for a delete of a message that is not there: "sequence not found" (10043), and
-the message's block gone (10057). It answers a delete with these, never with 404."""
-
-
 async def delete_answered(bus: Bus, seq: int, overwrite: bool = True) -> None:
-    """Delete an answered message from the stream; with `overwrite` (the server's secure delete) its bytes are
-    overwritten in the file store too, which rewrites the block it is in (overwrite.py says when it is needed)."""
-    try:
-        if overwrite:
-            await bus.js.delete_msg(STREAM, seq)
-        else:  # nats-py's delete_msg cannot leave out the overwrite; the same API request with `no_erase`
-            await bus.js._api_request(f"{bus.js._prefix}.STREAM.MSG.DELETE.{STREAM}",
-                                      json.dumps({"seq": seq, "no_erase": True}).encode(), timeout=bus.js._timeout)
-    except APIError as exc:
-        if not (isinstance(exc, NotFoundError) or exc.err_code in GONE):
-            raise
-        # deleted already (a redelivery, or a replica that answered it too), or aged out
+    """Delete an answered message from the event stream (runtime/bus.py's delete_message)."""
+    await delete_message(bus.js, STREAM, seq, overwrite)
 
 
 async def serve_gate(bus: Bus, durable: str, subjects: list[str], model: type[T],

@@ -71,8 +71,9 @@ def must_overwrite(body: bytes, headers: Mapping[str, str] | None, answer: Envel
     if answer.type != TaskAccepted.TYPE or answer.data.get("redactions"):
         return True
     try:
-        _faithful(body)
         event = _faithful(structured_body(body, headers))
+        if is_binary(headers):  # the body is the data, which structured_body parsed with the standard library
+            _faithful(body)
     except (ValueError, RecursionError):
         return True
     if not isinstance(event, dict) or not _headers_repeat(headers or {}, event):
