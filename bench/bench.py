@@ -37,7 +37,7 @@ from agent_engine.contracts.events import NodeDispatched, NodeSucceeded
 from agent_engine.contracts.subjects import PARTITIONS, type_subject
 from agent_engine.router.core import fold
 from agent_engine.router.store import TaskStore, eventsourcing_env
-from agent_engine.runtime.bus import TASK_ID_HEADER
+from agent_engine.runtime.bus import MSG_ID, TASK_ID_HEADER
 from agent_engine.runtime.processes import stop_pid
 
 WORKFLOW = Path(__file__).parent / "workflows" / "linear5"
@@ -55,9 +55,22 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
     window = {"open": False, "end": 0.0}
     rss_peak = 0
 
+    seen: set[str] = set()
+
+    def first(msg: Any) -> bool:
+        """Whether this is the first sighting of the event: a plain subscription also gets the copies JetStream
+        drops (a record published again, by a relay after a crash or, before 2026-12-04, by every router's)."""
+        event_id = (msg.headers or {}).get(MSG_ID, "")
+        if event_id in seen:
+            return False
+        seen.add(event_id)
+        return True
+
     async def on_hop(msg: Any) -> None:
         nonlocal hops
         now = time.perf_counter()
+        if not first(msg):
+            return
         task_id = msg.headers.get(TASK_ID_HEADER, "")
         if window["open"]:
             hops += 1
@@ -66,6 +79,8 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
         last_hop[task_id] = now
 
     async def on_done(msg: Any) -> None:
+        if not first(msg):
+            return
         last_hop.pop(msg.headers.get(TASK_ID_HEADER, ""), None)
         if time.perf_counter() < window["end"] or not window["open"]:
             await cluster.submit(nc, tenant, workflow, {})

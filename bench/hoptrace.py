@@ -71,6 +71,7 @@ async def trace(cluster: Cluster, inflight: int, seconds: float) -> dict[str, li
     tenant = f"bench{uuid.uuid4().hex[:8]}"
     workflow = await cluster.push(nc, tenant, WORKFLOW)
     seen: dict[str, list[tuple[float, Envelope]]] = defaultdict(list)
+    ids: set[str] = set()
     window = {"end": 0.0}
 
     async def on_event(msg: Any) -> None:
@@ -79,6 +80,9 @@ async def trace(cluster: Cluster, inflight: int, seconds: float) -> dict[str, li
             event = Envelope.model_validate_json(msg.data)
         except ValueError:
             return
+        if event.id in ids:  # a copy JetStream dropped (a plain subscription gets it all the same): seen already
+            return
+        ids.add(event.id)
         seen[event.task_id].append((at, event))
         if event.type == "task.succeeded" and time.time() < window["end"]:
             await cluster.submit(nc, tenant, workflow, {})
