@@ -1,7 +1,7 @@
 """Two router processes consuming together (R3 item 10): 100 tasks, a kill -9 of one router in the
 middle; every task succeeds, no task is corrupted, and no dispatch is doubled. With router partitions
 (docs/scaling.md): the second router takes half the partitions when it joins, the two never write the same
-task (no write conflict), and the survivor takes the dead router's partitions."""
+task (no write conflict), and the survivor takes the dead router's partitions and publishes its relay's tail."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from agent_engine.router.partitions import holders
 pytestmark = pytest.mark.e2e
 
 TASKS = 100
+ADOPTED = "published the tail of router relay relay (dead)"
 WORKING_NODES = {"gather_context", "interpretation", "decomposition", "planning", "execution", "review"}
 
 
@@ -64,6 +65,10 @@ def test_two_routers_with_a_kill_9_never_corrupt_a_task_or_double_a_dispatch(eng
     try:
         at_kill, status, histories, takeover = asyncio.run(_two_routers(engine, tenant))
         first_log = first_log_path.read_bytes()[before:].decode(errors="replace")
+        for _ in range(100):  # the survivor looks for dead routers' relays every 2 s
+            if ADOPTED in (tmp_path / "router-2.log").read_text():
+                break
+            time.sleep(0.1)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
@@ -90,4 +95,6 @@ def test_two_routers_with_a_kill_9_never_corrupt_a_task_or_double_a_dispatch(eng
     for log_text in (first_log, second_log):
         assert "retrying one by one" not in log_text, "a write conflict between the routers"
     assert "took partitions" in second_log
+    # the killed router's relay left its position with a member no longer alive: the survivor published its tail
+    assert ADOPTED in second_log
     print(f"the survivor held every partition {takeover:.1f} s after the kill")

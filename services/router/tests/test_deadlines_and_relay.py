@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.follower import Follower
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import NodeState, TaskState
 from agent_engine.router.store import aggregate_uuid, task_uuid
@@ -79,6 +80,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.log: list[tuple[int, Envelope]] = []
         self.position = 0
+        self.member: int | None = None
 
     def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope]]:
         return [n for n in self.log if n[0] > after][:limit]
@@ -86,8 +88,12 @@ class FakeStore:
     def relay_position(self, name: str) -> int:
         return self.position
 
-    def set_relay_position(self, name: str, position: int) -> None:
-        self.position = position
+    def set_relay_position(self, name: str, position: int, member: int | None = None) -> None:
+        self.position, self.member = position, member
+
+    def others(self, after: int, limit: int, skip: set[int]) -> tuple[int, list[Envelope]]:
+        page = [n for n in self.log if n[0] > after][:limit]
+        return (page[-1][0] if page else after), [r for n, r in page if n not in skip]
 
 
 class FakeBus:
@@ -133,19 +139,83 @@ def test_records_of_a_save_reported_as_failed_are_published_from_the_log() -> No
     assert bus.published == ["d-t1-committed-anyway-1"]
 
 
-def test_a_gap_in_the_offered_ids_is_filled_from_the_log() -> None:
+def test_another_routers_records_between_ours_are_left_to_it() -> None:
+    """With several routers each publishes only what it committed: an id between this router's is another's."""
     store, bus = FakeStore(), FakeBus()
     relay = relay_with(store, bus)
-    first, second = (1, dispatched(node="a")), (2, dispatched(node="b"))
+    first, theirs, second = (1, dispatched(node="a")), (2, dispatched(node="theirs")), (3, dispatched(node="b"))
 
     async def go() -> None:
         await relay.step()
-        store.log.extend([first, second])
-        relay.offer([second])  # the first never reached the handoff
+        store.log.extend([first, theirs, second])
+        relay.offer([first])
+        relay.offer([second])
         await relay.step()
 
     asyncio.run(go())
-    assert bus.published == [first[1].id, second[1].id]
+    assert bus.published == [first[1].id, second[1].id] and relay.position == 3
+
+
+def test_an_idle_relay_moves_its_position_to_the_end_of_the_log_but_not_past_a_save_in_flight() -> None:
+    """A dead router's tail is published from its saved position on: an idle relay keeps that tail short. While a
+    save of its own is in flight the position stays, or that save's records could end up behind it."""
+    store, bus = FakeStore(), FakeBus()
+    relay = Relay(bus, store, member=lambda: 7)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await relay.step()  # in sync
+        relay.begin()
+        relay.log_end = 40  # others committed up to 40
+        await relay.step()
+        assert relay.position == 0
+        relay.offer([(41, dispatched(node="mine"))])
+        await relay.step()
+        assert relay.position == 41 and bus.published == ["d-t1-mine-1"]
+        relay.log_end = 50
+        await relay.step()
+
+    asyncio.run(go())
+    assert relay.position == 50 and store.position == 50 and store.member == 7
+
+
+def test_a_failed_save_holds_the_position_until_the_log_is_read_again() -> None:
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+
+    async def go() -> None:
+        await relay.step()
+        relay.begin()
+        store.log.append((5, dispatched(node="committed-anyway")))
+        relay.failed()
+        relay.log_end = 9
+        await relay.step()  # reads the log: publishes what the save committed
+        await relay.step()  # in sync, idle: moves up to the log's end
+
+    asyncio.run(go())
+    assert bus.published == ["d-t1-committed-anyway-1"] and relay.position == 9
+
+
+def test_a_drained_stop_saves_no_member_and_an_undrained_one_keeps_it() -> None:
+    """No member: no other router reads this relay's tail. A stop that could not publish keeps the member, so the
+    tail goes out from another router once this one is gone."""
+    store, bus = FakeStore(), FakeBus()
+    relay = Relay(bus, store, member=lambda: 7)  # type: ignore[arg-type]
+    store.log.append((1, dispatched()))
+    relay.offer([(1, dispatched())])
+    asyncio.run(relay.run(stopped()))
+    assert bus.published == [dispatched().id] and store.position == 1 and store.member is None
+
+    class GoneBus(FakeBus):
+        async def publish(self, record: Envelope) -> None:
+            raise ConnectionError("nats: connection closed")
+
+    store, gone = FakeStore(), GoneBus()
+    relay = Relay(gone, store, member=lambda: 7)  # type: ignore[arg-type]
+    store.log.append((1, dispatched()))
+    relay.offer([(1, dispatched())])
+    relay.saved_member = 7  # saved while running
+    asyncio.run(relay.run(stopped()))
+    assert store.position == 0 and store.member == 7
 
 
 def test_router_input_records_are_stored_but_never_published() -> None:
@@ -281,25 +351,21 @@ def test_a_relay_that_cannot_read_its_position_at_start_keeps_trying_rather_than
     assert store.tries == 2 and bus.published == [dispatched().id]
 
 
-def test_a_relay_starts_no_later_than_where_the_routers_start_read_the_log() -> None:
-    """Another router's relay may have saved a position past the end of this router's start-up read: the records in
-    between must still reach this router's deadline index, so the relay starts at the earlier of the two."""
+def test_the_follower_feeds_the_index_other_routers_records_and_skips_its_own() -> None:
+    """Another router's dispatch reaches this router's deadline index (it fires here if that router dies); this
+    router's own records, seen at commit, are not read again, and the relay learns how far the log goes."""
     store, bus = FakeStore(), FakeBus()
-    store.position = 2  # saved by another router's relay
     seen: list[str] = []
-    relay = Relay(bus, store, observe=lambda r: seen.append(r.id))  # type: ignore[arg-type]
-    relay.start_by = 1  # this router's start read the log through 1
-    store.log.extend([(1, dispatched(node="a")), (2, dispatched(node="b"))])
+    relay = relay_with(store, bus)
+    follower = Follower(store, relay, observe=lambda r: seen.append(r.id))  # type: ignore[arg-type]
+    follower.position = 1  # the router's start read the log through 1
+    mine, theirs = (3, dispatched(node="mine")), (2, dispatched(node="theirs"))
+    store.log.extend([(1, dispatched(node="before")), theirs, mine])
+    follower.committed([mine])
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        running = asyncio.create_task(relay.run(stop))
-        await asyncio.sleep(0.3)
-        stop.set()
-        await running
-
-    asyncio.run(go())
-    assert seen == ["d-t1-b-1"] and store.position == 2
+    asyncio.run(follower.step())
+    assert seen == ["d-t1-theirs-1"] and follower.position == 3 and relay.log_end == 3
+    assert not follower.mine and not bus.published  # it publishes nothing of a live router's
 
 
 def test_the_last_pass_at_stop_feeds_the_deadline_index_what_it_publishes() -> None:

@@ -66,6 +66,9 @@ class Ownership:
         self.partitions = partitions
         self.owned: set[int] = set()
         self.conn: psycopg.Connection | None = None
+        self.member: int | None = None
+        """This router's member id (its connection's backend pid), the last one it had: a relay saves it with its
+        position, and other routers publish that relay's tail once the id is no longer a member (follower.py)."""
 
     def owns(self, partition: int) -> bool:
         return partition in self.owned
@@ -124,7 +127,7 @@ class Ownership:
         conn = psycopg.connect(psycopg.conninfo.make_conninfo(self.url, connect_timeout=5, options=SESSION_OPTIONS,
                                                               **KEEPALIVES), autocommit=True)
         conn.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (MEMBER_LOCK,))
-        self.conn = conn
+        self.conn, self.member = conn, conn.info.backend_pid
         return conn
 
     def _preference(self, rank: int, members: int) -> list[int]:

@@ -1,10 +1,17 @@
-"""The outbox relay: publish what the store committed, in commit order, and nothing else.
+"""The outbox relay: publish what this router committed, in commit order, and nothing else.
 
-Records the router just committed are offered here with their notification ids, so the steady
-state reads nothing back from PostgreSQL. The notification log itself is read at start, on a gap
-in the ids, after a failed save (whose records may be committed all the same), after an error, and
-at least once a second. The position is saved at most every 0.2 s and on stop: a crash republishes
-at most that much, which JetStream's duplicate window and every consumer's idempotency absorb.
+Records the router just committed are offered here with their notification ids, so the steady state reads
+nothing back from PostgreSQL and publishes only its own commits: with several routers, each publishes what it
+committed (another router's ids are gaps here, not holes to fill). The notification log is read (and everything
+in it published, JetStream's duplicate window and every consumer's idempotency absorbing the copies) only at
+start and after a failed save, whose records may be committed all the same.
+
+The saved position, with the router's member id (its partition connection's PostgreSQL backend pid), says: every
+record this router committed up to it is published. It is saved at most every 0.2 s and at stop (with no member
+then: nothing is left to publish). When a router dies, its row's member is no longer alive, and another router's
+follower (follower.py) publishes the log from that position on: what the dead router committed and never
+published goes out within seconds. An idle relay moves its position up to the log's end as the follower reads
+it, so that tail stays short.
 """
 
 from __future__ import annotations
@@ -33,49 +40,63 @@ PAGE = 256
 class Relay:
     def __init__(self, bus: Bus, store: TaskStore, name: str = NAME,
                  observe: Callable[[Envelope], None] | None = None,
-                 under: Callable[[Envelope], str | None] | None = None) -> None:
+                 under: Callable[[Envelope], str | None] | None = None,
+                 member: Callable[[], int | None] = lambda: None) -> None:
         self.bus = bus
         self.store = store
         self.name = name
+        """Key of the saved position: each router process keeps its own."""
         self.under = under
         """The trace context to publish a record under when not its own (a fork's: traces.ForkTraces)."""
         self.observe = observe
-        """Told of every record read back from the log, including other routers' (their dispatches'
-        deadlines then live here too, so a router that dies does not take them with it)."""
-        """Key of the saved position: each router process keeps its own (they all publish every record;
-        JetStream drops the copies by Nats-Msg-Id)."""
+        """Told of every record read back from the log (at start and after a failed save)."""
+        self.member = member
+        """This router's member id, saved with the position: while it is alive, nobody else publishes its tail."""
         self.handoff: deque[tuple[int, Envelope | None]] = deque()
         self.wake = asyncio.Event()
         self.position = self.saved = 0
+        self.saved_member: int | None = None
         self.in_sync = False
-        """True while the handoff is known to hold everything after `position`."""
-        self.last_save = self.last_read = time.monotonic()
+        """True once the log has been read to its end: from then on, what is offered is all there is to publish."""
+        self.last_save = time.monotonic()
         self.committed = 0
-        self.start_by: int | None = None
-        """At most where to start (the router's start read the log through here): another router's relay may have
-        saved a position past it, and the records in between must still reach `observe`."""
         """The last notification id this process committed: at stop, published before the process exits."""
+        self.saving = 0
+        """Saves in flight (`begin` to `offer` or `failed`): while any is, the position is not moved past the
+        offered records, which could leave one of this router's commits behind it unpublished."""
+        self.log_end = 0
+        """The highest notification id known committed (the follower's reading): an idle relay moves up to it."""
+
+    def begin(self) -> None:
+        """A save is about to be made: its records are offered (or `failed` called) when it ends."""
+        self.saving += 1
 
     def offer(self, committed: list[tuple[int, Envelope]]) -> None:
+        self.saving = max(0, self.saving - 1)
         self.handoff.extend(committed)
         if committed:
             self.committed = max(self.committed, committed[-1][0])
         self.wake.set()
 
+    def failed(self) -> None:
+        """The save in flight failed: its records may be committed all the same, so the log is read again."""
+        self.saving = max(0, self.saving - 1)
+        self.resync()
+
     def resync(self) -> None:
+        """Read the log again (and publish what is in it) before going on with what is offered."""
         self.in_sync = False
         self.wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop`, then make a last pass over what this process committed. The saved position is
         read inside the retry loop: a store that is away at start delays the relay, never ends it."""
-        started = False
+        started = drained = False
         try:
             while True:
                 try:
                     if not started:
-                        saved = await asyncio.to_thread(self.store.relay_position, self.name)
-                        self.position = self.saved = min(saved, self.start_by) if self.start_by is not None else saved
+                        self.position = self.saved = await asyncio.to_thread(self.store.relay_position, self.name)
                         started = True
                     if stop.is_set():
                         break
@@ -89,55 +110,55 @@ class Relay:
                     if stop.is_set():
                         break
                     await asyncio.sleep(1.0)
-            if started:
-                await self._last_pass()
+            drained = await self._last_pass() if started else False
         finally:
-            if started and self.position != self.saved:
-                try:
-                    await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
+            if started and (self.position != self.saved or self.saved_member is not None):
+                try:  # drained: no member, so no other router reads this one's (empty) tail
+                    await asyncio.to_thread(self.store.set_relay_position, self.name, self.position,
+                                            None if drained else self.member())
                     self.saved = self.position
                 except Exception:  # noqa: BLE001  the next start republishes a little; consumers absorb it
                     log.warning("could not save the relay position %d on stop", self.position)
 
-    async def _last_pass(self) -> None:
+    async def _last_pass(self) -> bool:
         """At stop (no input is applied any more): publish up to the last record this process committed, so
-        a drained router leaves nothing of its own for the next start to publish. Other routers' records past
-        it are theirs to publish. Given up, with a warning, when the bus or the store is away."""
+        a drained router leaves nothing of its own for the next start to publish. Returns whether it did; given up,
+        with a warning, when the bus or the store is away."""
         try:
             while self.position < self.committed:
-                page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
-                page = [(n, r) for n, r in page if n <= self.committed]
+                if self.in_sync:
+                    page = [(n, r) for n, r in self._from_handoff() if n <= self.committed]
+                else:
+                    page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
+                    page = [(n, r) for n, r in page if n <= self.committed]
+                    self._observe(page)
                 if not page:
                     break
-                if self.observe is not None:  # other routers' records among them: the index follows them too
-                    for _, record in page:
-                        if record is not None:
-                            self.observe(record)
                 await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
                 self.position = page[-1][0]
+            return True
         except Exception as exc:  # noqa: BLE001  the next start (or another router) publishes the rest
             log.warning("stopping with records up to %d not yet published (%s); they go out at the next start",
                         self.committed, exc)
+            return False
 
     async def step(self) -> None:
-        if time.monotonic() - self.last_read > 1.0:
-            self.in_sync = False
-        page = self._from_handoff() if self.in_sync else None
-        if page is None:
+        if self.in_sync:
+            page = self._from_handoff()
+        else:
             page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
-            self.in_sync, self.last_read = not page, time.monotonic()
-            if self.observe is not None:
-                for _, record in page:
-                    if record is not None:
-                        self.observe(record)
+            self.in_sync = not page
+            self._observe(page)
         if page:  # an erased record (None) is passed over: it is gone for good, never retried
             await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
             self.position = page[-1][0]
-            while self.handoff and self.handoff[0][0] <= self.position:
-                self.handoff.popleft()
-        if self.position != self.saved and (not page or time.monotonic() - self.last_save > 0.2):
-            await asyncio.to_thread(self.store.set_relay_position, self.name, self.position)
-            self.saved, self.last_save = self.position, time.monotonic()
+        elif self.in_sync and not self.saving and not self.handoff and self.log_end > self.position:
+            self.position = self.log_end  # idle, nothing of ours in flight: all of ours up to the log's end is out
+        member = self.member()
+        if (self.position != self.saved or member != self.saved_member) and (
+                not page or time.monotonic() - self.last_save > 0.2):
+            await asyncio.to_thread(self.store.set_relay_position, self.name, self.position, member)
+            self.saved, self.saved_member, self.last_save = self.position, member, time.monotonic()
         if not page:
             self.wake.clear()
             if not self.handoff:
@@ -146,20 +167,30 @@ class Relay:
                 except TimeoutError:
                     pass
 
-    def _from_handoff(self) -> list[tuple[int, Envelope | None]] | None:
-        """The offered records right after `position`; None when there is a gap to read from the log."""
+    def _observe(self, page: list[tuple[int, Envelope | None]]) -> None:
+        if self.observe is not None:
+            for _, record in page:
+                if record is not None:
+                    self.observe(record)
+
+    def _from_handoff(self) -> list[tuple[int, Envelope | None]]:
+        """The offered records after `position`, in commit order (another router's ids in between are theirs)."""
         while self.handoff and self.handoff[0][0] <= self.position:
             self.handoff.popleft()
-        if not self.handoff:
-            return []
-        if self.handoff[0][0] != self.position + 1:
-            return None
         page: list[tuple[int, Envelope | None]] = []
-        expected = self.position + 1
-        while self.handoff and len(page) < PAGE and self.handoff[0][0] == expected:
+        while self.handoff and len(page) < PAGE:
             page.append(self.handoff.popleft())
-            expected += 1
         return page
+
+    async def publish_log(self, after: int, through: int) -> int:
+        """Publish every record of the log after `after` up to `through` (a dead router's tail: follower.py).
+        Returns the last id read."""
+        while after < through and (page := [(n, r) for n, r in
+                                            await asyncio.to_thread(self.store.notifications, after, PAGE)
+                                            if n <= through]):
+            await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
+            after = page[-1][0]
+        return after
 
     async def _publish_one(self, record: Envelope) -> None:
         under = self.under(record) if self.under is not None else None

@@ -30,6 +30,7 @@ from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterI
 from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.day_budgets import DayBudgets
 from agent_engine.router.deadlines import DeadlineIndex
+from agent_engine.router.follower import Follower
 from agent_engine.router.idempotency import DEFAULT_WINDOW_S, is_key_aggregate
 from agent_engine.router.intake import Intake
 from agent_engine.router.keys import IdempotencyKeys
@@ -85,13 +86,15 @@ class Router:
         self.lock = asyncio.Lock()
         relay_name = "relay" if settings.router_name == "router" else f"relay:{settings.router_name}"
         self.forks = traces.ForkTraces()
-        self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe, under=self.forks.under)
+        self.ownership = Ownership(settings.postgres_url)
+        self.relay = Relay(bus, store, relay_name, observe=self.deadlines.observe, under=self.forks.under,
+                           member=lambda: self.ownership.member)
+        self.follower = Follower(store, self.relay, self.deadlines.observe)
         self.requests: dict[str, Span] = {}
         """The spans of the clients' requests being decided, by event id: linked to their task once decided."""
         self.buckets = ArtifactBuckets(ArtifactStore(bus.js))
-        self.ownership = Ownership(settings.postgres_url)
         self.timers = Timers(self.deadlines, self.tasks, self.apply, self.progress, settings.heartbeat_s,
-                             settings.router_name, read_through=lambda: self.relay.saved,
+                             settings.router_name, read_through=lambda: self.follower.position,
                              owns=lambda task_id: self.ownership.owns(partition_of(task_id)))
         self.intake = Intake(bus, self._handle_batch, BUS_INPUTS, batch=settings.batch_size,
                              ack_wait=settings.ack_wait_s, progress=self.progress, ownership=self.ownership,
@@ -104,8 +107,9 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop`, then drain in order: stop taking inputs and firing deadlines, commit the batch in
         hand, publish everything committed (the outbox), write the last audit checkpoint."""
-        # /readyz says `starting` until consuming; the relay starts no later than where the rebuild read to
-        self.relay.start_by = await asyncio.to_thread(self.timers.rebuild, self.store)
+        # /readyz says `starting` until consuming; the follower reads the other routers' records from where the
+        # rebuild read to
+        self.follower.position = await asyncio.to_thread(self.timers.rebuild, self.store)
         for subject in rpc_listen(ROUTER_RPC):
             await self.bus.nc.subscribe(subject, cb=self._query)
         await self.bus.nc.subscribe(erasure.FORGET, queue="router-forget", cb=self._forget)
@@ -121,7 +125,8 @@ class Router:
                 published.set()
 
         relaying = asyncio.create_task(relay())
-        outbox = [relaying, asyncio.create_task(audit.checkpoints(self.bus.js, self.store.app.recorder,
+        outbox = [relaying, asyncio.create_task(self.follower.run(intake_done)),
+                  asyncio.create_task(audit.checkpoints(self.bus.js, self.store.app.recorder,
                                                                   self.settings.router_name, published))]
         intake: asyncio.Future[Any] = asyncio.gather(self.intake.run(stop), self.timers.run(stop))
         try:
@@ -312,19 +317,21 @@ class Router:
             return refused
 
     async def _commit(self, chunk: dict[str, tuple[int, list[Envelope]]], batch: Batch) -> None:
+        self.relay.begin()
         try:
             committed = await asyncio.to_thread(self.store.save, chunk, batch.states, batch.encoded)
-        except Exception:
+        except BaseException:  # cancelled too: the save may have committed all the same
             for task_id in batch.pending:  # reload from the store, which may hold the records after all
                 self.tasks.drop(task_id)
             self.admission.forget()
             self.days.forget()
-            self.relay.resync()
+            self.relay.failed()
             raise
+        self.relay.offer(committed)  # published by the relay's task, after what follows here
+        self.follower.committed(committed)
         if tracing.ENABLED:  # before the relay may publish them: a fork's records go out in its own trace
             for key in chunk:
                 self.forks.committed(key, batch.states[key].trace if key in batch.states else None)
-        self.relay.offer(committed)
         for key, (_, records) in chunk.items():
             if is_day_key(key):
                 self.days.committed(key, batch)

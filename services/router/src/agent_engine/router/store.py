@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -144,6 +144,8 @@ class TaskStore:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS router_relay_position "
                          "(name text PRIMARY KEY, position bigint NOT NULL)")
+            # the router whose relay it is, while it may have records of its own to publish (relay.py)
+            conn.execute("ALTER TABLE router_relay_position ADD COLUMN IF NOT EXISTS member integer")
             conn.execute(openwork.SCHEMA)
 
     def close(self) -> None:
@@ -286,23 +288,52 @@ class TaskStore:
                     yield record
 
     def relay_position(self, name: str) -> int:
-        """Where relay `name` resumes: the furthest any relay has saved. Every relay publishes every record, and a
-        saved position means all before it went out, so a router with a new name (in Kubernetes, each pod's)
-        starts there rather than republishing the whole log."""
+        """Where relay `name` resumes: its own saved position (everything it committed up to there went out); for
+        a name never seen (in Kubernetes, each pod's), the furthest any relay saved, so that it does not republish
+        the whole log (it has committed nothing before that)."""
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT max(position) FROM router_relay_position").fetchone()
+            row = conn.execute("SELECT coalesce((SELECT position FROM router_relay_position WHERE name = %s), "
+                               "(SELECT max(position) FROM router_relay_position))", (name,)).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    def set_relay_position(self, name: str, position: int) -> None:
-        """Store the relay position over one kept connection (reopened after a failure)."""
+    def set_relay_position(self, name: str, position: int, member: int | None = None) -> None:
+        """Store the relay position over one kept connection (reopened after a failure). `member`: the router's
+        member id while it may leave records of its own unpublished (None once it has drained)."""
         try:
             if self._position_conn is None or self._position_conn.closed:
                 self._position_conn = psycopg.connect(self.url, autocommit=True)
             self._position_conn.execute(
-                "INSERT INTO router_relay_position (name, position) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position", (name, position))
+                "INSERT INTO router_relay_position (name, position, member) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, member = EXCLUDED.member",
+                (name, position, member))
         except psycopg.Error:
             if self._position_conn is not None:
                 self._position_conn.close()
             self._position_conn = None
             raise
+
+    def log_end(self) -> int:
+        """The highest notification id committed."""
+        recorder = self.app.recorder
+        query = SQL("SELECT max(notification_id) AS n FROM {schema}.{table}").format(
+            schema=Identifier(recorder.datastore.schema),  # type: ignore[attr-defined]
+            table=Identifier(recorder.events_table_name))  # type: ignore[attr-defined]
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:  # type: ignore[attr-defined]
+            curs.execute(query)
+            row = curs.fetchone()
+        return int(row["n"]) if row and row["n"] is not None else 0
+
+    def others(self, after: int, limit: int, skip: Container[int]) -> tuple[int, list[Envelope]]:
+        """The log after `after` without the records whose ids are in `skip` (this router's own, which it has
+        seen already), which are not even unsealed; erased records are passed over. Returns (the last id read,
+        the records)."""
+        found = self.app.recorder.select_notifications(start=after + 1, limit=limit)
+        records: list[Envelope] = []
+        for n in found:
+            if n.id in skip:
+                continue
+            try:
+                records.append(Envelope.model_validate(self.app.mapper.to_domain_event(n).envelope))  # type: ignore[attr-defined]
+            except KeyDestroyed:
+                continue
+        return (found[-1].id if found else after), records
