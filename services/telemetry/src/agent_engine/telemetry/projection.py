@@ -113,14 +113,11 @@ class PgLedger:
             fresh = [m for m in batch if m.sequence > int(row[0])]
             counts: Counter[tuple[str, str]] = Counter(("subject", subject_kind(m.subject)) for m in fresh)
             erased = self._erased(conn, fresh)
+            events = [m.event for m in fresh if m.event is not None]
+            scores.insert(conn, self.p, [e for e in events if (e.tenant, e.task_id) not in erased])
+            counts.update(("event", kind) for kind in self._insert_calls(conn, fresh, erased))
             for m in fresh:
-                if m.event is not None and (m.event.tenant, m.event.task_id) not in erased:  # not again after a forget
-                    scores.insert(conn, self.p, m.event)
-                if m.event is not None and m.call is not None and self._insert(conn, m.sequence, m.event, m.call,
-                                                                               erased):
-                    counts[("event", m.event.type)] += 1
-                elif m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event,
-                                                                                    erased):
+                if m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event, erased):
                     counts[("event", m.event.type)] += 1
             self._fold_tasks(conn, [m.event for m in fresh if m.event is not None
                                     and m.event.type in taskindex.LIFECYCLE], erased)
@@ -134,37 +131,54 @@ class PgLedger:
                              (max(m.sequence for m in fresh),))
         return len(fresh)
 
-    def _insert(self, conn: psycopg.Connection[Any], sequence: int, event: Envelope, call: LlmCalled,
-                erased: set[TaskKey]) -> bool:
-        new = conn.execute(f"INSERT INTO {self.p}_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING",
-                           (event.id,)).rowcount
-        if new != 1:
-            return False
-        unpriced = call.cost_usd == "unpriced"
-        cost = Decimal(0) if unpriced else Decimal(call.cost_usd)
-        u = call.usage
-        if (event.tenant, event.task_id) not in erased:  # an erased task's call counts in the totals only (as before)
-            entry = Ledger.entry(event, call)
-            conn.execute(
+    def _insert_calls(self, conn: psycopg.Connection[Any], batch: Sequence[Message], erased: set[TaskKey]) -> list[str]:
+        """The batch's llm.called, each once by its event id: a few statements for the whole batch (the sums added
+        up here first), not several per call. Returns the types of the calls noted for the first time."""
+        first: dict[str, Message] = {}
+        for m in batch:
+            if m.event is not None and m.call is not None:
+                first.setdefault(m.event.id, m)  # a copy in the same batch adds nothing
+        if not first:
+            return []
+        new = {str(r[0]) for r in conn.execute(
+            f"INSERT INTO {self.p}_events (event_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING "
+            "RETURNING event_id", (list(first),))}
+        noted = [m for event_id, m in first.items() if event_id in new]
+        calls: list[tuple[Any, ...]] = []
+        tenant_sums: dict[tuple[str, str, str], list[Any]] = {}
+        sums: dict[tuple[str, str], list[Any]] = {}
+        for m in noted:
+            event, call = m.event, m.call
+            assert event is not None and call is not None
+            line = self._line_of(call)
+            if (event.tenant, event.task_id) not in erased:  # an erased task's call counts in the totals only
+                entry = Ledger.entry(event, call)
+                u = call.usage
+                calls.append((event.id, event.tenant, event.task_id, m.sequence, call.node, u.input_tokens,
+                              u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, line[5], bool(line[6]),
+                              call.provider == "mock", Jsonb(entry)))
+                for kind in tenantcost.KINDS:  # the tenant's sums by model and day (tenantcost.py)
+                    _add(tenant_sums, (event.tenant, kind, tenantcost.key_of(entry, kind)), line)
+            for key in (("tenant", event.tenant), ("model", f"{call.provider}/{call.model}"),
+                        ("day", event.time.date().isoformat())):
+                _add(sums, key, line)
+        if calls:
+            conn.cursor().executemany(
                 f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
                 "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (event.id, event.tenant, event.task_id, sequence, call.node, u.input_tokens, u.output_tokens,
-                 u.cache_read_tokens, u.cache_write_tokens, cost, unpriced, call.provider == "mock", Jsonb(entry)))
-            conn.cursor().executemany(  # the tenant's sums by model and day (tenantcost.py): its calls not erased
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", calls)
+        if tenant_sums:  # in one order, whoever writes
+            conn.cursor().executemany(
                 f"INSERT INTO {self.p}_tenant_totals (tenant, kind, key, {', '.join(LINE_SUMS)}) "
                 f"VALUES (%s, %s, %s, {', '.join(['%s'] * len(LINE_SUMS))}) ON CONFLICT (tenant, kind, key) "
                 f"DO UPDATE SET {', '.join(f'{c} = {self.p}_tenant_totals.{c} + excluded.{c}' for c in LINE_SUMS)}",
-                [(event.tenant, kind, tenantcost.key_of(entry, kind), *self._line_of(call))
-                 for kind in tenantcost.KINDS])
-        line = self._line_of(call)
+                [(*key, *line) for key, line in sorted(tenant_sums.items())])
         sets = ", ".join(f"{c} = {self.p}_totals.{c} + excluded.{c}" for c in LINE_SUMS)
         conn.cursor().executemany(
             f"INSERT INTO {self.p}_totals (kind, key, {', '.join(LINE_SUMS)}) "
             f"VALUES (%s, %s, {', '.join(['%s'] * len(LINE_SUMS))}) ON CONFLICT (kind, key) DO UPDATE SET {sets}",
-            [(kind, key, *line) for kind, key in (("tenant", event.tenant), ("model", f"{call.provider}/{call.model}"),
-                                                  ("day", event.time.date().isoformat()))])
-        return True
+            [(*key, *line) for key, line in sorted(sums.items())])
+        return [m.event.type for m in noted if m.event is not None]
 
     @staticmethod
     def _line_of(call: LlmCalled) -> tuple[Any, ...]:
@@ -433,3 +447,13 @@ def _budget(row: Sequence[Any]) -> dict[str, Any]:
 def _line(row: Sequence[Any]) -> dict[str, Any]:
     values = dict(zip(LINE_SUMS, row, strict=True))
     return {k: str(v) if k == "cost_usd" else int(v) for k, v in values.items()}
+
+
+def _add(sums: dict[Any, list[Any]], key: Any, line: tuple[Any, ...]) -> None:
+    """Add one call's figures (`_line_of`) to the line kept under `key`."""
+    kept = sums.get(key)
+    if kept is None:
+        sums[key] = list(line)
+    else:
+        for i, figure in enumerate(line):
+            kept[i] += figure

@@ -201,16 +201,18 @@ COLUMNS = ("event_id", "tenant", "task_id", "time", "agent", "provider", "model"
            "latency_ms", "cost_usd", "unpriced")
 
 
-def insert(conn: psycopg.Connection[Any], p: str, event: Envelope) -> None:
-    """Fold one event into the tables (in the caller's transaction); a repeat adds nothing."""
-    attempt = attempt_of(event)
-    if attempt is not None:
-        conn.execute(f"INSERT INTO {p}_attempts ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-                     "ON CONFLICT DO NOTHING", tuple(getattr(attempt, c) for c in COLUMNS))
-    workflow = workflow_of(event)
-    if workflow is not None:
-        conn.execute(f"INSERT INTO {p}_task_workflows (tenant, task_id, workflow) VALUES (%s, %s, %s) "
-                     "ON CONFLICT DO NOTHING", (event.tenant, event.task_id, workflow))
+def insert(conn: psycopg.Connection[Any], p: str, events: Sequence[Envelope]) -> None:
+    """Fold a batch's events into the tables (in the caller's transaction), one statement per table; a repeat
+    adds nothing."""
+    attempts = [a for a in map(attempt_of, events) if a is not None]
+    if attempts:
+        conn.cursor().executemany(
+            f"INSERT INTO {p}_attempts ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+            "ON CONFLICT DO NOTHING", [tuple(getattr(a, c) for c in COLUMNS) for a in attempts])
+    workflows = [(e.tenant, e.task_id, w) for e in events if (w := workflow_of(e)) is not None]
+    if workflows:
+        conn.cursor().executemany(f"INSERT INTO {p}_task_workflows (tenant, task_id, workflow) VALUES (%s, %s, %s) "
+                                  "ON CONFLICT DO NOTHING", workflows)
 
 
 def select(conn: psycopg.Connection[Any], p: str, f: Filter) -> list[dict[str, Any]]:
