@@ -85,3 +85,16 @@ async def test_a_dead_routers_committed_records_are_published_by_a_survivor(stor
     finally:
         await sub.unsubscribe()
         member.close()
+
+
+def test_the_follower_reads_other_routers_records_and_not_its_own(store: TaskStore) -> None:
+    """`others`: this router's own ids are passed over (not even fetched); the last id read is the page's end."""
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    start = store.log_end()
+    mine, theirs = records(tenant), records(tenant)
+    own = store.save({mine[0].task_id: (0, mine)})
+    their = store.save({theirs[0].task_id: (0, theirs)})
+    through, found = store.others(start, 100, [n for n, _ in own])
+    assert [r.id for r in found if r.tenant == tenant] == [r.id for _, r in their]
+    assert through == their[-1][0] == store.log_end()
+    assert store.others(start, 1, [n for n, _ in own]) == (own[0][0], [])  # a page of one of ours: nothing to read

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -23,7 +23,7 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
-from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
@@ -314,26 +314,30 @@ class TaskStore:
 
     def log_end(self) -> int:
         """The highest notification id committed."""
+        return int(self.app.recorder.max_notification_id() or 0)
+
+    def others(self, after: int, limit: int, skip: Collection[int]) -> tuple[int, list[Envelope]]:
+        """The log after `after` without the records whose ids are in `skip` (this router's own, which it has
+        seen already): those are neither fetched nor unsealed. Erased records are passed over. Returns (the last
+        id read, the records)."""
         recorder = self.app.recorder
-        query = SQL("SELECT max(notification_id) AS n FROM {schema}.{table}").format(
+        query = SQL("SELECT notification_id, originator_id, originator_version, topic, "
+                    "CASE WHEN notification_id = ANY(%s::bigint[]) THEN NULL ELSE state END AS state "
+                    "FROM {schema}.{table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s").format(
             schema=Identifier(recorder.datastore.schema),  # type: ignore[attr-defined]
             table=Identifier(recorder.events_table_name))  # type: ignore[attr-defined]
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:  # type: ignore[attr-defined]
-            curs.execute(query)
-            row = curs.fetchone()
-        return int(row["n"]) if row and row["n"] is not None else 0
-
-    def others(self, after: int, limit: int, skip: Container[int]) -> tuple[int, list[Envelope]]:
-        """The log after `after` without the records whose ids are in `skip` (this router's own, which it has
-        seen already), which are not even unsealed; erased records are passed over. Returns (the last id read,
-        the records)."""
-        found = self.app.recorder.select_notifications(start=after + 1, limit=limit)
+            curs.execute(query, (list(skip), after, limit), prepare=True)
+            rows = curs.fetchall()
         records: list[Envelope] = []
-        for n in found:
-            if n.id in skip:
+        for row in rows:
+            if row["state"] is None:
                 continue
+            stored = Notification(id=row["notification_id"], originator_id=row["originator_id"],
+                                  originator_version=row["originator_version"], topic=row["topic"],
+                                  state=bytes(row["state"]))
             try:
-                records.append(Envelope.model_validate(self.app.mapper.to_domain_event(n).envelope))  # type: ignore[attr-defined]
+                records.append(Envelope.model_validate(self.app.mapper.to_domain_event(stored).envelope))  # type: ignore[attr-defined]
             except KeyDestroyed:
                 continue
-        return (found[-1].id if found else after), records
+        return (int(rows[-1]["notification_id"]) if rows else after), records
