@@ -81,6 +81,7 @@ class FakeStore:
         self.log: list[tuple[int, Envelope]] = []
         self.position = 0
         self.member: int | None = None
+        self.landing: list[tuple[int, Envelope]] = []
 
     def notifications(self, after: int, limit: int) -> list[tuple[int, Envelope]]:
         return [n for n in self.log if n[0] > after][:limit]
@@ -90,6 +91,12 @@ class FakeStore:
 
     def set_relay_position(self, name: str, position: int, member: int | None = None) -> None:
         self.position, self.member = position, member
+
+    def settled_end(self) -> int:
+        """Waits for inserts in flight in a real store: here, one may land meanwhile (`landing`)."""
+        self.log.extend(self.landing)
+        self.landing = []
+        return max((n for n, _ in self.log), default=0)
 
     def others(self, after: int, limit: int, skip: set[int]) -> tuple[int, list[Envelope]]:
         page = [n for n in self.log if n[0] > after][:limit]
@@ -193,6 +200,64 @@ def test_a_failed_save_holds_the_position_until_the_log_is_read_again() -> None:
 
     asyncio.run(go())
     assert bus.published == ["d-t1-committed-anyway-1"] and relay.position == 9
+
+
+def test_after_a_failed_save_the_log_is_read_once_inserts_in_flight_have_ended() -> None:
+    """A save that raised may still commit (its transaction outlives the error): read before it ends, the log would
+    not hold it, the relay would go in sync, and its idle move to the log's end would pass over it for good."""
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+
+    async def go() -> None:
+        await relay.step()
+        relay.begin()
+        store.landing.append((5, dispatched(node="committed-late")))  # commits while the relay waits
+        relay.failed()
+        relay.log_end = 9
+        await relay.step()
+        await relay.step()
+
+    asyncio.run(go())
+    assert bus.published == ["d-t1-committed-late-1"] and relay.position == 9
+
+
+def test_a_save_whose_caller_was_cancelled_is_offered_when_its_thread_ends() -> None:
+    """At stop the batch's task may be cancelled while its save goes on in a worker thread: the relay holds its
+    position until it hears how the save ended, then publishes its records (or reads the log for them)."""
+    store, bus = FakeStore(), FakeBus()
+    relay = relay_with(store, bus)
+
+    async def go() -> None:
+        await relay.step()
+        relay.begin()
+        saving: asyncio.Future[list[tuple[int, Envelope]]] = asyncio.get_running_loop().create_future()
+        saving.add_done_callback(relay.settled)
+        relay.log_end = 9
+        await relay.step()
+        assert relay.position == 0  # a save in flight: no idle move past it
+        saving.set_result([(4, dispatched(node="late"))])
+        await asyncio.sleep(0)
+        await relay.step()
+        await relay.step()
+        failing: asyncio.Future[list[tuple[int, Envelope]]] = asyncio.get_running_loop().create_future()
+        relay.begin()
+        failing.add_done_callback(relay.settled)
+        failing.set_exception(ConnectionError("server closed the connection"))
+        await asyncio.sleep(0)
+        assert relay.unsettled and not relay.in_sync and not relay.saving
+
+    asyncio.run(go())
+    assert bus.published == ["d-t1-late-1"] and relay.position == 9
+
+
+def test_a_stop_with_a_save_still_in_flight_keeps_its_member() -> None:
+    """Its records are then another router's to publish (follower.py), once this one is gone."""
+    store, bus = FakeStore(), FakeBus()
+    relay = Relay(bus, store, member=lambda: 7)  # type: ignore[arg-type]
+    relay.begin()
+    relay.saved_member = 7
+    asyncio.run(relay.run(stopped()))
+    assert store.member == 7
 
 
 def test_a_drained_stop_saves_no_member_and_an_undrained_one_keeps_it() -> None:

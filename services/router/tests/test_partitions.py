@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from agent_engine.contracts.subjects import PARTITIONS
-from agent_engine.router.partitions import PARTITION_LOCK, Ownership
+from agent_engine.router.partitions import MEMBER_LOCK, PARTITION_LOCK, Ownership
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +151,24 @@ def test_a_router_gives_up_everything_when_it_stops(database: str) -> None:
         assert second.owned == set(range(PARTITIONS))
     finally:
         second.lose()
+
+
+def test_a_router_keeps_its_member_id_over_a_new_connection(database: str) -> None:
+    """The id its relay saves with its position (follower.py): a backend pid would change with the connection, and
+    after a PostgreSQL restart could be another router's, making a dead router's tail look alive."""
+    router = Ownership(database)
+    try:
+        settle(router)
+        member = router.member
+        assert router.conn is not None
+        pid = router.conn.info.backend_pid
+        router.lose()  # the connection is gone (a PostgreSQL restart), and the member lock with it
+        ended(database, pid)
+        settle(router)
+        with psycopg.connect(database) as conn:
+            held = [int(r[0]) for r in conn.execute(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+                "AND classid = %s::oid", (MEMBER_LOCK,)).fetchall()]
+        assert router.member == member and held == [member]
+    finally:
+        router.lose()

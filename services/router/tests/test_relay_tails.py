@@ -4,8 +4,10 @@ from another router once the dead one's member lock is gone, and not while it is
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -50,6 +52,8 @@ async def test_a_dead_routers_committed_records_are_published_by_a_survivor(stor
                                                                           postgres_url: str) -> None:
     tenant = f"t{uuid.uuid4().hex[:10]}"
     dead, alive = f"relay:dead-{uuid.uuid4().hex[:6]}", f"relay:alive-{uuid.uuid4().hex[:6]}"
+    follower = Follower(store, Relay(bus, store, alive), observe=lambda _: None)
+    await follower.adopt()  # tails other tests' routers left: not this test's
     member = psycopg.connect(postgres_url, autocommit=True)  # the dead router's partition connection, for now alive
     member.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (MEMBER_LOCK,))
     pid = member.info.backend_pid
@@ -62,7 +66,6 @@ async def test_a_dead_routers_committed_records_are_published_by_a_survivor(stor
         got.append((msg.headers or {}).get(MSG_ID, ""))
 
     sub = await bus.nc.subscribe(subject_for(stored[1]), cb=seen)
-    follower = Follower(store, Relay(bus, store, alive), observe=lambda _: None)
     try:
         await follower.adopt()
         await asyncio.sleep(0.3)
@@ -98,3 +101,18 @@ def test_the_follower_reads_other_routers_records_and_not_its_own(store: TaskSto
     assert [r.id for r in found if r.tenant == tenant] == [r.id for _, r in their]
     assert through == their[-1][0] == store.log_end()
     assert store.others(start, 1, [n for n, _ in own]) == (own[0][0], [])  # a page of one of ours: nothing to read
+
+
+def test_the_log_end_is_read_once_no_insert_is_in_flight(store: TaskStore, postgres_url: str) -> None:
+    """A save whose outcome is unknown (it failed, or its router died mid-commit) holds the events table's lock until
+    it ends: `settled_end` waits for it, so what is read after it includes that save's records if they commit."""
+    with psycopg.connect(postgres_url) as inserting:  # an insert in flight, as the store makes it
+        inserting.execute("LOCK TABLE router_events IN EXCLUSIVE MODE")
+        waiting = ThreadPoolExecutor(1).submit(store.settled_end)
+        time.sleep(0.5)
+        assert not waiting.done()  # still in flight: the end is not known yet
+        stored = records(f"t{uuid.uuid4().hex[:10]}")
+        inserting.commit()  # the lock goes with the transaction (the test's insert is made by the store below)
+        assert waiting.result(timeout=10) >= 0
+    committed = store.save({stored[0].task_id: (0, stored)})
+    assert store.settled_end() == committed[-1][0] == store.log_end()

@@ -1,8 +1,8 @@
 """Which router partitions this router owns: PostgreSQL session advisory locks on a connection of its own.
 
-Every router holds a member lock (keyed by its connection's backend pid), so the routers alive are the member
-locks granted; each wants its fair share of the partition locks (PARTITIONS / routers; the first few by
-backend pid one more when it does not divide). A router that dies loses its connection and with it its locks,
+Every router holds a member lock (keyed by its member id, drawn at random once per process), so the routers alive
+are the member locks granted; each wants its fair share of the partition locks (PARTITIONS / routers; the first
+few by member id one more when it does not divide). A router that dies loses its connection and with it its locks,
 and the others take its partitions at their next look (`CHECK_S`); a router that joins makes the others' fair
 share smaller, and they give up the excess, which it then takes. Ownership only steers inputs: a task's
 records are still guarded by the store's optimistic concurrency, so two routers that both believe they own a
@@ -12,6 +12,7 @@ partition for a moment conflict and retry, never corrupt (docs/scaling.md).
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
 import psycopg
@@ -21,7 +22,7 @@ from agent_engine.contracts.subjects import PARTITIONS
 log = logging.getLogger("router")
 
 MEMBER_LOCK = 0x41455200
-"""The first key of a router's member lock ("AER\\0"); the second is its connection's backend pid."""
+"""The first key of a router's member lock ("AER\\0"); the second is its member id (`new_member`)."""
 PARTITION_LOCK = 0x41455201
 """The first key of a partition's lock; the second is the partition."""
 CHECK_S = 1.0
@@ -35,6 +36,11 @@ two hours."""
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
               "tcp_user_timeout": 10000}
 """The same on the router's side: a look on a dead connection fails within about 10 s instead of 15 minutes."""
+
+def new_member() -> int:
+    """A member id: random, positive, within PostgreSQL's int4 (an advisory lock's key)."""
+    return secrets.randbelow(2**31 - 2) + 1
+
 
 _HELD = """SELECT pid, objid::bigint FROM pg_locks
            WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s::oid
@@ -66,9 +72,11 @@ class Ownership:
         self.partitions = partitions
         self.owned: set[int] = set()
         self.conn: psycopg.Connection | None = None
-        self.member: int | None = None
-        """This router's member id (its connection's backend pid), the last one it had: a relay saves it with its
-        position, and other routers publish that relay's tail once the id is no longer a member (follower.py)."""
+        self.member = new_member()
+        """This router's member id, drawn once per process and kept over reconnections (a backend pid would be
+        reused after a PostgreSQL restart): the second key of its member lock, its rank among the routers, and
+        what its relay saves with its position; other routers publish that relay's tail once no member lock holds
+        the id (follower.py)."""
 
     def owns(self, partition: int) -> bool:
         return partition in self.owned
@@ -77,9 +85,8 @@ class Ownership:
         """Take free partitions up to this router's fair share, or name the ones over it. Raises when
         PostgreSQL cannot be asked: the caller must then `lose` everything (the locks may be gone)."""
         conn = self._connect()
-        members = sorted(pid for pid, _ in conn.execute(_HELD, (MEMBER_LOCK,)).fetchall())
-        me = conn.info.backend_pid
-        rank = members.index(me)
+        members = sorted(member for _, member in conn.execute(_HELD, (MEMBER_LOCK,)).fetchall())
+        rank = members.index(self.member)
         fair = self.partitions // len(members) + (rank < self.partitions % len(members))
         order = self._preference(rank, len(members))
         if len(self.owned) > fair:
@@ -126,8 +133,9 @@ class Ownership:
         self.owned.clear()  # a new session holds no lock
         conn = psycopg.connect(psycopg.conninfo.make_conninfo(self.url, connect_timeout=5, options=SESSION_OPTIONS,
                                                               **KEEPALIVES), autocommit=True)
-        conn.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (MEMBER_LOCK,))
-        self.conn, self.member = conn, conn.info.backend_pid
+        while conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (MEMBER_LOCK, self.member)).fetchone() != (True,):
+            self.member = new_member()  # another router drew the same (one chance in a billion)
+        self.conn = conn
         return conn
 
     def _preference(self, rank: int, members: int) -> list[int]:

@@ -6,7 +6,7 @@ committed (another router's ids are gaps here, not holes to fill). The notificat
 in it published, JetStream's duplicate window and every consumer's idempotency absorbing the copies) only at
 start and after a failed save, whose records may be committed all the same.
 
-The saved position, with the router's member id (its partition connection's PostgreSQL backend pid), says: every
+The saved position, with the router's member id (the key of its member lock, partitions.py), says: every
 record this router committed up to it is published. It is saved at most every 0.2 s and at stop (with no member
 then: nothing is left to publish). When a router dies, its row's member is no longer alive, and another router's
 follower (follower.py) publishes the log from that position on: what the dead router committed and never
@@ -66,6 +66,8 @@ class Relay:
         offered records, which could leave one of this router's commits behind it unpublished."""
         self.log_end = 0
         """The highest notification id known committed (the follower's reading): an idle relay moves up to it."""
+        self.unsettled = False
+        """A save failed: before the log is read again, wait for any insert in flight to end."""
 
     def begin(self) -> None:
         """A save is about to be made: its records are offered (or `failed` called) when it ends."""
@@ -79,9 +81,18 @@ class Relay:
         self.wake.set()
 
     def failed(self) -> None:
-        """The save in flight failed: its records may be committed all the same, so the log is read again."""
+        """The save in flight failed: its records may be committed all the same, so the log is read again, once
+        any insert still in flight has ended (its transaction may outlive the error)."""
         self.saving = max(0, self.saving - 1)
+        self.unsettled = True
         self.resync()
+
+    def settled(self, saving: asyncio.Future[list[tuple[int, Envelope]]]) -> None:
+        """A save whose caller was cancelled has ended in its thread: offer its records, or read the log again."""
+        if saving.cancelled() or saving.exception() is not None:
+            self.failed()
+        else:
+            self.offer(saving.result())
 
     def resync(self) -> None:
         """Read the log again (and publish what is in it) before going on with what is offered."""
@@ -125,6 +136,9 @@ class Relay:
         a drained router leaves nothing of its own for the next start to publish. Returns whether it did; given up,
         with a warning, when the bus or the store is away."""
         try:
+            if self.unsettled:  # a failed save's records, if committed, may lie past the last offered: read to the end
+                self.committed = max(self.committed, await asyncio.to_thread(self.store.settled_end))
+                self.unsettled = self.in_sync = False
             while self.position < self.committed:
                 if self.in_sync:
                     page = [(n, r) for n, r in self._from_handoff() if n <= self.committed]
@@ -136,7 +150,7 @@ class Relay:
                     break
                 await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
                 self.position = page[-1][0]
-            return True
+            return not self.saving  # a save still in its thread: its records are another router's to publish
         except Exception as exc:  # noqa: BLE001  the next start (or another router) publishes the rest
             log.warning("stopping with records up to %d not yet published (%s); they go out at the next start",
                         self.committed, exc)
@@ -146,6 +160,9 @@ class Relay:
         if self.in_sync:
             page = self._from_handoff()
         else:
+            if self.unsettled:
+                await asyncio.to_thread(self.store.settled_end)
+                self.unsettled = False
             page = await asyncio.to_thread(self.store.notifications, self.position, PAGE)
             self.in_sync = not page
             self._observe(page)
@@ -182,12 +199,13 @@ class Relay:
             page.append(self.handoff.popleft())
         return page
 
-    async def publish_log(self, after: int, through: int) -> int:
-        """Publish every record of the log after `after` up to `through` (a dead router's tail: follower.py).
-        Returns the last id read."""
-        while after < through and (page := [(n, r) for n, r in
-                                            await asyncio.to_thread(self.store.notifications, after, PAGE)
-                                            if n <= through]):
+    async def publish_log(self, after: int, through: int, stop: asyncio.Event | None = None) -> int:
+        """Publish every record of the log after `after` up to `through` (a dead router's tail: follower.py), until
+        `stop`. Returns the last id read."""
+        while after < through and not (stop is not None and stop.is_set()):
+            page = [(n, r) for n, r in await asyncio.to_thread(self.store.notifications, after, PAGE) if n <= through]
+            if not page:
+                return through  # ids never committed (rolled back) up to the end
             await self._publish([r for _, r in page if r is not None and r.type != INPUT_RECORD])
             after = page[-1][0]
         return after

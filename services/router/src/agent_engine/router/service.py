@@ -318,14 +318,18 @@ class Router:
 
     async def _commit(self, chunk: dict[str, tuple[int, list[Envelope]]], batch: Batch) -> None:
         self.relay.begin()
+        saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, chunk, batch.states, batch.encoded))
         try:
-            committed = await asyncio.to_thread(self.store.save, chunk, batch.states, batch.encoded)
-        except BaseException:  # cancelled too: the save may have committed all the same
+            committed = await asyncio.shield(saving)
+        except BaseException as exc:  # the save may have committed all the same
             for task_id in batch.pending:  # reload from the store, which may hold the records after all
                 self.tasks.drop(task_id)
             self.admission.forget()
             self.days.forget()
-            self.relay.failed()
+            if isinstance(exc, asyncio.CancelledError) and not saving.done():
+                saving.add_done_callback(self.relay.settled)  # it goes on in its thread: the relay hears how it ends
+            else:
+                self.relay.failed()
             raise
         self.relay.offer(committed)  # published by the relay's task, after what follows here
         self.follower.committed(committed)

@@ -316,6 +316,20 @@ class TaskStore:
         """The highest notification id committed."""
         return int(self.app.recorder.max_notification_id() or 0)
 
+    def settled_end(self) -> int:
+        """The highest notification id committed once no insert is in flight: each insert holds the events table's
+        EXCLUSIVE lock until it commits or rolls back (which is what makes the ids commit in order), and this
+        waits for it with a SHARE lock. A save whose outcome is unknown (it failed, or its router died mid-commit)
+        is then in the log or never will be."""
+        recorder = self.app.recorder
+        table = SQL("{schema}.{table}").format(
+            schema=Identifier(recorder.datastore.schema),  # type: ignore[attr-defined]
+            table=Identifier(recorder.events_table_name))  # type: ignore[attr-defined]
+        with recorder.datastore.get_connection() as conn, conn.transaction():  # type: ignore[attr-defined]
+            conn.execute(SQL("LOCK TABLE {table} IN SHARE MODE").format(table=table))
+            row = conn.execute(SQL("SELECT max(notification_id) AS n FROM {table}").format(table=table)).fetchone()
+        return int(row["n"]) if row and row["n"] is not None else 0
+
     def others(self, after: int, limit: int, skip: Collection[int]) -> tuple[int, list[Envelope]]:
         """The log after `after` without the records whose ids are in `skip` (this router's own, which it has
         seen already): those are neither fetched nor unsealed. Erased records are passed over. Returns (the last

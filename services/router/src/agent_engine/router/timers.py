@@ -66,7 +66,7 @@ class Timers:
         self.heartbeat_s = heartbeat_s
         self.name = name
         self.read_through = read_through
-        """The notification id the index has observed every record up to (the relay's saved position)."""
+        """The notification id the index has observed every record up to (the follower's position, follower.py)."""
         self.owns = owns
         """Whether a task is this router's (its partition is owned here): only those tasks' timers fire here."""
         self.checkpointed = time.monotonic()
