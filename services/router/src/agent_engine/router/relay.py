@@ -4,14 +4,15 @@ Records the router just committed are offered here with their notification ids, 
 nothing back from PostgreSQL and publishes only its own commits: with several routers, each publishes what it
 committed (another router's ids are gaps here, not holes to fill). The notification log is read (and everything
 in it published, JetStream's duplicate window and every consumer's idempotency absorbing the copies) only at
-start and after a failed save, whose records may be committed all the same.
+start, after an error or an erasure, and after a failed save, whose records may be committed all the same (then
+once no insert is in flight: `TaskStore.settled_end`).
 
-The saved position, with the router's member id (the key of its member lock, partitions.py), says: every
-record this router committed up to it is published. It is saved at most every 0.2 s and at stop (with no member
-then: nothing is left to publish). When a router dies, its row's member is no longer alive, and another router's
-follower (follower.py) publishes the log from that position on: what the dead router committed and never
-published goes out within seconds. An idle relay moves its position up to the log's end as the follower reads
-it, so that tail stays short.
+The saved position, with the router's member id (the key of its member lock, partitions.py), says: every record
+this router committed up to it is published. It is saved at most every 0.2 s and at stop (with no member then,
+unless a save was still in flight: nothing is left to publish). When a router dies, its row's member is no longer
+alive, and another router's follower (follower.py) publishes the log from that position on: what the dead router
+committed and never published goes out within seconds. An idle relay moves its position up to the log's end as the
+follower reads it, so that tail stays short.
 """
 
 from __future__ import annotations
