@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -25,20 +24,6 @@ from agent_engine.router.store import TaskStore
 from agent_engine.runtime.bus import MSG_ID, Bus
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(postgres_url: str) -> Iterator[TaskStore]:
-    opened = TaskStore(postgres_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    opened = await Bus.open(nats_url, "relay-tails-test")
-    yield opened
-    await opened.close()
 
 
 def records(tenant: str) -> list[Envelope]:

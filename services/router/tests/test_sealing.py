@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -25,13 +24,6 @@ from agent_engine.router.store import TaskStore
 
 pytestmark = pytest.mark.integration
 SECRET = "Ada Lovelace, 12 Analytical Row"
-
-
-@pytest.fixture
-def store(postgres_url: str) -> Iterator[TaskStore]:
-    opened = TaskStore(postgres_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

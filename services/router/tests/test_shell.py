@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,20 +29,6 @@ from agent_engine.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 NO_LIMITS = {"": Limits()}
-
-
-@pytest.fixture
-def store(postgres_url: str) -> Iterator[TaskStore]:
-    opened = TaskStore(postgres_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    opened = await Bus.open(nats_url, "router-test")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

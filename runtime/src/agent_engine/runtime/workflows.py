@@ -5,7 +5,9 @@ Key `<tenant>.<workflow>` holds the current revision as JSON {"revision": sha256
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -54,6 +56,14 @@ async def current_entry(kv: KeyValue, tenant: str, workflow: str) -> bytes | Non
     except (KeyNotFoundError, InvalidKeyError):  # a name no manifest can have is simply not there
         return None
     return entry.value or None
+
+
+async def current_entries(kv: KeyValue, events: Iterable[Envelope]) -> dict[tuple[str, str], bytes | None]:
+    """The registry's entry for each workflow the task requests (`task.accepted`) among `events` name, read together
+    (one read per workflow, all at once) rather than one after another as each new task is decided."""
+    wanted = list({requested(e) for e in events if e.type == "task.accepted"})
+    found = await asyncio.gather(*(current_entry(kv, *w) for w in wanted))
+    return dict(zip(wanted, found, strict=True))
 
 
 def parse_entry(value: bytes) -> tuple[str, WorkflowManifest]:

@@ -37,6 +37,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "
               "tcp_user_timeout": 10000}
 """The same on the router's side: a look on a dead connection fails within about 10 s instead of 15 minutes."""
 
+
 def new_member() -> int:
     """A member id: random, positive, within PostgreSQL's int4 (an advisory lock's key)."""
     return secrets.randbelow(2**31 - 2) + 1

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from agent_engine.contracts.envelope import Envelope
 from agent_engine.router.admission import TENANT_KEY
-from agent_engine.router.core import BUS_INPUTS, starts_task
+from agent_engine.router.core import BUS_INPUTS, InvalidInput, RouterInput, apply, starts_task
 from agent_engine.router.state import TaskState
 from agent_engine.router.tasks import TaskCache
 from agent_engine.router.tenants import AdmissionLogs
+from agent_engine.runtime.inbox import Refused, describe
 
 
 async def refusal(env: Envelope, tasks: TaskCache, admission: AdmissionLogs) -> str:
@@ -52,3 +53,12 @@ async def _lineage(env: Envelope, tasks: TaskCache) -> str:
 def _made(parent: TaskState, env: Envelope) -> bool:
     """The parent (of the same tenant) fanned out the task the input names."""
     return parent.tenant == env.tenant and any(env.task_id in f.subtasks for f in parent.fanouts.values())
+
+
+def decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
+    """The pure core's answer. It is deterministic, so what it raises is the input's fault for good (not
+    valid for its type, or contradicting itself): Refused, which dead-letters it at once."""
+    try:
+        return apply(state, inp)
+    except Exception as exc:
+        raise Refused(str(exc) if isinstance(exc, InvalidInput) else describe(exc)) from exc

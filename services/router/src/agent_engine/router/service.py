@@ -26,7 +26,7 @@ from agent_engine.router.approvals import asked_once
 from agent_engine.router.batch import Batch
 from agent_engine.router.buckets import ArtifactBuckets
 from agent_engine.router.budgets import DayLimits, is_day_key, manifest_models
-from agent_engine.router.core import BUS_INPUTS, InvalidInput, Resolved, RouterInput, apply
+from agent_engine.router.core import BUS_INPUTS, Resolved, RouterInput
 from agent_engine.router.datakeys import KeyDestroyed
 from agent_engine.router.day_budgets import DayBudgets
 from agent_engine.router.deadlines import DeadlineIndex
@@ -37,7 +37,7 @@ from agent_engine.router.keys import IdempotencyKeys
 from agent_engine.router.lru import Lru
 from agent_engine.router.outputchecks import checked
 from agent_engine.router.partitions import Ownership
-from agent_engine.router.refusals import refusal
+from agent_engine.router.refusals import decided, refusal
 from agent_engine.router.relay import Relay
 from agent_engine.router.state import TaskState
 from agent_engine.router.store import STORE_TRANSIENT, TaskStore
@@ -230,7 +230,7 @@ class Router:
         where it is needed (the checks, `apply`)."""
         found = await asyncio.gather(
             self.tasks.prefetch(e.task_id for e in events if not e.task_id.startswith(TENANT_KEY)),
-            self._registry_entries(events), return_exceptions=True)
+            workflows.current_entries(self.kv, events), return_exceptions=True)
         for failed in (f for f in found if isinstance(f, BaseException)):
             if not isinstance(failed, Exception):
                 raise failed  # cancelled: the router is stopping
@@ -299,7 +299,7 @@ class Router:
             batch = Batch()
             refused: dict[str, str] = {}
             if entries is None:
-                entries = await self._registry_entries(events)
+                entries = await workflows.current_entries(self.kv, events)
             for event in events:
                 saved = batch.snapshot(event)
                 try:
@@ -355,13 +355,6 @@ class Router:
             if any(r.type == "task.forked" for r in records):  # timers copied with the history
                 self.deadlines.sync(batch.states[key])
 
-    async def _registry_entries(self, events: list[Envelope]) -> dict[tuple[str, str], bytes | None]:
-        """The registry's entry for each workflow the batch's task requests name, read together (one read per
-        workflow, all at once) rather than one after another as each new task is decided."""
-        wanted = list({workflows.requested(e) for e in events if e.type == "task.accepted"})
-        found = await asyncio.gather(*(workflows.current_entry(self.kv, *w) for w in wanted))
-        return dict(zip(wanted, found, strict=True))
-
     async def _decide(self, event: Envelope, batch: Batch,
                       entries: dict[tuple[str, str], bytes | None] | None = None) -> None:
         """Decide one input on the state the batch has reached; its records join the batch."""
@@ -376,7 +369,7 @@ class Router:
         if new and inp.workflow is not None and inp.duplicate is None:
             inp = await self.admission.admit(inp, batch)
         inp = await self.days.rooms(inp, state, batch)
-        after, records = _decided(state, inp)
+        after, records = decided(state, inp)
         if not records and event.task_id not in batch.pending and cached:
             # a no-op on a cached state may only mean the cache is stale (another router moved
             # the task on): decide again on what the store holds before dropping the input
@@ -384,7 +377,7 @@ class Router:
             if fresh.version != state.version:
                 version = fresh.version
                 again = await self.days.rooms(await self._resolve(event, fresh, entries), fresh, batch)
-                after, records = _decided(fresh, again)
+                after, records = decided(fresh, again)
         batch.states[event.task_id] = after
         batch.append(event.task_id, version, records)
         await self.days.mirror(records, batch)
@@ -447,12 +440,3 @@ def _prices(manifest: WorkflowManifest, budgeted: bool) -> PriceTable | None:
     if manifest.budget is None and not budgeted:
         return None
     return pricing.active().subset(manifest_models(manifest))
-
-
-def _decided(state: TaskState, inp: RouterInput) -> tuple[TaskState, list[Envelope]]:
-    """The pure core's answer. It is deterministic, so what it raises is the input's fault for good (not
-    valid for its type, or contradicting itself): Refused, which dead-letters it at once."""
-    try:
-        return apply(state, inp)
-    except Exception as exc:
-        raise Refused(str(exc) if isinstance(exc, InvalidInput) else describe(exc)) from exc

@@ -4,7 +4,7 @@ that sequence instead of re-reading the stream. Each llm.called is kept once by 
 or a re-read after the position was lost, adds nothing). Nothing of the history is held in memory: queries are
 answered from the tables.
 
-Its tables are in ledger_schema.py.
+Its tables are in ledger_schema.py; its call lines and sums are written by calllines.py.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from agent_engine.contracts.envelope import Envelope
-from agent_engine.contracts.events import LlmCalled
-from agent_engine.telemetry import rebuild, scores, taskindex, tenantcost
+from agent_engine.telemetry import calllines, rebuild, scores, taskindex, tenantcost
 from agent_engine.telemetry.budgets import BudgetLine, row_of, usd
-from agent_engine.telemetry.ledger import Ledger, Line, Message, TaskKey, subject_kind
+from agent_engine.telemetry.ledger import Line, Message, TaskKey, subject_kind
 from agent_engine.telemetry.ledger_schema import LINE_SUMS, schema
 from agent_engine.telemetry.taskindex import TaskFilter, TaskRow
 
@@ -115,7 +114,7 @@ class PgLedger:
             erased = self._erased(conn, fresh)
             events = [m.event for m in fresh if m.event is not None]
             scores.insert(conn, self.p, [e for e in events if (e.tenant, e.task_id) not in erased])
-            counts.update(("event", kind) for kind in self._insert_calls(conn, fresh, erased))
+            counts.update(("event", kind) for kind in calllines.insert(conn, self.p, fresh, erased))
             for m in fresh:
                 if m.event is not None and m.call is None and self._insert_budget(conn, m.sequence, m.event, erased):
                     counts[("event", m.event.type)] += 1
@@ -130,62 +129,6 @@ class PgLedger:
                 conn.execute(f"UPDATE {self.p}_position SET sequence = %s WHERE id = 1",
                              (max(m.sequence for m in fresh),))
         return len(fresh)
-
-    def _insert_calls(self, conn: psycopg.Connection[Any], batch: Sequence[Message], erased: set[TaskKey]) -> list[str]:
-        """The batch's llm.called, each once by its event id: a few statements for the whole batch (the sums added
-        up here first), not several per call. Returns the types of the calls noted for the first time."""
-        first: dict[str, Message] = {}
-        for m in batch:
-            if m.event is not None and m.call is not None:
-                first.setdefault(m.event.id, m)  # a copy in the same batch adds nothing
-        if not first:
-            return []
-        new = {str(r[0]) for r in conn.execute(
-            f"INSERT INTO {self.p}_events (event_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING "
-            "RETURNING event_id", (list(first),))}
-        noted = [m for event_id, m in first.items() if event_id in new]
-        calls: list[tuple[Any, ...]] = []
-        tenant_sums: dict[tuple[str, str, str], list[Any]] = {}
-        sums: dict[tuple[str, str], list[Any]] = {}
-        for m in noted:
-            event, call = m.event, m.call
-            assert event is not None and call is not None
-            line = self._line_of(call)
-            if (event.tenant, event.task_id) not in erased:  # an erased task's call counts in the totals only
-                entry = Ledger.entry(event, call)
-                u = call.usage
-                calls.append((event.id, event.tenant, event.task_id, m.sequence, call.node, u.input_tokens,
-                              u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, line[5], bool(line[6]),
-                              call.provider == "mock", Jsonb(entry)))
-                for kind in tenantcost.KINDS:  # the tenant's sums by model and day (tenantcost.py)
-                    _add(tenant_sums, (event.tenant, kind, tenantcost.key_of(entry, kind)), line)
-            for key in (("tenant", event.tenant), ("model", f"{call.provider}/{call.model}"),
-                        ("day", event.time.date().isoformat())):
-                _add(sums, key, line)
-        if calls:
-            conn.cursor().executemany(
-                f"INSERT INTO {self.p}_calls (event_id, tenant, task_id, sequence, node, input_tokens, output_tokens, "
-                "cache_read_tokens, cache_write_tokens, cost_usd, unpriced, mock, entry) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", calls)
-        if tenant_sums:  # in one order, whoever writes
-            conn.cursor().executemany(
-                f"INSERT INTO {self.p}_tenant_totals (tenant, kind, key, {', '.join(LINE_SUMS)}) "
-                f"VALUES (%s, %s, %s, {', '.join(['%s'] * len(LINE_SUMS))}) ON CONFLICT (tenant, kind, key) "
-                f"DO UPDATE SET {', '.join(f'{c} = {self.p}_tenant_totals.{c} + excluded.{c}' for c in LINE_SUMS)}",
-                [(*key, *line) for key, line in sorted(tenant_sums.items())])
-        sets = ", ".join(f"{c} = {self.p}_totals.{c} + excluded.{c}" for c in LINE_SUMS)
-        conn.cursor().executemany(
-            f"INSERT INTO {self.p}_totals (kind, key, {', '.join(LINE_SUMS)}) "
-            f"VALUES (%s, %s, {', '.join(['%s'] * len(LINE_SUMS))}) ON CONFLICT (kind, key) DO UPDATE SET {sets}",
-            [(*key, *line) for key, line in sorted(sums.items())])
-        return [m.event.type for m in noted if m.event is not None]
-
-    @staticmethod
-    def _line_of(call: LlmCalled) -> tuple[Any, ...]:
-        """One call's figures in LINE_SUMS order."""
-        u, unpriced = call.usage, call.cost_usd == "unpriced"
-        return (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
-                Decimal(0) if unpriced else Decimal(call.cost_usd), int(unpriced), int(call.provider == "mock"))
 
     def _fold_tasks(self, conn: psycopg.Connection[Any], events: list[Envelope], erased: set[TaskKey]) -> None:
         """Fold a batch's lifecycle events into the task index: read the rows they touch, fold in order, write
@@ -448,12 +391,3 @@ def _line(row: Sequence[Any]) -> dict[str, Any]:
     values = dict(zip(LINE_SUMS, row, strict=True))
     return {k: str(v) if k == "cost_usd" else int(v) for k, v in values.items()}
 
-
-def _add(sums: dict[Any, list[Any]], key: Any, line: tuple[Any, ...]) -> None:
-    """Add one call's figures (`_line_of`) to the line kept under `key`."""
-    kept = sums.get(key)
-    if kept is None:
-        sums[key] = list(line)
-    else:
-        for i, figure in enumerate(line):
-            kept[i] += figure
