@@ -165,6 +165,43 @@ def test_task_started_makes_the_task_running_with_every_node_pending() -> None:
     assert not state.terminal
 
 
+def pinned(wf: object, revision: str = "rev-x") -> TaskState:
+    """A task's state right after its `task.started`, folded from records of its own."""
+    return fold(Run().feed(accepted(wf, revision=revision))[:2])
+
+
+def test_tasks_that_pinned_equal_manifests_share_one_parsed_manifest() -> None:
+    first, second = pinned(linear_workflow()), pinned(linear_workflow())
+    assert first.manifest == linear_workflow()
+    assert second.manifest is first.manifest  # one object for both, not a copy per task
+
+
+def test_a_different_manifest_under_the_same_revision_is_parsed_as_its_own() -> None:
+    plain = linear_workflow()
+    described = plain.model_copy(update={"description": "another manifest pinned under the same revision"})
+    a, b, c = pinned(plain), pinned(described), pinned(plain)
+    assert a.manifest == plain and b.manifest == described and c.manifest == plain
+    assert b.manifest is not a.manifest
+
+
+def test_a_record_changed_after_it_was_folded_does_not_change_the_manifest_kept() -> None:
+    records = Run().feed(accepted(linear_workflow(), revision="rev-kept"))
+    fold(records[:2])
+    records[1].data["workflow_manifest"]["description"] = "changed in the record after the fold"
+    assert pinned(linear_workflow(), "rev-kept").manifest == linear_workflow()
+
+
+def test_the_shared_manifests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_engine.router import manifests
+
+    monkeypatch.setattr(manifests, "LIMIT", 2)
+    monkeypatch.setattr(manifests, "_kept", {})
+    states = [pinned(linear_workflow(), f"rev-{n}") for n in range(5)]
+    assert len(manifests._kept) == 2
+    assert all(s.manifest == linear_workflow() for s in states)
+    assert pinned(linear_workflow(), "rev-0").manifest == linear_workflow()  # forgotten, parsed again
+
+
 def test_task_rejected() -> None:
     run = Run()
     run.feed(accepted(None, workflow="ghost", time=T0 + timedelta(seconds=5)))

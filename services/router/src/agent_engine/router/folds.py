@@ -25,6 +25,7 @@ from agent_engine.contracts.events import (
     TaskStarted,
     Usage,
 )
+from agent_engine.router import manifests
 from agent_engine.router.budgets import evolve_ledger
 from agent_engine.router.records import INPUT_RECORD
 from agent_engine.router.state import OPEN_NODE, Fanout, NodeState, TaskState
@@ -92,7 +93,7 @@ def _fold_cancel_requested(state: TaskState, event: Envelope) -> TaskState:
 # --- a task's life ----------------------------------------------------------------------------
 
 def _fold_started(state: TaskState, event: Envelope) -> TaskState:
-    started = TaskStarted.model_validate(event.data)
+    started = TaskStarted.model_validate(_with_shared_manifest(event.data))
     manifest = started.workflow_manifest
     return with_(
         state, status="running", workflow=started.workflow, revision=started.revision,
@@ -104,10 +105,20 @@ def _fold_started(state: TaskState, event: Envelope) -> TaskState:
 
 
 def _fold_queued(state: TaskState, event: Envelope) -> TaskState:
-    queued = TaskQueued.model_validate(event.data)
+    queued = TaskQueued.model_validate(_with_shared_manifest(event.data))
     return with_(state, status="queued", workflow=queued.workflow, revision=queued.revision,
                  manifest=queued.workflow_manifest, input=queued.input, reason=queued.reason,
                  queued_by=queued.requested_by, queued_budget_usd=queued.budget_usd)
+
+
+def _with_shared_manifest(data: dict[str, Any]) -> dict[str, Any]:
+    """The record's data with its manifest parsed once for all the tasks that pinned it (manifests.py). Data
+    that is not well formed is left as it is, for the model to say what is wrong."""
+    raw = data.get("workflow_manifest")
+    workflow, revision = data.get("workflow"), data.get("revision")
+    if not (isinstance(raw, dict) and isinstance(workflow, str) and isinstance(revision, str)):
+        return data
+    return {**data, "workflow_manifest": manifests.shared(raw, workflow, revision)}
 
 
 def _fold_deduplicated(state: TaskState, event: Envelope) -> TaskState:

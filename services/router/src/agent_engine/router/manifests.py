@@ -1,0 +1,36 @@
+"""One parsed manifest for every task that pinned the same one.
+
+A task's state holds the manifest its `task.started` (or `task.queued`) record pinned. Parsed per task, every task
+in flight or in the router's cache held its own copy: about 22 KiB for the bench's five-node workflow, the largest
+part of a task's state. Tasks that pinned equal manifests now share one object. A manifest is never changed in
+place (a change is a `model_copy`), so sharing it changes nothing a fold or `decide` sees.
+
+Kept per workflow and revision, and compared by content: a revision's tasks can pin different manifests (a field
+the router sets for new tasks only, a fork's). A different one replaces the kept one. At most LIMIT are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from agent_engine.contracts.manifest import WorkflowManifest
+
+LIMIT = 256
+"""Workflow revisions whose manifest is kept; past it the longest kept goes."""
+
+_kept: dict[tuple[str, str], tuple[dict[str, Any], WorkflowManifest]] = {}
+
+
+def shared(raw: Mapping[str, Any], workflow: str, revision: str) -> WorkflowManifest:
+    """The manifest `raw` (a record's `workflow_manifest`, as JSON) parses to, the same object for equal ones."""
+    key = (workflow, revision)
+    kept = _kept.get(key)
+    if kept is not None and kept[0] == raw:
+        return kept[1]
+    manifest = WorkflowManifest.model_validate(raw)
+    if kept is None and len(_kept) >= LIMIT:
+        del _kept[next(iter(_kept))]
+    _kept[key] = (copy.deepcopy(dict(raw)), manifest)  # a copy: the record's own dict is not ours to keep
+    return manifest
