@@ -115,6 +115,29 @@ def test_a_task_of_thousands_of_records_is_rebuilt_from_its_snapshot(store: Task
         fresh.close()
 
 
+@pytest.mark.parametrize("first", ["snapshot", "records"])
+def test_a_state_read_from_its_snapshot_shares_the_manifest_its_records_pin(
+        store: TaskStore, tenant: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch, first: str) -> None:
+    from agent_engine.router import manifests
+
+    records = long_history(tenant, 400)
+    save_as_the_router(store, records)
+    monkeypatch.setattr(manifests, "_kept", {})  # as in a router just started
+    fresh = TaskStore(postgres_url, snapshot_every=EVERY)
+    try:
+        full_fold_forbidden(fresh, monkeypatch)
+        if first == "records":
+            pinned = fold(records[:2]).manifest  # another task that pinned the same manifest, folded first
+            loaded = fresh.load(records[0].task_id)
+        else:
+            loaded = fresh.load(records[0].task_id)
+            pinned = fold(records[:2]).manifest
+    finally:
+        fresh.close()
+    assert loaded.manifest == linear_workflow()
+    assert pinned is loaded.manifest  # one object, however the first of them was read
+
+
 def test_every_state_along_the_way_loads_equal_to_the_full_fold(postgres_url: str, tenant: str) -> None:
     small = TaskStore(postgres_url, snapshot_every=5)
     try:

@@ -5,6 +5,8 @@ in flight or in the router's cache held its own copy: about 22 KiB for the bench
 part of a task's state. Tasks that pinned equal manifests now share one object. A manifest is never changed in
 place (a change is a `model_copy`), so sharing it changes nothing a fold or `decide` sees.
 
+A state read from a snapshot brings its own copy, unpickled; `adopt` swaps it for the kept one when they are equal.
+
 Kept per workflow and revision, and compared by content: a revision's tasks can pin different manifests (a field
 the router sets for new tasks only, a fork's). A different one replaces the kept one. At most LIMIT are kept.
 """
@@ -33,4 +35,17 @@ def shared(raw: Mapping[str, Any], workflow: str, revision: str) -> WorkflowMani
     if kept is None and len(_kept) >= LIMIT:
         del _kept[next(iter(_kept))]
     _kept[key] = (copy.deepcopy(dict(raw)), manifest)  # a copy: the record's own dict is not ours to keep
+    return manifest
+
+
+def adopt(manifest: WorkflowManifest, workflow: str, revision: str) -> WorkflowManifest:
+    """The kept manifest when it equals `manifest` (parsed elsewhere: a snapshot's), else `manifest`, kept from now
+    on for the tasks that pin what it is."""
+    key = (workflow, revision)
+    kept = _kept.get(key)
+    if kept is not None and kept[1] == manifest:
+        return kept[1]
+    if kept is None and len(_kept) >= LIMIT:
+        del _kept[next(iter(_kept))]
+    _kept[key] = (manifest.model_dump(mode="json", by_alias=True, exclude_none=True), manifest)  # as records write it
     return manifest

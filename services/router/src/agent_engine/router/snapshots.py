@@ -41,7 +41,7 @@ import pickle
 import secrets
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from eventsourcing.postgres import PostgresDatastore
 
 import agent_engine.contracts
 import agent_engine.router
+from agent_engine.router import manifests
 from agent_engine.router.crypto import seal, sealed_key_id, unseal
 from agent_engine.router.datakeys import KEYS_TABLE, KeyDestroyed, Keyring, MasterKeyError
 from agent_engine.router.state import TaskState
@@ -117,6 +118,8 @@ def decode(plain: bytes) -> Snapshot:
     version, last_id, state = pickle.loads(plain)  # only after its seal verified (see above)
     if not isinstance(state, TaskState) or not isinstance(last_id, str) or state.version != version:
         raise ValueError("not a task snapshot")
+    if state.manifest is not None and state.workflow is not None and state.revision is not None:
+        state = replace(state, manifest=manifests.adopt(state.manifest, state.workflow, state.revision))
     return Snapshot(version, last_id, state)
 
 
