@@ -4,7 +4,8 @@ Engine: hops/s and per-hop latency (p50/p99) for a 5-node LINEAR workflow with t
 at zero delay, at 1, 16, 64 and 256 tasks in flight; all five services run as processes on real
 NATS and PostgreSQL. Then the same with K routers (partitions split between them; `--routers`, default
 1,2) at the busy levels. Baselines: raw nats-py hops, raw eventsourcing saves, LangGraph with its
-PostgreSQL checkpointer running the same 5-node line. Prints a table; writes bench/results/latest.json.
+PostgreSQL checkpointer running the same 5-node line. At 64 in flight, each process's CPU time per hop (bench/cpu.py).
+Prints a table; writes bench/results/latest.json.
 
     python bench/bench.py [--seconds 8] [--levels 1,16,64,256] [--routers 1,2]
     python bench/bench.py --rebuild-only     # only the rebuild figures, on a PostgreSQL of its own
@@ -29,6 +30,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines
+import cpu
 from cluster import ROOT, Cluster
 
 from agent_engine.cli.stack import Stack
@@ -44,8 +46,10 @@ WORKFLOW = Path(__file__).parent / "workflows" / "linear5"
 RESULTS = Path(__file__).parent / "results"
 
 
-async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[str, Any]:
-    """Keep `inflight` tasks running (a finished task is replaced at once) for `seconds`."""
+async def engine_level(cluster: Cluster, inflight: int, seconds: float, clock: cpu.CpuClock | None = None
+                       ) -> dict[str, Any]:
+    """Keep `inflight` tasks running (a finished task is replaced at once) for `seconds`. With a `clock`, each
+    process's CPU time per hop over the same window goes in the result too."""
     nc = await cluster.connect()
     tenant = f"bench{uuid.uuid4().hex[:8]}"
     workflow = await cluster.push(nc, tenant, WORKFLOW)
@@ -92,6 +96,7 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
     for _ in range(inflight):
         await cluster.submit(nc, tenant, workflow, {})
     await asyncio.sleep(min(2.0, seconds / 4))  # warm up: let the pipeline fill
+    used = clock.read() if clock else {}
     start = time.perf_counter()
     window.update(open=True, end=start + seconds)
     while time.perf_counter() < window["end"]:
@@ -99,10 +104,14 @@ async def engine_level(cluster: Cluster, inflight: int, seconds: float) -> dict[
         rss_peak = max(rss_peak, sum(p.memory_info().rss for p in services))
     elapsed = time.perf_counter() - start
     window["open"] = False
+    if clock:
+        used = cpu.per_hop(used, clock.read(), hops)
     await asyncio.sleep(2.0)  # drain what is in flight before the next level
     await nc.close()
-    result = baselines.summary(latencies, hops, elapsed)
+    result: dict[str, Any] = dict(baselines.summary(latencies, hops, elapsed))
     result["rss_per_task_kib"] = max(0, rss_peak - rss_idle) / inflight / 1024
+    if clock:
+        result["cpu_ms_per_hop"] = used
     return result
 
 
@@ -193,6 +202,12 @@ def table(r: dict[str, Any]) -> str:
               f"{ratio(e1, es)} that",
               f"rebuild a task of 10,000 events: {rb:.0f} ms from its snapshot ({full:.0f} ms folding every record, "
               f"as replay does); raw eventsourcing aggregate of 10,000 events: {rbb:.0f} ms ({ratio(rb, rbb)})"]
+    if "cpu_ms_per_hop" in r["engine"].get("64", {}):
+        e64 = r["engine"]["64"]
+        lines += cpu.lines(e64["cpu_ms_per_hop"], e64["hops_per_s"], r["langgraph"]["64"]["hops_per_s"],
+                           r.get("cores") or 1)
+    lines.append(cpu.floor_line(r["raw_nats"][str(r["levels"][0])]["p50_ms"], es,
+                                r["langgraph"][str(r["levels"][0])]["p50_ms"]))
     for k, levels in sorted(r.get("routers", {}).items()):
         for level, e in sorted(levels.items(), key=lambda kv: int(kv[0])):
             one = r["engine"].get(level)
@@ -221,7 +236,9 @@ async def main_async(levels: list[int], seconds: float, routers: list[int] | Non
             result: dict[str, Any] = {"engine": {}, "raw_nats": {}, "langgraph": {}, "levels": levels}
             for level in levels:
                 print(f"engine at {level} in flight ...", flush=True)
-                result["engine"][str(level)] = await engine_level(cluster, level, seconds)
+                clock = (cpu.CpuClock(cluster.pids(), cluster.nats.pid, cluster.postgres.pid) if level == 64
+                         else None)
+                result["engine"][str(level)] = await engine_level(cluster, level, seconds, clock)
             result["routers"] = {}
             for k in [k for k in routers or [] if k > 1]:
                 routed = [level for level in levels if level in ROUTED_LEVELS] or levels[-1:]
@@ -254,6 +271,7 @@ async def main_async(levels: list[int], seconds: float, routers: list[int] | Non
     }
     result["when"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     result["machine"] = machine()
+    result["cores"] = psutil.cpu_count()
     return result
 
 
