@@ -14,6 +14,7 @@ the router sets for new tasks only, a fork's). A different one replaces the kept
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,8 @@ LIMIT = 256
 """Workflow revisions whose manifest is kept; past it the longest kept goes."""
 
 _kept: dict[tuple[str, str], tuple[dict[str, Any], WorkflowManifest]] = {}
+_keeping = threading.Lock()
+"""Folds run on the event loop and in the store's threads (a load); only a miss changes what is kept."""
 
 
 def shared(raw: Mapping[str, Any], workflow: str, revision: str) -> WorkflowManifest:
@@ -32,9 +35,7 @@ def shared(raw: Mapping[str, Any], workflow: str, revision: str) -> WorkflowMani
     if kept is not None and kept[0] == raw:
         return kept[1]
     manifest = WorkflowManifest.model_validate(raw)
-    if kept is None and len(_kept) >= LIMIT:
-        del _kept[next(iter(_kept))]
-    _kept[key] = (copy.deepcopy(dict(raw)), manifest)  # a copy: the record's own dict is not ours to keep
+    _keep(key, copy.deepcopy(dict(raw)), manifest)  # a copy: the record's own dict is not ours to keep
     return manifest
 
 
@@ -45,7 +46,12 @@ def adopt(manifest: WorkflowManifest, workflow: str, revision: str) -> WorkflowM
     kept = _kept.get(key)
     if kept is not None and kept[1] == manifest:
         return kept[1]
-    if kept is None and len(_kept) >= LIMIT:
-        del _kept[next(iter(_kept))]
-    _kept[key] = (manifest.model_dump(mode="json", by_alias=True, exclude_none=True), manifest)  # as records write it
+    _keep(key, manifest.model_dump(mode="json", by_alias=True, exclude_none=True), manifest)  # as records write it
     return manifest
+
+
+def _keep(key: tuple[str, str], raw: dict[str, Any], manifest: WorkflowManifest) -> None:
+    with _keeping:
+        if key not in _kept and len(_kept) >= LIMIT:
+            del _kept[next(iter(_kept))]
+        _kept[key] = (raw, manifest)
