@@ -184,6 +184,15 @@ def test_a_different_manifest_under_the_same_revision_is_parsed_as_its_own() -> 
     assert b.manifest is not a.manifest
 
 
+def test_manifests_equal_in_python_but_not_in_json_are_kept_apart() -> None:
+    """`1 == 1.0 == True` in Python; a task must still fold to the manifest its own record holds."""
+    plain = linear_workflow()
+    pins = [plain.model_copy(update={"schemas": {**plain.schemas, "extra": {"default": value}}})
+            for value in (1, 1.0, True)]
+    folded = [pinned(m, "rev-numbers").manifest for m in pins]
+    assert [type(m.schemas["extra"]["default"]) for m in folded if m is not None] == [int, float, bool]
+
+
 def test_a_record_changed_after_it_was_folded_does_not_change_the_manifest_kept() -> None:
     records = Run().feed(accepted(linear_workflow(), revision="rev-kept"))
     fold(records[:2])

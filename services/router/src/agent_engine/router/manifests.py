@@ -7,13 +7,15 @@ place (a change is a `model_copy`), so sharing it changes nothing a fold or `dec
 
 A state read from a snapshot brings its own copy, unpickled; `adopt` swaps it for the kept one when they are equal.
 
-Kept per workflow and revision, and compared by content: a revision's tasks can pin different manifests (a field
-the router sets for new tasks only, a fork's). A different one replaces the kept one. At most LIMIT are kept.
+Kept per workflow and revision, and compared by content, as JSON text: a revision's tasks can pin different
+manifests (a field the router sets for new tasks only, an MCP tool's interface as the tool-runner described it then).
+Text, not the parsed dicts, because `1 == 1.0 == True` in Python where JSON tells them apart, and a task must fold to
+the manifest its own record holds. A different one replaces the kept one. At most LIMIT are kept.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -23,19 +25,19 @@ from agent_engine.contracts.manifest import WorkflowManifest
 LIMIT = 256
 """Workflow revisions whose manifest is kept; past it the longest kept goes."""
 
-_kept: dict[tuple[str, str], tuple[dict[str, Any], WorkflowManifest]] = {}
+_kept: dict[tuple[str, str], tuple[str, WorkflowManifest]] = {}
 _keeping = threading.Lock()
 """Folds run on the event loop and in the store's threads (a load); only a miss changes what is kept."""
 
 
 def shared(raw: Mapping[str, Any], workflow: str, revision: str) -> WorkflowManifest:
     """The manifest `raw` (a record's `workflow_manifest`, as JSON) parses to, the same object for equal ones."""
-    key = (workflow, revision)
+    key, text = (workflow, revision), json.dumps(raw)
     kept = _kept.get(key)
-    if kept is not None and kept[0] == raw:
+    if kept is not None and kept[0] == text:
         return kept[1]
     manifest = WorkflowManifest.model_validate(raw)
-    _keep(key, copy.deepcopy(dict(raw)), manifest)  # a copy: the record's own dict is not ours to keep
+    _keep(key, text, manifest)
     return manifest
 
 
@@ -43,15 +45,16 @@ def adopt(manifest: WorkflowManifest, workflow: str, revision: str) -> WorkflowM
     """The kept manifest when it equals `manifest` (parsed elsewhere: a snapshot's), else `manifest`, kept from now
     on for the tasks that pin what it is."""
     key = (workflow, revision)
+    text = json.dumps(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))  # as records write it
     kept = _kept.get(key)
-    if kept is not None and kept[1] == manifest:
+    if kept is not None and kept[0] == text:
         return kept[1]
-    _keep(key, manifest.model_dump(mode="json", by_alias=True, exclude_none=True), manifest)  # as records write it
+    _keep(key, text, manifest)
     return manifest
 
 
-def _keep(key: tuple[str, str], raw: dict[str, Any], manifest: WorkflowManifest) -> None:
+def _keep(key: tuple[str, str], text: str, manifest: WorkflowManifest) -> None:
     with _keeping:
         if key not in _kept and len(_kept) >= LIMIT:
             del _kept[next(iter(_kept))]
-        _kept[key] = (raw, manifest)
+        _kept[key] = (text, manifest)
