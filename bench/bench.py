@@ -206,8 +206,8 @@ def table(r: dict[str, Any]) -> str:
         e64 = r["engine"]["64"]
         lines += cpu.lines(e64["cpu_ms_per_hop"], e64["hops_per_s"], r["langgraph"]["64"]["hops_per_s"],
                            r.get("cores") or 1)
-    lines.append(cpu.floor_line(r["raw_nats"][str(r["levels"][0])]["p50_ms"], es,
-                                r["langgraph"][str(r["levels"][0])]["p50_ms"]))
+    first = str(r["levels"][0])
+    lines.append(cpu.floor_line(r["raw_nats"][first]["p50_ms"], es, r["langgraph"][first]["p50_ms"], int(first)))
     for k, levels in sorted(r.get("routers", {}).items()):
         for level, e in sorted(levels.items(), key=lambda kv: int(kv[0])):
             one = r["engine"].get(level)

@@ -21,16 +21,24 @@ class CpuClock:
         used = {name: _own(p) for name, p in self.services.items()}
         used["nats-server"] = _own(self.nats)
         used["bench client"] = _own(self.client)
-        # the postmaster, its backends alive now, and (in its children_* times) those that have ended
-        times = self.postgres.cpu_times()
-        backends = 0.0
-        for child in self.postgres.children(recursive=True):
-            try:
-                backends += _own(child)
-            except psutil.NoSuchProcess:
-                continue  # ended just now: counted in the postmaster's children_* times from the next read
-        used["postgres"] = times.user + times.system + times.children_user + times.children_system + backends
+        used["postgres"] = self._postgres()
         return used
+
+    def _postgres(self) -> float:
+        """The postmaster, its backends alive now, and (in its children_* times) those that have ended; read again
+        when a backend ended while they were read (it would be counted in neither)."""
+        while True:
+            times = self.postgres.cpu_times()
+            backends, ended = 0.0, False
+            for child in self.postgres.children(recursive=True):
+                try:
+                    backends += _own(child)
+                except psutil.NoSuchProcess:
+                    ended = True
+            after = self.postgres.cpu_times()
+            if not ended and (after.children_user, after.children_system) == (times.children_user,
+                                                                              times.children_system):
+                return float(after.user + after.system + after.children_user + after.children_system + backends)
 
 
 def _own(process: psutil.Process) -> float:
@@ -51,16 +59,18 @@ def lines(cpu: dict[str, float], hops_per_s: float, langgraph_per_s: float, core
     shares = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items() if ms >= 0.01)
     ceiling = cores * 1000 / total if total else 0.0
     goal = 2 * langgraph_per_s
-    return [f"CPU per hop at 64 in flight, one router (ms): {shares}; {total:.2f} in all",
-            f"  on {cores} cores that allows at most {ceiling:.0f} hops/s (measured {hops_per_s:.0f}); "
-            f"2x LangGraph ({goal:.0f}/s) needs at most {cores * 1000 / goal:.2f} ms of CPU per hop in all"
-            if goal else ""]
+    out = [f"CPU per hop at 64 in flight, one router (ms): {shares}; {total:.2f} in all",
+           f"  on {cores} cores that allows at most {ceiling:.0f} hops/s (measured {hops_per_s:.0f})"]
+    if goal:
+        out[-1] += f"; 2x LangGraph ({goal:.0f}/s) needs at most {cores * 1000 / goal:.2f} ms of CPU per hop in all"
+    return out
 
 
-def floor_line(raw_nats_p50: float, eventsourcing_save: float, langgraph_p50: float) -> str:
-    """At 1 in flight: a hop's messaging (a raw nats-py hop) and one save (raw eventsourcing), against LangGraph."""
+def floor_line(raw_nats_p50: float, eventsourcing_save: float, langgraph_p50: float, inflight: int = 1) -> str:
+    """At `inflight` (1 in `make bench`): a hop's messaging (a raw nats-py hop) and one save (raw eventsourcing),
+    against LangGraph's p50."""
     floor = raw_nats_p50 + eventsourcing_save
     left = 1.5 * langgraph_p50 - floor
-    return (f"a hop's I/O alone at 1 in flight (raw nats-py hop p50 {raw_nats_p50:.2f} + raw eventsourcing save "
-            f"{eventsourcing_save:.2f} ms) = {floor:.2f} ms, {floor / langgraph_p50:.2f}x LangGraph's p50: 1.5x leaves "
-            f"{left:.2f} ms for the services' own work per hop" if langgraph_p50 else "")
+    return (f"a hop's I/O alone at {inflight} in flight (raw nats-py hop p50 {raw_nats_p50:.2f} + raw eventsourcing "
+            f"save {eventsourcing_save:.2f} ms) = {floor:.2f} ms, {floor / langgraph_p50:.2f}x LangGraph's p50: 1.5x "
+            f"leaves {left:.2f} ms for the services' own work per hop" if langgraph_p50 else "")

@@ -78,3 +78,28 @@ def test_the_scenario_built_today_is_the_committed_file(name: str) -> None:
         problems = [f"{f'task {task_id}: ' if task_id else ''}{first_difference(stored[task_id], tasks[task_id])}"
                     for task_id in tasks if tasks[task_id] != stored[task_id]]
         pytest.fail(f"{name} differs from golden/{scenario.file}: " + "; ".join(problems))
+
+
+def test_no_scenario_changes_a_shared_manifest_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks that pinned equal manifests share one parsed object (router/manifests.py), which is safe only while
+    nothing changes a manifest in place. Every scenario decided and every golden file replayed must leave each
+    manifest it kept as the record that pinned it wrote it."""
+    from agent_engine.router import manifests
+
+    kept: list[tuple[str, Any]] = []
+    keep = manifests._keep
+
+    def keeping(key: tuple[str, str], text: str, manifest: Any) -> None:
+        kept.append((text, manifest))
+        keep(key, text, manifest)
+
+    monkeypatch.setattr(manifests, "_kept", {})
+    monkeypatch.setattr(manifests, "_keep", keeping)
+    for scenario in SCENARIOS.values():
+        scenario.records()
+    for name in FILES:
+        for records in from_json(load(name)).values():
+            replay(records)
+    assert len(kept) > len(SCENARIOS)  # the scenarios pin many manifests, some more than once
+    for text, manifest in kept:
+        assert json.dumps(manifest.model_dump(mode="json", by_alias=True, exclude_none=True)) == text
