@@ -18,9 +18,9 @@ class CpuClock:
         self.client = psutil.Process()
 
     def read(self) -> dict[str, float]:
-        used = {name: _own(p) for name, p in self.services.items()}
-        used["nats-server"] = _own(self.nats)
-        used["bench client"] = _own(self.client)
+        used = {name: own(p) for name, p in self.services.items()}
+        used["nats-server"] = own(self.nats)
+        used["bench client"] = own(self.client)
         used["postgres"] = self._postgres()
         return used
 
@@ -32,7 +32,7 @@ class CpuClock:
             backends, ended = 0.0, False
             for child in self.postgres.children(recursive=True):
                 try:
-                    backends += _own(child)
+                    backends += own(child)
                 except psutil.NoSuchProcess:
                     ended = True
             after = self.postgres.cpu_times()
@@ -41,7 +41,8 @@ class CpuClock:
                 return float(after.user + after.system + after.children_user + after.children_system + backends)
 
 
-def _own(process: psutil.Process) -> float:
+def own(process: psutil.Process) -> float:
+    """The process's own CPU seconds (user + system, all threads), not its children's."""
     times = process.cpu_times()
     return float(times.user + times.system)
 

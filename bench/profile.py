@@ -25,6 +25,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import Cluster
+from cpu import own
 
 from agent_engine.contracts.subjects import type_subject
 from bench import engine_level
@@ -95,7 +96,7 @@ async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path,
             # what the agent-runner answered while recorded: the per-dispatch figures below divide by it
             await counter.subscribe(f"{type_subject('node.completed')}.>", cb=on_answer)  # partitioned
             procs = {s: psutil.Process(pids[s]) for s in services}
-            cpu_before = {s: _cpu(p) for s, p in procs.items()}
+            cpu_before = {s: own(p) for s, p in procs.items()}
             began = time.perf_counter()
             spies = []
             for service in services:
@@ -115,7 +116,7 @@ async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path,
                     if spy.returncode:
                         print(f"py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
                 window.update(seconds=time.perf_counter() - began, dispatches=answered["n"],
-                              cpu={s: _cpu(p) - cpu_before[s] for s, p in procs.items()})
+                              cpu={s: own(p) - cpu_before[s] for s, p in procs.items()})
 
             spied = asyncio.create_task(recorded())
             result = await engine_level(cluster, inflight, seconds)
@@ -133,11 +134,6 @@ async def run(inflight: int, seconds: float, gil: bool, idle: bool, out: Path,
         raw = out / f"{service}.txt"
         if raw.exists():
             print(summarise(raw, dispatches=dispatches))
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent_engine.contracts.manifest import WorkflowManifest
@@ -32,23 +32,21 @@ _keeping = threading.Lock()
 
 def shared(raw: Mapping[str, Any], workflow: str, revision: str) -> WorkflowManifest:
     """The manifest `raw` (a record's `workflow_manifest`, as JSON) parses to, the same object for equal ones."""
-    key, text = (workflow, revision), json.dumps(raw)
-    kept = _kept.get(key)
-    if kept is not None and kept[0] == text:
-        return kept[1]
-    manifest = WorkflowManifest.model_validate(raw)
-    _keep(key, text, manifest)
-    return manifest
+    return _share((workflow, revision), json.dumps(raw), lambda: WorkflowManifest.model_validate(raw))
 
 
 def adopt(manifest: WorkflowManifest, workflow: str, revision: str) -> WorkflowManifest:
     """The kept manifest when it equals `manifest` (parsed elsewhere: a snapshot's), else `manifest`, kept from now
     on for the tasks that pin what it is."""
-    key = (workflow, revision)
     text = json.dumps(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))  # as records write it
+    return _share((workflow, revision), text, lambda: manifest)
+
+
+def _share(key: tuple[str, str], text: str, parse: Callable[[], WorkflowManifest]) -> WorkflowManifest:
     kept = _kept.get(key)
     if kept is not None and kept[0] == text:
         return kept[1]
+    manifest = parse()
     _keep(key, text, manifest)
     return manifest
 
